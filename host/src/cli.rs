@@ -1,0 +1,51 @@
+//! Command-line parsing and dispatch. Each subcommand lives in its own module;
+//! this file only wires arguments to them.
+use anyhow::{anyhow, Result};
+use clap::{Parser, Subcommand};
+use shared::spec::Arch;
+
+/// Train AlexNet on the desktop, quantize it, and run it on a microcontroller.
+#[derive(Parser, Debug)]
+#[command(name = "host", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the Keras-style summary of a preset.
+    Summary {
+        /// Preset: alexnet (the tutorial's) or alexnet-micro (scaled for a Cortex-M4).
+        #[arg(long, default_value = "alexnet")]
+        arch: String,
+        /// Number of classes.
+        #[arg(long, default_value_t = 1000)]
+        classes: u32,
+        /// Input height and width (default: the preset's).
+        #[arg(long)]
+        input: Option<u32>,
+    },
+}
+
+/// Parse a preset name, listing the valid ones on error.
+pub fn parse_arch(name: &str) -> Result<Arch> {
+    Arch::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = Arch::ALL.iter().map(|a| a.name()).collect();
+        anyhow!("unknown --arch {name:?}; choose one of: {}", names.join(", "))
+    })
+}
+
+/// Run one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Summary { arch, classes, input } => {
+            let arch = parse_arch(&arch)?;
+            let input = input.unwrap_or(arch.default_input());
+            let model = arch.build(input, classes).map_err(|e| anyhow!("{} at {input}x{input}x3: {e}", arch.name()))?;
+            print!("{}", crate::summary::render(&model, arch.name()));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! The desktop side of the toolchain: training, quantization, simulation and
+//! reports, built on the layer stack of the `shared` crate.
+pub mod cli;
+pub mod summary;

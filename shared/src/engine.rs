@@ -1,0 +1,1 @@
+//! The allocation-free runner and arena planner. (In progress.)

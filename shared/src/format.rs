@@ -1,0 +1,1 @@
+//! The model file: parser and writer. (In progress.)

@@ -1,0 +1,1 @@
+//! f16 kernels. (In progress.)

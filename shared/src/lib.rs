@@ -1,0 +1,25 @@
+//! The code both sides run: one description of the layer stack ([`spec`]),
+//! the model file ([`format`]), the int8 arithmetic of QUANT-SPEC.md
+//! ([`quant`]), int8 and f16 kernels ([`kernels`]) and the allocation-free
+//! engine that plans an arena and runs a model layer by layer ([`engine`]).
+//!
+//! `#![no_std]`: it builds for `thumbv7em-none-eabihf` and
+//! `thumbv8m.main-none-eabihf`. The `alloc`/`std` features add host-side
+//! conveniences (the model-file writer, `std::error::Error` impls); nothing on
+//! the run path ever allocates.
+#![no_std]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod engine;
+pub mod format;
+pub mod kernels;
+pub mod model;
+pub mod quant;
+pub mod spec;
+
+pub use half::f16;

@@ -1,0 +1,1 @@
+//! TFLite int8 requantization arithmetic. (In progress.)

@@ -1,0 +1,662 @@
+//! The one description of the layer stack: layer types with their Keras
+//! hyperparameters, shape inference, parameter counting and the presets.
+//!
+//! Everything here is `Copy` and allocation-free so that the model-file parser
+//! can rebuild a [`ModelSpec`] on a microcontroller, and the host can build
+//! its trainable layers from the very same value.
+
+use core::fmt;
+
+/// Most layers a model may hold. The tutorial's AlexNet has 21.
+pub const MAX_LAYERS: usize = 48;
+
+/// Keras's `BatchNormalization` defaults.
+pub const BN_EPSILON: f32 = 1e-3;
+/// Keras's `BatchNormalization` default momentum for the running statistics.
+pub const BN_MOMENTUM: f32 = 0.99;
+
+/// Convolution padding, as Keras names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// No padding: `out = (in - k) / stride + 1`.
+    Valid,
+    /// Zero padding so that `out = ceil(in / stride)`, the odd pixel at the bottom/right.
+    Same,
+}
+
+/// Activation fused into a Conv2D or Dense layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// Identity.
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// Softmax over the units (Dense only, last layer).
+    Softmax,
+}
+
+/// The shape of one example flowing between layers (the batch axis is implicit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Height x width x channels, stored NHWC.
+    Image { h: u32, w: u32, c: u32 },
+    /// A flat vector of features.
+    Flat(u32),
+}
+
+impl Shape {
+    /// A `h x w x c` image shape.
+    pub const fn image(h: u32, w: u32, c: u32) -> Self {
+        Shape::Image { h, w, c }
+    }
+
+    /// Number of scalars in one example.
+    pub fn elements(self) -> u64 {
+        match self {
+            Shape::Image { h, w, c } => h as u64 * w as u64 * c as u64,
+            Shape::Flat(n) => n as u64,
+        }
+    }
+
+    /// Channel count (features for a flat shape): the axis BN and Dense act on.
+    pub fn channels(self) -> u32 {
+        match self {
+            Shape::Image { c, .. } => c,
+            Shape::Flat(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Shape::Image { h, w, c } => write!(f, "(None, {h}, {w}, {c})"),
+            Shape::Flat(n) => write!(f, "(None, {n})"),
+        }
+    }
+}
+
+/// Keras `Conv2D` with square kernel and stride.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2D {
+    pub filters: u32,
+    pub kernel: u32,
+    pub stride: u32,
+    pub padding: Padding,
+    pub activation: Activation,
+}
+
+impl Conv2D {
+    /// `Conv2D(filters, kernel_size=kernel)` with Keras's defaults: stride 1, valid, no activation.
+    pub const fn new(filters: u32, kernel: u32) -> Self {
+        Conv2D { filters, kernel, stride: 1, padding: Padding::Valid, activation: Activation::None }
+    }
+    /// `strides=(s, s)`.
+    pub const fn strides(mut self, stride: u32) -> Self {
+        self.stride = stride;
+        self
+    }
+    /// `padding="same"`.
+    pub const fn same(mut self) -> Self {
+        self.padding = Padding::Same;
+        self
+    }
+    /// `activation="relu"`.
+    pub const fn relu(mut self) -> Self {
+        self.activation = Activation::Relu;
+        self
+    }
+}
+
+/// One layer of the stack, with Keras's hyperparameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Layer {
+    Conv2D(Conv2D),
+    /// Per-channel normalisation over the last axis; gamma, beta, moving mean, moving variance.
+    BatchNorm { epsilon: f32, momentum: f32 },
+    /// `MaxPool2D(pool_size=pool, strides=stride)`, valid padding.
+    MaxPool2D { pool: u32, stride: u32 },
+    Flatten,
+    Dense { units: u32, activation: Activation },
+    /// Inverted dropout during training; identity at inference.
+    Dropout { rate: f32 },
+}
+
+/// The coarse kind of a layer, for names, tables and error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    Conv2D,
+    BatchNorm,
+    MaxPool2D,
+    Flatten,
+    Dense,
+    Dropout,
+}
+
+impl LayerKind {
+    /// Keras's snake_case layer name stem (`conv2d`, `batch_normalization`, ...).
+    pub fn keras_name(self) -> &'static str {
+        match self {
+            LayerKind::Conv2D => "conv2d",
+            LayerKind::BatchNorm => "batch_normalization",
+            LayerKind::MaxPool2D => "max_pooling2d",
+            LayerKind::Flatten => "flatten",
+            LayerKind::Dense => "dense",
+            LayerKind::Dropout => "dropout",
+        }
+    }
+    /// Keras's class name (`Conv2D`, `BatchNormalization`, ...).
+    pub fn class_name(self) -> &'static str {
+        match self {
+            LayerKind::Conv2D => "Conv2D",
+            LayerKind::BatchNorm => "BatchNormalization",
+            LayerKind::MaxPool2D => "MaxPooling2D",
+            LayerKind::Flatten => "Flatten",
+            LayerKind::Dense => "Dense",
+            LayerKind::Dropout => "Dropout",
+        }
+    }
+}
+
+impl Layer {
+    /// This layer's kind.
+    pub fn kind(&self) -> LayerKind {
+        match self {
+            Layer::Conv2D(_) => LayerKind::Conv2D,
+            Layer::BatchNorm { .. } => LayerKind::BatchNorm,
+            Layer::MaxPool2D { .. } => LayerKind::MaxPool2D,
+            Layer::Flatten => LayerKind::Flatten,
+            Layer::Dense { .. } => LayerKind::Dense,
+            Layer::Dropout { .. } => LayerKind::Dropout,
+        }
+    }
+
+    /// Output shape for `input`, or why the layer cannot take it.
+    pub fn output_shape(&self, index: usize, input: Shape) -> Result<Shape, SpecError> {
+        let kind = self.kind();
+        let err = |problem| SpecError::Layer { index, kind, input, problem };
+        match *self {
+            Layer::Conv2D(c) => {
+                let Shape::Image { h, w, .. } = input else { return Err(err(Problem::NeedsImage)) };
+                if c.filters == 0 || c.kernel == 0 || c.stride == 0 {
+                    return Err(err(Problem::ZeroHyperparameter));
+                }
+                let out = |n: u32| match c.padding {
+                    Padding::Valid if n >= c.kernel => Some((n - c.kernel) / c.stride + 1),
+                    Padding::Valid => None,
+                    Padding::Same => Some(n.div_ceil(c.stride)),
+                };
+                match (out(h), out(w)) {
+                    (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Ok(Shape::image(oh, ow, c.filters)),
+                    _ => Err(err(Problem::Collapsed)),
+                }
+            }
+            Layer::MaxPool2D { pool, stride } => {
+                let Shape::Image { h, w, c } = input else { return Err(err(Problem::NeedsImage)) };
+                if pool == 0 || stride == 0 {
+                    return Err(err(Problem::ZeroHyperparameter));
+                }
+                if h < pool || w < pool {
+                    return Err(err(Problem::Collapsed));
+                }
+                Ok(Shape::image((h - pool) / stride + 1, (w - pool) / stride + 1, c))
+            }
+            Layer::Flatten => match input {
+                Shape::Image { .. } => {
+                    let n = u32::try_from(input.elements()).map_err(|_| err(Problem::TooLarge))?;
+                    Ok(Shape::Flat(n))
+                }
+                Shape::Flat(_) => Ok(input),
+            },
+            Layer::Dense { units, activation } => {
+                let Shape::Flat(_) = input else { return Err(err(Problem::NeedsFlat)) };
+                if units == 0 {
+                    return Err(err(Problem::ZeroHyperparameter));
+                }
+                if activation == Activation::Softmax && units < 2 {
+                    return Err(err(Problem::ZeroHyperparameter));
+                }
+                Ok(Shape::Flat(units))
+            }
+            Layer::BatchNorm { epsilon, momentum } => {
+                if !(epsilon > 0.0 && (0.0..1.0).contains(&momentum)) {
+                    return Err(err(Problem::BadRate));
+                }
+                Ok(input)
+            }
+            Layer::Dropout { rate } => {
+                if !(0.0..1.0).contains(&rate) {
+                    return Err(err(Problem::BadRate));
+                }
+                Ok(input)
+            }
+        }
+    }
+
+    /// (trainable, non-trainable) parameter counts given this layer's input shape.
+    pub fn params(&self, input: Shape) -> (u64, u64) {
+        let cin = input.channels() as u64;
+        match *self {
+            Layer::Conv2D(c) => {
+                let k = c.kernel as u64;
+                (k * k * cin * c.filters as u64 + c.filters as u64, 0)
+            }
+            Layer::Dense { units, .. } => (cin * units as u64 + units as u64, 0),
+            // gamma and beta train; the moving mean and variance do not.
+            Layer::BatchNorm { .. } => (2 * cin, 2 * cin),
+            Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => (0, 0),
+        }
+    }
+
+    /// Multiply-accumulates per example at inference.
+    pub fn macs(&self, input: Shape, output: Shape) -> u64 {
+        match *self {
+            Layer::Conv2D(c) => {
+                let k = c.kernel as u64;
+                output.elements() * k * k * input.channels() as u64
+            }
+            Layer::Dense { .. } => input.elements() * output.elements(),
+            Layer::BatchNorm { .. } => output.elements(),
+            _ => 0,
+        }
+    }
+}
+
+/// What was wrong with a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// The spatial size shrank to nothing (kernel or pool larger than its input).
+    Collapsed,
+    /// A 2-D layer got a flat input (a Flatten came too early).
+    NeedsImage,
+    /// Dense got an image input (a Flatten is missing).
+    NeedsFlat,
+    /// A filter count, kernel, stride, pool or unit count of zero.
+    ZeroHyperparameter,
+    /// A dropout rate, epsilon or momentum out of range.
+    BadRate,
+    /// A dimension does not fit in 32 bits.
+    TooLarge,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Problem::Collapsed => "its output would have no pixels (the input is smaller than the kernel or pool)",
+            Problem::NeedsImage => "it needs an image input (height, width, channels) but got a flat vector",
+            Problem::NeedsFlat => "it needs a flat input; add a Flatten before it",
+            Problem::ZeroHyperparameter => "a filter count, kernel, stride, pool or unit count is zero (or softmax over fewer than 2 units)",
+            Problem::BadRate => "a rate, epsilon or momentum is out of range",
+            Problem::TooLarge => "a dimension does not fit in 32 bits",
+        })
+    }
+}
+
+/// Why a layer stack is not a valid model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SpecError {
+    /// Layer `index` (0-based) of `kind` cannot take `input`.
+    Layer { index: usize, kind: LayerKind, input: Shape, problem: Problem },
+    /// More than [`MAX_LAYERS`] layers.
+    TooManyLayers,
+    /// The input shape has a zero dimension.
+    EmptyInput,
+    /// The stack has no layers.
+    NoLayers,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpecError::Layer { index, kind, input, problem } => write!(
+                f,
+                "layer {index} ({}) cannot take input {input}: {problem}",
+                kind.class_name()
+            ),
+            SpecError::TooManyLayers => write!(f, "more than {MAX_LAYERS} layers"),
+            SpecError::EmptyInput => f.write_str("the input shape has a zero dimension"),
+            SpecError::NoLayers => f.write_str("the model has no layers"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for SpecError {}
+
+/// A validated model: an input shape plus the ordered layers.
+///
+/// Construction ([`ModelSpec::new`] or [`Sequential::build`]) checks every
+/// layer's shape, so a `ModelSpec` in hand always describes a runnable stack.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelSpec {
+    input: Shape,
+    layers: [Layer; MAX_LAYERS],
+    len: usize,
+}
+
+impl ModelSpec {
+    /// Validate `layers` on `input`.
+    pub fn new(input: Shape, layers: &[Layer]) -> Result<Self, SpecError> {
+        if layers.len() > MAX_LAYERS {
+            return Err(SpecError::TooManyLayers);
+        }
+        if layers.is_empty() {
+            return Err(SpecError::NoLayers);
+        }
+        if input.elements() == 0 {
+            return Err(SpecError::EmptyInput);
+        }
+        let mut shape = input;
+        for (i, l) in layers.iter().enumerate() {
+            shape = l.output_shape(i, shape)?;
+        }
+        let mut all = [Layer::Flatten; MAX_LAYERS];
+        all[..layers.len()].copy_from_slice(layers);
+        Ok(ModelSpec { input, layers: all, len: layers.len() })
+    }
+
+    /// The input shape of one example.
+    pub fn input(&self) -> Shape {
+        self.input
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers[..self.len]
+    }
+
+    /// Each layer with its input and output shapes.
+    pub fn shapes(&self) -> impl Iterator<Item = (usize, &Layer, Shape, Shape)> + '_ {
+        let mut shape = self.input;
+        self.layers().iter().enumerate().map(move |(i, l)| {
+            let input = shape;
+            // Validated at construction, so this cannot fail.
+            shape = l.output_shape(i, input).unwrap_or(input);
+            (i, l, input, shape)
+        })
+    }
+
+    /// The output shape of the whole model.
+    pub fn output(&self) -> Shape {
+        self.shapes().last().map(|(_, _, _, o)| o).unwrap_or(self.input)
+    }
+
+    /// (trainable, non-trainable) parameters of the whole model.
+    pub fn params(&self) -> (u64, u64) {
+        self.shapes().fold((0, 0), |(t, n), (_, l, i, _)| {
+            let (a, b) = l.params(i);
+            (t + a, n + b)
+        })
+    }
+
+    /// Multiply-accumulates per example at inference.
+    pub fn macs(&self) -> u64 {
+        self.shapes().map(|(_, l, i, o)| l.macs(i, o)).sum()
+    }
+
+    /// Keras-style layer names (`conv2d`, `conv2d_1`, `batch_normalization`, ...).
+    pub fn layer_name(&self, index: usize) -> LayerName {
+        let kind = self.layers()[index].kind();
+        let ordinal = self.layers()[..index].iter().filter(|l| l.kind() == kind).count();
+        LayerName { kind, ordinal }
+    }
+}
+
+/// A Keras-style layer name; `Display` gives `conv2d_3`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerName {
+    pub kind: LayerKind,
+    pub ordinal: usize,
+}
+
+impl fmt::Display for LayerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ordinal == 0 {
+            f.write_str(self.kind.keras_name())
+        } else {
+            write!(f, "{}_{}", self.kind.keras_name(), self.ordinal)
+        }
+    }
+}
+
+/// A builder that reads like Keras's `Sequential([...])` code.
+///
+/// ```
+/// use shared::spec::{Sequential, Conv2D, Shape, Activation};
+/// let m = Sequential::new(Shape::image(32, 32, 3))
+///     .conv2d(Conv2D::new(8, 3).same().relu())
+///     .batch_norm()
+///     .max_pool(2, 2)
+///     .flatten()
+///     .dense(10, Activation::Softmax)
+///     .build()
+///     .unwrap();
+/// assert_eq!(m.output(), Shape::Flat(10));
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Sequential {
+    input: Shape,
+    layers: [Layer; MAX_LAYERS],
+    len: usize,
+    overflow: bool,
+}
+
+impl Sequential {
+    /// Start a model on `input`.
+    pub fn new(input: Shape) -> Self {
+        Sequential { input, layers: [Layer::Flatten; MAX_LAYERS], len: 0, overflow: false }
+    }
+    /// Append any layer.
+    pub fn add(mut self, layer: Layer) -> Self {
+        if self.len < MAX_LAYERS {
+            self.layers[self.len] = layer;
+            self.len += 1;
+        } else {
+            self.overflow = true;
+        }
+        self
+    }
+    /// `Conv2D(...)`.
+    pub fn conv2d(self, c: Conv2D) -> Self {
+        self.add(Layer::Conv2D(c))
+    }
+    /// `BatchNormalization()` with Keras's defaults.
+    pub fn batch_norm(self) -> Self {
+        self.add(Layer::BatchNorm { epsilon: BN_EPSILON, momentum: BN_MOMENTUM })
+    }
+    /// `MaxPool2D(pool_size=pool, strides=stride)`.
+    pub fn max_pool(self, pool: u32, stride: u32) -> Self {
+        self.add(Layer::MaxPool2D { pool, stride })
+    }
+    /// `Flatten()`.
+    pub fn flatten(self) -> Self {
+        self.add(Layer::Flatten)
+    }
+    /// `Dense(units, activation=...)`.
+    pub fn dense(self, units: u32, activation: Activation) -> Self {
+        self.add(Layer::Dense { units, activation })
+    }
+    /// `Dropout(rate)`.
+    pub fn dropout(self, rate: f32) -> Self {
+        self.add(Layer::Dropout { rate })
+    }
+    /// Validate and return the model.
+    pub fn build(self) -> Result<ModelSpec, SpecError> {
+        if self.overflow {
+            return Err(SpecError::TooManyLayers);
+        }
+        ModelSpec::new(self.input, &self.layers[..self.len])
+    }
+}
+
+/// Widths of an AlexNet-shaped stack: five conv filter counts and the hidden Dense units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlexNetWidths {
+    pub filters: [u32; 5],
+    pub hidden: u32,
+}
+
+/// The tutorial's widths: 96, 256, 384, 384, 256 filters and 4096 hidden units.
+pub const ALEXNET_WIDTHS: AlexNetWidths = AlexNetWidths { filters: [96, 256, 384, 384, 256], hidden: 4096 };
+
+/// The scaled widths: 1/4 of the filters, 1/16 of the hidden units.
+pub const ALEXNET_MICRO_WIDTHS: AlexNetWidths = AlexNetWidths { filters: [24, 64, 96, 96, 64], hidden: 256 };
+
+/// The tutorial's input size.
+pub const ALEXNET_INPUT: u32 = 227;
+/// The scaled preset's default input size (a multiple of 4 plus 11 -> 23x23 after conv 1).
+pub const ALEXNET_MICRO_INPUT: u32 = 99;
+
+/// The tutorial's AlexNet topology with the given widths, input size and class count.
+pub fn alexnet_with(widths: AlexNetWidths, input: u32, classes: u32) -> Result<ModelSpec, SpecError> {
+    let [f1, f2, f3, f4, f5] = widths.filters;
+    Sequential::new(Shape::image(input, input, 3))
+        .conv2d(Conv2D::new(f1, 11).strides(4).relu())
+        .batch_norm()
+        .max_pool(3, 2)
+        .conv2d(Conv2D::new(f2, 5).same().relu())
+        .batch_norm()
+        .max_pool(3, 2)
+        .conv2d(Conv2D::new(f3, 3).same().relu())
+        .batch_norm()
+        .conv2d(Conv2D::new(f4, 3).same().relu())
+        .batch_norm()
+        .conv2d(Conv2D::new(f5, 3).same().relu())
+        .batch_norm()
+        .max_pool(3, 2)
+        .flatten()
+        .dense(widths.hidden, Activation::Relu)
+        .dropout(0.5)
+        .dense(widths.hidden, Activation::Relu)
+        .dropout(0.5)
+        .dense(classes, Activation::Softmax)
+        .build()
+}
+
+/// The tutorial's exact AlexNet (227x227x3 by default).
+pub fn alexnet(input: u32, classes: u32) -> Result<ModelSpec, SpecError> {
+    alexnet_with(ALEXNET_WIDTHS, input, classes)
+}
+
+/// The scaled AlexNet: same topology, fewer filters and units, for a Cortex-M4 with
+/// 1 MiB of flash and 256 KiB of RAM.
+pub fn alexnet_micro(input: u32, classes: u32) -> Result<ModelSpec, SpecError> {
+    alexnet_with(ALEXNET_MICRO_WIDTHS, input, classes)
+}
+
+/// A named preset (`alexnet`, `alexnet-micro`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    AlexNet,
+    AlexNetMicro,
+}
+
+impl Arch {
+    /// All presets, for help texts.
+    pub const ALL: [Arch; 2] = [Arch::AlexNet, Arch::AlexNetMicro];
+
+    /// The preset's command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::AlexNet => "alexnet",
+            Arch::AlexNetMicro => "alexnet-micro",
+        }
+    }
+
+    /// Parse a command-line name.
+    pub fn from_name(name: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The preset's default input size.
+    pub fn default_input(self) -> u32 {
+        match self {
+            Arch::AlexNet => ALEXNET_INPUT,
+            Arch::AlexNetMicro => ALEXNET_MICRO_INPUT,
+        }
+    }
+
+    /// Build the preset.
+    pub fn build(self, input: u32, classes: u32) -> Result<ModelSpec, SpecError> {
+        match self {
+            Arch::AlexNet => alexnet(input, classes),
+            Arch::AlexNetMicro => alexnet_micro(input, classes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alexnet_matches_the_keras_summary() {
+        let m = alexnet(227, 1000).unwrap();
+        let expected: [(Shape, u64); 19] = [
+            (Shape::image(55, 55, 96), 34_944),
+            (Shape::image(55, 55, 96), 384),
+            (Shape::image(27, 27, 96), 0),
+            (Shape::image(27, 27, 256), 614_656),
+            (Shape::image(27, 27, 256), 1_024),
+            (Shape::image(13, 13, 256), 0),
+            (Shape::image(13, 13, 384), 885_120),
+            (Shape::image(13, 13, 384), 1_536),
+            (Shape::image(13, 13, 384), 1_327_488),
+            (Shape::image(13, 13, 384), 1_536),
+            (Shape::image(13, 13, 256), 884_992),
+            (Shape::image(13, 13, 256), 1_024),
+            (Shape::image(6, 6, 256), 0),
+            (Shape::Flat(9216), 0),
+            (Shape::Flat(4096), 37_752_832),
+            (Shape::Flat(4096), 0),
+            (Shape::Flat(4096), 16_781_312),
+            (Shape::Flat(4096), 0),
+            (Shape::Flat(1000), 4_097_000),
+        ];
+        let got: [(Shape, u64); 19] = core::array::from_fn(|i| {
+            let (_, l, input, out) = m.shapes().nth(i).unwrap();
+            let (t, n) = l.params(input);
+            (out, t + n)
+        });
+        assert_eq!(m.layers().len(), 19);
+        assert_eq!(got, expected);
+        assert_eq!(m.params(), (62_381_096, 2_752));
+        assert_eq!(m.params().0 + m.params().1, 62_383_848);
+    }
+
+    #[test]
+    fn impossible_stack_names_the_layer() {
+        let err = alexnet(32, 10).unwrap_err();
+        // 32 -> conv 6 -> pool 2 -> conv 2 -> pool fails (2 < 3).
+        match err {
+            SpecError::Layer { index, kind, problem, .. } => {
+                assert_eq!(index, 5);
+                assert_eq!(kind, LayerKind::MaxPool2D);
+                assert_eq!(problem, Problem::Collapsed);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dense_before_flatten_is_an_error() {
+        let err = Sequential::new(Shape::image(8, 8, 1)).dense(3, Activation::None).build().unwrap_err();
+        assert!(matches!(err, SpecError::Layer { index: 0, problem: Problem::NeedsFlat, .. }));
+    }
+
+    #[test]
+    fn same_padding_rounds_up() {
+        let m = Sequential::new(Shape::image(7, 5, 2)).conv2d(Conv2D::new(4, 3).strides(2).same()).build().unwrap();
+        assert_eq!(m.output(), Shape::image(4, 3, 4));
+    }
+
+    #[test]
+    fn layer_names_follow_keras() {
+        let m = alexnet(227, 5).unwrap();
+        extern crate std;
+        use std::string::ToString;
+        assert_eq!(m.layer_name(0).to_string(), "conv2d");
+        assert_eq!(m.layer_name(3).to_string(), "conv2d_1");
+        assert_eq!(m.layer_name(17).to_string(), "dropout_1");
+    }
+}
