@@ -18,17 +18,17 @@ pub fn thousands(n: u64) -> String {
 /// Render `model` the way `model.summary()` does in Keras.
 pub fn render(model: &ModelSpec, title: &str) -> String {
     let mut out = String::new();
-    let rule_eq = "=".repeat(65);
-    let rule = "_".repeat(65);
+    let rule_eq = "=".repeat(80);
+    let rule = "_".repeat(80);
     let _ = writeln!(out, "Model: \"{title}\"");
     let _ = writeln!(out, "{rule}");
-    let _ = writeln!(out, " {:<28} {:<25} {:>9}", "Layer (type)", "Output Shape", "Param #");
+    let _ = writeln!(out, " {:<44} {:<22} {:>12}", "Layer (type)", "Output Shape", "Param #");
     let _ = writeln!(out, "{rule_eq}");
     let n = model.layers().len();
     for (i, layer, input, output) in model.shapes() {
         let name = format!("{} ({})", model.layer_name(i), layer.kind().class_name());
         let (t, nt) = layer.params(input);
-        let _ = writeln!(out, " {:<28} {:<25} {:>9}", name, output.to_string(), thousands(t + nt));
+        let _ = writeln!(out, " {:<44} {:<22} {:>12}", name, output.to_string(), thousands(t + nt));
         let _ = writeln!(out, "{}", if i + 1 == n { &rule_eq } else { &rule });
     }
     let (t, nt) = model.params();

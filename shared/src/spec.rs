@@ -113,13 +113,24 @@ impl Conv2D {
 pub enum Layer {
     Conv2D(Conv2D),
     /// Per-channel normalisation over the last axis; gamma, beta, moving mean, moving variance.
-    BatchNorm { epsilon: f32, momentum: f32 },
+    BatchNorm {
+        epsilon: f32,
+        momentum: f32,
+    },
     /// `MaxPool2D(pool_size=pool, strides=stride)`, valid padding.
-    MaxPool2D { pool: u32, stride: u32 },
+    MaxPool2D {
+        pool: u32,
+        stride: u32,
+    },
     Flatten,
-    Dense { units: u32, activation: Activation },
+    Dense {
+        units: u32,
+        activation: Activation,
+    },
     /// Inverted dropout during training; identity at inference.
-    Dropout { rate: f32 },
+    Dropout {
+        rate: f32,
+    },
 }
 
 /// The coarse kind of a layer, for names, tables and error messages.
@@ -285,7 +296,9 @@ impl fmt::Display for Problem {
             Problem::Collapsed => "its output would have no pixels (the input is smaller than the kernel or pool)",
             Problem::NeedsImage => "it needs an image input (height, width, channels) but got a flat vector",
             Problem::NeedsFlat => "it needs a flat input; add a Flatten before it",
-            Problem::ZeroHyperparameter => "a filter count, kernel, stride, pool or unit count is zero (or softmax over fewer than 2 units)",
+            Problem::ZeroHyperparameter => {
+                "a filter count, kernel, stride, pool or unit count is zero (or softmax over fewer than 2 units)"
+            }
             Problem::BadRate => "a rate, epsilon or momentum is out of range",
             Problem::TooLarge => "a dimension does not fit in 32 bits",
         })
@@ -308,11 +321,9 @@ pub enum SpecError {
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SpecError::Layer { index, kind, input, problem } => write!(
-                f,
-                "layer {index} ({}) cannot take input {input}: {problem}",
-                kind.class_name()
-            ),
+            SpecError::Layer { index, kind, input, problem } => {
+                write!(f, "layer {index} ({}) cannot take input {input}: {problem}", kind.class_name())
+            }
             SpecError::TooManyLayers => write!(f, "more than {MAX_LAYERS} layers"),
             SpecError::EmptyInput => f.write_str("the input shape has a zero dimension"),
             SpecError::NoLayers => f.write_str("the model has no layers"),
