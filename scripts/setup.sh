@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One-time setup on a fresh Debian/Ubuntu machine: the Rust targets the
+# firmware and the no_std crate build for, and QEMU for the board tests.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# rust-toolchain.toml lists the targets, but with RUSTUP_AUTO_INSTALL=0 rustup
+# installs nothing by itself: ask for them explicitly.
+rustup target add thumbv7em-none-eabihf thumbv8m.main-none-eabihf
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+need=()
+command -v qemu-system-arm >/dev/null 2>&1 || need+=(qemu-system-arm)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+echo "setup: rust targets and ${need[*]:-qemu-system-arm (already present)} ready"
