@@ -1,0 +1,42 @@
+//! Picks the linker script of the selected board and passes the link
+//! arguments cortex-m-rt and defmt need, so that `cargo build --features
+//! <board>` is all it takes (no RUSTFLAGS to remember).
+use std::{env, fs, path::PathBuf};
+
+/// (cargo feature, memory map file, the only target the board's core runs).
+const BOARDS: [(&str, &str, &str); 2] = [
+    ("qemu-an386", "memory/qemu-an386.x", "thumbv7em-none-eabihf"),
+    ("qemu-an524", "memory/qemu-an524.x", "thumbv8m.main-none-eabihf"),
+];
+
+fn main() {
+    let selected: Vec<_> = BOARDS
+        .iter()
+        .filter(|(feature, _, _)| {
+            env::var_os(format!("CARGO_FEATURE_{}", feature.to_uppercase().replace('-', "_"))).is_some()
+        })
+        .collect();
+    let (feature, memory, target) = match selected.as_slice() {
+        [one] => **one,
+        [] => panic!("select a board: --features qemu-an386 or --no-default-features --features qemu-an524"),
+        _ => panic!("select exactly one board feature (add --no-default-features when picking qemu-an524)"),
+    };
+    let actual = env::var("TARGET").unwrap_or_default();
+    if actual != target {
+        panic!("board {feature} needs --target {target}, not {actual}");
+    }
+
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let mut script = fs::read_to_string(memory).expect("board memory map");
+    script.push_str(&fs::read_to_string("memory/arena.x").expect("arena section"));
+    fs::write(out.join("memory.x"), script).expect("write memory.x");
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-changed={memory}");
+    println!("cargo:rerun-if-changed=memory/arena.x");
+    println!("cargo:rerun-if-changed=build.rs");
+
+    // cortex-m-rt's link.x (which INCLUDEs memory.x) and defmt's symbol table.
+    println!("cargo:rustc-link-arg-bins=--nmagic");
+    println!("cargo:rustc-link-arg-bins=-Tlink.x");
+    println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
+}

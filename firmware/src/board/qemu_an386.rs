@@ -1,0 +1,31 @@
+//! QEMU `mps2-an386`: Cortex-M4F at 25 MHz, CMSDK UART0 at 0x4000_4000.
+use super::cmsdk_uart::CmsdkUart;
+use super::Board;
+use crate::clock::TickDelay;
+
+/// Board name reported in the HELLO frame.
+pub const NAME: &str = "qemu-an386";
+/// SYSCLK of the MPS2 FPGA images (QEMU's `mps2.c`); SysTick counts it. With
+/// `-icount shift=0` QEMU retires one instruction per ns: 40 per tick.
+pub const CPU_HZ: u32 = 25_000_000;
+/// The arena: sized for the scaled AlexNet (`alexnet-micro`, int8 or f16, up
+/// to ~160 px inputs) with room to spare in the 4 MiB data SSRAM; plan() is
+/// checked against it at run time.
+pub const ARENA_BYTES: usize = 2 * 1024 * 1024;
+const UART0: usize = 0x4000_4000;
+
+/// Set up the board's serial port and delay.
+pub fn init(clock: &'static crate::clock::Clock) -> Board<CmsdkUart, TickDelay> {
+    // SAFETY: called once from main; UART0 has no other user.
+    let serial = unsafe { CmsdkUart::new(UART0, CPU_HZ, 115_200) };
+    Board { serial, delay: TickDelay::new(clock, CPU_HZ) }
+}
+
+/// The serial port again, for the panic and HardFault handlers only.
+///
+/// # Safety
+/// Only when the main path will never run again.
+pub unsafe fn steal_serial() -> CmsdkUart {
+    // SAFETY: forwarded to the caller.
+    unsafe { CmsdkUart::new(UART0, CPU_HZ, 115_200) }
+}

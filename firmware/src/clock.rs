@@ -1,0 +1,85 @@
+//! A 64-bit tick counter from SysTick plus a wrap count, and a [`DelayNs`]
+//! built on it.
+//!
+//! Why SysTick and not DWT.CYCCNT: QEMU does not model the cycle counter (it
+//! reads 0), while SysTick runs from QEMU's virtual clock; under
+//! `-icount shift=0` that clock advances exactly 1 ns per guest instruction,
+//! so ticks convert to instruction counts (ticks * 1e9 / CPU_HZ), repeatable
+//! run after run. On real silicon the same ticks are CPU cycles.
+//!
+//! SysTick is 24-bit (it wraps every 0.67 s at 25 MHz, well inside one conv
+//! layer of AlexNet), so its exception counts wraps.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m::peripheral::SYST;
+use embedded_hal::delay::DelayNs;
+
+const RELOAD: u32 = 0x00FF_FFFF;
+
+/// The free-running counter. One per firmware, started once.
+pub struct Clock {
+    wraps: AtomicU32,
+}
+
+impl Clock {
+    /// A counter that is not running yet.
+    pub const fn new() -> Self {
+        Clock { wraps: AtomicU32::new(0) }
+    }
+
+    /// Start SysTick on the core clock, wrapping every 2^24 ticks with an exception.
+    pub fn start(&self, mut syst: SYST) {
+        syst.set_clock_source(SystClkSource::Core);
+        syst.set_reload(RELOAD);
+        syst.clear_current();
+        syst.enable_interrupt();
+        syst.enable_counter();
+    }
+
+    /// Called from the SysTick exception.
+    pub fn on_wrap(&self) {
+        self.wraps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ticks since [`Clock::start`].
+    pub fn now(&self) -> u64 {
+        loop {
+            let before = self.wraps.load(Ordering::Acquire);
+            let current = SYST::get_current();
+            let after = self.wraps.load(Ordering::Acquire);
+            // A wrap between the two loads: read again.
+            if before == after {
+                return ((before as u64) << 24) + (RELOAD - current) as u64;
+            }
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Busy-wait delay on the shared [`Clock`], so the delay and the layer
+/// timings share SysTick instead of fighting over it.
+pub struct TickDelay {
+    clock: &'static Clock,
+    hz: u32,
+}
+
+impl TickDelay {
+    /// A delay counting `hz` ticks a second.
+    pub fn new(clock: &'static Clock, hz: u32) -> Self {
+        TickDelay { clock, hz }
+    }
+}
+
+impl DelayNs for TickDelay {
+    fn delay_ns(&mut self, ns: u32) {
+        let ticks = (ns as u64 * self.hz as u64).div_ceil(1_000_000_000);
+        let start = self.clock.now();
+        while self.clock.now().wrapping_sub(start) < ticks {}
+    }
+}

@@ -1,0 +1,265 @@
+//! Runs a model file on a Cortex-M with the shared engine and reports the
+//! output bytes (and every layer's fingerprint, timing and optionally bytes)
+//! to the host in CRC-checked frames over the board's UART.
+//!
+//! Memory (see `memory/*.x`): the model file and the input blob sit in their
+//! own regions at linker-known addresses, loaded separately from the code;
+//! the arena is a static in a NOLOAD section, sized per board.
+//!
+//! Exit codes (through semihosting, so QEMU never hangs): see [`exit_code`].
+#![no_std]
+#![no_main]
+
+mod board;
+mod clock;
+mod frame;
+mod glue;
+
+use core::fmt::Write as _;
+use core::mem::MaybeUninit;
+use core::panic::PanicInfo;
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use defmt_semihosting as _;
+use embedded_hal::delay::DelayNs;
+use embedded_io::Write;
+
+use clock::Clock;
+use frame::{kind, MsgBuf};
+
+/// Process exit codes, shared with the host's `flash` command.
+pub mod exit_code {
+    /// The model ran; OUTPUT was sent.
+    pub const OK: u8 = 0;
+    /// The model file was rejected by `shared::format::parse` (bad magic,
+    /// version, length, checksum, contents).
+    pub const BAD_MODEL: u8 = 2;
+    /// The model's arena does not fit this board's static arena.
+    pub const ARENA_TOO_SMALL: u8 = 3;
+    /// The input blob is missing, malformed or the wrong size for the model.
+    pub const BAD_INPUT: u8 = 4;
+    /// The engine reported an error.
+    pub const ENGINE: u8 = 5;
+    /// A Rust panic.
+    pub const PANIC: u8 = 101;
+    /// A HardFault (or any unexpected exception).
+    pub const FAULT: u8 = 102;
+}
+
+/// The input blob's magic: `b"AXIN"`.
+const INPUT_MAGIC: [u8; 4] = *b"AXIN";
+/// Bytes of the input blob's header: magic, version `u16` = 1, flags `u16`,
+/// data length `u32`, reserved `u32` = 0; the data follows, 16-aligned.
+const INPUT_HEADER: usize = 16;
+/// Input flag: send every layer's output bytes, not just their hashes.
+const FLAG_LAYER_BYTES: u16 = 1;
+
+static CLOCK: Clock = Clock::new();
+
+#[repr(C, align(16))]
+struct Arena([u8; board::ARENA_BYTES]);
+
+/// The engine's arena, in the never-loaded `.arena` section (memory/arena.x).
+#[link_section = ".arena"]
+static mut ARENA: MaybeUninit<Arena> = MaybeUninit::uninit();
+
+extern "C" {
+    static _model_start: u8;
+    static _model_end: u8;
+    static _input_start: u8;
+    static _input_end: u8;
+}
+
+/// A linker-defined region as bytes.
+///
+/// # Safety
+/// `start..end` must be readable memory that nothing writes while the slice lives.
+unsafe fn region(start: *const u8, end: *const u8) -> &'static [u8] {
+    // SAFETY: forwarded to the caller.
+    unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
+}
+
+#[entry]
+fn main() -> ! {
+    let Some(core) = cortex_m::Peripherals::take() else { exit(exit_code::FAULT) };
+    CLOCK.start(core.SYST);
+    let board = board::init(&CLOCK);
+    let code = app(board.serial, board.delay);
+    exit(code)
+}
+
+/// Send an ERROR frame and log it; returns `code` for the caller to exit with.
+fn fail<S: Write>(serial: &mut S, code: u8, args: core::fmt::Arguments<'_>) -> u8 {
+    let mut msg = MsgBuf::new();
+    let _ = msg.write_fmt(args);
+    defmt::error!("{=[u8]:a}", msg.as_bytes());
+    frame::send(serial, kind::ERROR, &[&[code], msg.as_bytes()]);
+    code
+}
+
+/// The whole job, generic over the board's traits; returns the exit code.
+fn app<S: Write, D: DelayNs>(mut serial: S, mut delay: D) -> u8 {
+    // SAFETY: the symbols come from memory.x and bound regions that only the
+    // loader writes, before reset.
+    let (model_region, input_region) = unsafe {
+        (region(&raw const _model_start, &raw const _model_end), region(&raw const _input_start, &raw const _input_end))
+    };
+    let code = run(&mut serial, model_region, input_region);
+    frame::send(&mut serial, kind::DONE, &[&[code]]);
+    let _ = serial.flush();
+    // Let the last byte leave the shift register before the core stops.
+    delay.delay_ms(1);
+    code
+}
+
+fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8 {
+    let mut hello = [0u8; 20];
+    hello[0..2].copy_from_slice(&frame::PROTOCOL.to_le_bytes());
+    hello[4..8].copy_from_slice(&board::CPU_HZ.to_le_bytes());
+    hello[8..12].copy_from_slice(&(board::ARENA_BYTES as u32).to_le_bytes());
+    hello[12..16].copy_from_slice(&(model_region.as_ptr() as u32).to_le_bytes());
+    hello[16..20].copy_from_slice(&(input_region.as_ptr() as u32).to_le_bytes());
+    frame::send(serial, kind::HELLO, &[&hello, board::NAME.as_bytes()]);
+    defmt::info!(
+        "{=str}: model region {=usize} bytes, arena {=usize} bytes",
+        board::NAME,
+        model_region.len(),
+        board::ARENA_BYTES
+    );
+
+    let bytes = glue::model_bytes(model_region);
+    let model = match glue::parse(bytes) {
+        Ok(m) => m,
+        Err(e) => return fail(serial, exit_code::BAD_MODEL, format_args!("model file rejected: {e}")),
+    };
+    let need = glue::plan(&model);
+    let input_len = model.spec.input().elements() as usize * model.precision.activation_bytes();
+    let mut info = [0u8; 16];
+    info[0] = model.precision as u8;
+    info[1] = model.spec.layers().len() as u8;
+    info[4..8].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    info[8..12].copy_from_slice(&(need as u32).to_le_bytes());
+    info[12..16].copy_from_slice(&(input_len as u32).to_le_bytes());
+    frame::send(serial, kind::MODEL, &[&info]);
+    defmt::info!(
+        "model ok: {=usize} bytes, {=usize} layers, arena {=usize}",
+        bytes.len(),
+        model.spec.layers().len(),
+        need
+    );
+
+    if need > board::ARENA_BYTES {
+        return fail(
+            serial,
+            exit_code::ARENA_TOO_SMALL,
+            format_args!("model needs {need} arena bytes; {} has {}", board::NAME, board::ARENA_BYTES),
+        );
+    }
+    let (input, flags) = match read_input(input_region, input_len) {
+        Ok(v) => v,
+        Err(why) => return fail(serial, exit_code::BAD_INPUT, format_args!("input rejected: {why}")),
+    };
+
+    // SAFETY: ARENA is only touched here, once; the bytes handed out are
+    // initialised first (the section is NOLOAD, never zeroed by the runtime).
+    let arena = unsafe {
+        let base = (&raw mut ARENA).cast::<u8>();
+        core::ptr::write_bytes(base, 0, need);
+        core::slice::from_raw_parts_mut(base, need)
+    };
+    let mut reporter = Reporter { serial, start: 0, full: flags & FLAG_LAYER_BYTES != 0 };
+    let t0 = CLOCK.now();
+    let result = glue::run(&model, input, arena, &mut reporter);
+    let ticks = CLOCK.now() - t0;
+    let serial = reporter.serial;
+    match result {
+        Ok(output) => {
+            frame::send(serial, kind::OUTPUT, &[&ticks.to_le_bytes(), output]);
+            defmt::info!("done: {=u64} ticks", ticks);
+            exit_code::OK
+        }
+        Err(e) => fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
+    }
+}
+
+/// The input data and flags from the input region, checked against the model.
+fn read_input(region: &[u8], expected: usize) -> Result<(&[u8], u16), &'static str> {
+    let head = region.get(..INPUT_HEADER).ok_or("the input region is smaller than its header")?;
+    if head[0..4] != INPUT_MAGIC {
+        return Err("no input blob (bad magic; expected \"AXIN\")");
+    }
+    if u16::from_le_bytes([head[4], head[5]]) != 1 {
+        return Err("unsupported input blob version");
+    }
+    let flags = u16::from_le_bytes([head[6], head[7]]);
+    let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
+    if len != expected {
+        return Err("input length does not match the model's input shape and precision");
+    }
+    let data = region.get(INPUT_HEADER..INPUT_HEADER + len).ok_or("input larger than its region")?;
+    Ok((data, flags))
+}
+
+/// Times each layer with SysTick and sends its fingerprint (and bytes on request).
+struct Reporter<'s, S> {
+    serial: &'s mut S,
+    start: u64,
+    full: bool,
+}
+
+impl<S: Write> glue::Observer for Reporter<'_, S> {
+    fn layer_start(&mut self, _index: usize) {
+        self.start = CLOCK.now();
+    }
+
+    fn layer_done(&mut self, index: usize, _shape: shared::spec::Shape, output: &[u8]) {
+        let ticks = CLOCK.now() - self.start;
+        let mut head = [0u8; 24];
+        head[0..4].copy_from_slice(&(index as u32).to_le_bytes());
+        head[4..12].copy_from_slice(&ticks.to_le_bytes());
+        head[12..16].copy_from_slice(&(output.len() as u32).to_le_bytes());
+        head[16..24].copy_from_slice(&frame::fnv1a64(output).to_le_bytes());
+        let body: &[u8] = if self.full { output } else { &[] };
+        frame::send(self.serial, kind::LAYER, &[&head, body]);
+    }
+}
+
+/// Leave QEMU (or the debugger session) with `code`. SYS_EXIT_EXTENDED
+/// carries the exact code; cortex-m-semihosting's `debug::exit` only has 0/1.
+fn exit(code: u8) -> ! {
+    semihosting::process::exit(code as i32)
+}
+
+#[exception]
+fn SysTick() {
+    CLOCK.on_wrap();
+}
+
+#[exception]
+unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
+    // SAFETY: the main path will not run again.
+    let mut serial = unsafe { board::steal_serial() };
+    let code =
+        fail(&mut serial, exit_code::FAULT, format_args!("HardFault at pc={:#010x} lr={:#010x}", ef.pc(), ef.lr()));
+    frame::send(&mut serial, kind::DONE, &[&[code]]);
+    exit(code)
+}
+
+#[exception]
+unsafe fn DefaultHandler(irqn: i16) {
+    // SAFETY: the main path will not run again.
+    let mut serial = unsafe { board::steal_serial() };
+    let code = fail(&mut serial, exit_code::FAULT, format_args!("unexpected exception {irqn}"));
+    frame::send(&mut serial, kind::DONE, &[&[code]]);
+    exit(code)
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    // SAFETY: the main path will not run again.
+    let mut serial = unsafe { board::steal_serial() };
+    let mut msg = MsgBuf::new();
+    let _ = write!(msg, "panic: {info}");
+    frame::send(&mut serial, kind::ERROR, &[&[exit_code::PANIC], msg.as_bytes()]);
+    frame::send(&mut serial, kind::DONE, &[&[exit_code::PANIC]]);
+    exit(exit_code::PANIC)
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Start a firmware image in QEMU the way `host flash` does, for cargo's runner
+# (`cd firmware && cargo an386 -- MODEL INPUT`) and for poking by hand.
+#
+#   scripts/qemu-run.sh qemu-an386|qemu-an524 FIRMWARE.elf [MODEL [INPUT_BLOB]]
+#
+# MODEL is a model file (loaded at the board's model region), INPUT_BLOB an
+# input blob with its 16-byte "AXIN" header (loaded at the input region; see
+# firmware/src/main.rs). UART frames go to stdout (binary: pipe them to a file
+# or use `host flash`); defmt logs (semihosting) go to $DEFMT_LOG, default
+# /dev/null; decode them with `defmt-print -e FIRMWARE.elf < LOG`.
+# The exit status is the firmware's (0 ok, 2 bad model, 3 arena, 4 input, ...).
+set -euo pipefail
+board=${1:?board: qemu-an386 or qemu-an524}
+elf=${2:?firmware ELF}
+model=${3:-}
+input=${4:-}
+case "$board" in
+  qemu-an386) machine=mps2-an386; cpu=cortex-m4; model_addr=0x00100000; input_addr=0x21000000 ;;
+  qemu-an524) machine=mps3-an524; cpu=cortex-m33; model_addr=0x60000000; input_addr=0x70000000 ;;
+  *) echo "unknown board $board" >&2; exit 64 ;;
+esac
+args=(-machine "$machine" -cpu "$cpu" -nographic -monitor none -serial stdio
+      -icount shift=0
+      -chardev "file,id=semi,path=${DEFMT_LOG:-/dev/null}"
+      -semihosting-config enable=on,target=native,chardev=semi
+      -kernel "$elf")
+[ -n "$model" ] && args+=(-device "loader,file=$model,addr=$model_addr")
+[ -n "$input" ] && args+=(-device "loader,file=$input,addr=$input_addr")
+exec qemu-system-arm "${args[@]}"
