@@ -1,1 +1,522 @@
-//! The allocation-free runner and arena planner. (In progress.)
+//! The allocation-free runner and its static arena planner.
+//!
+//! [`plan`] computes, before anything runs, where each layer's input and
+//! output live in one caller-provided byte arena; [`run`] checks the model
+//! fully, copies the input into the arena and runs the layers in order,
+//! calling an [`Observer`] after each one so two executors can be compared
+//! layer by layer.
+//!
+//! Arena layout ("two-ended ping-pong"): the model input sits at the low end;
+//! every layer that computes a new tensor writes it at the opposite end from
+//! its input (low <-> high). A layer's input and output therefore never
+//! overlap as long as `in + out <= arena`, so the arena is
+//! `max(in + out)` over the computing layers, the least any executor that
+//! keeps both tensors needs. Flatten and Dropout are identities (no copy,
+//! no bytes) and BatchNormalization runs in place, so those layers need only
+//! their input's bytes.
+//!
+//! The engine returns the last layer's raw output: for a final
+//! `Dense(activation=Softmax)` these are the *logits*; Softmax is not applied.
+//! The consumer dequantizes them ([`dequantize_output`]) and applies softmax
+//! in f32 if it wants probabilities (argmax needs neither).
+
+use core::fmt;
+
+use half::f16;
+
+use crate::kernels::int8::{self as k8, Int8Params};
+use crate::kernels::{f16 as k16, ConvGeom, PoolGeom};
+use crate::model::{F16Weights, Int8Weights, LayerWeights, Precision, QuantModel, TensorQuant};
+use crate::quant;
+use crate::spec::{Activation, Layer, Shape, MAX_LAYERS};
+
+/// Sees every layer as it runs (including the identity layers).
+pub trait Observer {
+    /// Layer `index` is about to run.
+    fn layer_start(&mut self, index: usize) {
+        let _ = index;
+    }
+    /// Layer `index` produced `output`: its raw activation bytes, int8 values
+    /// as `u8`, or f16 values in memory order (little-endian on every target
+    /// we build for).
+    fn layer_done(&mut self, index: usize, shape: Shape, output: &[u8]) {
+        let _ = (index, shape, output);
+    }
+}
+
+/// An observer that does nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
+
+/// A byte range of the arena, relative to its (aligned) start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Region {
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl Region {
+    fn end(&self) -> usize {
+        self.offset + self.len
+    }
+}
+
+/// Where one layer reads and writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerPlan {
+    pub input: Region,
+    pub output: Region,
+    /// Output is the input region: identity layers (no work) and BatchNormalization (in place).
+    pub in_place: bool,
+}
+
+/// The static memory plan of a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Bytes [`run`] needs: the two-ended layout plus `align_slack`.
+    pub arena_bytes: usize,
+    /// Max over the layers of input + output bytes (identity layers count
+    /// their input only): what an executor needs that keeps every layer's
+    /// input and output in separate buffers; `arena_bytes - align_slack` never
+    /// exceeds it.
+    pub max_layer_io_bytes: usize,
+    /// Layer attaining `max_layer_io_bytes`.
+    pub peak_layer: usize,
+    /// Extra bytes so an arena starting at any address can be aligned for f16
+    /// (1 for f16 models, 0 for int8).
+    pub align_slack: usize,
+    /// Bytes of one input example.
+    pub input_bytes: usize,
+    /// Bytes of the output (logits).
+    pub output_bytes: usize,
+    layers: [LayerPlan; MAX_LAYERS],
+    len: usize,
+}
+
+impl Plan {
+    /// Per-layer placement, in order.
+    pub fn layers(&self) -> &[LayerPlan] {
+        &self.layers[..self.len]
+    }
+}
+
+/// Why a model could not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    /// The input is not one example of the model's input shape.
+    InputLength { expected: usize, got: usize },
+    /// The arena is smaller than [`Plan::arena_bytes`].
+    ArenaTooSmall { needed: usize, given: usize },
+    /// A Conv2D, Dense or BatchNormalization layer has no weights.
+    MissingWeights { layer: usize },
+    /// A MaxPool2D, Flatten or Dropout layer carries weights.
+    UnexpectedWeights { layer: usize },
+    /// A layer's weights are not of the model's precision.
+    PrecisionMismatch { layer: usize, model: Precision },
+    /// A weight array has the wrong number of elements for the layer's shape.
+    WeightLength { layer: usize, what: &'static str, expected: usize, got: usize },
+    /// An int8 zero point outside `[-128, 127]` (`layer: None` is the model input).
+    BadZeroPoint { layer: Option<usize>, zero_point: i32 },
+    /// A requantization shift outside `[-31, 30]`.
+    BadShift { layer: usize, channel: usize, shift: i32 },
+    /// An int8 MaxPool2D, Flatten or Dropout whose output quantization differs
+    /// from its input's (they cannot requantize).
+    QuantMismatch { layer: usize },
+    /// A tensor's size does not fit this target's address space.
+    TooLarge,
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            EngineError::InputLength { expected, got } => {
+                write!(f, "input has {got} bytes but the model takes {expected}")
+            }
+            EngineError::ArenaTooSmall { needed, given } => {
+                write!(f, "arena too small: {needed} bytes needed, {given} given")
+            }
+            EngineError::MissingWeights { layer } => write!(f, "layer {layer} has no weights"),
+            EngineError::UnexpectedWeights { layer } => {
+                write!(f, "layer {layer} carries weights but has no parameters")
+            }
+            EngineError::PrecisionMismatch { layer, model } => {
+                write!(f, "layer {layer} weights are not {} like the model", model.name())
+            }
+            EngineError::WeightLength { layer, what, expected, got } => {
+                write!(f, "layer {layer}: {what} has {got} elements, expected {expected}")
+            }
+            EngineError::BadZeroPoint { layer: Some(l), zero_point } => {
+                write!(f, "layer {l}: zero point {zero_point} outside [-128, 127]")
+            }
+            EngineError::BadZeroPoint { layer: None, zero_point } => {
+                write!(f, "input zero point {zero_point} outside [-128, 127]")
+            }
+            EngineError::BadShift { layer, channel, shift } => {
+                write!(f, "layer {layer} channel {channel}: shift {shift} outside [-31, 30]")
+            }
+            EngineError::QuantMismatch { layer } => {
+                write!(f, "layer {layer} cannot requantize but its output quantization differs from its input's")
+            }
+            EngineError::TooLarge => f.write_str("a tensor does not fit this target's address space"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for EngineError {}
+
+/// Bytes of `shape` at `bytes_per` bytes an element (saturating: an
+/// impossible size makes the arena check fail instead of wrapping).
+fn tensor_bytes(shape: Shape, bytes_per: usize) -> usize {
+    usize::try_from(shape.elements()).ok().and_then(|n| n.checked_mul(bytes_per)).unwrap_or(usize::MAX)
+}
+
+/// Identity layers pass their input through without touching the arena.
+fn is_identity(layer: &Layer) -> bool {
+    matches!(layer, Layer::Flatten | Layer::Dropout { .. })
+}
+
+/// Plan the arena of `model` (depends only on its layer stack and precision).
+pub fn plan(model: &QuantModel<'_>) -> Plan {
+    let bytes = model.precision.activation_bytes();
+    let spec = &model.spec;
+    let input_bytes = tensor_bytes(spec.input(), bytes);
+    // First pass: sizes.
+    let mut need = input_bytes;
+    let mut max_io = input_bytes;
+    let mut peak_layer = 0;
+    for (i, layer, inp, out) in spec.shapes() {
+        let (ib, ob) = (tensor_bytes(inp, bytes), tensor_bytes(out, bytes));
+        let io = if is_identity(layer) { ib } else { ib.saturating_add(ob) };
+        if io > max_io {
+            max_io = io;
+            peak_layer = i;
+        }
+        let here = match layer {
+            l if is_identity(l) => ib,
+            Layer::BatchNorm { .. } => ib,
+            _ => ib.saturating_add(ob),
+        };
+        need = need.max(here);
+    }
+    // Second pass: placement, alternating ends.
+    let mut layers = [LayerPlan::default(); MAX_LAYERS];
+    let mut cur = Region { offset: 0, len: input_bytes };
+    let mut low = true;
+    let mut output_bytes = input_bytes;
+    for (i, layer, _, out) in spec.shapes() {
+        let ob = tensor_bytes(out, bytes);
+        let lp = if is_identity(layer) || matches!(layer, Layer::BatchNorm { .. }) {
+            LayerPlan { input: cur, output: cur, in_place: true }
+        } else {
+            let output =
+                if low { Region { offset: need.saturating_sub(ob), len: ob } } else { Region { offset: 0, len: ob } };
+            low = !low;
+            LayerPlan { input: cur, output, in_place: false }
+        };
+        cur = lp.output;
+        output_bytes = ob;
+        layers[i] = lp;
+    }
+    let align_slack = match model.precision {
+        Precision::Int8 => 0,
+        Precision::F16 => 1,
+    };
+    Plan {
+        arena_bytes: need.saturating_add(align_slack),
+        max_layer_io_bytes: max_io,
+        peak_layer,
+        align_slack,
+        input_bytes,
+        output_bytes,
+        layers,
+        len: spec.layers().len(),
+    }
+}
+
+fn check_zp(layer: Option<usize>, q: TensorQuant) -> Result<(), EngineError> {
+    if (-128..=127).contains(&q.zero_point) {
+        Ok(())
+    } else {
+        Err(EngineError::BadZeroPoint { layer, zero_point: q.zero_point })
+    }
+}
+
+fn check_len(layer: usize, what: &'static str, expected: usize, got: usize) -> Result<(), EngineError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(EngineError::WeightLength { layer, what, expected, got })
+    }
+}
+
+fn check_int8(layer: usize, w: &Int8Weights<'_>, weights: usize, channels: usize) -> Result<(), EngineError> {
+    check_len(layer, "weights", weights, w.weights.len())?;
+    check_len(layer, "bias", channels, w.bias.len())?;
+    check_len(layer, "multiplier", channels, w.multiplier.len())?;
+    check_len(layer, "shift", channels, w.shift.len())?;
+    if let Some((channel, &shift)) = w.shift.iter().enumerate().find(|(_, s)| !(-31..=30).contains(*s)) {
+        return Err(EngineError::BadShift { layer, channel, shift });
+    }
+    Ok(())
+}
+
+fn check_f16(layer: usize, w: &F16Weights<'_>, weights: usize, channels: usize) -> Result<(), EngineError> {
+    check_len(layer, "weights", weights, w.weights.len())?;
+    check_len(layer, "bias", channels, w.bias.len())
+}
+
+/// Check everything [`run`] relies on: weights present, of the model's
+/// precision and of the right lengths; int8 zero points and shifts in range;
+/// non-requantizing int8 layers keep their input's quantization.
+pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
+    let int8 = model.precision == Precision::Int8;
+    if int8 {
+        check_zp(None, model.input)?;
+    }
+    let data = model.layer_data();
+    let mut in_q = model.input;
+    for (i, layer, inp, _) in model.spec.shapes() {
+        let d = &data[i];
+        let sizes = |n: u64| usize::try_from(n).map_err(|_| EngineError::TooLarge);
+        let (weights, channels) = match *layer {
+            Layer::Conv2D(c) => {
+                let k = c.kernel as u64;
+                (sizes(k * k * inp.channels() as u64 * c.filters as u64)?, c.filters as usize)
+            }
+            Layer::Dense { units, .. } => (sizes(inp.elements() * units as u64)?, units as usize),
+            Layer::BatchNorm { .. } => (inp.channels() as usize, inp.channels() as usize),
+            Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => {
+                if d.weights != LayerWeights::None {
+                    return Err(EngineError::UnexpectedWeights { layer: i });
+                }
+                if int8 && d.output != in_q {
+                    return Err(EngineError::QuantMismatch { layer: i });
+                }
+                in_q = d.output;
+                continue;
+            }
+        };
+        match (&d.weights, model.precision) {
+            (LayerWeights::None, _) => return Err(EngineError::MissingWeights { layer: i }),
+            (LayerWeights::Int8(w), Precision::Int8) => check_int8(i, w, weights, channels)?,
+            (LayerWeights::F16(w), Precision::F16) => check_f16(i, w, weights, channels)?,
+            _ => return Err(EngineError::PrecisionMismatch { layer: i, model: model.precision }),
+        }
+        if int8 {
+            check_zp(Some(i), d.output)?;
+        }
+        in_q = d.output;
+    }
+    Ok(())
+}
+
+/// View bytes as int8 values.
+fn as_i8(b: &[u8]) -> &[i8] {
+    // SAFETY: i8 and u8 have the same size, alignment and validity (every bit pattern).
+    unsafe { core::slice::from_raw_parts(b.as_ptr().cast::<i8>(), b.len()) }
+}
+
+fn as_i8_mut(b: &mut [u8]) -> &mut [i8] {
+    // SAFETY: as in `as_i8`; the exclusive borrow moves into the result.
+    unsafe { core::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<i8>(), b.len()) }
+}
+
+/// View 2-byte-aligned bytes as f16 values (the plan keeps every region even
+/// and the arena start aligned, so the prefix and suffix are always empty).
+fn as_f16(b: &[u8]) -> &[f16] {
+    // SAFETY: f16 is a transparent u16: every bit pattern is valid.
+    let (pre, mid, post) = unsafe { b.align_to::<f16>() };
+    debug_assert!(pre.is_empty() && post.is_empty());
+    mid
+}
+
+fn as_f16_mut(b: &mut [u8]) -> &mut [f16] {
+    // SAFETY: as in `as_f16`.
+    let (pre, mid, post) = unsafe { b.align_to_mut::<f16>() };
+    debug_assert!(pre.is_empty() && post.is_empty());
+    mid
+}
+
+/// Borrow a layer's input (shared) and output (exclusive) regions, which the
+/// plan keeps disjoint.
+fn split(work: &mut [u8], inp: Region, out: Region) -> (&[u8], &mut [u8]) {
+    if inp.end() <= out.offset {
+        let (a, b) = work.split_at_mut(out.offset);
+        (&a[inp.offset..inp.end()], &mut b[..out.len])
+    } else {
+        let (a, b) = work.split_at_mut(inp.offset);
+        (&b[..inp.len], &mut a[out.offset..out.end()])
+    }
+}
+
+/// Run `model` on one example.
+///
+/// `input` holds the raw input tensor (NHWC): int8 values as bytes, or f16
+/// values little-endian (see [`quantize_input`] and [`encode_f16_input`]).
+/// `arena` must have at least [`plan`]`(model).arena_bytes` bytes, at any
+/// address. Returns the last layer's output bytes inside `arena`: the
+/// logits, softmax *not* applied. Never allocates; never panics on a model
+/// that [`validate`]s (which `run` calls first).
+pub fn run<'a>(
+    model: &QuantModel<'_>,
+    input: &[u8],
+    arena: &'a mut [u8],
+    observer: &mut dyn Observer,
+) -> Result<&'a [u8], EngineError> {
+    validate(model)?;
+    let p = plan(model);
+    if p.arena_bytes == usize::MAX || p.input_bytes == usize::MAX {
+        return Err(EngineError::TooLarge);
+    }
+    if input.len() != p.input_bytes {
+        return Err(EngineError::InputLength { expected: p.input_bytes, got: input.len() });
+    }
+    if arena.len() < p.arena_bytes {
+        return Err(EngineError::ArenaTooSmall { needed: p.arena_bytes, given: arena.len() });
+    }
+    let base = match model.precision {
+        Precision::Int8 => 0,
+        // 0 or 1 for a byte pointer; anything else would be a platform oddity.
+        Precision::F16 => arena.as_ptr().align_offset(2).min(1),
+    };
+    let need = p.arena_bytes - p.align_slack;
+    let work = &mut arena[base..base + need];
+    let first = Region { offset: 0, len: p.input_bytes };
+    match model.precision {
+        Precision::Int8 => work[..p.input_bytes].copy_from_slice(input),
+        Precision::F16 => {
+            let dst = as_f16_mut(&mut work[..p.input_bytes]);
+            for (d, s) in dst.iter_mut().zip(input.chunks_exact(2)) {
+                *d = f16::from_le_bytes([s[0], s[1]]);
+            }
+        }
+    }
+    let data = model.layer_data();
+    let mut in_q = model.input;
+    let mut last = first;
+    for ((i, layer, inp, out), lp) in model.spec.shapes().zip(p.layers()) {
+        observer.layer_start(i);
+        let d = &data[i];
+        match (*layer, d.weights) {
+            (Layer::Flatten | Layer::Dropout { .. }, _) => {}
+            (Layer::BatchNorm { .. }, LayerWeights::Int8(w)) => {
+                let prm = Int8Params::new(in_q.zero_point, d.output.zero_point, Activation::None);
+                k8::batch_norm_in_place(&prm, &w, as_i8_mut(&mut work[lp.output.offset..lp.output.end()]));
+            }
+            (Layer::BatchNorm { .. }, LayerWeights::F16(w)) => {
+                k16::batch_norm_in_place(&w, as_f16_mut(&mut work[lp.output.offset..lp.output.end()]));
+            }
+            (layer, weights) => {
+                let (src, dst) = split(work, lp.input, lp.output);
+                match (layer, weights) {
+                    (Layer::Conv2D(c), LayerWeights::Int8(w)) => {
+                        let g = ConvGeom::from_spec(&c, inp).ok_or(EngineError::TooLarge)?;
+                        let prm = Int8Params::new(in_q.zero_point, d.output.zero_point, c.activation);
+                        k8::conv2d_fast(&g, &prm, &w, as_i8(src), as_i8_mut(dst));
+                    }
+                    (Layer::Conv2D(c), LayerWeights::F16(w)) => {
+                        let g = ConvGeom::from_spec(&c, inp).ok_or(EngineError::TooLarge)?;
+                        k16::conv2d(&g, c.activation == Activation::Relu, &w, as_f16(src), as_f16_mut(dst));
+                    }
+                    (Layer::Dense { activation, .. }, LayerWeights::Int8(w)) => {
+                        let prm = Int8Params::new(in_q.zero_point, d.output.zero_point, activation);
+                        k8::dense_fast(&prm, &w, as_i8(src), as_i8_mut(dst));
+                    }
+                    (Layer::Dense { activation, .. }, LayerWeights::F16(w)) => {
+                        k16::dense(activation == Activation::Relu, &w, as_f16(src), as_f16_mut(dst));
+                    }
+                    (Layer::MaxPool2D { pool, stride }, _) => {
+                        let g = PoolGeom::from_spec(pool, stride, inp).ok_or(EngineError::TooLarge)?;
+                        match model.precision {
+                            Precision::Int8 => k8::max_pool(&g, as_i8(src), as_i8_mut(dst)),
+                            Precision::F16 => k16::max_pool(&g, as_f16(src), as_f16_mut(dst)),
+                        }
+                    }
+                    // `validate` rejected every other pairing.
+                    _ => return Err(EngineError::MissingWeights { layer: i }),
+                }
+            }
+        }
+        last = lp.output;
+        in_q = d.output;
+        observer.layer_done(i, out, &work[last.offset..last.end()]);
+    }
+    let arena: &'a [u8] = arena;
+    Ok(&arena[base + last.offset..base + last.end()])
+}
+
+/// Quantize float pixels (NHWC, already normalised as the model expects)
+/// into int8 input bytes: `out[i] = quantize(pixels[i], quant) as u8`.
+pub fn quantize_input(pixels: &[f32], quant: TensorQuant, out: &mut [u8]) -> Result<(), EngineError> {
+    if pixels.len() != out.len() {
+        return Err(EngineError::InputLength { expected: out.len(), got: pixels.len() });
+    }
+    for (o, &x) in out.iter_mut().zip(pixels) {
+        *o = quant::quantize(x, quant) as u8;
+    }
+    Ok(())
+}
+
+/// Encode float pixels as the f16 model input: little-endian f16, two bytes each.
+pub fn encode_f16_input(pixels: &[f32], out: &mut [u8]) -> Result<(), EngineError> {
+    if out.len() != 2 * pixels.len() {
+        return Err(EngineError::InputLength { expected: out.len(), got: 2 * pixels.len() });
+    }
+    for (o, &x) in out.chunks_exact_mut(2).zip(pixels) {
+        o.copy_from_slice(&f16::from_f32(x).to_le_bytes());
+    }
+    Ok(())
+}
+
+/// Decode the model input (or any int8/f16 tensor of `model`'s precision)
+/// from bytes to reals: int8 with `quant`, f16 little-endian (`quant` unused).
+pub fn dequantize_tensor(
+    precision: Precision,
+    quant: TensorQuant,
+    bytes: &[u8],
+    out: &mut [f32],
+) -> Result<(), EngineError> {
+    if bytes.len() != out.len() * precision.activation_bytes() {
+        return Err(EngineError::InputLength { expected: out.len() * precision.activation_bytes(), got: bytes.len() });
+    }
+    match precision {
+        Precision::Int8 => {
+            for (o, &b) in out.iter_mut().zip(bytes) {
+                *o = quant::dequantize(b as i8, quant);
+            }
+        }
+        Precision::F16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Dequantize [`run`]'s output (the logits) to reals. Apply softmax to the
+/// result for probabilities; the engine never does.
+pub fn dequantize_output(model: &QuantModel<'_>, output: &[u8], out: &mut [f32]) -> Result<(), EngineError> {
+    dequantize_tensor(model.precision, model.output_quant(), output, out)
+}
+
+/// Index of the largest output (ties: the first), straight from the bytes:
+/// int8 order equals real order since the scale is positive.
+pub fn argmax(precision: Precision, output: &[u8]) -> Option<usize> {
+    let mut best: Option<(usize, f32)> = None;
+    let mut consider = |i: usize, v: f32| {
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    };
+    match precision {
+        Precision::Int8 => output.iter().enumerate().for_each(|(i, &b)| consider(i, b as i8 as f32)),
+        Precision::F16 => {
+            output.chunks_exact(2).enumerate().for_each(|(i, b)| consider(i, f16::from_le_bytes([b[0], b[1]]).to_f32()))
+        }
+    }
+    best.map(|(i, _)| i)
+}

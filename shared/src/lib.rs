@@ -15,6 +15,9 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+/// Float parameters -> [`model::QuantModel`] (the host's quantizer and the tests).
+#[cfg(feature = "std")]
+pub mod build;
 pub mod engine;
 pub mod format;
 pub mod kernels;

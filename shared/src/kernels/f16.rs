@@ -1,1 +1,129 @@
-//! f16 kernels. (In progress.)
+//! f16 kernels with one fixed arithmetic so every target gives the same bits.
+//!
+//! The rule (there is no TFLite reference for f16):
+//! - weights, bias and activations are `half::f16`; every value is widened to
+//!   f32 (exact);
+//! - a product `w * x` of two f16 values is exact in f32 (11 + 11 significant
+//!   bits <= 24), so no fused multiply-add can change it; each sum is a
+//!   separate f32 addition (Rust never contracts `a * b + c` into an FMA);
+//! - accumulation starts at `0.0` and adds the products in memory order of the
+//!   weights (Conv2D: `ky`, then `kx`, then input channel, skipping padding
+//!   taps; Dense: input index), then adds the bias once;
+//! - ReLU is `max(acc, 0)` in f32; the result is rounded to f16 once
+//!   (round to nearest even, as `f16::from_f32` does in software and F16C
+//!   hardware alike).
+
+use super::{ConvGeom, PoolGeom};
+use crate::model::F16Weights;
+use half::f16;
+
+#[inline(always)]
+fn finish(acc: f32, relu: bool) -> f16 {
+    // `acc < 0` is false for NaN, so NaN passes through ReLU unchanged.
+    let v = if relu && acc < 0.0 { 0.0 } else { acc };
+    f16::from_f32(v)
+}
+
+/// Conv2D: NHWC `input`, OHWI `w.weights`, `w.bias` per filter, NHWC `output`.
+pub fn conv2d(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
+    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "conv2d: activation length");
+    assert!(w.weights.len() == g.weights_len() && w.bias.len() == g.out_c, "conv2d: weight length");
+    let k = g.kernel;
+    let filter = k * k * g.in_c;
+    for oy in 0..g.out_h {
+        let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
+        for ox in 0..g.out_w {
+            let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
+            let run = (kx1 - kx0) * g.in_c;
+            for oc in 0..g.out_c {
+                let mut acc = 0.0f32;
+                for ky in ky0..ky1 {
+                    let iy = iy0 + (ky - ky0);
+                    // The in-image taps of one kernel row: contiguous in both layouts,
+                    // in the order (kx, ci).
+                    let x = &input[(iy * g.in_w + ix0) * g.in_c..][..run];
+                    let wr = &w.weights[oc * filter + (ky * k + kx0) * g.in_c..][..run];
+                    for (a, b) in wr.iter().zip(x) {
+                        let prod = a.to_f32() * b.to_f32();
+                        acc += prod;
+                    }
+                }
+                acc += w.bias[oc].to_f32();
+                output[(oy * g.out_w + ox) * g.out_c + oc] = finish(acc, relu);
+            }
+        }
+    }
+}
+
+/// Dense: `[units][inputs]` weights; the unit count is `output.len()`.
+pub fn dense(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
+    let n = input.len();
+    assert!(w.weights.len() == n * output.len() && w.bias.len() == output.len(), "dense: weight length");
+    for (u, out) in output.iter_mut().enumerate() {
+        let mut acc = 0.0f32;
+        for (a, b) in w.weights[u * n..][..n].iter().zip(input) {
+            let prod = a.to_f32() * b.to_f32();
+            acc += prod;
+        }
+        acc += w.bias[u].to_f32();
+        *out = finish(acc, relu);
+    }
+}
+
+/// MaxPool2D, window clipped to the image. Starts from -inf and takes `v`
+/// only when `v > max` in f32, so NaN inputs are skipped deterministically.
+pub fn max_pool(g: &PoolGeom, input: &[f16], output: &mut [f16]) {
+    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "max_pool: length");
+    let c = g.channels;
+    for oy in 0..g.out_h {
+        let (y0, y1) = g.window(oy, g.in_h);
+        for ox in 0..g.out_w {
+            let (x0, x1) = g.window(ox, g.in_w);
+            let out = &mut output[(oy * g.out_w + ox) * c..][..c];
+            out.fill(f16::NEG_INFINITY);
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    let px = &input[(y * g.in_w + x) * c..][..c];
+                    for (o, &v) in out.iter_mut().zip(px) {
+                        if v.to_f32() > o.to_f32() {
+                            *o = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn bn_one(x: f16, c: usize, w: &F16Weights<'_>) -> f16 {
+    let prod = x.to_f32() * w.weights[c].to_f32();
+    f16::from_f32(prod + w.bias[c].to_f32())
+}
+
+/// BatchNormalization affine: `y = f16(x * scale[c] + shift[c])`, product and
+/// sum in f32 (the product is exact), one rounding to f16. `w.weights` holds
+/// `gamma / sqrt(var + eps)`, `w.bias` holds `beta - mean * scale`.
+pub fn batch_norm(w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
+    let c = check_bn(w, input.len());
+    assert!(output.len() == input.len(), "batch_norm: length");
+    for (i, (o, &x)) in output.iter_mut().zip(input).enumerate() {
+        *o = bn_one(x, i % c, w);
+    }
+}
+
+/// [`batch_norm`] overwriting its input.
+pub fn batch_norm_in_place(w: &F16Weights<'_>, data: &mut [f16]) {
+    let c = check_bn(w, data.len());
+    for px in data.chunks_exact_mut(c) {
+        for (ch, v) in px.iter_mut().enumerate() {
+            *v = bn_one(*v, ch, w);
+        }
+    }
+}
+
+fn check_bn(w: &F16Weights<'_>, len: usize) -> usize {
+    let c = w.weights.len();
+    assert!(c > 0 && len / c * c == len && w.bias.len() == c, "batch_norm: channels");
+    c
+}

@@ -1,1 +1,249 @@
-//! int8 kernels. (In progress.)
+//! int8 kernels, integer-only per QUANT-SPEC.md, so that every target gives
+//! the same bytes.
+//!
+//! `conv2d` and `dense` are the plain reference kernels (TFLite Micro's loop
+//! nest); `conv2d_fast` and `dense_fast` reorder the same integer sums for
+//! speed and are tested (tests/kernels_int8.rs) to give identical bytes.
+//! Integer addition is associative (the accumulators wrap rather than panic,
+//! and valid AlexNet-sized layers never come near overflow), so the order
+//! cannot change a result.
+
+// The plain kernels index exactly like the formulas they implement.
+#![allow(clippy::needless_range_loop)]
+
+use super::{ConvGeom, PoolGeom};
+use crate::model::Int8Weights;
+use crate::quant::multiply_by_quantized_multiplier;
+use crate::spec::Activation;
+
+/// Zero points and the activation clamp of one int8 layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Int8Params {
+    /// Zero point of the input tensor.
+    pub in_zp: i32,
+    /// Zero point of the output tensor.
+    pub out_zp: i32,
+    /// Lower clamp after adding `out_zp` (in `[-128, 127]`).
+    pub act_min: i32,
+    /// Upper clamp after adding `out_zp`.
+    pub act_max: i32,
+}
+
+impl Int8Params {
+    /// Zero points with the clamp of `activation`: fused ReLU clamps to
+    /// `[max(-128, out_zp), 127]`; None and Softmax (logits) to `[-128, 127]`.
+    pub fn new(in_zp: i32, out_zp: i32, activation: Activation) -> Self {
+        let act_min = match activation {
+            Activation::Relu => out_zp.clamp(-128, 127),
+            Activation::None | Activation::Softmax => -128,
+        };
+        Int8Params { in_zp, out_zp, act_min, act_max: 127 }
+    }
+}
+
+/// The output stage shared by every requantizing kernel: scale the int32
+/// accumulator by the channel's multiplier, add the output zero point, clamp.
+#[inline(always)]
+pub fn requantize(acc: i32, multiplier: i32, shift: i32, p: &Int8Params) -> i8 {
+    let v = multiply_by_quantized_multiplier(acc, multiplier, shift).saturating_add(p.out_zp);
+    v.clamp(p.act_min.max(-128), p.act_max.min(127)) as i8
+}
+
+/// Plain Conv2D: NHWC `input` (`g.input_len()`), OHWI `w.weights`, per-channel
+/// bias/multiplier/shift, NHWC `output` (`g.output_len()`).
+///
+/// `acc = bias[o] + sum over in-image taps of w * (x - in_zp)`; padding taps are
+/// skipped so they contribute exactly 0.
+pub fn conv2d(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    check_conv(g, w, input, output);
+    let k = g.kernel;
+    for oy in 0..g.out_h {
+        let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
+        for ox in 0..g.out_w {
+            let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
+            for oc in 0..g.out_c {
+                let mut acc: i32 = 0;
+                for ky in ky0..ky1 {
+                    let iy = iy0 + (ky - ky0);
+                    for kx in kx0..kx1 {
+                        let ix = ix0 + (kx - kx0);
+                        for ci in 0..g.in_c {
+                            let wv = w.weights[((oc * k + ky) * k + kx) * g.in_c + ci] as i32;
+                            let xv = input[(iy * g.in_w + ix) * g.in_c + ci] as i32;
+                            acc = acc.wrapping_add(wv * (xv - p.in_zp));
+                        }
+                    }
+                }
+                acc = acc.wrapping_add(w.bias[oc]);
+                output[(oy * g.out_w + ox) * g.out_c + oc] = requantize(acc, w.multiplier[oc], w.shift[oc], p);
+            }
+        }
+    }
+}
+
+fn check_conv(g: &ConvGeom, w: &Int8Weights<'_>, input: &[i8], output: &[i8]) {
+    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "conv2d: activation length");
+    assert!(w.weights.len() == g.weights_len(), "conv2d: weight length");
+    assert!(w.bias.len() == g.out_c && w.multiplier.len() == g.out_c && w.shift.len() == g.out_c, "conv2d: channels");
+}
+
+/// Output channels computed together by the fast kernels: each input value
+/// loaded once feeds this many accumulators.
+const BLOCK: usize = 4;
+
+/// Conv2D with the same result as [`conv2d`], faster: for a kernel row, the
+/// in-image taps of all input channels are one contiguous run in both the
+/// NHWC input and the OHWI weights, so each row is a single dot product, and
+/// [`BLOCK`] output channels share each loaded input value.
+pub fn conv2d_fast(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    check_conv(g, w, input, output);
+    let k = g.kernel;
+    let filter = k * k * g.in_c;
+    let zp = p.in_zp;
+    for oy in 0..g.out_h {
+        let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
+        for ox in 0..g.out_w {
+            let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
+            let run = (kx1 - kx0) * g.in_c;
+            let out_px = &mut output[(oy * g.out_w + ox) * g.out_c..][..g.out_c];
+            let mut oc = 0;
+            while oc + BLOCK <= g.out_c {
+                let mut acc = [0i32; BLOCK];
+                for ky in ky0..ky1 {
+                    let iy = iy0 + (ky - ky0);
+                    let x = &input[(iy * g.in_w + ix0) * g.in_c..][..run];
+                    let wo = (ky * k + kx0) * g.in_c;
+                    let w0 = &w.weights[oc * filter + wo..][..run];
+                    let w1 = &w.weights[(oc + 1) * filter + wo..][..run];
+                    let w2 = &w.weights[(oc + 2) * filter + wo..][..run];
+                    let w3 = &w.weights[(oc + 3) * filter + wo..][..run];
+                    let mut a = [0i32; BLOCK];
+                    for i in 0..run {
+                        let xv = x[i] as i32 - zp;
+                        a[0] = a[0].wrapping_add(w0[i] as i32 * xv);
+                        a[1] = a[1].wrapping_add(w1[i] as i32 * xv);
+                        a[2] = a[2].wrapping_add(w2[i] as i32 * xv);
+                        a[3] = a[3].wrapping_add(w3[i] as i32 * xv);
+                    }
+                    for j in 0..BLOCK {
+                        acc[j] = acc[j].wrapping_add(a[j]);
+                    }
+                }
+                for j in 0..BLOCK {
+                    let c = oc + j;
+                    out_px[c] = requantize(acc[j].wrapping_add(w.bias[c]), w.multiplier[c], w.shift[c], p);
+                }
+                oc += BLOCK;
+            }
+            for c in oc..g.out_c {
+                let mut acc = 0i32;
+                for ky in ky0..ky1 {
+                    let iy = iy0 + (ky - ky0);
+                    let x = &input[(iy * g.in_w + ix0) * g.in_c..][..run];
+                    let wr = &w.weights[c * filter + (ky * k + kx0) * g.in_c..][..run];
+                    acc = acc.wrapping_add(dot_zp(wr, x, zp));
+                }
+                out_px[c] = requantize(acc.wrapping_add(w.bias[c]), w.multiplier[c], w.shift[c], p);
+            }
+        }
+    }
+}
+
+/// `sum w[i] * (x[i] - zp)` with wrapping i32 accumulation.
+#[inline]
+fn dot_zp(w: &[i8], x: &[i8], zp: i32) -> i32 {
+    w.iter().zip(x).fold(0i32, |a, (&wv, &xv)| a.wrapping_add(wv as i32 * (xv as i32 - zp)))
+}
+
+fn check_dense(w: &Int8Weights<'_>, input: &[i8], output: &[i8]) {
+    let (n, u) = (input.len(), output.len());
+    assert!(w.weights.len() == n * u, "dense: weight length");
+    assert!(w.bias.len() == u && w.multiplier.len() == u && w.shift.len() == u, "dense: units");
+}
+
+/// Plain Dense: `[units][inputs]` weights, `out[u] = requant(bias[u] + sum w[u][i] * (x[i] - in_zp))`.
+/// The unit count is `output.len()`.
+pub fn dense(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    check_dense(w, input, output);
+    let n = input.len();
+    for (u, out) in output.iter_mut().enumerate() {
+        let mut acc: i32 = 0;
+        for i in 0..n {
+            acc = acc.wrapping_add(w.weights[u * n + i] as i32 * (input[i] as i32 - p.in_zp));
+        }
+        *out = requantize(acc.wrapping_add(w.bias[u]), w.multiplier[u], w.shift[u], p);
+    }
+}
+
+/// Dense with the same result as [`dense`]: the dot product written so the
+/// compiler vectorises it (the weights dominate, each byte is read once).
+pub fn dense_fast(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    check_dense(w, input, output);
+    let n = input.len();
+    for (u, out) in output.iter_mut().enumerate() {
+        let acc = dot_zp(&w.weights[u * n..][..n], input, p.in_zp);
+        *out = requantize(acc.wrapping_add(w.bias[u]), w.multiplier[u], w.shift[u], p);
+    }
+}
+
+/// MaxPool2D: input and output share scale and zero point, so no
+/// requantization; the window is clipped to the image, the max starts at -128.
+pub fn max_pool(g: &PoolGeom, input: &[i8], output: &mut [i8]) {
+    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "max_pool: length");
+    let c = g.channels;
+    for oy in 0..g.out_h {
+        let (y0, y1) = g.window(oy, g.in_h);
+        for ox in 0..g.out_w {
+            let (x0, x1) = g.window(ox, g.in_w);
+            let out = &mut output[(oy * g.out_w + ox) * c..][..c];
+            out.fill(i8::MIN);
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    let px = &input[(y * g.in_w + x) * c..][..c];
+                    for (o, &v) in out.iter_mut().zip(px) {
+                        *o = (*o).max(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One element of the BatchNormalization affine: channel `c` of `w`.
+#[inline(always)]
+fn bn_one(x: i8, c: usize, p: &Int8Params, w: &Int8Weights<'_>) -> i8 {
+    let acc = (w.weights[c] as i32 * (x as i32 - p.in_zp)).wrapping_add(w.bias[c]);
+    requantize(acc, w.multiplier[c], w.shift[c], p)
+}
+
+/// BatchNormalization as a per-channel int8 affine (the channel is the last
+/// axis): `y = clamp(out_zp + MBQM(w[c] * (x - in_zp) + bias[c]))`.
+///
+/// The quantizer stores the single BN scale `gamma / sqrt(var + eps)` as a
+/// per-channel symmetric weight (+-127) so a negative gamma flips the sign in
+/// integers and the following max-pool sees the true BN output. `p` should
+/// carry `Activation::None`'s clamp. The channel count is `w.weights.len()`.
+pub fn batch_norm(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    let c = check_bn(w, input.len());
+    assert!(output.len() == input.len(), "batch_norm: length");
+    for (i, (o, &x)) in output.iter_mut().zip(input).enumerate() {
+        *o = bn_one(x, i % c, p, w);
+    }
+}
+
+/// [`batch_norm`] overwriting its input, so the engine needs no second buffer.
+pub fn batch_norm_in_place(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
+    let c = check_bn(w, data.len());
+    for px in data.chunks_exact_mut(c) {
+        for (ch, v) in px.iter_mut().enumerate() {
+            *v = bn_one(*v, ch, p, w);
+        }
+    }
+}
+
+fn check_bn(w: &Int8Weights<'_>, len: usize) -> usize {
+    let c = w.weights.len();
+    assert!(c > 0 && len / c * c == len, "batch_norm: length not a multiple of the channels");
+    assert!(w.bias.len() == c && w.multiplier.len() == c && w.shift.len() == c, "batch_norm: channels");
+    c
+}
