@@ -1,4 +1,6 @@
 //! The desktop side of the toolchain: training, quantization, simulation and
 //! reports, built on the layer stack of the `shared` crate.
 pub mod cli;
+pub mod nn;
+pub mod optim;
 pub mod summary;

@@ -1,0 +1,416 @@
+//! Conv2D as im2col + GEMM on NHWC data, with the kernel kept in Keras's HWIO
+//! layout so that it *is* the `[k*k*cin, cout]` GEMM operand (no repacking).
+//!
+//! Work is cut into tiles of whole images (enough output pixels for an
+//! efficient GEMM, one im2col buffer per tile, never one for the whole batch:
+//! AlexNet at batch 128 would need ~1 GB for conv 2 alone). The backward pass
+//! recomputes im2col instead of keeping it. Kernel gradients are summed per
+//! fixed group of tiles and then in group order, so results do not depend on
+//! the number of threads.
+
+use super::gemm::{matmul, Mat, Par};
+use super::scratch::with_scratch;
+use rayon::prelude::*;
+use shared::spec::{Conv2D, Padding, Shape};
+
+/// Output pixels one GEMM tile aims for.
+const TILE_ROWS: usize = 512;
+/// Groups whose kernel-gradient partials are summed at the end (thread-count independent).
+const MAX_GROUPS: usize = 8;
+
+/// Shapes and padding of one convolution, derived from the spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub h: usize,
+    pub w: usize,
+    pub cin: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+impl ConvGeom {
+    /// Keras's geometry: `same` gives `ceil(in/stride)` with the odd padding pixel at the bottom/right.
+    pub fn new(c: &Conv2D, input: Shape) -> Self {
+        let (h, w, cin) = match input {
+            Shape::Image { h, w, c } => (h as usize, w as usize, c as usize),
+            Shape::Flat(n) => (1, 1, n as usize),
+        };
+        let (k, s) = (c.kernel as usize, c.stride as usize);
+        let (oh, ow, pad_top, pad_left) = match c.padding {
+            Padding::Valid => ((h - k) / s + 1, (w - k) / s + 1, 0, 0),
+            Padding::Same => {
+                let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+                let pad = |o: usize, i: usize| ((o - 1) * s + k).saturating_sub(i) / 2;
+                (oh, ow, pad(oh, h), pad(ow, w))
+            }
+        };
+        ConvGeom { h, w, cin, oh, ow, cout: c.filters as usize, k, stride: s, pad_top, pad_left }
+    }
+    /// Rows of the GEMM's shared dimension: `k*k*cin`.
+    pub fn kdim(&self) -> usize {
+        self.k * self.k * self.cin
+    }
+    fn in_len(&self) -> usize {
+        self.h * self.w * self.cin
+    }
+    fn pixels(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn out_len(&self) -> usize {
+        self.pixels() * self.cout
+    }
+    /// Images per GEMM tile.
+    fn tile_images(&self, batch: usize) -> usize {
+        TILE_ROWS.div_ceil(self.pixels()).clamp(1, batch.max(1))
+    }
+}
+
+/// Copy the receptive fields of one image into `cols` (`[oh*ow, k*k*cin]`), zeros for padding.
+pub fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
+    let kd = g.kdim();
+    let run = g.k * g.cin;
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let row = &mut cols[(oy * g.ow + ox) * kd..][..kd];
+            let iy0 = (oy * g.stride) as isize - g.pad_top as isize;
+            let ix0 = (ox * g.stride) as isize - g.pad_left as isize;
+            for ky in 0..g.k {
+                let seg = &mut row[ky * run..][..run];
+                let iy = iy0 + ky as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    seg.fill(0.0);
+                    continue;
+                }
+                let base = iy as usize * g.w;
+                if ix0 >= 0 && ix0 as usize + g.k <= g.w {
+                    // NHWC: the k pixels of one kernel row are contiguous in the input.
+                    seg.copy_from_slice(&x[(base + ix0 as usize) * g.cin..][..run]);
+                } else {
+                    for kx in 0..g.k {
+                        let ix = ix0 + kx as isize;
+                        let dst = &mut seg[kx * g.cin..][..g.cin];
+                        if ix < 0 || ix >= g.w as isize {
+                            dst.fill(0.0);
+                        } else {
+                            dst.copy_from_slice(&x[(base + ix as usize) * g.cin..][..g.cin]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: add each column entry back onto its input pixel.
+pub fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
+    let kd = g.kdim();
+    let run = g.k * g.cin;
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let row = &cols[(oy * g.ow + ox) * kd..][..kd];
+            let iy0 = (oy * g.stride) as isize - g.pad_top as isize;
+            let ix0 = (ox * g.stride) as isize - g.pad_left as isize;
+            for ky in 0..g.k {
+                let iy = iy0 + ky as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                let seg = &row[ky * run..][..run];
+                let base = iy as usize * g.w;
+                if ix0 >= 0 && ix0 as usize + g.k <= g.w {
+                    let dst = &mut dx[(base + ix0 as usize) * g.cin..][..run];
+                    dst.iter_mut().zip(seg).for_each(|(d, s)| *d += s);
+                } else {
+                    for kx in 0..g.k {
+                        let ix = ix0 + kx as isize;
+                        if ix >= 0 && ix < g.w as isize {
+                            let dst = &mut dx[(base + ix as usize) * g.cin..][..g.cin];
+                            dst.iter_mut().zip(&seg[kx * g.cin..][..g.cin]).for_each(|(d, s)| *d += s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = act(conv(x, kernel) + bias)` for `batch` NHWC images; `y` is fully overwritten.
+pub fn forward(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
+    assert_eq!(x.len(), batch * g.in_len());
+    assert_eq!(y.len(), batch * g.out_len());
+    let tile = g.tile_images(batch);
+    let tiles = batch.div_ceil(tile);
+    // Few tiles (inference on one image): let the GEMM itself use the threads.
+    let par = if tiles >= rayon::current_num_threads() { Par::Seq } else { Par::Rayon };
+    let kd = g.kdim();
+    y.par_chunks_mut(tile * g.out_len()).zip(x.par_chunks(tile * g.in_len())).for_each(|(yt, xt)| {
+        let imgs = xt.len() / g.in_len();
+        let rows = imgs * g.pixels();
+        with_scratch(rows * kd, |cols| {
+            for (i, xi) in xt.chunks(g.in_len()).enumerate() {
+                im2col(g, xi, &mut cols[i * g.pixels() * kd..][..g.pixels() * kd]);
+            }
+            matmul(Mat::new(cols, rows, kd), Mat::new(kernel, kd, g.cout), yt, false, par);
+        });
+        for px in yt.chunks_exact_mut(g.cout) {
+            for (v, b) in px.iter_mut().zip(bias) {
+                let s = *v + b;
+                *v = if relu && s < 0.0 { 0.0 } else { s };
+            }
+        }
+    });
+}
+
+/// Gradients of one convolution. `dy` (dL/dy) is consumed: the ReLU mask is applied
+/// to it in place. Writes `dkernel` and `dbias`, and `dx` when given (skipped for the
+/// first layer, whose input gradient nobody needs).
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    g: &ConvGeom,
+    relu: bool,
+    kernel: &[f32],
+    x: &[f32],
+    y: &[f32],
+    dy: &mut [f32],
+    batch: usize,
+    dkernel: &mut [f32],
+    dbias: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    assert_eq!(x.len(), batch * g.in_len());
+    assert_eq!(dy.len(), batch * g.out_len());
+    assert_eq!(y.len(), dy.len());
+    if relu {
+        dy.par_chunks_mut(1 << 16).zip(y.par_chunks(1 << 16)).for_each(|(d, y)| {
+            d.iter_mut().zip(y).for_each(|(d, &y)| {
+                if y <= 0.0 {
+                    *d = 0.0
+                }
+            })
+        });
+    }
+    let dy: &[f32] = dy;
+    let kd = g.kdim();
+    let tile = g.tile_images(batch);
+    let tiles = batch.div_ceil(tile);
+    let groups = tiles.clamp(1, MAX_GROUPS);
+    let group_images = tiles.div_ceil(groups) * tile;
+    let par = if groups >= rayon::current_num_threads() { Par::Seq } else { Par::Rayon };
+
+    let group_job = |xg: &[f32], dyg: &[f32], dxg: Option<&mut [f32]>| -> (Vec<f32>, Vec<f64>) {
+        let mut dk = vec![0.0f32; kd * g.cout];
+        let mut db = vec![0.0f64; g.cout];
+        for px in dyg.chunks_exact(g.cout) {
+            db.iter_mut().zip(px).for_each(|(b, &d)| *b += d as f64);
+        }
+        let mut dxg = dxg;
+        if let Some(d) = dxg.as_deref_mut() {
+            d.fill(0.0);
+        }
+        for (t, (xt, dyt)) in xg.chunks(tile * g.in_len()).zip(dyg.chunks(tile * g.out_len())).enumerate() {
+            let imgs = xt.len() / g.in_len();
+            let rows = imgs * g.pixels();
+            with_scratch(rows * kd, |cols| {
+                for (i, xi) in xt.chunks(g.in_len()).enumerate() {
+                    im2col(g, xi, &mut cols[i * g.pixels() * kd..][..g.pixels() * kd]);
+                }
+                matmul(Mat::new(cols, rows, kd).t(), Mat::new(dyt, rows, g.cout), &mut dk, true, par);
+                if let Some(d) = dxg.as_deref_mut() {
+                    // Reuse the buffer for dL/dcols = dy * kernel^T.
+                    matmul(Mat::new(dyt, rows, g.cout), Mat::new(kernel, kd, g.cout).t(), cols, false, par);
+                    let dxt = &mut d[t * tile * g.in_len()..][..imgs * g.in_len()];
+                    for (i, dxi) in dxt.chunks_mut(g.in_len()).enumerate() {
+                        col2im_add(g, &cols[i * g.pixels() * kd..][..g.pixels() * kd], dxi);
+                    }
+                }
+            });
+        }
+        (dk, db)
+    };
+
+    let xs = x.par_chunks(group_images * g.in_len());
+    let dys = dy.par_chunks(group_images * g.out_len());
+    let partials: Vec<(Vec<f32>, Vec<f64>)> = match dx {
+        Some(dx) => {
+            assert_eq!(dx.len(), x.len());
+            xs.zip(dys)
+                .zip(dx.par_chunks_mut(group_images * g.in_len()))
+                .map(|((a, b), c)| group_job(a, b, Some(c)))
+                .collect()
+        }
+        None => xs.zip(dys).map(|(a, b)| group_job(a, b, None)).collect(),
+    };
+    sum_partials(partials, dkernel, dbias);
+}
+
+/// Sum per-group partial gradients in group order (deterministic).
+pub(crate) fn sum_partials(partials: Vec<(Vec<f32>, Vec<f64>)>, dw: &mut [f32], db: &mut [f32]) {
+    let mut it = partials.into_iter();
+    let Some((first_w, first_b)) = it.next() else {
+        dw.fill(0.0);
+        db.fill(0.0);
+        return;
+    };
+    dw.copy_from_slice(&first_w);
+    let mut bsum = first_b;
+    for (w, b) in it {
+        dw.par_chunks_mut(1 << 15).zip(w.par_chunks(1 << 15)).for_each(|(d, s)| {
+            d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
+        });
+        bsum.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+    }
+    db.iter_mut().zip(&bsum).for_each(|(d, s)| *d = *s as f32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::spec::Conv2D;
+
+    fn lcg(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Direct convolution in f64, the obviously-correct reference.
+    fn naive(g: &ConvGeom, kernel: &[f32], bias: &[f32], x: &[f32], batch: usize) -> Vec<f64> {
+        let mut y = vec![0.0f64; batch * g.oh * g.ow * g.cout];
+        for n in 0..batch {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    for co in 0..g.cout {
+                        let mut s = bias[co] as f64;
+                        for ky in 0..g.k {
+                            for kx in 0..g.k {
+                                let iy = (oy * g.stride + ky) as isize - g.pad_top as isize;
+                                let ix = (ox * g.stride + kx) as isize - g.pad_left as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                for ci in 0..g.cin {
+                                    let xv = x[((n * g.h + iy as usize) * g.w + ix as usize) * g.cin + ci];
+                                    let kv = kernel[((ky * g.k + kx) * g.cin + ci) * g.cout + co];
+                                    s += xv as f64 * kv as f64;
+                                }
+                            }
+                        }
+                        y[((n * g.oh + oy) * g.ow + ox) * g.cout + co] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn cases() -> Vec<(Conv2D, Shape, usize)> {
+        vec![
+            (Conv2D::new(4, 3), Shape::image(6, 7, 2), 3),
+            (Conv2D::new(5, 3).same(), Shape::image(5, 6, 3), 2),
+            (Conv2D::new(3, 3).same().strides(2), Shape::image(7, 6, 2), 2),
+            (Conv2D::new(4, 4).same().strides(3), Shape::image(8, 9, 2), 2),
+            (Conv2D::new(2, 5).strides(2), Shape::image(11, 9, 3), 2),
+            (Conv2D::new(6, 1), Shape::image(3, 3, 4), 50),
+        ]
+    }
+
+    #[test]
+    fn forward_matches_direct_convolution() {
+        for (c, shape, batch) in cases() {
+            let g = ConvGeom::new(&c, shape);
+            let x = lcg(1, batch * g.in_len());
+            let k = lcg(2, g.kdim() * g.cout);
+            let b = lcg(3, g.cout);
+            let mut y = vec![f32::NAN; batch * g.out_len()];
+            forward(&g, false, &k, &b, &x, batch, &mut y);
+            let want = naive(&g, &k, &b, &x, batch);
+            for (a, w) in y.iter().zip(&want) {
+                assert!((*a as f64 - w).abs() < 1e-4, "{c:?} {a} vs {w}");
+            }
+        }
+    }
+
+    /// Finite differences of L = sum(r * y) against the analytic gradients, for the
+    /// kernel, bias and input, over valid/same padding and strides, with and without ReLU.
+    #[test]
+    fn gradients_match_finite_differences() {
+        for (ci, (c, shape, batch)) in cases().into_iter().enumerate() {
+            let batch = batch.min(3);
+            for relu in [false, true] {
+                let g = ConvGeom::new(&c, shape);
+                let x = lcg(10 + ci as u64, batch * g.in_len());
+                let k = lcg(20 + ci as u64, g.kdim() * g.cout);
+                let b: Vec<f32> = lcg(30, g.cout).iter().map(|v| v * 0.1).collect();
+                let r = lcg(40, batch * g.out_len());
+                // L and the ReLU pattern: a coordinate whose +-h step flips a unit
+                // crosses a kink, where finite differences mean nothing; it is skipped.
+                let loss = |x: &[f32], k: &[f32], b: &[f32]| -> (f64, Vec<bool>) {
+                    let mut y = vec![0.0; batch * g.out_len()];
+                    forward(&g, relu, k, b, x, batch, &mut y);
+                    (y.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum(), y.iter().map(|&v| v > 0.0).collect())
+                };
+                let mut y = vec![0.0; batch * g.out_len()];
+                forward(&g, relu, &k, &b, &x, batch, &mut y);
+                let mut dy = r.clone();
+                let (mut dk, mut db, mut dx) = (vec![0.0; k.len()], vec![0.0; b.len()], vec![0.0; x.len()]);
+                backward(&g, relu, &k, &x, &y, &mut dy, batch, &mut dk, &mut db, Some(&mut dx));
+                let h = 1e-2f32;
+                let check = |name: &str, ana: &[f32], num: &mut dyn FnMut(usize) -> Option<f64>| {
+                    let (mut err, mut norm, mut skipped) = (0.0f64, 0.0f64, 0);
+                    for (i, &a) in ana.iter().enumerate() {
+                        let Some(n) = num(i) else {
+                            skipped += 1;
+                            continue;
+                        };
+                        err += (n - a as f64).powi(2);
+                        norm += n.powi(2) + (a as f64).powi(2);
+                    }
+                    let rel = (err / norm.max(1e-12)).sqrt();
+                    assert!(rel < 2e-3, "{c:?} relu={relu} d{name}: relative error {rel}");
+                    // A bias moves every unit of its channel, so it may meet a kink more often.
+                    let allowed = if name == "bias" { ana.len() - 1 } else { ana.len() / 4 };
+                    assert!(skipped <= allowed, "{c:?} d{name}: {skipped} of {} at kinks", ana.len());
+                };
+                let fd =
+                    |p: (f64, Vec<bool>), m: (f64, Vec<bool>)| (p.1 == m.1).then(|| (p.0 - m.0) / (2.0 * h as f64));
+                check("kernel", &dk, &mut |i| {
+                    let (mut kp, mut km) = (k.clone(), k.clone());
+                    kp[i] += h;
+                    km[i] -= h;
+                    fd(loss(&x, &kp, &b), loss(&x, &km, &b))
+                });
+                check("bias", &db, &mut |i| {
+                    let (mut bp, mut bm) = (b.clone(), b.clone());
+                    bp[i] += h;
+                    bm[i] -= h;
+                    fd(loss(&x, &k, &bp), loss(&x, &k, &bm))
+                });
+                check("input", &dx, &mut |i| {
+                    let (mut xp, mut xm) = (x.clone(), x.clone());
+                    xp[i] += h;
+                    xm[i] -= h;
+                    fd(loss(&xp, &k, &b), loss(&xm, &k, &b))
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn same_padding_puts_the_odd_pixel_last() {
+        // in 8, k 3, stride 2 -> out 4, total pad (4-1)*2+3-8 = 1: 0 before, 1 after.
+        let g = ConvGeom::new(&Conv2D::new(1, 3).same().strides(2), Shape::image(8, 8, 1));
+        assert_eq!((g.oh, g.ow, g.pad_top, g.pad_left), (4, 4, 0, 0));
+        // in 5, k 5, stride 1 -> out 5, total pad 4: 2 before.
+        let g = ConvGeom::new(&Conv2D::new(1, 5).same(), Shape::image(5, 5, 1));
+        assert_eq!((g.oh, g.pad_top), (5, 2));
+    }
+}

@@ -1,0 +1,140 @@
+//! Dense (fully connected) layers: `y = act(x W + b)` with `W` in Keras's
+//! `[in, out]` layout, which is the GEMM's right operand as stored.
+
+use super::gemm::{matmul, Mat, Par};
+use super::loss::softmax_rows;
+use rayon::prelude::*;
+use shared::spec::Activation;
+
+/// Forward for a `[batch, nin]` input. A softmax here is applied only when the caller
+/// asks (`apply_softmax`): the last layer's softmax is folded into the loss instead.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    act: Activation,
+    apply_softmax: bool,
+    kernel: &[f32],
+    bias: &[f32],
+    x: &[f32],
+    batch: usize,
+    nin: usize,
+    y: &mut [f32],
+) {
+    let units = bias.len();
+    matmul(Mat::new(x, batch, nin), Mat::new(kernel, nin, units), y, false, Par::Rayon);
+    for row in y.chunks_exact_mut(units) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        match act {
+            Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Softmax if apply_softmax => softmax_rows(row, units),
+            _ => {}
+        }
+    }
+}
+
+/// Backward; `dy` is consumed (turned into the pre-activation gradient in place).
+/// `softmax_applied` says whether the forward applied the softmax (its output is `y`).
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    act: Activation,
+    softmax_applied: bool,
+    kernel: &[f32],
+    x: &[f32],
+    y: &[f32],
+    dy: &mut [f32],
+    batch: usize,
+    nin: usize,
+    dkernel: &mut [f32],
+    dbias: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    let units = dbias.len();
+    match act {
+        Activation::Relu => dy.iter_mut().zip(y).for_each(|(d, &y)| {
+            if y <= 0.0 {
+                *d = 0.0
+            }
+        }),
+        Activation::Softmax if softmax_applied => {
+            // dz = y * (dy - sum(dy * y)) row by row.
+            for (d, yr) in dy.chunks_exact_mut(units).zip(y.chunks_exact(units)) {
+                let dot: f32 = d.iter().zip(yr).map(|(a, b)| a * b).sum();
+                d.iter_mut().zip(yr).for_each(|(d, y)| *d = y * (*d - dot));
+            }
+        }
+        _ => {}
+    }
+    let dy: &[f32] = dy;
+    matmul(Mat::new(x, batch, nin).t(), Mat::new(dy, batch, units), dkernel, false, Par::Rayon);
+    let sums: Vec<f64> = dy
+        .par_chunks(units.max(1))
+        .fold(
+            || vec![0.0f64; units],
+            |mut s, row| {
+                s.iter_mut().zip(row).for_each(|(s, &d)| *s += d as f64);
+                s
+            },
+        )
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0.0f64; units], |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        });
+    dbias.iter_mut().zip(&sums).for_each(|(d, s)| *d = *s as f32);
+    if let Some(dx) = dx {
+        matmul(Mat::new(dy, batch, units), Mat::new(kernel, nin, units).t(), dx, false, Par::Rayon);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(seed: usize, n: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i + seed * 131) * 2654435761usize) % 1009) as f32 / 504.5 - 1.0).collect()
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let (batch, nin, units) = (3, 7, 5);
+        for (act, sm) in [(Activation::None, false), (Activation::Relu, false), (Activation::Softmax, true)] {
+            let x = data(1, batch * nin);
+            let k = data(2, nin * units);
+            let b = data(3, units);
+            let r = data(4, batch * units);
+            let loss = |x: &[f32], k: &[f32], b: &[f32]| -> f64 {
+                let mut y = vec![0.0; batch * units];
+                forward(act, sm, k, b, x, batch, nin, &mut y);
+                y.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum()
+            };
+            let mut y = vec![0.0; batch * units];
+            forward(act, sm, &k, &b, &x, batch, nin, &mut y);
+            let mut dy = r.clone();
+            let (mut dk, mut db, mut dx) = (vec![0.0; k.len()], vec![0.0; units], vec![0.0; x.len()]);
+            backward(act, sm, &k, &x, &y, &mut dy, batch, nin, &mut dk, &mut db, Some(&mut dx));
+            let h = 1e-2f32;
+            let tol = |n: f64| 2e-3 * (1.0 + n.abs());
+            for i in 0..k.len() {
+                let (mut kp, mut km) = (k.clone(), k.clone());
+                kp[i] += h;
+                km[i] -= h;
+                let n = (loss(&x, &kp, &b) - loss(&x, &km, &b)) / (2.0 * h as f64);
+                assert!((n - dk[i] as f64).abs() < tol(n), "{act:?} dk[{i}] {n} vs {}", dk[i]);
+            }
+            for i in 0..units {
+                let (mut bp, mut bm) = (b.clone(), b.clone());
+                bp[i] += h;
+                bm[i] -= h;
+                let n = (loss(&x, &k, &bp) - loss(&x, &k, &bm)) / (2.0 * h as f64);
+                assert!((n - db[i] as f64).abs() < tol(n), "{act:?} db[{i}] {n} vs {}", db[i]);
+            }
+            for i in 0..x.len() {
+                let (mut xp, mut xm) = (x.clone(), x.clone());
+                xp[i] += h;
+                xm[i] -= h;
+                let n = (loss(&xp, &k, &b) - loss(&xm, &k, &b)) / (2.0 * h as f64);
+                assert!((n - dx[i] as f64).abs() < tol(n), "{act:?} dx[{i}] {n} vs {}", dx[i]);
+            }
+        }
+    }
+}

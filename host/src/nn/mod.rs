@@ -1,0 +1,451 @@
+//! The float network of the host: every layer of a [`ModelSpec`] with its
+//! forward and backward pass, on NHWC `f32` data, built for training speed on
+//! a CPU (im2col + AVX-512 GEMM, rayon) and for checkpoints in Keras's names
+//! and layouts, so the quantizer and a Keras user see the same tensors.
+
+pub mod batchnorm;
+pub mod conv;
+pub mod dense;
+pub mod dropout;
+pub mod gemm;
+pub mod init;
+pub mod loss;
+pub mod pool;
+mod scratch;
+
+pub use loss::{softmax, softmax_cross_entropy, try_softmax_cross_entropy};
+pub use rand_chacha::ChaCha8Rng;
+
+use batchnorm::BnCache;
+use conv::ConvGeom;
+use ndarray::{Array2, ArrayD, ArrayView4, IxDyn};
+use pool::PoolGeom;
+use shared::spec::{Activation, Layer, ModelSpec, Shape};
+use std::collections::HashMap;
+
+/// Why tensors or labels could not be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NnError {
+    #[error("tensor {name:?} is missing (the checkpoint does not match this model)")]
+    Missing { name: String },
+    #[error("tensor {name:?} has shape {got:?}, this model needs {expected:?}")]
+    Shape { name: String, expected: Vec<usize>, got: Vec<usize> },
+    #[error("tensor {name:?} holds a non-finite value")]
+    NonFinite { name: String },
+    #[error("label {label} of example {index} is out of range for {classes} classes")]
+    Label { index: usize, label: usize, classes: usize },
+    #[error("{labels} labels for a batch of {batch}")]
+    LabelCount { labels: usize, batch: usize },
+    #[error("input of shape {got:?} does not match the model input {expected}")]
+    Input { got: Vec<usize>, expected: Shape },
+}
+
+/// How a forward pass runs.
+pub enum Mode<'r> {
+    /// Batch statistics in BatchNormalization (and a moving-statistics update),
+    /// dropout drawn from the generator; keeps what [`Network::backward`] needs.
+    Train(&'r mut ChaCha8Rng),
+    /// Moving statistics, no dropout.
+    Eval,
+}
+
+/// One trainable tensor and its gradient from the last backward pass, in Keras layout.
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// Keras-style name, `conv2d_1/kernel`.
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: Vec<f32>,
+    pub grad: Vec<f32>,
+}
+
+impl Param {
+    fn new(name: String, shape: Vec<usize>, value: Vec<f32>) -> Self {
+        let n = value.len();
+        Param { name, shape, value, grad: vec![0.0; n] }
+    }
+    fn tensor(&self) -> ArrayD<f32> {
+        ArrayD::from_shape_vec(IxDyn(&self.shape), self.value.clone()).expect("param shape matches its length")
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Node {
+    Conv { geom: ConvGeom, relu: bool, kernel: Param, bias: Param },
+    Bn { c: usize, eps: f32, momentum: f32, gamma: Param, beta: Param, mean: Vec<f32>, var: Vec<f32>, cache: BnCache },
+    Pool { geom: PoolGeom, argmax: Vec<u32> },
+    Flatten,
+    Dense { nin: usize, act: Activation, apply_softmax: bool, kernel: Param, bias: Param },
+    Dropout { rate: f32, mask: Vec<f32> },
+}
+
+/// The trainable network of one [`ModelSpec`].
+#[derive(Clone, Debug)]
+pub struct Network {
+    spec: ModelSpec,
+    names: Vec<String>,
+    nodes: Vec<Node>,
+    /// `acts[i]` is layer `i`'s input, `acts[len]` the logits; reused between steps
+    /// because reallocating hundreds of MB per step costs page faults.
+    acts: Vec<Vec<f32>>,
+    batch: usize,
+    /// Whether the caches come from a training forward that `backward` may use.
+    trained: bool,
+    grads: [Vec<f32>; 2],
+}
+
+/// Resize without clearing when the length is unchanged (callers overwrite everything).
+fn ensure_len(v: &mut Vec<f32>, len: usize) {
+    if v.len() != len {
+        v.clear();
+        v.resize(len, 0.0);
+    }
+}
+
+impl Network {
+    /// Keras's initialisation: Glorot-uniform kernels, zero biases, BN gamma 1 and
+    /// beta 0, moving mean 0 and variance 1. Deterministic in `seed`.
+    pub fn new(spec: &ModelSpec, seed: u64) -> Network {
+        let layers = spec.layers();
+        let last = layers.len() - 1;
+        let mut names = Vec::new();
+        let mut nodes = Vec::new();
+        for (i, layer, input, output) in spec.shapes() {
+            let name = spec.layer_name(i).to_string();
+            let mut rng = init::layer_rng(seed, i);
+            let node = match *layer {
+                Layer::Conv2D(c) => {
+                    let g = ConvGeom::new(&c, input);
+                    let (k, cin, cout) = (g.k, g.cin, g.cout);
+                    let kernel = init::glorot_uniform(&mut rng, k * k * cin, k * k * cout, k * k * cin * cout);
+                    Node::Conv {
+                        geom: g,
+                        relu: c.activation == Activation::Relu,
+                        kernel: Param::new(format!("{name}/kernel"), vec![k, k, cin, cout], kernel),
+                        bias: Param::new(format!("{name}/bias"), vec![cout], vec![0.0; cout]),
+                    }
+                }
+                Layer::BatchNorm { epsilon, momentum } => {
+                    let c = input.channels() as usize;
+                    Node::Bn {
+                        c,
+                        eps: epsilon,
+                        momentum,
+                        gamma: Param::new(format!("{name}/gamma"), vec![c], vec![1.0; c]),
+                        beta: Param::new(format!("{name}/beta"), vec![c], vec![0.0; c]),
+                        mean: vec![0.0; c],
+                        var: vec![1.0; c],
+                        cache: BnCache::default(),
+                    }
+                }
+                Layer::MaxPool2D { pool, stride } => {
+                    let Shape::Image { h, w, c } = input else { unreachable!("validated by ModelSpec") };
+                    let geom = PoolGeom::new(h as usize, w as usize, c as usize, pool as usize, stride as usize);
+                    Node::Pool { geom, argmax: Vec::new() }
+                }
+                Layer::Flatten => Node::Flatten,
+                Layer::Dense { units, activation } => {
+                    let (nin, units) = (input.elements() as usize, units as usize);
+                    let kernel = init::glorot_uniform(&mut rng, nin, units, nin * units);
+                    Node::Dense {
+                        nin,
+                        act: activation,
+                        apply_softmax: i != last,
+                        kernel: Param::new(format!("{name}/kernel"), vec![nin, units], kernel),
+                        bias: Param::new(format!("{name}/bias"), vec![units], vec![0.0; units]),
+                    }
+                }
+                Layer::Dropout { rate } => Node::Dropout { rate, mask: Vec::new() },
+            };
+            debug_assert!(output.elements() > 0);
+            names.push(name);
+            nodes.push(node);
+        }
+        Network {
+            spec: *spec,
+            names,
+            nodes,
+            acts: vec![Vec::new(); layers.len() + 1],
+            batch: 0,
+            trained: false,
+            grads: [Vec::new(), Vec::new()],
+        }
+    }
+
+    /// The layer stack this network was built from.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Check that `x` is `[batch, h, w, c]` for this model's input (a flat input
+    /// accepts any `h*w*c` of the right size).
+    pub fn check_input(&self, x: &ArrayView4<f32>) -> Result<(), NnError> {
+        let (_, h, w, c) = x.dim();
+        let ok = match self.spec.input() {
+            Shape::Image { h: eh, w: ew, c: ec } => (h, w, c) == (eh as usize, ew as usize, ec as usize),
+            s @ Shape::Flat(_) => (h * w * c) as u64 == s.elements(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(NnError::Input { got: x.shape().to_vec(), expected: self.spec.input() })
+        }
+    }
+
+    /// Logits `[batch, classes]` for NHWC input `x` (softmax not applied).
+    ///
+    /// Panics if `x` does not have the model's input shape (see [`Network::check_input`]).
+    pub fn forward(&mut self, x: ArrayView4<f32>, mode: Mode) -> Array2<f32> {
+        self.run(x, mode);
+        let out = self.spec.output().elements() as usize;
+        let logits = &self.acts[self.nodes.len()];
+        Array2::from_shape_vec((self.batch, out), logits.clone()).expect("logits have batch * classes values")
+    }
+
+    fn run(&mut self, x: ArrayView4<f32>, mut mode: Mode) {
+        if let Err(e) = self.check_input(&x) {
+            panic!("Network::forward: {e}");
+        }
+        let batch = x.dim().0;
+        self.batch = batch;
+        let training = matches!(mode, Mode::Train(_));
+        self.trained = false;
+        let a0 = &mut self.acts[0];
+        ensure_len(a0, x.len());
+        match x.as_slice() {
+            Some(s) => a0.copy_from_slice(s),
+            None => a0.iter_mut().zip(x.iter()).for_each(|(d, s)| *d = *s),
+        }
+        let shapes: Vec<Shape> = self.spec.shapes().map(|(_, _, _, o)| o).collect();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            let (head, tail) = self.acts.split_at_mut(i + 1);
+            let x = &head[i][..];
+            let y = &mut tail[0];
+            ensure_len(y, batch * shapes[i].elements() as usize);
+            match node {
+                Node::Conv { geom, relu, kernel, bias } => {
+                    conv::forward(geom, *relu, &kernel.value, &bias.value, x, batch, y)
+                }
+                Node::Bn { c, eps, momentum, gamma, beta, mean, var, cache } => {
+                    if training {
+                        *cache =
+                            batchnorm::forward_train(x, *c, &gamma.value, &beta.value, *eps, *momentum, mean, var, y);
+                    } else {
+                        batchnorm::forward_eval(x, *c, &gamma.value, &beta.value, *eps, mean, var, y);
+                    }
+                }
+                Node::Pool { geom, argmax } => {
+                    if training {
+                        argmax.resize(y.len(), 0);
+                        pool::forward(geom, x, y, Some(argmax));
+                    } else {
+                        pool::forward(geom, x, y, None);
+                    }
+                }
+                Node::Flatten => y.copy_from_slice(x),
+                Node::Dense { nin, act, apply_softmax, kernel, bias } => {
+                    dense::forward(*act, *apply_softmax, &kernel.value, &bias.value, x, batch, *nin, y)
+                }
+                Node::Dropout { rate, mask } => match &mut mode {
+                    Mode::Train(rng) => {
+                        dropout::make_mask(rng, *rate, x.len(), mask);
+                        dropout::apply(mask, x, y);
+                    }
+                    Mode::Eval => y.copy_from_slice(x),
+                },
+            }
+        }
+        self.trained = training;
+    }
+
+    /// Backpropagate `dL/dlogits` of the last forward (which must have been
+    /// [`Mode::Train`]) and store every parameter's gradient (overwriting, not adding).
+    ///
+    /// Panics if the last forward was not a training one or the shape differs.
+    pub fn backward(&mut self, grad_logits: ndarray::ArrayView2<f32>) {
+        assert!(self.trained, "Network::backward needs a preceding forward in Mode::Train");
+        let out = self.spec.output().elements() as usize;
+        assert_eq!(grad_logits.dim(), (self.batch, out), "Network::backward: gradient shape differs from the logits");
+        let batch = self.batch;
+        let [mut g, mut dx] = std::mem::take(&mut self.grads);
+        ensure_len(&mut g, grad_logits.len());
+        match grad_logits.as_slice() {
+            Some(s) => g.copy_from_slice(s),
+            None => g.iter_mut().zip(grad_logits.iter()).for_each(|(d, s)| *d = *s),
+        }
+        for (i, node) in self.nodes.iter_mut().enumerate().rev() {
+            let x = &self.acts[i][..];
+            let y = &self.acts[i + 1][..];
+            let need_dx = i > 0;
+            ensure_len(&mut dx, x.len());
+            let swap = match node {
+                Node::Conv { geom, relu, kernel, bias } => {
+                    let dxo = if need_dx { Some(&mut dx[..]) } else { None };
+                    conv::backward(
+                        geom,
+                        *relu,
+                        &kernel.value,
+                        x,
+                        y,
+                        &mut g,
+                        batch,
+                        &mut kernel.grad,
+                        &mut bias.grad,
+                        dxo,
+                    );
+                    true
+                }
+                Node::Bn { c, gamma, beta, cache, .. } => {
+                    batchnorm::backward(x, *c, &gamma.value, cache, &g, &mut gamma.grad, &mut beta.grad, &mut dx);
+                    true
+                }
+                Node::Pool { geom, argmax } => {
+                    pool::backward(geom, argmax, &g, &mut dx);
+                    true
+                }
+                Node::Flatten => false,
+                Node::Dense { nin, act, apply_softmax, kernel, bias } => {
+                    let dxo = if need_dx { Some(&mut dx[..]) } else { None };
+                    dense::backward(
+                        *act,
+                        *apply_softmax,
+                        &kernel.value,
+                        x,
+                        y,
+                        &mut g,
+                        batch,
+                        *nin,
+                        &mut kernel.grad,
+                        &mut bias.grad,
+                        dxo,
+                    );
+                    true
+                }
+                Node::Dropout { mask, .. } => {
+                    g.iter_mut().zip(mask.iter()).for_each(|(d, m)| *d *= m);
+                    false
+                }
+            };
+            if swap {
+                std::mem::swap(&mut g, &mut dx);
+            }
+        }
+        self.grads = [g, dx];
+    }
+
+    /// Trainable tensors with their gradients, in Keras's weight order.
+    pub fn params(&self) -> Vec<&Param> {
+        let mut v = Vec::new();
+        for n in &self.nodes {
+            match n {
+                Node::Conv { kernel, bias, .. } | Node::Dense { kernel, bias, .. } => v.extend([kernel, bias]),
+                Node::Bn { gamma, beta, .. } => v.extend([gamma, beta]),
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// Mutable access for the optimizer (same order as [`Network::params`]).
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut v = Vec::new();
+        for n in &mut self.nodes {
+            match n {
+                Node::Conv { kernel, bias, .. } | Node::Dense { kernel, bias, .. } => v.extend([kernel, bias]),
+                Node::Bn { gamma, beta, .. } => v.extend([gamma, beta]),
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// Every parameter and state tensor by Keras name, in Keras layout and order:
+    /// `conv2d/kernel` `[kh, kw, in, out]`, `conv2d/bias`, `batch_normalization/gamma`,
+    /// `/beta`, `/moving_mean`, `/moving_variance`, `dense/kernel` `[in, out]`, `dense/bias`.
+    pub fn tensors(&self) -> Vec<(String, ArrayD<f32>)> {
+        let mut v = Vec::new();
+        for (name, n) in self.names.iter().zip(&self.nodes) {
+            match n {
+                Node::Conv { kernel, bias, .. } | Node::Dense { kernel, bias, .. } => {
+                    v.push((kernel.name.clone(), kernel.tensor()));
+                    v.push((bias.name.clone(), bias.tensor()));
+                }
+                Node::Bn { c, gamma, beta, mean, var, .. } => {
+                    v.push((gamma.name.clone(), gamma.tensor()));
+                    v.push((beta.name.clone(), beta.tensor()));
+                    let t = |d: &Vec<f32>| ArrayD::from_shape_vec(IxDyn(&[*c]), d.clone()).expect("c values");
+                    v.push((format!("{name}/moving_mean"), t(mean)));
+                    v.push((format!("{name}/moving_variance"), t(var)));
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// Replace every tensor from `tensors` (names and layouts as [`Network::tensors`]).
+    /// Checks everything first, so on error the network is unchanged. Extra tensors
+    /// (optimizer state in the same file) are ignored.
+    pub fn load_tensors(&mut self, tensors: &HashMap<String, ArrayD<f32>>) -> Result<(), NnError> {
+        let expected = self.tensors();
+        for (name, want) in &expected {
+            let got = tensors.get(name).ok_or_else(|| NnError::Missing { name: name.clone() })?;
+            if got.shape() != want.shape() {
+                return Err(NnError::Shape {
+                    name: name.clone(),
+                    expected: want.shape().to_vec(),
+                    got: got.shape().to_vec(),
+                });
+            }
+            if got.iter().any(|v| !v.is_finite()) {
+                return Err(NnError::NonFinite { name: name.clone() });
+            }
+        }
+        let get = |name: &str| -> Vec<f32> { tensors[name].iter().copied().collect() };
+        for (name, n) in self.names.iter().zip(&mut self.nodes) {
+            match n {
+                Node::Conv { kernel, bias, .. } | Node::Dense { kernel, bias, .. } => {
+                    kernel.value = get(&kernel.name);
+                    bias.value = get(&bias.name);
+                }
+                Node::Bn { gamma, beta, mean, var, .. } => {
+                    gamma.value = get(&gamma.name);
+                    beta.value = get(&beta.name);
+                    *mean = get(&format!("{name}/moving_mean"));
+                    *var = get(&format!("{name}/moving_variance"));
+                }
+                _ => {}
+            }
+        }
+        self.trained = false;
+        Ok(())
+    }
+
+    /// Every layer's output of an Eval forward, `[batch, h, w, c]` or `[batch, n]`, for
+    /// layer-by-layer comparison with the quantized engine. The last layer's softmax,
+    /// folded into the loss elsewhere, is applied here: these are Keras's layer outputs.
+    pub fn forward_collect(&mut self, x: ArrayView4<f32>) -> Vec<ArrayD<f32>> {
+        self.run(x, Mode::Eval);
+        let batch = self.batch;
+        let last = self.nodes.len() - 1;
+        self.spec
+            .shapes()
+            .map(|(i, layer, _, out)| {
+                let mut dims = vec![batch];
+                match out {
+                    Shape::Image { h, w, c } => dims.extend([h as usize, w as usize, c as usize]),
+                    Shape::Flat(n) => dims.push(n as usize),
+                }
+                let mut data = self.acts[i + 1].clone();
+                if i == last && matches!(layer, Layer::Dense { activation: Activation::Softmax, .. }) {
+                    let n = dims[1];
+                    data.chunks_exact_mut(n).for_each(|r| loss::softmax_rows(r, n));
+                }
+                ArrayD::from_shape_vec(IxDyn(&dims), data).expect("layer output matches its shape")
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,24 @@
+//! Per-thread scratch buffers for im2col, kept between calls: a fresh multi-MB
+//! allocation per tile would be returned to the OS and page-faulted in again
+//! every time, which costs as much as a small GEMM.
+
+use std::cell::RefCell;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with this thread's scratch buffer of exactly `len` elements (contents unspecified).
+pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        // Re-entered on this thread (a nested rayon job stole work while we were
+        // inside): fall back to a temporary buffer rather than panic.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}

@@ -1,0 +1,166 @@
+//! Network-level tests: construction, Keras names and layouts, checkpoints, modes.
+
+use super::*;
+use ndarray::Array4;
+use rand::SeedableRng;
+use shared::spec::{alexnet_micro, Conv2D, Sequential};
+
+fn small() -> ModelSpec {
+    Sequential::new(Shape::image(9, 9, 3))
+        .conv2d(Conv2D::new(4, 3).same().relu())
+        .batch_norm()
+        .max_pool(3, 2)
+        .conv2d(Conv2D::new(5, 3).strides(2).relu())
+        .flatten()
+        .dense(6, Activation::Relu)
+        .dropout(0.5)
+        .dense(3, Activation::Softmax)
+        .build()
+        .unwrap()
+}
+
+fn input(batch: usize, spec: &ModelSpec) -> Array4<f32> {
+    let Shape::Image { h, w, c } = spec.input() else { panic!() };
+    Array4::from_shape_fn((batch, h as usize, w as usize, c as usize), |(n, y, x, c)| {
+        ((n * 31 + y * 7 + x * 3 + c * 11) % 17) as f32 / 16.0
+    })
+}
+
+#[test]
+fn keras_names_shapes_and_init() {
+    let net = Network::new(&small(), 5);
+    let t = net.tensors();
+    let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "conv2d/kernel",
+            "conv2d/bias",
+            "batch_normalization/gamma",
+            "batch_normalization/beta",
+            "batch_normalization/moving_mean",
+            "batch_normalization/moving_variance",
+            "conv2d_1/kernel",
+            "conv2d_1/bias",
+            "dense/kernel",
+            "dense/bias",
+            "dense_1/kernel",
+            "dense_1/bias",
+        ]
+    );
+    let shape = |n: &str| t.iter().find(|(m, _)| m == n).unwrap().1.shape().to_vec();
+    assert_eq!(shape("conv2d/kernel"), [3, 3, 3, 4]);
+    assert_eq!(shape("conv2d_1/kernel"), [3, 3, 4, 5]);
+    assert_eq!(shape("dense/kernel"), [5, 6]);
+    let get = |n: &str| t.iter().find(|(m, _)| m == n).unwrap().1.clone();
+    assert!(get("conv2d/bias").iter().all(|&v| v == 0.0));
+    assert!(get("batch_normalization/gamma").iter().all(|&v| v == 1.0));
+    assert!(get("batch_normalization/moving_variance").iter().all(|&v| v == 1.0));
+    let limit = (6.0f32 / (27.0 + 36.0)).sqrt();
+    assert!(get("conv2d/kernel").iter().all(|v| v.abs() <= limit));
+    // Same seed, same weights; another seed, others.
+    let again = Network::new(&small(), 5).tensors();
+    assert!(t.iter().zip(&again).all(|(a, b)| a.1 == b.1));
+    assert_ne!(Network::new(&small(), 6).tensors()[0].1, t[0].1);
+    // Parameter count agrees with the spec.
+    let n: usize = net.params().iter().map(|p| p.value.len()).sum();
+    assert_eq!(n as u64, small().params().0);
+}
+
+#[test]
+fn load_tensors_round_trip_and_errors() {
+    let spec = small();
+    let mut a = Network::new(&spec, 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    a.forward(input(4, &spec).view(), Mode::Train(&mut rng)); // moves the BN statistics
+    let map: HashMap<String, ArrayD<f32>> = a.tensors().into_iter().collect();
+    let mut b = Network::new(&spec, 2);
+    b.load_tensors(&map).unwrap();
+    let x = input(3, &spec);
+    assert_eq!(a.forward(x.view(), Mode::Eval), b.forward(x.view(), Mode::Eval));
+
+    let mut missing = map.clone();
+    missing.remove("batch_normalization/moving_variance");
+    assert_eq!(b.load_tensors(&missing), Err(NnError::Missing { name: "batch_normalization/moving_variance".into() }));
+    let mut bad = map.clone();
+    bad.insert("dense/kernel".into(), ArrayD::zeros(IxDyn(&[6, 5])));
+    let err = b.load_tensors(&bad).unwrap_err();
+    assert!(err.to_string().contains("dense/kernel") && err.to_string().contains("[5, 6]"), "{err}");
+    let mut nan = map.clone();
+    nan.get_mut("dense/bias").unwrap()[[0]] = f32::NAN;
+    assert!(matches!(b.load_tensors(&nan), Err(NnError::NonFinite { .. })));
+    // A failed load leaves the network as it was.
+    assert_eq!(a.forward(x.view(), Mode::Eval), b.forward(x.view(), Mode::Eval));
+}
+
+#[test]
+fn eval_is_deterministic_and_differs_from_training() {
+    let spec = small();
+    let mut net = Network::new(&spec, 3);
+    let x = input(5, &spec);
+    let e1 = net.forward(x.view(), Mode::Eval);
+    let e2 = net.forward(x.view(), Mode::Eval);
+    assert_eq!(e1, e2);
+    assert_eq!(e1.dim(), (5, 3));
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let t = net.forward(x.view(), Mode::Train(&mut rng));
+    assert_ne!(t, e1);
+    // Eval on one example equals its row of a batched eval (no cross-batch leakage).
+    let one = net.forward(x.slice(ndarray::s![2..3, .., .., ..]), Mode::Eval);
+    let all = net.forward(x.view(), Mode::Eval);
+    for (a, b) in one.row(0).iter().zip(all.row(2)) {
+        assert!((a - b).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn forward_collect_gives_every_layer_output() {
+    let spec = small();
+    let mut net = Network::new(&spec, 3);
+    let x = input(2, &spec);
+    let outs = net.forward_collect(x.view());
+    assert_eq!(outs.len(), spec.layers().len());
+    assert_eq!(outs[0].shape(), [2, 9, 9, 4]);
+    assert_eq!(outs[2].shape(), [2, 4, 4, 4]);
+    assert_eq!(outs[3].shape(), [2, 1, 1, 5]);
+    assert_eq!(outs[7].shape(), [2, 3]);
+    // The last output is the softmax of the logits.
+    let p = softmax(net.forward(x.view(), Mode::Eval).view());
+    for (a, b) in outs[7].iter().zip(p.iter()) {
+        assert!((a - b).abs() < 1e-6);
+    }
+    for row in outs[7].rows() {
+        assert!((row.sum() - 1.0).abs() < 1e-5);
+    }
+}
+
+#[test]
+#[should_panic(expected = "Mode::Train")]
+fn backward_after_eval_is_refused() {
+    let spec = small();
+    let mut net = Network::new(&spec, 3);
+    let logits = net.forward(input(2, &spec).view(), Mode::Eval);
+    net.backward(logits.view());
+}
+
+#[test]
+fn wrong_input_shape_is_reported() {
+    let net = Network::new(&small(), 3);
+    let x = Array4::<f32>::zeros((1, 8, 9, 3));
+    assert!(matches!(net.check_input(&x.view()), Err(NnError::Input { .. })));
+}
+
+#[test]
+fn alexnet_micro_trains_a_step() {
+    let spec = alexnet_micro(99, 10).unwrap();
+    let mut net = Network::new(&spec, 0);
+    let x = input(2, &spec);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let logits = net.forward(x.view(), Mode::Train(&mut rng));
+    assert_eq!(logits.dim(), (2, 10));
+    let (loss, g, _) = softmax_cross_entropy(logits.view(), &[1, 7]);
+    assert!(loss.is_finite());
+    net.backward(g.view());
+    assert!(net.params().iter().all(|p| p.grad.iter().all(|v| v.is_finite())));
+    assert!(net.params().iter().any(|p| p.grad.iter().any(|&v| v != 0.0)));
+}
