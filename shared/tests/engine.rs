@@ -1,0 +1,465 @@
+//! The engine on small random models built with `Sequential` and quantized by
+//! `shared::build`: every layer's output checked through the observer (int8:
+//! equal to the plain kernel on the same input, and within one quantum of the
+//! float layer on the dequantized input; f16: equal to the f16 kernel), the
+//! arena plan sufficient and tight, and every error typed.
+
+mod common;
+
+use common::TestRng;
+use proptest::prelude::*;
+use shared::build::{self, FloatLayer, OwnedModel, OwnedWeights, Ranges};
+use shared::engine::{self, EngineError, NoObserver, Observer};
+use shared::f16;
+use shared::kernels::{f16 as k16, int8 as k8, ConvGeom, PoolGeom};
+use shared::model::{F16Weights, Int8Weights, LayerWeights, Precision, TensorQuant};
+use shared::quant;
+use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Sequential, Shape};
+
+/// Float parameters owned by a test.
+enum Params {
+    None,
+    Conv(Vec<f32>, Vec<f32>),
+    Dense(Vec<f32>, Vec<f32>),
+    Bn([Vec<f32>; 4]),
+}
+
+impl Params {
+    fn view(&self) -> FloatLayer<'_> {
+        match self {
+            Params::None => FloatLayer::None,
+            Params::Conv(w, b) => FloatLayer::Conv2D { weights: w, bias: b },
+            Params::Dense(w, b) => FloatLayer::Dense { weights: w, bias: b },
+            Params::Bn([g, b, m, v]) => FloatLayer::BatchNorm { gamma: g, beta: b, mean: m, var: v },
+        }
+    }
+}
+
+/// He-like random weights; BN with gammas of both signs.
+fn random_params(spec: &ModelSpec, rng: &mut TestRng) -> Vec<Params> {
+    spec.shapes()
+        .map(|(_, layer, inp, out)| match *layer {
+            Layer::Conv2D(c) => {
+                let fan_in = (c.kernel * c.kernel * inp.channels()) as usize;
+                let a = (3.0 / fan_in as f32).sqrt();
+                Params::Conv(rng.vec(fan_in * c.filters as usize, -a, a), rng.vec(c.filters as usize, -0.2, 0.2))
+            }
+            Layer::Dense { units, .. } => {
+                let n = inp.elements() as usize;
+                let a = (3.0 / n as f32).sqrt();
+                Params::Dense(rng.vec(n * units as usize, -a, a), rng.vec(units as usize, -0.2, 0.2))
+            }
+            Layer::BatchNorm { .. } => {
+                let c = out.channels() as usize;
+                Params::Bn([rng.vec(c, -2.0, 2.0), rng.vec(c, -0.5, 0.5), rng.vec(c, -0.3, 0.3), rng.vec(c, 0.1, 2.0)])
+            }
+            _ => Params::None,
+        })
+        .collect()
+}
+
+fn views(p: &[Params]) -> Vec<FloatLayer<'_>> {
+    p.iter().map(Params::view).collect()
+}
+
+/// Calibrate on a few random inputs and quantize.
+fn int8_model(spec: &ModelSpec, p: &[Params], rng: &mut TestRng) -> (OwnedModel, Vec<f32>) {
+    let v = views(p);
+    let n = spec.input().elements() as usize;
+    let mut ranges = Ranges::new(spec);
+    let mut last = vec![];
+    for _ in 0..4 {
+        last = rng.vec(n, -1.0, 1.0);
+        ranges.observe(spec, &v, &last).unwrap();
+    }
+    (build::quantize_int8(spec, &v, &ranges).unwrap(), last)
+}
+
+/// Records every layer's output.
+#[derive(Default)]
+struct Record {
+    started: Vec<usize>,
+    done: Vec<(usize, Shape, Vec<u8>)>,
+}
+
+impl Observer for Record {
+    fn layer_start(&mut self, index: usize) {
+        self.started.push(index);
+    }
+    fn layer_done(&mut self, index: usize, shape: Shape, output: &[u8]) {
+        self.done.push((index, shape, output.to_vec()));
+    }
+}
+
+fn i8s(b: &[u8]) -> Vec<i8> {
+    b.iter().map(|&x| x as i8).collect()
+}
+
+fn halves(b: &[u8]) -> Vec<f16> {
+    b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()
+}
+
+fn int8_weights(w: &OwnedWeights) -> Int8Weights<'_> {
+    match w {
+        OwnedWeights::Int8 { weights, weight_scale, bias, multiplier, shift } => {
+            Int8Weights { weights, weight_scale, bias, multiplier, shift }
+        }
+        _ => panic!("not int8"),
+    }
+}
+
+/// A random AlexNet-shaped stack (conv/relu -> BN -> pool -> same conv -> BN -> dense).
+fn random_spec(rng: &mut TestRng) -> Option<ModelSpec> {
+    let h = rng.int(5, 14) as u32;
+    let w = rng.int(5, 14) as u32;
+    let mut s = Sequential::new(Shape::image(h, w, rng.int(1, 3) as u32));
+    let mut c1 = Conv2D::new(rng.int(1, 6) as u32, rng.int(1, 4) as u32).strides(rng.int(1, 2) as u32);
+    if rng.int(0, 1) == 1 {
+        c1 = c1.same();
+    }
+    if rng.int(0, 3) > 0 {
+        c1 = c1.relu();
+    }
+    s = s.conv2d(c1).batch_norm().max_pool(rng.int(1, 3) as u32, rng.int(1, 2) as u32);
+    s = s.conv2d(Conv2D::new(rng.int(1, 7) as u32, 3).same().relu()).batch_norm();
+    if rng.int(0, 1) == 1 {
+        s = s.max_pool(2, 2);
+    }
+    s = s
+        .flatten()
+        .dense(rng.int(1, 12) as u32, Activation::Relu)
+        .dropout(0.5)
+        .dense(rng.int(2, 6) as u32, Activation::Softmax);
+    s.build().ok()
+}
+
+/// Run `m` with a plan-sized arena, recording every layer.
+fn run_recorded(m: &OwnedModel, input: &[u8]) -> (Vec<u8>, Record) {
+    let view = m.view();
+    let plan = engine::plan(&view);
+    let mut arena = vec![0u8; plan.arena_bytes];
+    let mut rec = Record::default();
+    let out = engine::run(&view, input, &mut arena, &mut rec).unwrap().to_vec();
+    (out, rec)
+}
+
+fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> {
+    let (out, rec) = run_recorded(m, input);
+    let n = m.spec.layers().len();
+    prop_assert_eq!(&rec.started, &(0..n).collect::<Vec<_>>());
+    prop_assert_eq!(rec.done.len(), n);
+    prop_assert_eq!(&out, &rec.done[n - 1].2);
+    let mut prev = i8s(input);
+    let mut in_q = m.input;
+    for ((i, layer, inp, outs), (w, out_q)) in m.spec.shapes().zip(&m.layers) {
+        let (idx, shape, ref bytes) = rec.done[i];
+        prop_assert_eq!((idx, shape), (i, outs));
+        let got = i8s(bytes);
+        let xf: Vec<f32> = prev.iter().map(|&v| quant::dequantize(v, in_q)).collect();
+        match *layer {
+            Layer::Conv2D(c) => {
+                let g = ConvGeom::from_spec(&c, inp).unwrap();
+                let wt = int8_weights(w);
+                let p = k8::Int8Params::new(in_q.zero_point, out_q.zero_point, c.activation);
+                let mut plain = vec![0i8; g.output_len()];
+                k8::conv2d(&g, &p, &wt, &prev, &mut plain);
+                prop_assert_eq!(&got, &plain, "layer {}", i);
+                // Float layer on the dequantized input and weights.
+                let per = wt.weights.len() / wt.bias.len();
+                let rw: Vec<f32> =
+                    wt.weights.iter().enumerate().map(|(j, &v)| v as f32 * wt.weight_scale[j / per]).collect();
+                let rb: Vec<f32> = wt
+                    .bias
+                    .iter()
+                    .zip(wt.weight_scale)
+                    .map(|(&b, &s)| (b as f64 * in_q.scale as f64 * s as f64) as f32)
+                    .collect();
+                let y = build::reference_conv(&g, &rw, &rb, &xf);
+                for (j, &v) in y.iter().enumerate() {
+                    let v = if c.activation == Activation::Relu { v.max(0.0) } else { v };
+                    prop_assert!(
+                        (quant::quantize(v, *out_q) as i32 - got[j] as i32).abs() <= 1,
+                        "layer {} elem {}",
+                        i,
+                        j
+                    );
+                }
+            }
+            Layer::Dense { activation, .. } => {
+                let wt = int8_weights(w);
+                let p = k8::Int8Params::new(in_q.zero_point, out_q.zero_point, activation);
+                let mut plain = vec![0i8; outs.elements() as usize];
+                k8::dense(&p, &wt, &prev, &mut plain);
+                prop_assert_eq!(&got, &plain, "layer {}", i);
+            }
+            Layer::BatchNorm { .. } => {
+                let wt = int8_weights(w);
+                let c = wt.weights.len();
+                for (j, (&x, &g)) in xf.iter().zip(&got).enumerate() {
+                    let ch = j % c;
+                    let s = wt.weights[ch] as f64 * wt.weight_scale[ch] as f64;
+                    let t = wt.bias[ch] as f64 * in_q.scale as f64 * wt.weight_scale[ch] as f64;
+                    let want = quant::quantize((s * x as f64 + t) as f32, *out_q);
+                    prop_assert!((want as i32 - g as i32).abs() <= 1, "BN layer {} elem {}: {} vs {}", i, j, want, g);
+                }
+            }
+            Layer::MaxPool2D { pool, stride } => {
+                let g = PoolGeom::from_spec(pool, stride, inp).unwrap();
+                let mut plain = vec![0i8; g.output_len()];
+                k8::max_pool(&g, &prev, &mut plain);
+                prop_assert_eq!(&got, &plain);
+                prop_assert_eq!(*out_q, in_q);
+            }
+            Layer::Flatten | Layer::Dropout { .. } => prop_assert_eq!(&got, &prev),
+        }
+        prev = got;
+        in_q = *out_q;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn int8_every_layer_matches_plain_kernels_and_float(seed: u64) {
+        let mut rng = TestRng::new(seed);
+        let Some(spec) = random_spec(&mut rng) else { return Ok(()) };
+        let p = random_params(&spec, &mut rng);
+        let (m, sample) = int8_model(&spec, &p, &mut rng);
+        let mut input = vec![0u8; sample.len()];
+        engine::quantize_input(&sample, m.input, &mut input).unwrap();
+        check_int8_layers(&m, &input)?;
+    }
+
+    #[test]
+    fn f16_every_layer_matches_kernels_and_float(seed: u64) {
+        let mut rng = TestRng::new(seed);
+        let Some(spec) = random_spec(&mut rng) else { return Ok(()) };
+        let p = random_params(&spec, &mut rng);
+        let v = views(&p);
+        let m = build::convert_f16(&spec, &v).unwrap();
+        let x = rng.vec(spec.input().elements() as usize, -1.0, 1.0);
+        let mut input = vec![0u8; 2 * x.len()];
+        engine::encode_f16_input(&x, &mut input).unwrap();
+        let (out, rec) = run_recorded(&m, &input);
+        let mut prev = halves(&input);
+        for ((i, layer, inp, outs), (w, _)) in spec.shapes().zip(&m.layers) {
+            let got = halves(&rec.done[i].2);
+            let fw = match w {
+                OwnedWeights::F16 { weights, bias } => Some(F16Weights { weights, bias }),
+                _ => None,
+            };
+            let mut want = vec![f16::ZERO; outs.elements() as usize];
+            match *layer {
+                Layer::Conv2D(c) => k16::conv2d(&ConvGeom::from_spec(&c, inp).unwrap(), c.activation == Activation::Relu, &fw.unwrap(), &prev, &mut want),
+                Layer::Dense { activation, .. } => k16::dense(activation == Activation::Relu, &fw.unwrap(), &prev, &mut want),
+                Layer::BatchNorm { .. } => k16::batch_norm(&fw.unwrap(), &prev, &mut want),
+                Layer::MaxPool2D { pool, stride } => k16::max_pool(&PoolGeom::from_spec(pool, stride, inp).unwrap(), &prev, &mut want),
+                _ => want.copy_from_slice(&prev),
+            }
+            prop_assert_eq!(&got, &want, "layer {}", i);
+            prev = got;
+        }
+        // End to end against the float model: f16 keeps ~3 decimal digits per layer.
+        let float = build::float_forward(&spec, &v, &x).unwrap();
+        let logits = float.last().unwrap();
+        let mut deq = vec![0.0f32; logits.len()];
+        engine::dequantize_output(&m.view(), &out, &mut deq).unwrap();
+        let scale = logits.iter().fold(1e-3f32, |a, &b| a.max(b.abs()));
+        for (a, b) in deq.iter().zip(logits) {
+            prop_assert!((a - b).abs() <= 0.02 * scale, "{} vs {}", a, b);
+        }
+    }
+
+    #[test]
+    fn plan_is_sufficient_and_one_byte_less_fails(seed: u64, f16_model: bool) {
+        let mut rng = TestRng::new(seed);
+        let Some(spec) = random_spec(&mut rng) else { return Ok(()) };
+        let p = random_params(&spec, &mut rng);
+        let m = if f16_model { build::convert_f16(&spec, &views(&p)).unwrap() } else { int8_model(&spec, &p, &mut rng).0 };
+        let view = m.view();
+        let plan = engine::plan(&view);
+        prop_assert!(plan.arena_bytes - plan.align_slack <= plan.max_layer_io_bytes);
+        // Every computing layer's input and output are disjoint and inside the arena.
+        for (lp, layer) in plan.layers().iter().zip(spec.layers()) {
+            prop_assert!(lp.output.offset + lp.output.len <= plan.arena_bytes - plan.align_slack);
+            if !lp.in_place {
+                let disjoint = lp.input.offset + lp.input.len <= lp.output.offset || lp.output.offset + lp.output.len <= lp.input.offset;
+                prop_assert!(disjoint, "{:?} {:?}", layer, lp);
+            }
+        }
+        let input: Vec<u8> = (0..plan.input_bytes).map(|_| if f16_model { 0x30 } else { rng.i8() as u8 }).collect();
+        // Any start address: compare an aligned and a misaligned arena.
+        let mut big = vec![0u8; plan.arena_bytes + 1];
+        let a = engine::run(&view, &input, &mut big[..plan.arena_bytes], &mut NoObserver).unwrap().to_vec();
+        let b = engine::run(&view, &input, &mut big[1..], &mut NoObserver).unwrap().to_vec();
+        prop_assert_eq!(&a, &b);
+        prop_assert_eq!(a.len(), plan.output_bytes);
+        let mut small = vec![0u8; plan.arena_bytes - 1];
+        let err = engine::run(&view, &input, &mut small, &mut NoObserver).unwrap_err();
+        prop_assert_eq!(err, EngineError::ArenaTooSmall { needed: plan.arena_bytes, given: plan.arena_bytes - 1 });
+    }
+}
+
+/// conv -> relu -> BN (negative gammas) -> maxpool -> same conv, end to end
+/// against the float model: BN is kept after the ReLU, so a negative gamma
+/// makes the pool pick the BN output's max (the conv output's min).
+#[test]
+fn bn_after_relu_with_negative_gammas_follows_the_float_model() {
+    let spec = Sequential::new(Shape::image(12, 12, 3))
+        .conv2d(Conv2D::new(6, 3).relu())
+        .batch_norm()
+        .max_pool(3, 2)
+        .conv2d(Conv2D::new(4, 3).same())
+        .build()
+        .unwrap();
+    let mut worst = 0.0f32;
+    for seed in 0..20 {
+        let mut rng = TestRng::new(seed);
+        let mut p = random_params(&spec, &mut rng);
+        if let Params::Bn([g, ..]) = &mut p[1] {
+            for (i, v) in g.iter_mut().enumerate() {
+                *v = if i % 2 == 0 { -v.abs() - 0.2 } else { v.abs() + 0.2 };
+            }
+        }
+        let (m, x) = int8_model(&spec, &p, &mut rng);
+        let mut input = vec![0u8; x.len()];
+        engine::quantize_input(&x, m.input, &mut input).unwrap();
+        let (out, _) = run_recorded(&m, &input);
+        let mut deq = vec![0.0; out.len()];
+        engine::dequantize_output(&m.view(), &out, &mut deq).unwrap();
+        let float = build::float_forward(&spec, &views(&p), &x).unwrap();
+        let q = m.view().output_quant();
+        let range = float.last().unwrap().iter().fold(0.0f32, |a, &b| a.max(b.abs()));
+        for (a, b) in deq.iter().zip(float.last().unwrap()) {
+            // Four layers of int8 rounding: a few output quanta.
+            worst = worst.max((a - b).abs() / q.scale);
+            assert!((a - b).abs() <= 6.0 * q.scale, "seed {seed}: {a} vs {b} (scale {}, range {range})", q.scale);
+        }
+    }
+    assert!(worst > 0.0);
+}
+
+fn tiny() -> (ModelSpec, Vec<Params>) {
+    let spec = Sequential::new(Shape::image(6, 6, 2))
+        .conv2d(Conv2D::new(3, 3).relu())
+        .batch_norm()
+        .max_pool(2, 2)
+        .flatten()
+        .dense(3, Activation::Softmax)
+        .build()
+        .unwrap();
+    let mut rng = TestRng::new(7);
+    let p = random_params(&spec, &mut rng);
+    (spec, p)
+}
+
+#[test]
+fn errors_are_typed_and_never_panic() {
+    let (spec, p) = tiny();
+    let mut rng = TestRng::new(1);
+    let (m, _) = int8_model(&spec, &p, &mut rng);
+    let plan = engine::plan(&m.view());
+    let mut arena = vec![0u8; plan.arena_bytes];
+    let input = vec![0u8; plan.input_bytes];
+    let mut errors = vec![];
+
+    let e = engine::run(&m.view(), &input[1..], &mut arena, &mut NoObserver).unwrap_err();
+    assert_eq!(e, EngineError::InputLength { expected: plan.input_bytes, got: plan.input_bytes - 1 });
+    errors.push(e);
+
+    let mut v = m.view();
+    v.layers[0].weights = LayerWeights::None;
+    let e = engine::run(&v, &input, &mut arena, &mut NoObserver).unwrap_err();
+    assert_eq!(e, EngineError::MissingWeights { layer: 0 });
+    errors.push(e);
+
+    let h = [f16::ONE; 3];
+    let mut v = m.view();
+    v.layers[1].weights = LayerWeights::F16(F16Weights { weights: &h, bias: &h });
+    let e = engine::run(&v, &input, &mut arena, &mut NoObserver).unwrap_err();
+    assert_eq!(e, EngineError::PrecisionMismatch { layer: 1, model: Precision::Int8 });
+    errors.push(e);
+
+    let mut v = m.view();
+    v.layers[2].weights = v.layers[0].weights;
+    assert_eq!(engine::validate(&v), Err(EngineError::UnexpectedWeights { layer: 2 }));
+    errors.push(EngineError::UnexpectedWeights { layer: 2 });
+
+    let mut v = m.view();
+    v.layers[2].output = TensorQuant { scale: 9.0, zero_point: 0 };
+    assert_eq!(engine::validate(&v), Err(EngineError::QuantMismatch { layer: 2 }));
+    errors.push(EngineError::QuantMismatch { layer: 2 });
+
+    let mut v = m.view();
+    v.input.zero_point = 300;
+    let e = engine::validate(&v).unwrap_err();
+    assert_eq!(e, EngineError::BadZeroPoint { layer: None, zero_point: 300 });
+    errors.push(e);
+
+    let bad_shift = [40, 0, 0];
+    let mut v = m.view();
+    if let LayerWeights::Int8(w) = &mut v.layers[0].weights {
+        w.shift = &bad_shift;
+    }
+    let e = engine::validate(&v).unwrap_err();
+    assert_eq!(e, EngineError::BadShift { layer: 0, channel: 0, shift: 40 });
+    errors.push(e);
+
+    let mut v = m.view();
+    if let LayerWeights::Int8(w) = &mut v.layers[4].weights {
+        w.weights = &w.weights[1..];
+    }
+    let e = engine::validate(&v).unwrap_err();
+    assert!(matches!(e, EngineError::WeightLength { layer: 4, what: "weights", .. }), "{e:?}");
+    errors.push(e);
+
+    errors.push(EngineError::ArenaTooSmall { needed: 10, given: 9 });
+    errors.push(EngineError::TooLarge);
+    for e in errors {
+        let s = e.to_string();
+        assert!(!s.is_empty() && s.chars().next().unwrap().is_lowercase(), "{s}");
+        let _: &dyn std::error::Error = &e;
+    }
+}
+
+#[test]
+fn helpers_round_trip() {
+    let q = TensorQuant { scale: 0.1, zero_point: 5 };
+    let mut b = [0u8; 3];
+    engine::quantize_input(&[0.0, 1.0, -20.0], q, &mut b).unwrap();
+    assert_eq!(b.map(|x| x as i8), [5, 15, -128]);
+    assert!(engine::quantize_input(&[0.0], q, &mut b).is_err());
+    let mut out = [0.0f32; 3];
+    engine::dequantize_tensor(Precision::Int8, q, &b, &mut out).unwrap();
+    assert_eq!(out, [0.0, 1.0, -13.3]);
+    let mut h = [0u8; 4];
+    engine::encode_f16_input(&[1.0, -2.5], &mut h).unwrap();
+    assert_eq!(h, [0x00, 0x3c, 0x00, 0xc1]);
+    assert_eq!(engine::argmax(Precision::F16, &h), Some(0));
+    assert_eq!(engine::argmax(Precision::Int8, &[0x80, 0x7f, 3]), Some(1));
+}
+
+/// The scaled preset end to end: plans, runs, and the arena is the two-ended bound.
+#[test]
+fn alexnet_micro_runs_int8_and_f16() {
+    let spec = shared::spec::alexnet_micro(99, 10).unwrap();
+    let mut rng = TestRng::new(3);
+    let p = random_params(&spec, &mut rng);
+    let (m, x) = int8_model(&spec, &p, &mut rng);
+    let view = m.view();
+    let plan = engine::plan(&view);
+    // 99x99x3 input + 23x23x24 conv1 output is the peak.
+    assert_eq!(plan.arena_bytes, 99 * 99 * 3 + 23 * 23 * 24);
+    let mut input = vec![0u8; x.len()];
+    engine::quantize_input(&x, m.input, &mut input).unwrap();
+    let mut arena = vec![0u8; plan.arena_bytes];
+    let mut rec = Record::default();
+    let out = engine::run(&view, &input, &mut arena, &mut rec).unwrap();
+    assert_eq!(out.len(), 10);
+    assert_eq!(rec.done.len(), spec.layers().len());
+    let f = build::convert_f16(&spec, &views(&p)).unwrap();
+    let fplan = engine::plan(&f.view());
+    assert_eq!(fplan.arena_bytes, 2 * plan.arena_bytes + 1);
+}
