@@ -1,0 +1,215 @@
+//! Prefetching batch loader: a background thread decodes, resizes and
+//! augments the next batches (in parallel over the batch with rayon) while
+//! the main thread runs the training step, and hands them over through a
+//! bounded channel so memory stays at `prefetch` batches.
+//!
+//! What goes into each batch, and each image's augmentation, is fixed up
+//! front by [`BatchPlan`]s, so results do not depend on thread timing.
+use super::augment::{self, AugmentConfig};
+use super::{mix, stream_rng, tag, DataError, ImageSource};
+use ndarray::{Array3, Array4, Axis};
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// One batch: NHWC images in [0, 1] and their labels.
+#[derive(Debug)]
+pub struct Batch {
+    pub x: Array4<f32>,
+    pub labels: Vec<usize>,
+    /// Source indices of the images, in batch order.
+    pub indices: Vec<usize>,
+    /// Images of this batch that could not be read and were skipped
+    /// (`--skip-bad`): their descriptions (paths) and errors.
+    pub skipped: Vec<String>,
+}
+
+/// Which images make one batch, and the seed of their augmentation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchPlan {
+    pub indices: Vec<usize>,
+    pub aug_seed: u64,
+}
+
+impl BatchPlan {
+    /// `indices` in order, cut into batches of `batch` (the last may be
+    /// smaller, as Keras keeps it); no augmentation seed needed.
+    pub fn sequential(indices: &[usize], batch: usize) -> Vec<BatchPlan> {
+        indices.chunks(batch.max(1)).map(|c| BatchPlan { indices: c.to_vec(), aug_seed: 0 }).collect()
+    }
+
+    /// One training epoch: `train` reshuffled with `(seed, epoch)` (Keras
+    /// reshuffles every epoch), cut into batches, each with its own
+    /// augmentation seed from `(seed, epoch, step)`.
+    pub fn epoch(train: &[usize], batch: usize, seed: u64, epoch: usize) -> Vec<BatchPlan> {
+        let mut order = train.to_vec();
+        order.shuffle(&mut stream_rng(&[seed, tag::SHUFFLE, epoch as u64]));
+        order
+            .chunks(batch.max(1))
+            .enumerate()
+            .map(|(step, c)| BatchPlan {
+                indices: c.to_vec(),
+                aug_seed: mix(&[seed, tag::AUGMENT, epoch as u64, step as u64]),
+            })
+            .collect()
+    }
+}
+
+/// How the loader prepares images.
+#[derive(Clone, Debug)]
+pub struct LoaderConfig {
+    pub h: usize,
+    pub w: usize,
+    /// Augmentation for training batches; `None` for validation and eval.
+    pub augment: Option<AugmentConfig>,
+    /// Skip unreadable images (reported in [`Batch::skipped`]) instead of failing.
+    pub skip_bad: bool,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+}
+
+/// Build one batch on the calling thread.
+pub fn load_batch(source: &dyn ImageSource, plan: &BatchPlan, cfg: &LoaderConfig) -> Result<Batch, DataError> {
+    let loaded: Vec<(usize, Result<Array3<f32>, DataError>)> = plan
+        .indices
+        .par_iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let img = source.load(i, cfg.h, cfg.w).map(|img| match &cfg.augment {
+                Some(aug) => {
+                    // Each image's draw depends only on the batch seed and its
+                    // slot, so parallel decoding cannot reorder the randomness.
+                    let p = aug.sample(&mut stream_rng(&[plan.aug_seed, k as u64]));
+                    augment::apply(img.view(), &p)
+                }
+                None => img,
+            });
+            (i, img)
+        })
+        .collect();
+    let mut images = Vec::with_capacity(loaded.len());
+    let mut labels = Vec::with_capacity(loaded.len());
+    let mut indices = Vec::with_capacity(loaded.len());
+    let mut skipped = Vec::new();
+    for (i, r) in loaded {
+        match r {
+            Ok(img) => {
+                images.push(img);
+                labels.push(source.label(i));
+                indices.push(i);
+            }
+            Err(e) if cfg.skip_bad => skipped.push(format!("{}: {e}", source.describe(i))),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut x = Array4::<f32>::zeros((images.len(), cfg.h, cfg.w, 3));
+    for (mut dst, src) in x.axis_iter_mut(Axis(0)).zip(&images) {
+        dst.assign(src);
+    }
+    Ok(Batch { x, labels, indices, skipped })
+}
+
+/// Iterator over batches prepared on a background thread. Dropping it stops
+/// the thread (its next send fails) and joins it.
+pub struct Prefetcher {
+    rx: Option<Receiver<Result<Batch, DataError>>>,
+    handle: Option<JoinHandle<()>>,
+    len: usize,
+}
+
+impl Prefetcher {
+    /// Start preparing `plans` in order.
+    pub fn spawn(source: Arc<dyn ImageSource>, plans: Vec<BatchPlan>, cfg: LoaderConfig) -> Prefetcher {
+        let len = plans.len();
+        let (tx, rx) = sync_channel(cfg.prefetch.max(1));
+        let handle = std::thread::Builder::new()
+            .name("batch-prefetch".into())
+            .spawn(move || {
+                for plan in &plans {
+                    let r = load_batch(source.as_ref(), plan, &cfg);
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .ok();
+        Prefetcher { rx: Some(rx), handle, len }
+    }
+
+    /// Number of batches planned.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no batch is planned.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Iterator for Prefetcher {
+    type Item = Result<Batch, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::SyntheticDataset;
+
+    fn cfg(augment: Option<AugmentConfig>) -> LoaderConfig {
+        LoaderConfig { h: 16, w: 16, augment, skip_bad: false, prefetch: 2 }
+    }
+
+    #[test]
+    fn epoch_plans_cover_train_once_and_reshuffle() {
+        let train: Vec<usize> = (0..50).collect();
+        let e0 = BatchPlan::epoch(&train, 16, 7, 0);
+        assert_eq!(e0.iter().map(|p| p.indices.len()).collect::<Vec<_>>(), [16, 16, 16, 2]);
+        let mut seen: Vec<usize> = e0.iter().flat_map(|p| p.indices.clone()).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, train);
+        assert_eq!(e0, BatchPlan::epoch(&train, 16, 7, 0));
+        assert_ne!(e0[0].indices, BatchPlan::epoch(&train, 16, 7, 1)[0].indices);
+    }
+
+    #[test]
+    fn prefetched_batches_equal_direct_loads_and_are_deterministic() {
+        let src: Arc<dyn ImageSource> = Arc::new(SyntheticDataset::new(4, 3));
+        let plans = BatchPlan::epoch(&(0..24).collect::<Vec<_>>(), 5, 11, 2);
+        let aug = Some(AugmentConfig::default());
+        let a: Vec<Batch> = Prefetcher::spawn(src.clone(), plans.clone(), cfg(aug)).map(|b| b.unwrap()).collect();
+        assert_eq!(a.len(), 5);
+        for (b, p) in a.iter().zip(&plans) {
+            let direct = load_batch(src.as_ref(), p, &cfg(aug)).unwrap();
+            assert_eq!(b.x, direct.x);
+            assert_eq!(b.labels, p.indices.iter().map(|&i| src.label(i)).collect::<Vec<_>>());
+        }
+        let plain = load_batch(src.as_ref(), &plans[0], &cfg(None)).unwrap();
+        assert_ne!(plain.x, a[0].x, "training batches are augmented");
+        assert_eq!(a[4].x.shape(), &[4, 16, 16, 3]);
+    }
+
+    #[test]
+    fn dropping_early_stops_the_thread() {
+        let src: Arc<dyn ImageSource> = Arc::new(SyntheticDataset::new(50, 3));
+        let plans = BatchPlan::sequential(&(0..300).collect::<Vec<_>>(), 2);
+        let mut p = Prefetcher::spawn(src, plans, cfg(None));
+        assert!(p.next().is_some());
+        drop(p); // must not hang
+    }
+}
