@@ -1,0 +1,551 @@
+//! The in-place parser: every field is checked before a [`QuantModel`] is
+//! returned, with checked arithmetic and `get`-style reads only, so that no
+//! input (truncated, corrupted or hostile) can panic or read out of bounds.
+
+use super::error::{ErrorKind, Field, FormatError, Section};
+use super::{align_up, offsets, offsets::layer as rec, tag};
+use super::{BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN, VERSION};
+use crate::model::{F16Weights, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant};
+use crate::spec::{Activation, Conv2D, Layer, ModelSpec, Padding, Shape, SpecError, MAX_LAYERS};
+use half::f16;
+
+/// CRC-32/ISO-HDLC (zlib's), with a 1 KiB table that stays in flash.
+const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// Largest element count of any tensor (input, or a layer's output). Keeps
+/// shape arithmetic in `spec` (elements, params, MACs) far from u64 overflow.
+const MAX_TENSOR_ELEMENTS: u64 = u32::MAX as u64;
+
+/// Smallest non-zero multiplier QuantizeMultiplier produces (`0.5 * 2^31`).
+const MULTIPLIER_MIN: i32 = 1 << 30;
+
+/// The CRC-32 stored at offset 16 of a well-formed `file`: computed over the
+/// whole file with the CRC field read as zeros. Tools that patch a file use it
+/// to reseal it.
+pub fn file_crc(file: &[u8]) -> u32 {
+    let mut digest = CRC32.digest();
+    let crc_at = offsets::CRC;
+    match file.get(crc_at..) {
+        None => digest.update(file),
+        Some(rest) => {
+            digest.update(file.get(..crc_at).unwrap_or(&[]));
+            let zeros = [0u8; 4];
+            digest.update(zeros.get(..rest.len().min(4)).unwrap_or(&[]));
+            digest.update(rest.get(4..).unwrap_or(&[]));
+        }
+    }
+    digest.finalize()
+}
+
+/// The file length a header declares, after checking its magic and version:
+/// lets firmware slice a model out of a larger flash partition before [`parse`].
+pub fn declared_length(bytes: &[u8]) -> Result<usize, FormatError> {
+    let r = Reader { b: bytes };
+    check_magic_and_version(&r)?;
+    let declared = r.u32(offsets::LENGTH, Field::Length, None)?;
+    usize::try_from(declared).map_err(|_| err(ErrorKind::TooLarge { bytes: declared as u64 }, Field::Length, None, 12))
+}
+
+/// Parse and fully validate a model file in place.
+///
+/// `bytes` must be exactly the file (its length is checked against the
+/// header) and start at an address aligned to [`BUFFER_ALIGN`]; the returned
+/// model's slices borrow from it. Nothing is copied or allocated.
+pub fn parse(bytes: &[u8]) -> Result<QuantModel<'_>, FormatError> {
+    let address_mod = bytes.as_ptr() as usize % BUFFER_ALIGN;
+    if address_mod != 0 {
+        return Err(err(ErrorKind::Misaligned { align: BUFFER_ALIGN, address_mod }, Field::Buffer, None, 0));
+    }
+    let r = Reader { b: bytes };
+    let len = bytes.len();
+
+    // Header, in the order that lets each check trust the previous ones.
+    check_magic_and_version(&r)?;
+    if len < HEADER_LEN {
+        let kind = ErrorKind::Truncated { needed: HEADER_LEN as u64, len };
+        return Err(err(kind, Field::Length, None, len));
+    }
+    let declared = r.u32(offsets::LENGTH, Field::Length, None)?;
+    if declared as u64 != len as u64 {
+        return Err(err(ErrorKind::LengthMismatch { declared, actual: len }, Field::Length, None, offsets::LENGTH));
+    }
+    let stored = r.u32(offsets::CRC, Field::Crc, None)?;
+    let computed = file_crc(bytes);
+    if stored != computed {
+        return Err(err(ErrorKind::CrcMismatch { stored, computed }, Field::Crc, None, offsets::CRC));
+    }
+    let precision = match r.u8(offsets::PRECISION, Field::Precision, None)? {
+        tag::INT8 => Precision::Int8,
+        tag::F16 => Precision::F16,
+        t => return Err(err(ErrorKind::BadTag { value: t as u32 }, Field::Precision, None, offsets::PRECISION)),
+    };
+    let n = r.u8(offsets::LAYER_COUNT, Field::LayerCount, None)? as usize;
+    if n == 0 || n > MAX_LAYERS {
+        let e = if n == 0 { SpecError::NoLayers } else { SpecError::TooManyLayers };
+        return Err(err(ErrorKind::Spec(e), Field::LayerCount, None, offsets::LAYER_COUNT));
+    }
+    r.zero16(offsets::RESERVED0, Field::Reserved, None)?;
+    r.zero32(offsets::RESERVED1, Field::Reserved, None)?;
+    r.zero32(offsets::RESERVED1 + 4, Field::Reserved, None)?;
+    let table_end = offsets::layer_record(n);
+    if len < table_end {
+        let kind = ErrorKind::Truncated { needed: table_end as u64, len };
+        return Err(err(kind, Field::LayerTable, None, HEADER_LEN));
+    }
+    let input_shape = read_input_shape(&r)?;
+    let input = read_quant(&r, precision, offsets::INPUT_SCALE, Field::InputScale, Field::InputZeroPoint, None)?;
+
+    // The layer stack, validated by the same code the host builds models with.
+    let mut layers = [Layer::Flatten; MAX_LAYERS];
+    for (i, layer) in layers.iter_mut().enumerate().take(n) {
+        *layer = read_layer(&r, i)?;
+    }
+    let layers = layers.get(..n).unwrap_or(&[]);
+    check_tensor_sizes(input_shape, layers)?;
+    let spec = ModelSpec::new(input_shape, layers).map_err(spec_error)?;
+
+    // Data area: labels, then sections, each at its canonical place.
+    let mut cursor = Cursor { pos: table_end as u64 };
+    let labels = read_labels(&r, &spec, &mut cursor)?;
+    let mut data = [LayerData::plain(TensorQuant::IDENTITY); MAX_LAYERS];
+    for ((i, layer, shape_in, _), slot) in spec.shapes().zip(data.iter_mut()) {
+        *slot = read_layer_data(&r, precision, i, layer, shape_in, &mut cursor)?;
+    }
+    let expected_len = align_up(cursor.pos);
+    if (len as u64) < expected_len {
+        let kind = ErrorKind::Truncated { needed: expected_len, len };
+        return Err(err(kind, Field::Length, None, offsets::LENGTH));
+    }
+    r.zero_bytes(cursor.pos, expected_len, None)?;
+    if len as u64 > expected_len {
+        return Err(err(ErrorKind::TrailingData { expected_len }, Field::Length, None, expected_len as usize));
+    }
+    Ok(QuantModel { spec, precision, input, layers: data, labels })
+}
+
+fn err(kind: ErrorKind, field: Field, layer: Option<usize>, offset: usize) -> FormatError {
+    FormatError::new(kind, field, layer, offset)
+}
+
+fn spec_error(e: SpecError) -> FormatError {
+    match e {
+        SpecError::Layer { index, .. } => {
+            err(ErrorKind::Spec(e), Field::Hyperparameters, Some(index), offsets::layer_record(index) + rec::PARAMS)
+        }
+        SpecError::EmptyInput => err(ErrorKind::Spec(e), Field::InputShape, None, offsets::INPUT_SHAPE),
+        SpecError::TooManyLayers | SpecError::NoLayers => {
+            err(ErrorKind::Spec(e), Field::LayerCount, None, offsets::LAYER_COUNT)
+        }
+    }
+}
+
+/// Bounds-checked little-endian reads; an out-of-range read is a typed error.
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn bytes<const N: usize>(&self, at: usize, field: Field, layer: Option<usize>) -> Result<[u8; N], FormatError> {
+        at.checked_add(N).and_then(|end| self.b.get(at..end)).and_then(|s| <[u8; N]>::try_from(s).ok()).ok_or_else(
+            || {
+                let needed = (at as u64).saturating_add(N as u64);
+                err(ErrorKind::Truncated { needed, len: self.b.len() }, field, layer, at)
+            },
+        )
+    }
+    fn u8(&self, at: usize, field: Field, layer: Option<usize>) -> Result<u8, FormatError> {
+        Ok(self.bytes::<1>(at, field, layer)?[0])
+    }
+    fn u32(&self, at: usize, field: Field, layer: Option<usize>) -> Result<u32, FormatError> {
+        self.bytes(at, field, layer).map(u32::from_le_bytes)
+    }
+    fn i32(&self, at: usize, field: Field, layer: Option<usize>) -> Result<i32, FormatError> {
+        self.bytes(at, field, layer).map(i32::from_le_bytes)
+    }
+    fn zero16(&self, at: usize, field: Field, layer: Option<usize>) -> Result<(), FormatError> {
+        let v = self.bytes(at, field, layer).map(u16::from_le_bytes)?;
+        if v != 0 {
+            return Err(err(ErrorKind::NotZero { value: v as u32 }, field, layer, at));
+        }
+        Ok(())
+    }
+    fn zero32(&self, at: usize, field: Field, layer: Option<usize>) -> Result<(), FormatError> {
+        expect_zero(self.u32(at, field, layer)?, field, layer, at)
+    }
+    /// Padding `[from, to)` must be zero; `to` is within the file.
+    fn zero_bytes(&self, from: u64, to: u64, layer: Option<usize>) -> Result<(), FormatError> {
+        let (from, to) = (usize::try_from(from).unwrap_or(usize::MAX), usize::try_from(to).unwrap_or(usize::MAX));
+        let pad = self.b.get(from..to).ok_or_else(|| {
+            err(ErrorKind::Truncated { needed: to as u64, len: self.b.len() }, Field::SectionPadding, layer, from)
+        })?;
+        match pad.iter().position(|&x| x != 0) {
+            None => Ok(()),
+            Some(k) => {
+                let value = pad.get(k).copied().unwrap_or(0) as u32;
+                Err(err(ErrorKind::NotZero { value }, Field::SectionPadding, layer, from.saturating_add(k)))
+            }
+        }
+    }
+}
+
+fn expect_zero(v: u32, field: Field, layer: Option<usize>, at: usize) -> Result<(), FormatError> {
+    if v != 0 {
+        return Err(err(ErrorKind::NotZero { value: v }, field, layer, at));
+    }
+    Ok(())
+}
+
+fn check_magic_and_version(r: &Reader<'_>) -> Result<(), FormatError> {
+    let magic: [u8; 8] = r.bytes(offsets::MAGIC, Field::Magic, None)?;
+    if magic != MAGIC {
+        return Err(err(ErrorKind::BadMagic, Field::Magic, None, offsets::MAGIC));
+    }
+    let version = r.u32(offsets::VERSION, Field::Version, None)?;
+    if version != VERSION {
+        let kind = ErrorKind::UnsupportedVersion { found: version, supported: VERSION };
+        return Err(err(kind, Field::Version, None, offsets::VERSION));
+    }
+    Ok(())
+}
+
+fn read_input_shape(r: &Reader<'_>) -> Result<Shape, FormatError> {
+    let at = offsets::INPUT_SHAPE;
+    let f = Field::InputShape;
+    let t = r.u32(at, f, None)?;
+    let (a, b, c) = (r.u32(at + 4, f, None)?, r.u32(at + 8, f, None)?, r.u32(at + 12, f, None)?);
+    match t {
+        tag::IMAGE => Ok(Shape::image(a, b, c)),
+        tag::FLAT => {
+            expect_zero(b, f, None, at + 8)?;
+            expect_zero(c, f, None, at + 12)?;
+            Ok(Shape::Flat(a))
+        }
+        _ => Err(err(ErrorKind::BadTag { value: t }, f, None, at)),
+    }
+}
+
+/// A tensor's quantization: int8 needs a finite positive scale and an int8
+/// zero point; f16 carries the identity, exactly.
+fn read_quant(
+    r: &Reader<'_>,
+    precision: Precision,
+    at: usize,
+    scale_field: Field,
+    zp_field: Field,
+    layer: Option<usize>,
+) -> Result<TensorQuant, FormatError> {
+    let bits = r.u32(at, scale_field, layer)?;
+    let zero_point = r.i32(at + 4, zp_field, layer)?;
+    let scale = f32::from_bits(bits);
+    match precision {
+        Precision::Int8 => {
+            if !(scale.is_finite() && scale > 0.0) {
+                return Err(err(ErrorKind::BadScale { value: scale }, scale_field, layer, at));
+            }
+            if !(-128..=127).contains(&zero_point) {
+                return Err(err(ErrorKind::BadZeroPoint { value: zero_point }, zp_field, layer, at + 4));
+            }
+        }
+        Precision::F16 => {
+            if bits != TensorQuant::IDENTITY.scale.to_bits() {
+                return Err(err(ErrorKind::NotIdentity, scale_field, layer, at));
+            }
+            if zero_point != 0 {
+                return Err(err(ErrorKind::NotIdentity, zp_field, layer, at + 4));
+            }
+        }
+    }
+    Ok(TensorQuant { scale, zero_point })
+}
+
+fn read_activation(r: &Reader<'_>, base: usize, i: usize) -> Result<Activation, FormatError> {
+    match r.u8(base + rec::ACTIVATION, Field::Activation, Some(i))? {
+        tag::ACT_NONE => Ok(Activation::None),
+        tag::ACT_RELU => Ok(Activation::Relu),
+        tag::ACT_SOFTMAX => Ok(Activation::Softmax),
+        t => Err(err(ErrorKind::BadTag { value: t as u32 }, Field::Activation, Some(i), base + rec::ACTIVATION)),
+    }
+}
+
+/// Layer `i`'s kind and hyperparameters; fields the kind does not use must be zero.
+fn read_layer(r: &Reader<'_>, i: usize) -> Result<Layer, FormatError> {
+    let base = offsets::layer_record(i);
+    let l = Some(i);
+    let hp = Field::Hyperparameters;
+    let kind = r.u8(base + rec::KIND, Field::LayerKind, l)?;
+    let activation = r.u8(base + rec::ACTIVATION, Field::Activation, l)?;
+    let padding = r.u8(base + rec::PADDING, Field::Padding, l)?;
+    expect_zero(r.u8(base + rec::RESERVED, Field::Reserved, l)? as u32, Field::Reserved, l, base + rec::RESERVED)?;
+    let p = base + rec::PARAMS;
+    let (a, b, c) = (r.u32(p, hp, l)?, r.u32(p + 4, hp, l)?, r.u32(p + 8, hp, l)?);
+    // Every kind but Conv2D and Dense: no activation; every kind but Conv2D: no padding.
+    if kind != tag::CONV2D && kind != tag::DENSE {
+        expect_zero(activation as u32, Field::Activation, l, base + rec::ACTIVATION)?;
+    }
+    if kind != tag::CONV2D {
+        expect_zero(padding as u32, Field::Padding, l, base + rec::PADDING)?;
+    }
+    let layer = match kind {
+        tag::CONV2D => {
+            let padding = match padding {
+                tag::VALID => Padding::Valid,
+                tag::SAME => Padding::Same,
+                t => {
+                    let kind = ErrorKind::BadTag { value: t as u32 };
+                    return Err(err(kind, Field::Padding, l, base + rec::PADDING));
+                }
+            };
+            let activation = read_activation(r, base, i)?;
+            Layer::Conv2D(Conv2D { filters: a, kernel: b, stride: c, padding, activation })
+        }
+        tag::BATCH_NORM => {
+            expect_zero(c, hp, l, p + 8)?;
+            Layer::BatchNorm { epsilon: f32::from_bits(a), momentum: f32::from_bits(b) }
+        }
+        tag::MAX_POOL2D => {
+            expect_zero(c, hp, l, p + 8)?;
+            Layer::MaxPool2D { pool: a, stride: b }
+        }
+        tag::FLATTEN => {
+            expect_zero(a, hp, l, p)?;
+            expect_zero(b, hp, l, p + 4)?;
+            expect_zero(c, hp, l, p + 8)?;
+            Layer::Flatten
+        }
+        tag::DENSE => {
+            expect_zero(b, hp, l, p + 4)?;
+            expect_zero(c, hp, l, p + 8)?;
+            Layer::Dense { units: a, activation: read_activation(r, base, i)? }
+        }
+        tag::DROPOUT => {
+            expect_zero(b, hp, l, p + 4)?;
+            expect_zero(c, hp, l, p + 8)?;
+            Layer::Dropout { rate: f32::from_bits(a) }
+        }
+        t => return Err(err(ErrorKind::BadTag { value: t as u32 }, Field::LayerKind, l, base + rec::KIND)),
+    };
+    Ok(layer)
+}
+
+/// Element count without overflow, or `None`.
+fn checked_elements(s: Shape) -> Option<u64> {
+    match s {
+        Shape::Image { h, w, c } => (h as u64).checked_mul(w as u64)?.checked_mul(c as u64),
+        Shape::Flat(n) => Some(n as u64),
+    }
+}
+
+/// Walk the shapes before `ModelSpec::new` does, refusing any tensor over
+/// [`MAX_TENSOR_ELEMENTS`]: `Shape::elements` and parameter counting use
+/// unchecked u64 products that a hostile file could otherwise overflow.
+fn check_tensor_sizes(input: Shape, layers: &[Layer]) -> Result<(), FormatError> {
+    let too_large = |s: Shape| checked_elements(s).is_none_or(|e| e > MAX_TENSOR_ELEMENTS);
+    if too_large(input) {
+        let kind = ErrorKind::Spec(SpecError::Layer {
+            index: 0,
+            kind: layers.first().map_or(crate::spec::LayerKind::Flatten, Layer::kind),
+            input,
+            problem: crate::spec::Problem::TooLarge,
+        });
+        return Err(err(kind, Field::InputShape, None, offsets::INPUT_SHAPE));
+    }
+    let mut shape = input;
+    for (i, l) in layers.iter().enumerate() {
+        let out = l.output_shape(i, shape).map_err(spec_error)?;
+        if too_large(out) {
+            let kind =
+                SpecError::Layer { index: i, kind: l.kind(), input: shape, problem: crate::spec::Problem::TooLarge };
+            return Err(spec_error(kind));
+        }
+        shape = out;
+    }
+    Ok(())
+}
+
+/// The next free byte of the data area; sections are placed after it in file order.
+struct Cursor {
+    pos: u64,
+}
+
+impl Cursor {
+    /// Check a section's table entry (at `entry`) against its canonical place
+    /// and `count` elements of `size` bytes, check the zero padding before it,
+    /// and return its bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn take<'a>(
+        &mut self,
+        r: &Reader<'a>,
+        offset: u32,
+        count: u64,
+        size: u64,
+        field: Field,
+        layer: Option<usize>,
+        entry: usize,
+    ) -> Result<&'a [u8], FormatError> {
+        let place = align_up(self.pos);
+        if offset as u64 != place {
+            return Err(err(ErrorKind::WrongOffset { expected: place, found: offset }, field, layer, entry));
+        }
+        let end = place.saturating_add(count.saturating_mul(size));
+        let len = r.b.len();
+        if end > len as u64 {
+            return Err(err(ErrorKind::OutOfBounds { end, len }, field, layer, entry + 4));
+        }
+        r.zero_bytes(self.pos, place, layer)?;
+        self.pos = end;
+        // In bounds: `place <= end <= len`.
+        Ok(r.b.get(place as usize..end as usize).unwrap_or(&[]))
+    }
+}
+
+fn read_labels<'a>(r: &Reader<'a>, spec: &ModelSpec, cursor: &mut Cursor) -> Result<&'a str, FormatError> {
+    let offset = r.u32(offsets::LABELS_OFFSET, Field::Labels, None)?;
+    let len = r.u32(offsets::LABELS_LEN, Field::Labels, None)?;
+    if len == 0 {
+        if offset != 0 {
+            let kind = ErrorKind::WrongOffset { expected: 0, found: offset };
+            return Err(err(kind, Field::Labels, None, offsets::LABELS_OFFSET));
+        }
+        return Ok("");
+    }
+    let raw = cursor.take(r, offset, len as u64, 1, Field::Labels, None, offsets::LABELS_OFFSET)?;
+    let text = core::str::from_utf8(raw).map_err(|e| {
+        let valid_up_to = e.valid_up_to();
+        err(ErrorKind::NotUtf8 { valid_up_to }, Field::Labels, None, (offset as usize).saturating_add(valid_up_to))
+    })?;
+    let found = text.split('\n').count() as u64;
+    let expected = spec.output().elements();
+    if found != expected {
+        return Err(err(ErrorKind::LabelCount { expected, found }, Field::Labels, None, offset as usize));
+    }
+    Ok(text)
+}
+
+/// (weights, channels) element counts a layer's sections must have, if it has any.
+fn expected_counts(layer: &Layer, input: Shape) -> Option<(u64, u64)> {
+    let cin = input.channels() as u64;
+    match *layer {
+        Layer::Conv2D(c) => {
+            let k = c.kernel as u64;
+            Some((k.saturating_mul(k).saturating_mul(cin).saturating_mul(c.filters as u64), c.filters as u64))
+        }
+        Layer::Dense { units, .. } => Some((cin.saturating_mul(units as u64), units as u64)),
+        Layer::BatchNorm { .. } => Some((cin, cin)),
+        Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => None,
+    }
+}
+
+/// Each slot's name and element size for a precision (size 0: unused).
+fn slots(precision: Precision) -> [(Section, u64); SECTION_SLOTS] {
+    match precision {
+        Precision::Int8 => [
+            (Section::Weights, 1),
+            (Section::WeightScale, 4),
+            (Section::Bias, 4),
+            (Section::Multiplier, 4),
+            (Section::Shift, 4),
+        ],
+        Precision::F16 => [
+            (Section::Weights, 2),
+            (Section::Bias, 2),
+            (Section::Unused(2), 0),
+            (Section::Unused(3), 0),
+            (Section::Unused(4), 0),
+        ],
+    }
+}
+
+fn read_layer_data<'a>(
+    r: &Reader<'a>,
+    precision: Precision,
+    i: usize,
+    layer: &Layer,
+    input: Shape,
+    cursor: &mut Cursor,
+) -> Result<LayerData<'a>, FormatError> {
+    let base = offsets::layer_record(i);
+    let l = Some(i);
+    let output = read_quant(r, precision, base + rec::OUTPUT_SCALE, Field::OutputScale, Field::OutputZeroPoint, l)?;
+    let counts = expected_counts(layer, input);
+    let mut raw: [(&'a [u8], usize); SECTION_SLOTS] = [(&[], 0); SECTION_SLOTS];
+    for (s, ((section, size), out)) in slots(precision).into_iter().zip(raw.iter_mut()).enumerate() {
+        let entry = base + rec::SECTIONS + 8 * s;
+        let field = Field::Section(section);
+        let offset = r.u32(entry, field, l)?;
+        let count = r.u32(entry + 4, field, l)? as u64;
+        let expected = match counts {
+            Some((weights, _)) if s == 0 => weights,
+            Some((_, channels)) if size > 0 => channels,
+            _ => 0,
+        };
+        if count != expected {
+            return Err(err(ErrorKind::WrongCount { expected, found: count }, field, l, entry + 4));
+        }
+        if expected == 0 {
+            expect_zero(offset, field, l, entry)?;
+            continue;
+        }
+        *out = (cursor.take(r, offset, count, size, field, l, entry)?, offset as usize);
+    }
+    if counts.is_none() {
+        return Ok(LayerData::plain(output));
+    }
+    let weights = match precision {
+        Precision::Int8 => {
+            let [(w, w_at), (ws, ws_at), (b, b_at), (m, m_at), (sh, sh_at)] = raw;
+            let w = Int8Weights {
+                weights: cast::<i8>(w, l, Section::Weights, w_at)?,
+                weight_scale: cast::<f32>(ws, l, Section::WeightScale, ws_at)?,
+                bias: cast::<i32>(b, l, Section::Bias, b_at)?,
+                multiplier: cast::<i32>(m, l, Section::Multiplier, m_at)?,
+                shift: cast::<i32>(sh, l, Section::Shift, sh_at)?,
+            };
+            check_int8(&w, l, ws_at, m_at, sh_at)?;
+            LayerWeights::Int8(w)
+        }
+        Precision::F16 => {
+            let [(w, w_at), (b, b_at), ..] = raw;
+            LayerWeights::F16(F16Weights {
+                weights: cast::<f16>(w, l, Section::Weights, w_at)?,
+                bias: cast::<f16>(b, l, Section::Bias, b_at)?,
+            })
+        }
+    };
+    Ok(LayerData { weights, output })
+}
+
+/// A typed view of an aligned section (sections are 16-aligned in a 4-aligned buffer).
+fn cast<T: bytemuck::Pod>(raw: &[u8], layer: Option<usize>, section: Section, at: usize) -> Result<&[T], FormatError> {
+    bytemuck::try_cast_slice(raw).map_err(|_| {
+        let align = core::mem::align_of::<T>();
+        let kind = ErrorKind::Misaligned { align, address_mod: raw.as_ptr() as usize % align };
+        err(kind, Field::Section(section), layer, at)
+    })
+}
+
+/// Per-channel values the requantization relies on.
+fn check_int8(
+    w: &Int8Weights<'_>,
+    l: Option<usize>,
+    ws_at: usize,
+    m_at: usize,
+    sh_at: usize,
+) -> Result<(), FormatError> {
+    let at = |base: usize, c: usize| base.saturating_add(c.saturating_mul(4));
+    if let Some(c) = w.weight_scale.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+        let value = w.weight_scale.get(c).copied().unwrap_or(f32::NAN);
+        return Err(err(ErrorKind::BadScale { value }, Field::Section(Section::WeightScale), l, at(ws_at, c)));
+    }
+    if let Some(c) = w.multiplier.iter().position(|&m| m != 0 && m < MULTIPLIER_MIN) {
+        let value = w.multiplier.get(c).copied().unwrap_or(0);
+        return Err(err(ErrorKind::BadMultiplier { value }, Field::Section(Section::Multiplier), l, at(m_at, c)));
+    }
+    if let Some(c) = w.shift.iter().position(|s| !(SHIFT_MIN..=SHIFT_MAX).contains(s)) {
+        let value = w.shift.get(c).copied().unwrap_or(0);
+        return Err(err(ErrorKind::BadShift { value }, Field::Section(Section::Shift), l, at(sh_at, c)));
+    }
+    Ok(())
+}
+
+// The record table above fills the record exactly.
+const _: () = assert!(LAYER_RECORD_LEN == rec::SECTIONS + 8 * SECTION_SLOTS);
