@@ -88,7 +88,9 @@ proptest! {
         let mut b = vec![1i8; cc.g.output_len()];
         k8::conv2d(&cc.g, &cc.p, &cc.w.view(), &cc.x, &mut a);
         k8::conv2d_fast(&cc.g, &cc.p, &cc.w.view(), &cc.x, &mut b);
-        prop_assert_eq!(a, b);
+        prop_assert_eq!(&a, &b);
+        k8::conv2d_portable(&cc.g, &cc.p, &cc.w.view(), &cc.x, &mut b);
+        prop_assert_eq!(&a, &b);
     }
 
     #[test]
@@ -110,6 +112,8 @@ proptest! {
         let mut b = vec![0i8; units];
         k8::dense(&p, &qw.view(), &x, &mut a);
         k8::dense_fast(&p, &qw.view(), &x, &mut b);
+        prop_assert_eq!(&a, &b);
+        k8::dense_portable(&p, &qw.view(), &x, &mut b);
         prop_assert_eq!(&a, &b);
         let yr: Vec<f32> = (0..units)
             .map(|u| (qw.real_w[u * n..][..n].iter().zip(&xf).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() + qw.real_b[u] as f64) as f32)

@@ -95,7 +95,29 @@ const BLOCK: usize = 4;
 /// in-image taps of all input channels are one contiguous run in both the
 /// NHWC input and the OHWI weights, so each row is a single dot product, and
 /// [`BLOCK`] output channels share each loaded input value.
+///
+/// Under `std` on x86_64 the same source is also compiled for AVX2 and picked
+/// at run time (integer sums: the instruction set cannot change the bytes;
+/// the tests compare all variants with [`conv2d`]).
 pub fn conv2d_fast(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { conv2d_avx2(g, p, w, input, output) };
+        return;
+    }
+    conv2d_portable(g, p, w, input, output)
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+unsafe fn conv2d_avx2(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    conv2d_portable(g, p, w, input, output)
+}
+
+/// [`conv2d_fast`] for the baseline instruction set (what no_std targets run).
+#[inline(always)]
+pub fn conv2d_portable(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_conv(g, w, input, output);
     let k = g.kernel;
     let filter = k * k * g.in_c;
@@ -178,6 +200,24 @@ pub fn dense(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8
 /// Dense with the same result as [`dense`]: the dot product written so the
 /// compiler vectorises it (the weights dominate, each byte is read once).
 pub fn dense_fast(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { dense_avx2(p, w, input, output) };
+        return;
+    }
+    dense_portable(p, w, input, output)
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+unsafe fn dense_avx2(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    dense_portable(p, w, input, output)
+}
+
+/// [`dense_fast`] for the baseline instruction set.
+#[inline(always)]
+pub fn dense_portable(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_dense(w, input, output);
     let n = input.len();
     for (u, out) in output.iter_mut().enumerate() {
