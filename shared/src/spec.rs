@@ -457,7 +457,8 @@ impl Sequential {
     pub fn new(input: Shape) -> Self {
         Sequential { input, layers: [Layer::Flatten; MAX_LAYERS], len: 0, overflow: false }
     }
-    /// Append any layer.
+    /// Append any layer (Keras's `model.add(layer)`; not `std::ops::Add`).
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, layer: Layer) -> Self {
         if self.len < MAX_LAYERS {
             self.layers[self.len] = layer;

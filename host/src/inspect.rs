@@ -1,0 +1,85 @@
+//! `host inspect FILE`: what a model file holds, layer by layer.
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use shared::model::{LayerWeights, QuantModel};
+
+use crate::summary::thousands;
+
+/// `host inspect`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InspectArgs {
+    /// The model file.
+    pub file: PathBuf,
+}
+
+/// Render the per-layer table of a parsed model.
+pub fn render(model: &QuantModel, file_bytes: usize) -> String {
+    let mut s = String::new();
+    let plan = shared::engine::plan(model);
+    let _ = writeln!(
+        s,
+        "format version {}, {} model, {} bytes, input {} (scale {:.6}, zero point {})",
+        shared::format::VERSION,
+        model.precision.name(),
+        thousands(file_bytes as u64),
+        model.spec.input(),
+        model.input.scale,
+        model.input.zero_point
+    );
+    let _ = writeln!(
+        s,
+        "{:<24} {:<20} {:>11} {:>11} {:>12} {:>11} {:>6}  weight scales",
+        "layer", "output", "params", "bytes", "MACs", "out scale", "out zp"
+    );
+    for ((i, layer, input, output), data) in model.spec.shapes().zip(model.layer_data()) {
+        let (t, n) = layer.params(input);
+        let (bytes, wscales) = match data.weights {
+            LayerWeights::None => (0, String::new()),
+            LayerWeights::Int8(w) => {
+                let lo = w.weight_scale.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = w.weight_scale.iter().copied().fold(0.0, f32::max);
+                (
+                    w.weights.len() + 4 * (w.weight_scale.len() + w.bias.len() + w.multiplier.len() + w.shift.len()),
+                    format!("{lo:.3e}..{hi:.3e}"),
+                )
+            }
+            LayerWeights::F16(w) => (2 * (w.weights.len() + w.bias.len()), String::new()),
+        };
+        let _ = writeln!(
+            s,
+            "{:<24} {:<20} {:>11} {:>11} {:>12} {:>11.6} {:>6}  {}",
+            format!("{} ({})", model.spec.layer_name(i), layer.kind().class_name()),
+            output.to_string().trim_start_matches("(None, ").trim_end_matches(')'),
+            thousands(t + n),
+            thousands(bytes as u64),
+            thousands(layer.macs(input, output)),
+            data.output.scale,
+            data.output.zero_point,
+            wscales
+        );
+    }
+    let _ = writeln!(s, "weight bytes: {}", thousands(model.weight_bytes() as u64));
+    let _ = writeln!(
+        s,
+        "arena bytes: {} (smallest possible: {}, the largest input+output of layer {})",
+        thousands(plan.arena_bytes as u64),
+        thousands(plan.max_layer_io_bytes as u64),
+        model.spec.layer_name(plan.peak_layer)
+    );
+    let _ = writeln!(s, "MACs per inference: {}", thousands(model.spec.macs()));
+    let labels: Vec<&str> = (0..).map_while(|i| model.class_name(i)).collect();
+    if !labels.is_empty() {
+        let _ = writeln!(s, "classes: {}", labels.join(", "));
+    }
+    s
+}
+
+/// Run `host inspect`.
+pub fn run_cli(args: &InspectArgs) -> Result<()> {
+    let bytes = crate::simulate::read_model_file(&args.file)?;
+    let model = crate::simulate::parse_model(&bytes, &args.file)?;
+    print!("{}", render(&model, bytes.as_bytes().len()));
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Post-training quantization of a checkpoint: the float tensors (Keras names
+//! and layouts) and activation ranges from calibration images go through the
+//! shared crate's one quantizing routine ([`shared::build`]) to an int8 or f16
+//! model file, which is written atomically and read back with the shared parser
+//! before the command reports success.
+//!
+//! Calibration runs the host's float network (batched, fast) and records every
+//! layer's output range; `--percentile` clips outliers instead of taking the
+//! raw min/max.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ndarray::{ArrayD, ArrayView4, Axis};
+use shared::build::{self, FloatLayer, OwnedModel, Ranges};
+use shared::model::Precision;
+use shared::spec::{Layer, ModelSpec};
+
+use crate::nn::Network;
+
+/// How activation ranges are chosen from calibration data.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RangeMethod {
+    /// The observed minimum and maximum.
+    MinMax,
+    /// Clip outliers: the `(100 − p)`-th and `p`-th percentiles (e.g. 99.99).
+    Percentile(f64),
+}
+
+/// Most values kept per layer for percentile estimates.
+const PERCENTILE_SAMPLES: usize = 1 << 20;
+
+/// Running statistics of one tensor over the calibration images.
+#[derive(Clone, Debug)]
+pub struct RangeStats {
+    pub min: f32,
+    pub max: f32,
+    samples: Vec<f32>,
+    seen: u64,
+}
+
+impl Default for RangeStats {
+    fn default() -> Self {
+        RangeStats { min: f32::INFINITY, max: f32::NEG_INFINITY, samples: Vec::new(), seen: 0 }
+    }
+}
+
+impl RangeStats {
+    /// Fold values in; `keep_samples` keeps a bounded sample for percentiles.
+    pub fn observe<'a>(&mut self, values: impl IntoIterator<Item = &'a f32>, keep_samples: bool) {
+        for &v in values {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+            self.seen += 1;
+            if keep_samples {
+                if self.samples.len() < PERCENTILE_SAMPLES {
+                    self.samples.push(v);
+                } else {
+                    // A deterministic pseudo-random slot keeps the sample spread over all batches.
+                    let slot = (self.seen.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize % PERCENTILE_SAMPLES;
+                    self.samples[slot] = v;
+                }
+            }
+        }
+    }
+
+    /// The (low, high) range per `method`.
+    pub fn range(&self, method: RangeMethod) -> (f32, f32) {
+        match method {
+            RangeMethod::Percentile(p) if !self.samples.is_empty() => {
+                let mut s = self.samples.clone();
+                s.sort_by(f32::total_cmp);
+                let at = |q: f64| s[((q / 100.0).clamp(0.0, 1.0) * (s.len() - 1) as f64).round() as usize];
+                (at(100.0 - p), at(p))
+            }
+            _ => (self.min, self.max),
+        }
+    }
+}
+
+/// Float parameters of every layer in the engine's layouts (OHWI conv
+/// weights, `[units][inputs]` dense weights), owned so that
+/// [`FloatParams::layers`] can lend [`FloatLayer`] slices.
+pub struct FloatParams {
+    owned: Vec<Option<[Vec<f32>; 4]>>,
+    spec: ModelSpec,
+}
+
+fn tensor<'a>(tensors: &'a HashMap<String, ArrayD<f32>>, name: &str, expected: &[usize]) -> Result<&'a ArrayD<f32>> {
+    let t = tensors.get(name).with_context(|| format!("tensor {name:?} is missing from the checkpoint"))?;
+    if t.shape() != expected {
+        bail!("tensor {name:?} has shape {:?}, expected {expected:?}", t.shape());
+    }
+    if let Some(i) = t.iter().position(|v| !v.is_finite()) {
+        bail!("tensor {name:?} holds a NaN or infinite value at flat index {i}");
+    }
+    Ok(t)
+}
+
+/// Gather `[out][...]` rows from a tensor whose last axis is the output channel.
+fn rows_by_last_axis(t: &ArrayD<f32>) -> Vec<f32> {
+    let last = Axis(t.ndim() - 1);
+    (0..t.len_of(last)).flat_map(|o| t.index_axis(last, o).iter().copied().collect::<Vec<_>>()).collect()
+}
+
+impl FloatParams {
+    /// Pull every layer's parameters out of checkpoint tensors (Keras names and layouts).
+    pub fn from_tensors(spec: &ModelSpec, tensors: &HashMap<String, ArrayD<f32>>) -> Result<Self> {
+        let mut owned = Vec::with_capacity(spec.layers().len());
+        for (i, layer, input, _) in spec.shapes() {
+            let name = spec.layer_name(i).to_string();
+            let cin = input.channels() as usize;
+            owned.push(match *layer {
+                Layer::Conv2D(c) => {
+                    let (k, f) = (c.kernel as usize, c.filters as usize);
+                    let kernel = tensor(tensors, &format!("{name}/kernel"), &[k, k, cin, f])?;
+                    let bias = tensor(tensors, &format!("{name}/bias"), &[f])?;
+                    // HWIO -> OHWI.
+                    Some([rows_by_last_axis(kernel), bias.iter().copied().collect(), vec![], vec![]])
+                }
+                Layer::Dense { units, .. } => {
+                    let u = units as usize;
+                    let kernel = tensor(tensors, &format!("{name}/kernel"), &[input.elements() as usize, u])?;
+                    let bias = tensor(tensors, &format!("{name}/bias"), &[u])?;
+                    // [in, out] -> [out][in].
+                    Some([rows_by_last_axis(kernel), bias.iter().copied().collect(), vec![], vec![]])
+                }
+                Layer::BatchNorm { .. } => {
+                    let get = |p: &str| -> Result<Vec<f32>> {
+                        Ok(tensor(tensors, &format!("{name}/{p}"), &[cin])?.iter().copied().collect())
+                    };
+                    Some([get("gamma")?, get("beta")?, get("moving_mean")?, get("moving_variance")?])
+                }
+                Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => None,
+            });
+        }
+        Ok(FloatParams { owned, spec: *spec })
+    }
+
+    /// The borrowed per-layer view [`shared::build`] takes.
+    pub fn layers(&self) -> Vec<FloatLayer<'_>> {
+        self.spec
+            .layers()
+            .iter()
+            .zip(&self.owned)
+            .map(|(layer, o)| match (layer, o) {
+                (Layer::Conv2D(_), Some([w, b, ..])) => FloatLayer::Conv2D { weights: w, bias: b },
+                (Layer::Dense { .. }, Some([w, b, ..])) => FloatLayer::Dense { weights: w, bias: b },
+                (Layer::BatchNorm { .. }, Some([g, b, m, v])) => {
+                    FloatLayer::BatchNorm { gamma: g, beta: b, mean: m, var: v }
+                }
+                _ => FloatLayer::None,
+            })
+            .collect()
+    }
+}
+
+/// Collects every layer's output range over calibration batches.
+pub struct Calibrator {
+    stats: Vec<RangeStats>,
+    method: RangeMethod,
+    images: usize,
+}
+
+impl Calibrator {
+    /// Empty statistics for `spec`.
+    pub fn new(spec: &ModelSpec, method: RangeMethod) -> Self {
+        Calibrator { stats: vec![RangeStats::default(); spec.layers().len()], method, images: 0 }
+    }
+
+    /// Run one batch (NHWC, pixels in [0, 1]) through the float network.
+    pub fn observe(&mut self, net: &mut Network, batch: ArrayView4<f32>) {
+        let keep = matches!(self.method, RangeMethod::Percentile(_));
+        for (s, out) in self.stats.iter_mut().zip(net.forward_collect(batch)) {
+            s.observe(out.iter(), keep);
+        }
+        self.images += batch.len_of(Axis(0));
+    }
+
+    /// Images seen so far.
+    pub fn images(&self) -> usize {
+        self.images
+    }
+
+    /// The ranges [`shared::build::quantize_int8`] takes. The input range is
+    /// fixed to [0, 1] (the pixel convention), so pixel bytes map exactly.
+    pub fn ranges(&self) -> Ranges {
+        Ranges { input: (0.0, 1.0), layers: self.stats.iter().map(|s| s.range(self.method)).collect() }
+    }
+}
+
+/// Quantize float parameters to `precision` (ranges needed for int8 only) and attach the class names.
+pub fn quantize(
+    params: &FloatParams,
+    precision: Precision,
+    ranges: Option<&Ranges>,
+    labels: &[String],
+) -> Result<OwnedModel> {
+    let layers = params.layers();
+    let mut model = match precision {
+        Precision::Int8 => {
+            let ranges = ranges.context("int8 quantization needs calibration ranges")?;
+            build::quantize_int8(&params.spec, &layers, ranges).map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+        Precision::F16 => build::convert_f16(&params.spec, &layers).map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    model.labels = labels.join("\n");
+    Ok(model)
+}
+
+/// Write a model file atomically (temp file + rename), then read it back and
+/// validate it with the shared parser before reporting success.
+pub fn write_model_file(model: &OwnedModel, path: &Path) -> Result<usize> {
+    let bytes = shared::format::write(&model.view()).map_err(|e| anyhow::anyhow!("encoding the model file: {e}"))?;
+    crate::fsutil::write_atomic(path, &bytes)?;
+    let back = crate::simulate::read_model_file(path)?;
+    let parsed = shared::format::parse(back.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if parsed != model.view() {
+        bail!("{}: the file read back differs from the model written", path.display());
+    }
+    Ok(bytes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_clips_outliers() {
+        let mut s = RangeStats::default();
+        let mut v: Vec<f32> = (0..10_000).map(|i| (i % 100) as f32 / 100.0).collect();
+        v.push(1000.0);
+        s.observe(v.iter(), true);
+        assert_eq!(s.range(RangeMethod::MinMax), (0.0, 1000.0));
+        let (lo, hi) = s.range(RangeMethod::Percentile(99.9));
+        assert!(lo == 0.0 && hi < 1.0, "{lo} {hi}");
+    }
+
+    #[test]
+    fn checkpoint_layouts_become_engine_layouts() {
+        let spec = shared::spec::Sequential::new(shared::spec::Shape::image(3, 3, 2))
+            .conv2d(shared::spec::Conv2D::new(2, 2))
+            .flatten()
+            .dense(3, shared::spec::Activation::None)
+            .build()
+            .unwrap();
+        let mut t = HashMap::new();
+        // HWIO kernel with value = 1000*h + 100*w + 10*i + o.
+        let k = ArrayD::from_shape_fn(vec![2, 2, 2, 2], |ix| (1000 * ix[0] + 100 * ix[1] + 10 * ix[2] + ix[3]) as f32);
+        t.insert("conv2d/kernel".into(), k);
+        t.insert("conv2d/bias".into(), ArrayD::zeros(vec![2]));
+        t.insert("dense/kernel".into(), ArrayD::from_shape_fn(vec![8, 3], |ix| (10 * ix[0] + ix[1]) as f32));
+        t.insert("dense/bias".into(), ArrayD::zeros(vec![3]));
+        let p = FloatParams::from_tensors(&spec, &t).unwrap();
+        let layers = p.layers();
+        let FloatLayer::Conv2D { weights, .. } = layers[0] else { panic!() };
+        // OHWI: output 1, then (h, w, i) = (0,0,0), (0,0,1), (0,1,0)...
+        assert_eq!(&weights[8..12], &[1.0, 11.0, 101.0, 111.0]);
+        let FloatLayer::Dense { weights, .. } = layers[2] else { panic!() };
+        assert_eq!(&weights[8..10], &[1.0, 11.0]); // unit 1: inputs 0, 1
+        t.remove("dense/bias");
+        let err = FloatParams::from_tensors(&spec, &t).err().unwrap().to_string();
+        assert!(err.contains("dense/bias"), "{err}");
+    }
+}
+
+/// `host quantize`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct QuantizeArgs {
+    /// The float checkpoint (safetensors from `host train`).
+    #[arg(long)]
+    pub checkpoint: std::path::PathBuf,
+    /// Target precision.
+    #[arg(long, value_parser = ["int8", "f16"])]
+    pub to: String,
+    /// Calibration data (default: the data the checkpoint was trained on).
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
+    /// Images used to calibrate int8 activation ranges.
+    #[arg(long, default_value_t = 256)]
+    pub calibration_images: usize,
+    /// Clip activation ranges to this percentile (e.g. 99.99) instead of min/max.
+    #[arg(long)]
+    pub percentile: Option<f64>,
+    /// Seed that picks the calibration images.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// The model file to write.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+}
+
+/// Run `host quantize`.
+pub fn run_cli(args: &QuantizeArgs) -> Result<()> {
+    let ck = crate::checkpoint::Checkpoint::load(&args.checkpoint)?;
+    let params = FloatParams::from_tensors(&ck.spec, &ck.tensors)
+        .with_context(|| format!("checkpoint {}", args.checkpoint.display()))?;
+    let precision = match args.to.as_str() {
+        "f16" => Precision::F16,
+        _ => Precision::Int8,
+    };
+    let ranges = match precision {
+        Precision::F16 => None,
+        Precision::Int8 => {
+            let method = match args.percentile {
+                Some(p) if (50.0..=100.0).contains(&p) => RangeMethod::Percentile(p),
+                Some(p) => bail!("--percentile {p} must lie in [50, 100]"),
+                None => RangeMethod::MinMax,
+            };
+            let sel = crate::provenance::open_for_checkpoint(&ck, args.data.as_deref(), None)
+                .context("choosing calibration images")?;
+            let (h, w) = ck.input_hw();
+            let images = sel.data.calibration_images(args.calibration_images.max(1), h, w, args.seed)?;
+            if images.len_of(Axis(0)) == 0 {
+                bail!("no readable calibration images in {}", sel.data.source.summary());
+            }
+            let mut net = ck.network().with_context(|| format!("checkpoint {}", args.checkpoint.display()))?;
+            let mut cal = Calibrator::new(&ck.spec, method);
+            for chunk in images.axis_chunks_iter(Axis(0), 32) {
+                cal.observe(&mut net, chunk);
+            }
+            eprintln!("calibrated on {} images of {}", cal.images(), sel.data.source.summary());
+            Some(cal.ranges())
+        }
+    };
+    let model = quantize(&params, precision, ranges.as_ref(), &ck.class_names)?;
+    let bytes = write_model_file(&model, &args.out)?;
+    let view = model.view();
+    let plan = shared::engine::plan(&view);
+    println!(
+        "wrote {} ({} model, {} bytes; {} bytes of weights; arena {} bytes); validated by reading it back",
+        args.out.display(),
+        precision.name(),
+        bytes,
+        view.weight_bytes(),
+        plan.arena_bytes
+    );
+    Ok(())
+}
