@@ -27,6 +27,14 @@ pub enum Command {
         #[arg(long)]
         input: Option<u32>,
     },
+    /// Train a model (default: alexnet-micro on the embedded shapes; --data DIR for a class-folder set).
+    Train(crate::train::TrainArgs),
+    /// Loss, accuracy, per-class accuracy and confusion matrix of a checkpoint.
+    Eval(crate::eval::EvalArgs),
+    /// Classify image files with a checkpoint.
+    Predict(crate::predict::PredictArgs),
+    /// Dataset tools: export the embedded set to a folder, inspect a folder.
+    Dataset(crate::data::DatasetArgs),
 }
 
 /// Parse a preset name, listing the valid ones on error.
@@ -47,5 +55,9 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", crate::summary::render(&model, arch.name()));
             Ok(())
         }
+        Command::Train(args) => crate::train::run_cli(&args),
+        Command::Eval(args) => crate::eval::run_cli(&args),
+        Command::Predict(args) => crate::predict::run_cli(&args),
+        Command::Dataset(args) => Ok(crate::data::run_cli(&args)?),
     }
 }

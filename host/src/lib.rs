@@ -1,7 +1,12 @@
 //! The desktop side of the toolchain: training, quantization, simulation and
 //! reports, built on the layer stack of the `shared` crate.
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod nn;
 pub mod optim;
+pub mod predict;
+pub mod report;
 pub mod summary;
+pub mod train;

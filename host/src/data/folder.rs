@@ -67,6 +67,11 @@ impl FolderDataset {
         &self.root
     }
 
+    /// Class names, sorted (also available through [`ImageSource`]).
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
     /// Every image path with its label, in listing order.
     pub fn files(&self) -> &[(PathBuf, usize)] {
         &self.files

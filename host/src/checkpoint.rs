@@ -1,0 +1,511 @@
+//! Checkpoints: one safetensors file with the network's tensors (Keras names
+//! and layouts), the optimizer's state (`optimizer/...`), and JSON metadata
+//! with everything needed to rebuild the model and continue training
+//! exactly: the layer stack, class names, epoch and step, seed and settings,
+//! scheduler state and the history so far.
+//!
+//! The quantizer reads the same file: [`Checkpoint::load`] gives the
+//! [`ModelSpec`], the class names and the tensor map, and
+//! [`Checkpoint::network`] a ready float network.
+use crate::nn::{Network, NnError};
+use crate::report::EpochRecord;
+use ndarray::{ArrayD, IxDyn};
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Padding, Shape};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Value of the `format` metadata key; bumped when the layout changes.
+pub const FORMAT: &str = "host-checkpoint/1";
+
+/// Why a checkpoint could not be written or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot read checkpoint {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write checkpoint {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a safetensors file: {source}", path.display())]
+    Format { path: PathBuf, source: safetensors::SafeTensorError },
+    #[error("checkpoint {}: {what}", path.display())]
+    Invalid { path: PathBuf, what: String },
+    #[error("checkpoint {} does not fit its own layer stack: {source}", path.display())]
+    Tensors { path: PathBuf, source: NnError },
+}
+
+/// The training-run state saved with the weights (the `train` metadata key).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainMeta {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Batches already done of epoch `epoch` (non-zero only after an interrupt).
+    pub step: usize,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub val_split: f32,
+    /// The dataset folder, or None for the embedded set.
+    pub data_dir: Option<PathBuf>,
+    /// Images per class of the embedded set.
+    pub per_class: usize,
+    /// A description of the data, for humans.
+    pub data: String,
+    pub augment: bool,
+    pub optimizer: OptimizerMeta,
+    pub schedule: ScheduleMeta,
+    /// Learning-rate scheduler state after `epoch` epochs.
+    pub scheduler: SchedulerMeta,
+    /// Partial sums of the interrupted epoch (zero at an epoch boundary).
+    pub running: Running,
+    pub history: Vec<EpochRecord>,
+    /// Best validation accuracy so far (decides `best.safetensors`).
+    pub best_val_accuracy: Option<f32>,
+    /// How the random streams are derived; recorded so that the run's
+    /// randomness is reproducible from the metadata alone.
+    pub rng: String,
+}
+
+/// Running sums of a partly done epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Running {
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub seen: u64,
+    pub seconds: f64,
+    pub skipped: u64,
+}
+
+/// The optimizer kind and hyperparameters, serialisable.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase")]
+pub enum OptimizerMeta {
+    Adam { lr: f32, beta1: f32, beta2: f32, epsilon: f32 },
+    Sgd { lr: f32, momentum: f32, weight_decay: f32 },
+}
+
+impl From<crate::optim::OptimizerKind> for OptimizerMeta {
+    fn from(k: crate::optim::OptimizerKind) -> Self {
+        use crate::optim::OptimizerKind as K;
+        match k {
+            K::Adam { lr, beta1, beta2, epsilon } => OptimizerMeta::Adam { lr, beta1, beta2, epsilon },
+            K::Sgd { lr, momentum, weight_decay } => OptimizerMeta::Sgd { lr, momentum, weight_decay },
+        }
+    }
+}
+
+impl From<OptimizerMeta> for crate::optim::OptimizerKind {
+    fn from(k: OptimizerMeta) -> Self {
+        use crate::optim::OptimizerKind as K;
+        match k {
+            OptimizerMeta::Adam { lr, beta1, beta2, epsilon } => K::Adam { lr, beta1, beta2, epsilon },
+            OptimizerMeta::Sgd { lr, momentum, weight_decay } => K::Sgd { lr, momentum, weight_decay },
+        }
+    }
+}
+
+/// The learning-rate schedule, serialisable.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase")]
+pub enum ScheduleMeta {
+    Constant,
+    Step { every: usize, factor: f32 },
+    Plateau { patience: usize, factor: f32, min_lr: f32 },
+}
+
+impl From<crate::optim::LrSchedule> for ScheduleMeta {
+    fn from(s: crate::optim::LrSchedule) -> Self {
+        use crate::optim::LrSchedule as S;
+        match s {
+            S::Constant => ScheduleMeta::Constant,
+            S::Step { every, factor } => ScheduleMeta::Step { every, factor },
+            S::Plateau { patience, factor, min_lr } => ScheduleMeta::Plateau { patience, factor, min_lr },
+        }
+    }
+}
+
+impl From<ScheduleMeta> for crate::optim::LrSchedule {
+    fn from(s: ScheduleMeta) -> Self {
+        use crate::optim::LrSchedule as S;
+        match s {
+            ScheduleMeta::Constant => S::Constant,
+            ScheduleMeta::Step { every, factor } => S::Step { every, factor },
+            ScheduleMeta::Plateau { patience, factor, min_lr } => S::Plateau { patience, factor, min_lr },
+        }
+    }
+}
+
+/// [`crate::optim::LrScheduler`]'s state; `best` is None while infinite
+/// (JSON has no infinity).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerMeta {
+    pub epoch: usize,
+    pub best: Option<f32>,
+    pub wait: usize,
+}
+
+impl SchedulerMeta {
+    /// Capture a scheduler.
+    pub fn of(s: &crate::optim::LrScheduler) -> Self {
+        SchedulerMeta { epoch: s.epoch, best: s.best.is_finite().then_some(s.best), wait: s.wait }
+    }
+    /// Rebuild the scheduler for `schedule`.
+    pub fn restore(&self, schedule: crate::optim::LrSchedule) -> crate::optim::LrScheduler {
+        let mut s = schedule.scheduler();
+        s.epoch = self.epoch;
+        s.best = self.best.unwrap_or(f32::INFINITY);
+        s.wait = self.wait;
+        s
+    }
+}
+
+/// A loaded (or about to be saved) checkpoint.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// Preset name the stack came from (`alexnet`, `alexnet-micro`, ...); informative.
+    pub arch: String,
+    /// The layer stack, rebuilt from the stored layers.
+    pub spec: ModelSpec,
+    /// Class names, in label order.
+    pub class_names: Vec<String>,
+    /// Every tensor: the network's (Keras names) and the optimizer's (`optimizer/...`).
+    pub tensors: HashMap<String, ArrayD<f32>>,
+    /// Training state; None in files written by other tools.
+    pub train: Option<TrainMeta>,
+}
+
+impl Checkpoint {
+    /// Gather a network's tensors, plus optimizer state if given.
+    pub fn capture(
+        arch: &str,
+        net: &Network,
+        class_names: &[String],
+        optimizer: Option<&crate::optim::Optimizer>,
+        train: Option<TrainMeta>,
+    ) -> Checkpoint {
+        let mut tensors: HashMap<String, ArrayD<f32>> = net.tensors().into_iter().collect();
+        if let Some(o) = optimizer {
+            tensors.extend(o.state_tensors());
+        }
+        Checkpoint { arch: arch.to_string(), spec: *net.spec(), class_names: class_names.to_vec(), tensors, train }
+    }
+
+    /// The float network with this checkpoint's weights.
+    pub fn network(&self) -> Result<Network, NnError> {
+        let mut net = Network::new(&self.spec, 0);
+        net.load_tensors(&self.tensors)?;
+        Ok(net)
+    }
+
+    /// Input height and width.
+    pub fn input_hw(&self) -> (usize, usize) {
+        match self.spec.input() {
+            Shape::Image { h, w, .. } => (h as usize, w as usize),
+            Shape::Flat(n) => (n as usize, 1),
+        }
+    }
+
+    /// Write to `path` atomically: a temporary file in the same folder,
+    /// flushed to disk, then renamed over `path`, so a crash or Ctrl-C while
+    /// saving never leaves a truncated checkpoint where a good one was.
+    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        let werr = |source| CheckpointError::Write { path: path.to_path_buf(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(werr)?;
+        }
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), FORMAT.to_string());
+        meta.insert("arch".to_string(), self.arch.clone());
+        let (h, w) = self.input_hw();
+        meta.insert("input".to_string(), format!("{h}x{w}x{}", self.spec.input().channels()));
+        meta.insert("classes".to_string(), self.class_names.len().to_string());
+        meta.insert("class_names".to_string(), json!(self.class_names).to_string());
+        meta.insert("layers".to_string(), spec_to_json(&self.spec).to_string());
+        if let Some(t) = &self.train {
+            let s = serde_json::to_string(t).map_err(|e| werr(std::io::Error::other(e)))?;
+            meta.insert("train".to_string(), s);
+        }
+        // Sorted for a stable file: the same state always gives the same bytes.
+        let sorted: BTreeMap<&String, &ArrayD<f32>> = self.tensors.iter().collect();
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = sorted
+            .into_iter()
+            .map(|(k, v)| (k.clone(), v.shape().to_vec(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            .collect();
+        let views: Vec<(String, TensorView)> = bytes
+            .iter()
+            .map(|(k, shape, b)| {
+                TensorView::new(Dtype::F32, shape.clone(), b)
+                    .map(|v| (k.clone(), v))
+                    .map_err(|e| werr(std::io::Error::other(e)))
+            })
+            .collect::<Result<_, _>>()?;
+        let tmp = tmp_path(path);
+        let result = (|| {
+            safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| match e {
+                safetensors::SafeTensorError::IoError(io) => io,
+                other => std::io::Error::other(other),
+            })?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(werr)
+    }
+
+    /// Read and validate a checkpoint: the layer stack must rebuild, and the
+    /// network tensors must match it in names and shapes.
+    pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: path.to_path_buf(), source })?;
+        let fmt = |source| CheckpointError::Format { path: path.to_path_buf(), source };
+        let invalid = |what: String| CheckpointError::Invalid { path: path.to_path_buf(), what };
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(fmt)?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |k: &str| {
+            meta.get(k).ok_or_else(|| invalid(format!("no {k:?} in its metadata (not written by host train?)")))
+        };
+        let arch = get("arch")?.clone();
+        let layers: Value = serde_json::from_str(get("layers")?).map_err(|e| invalid(format!("bad layers: {e}")))?;
+        let spec = spec_from_json(&layers).map_err(invalid)?;
+        let class_names: Vec<String> =
+            serde_json::from_str(get("class_names")?).map_err(|e| invalid(format!("bad class_names: {e}")))?;
+        if class_names.len() as u64 != spec.output().elements() {
+            return Err(invalid(format!(
+                "{} class names for a model with {} outputs",
+                class_names.len(),
+                spec.output().elements()
+            )));
+        }
+        let train = match meta.get("train") {
+            Some(s) => Some(serde_json::from_str(s).map_err(|e| invalid(format!("bad train state: {e}")))?),
+            None => None,
+        };
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(fmt)?;
+        let mut tensors = HashMap::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(invalid(format!("tensor {name} is {:?}, expected F32", view.dtype())));
+            }
+            let data: Vec<f32> =
+                view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let arr = ArrayD::from_shape_vec(IxDyn(view.shape()), data).map_err(|e| invalid(format!("{name}: {e}")))?;
+            tensors.insert(name, arr);
+        }
+        let ck = Checkpoint { arch, spec, class_names, tensors, train };
+        // Validate the weights now, so every user gets the error at load time.
+        ck.network().map_err(|source| CheckpointError::Tensors { path: path.to_path_buf(), source })?;
+        Ok(ck)
+    }
+
+    /// Only the network's tensors (no optimizer state), by Keras name.
+    pub fn model_tensors(&self) -> HashMap<String, ArrayD<f32>> {
+        self.tensors.iter().filter(|(k, _)| !k.starts_with("optimizer/")).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Write `bytes` to `path` atomically (temporary file in the same folder,
+/// synced, renamed over `path`): for other artefacts, like model files, that
+/// must never be left half-written where a good one was.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    use std::io::Write;
+    let werr = |source| CheckpointError::Write { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(werr)?;
+    }
+    let tmp = tmp_path(path);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(werr)
+}
+
+/// `path` with `.tmp` appended: same folder, so the rename is atomic.
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// The layer stack as JSON: the input shape and each layer with its Keras
+/// hyperparameters. Any stack round-trips, presets or not.
+pub fn spec_to_json(spec: &ModelSpec) -> Value {
+    let input = match spec.input() {
+        Shape::Image { h, w, c } => json!([h, w, c]),
+        Shape::Flat(n) => json!([n]),
+    };
+    let act = |a: Activation| match a {
+        Activation::None => "linear",
+        Activation::Relu => "relu",
+        Activation::Softmax => "softmax",
+    };
+    let layers: Vec<Value> = spec
+        .layers()
+        .iter()
+        .map(|l| match *l {
+            Layer::Conv2D(c) => json!({"type": "Conv2D", "filters": c.filters, "kernel": c.kernel, "stride": c.stride,
+                "padding": if c.padding == Padding::Same { "same" } else { "valid" }, "activation": act(c.activation)}),
+            Layer::BatchNorm { epsilon, momentum } => {
+                json!({"type": "BatchNormalization", "epsilon": epsilon, "momentum": momentum})
+            }
+            Layer::MaxPool2D { pool, stride } => json!({"type": "MaxPooling2D", "pool": pool, "stride": stride}),
+            Layer::Flatten => json!({"type": "Flatten"}),
+            Layer::Dense { units, activation } => {
+                json!({"type": "Dense", "units": units, "activation": act(activation)})
+            }
+            Layer::Dropout { rate } => json!({"type": "Dropout", "rate": rate}),
+        })
+        .collect();
+    json!({"input": input, "layers": layers})
+}
+
+/// Rebuild a layer stack from [`spec_to_json`]'s form.
+pub fn spec_from_json(v: &Value) -> Result<ModelSpec, String> {
+    let u = |l: &Value, k: &str| -> Result<u32, String> {
+        l.get(k).and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).ok_or(format!("layer field {k:?} missing"))
+    };
+    let f = |l: &Value, k: &str| -> Result<f32, String> {
+        l.get(k).and_then(Value::as_f64).map(|x| x as f32).ok_or(format!("layer field {k:?} missing"))
+    };
+    let act = |l: &Value| -> Result<Activation, String> {
+        match l.get("activation").and_then(Value::as_str) {
+            Some("linear") => Ok(Activation::None),
+            Some("relu") => Ok(Activation::Relu),
+            Some("softmax") => Ok(Activation::Softmax),
+            other => Err(format!("unknown activation {other:?}")),
+        }
+    };
+    let dims: Vec<u32> = v
+        .get("input")
+        .and_then(Value::as_array)
+        .ok_or("no input shape")?
+        .iter()
+        .map(|d| d.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or("bad input dimension"))
+        .collect::<Result<_, _>>()?;
+    let input = match dims[..] {
+        [h, w, c] => Shape::image(h, w, c),
+        [n] => Shape::Flat(n),
+        _ => return Err(format!("bad input shape {dims:?}")),
+    };
+    let mut layers = Vec::new();
+    for l in v.get("layers").and_then(Value::as_array).ok_or("no layers")? {
+        let layer = match l.get("type").and_then(Value::as_str) {
+            Some("Conv2D") => Layer::Conv2D(Conv2D {
+                filters: u(l, "filters")?,
+                kernel: u(l, "kernel")?,
+                stride: u(l, "stride")?,
+                padding: match l.get("padding").and_then(Value::as_str) {
+                    Some("same") => Padding::Same,
+                    Some("valid") => Padding::Valid,
+                    other => return Err(format!("unknown padding {other:?}")),
+                },
+                activation: act(l)?,
+            }),
+            Some("BatchNormalization") => Layer::BatchNorm { epsilon: f(l, "epsilon")?, momentum: f(l, "momentum")? },
+            Some("MaxPooling2D") => Layer::MaxPool2D { pool: u(l, "pool")?, stride: u(l, "stride")? },
+            Some("Flatten") => Layer::Flatten,
+            Some("Dense") => Layer::Dense { units: u(l, "units")?, activation: act(l)? },
+            Some("Dropout") => Layer::Dropout { rate: f(l, "rate")? },
+            other => return Err(format!("unknown layer type {other:?}")),
+        };
+        layers.push(layer);
+    }
+    ModelSpec::new(input, &layers).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::{Optimizer, OptimizerKind};
+    use shared::spec::{alexnet, alexnet_micro, Sequential};
+
+    fn tiny() -> ModelSpec {
+        Sequential::new(Shape::image(8, 8, 3))
+            .conv2d(Conv2D::new(2, 3).same().relu())
+            .batch_norm()
+            .max_pool(2, 2)
+            .flatten()
+            .dense(5, Activation::Relu)
+            .dropout(0.5)
+            .dense(3, Activation::Softmax)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn layer_stacks_round_trip_through_json() {
+        for spec in [tiny(), alexnet(227, 5).unwrap(), alexnet_micro(99, 6).unwrap()] {
+            let back = spec_from_json(&spec_to_json(&spec)).unwrap();
+            assert_eq!(back, spec);
+        }
+        assert!(spec_from_json(&json!({"input": [8, 8, 3], "layers": [{"type": "Nope"}]})).is_err());
+    }
+
+    #[test]
+    fn save_load_round_trip_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/ck.safetensors");
+        let net = Network::new(&tiny(), 42);
+        let opt = Optimizer::new(OptimizerKind::adam());
+        let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let meta = TrainMeta {
+            epoch: 3,
+            step: 1,
+            seed: 9,
+            batch_size: 4,
+            val_split: 0.2,
+            data_dir: None,
+            per_class: 10,
+            data: "x".into(),
+            augment: true,
+            optimizer: OptimizerKind::adam().into(),
+            schedule: ScheduleMeta::Plateau { patience: 2, factor: 0.5, min_lr: 1e-6 },
+            scheduler: SchedulerMeta { epoch: 3, best: None, wait: 1 },
+            running: Running { loss_sum: 0.1 + 0.2, correct: 3, seen: 4, seconds: 1.5, skipped: 0 },
+            history: vec![],
+            best_val_accuracy: Some(0.75),
+            rng: "r".into(),
+        };
+        let ck = Checkpoint::capture("tiny", &net, &names, Some(&opt), Some(meta.clone()));
+        ck.save(&path).unwrap();
+        assert!(!dir.path().join("sub/ck.safetensors.tmp").exists());
+        let back = Checkpoint::load(&path).unwrap();
+        assert_eq!(back.spec, tiny());
+        assert_eq!(back.class_names, names);
+        assert_eq!(back.train, Some(meta));
+        assert_eq!(back.tensors, ck.tensors);
+        let net2 = back.network().unwrap();
+        for ((n1, t1), (n2, t2)) in net.tensors().iter().zip(net2.tensors().iter()) {
+            assert_eq!(n1, n2);
+            assert_eq!(t1, t2);
+        }
+        // Saving over an existing file replaces it whole.
+        ck.save(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap().len(), std::fs::metadata(&path).unwrap().len() as usize);
+    }
+
+    #[test]
+    fn bad_files_are_typed_errors_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.safetensors");
+        assert!(matches!(Checkpoint::load(&missing), Err(CheckpointError::Read { .. })));
+        let junk = dir.path().join("junk.safetensors");
+        std::fs::write(&junk, b"not a checkpoint at all").unwrap();
+        let e = Checkpoint::load(&junk).unwrap_err();
+        assert!(matches!(e, CheckpointError::Format { .. }), "{e}");
+        assert!(e.to_string().contains("junk.safetensors"));
+        // Weights that do not fit the stored stack.
+        let net = Network::new(&tiny(), 1);
+        let mut ck = Checkpoint::capture("tiny", &net, &["a".into(), "b".into(), "c".into()], None, None);
+        ck.tensors.remove("dense/bias");
+        let p = dir.path().join("partial.safetensors");
+        ck.save(&p).unwrap();
+        assert!(matches!(Checkpoint::load(&p), Err(CheckpointError::Tensors { .. })));
+    }
+}

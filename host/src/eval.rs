@@ -1,0 +1,235 @@
+//! Evaluation of a float network on a list of images: loss, accuracy,
+//! per-class accuracy and the confusion matrix. The validation pass of
+//! `train` and `host eval` are the same code, so their numbers agree.
+use crate::data::{BatchPlan, DataError, ImageSource, LoaderConfig, Prefetcher};
+use crate::nn::{softmax, try_softmax_cross_entropy, Mode, Network, NnError};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Why an evaluation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Nn(#[from] NnError),
+}
+
+/// Metrics over a set of images.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EvalResult {
+    /// Mean sparse categorical cross-entropy.
+    pub loss: f32,
+    pub accuracy: f32,
+    /// Images evaluated (unreadable ones skipped with `--skip-bad` are not counted).
+    pub images: u64,
+    pub class_names: Vec<String>,
+    /// Accuracy of each true class (None for a class with no images).
+    pub per_class_accuracy: Vec<Option<f32>>,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<u64>>,
+    /// Images skipped as unreadable, with their errors.
+    pub skipped: Vec<String>,
+}
+
+impl EvalResult {
+    /// The text report: totals, per-class accuracy, confusion matrix.
+    pub fn render(&self) -> String {
+        let mut s = format!("{} images - loss: {:.4} - accuracy: {:.4}\n", self.images, self.loss, self.accuracy);
+        if !self.skipped.is_empty() {
+            s.push_str(&format!("skipped {} unreadable images\n", self.skipped.len()));
+        }
+        let width = self.class_names.iter().map(|n| n.len()).max().unwrap_or(5).max(5);
+        s.push_str("\nper-class accuracy:\n");
+        for (i, name) in self.class_names.iter().enumerate() {
+            let n: u64 = self.confusion[i].iter().sum();
+            match self.per_class_accuracy[i] {
+                Some(a) => s.push_str(&format!("  {name:<width$}  {a:.4}  ({} of {n})\n", self.confusion[i][i])),
+                None => s.push_str(&format!("  {name:<width$}  -       (no images)\n")),
+            }
+        }
+        s.push_str("\nconfusion matrix (rows: true class, columns: predicted):\n");
+        let cw = self.confusion.iter().flatten().map(|c| c.to_string().len()).max().unwrap_or(1).max(4);
+        s.push_str(&format!("  {:<width$} ", ""));
+        for i in 0..self.class_names.len() {
+            s.push_str(&format!(" {:>cw$}", format!("[{i}]")));
+        }
+        s.push('\n');
+        for (i, name) in self.class_names.iter().enumerate() {
+            s.push_str(&format!("  {name:<width$} "));
+            for c in &self.confusion[i] {
+                s.push_str(&format!(" {c:>cw$}"));
+            }
+            s.push_str(&format!("   [{i}]\n"));
+        }
+        s
+    }
+}
+
+/// Evaluate `net` (inference mode) on `indices` of `source`, in batches.
+pub fn evaluate(
+    net: &mut Network,
+    source: Arc<dyn ImageSource>,
+    indices: &[usize],
+    batch: usize,
+    skip_bad: bool,
+) -> Result<EvalResult, EvalError> {
+    let classes = net.spec().output().elements() as usize;
+    let (h, w) = match net.spec().input() {
+        shared::spec::Shape::Image { h, w, .. } => (h as usize, w as usize),
+        shared::spec::Shape::Flat(n) => (n as usize, 1),
+    };
+    let class_names = source.class_names().to_vec();
+    let plans = BatchPlan::sequential(indices, batch);
+    let loader = Prefetcher::spawn(source, plans, LoaderConfig { h, w, augment: None, skip_bad, prefetch: 2 });
+    let mut confusion = vec![vec![0u64; classes]; classes];
+    let (mut loss_sum, mut correct, mut seen) = (0f64, 0u64, 0u64);
+    let mut skipped = Vec::new();
+    for b in loader {
+        let b = b?;
+        skipped.extend(b.skipped);
+        if b.labels.is_empty() {
+            continue;
+        }
+        let logits = net.forward(b.x.view(), Mode::Eval);
+        let (loss, _, c) = try_softmax_cross_entropy(logits.view(), &b.labels)?;
+        loss_sum += loss as f64 * b.labels.len() as f64;
+        correct += c as u64;
+        seen += b.labels.len() as u64;
+        for (row, &label) in softmax(logits.view()).rows().into_iter().zip(&b.labels) {
+            confusion[label][argmax(row.iter().copied())] += 1;
+        }
+    }
+    let per_class_accuracy = (0..classes)
+        .map(|i| {
+            let n: u64 = confusion[i].iter().sum();
+            (n > 0).then(|| confusion[i][i] as f32 / n as f32)
+        })
+        .collect();
+    Ok(EvalResult {
+        loss: if seen > 0 { (loss_sum / seen as f64) as f32 } else { f32::NAN },
+        accuracy: if seen > 0 { correct as f32 / seen as f32 } else { f32::NAN },
+        images: seen,
+        class_names,
+        per_class_accuracy,
+        confusion,
+        skipped,
+    })
+}
+
+/// Index of the first maximum, as `np.argmax` picks it.
+pub fn argmax(values: impl Iterator<Item = f32>) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, v) in values.enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
+/// `host eval`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Checkpoint (default: runs/latest/best.safetensors, else last.safetensors).
+    #[arg(long)]
+    pub checkpoint: Option<std::path::PathBuf>,
+    /// Class-folder dataset (default: the data the checkpoint was trained on).
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
+    /// Which images: val (the training run's validation split) or all.
+    /// Default: val for the training data, all for another folder.
+    #[arg(long, value_parser = ["val", "all"])]
+    pub subset: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Skip unreadable images instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to draw the confusion matrix (default: confusion.png beside the checkpoint).
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
+}
+
+/// Run `host eval`.
+pub fn run_cli(args: &EvalArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let path = args
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| crate::train::default_checkpoint(std::path::Path::new("runs/latest")));
+    let ck = crate::checkpoint::Checkpoint::load(&path)?;
+    let mut net = ck.network().with_context(|| format!("checkpoint {}", path.display()))?;
+    let meta = ck.train.clone();
+    let trained_on = meta.as_ref().and_then(|m| m.data_dir.clone());
+    let same_data = match (&args.data, &trained_on) {
+        (None, _) => true,
+        (Some(a), Some(b)) => a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a)),
+        (Some(_), None) => false,
+    };
+    let subset = args.subset.clone().unwrap_or_else(|| if same_data { "val" } else { "all" }.to_string());
+    let opts = crate::data::OpenOptions {
+        val_split: if subset == "all" { 0.0 } else { meta.as_ref().map_or(0.2, |m| m.val_split) },
+        seed: meta.as_ref().map_or(123, |m| m.seed),
+        per_class: meta.as_ref().map_or(crate::data::synthetic::DEFAULT_PER_CLASS, |m| m.per_class),
+        ..Default::default()
+    };
+    let dir = args.data.clone().or(if same_data { trained_on } else { None });
+    let data = crate::data::Dataset::open(dir.as_deref(), &opts)?;
+    if data.class_names() != ck.class_names {
+        return Err(DataError::ClassMismatch {
+            got: data.class_names().len(),
+            want: ck.class_names.len(),
+            names: ck.class_names.join(", "),
+        }
+        .into());
+    }
+    let indices = if subset == "all" { data.split.train.clone() } else { data.split.val.clone() };
+    let r = evaluate(&mut net, data.source.clone(), &indices, args.batch_size.max(1), args.skip_bad)?;
+    let plot = args.plot.clone().unwrap_or_else(|| path.with_file_name("confusion.png"));
+    crate::report::plot_confusion(&plot, &r.class_names, &r.confusion)?;
+    if args.json {
+        let v = serde_json::json!({
+            "checkpoint": path, "data": data.source.summary(), "subset": subset,
+            "loss": r.loss, "accuracy": r.accuracy, "images": r.images, "class_names": r.class_names,
+            "per_class_accuracy": r.per_class_accuracy, "confusion": r.confusion, "skipped": r.skipped,
+            "confusion_png": plot,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{} on {} ({} split)", path.display(), data.source.summary(), subset);
+        print!("{}", r.render());
+        println!("confusion matrix plot: {}", plot.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_takes_the_first_maximum() {
+        assert_eq!(argmax([0.1, 0.7, 0.7, 0.2].into_iter()), 1);
+        assert_eq!(argmax([f32::NAN, 0.5].into_iter()), 1);
+    }
+
+    #[test]
+    fn render_lists_every_class() {
+        let r = EvalResult {
+            loss: 0.5,
+            accuracy: 0.75,
+            images: 8,
+            class_names: vec!["daisy".into(), "roses".into()],
+            per_class_accuracy: vec![Some(1.0), Some(0.5)],
+            confusion: vec![vec![4, 0], vec![2, 2]],
+            skipped: vec![],
+        };
+        let s = r.render();
+        assert!(s.contains("daisy  1.0000  (4 of 4)"), "{s}");
+        assert!(s.contains("roses  0.5000  (2 of 4)"), "{s}");
+    }
+}

@@ -1,0 +1,150 @@
+//! `host predict`: classify image files with a checkpoint, printing the
+//! tutorial's sentence ("This image most likely belongs to sunflowers with a
+//! 97.12 percent confidence.") and the top five classes.
+use crate::data::{load_image_file, DataError};
+use crate::nn::{softmax, Mode, Network};
+use ndarray::Array4;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// One image's prediction.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    pub path: PathBuf,
+    pub class: String,
+    /// Softmax probability of `class`, in percent.
+    pub confidence: f32,
+    /// Up to five (class, percent) pairs, most likely first.
+    pub top: Vec<(String, f32)>,
+}
+
+impl Prediction {
+    /// The tutorial's sentence, exactly.
+    pub fn sentence(&self) -> String {
+        format!("This image most likely belongs to {} with a {:.2} percent confidence.", self.class, self.confidence)
+    }
+
+    /// The sentence followed by the top-5 lines.
+    pub fn render(&self) -> String {
+        let mut s = self.sentence();
+        s.push('\n');
+        let width = self.top.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        for (i, (name, p)) in self.top.iter().enumerate() {
+            s.push_str(&format!("  {}. {name:<width$}  {p:6.2}%\n", i + 1));
+        }
+        s
+    }
+}
+
+/// Classify each of `paths` (decoded and resized to the model input like the
+/// training images). The first unreadable file is an error naming it.
+pub fn predict_files(
+    net: &mut Network,
+    class_names: &[String],
+    paths: &[PathBuf],
+) -> Result<Vec<Prediction>, DataError> {
+    let (h, w) = match net.spec().input() {
+        shared::spec::Shape::Image { h, w, .. } => (h as usize, w as usize),
+        shared::spec::Shape::Flat(n) => (n as usize, 1),
+    };
+    paths
+        .iter()
+        .map(|p| {
+            let img = load_image_file(p, h, w)?;
+            let x = img.insert_axis(ndarray::Axis(0));
+            Ok(predict_array(net, class_names, x, p))
+        })
+        .collect()
+}
+
+/// Classify one prepared `[1, h, w, 3]` image.
+pub fn predict_array(net: &mut Network, class_names: &[String], x: Array4<f32>, path: &Path) -> Prediction {
+    let logits = net.forward(x.view(), Mode::Eval);
+    let row: Vec<f32> = logits.row(0).to_vec();
+    Prediction::from_logits(path, class_names, &row)
+}
+
+impl Prediction {
+    /// The prediction for one image's logits (softmax applied here), so the
+    /// float network and the quantized engine report in the same words.
+    pub fn from_logits(path: &Path, class_names: &[String], logits: &[f32]) -> Prediction {
+        let l = ndarray::ArrayView2::from_shape((1, logits.len()), logits).expect("one row");
+        let probs = softmax(l);
+        let row: Vec<f32> = probs.row(0).to_vec();
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        // Stable sort: ties keep class order, like argmax.
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        let name = |i: usize| class_names.get(i).cloned().unwrap_or_else(|| format!("class {i}"));
+        let top: Vec<(String, f32)> = order.iter().take(5).map(|&i| (name(i), 100.0 * row[i])).collect();
+        let (class, confidence) = top.first().cloned().unwrap_or_else(|| ("(no classes)".into(), 0.0));
+        Prediction { path: path.to_path_buf(), class, confidence, top }
+    }
+}
+
+/// `host predict`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// Checkpoint (default: runs/latest/best.safetensors, else last.safetensors).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Image files (JPEG, PNG, BMP, GIF).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `host predict`.
+pub fn run_cli(args: &PredictArgs) -> anyhow::Result<()> {
+    let path = args.checkpoint.clone().unwrap_or_else(|| crate::train::default_checkpoint(Path::new("runs/latest")));
+    let ck = crate::checkpoint::Checkpoint::load(&path)?;
+    let mut net = ck.network()?;
+    let preds = predict_files(&mut net, &ck.class_names, &args.images)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&preds)?);
+    } else {
+        for (i, p) in preds.iter().enumerate() {
+            if preds.len() > 1 {
+                if i > 0 {
+                    println!();
+                }
+                println!("{}:", p.path.display());
+            }
+            print!("{}", p.render());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentence_matches_the_tutorial() {
+        let p = Prediction {
+            path: "x.jpg".into(),
+            class: "sunflowers".into(),
+            confidence: 97.123,
+            top: vec![("sunflowers".into(), 97.123), ("tulips".into(), 2.5)],
+        };
+        assert_eq!(p.sentence(), "This image most likely belongs to sunflowers with a 97.12 percent confidence.");
+        let r = p.render();
+        assert!(r.starts_with(&p.sentence()));
+        assert!(r.contains("2. tulips"), "{r}");
+    }
+
+    #[test]
+    fn from_logits_ranks_by_probability() {
+        let names: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
+        let p = Prediction::from_logits(Path::new("a.png"), &names, &[0.0, 3.0, 1.0, 3.0, -1.0, 0.5, 2.0]);
+        assert_eq!(p.class, "c1");
+        assert_eq!(p.top.len(), 5);
+        assert_eq!(p.top[1].0, "c3");
+        assert_eq!(p.top[2].0, "c6");
+        let total: f32 =
+            Prediction::from_logits(Path::new("a"), &names[..3], &[1.0, 2.0, 3.0]).top.iter().map(|t| t.1).sum();
+        assert!((total - 100.0).abs() < 1e-3);
+    }
+}
