@@ -68,6 +68,7 @@ pub fn forward_train(
 }
 
 /// Inference forward with the moving statistics.
+#[allow(clippy::too_many_arguments)]
 pub fn forward_eval(
     x: &[f32],
     c: usize,

@@ -181,6 +181,7 @@ pub fn backward(
     dkernel: &mut [f32],
     dbias: &mut [f32],
     dx: Option<&mut [f32]>,
+    partials: &mut Vec<Vec<f32>>,
 ) {
     assert_eq!(x.len(), batch * g.in_len());
     assert_eq!(dy.len(), batch * g.out_len());
@@ -202,8 +203,15 @@ pub fn backward(
     let group_images = tiles.div_ceil(groups) * tile;
     let par = if groups >= rayon::current_num_threads() { Par::Seq } else { Par::Rayon };
 
-    let group_job = |xg: &[f32], dyg: &[f32], dxg: Option<&mut [f32]>| -> (Vec<f32>, Vec<f64>) {
-        let mut dk = vec![0.0f32; kd * g.cout];
+    // Kernel-gradient partials live in the layer between steps: fresh ones would
+    // be page-faulted in (tens of MB per step on AlexNet).
+    let n_groups = batch.div_ceil(group_images);
+    partials.resize_with(n_groups, Vec::new);
+    for p in partials.iter_mut() {
+        p.clear();
+        p.resize(kd * g.cout, 0.0);
+    }
+    let group_job = |xg: &[f32], dyg: &[f32], dxg: Option<&mut [f32]>, dk: &mut Vec<f32>| -> Vec<f64> {
         let mut db = vec![0.0f64; g.cout];
         for px in dyg.chunks_exact(g.cout) {
             db.iter_mut().zip(px).for_each(|(b, &d)| *b += d as f64);
@@ -219,7 +227,7 @@ pub fn backward(
                 for (i, xi) in xt.chunks(g.in_len()).enumerate() {
                     im2col(g, xi, &mut cols[i * g.pixels() * kd..][..g.pixels() * kd]);
                 }
-                matmul(Mat::new(cols, rows, kd).t(), Mat::new(dyt, rows, g.cout), &mut dk, true, par);
+                matmul(Mat::new(cols, rows, kd).t(), Mat::new(dyt, rows, g.cout), dk, true, par);
                 if let Some(d) = dxg.as_deref_mut() {
                     // Reuse the buffer for dL/dcols = dy * kernel^T.
                     matmul(Mat::new(dyt, rows, g.cout), Mat::new(kernel, kd, g.cout).t(), cols, false, par);
@@ -230,41 +238,36 @@ pub fn backward(
                 }
             });
         }
-        (dk, db)
+        db
     };
 
     let xs = x.par_chunks(group_images * g.in_len());
     let dys = dy.par_chunks(group_images * g.out_len());
-    let partials: Vec<(Vec<f32>, Vec<f64>)> = match dx {
+    let bias_parts: Vec<Vec<f64>> = match dx {
         Some(dx) => {
             assert_eq!(dx.len(), x.len());
             xs.zip(dys)
                 .zip(dx.par_chunks_mut(group_images * g.in_len()))
-                .map(|((a, b), c)| group_job(a, b, Some(c)))
+                .zip(partials.par_iter_mut())
+                .map(|(((a, b), c), p)| group_job(a, b, Some(c), p))
                 .collect()
         }
-        None => xs.zip(dys).map(|(a, b)| group_job(a, b, None)).collect(),
+        None => xs.zip(dys).zip(partials.par_iter_mut()).map(|((a, b), p)| group_job(a, b, None, p)).collect(),
     };
-    sum_partials(partials, dkernel, dbias);
+    sum_partials(partials, &bias_parts, dkernel, dbias);
 }
 
 /// Sum per-group partial gradients in group order (deterministic).
-pub(crate) fn sum_partials(partials: Vec<(Vec<f32>, Vec<f64>)>, dw: &mut [f32], db: &mut [f32]) {
-    let mut it = partials.into_iter();
-    let Some((first_w, first_b)) = it.next() else {
-        dw.fill(0.0);
-        db.fill(0.0);
-        return;
-    };
-    dw.copy_from_slice(&first_w);
-    let mut bsum = first_b;
-    for (w, b) in it {
-        dw.par_chunks_mut(1 << 15).zip(w.par_chunks(1 << 15)).for_each(|(d, s)| {
-            d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
-        });
-        bsum.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+pub(crate) fn sum_partials(dws: &[Vec<f32>], dbs: &[Vec<f64>], dw: &mut [f32], db: &mut [f32]) {
+    dw.par_chunks_mut(1 << 15).enumerate().for_each(|(i, d)| {
+        d.fill(0.0);
+        for p in dws {
+            d.iter_mut().zip(&p[i << 15..]).for_each(|(d, s)| *d += s);
+        }
+    });
+    for (j, d) in db.iter_mut().enumerate() {
+        *d = dbs.iter().map(|b| b[j]).sum::<f64>() as f32;
     }
-    db.iter_mut().zip(&bsum).for_each(|(d, s)| *d = *s as f32);
 }
 
 #[cfg(test)]
@@ -362,7 +365,7 @@ mod tests {
                 forward(&g, relu, &k, &b, &x, batch, &mut y);
                 let mut dy = r.clone();
                 let (mut dk, mut db, mut dx) = (vec![0.0; k.len()], vec![0.0; b.len()], vec![0.0; x.len()]);
-                backward(&g, relu, &k, &x, &y, &mut dy, batch, &mut dk, &mut db, Some(&mut dx));
+                backward(&g, relu, &k, &x, &y, &mut dy, batch, &mut dk, &mut db, Some(&mut dx), &mut Vec::new());
                 let h = 1e-2f32;
                 let check = |name: &str, ana: &[f32], num: &mut dyn FnMut(usize) -> Option<f64>| {
                     let (mut err, mut norm, mut skipped) = (0.0f64, 0.0f64, 0);

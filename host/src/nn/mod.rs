@@ -71,7 +71,7 @@ impl Param {
 
 #[derive(Clone, Debug)]
 enum Node {
-    Conv { geom: ConvGeom, relu: bool, kernel: Param, bias: Param },
+    Conv { geom: ConvGeom, relu: bool, kernel: Param, bias: Param, partials: Vec<Vec<f32>> },
     Bn { c: usize, eps: f32, momentum: f32, gamma: Param, beta: Param, mean: Vec<f32>, var: Vec<f32>, cache: BnCache },
     Pool { geom: PoolGeom, argmax: Vec<u32> },
     Flatten,
@@ -92,6 +92,8 @@ pub struct Network {
     /// Whether the caches come from a training forward that `backward` may use.
     trained: bool,
     grads: [Vec<f32>; 2],
+    /// Per-layer (forward, backward) wall seconds, summed while profiling is on.
+    profile: Option<Vec<(f64, f64)>>,
 }
 
 /// Resize without clearing when the length is unchanged (callers overwrite everything).
@@ -123,6 +125,7 @@ impl Network {
                         relu: c.activation == Activation::Relu,
                         kernel: Param::new(format!("{name}/kernel"), vec![k, k, cin, cout], kernel),
                         bias: Param::new(format!("{name}/bias"), vec![cout], vec![0.0; cout]),
+                        partials: Vec::new(),
                     }
                 }
                 Layer::BatchNorm { epsilon, momentum } => {
@@ -169,6 +172,7 @@ impl Network {
             batch: 0,
             trained: false,
             grads: [Vec::new(), Vec::new()],
+            profile: None,
         }
     }
 
@@ -218,12 +222,13 @@ impl Network {
         }
         let shapes: Vec<Shape> = self.spec.shapes().map(|(_, _, _, o)| o).collect();
         for (i, node) in self.nodes.iter_mut().enumerate() {
+            let t0 = std::time::Instant::now();
             let (head, tail) = self.acts.split_at_mut(i + 1);
             let x = &head[i][..];
             let y = &mut tail[0];
             ensure_len(y, batch * shapes[i].elements() as usize);
             match node {
-                Node::Conv { geom, relu, kernel, bias } => {
+                Node::Conv { geom, relu, kernel, bias, .. } => {
                     conv::forward(geom, *relu, &kernel.value, &bias.value, x, batch, y)
                 }
                 Node::Bn { c, eps, momentum, gamma, beta, mean, var, cache } => {
@@ -254,6 +259,9 @@ impl Network {
                     Mode::Eval => y.copy_from_slice(x),
                 },
             }
+            if let Some(p) = &mut self.profile {
+                p[i].0 += t0.elapsed().as_secs_f64();
+            }
         }
         self.trained = training;
     }
@@ -274,12 +282,13 @@ impl Network {
             None => g.iter_mut().zip(grad_logits.iter()).for_each(|(d, s)| *d = *s),
         }
         for (i, node) in self.nodes.iter_mut().enumerate().rev() {
+            let t0 = std::time::Instant::now();
             let x = &self.acts[i][..];
             let y = &self.acts[i + 1][..];
             let need_dx = i > 0;
             ensure_len(&mut dx, x.len());
             let swap = match node {
-                Node::Conv { geom, relu, kernel, bias } => {
+                Node::Conv { geom, relu, kernel, bias, partials } => {
                     let dxo = if need_dx { Some(&mut dx[..]) } else { None };
                     conv::backward(
                         geom,
@@ -292,6 +301,7 @@ impl Network {
                         &mut kernel.grad,
                         &mut bias.grad,
                         dxo,
+                        partials,
                     );
                     true
                 }
@@ -329,8 +339,22 @@ impl Network {
             if swap {
                 std::mem::swap(&mut g, &mut dx);
             }
+            if let Some(p) = &mut self.profile {
+                p[i].1 += t0.elapsed().as_secs_f64();
+            }
         }
         self.grads = [g, dx];
+    }
+
+    /// Start (or with `false` stop) summing per-layer wall times, for `--profile` output.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| vec![(0.0, 0.0); self.nodes.len()]);
+    }
+
+    /// Per layer: Keras name, summed forward and backward seconds since profiling started.
+    pub fn profile(&self) -> Option<Vec<(String, f64, f64)>> {
+        let p = self.profile.as_ref()?;
+        Some(self.names.iter().zip(p).map(|(n, &(f, b))| (n.clone(), f, b)).collect())
     }
 
     /// Trainable tensors with their gradients, in Keras's weight order.
