@@ -80,6 +80,7 @@ unsafe fn region(start: *const u8, end: *const u8) -> &'static [u8] {
 
 #[entry]
 fn main() -> ! {
+    board::pre_main();
     let Some(core) = cortex_m::Peripherals::take() else { exit(exit_code::FAULT) };
     CLOCK.start(core.SYST);
     let board = board::init(&CLOCK);
@@ -238,8 +239,15 @@ fn SysTick() {
 unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
     // SAFETY: the main path will not run again.
     let mut serial = unsafe { board::steal_serial() };
-    let code =
-        fail(&mut serial, exit_code::FAULT, format_args!("HardFault at pc={:#010x} lr={:#010x}", ef.pc(), ef.lr()));
+    // SAFETY: SCB.CFSR and SCB.HFSR are always-readable 32-bit registers.
+    let (cfsr, hfsr) = unsafe {
+        (core::ptr::read_volatile(0xE000_ED28 as *const u32), core::ptr::read_volatile(0xE000_ED2C as *const u32))
+    };
+    let code = fail(
+        &mut serial,
+        exit_code::FAULT,
+        format_args!("HardFault at pc={:#010x} lr={:#010x} cfsr={cfsr:#010x} hfsr={hfsr:#010x}", ef.pc(), ef.lr()),
+    );
     frame::send(&mut serial, kind::DONE, &[&[code]]);
     exit(code)
 }

@@ -27,6 +27,8 @@ pub enum Command {
         #[arg(long)]
         input: Option<u32>,
     },
+    /// Build the firmware, run a model file on a board (QEMU) and report its output.
+    Flash(crate::flash::FlashArgs),
     /// Train a model (default: alexnet-micro on the embedded shapes; --data DIR for a class-folder set).
     Train(crate::train::TrainArgs),
     /// Loss, accuracy, per-class accuracy and confusion matrix of a checkpoint.
@@ -55,6 +57,7 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", crate::summary::render(&model, arch.name()));
             Ok(())
         }
+        Command::Flash(args) => crate::flash::run(args),
         Command::Train(args) => crate::train::run_cli(&args),
         Command::Eval(args) => crate::eval::run_cli(&args),
         Command::Predict(args) => crate::predict::run_cli(&args),

@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod flash;
 pub mod nn;
 pub mod optim;
 pub mod predict;

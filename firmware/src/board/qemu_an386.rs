@@ -14,6 +14,9 @@ pub const CPU_HZ: u32 = 25_000_000;
 pub const ARENA_BYTES: usize = 2 * 1024 * 1024;
 const UART0: usize = 0x4000_4000;
 
+/// Nothing to do before `main` on a single-core Cortex-M4F.
+pub fn pre_main() {}
+
 /// Set up the board's serial port and delay.
 pub fn init(clock: &'static crate::clock::Clock) -> Board<CmsdkUart, TickDelay> {
     // SAFETY: called once from main; UART0 has no other user.

@@ -1,4 +1,9 @@
 //! QEMU `mps3-an524`: Cortex-M33 (SSE-200) at 32 MHz, CMSDK UART0 at 0x4130_3000.
+//!
+//! The SSE-200 has two Cortex-M33s and, as on the real FPGA image, only CPU1
+//! has the FPU and DSP extensions; CPU0 boots first and would fault (NOCP) on
+//! the first floating-point instruction of this `eabihf` build. So CPU0 only
+//! points CPU1 at the vector table, releases it, and sleeps: see [`pre_main`].
 use super::cmsdk_uart::CmsdkUart;
 use super::Board;
 use crate::clock::TickDelay;
@@ -13,6 +18,38 @@ pub const CPU_HZ: u32 = 32_000_000;
 /// zeroed whole. plan() is checked against it at run time.
 pub const ARENA_BYTES: usize = 32 * 1024 * 1024;
 const UART0: usize = 0x4130_3000;
+
+/// SSE-200 CPUID register: reads as the number of the core reading it.
+const CPUID: usize = 0x5001_F000;
+/// SSE-200 system control (secure): CPU1's initial secure VTOR and CPUWAIT.
+const SYSCTL_INITSVTOR1: usize = 0x5002_1114;
+const SYSCTL_CPUWAIT: usize = 0x5002_1118;
+
+/// Run the firmware on CPU1 (the core with the FPU). Called first thing in
+/// `main`, before anything that may use floating point: on CPU0 it never
+/// returns, on CPU1 it returns at once. CPU1 starts from the same reset
+/// vector, so it re-initialises RAM while CPU0 sleeps with interrupts off,
+/// touching neither memory nor its (now reused) stack.
+#[inline(never)]
+pub fn pre_main() {
+    use core::ptr::{read_volatile, write_volatile};
+    extern "C" {
+        static __vector_table: u32;
+    }
+    // SAFETY: fixed SSE-200 registers; only CPU0 writes them, once.
+    unsafe {
+        if read_volatile(CPUID as *const u32) != 0 {
+            return;
+        }
+        cortex_m::interrupt::disable();
+        write_volatile(SYSCTL_INITSVTOR1 as *mut u32, &raw const __vector_table as u32);
+        let wait = read_volatile(SYSCTL_CPUWAIT as *const u32);
+        write_volatile(SYSCTL_CPUWAIT as *mut u32, wait & !0b10);
+    }
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
 
 /// Set up the board's serial port and delay.
 pub fn init(clock: &'static crate::clock::Clock) -> Board<CmsdkUart, TickDelay> {

@@ -1,0 +1,748 @@
+//! `host flash`: build the firmware for a board, start it (QEMU today, a
+//! probe-rs flasher for real boards later) with a model file and an input
+//! loaded at the board's fixed addresses, and decode the result frames the
+//! firmware sends over its UART.
+//!
+//! The frame format and the input blob are defined by `firmware/src/frame.rs`
+//! and `firmware/src/main.rs`; this file is their host half. Both sides are
+//! held together by `tests/device.rs`, which compares the device's bytes
+//! with the desktop engine's.
+
+use anyhow::{anyhow, bail, Context, Result};
+use shared::format::AlignedBytes;
+use shared::model::{Precision, QuantModel};
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The boards the firmware supports. The addresses must match
+/// `firmware/memory/<board>.x`; the firmware echoes its own in the HELLO
+/// frame and [`DeviceRun::check_addresses`] compares them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Board {
+    /// QEMU `mps2-an386`: Cortex-M4F, 4 MiB code SSRAM, for the scaled AlexNet.
+    QemuAn386,
+    /// QEMU `mps3-an524`: Cortex-M33 with 2 GiB DDR, for the full AlexNet.
+    QemuAn524,
+}
+
+impl Board {
+    /// All boards, for help texts.
+    pub const ALL: [Board; 2] = [Board::QemuAn386, Board::QemuAn524];
+
+    /// Command-line name, also the firmware's cargo feature.
+    pub fn name(self) -> &'static str {
+        match self {
+            Board::QemuAn386 => "qemu-an386",
+            Board::QemuAn524 => "qemu-an524",
+        }
+    }
+
+    /// Parse a command-line name.
+    pub fn from_name(name: &str) -> Result<Board> {
+        Board::ALL.into_iter().find(|b| b.name() == name).ok_or_else(|| {
+            let names: Vec<_> = Board::ALL.iter().map(|b| b.name()).collect();
+            anyhow!("unknown --board {name:?}; choose one of: {}", names.join(", "))
+        })
+    }
+
+    /// The Rust target of the board's core.
+    pub fn target(self) -> &'static str {
+        match self {
+            Board::QemuAn386 => "thumbv7em-none-eabihf",
+            Board::QemuAn524 => "thumbv8m.main-none-eabihf",
+        }
+    }
+
+    fn machine(self) -> (&'static str, &'static str) {
+        match self {
+            Board::QemuAn386 => ("mps2-an386", "cortex-m4"),
+            Board::QemuAn524 => ("mps3-an524", "cortex-m33"),
+        }
+    }
+
+    /// Where the model file is loaded (the `MODEL` region of memory.x).
+    pub fn model_addr(self) -> u32 {
+        match self {
+            Board::QemuAn386 => 0x0010_0000,
+            Board::QemuAn524 => 0x6000_0000,
+        }
+    }
+
+    /// Size of the model region.
+    pub fn model_capacity(self) -> u64 {
+        match self {
+            Board::QemuAn386 => 3 << 20,
+            Board::QemuAn524 => 256 << 20,
+        }
+    }
+
+    /// Where the input blob is loaded (the `INPUT` region of memory.x).
+    pub fn input_addr(self) -> u32 {
+        match self {
+            Board::QemuAn386 => 0x2100_0000,
+            Board::QemuAn524 => 0x7000_0000,
+        }
+    }
+}
+
+/// The firmware's exit codes (`firmware/src/main.rs`, `exit_code`).
+pub mod exit_code {
+    pub const OK: i32 = 0;
+    pub const BAD_MODEL: i32 = 2;
+    pub const ARENA_TOO_SMALL: i32 = 3;
+    pub const BAD_INPUT: i32 = 4;
+    pub const ENGINE: i32 = 5;
+    pub const PANIC: i32 = 101;
+    pub const FAULT: i32 = 102;
+}
+
+/// The firmware crate, as this host binary was built next to it.
+pub fn default_firmware_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("firmware")
+}
+
+/// `cargo build --release` the firmware for `board`; returns the ELF path.
+///
+/// The target directory is given explicitly so that the ELF's place does not
+/// depend on a CARGO_TARGET_DIR the caller may have set for the workspace.
+pub fn build_firmware(board: Board, firmware_dir: &Path) -> Result<PathBuf> {
+    let target_dir = firmware_dir.join("target");
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(firmware_dir)
+        .args(["build", "--release", "--target", board.target(), "--no-default-features", "--features"])
+        .arg(board.name())
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // Flags meant for the host workspace must not leak into a thumb build.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running cargo in {}", firmware_dir.display()))?;
+    if !status.success() {
+        bail!("building the firmware for {} failed ({status})", board.name());
+    }
+    let elf = target_dir.join(board.target()).join("release").join("firmware");
+    if !elf.is_file() {
+        bail!("cargo succeeded but {} is missing", elf.display());
+    }
+    Ok(elf)
+}
+
+/// Bytes of the input blob header (see firmware `read_input`).
+pub const INPUT_HEADER: usize = 16;
+/// Input flag: the firmware sends every layer's output bytes.
+pub const FLAG_LAYER_BYTES: u16 = 1;
+
+/// Wrap raw model-input bytes (int8 values, or f16 little-endian) in the
+/// blob the firmware reads: `b"AXIN"`, version 1, flags, length, 0.
+pub fn input_blob(data: &[u8], layer_bytes: bool) -> Result<Vec<u8>> {
+    let len = u32::try_from(data.len()).map_err(|_| anyhow!("input of {} bytes is too large", data.len()))?;
+    let mut blob = Vec::with_capacity(INPUT_HEADER + data.len());
+    blob.extend_from_slice(b"AXIN");
+    blob.extend_from_slice(&1u16.to_le_bytes());
+    blob.extend_from_slice(&(if layer_bytes { FLAG_LAYER_BYTES } else { 0 }).to_le_bytes());
+    blob.extend_from_slice(&len.to_le_bytes());
+    blob.extend_from_slice(&0u32.to_le_bytes());
+    blob.extend_from_slice(data);
+    Ok(blob)
+}
+
+/// CRC-32/ISO-HDLC, as the firmware computes it over each frame.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = (c >> 1) ^ (0xEDB8_8320 & (c & 1).wrapping_neg());
+        }
+    }
+    !c
+}
+
+/// FNV-1a 64: the per-layer fingerprint the firmware sends.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Frame kinds (firmware `frame::kind`).
+pub mod kind {
+    pub const HELLO: u8 = 1;
+    pub const MODEL: u8 = 2;
+    pub const LAYER: u8 = 3;
+    pub const OUTPUT: u8 = 4;
+    pub const ERROR: u8 = 5;
+    pub const DONE: u8 = 6;
+}
+
+/// One CRC-checked frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: u8,
+    pub payload: Vec<u8>,
+}
+
+/// Split a UART byte stream into frames. Bytes outside valid frames (noise,
+/// a frame cut short by a crash) are skipped and counted, never trusted.
+pub fn decode_frames(stream: &[u8]) -> (Vec<Frame>, usize) {
+    let mut frames = Vec::new();
+    let mut skipped = 0;
+    let mut i = 0;
+    while i < stream.len() {
+        let rest = &stream[i..];
+        if let Some(frame) = try_frame(rest) {
+            i += 2 + 6 + frame.payload.len() + 4;
+            frames.push(frame);
+        } else {
+            i += 1;
+            skipped += 1;
+        }
+    }
+    (frames, skipped)
+}
+
+fn try_frame(b: &[u8]) -> Option<Frame> {
+    if b.len() < 12 || &b[..2] != b"AX" {
+        return None;
+    }
+    let len = u32::from_le_bytes(b[4..8].try_into().ok()?) as usize;
+    let end = 8usize.checked_add(len)?;
+    let crc = u32::from_le_bytes(b.get(end..end + 4)?.try_into().ok()?);
+    (crc32(&b[2..end]) == crc).then(|| Frame { kind: b[2], payload: b[8..end].to_vec() })
+}
+
+fn u32_at(p: &[u8], at: usize) -> Result<u32> {
+    Ok(u32::from_le_bytes(p.get(at..at + 4).ok_or_else(|| anyhow!("short frame"))?.try_into()?))
+}
+
+fn u64_at(p: &[u8], at: usize) -> Result<u64> {
+    Ok(u64::from_le_bytes(p.get(at..at + 8).ok_or_else(|| anyhow!("short frame"))?.try_into()?))
+}
+
+/// The HELLO frame: who is talking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub protocol: u16,
+    pub cpu_hz: u32,
+    pub arena_capacity: u32,
+    pub model_addr: u32,
+    pub input_addr: u32,
+    pub board: String,
+}
+
+/// The MODEL frame: what the firmware made of the model file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub precision: u8,
+    pub layers: u8,
+    pub model_len: u32,
+    pub arena_needed: u32,
+    pub input_len: u32,
+}
+
+/// One LAYER frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerReport {
+    pub index: u32,
+    /// SysTick ticks between the engine's layer_start and layer_done.
+    pub ticks: u64,
+    pub output_len: u32,
+    pub fnv: u64,
+    /// The output bytes, when requested (`--layers`).
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// Everything one device run produced.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceRun {
+    /// QEMU's exit status (the firmware's semihosting exit code).
+    pub exit_code: Option<i32>,
+    pub hello: Option<Hello>,
+    pub model: Option<ModelInfo>,
+    pub layers: Vec<LayerReport>,
+    /// Ticks of the whole `engine::run` call, and the output tensor bytes.
+    pub output: Option<(u64, Vec<u8>)>,
+    /// The firmware's ERROR frame: exit code and message.
+    pub error: Option<(u8, String)>,
+    /// The DONE frame's code.
+    pub done: Option<u8>,
+    /// UART bytes that were not part of a valid frame.
+    pub skipped_bytes: usize,
+    /// QEMU's own diagnostics.
+    pub stderr: String,
+}
+
+impl DeviceRun {
+    /// Decode a UART stream into a run report.
+    pub fn from_stream(stream: &[u8]) -> Result<DeviceRun> {
+        let (frames, skipped_bytes) = decode_frames(stream);
+        let mut run = DeviceRun { skipped_bytes, ..DeviceRun::default() };
+        for f in frames {
+            let p = &f.payload;
+            match f.kind {
+                kind::HELLO => {
+                    run.hello = Some(Hello {
+                        protocol: u16::from_le_bytes([p.first().copied().unwrap_or(0), p.get(1).copied().unwrap_or(0)]),
+                        cpu_hz: u32_at(p, 4)?,
+                        arena_capacity: u32_at(p, 8)?,
+                        model_addr: u32_at(p, 12)?,
+                        input_addr: u32_at(p, 16)?,
+                        board: String::from_utf8_lossy(p.get(20..).unwrap_or_default()).into_owned(),
+                    })
+                }
+                kind::MODEL => {
+                    run.model = Some(ModelInfo {
+                        precision: *p.first().ok_or_else(|| anyhow!("short MODEL frame"))?,
+                        layers: *p.get(1).ok_or_else(|| anyhow!("short MODEL frame"))?,
+                        model_len: u32_at(p, 4)?,
+                        arena_needed: u32_at(p, 8)?,
+                        input_len: u32_at(p, 12)?,
+                    })
+                }
+                kind::LAYER => {
+                    let output_len = u32_at(p, 12)?;
+                    let bytes = (p.len() > 24).then(|| p[24..].to_vec());
+                    run.layers.push(LayerReport {
+                        index: u32_at(p, 0)?,
+                        ticks: u64_at(p, 4)?,
+                        output_len,
+                        fnv: u64_at(p, 16)?,
+                        bytes,
+                    });
+                }
+                kind::OUTPUT => run.output = Some((u64_at(p, 0)?, p[8..].to_vec())),
+                kind::ERROR => {
+                    let code = *p.first().ok_or_else(|| anyhow!("short ERROR frame"))?;
+                    run.error = Some((code, String::from_utf8_lossy(&p[1..]).into_owned()));
+                }
+                kind::DONE => run.done = p.first().copied(),
+                other => bail!("unknown frame kind {other}"),
+            }
+        }
+        Ok(run)
+    }
+
+    /// Instructions a SysTick tick stands for under `-icount shift=0`
+    /// (1 ns per instruction): 1e9 / CPU_HZ.
+    pub fn instructions(&self, ticks: u64) -> Option<u64> {
+        let hz = self.hello.as_ref()?.cpu_hz as u64;
+        (hz > 0).then(|| (ticks as u128 * 1_000_000_000 / hz as u128) as u64)
+    }
+
+    /// The firmware's addresses must be the ones the host loaded at.
+    pub fn check_addresses(&self, board: Board) -> Result<()> {
+        if let Some(h) = &self.hello {
+            if h.model_addr != board.model_addr() || h.input_addr != board.input_addr() {
+                bail!(
+                    "firmware expects the model at {:#x} and the input at {:#x}, the host loaded them at {:#x} and {:#x}: \
+                     firmware/memory/{}.x and host/src/flash.rs disagree",
+                    h.model_addr,
+                    h.input_addr,
+                    board.model_addr(),
+                    board.input_addr(),
+                    board.name()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Ok when the firmware ran the model to the end; otherwise its error.
+    pub fn ensure_success(&self) -> Result<()> {
+        if let Some((code, msg)) = &self.error {
+            bail!("the firmware stopped with exit code {code}: {msg}");
+        }
+        match (self.exit_code, &self.output) {
+            (Some(0), Some(_)) => Ok(()),
+            (code, _) => {
+                bail!("the firmware exited with {code:?} without an output frame; QEMU said: {}", self.stderr.trim())
+            }
+        }
+    }
+}
+
+/// Start QEMU with `elf`, the model file and the input blob, wait at most
+/// `timeout`, and decode what came out of the UART.
+///
+/// A missing qemu-system-arm is an error with the install hint, never a skip.
+pub fn run_qemu(
+    board: Board,
+    elf: &Path,
+    model: &Path,
+    input_blob: &Path,
+    timeout: Duration,
+    defmt_log: Option<&Path>,
+) -> Result<DeviceRun> {
+    let (machine, cpu) = board.machine();
+    let log = defmt_log.map(|p| p.display().to_string()).unwrap_or_else(|| "/dev/null".into());
+    let mut cmd = Command::new("qemu-system-arm");
+    cmd.args(["-machine", machine, "-cpu", cpu, "-nographic", "-monitor", "none", "-serial", "stdio"])
+        // Instruction-exact virtual time: SysTick ticks become instruction counts.
+        .args(["-icount", "shift=0"])
+        .args(["-chardev", &format!("file,id=semi,path={log}")])
+        .args(["-semihosting-config", "enable=on,target=native,chardev=semi"])
+        .arg("-kernel")
+        .arg(elf)
+        .arg("-device")
+        .arg(format!("loader,file={},addr={:#x}", model.display(), board.model_addr()))
+        .arg("-device")
+        .arg(format!("loader,file={},addr={:#x}", input_blob.display(), board.input_addr()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow!("qemu-system-arm is not installed: run scripts/setup.sh (Debian package qemu-system-arm)")
+        } else {
+            anyhow!("starting qemu-system-arm: {e}")
+        }
+    })?;
+    let mut stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout pipe"))?;
+    let mut stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr pipe"))?;
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = String::new();
+        let _ = stderr.read_to_string(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stream = out_reader.join().map_err(|_| anyhow!("UART reader thread panicked"))?;
+    let qemu_stderr = err_reader.join().map_err(|_| anyhow!("stderr reader thread panicked"))?;
+    let mut run = DeviceRun::from_stream(&stream)?;
+    run.stderr = qemu_stderr;
+    match status {
+        None => bail!(
+            "QEMU did not finish within {:.0} s (firmware hung?); {} layer frames received{}",
+            timeout.as_secs_f64(),
+            run.layers.len(),
+            run.error.as_ref().map(|(c, m)| format!(", error {c}: {m}")).unwrap_or_default()
+        ),
+        Some(s) => run.exit_code = s.code(),
+    }
+    run.check_addresses(board)?;
+    Ok(run)
+}
+
+/// `host flash` command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FlashArgs {
+    /// Board: qemu-an386 (Cortex-M4, scaled AlexNet) or qemu-an524 (Cortex-M33, full AlexNet).
+    #[arg(long, default_value = "qemu-an386")]
+    pub board: String,
+    /// Model file (from `host quantize`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image to classify (decoded, resized and quantized like the training data).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Raw model input instead of an image: int8 values, or f16 little-endian, NHWC.
+    #[arg(long, conflicts_with = "image")]
+    pub input_raw: Option<PathBuf>,
+    /// Print `{ "output": [...], "top5": [...], "layers": [...] }` instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Have the device send every layer's full output (checked against its hash; in --json).
+    #[arg(long)]
+    pub layers: bool,
+    /// Give up on QEMU after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Use this firmware ELF instead of building one.
+    #[arg(long)]
+    pub elf: Option<PathBuf>,
+    /// The firmware crate (default: the one next to this host crate).
+    #[arg(long)]
+    pub firmware_dir: Option<PathBuf>,
+    /// Save the firmware's defmt log (decode with `defmt-print -e ELF < FILE`).
+    #[arg(long)]
+    pub defmt_log: Option<PathBuf>,
+}
+
+/// Options of `host flash`, validated.
+#[derive(Clone, Debug)]
+pub struct FlashOptions {
+    pub board: Board,
+    pub model: PathBuf,
+    pub image: Option<PathBuf>,
+    pub input_raw: Option<PathBuf>,
+    pub json: bool,
+    pub layers: bool,
+    pub timeout: Duration,
+    pub elf: Option<PathBuf>,
+    pub firmware_dir: Option<PathBuf>,
+    pub defmt_log: Option<PathBuf>,
+}
+
+impl FlashArgs {
+    /// Validate the command line.
+    pub fn options(self) -> Result<FlashOptions> {
+        Ok(FlashOptions {
+            board: Board::from_name(&self.board)?,
+            model: self.model,
+            image: self.image,
+            input_raw: self.input_raw,
+            json: self.json,
+            layers: self.layers,
+            timeout: Duration::from_secs(self.timeout),
+            elf: self.elf,
+            firmware_dir: self.firmware_dir,
+            defmt_log: self.defmt_log,
+        })
+    }
+}
+
+/// Entry point of the `flash` subcommand.
+pub fn run(args: FlashArgs) -> Result<()> {
+    flash(&args.options()?)
+}
+
+/// Read and validate a model file the way the firmware will.
+pub fn load_model(path: &Path) -> Result<AlignedBytes> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
+    let aligned = AlignedBytes::copy_from(&bytes);
+    shared::format::parse(&aligned).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(aligned)
+}
+
+/// The model's input bytes for `--image` or `--input-raw`.
+fn model_input(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<u8>> {
+    let expected = model.spec.input().elements() as usize * model.precision.activation_bytes();
+    let data = match (&opts.input_raw, &opts.image) {
+        (Some(raw), _) => std::fs::read(raw).with_context(|| format!("reading {}", raw.display()))?,
+        // STUB(image): decode/resize/quantize with the host's data module and
+        // shared::engine::quantize_input once they exist.
+        (None, Some(_)) => {
+            bail!("--image needs the image preprocessing that has not landed yet; pass --input-raw FILE")
+        }
+        (None, None) => bail!("give --image IMAGE or --input-raw FILE"),
+    };
+    if data.len() != expected {
+        bail!(
+            "the input has {} bytes, the model takes {} ({} {} values of shape {})",
+            data.len(),
+            expected,
+            model.spec.input().elements(),
+            model.precision.name(),
+            model.spec.input()
+        );
+    }
+    Ok(data)
+}
+
+/// The output tensor as numbers: int8 raw values, or f16 values.
+pub fn output_values(precision: Precision, bytes: &[u8]) -> Vec<f64> {
+    match precision {
+        Precision::Int8 => bytes.iter().map(|&b| b as i8 as f64).collect(),
+        Precision::F16 => bytes.chunks_exact(2).map(|c| shared::f16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
+    }
+}
+
+/// Indices of the `k` largest values, largest first (ties: lower index first).
+pub fn top_k(values: &[f64], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `host flash`.
+pub fn flash(opts: &FlashOptions) -> Result<()> {
+    let model_bytes = load_model(&opts.model)?;
+    let model = shared::format::parse(&model_bytes).map_err(|e| anyhow!("{}: {e}", opts.model.display()))?;
+    if model_bytes.len() as u64 > opts.board.model_capacity() {
+        bail!(
+            "the model has {} bytes; {}'s model region holds {}",
+            model_bytes.len(),
+            opts.board.name(),
+            opts.board.model_capacity()
+        );
+    }
+    let data = model_input(opts, &model)?;
+    let elf = match &opts.elf {
+        Some(e) => e.clone(),
+        None => build_firmware(opts.board, opts.firmware_dir.as_deref().unwrap_or(&default_firmware_dir()))?,
+    };
+    let dir = std::env::temp_dir().join(format!("host-flash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let blob = dir.join("input.axin");
+    std::fs::write(&blob, input_blob(&data, opts.layers)?)?;
+    let result = run_qemu(opts.board, &elf, &opts.model, &blob, opts.timeout, opts.defmt_log.as_deref());
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = result?;
+    run.ensure_success()?;
+    for l in &run.layers {
+        if let Some(b) = &l.bytes {
+            if fnv1a64(b) != l.fnv {
+                bail!("layer {}: the bytes received do not match the hash the device computed", l.index);
+            }
+        }
+    }
+    let (total_ticks, out) = run.output.clone().ok_or_else(|| anyhow!("no output frame"))?;
+    let values = output_values(model.precision, &out);
+    let top = top_k(&values, 5);
+    let label = |i: usize| model.class_name(i).map(str::to_owned).unwrap_or_else(|| format!("class {i}"));
+    if opts.json {
+        println!("{}", render_json(&run, &model, &values, &top, opts.layers));
+    } else {
+        let board = run.hello.as_ref().map(|h| h.board.as_str()).unwrap_or("?");
+        if let Some(&best) = top.first() {
+            println!("{board}: predicted {} (index {best}, output {})", label(best), values[best]);
+        }
+        println!("{:>3}  {:<24} {:<20} {:>14} {:>16}  fnv1a64", "#", "layer", "output shape", "ticks", "instructions");
+        let shapes: Vec<_> = model.spec.shapes().collect();
+        for l in &run.layers {
+            let (name, shape) = shapes
+                .get(l.index as usize)
+                .map(|&(i, layer, _, o)| {
+                    (format!("{} ({})", model.spec.layer_name(i), layer.kind().class_name()), o.to_string())
+                })
+                .unwrap_or_default();
+            println!(
+                "{:>3}  {:<24} {:<20} {:>14} {:>16}  {:016x}",
+                l.index,
+                name,
+                shape,
+                l.ticks,
+                run.instructions(l.ticks).unwrap_or(0),
+                l.fnv
+            );
+        }
+        println!(
+            "total: {} ticks, ~{} instructions (QEMU -icount shift=0); top-5: {}",
+            total_ticks,
+            run.instructions(total_ticks).unwrap_or(0),
+            top.iter().map(|&i| format!("{} ({})", label(i), values[i])).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn render_json(run: &DeviceRun, model: &QuantModel<'_>, values: &[f64], top: &[usize], with_bytes: bool) -> String {
+    let mut s = String::from("{");
+    let board = run.hello.as_ref().map(|h| h.board.clone()).unwrap_or_default();
+    let _ = write!(s, "\"board\":{},\"precision\":{},", json_str(&board), json_str(model.precision.name()));
+    let nums: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    let _ = write!(s, "\"output\":[{}],", nums.join(","));
+    let top5: Vec<String> = top
+        .iter()
+        .map(|&i| {
+            let label = model.class_name(i).map(json_str).unwrap_or_else(|| "null".into());
+            format!("{{\"index\":{i},\"label\":{label},\"value\":{}}}", values[i])
+        })
+        .collect();
+    let _ = write!(s, "\"top5\":[{}],", top5.join(","));
+    let layers: Vec<String> = run
+        .layers
+        .iter()
+        .map(|l| {
+            let name =
+                model.spec.layers().get(l.index as usize).map(|_| model.spec.layer_name(l.index as usize).to_string());
+            let mut o = format!(
+                "{{\"index\":{},\"name\":{},\"ticks\":{},\"instructions\":{},\"bytes_len\":{},\"fnv1a64\":\"{:016x}\"",
+                l.index,
+                name.as_deref().map(json_str).unwrap_or_else(|| "null".into()),
+                l.ticks,
+                run.instructions(l.ticks).unwrap_or(0),
+                l.output_len,
+                l.fnv
+            );
+            if let (true, Some(b)) = (with_bytes, &l.bytes) {
+                let vals: Vec<String> = output_values(model.precision, b).iter().map(|v| v.to_string()).collect();
+                let _ = write!(o, ",\"output\":[{}]", vals.join(","));
+            }
+            o.push('}');
+            o
+        })
+        .collect();
+    let _ = write!(s, "\"layers\":[{}],", layers.join(","));
+    let total = run.output.as_ref().map(|o| o.0).unwrap_or(0);
+    let _ = write!(s, "\"ticks\":{},\"instructions\":{}}}", total, run.instructions(total).unwrap_or(0));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = b"AX".to_vec();
+        f.extend_from_slice(&[kind, 0]);
+        f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        f.extend_from_slice(payload);
+        let crc = crc32(&f[2..]);
+        f.extend_from_slice(&crc.to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn crc_and_fnv_match_their_check_values() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn frames_resync_after_junk_and_reject_bad_crc() {
+        let mut s = b"junkAX".to_vec();
+        s.extend(frame(kind::DONE, &[0]));
+        let mut bad = frame(kind::ERROR, b"\x02oops");
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        s.extend(bad);
+        s.extend(frame(kind::OUTPUT, &[5, 0, 0, 0, 0, 0, 0, 0, 0xff]));
+        let run = DeviceRun::from_stream(&s).unwrap();
+        assert_eq!(run.done, Some(0));
+        assert!(run.error.is_none());
+        assert_eq!(run.output, Some((5, vec![0xff])));
+        assert!(run.skipped_bytes > 0);
+    }
+
+    #[test]
+    fn input_blob_has_the_firmware_header() {
+        let b = input_blob(&[1, 2, 3], true).unwrap();
+        assert_eq!(&b[..4], b"AXIN");
+        assert_eq!(u16::from_le_bytes([b[6], b[7]]), FLAG_LAYER_BYTES);
+        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3);
+        assert_eq!(&b[16..], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn top_k_orders_by_value_then_index() {
+        assert_eq!(top_k(&[1.0, 3.0, 3.0, -1.0], 3), vec![1, 2, 0]);
+    }
+}

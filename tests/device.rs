@@ -1,0 +1,290 @@
+//! Device vs desktop: the same model file and input, run by the firmware on
+//! an emulated Cortex-M (QEMU) and by `shared::engine::run` here, must give
+//! the same output bytes and the same bytes at every layer.
+//!
+//! These tests need `qemu-system-arm` and the thumb targets (scripts/setup.sh
+//! installs both). Without them they FAIL with the install hint: a device
+//! test that silently passes would prove nothing.
+
+use host::flash::{self, exit_code, Board, DeviceRun};
+use shared::build::{self, FloatLayer, OwnedModel, Ranges};
+use shared::engine::{self, Observer};
+use shared::format;
+use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Sequential, Shape};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// QEMU runs of these small models take well under a second; the margin is
+/// for a loaded CI machine. A hang fails the test at this bound.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A deterministic generator (no dependency, same numbers everywhere).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * (self.next() as f32 / (1u64 << 53) as f32)
+    }
+    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
+
+/// Float parameters owned by the test.
+enum Params {
+    None,
+    Conv(Vec<f32>, Vec<f32>),
+    Dense(Vec<f32>, Vec<f32>),
+    Bn([Vec<f32>; 4]),
+}
+
+impl Params {
+    fn view(&self) -> FloatLayer<'_> {
+        match self {
+            Params::None => FloatLayer::None,
+            Params::Conv(w, b) => FloatLayer::Conv2D { weights: w, bias: b },
+            Params::Dense(w, b) => FloatLayer::Dense { weights: w, bias: b },
+            Params::Bn([g, b, m, v]) => FloatLayer::BatchNorm { gamma: g, beta: b, mean: m, var: v },
+        }
+    }
+}
+
+/// He-like random weights; BatchNorm with gammas of both signs.
+fn random_params(spec: &ModelSpec, rng: &mut Rng) -> Vec<Params> {
+    spec.shapes()
+        .map(|(_, layer, inp, out)| match *layer {
+            Layer::Conv2D(c) => {
+                let fan_in = (c.kernel * c.kernel * inp.channels()) as usize;
+                let a = (3.0 / fan_in as f32).sqrt();
+                Params::Conv(rng.vec(fan_in * c.filters as usize, -a, a), rng.vec(c.filters as usize, -0.2, 0.2))
+            }
+            Layer::Dense { units, .. } => {
+                let n = inp.elements() as usize;
+                let a = (3.0 / n as f32).sqrt();
+                Params::Dense(rng.vec(n * units as usize, -a, a), rng.vec(units as usize, -0.2, 0.2))
+            }
+            Layer::BatchNorm { .. } => {
+                let c = out.channels() as usize;
+                Params::Bn([rng.vec(c, -2.0, 2.0), rng.vec(c, -0.5, 0.5), rng.vec(c, -0.3, 0.3), rng.vec(c, 0.1, 2.0)])
+            }
+            _ => Params::None,
+        })
+        .collect()
+}
+
+/// A small model with every layer kind of the AlexNet stack.
+fn small_spec() -> ModelSpec {
+    Sequential::new(Shape::image(16, 16, 3))
+        .conv2d(Conv2D::new(6, 3).strides(2).relu())
+        .batch_norm()
+        .max_pool(2, 2)
+        .conv2d(Conv2D::new(8, 3).same().relu())
+        .batch_norm()
+        .flatten()
+        .dense(16, Activation::Relu)
+        .dropout(0.5)
+        .dense(5, Activation::Softmax)
+        .build()
+        .expect("valid test stack")
+}
+
+const LABELS: &str = "cat\ndog\nbird\nfish\nfrog";
+
+/// Quantize random float parameters: int8 (calibrated on random inputs) or f16.
+fn build_model(spec: &ModelSpec, f16: bool, seed: u64) -> (OwnedModel, Vec<f32>) {
+    let mut rng = Rng(seed);
+    let params = random_params(spec, &mut rng);
+    let views: Vec<_> = params.iter().map(Params::view).collect();
+    let n = spec.input().elements() as usize;
+    let sample = rng.vec(n, -1.0, 1.0);
+    let mut model = if f16 {
+        build::convert_f16(spec, &views).expect("f16 model")
+    } else {
+        let mut ranges = Ranges::new(spec);
+        for _ in 0..3 {
+            ranges.observe(spec, &views, &rng.vec(n, -1.0, 1.0)).expect("calibration");
+        }
+        ranges.observe(spec, &views, &sample).expect("calibration");
+        build::quantize_int8(spec, &views, &ranges).expect("int8 model")
+    };
+    if spec.output().elements() == 5 {
+        model.labels = LABELS.into();
+    }
+    (model, sample)
+}
+
+/// The model's input bytes for `x`.
+fn input_bytes(model: &OwnedModel, x: &[f32]) -> Vec<u8> {
+    let mut out = vec![0u8; x.len() * model.precision.activation_bytes()];
+    match model.precision {
+        shared::model::Precision::Int8 => engine::quantize_input(x, model.input, &mut out),
+        shared::model::Precision::F16 => engine::encode_f16_input(x, &mut out),
+    }
+    .expect("input encoding");
+    out
+}
+
+/// Every layer's output on the desktop.
+#[derive(Default)]
+struct Record(Vec<(usize, Vec<u8>)>);
+
+impl Observer for Record {
+    fn layer_done(&mut self, index: usize, _shape: Shape, output: &[u8]) {
+        self.0.push((index, output.to_vec()));
+    }
+}
+
+fn desktop(model: &OwnedModel, input: &[u8]) -> (Vec<u8>, Record) {
+    let view = model.view();
+    let mut arena = vec![0u8; engine::plan(&view).arena_bytes];
+    let mut rec = Record::default();
+    let out = engine::run(&view, input, &mut arena, &mut rec).expect("desktop run").to_vec();
+    (out, rec)
+}
+
+/// Build each board's firmware once per test binary.
+fn firmware(board: Board) -> PathBuf {
+    static AN386: OnceLock<PathBuf> = OnceLock::new();
+    static AN524: OnceLock<PathBuf> = OnceLock::new();
+    let cell = match board {
+        Board::QemuAn386 => &AN386,
+        Board::QemuAn524 => &AN524,
+    };
+    cell.get_or_init(|| {
+        flash::build_firmware(board, &flash::default_firmware_dir())
+            .unwrap_or_else(|e| panic!("building the {} firmware: {e:#}", board.name()))
+    })
+    .clone()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("device-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Run `model_file` with `input` on `board`.
+fn device(board: Board, dir: &Path, model_file: &[u8], input: &[u8]) -> DeviceRun {
+    let model = dir.join("model.axq");
+    let blob = dir.join("input.axin");
+    std::fs::write(&model, model_file).expect("write model");
+    std::fs::write(&blob, flash::input_blob(input, true).expect("blob")).expect("write input");
+    let elf = firmware(board);
+    flash::run_qemu(board, &elf, &model, &blob, TIMEOUT, Some(&dir.join("defmt.log")))
+        .unwrap_or_else(|e| panic!("running {} in QEMU: {e:#}", board.name()))
+}
+
+/// The device's output and every layer's bytes and hash equal the desktop's.
+fn assert_same_bytes(board: Board, model: &OwnedModel, x: &[f32], name: &str) -> DeviceRun {
+    let file = format::write(&model.view()).expect("write model file");
+    let input = input_bytes(model, x);
+    let (want, rec) = desktop(model, &input);
+    let dir = scratch(name);
+    let run = device(board, &dir, &file, &input);
+    run.ensure_success().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert_eq!(run.hello.as_ref().map(|h| h.board.as_str()), Some(board.name()));
+    let (_, got) = run.output.clone().expect("output frame");
+    assert_eq!(got, want, "{name}: output bytes differ between {} and the desktop", board.name());
+    assert_eq!(run.layers.len(), rec.0.len(), "{name}: layer count");
+    for (dev, (index, bytes)) in run.layers.iter().zip(&rec.0) {
+        assert_eq!(dev.index as usize, *index);
+        assert_eq!(dev.fnv, flash::fnv1a64(bytes), "{name}: layer {index} hash differs");
+        assert_eq!(dev.bytes.as_deref(), Some(bytes.as_slice()), "{name}: layer {index} bytes differ");
+        assert!(dev.ticks > 0, "{name}: layer {index} was not timed");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    run
+}
+
+#[test]
+fn int8_model_gives_the_desktop_bytes_on_the_cortex_m4() {
+    let (model, x) = build_model(&small_spec(), false, 1);
+    assert_same_bytes(Board::QemuAn386, &model, &x, "int8-an386");
+}
+
+#[test]
+fn f16_model_gives_the_desktop_bytes_on_the_cortex_m4() {
+    let (model, x) = build_model(&small_spec(), true, 2);
+    assert_same_bytes(Board::QemuAn386, &model, &x, "f16-an386");
+}
+
+#[test]
+fn int8_and_f16_models_give_the_desktop_bytes_on_the_cortex_m33() {
+    let (model, x) = build_model(&small_spec(), false, 3);
+    assert_same_bytes(Board::QemuAn524, &model, &x, "int8-an524");
+    let (model, x) = build_model(&small_spec(), true, 4);
+    assert_same_bytes(Board::QemuAn524, &model, &x, "f16-an524");
+}
+
+/// The scaled AlexNet the Cortex-M4 board is meant for, end to end.
+#[test]
+fn alexnet_micro_int8_gives_the_desktop_bytes_on_the_cortex_m4() {
+    let spec = shared::spec::alexnet_micro(shared::spec::ALEXNET_MICRO_INPUT, 10).expect("preset");
+    let (model, x) = build_model(&spec, false, 5);
+    let run = assert_same_bytes(Board::QemuAn386, &model, &x, "alexnet-micro-an386");
+    let (ticks, _) = run.output.clone().expect("output");
+    eprintln!(
+        "alexnet-micro int8 on qemu-an386: {ticks} SysTick ticks, ~{} instructions",
+        run.instructions(ticks).unwrap_or(0)
+    );
+}
+
+#[test]
+fn corrupted_model_is_refused_with_its_error_and_exit_code() {
+    let (model, x) = build_model(&small_spec(), false, 6);
+    let mut file = format::write(&model.view()).expect("write model file");
+    let input = input_bytes(&model, &x);
+    let last = file.len() - 20;
+    file[last] ^= 0x5a;
+    let dir = scratch("corrupt");
+    let run = device(Board::QemuAn386, &dir, &file, &input);
+    assert_eq!(run.exit_code, Some(exit_code::BAD_MODEL), "{run:?}");
+    let (code, msg) = run.error.clone().expect("an ERROR frame");
+    assert_eq!(code as i32, exit_code::BAD_MODEL);
+    let host_err = format::parse(&format::AlignedBytes::copy_from(&file)).expect_err("host refuses it too");
+    assert!(msg.contains(&host_err.to_string()), "device said {msg:?}, host says {host_err}");
+    assert!(run.output.is_none() && run.layers.is_empty());
+
+    // Not a model at all.
+    let run = device(Board::QemuAn386, &dir, b"definitely not a model file, just text", &input);
+    assert_eq!(run.exit_code, Some(exit_code::BAD_MODEL));
+    assert!(run.error.expect("an ERROR frame").1.contains("magic"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn model_too_big_for_the_arena_and_wrong_input_are_refused() {
+    // 1.2 MB of int8 input plus its conv output: more than the M4 board's 2 MiB arena.
+    let spec = Sequential::new(Shape::image(1024, 600, 2))
+        .conv2d(Conv2D::new(2, 1).relu())
+        .max_pool(64, 64)
+        .flatten()
+        .dense(2, Activation::Softmax)
+        .build()
+        .expect("valid stack");
+    let mut rng = Rng(7);
+    let params = random_params(&spec, &mut rng);
+    let views: Vec<_> = params.iter().map(Params::view).collect();
+    let mut ranges = Ranges::new(&spec);
+    ranges.input = (-1.0, 1.0);
+    ranges.layers = vec![(-1.0, 1.0); spec.layers().len()];
+    let model = build::quantize_int8(&spec, &views, &ranges).expect("int8 model");
+    let file = format::write(&model.view()).expect("write");
+    let dir = scratch("arena");
+    let run = device(Board::QemuAn386, &dir, &file, &[0u8; 16]);
+    assert_eq!(run.exit_code, Some(exit_code::ARENA_TOO_SMALL), "{run:?}");
+    assert!(run.error.expect("an ERROR frame").1.contains("arena"));
+
+    // A valid model with an input of the wrong size.
+    let (model, _) = build_model(&small_spec(), false, 8);
+    let file = format::write(&model.view()).expect("write");
+    let run = device(Board::QemuAn386, &dir, &file, &[1u8; 7]);
+    assert_eq!(run.exit_code, Some(exit_code::BAD_INPUT), "{run:?}");
+    assert!(run.error.expect("an ERROR frame").1.contains("input"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
