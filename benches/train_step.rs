@@ -3,7 +3,7 @@
 //! `cargo bench --bench train_step`: the full 227x227 AlexNet at 1000 classes and
 //! batch 32 (about 6.6 GFLOP per image for forward + backward), and alexnet-micro.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
 use host::optim::{Optimizer, OptimizerKind};
 use ndarray::Array4;
@@ -23,6 +23,9 @@ fn step_bench(c: &mut Criterion, name: &str, spec: ModelSpec, batch: usize, samp
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut group = c.benchmark_group("train_step");
     group.sample_size(samples).measurement_time(Duration::from_secs(secs)).warm_up_time(Duration::from_secs(3));
+    // Flat: every sample runs the same number of steps (linear sampling would run
+    // 1 + 2 + ... + n steps, minutes for AlexNet).
+    group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(batch as u64));
     group.bench_function(format!("{name}/batch{batch}"), |b| {
         b.iter(|| {
