@@ -30,7 +30,7 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<24} {:<20} {:>11} {:>11} {:>12} {:>11} {:>6}  weight scales",
+        "{:<44} {:<14} {:>11} {:>11} {:>12} {:>11} {:>6}  weight scales",
         "layer", "output", "params", "bytes", "MACs", "out scale", "out zp"
     );
     for ((i, layer, input, output), data) in model.spec.shapes().zip(model.layer_data()) {
@@ -49,7 +49,7 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<24} {:<20} {:>11} {:>11} {:>12} {:>11.6} {:>6}  {}",
+            "{:<44} {:<14} {:>11} {:>11} {:>12} {:>11.6} {:>6}  {}",
             format!("{} ({})", model.spec.layer_name(i), layer.kind().class_name()),
             output.to_string().trim_start_matches("(None, ").trim_end_matches(')'),
             thousands(t + n),

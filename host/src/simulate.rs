@@ -153,11 +153,11 @@ pub fn class_names(model: &QuantModel) -> Vec<String> {
 
 fn layer_table(run: &SimRun) -> String {
     use std::fmt::Write as _;
-    let mut s = format!("{:<24} {:<18} {:>12} {:>10} {:>18}\n", "layer", "output", "MACs", "time", "fnv1a64");
+    let mut s = format!("{:<44} {:<14} {:>12} {:>10} {:>18}\n", "layer", "output", "MACs", "time", "fnv1a64");
     for l in &run.layers {
         let _ = writeln!(
             s,
-            "{:<24} {:<18} {:>12} {:>8.3}ms {:>18}",
+            "{:<44} {:<14} {:>12} {:>8.3}ms {:>18}",
             format!("{} ({})", l.name, l.kind),
             l.shape.to_string().trim_start_matches("(None, ").trim_end_matches(')'),
             crate::summary::thousands(l.macs),
