@@ -8,6 +8,7 @@ pub mod flash;
 pub mod nn;
 pub mod optim;
 pub mod predict;
+pub mod reference;
 pub mod report;
 pub mod summary;
 pub mod train;

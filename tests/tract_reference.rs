@@ -1,0 +1,99 @@
+//! The host's own float forward (`host::nn::Network`, Eval mode) against the
+//! independent tract-core reference (`host::reference::TractReference`), on the
+//! two shipped presets with non-trivial weights.
+//!
+//! Metric: `max_i |host_i - tract_i| / max_i |tract_i|` over all logits of the
+//! batch, i.e. the worst absolute error measured in units of the largest logit.
+//! Relative error per logit would blow up on logits near zero, which float
+//! summation order alone can move by far more than 1e-4 of themselves; scaling
+//! by the largest logit keeps the bound meaningful for every logit.
+//!
+//! Both sides are f32 with different summation orders (im2col + GEMM vs tract's
+//! kernels), so agreement is a few 1e-6 in practice; the 1e-4 bound leaves room
+//! for that while catching any semantic slip (a padding offset, flatten order,
+//! BN placement or sign), which shows up as errors of order 1e-1 or more.
+
+use std::collections::HashMap;
+
+use host::nn::{Mode, Network};
+use host::reference::ndarray::{Array4, ArrayD};
+use host::reference::TractReference;
+use shared::spec::{alexnet, alexnet_micro, ModelSpec};
+
+const TOLERANCE: f64 = 1e-4;
+
+/// A deterministic generator (no dependency, same numbers everywhere).
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self, range: std::ops::Range<f32>) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let unit = (self.0 >> 40) as f32 / (1u64 << 24) as f32;
+        range.start + (range.end - range.start) * unit
+    }
+}
+
+/// Keras's initial state has zero biases, gamma 1, beta 0, mean 0, variance 1,
+/// under which a wrong BN formula or an ignored bias would still agree. Replace
+/// them with random values: gammas of both signs, means off zero, variances
+/// away from 1, non-zero biases.
+fn perturbed_tensors(net: &Network, seed: u64) -> HashMap<String, ArrayD<f32>> {
+    let mut rng = Rng(seed);
+    net.tensors()
+        .into_iter()
+        .map(|(name, mut t)| {
+            let range = match name.rsplit('/').next() {
+                Some("gamma") => Some(-1.5..1.5),
+                Some("beta") => Some(-0.5..0.5),
+                Some("moving_mean") => Some(-0.3..0.3),
+                Some("moving_variance") => Some(0.2..2.0),
+                Some("bias") => Some(-0.1..0.1),
+                _ => None, // kernels keep their Glorot-uniform values
+            };
+            if let Some(r) = range {
+                t.mapv_inplace(|_| rng.uniform(r.clone()));
+            }
+            (name, t)
+        })
+        .collect()
+}
+
+/// Build both sides for `spec`, run one random batch, return the metric above.
+fn agreement(spec: &ModelSpec, batch: usize, seed: u64) -> f64 {
+    let mut net = Network::new(spec, seed);
+    let tensors = perturbed_tensors(&net, seed + 1);
+    assert!(tensors["batch_normalization/gamma"].iter().any(|&g| g < 0.0));
+    net.load_tensors(&tensors).expect("perturbed tensors load");
+
+    let reference = TractReference::new(spec, &tensors, batch).expect("tract graph builds");
+    let mut rng = Rng(seed + 2);
+    let x = Array4::from_shape_fn(reference.input_shape(), |_| rng.uniform(0.0..1.0));
+
+    let ours = net.forward(x.view(), Mode::Eval);
+    let theirs = reference.run(x.view()).expect("tract runs");
+    assert_eq!(ours.shape(), theirs.shape());
+
+    let scale = theirs.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    assert!(scale > 1e-6, "degenerate test: all tract logits are ~0");
+    let worst = ours.iter().zip(&theirs).map(|(&a, &b)| (a as f64 - b as f64).abs()).fold(0.0, f64::max);
+    let rel = worst / scale;
+    eprintln!(
+        "{:?}: batch {batch}, max |logit| {scale:.4e}, max abs diff {worst:.3e}, relative {rel:.3e}",
+        spec.input()
+    );
+    rel
+}
+
+#[test]
+fn alexnet_micro_host_forward_matches_tract() {
+    let spec = alexnet_micro(99, 5).unwrap();
+    let rel = agreement(&spec, 2, 11);
+    assert!(rel <= TOLERANCE, "host vs tract relative max error {rel:e} > {TOLERANCE:e}");
+}
+
+#[test]
+fn alexnet_full_host_forward_matches_tract() {
+    let spec = alexnet(227, 1000).unwrap();
+    let rel = agreement(&spec, 1, 21);
+    assert!(rel <= TOLERANCE, "host vs tract relative max error {rel:e} > {TOLERANCE:e}");
+}
