@@ -106,7 +106,8 @@ pub fn plot_history(path: &Path, history: &[EpochRecord]) -> Result<(), ReportEr
     let pts = |f: &dyn Fn(&EpochRecord) -> Option<f32>| -> Vec<(f64, f64)> {
         history.iter().filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f64, v as f64))).collect()
     };
-    let panels: [(&DrawingArea<BitMapBackend, _>, &str, Vec<(f64, f64)>, Vec<(f64, f64)>, bool); 2] = [
+    type Series = Vec<(f64, f64)>;
+    let panels: [(&DrawingArea<BitMapBackend, _>, &str, Series, Series, bool); 2] = [
         (&left, "Training and Validation Accuracy", pts(&|r| Some(r.accuracy)), pts(&|r| r.val_accuracy), false),
         (&right, "Training and Validation Loss", pts(&|r| Some(r.loss)), pts(&|r| r.val_loss), true),
     ];

@@ -385,15 +385,10 @@ pub fn train(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome, Train
         if !skipped.is_empty() {
             println!("skipped {} unreadable images so far (first: {})", skipped.len(), skipped[0]);
         }
-        if stop.load(Ordering::SeqCst) || cfg.max_steps.is_some_and(|m| steps_run >= m) {
-            if meta.epoch < cfg.epochs {
-                println!(
-                    "interrupted after epoch {}: saved {} (continue with --resume)",
-                    meta.epoch,
-                    last_path.display()
-                );
-                return Ok(outcome(&meta, StopReason::Interrupted, last_path, skipped, class_names));
-            }
+        let asked_to_stop = stop.load(Ordering::SeqCst) || cfg.max_steps.is_some_and(|m| steps_run >= m);
+        if asked_to_stop && meta.epoch < cfg.epochs {
+            println!("interrupted after epoch {}: saved {} (continue with --resume)", meta.epoch, last_path.display());
+            return Ok(outcome(&meta, StopReason::Interrupted, last_path, skipped, class_names));
         }
     }
     if !skipped.is_empty() {
