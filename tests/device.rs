@@ -174,6 +174,7 @@ fn device(board: Board, dir: &Path, model_file: &[u8], input: &[u8]) -> DeviceRu
     let blob = dir.join("input.axin");
     std::fs::write(&model, model_file).expect("write model");
     std::fs::write(&blob, flash::input_blob(input, true).expect("blob")).expect("write input");
+    std::fs::write(dir.join("input.raw"), input).expect("write raw input");
     let elf = firmware(board);
     flash::run_qemu(board, &elf, &model, &blob, TIMEOUT, Some(&dir.join("defmt.log")))
         .unwrap_or_else(|e| panic!("running {} in QEMU: {e:#}", board.name()))
@@ -197,8 +198,18 @@ fn assert_same_bytes(board: Board, model: &OwnedModel, x: &[f32], name: &str) ->
         assert_eq!(dev.bytes.as_deref(), Some(bytes.as_slice()), "{name}: layer {index} bytes differ");
         assert!(dev.ticks > 0, "{name}: layer {index} was not timed");
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    cleanup(&dir);
     run
+}
+
+/// Remove a test's scratch folder, unless DEVICE_TEST_KEEP is set (to replay
+/// a run by hand: `host flash --model DIR/model.axq --input-raw ...`).
+fn cleanup(dir: &Path) {
+    if std::env::var_os("DEVICE_TEST_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(dir);
+    } else {
+        eprintln!("kept {}", dir.display());
+    }
 }
 
 #[test]
@@ -254,7 +265,7 @@ fn corrupted_model_is_refused_with_its_error_and_exit_code() {
     let run = device(Board::QemuAn386, &dir, b"definitely not a model file, just text", &input);
     assert_eq!(run.exit_code, Some(exit_code::BAD_MODEL));
     assert!(run.error.expect("an ERROR frame").1.contains("magic"));
-    let _ = std::fs::remove_dir_all(&dir);
+    cleanup(&dir);
 }
 
 #[test]
@@ -286,5 +297,34 @@ fn model_too_big_for_the_arena_and_wrong_input_are_refused() {
     let run = device(Board::QemuAn386, &dir, &file, &[1u8; 7]);
     assert_eq!(run.exit_code, Some(exit_code::BAD_INPUT), "{run:?}");
     assert!(run.error.expect("an ERROR frame").1.contains("input"));
-    let _ = std::fs::remove_dir_all(&dir);
+    cleanup(&dir);
+}
+
+/// The tutorial's full AlexNet (62M parameters, 62 MB int8 file) on the
+/// Cortex-M33 board with 2 GiB of DDR. Ignored by default only for time: the
+/// desktop run plus about 2.5 billion emulated instructions take minutes.
+/// Run: `cargo test --release --test device -- --ignored --nocapture`.
+#[test]
+#[ignore = "minutes of QEMU time; run with --ignored"]
+fn full_alexnet_int8_gives_the_desktop_bytes_on_the_cortex_m33() {
+    let spec = shared::spec::alexnet(shared::spec::ALEXNET_INPUT, 1000).expect("preset");
+    let mut rng = Rng(9);
+    let params = random_params(&spec, &mut rng);
+    let views: Vec<_> = params.iter().map(Params::view).collect();
+    // Fixed ranges instead of a float calibration pass (724M float MACs a sample).
+    let mut ranges = Ranges::new(&spec);
+    ranges.input = (0.0, 1.0);
+    ranges.layers = vec![(-4.0, 4.0); spec.layers().len()];
+    let model = build::quantize_int8(&spec, &views, &ranges).expect("int8 model");
+    drop(params);
+    let x = rng.vec(spec.input().elements() as usize, 0.0, 1.0);
+    let run = assert_same_bytes(Board::QemuAn524, &model, &x, "alexnet-an524");
+    let (ticks, _) = run.output.clone().expect("output");
+    eprintln!(
+        "alexnet int8 on qemu-an524: {ticks} SysTick ticks, ~{} instructions",
+        run.instructions(ticks).unwrap_or(0)
+    );
+    for l in &run.layers {
+        eprintln!("  layer {:>2}: {:>12} instructions", l.index, run.instructions(l.ticks).unwrap_or(0));
+    }
 }

@@ -9,8 +9,10 @@
 //! with the desktop engine's.
 
 use anyhow::{anyhow, bail, Context, Result};
+use shared::engine;
 use shared::format::AlignedBytes;
 use shared::model::{Precision, QuantModel};
+use shared::spec::Shape;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -463,6 +465,10 @@ pub struct FlashArgs {
     /// Have the device send every layer's full output (checked against its hash; in --json).
     #[arg(long)]
     pub layers: bool,
+    /// Also run the model with the desktop engine and require identical bytes
+    /// (output and every layer's hash); fails otherwise.
+    #[arg(long)]
+    pub verify: bool,
     /// Give up on QEMU after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -486,6 +492,7 @@ pub struct FlashOptions {
     pub input_raw: Option<PathBuf>,
     pub json: bool,
     pub layers: bool,
+    pub verify: bool,
     pub timeout: Duration,
     pub elf: Option<PathBuf>,
     pub firmware_dir: Option<PathBuf>,
@@ -502,6 +509,7 @@ impl FlashArgs {
             input_raw: self.input_raw,
             json: self.json,
             layers: self.layers,
+            verify: self.verify,
             timeout: Duration::from_secs(self.timeout),
             elf: self.elf,
             firmware_dir: self.firmware_dir,
@@ -528,11 +536,7 @@ fn model_input(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<u8>> {
     let expected = model.spec.input().elements() as usize * model.precision.activation_bytes();
     let data = match (&opts.input_raw, &opts.image) {
         (Some(raw), _) => std::fs::read(raw).with_context(|| format!("reading {}", raw.display()))?,
-        // STUB(image): decode/resize/quantize with the host's data module and
-        // shared::engine::quantize_input once they exist.
-        (None, Some(_)) => {
-            bail!("--image needs the image preprocessing that has not landed yet; pass --input-raw FILE")
-        }
+        (None, Some(image)) => image_input(image, model)?,
         (None, None) => bail!("give --image IMAGE or --input-raw FILE"),
     };
     if data.len() != expected {
@@ -546,6 +550,51 @@ fn model_input(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<u8>> {
         );
     }
     Ok(data)
+}
+
+/// Run `model` on the desktop and require the device's bytes: the output
+/// tensor and the FNV-1a of every layer (and the layer bytes when sent).
+pub fn verify_against_desktop(model: &QuantModel<'_>, input: &[u8], run: &DeviceRun) -> Result<()> {
+    struct Hashes(Vec<(usize, u64, Vec<u8>)>);
+    impl engine::Observer for Hashes {
+        fn layer_done(&mut self, index: usize, _shape: Shape, output: &[u8]) {
+            self.0.push((index, fnv1a64(output), output.to_vec()));
+        }
+    }
+    let mut arena = vec![0u8; engine::plan(model).arena_bytes];
+    let mut desk = Hashes(Vec::new());
+    let want = engine::run(model, input, &mut arena, &mut desk).map_err(|e| anyhow!("desktop engine: {e}"))?;
+    let (_, got) = run.output.as_ref().ok_or_else(|| anyhow!("the device sent no output"))?;
+    if run.layers.len() != desk.0.len() {
+        bail!("the device reported {} layers, the desktop ran {}", run.layers.len(), desk.0.len());
+    }
+    for (dev, (index, hash, bytes)) in run.layers.iter().zip(&desk.0) {
+        if dev.index as usize != *index || dev.fnv != *hash || dev.bytes.as_ref().is_some_and(|b| b != bytes) {
+            bail!("layer {index}: device hash {:016x}, desktop {hash:016x}: the executors diverge here", dev.fnv);
+        }
+    }
+    if got.as_slice() != want {
+        bail!("the output bytes differ between the device and the desktop");
+    }
+    Ok(())
+}
+
+/// Decode, resize and encode an image exactly as training, eval and
+/// `host simulate` do (`data::load_image_file`, then the engine's own
+/// quantize/encode), so the device sees the desktop's input bytes.
+pub fn image_input(path: &Path, model: &QuantModel<'_>) -> Result<Vec<u8>> {
+    let Shape::Image { h, w, c: 3 } = model.spec.input() else {
+        bail!("the model's input {} is not an RGB image; use --input-raw", model.spec.input());
+    };
+    let pixels = crate::data::load_image_file(path, h as usize, w as usize)?;
+    let x: Vec<f32> = pixels.as_standard_layout().iter().copied().collect();
+    let mut out = vec![0u8; x.len() * model.precision.activation_bytes()];
+    match model.precision {
+        Precision::Int8 => engine::quantize_input(&x, model.input, &mut out),
+        Precision::F16 => engine::encode_f16_input(&x, &mut out),
+    }
+    .map_err(|e| anyhow!("encoding {}: {e}", path.display()))?;
+    Ok(out)
 }
 
 /// The output tensor as numbers: int8 raw values, or f16 values.
@@ -613,6 +662,15 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
         }
     }
     let (total_ticks, out) = run.output.clone().ok_or_else(|| anyhow!("no output frame"))?;
+    if opts.verify {
+        verify_against_desktop(&model, &data, &run)?;
+        if !opts.json {
+            println!(
+                "verified: the device's output and all {} layer hashes equal the desktop engine's",
+                run.layers.len()
+            );
+        }
+    }
     let values = output_values(model.precision, &out);
     let top = top_k(&values, 5);
     let label = |i: usize| model.class_name(i).map(str::to_owned).unwrap_or_else(|| format!("class {i}"));
@@ -623,7 +681,7 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
         if let Some(&best) = top.first() {
             println!("{board}: predicted {} (index {best}, output {})", label(best), values[best]);
         }
-        println!("{:>3}  {:<24} {:<20} {:>14} {:>16}  fnv1a64", "#", "layer", "output shape", "ticks", "instructions");
+        println!("{:>3}  {:<44} {:<20} {:>14} {:>16}  fnv1a64", "#", "layer", "output shape", "ticks", "instructions");
         let shapes: Vec<_> = model.spec.shapes().collect();
         for l in &run.layers {
             let (name, shape) = shapes
@@ -633,7 +691,7 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
                 })
                 .unwrap_or_default();
             println!(
-                "{:>3}  {:<24} {:<20} {:>14} {:>16}  {:016x}",
+                "{:>3}  {:<44} {:<20} {:>14} {:>16}  {:016x}",
                 l.index,
                 name,
                 shape,
