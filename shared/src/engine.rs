@@ -419,14 +419,14 @@ pub fn run<'a>(
                     }
                     (Layer::Conv2D(c), LayerWeights::F16(w)) => {
                         let g = ConvGeom::from_spec(&c, inp).ok_or(EngineError::TooLarge)?;
-                        k16::conv2d(&g, c.activation == Activation::Relu, &w, as_f16(src), as_f16_mut(dst));
+                        k16::conv2d_fast(&g, c.activation == Activation::Relu, &w, as_f16(src), as_f16_mut(dst));
                     }
                     (Layer::Dense { activation, .. }, LayerWeights::Int8(w)) => {
                         let prm = Int8Params::new(in_q.zero_point, d.output.zero_point, activation);
                         k8::dense_fast(&prm, &w, as_i8(src), as_i8_mut(dst));
                     }
                     (Layer::Dense { activation, .. }, LayerWeights::F16(w)) => {
-                        k16::dense(activation == Activation::Relu, &w, as_f16(src), as_f16_mut(dst));
+                        k16::dense_fast(activation == Activation::Relu, &w, as_f16(src), as_f16_mut(dst));
                     }
                     (Layer::MaxPool2D { pool, stride }, _) => {
                         let g = PoolGeom::from_spec(pool, stride, inp).ok_or(EngineError::TooLarge)?;

@@ -24,6 +24,29 @@ fn finish(acc: f32, relu: bool) -> f16 {
     f16::from_f32(v)
 }
 
+/// [`conv2d`] with the same bits, faster where the CPU allows: under `std` on
+/// x86_64 with F16C, [`super::x86::f16_conv2d_f16c`] (vectorised across
+/// output channels, each lane keeping the plain summation order).
+pub fn conv2d_fast(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
+    #[cfg(all(feature = "std", x86_simd))]
+    if super::x86::has_f16c() {
+        // SAFETY: the CPU supports AVX2 and F16C, checked just above.
+        return unsafe { super::x86::f16_conv2d_f16c(g, relu, w, input, output) };
+    }
+    conv2d(g, relu, w, input, output)
+}
+
+/// [`dense`] with the same bits, faster where the CPU allows (F16C under
+/// `std` on x86_64, see [`super::x86::f16_dense_f16c`]).
+pub fn dense_fast(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
+    #[cfg(all(feature = "std", x86_simd))]
+    if super::x86::has_f16c() {
+        // SAFETY: the CPU supports AVX2 and F16C, checked just above.
+        return unsafe { super::x86::f16_dense_f16c(relu, w, input, output) };
+    }
+    dense(relu, w, input, output)
+}
+
 /// Conv2D: NHWC `input`, OHWI `w.weights`, `w.bias` per filter, NHWC `output`.
 pub fn conv2d(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
     assert!(input.len() == g.input_len() && output.len() == g.output_len(), "conv2d: activation length");

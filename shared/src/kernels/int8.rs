@@ -81,7 +81,7 @@ pub fn conv2d(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], o
     }
 }
 
-fn check_conv(g: &ConvGeom, w: &Int8Weights<'_>, input: &[i8], output: &[i8]) {
+pub(crate) fn check_conv(g: &ConvGeom, w: &Int8Weights<'_>, input: &[i8], output: &[i8]) {
     assert!(input.len() == g.input_len() && output.len() == g.output_len(), "conv2d: activation length");
     assert!(w.weights.len() == g.weights_len(), "conv2d: weight length");
     assert!(w.bias.len() == g.out_c && w.multiplier.len() == g.out_c && w.shift.len() == g.out_c, "conv2d: channels");
@@ -96,22 +96,27 @@ const BLOCK: usize = 4;
 /// NHWC input and the OHWI weights, so each row is a single dot product, and
 /// [`BLOCK`] output channels share each loaded input value.
 ///
-/// Under `std` on x86_64 the same source is also compiled for AVX2 and picked
-/// at run time (integer sums: the instruction set cannot change the bytes;
-/// the tests compare all variants with [`conv2d`]).
+/// Under `std` on x86_64 the best of [`super::x86`]'s variants is picked at
+/// run time (AVX-512 VNNI, else this source compiled for AVX-512BW or AVX2):
+/// integer sums, so the instruction set cannot change the bytes; the tests
+/// compare every variant with [`conv2d`].
 pub fn conv2d_fast(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { conv2d_avx2(g, p, w, input, output) };
-        return;
+    #[cfg(all(feature = "std", x86_simd))]
+    {
+        use super::x86;
+        if x86::has_vnni() {
+            // SAFETY: the CPU supports AVX-512F/BW/VNNI, checked just above.
+            return unsafe { x86::conv2d_vnni(g, p, w, input, output) };
+        }
+        if x86::has_avx512bw() {
+            // SAFETY: the CPU supports AVX-512F/BW, checked just above.
+            return unsafe { x86::conv2d_avx512bw(g, p, w, input, output) };
+        }
+        if x86::has_avx2() {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { x86::conv2d_avx2(g, p, w, input, output) };
+        }
     }
-    conv2d_portable(g, p, w, input, output)
-}
-
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2")]
-unsafe fn conv2d_avx2(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     conv2d_portable(g, p, w, input, output)
 }
 
@@ -177,7 +182,7 @@ fn dot_zp(w: &[i8], x: &[i8], zp: i32) -> i32 {
     w.iter().zip(x).fold(0i32, |a, (&wv, &xv)| a.wrapping_add(wv as i32 * (xv as i32 - zp)))
 }
 
-fn check_dense(w: &Int8Weights<'_>, input: &[i8], output: &[i8]) {
+pub(crate) fn check_dense(w: &Int8Weights<'_>, input: &[i8], output: &[i8]) {
     let (n, u) = (input.len(), output.len());
     assert!(w.weights.len() == n * u, "dense: weight length");
     assert!(w.bias.len() == u && w.multiplier.len() == u && w.shift.len() == u, "dense: units");
@@ -200,18 +205,22 @@ pub fn dense(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8
 /// Dense with the same result as [`dense`]: the dot product written so the
 /// compiler vectorises it (the weights dominate, each byte is read once).
 pub fn dense_fast(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { dense_avx2(p, w, input, output) };
-        return;
+    #[cfg(all(feature = "std", x86_simd))]
+    {
+        use super::x86;
+        if x86::has_vnni() {
+            // SAFETY: the CPU supports AVX-512F/BW/VNNI, checked just above.
+            return unsafe { x86::dense_vnni(p, w, input, output) };
+        }
+        if x86::has_avx512bw() {
+            // SAFETY: the CPU supports AVX-512F/BW, checked just above.
+            return unsafe { x86::dense_avx512bw(p, w, input, output) };
+        }
+        if x86::has_avx2() {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { x86::dense_avx2(p, w, input, output) };
+        }
     }
-    dense_portable(p, w, input, output)
-}
-
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2")]
-unsafe fn dense_avx2(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     dense_portable(p, w, input, output)
 }
 

@@ -6,6 +6,8 @@
 //! and panic otherwise, like slice indexing does.
 pub mod f16;
 pub mod int8;
+#[cfg(x86_simd)]
+pub mod x86;
 
 use crate::spec::{Padding, Shape};
 

@@ -1,0 +1,287 @@
+//! Every SIMD variant of the int8 and f16 kernels against the plain kernel:
+//! identical bytes (int8) and identical bits (f16) on generated shapes (odd
+//! channel counts, counts around the 16/64-byte vector widths, all strides and
+//! paddings, zero points at the extremes, weights over the whole i8 range).
+//! Each instruction-set level this CPU supports is called directly, not only
+//! the dispatcher's pick.
+
+mod common;
+
+use common::TestRng;
+use proptest::prelude::*;
+use shared::f16;
+use shared::kernels::int8::{self as k8, Int8Params};
+use shared::kernels::{f16 as k16, ConvGeom};
+use shared::model::{F16Weights, Int8Weights};
+use shared::spec::{Activation, Padding};
+
+/// Raw int8 layer parameters (not from a quantizer: any bytes the engine accepts).
+struct Raw {
+    weights: Vec<i8>,
+    scales: Vec<f32>,
+    bias: Vec<i32>,
+    multiplier: Vec<i32>,
+    shift: Vec<i32>,
+}
+
+impl Raw {
+    fn new(rng: &mut TestRng, weights: usize, channels: usize, fan_in: usize) -> Raw {
+        // Mostly realistic: a shift that keeps typical accumulators in range;
+        // sometimes any allowed shift (saturating outputs).
+        let typical = -((fan_in as f64 * 127.0 * 64.0).log2() as i32 - 7);
+        Raw {
+            weights: rng.i8s(weights),
+            scales: vec![1.0; channels],
+            bias: (0..channels).map(|_| rng.int(-200_000, 200_000)).collect(),
+            multiplier: (0..channels).map(|_| rng.int(1 << 30, i32::MAX)).collect(),
+            shift: (0..channels)
+                .map(|_| if rng.int(0, 9) == 0 { rng.int(-31, 30) } else { (typical + rng.int(-2, 2)).clamp(-31, 30) })
+                .collect(),
+        }
+    }
+    fn view(&self) -> Int8Weights<'_> {
+        Int8Weights {
+            weights: &self.weights,
+            weight_scale: &self.scales,
+            bias: &self.bias,
+            multiplier: &self.multiplier,
+            shift: &self.shift,
+        }
+    }
+}
+
+/// A zero point, often at an extreme.
+fn zero_point(rng: &mut TestRng) -> i32 {
+    match rng.int(0, 3) {
+        0 => -128,
+        1 => 127,
+        _ => rng.int(-128, 127),
+    }
+}
+
+fn params(rng: &mut TestRng, relu: bool) -> Int8Params {
+    let act = if relu { Activation::Relu } else { Activation::None };
+    Int8Params::new(zero_point(rng), zero_point(rng), act)
+}
+
+/// Every int8 conv variant this CPU can run, by name.
+type Conv8 = fn(&ConvGeom, &Int8Params, &Int8Weights<'_>, &[i8], &mut [i8]);
+type Dense8 = fn(&Int8Params, &Int8Weights<'_>, &[i8], &mut [i8]);
+
+fn conv_variants() -> Vec<(&'static str, Conv8)> {
+    let mut v: Vec<(&'static str, Conv8)> =
+        vec![("fast", k8::conv2d_fast as Conv8), ("portable", k8::conv2d_portable as Conv8)];
+    #[cfg(x86_simd)]
+    {
+        use shared::kernels::x86;
+        if x86::has_avx2() {
+            // SAFETY (each closure): the CPU feature was checked just above.
+            v.push(("avx2", |g, p, w, x, o| unsafe { x86::conv2d_avx2(g, p, w, x, o) }));
+        }
+        if x86::has_avx512bw() {
+            v.push(("avx512bw", |g, p, w, x, o| unsafe { x86::conv2d_avx512bw(g, p, w, x, o) }));
+        }
+        if x86::has_vnni() {
+            v.push(("vnni", |g, p, w, x, o| unsafe { x86::conv2d_vnni(g, p, w, x, o) }));
+        }
+    }
+    v
+}
+
+fn dense_variants() -> Vec<(&'static str, Dense8)> {
+    let mut v: Vec<(&'static str, Dense8)> =
+        vec![("fast", k8::dense_fast as Dense8), ("portable", k8::dense_portable as Dense8)];
+    #[cfg(x86_simd)]
+    {
+        use shared::kernels::x86;
+        if x86::has_avx2() {
+            // SAFETY (each closure): the CPU feature was checked just above.
+            v.push(("avx2", |p, w, x, o| unsafe { x86::dense_avx2(p, w, x, o) }));
+        }
+        if x86::has_avx512bw() {
+            v.push(("avx512bw", |p, w, x, o| unsafe { x86::dense_avx512bw(p, w, x, o) }));
+        }
+        if x86::has_vnni() {
+            v.push(("vnni", |p, w, x, o| unsafe { x86::dense_vnni(p, w, x, o) }));
+        }
+    }
+    v
+}
+
+fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError> {
+    let mut rng = TestRng::new(seed);
+    let raw = Raw::new(&mut rng, g.weights_len(), g.out_c, g.kernel * g.kernel * g.in_c);
+    let p = params(&mut rng, relu);
+    let x = rng.i8s(g.input_len());
+    let mut want = vec![0i8; g.output_len()];
+    k8::conv2d(g, &p, &raw.view(), &x, &mut want);
+    for (name, f) in conv_variants() {
+        let mut got = vec![0x55i8; g.output_len()];
+        f(g, &p, &raw.view(), &x, &mut got);
+        prop_assert!(got == want, "{name} differs: {g:?} {p:?}");
+    }
+    Ok(())
+}
+
+fn check_dense8(n: usize, units: usize, seed: u64, relu: bool) -> Result<(), TestCaseError> {
+    let mut rng = TestRng::new(seed);
+    let raw = Raw::new(&mut rng, n * units, units, n);
+    let p = params(&mut rng, relu);
+    let x = rng.i8s(n);
+    let mut want = vec![0i8; units];
+    k8::dense(&p, &raw.view(), &x, &mut want);
+    for (name, f) in dense_variants() {
+        let mut got = vec![0x55i8; units];
+        f(&p, &raw.view(), &x, &mut got);
+        prop_assert!(got == want, "{name} differs: n={n} units={units} {p:?}");
+    }
+    Ok(())
+}
+
+/// Random f16 values, some zero, subnormal, large (overflowing sums) or infinite.
+fn halves(rng: &mut TestRng, n: usize, scale: f32, specials: bool) -> Vec<f16> {
+    (0..n)
+        .map(|_| match rng.int(0, if specials { 60 } else { 40 }) {
+            0 => f16::ZERO,
+            1 => f16::from_bits(rng.int(1, 0x3ff) as u16), // subnormal
+            2 => -f16::ZERO,
+            41 => f16::INFINITY,
+            42 => f16::NEG_INFINITY,
+            43..=46 => f16::from_f32(rng.uniform(-60000.0, 60000.0)),
+            _ => f16::from_f32(rng.uniform(-scale, scale)),
+        })
+        .collect()
+}
+
+fn bits(v: &[f16]) -> Vec<u16> {
+    v.iter().map(|h| h.to_bits()).collect()
+}
+
+type Conv16 = fn(&ConvGeom, bool, &F16Weights<'_>, &[f16], &mut [f16]);
+type Dense16 = fn(bool, &F16Weights<'_>, &[f16], &mut [f16]);
+
+fn conv16_variants() -> Vec<(&'static str, Conv16)> {
+    let mut v: Vec<(&'static str, Conv16)> = vec![("fast", k16::conv2d_fast as Conv16)];
+    #[cfg(x86_simd)]
+    {
+        use shared::kernels::x86;
+        if x86::has_f16c() {
+            // SAFETY: the CPU features were checked just above.
+            v.push(("f16c", |g, r, w, x, o| unsafe { x86::f16_conv2d_f16c(g, r, w, x, o) }));
+        }
+    }
+    v
+}
+
+fn dense16_variants() -> Vec<(&'static str, Dense16)> {
+    let mut v: Vec<(&'static str, Dense16)> = vec![("fast", k16::dense_fast as Dense16)];
+    #[cfg(x86_simd)]
+    {
+        use shared::kernels::x86;
+        if x86::has_f16c() {
+            // SAFETY: the CPU features were checked just above.
+            v.push(("f16c", |r, w, x, o| unsafe { x86::f16_dense_f16c(r, w, x, o) }));
+        }
+    }
+    v
+}
+
+fn check_conv16(g: &ConvGeom, seed: u64, relu: bool, specials: bool) -> Result<(), TestCaseError> {
+    let mut rng = TestRng::new(seed);
+    let x = halves(&mut rng, g.input_len(), 4.0, specials);
+    let wt = halves(&mut rng, g.weights_len(), 1.0, specials);
+    let b = halves(&mut rng, g.out_c, 1.0, specials);
+    let w = F16Weights { weights: &wt, bias: &b };
+    let mut want = vec![f16::ZERO; g.output_len()];
+    k16::conv2d(g, relu, &w, &x, &mut want);
+    for (name, f) in conv16_variants() {
+        let mut got = vec![f16::from_bits(0x5555); g.output_len()];
+        f(g, relu, &w, &x, &mut got);
+        prop_assert!(bits(&got) == bits(&want), "{name} differs: {g:?}");
+    }
+    Ok(())
+}
+
+fn check_dense16(n: usize, units: usize, seed: u64, relu: bool, specials: bool) -> Result<(), TestCaseError> {
+    let mut rng = TestRng::new(seed);
+    let x = halves(&mut rng, n, 2.0, specials);
+    let wt = halves(&mut rng, n * units, 0.5, specials);
+    let b = halves(&mut rng, units, 1.0, specials);
+    let w = F16Weights { weights: &wt, bias: &b };
+    let mut want = vec![f16::ZERO; units];
+    k16::dense(relu, &w, &x, &mut want);
+    for (name, f) in dense16_variants() {
+        let mut got = vec![f16::from_bits(0x5555); units];
+        f(relu, &w, &x, &mut got);
+        prop_assert!(bits(&got) == bits(&want), "{name} differs: n={n} units={units}");
+    }
+    Ok(())
+}
+
+fn pad(same: bool) -> Padding {
+    if same {
+        Padding::Same
+    } else {
+        Padding::Valid
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn int8_conv_variants_equal_plain(
+        seed: u64, h in 1usize..16, w in 1usize..16, c in 1usize..80, filters in 1usize..40,
+        k in 1usize..7, stride in 1usize..5, same: bool, relu: bool,
+    ) {
+        let Some(g) = ConvGeom::new((h, w, c), filters, k, stride, pad(same)) else { return Ok(()) };
+        check_conv8(&g, seed, relu)?;
+    }
+
+    #[test]
+    fn int8_dense_variants_equal_plain(seed: u64, n in 1usize..700, units in 1usize..40, relu: bool) {
+        check_dense8(n, units, seed, relu)?;
+    }
+
+    #[test]
+    fn f16_conv_variants_equal_plain(
+        seed: u64, h in 1usize..12, w in 1usize..12, c in 1usize..40, filters in 1usize..30,
+        k in 1usize..6, stride in 1usize..4, same: bool, relu: bool, specials: bool,
+    ) {
+        let Some(g) = ConvGeom::new((h, w, c), filters, k, stride, pad(same)) else { return Ok(()) };
+        check_conv16(&g, seed, relu, specials)?;
+    }
+
+    #[test]
+    fn f16_dense_variants_equal_plain(seed: u64, n in 1usize..600, units in 1usize..30, relu: bool, specials: bool) {
+        check_dense16(n, units, seed, relu, specials)?;
+    }
+}
+
+/// Shapes of the real AlexNet layers (scaled down spatially), where the
+/// channel counts are multiples of the vector widths, and channel counts
+/// straddling 16 and 64.
+#[test]
+fn alexnet_like_shapes() {
+    let shapes = [
+        ((31, 31, 3), 96, 11, 4, Padding::Valid),
+        ((9, 9, 96), 256, 5, 1, Padding::Same),
+        ((5, 5, 256), 384, 3, 1, Padding::Same),
+        ((5, 5, 384), 256, 3, 1, Padding::Same),
+        ((7, 6, 63), 17, 3, 2, Padding::Same),
+        ((6, 7, 65), 15, 2, 1, Padding::Same),
+        ((4, 4, 64), 16, 4, 3, Padding::Same),
+        ((3, 3, 1), 1, 17, 1, Padding::Same), // more taps than the VNNI table
+    ];
+    for (i, &(inp, f, k, s, p)) in shapes.iter().enumerate() {
+        let g = ConvGeom::new(inp, f, k, s, p).unwrap();
+        for relu in [false, true] {
+            check_conv8(&g, i as u64, relu).unwrap();
+            check_conv16(&g, i as u64, relu, false).unwrap();
+        }
+    }
+    for (n, u) in [(9216, 9), (4096, 17), (63, 8), (64, 16), (65, 7), (1, 1)] {
+        check_dense8(n, u, n as u64, true).unwrap();
+        check_dense16(n, u, n as u64, false, false).unwrap();
+    }
+}
