@@ -35,5 +35,9 @@ pub fn parse_target(data: &[u8]) {
     }
     std::hint::black_box(acc);
     let written = format::write(&model).expect("a parsed model writes");
-    assert_eq!(written, data, "an accepted file is not canonical");
+    // Canonical, except the CRC: under `cfg(fuzzing)` the parser does not enforce it.
+    let crc = format::offsets::CRC..format::offsets::CRC + 4;
+    assert_eq!(written.len(), data.len(), "an accepted file is not canonical");
+    assert_eq!(written[..crc.start], data[..crc.start], "an accepted file is not canonical");
+    assert_eq!(written[crc.end..], data[crc.end..], "an accepted file is not canonical");
 }
