@@ -198,6 +198,9 @@ fn assert_same_bytes(board: Board, model: &OwnedModel, x: &[f32], name: &str) ->
         assert_eq!(dev.bytes.as_deref(), Some(bytes.as_slice()), "{name}: layer {index} bytes differ");
         assert!(dev.ticks > 0, "{name}: layer {index} was not timed");
     }
+    assert_eq!(run.done, Some(0));
+    let stack = run.stack_used.expect("a STATS frame");
+    assert!(stack > 0 && stack < 64 * 1024, "{name}: {stack} stack bytes");
     cleanup(&dir);
     run
 }
@@ -240,8 +243,9 @@ fn alexnet_micro_int8_gives_the_desktop_bytes_on_the_cortex_m4() {
     let run = assert_same_bytes(Board::QemuAn386, &model, &x, "alexnet-micro-an386");
     let (ticks, _) = run.output.clone().expect("output");
     eprintln!(
-        "alexnet-micro int8 on qemu-an386: {ticks} SysTick ticks, ~{} instructions",
-        run.instructions(ticks).unwrap_or(0)
+        "alexnet-micro int8 on qemu-an386: {ticks} SysTick ticks, ~{} instructions, {:?} stack bytes",
+        run.instructions(ticks).unwrap_or(0),
+        run.stack_used
     );
 }
 
@@ -260,6 +264,7 @@ fn corrupted_model_is_refused_with_its_error_and_exit_code() {
     let host_err = format::parse(&format::AlignedBytes::copy_from(&file)).expect_err("host refuses it too");
     assert!(msg.contains(&host_err.to_string()), "device said {msg:?}, host says {host_err}");
     assert!(run.output.is_none() && run.layers.is_empty());
+    assert_eq!(run.done, Some(exit_code::BAD_MODEL as u8));
 
     // Not a model at all.
     let run = device(Board::QemuAn386, &dir, b"definitely not a model file, just text", &input);

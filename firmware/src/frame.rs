@@ -15,6 +15,7 @@
 //!   output `u64`, then the output bytes when the input asked for them.
 //! - OUTPUT: ticks of the whole run `u64`, then the output tensor bytes.
 //! - ERROR: exit code `u8`, then a UTF-8 message.
+//! - STATS: stack bytes used (high-water mark, painted) `u32`.
 //! - DONE: exit code `u8`.
 
 use embedded_io::Write;
@@ -31,6 +32,7 @@ pub mod kind {
     pub const OUTPUT: u8 = 4;
     pub const ERROR: u8 = 5;
     pub const DONE: u8 = 6;
+    pub const STATS: u8 = 7;
 }
 
 /// CRC-32/ISO-HDLC (reflected 0xEDB88320), bitwise: tiny and fast enough for

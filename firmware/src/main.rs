@@ -67,7 +67,41 @@ extern "C" {
     static _model_end: u8;
     static _input_start: u8;
     static _input_end: u8;
+    /// End of cortex-m-rt's RAM sections: the lowest address the stack may reach.
+    static _stack_end: u32;
 }
+
+/// Fill the unused stack with [`STACK_PAINT`] so that [`stack_used`] can tell
+/// the deepest point the stack reached (the README's RAM figures).
+#[inline(never)]
+fn paint_stack() {
+    let sp = cortex_m::register::msp::read() as usize;
+    let mut p = &raw const _stack_end as usize;
+    // Leave this function's own frame alone.
+    while p + 256 < sp {
+        // SAFETY: words between the end of the RAM sections and the live
+        // stack belong to no Rust object.
+        unsafe { core::ptr::write_volatile(p as *mut u32, STACK_PAINT) };
+        p += 4;
+    }
+}
+
+/// Bytes of stack used so far: from the top of RAM down to the lowest word
+/// that no longer holds the paint.
+fn stack_used() -> u32 {
+    extern "C" {
+        static _stack_start: u32;
+    }
+    let top = &raw const _stack_start as usize;
+    let mut p = &raw const _stack_end as usize;
+    // SAFETY: reading the painted words, see paint_stack.
+    while p < top && unsafe { core::ptr::read_volatile(p as *const u32) } == STACK_PAINT {
+        p += 4;
+    }
+    (top - p) as u32
+}
+
+const STACK_PAINT: u32 = 0x5AC5_5AC5;
 
 /// A linker-defined region as bytes.
 ///
@@ -81,6 +115,7 @@ unsafe fn region(start: *const u8, end: *const u8) -> &'static [u8] {
 #[entry]
 fn main() -> ! {
     board::pre_main();
+    paint_stack();
     let Some(core) = cortex_m::Peripherals::take() else { exit(exit_code::FAULT) };
     CLOCK.start(core.SYST);
     let board = board::init(&CLOCK);
@@ -105,6 +140,7 @@ fn app<S: Write, D: DelayNs>(mut serial: S, mut delay: D) -> u8 {
         (region(&raw const _model_start, &raw const _model_end), region(&raw const _input_start, &raw const _input_end))
     };
     let code = run(&mut serial, model_region, input_region);
+    frame::send(&mut serial, kind::STATS, &[&stack_used().to_le_bytes()]);
     frame::send(&mut serial, kind::DONE, &[&[code]]);
     let _ = serial.flush();
     // Let the last byte leave the shift register before the core stops.

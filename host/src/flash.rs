@@ -179,6 +179,7 @@ pub mod kind {
     pub const OUTPUT: u8 = 4;
     pub const ERROR: u8 = 5;
     pub const DONE: u8 = 6;
+    pub const STATS: u8 = 7;
 }
 
 /// One CRC-checked frame.
@@ -272,6 +273,8 @@ pub struct DeviceRun {
     pub error: Option<(u8, String)>,
     /// The DONE frame's code.
     pub done: Option<u8>,
+    /// Stack bytes the firmware used (painted high-water mark, STATS frame).
+    pub stack_used: Option<u32>,
     /// UART bytes that were not part of a valid frame.
     pub skipped_bytes: usize,
     /// QEMU's own diagnostics.
@@ -322,6 +325,7 @@ impl DeviceRun {
                     run.error = Some((code, String::from_utf8_lossy(&p[1..]).into_owned()));
                 }
                 kind::DONE => run.done = p.first().copied(),
+                kind::STATS => run.stack_used = Some(u32_at(p, 0)?),
                 other => bail!("unknown frame kind {other}"),
             }
         }
@@ -701,9 +705,10 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
             );
         }
         println!(
-            "total: {} ticks, ~{} instructions (QEMU -icount shift=0); top-5: {}",
+            "total: {} ticks, ~{} instructions (QEMU -icount shift=0), {} stack bytes; top-5: {}",
             total_ticks,
             run.instructions(total_ticks).unwrap_or(0),
+            run.stack_used.unwrap_or(0),
             top.iter().map(|&i| format!("{} ({})", label(i), values[i])).collect::<Vec<_>>().join(", ")
         );
     }
@@ -749,7 +754,13 @@ fn render_json(run: &DeviceRun, model: &QuantModel<'_>, values: &[f64], top: &[u
         .collect();
     let _ = write!(s, "\"layers\":[{}],", layers.join(","));
     let total = run.output.as_ref().map(|o| o.0).unwrap_or(0);
-    let _ = write!(s, "\"ticks\":{},\"instructions\":{}}}", total, run.instructions(total).unwrap_or(0));
+    let _ = write!(
+        s,
+        "\"ticks\":{},\"instructions\":{},\"stack_bytes\":{}}}",
+        total,
+        run.instructions(total).unwrap_or(0),
+        run.stack_used.map(|b| b.to_string()).unwrap_or_else(|| "null".into())
+    );
     s
 }
 
