@@ -97,7 +97,7 @@ pub fn write(model: &QuantModel<'_>) -> Result<Vec<u8>, FormatError> {
     put_u32(&mut out, offsets::CRC, crc);
 
     // The writer must never hand out a file the parser refuses.
-    if out.as_ptr() as usize % BUFFER_ALIGN == 0 {
+    if out.as_ptr().align_offset(BUFFER_ALIGN) == 0 {
         check(&out, model)?;
     } else {
         check(&AlignedBytes::copy_from(&out), model)?;
