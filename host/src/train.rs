@@ -85,7 +85,7 @@ impl TrainConfig {
             epochs: if embedded { DEFAULT_EMBEDDED_EPOCHS } else { 10 },
             batch_size: if embedded { DEFAULT_EMBEDDED_BATCH } else { 128 },
             optimizer: OptimizerKind::adam(),
-            schedule: LrSchedule::Constant,
+            schedule: if embedded { DEFAULT_EMBEDDED_SCHEDULE } else { LrSchedule::Constant },
             val_split: 0.2,
             seed: 123,
             out: PathBuf::from("runs/latest"),
@@ -99,8 +99,14 @@ impl TrainConfig {
     }
 }
 
-/// Epochs of the default embedded run.
-pub const DEFAULT_EMBEDDED_EPOCHS: usize = 8;
+/// Epochs of the default embedded run: enough for > 90% validation accuracy
+/// in about three minutes on two cores.
+pub const DEFAULT_EMBEDDED_EPOCHS: usize = 28;
+/// The default embedded run's schedule: Adam's 1e-3 for 20 epochs, then a
+/// quarter of it. The lower rate settles the weights, so BatchNormalization's
+/// moving statistics (momentum 0.99) catch up with them and the validation
+/// accuracy stops swinging from epoch to epoch.
+pub const DEFAULT_EMBEDDED_SCHEDULE: LrSchedule = LrSchedule::Step { every: 20, factor: 0.25 };
 /// Batch size of the default embedded run.
 pub const DEFAULT_EMBEDDED_BATCH: usize = 32;
 
@@ -466,7 +472,7 @@ pub struct TrainArgs {
     /// Input height and width (default: the preset's, 227 or 99).
     #[arg(long)]
     pub input: Option<u32>,
-    /// Total epochs (default: 10 with --data, 8 on the embedded set).
+    /// Total epochs (default: 10 with --data, 28 on the embedded set).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Batch size (default: 128 with --data, as the tutorial; 32 on the embedded set).
@@ -478,9 +484,10 @@ pub struct TrainArgs {
     /// Learning rate (default: 0.001 for adam, 0.01 for sgd).
     #[arg(long)]
     pub lr: Option<f32>,
-    /// constant, step:EVERY:FACTOR (e.g. step:5:0.1) or plateau:PATIENCE:FACTOR[:MIN_LR].
-    #[arg(long, default_value = "constant")]
-    pub lr_schedule: String,
+    /// constant, step:EVERY:FACTOR (e.g. step:5:0.1) or plateau:PATIENCE:FACTOR[:MIN_LR]
+    /// (default: constant with --data, step:20:0.25 on the embedded set).
+    #[arg(long)]
+    pub lr_schedule: Option<String>,
     /// Fraction of images held out for validation (the last ones after a seeded shuffle, as Keras).
     #[arg(long, default_value_t = 0.2)]
     pub val_split: f32,
@@ -568,7 +575,9 @@ impl TrainArgs {
                 return Err(format!("--lr {lr} must be a positive number"));
             }
         }
-        cfg.schedule = parse_schedule(&self.lr_schedule)?;
+        if let Some(s) = &self.lr_schedule {
+            cfg.schedule = parse_schedule(s)?;
+        }
         cfg.val_split = self.val_split;
         cfg.seed = self.seed;
         cfg.out = self.out.clone();
@@ -608,4 +617,61 @@ pub fn run_cli(args: &TrainArgs) -> anyhow::Result<()> {
     );
     println!("history: {0}/history.csv, {0}/history.json, plots: {0}/curves.png", cfg.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    fn cfg(argv: &[&str]) -> Result<TrainConfig, String> {
+        let mut full = vec!["train"];
+        full.extend_from_slice(argv);
+        Wrap::try_parse_from(full).map_err(|e| e.to_string())?.args.config()
+    }
+
+    #[test]
+    fn schedules_parse() {
+        assert_eq!(parse_schedule("constant"), Ok(LrSchedule::Constant));
+        assert_eq!(parse_schedule("step:5:0.1"), Ok(LrSchedule::Step { every: 5, factor: 0.1 }));
+        assert_eq!(
+            parse_schedule("plateau:3:0.5:1e-6"),
+            Ok(LrSchedule::Plateau { patience: 3, factor: 0.5, min_lr: 1e-6 })
+        );
+        assert!(parse_schedule("plateau:3").is_err());
+        assert!(parse_schedule("step:x:0.1").is_err());
+        assert!(parse_schedule("cosine").is_err());
+    }
+
+    #[test]
+    fn defaults_follow_the_data() {
+        let embedded = cfg(&[]).unwrap();
+        assert_eq!(embedded.arch, "alexnet-micro");
+        assert_eq!((embedded.epochs, embedded.batch_size), (DEFAULT_EMBEDDED_EPOCHS, DEFAULT_EMBEDDED_BATCH));
+        assert_eq!(embedded.schedule, DEFAULT_EMBEDDED_SCHEDULE);
+        let flowers = cfg(&["--data", "flower_photos"]).unwrap();
+        assert_eq!((flowers.arch.as_str(), flowers.batch_size), ("alexnet", 128));
+        assert_eq!(flowers.schedule, LrSchedule::Constant);
+        assert_eq!(flowers.optimizer, OptimizerKind::adam());
+        let sgd = cfg(&["--optimizer", "sgd", "--lr", "0.05"]).unwrap();
+        assert!(matches!(sgd.optimizer, OptimizerKind::Sgd { lr, .. } if lr == 0.05));
+        assert!(cfg(&["--lr", "-1"]).is_err());
+        assert!(cfg(&["--optimizer", "rmsprop"]).is_err());
+    }
+
+    #[test]
+    fn presets_build_including_the_tiny_one() {
+        assert!(build_arch("alexnet", None, 5).is_ok());
+        assert!(build_arch("alexnet-micro", Some(99), 6).is_ok());
+        let tiny = build_arch(TINY_ARCH, None, 3).unwrap();
+        assert!(tiny.params().0 < 20_000);
+        assert!(matches!(build_arch("alexnet", Some(32), 5), Err(TrainError::Spec { .. })));
+        assert!(matches!(build_arch("vgg", None, 5), Err(TrainError::UnknownArch(_))));
+    }
 }
