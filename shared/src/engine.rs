@@ -404,7 +404,7 @@ pub fn run<'a>(
             (Layer::Flatten | Layer::Dropout { .. }, _) => {}
             (Layer::BatchNorm { .. }, LayerWeights::Int8(w)) => {
                 let prm = Int8Params::new(in_q.zero_point, d.output.zero_point, Activation::None);
-                k8::batch_norm_in_place(&prm, &w, as_i8_mut(&mut work[lp.output.offset..lp.output.end()]));
+                k8::batch_norm_in_place_fast(&prm, &w, as_i8_mut(&mut work[lp.output.offset..lp.output.end()]));
             }
             (Layer::BatchNorm { .. }, LayerWeights::F16(w)) => {
                 k16::batch_norm_in_place(&w, as_f16_mut(&mut work[lp.output.offset..lp.output.end()]));

@@ -229,6 +229,38 @@ fn pad(same: bool) -> Padding {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
+    /// The vectorised requantization over its whole input domain: any
+    /// accumulator (the bias alone when the weight is 0), any multiplier
+    /// (including the one saturating SRDHM case, i32::MIN), any shift the
+    /// engine accepts, any zero points.
+    #[test]
+    fn int8_batch_norm_variants_equal_plain(seed: u64, pixels in 1usize..6, c in 1usize..70, relu: bool) {
+        let mut rng = TestRng::new(seed);
+        let pick = |rng: &mut TestRng, edge: [i32; 4]| {
+            if rng.int(0, 4) == 0 { edge[rng.int(0, 3) as usize] } else { rng.next_u64() as i32 }
+        };
+        let weights: Vec<i8> = (0..c).map(|_| if rng.int(0, 2) == 0 { 0 } else { rng.i8() }).collect();
+        let bias: Vec<i32> = (0..c).map(|_| pick(&mut rng, [i32::MIN, i32::MAX, 0, -1])).collect();
+        let multiplier: Vec<i32> = (0..c).map(|_| pick(&mut rng, [i32::MIN, i32::MAX, 1 << 30, 0])).collect();
+        let shift: Vec<i32> = (0..c).map(|_| rng.int(-31, 30)).collect();
+        let scales = vec![1.0; c];
+        let w = Int8Weights { weights: &weights, weight_scale: &scales, bias: &bias, multiplier: &multiplier, shift: &shift };
+        let p = params(&mut rng, relu);
+        let x = rng.i8s(pixels * c);
+        let mut want = x.clone();
+        k8::batch_norm_in_place(&p, &w, &mut want);
+        let mut got = x.clone();
+        k8::batch_norm_in_place_fast(&p, &w, &mut got);
+        prop_assert_eq!(&got, &want);
+        #[cfg(x86_simd)]
+        if shared::kernels::x86::has_avx512bw() {
+            let mut got = x.clone();
+            // SAFETY: the CPU features were checked just above.
+            unsafe { shared::kernels::x86::batch_norm_in_place_avx512(&p, &w, &mut got) };
+            prop_assert_eq!(&got, &want);
+        }
+    }
+
     #[test]
     fn int8_conv_variants_equal_plain(
         seed: u64, h in 1usize..16, w in 1usize..16, c in 1usize..80, filters in 1usize..40,

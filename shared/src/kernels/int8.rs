@@ -280,6 +280,17 @@ pub fn batch_norm(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mu
     }
 }
 
+/// [`batch_norm_in_place`] with the same bytes, 16 channels at a time under
+/// `std` on x86_64 with AVX-512BW ([`super::x86::batch_norm_in_place_avx512`]).
+pub fn batch_norm_in_place_fast(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
+    #[cfg(all(feature = "std", x86_simd))]
+    if super::x86::has_avx512bw() {
+        // SAFETY: the CPU supports AVX-512F/BW, checked just above.
+        return unsafe { super::x86::batch_norm_in_place_avx512(p, w, data) };
+    }
+    batch_norm_in_place(p, w, data)
+}
+
 /// [`batch_norm`] overwriting its input, so the engine needs no second buffer.
 pub fn batch_norm_in_place(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
     let c = check_bn(w, data.len());

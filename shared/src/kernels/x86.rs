@@ -104,12 +104,124 @@ pub unsafe fn dense_avx512bw(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], 
 
 /// Output pixels of one register block.
 const NP: usize = 4;
-/// Output channels of one register block.
-const NC: usize = 6;
+/// Output channels of one register block (`NP * NC` = 16 accumulators, one
+/// vector of sums after [`reduce16`]).
+const NC: usize = 4;
 /// Output channels whose per-tap weight sums are tabled at a time.
-const OCB: usize = 24;
+const OCB: usize = 32;
 /// Largest `kernel * kernel` the VNNI conv tables (larger kernels use AVX-512BW).
 pub const MAX_TAPS: usize = 256;
+
+/// Lane `i` of the result is the sum of the 16 lanes of `v[i]` (wrapping).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn reduce16(v: [__m512i; 16]) -> __m512i {
+    // Pairs: per 128-bit lane [a0+a2, b0+b2, a1+a3, b1+b3].
+    let mut t = [_mm512_setzero_si512(); 8];
+    for i in 0..8 {
+        let (a, b) = (v[2 * i], v[2 * i + 1]);
+        t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    }
+    // Quads: per 128-bit lane [a, b, c, d] partial sums.
+    let mut q = [_mm512_setzero_si512(); 4];
+    for i in 0..4 {
+        let (a, b) = (t[2 * i], t[2 * i + 1]);
+        q[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    }
+    // Across the four 128-bit lanes.
+    let h = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_shuffle_i32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_i32x4::<0b11_10_11_10>(a, b))
+    };
+    let (s01, s23) = (h(q[0], q[1]), h(q[2], q[3]));
+    _mm512_add_epi32(_mm512_shuffle_i32x4::<0b10_00_10_00>(s01, s23), _mm512_shuffle_i32x4::<0b11_01_11_01>(s01, s23))
+}
+
+/// [`requantize`] on 16 lanes, bit for bit: `MultiplyByQuantizedMultiplier`
+/// (saturating left shift, SRDHM with its one saturating case, RDBPOT),
+/// saturating `+ out_zp`, clamp. Returns the 16 results as i32.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn requantize16(x: __m512i, m: __m512i, shift: __m512i, p: &Int8Params) -> __m512i {
+    let zero = _mm512_setzero_si512();
+    let min = _mm512_set1_epi32(i32::MIN);
+    let max = _mm512_set1_epi32(i32::MAX);
+    // Saturating x * 2^left, left = clamp(shift, 0, 31).
+    let left = _mm512_min_epi32(_mm512_max_epi32(shift, zero), _mm512_set1_epi32(31));
+    let sh = _mm512_sllv_epi32(x, left);
+    let ovf = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(sh, left), x);
+    let sat = _mm512_xor_si512(_mm512_srai_epi32::<31>(x), max);
+    let a = _mm512_mask_blend_epi32(ovf, sh, sat);
+    // SRDHM(a, m): (a*m + nudge) / 2^31 truncating, in i64, even and odd lanes.
+    let srdhm64 = |a: __m512i, b: __m512i| {
+        let ab = _mm512_mul_epi32(a, b);
+        let neg = _mm512_cmplt_epi64_mask(ab, _mm512_setzero_si512());
+        let nudge = _mm512_mask_blend_epi64(neg, _mm512_set1_epi64(1 << 30), _mm512_set1_epi64(1 - (1 << 30)));
+        let v = _mm512_add_epi64(ab, nudge);
+        // Truncating division by 2^31: add 2^31 - 1 to negative values first.
+        let v = _mm512_mask_add_epi64(
+            v,
+            _mm512_cmplt_epi64_mask(v, _mm512_setzero_si512()),
+            v,
+            _mm512_set1_epi64((1 << 31) - 1),
+        );
+        _mm512_srai_epi64::<31>(v)
+    };
+    let even = srdhm64(a, m);
+    let odd = srdhm64(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m));
+    let hm = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<32>(odd));
+    let both_min = _mm512_cmpeq_epi32_mask(a, min) & _mm512_cmpeq_epi32_mask(m, min);
+    let hm = _mm512_mask_blend_epi32(both_min, hm, max);
+    // RDBPOT(hm, right), right = clamp(-shift, 0, 31) (shift >= -31 first, as saturating_neg does).
+    let right = _mm512_max_epi32(_mm512_sub_epi32(zero, _mm512_max_epi32(shift, _mm512_set1_epi32(-31))), zero);
+    let mask = _mm512_sub_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), right), _mm512_set1_epi32(1));
+    let rem = _mm512_and_si512(hm, mask);
+    let neg = _mm512_srli_epi32::<31>(hm);
+    let threshold = _mm512_add_epi32(_mm512_srai_epi32::<1>(mask), neg);
+    let up = _mm512_cmpgt_epi32_mask(rem, threshold);
+    let v = _mm512_mask_add_epi32(_mm512_srav_epi32(hm, right), up, _mm512_srav_epi32(hm, right), _mm512_set1_epi32(1));
+    // Saturating + out_zp.
+    let zp = _mm512_set1_epi32(p.out_zp);
+    let sum = _mm512_add_epi32(v, zp);
+    let ovf = _mm512_cmplt_epi32_mask(_mm512_and_si512(_mm512_xor_si512(v, sum), _mm512_xor_si512(zp, sum)), zero);
+    let sat = _mm512_xor_si512(_mm512_srai_epi32::<31>(v), max);
+    let sum = _mm512_mask_blend_epi32(ovf, sum, sat);
+    let lo = _mm512_set1_epi32(p.act_min.max(-128));
+    let hi = _mm512_set1_epi32(p.act_max.min(127));
+    _mm512_min_epi32(_mm512_max_epi32(sum, lo), hi)
+}
+
+/// `out[i] = requantize(acc[i] - zc * sw[i] + bias[i], mult[i], shift[i])` for
+/// the `out.len() <= 16` lanes (wrapping i32, as the plain kernel).
+///
+/// # Safety
+/// AVX-512F/BW; `acc` and `sw` have 16 elements; `bias`, `mult`, `shift` at
+/// least `out.len()`.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn finish16(
+    acc: &[i32; 16],
+    sw: &[i32; 16],
+    zc: i32,
+    w: &Int8Weights<'_>,
+    o: usize,
+    p: &Int8Params,
+    out: &mut [i8],
+) {
+    let n = out.len();
+    let k: __mmask16 = if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
+    // SAFETY: 16 readable lanes in `acc` and `sw`; masked loads read `n` lanes of
+    // bias/multiplier/shift from `o` (the caller's contract); masked store of `n` bytes.
+    unsafe {
+        let d = _mm512_loadu_si512(acc.as_ptr().cast());
+        let s = _mm512_loadu_si512(sw.as_ptr().cast());
+        let b = _mm512_maskz_loadu_epi32(k, w.bias[o..].as_ptr());
+        let m = _mm512_maskz_loadu_epi32(k, w.multiplier[o..].as_ptr());
+        let sh = _mm512_maskz_loadu_epi32(k, w.shift[o..].as_ptr());
+        let a = _mm512_add_epi32(_mm512_sub_epi32(d, _mm512_mullo_epi32(_mm512_set1_epi32(zc), s)), b);
+        let r = requantize16(a, m, sh, p);
+        _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().cast(), k, r);
+    }
+}
 
 /// Where one register block reads: `np` pixels `xstep` bytes apart, `nc`
 /// filters `wstep` bytes apart, `rows` kernel rows (`xrow`/`wrow` bytes apart)
@@ -126,7 +238,8 @@ struct Block {
     len: usize,
 }
 
-/// `sum (x + 128) * w` (wrapping i32) for each of `P` pixels and `C` filters.
+/// `sum (x + 128) * w` (wrapping i32) for each of `P` pixels and `C` filters:
+/// lane `p * NC + c` of the result.
 ///
 /// # Safety
 /// AVX-512F/BW/VNNI; every pointer `b.x + p*xstep + r*xrow` and
@@ -134,7 +247,7 @@ struct Block {
 /// `c < C`, `r < rows`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn dot_block<const P: usize, const C: usize>(b: Block) -> [[i32; C]; P] {
+unsafe fn dot_block<const P: usize, const C: usize>(b: Block) -> __m512i {
     let flip = _mm512_set1_epi8(i8::MIN);
     let mut acc = [[_mm512_setzero_si512(); C]; P];
     let full = b.len / 64;
@@ -175,43 +288,44 @@ unsafe fn dot_block<const P: usize, const C: usize>(b: Block) -> [[i32; C]; P] {
             }
         }
     }
-    let mut out = [[0i32; C]; P];
+    let mut all = [_mm512_setzero_si512(); 16];
     for p in 0..P {
         for c in 0..C {
-            out[p][c] = _mm512_reduce_add_epi32(acc[p][c]);
+            all[p * NC + c] = acc[p][c];
         }
     }
-    out
+    reduce16(all)
 }
 
 /// Run [`dot_block`] for `np <= NP` pixels and `nc <= NC` filters, writing
-/// `sums[p][c]`.
+/// `sums[p][j + c]`.
 ///
 /// # Safety
 /// As [`dot_block`] for `np` pixels and `nc` filters.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn dot_any(b: Block, np: usize, nc: usize, sums: &mut [[i32; NC]; NP]) {
+unsafe fn dot_any(b: Block, np: usize, nc: usize, sums: &mut [[i32; OCB]; NP], j: usize) {
     macro_rules! go {
         ($p:literal, $($c:literal)*) => {
             match nc {
-                $($c => {
-                    // SAFETY: the caller's contract for `np` x `nc`.
-                    let s = unsafe { dot_block::<$p, $c>(b) };
-                    for p in 0..$p {
-                        sums[p][..$c].copy_from_slice(&s[p]);
-                    }
-                })*
+                // SAFETY: the caller's contract for `np` x `nc`.
+                $($c => unsafe { dot_block::<$p, $c>(b) },)*
                 _ => unreachable!(),
             }
         };
     }
-    match np {
-        1 => go!(1, 1 2 3 4 5 6),
-        2 => go!(2, 1 2 3 4 5 6),
-        3 => go!(3, 1 2 3 4 5 6),
-        4 => go!(4, 1 2 3 4 5 6),
+    let v = match np {
+        1 => go!(1, 1 2 3 4),
+        2 => go!(2, 1 2 3 4),
+        3 => go!(3, 1 2 3 4),
+        4 => go!(4, 1 2 3 4),
         _ => unreachable!(),
+    };
+    let mut lanes = [0i32; 16];
+    // SAFETY: 64 writable bytes.
+    unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), v) };
+    for q in 0..np {
+        sums[q][j..j + nc].copy_from_slice(&lanes[q * NC..q * NC + nc]);
     }
 }
 
@@ -221,7 +335,8 @@ unsafe fn dot_any(b: Block, np: usize, nc: usize, sums: &mut [[i32; NC]; NP]) {
 /// sums (the correction term of a clipped window), then walks each output
 /// row as runs of pixels whose windows are clipped alike, `NP` pixels by
 /// `NC` filters at a time; each kernel row is one contiguous run of
-/// `taps * in_c` bytes in both the NHWC input and the OHWI weights.
+/// `taps * in_c` bytes in both the NHWC input and the OHWI weights. The
+/// requantization runs on 16 channels at once ([`requantize16`]).
 ///
 /// # Safety
 /// The CPU must support AVX-512F, AVX-512BW and AVX-512VNNI.
@@ -240,7 +355,7 @@ pub unsafe fn conv2d_vnni(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, inp
 /// (`output.len()` a multiple of `out_w * out_c`), so threads can share a layer.
 ///
 /// # Safety
-/// As [`conv2d_vnni`], and `g.kernel * g.kernel <= MAX_TAPS`.
+/// As [`conv2d_vnni`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn conv2d_vnni_rows(
     g: &ConvGeom,
@@ -252,20 +367,19 @@ pub unsafe fn conv2d_vnni_rows(
 ) {
     let row_len = g.out_w * g.out_c;
     let oy_end = oy_first + output.len() / row_len;
-    assert!(output.len() % row_len == 0 && oy_end <= g.out_h, "conv2d: output rows");
+    assert!(output.len().is_multiple_of(row_len) && oy_end <= g.out_h, "conv2d: output rows");
     assert!(input.len() == g.input_len() && w.weights.len() == g.weights_len(), "conv2d: lengths");
     assert!(w.bias.len() == g.out_c && w.multiplier.len() == g.out_c && w.shift.len() == g.out_c, "conv2d: channels");
     let k = g.kernel;
     assert!(k * k <= MAX_TAPS, "conv2d: kernel too large for the VNNI tables");
-    let (oc_begin, oc_end) = (0, g.out_c);
     let cin = g.in_c;
     let filter = k * k * cin;
     // x + 128 - (128 + in_zp) = x - in_zp.
     let zc = 128 + p.in_zp;
     let mut taps = [[0i32; MAX_TAPS]; OCB];
-    let mut oc0 = oc_begin;
-    while oc0 < oc_end {
-        let nb = OCB.min(oc_end - oc0);
+    let mut oc0 = 0;
+    while oc0 < g.out_c {
+        let nb = OCB.min(g.out_c - oc0);
         for j in 0..nb {
             let f = &w.weights[(oc0 + j) * filter..][..filter];
             for (t, s) in taps[j][..k * k].iter_mut().enumerate() {
@@ -302,8 +416,9 @@ pub unsafe fn conv2d_vnni_rows(
                 while px < end {
                     let np = NP.min(end - px);
                     let x_off = x_first + (px - ox) * xstep;
+                    let mut sums = [[0i32; OCB]; NP];
                     let mut j = 0;
-                    while j < nb {
+                    while j < nb && len > 0 && rows > 0 {
                         let nc = NC.min(nb - j);
                         let oc = oc0 + j;
                         let blk = Block {
@@ -316,24 +431,35 @@ pub unsafe fn conv2d_vnni_rows(
                             rows,
                             len,
                         };
-                        let mut sums = [[0i32; NC]; NP];
-                        if len > 0 && rows > 0 {
-                            // SAFETY: pixel `px + q` (q < np) has this same window, so its
-                            // kernel row r starts at input[x_off + q*xstep + r*in_w*cin] with
-                            // `len` in-image bytes; filter `oc + c` row r starts at weight
-                            // (oc+c)*filter + ((ky0+r)*k + kx0)*cin with `len` bytes of the
-                            // same kernel row. AVX-512F/BW/VNNI: this function's contract.
-                            unsafe { dot_any(blk, np, nc, &mut sums) };
-                        }
-                        for q in 0..np {
-                            let out = &mut output[((oy - oy_first) * g.out_w + px + q) * g.out_c..][..g.out_c];
-                            for c in 0..nc {
-                                let o = oc + c;
-                                let acc = sums[q][c].wrapping_sub(zc.wrapping_mul(sw[j + c])).wrapping_add(w.bias[o]);
-                                out[o] = requantize(acc, w.multiplier[o], w.shift[o], p);
-                            }
-                        }
+                        // SAFETY: pixel `px + q` (q < np) has this same window, so its
+                        // kernel row r starts at input[x_off + q*xstep + r*in_w*cin] with
+                        // `len` in-image bytes; filter `oc + c` row r starts at weight
+                        // (oc+c)*filter + ((ky0+r)*k + kx0)*cin with `len` bytes of the
+                        // same kernel row. AVX-512F/BW/VNNI: this function's contract.
+                        unsafe { dot_any(blk, np, nc, &mut sums, j) };
                         j += nc;
+                    }
+                    for q in 0..np {
+                        let out = &mut output[((oy - oy_first) * g.out_w + px + q) * g.out_c + oc0..][..nb];
+                        let mut h = 0;
+                        while h < nb {
+                            let n = 16.min(nb - h);
+                            let (a, s) = (&sums[q][h..h + 16], &sw[h..h + 16]);
+                            // SAFETY: 16-element views; bias/multiplier/shift have out_c
+                            // elements, so `n` from oc0 + h; AVX-512F/BW: contract.
+                            unsafe {
+                                finish16(
+                                    a.try_into().unwrap(),
+                                    s.try_into().unwrap(),
+                                    zc,
+                                    w,
+                                    oc0 + h,
+                                    p,
+                                    &mut out[h..h + n],
+                                )
+                            };
+                            h += n;
+                        }
                     }
                     px += np;
                 }
@@ -341,6 +467,38 @@ pub unsafe fn conv2d_vnni_rows(
             }
         }
         oc0 += nb;
+    }
+}
+
+/// BatchNormalization in place with the bytes of
+/// [`super::int8::batch_norm_in_place`]: 16 channels at a time.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn batch_norm_in_place_avx512(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
+    let c = w.weights.len();
+    assert!(c > 0 && data.len().is_multiple_of(c), "batch_norm: length not a multiple of the channels");
+    assert!(w.bias.len() == c && w.multiplier.len() == c && w.shift.len() == c, "batch_norm: channels");
+    let zp = _mm512_set1_epi32(p.in_zp);
+    for px in data.chunks_exact_mut(c) {
+        let mut h = 0;
+        while h < c {
+            let n = 16.min(c - h);
+            let k: __mmask16 = if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
+            // SAFETY: masked loads/stores touch `n` elements from `h`, all in bounds.
+            unsafe {
+                let x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, px[h..].as_ptr()));
+                let wv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, w.weights[h..].as_ptr()));
+                let b = _mm512_maskz_loadu_epi32(k, w.bias[h..].as_ptr());
+                let m = _mm512_maskz_loadu_epi32(k, w.multiplier[h..].as_ptr());
+                let sh = _mm512_maskz_loadu_epi32(k, w.shift[h..].as_ptr());
+                let acc = _mm512_add_epi32(_mm512_mullo_epi32(wv, _mm512_sub_epi32(x, zp)), b);
+                let r = requantize16(acc, m, sh, p);
+                _mm512_mask_cvtepi32_storeu_epi8(px[h..].as_mut_ptr().cast(), k, r);
+            }
+            h += n;
+        }
     }
 }
 
@@ -510,7 +668,7 @@ pub unsafe fn f16_conv2d_f16c_rows(
 ) {
     let row_len = g.out_w * g.out_c;
     let oy_end = oy_first + output.len() / row_len;
-    assert!(output.len() % row_len == 0 && oy_end <= g.out_h, "conv2d: output rows");
+    assert!(output.len().is_multiple_of(row_len) && oy_end <= g.out_h, "conv2d: output rows");
     assert!(input.len() == g.input_len(), "conv2d: activation length");
     assert!(w.weights.len() == g.weights_len() && w.bias.len() == g.out_c, "conv2d: weight length");
     let (oc_begin, oc_end) = (0, g.out_c);
