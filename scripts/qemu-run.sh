@@ -6,9 +6,10 @@
 #
 # MODEL is a model file (loaded at the board's model region), INPUT_BLOB an
 # input blob with its 16-byte "AXIN" header (loaded at the input region; see
-# firmware/src/main.rs). UART frames go to stdout (binary: pipe them to a file
-# or use `host flash`); defmt logs (semihosting) go to $DEFMT_LOG, default
-# /dev/null; decode them with `defmt-print -e FIRMWARE.elf < LOG`.
+# firmware/src/main.rs). UART frames (binary) go to $UART_FILE, default
+# uart.bin; `host flash` decodes them. QEMU's stdout carries the defmt log
+# (semihosting; QEMU 7.2 writes a guest's `:tt` to its own stdout): decode it
+# with `defmt-print -e FIRMWARE.elf`.
 # The exit status is the firmware's (0 ok, 2 bad model, 3 arena, 4 input, ...).
 set -euo pipefail
 board=${1:?board: qemu-an386 or qemu-an524}
@@ -20,10 +21,10 @@ case "$board" in
   qemu-an524) machine=mps3-an524; cpu=cortex-m33; model_addr=0x60000000; input_addr=0x70000000 ;;
   *) echo "unknown board $board" >&2; exit 64 ;;
 esac
-args=(-machine "$machine" -cpu "$cpu" -nographic -monitor none -serial stdio
+args=(-machine "$machine" -cpu "$cpu" -nographic -monitor none
+      -serial "file:${UART_FILE:-uart.bin}"
       -icount shift=0
-      -chardev "file,id=semi,path=${DEFMT_LOG:-/dev/null}"
-      -semihosting-config enable=on,target=native,chardev=semi
+      -semihosting-config enable=on,target=native
       -kernel "$elf")
 [ -n "$model" ] && args+=(-device "loader,file=$model,addr=$model_addr")
 [ -n "$input" ] && args+=(-device "loader,file=$input,addr=$input_addr")

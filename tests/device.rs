@@ -235,18 +235,20 @@ fn int8_and_f16_models_give_the_desktop_bytes_on_the_cortex_m33() {
     assert_same_bytes(Board::QemuAn524, &model, &x, "f16-an524");
 }
 
-/// The scaled AlexNet the Cortex-M4 board is meant for, end to end.
+/// The scaled AlexNet the Cortex-M4 board is meant for, end to end, int8 and f16.
 #[test]
-fn alexnet_micro_int8_gives_the_desktop_bytes_on_the_cortex_m4() {
+fn alexnet_micro_gives_the_desktop_bytes_on_the_cortex_m4() {
     let spec = shared::spec::alexnet_micro(shared::spec::ALEXNET_MICRO_INPUT, 10).expect("preset");
-    let (model, x) = build_model(&spec, false, 5);
-    let run = assert_same_bytes(Board::QemuAn386, &model, &x, "alexnet-micro-an386");
-    let (ticks, _) = run.output.clone().expect("output");
-    eprintln!(
-        "alexnet-micro int8 on qemu-an386: {ticks} SysTick ticks, ~{} instructions, {:?} stack bytes",
-        run.instructions(ticks).unwrap_or(0),
-        run.stack_used
-    );
+    for (f16, name) in [(false, "alexnet-micro-int8-an386"), (true, "alexnet-micro-f16-an386")] {
+        let (model, x) = build_model(&spec, f16, 5);
+        let run = assert_same_bytes(Board::QemuAn386, &model, &x, name);
+        let layer_ticks: u64 = run.layers.iter().map(|l| l.ticks).sum();
+        eprintln!(
+            "{name}: layers {layer_ticks} SysTick ticks = ~{} instructions, {:?} stack bytes",
+            run.instructions(layer_ticks).unwrap_or(0),
+            run.stack_used
+        );
+    }
 }
 
 #[test]
