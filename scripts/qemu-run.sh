@@ -7,7 +7,7 @@
 # MODEL is a model file (loaded at the board's model region), INPUT_BLOB an
 # input blob with its 16-byte "AXIN" header (loaded at the input region; see
 # firmware/src/main.rs). UART frames (binary) go to $UART_FILE, default
-# uart.bin; `host flash` decodes them. QEMU's stdout carries the defmt log
+# ${TMPDIR:-/tmp}/BOARD-uart.bin; `host flash` decodes them. QEMU's stdout carries the defmt log
 # (semihosting; QEMU 7.2 writes a guest's `:tt` to its own stdout): decode it
 # with `defmt-print -e FIRMWARE.elf`.
 # The exit status is the firmware's (0 ok, 2 bad model, 3 arena, 4 input, ...).
@@ -21,11 +21,15 @@ case "$board" in
   qemu-an524) machine=mps3-an524; cpu=cortex-m33; model_addr=0x60000000; input_addr=0x70000000 ;;
   *) echo "unknown board $board" >&2; exit 64 ;;
 esac
+uart=${UART_FILE:-${TMPDIR:-/tmp}/$board-uart.bin}
 args=(-machine "$machine" -cpu "$cpu" -nographic -monitor none
-      -serial "file:${UART_FILE:-uart.bin}"
+      -serial "file:$uart"
       -icount shift=0
       -semihosting-config enable=on,target=native
       -kernel "$elf")
 [ -n "$model" ] && args+=(-device "loader,file=$model,addr=$model_addr")
 [ -n "$input" ] && args+=(-device "loader,file=$input,addr=$input_addr")
-exec qemu-system-arm "${args[@]}"
+status=0
+qemu-system-arm "${args[@]}" || status=$?
+echo "qemu-run: exit $status; UART frames in $uart" >&2
+exit $status
