@@ -267,7 +267,9 @@ pub fn train(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome, Train
         class_names.len(),
         class_names.join(", ")
     );
-    if meta.epoch > 0 || meta.step > 0 {
+    if meta.epoch >= cfg.epochs {
+        println!("{} already holds {} epochs; raise --epochs to train further", last_path.display(), meta.epoch);
+    } else if meta.epoch > 0 || meta.step > 0 {
         println!("resuming at epoch {}, step {} from {}", meta.epoch + 1, meta.step, last_path.display());
     }
 
