@@ -19,7 +19,6 @@ use core::fmt::Write as _;
 use core::mem::MaybeUninit;
 use core::panic::PanicInfo;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
-use defmt_semihosting as _;
 use embedded_hal::delay::DelayNs;
 use embedded_io::Write;
 
@@ -260,10 +259,9 @@ impl<S: Write> glue::Observer for Reporter<'_, S> {
     }
 }
 
-/// Leave QEMU (or the debugger session) with `code`. SYS_EXIT_EXTENDED
-/// carries the exact code; cortex-m-semihosting's `debug::exit` only has 0/1.
+/// Stop with `code`: the board decides how (QEMU: semihosting exit).
 fn exit(code: u8) -> ! {
-    semihosting::process::exit(code as i32)
+    board::exit(code)
 }
 
 #[exception]

@@ -2,6 +2,10 @@
 use super::cmsdk_uart::CmsdkUart;
 use super::Board;
 use crate::clock::TickDelay;
+// The defmt transport of the QEMU boards: semihosting, which QEMU writes to
+// its stdout (a real board without a debugger attached would fault on it:
+// use defmt-rtt there).
+use defmt_semihosting as _;
 
 /// Board name reported in the HELLO frame.
 pub const NAME: &str = "qemu-an386";
@@ -31,4 +35,10 @@ pub fn init(clock: &'static crate::clock::Clock) -> Board<CmsdkUart, TickDelay> 
 pub unsafe fn steal_serial() -> CmsdkUart {
     // SAFETY: forwarded to the caller.
     unsafe { CmsdkUart::new(UART0, CPU_HZ, 115_200) }
+}
+
+/// Leave QEMU with `code`. SYS_EXIT_EXTENDED carries the exact code
+/// (cortex-m-semihosting's `debug::exit` only has success/failure).
+pub fn exit(code: u8) -> ! {
+    semihosting::process::exit(code as i32)
 }
