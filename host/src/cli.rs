@@ -37,6 +37,14 @@ pub enum Command {
     Predict(crate::predict::PredictArgs),
     /// Dataset tools: export the embedded set to a folder, inspect a folder.
     Dataset(crate::data::DatasetArgs),
+    /// Quantize a checkpoint to an int8 or f16 model file.
+    Quantize(crate::quantize::QuantizeArgs),
+    /// Show a model file's layers, quantization, weight and arena bytes.
+    Inspect(crate::inspect::InspectArgs),
+    /// Run a model file with the shared engine on the desktop (what the firmware runs).
+    Simulate(crate::simulate::SimulateArgs),
+    /// Compare quantized model files with the float checkpoint (accuracy, agreement, SQNR).
+    Compare(crate::compare::CompareArgs),
 }
 
 /// Parse a preset name, listing the valid ones on error.
@@ -62,5 +70,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => crate::eval::run_cli(&args),
         Command::Predict(args) => crate::predict::run_cli(&args),
         Command::Dataset(args) => Ok(crate::data::run_cli(&args)?),
+        Command::Quantize(args) => crate::quantize::run_cli(&args),
+        Command::Inspect(args) => crate::inspect::run_cli(&args),
+        Command::Simulate(args) => crate::simulate::run_cli(&args),
+        Command::Compare(args) => crate::compare::run_cli(&args),
     }
 }

@@ -163,31 +163,8 @@ pub fn run_cli(args: &EvalArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| crate::train::default_checkpoint(std::path::Path::new("runs/latest")));
     let ck = crate::checkpoint::Checkpoint::load(&path)?;
     let mut net = ck.network().with_context(|| format!("checkpoint {}", path.display()))?;
-    let meta = ck.train.clone();
-    let trained_on = meta.as_ref().and_then(|m| m.data_dir.clone());
-    let same_data = match (&args.data, &trained_on) {
-        (None, _) => true,
-        (Some(a), Some(b)) => a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a)),
-        (Some(_), None) => false,
-    };
-    let subset = args.subset.clone().unwrap_or_else(|| if same_data { "val" } else { "all" }.to_string());
-    let opts = crate::data::OpenOptions {
-        val_split: if subset == "all" { 0.0 } else { meta.as_ref().map_or(0.2, |m| m.val_split) },
-        seed: meta.as_ref().map_or(123, |m| m.seed),
-        per_class: meta.as_ref().map_or(crate::data::synthetic::DEFAULT_PER_CLASS, |m| m.per_class),
-        ..Default::default()
-    };
-    let dir = args.data.clone().or(if same_data { trained_on } else { None });
-    let data = crate::data::Dataset::open(dir.as_deref(), &opts)?;
-    if data.class_names() != ck.class_names {
-        return Err(DataError::ClassMismatch {
-            got: data.class_names().len(),
-            want: ck.class_names.len(),
-            names: ck.class_names.join(", "),
-        }
-        .into());
-    }
-    let indices = if subset == "all" { data.split.train.clone() } else { data.split.val.clone() };
+    let crate::provenance::CheckpointData { data, subset, indices } =
+        crate::provenance::open_for_checkpoint(&ck, args.data.as_deref(), args.subset.as_deref())?;
     let r = evaluate(&mut net, data.source.clone(), &indices, args.batch_size.max(1), args.skip_bad)?;
     let plot = args.plot.clone().unwrap_or_else(|| path.with_file_name("confusion.png"));
     crate::report::plot_confusion(&plot, &r.class_names, &r.confusion)?;

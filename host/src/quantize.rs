@@ -229,7 +229,7 @@ pub fn quantize(
 /// validate it with the shared parser before reporting success.
 pub fn write_model_file(model: &OwnedModel, path: &Path) -> Result<usize> {
     let bytes = shared::format::write(&model.view()).map_err(|e| anyhow::anyhow!("encoding the model file: {e}"))?;
-    crate::fsutil::write_atomic(path, &bytes)?;
+    crate::checkpoint::write_atomic(path, &bytes)?;
     let back = crate::simulate::read_model_file(path)?;
     let parsed = shared::format::parse(back.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if parsed != model.view() {

@@ -180,7 +180,7 @@ fn dump_layers(dir: &Path, stem: &str, run: &SimRun) -> Result<()> {
     let sub = dir.join(stem);
     for l in &run.layers {
         if let Some(b) = &l.bytes {
-            crate::fsutil::write_atomic(&sub.join(format!("{:02}-{}.bin", l.index, l.name)), b)?;
+            crate::checkpoint::write_atomic(&sub.join(format!("{:02}-{}.bin", l.index, l.name)), b)?;
         }
     }
     Ok(())
