@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use shared::build::{self, FloatLayer, OwnedModel, Ranges};
-use shared::engine::{self, NoObserver};
+use shared::engine::{self, NoObserver, Parallel, ScopedThreads, SingleThread};
 use shared::spec::{self, Layer, ModelSpec};
 use std::hint::black_box;
 use std::time::Duration;
@@ -104,14 +104,14 @@ impl Fixture {
 }
 
 /// Time `engine::run` on `model` with a plan-sized arena built outside the loop.
-fn bench_engine(c: &mut Criterion, group: &str, model: &OwnedModel, input: &[u8]) {
+fn bench_engine(c: &mut Criterion, group: &str, model: &OwnedModel, input: &[u8], par: &dyn Parallel) {
     let view = model.view();
     let mut arena = vec![0u8; engine::plan(&view).arena_bytes];
     let mut g = c.benchmark_group(group);
     g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
     g.bench_function("engine", |b| {
         b.iter(|| {
-            let out = engine::run(&view, black_box(input), &mut arena, &mut NoObserver).expect("run");
+            let out = engine::run_with(&view, black_box(input), &mut arena, &mut NoObserver, par).expect("run");
             black_box(out[0]);
         })
     });
@@ -123,7 +123,9 @@ fn int8(c: &mut Criterion) {
     let model = fx.int8();
     let mut input = vec![0u8; fx.image.len()];
     engine::quantize_input(&fx.image, model.input, &mut input).expect("input");
-    bench_engine(c, "alexnet227_int8", &model, &input);
+    bench_engine(c, "alexnet227_int8", &model, &input, &SingleThread);
+    // The latency setting: 2 threads (int8 Conv2D/Dense split by rows/units).
+    bench_engine(c, "alexnet227_int8_2threads", &model, &input, &ScopedThreads(2));
 }
 
 fn f16(c: &mut Criterion) {
@@ -131,7 +133,7 @@ fn f16(c: &mut Criterion) {
     let model = fx.f16();
     let mut input = vec![0u8; 2 * fx.image.len()];
     engine::encode_f16_input(&fx.image, &mut input).expect("input");
-    bench_engine(c, "alexnet227_f16", &model, &input);
+    bench_engine(c, "alexnet227_f16", &model, &input, &SingleThread);
 }
 
 criterion_group!(benches, int8, f16);

@@ -44,6 +44,80 @@ pub trait Observer {
     }
 }
 
+/// Runs independent jobs, possibly on several threads: the engine's only
+/// hook for parallelism (it never spawns anything itself). The jobs of one
+/// call write disjoint parts of one layer's output, so the bytes never
+/// depend on how they are scheduled.
+pub trait Parallel: Sync {
+    /// How many jobs to split a layer into (1: do not split).
+    fn jobs(&self) -> usize;
+    /// Call `job(i)` once for every `i < jobs`, in any order or concurrently;
+    /// return when all have returned.
+    fn run(&self, jobs: usize, job: &(dyn Fn(usize) + Sync));
+}
+
+/// Everything on the calling thread, one job per layer (what [`run`] uses).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SingleThread;
+
+impl Parallel for SingleThread {
+    fn jobs(&self) -> usize {
+        1
+    }
+    fn run(&self, jobs: usize, job: &(dyn Fn(usize) + Sync)) {
+        (0..jobs).for_each(job)
+    }
+}
+
+/// `threads` scoped std threads per split layer (the caller's thread runs one job).
+#[cfg(feature = "std")]
+#[derive(Clone, Copy, Debug)]
+pub struct ScopedThreads(pub usize);
+
+#[cfg(feature = "std")]
+impl Parallel for ScopedThreads {
+    fn jobs(&self) -> usize {
+        self.0.max(1)
+    }
+    fn run(&self, jobs: usize, job: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|s| {
+            for i in 1..jobs {
+                s.spawn(move || job(i));
+            }
+            if jobs > 0 {
+                job(0);
+            }
+        });
+    }
+}
+
+/// A layer's output shared by the jobs of one [`Parallel::run`], each of
+/// which reborrows a disjoint range of it.
+struct SharedOut(*mut i8, usize);
+
+// SAFETY: the jobs only create non-overlapping subslices (see `split_rows`),
+// and `Parallel::run` returns only after every job has finished.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// Elements `range` of the output.
+    ///
+    /// # Safety
+    /// No two live borrows from one `SharedOut` may overlap.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn part(&self, start: usize, len: usize) -> &mut [i8] {
+        assert!(start + len <= self.1);
+        // SAFETY: in bounds (checked); exclusivity is the caller's contract.
+        unsafe { core::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
+/// Job `i` of `jobs` over `n` items: its `(first, count)`.
+fn share(n: usize, jobs: usize, i: usize) -> (usize, usize) {
+    let (a, b) = (n * i / jobs, n * (i + 1) / jobs);
+    (a, b - a)
+}
+
 /// An observer that does nothing.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoObserver;
@@ -366,6 +440,19 @@ pub fn run<'a>(
     arena: &'a mut [u8],
     observer: &mut dyn Observer,
 ) -> Result<&'a [u8], EngineError> {
+    run_with(model, input, arena, observer, &SingleThread)
+}
+
+/// [`run`], splitting the int8 Conv2D and Dense layers into `par.jobs()`
+/// jobs where the CPU has a kernel for part of a layer
+/// ([`k8::can_split_conv`]); the same bytes as [`run`] whatever `par` does.
+pub fn run_with<'a>(
+    model: &QuantModel<'_>,
+    input: &[u8],
+    arena: &'a mut [u8],
+    observer: &mut dyn Observer,
+    par: &dyn Parallel,
+) -> Result<&'a [u8], EngineError> {
     validate(model)?;
     let p = plan(model);
     if p.arena_bytes == usize::MAX || p.input_bytes == usize::MAX {
@@ -415,7 +502,20 @@ pub fn run<'a>(
                     (Layer::Conv2D(c), LayerWeights::Int8(w)) => {
                         let g = ConvGeom::from_spec(&c, inp).ok_or(EngineError::TooLarge)?;
                         let prm = Int8Params::new(in_q.zero_point, d.output.zero_point, c.activation);
-                        k8::conv2d_fast(&g, &prm, &w, as_i8(src), as_i8_mut(dst));
+                        let jobs = par.jobs().min(g.out_h);
+                        if jobs > 1 && k8::can_split_conv(&g) {
+                            let (x, row) = (as_i8(src), g.out_w * g.out_c);
+                            let dst = as_i8_mut(dst);
+                            let out = SharedOut(dst.as_mut_ptr(), dst.len());
+                            par.run(jobs, &|i| {
+                                let (first, rows) = share(g.out_h, jobs, i);
+                                // SAFETY: job i takes output rows share(i), disjoint from the others'.
+                                let part = unsafe { out.part(first * row, rows * row) };
+                                k8::conv2d_rows(&g, &prm, &w, x, part, first);
+                            });
+                        } else {
+                            k8::conv2d_fast(&g, &prm, &w, as_i8(src), as_i8_mut(dst));
+                        }
                     }
                     (Layer::Conv2D(c), LayerWeights::F16(w)) => {
                         let g = ConvGeom::from_spec(&c, inp).ok_or(EngineError::TooLarge)?;
@@ -423,7 +523,21 @@ pub fn run<'a>(
                     }
                     (Layer::Dense { activation, .. }, LayerWeights::Int8(w)) => {
                         let prm = Int8Params::new(in_q.zero_point, d.output.zero_point, activation);
-                        k8::dense_fast(&prm, &w, as_i8(src), as_i8_mut(dst));
+                        let units = dst.len();
+                        let jobs = par.jobs().min(units);
+                        if jobs > 1 && k8::can_split_dense() {
+                            let x = as_i8(src);
+                            let dst = as_i8_mut(dst);
+                            let out = SharedOut(dst.as_mut_ptr(), dst.len());
+                            par.run(jobs, &|i| {
+                                let (first, n) = share(units, jobs, i);
+                                // SAFETY: job i takes units share(i), disjoint from the others'.
+                                let part = unsafe { out.part(first, n) };
+                                k8::dense_units(&prm, &w, x, part, first);
+                            });
+                        } else {
+                            k8::dense_fast(&prm, &w, as_i8(src), as_i8_mut(dst));
+                        }
                     }
                     (Layer::Dense { activation, .. }, LayerWeights::F16(w)) => {
                         k16::dense_fast(activation == Activation::Relu, &w, as_f16(src), as_f16_mut(dst));

@@ -120,6 +120,59 @@ pub fn conv2d_fast(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i
     conv2d_portable(g, p, w, input, output)
 }
 
+/// Whether [`conv2d_rows`] can compute part of this layer's output rows on
+/// this CPU (so a host may split the layer across threads).
+pub fn can_split_conv(g: &ConvGeom) -> bool {
+    #[cfg(all(feature = "std", x86_simd))]
+    if super::x86::has_vnni() && g.kernel * g.kernel <= super::x86::MAX_TAPS {
+        return true;
+    }
+    let _ = g;
+    false
+}
+
+/// Output rows `oy_first..` of [`conv2d`] (`output` holds whole rows), the
+/// same bytes as the full kernel. Panics unless [`can_split_conv`].
+pub fn conv2d_rows(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    input: &[i8],
+    output: &mut [i8],
+    oy_first: usize,
+) {
+    assert!(can_split_conv(g), "conv2d_rows: not supported on this CPU");
+    #[cfg(all(feature = "std", x86_simd))]
+    // SAFETY: `can_split_conv` checked AVX-512F/BW/VNNI and the kernel size.
+    unsafe {
+        super::x86::conv2d_vnni_rows(g, p, w, input, output, oy_first)
+    }
+    #[cfg(not(all(feature = "std", x86_simd)))]
+    let _ = (p, w, input, output, oy_first);
+}
+
+/// Whether [`dense_units`] is available on this CPU.
+pub fn can_split_dense() -> bool {
+    #[cfg(all(feature = "std", x86_simd))]
+    if super::x86::has_vnni() {
+        return true;
+    }
+    false
+}
+
+/// Units `first..first + output.len()` of [`dense`] (a layer of
+/// `w.bias.len()` units), the same bytes. Panics unless [`can_split_dense`].
+pub fn dense_units(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8], first: usize) {
+    assert!(can_split_dense(), "dense_units: not supported on this CPU");
+    #[cfg(all(feature = "std", x86_simd))]
+    // SAFETY: `can_split_dense` checked AVX-512F/BW/VNNI.
+    unsafe {
+        super::x86::dense_vnni_units(p, w, input, output, first)
+    }
+    #[cfg(not(all(feature = "std", x86_simd)))]
+    let _ = (p, w, input, output, first);
+}
+
 /// [`conv2d_fast`] for the baseline instruction set (what no_std targets run).
 #[inline(always)]
 pub fn conv2d_portable(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
