@@ -307,40 +307,68 @@ pub struct QuantizeArgs {
     pub out: std::path::PathBuf,
 }
 
+/// How to calibrate int8 activation ranges.
+#[derive(Clone, Debug)]
+pub struct Calibration<'a> {
+    /// Class-folder dataset; None: the data the checkpoint was trained on.
+    pub data: Option<&'a Path>,
+    pub images: usize,
+    pub method: RangeMethod,
+    /// Seed that picks the images.
+    pub seed: u64,
+}
+
+impl Default for Calibration<'_> {
+    fn default() -> Self {
+        Calibration { data: None, images: 256, method: RangeMethod::MinMax, seed: 7 }
+    }
+}
+
+/// Quantize a loaded checkpoint: calibrate (int8) on `cal`'s images, then
+/// build the model with the checkpoint's class names.
+pub fn quantize_checkpoint(
+    ck: &crate::checkpoint::Checkpoint,
+    precision: Precision,
+    cal: &Calibration,
+) -> Result<OwnedModel> {
+    let params = FloatParams::from_tensors(&ck.spec, &ck.tensors)?;
+    let ranges = match precision {
+        Precision::F16 => None,
+        Precision::Int8 => {
+            let sel =
+                crate::provenance::open_for_checkpoint(ck, cal.data, None).context("choosing calibration images")?;
+            let (h, w) = ck.input_hw();
+            let images = sel.data.calibration_images(cal.images.max(1), h, w, cal.seed)?;
+            if images.len_of(Axis(0)) == 0 {
+                bail!("no readable calibration images in {}", sel.data.source.summary());
+            }
+            let mut net = ck.network()?;
+            let mut calibrator = Calibrator::new(&ck.spec, cal.method);
+            for chunk in images.axis_chunks_iter(Axis(0), 32) {
+                calibrator.observe(&mut net, chunk);
+            }
+            eprintln!("calibrated on {} images of {}", calibrator.images(), sel.data.source.summary());
+            Some(calibrator.ranges())
+        }
+    };
+    quantize(&params, precision, ranges.as_ref(), &ck.class_names)
+}
+
 /// Run `host quantize`.
 pub fn run_cli(args: &QuantizeArgs) -> Result<()> {
     let ck = crate::checkpoint::Checkpoint::load(&args.checkpoint)?;
-    let params = FloatParams::from_tensors(&ck.spec, &ck.tensors)
-        .with_context(|| format!("checkpoint {}", args.checkpoint.display()))?;
     let precision = match args.to.as_str() {
         "f16" => Precision::F16,
         _ => Precision::Int8,
     };
-    let ranges = match precision {
-        Precision::F16 => None,
-        Precision::Int8 => {
-            let method = match args.percentile {
-                Some(p) if (50.0..=100.0).contains(&p) => RangeMethod::Percentile(p),
-                Some(p) => bail!("--percentile {p} must lie in [50, 100]"),
-                None => RangeMethod::MinMax,
-            };
-            let sel = crate::provenance::open_for_checkpoint(&ck, args.data.as_deref(), None)
-                .context("choosing calibration images")?;
-            let (h, w) = ck.input_hw();
-            let images = sel.data.calibration_images(args.calibration_images.max(1), h, w, args.seed)?;
-            if images.len_of(Axis(0)) == 0 {
-                bail!("no readable calibration images in {}", sel.data.source.summary());
-            }
-            let mut net = ck.network().with_context(|| format!("checkpoint {}", args.checkpoint.display()))?;
-            let mut cal = Calibrator::new(&ck.spec, method);
-            for chunk in images.axis_chunks_iter(Axis(0), 32) {
-                cal.observe(&mut net, chunk);
-            }
-            eprintln!("calibrated on {} images of {}", cal.images(), sel.data.source.summary());
-            Some(cal.ranges())
-        }
+    let method = match args.percentile {
+        Some(p) if (50.0..=100.0).contains(&p) => RangeMethod::Percentile(p),
+        Some(p) => bail!("--percentile {p} must lie in [50, 100]"),
+        None => RangeMethod::MinMax,
     };
-    let model = quantize(&params, precision, ranges.as_ref(), &ck.class_names)?;
+    let cal = Calibration { data: args.data.as_deref(), images: args.calibration_images, method, seed: args.seed };
+    let model = quantize_checkpoint(&ck, precision, &cal)
+        .with_context(|| format!("quantizing {}", args.checkpoint.display()))?;
     let bytes = write_model_file(&model, &args.out)?;
     let view = model.view();
     let plan = shared::engine::plan(&view);
