@@ -1,0 +1,194 @@
+//! Golden files and the quantization targets, on the scaled preset trained on
+//! the embedded data (`tests/golden/micro.safetensors`, made by
+//! `host train` with its defaults, optimizer state stripped).
+//!
+//! - The checked-in int8 and f16 model files, run on the checked-in images,
+//!   give exactly the recorded output bytes and per-layer hashes: a test
+//!   fails if any byte changes without a format version bump.
+//! - Quantizing the checkpoint again gives the checked-in files byte for byte.
+//! - int8 keeps ≥ 99 % top-1 agreement with float and loses ≤ 1 point of
+//!   accuracy; f16 keeps ≥ 99.9 % agreement (the targets).
+//! - The emulated Cortex-M4 computes the desktop simulator's bytes for both
+//!   files on 20 validation images.
+//!
+//! After an intended change (and a format version bump where the bytes
+//! change), regenerate with `UPDATE_GOLDEN=1 cargo test --test golden` and
+//! review the diff.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use host::checkpoint::Checkpoint;
+use host::flash::{self, Board};
+use host::quantize::{quantize_checkpoint, Calibration};
+use host::simulate::{encode_input, image_input, parse_model, read_model_file, simulate};
+use serde_json::{json, Value};
+use shared::model::{Precision, QuantModel};
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn updating() -> bool {
+    std::env::var_os("UPDATE_GOLDEN").is_some()
+}
+
+const MODELS: [(&str, Precision); 2] = [("micro.int8", Precision::Int8), ("micro.f16", Precision::F16)];
+
+fn checkpoint() -> Checkpoint {
+    Checkpoint::load(&dir().join("micro.safetensors")).expect("tests/golden/micro.safetensors")
+}
+
+fn images() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir().join("images"))
+        .expect("tests/golden/images")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every model's outputs on every golden image.
+fn record(models: &[(String, QuantModel)]) -> Value {
+    let mut cases = Vec::new();
+    for (name, model) in models {
+        for img in images() {
+            let input = image_input(model, &img).expect("golden image");
+            let run = simulate(model, &input, false).expect("engine");
+            cases.push(json!({
+                "model": name,
+                "image": img.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "output": hex(&run.output),
+                "layers": run.layers.iter().map(|l| format!("{:016x}", l.hash)).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    json!({ "format_version": shared::format::VERSION, "cases": cases })
+}
+
+fn load_models() -> Vec<(String, shared::format::AlignedBytes)> {
+    MODELS
+        .iter()
+        .map(|(name, _)| {
+            let p = dir().join(name);
+            (name.to_string(), read_model_file(&p).expect("golden model file"))
+        })
+        .collect()
+}
+
+#[test]
+fn golden_model_files_give_the_recorded_bytes() {
+    let files = load_models();
+    let models: Vec<(String, QuantModel)> =
+        files.iter().map(|(n, b)| (n.clone(), parse_model(b, Path::new(n)).expect("golden file parses"))).collect();
+    let got = record(&models);
+    let path = dir().join("expected.json");
+    if updating() {
+        std::fs::write(&path, serde_json::to_string_pretty(&got).expect("json")).expect("write expected.json");
+    }
+    let want: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("expected.json")).expect("json");
+    let version = want["format_version"].as_u64();
+    assert_eq!(
+        version,
+        Some(shared::format::VERSION as u64),
+        "the model format version changed: regenerate the golden files (UPDATE_GOLDEN=1 cargo test --test golden)"
+    );
+    let (got, want) = (got["cases"].as_array().expect("cases"), want["cases"].as_array().expect("cases"));
+    assert_eq!(got.len(), want.len(), "number of golden cases");
+    assert!(got.len() >= 12, "expected 2 models x 6 images");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g["model"], w["model"]);
+        assert_eq!(g["image"], w["image"]);
+        assert_eq!(g["layers"], w["layers"], "{} on {}: a layer's output bytes changed", g["model"], g["image"]);
+        assert_eq!(g["output"], w["output"], "{} on {}: the output bytes changed", g["model"], g["image"]);
+    }
+}
+
+#[test]
+fn quantizing_the_checkpoint_again_gives_the_same_files() {
+    let ck = checkpoint();
+    for (name, precision) in MODELS {
+        let model = quantize_checkpoint(&ck, precision, &Calibration::default()).expect("quantize");
+        let bytes = shared::format::write(&model.view()).expect("encode");
+        let path = dir().join(name);
+        if updating() {
+            std::fs::write(&path, &bytes).expect("write golden model");
+        }
+        let want = std::fs::read(&path).expect("golden model file");
+        assert!(bytes == want, "{name}: quantizing micro.safetensors no longer gives the checked-in bytes");
+    }
+}
+
+#[test]
+fn quantized_models_meet_the_accuracy_targets() {
+    let ck = checkpoint();
+    let files = load_models();
+    let models: Vec<(PathBuf, QuantModel)> =
+        files.iter().map(|(n, b)| (PathBuf::from(n), parse_model(b, Path::new(n)).expect("parse"))).collect();
+    let sel = host::provenance::open_for_checkpoint(&ck, None, None).expect("the embedded data");
+    assert!(sel.indices.len() >= 400, "the validation split has {} images", sel.indices.len());
+    let report = host::compare::compare(&ck, &models, &sel.data, &sel.indices).expect("compare");
+    eprint!("{}", report.render());
+    assert!(report.float_accuracy > 0.90, "the float model itself is at {:.3}", report.float_accuracy);
+    let int8 = &report.models[0];
+    let f16 = &report.models[1];
+    assert!(int8.agreement >= 0.99, "int8 top-1 agreement {:.4} < 0.99", int8.agreement);
+    assert!(int8.accuracy_drop_pts <= 1.0, "int8 accuracy drop {:.2} pts > 1", int8.accuracy_drop_pts);
+    assert!(f16.agreement >= 0.999, "f16 top-1 agreement {:.4} < 0.999", f16.agreement);
+    // The thresholds the CLI enforces are the same ones.
+    report.check(Some(1.0), Some(0.99)).expect("thresholds");
+    // Every int8 layer keeps a usable signal-to-noise ratio, f16 a far better one.
+    for ((name, a), (_, b)) in int8.sqnr_db.iter().zip(&f16.sqnr_db) {
+        assert!(*a > 20.0, "int8 {name}: SQNR {a:.1} dB");
+        assert!(*b > *a, "f16 {name}: SQNR {b:.1} dB not above int8's {a:.1}");
+    }
+}
+
+#[test]
+fn the_cortex_m4_computes_the_simulator_bytes_for_20_images() {
+    let ck = checkpoint();
+    let sel = host::provenance::open_for_checkpoint(&ck, None, None).expect("the embedded data");
+    let (h, w) = ck.input_hw();
+    let images = sel.data.calibration_images(20, h, w, 99).expect("validation images");
+    assert_eq!(images.shape()[0], 20);
+    let elf = flash::build_firmware(Board::QemuAn386, &flash::default_firmware_dir())
+        .unwrap_or_else(|e| panic!("building the qemu-an386 firmware (run scripts/setup.sh): {e:#}"));
+    let scratch = std::env::temp_dir().join(format!("golden-device-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    for (name, bytes) in load_models() {
+        let model = parse_model(&bytes, Path::new(&name)).expect("parse");
+        let model_path = dir().join(&name);
+        // Two QEMU instances at a time: one per core.
+        let inputs: Vec<Vec<u8>> = images
+            .outer_iter()
+            .map(|img| encode_input(&model, &img.iter().copied().collect::<Vec<f32>>()).expect("encode"))
+            .collect();
+        std::thread::scope(|s| {
+            for (half, chunk) in inputs.chunks(10).enumerate() {
+                let (elf, scratch, model_path, model, name) = (&elf, &scratch, &model_path, &model, &name);
+                s.spawn(move || {
+                    for (i, input) in chunk.iter().enumerate() {
+                        let k = half * 10 + i;
+                        let blob = scratch.join(format!("{name}-{k}.axin"));
+                        std::fs::write(&blob, flash::input_blob(input, false).expect("blob")).expect("write blob");
+                        let run = flash::run_qemu(Board::QemuAn386, elf, model_path, &blob, Duration::from_secs(300), None)
+                            .unwrap_or_else(|e| panic!("{name} image {k}: {e:#}"));
+                        run.ensure_success().unwrap_or_else(|e| panic!("{name} image {k}: {e:#}"));
+                        let want = simulate(model, input, false).expect("desktop");
+                        let (_, got) = run.output.clone().expect("output frame");
+                        assert_eq!(got, want.output, "{name} image {k}: device output bytes differ");
+                        let dev: Vec<u64> = run.layers.iter().map(|l| l.fnv).collect();
+                        let desk: Vec<u64> = want.layers.iter().map(|l| l.hash).collect();
+                        assert_eq!(dev, desk, "{name} image {k}: per-layer hashes differ");
+                    }
+                });
+            }
+        });
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+}
