@@ -24,33 +24,7 @@ use embedded_io::Write;
 
 use clock::Clock;
 use frame::{kind, MsgBuf};
-
-/// Process exit codes, shared with the host's `flash` command.
-pub mod exit_code {
-    /// The model ran; OUTPUT was sent.
-    pub const OK: u8 = 0;
-    /// The model file was rejected by `shared::format::parse` (bad magic,
-    /// version, length, checksum, contents).
-    pub const BAD_MODEL: u8 = 2;
-    /// The model's arena does not fit this board's static arena.
-    pub const ARENA_TOO_SMALL: u8 = 3;
-    /// The input blob is missing, malformed or the wrong size for the model.
-    pub const BAD_INPUT: u8 = 4;
-    /// The engine reported an error.
-    pub const ENGINE: u8 = 5;
-    /// A Rust panic.
-    pub const PANIC: u8 = 101;
-    /// A HardFault (or any unexpected exception).
-    pub const FAULT: u8 = 102;
-}
-
-/// The input blob's magic: `b"AXIN"`.
-const INPUT_MAGIC: [u8; 4] = *b"AXIN";
-/// Bytes of the input blob's header: magic, version `u16` = 1, flags `u16`,
-/// data length `u32`, reserved `u32` = 0; the data follows, 16-aligned.
-const INPUT_HEADER: usize = 16;
-/// Input flag: send every layer's output bytes, not just their hashes.
-const FLAG_LAYER_BYTES: u16 = 1;
+use shared::protocol::{exit_code, FLAG_LAYER_BYTES, INPUT_HEADER, INPUT_MAGIC, INPUT_VERSION};
 
 static CLOCK: Clock = Clock::new();
 
@@ -223,7 +197,7 @@ fn read_input(region: &[u8], expected: usize) -> Result<(&[u8], u16), &'static s
     if head[0..4] != INPUT_MAGIC {
         return Err("no input blob (bad magic; expected \"AXIN\")");
     }
-    if u16::from_le_bytes([head[4], head[5]]) != 1 {
+    if u16::from_le_bytes([head[4], head[5]]) != INPUT_VERSION {
         return Err("unsupported input blob version");
     }
     let flags = u16::from_le_bytes([head[6], head[7]]);

@@ -11,9 +11,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use shared::engine;
 use shared::format::AlignedBytes;
-use shared::model::{Precision, QuantModel};
-use shared::spec::Shape;
-use std::fmt::Write as _;
+use shared::model::QuantModel;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -90,15 +88,16 @@ impl Board {
     }
 }
 
-/// The firmware's exit codes (`firmware/src/main.rs`, `exit_code`).
+/// The firmware's exit codes (`shared::protocol::exit_code`) as process exit statuses.
 pub mod exit_code {
-    pub const OK: i32 = 0;
-    pub const BAD_MODEL: i32 = 2;
-    pub const ARENA_TOO_SMALL: i32 = 3;
-    pub const BAD_INPUT: i32 = 4;
-    pub const ENGINE: i32 = 5;
-    pub const PANIC: i32 = 101;
-    pub const FAULT: i32 = 102;
+    use shared::protocol::exit_code as code;
+    pub const OK: i32 = code::OK as i32;
+    pub const BAD_MODEL: i32 = code::BAD_MODEL as i32;
+    pub const ARENA_TOO_SMALL: i32 = code::ARENA_TOO_SMALL as i32;
+    pub const BAD_INPUT: i32 = code::BAD_INPUT as i32;
+    pub const ENGINE: i32 = code::ENGINE as i32;
+    pub const PANIC: i32 = code::PANIC as i32;
+    pub const FAULT: i32 = code::FAULT as i32;
 }
 
 /// The firmware crate, as this host binary was built next to it.
@@ -135,51 +134,21 @@ pub fn build_firmware(board: Board, firmware_dir: &Path) -> Result<PathBuf> {
     Ok(elf)
 }
 
-/// Bytes of the input blob header (see firmware `read_input`).
-pub const INPUT_HEADER: usize = 16;
-/// Input flag: the firmware sends every layer's output bytes.
-pub const FLAG_LAYER_BYTES: u16 = 1;
+pub use shared::protocol::{fnv1a64, kind, FLAG_LAYER_BYTES, INPUT_HEADER};
+use shared::protocol::{CRC32, FRAME_HEADER, FRAME_MAGIC, INPUT_MAGIC, INPUT_VERSION};
 
 /// Wrap raw model-input bytes (int8 values, or f16 little-endian) in the
 /// blob the firmware reads: `b"AXIN"`, version 1, flags, length, 0.
 pub fn input_blob(data: &[u8], layer_bytes: bool) -> Result<Vec<u8>> {
     let len = u32::try_from(data.len()).map_err(|_| anyhow!("input of {} bytes is too large", data.len()))?;
     let mut blob = Vec::with_capacity(INPUT_HEADER + data.len());
-    blob.extend_from_slice(b"AXIN");
-    blob.extend_from_slice(&1u16.to_le_bytes());
+    blob.extend_from_slice(&INPUT_MAGIC);
+    blob.extend_from_slice(&INPUT_VERSION.to_le_bytes());
     blob.extend_from_slice(&(if layer_bytes { FLAG_LAYER_BYTES } else { 0 }).to_le_bytes());
     blob.extend_from_slice(&len.to_le_bytes());
     blob.extend_from_slice(&0u32.to_le_bytes());
     blob.extend_from_slice(data);
     Ok(blob)
-}
-
-/// CRC-32/ISO-HDLC, as the firmware computes it over each frame.
-pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = (c >> 1) ^ (0xEDB8_8320 & (c & 1).wrapping_neg());
-        }
-    }
-    !c
-}
-
-/// FNV-1a 64: the per-layer fingerprint the firmware sends.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
-/// Frame kinds (firmware `frame::kind`).
-pub mod kind {
-    pub const HELLO: u8 = 1;
-    pub const MODEL: u8 = 2;
-    pub const LAYER: u8 = 3;
-    pub const OUTPUT: u8 = 4;
-    pub const ERROR: u8 = 5;
-    pub const DONE: u8 = 6;
-    pub const STATS: u8 = 7;
 }
 
 /// One CRC-checked frame.
@@ -198,7 +167,7 @@ pub fn decode_frames(stream: &[u8]) -> (Vec<Frame>, usize) {
     while i < stream.len() {
         let rest = &stream[i..];
         if let Some(frame) = try_frame(rest) {
-            i += 2 + 6 + frame.payload.len() + 4;
+            i += FRAME_HEADER + frame.payload.len() + 4;
             frames.push(frame);
         } else {
             i += 1;
@@ -209,13 +178,13 @@ pub fn decode_frames(stream: &[u8]) -> (Vec<Frame>, usize) {
 }
 
 fn try_frame(b: &[u8]) -> Option<Frame> {
-    if b.len() < 12 || &b[..2] != b"AX" {
+    if b.len() < FRAME_HEADER + 4 || b[..2] != FRAME_MAGIC {
         return None;
     }
     let len = u32::from_le_bytes(b[4..8].try_into().ok()?) as usize;
     let end = 8usize.checked_add(len)?;
     let crc = u32::from_le_bytes(b.get(end..end + 4)?.try_into().ok()?);
-    (crc32(&b[2..end]) == crc).then(|| Frame { kind: b[2], payload: b[8..end].to_vec() })
+    (CRC32.checksum(&b[2..end]) == crc).then(|| Frame { kind: b[2], payload: b[8..end].to_vec() })
 }
 
 fn u32_at(p: &[u8], at: usize) -> Result<u32> {
@@ -558,10 +527,9 @@ pub fn run(args: FlashArgs) -> Result<()> {
 
 /// Read and validate a model file the way the firmware will.
 pub fn load_model(path: &Path) -> Result<AlignedBytes> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
-    let aligned = AlignedBytes::copy_from(&bytes);
-    shared::format::parse(&aligned).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    Ok(aligned)
+    let bytes = crate::simulate::read_model_file(path)?;
+    crate::simulate::parse_model(&bytes, path)?;
+    Ok(bytes)
 }
 
 /// The model's input bytes for `--image` or `--input-raw`.
@@ -569,7 +537,7 @@ fn model_input(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<u8>> {
     let expected = model.spec.input().elements() as usize * model.precision.activation_bytes();
     let data = match (&opts.input_raw, &opts.image) {
         (Some(raw), _) => std::fs::read(raw).with_context(|| format!("reading {}", raw.display()))?,
-        (None, Some(image)) => image_input(image, model)?,
+        (None, Some(image)) => crate::simulate::image_input(model, image)?,
         (None, None) => bail!("give --image IMAGE or --input-raw FILE"),
     };
     if data.len() != expected {
@@ -588,78 +556,27 @@ fn model_input(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<u8>> {
 /// Run `model` on the desktop and require the device's bytes: the output
 /// tensor and the FNV-1a of every layer (and the layer bytes when sent).
 pub fn verify_against_desktop(model: &QuantModel<'_>, input: &[u8], run: &DeviceRun) -> Result<()> {
-    struct Hashes(Vec<(usize, u64, Vec<u8>)>);
-    impl engine::Observer for Hashes {
-        fn layer_done(&mut self, index: usize, _shape: Shape, output: &[u8]) {
-            self.0.push((index, fnv1a64(output), output.to_vec()));
-        }
-    }
-    let mut arena = vec![0u8; engine::plan(model).arena_bytes];
-    let mut desk = Hashes(Vec::new());
-    let want = engine::run(model, input, &mut arena, &mut desk).map_err(|e| anyhow!("desktop engine: {e}"))?;
+    let desk = crate::simulate::simulate(model, input, true)?;
     let (_, got) = run.output.as_ref().ok_or_else(|| anyhow!("the device sent no output"))?;
-    if run.layers.len() != desk.0.len() {
-        bail!("the device reported {} layers, the desktop ran {}", run.layers.len(), desk.0.len());
+    if run.layers.len() != desk.layers.len() {
+        bail!("the device reported {} layers, the desktop ran {}", run.layers.len(), desk.layers.len());
     }
-    for (dev, (index, hash, bytes)) in run.layers.iter().zip(&desk.0) {
-        if dev.index as usize != *index || dev.fnv != *hash || dev.bytes.as_ref().is_some_and(|b| b != bytes) {
-            bail!("layer {index}: device hash {:016x}, desktop {hash:016x}: the executors diverge here", dev.fnv);
+    for (dev, want) in run.layers.iter().zip(&desk.layers) {
+        let bytes_differ = matches!((&dev.bytes, &want.bytes), (Some(a), Some(b)) if a != b);
+        if dev.index as usize != want.index || dev.fnv != want.hash || bytes_differ {
+            bail!(
+                "layer {} ({}): device hash {:016x}, desktop {:016x}: the executors diverge here",
+                want.index,
+                want.name,
+                dev.fnv,
+                want.hash
+            );
         }
     }
-    if got.as_slice() != want {
+    if *got != desk.output {
         bail!("the output bytes differ between the device and the desktop");
     }
     Ok(())
-}
-
-/// Decode, resize and encode an image exactly as training, eval and
-/// `host simulate` do (`data::load_image_file`, then the engine's own
-/// quantize/encode), so the device sees the desktop's input bytes.
-pub fn image_input(path: &Path, model: &QuantModel<'_>) -> Result<Vec<u8>> {
-    let Shape::Image { h, w, c: 3 } = model.spec.input() else {
-        bail!("the model's input {} is not an RGB image; use --input-raw", model.spec.input());
-    };
-    let pixels = crate::data::load_image_file(path, h as usize, w as usize)?;
-    let x: Vec<f32> = pixels.as_standard_layout().iter().copied().collect();
-    let mut out = vec![0u8; x.len() * model.precision.activation_bytes()];
-    match model.precision {
-        Precision::Int8 => engine::quantize_input(&x, model.input, &mut out),
-        Precision::F16 => engine::encode_f16_input(&x, &mut out),
-    }
-    .map_err(|e| anyhow!("encoding {}: {e}", path.display()))?;
-    Ok(out)
-}
-
-/// The output tensor as numbers: int8 raw values, or f16 values.
-pub fn output_values(precision: Precision, bytes: &[u8]) -> Vec<f64> {
-    match precision {
-        Precision::Int8 => bytes.iter().map(|&b| b as i8 as f64).collect(),
-        Precision::F16 => bytes.chunks_exact(2).map(|c| shared::f16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
-    }
-}
-
-/// Indices of the `k` largest values, largest first (ties: lower index first).
-pub fn top_k(values: &[f64], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
-    idx.truncate(k);
-    idx
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// `host flash`.
@@ -704,16 +621,19 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
             );
         }
     }
-    let values = output_values(model.precision, &out);
-    let top = top_k(&values, 5);
-    let label = |i: usize| model.class_name(i).map(str::to_owned).unwrap_or_else(|| format!("class {i}"));
+    let report = device_report(&run, &model, opts.image.as_deref().unwrap_or(&opts.model), &out, opts.layers)?;
     if opts.json {
-        println!("{}", render_json(&run, &model, &values, &top, opts.layers));
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let board = run.hello.as_ref().map(|h| h.board.as_str()).unwrap_or("?");
-        if let Some(&best) = top.first() {
-            println!("{board}: predicted {} (index {best}, output {})", label(best), values[best]);
-        }
+        println!("{board}:");
+        let logits: Vec<f32> =
+            report["logits"].as_array().into_iter().flatten().filter_map(|v| v.as_f64()).map(|v| v as f32).collect();
+        let path = opts.image.as_deref().unwrap_or(&opts.model);
+        print!(
+            "{}",
+            crate::predict::Prediction::from_logits(path, &crate::simulate::class_names(&model), &logits).render()
+        );
         println!("{:>3}  {:<44} {:<20} {:>14} {:>16}  fnv1a64", "#", "layer", "output shape", "ticks", "instructions");
         let shapes: Vec<_> = model.spec.shapes().collect();
         for l in &run.layers {
@@ -734,63 +654,71 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
             );
         }
         println!(
-            "total: {} ticks, ~{} instructions (QEMU -icount shift=0), {} stack bytes; top-5: {}",
+            "total: {} ticks, ~{} instructions (QEMU -icount shift=0), {} stack bytes",
             total_ticks,
             run.instructions(total_ticks).unwrap_or(0),
-            run.stack_used.unwrap_or(0),
-            top.iter().map(|&i| format!("{} ({})", label(i), values[i])).collect::<Vec<_>>().join(", ")
+            run.stack_used.unwrap_or(0)
         );
     }
     Ok(())
 }
 
-fn render_json(run: &DeviceRun, model: &QuantModel<'_>, values: &[f64], top: &[usize], with_bytes: bool) -> String {
-    let mut s = String::from("{");
-    let board = run.hello.as_ref().map(|h| h.board.clone()).unwrap_or_default();
-    let _ = write!(s, "\"board\":{},\"precision\":{},", json_str(&board), json_str(model.precision.name()));
-    let nums: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-    let _ = write!(s, "\"output\":[{}],", nums.join(","));
-    let top5: Vec<String> = top
-        .iter()
-        .map(|&i| {
-            let label = model.class_name(i).map(json_str).unwrap_or_else(|| "null".into());
-            format!("{{\"index\":{i},\"label\":{label},\"value\":{}}}", values[i])
-        })
-        .collect();
-    let _ = write!(s, "\"top5\":[{}],", top5.join(","));
-    let layers: Vec<String> = run
+/// The device run in the same JSON shape as `host simulate --json` (image,
+/// precision, class, confidence, top5, raw `output`, `logits`, `layers`),
+/// plus the board, tick/instruction counts and the stack high-water mark.
+pub fn device_report(
+    run: &DeviceRun,
+    model: &QuantModel<'_>,
+    image: &Path,
+    output: &[u8],
+    with_bytes: bool,
+) -> Result<serde_json::Value> {
+    let mut logits = vec![0f32; output.len() / model.precision.activation_bytes()];
+    engine::dequantize_output(model, output, &mut logits).map_err(|e| anyhow!("device output: {e}"))?;
+    let pred = crate::predict::Prediction::from_logits(image, &crate::simulate::class_names(model), &logits);
+    let shapes: Vec<_> = model.spec.shapes().collect();
+    let layers: Vec<serde_json::Value> = run
         .layers
         .iter()
         .map(|l| {
-            let name =
-                model.spec.layers().get(l.index as usize).map(|_| model.spec.layer_name(l.index as usize).to_string());
-            let mut o = format!(
-                "{{\"index\":{},\"name\":{},\"ticks\":{},\"instructions\":{},\"bytes_len\":{},\"fnv1a64\":\"{:016x}\"",
-                l.index,
-                name.as_deref().map(json_str).unwrap_or_else(|| "null".into()),
-                l.ticks,
-                run.instructions(l.ticks).unwrap_or(0),
-                l.output_len,
-                l.fnv
-            );
+            let i = l.index as usize;
+            let (name, kind, shape, macs) = shapes
+                .get(i)
+                .map(|&(_, layer, input, out)| {
+                    (
+                        model.spec.layer_name(i).to_string(),
+                        layer.kind().class_name(),
+                        out.to_string(),
+                        layer.macs(input, out),
+                    )
+                })
+                .unwrap_or_default();
+            let mut o = serde_json::json!({
+                "index": i, "name": name, "kind": kind, "shape": shape, "macs": macs, "ticks": l.ticks,
+                "instructions": run.instructions(l.ticks), "fnv1a64": format!("{:016x}", l.fnv),
+            });
             if let (true, Some(b)) = (with_bytes, &l.bytes) {
-                let vals: Vec<String> = output_values(model.precision, b).iter().map(|v| v.to_string()).collect();
-                let _ = write!(o, ",\"output\":[{}]", vals.join(","));
+                o["output"] = serde_json::json!(crate::simulate::output_values(model.precision, b));
             }
-            o.push('}');
             o
         })
         .collect();
-    let _ = write!(s, "\"layers\":[{}],", layers.join(","));
     let total = run.output.as_ref().map(|o| o.0).unwrap_or(0);
-    let _ = write!(
-        s,
-        "\"ticks\":{},\"instructions\":{},\"stack_bytes\":{}}}",
-        total,
-        run.instructions(total).unwrap_or(0),
-        run.stack_used.map(|b| b.to_string()).unwrap_or_else(|| "null".into())
-    );
-    s
+    Ok(serde_json::json!({
+        "image": image,
+        "board": run.hello.as_ref().map(|h| h.board.clone()),
+        "precision": model.precision.name(),
+        "class": pred.class,
+        "confidence": pred.confidence,
+        "top5": pred.top,
+        "output": crate::simulate::output_values(model.precision, output),
+        "logits": logits,
+        "arena_bytes": run.model.as_ref().map(|m| m.arena_needed),
+        "layers": layers,
+        "ticks": total,
+        "instructions": run.instructions(total),
+        "stack_bytes": run.stack_used,
+    }))
 }
 
 #[cfg(test)]
@@ -802,14 +730,14 @@ mod tests {
         f.extend_from_slice(&[kind, 0]);
         f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         f.extend_from_slice(payload);
-        let crc = crc32(&f[2..]);
+        let crc = CRC32.checksum(&f[2..]);
         f.extend_from_slice(&crc.to_le_bytes());
         f
     }
 
     #[test]
     fn crc_and_fnv_match_their_check_values() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(CRC32.checksum(b"123456789"), 0xCBF4_3926);
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
@@ -837,10 +765,5 @@ mod tests {
         assert_eq!(u16::from_le_bytes([b[6], b[7]]), FLAG_LAYER_BYTES);
         assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3);
         assert_eq!(&b[16..], &[1, 2, 3]);
-    }
-
-    #[test]
-    fn top_k_orders_by_value_then_index() {
-        assert_eq!(top_k(&[1.0, 3.0, 3.0, -1.0], 3), vec![1, 2, 0]);
     }
 }

@@ -24,12 +24,6 @@ pub fn parse_model<'a>(bytes: &'a AlignedBytes, path: &Path) -> Result<QuantMode
     Ok(model)
 }
 
-/// FNV-1a (64-bit) of a layer's output bytes: the per-layer fingerprint that
-/// the desktop and the device exchange instead of whole tensors.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
 /// Encode float pixels (NHWC, [0, 1]) as the model's input bytes.
 pub fn encode_input(model: &QuantModel, pixels: &[f32]) -> Result<Vec<u8>> {
     let mut out = vec![0u8; pixels.len() * model.precision.activation_bytes()];
@@ -88,7 +82,7 @@ impl Observer for Recorder<'_> {
             shape,
             nanos,
             macs: layer.macs(input, out),
-            hash: fnv1a64(output),
+            hash: shared::protocol::fnv1a64(output),
             bytes: self.keep_bytes.then(|| output.to_vec()),
         });
     }
