@@ -273,7 +273,7 @@ impl LrScheduler {
         match self.schedule {
             LrSchedule::Constant => lr,
             LrSchedule::Step { every, factor } => {
-                if every > 0 && self.epoch % every == 0 {
+                if every > 0 && self.epoch.is_multiple_of(every) {
                     lr * factor
                 } else {
                     lr

@@ -20,11 +20,15 @@ impl Parallel for Reversed {
     }
 }
 
+/// One layer's float parameters: Conv2D/Dense use (weights, bias, -, -),
+/// BatchNorm (gamma, beta, mean, var); other layers have none.
+type LayerParams = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
 #[test]
 fn split_layers_give_the_same_bytes() {
     let spec = spec::alexnet_micro(67, 7).unwrap();
     let mut rng = TestRng::new(7);
-    let params: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> = spec
+    let params: Vec<LayerParams> = spec
         .shapes()
         .map(|(_, layer, inp, out)| match *layer {
             Layer::Conv2D(c) => {

@@ -23,7 +23,7 @@ impl Rng {
         lo + (self.next() % (hi - lo + 1) as u64) as u32
     }
     pub fn chance(&mut self, one_in: u64) -> bool {
-        self.next() % one_in == 0
+        self.next().is_multiple_of(one_in)
     }
     /// Uniform in `[0, 1)`.
     pub fn unit(&mut self) -> f32 {
