@@ -1,13 +1,27 @@
 //! Batch-1 inference latency of the full 227x227 AlexNet (random weights).
 //!
-//! `cargo bench --bench inference` (add `-- int8` or `-- f16` to pick a group).
-//! Models are built once, outside the timed loops. One function per group:
-//! add host float / tract executors as further groups over the same model.
+//! `cargo bench --bench inference` (add `-- int8`, `-- f16` or `-- f32` to pick
+//! groups). Models are built once, outside the timed loops. The groups, all in
+//! one run so that their ratios can be compared:
+//! - `alexnet227_int8`, `alexnet227_int8_2threads`, `alexnet227_f16`: the
+//!   `shared::engine` (the firmware's code) on the host CPU;
+//! - `alexnet227_f32_host`: the host's float `host::nn::Network` in eval mode
+//!   (rayon's default thread count);
+//! - `alexnet227_f32_tract`: tract-core's float graph of the same network
+//!   (`host::reference::TractReference`).
+//!
+//! The engine groups use the fixture's random weights; the two f32 groups share
+//! `Network::new`'s Glorot initialisation (latency does not depend on the values).
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use host::nn::{Mode, Network};
+use host::reference::ndarray::Array4;
+use host::reference::TractReference;
 use shared::build::{self, FloatLayer, OwnedModel, Ranges};
 use shared::engine::{self, NoObserver, Parallel, ScopedThreads, SingleThread};
 use shared::spec::{self, Layer, ModelSpec};
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -103,12 +117,20 @@ impl Fixture {
     }
 }
 
+/// A group with the small sample every group here uses: one batch-1 AlexNet
+/// inference takes tens to hundreds of ms, and the whole bench has to fit in a
+/// few minutes on a shared machine.
+fn group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    g
+}
+
 /// Time `engine::run` on `model` with a plan-sized arena built outside the loop.
-fn bench_engine(c: &mut Criterion, group: &str, model: &OwnedModel, input: &[u8], par: &dyn Parallel) {
+fn bench_engine(c: &mut Criterion, name: &str, model: &OwnedModel, input: &[u8], par: &dyn Parallel) {
     let view = model.view();
     let mut arena = vec![0u8; engine::plan(&view).arena_bytes];
-    let mut g = c.benchmark_group(group);
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    let mut g = group(c, name);
     g.bench_function("engine", |b| {
         b.iter(|| {
             let out = engine::run_with(&view, black_box(input), &mut arena, &mut NoObserver, par).expect("run");
@@ -136,5 +158,36 @@ fn f16(c: &mut Criterion) {
     bench_engine(c, "alexnet227_f16", &model, &input, &SingleThread);
 }
 
-criterion_group!(benches, int8, f16);
+/// The float executors on the host: `host::nn` (as `eval`/`predict` run it) and
+/// tract-core (the independent reference) with the same weights, on the engine
+/// groups' image.
+fn f32(c: &mut Criterion) {
+    let spec = spec::alexnet(227, 1000).expect("alexnet spec");
+    let image = Fixture::new().image;
+    let mut net = Network::new(&spec, 42);
+    let tensors: HashMap<_, _> = net.tensors().into_iter().collect();
+    let tract = TractReference::new(&spec, &tensors, 1).expect("tract graph builds");
+    drop(tensors);
+    let x = Array4::from_shape_vec(tract.input_shape(), image).expect("image is one NHWC input");
+
+    let mut g = group(c, "alexnet227_f32_host");
+    g.bench_function("nn", |b| {
+        b.iter(|| {
+            let logits = net.forward(black_box(x.view()), Mode::Eval);
+            black_box(logits[[0, 0]]);
+        })
+    });
+    g.finish();
+
+    let mut g = group(c, "alexnet227_f32_tract");
+    g.bench_function("tract", |b| {
+        b.iter(|| {
+            let logits = tract.run(black_box(x.view())).expect("tract runs");
+            black_box(logits[[0, 0]]);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, int8, f16, f32);
 criterion_main!(benches);
