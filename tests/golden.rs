@@ -176,8 +176,9 @@ fn the_cortex_m4_computes_the_simulator_bytes_for_20_images() {
                         let k = half * 10 + i;
                         let blob = scratch.join(format!("{name}-{k}.axin"));
                         std::fs::write(&blob, flash::input_blob(input, false).expect("blob")).expect("write blob");
-                        let run = flash::run_qemu(Board::QemuAn386, elf, model_path, &blob, Duration::from_secs(300), None)
-                            .unwrap_or_else(|e| panic!("{name} image {k}: {e:#}"));
+                        let run =
+                            flash::run_qemu(Board::QemuAn386, elf, model_path, &blob, Duration::from_secs(300), None)
+                                .unwrap_or_else(|e| panic!("{name} image {k}: {e:#}"));
                         run.ensure_success().unwrap_or_else(|e| panic!("{name} image {k}: {e:#}"));
                         let want = simulate(model, input, false).expect("desktop");
                         let (_, got) = run.output.clone().expect("output frame");
