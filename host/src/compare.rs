@@ -228,41 +228,56 @@ impl Comparison {
         }
     }
 
-    /// Draw the per-layer SQNR of every model as lines over the layers.
+    /// Draw the per-layer SQNR of every model: one row per layer (first layer
+    /// on top, names readable), one coloured line of points per model.
     pub fn plot(&self, path: &Path) -> Result<()> {
         crate::report::ensure_font();
-        let n = self.models.first().map_or(0, |m| m.sqnr_db.len());
+        let n = self.models.first().map_or(0, |m| m.sqnr_db.len()).max(1);
         let finite = |v: f64| if v.is_finite() { v } else { 100.0 };
         let top = self.models.iter().flat_map(|m| m.sqnr_db.iter().map(|x| finite(x.1))).fold(10.0f64, f64::max);
-        let root = BitMapBackend::new(path, (1000, 520)).into_drawing_area();
+        let names: Vec<String> =
+            self.models.first().map(|m| m.sqnr_db.iter().map(|x| x.0.clone()).collect()).unwrap_or_default();
+        // Row r (from the bottom) shows layer n - 1 - r.
+        let row = |i: usize| (n - 1 - i) as i32;
+        let height = 120 + 26 * n as u32;
+        let root = BitMapBackend::new(path, (900, height)).into_drawing_area();
         let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
             root.fill(&WHITE)?;
             let mut chart = ChartBuilder::on(&root)
-                .caption("Per-layer SQNR against the float model (dB)", ("sans-serif", 22))
-                .margin(12)
-                .x_label_area_size(110)
-                .y_label_area_size(50)
-                .build_cartesian_2d(0..n.max(1), 0.0..top * 1.1)?;
-            let names: Vec<String> =
-                self.models.first().map(|m| m.sqnr_db.iter().map(|x| x.0.clone()).collect()).unwrap_or_default();
+                .caption("Per-layer SQNR against the float model", ("sans-serif", 22))
+                .margin(14)
+                .x_label_area_size(40)
+                .y_label_area_size(170)
+                .build_cartesian_2d(0.0..top * 1.1, -1..n as i32)?;
             chart
                 .configure_mesh()
-                .x_labels(n.max(1))
-                .x_label_formatter(&|i| names.get(*i).cloned().unwrap_or_default())
-                .x_label_style(("sans-serif", 12).into_font().transform(FontTransform::Rotate90))
-                .y_desc("SQNR (dB)")
+                .y_labels(n + 1)
+                .y_label_formatter(&|r| {
+                    usize::try_from(*r)
+                        .ok()
+                        .filter(|&r| r < n)
+                        .and_then(|r| names.get(n - 1 - r).cloned())
+                        .unwrap_or_default()
+                })
+                .x_desc("SQNR (dB; exact layers drawn at 100)")
+                .label_style(("sans-serif", 14))
                 .draw()?;
             for (k, m) in self.models.iter().enumerate() {
                 let color = Palette99::pick(k).to_rgba();
+                let points: Vec<(f64, i32)> =
+                    m.sqnr_db.iter().enumerate().map(|(i, x)| (finite(x.1), row(i))).collect();
                 chart
-                    .draw_series(LineSeries::new(
-                        m.sqnr_db.iter().enumerate().map(|(i, x)| (i, finite(x.1))),
-                        color.stroke_width(2),
-                    ))?
+                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
                     .label(format!("{} ({})", m.precision, m.path.display()))
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
             }
-            chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerLeft)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
             root.present()?;
             Ok(())
         };
