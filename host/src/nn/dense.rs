@@ -2,6 +2,7 @@
 //! `[in, out]` layout, which is the GEMM's right operand as stored.
 
 use super::gemm::{matmul, Mat, Par};
+use super::gemv;
 use super::loss::softmax_rows;
 use rayon::prelude::*;
 use shared::spec::Activation;
@@ -20,7 +21,10 @@ pub fn forward(
     y: &mut [f32],
 ) {
     let units = bias.len();
-    matmul(Mat::new(x, batch, nin), Mat::new(kernel, nin, units), y, false, Par::Rayon);
+    // Small batches (inference) stream the weights once instead of packing them.
+    if !gemv::matvec(x, batch, nin, kernel, units, y) {
+        matmul(Mat::new(x, batch, nin), Mat::new(kernel, nin, units), y, false, Par::Rayon);
+    }
     for row in y.chunks_exact_mut(units) {
         row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
         match act {

@@ -8,6 +8,7 @@ pub mod conv;
 pub mod dense;
 pub mod dropout;
 pub mod gemm;
+pub mod gemv;
 pub mod init;
 pub mod loss;
 pub mod pool;
