@@ -15,6 +15,9 @@ use shared::spec::{Conv2D, Padding, Shape};
 
 /// Output pixels one GEMM tile aims for.
 const TILE_ROWS: usize = 512;
+/// Output pixels per parallel chunk of im2col and of the bias/ReLU pass when
+/// one tile has to be spread over the threads.
+const PAR_ROWS: usize = 64;
 /// Groups whose kernel-gradient partials are summed at the end (thread-count independent).
 const MAX_GROUPS: usize = 8;
 
@@ -72,33 +75,37 @@ impl ConvGeom {
 
 /// Copy the receptive fields of one image into `cols` (`[oh*ow, k*k*cin]`), zeros for padding.
 pub fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
+    im2col_rows(g, x, 0, cols);
+}
+
+/// [`im2col`] for output pixels `p0 ..` (as many as `cols` has rows), so that
+/// one image can be spread over threads.
+fn im2col_rows(g: &ConvGeom, x: &[f32], p0: usize, cols: &mut [f32]) {
     let kd = g.kdim();
     let run = g.k * g.cin;
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            let row = &mut cols[(oy * g.ow + ox) * kd..][..kd];
-            let iy0 = (oy * g.stride) as isize - g.pad_top as isize;
-            let ix0 = (ox * g.stride) as isize - g.pad_left as isize;
-            for ky in 0..g.k {
-                let seg = &mut row[ky * run..][..run];
-                let iy = iy0 + ky as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    seg.fill(0.0);
-                    continue;
-                }
-                let base = iy as usize * g.w;
-                if ix0 >= 0 && ix0 as usize + g.k <= g.w {
-                    // NHWC: the k pixels of one kernel row are contiguous in the input.
-                    seg.copy_from_slice(&x[(base + ix0 as usize) * g.cin..][..run]);
-                } else {
-                    for kx in 0..g.k {
-                        let ix = ix0 + kx as isize;
-                        let dst = &mut seg[kx * g.cin..][..g.cin];
-                        if ix < 0 || ix >= g.w as isize {
-                            dst.fill(0.0);
-                        } else {
-                            dst.copy_from_slice(&x[(base + ix as usize) * g.cin..][..g.cin]);
-                        }
+    for (r, row) in cols.chunks_exact_mut(kd).enumerate() {
+        let (oy, ox) = ((p0 + r) / g.ow, (p0 + r) % g.ow);
+        let iy0 = (oy * g.stride) as isize - g.pad_top as isize;
+        let ix0 = (ox * g.stride) as isize - g.pad_left as isize;
+        for ky in 0..g.k {
+            let seg = &mut row[ky * run..][..run];
+            let iy = iy0 + ky as isize;
+            if iy < 0 || iy >= g.h as isize {
+                seg.fill(0.0);
+                continue;
+            }
+            let base = iy as usize * g.w;
+            if ix0 >= 0 && ix0 as usize + g.k <= g.w {
+                // NHWC: the k pixels of one kernel row are contiguous in the input.
+                seg.copy_from_slice(&x[(base + ix0 as usize) * g.cin..][..run]);
+            } else {
+                for kx in 0..g.k {
+                    let ix = ix0 + kx as isize;
+                    let dst = &mut seg[kx * g.cin..][..g.cin];
+                    if ix < 0 || ix >= g.w as isize {
+                        dst.fill(0.0);
+                    } else {
+                        dst.copy_from_slice(&x[(base + ix as usize) * g.cin..][..g.cin]);
                     }
                 }
             }
@@ -148,20 +155,34 @@ pub fn forward(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32]
     // Few tiles (inference on one image): let the GEMM itself use the threads.
     let par = if tiles >= rayon::current_num_threads() { Par::Seq } else { Par::Rayon };
     let kd = g.kdim();
+    let epilogue = |px: &mut [f32]| {
+        for px in px.chunks_exact_mut(g.cout) {
+            for (v, b) in px.iter_mut().zip(bias) {
+                let s = *v + b;
+                *v = if relu && s < 0.0 { 0.0 } else { s };
+            }
+        }
+    };
     y.par_chunks_mut(tile * g.out_len()).zip(x.par_chunks(tile * g.in_len())).for_each(|(yt, xt)| {
         let imgs = xt.len() / g.in_len();
         let rows = imgs * g.pixels();
         with_scratch(rows * kd, |cols| {
             for (i, xi) in xt.chunks(g.in_len()).enumerate() {
-                im2col(g, xi, &mut cols[i * g.pixels() * kd..][..g.pixels() * kd]);
+                let ci = &mut cols[i * g.pixels() * kd..][..g.pixels() * kd];
+                match par {
+                    Par::Seq => im2col(g, xi, ci),
+                    // One image on many threads: im2col is a sizable copy (7 MB for conv 2).
+                    Par::Rayon => ci
+                        .par_chunks_mut(PAR_ROWS * kd)
+                        .enumerate()
+                        .for_each(|(j, c)| im2col_rows(g, xi, j * PAR_ROWS, c)),
+                }
             }
             matmul(Mat::new(cols, rows, kd), Mat::new(kernel, kd, g.cout), yt, false, par);
         });
-        for px in yt.chunks_exact_mut(g.cout) {
-            for (v, b) in px.iter_mut().zip(bias) {
-                let s = *v + b;
-                *v = if relu && s < 0.0 { 0.0 } else { s };
-            }
+        match par {
+            Par::Seq => epilogue(yt),
+            Par::Rayon => yt.par_chunks_mut(PAR_ROWS * g.cout).for_each(epilogue),
         }
     });
 }

@@ -30,37 +30,59 @@ impl PoolGeom {
 
 /// Max over each window; `argmax` (when given) receives the winner's index within its image.
 /// Ties go to the first element in row-major window order, as TensorFlow does.
+///
+/// Parallel over output rows (not images), so a single image uses every core.
+/// The channel loop is innermost: each window pixel is a contiguous run of `c`
+/// values, compared lane by lane against the running maxima kept in `y` itself.
 pub fn forward(g: &PoolGeom, x: &[f32], y: &mut [f32], argmax: Option<&mut [u32]>) {
-    let job = |(xi, yi): (&[f32], &mut [f32]), mut ai: Option<&mut [u32]>| {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let o = (oy * g.ow + ox) * g.c;
-                for ch in 0..g.c {
-                    let mut best = f32::NEG_INFINITY;
-                    let mut at = ((oy * g.stride) * g.w + ox * g.stride) * g.c + ch;
-                    for ky in 0..g.pool {
-                        let row = ((oy * g.stride + ky) * g.w + ox * g.stride) * g.c + ch;
-                        for kx in 0..g.pool {
-                            let i = row + kx * g.c;
-                            // `>` keeps the first maximum; NaN never wins but is kept if alone.
-                            if xi[i] > best {
-                                best = xi[i];
-                                at = i;
+    assert_eq!(x.len() / g.in_len(), y.len() / g.out_len());
+    let row_len = g.ow * g.c;
+    let job = |r: usize, yr: &mut [f32], mut ar: Option<&mut [u32]>| {
+        let (n, oy) = (r / g.oh, r % g.oh);
+        let xi = &x[n * g.in_len()..][..g.in_len()];
+        for ox in 0..g.ow {
+            let yo = &mut yr[ox * g.c..][..g.c];
+            let first = ((oy * g.stride) * g.w + ox * g.stride) * g.c;
+            yo.fill(f32::NEG_INFINITY);
+            let mut ao = ar.as_deref_mut().map(|a| &mut a[ox * g.c..][..g.c]);
+            if let Some(a) = ao.as_deref_mut() {
+                a.iter_mut().enumerate().for_each(|(ch, a)| *a = (first + ch) as u32);
+            }
+            for ky in 0..g.pool {
+                for kx in 0..g.pool {
+                    let i0 = first + (ky * g.w + kx) * g.c;
+                    let xs = &xi[i0..][..g.c];
+                    // `>` keeps the first maximum; NaN never wins.
+                    match ao.as_deref_mut() {
+                        Some(a) => {
+                            for (ch, ((b, a), &v)) in yo.iter_mut().zip(a.iter_mut()).zip(xs).enumerate() {
+                                if v > *b {
+                                    *b = v;
+                                    *a = (i0 + ch) as u32;
+                                }
                             }
                         }
+                        None => yo.iter_mut().zip(xs).for_each(|(b, &v)| *b = if v > *b { v } else { *b }),
                     }
-                    yi[o + ch] = xi[at];
-                    if let Some(a) = ai.as_deref_mut() {
-                        a[o + ch] = at as u32;
-                    }
+                }
+            }
+            // Nothing beat -inf (all NaN or -inf): the first element, which the
+            // argmax still points at, is the output, NaN kept if it is one.
+            for (b, &v) in yo.iter_mut().zip(&xi[first..][..g.c]) {
+                if *b == f32::NEG_INFINITY {
+                    *b = v;
                 }
             }
         }
     };
-    let xs = x.par_chunks(g.in_len()).zip(y.par_chunks_mut(g.out_len()));
+    let out = y.len();
+    let rows = y.par_chunks_mut(row_len).enumerate();
     match argmax {
-        Some(a) => xs.zip(a.par_chunks_mut(g.out_len())).for_each(|(p, a)| job(p, Some(a))),
-        None => xs.for_each(|p| job(p, None)),
+        Some(a) => {
+            assert_eq!(a.len(), out);
+            rows.zip(a.par_chunks_mut(row_len)).for_each(|((r, yr), ar)| job(r, yr, Some(ar)))
+        }
+        None => rows.for_each(|(r, yr)| job(r, yr, None)),
     }
 }
 
@@ -93,6 +115,25 @@ mod tests {
         let mut want = vec![0.0; 16];
         want[6] = 10.0;
         assert_eq!(dx, want);
+    }
+
+    /// The first maximum wins ties, NaN never wins, and a window with nothing
+    /// above -inf returns (and points at) its first element.
+    #[test]
+    fn ties_nan_and_negative_infinity() {
+        let (nan, ninf) = (f32::NAN, f32::NEG_INFINITY);
+        // 2x2x2 image, pool 2 -> 1x1x2; channel 0: a tie, channel 1: NaN first, then a value.
+        let g = PoolGeom::new(2, 2, 2, 2, 1);
+        let x = vec![3., nan, 1., -2., 3., 5., 0., nan];
+        let (mut y, mut a) = (vec![0.0; 2], vec![0u32; 2]);
+        forward(&g, &x, &mut y, Some(&mut a));
+        assert_eq!((y[0], y[1], a[0], a[1]), (3., 5., 0, 5));
+        let x = vec![nan, ninf, ninf, nan, nan, ninf, ninf, nan];
+        forward(&g, &x, &mut y, Some(&mut a));
+        assert!(y[0].is_nan() && y[1] == ninf && a[0] == 0 && a[1] == 1, "{y:?} {a:?}");
+        let mut y2 = vec![0.0; 2];
+        forward(&g, &x, &mut y2, None);
+        assert!(y2[0].is_nan() && y2[1] == ninf);
     }
 
     /// Finite differences on distinct values (no ties), two channels, stride 2.
