@@ -251,6 +251,41 @@ fn alexnet_micro_gives_the_desktop_bytes_on_the_cortex_m4() {
     }
 }
 
+/// The DSP (SMLAD) int8 Conv2D/Dense kernels' edge cases on both emulated
+/// cores, against the desktop's bytes: odd channel counts, strides 2 and 3,
+/// SAME and VALID padding (partial kernel windows at every border), a layer
+/// of 130 filters (more than the kernel's 128-channel accumulator group) and
+/// a filter row of 650 bytes (more than its 512-byte widening pass), runs
+/// that are not a multiple of 4 bytes, and input zero points at both
+/// extremes (-128 after a ReLU-like range, 127 after an all-negative one).
+#[test]
+fn dsp_kernel_edge_cases_give_the_desktop_bytes_on_both_cores() {
+    let spec = Sequential::new(Shape::image(17, 13, 5))
+        .conv2d(Conv2D::new(7, 3).strides(2).same())
+        .conv2d(Conv2D::new(130, 3).relu())
+        .conv2d(Conv2D::new(5, 5).strides(3).same())
+        .flatten()
+        .dense(11, Activation::Relu)
+        .dense(3, Activation::None)
+        .build()
+        .expect("valid test stack");
+    for (seed, board) in [(21, Board::QemuAn386), (22, Board::QemuAn524)] {
+        let mut rng = Rng(seed);
+        let params = random_params(&spec, &mut rng);
+        let views: Vec<_> = params.iter().map(Params::view).collect();
+        let mut ranges = Ranges::new(&spec);
+        // Zero points: input -128, conv 127, conv (ReLU) -128, conv ~0, dense -128, dense ~64.
+        ranges.input = (0.0, 1.0);
+        ranges.layers = vec![(-0.8, 0.0), (0.0, 0.9), (-0.5, 0.6), (0.0, 1.0), (-0.3, 0.1)];
+        ranges.layers.resize(spec.layers().len(), (-1.0, 1.0));
+        let model = build::quantize_int8(&spec, &views, &ranges).expect("int8 model");
+        let zps: Vec<i32> = model.layers.iter().map(|(_, q)| q.zero_point).collect();
+        assert_eq!((model.input.zero_point, zps[0], zps[1]), (-128, 127, -128), "{zps:?}");
+        let x = rng.vec(spec.input().elements() as usize, 0.0, 1.0);
+        assert_same_bytes(board, &model, &x, &format!("dsp-edges-{}", board.name()));
+    }
+}
+
 #[test]
 fn corrupted_model_is_refused_with_its_error_and_exit_code() {
     let (model, x) = build_model(&small_spec(), false, 6);

@@ -99,7 +99,8 @@ const BLOCK: usize = 4;
 /// Under `std` on x86_64 the best of [`super::x86`]'s variants is picked at
 /// run time (AVX-512 VNNI, else this source compiled for AVX-512BW or AVX2):
 /// integer sums, so the instruction set cannot change the bytes; the tests
-/// compare every variant with [`conv2d`].
+/// compare every variant with [`conv2d`]. On Arm cores with the DSP extension
+/// (`cfg(arm_dsp)`, see build.rs) it is `kernels::arm`'s SMLAD kernel.
 pub fn conv2d_fast(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     #[cfg(all(feature = "std", x86_simd))]
     {
@@ -117,6 +118,9 @@ pub fn conv2d_fast(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i
             return unsafe { x86::conv2d_avx2(g, p, w, input, output) };
         }
     }
+    #[cfg(arm_dsp)]
+    return super::arm::conv2d_dsp(g, p, w, input, output);
+    #[cfg(not(arm_dsp))]
     conv2d_portable(g, p, w, input, output)
 }
 
@@ -256,7 +260,8 @@ pub fn dense(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8
 }
 
 /// Dense with the same result as [`dense`]: the dot product written so the
-/// compiler vectorises it (the weights dominate, each byte is read once).
+/// compiler vectorises it (the weights dominate, each byte is read once); x86
+/// SIMD under `std`, `kernels::arm`'s SMLAD kernel on Arm cores with DSP.
 pub fn dense_fast(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     #[cfg(all(feature = "std", x86_simd))]
     {
@@ -274,6 +279,9 @@ pub fn dense_fast(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mu
             return unsafe { x86::dense_avx2(p, w, input, output) };
         }
     }
+    #[cfg(arm_dsp)]
+    return super::arm::dense_dsp(p, w, input, output);
+    #[cfg(not(arm_dsp))]
     dense_portable(p, w, input, output)
 }
 

@@ -4,6 +4,11 @@
 //! Kernels take slices in and out and never allocate. They assume the slice
 //! lengths agree with the geometry (the engine checks this before calling)
 //! and panic otherwise, like slice indexing does.
+// The DSP kernels run on Arm cores with the DSP extension (`cfg(arm_dsp)`,
+// set by build.rs); the host compiles them with emulated instructions for
+// its unit tests.
+#[cfg(any(arm_dsp, test))]
+pub mod arm;
 pub mod f16;
 pub mod int8;
 #[cfg(x86_simd)]

@@ -1,0 +1,603 @@
+//! Cortex-M variants of the int8 Conv2D and Dense kernels for cores with the
+//! DSP extension (Cortex-M4/M7 on thumbv7em, Cortex-M33/M35P/M55 on
+//! thumbv8m.main built with a DSP-capable `target-cpu`), each giving exactly
+//! the bytes of the plain kernel.
+//!
+//! The inner loop reads four int8 values at once as one word and widens them
+//! to two pairs of 16-bit lanes: `SXTB16` gives bytes 0 and 2, `SXTB16 ..,
+//! ROR #8` bytes 1 and 3. The activations get the input zero point removed in
+//! the same instruction (`SXTAB16` adds the widened bytes to the pair
+//! `(-in_zp, -in_zp)`; `x - in_zp` lies in `[-255, 255]`, so the 16-bit lanes
+//! never wrap). `SMLAD` then adds both lane products to an i32 accumulator:
+//! two multiply-accumulates per instruction. The weights and the activations
+//! are split into the same even/odd lanes, so the products are exactly the
+//! plain kernel's, added in another order; the sums wrap modulo 2^32 like the
+//! plain kernel's `wrapping_add`, so the order cannot change a bit, and every
+//! result goes through the same [`requantize`].
+//!
+//! The loop nest is [`super::int8::conv2d_portable`]'s: for each output pixel
+//! and kernel row, the in-image taps of all input channels are one contiguous
+//! run in both the NHWC input and the OHWI weights, and [`BLOCK`] output
+//! channels share each widened input word.
+//!
+//! `build.rs` sets `cfg(arm_dsp)` for the targets whose code generator accepts
+//! these instructions; there they are single-instruction `asm!` blocks
+//! (`core::arch::arm`'s DSP intrinsics are not stable). Anywhere else (the
+//! host's unit tests) the same functions are plain Rust with the
+//! instructions' documented semantics, so the kernels' indexing is tested on
+//! the host too; on the device, tests/device.rs compares them with the
+//! desktop's bytes.
+
+use super::int8::{check_conv, check_dense, requantize, Int8Params};
+use super::ConvGeom;
+use crate::model::Int8Weights;
+
+/// Output channels (or Dense units) computed together.
+const BLOCK: usize = 4;
+
+// ---------------------------------------------------------------------------
+// The DSP instructions.
+
+/// `SXTAB16 r, a, x`: halfwise `a + (bytes 0 and 2 of x, sign-extended)`, wrapping.
+#[cfg(arm_dsp)]
+#[inline(always)]
+fn sxtab16(a: u32, x: u32) -> u32 {
+    let r: u32;
+    // SAFETY: SXTAB16 reads two registers and writes one; no memory, stack or flags.
+    unsafe {
+        core::arch::asm!("sxtab16 {r}, {a}, {x}", r = lateout(reg) r, a = in(reg) a, x = in(reg) x,
+            options(pure, nomem, nostack, preserves_flags))
+    };
+    r
+}
+
+/// `SXTAB16 r, a, x, ROR #8`: halfwise `a + (bytes 1 and 3 of x, sign-extended)`.
+#[cfg(arm_dsp)]
+#[inline(always)]
+fn sxtab16_ror8(a: u32, x: u32) -> u32 {
+    let r: u32;
+    // SAFETY: SXTAB16 reads two registers and writes one; no memory, stack or flags.
+    unsafe {
+        core::arch::asm!("sxtab16 {r}, {a}, {x}, ror #8", r = lateout(reg) r, a = in(reg) a, x = in(reg) x,
+            options(pure, nomem, nostack, preserves_flags))
+    };
+    r
+}
+
+// The same instructions in plain Rust, for the host's tests of the kernels
+// (the loops of `dot4`/`dot1` use SXTB16 and SMLAD inside their `asm!`).
+
+/// Two i16 lanes as one word (low lane first).
+#[cfg(not(arm_dsp))]
+fn halves(lo: i32, hi: i32) -> u32 {
+    (lo as u16 as u32) | ((hi as u16 as u32) << 16)
+}
+
+/// Signed 16-bit lane `i` of `x`.
+#[cfg(not(arm_dsp))]
+fn lane(x: u32, i: u32) -> i32 {
+    (x >> (16 * i)) as u16 as i16 as i32
+}
+
+/// Signed byte `i` of `x`.
+#[cfg(not(arm_dsp))]
+fn byte(x: u32, i: u32) -> i32 {
+    (x >> (8 * i)) as u8 as i8 as i32
+}
+
+/// `SXTB16 r, x`: bytes 0 and 2 of `x`, sign-extended into the low and high halfwords.
+#[cfg(not(arm_dsp))]
+fn sxtb16(x: u32) -> u32 {
+    halves(byte(x, 0), byte(x, 2))
+}
+
+/// `SXTB16 r, x, ROR #8`: bytes 1 and 3 of `x`, sign-extended into the halfwords.
+#[cfg(not(arm_dsp))]
+fn sxtb16_ror8(x: u32) -> u32 {
+    halves(byte(x, 1), byte(x, 3))
+}
+
+/// `SXTAB16 r, a, x`: halfwise `a + (bytes 0 and 2 of x, sign-extended)`, wrapping.
+#[cfg(not(arm_dsp))]
+fn sxtab16(a: u32, x: u32) -> u32 {
+    halves(lane(a, 0) + byte(x, 0), lane(a, 1) + byte(x, 2))
+}
+
+/// `SXTAB16 r, a, x, ROR #8`: halfwise `a + (bytes 1 and 3 of x, sign-extended)`.
+#[cfg(not(arm_dsp))]
+fn sxtab16_ror8(a: u32, x: u32) -> u32 {
+    halves(lane(a, 0) + byte(x, 1), lane(a, 1) + byte(x, 3))
+}
+
+/// `SMLAD r, a, b, acc`: `acc + a.lo * b.lo + a.hi * b.hi` (signed halfwords),
+/// modulo 2^32 (an overflow only sets the sticky Q flag).
+#[cfg(not(arm_dsp))]
+fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+    acc.wrapping_add(lane(a, 0) * lane(b, 0)).wrapping_add(lane(a, 1) * lane(b, 1))
+}
+
+// ---------------------------------------------------------------------------
+// Dot products over widened activations.
+
+/// Activation bytes widened per pass (a multiple of 4): [`Wide`] holds
+/// `CHUNK / 2` words.
+const CHUNK: usize = 512;
+/// Output channels (Dense units) whose accumulators live on the stack while
+/// one output pixel is computed (a multiple of [`BLOCK`]).
+const GROUP: usize = 128;
+
+/// One pass's activations, widened once and then shared by every output
+/// channel: for each four bytes `x[4q..4q + 4]`, word `2q` holds
+/// `(x[4q] - zp, x[4q + 2] - zp)` and word `2q + 1` `(x[4q + 1] - zp, x[4q + 3] - zp)`
+/// as 16-bit lanes, the order in which `SXTB16` and `SXTB16 .., ROR #8` split a weight word.
+struct Wide([u32; CHUNK / 2]);
+
+impl Wide {
+    /// Widen `x` (a multiple of 4 bytes) into quads `q..`; `zp2` is [`neg_zp_pair`].
+    #[inline(always)]
+    fn fill(&mut self, q: usize, x: &[i8], zp2: u32) {
+        for (pair, q) in self.0[2 * q..].chunks_exact_mut(2).zip(x.chunks_exact(4)) {
+            let xv = u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]);
+            pair[0] = sxtab16(zp2, xv);
+            pair[1] = sxtab16_ror8(zp2, xv);
+        }
+    }
+
+    /// Widen quad `q` (below `CHUNK / 4`) from the bytes `x`.
+    #[inline(always)]
+    fn fill_one(&mut self, q: usize, x: [i8; 4], zp2: u32) {
+        let xv = u32::from_le_bytes(x.map(|b| b as u8));
+        self.0[2 * q] = sxtab16(zp2, xv);
+        self.0[2 * q + 1] = sxtab16_ror8(zp2, xv);
+    }
+}
+
+/// The pair `(-zp, -zp)` that [`sxtab16`] adds to the widened activations.
+#[inline(always)]
+fn neg_zp_pair(zp: i32) -> u32 {
+    // zp is in [-128, 127] (the engine checks it), so -zp fits a halfword.
+    ((zp.wrapping_neg() as u16) as u32) * 0x0001_0001
+}
+
+/// `acc[j] += sum_q` of the four products of weight word `q` of row `j` with
+/// widened words `2q, 2q + 1`, for `quads` words and the four weight rows
+/// starting at `w + j * stride`.
+///
+/// # Safety
+/// `x` must be word-aligned and hold `2 * quads` words, and each row must have
+/// `4 * quads` readable bytes.
+#[cfg(arm_dsp)]
+#[inline(always)]
+unsafe fn dot4(x: *const u32, quads: usize, w: *const i8, stride: usize, acc: &mut [i32; BLOCK]) {
+    if quads == 0 {
+        return;
+    }
+    let [mut a0, mut a1, mut a2, mut a3] = *acc;
+    // One hand-scheduled loop: 23 instructions for 16 multiply-accumulates.
+    // Two pointers and one stride address the four rows (rows 1 and 3 at
+    // `+ stride`), so with the 4 accumulators, the widened pair, 2 scratch
+    // registers and the count it needs 13 registers and never spills (the
+    // compiler's own loop, from the same Rust, spilled 7 values a pass).
+    // SAFETY: reads only: `2 * quads` aligned words from `x` (LDRD) and
+    // `4 * quads` bytes from each row (unaligned LDR, allowed on
+    // ARMv7-M/ARMv8-M for normal memory), all in bounds by the caller's
+    // contract; no stack; `subs` sets the flags, so flags are not preserved.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldrd {xe}, {xo}, [{xp}], #8",
+            "ldr {t}, [{pa}, {s}]",
+            "sxtb16 {u}, {t}",
+            "sxtb16 {t}, {t}, ror #8",
+            "smlad {a1}, {u}, {xe}, {a1}",
+            "smlad {a1}, {t}, {xo}, {a1}",
+            "ldr {t}, [{pa}], #4",
+            "sxtb16 {u}, {t}",
+            "sxtb16 {t}, {t}, ror #8",
+            "smlad {a0}, {u}, {xe}, {a0}",
+            "smlad {a0}, {t}, {xo}, {a0}",
+            "ldr {t}, [{pb}, {s}]",
+            "sxtb16 {u}, {t}",
+            "sxtb16 {t}, {t}, ror #8",
+            "smlad {a3}, {u}, {xe}, {a3}",
+            "smlad {a3}, {t}, {xo}, {a3}",
+            "ldr {t}, [{pb}], #4",
+            "sxtb16 {u}, {t}",
+            "sxtb16 {t}, {t}, ror #8",
+            "smlad {a2}, {u}, {xe}, {a2}",
+            "smlad {a2}, {t}, {xo}, {a2}",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            xp = inout(reg) x => _,
+            pa = inout(reg) w => _,
+            pb = inout(reg) w.wrapping_add(2 * stride) => _,
+            s = in(reg) stride,
+            n = inout(reg) quads => _,
+            a0 = inout(reg) a0,
+            a1 = inout(reg) a1,
+            a2 = inout(reg) a2,
+            a3 = inout(reg) a3,
+            xe = out(reg) _,
+            xo = out(reg) _,
+            t = out(reg) _,
+            u = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+    *acc = [a0, a1, a2, a3];
+}
+
+/// [`dot4`] for one row.
+///
+/// # Safety
+/// As [`dot4`], for the one row at `w`.
+#[cfg(arm_dsp)]
+#[inline(always)]
+unsafe fn dot1(x: *const u32, quads: usize, w: *const i8, acc: &mut i32) {
+    if quads == 0 {
+        return;
+    }
+    let mut a = *acc;
+    // SAFETY: reads `2 * quads` aligned words from `x` and `4 * quads` bytes
+    // from `w`, in bounds by the caller's contract; no stack; `subs` sets the flags.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldrd {xe}, {xo}, [{xp}], #8",
+            "ldr {t}, [{pw}], #4",
+            "sxtb16 {u}, {t}",
+            "sxtb16 {t}, {t}, ror #8",
+            "smlad {a}, {u}, {xe}, {a}",
+            "smlad {a}, {t}, {xo}, {a}",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            xp = inout(reg) x => _,
+            pw = inout(reg) w => _,
+            n = inout(reg) quads => _,
+            a = inout(reg) a,
+            xe = out(reg) _,
+            xo = out(reg) _,
+            t = out(reg) _,
+            u = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+    *acc = a;
+}
+
+/// [`dot4`] in plain Rust (the host's tests).
+///
+/// # Safety
+/// As the Arm version.
+#[cfg(not(arm_dsp))]
+unsafe fn dot4(x: *const u32, quads: usize, w: *const i8, stride: usize, acc: &mut [i32; BLOCK]) {
+    for (j, a) in acc.iter_mut().enumerate() {
+        // SAFETY: row `j` starts there (the caller's contract).
+        unsafe { dot1(x, quads, w.add(j * stride), a) };
+    }
+}
+
+/// [`dot1`] in plain Rust (the host's tests).
+///
+/// # Safety
+/// As the Arm version.
+#[cfg(not(arm_dsp))]
+unsafe fn dot1(x: *const u32, quads: usize, w: *const i8, acc: &mut i32) {
+    for q in 0..quads {
+        // SAFETY: in bounds by the caller's contract.
+        let (xe, xo, wv) =
+            unsafe { (x.add(2 * q).read(), x.add(2 * q + 1).read(), w.add(4 * q).cast::<u32>().read_unaligned()) };
+        *acc = smlad(sxtb16_ror8(wv), xo, smlad(sxtb16(wv), xe, *acc));
+    }
+}
+
+/// The activations one output pixel reads, as a stream of bytes: `rows` runs
+/// of `len` bytes, `step` bytes apart in `input` from `at`. The matching
+/// weight taps must be contiguous: one kernel row, or all of a pixel's kernel
+/// rows when its window spans the full kernel width (in OHWI, kernel row
+/// `ky + 1`'s taps then follow row `ky`'s).
+#[derive(Clone, Copy)]
+struct Runs<'a> {
+    input: &'a [i8],
+    at: usize,
+    step: usize,
+    len: usize,
+    rows: usize,
+}
+
+impl Runs<'_> {
+    /// Widen bytes `start..start + n` of the stream (`n <= CHUNK`) into
+    /// `wide`, straight from `input`: quads that straddle two runs are
+    /// assembled byte by byte. Returns the last partial quad's bytes, the
+    /// missing ones set to `zp` (widened to exactly 0); `wide` holds it too,
+    /// after the `n / 4` whole quads.
+    #[inline(always)]
+    fn widen(&self, start: usize, n: usize, zp: i32, wide: &mut Wide) -> [i8; 4] {
+        let zp2 = neg_zp_pair(zp);
+        let mut carry = [zp as i8; 4];
+        let mut held = 0;
+        let mut q = 0;
+        let (mut r, mut off) = (start / self.len, start % self.len);
+        let mut left = n;
+        while left > 0 {
+            let take = (self.len - off).min(left);
+            let mut bytes = &self.input[self.at + r * self.step + off..][..take];
+            if held > 0 {
+                while held < 4 && !bytes.is_empty() {
+                    carry[held] = bytes[0];
+                    held += 1;
+                    bytes = &bytes[1..];
+                }
+                if held == 4 {
+                    wide.fill_one(q, carry, zp2);
+                    q += 1;
+                    held = 0;
+                    carry = [zp as i8; 4];
+                }
+            }
+            if held == 0 {
+                let m = bytes.len() / 4;
+                wide.fill(q, &bytes[..4 * m], zp2);
+                q += m;
+                for &b in &bytes[4 * m..] {
+                    carry[held] = b;
+                    held += 1;
+                }
+            }
+            left -= take;
+            r += 1;
+            off = 0;
+        }
+        if held > 0 {
+            wide.fill_one(q, carry, zp2);
+        }
+        carry
+    }
+}
+
+/// For the channels `first..first + acc.len()`:
+/// `acc[c] += sum_i weights[(first + c) * filter + wo + i] * (x[i] - zp)` (wrapping),
+/// `x` the stream of `runs`, whose taps are `wo..` of every channel's
+/// `filter` weights.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn accumulate(
+    runs: Runs<'_>,
+    weights: &[i8],
+    filter: usize,
+    wo: usize,
+    first: usize,
+    zp: i32,
+    acc: &mut [i32],
+    wide: &mut Wide,
+) {
+    let n = runs.len * runs.rows;
+    let channels = acc.len();
+    if channels == 0 || n == 0 {
+        return;
+    }
+    // Every row read below lies inside `weights`.
+    assert!(wo + n <= filter && (first + channels) * filter <= weights.len(), "dsp conv: weight bounds");
+    let mut start = 0;
+    while start < n {
+        let len = CHUNK.min(n - start);
+        let quads = len / 4;
+        // A last partial quad is widened with zero lanes past the stream's
+        // end, so a row may read up to 3 weight bytes past its taps (the
+        // next taps or channel: times 0, exactly 0) wherever those bytes
+        // exist; the very last row of `weights` takes the scalar tail.
+        let last = runs.widen(start, len, zp, wide);
+        let padded = len.div_ceil(4);
+        let xw = wide.0.as_ptr();
+        let row = |c: usize| (first + c) * filter + wo + start;
+        // Quads for rows `c..end`, and whether they need the scalar tail.
+        let quads_for = |end: usize| {
+            if row(end - 1) + 4 * padded <= weights.len() {
+                (padded, false)
+            } else {
+                (quads, len > 4 * quads)
+            }
+        };
+        let tail = |c: usize, a: &mut i32| {
+            for i in 4 * quads..len {
+                *a = a.wrapping_add(weights[row(c) + i] as i32 * (last[i - 4 * quads] as i32 - zp));
+            }
+        };
+        let mut c = 0;
+        while c + BLOCK <= channels {
+            let (q, scalar) = quads_for(c + BLOCK);
+            let block: &mut [i32; BLOCK] = (&mut acc[c..c + BLOCK]).try_into().expect("a block");
+            // SAFETY: `wide` holds 2 * padded >= 2 * q aligned words (just
+            // filled); rows `c..c + 4` start at `row(c) + j * filter` and read
+            // 4 * q bytes, inside `weights` by the assertion (q = quads) or by
+            // `quads_for`'s check of the last row (q = padded).
+            unsafe { dot4(xw, q, weights.as_ptr().add(row(c)), filter, block) };
+            if scalar {
+                for (j, a) in block.iter_mut().enumerate() {
+                    tail(c + j, a);
+                }
+            }
+            c += BLOCK;
+        }
+        while c < channels {
+            let (q, scalar) = quads_for(c + 1);
+            // SAFETY: as above, for one row.
+            unsafe { dot1(xw, q, weights.as_ptr().add(row(c)), &mut acc[c]) };
+            if scalar {
+                tail(c, &mut acc[c]);
+            }
+            c += 1;
+        }
+        start += len;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Kernels.
+
+/// Conv2D with the bytes of [`super::int8::conv2d`], through the DSP instructions.
+pub fn conv2d_dsp(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    check_conv(g, w, input, output);
+    let k = g.kernel;
+    let filter = k * k * g.in_c;
+    let mut wide = Wide([0; CHUNK / 2]);
+    let mut acc = [0i32; GROUP];
+    for oy in 0..g.out_h {
+        let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
+        for ox in 0..g.out_w {
+            let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
+            let run = (kx1 - kx0) * g.in_c;
+            let at = (iy0 * g.in_w + ix0) * g.in_c;
+            let step = g.in_w * g.in_c;
+            let out_px = &mut output[(oy * g.out_w + ox) * g.out_c..][..g.out_c];
+            for first in (0..g.out_c).step_by(GROUP) {
+                let n = GROUP.min(g.out_c - first);
+                let acc = &mut acc[..n];
+                acc.copy_from_slice(&w.bias[first..first + n]);
+                if kx1 - kx0 == k {
+                    // The full kernel width: all kernel rows' taps are one run of weights.
+                    let runs = Runs { input, at, step, len: run, rows: ky1 - ky0 };
+                    accumulate(runs, w.weights, filter, ky0 * k * g.in_c, first, p.in_zp, acc, &mut wide);
+                } else {
+                    for ky in ky0..ky1 {
+                        let runs = Runs { input, at: at + (ky - ky0) * step, step, len: run, rows: 1 };
+                        let wo = (ky * k + kx0) * g.in_c;
+                        accumulate(runs, w.weights, filter, wo, first, p.in_zp, acc, &mut wide);
+                    }
+                }
+                for (j, &a) in acc.iter().enumerate() {
+                    let c = first + j;
+                    out_px[c] = requantize(a, w.multiplier[c], w.shift[c], p);
+                }
+            }
+        }
+    }
+}
+
+/// Dense with the bytes of [`super::int8::dense`], through the DSP instructions.
+pub fn dense_dsp(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    check_dense(w, input, output);
+    let n = input.len();
+    let mut wide = Wide([0; CHUNK / 2]);
+    let mut acc = [0i32; GROUP];
+    let runs = Runs { input, at: 0, step: n, len: n, rows: 1 };
+    for first in (0..output.len()).step_by(GROUP) {
+        let m = GROUP.min(output.len() - first);
+        let acc = &mut acc[..m];
+        acc.copy_from_slice(&w.bias[first..first + m]);
+        accumulate(runs, w.weights, n, 0, first, p.in_zp, acc, &mut wide);
+        for (j, &a) in acc.iter().enumerate() {
+            let c = first + j;
+            output[c] = requantize(a, w.multiplier[c], w.shift[c], p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::int8::{conv2d, dense};
+    use crate::spec::{Activation, Padding};
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn int(&mut self, lo: i32, hi: i32) -> i32 {
+            lo + (self.next() % (hi - lo + 1) as u64) as i32
+        }
+        fn i8s(&mut self, n: usize, lo: i32, hi: i32) -> std::vec::Vec<i8> {
+            (0..n).map(|_| self.int(lo, hi) as i8).collect()
+        }
+    }
+
+    struct Owned {
+        weights: std::vec::Vec<i8>,
+        scale: std::vec::Vec<f32>,
+        bias: std::vec::Vec<i32>,
+        mult: std::vec::Vec<i32>,
+        shift: std::vec::Vec<i32>,
+    }
+
+    impl Owned {
+        fn random(rng: &mut Rng, n: usize, channels: usize) -> Self {
+            Owned {
+                weights: rng.i8s(n, -127, 127),
+                scale: std::vec![1.0; channels],
+                bias: (0..channels).map(|_| rng.int(-40_000, 40_000)).collect(),
+                mult: (0..channels).map(|_| rng.int(1 << 30, i32::MAX)).collect(),
+                shift: (0..channels).map(|_| rng.int(-12, 1)).collect(),
+            }
+        }
+        fn view(&self) -> Int8Weights<'_> {
+            Int8Weights {
+                weights: &self.weights,
+                weight_scale: &self.scale,
+                bias: &self.bias,
+                multiplier: &self.mult,
+                shift: &self.shift,
+            }
+        }
+    }
+
+    fn params(rng: &mut Rng) -> Int8Params {
+        let zp = |rng: &mut Rng| match rng.int(0, 3) {
+            0 => -128,
+            1 => 127,
+            _ => rng.int(-128, 127),
+        };
+        let act = if rng.int(0, 1) == 0 { Activation::Relu } else { Activation::None };
+        Int8Params::new(zp(rng), zp(rng), act)
+    }
+
+    #[test]
+    fn dsp_semantics_match_the_architecture() {
+        assert_eq!(sxtb16(0x80_7f_01_ff), 0x007f_ffff);
+        assert_eq!(sxtb16_ror8(0x80_7f_01_ff), 0xff80_0001);
+        assert_eq!(sxtab16(0x0080_ff81, 0x00_7f_00_80), 0x00ff_ff01);
+        assert_eq!(sxtab16_ror8(0x0080_ff81, 0x7f_00_80_00), 0x00ff_ff01);
+        assert_eq!(smlad(halves(-255, 255), halves(-127, 127), 5), 5 + 255 * 127 * 2);
+    }
+
+    #[test]
+    fn conv2d_dsp_gives_the_plain_bytes() {
+        let mut rng = Rng(11);
+        for case in 0..300 {
+            let (h, wd) = (rng.int(1, 12) as usize, rng.int(1, 12) as usize);
+            let big = case % 13 == 0;
+            let c = if big { rng.int(100, 230) } else { rng.int(1, 9) } as usize;
+            let filters = if big { rng.int(125, 140) } else { rng.int(1, 11) } as usize;
+            let k = rng.int(1, 5) as usize;
+            let stride = rng.int(1, 3) as usize;
+            let pad = if rng.int(0, 1) == 0 { Padding::Same } else { Padding::Valid };
+            let Some(g) = ConvGeom::new((h, wd, c), filters, k, stride, pad) else { continue };
+            let p = params(&mut rng);
+            let x =
+                if case % 5 == 0 { std::vec![p.in_zp as i8; g.input_len()] } else { rng.i8s(g.input_len(), -128, 127) };
+            let o = Owned::random(&mut rng, g.weights_len(), filters);
+            let (mut want, mut got) = (std::vec![0i8; g.output_len()], std::vec![1i8; g.output_len()]);
+            conv2d(&g, &p, &o.view(), &x, &mut want);
+            conv2d_dsp(&g, &p, &o.view(), &x, &mut got);
+            assert_eq!(got, want, "case {case}: {g:?} {p:?}");
+        }
+    }
+
+    #[test]
+    fn dense_dsp_gives_the_plain_bytes() {
+        let mut rng = Rng(12);
+        for case in 0..300 {
+            let n = if case % 7 == 0 { rng.int(500, 1400) } else { rng.int(1, 70) } as usize;
+            let units = if case % 11 == 0 { rng.int(120, 270) } else { rng.int(1, 13) } as usize;
+            let p = params(&mut rng);
+            let x = rng.i8s(n, -128, 127);
+            let o = Owned::random(&mut rng, n * units, units);
+            let (mut want, mut got) = (std::vec![0i8; units], std::vec![1i8; units]);
+            dense(&p, &o.view(), &x, &mut want);
+            dense_dsp(&p, &o.view(), &x, &mut got);
+            assert_eq!(got, want, "case {case}: n {n} units {units} {p:?}");
+        }
+    }
+}
