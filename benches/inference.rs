@@ -18,90 +18,31 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use host::nn::{Mode, Network};
 use host::reference::ndarray::Array4;
 use host::reference::TractReference;
-use shared::build::{self, FloatLayer, OwnedModel, Ranges};
+use shared::build::{self, FloatLayer, Lcg, OwnedLayer, OwnedModel, Ranges};
 use shared::engine::{self, NoObserver, Parallel, ScopedThreads, SingleThread};
-use shared::spec::{self, Layer, ModelSpec};
+use shared::spec::{self, ModelSpec};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
-/// xorshift64*: reproducible random weights without another dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let u = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-}
-
-/// Float parameters of one layer, owned.
-enum Params {
-    None,
-    Conv(Vec<f32>, Vec<f32>),
-    Dense(Vec<f32>, Vec<f32>),
-    Bn([Vec<f32>; 4]),
-}
-
-impl Params {
-    fn view(&self) -> FloatLayer<'_> {
-        match self {
-            Params::None => FloatLayer::None,
-            Params::Conv(w, b) => FloatLayer::Conv2D { weights: w, bias: b },
-            Params::Dense(w, b) => FloatLayer::Dense { weights: w, bias: b },
-            Params::Bn([g, b, m, v]) => FloatLayer::BatchNorm { gamma: g, beta: b, mean: m, var: v },
-        }
-    }
-}
-
 /// The full AlexNet, its He-like random float parameters and one input image.
 struct Fixture {
     spec: ModelSpec,
-    params: Vec<Params>,
+    params: Vec<OwnedLayer>,
     image: Vec<f32>,
 }
 
 impl Fixture {
     fn new() -> Self {
         let spec = spec::alexnet(227, 1000).expect("alexnet spec");
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let params = spec
-            .shapes()
-            .map(|(_, layer, inp, out)| match *layer {
-                Layer::Conv2D(c) => {
-                    let fan_in = (c.kernel * c.kernel * inp.channels()) as usize;
-                    let a = (3.0 / fan_in as f32).sqrt();
-                    Params::Conv(rng.vec(fan_in * c.filters as usize, -a, a), rng.vec(c.filters as usize, -0.1, 0.1))
-                }
-                Layer::Dense { units, .. } => {
-                    let n = inp.elements() as usize;
-                    let a = (3.0 / n as f32).sqrt();
-                    Params::Dense(rng.vec(n * units as usize, -a, a), rng.vec(units as usize, -0.1, 0.1))
-                }
-                Layer::BatchNorm { .. } => {
-                    let c = out.channels() as usize;
-                    Params::Bn([
-                        rng.vec(c, 0.5, 1.5),
-                        rng.vec(c, -0.2, 0.2),
-                        rng.vec(c, -0.2, 0.2),
-                        rng.vec(c, 0.5, 1.5),
-                    ])
-                }
-                _ => Params::None,
-            })
-            .collect();
+        let mut rng = Lcg(0x9E37_79B9_7F4A_7C15);
+        let params = build::random_params(&spec, &mut rng);
         let image = rng.vec(spec.input().elements() as usize, -1.0, 1.0);
         Fixture { spec, params, image }
     }
 
     fn views(&self) -> Vec<FloatLayer<'_>> {
-        self.params.iter().map(Params::view).collect()
+        self.params.iter().map(OwnedLayer::view).collect()
     }
 
     /// int8 model calibrated on the one image (one float forward pass).

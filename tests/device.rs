@@ -7,10 +7,10 @@
 //! test that silently passes would prove nothing.
 
 use host::flash::{self, exit_code, Board, DeviceRun};
-use shared::build::{self, FloatLayer, OwnedModel, Ranges};
+use shared::build::{self, Lcg, OwnedLayer, OwnedModel, Ranges};
 use shared::engine::{self, Observer};
 use shared::format;
-use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Sequential, Shape};
+use shared::spec::{Activation, Conv2D, ModelSpec, Sequential, Shape};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -18,64 +18,6 @@ use std::time::Duration;
 /// QEMU runs of these small models take well under a second; the margin is
 /// for a loaded CI machine. A hang fails the test at this bound.
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A deterministic generator (no dependency, same numbers everywhere).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 11
-    }
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.next() as f32 / (1u64 << 53) as f32)
-    }
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-}
-
-/// Float parameters owned by the test.
-enum Params {
-    None,
-    Conv(Vec<f32>, Vec<f32>),
-    Dense(Vec<f32>, Vec<f32>),
-    Bn([Vec<f32>; 4]),
-}
-
-impl Params {
-    fn view(&self) -> FloatLayer<'_> {
-        match self {
-            Params::None => FloatLayer::None,
-            Params::Conv(w, b) => FloatLayer::Conv2D { weights: w, bias: b },
-            Params::Dense(w, b) => FloatLayer::Dense { weights: w, bias: b },
-            Params::Bn([g, b, m, v]) => FloatLayer::BatchNorm { gamma: g, beta: b, mean: m, var: v },
-        }
-    }
-}
-
-/// He-like random weights; BatchNorm with gammas of both signs.
-fn random_params(spec: &ModelSpec, rng: &mut Rng) -> Vec<Params> {
-    spec.shapes()
-        .map(|(_, layer, inp, out)| match *layer {
-            Layer::Conv2D(c) => {
-                let fan_in = (c.kernel * c.kernel * inp.channels()) as usize;
-                let a = (3.0 / fan_in as f32).sqrt();
-                Params::Conv(rng.vec(fan_in * c.filters as usize, -a, a), rng.vec(c.filters as usize, -0.2, 0.2))
-            }
-            Layer::Dense { units, .. } => {
-                let n = inp.elements() as usize;
-                let a = (3.0 / n as f32).sqrt();
-                Params::Dense(rng.vec(n * units as usize, -a, a), rng.vec(units as usize, -0.2, 0.2))
-            }
-            Layer::BatchNorm { .. } => {
-                let c = out.channels() as usize;
-                Params::Bn([rng.vec(c, -2.0, 2.0), rng.vec(c, -0.5, 0.5), rng.vec(c, -0.3, 0.3), rng.vec(c, 0.1, 2.0)])
-            }
-            _ => Params::None,
-        })
-        .collect()
-}
 
 /// A small model with every layer kind of the AlexNet stack.
 fn small_spec() -> ModelSpec {
@@ -97,9 +39,9 @@ const LABELS: &str = "cat\ndog\nbird\nfish\nfrog";
 
 /// Quantize random float parameters: int8 (calibrated on random inputs) or f16.
 fn build_model(spec: &ModelSpec, f16: bool, seed: u64) -> (OwnedModel, Vec<f32>) {
-    let mut rng = Rng(seed);
-    let params = random_params(spec, &mut rng);
-    let views: Vec<_> = params.iter().map(Params::view).collect();
+    let mut rng = Lcg(seed);
+    let params = build::random_params(spec, &mut rng);
+    let views: Vec<_> = params.iter().map(OwnedLayer::view).collect();
     let n = spec.input().elements() as usize;
     let sample = rng.vec(n, -1.0, 1.0);
     let mut model = if f16 {
@@ -270,9 +212,9 @@ fn dsp_kernel_edge_cases_give_the_desktop_bytes_on_both_cores() {
         .build()
         .expect("valid test stack");
     for (seed, board) in [(21, Board::QemuAn386), (22, Board::QemuAn524)] {
-        let mut rng = Rng(seed);
-        let params = random_params(&spec, &mut rng);
-        let views: Vec<_> = params.iter().map(Params::view).collect();
+        let mut rng = Lcg(seed);
+        let params = build::random_params(&spec, &mut rng);
+        let views: Vec<_> = params.iter().map(OwnedLayer::view).collect();
         let mut ranges = Ranges::new(&spec);
         // Zero points: input -128, conv 127, conv (ReLU) -128, conv ~0, dense -128, dense ~64.
         ranges.input = (0.0, 1.0);
@@ -320,9 +262,9 @@ fn model_too_big_for_the_arena_and_wrong_input_are_refused() {
         .dense(2, Activation::Softmax)
         .build()
         .expect("valid stack");
-    let mut rng = Rng(7);
-    let params = random_params(&spec, &mut rng);
-    let views: Vec<_> = params.iter().map(Params::view).collect();
+    let mut rng = Lcg(7);
+    let params = build::random_params(&spec, &mut rng);
+    let views: Vec<_> = params.iter().map(OwnedLayer::view).collect();
     let mut ranges = Ranges::new(&spec);
     ranges.input = (-1.0, 1.0);
     ranges.layers = vec![(-1.0, 1.0); spec.layers().len()];
@@ -348,9 +290,9 @@ fn model_too_big_for_the_arena_and_wrong_input_are_refused() {
 #[test]
 fn full_alexnet_int8_gives_the_desktop_bytes_on_the_cortex_m33() {
     let spec = shared::spec::alexnet(shared::spec::ALEXNET_INPUT, 1000).expect("preset");
-    let mut rng = Rng(9);
-    let params = random_params(&spec, &mut rng);
-    let views: Vec<_> = params.iter().map(Params::view).collect();
+    let mut rng = Lcg(9);
+    let params = build::random_params(&spec, &mut rng);
+    let views: Vec<_> = params.iter().map(OwnedLayer::view).collect();
     // Fixed ranges instead of a float calibration pass (724M float MACs a sample).
     let mut ranges = Ranges::new(&spec);
     ranges.input = (0.0, 1.0);

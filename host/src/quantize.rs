@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ndarray::{ArrayD, ArrayView4, Axis};
-use shared::build::{self, FloatLayer, OwnedModel, Ranges};
+use shared::build::{self, FloatLayer, OwnedLayer, OwnedModel, Ranges};
 use shared::model::Precision;
 use shared::spec::{Layer, ModelSpec};
 
@@ -80,10 +80,9 @@ impl RangeStats {
 }
 
 /// Float parameters of every layer in the engine's layouts (OHWI conv
-/// weights, `[units][inputs]` dense weights), owned so that
-/// [`FloatParams::layers`] can lend [`FloatLayer`] slices.
+/// weights, `[units][inputs]` dense weights), converted from a checkpoint.
 pub struct FloatParams {
-    owned: Vec<Option<[Vec<f32>; 4]>>,
+    owned: Vec<OwnedLayer>,
     spec: ModelSpec,
 }
 
@@ -117,22 +116,27 @@ impl FloatParams {
                     let kernel = tensor(tensors, &format!("{name}/kernel"), &[k, k, cin, f])?;
                     let bias = tensor(tensors, &format!("{name}/bias"), &[f])?;
                     // HWIO -> OHWI.
-                    Some([rows_by_last_axis(kernel), bias.iter().copied().collect(), vec![], vec![]])
+                    OwnedLayer::Conv2D { weights: rows_by_last_axis(kernel), bias: bias.iter().copied().collect() }
                 }
                 Layer::Dense { units, .. } => {
                     let u = units as usize;
                     let kernel = tensor(tensors, &format!("{name}/kernel"), &[input.elements() as usize, u])?;
                     let bias = tensor(tensors, &format!("{name}/bias"), &[u])?;
                     // [in, out] -> [out][in].
-                    Some([rows_by_last_axis(kernel), bias.iter().copied().collect(), vec![], vec![]])
+                    OwnedLayer::Dense { weights: rows_by_last_axis(kernel), bias: bias.iter().copied().collect() }
                 }
                 Layer::BatchNorm { .. } => {
                     let get = |p: &str| -> Result<Vec<f32>> {
                         Ok(tensor(tensors, &format!("{name}/{p}"), &[cin])?.iter().copied().collect())
                     };
-                    Some([get("gamma")?, get("beta")?, get("moving_mean")?, get("moving_variance")?])
+                    OwnedLayer::BatchNorm {
+                        gamma: get("gamma")?,
+                        beta: get("beta")?,
+                        mean: get("moving_mean")?,
+                        var: get("moving_variance")?,
+                    }
                 }
-                Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => None,
+                Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => OwnedLayer::None,
             });
         }
         Ok(FloatParams { owned, spec: *spec })
@@ -140,19 +144,7 @@ impl FloatParams {
 
     /// The borrowed per-layer view [`shared::build`] takes.
     pub fn layers(&self) -> Vec<FloatLayer<'_>> {
-        self.spec
-            .layers()
-            .iter()
-            .zip(&self.owned)
-            .map(|(layer, o)| match (layer, o) {
-                (Layer::Conv2D(_), Some([w, b, ..])) => FloatLayer::Conv2D { weights: w, bias: b },
-                (Layer::Dense { .. }, Some([w, b, ..])) => FloatLayer::Dense { weights: w, bias: b },
-                (Layer::BatchNorm { .. }, Some([g, b, m, v])) => {
-                    FloatLayer::BatchNorm { gamma: g, beta: b, mean: m, var: v }
-                }
-                _ => FloatLayer::None,
-            })
-            .collect()
+        self.owned.iter().map(OwnedLayer::view).collect()
     }
 }
 

@@ -441,3 +441,82 @@ pub fn convert_f16(spec: &ModelSpec, params: &[FloatLayer<'_>]) -> Result<OwnedM
 pub fn elements(shape: Shape) -> usize {
     shape.elements() as usize
 }
+
+/// Owned float parameters of one layer, in the engine's layouts (see
+/// [`FloatLayer`]): what a checkpoint loader or a test fixture holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OwnedLayer {
+    None,
+    Conv2D { weights: Vec<f32>, bias: Vec<f32> },
+    Dense { weights: Vec<f32>, bias: Vec<f32> },
+    BatchNorm { gamma: Vec<f32>, beta: Vec<f32>, mean: Vec<f32>, var: Vec<f32> },
+}
+
+impl OwnedLayer {
+    /// The borrowed view the builders take.
+    pub fn view(&self) -> FloatLayer<'_> {
+        match self {
+            OwnedLayer::None => FloatLayer::None,
+            OwnedLayer::Conv2D { weights, bias } => FloatLayer::Conv2D { weights, bias },
+            OwnedLayer::Dense { weights, bias } => FloatLayer::Dense { weights, bias },
+            OwnedLayer::BatchNorm { gamma, beta, mean, var } => FloatLayer::BatchNorm { gamma, beta, mean, var },
+        }
+    }
+}
+
+/// A tiny deterministic generator (64-bit LCG): the same random models on
+/// every machine, for tests, benchmarks and device checks.
+#[derive(Clone, Debug)]
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next 53 random bits.
+    pub fn next_bits(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+    /// Uniform in `[lo, hi)`.
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * (self.next_bits() as f32 / (1u64 << 53) as f32)
+    }
+    /// `n` uniform values.
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
+
+/// Random parameters for `spec`: He-like uniform weights, small biases, and
+/// BatchNormalization with gammas of both signs (so a quantized model meets
+/// the negative-scale case), moving means near 0 and variances in [0.1, 2).
+pub fn random_params(spec: &ModelSpec, rng: &mut Lcg) -> Vec<OwnedLayer> {
+    spec.shapes()
+        .map(|(_, layer, inp, out)| match *layer {
+            Layer::Conv2D(c) => {
+                let fan_in = (c.kernel * c.kernel * inp.channels()) as usize;
+                let a = (3.0 / fan_in as f32).sqrt();
+                OwnedLayer::Conv2D {
+                    weights: rng.vec(fan_in * c.filters as usize, -a, a),
+                    bias: rng.vec(c.filters as usize, -0.2, 0.2),
+                }
+            }
+            Layer::Dense { units, .. } => {
+                let n = inp.elements() as usize;
+                let a = (3.0 / n as f32).sqrt();
+                OwnedLayer::Dense {
+                    weights: rng.vec(n * units as usize, -a, a),
+                    bias: rng.vec(units as usize, -0.2, 0.2),
+                }
+            }
+            Layer::BatchNorm { .. } => {
+                let c = out.channels() as usize;
+                OwnedLayer::BatchNorm {
+                    gamma: rng.vec(c, -2.0, 2.0),
+                    beta: rng.vec(c, -0.5, 0.5),
+                    mean: rng.vec(c, -0.3, 0.3),
+                    var: rng.vec(c, 0.1, 2.0),
+                }
+            }
+            _ => OwnedLayer::None,
+        })
+        .collect()
+}
