@@ -13,7 +13,6 @@
 mod board;
 mod clock;
 mod frame;
-mod glue;
 
 use core::fmt::Write as _;
 use core::mem::MaybeUninit;
@@ -136,12 +135,12 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
         board::ARENA_BYTES
     );
 
-    let bytes = glue::model_bytes(model_region);
-    let model = match glue::parse(bytes) {
+    let bytes = model_bytes(model_region);
+    let model = match shared::format::parse(bytes) {
         Ok(m) => m,
         Err(e) => return fail(serial, exit_code::BAD_MODEL, format_args!("model file rejected: {e}")),
     };
-    let need = glue::plan(&model);
+    let need = shared::engine::plan(&model).arena_bytes;
     let input_len = model.spec.input().elements() as usize * model.precision.activation_bytes();
     let mut info = [0u8; 16];
     info[0] = model.precision as u8;
@@ -178,7 +177,7 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
     };
     let mut reporter = Reporter { serial, start: 0, full: flags & FLAG_LAYER_BYTES != 0 };
     let t0 = CLOCK.now();
-    let result = glue::run(&model, input, arena, &mut reporter);
+    let result = shared::engine::run(&model, input, arena, &mut reporter);
     let ticks = CLOCK.now() - t0;
     let serial = reporter.serial;
     match result {
@@ -216,7 +215,7 @@ struct Reporter<'s, S> {
     full: bool,
 }
 
-impl<S: Write> glue::Observer for Reporter<'_, S> {
+impl<S: Write> shared::engine::Observer for Reporter<'_, S> {
     fn layer_start(&mut self, _index: usize) {
         self.start = CLOCK.now();
     }
@@ -278,4 +277,16 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     frame::send(&mut serial, kind::ERROR, &[&[exit_code::PANIC], msg.as_bytes()]);
     frame::send(&mut serial, kind::DONE, &[&[exit_code::PANIC]]);
     exit(exit_code::PANIC)
+}
+
+/// The bytes of the model file inside its memory region: the header's
+/// length field says how many (the region is only an upper bound). When the
+/// header is unreadable or claims more than the region holds, the whole
+/// region goes to `parse`, which then names the problem (bad magic, version,
+/// length mismatch).
+fn model_bytes(region: &[u8]) -> &[u8] {
+    match shared::format::declared_length(region) {
+        Ok(n) if n <= region.len() => &region[..n],
+        _ => region,
+    }
 }
