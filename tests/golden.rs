@@ -5,7 +5,9 @@
 //! - The checked-in int8 and f16 model files, run on the checked-in images,
 //!   give exactly the recorded output bytes and per-layer hashes: a test
 //!   fails if any byte changes without a format version bump.
-//! - Quantizing the checkpoint again gives the checked-in files byte for byte.
+//! - Quantizing the checkpoint again (from the recorded calibration ranges,
+//!   which a fresh calibration must reproduce within 1e-4) gives the
+//!   checked-in files byte for byte.
 //! - int8 keeps ≥ 99 % top-1 agreement with float and loses ≤ 1 point of
 //!   accuracy; f16 keeps ≥ 99.9 % agreement (the targets).
 //! - The emulated Cortex-M4 computes the desktop simulator's bytes for both
@@ -20,9 +22,10 @@ use std::time::Duration;
 
 use host::checkpoint::Checkpoint;
 use host::flash::{self, Board};
-use host::quantize::{quantize_checkpoint, Calibration};
+use host::quantize::{self, Calibration};
 use host::simulate::{encode_input, image_input, parse_model, read_model_file, simulate};
 use serde_json::{json, Value};
+use shared::build::Ranges;
 use shared::model::{Precision, QuantModel};
 
 fn dir() -> PathBuf {
@@ -109,11 +112,41 @@ fn golden_model_files_give_the_recorded_bytes() {
     }
 }
 
+/// Calibration ranges recorded with the golden files. The float network's
+/// last bits depend on the CPU's SIMD kernels, so a fresh calibration is held
+/// to these within a tolerance, and the files are rebuilt from these exactly:
+/// the quantizer itself (integer and f32/f64 scalar arithmetic) must give
+/// the same bytes on every machine.
+fn recorded_ranges(ck: &Checkpoint) -> Ranges {
+    let path = dir().join("ranges.json");
+    if updating() {
+        let r = quantize::calibrate(ck, &Calibration::default()).expect("calibrate");
+        let v = json!({ "input": [r.input.0, r.input.1], "layers": r.layers.iter().map(|l| [l.0, l.1]).collect::<Vec<_>>() });
+        std::fs::write(&path, serde_json::to_string_pretty(&v).expect("json")).expect("write ranges.json");
+    }
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("ranges.json")).expect("json");
+    let pair = |p: &Value| (p[0].as_f64().expect("number") as f32, p[1].as_f64().expect("number") as f32);
+    Ranges { input: pair(&v["input"]), layers: v["layers"].as_array().expect("layers").iter().map(pair).collect() }
+}
+
 #[test]
 fn quantizing_the_checkpoint_again_gives_the_same_files() {
     let ck = checkpoint();
+    let recorded = recorded_ranges(&ck);
+    let fresh = quantize::calibrate(&ck, &Calibration::default()).expect("calibrate");
+    assert_eq!(fresh.input, recorded.input);
+    assert_eq!(fresh.layers.len(), recorded.layers.len());
+    for (i, (f, r)) in fresh.layers.iter().zip(&recorded.layers).enumerate() {
+        let tol = 1e-4 * (r.1 - r.0).abs().max(1e-3);
+        assert!(
+            (f.0 - r.0).abs() <= tol && (f.1 - r.1).abs() <= tol,
+            "layer {i}: calibrated range {f:?} drifted from the recorded {r:?}"
+        );
+    }
+    let params = quantize::FloatParams::from_tensors(&ck.spec, &ck.tensors).expect("params");
     for (name, precision) in MODELS {
-        let model = quantize_checkpoint(&ck, precision, &Calibration::default()).expect("quantize");
+        let ranges = (precision == Precision::Int8).then_some(&recorded);
+        let model = quantize::quantize(&params, precision, ranges, &ck.class_names).expect("quantize");
         let bytes = shared::format::write(&model.view()).expect("encode");
         let path = dir().join(name);
         if updating() {

@@ -316,6 +316,24 @@ impl Default for Calibration<'_> {
     }
 }
 
+/// Calibrate a checkpoint's int8 activation ranges on `cal`'s images with
+/// the float network.
+pub fn calibrate(ck: &crate::checkpoint::Checkpoint, cal: &Calibration) -> Result<Ranges> {
+    let sel = crate::provenance::open_for_checkpoint(ck, cal.data, None).context("choosing calibration images")?;
+    let (h, w) = ck.input_hw();
+    let images = sel.data.calibration_images(cal.images.max(1), h, w, cal.seed)?;
+    if images.len_of(Axis(0)) == 0 {
+        bail!("no readable calibration images in {}", sel.data.source.summary());
+    }
+    let mut net = ck.network()?;
+    let mut calibrator = Calibrator::new(&ck.spec, cal.method);
+    for chunk in images.axis_chunks_iter(Axis(0), 32) {
+        calibrator.observe(&mut net, chunk);
+    }
+    eprintln!("calibrated on {} images of {}", calibrator.images(), sel.data.source.summary());
+    Ok(calibrator.ranges())
+}
+
 /// Quantize a loaded checkpoint: calibrate (int8) on `cal`'s images, then
 /// build the model with the checkpoint's class names.
 pub fn quantize_checkpoint(
@@ -326,22 +344,7 @@ pub fn quantize_checkpoint(
     let params = FloatParams::from_tensors(&ck.spec, &ck.tensors)?;
     let ranges = match precision {
         Precision::F16 => None,
-        Precision::Int8 => {
-            let sel =
-                crate::provenance::open_for_checkpoint(ck, cal.data, None).context("choosing calibration images")?;
-            let (h, w) = ck.input_hw();
-            let images = sel.data.calibration_images(cal.images.max(1), h, w, cal.seed)?;
-            if images.len_of(Axis(0)) == 0 {
-                bail!("no readable calibration images in {}", sel.data.source.summary());
-            }
-            let mut net = ck.network()?;
-            let mut calibrator = Calibrator::new(&ck.spec, cal.method);
-            for chunk in images.axis_chunks_iter(Axis(0), 32) {
-                calibrator.observe(&mut net, chunk);
-            }
-            eprintln!("calibrated on {} images of {}", calibrator.images(), sel.data.source.summary());
-            Some(calibrator.ranges())
-        }
+        Precision::Int8 => Some(calibrate(ck, cal)?),
     };
     quantize(&params, precision, ranges.as_ref(), &ck.class_names)
 }
