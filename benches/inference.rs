@@ -89,6 +89,8 @@ fn int8(c: &mut Criterion) {
     bench_engine(c, "alexnet227_int8", &model, &input, &SingleThread);
     // The latency setting: 2 threads (int8 Conv2D/Dense split by rows/units).
     bench_engine(c, "alexnet227_int8_2threads", &model, &input, &ScopedThreads(2));
+    // The same split on rayon's existing pool (what `host simulate` uses): no thread spawn per layer.
+    bench_engine(c, "alexnet227_int8_rayon", &model, &input, &host::simulate::RayonPool);
 }
 
 fn f16(c: &mut Criterion) {

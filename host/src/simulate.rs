@@ -35,6 +35,22 @@ pub fn encode_input(model: &QuantModel, pixels: &[f32]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Runs the engine's split layers (int8 Conv2D/Dense rows and units) on
+/// rayon's thread pool: the threads already exist, so a layer pays no spawn.
+/// The engine gives the same bytes whatever the split.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RayonPool;
+
+impl engine::Parallel for RayonPool {
+    fn jobs(&self) -> usize {
+        rayon::current_num_threads()
+    }
+    fn run(&self, jobs: usize, job: &(dyn Fn(usize) + Sync)) {
+        use rayon::prelude::*;
+        (0..jobs).into_par_iter().for_each(job);
+    }
+}
+
 /// One layer of a simulated run.
 #[derive(Clone, Debug)]
 pub struct LayerRun {
@@ -93,7 +109,8 @@ pub fn simulate(model: &QuantModel, input: &[u8], keep_layer_bytes: bool) -> Res
     let plan = engine::plan(model);
     let mut arena = vec![0u8; plan.arena_bytes];
     let mut rec = Recorder { model, keep_bytes: keep_layer_bytes, started: Instant::now(), layers: Vec::new() };
-    let output = engine::run(model, input, &mut arena, &mut rec).map_err(|e| anyhow!("engine: {e}"))?.to_vec();
+    let output =
+        engine::run_with(model, input, &mut arena, &mut rec, &RayonPool).map_err(|e| anyhow!("engine: {e}"))?.to_vec();
     let mut logits = vec![0f32; output.len() / model.precision.activation_bytes()];
     engine::dequantize_output(model, &output, &mut logits).map_err(|e| anyhow!("engine: {e}"))?;
     if rec.layers.len() != model.spec.layers().len() {
