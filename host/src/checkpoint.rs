@@ -76,9 +76,15 @@ pub struct Running {
     pub skipped: u64,
 }
 
-/// The optimizer kind and hyperparameters, serialisable.
+/// The optimizer kind and hyperparameters, serialisable as
+/// `{"name": "adam", "lr": ..., ...}`.
+///
+/// Read and written through the flat [`TaggedRepr`] rather than serde's
+/// internally tagged enums: those buffer numbers through `deserialize_any`,
+/// which breaks as soon as any crate in the build turns on serde_json's
+/// `arbitrary_precision` (defmt-decoder does).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "lowercase")]
+#[serde(try_from = "TaggedRepr", into = "TaggedRepr")]
 pub enum OptimizerMeta {
     Adam { lr: f32, beta1: f32, beta2: f32, epsilon: f32 },
     Sgd { lr: f32, momentum: f32, weight_decay: f32 },
@@ -104,9 +110,10 @@ impl From<OptimizerMeta> for crate::optim::OptimizerKind {
     }
 }
 
-/// The learning-rate schedule, serialisable.
+/// The learning-rate schedule, serialisable as `{"name": "step", ...}`
+/// (through [`TaggedRepr`], like [`OptimizerMeta`]).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "lowercase")]
+#[serde(try_from = "TaggedRepr", into = "TaggedRepr")]
 pub enum ScheduleMeta {
     Constant,
     Step { every: usize, factor: f32 },
@@ -131,6 +138,118 @@ impl From<ScheduleMeta> for crate::optim::LrSchedule {
             ScheduleMeta::Constant => S::Constant,
             ScheduleMeta::Step { every, factor } => S::Step { every, factor },
             ScheduleMeta::Plateau { patience, factor, min_lr } => S::Plateau { patience, factor, min_lr },
+        }
+    }
+}
+
+/// The flat JSON form of [`OptimizerMeta`] and [`ScheduleMeta`]: a `name`
+/// and the variant's fields, absent ones omitted.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TaggedRepr {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lr: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    beta1: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    beta2: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epsilon: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    momentum: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weight_decay: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    every: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    patience: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    factor: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_lr: Option<f32>,
+}
+
+/// A field a tagged value needs, or an error naming it.
+fn field<T>(v: Option<T>, name: &str, field: &str) -> Result<T, String> {
+    v.ok_or_else(|| format!("{name:?} is missing {field:?}"))
+}
+
+impl TryFrom<TaggedRepr> for OptimizerMeta {
+    type Error = String;
+    fn try_from(r: TaggedRepr) -> Result<Self, String> {
+        let n = r.name.as_str();
+        match n {
+            "adam" => Ok(OptimizerMeta::Adam {
+                lr: field(r.lr, n, "lr")?,
+                beta1: field(r.beta1, n, "beta1")?,
+                beta2: field(r.beta2, n, "beta2")?,
+                epsilon: field(r.epsilon, n, "epsilon")?,
+            }),
+            "sgd" => Ok(OptimizerMeta::Sgd {
+                lr: field(r.lr, n, "lr")?,
+                momentum: field(r.momentum, n, "momentum")?,
+                weight_decay: field(r.weight_decay, n, "weight_decay")?,
+            }),
+            other => Err(format!("unknown optimizer {other:?}")),
+        }
+    }
+}
+
+impl From<OptimizerMeta> for TaggedRepr {
+    fn from(o: OptimizerMeta) -> Self {
+        match o {
+            OptimizerMeta::Adam { lr, beta1, beta2, epsilon } => TaggedRepr {
+                name: "adam".into(),
+                lr: Some(lr),
+                beta1: Some(beta1),
+                beta2: Some(beta2),
+                epsilon: Some(epsilon),
+                ..Default::default()
+            },
+            OptimizerMeta::Sgd { lr, momentum, weight_decay } => TaggedRepr {
+                name: "sgd".into(),
+                lr: Some(lr),
+                momentum: Some(momentum),
+                weight_decay: Some(weight_decay),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl TryFrom<TaggedRepr> for ScheduleMeta {
+    type Error = String;
+    fn try_from(r: TaggedRepr) -> Result<Self, String> {
+        let n = r.name.as_str();
+        match n {
+            "constant" => Ok(ScheduleMeta::Constant),
+            "step" => {
+                Ok(ScheduleMeta::Step { every: field(r.every, n, "every")?, factor: field(r.factor, n, "factor")? })
+            }
+            "plateau" => Ok(ScheduleMeta::Plateau {
+                patience: field(r.patience, n, "patience")?,
+                factor: field(r.factor, n, "factor")?,
+                min_lr: field(r.min_lr, n, "min_lr")?,
+            }),
+            other => Err(format!("unknown learning-rate schedule {other:?}")),
+        }
+    }
+}
+
+impl From<ScheduleMeta> for TaggedRepr {
+    fn from(s: ScheduleMeta) -> Self {
+        match s {
+            ScheduleMeta::Constant => TaggedRepr { name: "constant".into(), ..Default::default() },
+            ScheduleMeta::Step { every, factor } => {
+                TaggedRepr { name: "step".into(), every: Some(every), factor: Some(factor), ..Default::default() }
+            }
+            ScheduleMeta::Plateau { patience, factor, min_lr } => TaggedRepr {
+                name: "plateau".into(),
+                patience: Some(patience),
+                factor: Some(factor),
+                min_lr: Some(min_lr),
+                ..Default::default()
+            },
         }
     }
 }
@@ -422,6 +541,20 @@ pub fn spec_from_json(v: &Value) -> Result<ModelSpec, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn optimizer_and_schedule_keep_their_tagged_json() {
+        let adam = OptimizerMeta::Adam { lr: 0.001, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 };
+        let text = serde_json::to_string(&adam).unwrap();
+        assert_eq!(text, r#"{"name":"adam","lr":0.001,"beta1":0.9,"beta2":0.999,"epsilon":1e-7}"#);
+        assert_eq!(serde_json::from_str::<OptimizerMeta>(&text).unwrap(), adam);
+        let step = ScheduleMeta::Step { every: 20, factor: 0.25 };
+        let text = serde_json::to_string(&step).unwrap();
+        assert_eq!(text, r#"{"name":"step","every":20,"factor":0.25}"#);
+        assert_eq!(serde_json::from_str::<ScheduleMeta>(&text).unwrap(), step);
+        let err = serde_json::from_str::<OptimizerMeta>(r#"{"name":"sgd","lr":0.1}"#).unwrap_err().to_string();
+        assert!(err.contains("momentum"), "{err}");
+    }
     use crate::optim::{Optimizer, OptimizerKind};
     use shared::spec::{alexnet, alexnet_micro, Sequential};
 
