@@ -143,8 +143,27 @@ fn assert_same_bytes(board: Board, model: &OwnedModel, x: &[f32], name: &str) ->
     assert_eq!(run.done, Some(0));
     let stack = run.stack_used.expect("a STATS frame");
     assert!(stack > 0 && stack < 64 * 1024, "{name}: {stack} stack bytes");
+    assert_log_tells_the_frames(&run, name);
     cleanup(&dir);
     run
+}
+
+/// The defmt log, decoded with the ELF's table, says what the frames say:
+/// the format strings of `firmware/src/main.rs` filled with the same numbers.
+fn assert_log_tells_the_frames(run: &DeviceRun, name: &str) {
+    assert!(run.log_warnings.is_empty(), "{name}: defmt decoding problems: {:?}", run.log_warnings);
+    let board = &run.hello.as_ref().expect("hello").board;
+    let m = run.model.as_ref().expect("a MODEL frame");
+    let (ticks, _) = run.output.as_ref().expect("output frame");
+    let want = [
+        format!("INFO {board}: model region "),
+        format!("INFO model ok: {} bytes, {} layers, arena {}", m.model_len, m.layers, m.arena_needed),
+        format!("INFO done: {ticks} ticks"),
+    ];
+    assert_eq!(run.log.len(), want.len(), "{name}: device log {:?}", run.log);
+    for (line, want) in run.log.iter().zip(&want) {
+        assert!(line.starts_with(want.as_str()), "{name}: device log line {line:?}, expected {want:?}...");
+    }
 }
 
 /// Remove a test's scratch folder, unless DEVICE_TEST_KEEP is set (to replay
@@ -242,6 +261,15 @@ fn corrupted_model_is_refused_with_its_error_and_exit_code() {
     assert_eq!(code as i32, exit_code::BAD_MODEL);
     let host_err = format::parse(&format::AlignedBytes::copy_from(&file)).expect_err("host refuses it too");
     assert!(msg.contains(&host_err.to_string()), "device said {msg:?}, host says {host_err}");
+    // The log has the rejection at level ERROR, and no `done`. The firmware
+    // logs the message with the `{=[u8]:a}` hint, which defmt shows as `b"..."`.
+    let want = format!("model file rejected: {host_err}");
+    assert!(
+        run.log.iter().any(|l| l.starts_with("ERROR ") && l.contains(&want)),
+        "device log {:?} lacks {want:?}",
+        run.log
+    );
+    assert!(!run.log.iter().any(|l| l.contains("done:")), "{:?}", run.log);
     assert!(run.output.is_none() && run.layers.is_empty());
     assert_eq!(run.done, Some(exit_code::BAD_MODEL as u8));
 
@@ -249,6 +277,47 @@ fn corrupted_model_is_refused_with_its_error_and_exit_code() {
     let run = device(Board::QemuAn386, &dir, b"definitely not a model file, just text", &input);
     assert_eq!(run.exit_code, Some(exit_code::BAD_MODEL));
     assert!(run.error.expect("an ERROR frame").1.contains("magic"));
+    assert!(
+        run.log.iter().any(|l| l.starts_with("ERROR ") && l.contains("model file rejected:") && l.contains("magic")),
+        "{:?}",
+        run.log
+    );
+    cleanup(&dir);
+}
+
+/// A garbled or truncated defmt stream, decoded with the real firmware's
+/// table, gives warnings and the frames it can, never a panic or an error.
+#[test]
+fn garbled_defmt_log_gives_warnings_not_a_panic() {
+    let (model, x) = build_model(&small_spec(), false, 10);
+    let file = format::write(&model.view()).expect("write model file");
+    let dir = scratch("garbled-log");
+    let run = device(Board::QemuAn386, &dir, &file, &input_bytes(&model, &x));
+    run.ensure_success().expect("a normal run");
+    let raw = std::fs::read(dir.join("defmt.log")).expect("the raw defmt bytes were saved");
+    let elf = std::fs::read(firmware(Board::QemuAn386)).expect("read the ELF");
+    assert_eq!(flash::decode_defmt(&elf, &raw).lines, run.log, "decoding the saved bytes again");
+
+    // Cut off inside the last frame: the earlier lines survive, the cut is reported.
+    let cut = flash::decode_defmt(&elf, &raw[..raw.len() - 2]);
+    assert_eq!(cut.lines[..], run.log[..run.log.len() - 1]);
+    assert!(cut.warnings.iter().any(|w| w.contains("unfinished")), "{:?}", cut.warnings);
+
+    // Noise, with and without frame separators, and every byte flipped in turn.
+    let mut rng = Lcg(11);
+    let noise: Vec<u8> = rng.vec(4096, 0.0, 256.0).iter().map(|&v| v as u8).collect();
+    for stream in [noise.clone(), noise.iter().map(|&b| b | 1).collect()] {
+        let log = flash::decode_defmt(&elf, &stream);
+        assert!(!log.warnings.is_empty(), "noise decoded without a warning: {log:?}");
+    }
+    for i in 0..raw.len() {
+        let mut bad = raw.clone();
+        bad[i] ^= 0xa5;
+        let _ = flash::decode_defmt(&elf, &bad);
+    }
+    // An ELF without a .defmt table.
+    let log = flash::decode_defmt(b"\x7fELF not really", &raw);
+    assert!(log.lines.is_empty() && !log.warnings.is_empty(), "{log:?}");
     cleanup(&dir);
 }
 

@@ -250,6 +250,15 @@ pub struct DeviceRun {
     pub skipped_bytes: usize,
     /// QEMU's own diagnostics.
     pub stderr: String,
+    /// The firmware's defmt log, decoded with the ELF's `.defmt` table: one
+    /// `"LEVEL message"` string per `defmt::info!`/`error!`, in order. The
+    /// frames carry results; this is the firmware's own account of its run,
+    /// the first place to look when a run fails.
+    pub log: Vec<String>,
+    /// Why [`log`](Self::log) may be incomplete (no `.defmt` table, garbled
+    /// or cut-short frames). A log that cannot be decoded must not fail a run
+    /// whose result frames are fine, so these are warnings, not errors.
+    pub log_warnings: Vec<String>,
 }
 
 impl DeviceRun {
@@ -343,8 +352,89 @@ impl DeviceRun {
     }
 }
 
+/// The firmware's defmt log lines and the problems met decoding them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DefmtLog {
+    /// One `"LEVEL message"` per decoded frame (as `defmt-print` shows it, uncoloured).
+    pub lines: Vec<String>,
+    /// What could not be decoded, and why.
+    pub warnings: Vec<String>,
+}
+
+/// Decode the raw defmt bytes the firmware wrote over semihosting, with the
+/// format strings of `elf`'s `.defmt` table (the bytes carry only indices
+/// into it, so the very ELF that ran is needed).
+///
+/// Never fails and never panics: a broken log must not hide the result
+/// frames, so every problem becomes a warning. The encoding (rzcobs, defmt's
+/// default, or raw) is the one the table records. Garbled rzcobs frames are
+/// skipped and counted (the encoding resynchronises on the next zero byte);
+/// a raw stream cannot resynchronise, so decoding stops at the first bad frame.
+pub fn decode_defmt(elf: &[u8], stream: &[u8]) -> DefmtLog {
+    let mut log = DefmtLog::default();
+    if stream.is_empty() {
+        return log;
+    }
+    let table = match defmt_decoder::Table::parse(elf) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            log.warnings.push(format!(
+                "{} bytes of defmt log, but the ELF has no .defmt section to decode them with",
+                stream.len()
+            ));
+            return log;
+        }
+        Err(e) => {
+            log.warnings.push(format!("cannot read the ELF's defmt table: {e:#}"));
+            return log;
+        }
+    };
+    let encoding = table.encoding();
+    // The decoder has `unwrap`s and `panic!`s on its formatting paths; a log
+    // line is not worth a crash, so a panic ends decoding with a warning.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut lines = Vec::new();
+        let mut malformed = 0usize;
+        let mut decoder = table.new_stream_decoder();
+        decoder.received(stream);
+        loop {
+            match decoder.decode() {
+                Ok(frame) => lines.push(frame.display(false).to_string()),
+                Err(defmt_decoder::DecodeError::UnexpectedEof) => break,
+                Err(defmt_decoder::DecodeError::Malformed) => {
+                    malformed += 1;
+                    if !encoding.can_recover() {
+                        break;
+                    }
+                }
+            }
+        }
+        (lines, malformed)
+    }));
+    match decoded {
+        Ok((lines, malformed)) => {
+            log.lines = lines;
+            if malformed > 0 {
+                let what = if encoding.can_recover() { "skipped" } else { "stopped at" };
+                log.warnings.push(format!("{what} {malformed} malformed defmt frame(s) ({encoding:?} encoding)"));
+            }
+        }
+        Err(_) => log.warnings.push("the defmt decoder panicked on this log; no lines decoded".into()),
+    }
+    // rzcobs frames end with a zero byte: anything after the last one is a
+    // frame the firmware did not finish (it stopped mid-write).
+    if encoding == defmt_decoder::Encoding::Rzcobs {
+        let tail = stream.len() - stream.iter().rposition(|&b| b == 0).map_or(0, |i| i + 1);
+        if tail > 0 {
+            log.warnings.push(format!("the defmt log ends with an unfinished frame ({tail} bytes)"));
+        }
+    }
+    log
+}
+
 /// Start QEMU with `elf`, the model file and the input blob, wait at most
-/// `timeout`, and decode what came out of the UART.
+/// `timeout`, and decode what came out of the UART and the defmt log
+/// ([`DeviceRun::log`]).
 ///
 /// The UART goes to a file and QEMU's stdout carries the semihosting output
 /// (the defmt log): QEMU 7.2 sends a guest's `:tt` writes to its own stdout
@@ -365,9 +455,28 @@ pub fn run_qemu(
     let uart = dir.join("uart.bin");
     let result = run_qemu_in(board, elf, model, input_blob, timeout, &uart);
     let _ = std::fs::remove_dir_all(&dir);
-    let (run, defmt) = result?;
+    let (mut run, defmt, status) = result?;
     if let Some(path) = defmt_log {
         std::fs::write(path, &defmt).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let log = match std::fs::read(elf) {
+        Ok(elf_bytes) => decode_defmt(&elf_bytes, &defmt),
+        Err(e) => DefmtLog {
+            lines: Vec::new(),
+            warnings: vec![format!("cannot read {} to decode the defmt log: {e}", elf.display())],
+        },
+    };
+    (run.log, run.log_warnings) = (log.lines, log.warnings);
+    match status {
+        // A hung firmware's last log lines say where it got to.
+        None => bail!(
+            "QEMU did not finish within {:.0} s (firmware hung?); {} layer frames received{}{}",
+            timeout.as_secs_f64(),
+            run.layers.len(),
+            run.error.as_ref().map(|(c, m)| format!(", error {c}: {m}")).unwrap_or_default(),
+            run.log.last().map(|l| format!("; last device log line: {l}")).unwrap_or_default()
+        ),
+        Some(s) => run.exit_code = s.code(),
     }
     run.check_addresses(board)?;
     Ok(run)
@@ -380,7 +489,7 @@ fn run_qemu_in(
     input_blob: &Path,
     timeout: Duration,
     uart: &Path,
-) -> Result<(DeviceRun, Vec<u8>)> {
+) -> Result<(DeviceRun, Vec<u8>, Option<std::process::ExitStatus>)> {
     let (machine, cpu) = board.machine();
     let mut cmd = Command::new("qemu-system-arm");
     cmd.args(["-machine", machine, "-cpu", cpu, "-nographic", "-monitor", "none"])
@@ -434,16 +543,7 @@ fn run_qemu_in(
     let stream = std::fs::read(uart).unwrap_or_default();
     let mut run = DeviceRun::from_stream(&stream)?;
     run.stderr = qemu_stderr;
-    match status {
-        None => bail!(
-            "QEMU did not finish within {:.0} s (firmware hung?); {} layer frames received{}",
-            timeout.as_secs_f64(),
-            run.layers.len(),
-            run.error.as_ref().map(|(c, m)| format!(", error {c}: {m}")).unwrap_or_default()
-        ),
-        Some(s) => run.exit_code = s.code(),
-    }
-    Ok((run, defmt))
+    Ok((run, defmt, status))
 }
 
 /// `host flash` command line.
@@ -480,9 +580,12 @@ pub struct FlashArgs {
     /// The firmware crate (default: the one next to this host crate).
     #[arg(long)]
     pub firmware_dir: Option<PathBuf>,
-    /// Save the firmware's defmt log (decode with `defmt-print -e ELF < FILE`).
+    /// Also save the firmware's raw defmt bytes (decode with `defmt-print -e ELF < FILE`).
     #[arg(long)]
     pub defmt_log: Option<PathBuf>,
+    /// Do not print the firmware's decoded log on stderr (`--json` still has it under "log").
+    #[arg(long)]
+    pub quiet_log: bool,
 }
 
 /// Options of `host flash`, validated.
@@ -499,6 +602,7 @@ pub struct FlashOptions {
     pub elf: Option<PathBuf>,
     pub firmware_dir: Option<PathBuf>,
     pub defmt_log: Option<PathBuf>,
+    pub quiet_log: bool,
 }
 
 impl FlashArgs {
@@ -516,6 +620,7 @@ impl FlashArgs {
             elf: self.elf,
             firmware_dir: self.firmware_dir,
             defmt_log: self.defmt_log,
+            quiet_log: self.quiet_log,
         })
     }
 }
@@ -603,6 +708,15 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
     let result = run_qemu(opts.board, &elf, &opts.model, &blob, opts.timeout, opts.defmt_log.as_deref());
     let _ = std::fs::remove_dir_all(&dir);
     let run = result?;
+    // Before the success check: a failed run's log says why.
+    if !opts.quiet_log {
+        for line in &run.log {
+            eprintln!("device: {line}");
+        }
+        for w in &run.log_warnings {
+            eprintln!("warning: device log: {w}");
+        }
+    }
     run.ensure_success()?;
     for l in &run.layers {
         if let Some(b) = &l.bytes {
@@ -665,7 +779,8 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
 
 /// The device run in the same JSON shape as `host simulate --json` (image,
 /// precision, class, confidence, top5, raw `output`, `logits`, `layers`),
-/// plus the board, tick/instruction counts and the stack high-water mark.
+/// plus the board, tick/instruction counts, the stack high-water mark and
+/// the decoded defmt log (`log`, `log_warnings`).
 pub fn device_report(
     run: &DeviceRun,
     model: &QuantModel<'_>,
@@ -718,6 +833,8 @@ pub fn device_report(
         "ticks": total,
         "instructions": run.instructions(total),
         "stack_bytes": run.stack_used,
+        "log": run.log,
+        "log_warnings": run.log_warnings,
     }))
 }
 
@@ -756,6 +873,14 @@ mod tests {
         assert!(run.error.is_none());
         assert_eq!(run.output, Some((5, vec![0xff])));
         assert!(run.skipped_bytes > 0);
+    }
+
+    #[test]
+    fn defmt_decoding_problems_are_warnings_not_errors() {
+        assert_eq!(decode_defmt(b"not an elf", b""), DefmtLog::default(), "no log, nothing to say");
+        let log = decode_defmt(b"not an elf", &[1, 2, 3, 0]);
+        assert!(log.lines.is_empty());
+        assert!(log.warnings[0].contains("defmt table"), "{log:?}");
     }
 
     #[test]

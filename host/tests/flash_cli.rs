@@ -26,5 +26,34 @@ fn flash_json_matches_simulate_json_on_the_golden_models() {
         };
         assert_eq!(hashes(&dev), hashes(&sim), "{file}: per-layer hashes differ");
         assert_eq!(sim["class"], "triangle", "{file}: the golden model should see the triangle");
+        // The firmware's defmt log, decoded with the ELF's table, under "log".
+        let log: Vec<&str> = dev["log"].as_array().expect("log").iter().filter_map(|l| l.as_str()).collect();
+        let done = format!("INFO done: {} ticks", dev["ticks"]);
+        let model_ok = format!("INFO model ok: {} bytes,", std::fs::metadata(&model).expect("model file").len());
+        assert!(log.contains(&done.as_str()), "{file}: log {log:?} lacks {done:?}");
+        assert!(log.iter().any(|l| l.starts_with(&model_ok)), "{file}: log {log:?} lacks {model_ok:?}...");
+        assert_eq!(dev["log_warnings"], serde_json::json!([]), "{file}: defmt decoding problems");
     }
+}
+
+/// The decoded device log goes to stderr unless `--quiet-log`.
+#[test]
+fn flash_prints_the_device_log_on_stderr_unless_quiet() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden");
+    let (model, image) = (golden.join("micro.int8"), golden.join("images/triangle.png"));
+    let stderr = |quiet: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_host"));
+        cmd.arg("flash").arg("--model").arg(&model).arg("--image").arg(&image);
+        if quiet {
+            cmd.arg("--quiet-log");
+        }
+        let out = cmd.output().expect("run host");
+        assert!(out.status.success(), "host flash failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let loud = stderr(false);
+    assert!(loud.lines().any(|l| l.starts_with("device: INFO done: ") && l.ends_with(" ticks")), "{loud}");
+    assert!(loud.contains("device: INFO model ok: "), "{loud}");
+    let quiet = stderr(true);
+    assert!(!quiet.contains("device: "), "--quiet-log still printed the log: {quiet}");
 }
