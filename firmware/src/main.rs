@@ -99,7 +99,8 @@ fn main() -> ! {
 fn fail<S: Write>(serial: &mut S, code: u8, args: core::fmt::Arguments<'_>) -> u8 {
     let mut msg = MsgBuf::new();
     let _ = msg.write_fmt(args);
-    defmt::error!("{=[u8]:a}", msg.as_bytes());
+    // MsgBuf truncates on char boundaries, so its bytes are always UTF-8.
+    defmt::error!("{=str}", core::str::from_utf8(msg.as_bytes()).unwrap_or("(message not UTF-8)"));
     frame::send(serial, kind::ERROR, &[&[code], msg.as_bytes()]);
     code
 }
