@@ -18,4 +18,4 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
-echo "setup: rust targets and ${need[*]:-qemu-system-arm (already present)} ready"
+echo "setup: Rust targets thumbv7em-none-eabihf and thumbv8m.main-none-eabihf and $(qemu-system-arm --version | head -1) ready"
