@@ -117,7 +117,7 @@ pub fn compare(
     let cfg = LoaderConfig { h, w, augment: None, skip_bad: false, prefetch: 2 };
     for batch in Prefetcher::spawn(data.source.clone(), plans, cfg) {
         let batch = batch?;
-        let outs = crate::quantize::layer_outputs(&mut net, batch.x.view());
+        let outs = net.forward_layers(batch.x.view());
         let logits = outs.last().context("the network has no layers")?;
         for (b, &label) in batch.labels.iter().enumerate() {
             let float_logits: Vec<f32> = logits.index_axis(Axis(0), b).iter().copied().collect();

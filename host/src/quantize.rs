@@ -148,22 +148,6 @@ impl FloatParams {
     }
 }
 
-/// Every layer's float output on `batch` (Eval mode), with the last layer's
-/// *logits* rather than its softmax probabilities: the engine stops before
-/// the softmax, so that is the tensor the int8 output quantization covers and
-/// the comparison measures.
-pub fn layer_outputs(net: &mut Network, batch: ArrayView4<f32>) -> Vec<ArrayD<f32>> {
-    let mut outs = net.forward_collect(batch);
-    let softmax_last =
-        matches!(net.spec().layers().last(), Some(Layer::Dense { activation: shared::spec::Activation::Softmax, .. }));
-    if softmax_last {
-        if let Some(last) = outs.last_mut() {
-            *last = net.forward(batch, crate::nn::Mode::Eval).into_dyn();
-        }
-    }
-    outs
-}
-
 /// Collects every layer's output range over calibration batches.
 pub struct Calibrator {
     stats: Vec<RangeStats>,
@@ -180,7 +164,7 @@ impl Calibrator {
     /// Run one batch (NHWC, pixels in [0, 1]) through the float network.
     pub fn observe(&mut self, net: &mut Network, batch: ArrayView4<f32>) {
         let keep = matches!(self.method, RangeMethod::Percentile(_));
-        for (s, out) in self.stats.iter_mut().zip(layer_outputs(net, batch)) {
+        for (s, out) in self.stats.iter_mut().zip(net.forward_layers(batch)) {
             s.observe(out.iter(), keep);
         }
         self.images += batch.len_of(Axis(0));

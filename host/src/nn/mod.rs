@@ -450,23 +450,33 @@ impl Network {
     /// layer-by-layer comparison with the quantized engine. The last layer's softmax,
     /// folded into the loss elsewhere, is applied here: these are Keras's layer outputs.
     pub fn forward_collect(&mut self, x: ArrayView4<f32>) -> Vec<ArrayD<f32>> {
+        let mut outs = self.forward_layers(x);
+        let softmax_last =
+            matches!(self.spec.layers().last(), Some(Layer::Dense { activation: Activation::Softmax, .. }));
+        if let (true, Some(last)) = (softmax_last, outs.last_mut()) {
+            let n = last.shape()[1];
+            if let Some(data) = last.as_slice_mut() {
+                data.chunks_exact_mut(n).for_each(|r| loss::softmax_rows(r, n));
+            }
+        }
+        outs
+    }
+
+    /// Every layer's output of an Eval forward as the layer computes it: the
+    /// last entry holds the *logits* (no softmax), which is what the quantized
+    /// engine outputs and what int8 calibration and comparisons measure.
+    pub fn forward_layers(&mut self, x: ArrayView4<f32>) -> Vec<ArrayD<f32>> {
         self.run(x, Mode::Eval);
         let batch = self.batch;
-        let last = self.nodes.len() - 1;
         self.spec
             .shapes()
-            .map(|(i, layer, _, out)| {
+            .map(|(i, _, _, out)| {
                 let mut dims = vec![batch];
                 match out {
                     Shape::Image { h, w, c } => dims.extend([h as usize, w as usize, c as usize]),
                     Shape::Flat(n) => dims.push(n as usize),
                 }
-                let mut data = self.acts[i + 1].clone();
-                if i == last && matches!(layer, Layer::Dense { activation: Activation::Softmax, .. }) {
-                    let n = dims[1];
-                    data.chunks_exact_mut(n).for_each(|r| loss::softmax_rows(r, n));
-                }
-                ArrayD::from_shape_vec(IxDyn(&dims), data).expect("layer output matches its shape")
+                ArrayD::from_shape_vec(IxDyn(&dims), self.acts[i + 1].clone()).expect("layer output matches its shape")
             })
             .collect()
     }
