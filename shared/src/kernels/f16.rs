@@ -96,26 +96,7 @@ pub fn dense(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) 
 /// MaxPool2D, window clipped to the image. Starts from -inf and takes `v`
 /// only when `v > max` in f32, so NaN inputs are skipped deterministically.
 pub fn max_pool(g: &PoolGeom, input: &[f16], output: &mut [f16]) {
-    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "max_pool: length");
-    let c = g.channels;
-    for oy in 0..g.out_h {
-        let (y0, y1) = g.window(oy, g.in_h);
-        for ox in 0..g.out_w {
-            let (x0, x1) = g.window(ox, g.in_w);
-            let out = &mut output[(oy * g.out_w + ox) * c..][..c];
-            out.fill(f16::NEG_INFINITY);
-            for y in y0..y1 {
-                for x in x0..x1 {
-                    let px = &input[(y * g.in_w + x) * c..][..c];
-                    for (o, &v) in out.iter_mut().zip(px) {
-                        if v.to_f32() > o.to_f32() {
-                            *o = v;
-                        }
-                    }
-                }
-            }
-        }
-    }
+    super::max_pool_by(g, input, output, f16::NEG_INFINITY, |v, m| v.to_f32() > m.to_f32());
 }
 
 #[inline(always)]

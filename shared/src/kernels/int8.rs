@@ -299,24 +299,7 @@ pub fn dense_portable(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output:
 /// MaxPool2D: input and output share scale and zero point, so no
 /// requantization; the window is clipped to the image, the max starts at -128.
 pub fn max_pool(g: &PoolGeom, input: &[i8], output: &mut [i8]) {
-    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "max_pool: length");
-    let c = g.channels;
-    for oy in 0..g.out_h {
-        let (y0, y1) = g.window(oy, g.in_h);
-        for ox in 0..g.out_w {
-            let (x0, x1) = g.window(ox, g.in_w);
-            let out = &mut output[(oy * g.out_w + ox) * c..][..c];
-            out.fill(i8::MIN);
-            for y in y0..y1 {
-                for x in x0..x1 {
-                    let px = &input[(y * g.in_w + x) * c..][..c];
-                    for (o, &v) in out.iter_mut().zip(px) {
-                        *o = (*o).max(v);
-                    }
-                }
-            }
-        }
-    }
+    super::max_pool_by(g, input, output, i8::MIN, |v, m| v > m);
 }
 
 /// One element of the BatchNormalization affine: channel `c` of `w`.
