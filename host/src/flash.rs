@@ -10,7 +10,6 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use shared::engine;
-use shared::format::AlignedBytes;
 use shared::model::QuantModel;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -630,13 +629,6 @@ pub fn run(args: FlashArgs) -> Result<()> {
     flash(&args.options()?)
 }
 
-/// Read and validate a model file the way the firmware will.
-pub fn load_model(path: &Path) -> Result<AlignedBytes> {
-    let bytes = crate::simulate::read_model_file(path)?;
-    crate::simulate::parse_model(&bytes, path)?;
-    Ok(bytes)
-}
-
 /// The model's input bytes for `--image` or `--input-raw`.
 fn model_input(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<u8>> {
     let expected = model.spec.input().elements() as usize * model.precision.activation_bytes();
@@ -686,8 +678,9 @@ pub fn verify_against_desktop(model: &QuantModel<'_>, input: &[u8], run: &Device
 
 /// `host flash`.
 pub fn flash(opts: &FlashOptions) -> Result<()> {
-    let model_bytes = load_model(&opts.model)?;
-    let model = shared::format::parse(&model_bytes).map_err(|e| anyhow!("{}: {e}", opts.model.display()))?;
+    // Validated here exactly as the firmware will, so a bad file fails before QEMU starts.
+    let model_bytes = crate::simulate::read_model_file(&opts.model)?;
+    let model = crate::simulate::parse_model(&model_bytes, &opts.model)?;
     if model_bytes.len() as u64 > opts.board.model_capacity() {
         bail!(
             "the model has {} bytes; {}'s model region holds {}",
