@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use host::checkpoint::Checkpoint;
 use host::flash::{self, Board};
+use host::model_file::{encode_input, image_input, parse_model, read_model_file};
 use host::quantize::{self, Calibration};
-use host::simulate::{encode_input, image_input, parse_model, read_model_file, simulate};
+use host::simulate::simulate;
 use serde_json::{json, Value};
 use shared::build::Ranges;
 use shared::model::{Precision, QuantModel};

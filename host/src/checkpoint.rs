@@ -318,10 +318,7 @@ impl Checkpoint {
 
     /// Input height and width.
     pub fn input_hw(&self) -> (usize, usize) {
-        match self.spec.input() {
-            Shape::Image { h, w, .. } => (h as usize, w as usize),
-            Shape::Flat(n) => (n as usize, 1),
-        }
+        self.spec.input().hw()
     }
 
     /// Write to `path` atomically: a temporary file in the same folder,
@@ -358,19 +355,9 @@ impl Checkpoint {
                     .map_err(|e| werr(std::io::Error::other(e)))
             })
             .collect::<Result<_, _>>()?;
-        let tmp = tmp_path(path);
-        let result = (|| {
-            safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| match e {
-                safetensors::SafeTensorError::IoError(io) => io,
-                other => std::io::Error::other(other),
-            })?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(werr)
+        meta.insert("checksums".to_string(), tensor_checksums(&views).to_string());
+        let file = safetensors::serialize(views, Some(meta)).map_err(|e| werr(std::io::Error::other(e)))?;
+        crate::atomic::write_atomic(path, &file).map_err(|e| werr(e.source))
     }
 
     /// Read and validate a checkpoint: the layer stack must rebuild, and the
@@ -401,6 +388,7 @@ impl Checkpoint {
             None => None,
         };
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(fmt)?;
+        verify_checksums(path, &meta, &st)?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
@@ -423,33 +411,52 @@ impl Checkpoint {
     }
 }
 
-/// Write `bytes` to `path` atomically (temporary file in the same folder,
-/// synced, renamed over `path`): for other artefacts, like model files, that
-/// must never be left half-written where a good one was.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    use std::io::Write;
-    let werr = |source| CheckpointError::Write { path: path.to_path_buf(), source };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(werr)?;
-    }
-    let tmp = tmp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(werr)
+/// The metadata key holding each tensor's CRC-32 (written since
+/// `host-checkpoint/1` files gained it; older files load with a warning).
+pub const CHECKSUMS: &str = "checksums";
+
+/// CRC-32 (zlib's) of each tensor's bytes, as a JSON object `name -> "xxxxxxxx"`.
+fn tensor_checksums(views: &[(String, TensorView)]) -> Value {
+    let map: serde_json::Map<String, Value> =
+        views.iter().map(|(k, v)| (k.clone(), json!(format!("{:08x}", crc32(v.data()))))).collect();
+    Value::Object(map)
 }
 
-/// `path` with `.tmp` appended: same folder, so the rename is atomic.
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    PathBuf::from(tmp)
+fn crc32(bytes: &[u8]) -> u32 {
+    shared::protocol::CRC32.checksum(bytes)
+}
+
+/// Hold every tensor to the checksum its metadata records: a flipped byte is
+/// an error naming the tensor. A file without checksums (written before they
+/// existed) passes with a warning on stderr.
+fn verify_checksums(
+    path: &Path,
+    meta: &HashMap<String, String>,
+    st: &safetensors::SafeTensors,
+) -> Result<(), CheckpointError> {
+    let invalid = |what: String| CheckpointError::Invalid { path: path.to_path_buf(), what };
+    let Some(text) = meta.get(CHECKSUMS) else {
+        eprintln!(
+            "warning: checkpoint {} records no tensor checksums (written by an older host); its bytes cannot be verified",
+            path.display()
+        );
+        return Ok(());
+    };
+    let sums: BTreeMap<String, String> =
+        serde_json::from_str(text).map_err(|e| invalid(format!("bad {CHECKSUMS}: {e}")))?;
+    for (name, view) in st.tensors() {
+        let want = sums.get(&name).ok_or_else(|| invalid(format!("tensor {name} has no checksum")))?;
+        let got = format!("{:08x}", crc32(view.data()));
+        if &got != want {
+            return Err(invalid(format!(
+                "tensor {name} is corrupted: its bytes have CRC-32 {got}, the file recorded {want}"
+            )));
+        }
+    }
+    if let Some(missing) = sums.keys().find(|k| st.tensor(k).is_err()) {
+        return Err(invalid(format!("tensor {missing} is listed in {CHECKSUMS} but missing")));
+    }
+    Ok(())
 }
 
 /// The layer stack as JSON: the input shape and each layer with its Keras
@@ -607,7 +614,9 @@ mod tests {
         };
         let ck = Checkpoint::capture("tiny", &net, &names, Some(&opt), Some(meta.clone()));
         ck.save(&path).unwrap();
-        assert!(!dir.path().join("sub/ck.safetensors.tmp").exists());
+        let leftovers: Vec<_> =
+            std::fs::read_dir(dir.path().join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("ck.safetensors")]);
         let back = Checkpoint::load(&path).unwrap();
         assert_eq!(back.spec, tiny());
         assert_eq!(back.class_names, names);
@@ -621,6 +630,44 @@ mod tests {
         // Saving over an existing file replaces it whole.
         ck.save(&path).unwrap();
         assert_eq!(std::fs::read(&path).unwrap().len(), std::fs::metadata(&path).unwrap().len() as usize);
+    }
+
+    /// Regression: one flipped byte in the tensor data used to load and
+    /// predict silently. Now the load fails naming the tensor.
+    #[test]
+    fn a_flipped_tensor_byte_is_an_error_naming_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ck.safetensors");
+        let net = Network::new(&tiny(), 3);
+        let ck = Checkpoint::capture("tiny", &net, &["a".into(), "b".into(), "c".into()], None, None);
+        ck.save(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 10;
+        bytes[at] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(e.contains("is corrupted") && e.contains("ck.safetensors"), "{e}");
+        let named = ck.tensors.keys().find(|k| e.contains(&format!("tensor {k} "))).cloned();
+        assert!(named.is_some(), "the error names no tensor: {e}");
+    }
+
+    /// Files written before checksums existed still load (with a warning).
+    #[test]
+    fn checkpoints_without_checksums_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.safetensors");
+        let net = Network::new(&tiny(), 4);
+        let ck = Checkpoint::capture("tiny", &net, &["a".into(), "b".into(), "c".into()], None, None);
+        ck.save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        assert!(meta.remove(CHECKSUMS).is_some());
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let old = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+        std::fs::write(&path, old).unwrap();
+        let back = Checkpoint::load(&path).unwrap();
+        assert_eq!(back.tensors, ck.tensors);
     }
 
     #[test]

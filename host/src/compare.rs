@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use ndarray::Axis;
 use plotters::prelude::*;
-use shared::format::AlignedBytes;
 use shared::model::{Precision, QuantModel};
+use shared::numeric::argmax;
 
 use crate::data::loader::{BatchPlan, LoaderConfig, Prefetcher};
-use crate::simulate::{encode_input, parse_model, read_model_file, simulate};
+use crate::model_file::encode_input;
+use crate::simulate::simulate;
 
 /// Noise and signal energy of one layer, summed over images.
 #[derive(Clone, Copy, Debug, Default)]
@@ -53,17 +54,6 @@ pub struct Comparison {
     pub images: usize,
     pub float_accuracy: f64,
     pub models: Vec<ModelReport>,
-}
-
-fn argmax(v: &[f32]) -> usize {
-    // First maximum, as the float argmax in eval.
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// Decode a layer's raw output bytes to floats.
@@ -121,15 +111,15 @@ pub fn compare(
         let logits = outs.last().context("the network has no layers")?;
         for (b, &label) in batch.labels.iter().enumerate() {
             let float_logits: Vec<f32> = logits.index_axis(Axis(0), b).iter().copied().collect();
-            let float_top = argmax(&float_logits);
-            float_correct += usize::from(float_top == label);
+            let float_top = argmax(float_logits.iter().copied());
+            float_correct += usize::from(float_top == Some(label));
             images += 1;
             let pixels: Vec<f32> = batch.x.index_axis(Axis(0), b).iter().copied().collect();
             for ((_, model), t) in models.iter().zip(&mut tallies) {
                 let input = encode_input(model, &pixels)?;
                 let run = simulate(model, &input, true)?;
-                let top = argmax(&run.logits);
-                t.correct += usize::from(top == label);
+                let top = argmax(run.logits.iter().copied());
+                t.correct += usize::from(top == Some(label));
                 t.agree += usize::from(top == float_top);
                 for (q, f) in run.logits.iter().zip(&float_logits) {
                     let e = (q - f).abs() as f64;
@@ -283,65 +273,4 @@ impl Comparison {
         };
         draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
     }
-}
-
-/// `host compare`'s arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct CompareArgs {
-    /// The float checkpoint.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Quantized model files (repeat for int8 and f16).
-    #[arg(long = "model", required = true)]
-    pub models: Vec<PathBuf>,
-    /// Class-folder dataset (default: the checkpoint's own training data, validation split).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Which images: val or all (default: val for the training data, all for another folder).
-    #[arg(long, value_parser = ["val", "all"])]
-    pub subset: Option<String>,
-    /// Use at most this many images.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Fail when a model's accuracy is more than this many points below the float model's.
-    #[arg(long)]
-    pub max_drop: Option<f64>,
-    /// Fail when a model's top-1 agreement with the float model is below this fraction (e.g. 0.99).
-    #[arg(long)]
-    pub min_agreement: Option<f64>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Where to draw the per-layer SQNR plot (default: sqnr.png beside the first model).
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
-}
-
-/// Run `host compare`.
-pub fn run_cli(args: &CompareArgs) -> Result<()> {
-    let ck = crate::checkpoint::Checkpoint::load(&args.checkpoint)?;
-    let files: Vec<(PathBuf, AlignedBytes)> =
-        args.models.iter().map(|p| Ok((p.clone(), read_model_file(p)?))).collect::<Result<_>>()?;
-    let models: Vec<(PathBuf, QuantModel)> =
-        files.iter().map(|(p, b)| Ok((p.clone(), parse_model(b, p)?))).collect::<Result<_>>()?;
-    let sel = crate::provenance::open_for_checkpoint(&ck, args.data.as_deref(), args.subset.as_deref())?;
-    let mut indices = sel.indices.clone();
-    if let Some(n) = args.limit {
-        indices.truncate(n);
-    }
-    let report = compare(&ck, &models, &sel.data, &indices)?;
-    let plot = args.plot.clone().unwrap_or_else(|| args.models[0].with_file_name("sqnr.png"));
-    report.plot(&plot)?;
-    if args.json {
-        let mut v = serde_json::to_value(&report)?;
-        v["sqnr_png"] = serde_json::json!(plot);
-        v["data"] = serde_json::json!(sel.data.source.summary());
-        v["subset"] = serde_json::json!(sel.subset);
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!("on {} ({} split)", sel.data.source.summary(), sel.subset);
-        print!("{}", report.render());
-        println!("per-layer SQNR plot: {}", plot.display());
-    }
-    report.check(args.max_drop, args.min_agreement)
 }

@@ -2,8 +2,9 @@
 //! per-class accuracy and the confusion matrix. The validation pass of
 //! `train` and `host eval` are the same code, so their numbers agree.
 use crate::data::{BatchPlan, DataError, ImageSource, LoaderConfig, Prefetcher};
-use crate::nn::{softmax, try_softmax_cross_entropy, Mode, Network, NnError};
+use crate::nn::{try_softmax_cross_entropy, Mode, Network, NnError};
 use serde::Serialize;
+use shared::numeric::argmax;
 use std::sync::Arc;
 
 /// Why an evaluation failed.
@@ -75,10 +76,7 @@ pub fn evaluate(
     skip_bad: bool,
 ) -> Result<EvalResult, EvalError> {
     let classes = net.spec().output().elements() as usize;
-    let (h, w) = match net.spec().input() {
-        shared::spec::Shape::Image { h, w, .. } => (h as usize, w as usize),
-        shared::spec::Shape::Flat(n) => (n as usize, 1),
-    };
+    let (h, w) = net.spec().input().hw();
     let class_names = source.class_names().to_vec();
     let plans = BatchPlan::sequential(indices, batch);
     let loader = Prefetcher::spawn(source, plans, LoaderConfig { h, w, augment: None, skip_bad, prefetch: 2 });
@@ -96,8 +94,9 @@ pub fn evaluate(
         loss_sum += loss as f64 * b.labels.len() as f64;
         correct += c as u64;
         seen += b.labels.len() as u64;
-        for (row, &label) in softmax(logits.view()).rows().into_iter().zip(&b.labels) {
-            confusion[label][argmax(row.iter().copied())] += 1;
+        for (row, &label) in logits.rows().into_iter().zip(&b.labels) {
+            // Softmax keeps the order, so the logits' argmax is the class.
+            confusion[label][argmax(row.iter().copied()).unwrap_or(0)] += 1;
         }
     }
     let per_class_accuracy = (0..classes)
@@ -117,82 +116,9 @@ pub fn evaluate(
     })
 }
 
-/// Index of the first maximum, as `np.argmax` picks it.
-pub fn argmax(values: impl Iterator<Item = f32>) -> usize {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, v) in values.enumerate() {
-        if v > best.1 {
-            best = (i, v);
-        }
-    }
-    best.0
-}
-
-/// `host eval`'s arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct EvalArgs {
-    /// Checkpoint (default: runs/latest/best.safetensors, else last.safetensors).
-    #[arg(long)]
-    pub checkpoint: Option<std::path::PathBuf>,
-    /// Class-folder dataset (default: the data the checkpoint was trained on).
-    #[arg(long)]
-    pub data: Option<std::path::PathBuf>,
-    /// Which images: val (the training run's validation split) or all.
-    /// Default: val for the training data, all for another folder.
-    #[arg(long, value_parser = ["val", "all"])]
-    pub subset: Option<String>,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Skip unreadable images instead of stopping.
-    #[arg(long)]
-    pub skip_bad: bool,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Where to draw the confusion matrix (default: confusion.png beside the checkpoint).
-    #[arg(long)]
-    pub plot: Option<std::path::PathBuf>,
-}
-
-/// Run `host eval`.
-pub fn run_cli(args: &EvalArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let path = args
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| crate::train::default_checkpoint(std::path::Path::new("runs/latest")));
-    let ck = crate::checkpoint::Checkpoint::load(&path)?;
-    let mut net = ck.network().with_context(|| format!("checkpoint {}", path.display()))?;
-    let crate::provenance::CheckpointData { data, subset, indices } =
-        crate::provenance::open_for_checkpoint(&ck, args.data.as_deref(), args.subset.as_deref())?;
-    let r = evaluate(&mut net, data.source.clone(), &indices, args.batch_size.max(1), args.skip_bad)?;
-    let plot = args.plot.clone().unwrap_or_else(|| path.with_file_name("confusion.png"));
-    crate::report::plot_confusion(&plot, &r.class_names, &r.confusion)?;
-    if args.json {
-        let v = serde_json::json!({
-            "checkpoint": path, "data": data.source.summary(), "subset": subset,
-            "loss": r.loss, "accuracy": r.accuracy, "images": r.images, "class_names": r.class_names,
-            "per_class_accuracy": r.per_class_accuracy, "confusion": r.confusion, "skipped": r.skipped,
-            "confusion_png": plot,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!("{} on {} ({} split)", path.display(), data.source.summary(), subset);
-        print!("{}", r.render());
-        println!("confusion matrix plot: {}", plot.display());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn argmax_takes_the_first_maximum() {
-        assert_eq!(argmax([0.1, 0.7, 0.7, 0.2].into_iter()), 1);
-        assert_eq!(argmax([f32::NAN, 0.5].into_iter()), 1);
-    }
 
     #[test]
     fn render_lists_every_class() {

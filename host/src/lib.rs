@@ -1,19 +1,24 @@
 //! The desktop side of the toolchain: training, quantization, simulation and
 //! reports, built on the layer stack of the `shared` crate.
+//!
+//! Library modules are named for what they are; [`commands`] holds one thin
+//! module per subcommand over them, and nothing else imports from it.
+pub mod atomic;
 pub mod checkpoint;
-pub mod cli;
+pub mod commands;
 pub mod compare;
 pub mod data;
 pub mod eval;
 pub mod flash;
-pub mod inspect;
+pub mod model_file;
 pub mod nn;
 pub mod optim;
-pub mod predict;
+pub mod prediction;
 pub mod provenance;
 pub mod quantize;
 pub mod reference;
 pub mod report;
+pub mod runs;
 pub mod simulate;
 pub mod summary;
 pub mod train;

@@ -16,8 +16,8 @@ fn describe(e: &anyhow::Error) -> String {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = host::cli::Cli::parse();
-    match host::cli::run(cli) {
+    let cli = host::commands::Cli::parse();
+    match host::commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", describe(&e));

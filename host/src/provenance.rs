@@ -9,18 +9,36 @@ use anyhow::{bail, Result};
 use crate::checkpoint::Checkpoint;
 use crate::data::{DataError, Dataset, OpenOptions};
 
+/// Which images of a dataset to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Subset {
+    /// The training run's validation split.
+    Val,
+    /// Every image.
+    All,
+}
+
+impl Subset {
+    /// The name users type (`val`, `all`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Subset::Val => "val",
+            Subset::All => "all",
+        }
+    }
+}
+
 /// A dataset chosen for a checkpoint and the images to use from it.
 pub struct CheckpointData {
     pub data: Dataset,
-    /// `val` (the training run's validation split) or `all`.
-    pub subset: &'static str,
+    pub subset: Subset,
     pub indices: Vec<usize>,
 }
 
 /// Open `data` (or, when None, the data the checkpoint was trained on) with
 /// the checkpoint's split. `subset` None picks `val` for the training data
 /// and `all` for another folder. Class names must match the checkpoint's.
-pub fn open_for_checkpoint(ck: &Checkpoint, data: Option<&Path>, subset: Option<&str>) -> Result<CheckpointData> {
+pub fn open_for_checkpoint(ck: &Checkpoint, data: Option<&Path>, subset: Option<Subset>) -> Result<CheckpointData> {
     let meta = ck.train.as_ref();
     let trained_on = meta.and_then(|m| m.data_dir.clone());
     let same_data = match (data, &trained_on) {
@@ -37,14 +55,12 @@ pub fn open_for_checkpoint(ck: &Checkpoint, data: Option<&Path>, subset: Option<
         }
     }
     let subset = match subset {
-        Some("all") => "all",
-        Some("val") => "val",
-        Some(other) => bail!("unknown subset {other:?}: use val or all"),
-        None if same_data => "val",
-        None => "all",
+        Some(s) => s,
+        None if same_data => Subset::Val,
+        None => Subset::All,
     };
     let opts = OpenOptions {
-        val_split: if subset == "all" { 0.0 } else { meta.map_or(0.2, |m| m.val_split) },
+        val_split: if subset == Subset::All { 0.0 } else { meta.map_or(0.2, |m| m.val_split) },
         seed: meta.map_or(123, |m| m.seed),
         per_class: meta.map_or(crate::data::synthetic::DEFAULT_PER_CLASS, |m| m.per_class),
         ..Default::default()
@@ -59,6 +75,6 @@ pub fn open_for_checkpoint(ck: &Checkpoint, data: Option<&Path>, subset: Option<
         }
         .into());
     }
-    let indices = if subset == "all" { data.split.train.clone() } else { data.split.val.clone() };
+    let indices = if subset == Subset::All { data.split.train.clone() } else { data.split.val.clone() };
     Ok(CheckpointData { data, subset, indices })
 }

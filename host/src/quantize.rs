@@ -205,8 +205,8 @@ pub fn quantize(
 /// validate it with the shared parser before reporting success.
 pub fn write_model_file(model: &OwnedModel, path: &Path) -> Result<usize> {
     let bytes = shared::format::write(&model.view()).map_err(|e| anyhow::anyhow!("encoding the model file: {e}"))?;
-    crate::checkpoint::write_atomic(path, &bytes)?;
-    let back = crate::simulate::read_model_file(path)?;
+    crate::atomic::write_atomic(path, &bytes)?;
+    let back = crate::model_file::read_model_file(path)?;
     let parsed = shared::format::parse(back.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if parsed != model.view() {
         bail!("{}: the file read back differs from the model written", path.display());
@@ -257,32 +257,6 @@ mod tests {
     }
 }
 
-/// `host quantize`'s arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct QuantizeArgs {
-    /// The float checkpoint (safetensors from `host train`).
-    #[arg(long)]
-    pub checkpoint: std::path::PathBuf,
-    /// Target precision.
-    #[arg(long, value_parser = ["int8", "f16"])]
-    pub to: String,
-    /// Calibration data (default: the data the checkpoint was trained on).
-    #[arg(long)]
-    pub data: Option<std::path::PathBuf>,
-    /// Images used to calibrate int8 activation ranges.
-    #[arg(long, default_value_t = 256)]
-    pub calibration_images: usize,
-    /// Clip activation ranges to this percentile (e.g. 99.99) instead of min/max.
-    #[arg(long)]
-    pub percentile: Option<f64>,
-    /// Seed that picks the calibration images.
-    #[arg(long, default_value_t = 7)]
-    pub seed: u64,
-    /// The model file to write.
-    #[arg(long)]
-    pub out: std::path::PathBuf,
-}
-
 /// How to calibrate int8 activation ranges.
 #[derive(Clone, Debug)]
 pub struct Calibration<'a> {
@@ -331,33 +305,4 @@ pub fn quantize_checkpoint(
         Precision::Int8 => Some(calibrate(ck, cal)?),
     };
     quantize(&params, precision, ranges.as_ref(), &ck.class_names)
-}
-
-/// Run `host quantize`.
-pub fn run_cli(args: &QuantizeArgs) -> Result<()> {
-    let ck = crate::checkpoint::Checkpoint::load(&args.checkpoint)?;
-    let precision = match args.to.as_str() {
-        "f16" => Precision::F16,
-        _ => Precision::Int8,
-    };
-    let method = match args.percentile {
-        Some(p) if (50.0..=100.0).contains(&p) => RangeMethod::Percentile(p),
-        Some(p) => bail!("--percentile {p} must lie in [50, 100]"),
-        None => RangeMethod::MinMax,
-    };
-    let cal = Calibration { data: args.data.as_deref(), images: args.calibration_images, method, seed: args.seed };
-    let model = quantize_checkpoint(&ck, precision, &cal)
-        .with_context(|| format!("quantizing {}", args.checkpoint.display()))?;
-    let bytes = write_model_file(&model, &args.out)?;
-    let view = model.view();
-    let plan = shared::engine::plan(&view);
-    println!(
-        "wrote {} ({} model, {} bytes; {} bytes of weights; arena {} bytes); validated by reading it back",
-        args.out.display(),
-        precision.name(),
-        bytes,
-        view.weight_bytes(),
-        plan.arena_bytes
-    );
-    Ok(())
 }

@@ -75,10 +75,10 @@ pub fn history_json(history: &[EpochRecord]) -> serde_json::Value {
 pub fn write_history(dir: &Path, history: &[EpochRecord]) -> Result<(), ReportError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let csv = dir.join("history.csv");
-    std::fs::write(&csv, history_csv(history)).map_err(io_err(&csv))?;
+    crate::atomic::write_atomic(&csv, history_csv(history).as_bytes()).map_err(|e| io_err(&csv)(e.source))?;
     let json = dir.join("history.json");
     let text = serde_json::to_string_pretty(&history_json(history)).unwrap_or_default();
-    std::fs::write(&json, text).map_err(io_err(&json))?;
+    crate::atomic::write_atomic(&json, text.as_bytes()).map_err(|e| io_err(&json)(e.source))?;
     plot_history(&dir.join("curves.png"), history)
 }
 

@@ -1,39 +1,17 @@
-//! `host simulate`: run a model file with the shared no_std engine — the exact
-//! code the firmware runs — on the desktop, with per-layer timing, MACs and
+//! The desktop simulator: a model file run by the shared no_std engine — the
+//! exact code the firmware runs — with per-layer timing, MACs, hashes and
 //! (optionally) every layer's output bytes for comparison with a device run.
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use shared::engine::{self, Observer};
-use shared::format::AlignedBytes;
-use shared::model::{Precision, QuantModel};
+use shared::model::QuantModel;
 use shared::spec::Shape;
 
-/// Read a model file into a buffer aligned for in-place parsing.
-pub fn read_model_file(path: &Path) -> Result<AlignedBytes> {
-    let raw = std::fs::read(path).with_context(|| format!("reading model file {}", path.display()))?;
-    Ok(AlignedBytes::copy_from(&raw))
-}
-
-/// Parse and validate a model file already in memory, naming the file on error.
-pub fn parse_model<'a>(bytes: &'a AlignedBytes, path: &Path) -> Result<QuantModel<'a>> {
-    let model = shared::format::parse(bytes.as_bytes()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    engine::validate(&model).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    Ok(model)
-}
-
-/// Encode float pixels (NHWC, [0, 1]) as the model's input bytes.
-pub fn encode_input(model: &QuantModel, pixels: &[f32]) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; pixels.len() * model.precision.activation_bytes()];
-    match model.precision {
-        Precision::Int8 => engine::quantize_input(pixels, model.input, &mut out),
-        Precision::F16 => engine::encode_f16_input(pixels, &mut out),
-    }
-    .map_err(|e| anyhow!("encoding the input: {e}"))?;
-    Ok(out)
-}
+use crate::model_file::{class_names, image_input, output_values};
+use crate::prediction::Prediction;
 
 /// Runs the engine's split layers (int8 Conv2D/Dense rows and units) on
 /// rayon's thread pool: the threads already exist, so a layer pays no spawn.
@@ -119,87 +97,10 @@ pub fn simulate(model: &QuantModel, input: &[u8], keep_layer_bytes: bool) -> Res
     Ok(SimRun { output, logits, layers: rec.layers, arena_bytes: plan.arena_bytes })
 }
 
-/// The output values as JSON numbers: int8 values, or f16 values as f32.
-pub fn output_values(precision: Precision, output: &[u8]) -> Vec<serde_json::Value> {
-    match precision {
-        Precision::Int8 => output.iter().map(|&b| serde_json::json!(b as i8)).collect(),
-        Precision::F16 => output
-            .chunks_exact(2)
-            .map(|c| serde_json::json!(shared::f16::from_le_bytes([c[0], c[1]]).to_f32()))
-            .collect(),
-    }
-}
-
-/// `host simulate`'s arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct SimulateArgs {
-    /// The model file (from `host quantize`).
-    #[arg(long)]
-    pub model: std::path::PathBuf,
-    /// Image files to classify.
-    pub images: Vec<std::path::PathBuf>,
-    /// A class-folder dataset to run instead of single images (reports accuracy).
-    #[arg(long, conflicts_with = "images")]
-    pub data: Option<std::path::PathBuf>,
-    /// Print JSON (with the raw output tensor under "output") instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Write every layer's output bytes to this folder (one file per image and layer).
-    #[arg(long)]
-    pub dump_layers: Option<std::path::PathBuf>,
-}
-
-/// Preprocess an image file for `model`: decode, resize, encode.
-pub fn image_input(model: &QuantModel, path: &Path) -> Result<Vec<u8>> {
-    let Shape::Image { h, w, .. } = model.spec.input() else { bail!("the model's input is not an image") };
-    let img = crate::data::load_image_file(path, h as usize, w as usize)?;
-    let pixels: Vec<f32> = img.iter().copied().collect();
-    encode_input(model, &pixels)
-}
-
-/// The model's class names (empty when the file carries none).
-pub fn class_names(model: &QuantModel) -> Vec<String> {
-    (0..).map_while(|i| model.class_name(i)).map(str::to_string).collect()
-}
-
-fn layer_table(run: &SimRun) -> String {
-    use std::fmt::Write as _;
-    let mut s = format!("{:<44} {:<14} {:>12} {:>10} {:>18}\n", "layer", "output", "MACs", "time", "fnv1a64");
-    for l in &run.layers {
-        let _ = writeln!(
-            s,
-            "{:<44} {:<14} {:>12} {:>8.3}ms {:>18}",
-            format!("{} ({})", l.name, l.kind),
-            l.shape.to_string().trim_start_matches("(None, ").trim_end_matches(')'),
-            crate::summary::thousands(l.macs),
-            l.nanos as f64 / 1e6,
-            format!("{:016x}", l.hash)
-        );
-    }
-    let total: u64 = run.layers.iter().map(|l| l.nanos).sum();
-    let _ = writeln!(
-        s,
-        "total {:.3} ms, arena {} bytes",
-        total as f64 / 1e6,
-        crate::summary::thousands(run.arena_bytes as u64)
-    );
-    s
-}
-
-/// Write `run`'s layer outputs under `dir/<stem>/<index>-<name>.bin`.
-fn dump_layers(dir: &Path, stem: &str, run: &SimRun) -> Result<()> {
-    let sub = dir.join(stem);
-    for l in &run.layers {
-        if let Some(b) = &l.bytes {
-            crate::checkpoint::write_atomic(&sub.join(format!("{:02}-{}.bin", l.index, l.name)), b)?;
-        }
-    }
-    Ok(())
-}
-
-/// JSON of one run: prediction, raw output, per-layer records.
+/// JSON of one run: prediction, raw output, per-layer records. `host flash
+/// --json` reports a device run in the same shape.
 pub fn run_json(model: &QuantModel, path: &Path, run: &SimRun) -> serde_json::Value {
-    let pred = crate::predict::Prediction::from_logits(path, &class_names(model), &run.logits);
+    let pred = Prediction::from_logits(path, &class_names(model), &run.logits);
     serde_json::json!({
         "image": path,
         "precision": model.precision.name(),
@@ -216,63 +117,45 @@ pub fn run_json(model: &QuantModel, path: &Path, run: &SimRun) -> serde_json::Va
     })
 }
 
-/// Run `host simulate`.
-pub fn run_cli(args: &SimulateArgs) -> Result<()> {
-    let bytes = read_model_file(&args.model)?;
-    let model = parse_model(&bytes, &args.model)?;
-    let keep = args.dump_layers.is_some();
-    if let Some(dir) = &args.data {
-        return simulate_folder(&model, dir, args.json);
-    }
-    if args.images.is_empty() {
-        bail!("give image files to classify, or --data DIR");
-    }
-    let mut all = Vec::new();
-    for path in &args.images {
-        let input = image_input(&model, path)?;
-        let run = simulate(&model, &input, keep)?;
-        if let Some(dir) = &args.dump_layers {
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
-            dump_layers(dir, &stem, &run)?;
+/// Write `run`'s layer outputs under `dir/<stem>/<index>-<name>.bin`.
+pub fn dump_layers(dir: &Path, stem: &str, run: &SimRun) -> Result<()> {
+    let sub = dir.join(stem);
+    for l in &run.layers {
+        if let Some(b) = &l.bytes {
+            crate::atomic::write_atomic(&sub.join(format!("{:02}-{}.bin", l.index, l.name)), b)?;
         }
-        if args.json {
-            all.push(run_json(&model, path, &run));
-        } else {
-            let pred = crate::predict::Prediction::from_logits(path, &class_names(&model), &run.logits);
-            println!("{}:", path.display());
-            print!("{}", pred.render());
-            print!("{}", layer_table(&run));
-        }
-    }
-    if args.json {
-        let v = if all.len() == 1 { all.remove(0) } else { serde_json::Value::Array(all) };
-        println!("{}", serde_json::to_string_pretty(&v)?);
     }
     Ok(())
 }
 
-/// Classify every image of a class-folder dataset and report accuracy.
-fn simulate_folder(model: &QuantModel, dir: &Path, json: bool) -> Result<()> {
+/// Accuracy of a model file over a class-folder dataset.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct FolderAccuracy {
+    pub images: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+    pub ms_per_image: f64,
+}
+
+/// Classify every image of a class-folder dataset with the engine.
+pub fn simulate_folder(model: &QuantModel, dir: &Path) -> Result<FolderAccuracy> {
     let data = crate::data::folder::FolderDataset::open(dir)?;
     let names = class_names(model);
     if !names.is_empty() && names != data.class_names() {
         bail!("{}: class folders {:?} do not match the model's classes {:?}", dir.display(), data.class_names(), names);
     }
-    let (mut correct, mut total, mut nanos) = (0usize, 0usize, 0u64);
+    let (mut correct, mut images, mut nanos) = (0usize, 0usize, 0u64);
     for (path, label) in data.files() {
         let input = image_input(model, path)?;
         let run = simulate(model, &input, false)?;
         nanos += run.layers.iter().map(|l| l.nanos).sum::<u64>();
-        let best = run.logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).map(|(i, _)| i);
-        correct += usize::from(best == Some(*label));
-        total += 1;
+        correct += usize::from(shared::numeric::argmax(run.logits.iter().copied()) == Some(*label));
+        images += 1;
     }
-    let acc = correct as f64 / total.max(1) as f64;
-    let ms = nanos as f64 / 1e6 / total.max(1) as f64;
-    if json {
-        println!("{}", serde_json::json!({"images": total, "correct": correct, "accuracy": acc, "ms_per_image": ms}));
-    } else {
-        println!("{}: {correct}/{total} correct, accuracy {:.2} %, {ms:.3} ms per image", dir.display(), 100.0 * acc);
-    }
-    Ok(())
+    Ok(FolderAccuracy {
+        images,
+        correct,
+        accuracy: correct as f64 / images.max(1) as f64,
+        ms_per_image: nanos as f64 / 1e6 / images.max(1) as f64,
+    })
 }

@@ -22,6 +22,7 @@ pub mod engine;
 pub mod format;
 pub mod kernels;
 pub mod model;
+pub mod numeric;
 pub mod protocol;
 pub mod quant;
 pub mod spec;

@@ -65,6 +65,15 @@ impl Shape {
             Shape::Flat(n) => n,
         }
     }
+
+    /// Height and width, the size images are resized to (a flat input of
+    /// `n` features reads as `n x 1`).
+    pub fn hw(self) -> (usize, usize) {
+        match self {
+            Shape::Image { h, w, .. } => (h as usize, w as usize),
+            Shape::Flat(n) => (n as usize, 1),
+        }
+    }
 }
 
 impl fmt::Display for Shape {
@@ -556,22 +565,34 @@ pub fn alexnet_micro(input: u32, classes: u32) -> Result<ModelSpec, SpecError> {
     alexnet_with(ALEXNET_MICRO_WIDTHS, input, classes)
 }
 
-/// A named preset (`alexnet`, `alexnet-micro`).
+/// The smallest widths that keep the topology: a smoke-test and tutorial-test
+/// preset that trains in seconds at 67x67.
+pub const ALEXNET_TINY_WIDTHS: AlexNetWidths = AlexNetWidths { filters: [4, 8, 8, 8, 8], hidden: 16 };
+/// The tiny preset's default input size.
+pub const ALEXNET_TINY_INPUT: u32 = 67;
+
+/// The preset registry: every named stack any command accepts (`--arch`),
+/// in one place. The import issue extends it with stack files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
+    /// The tutorial's AlexNet.
     AlexNet,
+    /// The scaled AlexNet for a Cortex-M4 with 1 MiB flash.
     AlexNetMicro,
+    /// The topology with a handful of filters, for tests and smoke runs.
+    AlexNetTiny,
 }
 
 impl Arch {
-    /// All presets, for help texts.
-    pub const ALL: [Arch; 2] = [Arch::AlexNet, Arch::AlexNetMicro];
+    /// All presets, for help texts and parsing.
+    pub const ALL: [Arch; 3] = [Arch::AlexNet, Arch::AlexNetMicro, Arch::AlexNetTiny];
 
     /// The preset's command-line name.
     pub fn name(self) -> &'static str {
         match self {
             Arch::AlexNet => "alexnet",
             Arch::AlexNetMicro => "alexnet-micro",
+            Arch::AlexNetTiny => "alexnet-tiny",
         }
     }
 
@@ -580,20 +601,33 @@ impl Arch {
         Arch::ALL.into_iter().find(|a| a.name() == name)
     }
 
+    /// The preset's widths.
+    pub fn widths(self) -> AlexNetWidths {
+        match self {
+            Arch::AlexNet => ALEXNET_WIDTHS,
+            Arch::AlexNetMicro => ALEXNET_MICRO_WIDTHS,
+            Arch::AlexNetTiny => ALEXNET_TINY_WIDTHS,
+        }
+    }
+
     /// The preset's default input size.
     pub fn default_input(self) -> u32 {
         match self {
             Arch::AlexNet => ALEXNET_INPUT,
             Arch::AlexNetMicro => ALEXNET_MICRO_INPUT,
+            Arch::AlexNetTiny => ALEXNET_TINY_INPUT,
         }
     }
 
     /// Build the preset.
     pub fn build(self, input: u32, classes: u32) -> Result<ModelSpec, SpecError> {
-        match self {
-            Arch::AlexNet => alexnet(input, classes),
-            Arch::AlexNetMicro => alexnet_micro(input, classes),
-        }
+        alexnet_with(self.widths(), input, classes)
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -3,8 +3,8 @@
 
 use super::gemm::{matmul, Mat, Par};
 use super::gemv;
-use super::loss::softmax_rows;
 use rayon::prelude::*;
+use shared::numeric::softmax_in_place;
 use shared::spec::Activation;
 
 /// Forward for a `[batch, nin]` input. A softmax here is applied only when the caller
@@ -29,7 +29,7 @@ pub fn forward(
         row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
         match act {
             Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Softmax if apply_softmax => softmax_rows(row, units),
+            Activation::Softmax if apply_softmax => softmax_in_place(row),
             _ => {}
         }
     }

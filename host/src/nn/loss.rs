@@ -4,28 +4,17 @@
 
 use super::NnError;
 use ndarray::{Array2, ArrayView2};
-
-/// Softmax of one row in place, shifted by the row maximum so `exp` cannot overflow.
-pub(crate) fn softmax_rows(row: &mut [f32], _units: usize) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    row.iter_mut().for_each(|v| *v /= sum);
-}
+use shared::numeric::{argmax, softmax_in_place};
 
 /// Row-wise softmax of `[batch, classes]` logits, numerically stable.
 pub fn softmax(logits: ArrayView2<f32>) -> Array2<f32> {
     let mut p = logits.to_owned();
     for mut row in p.rows_mut() {
-        let n = row.len();
         match row.as_slice_mut() {
-            Some(s) => softmax_rows(s, n),
+            Some(s) => softmax_in_place(s),
             None => {
                 let mut v = row.to_vec();
-                softmax_rows(&mut v, n);
+                softmax_in_place(&mut v);
                 row.iter_mut().zip(v).for_each(|(d, s)| *d = s);
             }
         }
@@ -65,9 +54,7 @@ pub fn try_softmax_cross_entropy(
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let lse = row.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln() + max as f64;
         loss += lse - row[label] as f64;
-        // First maximum wins, like argmax.
-        let best = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
-        correct += usize::from(best == label);
+        correct += usize::from(argmax(row.iter().copied()) == Some(label));
         g[label] -= 1.0;
         g.mapv_inplace(|v| v / batch as f32);
     }

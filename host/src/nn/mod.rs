@@ -456,7 +456,7 @@ impl Network {
         if let (true, Some(last)) = (softmax_last, outs.last_mut()) {
             let n = last.shape()[1];
             if let Some(data) = last.as_slice_mut() {
-                data.chunks_exact_mut(n).for_each(|r| loss::softmax_rows(r, n));
+                data.chunks_exact_mut(n).for_each(shared::numeric::softmax_in_place);
             }
         }
         outs

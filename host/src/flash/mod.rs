@@ -545,48 +545,6 @@ fn run_qemu_in(
     Ok((run, defmt, status))
 }
 
-/// `host flash` command line.
-#[derive(clap::Args, Debug, Clone)]
-pub struct FlashArgs {
-    /// Board: qemu-an386 (Cortex-M4, scaled AlexNet) or qemu-an524 (Cortex-M33, full AlexNet).
-    #[arg(long, default_value = "qemu-an386")]
-    pub board: String,
-    /// Model file (from `host quantize`).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Image to classify (decoded, resized and quantized like the training data).
-    #[arg(long)]
-    pub image: Option<PathBuf>,
-    /// Raw model input instead of an image: int8 values, or f16 little-endian, NHWC.
-    #[arg(long, conflicts_with = "image")]
-    pub input_raw: Option<PathBuf>,
-    /// Print `{ "output": [...], "top5": [...], "layers": [...] }` instead of tables.
-    #[arg(long)]
-    pub json: bool,
-    /// Have the device send every layer's full output (checked against its hash; in --json).
-    #[arg(long)]
-    pub layers: bool,
-    /// Also run the model with the desktop engine and require identical bytes
-    /// (output and every layer's hash); fails otherwise.
-    #[arg(long)]
-    pub verify: bool,
-    /// Give up on QEMU after this many seconds.
-    #[arg(long, default_value_t = 600)]
-    pub timeout: u64,
-    /// Use this firmware ELF instead of building one.
-    #[arg(long)]
-    pub elf: Option<PathBuf>,
-    /// The firmware crate (default: the one next to this host crate).
-    #[arg(long)]
-    pub firmware_dir: Option<PathBuf>,
-    /// Also save the firmware's raw defmt bytes (decode with `defmt-print -e ELF < FILE`).
-    #[arg(long)]
-    pub defmt_log: Option<PathBuf>,
-    /// Do not print the firmware's decoded log on stderr (`--json` still has it under "log").
-    #[arg(long)]
-    pub quiet_log: bool,
-}
-
 /// Options of `host flash`, validated.
 #[derive(Clone, Debug)]
 pub struct FlashOptions {
@@ -604,37 +562,12 @@ pub struct FlashOptions {
     pub quiet_log: bool,
 }
 
-impl FlashArgs {
-    /// Validate the command line.
-    pub fn options(self) -> Result<FlashOptions> {
-        Ok(FlashOptions {
-            board: Board::from_name(&self.board)?,
-            model: self.model,
-            image: self.image,
-            input_raw: self.input_raw,
-            json: self.json,
-            layers: self.layers,
-            verify: self.verify,
-            timeout: Duration::from_secs(self.timeout),
-            elf: self.elf,
-            firmware_dir: self.firmware_dir,
-            defmt_log: self.defmt_log,
-            quiet_log: self.quiet_log,
-        })
-    }
-}
-
-/// Entry point of the `flash` subcommand.
-pub fn run(args: FlashArgs) -> Result<()> {
-    flash(&args.options()?)
-}
-
 /// The model's input bytes for `--image` or `--input-raw`.
 fn model_input(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<u8>> {
     let expected = model.spec.input().elements() as usize * model.precision.activation_bytes();
     let data = match (&opts.input_raw, &opts.image) {
         (Some(raw), _) => std::fs::read(raw).with_context(|| format!("reading {}", raw.display()))?,
-        (None, Some(image)) => crate::simulate::image_input(model, image)?,
+        (None, Some(image)) => crate::model_file::image_input(model, image)?,
         (None, None) => bail!("give --image IMAGE or --input-raw FILE"),
     };
     if data.len() != expected {
@@ -679,8 +612,8 @@ pub fn verify_against_desktop(model: &QuantModel<'_>, input: &[u8], run: &Device
 /// `host flash`.
 pub fn flash(opts: &FlashOptions) -> Result<()> {
     // Validated here exactly as the firmware will, so a bad file fails before QEMU starts.
-    let model_bytes = crate::simulate::read_model_file(&opts.model)?;
-    let model = crate::simulate::parse_model(&model_bytes, &opts.model)?;
+    let model_bytes = crate::model_file::read_model_file(&opts.model)?;
+    let model = crate::model_file::parse_model(&model_bytes, &opts.model)?;
     if model_bytes.len() as u64 > opts.board.model_capacity() {
         bail!(
             "the model has {} bytes; {}'s model region holds {}",
@@ -739,7 +672,7 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
         let path = opts.image.as_deref().unwrap_or(&opts.model);
         print!(
             "{}",
-            crate::predict::Prediction::from_logits(path, &crate::simulate::class_names(&model), &logits).render()
+            crate::prediction::Prediction::from_logits(path, &crate::model_file::class_names(&model), &logits).render()
         );
         println!("{:>3}  {:<44} {:<20} {:>14} {:>16}  fnv1a64", "#", "layer", "output shape", "ticks", "instructions");
         let shapes: Vec<_> = model.spec.shapes().collect();
@@ -783,7 +716,7 @@ pub fn device_report(
 ) -> Result<serde_json::Value> {
     let mut logits = vec![0f32; output.len() / model.precision.activation_bytes()];
     engine::dequantize_output(model, output, &mut logits).map_err(|e| anyhow!("device output: {e}"))?;
-    let pred = crate::predict::Prediction::from_logits(image, &crate::simulate::class_names(model), &logits);
+    let pred = crate::prediction::Prediction::from_logits(image, &crate::model_file::class_names(model), &logits);
     let shapes: Vec<_> = model.spec.shapes().collect();
     let layers: Vec<serde_json::Value> = run
         .layers
@@ -806,7 +739,7 @@ pub fn device_report(
                 "instructions": run.instructions(l.ticks), "fnv1a64": format!("{:016x}", l.fnv),
             });
             if let (true, Some(b)) = (with_bytes, &l.bytes) {
-                o["output"] = serde_json::json!(crate::simulate::output_values(model.precision, b));
+                o["output"] = serde_json::json!(crate::model_file::output_values(model.precision, b));
             }
             o
         })
@@ -819,7 +752,7 @@ pub fn device_report(
         "class": pred.class,
         "confidence": pred.confidence,
         "top5": pred.top,
-        "output": crate::simulate::output_values(model.precision, output),
+        "output": crate::model_file::output_values(model.precision, output),
         "logits": logits,
         "arena_bytes": run.model.as_ref().map(|m| m.arena_needed),
         "layers": layers,

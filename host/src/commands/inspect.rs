@@ -1,4 +1,5 @@
-//! `host inspect FILE`: what a model file holds, layer by layer.
+//! `host inspect FILE`: what a model file holds, layer by layer, and the
+//! arena the engine plans for it.
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -77,9 +78,9 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
 }
 
 /// Run `host inspect`.
-pub fn run_cli(args: &InspectArgs) -> Result<()> {
-    let bytes = crate::simulate::read_model_file(&args.file)?;
-    let model = crate::simulate::parse_model(&bytes, &args.file)?;
+pub fn run(args: &InspectArgs) -> Result<()> {
+    let bytes = crate::model_file::read_model_file(&args.file)?;
+    let model = crate::model_file::parse_model(&bytes, &args.file)?;
     print!("{}", render(&model, bytes.as_bytes().len()));
     Ok(())
 }

@@ -1,10 +1,11 @@
-//! `host predict`: classify image files with a checkpoint, printing the
-//! tutorial's sentence ("This image most likely belongs to sunflowers with a
-//! 97.12 percent confidence.") and the top five classes.
+//! Predictions in the tutorial's words ("This image most likely belongs to
+//! sunflowers with a 97.12 percent confidence.") with the top five classes,
+//! the same for the float network, the simulator and the device.
 use crate::data::{load_image_file, DataError};
-use crate::nn::{softmax, Mode, Network};
+use crate::nn::{Mode, Network};
 use ndarray::Array4;
 use serde::Serialize;
+use shared::numeric::{rank, softmax_in_place};
 use std::path::{Path, PathBuf};
 
 /// One image's prediction.
@@ -19,6 +20,20 @@ pub struct Prediction {
 }
 
 impl Prediction {
+    /// The prediction for one image's logits (softmax applied here), so the
+    /// float network and the quantized engine report in the same words. The
+    /// class is [`shared::numeric::argmax`]'s (ties: first; NaN: first NaN).
+    pub fn from_logits(path: &Path, class_names: &[String], logits: &[f32]) -> Prediction {
+        let mut order: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
+        order.sort_by(|a, b| rank(*a, *b));
+        let mut probs = logits.to_vec();
+        softmax_in_place(&mut probs);
+        let name = |i: usize| class_names.get(i).cloned().unwrap_or_else(|| format!("class {i}"));
+        let top: Vec<(String, f32)> = order.iter().take(5).map(|&(i, _)| (name(i), 100.0 * probs[i])).collect();
+        let (class, confidence) = top.first().cloned().unwrap_or_else(|| ("(no classes)".into(), 0.0));
+        Prediction { path: path.to_path_buf(), class, confidence, top }
+    }
+
     /// The tutorial's sentence, exactly.
     pub fn sentence(&self) -> String {
         format!("This image most likely belongs to {} with a {:.2} percent confidence.", self.class, self.confidence)
@@ -43,10 +58,7 @@ pub fn predict_files(
     class_names: &[String],
     paths: &[PathBuf],
 ) -> Result<Vec<Prediction>, DataError> {
-    let (h, w) = match net.spec().input() {
-        shared::spec::Shape::Image { h, w, .. } => (h as usize, w as usize),
-        shared::spec::Shape::Flat(n) => (n as usize, 1),
-    };
+    let (h, w) = net.spec().input().hw();
     paths
         .iter()
         .map(|p| {
@@ -62,59 +74,6 @@ pub fn predict_array(net: &mut Network, class_names: &[String], x: Array4<f32>, 
     let logits = net.forward(x.view(), Mode::Eval);
     let row: Vec<f32> = logits.row(0).to_vec();
     Prediction::from_logits(path, class_names, &row)
-}
-
-impl Prediction {
-    /// The prediction for one image's logits (softmax applied here), so the
-    /// float network and the quantized engine report in the same words.
-    pub fn from_logits(path: &Path, class_names: &[String], logits: &[f32]) -> Prediction {
-        let l = ndarray::ArrayView2::from_shape((1, logits.len()), logits).expect("one row");
-        let probs = softmax(l);
-        let row: Vec<f32> = probs.row(0).to_vec();
-        let mut order: Vec<usize> = (0..row.len()).collect();
-        // Stable sort: ties keep class order, like argmax.
-        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-        let name = |i: usize| class_names.get(i).cloned().unwrap_or_else(|| format!("class {i}"));
-        let top: Vec<(String, f32)> = order.iter().take(5).map(|&i| (name(i), 100.0 * row[i])).collect();
-        let (class, confidence) = top.first().cloned().unwrap_or_else(|| ("(no classes)".into(), 0.0));
-        Prediction { path: path.to_path_buf(), class, confidence, top }
-    }
-}
-
-/// `host predict`'s arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct PredictArgs {
-    /// Checkpoint (default: runs/latest/best.safetensors, else last.safetensors).
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-    /// Image files (JPEG, PNG, BMP, GIF).
-    #[arg(required = true)]
-    pub images: Vec<PathBuf>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Run `host predict`.
-pub fn run_cli(args: &PredictArgs) -> anyhow::Result<()> {
-    let path = args.checkpoint.clone().unwrap_or_else(|| crate::train::default_checkpoint(Path::new("runs/latest")));
-    let ck = crate::checkpoint::Checkpoint::load(&path)?;
-    let mut net = ck.network()?;
-    let preds = predict_files(&mut net, &ck.class_names, &args.images)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&preds)?);
-    } else {
-        for (i, p) in preds.iter().enumerate() {
-            if preds.len() > 1 {
-                if i > 0 {
-                    println!();
-                }
-                println!("{}:", p.path.display());
-            }
-            print!("{}", p.render());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -146,5 +105,16 @@ mod tests {
         let total: f32 =
             Prediction::from_logits(Path::new("a"), &names[..3], &[1.0, 2.0, 3.0]).top.iter().map(|t| t.1).sum();
         assert!((total - 100.0).abs() < 1e-3);
+    }
+
+    /// The class named is the one `eval`, `compare` and the engine count,
+    /// even when the logits hold NaN (regression: they used to disagree).
+    #[test]
+    fn nan_logits_pick_the_shared_argmax() {
+        let names: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
+        let logits = [0.5, 2.0, f32::NAN, 1.0];
+        let p = Prediction::from_logits(Path::new("a"), &names, &logits);
+        assert_eq!(Some(2), shared::numeric::argmax(logits));
+        assert_eq!(p.class, "c2");
     }
 }

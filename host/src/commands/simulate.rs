@@ -1,0 +1,95 @@
+//! `host simulate`: run a model file on the desktop with the engine the
+//! firmware runs, and print the prediction with a per-layer table.
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use crate::model_file::{class_names, image_input, parse_model, read_model_file};
+use crate::prediction::Prediction;
+use crate::simulate::{dump_layers, run_json, simulate, simulate_folder, SimRun};
+use crate::summary::thousands;
+
+/// `host simulate`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// The model file (from `host quantize`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image files to classify.
+    pub images: Vec<PathBuf>,
+    /// A class-folder dataset to run instead of single images (reports accuracy).
+    #[arg(long, conflicts_with = "images")]
+    pub data: Option<PathBuf>,
+    /// Print JSON (with the raw output tensor under "output") instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write every layer's output bytes to this folder (one file per image and layer).
+    #[arg(long)]
+    pub dump_layers: Option<PathBuf>,
+}
+
+/// Run `host simulate`.
+pub fn run(args: &SimulateArgs) -> Result<()> {
+    let bytes = read_model_file(&args.model)?;
+    let model = parse_model(&bytes, &args.model)?;
+    if let Some(dir) = &args.data {
+        let r = simulate_folder(&model, dir)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{}: {}/{} correct, accuracy {:.2} %, {:.3} ms per image",
+                dir.display(),
+                r.correct,
+                r.images,
+                100.0 * r.accuracy,
+                r.ms_per_image
+            );
+        }
+        return Ok(());
+    }
+    if args.images.is_empty() {
+        bail!("give image files to classify, or --data DIR");
+    }
+    let mut all = Vec::new();
+    for path in &args.images {
+        let input = image_input(&model, path)?;
+        let run = simulate(&model, &input, args.dump_layers.is_some())?;
+        if let Some(dir) = &args.dump_layers {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+            dump_layers(dir, &stem, &run)?;
+        }
+        if args.json {
+            all.push(run_json(&model, path, &run));
+        } else {
+            let pred = Prediction::from_logits(path, &class_names(&model), &run.logits);
+            println!("{}:", path.display());
+            print!("{}", pred.render());
+            print!("{}", layer_table(&run));
+        }
+    }
+    if args.json {
+        let v = if all.len() == 1 { all.remove(0) } else { serde_json::Value::Array(all) };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(())
+}
+
+fn layer_table(run: &SimRun) -> String {
+    let mut s = format!("{:<44} {:<14} {:>12} {:>10} {:>18}\n", "layer", "output", "MACs", "time", "fnv1a64");
+    for l in &run.layers {
+        let _ = writeln!(
+            s,
+            "{:<44} {:<14} {:>12} {:>8.3}ms {:>18}",
+            format!("{} ({})", l.name, l.kind),
+            l.shape.to_string().trim_start_matches("(None, ").trim_end_matches(')'),
+            thousands(l.macs),
+            l.nanos as f64 / 1e6,
+            format!("{:016x}", l.hash)
+        );
+    }
+    let total: u64 = run.layers.iter().map(|l| l.nanos).sum();
+    let _ = writeln!(s, "total {:.3} ms, arena {} bytes", total as f64 / 1e6, thousands(run.arena_bytes as u64));
+    s
+}

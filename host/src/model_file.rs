@@ -1,0 +1,60 @@
+//! Model files (from `host quantize`) on the desktop: read into an aligned
+//! buffer, parse and validate naming the file, and turn images into the
+//! model's input bytes and output bytes back into numbers. Every command that
+//! takes `--model` goes through here.
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use shared::engine;
+use shared::format::AlignedBytes;
+use shared::model::{Precision, QuantModel};
+use shared::spec::Shape;
+
+/// Read a model file into a buffer aligned for in-place parsing.
+pub fn read_model_file(path: &Path) -> Result<AlignedBytes> {
+    let raw = std::fs::read(path).with_context(|| format!("reading model file {}", path.display()))?;
+    Ok(AlignedBytes::copy_from(&raw))
+}
+
+/// Parse and validate a model file already in memory, naming the file on error.
+pub fn parse_model<'a>(bytes: &'a AlignedBytes, path: &Path) -> Result<QuantModel<'a>> {
+    let model = shared::format::parse(bytes.as_bytes()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    engine::validate(&model).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(model)
+}
+
+/// Encode float pixels (NHWC, [0, 1]) as the model's input bytes.
+pub fn encode_input(model: &QuantModel, pixels: &[f32]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; pixels.len() * model.precision.activation_bytes()];
+    match model.precision {
+        Precision::Int8 => engine::quantize_input(pixels, model.input, &mut out),
+        Precision::F16 => engine::encode_f16_input(pixels, &mut out),
+    }
+    .map_err(|e| anyhow!("encoding the input: {e}"))?;
+    Ok(out)
+}
+
+/// Preprocess an image file for `model`: decode, resize, encode.
+pub fn image_input(model: &QuantModel, path: &Path) -> Result<Vec<u8>> {
+    let Shape::Image { .. } = model.spec.input() else { bail!("the model's input is not an image") };
+    let (h, w) = model.spec.input().hw();
+    let img = crate::data::load_image_file(path, h, w)?;
+    let pixels: Vec<f32> = img.iter().copied().collect();
+    encode_input(model, &pixels)
+}
+
+/// The model's class names (empty when the file carries none).
+pub fn class_names(model: &QuantModel) -> Vec<String> {
+    (0..).map_while(|i| model.class_name(i)).map(str::to_string).collect()
+}
+
+/// The output values as JSON numbers: int8 values, or f16 values as f32.
+pub fn output_values(precision: Precision, output: &[u8]) -> Vec<serde_json::Value> {
+    match precision {
+        Precision::Int8 => output.iter().map(|&b| serde_json::json!(b as i8)).collect(),
+        Precision::F16 => output
+            .chunks_exact(2)
+            .map(|c| serde_json::json!(shared::f16::from_le_bytes([c[0], c[1]]).to_f32()))
+            .collect(),
+    }
+}
