@@ -121,7 +121,7 @@ fn reflect(mut v: f32, len: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::stream_rng;
+    use crate::data::rng::stream_rng;
     use ndarray::Array3;
 
     fn ramp(h: usize, w: usize) -> Array3<f32> {

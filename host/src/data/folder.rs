@@ -1,6 +1,8 @@
 //! A class-folder dataset, laid out as Keras's `image_dataset_from_directory`
 //! expects: `root/<class>/.../<image>`, one subfolder per class.
-use super::{load_image_file, DataError, ImageSource};
+use super::decode::load_image_file;
+use super::error::DataError;
+use super::source::ImageSource;
 use ndarray::Array3;
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,9 @@
 //! What goes into each batch, and each image's augmentation, is fixed up
 //! front by [`BatchPlan`]s, so results do not depend on thread timing.
 use super::augment::{self, AugmentConfig};
-use super::{mix, stream_rng, tag, DataError, ImageSource};
+use super::error::DataError;
+use super::rng::{mix, stream_rng, tag};
+use super::source::ImageSource;
 use ndarray::{Array3, Array4, Axis};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;

@@ -6,7 +6,9 @@
 //! of `(seed, index)`, drawn at whatever size is asked for, so nothing is
 //! stored and any input size works; `host dataset export` writes it out as a
 //! class-folder tree to test the folder path with real files.
-use super::{mix, tag, DataError, ImageSource};
+use super::error::DataError;
+use super::rng::{mix, tag};
+use super::source::ImageSource;
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -34,7 +36,7 @@ impl SyntheticDataset {
     }
 
     /// Write every image as `dir/<class>/<class>_NNNN.png` at `size x size`,
-    /// a tree that [`super::FolderDataset`] reads back with the same labels.
+    /// a tree that [`super::folder::FolderDataset`] reads back with the same labels.
     pub fn export(&self, dir: &Path, size: u32) -> Result<usize, DataError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();

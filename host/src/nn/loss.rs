@@ -2,7 +2,7 @@
 //! lives here, fused with the loss: `dL/dlogits = (softmax - onehot) / batch` is
 //! exact and stable, where backpropagating through a separate softmax is not.
 
-use super::NnError;
+use super::error::NnError;
 use ndarray::{Array2, ArrayView2};
 use shared::numeric::{argmax, softmax_in_place};
 

@@ -7,6 +7,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod dense;
 pub mod dropout;
+pub mod error;
 pub mod gemm;
 pub mod gemv;
 pub mod init;
@@ -14,6 +15,7 @@ pub mod loss;
 pub mod pool;
 mod scratch;
 
+pub use error::NnError;
 pub use loss::{softmax, softmax_cross_entropy, try_softmax_cross_entropy};
 pub use rand_chacha::ChaCha8Rng;
 
@@ -23,23 +25,6 @@ use ndarray::{Array2, ArrayD, ArrayView4, IxDyn};
 use pool::PoolGeom;
 use shared::spec::{Activation, Layer, ModelSpec, Shape};
 use std::collections::HashMap;
-
-/// Why tensors or labels could not be used.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum NnError {
-    #[error("tensor {name:?} is missing (the checkpoint does not match this model)")]
-    Missing { name: String },
-    #[error("tensor {name:?} has shape {got:?}, this model needs {expected:?}")]
-    Shape { name: String, expected: Vec<usize>, got: Vec<usize> },
-    #[error("tensor {name:?} holds a non-finite value")]
-    NonFinite { name: String },
-    #[error("label {label} of example {index} is out of range for {classes} classes")]
-    Label { index: usize, label: usize, classes: usize },
-    #[error("{labels} labels for a batch of {batch}")]
-    LabelCount { labels: usize, batch: usize },
-    #[error("input of shape {got:?} does not match the model input {expected}")]
-    Input { got: Vec<usize>, expected: Shape },
-}
 
 /// How a forward pass runs.
 pub enum Mode<'r> {

@@ -1,0 +1,19 @@
+//! Why tensors, labels or inputs could not be used.
+use shared::spec::Shape;
+
+/// Why tensors or labels could not be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NnError {
+    #[error("tensor {name:?} is missing (the checkpoint does not match this model)")]
+    Missing { name: String },
+    #[error("tensor {name:?} has shape {got:?}, this model needs {expected:?}")]
+    Shape { name: String, expected: Vec<usize>, got: Vec<usize> },
+    #[error("tensor {name:?} holds a non-finite value")]
+    NonFinite { name: String },
+    #[error("label {label} of example {index} is out of range for {classes} classes")]
+    Label { index: usize, label: usize, classes: usize },
+    #[error("{labels} labels for a batch of {batch}")]
+    LabelCount { labels: usize, batch: usize },
+    #[error("input of shape {got:?} does not match the model input {expected}")]
+    Input { got: Vec<usize>, expected: Shape },
+}
