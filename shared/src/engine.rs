@@ -24,8 +24,9 @@ use core::fmt;
 
 use half::f16;
 
+use crate::geometry::{ConvGeom, PoolGeom};
+use crate::kernels::f16 as k16;
 use crate::kernels::int8::{self as k8, Int8Params};
-use crate::kernels::{f16 as k16, ConvGeom, PoolGeom};
 use crate::model::{F16Weights, Int8Weights, LayerWeights, Precision, QuantModel, TensorQuant};
 use crate::quant;
 use crate::spec::{Activation, Layer, Shape, MAX_LAYERS};
