@@ -69,6 +69,17 @@ impl ConvGeom {
         )
     }
 
+    /// Rows of zero padding below the image: with [`ConvGeom::pad_top`], what
+    /// SAME padding adds in total (`max((out - 1) * stride + kernel - in, 0)`,
+    /// the odd row below); 0 for VALID.
+    pub fn pad_bottom(&self) -> usize {
+        ((self.out_h - 1) * self.stride + self.kernel).saturating_sub(self.in_h + self.pad_top)
+    }
+    /// Columns of zero padding right of the image (see [`ConvGeom::pad_bottom`]).
+    pub fn pad_right(&self) -> usize {
+        ((self.out_w - 1) * self.stride + self.kernel).saturating_sub(self.in_w + self.pad_left)
+    }
+
     /// Input elements (`h * w * c`).
     pub fn input_len(&self) -> usize {
         self.in_h * self.in_w * self.in_c
@@ -136,5 +147,29 @@ impl PoolGeom {
     pub fn window(&self, o: usize, n: usize) -> (usize, usize) {
         let s = o * self.stride;
         (s, (s + self.pool).min(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SAME padding splits `max((out - 1) * s + k - n, 0)` with the smaller
+    /// half first (Keras); VALID pads nothing.
+    #[test]
+    fn padding_before_and_after() {
+        for n in 1..12 {
+            for k in 1..7 {
+                for s in 1..5 {
+                    let g = ConvGeom::new((n, n + 1, 1), 1, k, s, Padding::Same).unwrap();
+                    let total = |n: usize| ((n.div_ceil(s) - 1) * s + k).saturating_sub(n);
+                    assert_eq!((g.pad_top, g.pad_bottom()), (total(n) / 2, total(n) - total(n) / 2));
+                    assert_eq!((g.pad_left, g.pad_right()), (total(n + 1) / 2, total(n + 1) - total(n + 1) / 2));
+                    if let Some(v) = ConvGeom::new((n, n, 1), 1, k, s, Padding::Valid) {
+                        assert_eq!((v.pad_top, v.pad_bottom(), v.pad_left, v.pad_right()), (0, 0, 0, 0));
+                    }
+                }
+            }
+        }
     }
 }
