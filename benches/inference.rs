@@ -67,14 +67,16 @@ fn group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
     g
 }
 
-/// Time `engine::run` on `model` with a plan-sized arena built outside the loop.
+/// Time `engine::run` on `model`, prepared once, with a plan-sized arena
+/// built outside the loop.
 fn bench_engine(c: &mut Criterion, name: &str, model: &OwnedModel, input: &[u8], par: &dyn Parallel) {
     let view = model.view();
-    let mut arena = vec![0u8; engine::plan(&view).arena_bytes];
+    let prepared = engine::prepare(&view).expect("prepare");
+    let mut arena = vec![0u8; prepared.plan().arena_bytes];
     let mut g = group(c, name);
     g.bench_function("engine", |b| {
         b.iter(|| {
-            let out = engine::run_with(&view, black_box(input), &mut arena, &mut NoObserver, par).expect("run");
+            let out = engine::run_with(&prepared, black_box(input), &mut arena, &mut NoObserver, par).expect("run");
             black_box(out[0]);
         })
     });

@@ -83,9 +83,10 @@ impl Observer for Record {
 
 fn desktop(model: &OwnedModel, input: &[u8]) -> (Vec<u8>, Record) {
     let view = model.view();
-    let mut arena = vec![0u8; engine::plan(&view).arena_bytes];
+    let prepared = engine::prepare(&view).expect("prepare");
+    let mut arena = vec![0u8; prepared.plan().arena_bytes];
     let mut rec = Record::default();
-    let out = engine::run(&view, input, &mut arena, &mut rec).expect("desktop run").to_vec();
+    let out = engine::run(&prepared, input, &mut arena, &mut rec).expect("desktop run").to_vec();
     (out, rec)
 }
 

@@ -168,6 +168,13 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
         Ok(v) => v,
         Err(why) => return fail(serial, exit_code::BAD_INPUT, format_args!("input rejected: {why}")),
     };
+    // Validate and plan once (engine::prepare); a model that fails keeps its
+    // place (after the MODEL frame and the input checks) and its ENGINE exit
+    // code, as when `run` validated.
+    let prepared = match shared::engine::prepare(&model) {
+        Ok(p) => p,
+        Err(e) => return fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
+    };
 
     // SAFETY: ARENA is only touched here, once; the bytes handed out are
     // initialised first (the section is NOLOAD, never zeroed by the runtime).
@@ -178,7 +185,7 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
     };
     let mut reporter = Reporter { serial, start: 0, full: flags & FLAG_LAYER_BYTES != 0 };
     let t0 = CLOCK.now();
-    let result = shared::engine::run(&model, input, arena, &mut reporter);
+    let result = shared::engine::run(&prepared, input, arena, &mut reporter);
     let ticks = CLOCK.now() - t0;
     let serial = reporter.serial;
     match result {

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 pub use ndarray;
 
 use ndarray::{Array2, ArrayD, ArrayView4};
+use shared::geometry::ConvGeom;
 use shared::spec::{Activation, Layer, ModelSpec, Padding, Shape};
 use tract_core::internal::*;
 use tract_core::ops::change_axes::wire_with_rank_broadcast;
@@ -109,7 +110,7 @@ impl TractReference {
             let get = |suffix: &str, expected: &[usize]| param(tensors, &name, suffix, expected);
             wire = match *layer {
                 Layer::Conv2D(conv) => {
-                    let Shape::Image { h: ih, w: iw, c: cin } = input else { unreachable!("validated spec") };
+                    let Shape::Image { c: cin, .. } = input else { unreachable!("validated spec") };
                     let (k, s) = (conv.kernel as usize, conv.stride as usize);
                     let (cin, cout) = (cin as usize, conv.filters as usize);
                     let kernel = get("kernel", &[k, k, cin, cout])?;
@@ -117,9 +118,12 @@ impl TractReference {
                     let padding = match conv.padding {
                         Padding::Valid => PaddingSpec::Valid,
                         Padding::Same => {
-                            let (th, bh) = same_padding(ih as usize, k, s);
-                            let (tw, bw) = same_padding(iw as usize, k, s);
-                            PaddingSpec::Explicit(tvec![th, tw], tvec![bh, bw])
+                            // The one conv geometry (shared's), as the engine and host::nn use it.
+                            let g = ConvGeom::from_spec(&conv, input).ok_or(ReferenceError::Unsupported {
+                                layer: name.clone(),
+                                what: "empty convolution",
+                            })?;
+                            PaddingSpec::Explicit(tvec![g.pad_top, g.pad_left], tvec![g.pad_bottom(), g.pad_right()])
                         }
                     };
                     let op = Conv {
@@ -242,15 +246,6 @@ impl TractReference {
             ReferenceError::Unsupported { layer: "output".into(), what: "the output size is not batch x classes" }
         })
     }
-}
-
-/// Keras/TensorFlow "same" padding for one axis: `out = ceil(n / s)`, total
-/// padding `max((out - 1) s + k - n, 0)`, the smaller half before and the odd
-/// pixel after. Returns `(before, after)`.
-pub fn same_padding(n: usize, k: usize, s: usize) -> (usize, usize) {
-    let out = n.div_ceil(s);
-    let total = ((out - 1) * s + k).saturating_sub(n);
-    (total / 2, total - total / 2)
 }
 
 /// Look up `{layer}/{suffix}`, check its shape and return it.
@@ -493,8 +488,8 @@ mod tests {
     #[test]
     fn same_conv_with_asymmetric_padding_matches_naive() {
         // 7x6 input, k=4, s=3: out 3x2, total pads 3 (h) and 1 (w): 1 before / 2 after, 0 / 1.
-        assert_eq!(same_padding(7, 4, 3), (1, 2));
-        assert_eq!(same_padding(6, 4, 3), (0, 1));
+        let g = ConvGeom::new((7, 6, 2), 3, 4, 3, Padding::Same).unwrap();
+        assert_eq!((g.pad_top, g.pad_bottom(), g.pad_left, g.pad_right()), (1, 2, 0, 1));
         let spec = Sequential::new(Shape::image(7, 6, 2))
             .conv2d(Conv2D::new(3, 4).strides(3).same())
             .conv2d(Conv2D::new(4, 3).same().relu())

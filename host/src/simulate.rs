@@ -84,11 +84,13 @@ impl Observer for Recorder<'_> {
 
 /// Run one example through the engine.
 pub fn simulate(model: &QuantModel, input: &[u8], keep_layer_bytes: bool) -> Result<SimRun> {
-    let plan = engine::plan(model);
+    let prepared = engine::prepare(model).map_err(|e| anyhow!("engine: {e}"))?;
+    let plan = prepared.plan();
     let mut arena = vec![0u8; plan.arena_bytes];
     let mut rec = Recorder { model, keep_bytes: keep_layer_bytes, started: Instant::now(), layers: Vec::new() };
-    let output =
-        engine::run_with(model, input, &mut arena, &mut rec, &RayonPool).map_err(|e| anyhow!("engine: {e}"))?.to_vec();
+    let output = engine::run_with(&prepared, input, &mut arena, &mut rec, &RayonPool)
+        .map_err(|e| anyhow!("engine: {e}"))?
+        .to_vec();
     let mut logits = vec![0f32; output.len() / model.precision.activation_bytes()];
     engine::dequantize_output(model, &output, &mut logits).map_err(|e| anyhow!("engine: {e}"))?;
     if rec.layers.len() != model.spec.layers().len() {

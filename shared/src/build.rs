@@ -131,7 +131,7 @@ pub fn float_forward(spec: &ModelSpec, params: &[FloatLayer<'_>], input: &[f32])
         let x: &[f32] = if i == 0 { input } else { &outs[i - 1] };
         let y = match (*layer, *p) {
             (Layer::Conv2D(c), FloatLayer::Conv2D { weights, bias }) => {
-                let g = crate::kernels::ConvGeom::from_spec(&c, inp).ok_or(BuildError::WrongKind { layer: i })?;
+                let g = crate::geometry::ConvGeom::from_spec(&c, inp).ok_or(BuildError::WrongKind { layer: i })?;
                 let mut y = reference_conv(&g, weights, bias, x);
                 if c.activation == Activation::Relu {
                     y.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -163,8 +163,8 @@ pub fn float_forward(spec: &ModelSpec, params: &[FloatLayer<'_>], input: &[f32])
                     .collect()
             }
             (Layer::MaxPool2D { pool, stride }, _) => {
-                let g =
-                    crate::kernels::PoolGeom::from_spec(pool, stride, inp).ok_or(BuildError::WrongKind { layer: i })?;
+                let g = crate::geometry::PoolGeom::from_spec(pool, stride, inp)
+                    .ok_or(BuildError::WrongKind { layer: i })?;
                 reference_max_pool(&g, x)
             }
             _ => x.to_vec(),
@@ -186,7 +186,7 @@ pub fn softmax(v: &mut [f32]) {
 }
 
 /// Plain float Conv2D (NHWC, OHWI), f64 accumulation, padding taps skipped.
-pub fn reference_conv(g: &crate::kernels::ConvGeom, w: &[f32], bias: &[f32], x: &[f32]) -> Vec<f32> {
+pub fn reference_conv(g: &crate::geometry::ConvGeom, w: &[f32], bias: &[f32], x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; g.output_len()];
     let k = g.kernel;
     for oy in 0..g.out_h {
@@ -218,7 +218,7 @@ pub fn reference_conv(g: &crate::kernels::ConvGeom, w: &[f32], bias: &[f32], x: 
 }
 
 /// Plain float MaxPool2D (valid, clipped window).
-pub fn reference_max_pool(g: &crate::kernels::PoolGeom, x: &[f32]) -> Vec<f32> {
+pub fn reference_max_pool(g: &crate::geometry::PoolGeom, x: &[f32]) -> Vec<f32> {
     let mut y = vec![f32::NEG_INFINITY; g.output_len()];
     for oy in 0..g.out_h {
         for ox in 0..g.out_w {

@@ -1,10 +1,13 @@
 //! The allocation-free runner and its static arena planner.
 //!
-//! [`plan`] computes, before anything runs, where each layer's input and
-//! output live in one caller-provided byte arena; [`run`] checks the model
-//! fully, copies the input into the arena and runs the layers in order,
-//! calling an [`Observer`] after each one so two executors can be compared
-//! layer by layer.
+//! Prepare once, run many (TensorFlow Lite Micro's Prepare/Eval split):
+//! [`prepare`] checks the model fully ([`validate`]), computes where each
+//! layer's input and output live in one caller-provided byte arena
+//! ([`plan`]) and every per-layer constant (geometry, zero points and
+//! clamps), and returns a [`Prepared`] model. [`run`] then only checks the
+//! input and arena sizes, copies the input into the arena and runs the
+//! layers in order, calling an [`Observer`] after each one so two executors
+//! can be compared layer by layer.
 //!
 //! Arena layout ("two-ended ping-pong"): the model input sits at the low end;
 //! every layer that computes a new tensor writes it at the opposite end from
@@ -24,8 +27,9 @@ use core::fmt;
 
 use half::f16;
 
+use crate::geometry::{ConvGeom, PoolGeom};
+use crate::kernels::f16 as k16;
 use crate::kernels::int8::{self as k8, Int8Params};
-use crate::kernels::{f16 as k16, ConvGeom, PoolGeom};
 use crate::model::{F16Weights, Int8Weights, LayerWeights, Precision, QuantModel, TensorQuant};
 use crate::quant;
 use crate::spec::{Activation, Layer, Shape, MAX_LAYERS};
@@ -342,7 +346,7 @@ fn check_f16(layer: usize, w: &F16Weights<'_>, weights: usize, channels: usize) 
     check_len(layer, "bias", channels, w.bias.len())
 }
 
-/// Check everything [`run`] relies on: weights present, of the model's
+/// Check everything [`run`] relies on (what [`prepare`] does first): weights present, of the model's
 /// precision and of the right lengths; int8 zero points and shifts in range;
 /// non-requantizing int8 layers keep their input's quantization.
 pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
@@ -426,16 +430,89 @@ fn split(work: &mut [u8], inp: Region, out: Region) -> (&[u8], &mut [u8]) {
     }
 }
 
-/// Run `model` on one example.
+/// One layer's work, resolved by [`prepare`].
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Flatten and Dropout: nothing to do.
+    Identity,
+    /// BatchNormalization in place (`prm` is the int8 clamp; unused for f16).
+    BatchNorm { prm: Int8Params },
+    /// Conv2D (`prm` unused for f16).
+    Conv { g: ConvGeom, prm: Int8Params, relu: bool },
+    /// Dense (`prm` unused for f16).
+    Dense { prm: Int8Params, relu: bool },
+    /// MaxPool2D.
+    MaxPool { g: PoolGeom },
+}
+
+/// A model checked and planned once, ready to [`run`] any number of times:
+/// the model, its [`Plan`] and each layer's constants (geometry, zero
+/// points, activation clamps). Only [`prepare`] makes one, so holding a
+/// `Prepared` means the model passed [`validate`].
+#[derive(Clone, Debug)]
+pub struct Prepared<'m> {
+    model: &'m QuantModel<'m>,
+    plan: Plan,
+    steps: [Step; MAX_LAYERS],
+}
+
+impl<'m> Prepared<'m> {
+    /// The model this was prepared from.
+    pub fn model(&self) -> &'m QuantModel<'m> {
+        self.model
+    }
+    /// Its arena plan ([`Plan::arena_bytes`] is what [`run`] needs).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+/// Check `model` fully ([`validate`]), plan its arena ([`plan`]) and compute
+/// every layer's constants, once. Never allocates; the result runs with
+/// [`run`]/[`run_with`] without being checked again.
+pub fn prepare<'m>(model: &'m QuantModel<'m>) -> Result<Prepared<'m>, EngineError> {
+    validate(model)?;
+    let p = plan(model);
+    if p.arena_bytes == usize::MAX || p.input_bytes == usize::MAX {
+        return Err(EngineError::TooLarge);
+    }
+    let data = model.layer_data();
+    let mut steps = [Step::Identity; MAX_LAYERS];
+    let mut in_q = model.input;
+    for (i, layer, inp, _) in model.spec.shapes() {
+        let d = &data[i];
+        let prm = |activation| Int8Params::new(in_q.zero_point, d.output.zero_point, activation);
+        steps[i] = match *layer {
+            Layer::Flatten | Layer::Dropout { .. } => Step::Identity,
+            Layer::BatchNorm { .. } => Step::BatchNorm { prm: prm(Activation::None) },
+            Layer::Conv2D(c) => Step::Conv {
+                g: ConvGeom::from_spec(&c, inp).ok_or(EngineError::TooLarge)?,
+                prm: prm(c.activation),
+                relu: c.activation == Activation::Relu,
+            },
+            Layer::Dense { activation, .. } => {
+                Step::Dense { prm: prm(activation), relu: activation == Activation::Relu }
+            }
+            Layer::MaxPool2D { pool, stride } => {
+                Step::MaxPool { g: PoolGeom::from_spec(pool, stride, inp).ok_or(EngineError::TooLarge)? }
+            }
+        };
+        in_q = d.output;
+    }
+    Ok(Prepared { model, plan: p, steps })
+}
+
+/// Run a prepared model on one example.
 ///
 /// `input` holds the raw input tensor (NHWC): int8 values as bytes, or f16
 /// values little-endian (see [`quantize_input`] and [`encode_f16_input`]).
-/// `arena` must have at least [`plan`]`(model).arena_bytes` bytes, at any
+/// `arena` must have at least `model.plan().arena_bytes` bytes, at any
 /// address. Returns the last layer's output bytes inside `arena`: the
-/// logits, softmax *not* applied. Never allocates; never panics on a model
-/// that [`validate`]s (which `run` calls first).
+/// logits, softmax *not* applied. Never allocates; never panics (the model
+/// was checked by [`prepare`]; only the input and arena sizes are checked
+/// here).
 pub fn run<'a>(
-    model: &QuantModel<'_>,
+    model: &Prepared<'_>,
     input: &[u8],
     arena: &'a mut [u8],
     observer: &mut dyn Observer,
@@ -447,17 +524,13 @@ pub fn run<'a>(
 /// jobs where the CPU has a kernel for part of a layer
 /// ([`k8::can_split_conv`]); the same bytes as [`run`] whatever `par` does.
 pub fn run_with<'a>(
-    model: &QuantModel<'_>,
+    prepared: &Prepared<'_>,
     input: &[u8],
     arena: &'a mut [u8],
     observer: &mut dyn Observer,
     par: &dyn Parallel,
 ) -> Result<&'a [u8], EngineError> {
-    validate(model)?;
-    let p = plan(model);
-    if p.arena_bytes == usize::MAX || p.input_bytes == usize::MAX {
-        return Err(EngineError::TooLarge);
-    }
+    let (model, p) = (prepared.model, &prepared.plan);
     if input.len() != p.input_bytes {
         return Err(EngineError::InputLength { expected: p.input_bytes, got: input.len() });
     }
@@ -482,26 +555,21 @@ pub fn run_with<'a>(
         }
     }
     let data = model.layer_data();
-    let mut in_q = model.input;
     let mut last = first;
-    for ((i, layer, inp, out), lp) in model.spec.shapes().zip(p.layers()) {
+    for ((i, _, _, out), (lp, step)) in model.spec.shapes().zip(p.layers().iter().zip(&prepared.steps)) {
         observer.layer_start(i);
-        let d = &data[i];
-        match (*layer, d.weights) {
-            (Layer::Flatten | Layer::Dropout { .. }, _) => {}
-            (Layer::BatchNorm { .. }, LayerWeights::Int8(w)) => {
-                let prm = Int8Params::new(in_q.zero_point, d.output.zero_point, Activation::None);
+        match (*step, data[i].weights) {
+            (Step::Identity, _) => {}
+            (Step::BatchNorm { prm }, LayerWeights::Int8(w)) => {
                 k8::batch_norm_in_place_fast(&prm, &w, as_i8_mut(&mut work[lp.output.offset..lp.output.end()]));
             }
-            (Layer::BatchNorm { .. }, LayerWeights::F16(w)) => {
+            (Step::BatchNorm { .. }, LayerWeights::F16(w)) => {
                 k16::batch_norm_in_place(&w, as_f16_mut(&mut work[lp.output.offset..lp.output.end()]));
             }
-            (layer, weights) => {
+            (step, weights) => {
                 let (src, dst) = split(work, lp.input, lp.output);
-                match (layer, weights) {
-                    (Layer::Conv2D(c), LayerWeights::Int8(w)) => {
-                        let g = ConvGeom::from_spec(&c, inp).ok_or(EngineError::TooLarge)?;
-                        let prm = Int8Params::new(in_q.zero_point, d.output.zero_point, c.activation);
+                match (step, weights) {
+                    (Step::Conv { g, prm, .. }, LayerWeights::Int8(w)) => {
                         let jobs = par.jobs().min(g.out_h);
                         if jobs > 1 && k8::can_split_conv(&g) {
                             let (x, row) = (as_i8(src), g.out_w * g.out_c);
@@ -517,12 +585,10 @@ pub fn run_with<'a>(
                             k8::conv2d_fast(&g, &prm, &w, as_i8(src), as_i8_mut(dst));
                         }
                     }
-                    (Layer::Conv2D(c), LayerWeights::F16(w)) => {
-                        let g = ConvGeom::from_spec(&c, inp).ok_or(EngineError::TooLarge)?;
-                        k16::conv2d_fast(&g, c.activation == Activation::Relu, &w, as_f16(src), as_f16_mut(dst));
+                    (Step::Conv { g, relu, .. }, LayerWeights::F16(w)) => {
+                        k16::conv2d_fast(&g, relu, &w, as_f16(src), as_f16_mut(dst));
                     }
-                    (Layer::Dense { activation, .. }, LayerWeights::Int8(w)) => {
-                        let prm = Int8Params::new(in_q.zero_point, d.output.zero_point, activation);
+                    (Step::Dense { prm, .. }, LayerWeights::Int8(w)) => {
                         let units = dst.len();
                         let jobs = par.jobs().min(units);
                         if jobs > 1 && k8::can_split_dense() {
@@ -539,23 +605,19 @@ pub fn run_with<'a>(
                             k8::dense_fast(&prm, &w, as_i8(src), as_i8_mut(dst));
                         }
                     }
-                    (Layer::Dense { activation, .. }, LayerWeights::F16(w)) => {
-                        k16::dense_fast(activation == Activation::Relu, &w, as_f16(src), as_f16_mut(dst));
+                    (Step::Dense { relu, .. }, LayerWeights::F16(w)) => {
+                        k16::dense_fast(relu, &w, as_f16(src), as_f16_mut(dst));
                     }
-                    (Layer::MaxPool2D { pool, stride }, _) => {
-                        let g = PoolGeom::from_spec(pool, stride, inp).ok_or(EngineError::TooLarge)?;
-                        match model.precision {
-                            Precision::Int8 => k8::max_pool(&g, as_i8(src), as_i8_mut(dst)),
-                            Precision::F16 => k16::max_pool(&g, as_f16(src), as_f16_mut(dst)),
-                        }
-                    }
-                    // `validate` rejected every other pairing.
+                    (Step::MaxPool { g }, _) => match model.precision {
+                        Precision::Int8 => k8::max_pool(&g, as_i8(src), as_i8_mut(dst)),
+                        Precision::F16 => k16::max_pool(&g, as_f16(src), as_f16_mut(dst)),
+                    },
+                    // `prepare` (through `validate`) rejected every other pairing.
                     _ => return Err(EngineError::MissingWeights { layer: i }),
                 }
             }
         }
         last = lp.output;
-        in_q = d.output;
         observer.layer_done(i, out, &work[last.offset..last.end()]);
     }
     let arena: &'a [u8] = arena;

@@ -20,6 +20,7 @@ extern crate std;
 pub mod build;
 pub mod engine;
 pub mod format;
+pub mod geometry;
 pub mod kernels;
 pub mod model;
 pub mod numeric;

@@ -136,10 +136,10 @@ fn random_spec(rng: &mut TestRng) -> Option<ModelSpec> {
 /// Run `m` with a plan-sized arena, recording every layer.
 fn run_recorded(m: &OwnedModel, input: &[u8]) -> (Vec<u8>, Record) {
     let view = m.view();
-    let plan = engine::plan(&view);
-    let mut arena = vec![0u8; plan.arena_bytes];
+    let prepared = engine::prepare(&view).unwrap();
+    let mut arena = vec![0u8; prepared.plan().arena_bytes];
     let mut rec = Record::default();
-    let out = engine::run(&view, input, &mut arena, &mut rec).unwrap().to_vec();
+    let out = engine::run(&prepared, input, &mut arena, &mut rec).unwrap().to_vec();
     (out, rec)
 }
 
@@ -279,7 +279,9 @@ proptest! {
         let p = random_params(&spec, &mut rng);
         let m = if f16_model { build::convert_f16(&spec, &views(&p)).unwrap() } else { int8_model(&spec, &p, &mut rng).0 };
         let view = m.view();
-        let plan = engine::plan(&view);
+        let prepared = engine::prepare(&view).unwrap();
+        let plan = *prepared.plan();
+        prop_assert_eq!(plan, engine::plan(&view));
         prop_assert!(plan.arena_bytes - plan.align_slack <= plan.max_layer_io_bytes);
         // Every computing layer's input and output are disjoint and inside the arena.
         for (lp, layer) in plan.layers().iter().zip(spec.layers()) {
@@ -292,12 +294,12 @@ proptest! {
         let input: Vec<u8> = (0..plan.input_bytes).map(|_| if f16_model { 0x30 } else { rng.i8() as u8 }).collect();
         // Any start address: compare an aligned and a misaligned arena.
         let mut big = vec![0u8; plan.arena_bytes + 1];
-        let a = engine::run(&view, &input, &mut big[..plan.arena_bytes], &mut NoObserver).unwrap().to_vec();
-        let b = engine::run(&view, &input, &mut big[1..], &mut NoObserver).unwrap().to_vec();
+        let a = engine::run(&prepared, &input, &mut big[..plan.arena_bytes], &mut NoObserver).unwrap().to_vec();
+        let b = engine::run(&prepared, &input, &mut big[1..], &mut NoObserver).unwrap().to_vec();
         prop_assert_eq!(&a, &b);
         prop_assert_eq!(a.len(), plan.output_bytes);
         let mut small = vec![0u8; plan.arena_bytes - 1];
-        let err = engine::run(&view, &input, &mut small, &mut NoObserver).unwrap_err();
+        let err = engine::run(&prepared, &input, &mut small, &mut NoObserver).unwrap_err();
         prop_assert_eq!(err, EngineError::ArenaTooSmall { needed: plan.arena_bytes, given: plan.arena_bytes - 1 });
     }
 }
@@ -360,25 +362,27 @@ fn errors_are_typed_and_never_panic() {
     let (spec, p) = tiny();
     let mut rng = TestRng::new(1);
     let (m, _) = int8_model(&spec, &p, &mut rng);
-    let plan = engine::plan(&m.view());
+    let view = m.view();
+    let prepared = engine::prepare(&view).unwrap();
+    let plan = prepared.plan();
     let mut arena = vec![0u8; plan.arena_bytes];
     let input = vec![0u8; plan.input_bytes];
     let mut errors = vec![];
 
-    let e = engine::run(&m.view(), &input[1..], &mut arena, &mut NoObserver).unwrap_err();
+    let e = engine::run(&prepared, &input[1..], &mut arena, &mut NoObserver).unwrap_err();
     assert_eq!(e, EngineError::InputLength { expected: plan.input_bytes, got: plan.input_bytes - 1 });
     errors.push(e);
 
     let mut v = m.view();
     v.layers[0].weights = LayerWeights::None;
-    let e = engine::run(&v, &input, &mut arena, &mut NoObserver).unwrap_err();
+    let e = engine::prepare(&v).unwrap_err();
     assert_eq!(e, EngineError::MissingWeights { layer: 0 });
     errors.push(e);
 
     let h = [f16::ONE; 3];
     let mut v = m.view();
     v.layers[1].weights = LayerWeights::F16(F16Weights { weights: &h, bias: &h });
-    let e = engine::run(&v, &input, &mut arena, &mut NoObserver).unwrap_err();
+    let e = engine::prepare(&v).unwrap_err();
     assert_eq!(e, EngineError::PrecisionMismatch { layer: 1, model: Precision::Int8 });
     errors.push(e);
 
@@ -456,10 +460,83 @@ fn alexnet_micro_runs_int8_and_f16() {
     engine::quantize_input(&x, m.input, &mut input).unwrap();
     let mut arena = vec![0u8; plan.arena_bytes];
     let mut rec = Record::default();
-    let out = engine::run(&view, &input, &mut arena, &mut rec).unwrap();
+    let out = engine::run(&engine::prepare(&view).unwrap(), &input, &mut arena, &mut rec).unwrap();
     assert_eq!(out.len(), 10);
     assert_eq!(rec.done.len(), spec.layers().len());
     let f = build::convert_f16(&spec, &views(&p)).unwrap();
     let fplan = engine::plan(&f.view());
     assert_eq!(fplan.arena_bytes, 2 * plan.arena_bytes + 1);
+}
+
+/// Every layer's bytes of 40 random int8 and f16 models, one digest per
+/// precision. The digests were recorded with the engine before `prepare`
+/// existed (commit 605f1f8): a prepared model runs to the same bytes. (The
+/// digests also depend on this file's fixtures: if `TestRng` or the random
+/// models change, re-record them with the engine of that commit.)
+fn layer_digest(f16_model: bool) -> u64 {
+    let mut all = Vec::new();
+    for seed in 0..40u64 {
+        let mut rng = TestRng::new(1000 + seed);
+        let Some(spec) = random_spec(&mut rng) else { continue };
+        let p = random_params(&spec, &mut rng);
+        let (m, x) = int8_model(&spec, &p, &mut rng);
+        let m = if f16_model { build::convert_f16(&spec, &views(&p)).unwrap() } else { m };
+        let mut input = vec![0u8; x.len() * m.precision.activation_bytes()];
+        if f16_model {
+            engine::encode_f16_input(&x, &mut input).unwrap();
+        } else {
+            engine::quantize_input(&x, m.input, &mut input).unwrap();
+        }
+        let (out, rec) = run_recorded(&m, &input);
+        all.extend_from_slice(&seed.to_le_bytes());
+        for (_, _, bytes) in &rec.done {
+            all.extend_from_slice(&shared::protocol::fnv1a64(bytes).to_le_bytes());
+        }
+        all.extend_from_slice(&out);
+    }
+    shared::protocol::fnv1a64(&all)
+}
+
+#[test]
+fn prepared_runs_give_the_bytes_of_before() {
+    assert_eq!(layer_digest(false), 0xf005_1835_09a2_f071);
+    assert_eq!(layer_digest(true), 0x7bdb_1bb1_45bb_a0a9);
+}
+
+/// `prepare` refuses every model `validate` refuses, with the same error
+/// (so no unchecked model reaches `run`), and a prepared model runs many
+/// inputs to the bytes a fresh `prepare` gives each.
+#[test]
+fn a_model_that_fails_validation_cannot_be_prepared() {
+    let (spec, p) = tiny();
+    let mut rng = TestRng::new(7);
+    let (m, _) = int8_model(&spec, &p, &mut rng);
+    let bad_shift = [40, 0, 0];
+    let h = [f16::ONE; 3];
+    for i in 0..6 {
+        let mut v = m.view();
+        match i {
+            0 => v.layers[0].weights = LayerWeights::None,
+            1 => v.layers[1].weights = LayerWeights::F16(F16Weights { weights: &h, bias: &h }),
+            2 => v.layers[2].weights = v.layers[0].weights,
+            3 => v.layers[2].output = TensorQuant { scale: 9.0, zero_point: 0 },
+            4 => v.input.zero_point = 300,
+            _ => {
+                if let LayerWeights::Int8(w) = &mut v.layers[0].weights {
+                    w.shift = &bad_shift;
+                }
+            }
+        }
+        let want = engine::validate(&v).expect_err("the corruption is caught");
+        assert_eq!(engine::prepare(&v).map(|_| ()), Err(want), "corruption {i}");
+    }
+
+    let view = m.view();
+    let prepared = engine::prepare(&view).unwrap();
+    let mut arena = vec![0u8; prepared.plan().arena_bytes];
+    for _ in 0..5 {
+        let input: Vec<u8> = (0..prepared.plan().input_bytes).map(|_| rng.i8() as u8).collect();
+        let again = engine::run(&prepared, &input, &mut arena, &mut NoObserver).unwrap().to_vec();
+        assert_eq!(again, run_recorded(&m, &input).0);
+    }
 }

@@ -66,13 +66,14 @@ fn split_layers_give_the_same_bytes() {
     let view = model.view();
     let mut input = vec![0u8; image.len()];
     engine::quantize_input(&image, model.input, &mut input).unwrap();
-    let mut arena = vec![0u8; engine::plan(&view).arena_bytes];
-    let want = engine::run(&view, &input, &mut arena, &mut NoObserver).unwrap().to_vec();
+    let prepared = engine::prepare(&view).unwrap();
+    let mut arena = vec![0u8; prepared.plan().arena_bytes];
+    let want = engine::run(&prepared, &input, &mut arena, &mut NoObserver).unwrap().to_vec();
     let pars: [&dyn Parallel; 6] =
         [&SingleThread, &ScopedThreads(2), &ScopedThreads(3), &ScopedThreads(200), &Reversed(2), &Reversed(5)];
     for par in pars {
         arena.fill(0x5a);
-        let got = engine::run_with(&view, &input, &mut arena, &mut NoObserver, par).unwrap();
+        let got = engine::run_with(&prepared, &input, &mut arena, &mut NoObserver, par).unwrap();
         assert_eq!(got, &want[..], "{} jobs", par.jobs());
     }
 }

@@ -76,13 +76,13 @@ fn conv_variants() -> Vec<(&'static str, Conv8)> {
         use shared::kernels::x86;
         if x86::has_avx2() {
             // SAFETY (each closure): the CPU feature was checked just above.
-            v.push(("avx2", |g, p, w, x, o| unsafe { x86::conv2d_avx2(g, p, w, x, o) }));
+            v.push(("avx2", |g, p, w, x, o| unsafe { x86::int8::conv2d_avx2(g, p, w, x, o) }));
         }
         if x86::has_avx512bw() {
-            v.push(("avx512bw", |g, p, w, x, o| unsafe { x86::conv2d_avx512bw(g, p, w, x, o) }));
+            v.push(("avx512bw", |g, p, w, x, o| unsafe { x86::int8::conv2d_avx512bw(g, p, w, x, o) }));
         }
         if x86::has_vnni() {
-            v.push(("vnni", |g, p, w, x, o| unsafe { x86::conv2d_vnni(g, p, w, x, o) }));
+            v.push(("vnni", |g, p, w, x, o| unsafe { x86::int8::conv2d_vnni(g, p, w, x, o) }));
         }
     }
     v
@@ -96,13 +96,13 @@ fn dense_variants() -> Vec<(&'static str, Dense8)> {
         use shared::kernels::x86;
         if x86::has_avx2() {
             // SAFETY (each closure): the CPU feature was checked just above.
-            v.push(("avx2", |p, w, x, o| unsafe { x86::dense_avx2(p, w, x, o) }));
+            v.push(("avx2", |p, w, x, o| unsafe { x86::int8::dense_avx2(p, w, x, o) }));
         }
         if x86::has_avx512bw() {
-            v.push(("avx512bw", |p, w, x, o| unsafe { x86::dense_avx512bw(p, w, x, o) }));
+            v.push(("avx512bw", |p, w, x, o| unsafe { x86::int8::dense_avx512bw(p, w, x, o) }));
         }
         if x86::has_vnni() {
-            v.push(("vnni", |p, w, x, o| unsafe { x86::dense_vnni(p, w, x, o) }));
+            v.push(("vnni", |p, w, x, o| unsafe { x86::int8::dense_vnni(p, w, x, o) }));
         }
     }
     v
@@ -167,7 +167,7 @@ fn conv16_variants() -> Vec<(&'static str, Conv16)> {
         use shared::kernels::x86;
         if x86::has_f16c() {
             // SAFETY: the CPU features were checked just above.
-            v.push(("f16c", |g, r, w, x, o| unsafe { x86::f16_conv2d_f16c(g, r, w, x, o) }));
+            v.push(("f16c", |g, r, w, x, o| unsafe { x86::f16::f16_conv2d_f16c(g, r, w, x, o) }));
         }
     }
     v
@@ -180,7 +180,7 @@ fn dense16_variants() -> Vec<(&'static str, Dense16)> {
         use shared::kernels::x86;
         if x86::has_f16c() {
             // SAFETY: the CPU features were checked just above.
-            v.push(("f16c", |r, w, x, o| unsafe { x86::f16_dense_f16c(r, w, x, o) }));
+            v.push(("f16c", |r, w, x, o| unsafe { x86::f16::f16_dense_f16c(r, w, x, o) }));
         }
     }
     v
@@ -256,7 +256,7 @@ proptest! {
         if shared::kernels::x86::has_avx512bw() {
             let mut got = x.clone();
             // SAFETY: the CPU features were checked just above.
-            unsafe { shared::kernels::x86::batch_norm_in_place_avx512(&p, &w, &mut got) };
+            unsafe { shared::kernels::x86::int8::batch_norm_in_place_avx512(&p, &w, &mut got) };
             prop_assert_eq!(&got, &want);
         }
     }
@@ -303,7 +303,8 @@ fn alexnet_like_shapes() {
         ((7, 6, 63), 17, 3, 2, Padding::Same),
         ((6, 7, 65), 15, 2, 1, Padding::Same),
         ((4, 4, 64), 16, 4, 3, Padding::Same),
-        ((3, 3, 1), 1, 17, 1, Padding::Same), // more taps than the VNNI table
+        ((3, 3, 1), 1, 17, 1, Padding::Same),  // more taps than the VNNI table
+        ((4, 5, 520), 9, 3, 1, Padding::Same), // f16 filters too large to pack (the F16C scalar loop)
     ];
     for (i, &(inp, f, k, s, p)) in shapes.iter().enumerate() {
         let g = ConvGeom::new(inp, f, k, s, p).unwrap();
@@ -311,6 +312,11 @@ fn alexnet_like_shapes() {
             check_conv8(&g, i as u64, relu).unwrap();
             check_conv16(&g, i as u64, relu, false).unwrap();
         }
+    }
+    // The F16C scalar fallback (the plain loop with F16C conversions) on NaN, inf and subnormals.
+    let big = ConvGeom::new((3, 4, 600), 5, 3, 2, Padding::Same).unwrap();
+    for seed in 0..4 {
+        check_conv16(&big, seed, seed % 2 == 0, true).unwrap();
     }
     for (n, u) in [(9216, 9), (4096, 17), (63, 8), (64, 16), (65, 7), (1, 1)] {
         check_dense8(n, u, n as u64, true).unwrap();

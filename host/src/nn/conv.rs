@@ -11,7 +11,7 @@
 use super::gemm::{matmul, Mat, Par};
 use super::scratch::with_scratch;
 use rayon::prelude::*;
-use shared::spec::{Conv2D, Padding, Shape};
+use shared::spec::{Conv2D, Shape};
 
 /// Output pixels one GEMM tile aims for.
 const TILE_ROWS: usize = 512;
@@ -21,53 +21,38 @@ const PAR_ROWS: usize = 128;
 /// Groups whose kernel-gradient partials are summed at the end (thread-count independent).
 const MAX_GROUPS: usize = 8;
 
-/// Shapes and padding of one convolution, derived from the spec.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeom {
-    pub h: usize,
-    pub w: usize,
-    pub cin: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub cout: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub pad_top: usize,
-    pub pad_left: usize,
+/// The one conv geometry (output size, SAME padding with the odd pixel at
+/// the bottom/right, as Keras), with shared's checks: the same type the
+/// quantizer and the engine use.
+pub use shared::geometry::ConvGeom;
+
+/// The geometry of a Conv2D layer of a built [`shared::spec::ModelSpec`] on
+/// its input shape.
+///
+/// # Panics
+/// If `c` cannot take `input`: a built `ModelSpec` has already refused such
+/// a layer (image input, non-zero hyperparameters, non-empty output).
+pub fn geometry(c: &Conv2D, input: Shape) -> ConvGeom {
+    ConvGeom::from_spec(c, input).expect("a built ModelSpec's Conv2D has an image input and a non-empty output")
 }
 
-impl ConvGeom {
-    /// Keras's geometry: `same` gives `ceil(in/stride)` with the odd padding pixel at the bottom/right.
-    pub fn new(c: &Conv2D, input: Shape) -> Self {
-        let (h, w, cin) = match input {
-            Shape::Image { h, w, c } => (h as usize, w as usize, c as usize),
-            Shape::Flat(n) => (1, 1, n as usize),
-        };
-        let (k, s) = (c.kernel as usize, c.stride as usize);
-        let (oh, ow, pad_top, pad_left) = match c.padding {
-            Padding::Valid => ((h - k) / s + 1, (w - k) / s + 1, 0, 0),
-            Padding::Same => {
-                let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
-                let pad = |o: usize, i: usize| ((o - 1) * s + k).saturating_sub(i) / 2;
-                (oh, ow, pad(oh, h), pad(ow, w))
-            }
-        };
-        ConvGeom { h, w, cin, oh, ow, cout: c.filters as usize, k, stride: s, pad_top, pad_left }
-    }
+/// What the im2col + GEMM formulation needs from the geometry.
+pub trait GemmGeom {
     /// Rows of the GEMM's shared dimension: `k*k*cin`.
-    pub fn kdim(&self) -> usize {
-        self.k * self.k * self.cin
-    }
-    fn in_len(&self) -> usize {
-        self.h * self.w * self.cin
+    fn kdim(&self) -> usize;
+    /// Output pixels of one image.
+    fn pixels(&self) -> usize;
+    /// Images per GEMM tile.
+    fn tile_images(&self, batch: usize) -> usize;
+}
+
+impl GemmGeom for ConvGeom {
+    fn kdim(&self) -> usize {
+        self.kernel * self.kernel * self.in_c
     }
     fn pixels(&self) -> usize {
-        self.oh * self.ow
+        self.out_h * self.out_w
     }
-    fn out_len(&self) -> usize {
-        self.pixels() * self.cout
-    }
-    /// Images per GEMM tile.
     fn tile_images(&self, batch: usize) -> usize {
         TILE_ROWS.div_ceil(self.pixels()).clamp(1, batch.max(1))
     }
@@ -83,32 +68,32 @@ pub fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
 /// spread over threads in equal parts.
 fn im2col_rows(g: &ConvGeom, x: &[f32], r0: usize, cols: &mut [f32]) {
     let kd = g.kdim();
-    let run = g.k * g.cin;
+    let run = g.kernel * g.in_c;
     for (r, row) in cols.chunks_exact_mut(kd).enumerate() {
         let (img, p) = ((r0 + r) / g.pixels(), (r0 + r) % g.pixels());
-        let x = &x[img * g.in_len()..][..g.in_len()];
-        let (oy, ox) = (p / g.ow, p % g.ow);
+        let x = &x[img * g.input_len()..][..g.input_len()];
+        let (oy, ox) = (p / g.out_w, p % g.out_w);
         let iy0 = (oy * g.stride) as isize - g.pad_top as isize;
         let ix0 = (ox * g.stride) as isize - g.pad_left as isize;
-        for ky in 0..g.k {
+        for ky in 0..g.kernel {
             let seg = &mut row[ky * run..][..run];
             let iy = iy0 + ky as isize;
-            if iy < 0 || iy >= g.h as isize {
+            if iy < 0 || iy >= g.in_h as isize {
                 seg.fill(0.0);
                 continue;
             }
-            let base = iy as usize * g.w;
-            if ix0 >= 0 && ix0 as usize + g.k <= g.w {
+            let base = iy as usize * g.in_w;
+            if ix0 >= 0 && ix0 as usize + g.kernel <= g.in_w {
                 // NHWC: the k pixels of one kernel row are contiguous in the input.
-                seg.copy_from_slice(&x[(base + ix0 as usize) * g.cin..][..run]);
+                seg.copy_from_slice(&x[(base + ix0 as usize) * g.in_c..][..run]);
             } else {
-                for kx in 0..g.k {
+                for kx in 0..g.kernel {
                     let ix = ix0 + kx as isize;
-                    let dst = &mut seg[kx * g.cin..][..g.cin];
-                    if ix < 0 || ix >= g.w as isize {
+                    let dst = &mut seg[kx * g.in_c..][..g.in_c];
+                    if ix < 0 || ix >= g.in_w as isize {
                         dst.fill(0.0);
                     } else {
-                        dst.copy_from_slice(&x[(base + ix as usize) * g.cin..][..g.cin]);
+                        dst.copy_from_slice(&x[(base + ix as usize) * g.in_c..][..g.in_c]);
                     }
                 }
             }
@@ -119,28 +104,28 @@ fn im2col_rows(g: &ConvGeom, x: &[f32], r0: usize, cols: &mut [f32]) {
 /// The adjoint of [`im2col`]: add each column entry back onto its input pixel.
 pub fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
     let kd = g.kdim();
-    let run = g.k * g.cin;
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            let row = &cols[(oy * g.ow + ox) * kd..][..kd];
+    let run = g.kernel * g.in_c;
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            let row = &cols[(oy * g.out_w + ox) * kd..][..kd];
             let iy0 = (oy * g.stride) as isize - g.pad_top as isize;
             let ix0 = (ox * g.stride) as isize - g.pad_left as isize;
-            for ky in 0..g.k {
+            for ky in 0..g.kernel {
                 let iy = iy0 + ky as isize;
-                if iy < 0 || iy >= g.h as isize {
+                if iy < 0 || iy >= g.in_h as isize {
                     continue;
                 }
                 let seg = &row[ky * run..][..run];
-                let base = iy as usize * g.w;
-                if ix0 >= 0 && ix0 as usize + g.k <= g.w {
-                    let dst = &mut dx[(base + ix0 as usize) * g.cin..][..run];
+                let base = iy as usize * g.in_w;
+                if ix0 >= 0 && ix0 as usize + g.kernel <= g.in_w {
+                    let dst = &mut dx[(base + ix0 as usize) * g.in_c..][..run];
                     dst.iter_mut().zip(seg).for_each(|(d, s)| *d += s);
                 } else {
-                    for kx in 0..g.k {
+                    for kx in 0..g.kernel {
                         let ix = ix0 + kx as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            let dst = &mut dx[(base + ix as usize) * g.cin..][..g.cin];
-                            dst.iter_mut().zip(&seg[kx * g.cin..][..g.cin]).for_each(|(d, s)| *d += s);
+                        if ix >= 0 && ix < g.in_w as isize {
+                            let dst = &mut dx[(base + ix as usize) * g.in_c..][..g.in_c];
+                            dst.iter_mut().zip(&seg[kx * g.in_c..][..g.in_c]).for_each(|(d, s)| *d += s);
                         }
                     }
                 }
@@ -151,8 +136,8 @@ pub fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
 
 /// `y = act(conv(x, kernel) + bias)` for `batch` NHWC images; `y` is fully overwritten.
 pub fn forward(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
-    assert_eq!(x.len(), batch * g.in_len());
-    assert_eq!(y.len(), batch * g.out_len());
+    assert_eq!(x.len(), batch * g.input_len());
+    assert_eq!(y.len(), batch * g.output_len());
     if batch.div_ceil(g.tile_images(batch)) < rayon::current_num_threads() {
         forward_spread(g, relu, kernel, bias, x, batch, y)
     } else {
@@ -174,14 +159,14 @@ fn bias_act(px: &mut [f32], bias: &[f32], relu: bool) {
 fn forward_tiles(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     let tile = g.tile_images(batch);
     let kd = g.kdim();
-    y.par_chunks_mut(tile * g.out_len()).zip(x.par_chunks(tile * g.in_len())).for_each(|(yt, xt)| {
-        let imgs = xt.len() / g.in_len();
+    y.par_chunks_mut(tile * g.output_len()).zip(x.par_chunks(tile * g.input_len())).for_each(|(yt, xt)| {
+        let imgs = xt.len() / g.input_len();
         let rows = imgs * g.pixels();
         with_scratch(rows * kd, |cols| {
-            for (i, xi) in xt.chunks(g.in_len()).enumerate() {
+            for (i, xi) in xt.chunks(g.input_len()).enumerate() {
                 im2col(g, xi, &mut cols[i * g.pixels() * kd..][..g.pixels() * kd]);
             }
-            matmul(Mat::new(cols, rows, kd), Mat::new(kernel, kd, g.cout), yt, false, Par::Seq);
+            matmul(Mat::new(cols, rows, kd), Mat::new(kernel, kd, g.out_c), yt, false, Par::Seq);
         });
         bias_act(yt, bias, relu);
     });
@@ -199,11 +184,11 @@ fn forward_spread(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f
     let rows = batch * g.pixels();
     let chunks = threads * rows.div_ceil(threads * PAR_ROWS);
     let chunk = rows.div_ceil(chunks);
-    y.par_chunks_mut(chunk * g.cout).enumerate().for_each(|(j, yc)| {
-        let n = yc.len() / g.cout;
+    y.par_chunks_mut(chunk * g.out_c).enumerate().for_each(|(j, yc)| {
+        let n = yc.len() / g.out_c;
         with_scratch(n * kd, |cols| {
             im2col_rows(g, x, j * chunk, cols);
-            matmul(Mat::new(cols, n, kd), Mat::new(kernel, kd, g.cout), yc, false, Par::Seq);
+            matmul(Mat::new(cols, n, kd), Mat::new(kernel, kd, g.out_c), yc, false, Par::Seq);
         });
         bias_act(yc, bias, relu);
     });
@@ -226,8 +211,8 @@ pub fn backward(
     dx: Option<&mut [f32]>,
     partials: &mut Vec<Vec<f32>>,
 ) {
-    assert_eq!(x.len(), batch * g.in_len());
-    assert_eq!(dy.len(), batch * g.out_len());
+    assert_eq!(x.len(), batch * g.input_len());
+    assert_eq!(dy.len(), batch * g.output_len());
     assert_eq!(y.len(), dy.len());
     if relu {
         dy.par_chunks_mut(1 << 16).zip(y.par_chunks(1 << 16)).for_each(|(d, y)| {
@@ -252,30 +237,30 @@ pub fn backward(
     partials.resize_with(n_groups, Vec::new);
     for p in partials.iter_mut() {
         p.clear();
-        p.resize(kd * g.cout, 0.0);
+        p.resize(kd * g.out_c, 0.0);
     }
     let group_job = |xg: &[f32], dyg: &[f32], dxg: Option<&mut [f32]>, dk: &mut Vec<f32>| -> Vec<f64> {
-        let mut db = vec![0.0f64; g.cout];
-        for px in dyg.chunks_exact(g.cout) {
+        let mut db = vec![0.0f64; g.out_c];
+        for px in dyg.chunks_exact(g.out_c) {
             db.iter_mut().zip(px).for_each(|(b, &d)| *b += d as f64);
         }
         let mut dxg = dxg;
         if let Some(d) = dxg.as_deref_mut() {
             d.fill(0.0);
         }
-        for (t, (xt, dyt)) in xg.chunks(tile * g.in_len()).zip(dyg.chunks(tile * g.out_len())).enumerate() {
-            let imgs = xt.len() / g.in_len();
+        for (t, (xt, dyt)) in xg.chunks(tile * g.input_len()).zip(dyg.chunks(tile * g.output_len())).enumerate() {
+            let imgs = xt.len() / g.input_len();
             let rows = imgs * g.pixels();
             with_scratch(rows * kd, |cols| {
-                for (i, xi) in xt.chunks(g.in_len()).enumerate() {
+                for (i, xi) in xt.chunks(g.input_len()).enumerate() {
                     im2col(g, xi, &mut cols[i * g.pixels() * kd..][..g.pixels() * kd]);
                 }
-                matmul(Mat::new(cols, rows, kd).t(), Mat::new(dyt, rows, g.cout), dk, true, par);
+                matmul(Mat::new(cols, rows, kd).t(), Mat::new(dyt, rows, g.out_c), dk, true, par);
                 if let Some(d) = dxg.as_deref_mut() {
                     // Reuse the buffer for dL/dcols = dy * kernel^T.
-                    matmul(Mat::new(dyt, rows, g.cout), Mat::new(kernel, kd, g.cout).t(), cols, false, par);
-                    let dxt = &mut d[t * tile * g.in_len()..][..imgs * g.in_len()];
-                    for (i, dxi) in dxt.chunks_mut(g.in_len()).enumerate() {
+                    matmul(Mat::new(dyt, rows, g.out_c), Mat::new(kernel, kd, g.out_c).t(), cols, false, par);
+                    let dxt = &mut d[t * tile * g.input_len()..][..imgs * g.input_len()];
+                    for (i, dxi) in dxt.chunks_mut(g.input_len()).enumerate() {
                         col2im_add(g, &cols[i * g.pixels() * kd..][..g.pixels() * kd], dxi);
                     }
                 }
@@ -284,13 +269,13 @@ pub fn backward(
         db
     };
 
-    let xs = x.par_chunks(group_images * g.in_len());
-    let dys = dy.par_chunks(group_images * g.out_len());
+    let xs = x.par_chunks(group_images * g.input_len());
+    let dys = dy.par_chunks(group_images * g.output_len());
     let bias_parts: Vec<Vec<f64>> = match dx {
         Some(dx) => {
             assert_eq!(dx.len(), x.len());
             xs.zip(dys)
-                .zip(dx.par_chunks_mut(group_images * g.in_len()))
+                .zip(dx.par_chunks_mut(group_images * g.input_len()))
                 .zip(partials.par_iter_mut())
                 .map(|(((a, b), c), p)| group_job(a, b, Some(c), p))
                 .collect()
@@ -330,27 +315,27 @@ mod tests {
 
     /// Direct convolution in f64, the obviously-correct reference.
     fn naive(g: &ConvGeom, kernel: &[f32], bias: &[f32], x: &[f32], batch: usize) -> Vec<f64> {
-        let mut y = vec![0.0f64; batch * g.oh * g.ow * g.cout];
+        let mut y = vec![0.0f64; batch * g.out_h * g.out_w * g.out_c];
         for n in 0..batch {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    for co in 0..g.cout {
+            for oy in 0..g.out_h {
+                for ox in 0..g.out_w {
+                    for co in 0..g.out_c {
                         let mut s = bias[co] as f64;
-                        for ky in 0..g.k {
-                            for kx in 0..g.k {
+                        for ky in 0..g.kernel {
+                            for kx in 0..g.kernel {
                                 let iy = (oy * g.stride + ky) as isize - g.pad_top as isize;
                                 let ix = (ox * g.stride + kx) as isize - g.pad_left as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                if iy < 0 || ix < 0 || iy >= g.in_h as isize || ix >= g.in_w as isize {
                                     continue;
                                 }
-                                for ci in 0..g.cin {
-                                    let xv = x[((n * g.h + iy as usize) * g.w + ix as usize) * g.cin + ci];
-                                    let kv = kernel[((ky * g.k + kx) * g.cin + ci) * g.cout + co];
+                                for ci in 0..g.in_c {
+                                    let xv = x[((n * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c + ci];
+                                    let kv = kernel[((ky * g.kernel + kx) * g.in_c + ci) * g.out_c + co];
                                     s += xv as f64 * kv as f64;
                                 }
                             }
                         }
-                        y[((n * g.oh + oy) * g.ow + ox) * g.cout + co] = s;
+                        y[((n * g.out_h + oy) * g.out_w + ox) * g.out_c + co] = s;
                     }
                 }
             }
@@ -374,14 +359,14 @@ mod tests {
         // The last case: several chunks of output pixels that cross image boundaries.
         let more = (Conv2D::new(3, 3).same(), Shape::image(12, 12, 2), 5);
         for (c, shape, batch) in cases().into_iter().chain([more]) {
-            let g = ConvGeom::new(&c, shape);
-            let x = lcg(1, batch * g.in_len());
-            let k = lcg(2, g.kdim() * g.cout);
-            let b = lcg(3, g.cout);
+            let g = geometry(&c, shape);
+            let x = lcg(1, batch * g.input_len());
+            let k = lcg(2, g.kdim() * g.out_c);
+            let b = lcg(3, g.out_c);
             let want = naive(&g, &k, &b, &x, batch);
             // Both work splits, whichever `forward` picks with this thread count.
             for f in [forward, forward_tiles, forward_spread] {
-                let mut y = vec![f32::NAN; batch * g.out_len()];
+                let mut y = vec![f32::NAN; batch * g.output_len()];
                 f(&g, false, &k, &b, &x, batch, &mut y);
                 for (a, w) in y.iter().zip(&want) {
                     assert!((*a as f64 - w).abs() < 1e-4, "{c:?} {a} vs {w}");
@@ -397,19 +382,19 @@ mod tests {
         for (ci, (c, shape, batch)) in cases().into_iter().enumerate() {
             let batch = batch.min(3);
             for relu in [false, true] {
-                let g = ConvGeom::new(&c, shape);
-                let x = lcg(10 + ci as u64, batch * g.in_len());
-                let k = lcg(20 + ci as u64, g.kdim() * g.cout);
-                let b: Vec<f32> = lcg(30, g.cout).iter().map(|v| v * 0.1).collect();
-                let r = lcg(40, batch * g.out_len());
+                let g = geometry(&c, shape);
+                let x = lcg(10 + ci as u64, batch * g.input_len());
+                let k = lcg(20 + ci as u64, g.kdim() * g.out_c);
+                let b: Vec<f32> = lcg(30, g.out_c).iter().map(|v| v * 0.1).collect();
+                let r = lcg(40, batch * g.output_len());
                 // L and the ReLU pattern: a coordinate whose +-h step flips a unit
                 // crosses a kink, where finite differences mean nothing; it is skipped.
                 let loss = |x: &[f32], k: &[f32], b: &[f32]| -> (f64, Vec<bool>) {
-                    let mut y = vec![0.0; batch * g.out_len()];
+                    let mut y = vec![0.0; batch * g.output_len()];
                     forward(&g, relu, k, b, x, batch, &mut y);
                     (y.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum(), y.iter().map(|&v| v > 0.0).collect())
                 };
-                let mut y = vec![0.0; batch * g.out_len()];
+                let mut y = vec![0.0; batch * g.output_len()];
                 forward(&g, relu, &k, &b, &x, batch, &mut y);
                 let mut dy = r.clone();
                 let (mut dk, mut db, mut dx) = (vec![0.0; k.len()], vec![0.0; b.len()], vec![0.0; x.len()]);
@@ -458,10 +443,10 @@ mod tests {
     #[test]
     fn same_padding_puts_the_odd_pixel_last() {
         // in 8, k 3, stride 2 -> out 4, total pad (4-1)*2+3-8 = 1: 0 before, 1 after.
-        let g = ConvGeom::new(&Conv2D::new(1, 3).same().strides(2), Shape::image(8, 8, 1));
-        assert_eq!((g.oh, g.ow, g.pad_top, g.pad_left), (4, 4, 0, 0));
+        let g = geometry(&Conv2D::new(1, 3).same().strides(2), Shape::image(8, 8, 1));
+        assert_eq!((g.out_h, g.out_w, g.pad_top, g.pad_left), (4, 4, 0, 0));
         // in 5, k 5, stride 1 -> out 5, total pad 4: 2 before.
-        let g = ConvGeom::new(&Conv2D::new(1, 5).same(), Shape::image(5, 5, 1));
-        assert_eq!((g.oh, g.pad_top), (5, 2));
+        let g = geometry(&Conv2D::new(1, 5).same(), Shape::image(5, 5, 1));
+        assert_eq!((g.out_h, g.pad_top), (5, 2));
     }
 }

@@ -103,8 +103,8 @@ impl Network {
             let mut rng = init::layer_rng(seed, i);
             let node = match *layer {
                 Layer::Conv2D(c) => {
-                    let g = ConvGeom::new(&c, input);
-                    let (k, cin, cout) = (g.k, g.cin, g.cout);
+                    let g = conv::geometry(&c, input);
+                    let (k, cin, cout) = (g.kernel, g.in_c, g.out_c);
                     let kernel = init::glorot_uniform(&mut rng, k * k * cin, k * k * cout, k * k * cin * cout);
                     Node::Conv {
                         geom: g,

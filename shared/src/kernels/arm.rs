@@ -1,4 +1,5 @@
-//! Cortex-M variants of the int8 Conv2D and Dense kernels for cores with the
+//! Cortex-M variants of the int8 Conv2D and Dense kernels (the only op
+//! family with an Arm variant, so one file) for cores with the
 //! DSP extension (Cortex-M4/M7 on thumbv7em, Cortex-M33/M35P/M55 on
 //! thumbv8m.main built with a DSP-capable `target-cpu`), each giving exactly
 //! the bytes of the plain kernel.
@@ -15,7 +16,7 @@
 //! plain kernel's `wrapping_add`, so the order cannot change a bit, and every
 //! result goes through the same [`requantize`].
 //!
-//! The loop nest is [`super::int8::conv2d_portable`]'s: for each output pixel
+//! The loop nest is [`crate::kernels::generic::int8::conv2d_portable`]'s: for each output pixel
 //! and kernel row, the in-image taps of all input channels are one contiguous
 //! run in both the NHWC input and the OHWI weights, and [`BLOCK`] output
 //! channels share each widened input word.
@@ -28,8 +29,8 @@
 //! the host too; on the device, tests/device.rs compares them with the
 //! desktop's bytes.
 
-use super::int8::{check_conv, check_dense, requantize, Int8Params};
-use super::ConvGeom;
+use crate::geometry::ConvGeom;
+use crate::kernels::generic::int8::{check_conv, check_dense, requantize, Int8Params};
 use crate::model::Int8Weights;
 
 /// Output channels (or Dense units) computed together.
@@ -435,7 +436,7 @@ fn accumulate(
 // ---------------------------------------------------------------------------
 // Kernels.
 
-/// Conv2D with the bytes of [`super::int8::conv2d`], through the DSP instructions.
+/// Conv2D with the bytes of [`crate::kernels::generic::int8::conv2d`], through the DSP instructions.
 pub fn conv2d_dsp(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_conv(g, w, input, output);
     let k = g.kernel;
@@ -474,7 +475,7 @@ pub fn conv2d_dsp(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8
     }
 }
 
-/// Dense with the bytes of [`super::int8::dense`], through the DSP instructions.
+/// Dense with the bytes of [`crate::kernels::generic::int8::dense`], through the DSP instructions.
 pub fn dense_dsp(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_dense(w, input, output);
     let n = input.len();
@@ -496,7 +497,7 @@ pub fn dense_dsp(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::int8::{conv2d, dense};
+    use crate::kernels::generic::int8::{conv2d, dense};
     use crate::spec::{Activation, Padding};
 
     struct Rng(u64);

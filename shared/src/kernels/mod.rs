@@ -4,178 +4,43 @@
 //! Kernels take slices in and out and never allocate. They assume the slice
 //! lengths agree with the geometry (the engine checks this before calling)
 //! and panic otherwise, like slice indexing does.
+//!
+//! The modules form a tree with no cycle (as tract's linalg and CMSIS-NN
+//! are laid out):
+//! - [`generic`], the leaf: support functions (requantization, length
+//!   checks, the max-pool walk), the plain reference kernels and the portable
+//!   int8 reorderings. It imports no other kernel module.
+//! - ISA modules that build on [`generic`]: [`x86`] (`int8`, `f16`, and the
+//!   CPU feature checks) and [`arm`] (the DSP int8 kernels).
+//! - [`dispatch`], the one place that picks a variant for this CPU or target.
+//! - [`int8`] and [`f16`], what callers use: the plain and the dispatched
+//!   kernels of one precision, re-exported (nothing inside `kernels` imports
+//!   them).
+//!
+//! The geometry types live in [`crate::geometry`] and are re-exported here.
+
 // The DSP kernels run on Arm cores with the DSP extension (`cfg(arm_dsp)`,
 // set by build.rs); the host compiles them with emulated instructions for
 // its unit tests.
 #[cfg(any(arm_dsp, test))]
 pub mod arm;
-pub mod f16;
-pub mod int8;
+pub mod dispatch;
+pub mod generic;
 #[cfg(x86_simd)]
 pub mod x86;
 
-use crate::spec::{Padding, Shape};
+pub use crate::geometry::{ConvGeom, PoolGeom};
 
-/// The geometry of one Conv2D: NHWC input, OHWI weights, square kernel and stride.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeom {
-    pub in_h: usize,
-    pub in_w: usize,
-    pub in_c: usize,
-    pub out_h: usize,
-    pub out_w: usize,
-    pub out_c: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    /// Rows of zero padding above the image (SAME: `total / 2`).
-    pub pad_top: usize,
-    /// Columns of zero padding left of the image.
-    pub pad_left: usize,
+/// The int8 kernels: the plain ones ([`generic::int8`]) and the fastest
+/// variant for this CPU ([`dispatch::int8`]).
+pub mod int8 {
+    pub use super::dispatch::int8::*;
+    pub use super::generic::int8::*;
 }
 
-/// Output size and leading padding of one spatial axis, per QUANT-SPEC.md.
-fn axis(n: usize, k: usize, s: usize, padding: Padding) -> Option<(usize, usize)> {
-    if k == 0 || s == 0 || n == 0 {
-        return None;
-    }
-    match padding {
-        Padding::Valid => (n >= k).then(|| ((n - k) / s + 1, 0)),
-        Padding::Same => {
-            let out = n.div_ceil(s);
-            let total = ((out - 1) * s + k).saturating_sub(n);
-            Some((out, total / 2))
-        }
-    }
-}
-
-impl ConvGeom {
-    /// The geometry of `filters` `kernel x kernel` filters over an `h x w x c`
-    /// input; `None` if the output would be empty or a hyperparameter is 0.
-    pub fn new(
-        (in_h, in_w, in_c): (usize, usize, usize),
-        filters: usize,
-        kernel: usize,
-        stride: usize,
-        padding: Padding,
-    ) -> Option<Self> {
-        let (out_h, pad_top) = axis(in_h, kernel, stride, padding)?;
-        let (out_w, pad_left) = axis(in_w, kernel, stride, padding)?;
-        if in_c == 0 || filters == 0 {
-            return None;
-        }
-        Some(ConvGeom { in_h, in_w, in_c, out_h, out_w, out_c: filters, kernel, stride, pad_top, pad_left })
-    }
-
-    /// The geometry of a spec layer on its input shape (`None` for a flat input).
-    pub fn from_spec(c: &crate::spec::Conv2D, input: Shape) -> Option<Self> {
-        let Shape::Image { h, w, c: ch } = input else { return None };
-        Self::new(
-            (h as usize, w as usize, ch as usize),
-            c.filters as usize,
-            c.kernel as usize,
-            c.stride as usize,
-            c.padding,
-        )
-    }
-
-    /// Input elements (`h * w * c`).
-    pub fn input_len(&self) -> usize {
-        self.in_h * self.in_w * self.in_c
-    }
-    /// Output elements.
-    pub fn output_len(&self) -> usize {
-        self.out_h * self.out_w * self.out_c
-    }
-    /// Weight elements (`filters * k * k * in_c`).
-    pub fn weights_len(&self) -> usize {
-        self.out_c * self.kernel * self.kernel * self.in_c
-    }
-
-    /// The in-image kernel taps along one axis for output coordinate `o`:
-    /// `(first tap, one past the last tap, input coordinate of the first tap)`.
-    /// Taps that fall in the padding are skipped, which is what makes them
-    /// contribute exactly 0 whatever the input zero point.
-    #[inline]
-    pub fn taps(&self, o: usize, pad: usize, n: usize) -> (usize, usize, usize) {
-        let start = (o * self.stride) as isize - pad as isize;
-        let k0 = if start < 0 { (-start) as usize } else { 0 };
-        let end = start + self.kernel as isize;
-        let k1 = if end > n as isize { (n as isize - start) as usize } else { self.kernel };
-        let k1 = k1.max(k0);
-        (k0, k1, (start + k0 as isize) as usize)
-    }
-}
-
-/// The max-pool walk both precisions share: every output starts at
-/// `lowest`, and an input value replaces it when `greater(value, current)`.
-/// The window is clipped to the image; channels are the innermost axis.
-pub(crate) fn max_pool_by<T: Copy>(
-    g: &PoolGeom,
-    input: &[T],
-    output: &mut [T],
-    lowest: T,
-    greater: impl Fn(T, T) -> bool,
-) {
-    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "max_pool: length");
-    let c = g.channels;
-    for oy in 0..g.out_h {
-        let (y0, y1) = g.window(oy, g.in_h);
-        for ox in 0..g.out_w {
-            let (x0, x1) = g.window(ox, g.in_w);
-            let out = &mut output[(oy * g.out_w + ox) * c..][..c];
-            out.fill(lowest);
-            for y in y0..y1 {
-                for x in x0..x1 {
-                    let px = &input[(y * g.in_w + x) * c..][..c];
-                    for (o, &v) in out.iter_mut().zip(px) {
-                        if greater(v, *o) {
-                            *o = v;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The geometry of a MaxPool2D (valid padding, the window clipped to the image).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolGeom {
-    pub in_h: usize,
-    pub in_w: usize,
-    pub channels: usize,
-    pub out_h: usize,
-    pub out_w: usize,
-    pub pool: usize,
-    pub stride: usize,
-}
-
-impl PoolGeom {
-    /// `pool x pool` windows every `stride` pixels over `h x w x c`; `None` if empty.
-    pub fn new((in_h, in_w, channels): (usize, usize, usize), pool: usize, stride: usize) -> Option<Self> {
-        let (out_h, _) = axis(in_h, pool, stride, Padding::Valid)?;
-        let (out_w, _) = axis(in_w, pool, stride, Padding::Valid)?;
-        (channels > 0).then_some(PoolGeom { in_h, in_w, channels, out_h, out_w, pool, stride })
-    }
-
-    /// The geometry of a spec MaxPool2D on its input shape.
-    pub fn from_spec(pool: u32, stride: u32, input: Shape) -> Option<Self> {
-        let Shape::Image { h, w, c } = input else { return None };
-        Self::new((h as usize, w as usize, c as usize), pool as usize, stride as usize)
-    }
-
-    /// Input elements.
-    pub fn input_len(&self) -> usize {
-        self.in_h * self.in_w * self.channels
-    }
-    /// Output elements.
-    pub fn output_len(&self) -> usize {
-        self.out_h * self.out_w * self.channels
-    }
-    /// Window rows/columns along one axis, clipped to the image.
-    #[inline]
-    fn window(&self, o: usize, n: usize) -> (usize, usize) {
-        let s = o * self.stride;
-        (s, (s + self.pool).min(n))
-    }
+/// The f16 kernels: the plain ones ([`generic::f16`]) and the fastest
+/// variant for this CPU ([`dispatch::f16`]).
+pub mod f16 {
+    pub use super::dispatch::f16::*;
+    pub use super::generic::f16::*;
 }

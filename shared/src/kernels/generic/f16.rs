@@ -13,47 +13,58 @@
 //!   (round to nearest even, as `f16::from_f32` does in software and F16C
 //!   hardware alike).
 
-use super::{ConvGeom, PoolGeom};
+use super::pool::max_pool_by;
+use crate::geometry::{ConvGeom, PoolGeom};
 use crate::model::F16Weights;
 use half::f16;
 
+/// The f16 ReLU, in f32 before the one rounding: `acc < 0` is false for NaN,
+/// so NaN passes through unchanged.
+#[inline(always)]
+pub fn relu_f32(acc: f32, relu: bool) -> f32 {
+    if relu && acc < 0.0 {
+        0.0
+    } else {
+        acc
+    }
+}
+
 #[inline(always)]
 fn finish(acc: f32, relu: bool) -> f16 {
-    // `acc < 0` is false for NaN, so NaN passes through ReLU unchanged.
-    let v = if relu && acc < 0.0 { 0.0 } else { acc };
-    f16::from_f32(v)
-}
-
-/// [`conv2d`] with the same bits, faster where the CPU allows: under `std` on
-/// x86_64 with F16C, [`super::x86::f16_conv2d_f16c`] (vectorised across
-/// output channels, each lane keeping the plain summation order).
-pub fn conv2d_fast(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
-    #[cfg(all(feature = "std", x86_simd))]
-    if super::x86::has_f16c() {
-        // SAFETY: the CPU supports AVX2 and F16C, checked just above.
-        return unsafe { super::x86::f16_conv2d_f16c(g, relu, w, input, output) };
-    }
-    conv2d(g, relu, w, input, output)
-}
-
-/// [`dense`] with the same bits, faster where the CPU allows (F16C under
-/// `std` on x86_64, see [`super::x86::f16_dense_f16c`]).
-pub fn dense_fast(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
-    #[cfg(all(feature = "std", x86_simd))]
-    if super::x86::has_f16c() {
-        // SAFETY: the CPU supports AVX2 and F16C, checked just above.
-        return unsafe { super::x86::f16_dense_f16c(relu, w, input, output) };
-    }
-    dense(relu, w, input, output)
+    f16::from_f32(relu_f32(acc, relu))
 }
 
 /// Conv2D: NHWC `input`, OHWI `w.weights`, `w.bias` per filter, NHWC `output`.
 pub fn conv2d(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
-    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "conv2d: activation length");
+    assert!(output.len() == g.output_len(), "conv2d: activation length");
+    conv2d_rows_by(g, relu, w, input, output, 0..g.out_h, f16::to_f32, f16::from_f32)
+}
+
+/// The rows `rows` of [`conv2d`] (`output` holds exactly those rows), with
+/// the f16 <-> f32 conversions supplied by the caller: `widen` must be exact
+/// and `narrow` round to nearest even, as `f16::to_f32`/`f16::from_f32` are.
+/// This is the one f16 conv loop and its summation order; an ISA module
+/// that only has faster conversions (F16C) runs it with its own.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_rows_by(
+    g: &ConvGeom,
+    relu: bool,
+    w: &F16Weights<'_>,
+    input: &[f16],
+    output: &mut [f16],
+    rows: core::ops::Range<usize>,
+    widen: impl Fn(f16) -> f32,
+    narrow: impl Fn(f32) -> f16,
+) {
+    let row_len = g.out_w * g.out_c;
+    assert!(input.len() == g.input_len(), "conv2d: activation length");
+    assert!(rows.end <= g.out_h && output.len() == rows.len() * row_len, "conv2d: output rows");
     assert!(w.weights.len() == g.weights_len() && w.bias.len() == g.out_c, "conv2d: weight length");
     let k = g.kernel;
     let filter = k * k * g.in_c;
-    for oy in 0..g.out_h {
+    let oy_first = rows.start;
+    for oy in rows {
         let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
         for ox in 0..g.out_w {
             let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
@@ -67,12 +78,12 @@ pub fn conv2d(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], outpu
                     let x = &input[(iy * g.in_w + ix0) * g.in_c..][..run];
                     let wr = &w.weights[oc * filter + (ky * k + kx0) * g.in_c..][..run];
                     for (a, b) in wr.iter().zip(x) {
-                        let prod = a.to_f32() * b.to_f32();
+                        let prod = widen(*a) * widen(*b);
                         acc += prod;
                     }
                 }
-                acc += w.bias[oc].to_f32();
-                output[(oy * g.out_w + ox) * g.out_c + oc] = finish(acc, relu);
+                acc += widen(w.bias[oc]);
+                output[((oy - oy_first) * g.out_w + ox) * g.out_c + oc] = narrow(relu_f32(acc, relu));
             }
         }
     }
@@ -96,7 +107,7 @@ pub fn dense(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) 
 /// MaxPool2D, window clipped to the image. Starts from -inf and takes `v`
 /// only when `v > max` in f32, so NaN inputs are skipped deterministically.
 pub fn max_pool(g: &PoolGeom, input: &[f16], output: &mut [f16]) {
-    super::max_pool_by(g, input, output, f16::NEG_INFINITY, |v, m| v.to_f32() > m.to_f32());
+    max_pool_by(g, input, output, f16::NEG_INFINITY, |v, m| v.to_f32() > m.to_f32());
 }
 
 #[inline(always)]

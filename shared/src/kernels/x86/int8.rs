@@ -1,9 +1,6 @@
-//! x86_64 SIMD variants of the int8 and f16 kernels, each tested
-//! (tests/kernels_simd.rs) to give exactly the bytes of the plain kernel.
-//!
-//! Every function here is `unsafe` only because it needs CPU features: the
-//! caller must have checked them (the `has_*` helpers do, under `std`). The
-//! dispatchers in [`super::int8`] and [`super::f16`] pick the best one.
+//! x86_64 SIMD variants of the int8 kernels, each tested
+//! (tests/kernels_simd.rs) to give exactly the bytes of the plain kernel in
+//! [`crate::kernels::generic::int8`].
 //!
 //! int8 with AVX-512 VNNI: `vpdpbusd` multiplies *unsigned* bytes by signed
 //! bytes. The activations are signed, so they are offset by 128 (`x ^ 0x80`
@@ -13,90 +10,56 @@
 //! All of this is wrapping i32 arithmetic, equal modulo 2^32 to the plain
 //! kernel's sum whatever the order, and the result goes through the same
 //! [`requantize`].
-//!
-//! f16 with F16C/AVX: the rule is one sequential f32 sum per output, so
-//! outputs are vectorised *across output channels*: lane `j` of a vector holds
-//! output channel `oc + j`'s accumulator and adds its products in exactly the
-//! plain kernel's order (separate multiply and add, never an FMA).
 
 // Register blocks index the same way the formulas do.
 #![allow(clippy::needless_range_loop)]
-// This module only exists under `cfg(x86_simd)`, which build.rs sets for
-// rustc 1.89+ (stable AVX-512 intrinsics); the crate's 1.85 MSRV builds
-// without it.
+// Only built under `cfg(x86_simd)` (rustc 1.89+); the crate's 1.85 MSRV
+// builds without it.
 #![allow(clippy::incompatible_msrv)]
 
 use core::arch::x86_64::*;
 
-use half::f16;
-
-use super::int8::{check_conv, check_dense, requantize, Int8Params};
-use super::ConvGeom;
-use crate::model::{F16Weights, Int8Weights};
-
-/// Whether this CPU can run [`conv2d_vnni`] and [`dense_vnni`].
-#[cfg(feature = "std")]
-pub fn has_vnni() -> bool {
-    std::is_x86_feature_detected!("avx512f")
-        && std::is_x86_feature_detected!("avx512bw")
-        && std::is_x86_feature_detected!("avx512vnni")
-}
-
-/// Whether this CPU can run the AVX-512BW variants.
-#[cfg(feature = "std")]
-pub fn has_avx512bw() -> bool {
-    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
-}
-
-/// Whether this CPU can run the AVX2 variants.
-#[cfg(feature = "std")]
-pub fn has_avx2() -> bool {
-    std::is_x86_feature_detected!("avx2")
-}
-
-/// Whether this CPU can run the F16C f16 kernels ([`f16_conv2d_f16c`], [`f16_dense_f16c`]).
-#[cfg(feature = "std")]
-pub fn has_f16c() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
-}
+use crate::geometry::ConvGeom;
+use crate::kernels::generic::int8::{check_conv, check_dense, conv2d_portable, dense_portable, requantize, Int8Params};
+use crate::model::Int8Weights;
 
 // ---------------------------------------------------------------------------
 // int8, auto-vectorised portable source compiled for wider ISAs.
 
-/// [`super::int8::conv2d_portable`] compiled for AVX2.
+/// [`crate::kernels::generic::int8::conv2d_portable`] compiled for AVX2.
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
 pub unsafe fn conv2d_avx2(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
-    super::int8::conv2d_portable(g, p, w, input, output)
+    conv2d_portable(g, p, w, input, output)
 }
 
-/// [`super::int8::conv2d_portable`] compiled for AVX-512BW.
+/// [`crate::kernels::generic::int8::conv2d_portable`] compiled for AVX-512BW.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512BW.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn conv2d_avx512bw(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
-    super::int8::conv2d_portable(g, p, w, input, output)
+    conv2d_portable(g, p, w, input, output)
 }
 
-/// [`super::int8::dense_portable`] compiled for AVX2.
+/// [`crate::kernels::generic::int8::dense_portable`] compiled for AVX2.
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
 pub unsafe fn dense_avx2(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
-    super::int8::dense_portable(p, w, input, output)
+    dense_portable(p, w, input, output)
 }
 
-/// [`super::int8::dense_portable`] compiled for AVX-512BW.
+/// [`crate::kernels::generic::int8::dense_portable`] compiled for AVX-512BW.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512BW.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn dense_avx512bw(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
-    super::int8::dense_portable(p, w, input, output)
+    dense_portable(p, w, input, output)
 }
 
 // ---------------------------------------------------------------------------
@@ -329,7 +292,7 @@ unsafe fn dot_any(b: Block, np: usize, nc: usize, sums: &mut [[i32; OCB]; NP], j
     }
 }
 
-/// Conv2D with the bytes of [`super::int8::conv2d`], using AVX-512 VNNI.
+/// Conv2D with the bytes of [`crate::kernels::generic::int8::conv2d`], using AVX-512 VNNI.
 ///
 /// For each block of [`OCB`] filters it tables every filter's per-tap weight
 /// sums (the correction term of a clipped window), then walks each output
@@ -471,7 +434,7 @@ pub unsafe fn conv2d_vnni_rows(
 }
 
 /// BatchNormalization in place with the bytes of
-/// [`super::int8::batch_norm_in_place`]: 16 channels at a time.
+/// [`crate::kernels::generic::int8::batch_norm_in_place`]: 16 channels at a time.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512BW.
@@ -546,7 +509,7 @@ unsafe fn dense_block<const U: usize>(x: *const i8, w: *const i8, n: usize) -> [
     out
 }
 
-/// Dense with the bytes of [`super::int8::dense`], using AVX-512 VNNI.
+/// Dense with the bytes of [`crate::kernels::generic::int8::dense`], using AVX-512 VNNI.
 ///
 /// # Safety
 /// The CPU must support AVX-512F, AVX-512BW and AVX-512VNNI.
@@ -592,267 +555,5 @@ pub unsafe fn dense_vnni_units(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8]
             output[u + q] = requantize(acc, w.multiplier[o], w.shift[o], p);
         }
         u += nu;
-    }
-}
-
-// ---------------------------------------------------------------------------
-// f16 with F16C.
-
-/// Output channels per f16 vector (one AVX `__m256` of f32 accumulators).
-const FC: usize = 8;
-/// Output pixels per f16 register block.
-const FP: usize = 4;
-/// The most f16 weights [`f16_conv2d_f16c`] transposes on the stack
-/// (`FC` filters of up to this many / `FC` elements each).
-const F16_PACK: usize = 8 * 4096;
-
-/// Widen one f16 to f32 with F16C.
-#[target_feature(enable = "avx2,f16c")]
-#[inline]
-fn widen1(v: f16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(v.to_bits() as i32)))
-}
-
-/// Round 8 f32 to f16 with F16C (round to nearest even, like `f16::from_f32`).
-#[target_feature(enable = "avx2,f16c")]
-#[inline]
-fn narrow8(v: __m256, out: &mut [u16; 8]) {
-    let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
-    // SAFETY: `out` is 16 writable bytes.
-    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), h) };
-}
-
-/// The plain f16 finish (ReLU as `acc < 0 -> 0`, NaN kept) on 8 lanes.
-#[target_feature(enable = "avx2,f16c")]
-#[inline]
-fn relu8(v: __m256, relu: bool) -> __m256 {
-    if relu {
-        // Lanes with acc < 0 (ordered: false for NaN) become +0.0.
-        let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(v, _mm256_setzero_ps());
-        _mm256_andnot_ps(neg, v)
-    } else {
-        v
-    }
-}
-
-/// f16 Conv2D with the bits of [`super::f16::conv2d`], using F16C and AVX.
-///
-/// `FC` filters at a time are transposed (as f16) into a stack buffer so
-/// that one vector load gives the weight of one tap for `FC` output
-/// channels; `FP` pixels share each such load. Every lane adds its products
-/// in the plain kernel's order: kernel row, then the row's taps in memory
-/// order, then the bias.
-///
-/// # Safety
-/// The CPU must support AVX2 and F16C.
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn f16_conv2d_f16c(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
-    assert!(output.len() == g.output_len(), "conv2d: activation length");
-    // SAFETY: this function's contract.
-    unsafe { f16_conv2d_f16c_rows(g, relu, w, input, output, 0) }
-}
-
-/// [`f16_conv2d_f16c`] for the output rows `oy_first..` that `output` holds
-/// (`output.len()` a multiple of `out_w * out_c`).
-///
-/// # Safety
-/// As [`f16_conv2d_f16c`].
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn f16_conv2d_f16c_rows(
-    g: &ConvGeom,
-    relu: bool,
-    w: &F16Weights<'_>,
-    input: &[f16],
-    output: &mut [f16],
-    oy_first: usize,
-) {
-    let row_len = g.out_w * g.out_c;
-    let oy_end = oy_first + output.len() / row_len;
-    assert!(output.len().is_multiple_of(row_len) && oy_end <= g.out_h, "conv2d: output rows");
-    assert!(input.len() == g.input_len(), "conv2d: activation length");
-    assert!(w.weights.len() == g.weights_len() && w.bias.len() == g.out_c, "conv2d: weight length");
-    let (oc_begin, oc_end) = (0, g.out_c);
-    let k = g.kernel;
-    let cin = g.in_c;
-    let filter = k * k * cin;
-    if filter * FC > F16_PACK {
-        return f16_conv2d_scalar(g, relu, w, input, output, oy_first..oy_end);
-    }
-    // packed[t * FC + j] = weight t of filter oc0 + j (0 past the last filter).
-    let mut packed = [0u16; F16_PACK];
-    let mut oc0 = oc_begin;
-    while oc0 < oc_end {
-        let nc = FC.min(oc_end - oc0);
-        for j in 0..FC {
-            if j < nc {
-                let f = &w.weights[(oc0 + j) * filter..][..filter];
-                for (t, v) in f.iter().enumerate() {
-                    packed[t * FC + j] = v.to_bits();
-                }
-            } else {
-                for t in 0..filter {
-                    packed[t * FC + j] = 0;
-                }
-            }
-        }
-        let mut bias = [0u16; FC];
-        for j in 0..nc {
-            bias[j] = w.bias[oc0 + j].to_bits();
-        }
-        // SAFETY: 16 readable bytes.
-        let bias = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bias.as_ptr().cast()) });
-        for oy in oy_first..oy_end {
-            let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
-            let mut ox = 0;
-            while ox < g.out_w {
-                let np = FP.min(g.out_w - ox);
-                // The block shares one window shape only if every pixel's taps agree.
-                let (kx0, kx1, _) = g.taps(ox, g.pad_left, g.in_w);
-                let same = (1..np).all(|q| {
-                    let (a, b, _) = g.taps(ox + q, g.pad_left, g.in_w);
-                    (a, b) == (kx0, kx1)
-                });
-                let np = if same { np } else { 1 };
-                let mut acc = [_mm256_setzero_ps(); FP];
-                let run = (kx1 - kx0) * cin;
-                for ky in ky0..ky1 {
-                    let iy = iy0 + (ky - ky0);
-                    let wr = &packed[(ky * k + kx0) * cin * FC..][..run * FC];
-                    let mut xs = [&input[..0]; FP];
-                    for q in 0..np {
-                        let (_, _, ix0) = g.taps(ox + q, g.pad_left, g.in_w);
-                        xs[q] = &input[(iy * g.in_w + ix0) * cin..][..run];
-                    }
-                    for i in 0..run {
-                        // SAFETY: `wr` has `run * FC` elements, so 8 from `i * FC`.
-                        let wv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(wr.as_ptr().add(i * FC).cast()) });
-                        for q in 0..np {
-                            let xv = _mm256_set1_ps(widen1(xs[q][i]));
-                            // A product of two f16 values is exact in f32; separate add.
-                            acc[q] = _mm256_add_ps(acc[q], _mm256_mul_ps(wv, xv));
-                        }
-                    }
-                }
-                for q in 0..np {
-                    let v = relu8(_mm256_add_ps(acc[q], bias), relu);
-                    let mut h = [0u16; 8];
-                    narrow8(v, &mut h);
-                    let out = &mut output[((oy - oy_first) * g.out_w + ox + q) * g.out_c + oc0..][..nc];
-                    for j in 0..nc {
-                        out[j] = f16::from_bits(h[j]);
-                    }
-                }
-                ox += np;
-            }
-        }
-        oc0 += nc;
-    }
-}
-
-/// The plain f16 conv with F16C conversions (for filters too large to pack).
-#[target_feature(enable = "avx2,f16c")]
-fn f16_conv2d_scalar(
-    g: &ConvGeom,
-    relu: bool,
-    w: &F16Weights<'_>,
-    input: &[f16],
-    output: &mut [f16],
-    rows: core::ops::Range<usize>,
-) {
-    let k = g.kernel;
-    let filter = k * k * g.in_c;
-    let oy_first = rows.start;
-    for oy in rows {
-        let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
-        for ox in 0..g.out_w {
-            let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
-            let run = (kx1 - kx0) * g.in_c;
-            for oc in 0..g.out_c {
-                let mut acc = 0.0f32;
-                for ky in ky0..ky1 {
-                    let iy = iy0 + (ky - ky0);
-                    let x = &input[(iy * g.in_w + ix0) * g.in_c..][..run];
-                    let wr = &w.weights[oc * filter + (ky * k + kx0) * g.in_c..][..run];
-                    for (a, b) in wr.iter().zip(x) {
-                        let prod = widen1(*a) * widen1(*b);
-                        acc += prod;
-                    }
-                }
-                acc += widen1(w.bias[oc]);
-                let v = if relu && acc < 0.0 { 0.0 } else { acc };
-                let mut h = [0u16; 8];
-                narrow8(_mm256_set1_ps(v), &mut h);
-                output[((oy - oy_first) * g.out_w + ox) * g.out_c + oc] = f16::from_bits(h[0]);
-            }
-        }
-    }
-}
-
-/// Units of one f16 dense block (each its own sequential sum).
-const FU: usize = 8;
-/// Inputs per f16 dense chunk.
-const FK: usize = 64;
-
-/// f16 Dense with the bits of [`super::f16::dense`], using F16C: `FU` units
-/// at a time, their weights transposed chunk by chunk so each lane is one
-/// unit adding its products in input order.
-///
-/// # Safety
-/// The CPU must support AVX2 and F16C.
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn f16_dense_f16c(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
-    let n = input.len();
-    let units = output.len();
-    assert!(w.weights.len() == n * units && w.bias.len() == units, "dense: weight length");
-    let mut xf = [0.0f32; FK];
-    let mut u0 = 0;
-    while u0 < units {
-        let nu = FU.min(units - u0);
-        let mut acc = _mm256_setzero_ps();
-        let mut i0 = 0;
-        while i0 < n {
-            let m = FK.min(n - i0);
-            for (d, s) in xf[..m].iter_mut().zip(&input[i0..i0 + m]) {
-                *d = widen1(*s);
-            }
-            // t[i][j] = weight (u0 + j, i0 + i) as f32.
-            let mut t = [[0.0f32; FU]; FK];
-            for j in 0..nu {
-                let row = &w.weights[(u0 + j) * n + i0..][..m];
-                let mut i = 0;
-                while i + 8 <= m {
-                    // SAFETY: 8 elements of `row` from `i`.
-                    let v = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(row.as_ptr().add(i).cast()) });
-                    let mut f = [0.0f32; 8];
-                    // SAFETY: 32 writable bytes.
-                    unsafe { _mm256_storeu_ps(f.as_mut_ptr(), v) };
-                    for q in 0..8 {
-                        t[i + q][j] = f[q];
-                    }
-                    i += 8;
-                }
-                for q in i..m {
-                    t[q][j] = widen1(row[q]);
-                }
-            }
-            for i in 0..m {
-                // SAFETY: 8 readable f32.
-                let wv = unsafe { _mm256_loadu_ps(t[i].as_ptr()) };
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(wv, _mm256_set1_ps(xf[i])));
-            }
-            i0 += m;
-        }
-        let mut b = [0u16; FU];
-        for j in 0..nu {
-            b[j] = w.bias[u0 + j].to_bits();
-        }
-        // SAFETY: 16 readable bytes.
-        let bv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(b.as_ptr().cast()) });
-        let mut h = [0u16; 8];
-        narrow8(relu8(_mm256_add_ps(acc, bv), relu), &mut h);
-        for j in 0..nu {
-            output[u0 + j] = f16::from_bits(h[j]);
-        }
-        u0 += nu;
     }
 }

@@ -1,17 +1,21 @@
 //! int8 kernels, integer-only per QUANT-SPEC.md, so that every target gives
-//! the same bytes.
+//! the same bytes: the support functions every int8 kernel shares
+//! ([`Int8Params`], [`requantize`], the length checks) and the plain
+//! reference kernels.
 //!
 //! `conv2d` and `dense` are the plain reference kernels (TFLite Micro's loop
-//! nest); `conv2d_fast` and `dense_fast` reorder the same integer sums for
-//! speed and are tested (tests/kernels_int8.rs) to give identical bytes.
+//! nest); `conv2d_portable` and `dense_portable` reorder the same integer sums
+//! for speed and are tested (tests/kernels_int8.rs) to give identical bytes.
 //! Integer addition is associative (the accumulators wrap rather than panic,
 //! and valid AlexNet-sized layers never come near overflow), so the order
-//! cannot change a result.
+//! cannot change a result. Which variant runs is decided in
+//! [`crate::kernels::dispatch`], never here.
 
 // The plain kernels index exactly like the formulas they implement.
 #![allow(clippy::needless_range_loop)]
 
-use super::{ConvGeom, PoolGeom};
+use super::pool::max_pool_by;
+use crate::geometry::{ConvGeom, PoolGeom};
 use crate::model::Int8Weights;
 use crate::quant::multiply_by_quantized_multiplier;
 use crate::spec::Activation;
@@ -91,93 +95,9 @@ pub(crate) fn check_conv(g: &ConvGeom, w: &Int8Weights<'_>, input: &[i8], output
 /// loaded once feeds this many accumulators.
 const BLOCK: usize = 4;
 
-/// Conv2D with the same result as [`conv2d`], faster: for a kernel row, the
-/// in-image taps of all input channels are one contiguous run in both the
-/// NHWC input and the OHWI weights, so each row is a single dot product, and
-/// [`BLOCK`] output channels share each loaded input value.
-///
-/// Under `std` on x86_64 the best of [`super::x86`]'s variants is picked at
-/// run time (AVX-512 VNNI, else this source compiled for AVX-512BW or AVX2):
-/// integer sums, so the instruction set cannot change the bytes; the tests
-/// compare every variant with [`conv2d`]. On Arm cores with the DSP extension
-/// (`cfg(arm_dsp)`, see build.rs) it is `kernels::arm`'s SMLAD kernel.
-pub fn conv2d_fast(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
-    #[cfg(all(feature = "std", x86_simd))]
-    {
-        use super::x86;
-        if x86::has_vnni() {
-            // SAFETY: the CPU supports AVX-512F/BW/VNNI, checked just above.
-            return unsafe { x86::conv2d_vnni(g, p, w, input, output) };
-        }
-        if x86::has_avx512bw() {
-            // SAFETY: the CPU supports AVX-512F/BW, checked just above.
-            return unsafe { x86::conv2d_avx512bw(g, p, w, input, output) };
-        }
-        if x86::has_avx2() {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { x86::conv2d_avx2(g, p, w, input, output) };
-        }
-    }
-    #[cfg(arm_dsp)]
-    return super::arm::conv2d_dsp(g, p, w, input, output);
-    #[cfg(not(arm_dsp))]
-    conv2d_portable(g, p, w, input, output)
-}
-
-/// Whether [`conv2d_rows`] can compute part of this layer's output rows on
-/// this CPU (so a host may split the layer across threads).
-pub fn can_split_conv(g: &ConvGeom) -> bool {
-    #[cfg(all(feature = "std", x86_simd))]
-    if super::x86::has_vnni() && g.kernel * g.kernel <= super::x86::MAX_TAPS {
-        return true;
-    }
-    let _ = g;
-    false
-}
-
-/// Output rows `oy_first..` of [`conv2d`] (`output` holds whole rows), the
-/// same bytes as the full kernel. Panics unless [`can_split_conv`].
-pub fn conv2d_rows(
-    g: &ConvGeom,
-    p: &Int8Params,
-    w: &Int8Weights<'_>,
-    input: &[i8],
-    output: &mut [i8],
-    oy_first: usize,
-) {
-    assert!(can_split_conv(g), "conv2d_rows: not supported on this CPU");
-    #[cfg(all(feature = "std", x86_simd))]
-    // SAFETY: `can_split_conv` checked AVX-512F/BW/VNNI and the kernel size.
-    unsafe {
-        super::x86::conv2d_vnni_rows(g, p, w, input, output, oy_first)
-    }
-    #[cfg(not(all(feature = "std", x86_simd)))]
-    let _ = (p, w, input, output, oy_first);
-}
-
-/// Whether [`dense_units`] is available on this CPU.
-pub fn can_split_dense() -> bool {
-    #[cfg(all(feature = "std", x86_simd))]
-    if super::x86::has_vnni() {
-        return true;
-    }
-    false
-}
-
-/// Units `first..first + output.len()` of [`dense`] (a layer of
-/// `w.bias.len()` units), the same bytes. Panics unless [`can_split_dense`].
-pub fn dense_units(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8], first: usize) {
-    assert!(can_split_dense(), "dense_units: not supported on this CPU");
-    #[cfg(all(feature = "std", x86_simd))]
-    // SAFETY: `can_split_dense` checked AVX-512F/BW/VNNI.
-    unsafe {
-        super::x86::dense_vnni_units(p, w, input, output, first)
-    }
-    #[cfg(not(all(feature = "std", x86_simd)))]
-    let _ = (p, w, input, output, first);
-}
-
-/// [`conv2d_fast`] for the baseline instruction set (what no_std targets run).
+/// [`conv2d`]'s sums in a faster order for the baseline instruction set:
+/// what no_std targets without DSP run, and the source the x86 module
+/// compiles for AVX2/AVX-512BW.
 #[inline(always)]
 pub fn conv2d_portable(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_conv(g, w, input, output);
@@ -259,33 +179,8 @@ pub fn dense(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8
     }
 }
 
-/// Dense with the same result as [`dense`]: the dot product written so the
-/// compiler vectorises it (the weights dominate, each byte is read once); x86
-/// SIMD under `std`, `kernels::arm`'s SMLAD kernel on Arm cores with DSP.
-pub fn dense_fast(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
-    #[cfg(all(feature = "std", x86_simd))]
-    {
-        use super::x86;
-        if x86::has_vnni() {
-            // SAFETY: the CPU supports AVX-512F/BW/VNNI, checked just above.
-            return unsafe { x86::dense_vnni(p, w, input, output) };
-        }
-        if x86::has_avx512bw() {
-            // SAFETY: the CPU supports AVX-512F/BW, checked just above.
-            return unsafe { x86::dense_avx512bw(p, w, input, output) };
-        }
-        if x86::has_avx2() {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { x86::dense_avx2(p, w, input, output) };
-        }
-    }
-    #[cfg(arm_dsp)]
-    return super::arm::dense_dsp(p, w, input, output);
-    #[cfg(not(arm_dsp))]
-    dense_portable(p, w, input, output)
-}
-
-/// [`dense_fast`] for the baseline instruction set.
+/// [`dense`]'s sums written so the compiler vectorises them (the weights
+/// dominate, each byte is read once), for the baseline instruction set.
 #[inline(always)]
 pub fn dense_portable(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_dense(w, input, output);
@@ -299,7 +194,7 @@ pub fn dense_portable(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output:
 /// MaxPool2D: input and output share scale and zero point, so no
 /// requantization; the window is clipped to the image, the max starts at -128.
 pub fn max_pool(g: &PoolGeom, input: &[i8], output: &mut [i8]) {
-    super::max_pool_by(g, input, output, i8::MIN, |v, m| v > m);
+    max_pool_by(g, input, output, i8::MIN, |v, m| v > m);
 }
 
 /// One element of the BatchNormalization affine: channel `c` of `w`.
@@ -322,17 +217,6 @@ pub fn batch_norm(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mu
     for (i, (o, &x)) in output.iter_mut().zip(input).enumerate() {
         *o = bn_one(x, i % c, p, w);
     }
-}
-
-/// [`batch_norm_in_place`] with the same bytes, 16 channels at a time under
-/// `std` on x86_64 with AVX-512BW ([`super::x86::batch_norm_in_place_avx512`]).
-pub fn batch_norm_in_place_fast(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
-    #[cfg(all(feature = "std", x86_simd))]
-    if super::x86::has_avx512bw() {
-        // SAFETY: the CPU supports AVX-512F/BW, checked just above.
-        return unsafe { super::x86::batch_norm_in_place_avx512(p, w, data) };
-    }
-    batch_norm_in_place(p, w, data)
 }
 
 /// [`batch_norm`] overwriting its input, so the engine needs no second buffer.

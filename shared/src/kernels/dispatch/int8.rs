@@ -1,0 +1,134 @@
+//! The int8 variant pickers: each `*_fast` function gives exactly the bytes
+//! of the plain kernel in [`crate::kernels::generic::int8`] and runs the best
+//! variant for this CPU or target.
+
+use crate::geometry::ConvGeom;
+#[cfg(arm_dsp)]
+use crate::kernels::arm;
+use crate::kernels::generic::int8::{batch_norm_in_place, Int8Params};
+#[cfg(not(arm_dsp))]
+use crate::kernels::generic::int8::{conv2d_portable, dense_portable};
+#[cfg(all(feature = "std", x86_simd))]
+use crate::kernels::x86::{self, int8 as x86_8};
+use crate::model::Int8Weights;
+
+/// Conv2D with the bytes of [`conv2d`](crate::kernels::generic::int8::conv2d), faster.
+///
+/// Under `std` on x86_64 the best of [`crate::kernels::x86::int8`]'s variants
+/// is picked at run time (AVX-512 VNNI, else the portable source compiled for
+/// AVX-512BW or AVX2): integer sums, so the instruction set cannot change the
+/// bytes; the tests compare every variant with the plain kernel. On Arm cores
+/// with the DSP extension (`cfg(arm_dsp)`, see build.rs) it is
+/// [`crate::kernels::arm`]'s SMLAD kernel; elsewhere
+/// [`conv2d_portable`](crate::kernels::generic::int8::conv2d_portable).
+pub fn conv2d_fast(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    #[cfg(all(feature = "std", x86_simd))]
+    {
+        if x86::has_vnni() {
+            // SAFETY: the CPU supports AVX-512F/BW/VNNI, checked just above.
+            return unsafe { x86_8::conv2d_vnni(g, p, w, input, output) };
+        }
+        if x86::has_avx512bw() {
+            // SAFETY: the CPU supports AVX-512F/BW, checked just above.
+            return unsafe { x86_8::conv2d_avx512bw(g, p, w, input, output) };
+        }
+        if x86::has_avx2() {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { x86_8::conv2d_avx2(g, p, w, input, output) };
+        }
+    }
+    #[cfg(arm_dsp)]
+    return arm::conv2d_dsp(g, p, w, input, output);
+    #[cfg(not(arm_dsp))]
+    conv2d_portable(g, p, w, input, output)
+}
+
+/// Whether [`conv2d_rows`] can compute part of this layer's output rows on
+/// this CPU (so a host may split the layer across threads).
+pub fn can_split_conv(g: &ConvGeom) -> bool {
+    #[cfg(all(feature = "std", x86_simd))]
+    if x86::has_vnni() && g.kernel * g.kernel <= x86_8::MAX_TAPS {
+        return true;
+    }
+    let _ = g;
+    false
+}
+
+/// Output rows `oy_first..` of [`conv2d`](crate::kernels::generic::int8::conv2d) (`output` holds whole rows), the
+/// same bytes as the full kernel. Panics unless [`can_split_conv`].
+pub fn conv2d_rows(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    input: &[i8],
+    output: &mut [i8],
+    oy_first: usize,
+) {
+    assert!(can_split_conv(g), "conv2d_rows: not supported on this CPU");
+    #[cfg(all(feature = "std", x86_simd))]
+    // SAFETY: `can_split_conv` checked AVX-512F/BW/VNNI and the kernel size.
+    unsafe {
+        x86_8::conv2d_vnni_rows(g, p, w, input, output, oy_first)
+    }
+    #[cfg(not(all(feature = "std", x86_simd)))]
+    let _ = (p, w, input, output, oy_first);
+}
+
+/// Whether [`dense_units`] is available on this CPU.
+pub fn can_split_dense() -> bool {
+    #[cfg(all(feature = "std", x86_simd))]
+    if x86::has_vnni() {
+        return true;
+    }
+    false
+}
+
+/// Units `first..first + output.len()` of [`dense`](crate::kernels::generic::int8::dense) (a layer of
+/// `w.bias.len()` units), the same bytes. Panics unless [`can_split_dense`].
+pub fn dense_units(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8], first: usize) {
+    assert!(can_split_dense(), "dense_units: not supported on this CPU");
+    #[cfg(all(feature = "std", x86_simd))]
+    // SAFETY: `can_split_dense` checked AVX-512F/BW/VNNI.
+    unsafe {
+        x86_8::dense_vnni_units(p, w, input, output, first)
+    }
+    #[cfg(not(all(feature = "std", x86_simd)))]
+    let _ = (p, w, input, output, first);
+}
+
+/// Dense with the bytes of [`dense`](crate::kernels::generic::int8::dense),
+/// faster: x86 SIMD under `std`, [`crate::kernels::arm`]'s SMLAD kernel on
+/// Arm cores with DSP, elsewhere
+/// [`dense_portable`](crate::kernels::generic::int8::dense_portable).
+pub fn dense_fast(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    #[cfg(all(feature = "std", x86_simd))]
+    {
+        if x86::has_vnni() {
+            // SAFETY: the CPU supports AVX-512F/BW/VNNI, checked just above.
+            return unsafe { x86_8::dense_vnni(p, w, input, output) };
+        }
+        if x86::has_avx512bw() {
+            // SAFETY: the CPU supports AVX-512F/BW, checked just above.
+            return unsafe { x86_8::dense_avx512bw(p, w, input, output) };
+        }
+        if x86::has_avx2() {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { x86_8::dense_avx2(p, w, input, output) };
+        }
+    }
+    #[cfg(arm_dsp)]
+    return arm::dense_dsp(p, w, input, output);
+    #[cfg(not(arm_dsp))]
+    dense_portable(p, w, input, output)
+}
+
+/// [`batch_norm_in_place`] with the same bytes, 16 channels at a time under
+/// `std` on x86_64 with AVX-512BW ([`x86_8::batch_norm_in_place_avx512`]).
+pub fn batch_norm_in_place_fast(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
+    #[cfg(all(feature = "std", x86_simd))]
+    if x86::has_avx512bw() {
+        // SAFETY: the CPU supports AVX-512F/BW, checked just above.
+        return unsafe { x86_8::batch_norm_in_place_avx512(p, w, data) };
+    }
+    batch_norm_in_place(p, w, data)
+}

@@ -1,0 +1,38 @@
+//! x86_64 SIMD variants of the int8 ([`int8`]) and f16 ([`f16`]) kernels,
+//! each tested (tests/kernels_simd.rs) to give exactly the bytes of the
+//! plain kernel in [`super::generic`], and the CPU feature checks
+//! [`super::dispatch`] uses to pick one.
+//!
+//! Every kernel here is `unsafe` only because it needs CPU features: the
+//! caller must have checked them (the `has_*` helpers below do, under `std`).
+//! This module only exists under `cfg(x86_simd)`, which build.rs sets for
+//! rustc 1.89+ (stable AVX-512 intrinsics).
+
+pub mod f16;
+pub mod int8;
+
+/// Whether this CPU can run [`int8::conv2d_vnni`] and [`int8::dense_vnni`].
+#[cfg(feature = "std")]
+pub fn has_vnni() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vnni")
+}
+
+/// Whether this CPU can run the AVX-512BW variants.
+#[cfg(feature = "std")]
+pub fn has_avx512bw() -> bool {
+    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+}
+
+/// Whether this CPU can run the AVX2 variants.
+#[cfg(feature = "std")]
+pub fn has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2")
+}
+
+/// Whether this CPU can run the F16C f16 kernels ([`f16::f16_conv2d_f16c`], [`f16::f16_dense_f16c`]).
+#[cfg(feature = "std")]
+pub fn has_f16c() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
+}
