@@ -25,7 +25,7 @@ use host::flash::{self, Board};
 use host::quantize::{self, Calibration};
 use host::simulate::{encode_input, image_input, parse_model, read_model_file, simulate};
 use serde_json::{json, Value};
-use shared::build::Ranges;
+use shared::convert::Ranges;
 use shared::model::{Precision, QuantModel};
 
 fn dir() -> PathBuf {

@@ -64,7 +64,7 @@ fn random_models_round_trip_field_for_field() {
 #[test]
 fn alexnet_micro_round_trips_with_labels() {
     for precision in PRECISIONS {
-        let m = model_for(alexnet_micro(99, 10).unwrap(), precision, &mut Rng(1), true);
+        let m = model_for(alexnet_micro(99, 10).unwrap(), precision, &mut Rng::new(1), true);
         let f = file_of(&m);
         let back = parse(&f).unwrap();
         assert_eq!(back, m.view());
