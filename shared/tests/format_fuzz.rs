@@ -2,7 +2,7 @@
 //! their prefixes, and seeded random corruptions of them.
 
 mod format_common;
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/parse.rs"]
 mod fuzz_body;
 
 use format_common::*;

@@ -5,7 +5,7 @@
 //! After changing the generator or the format:
 //! `UPDATE_FUZZ_SEEDS=1 cargo test -p shared --test fuzz_seeds`.
 
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/parse.rs"]
 mod fuzz_body;
 
 use std::path::PathBuf;
