@@ -318,13 +318,14 @@ mod tests {
     use super::*;
     use shared::spec::Conv2D;
 
-    /// `n` values uniform in `[-1, 1)`, from the host's one generator (ChaCha8,
-    /// as the other host unit tests; `suite::Rng` is out of reach here: suite
-    /// tests depend on host).
-    fn uniform(seed: u64, n: usize) -> Vec<f32> {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    fn lcg(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
     }
 
     /// Direct convolution in f64, the obviously-correct reference.
@@ -374,9 +375,9 @@ mod tests {
         let more = (Conv2D::new(3, 3).same(), Shape::image(12, 12, 2), 5);
         for (c, shape, batch) in cases().into_iter().chain([more]) {
             let g = ConvGeom::new(&c, shape);
-            let x = uniform(1, batch * g.in_len());
-            let k = uniform(2, g.kdim() * g.cout);
-            let b = uniform(3, g.cout);
+            let x = lcg(1, batch * g.in_len());
+            let k = lcg(2, g.kdim() * g.cout);
+            let b = lcg(3, g.cout);
             let want = naive(&g, &k, &b, &x, batch);
             // Both work splits, whichever `forward` picks with this thread count.
             for f in [forward, forward_tiles, forward_spread] {
@@ -397,10 +398,10 @@ mod tests {
             let batch = batch.min(3);
             for relu in [false, true] {
                 let g = ConvGeom::new(&c, shape);
-                let x = uniform(10 + ci as u64, batch * g.in_len());
-                let k = uniform(20 + ci as u64, g.kdim() * g.cout);
-                let b: Vec<f32> = uniform(30, g.cout).iter().map(|v| v * 0.1).collect();
-                let r = uniform(40, batch * g.out_len());
+                let x = lcg(10 + ci as u64, batch * g.in_len());
+                let k = lcg(20 + ci as u64, g.kdim() * g.cout);
+                let b: Vec<f32> = lcg(30, g.cout).iter().map(|v| v * 0.1).collect();
+                let r = lcg(40, batch * g.out_len());
                 // L and the ReLU pattern: a coordinate whose +-h step flips a unit
                 // crosses a kink, where finite differences mean nothing; it is skipped.
                 let loss = |x: &[f32], k: &[f32], b: &[f32]| -> (f64, Vec<bool>) {
