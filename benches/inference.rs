@@ -18,12 +18,13 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use host::nn::{Mode, Network};
 use host::reference::ndarray::Array4;
 use host::reference::TractReference;
-use shared::build::{self, FloatLayer, Lcg, OwnedLayer, OwnedModel, Ranges};
+use shared::convert::{self, FloatLayer, OwnedLayer, OwnedModel, Ranges};
 use shared::engine::{self, NoObserver, Parallel, ScopedThreads, SingleThread};
 use shared::spec::{self, ModelSpec};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
+use suite::Rng;
 
 /// The full AlexNet, its He-like random float parameters and one input image.
 struct Fixture {
@@ -35,26 +36,26 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let spec = spec::alexnet(227, 1000).expect("alexnet spec");
-        let mut rng = Lcg(0x9E37_79B9_7F4A_7C15);
-        let params = build::random_params(&spec, &mut rng);
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
+        let params = suite::random_params(&spec, &mut rng);
         let image = rng.vec(spec.input().elements() as usize, -1.0, 1.0);
         Fixture { spec, params, image }
     }
 
     fn views(&self) -> Vec<FloatLayer<'_>> {
-        self.params.iter().map(OwnedLayer::view).collect()
+        suite::views(&self.params)
     }
 
     /// int8 model calibrated on the one image (one float forward pass).
     fn int8(&self) -> OwnedModel {
         let v = self.views();
         let mut ranges = Ranges::new(&self.spec);
-        ranges.observe(&self.spec, &v, &self.image).expect("calibrate");
-        build::quantize_int8(&self.spec, &v, &ranges).expect("quantize")
+        suite::observe(&mut ranges, &self.spec, &v, &self.image).expect("calibrate");
+        convert::quantize_int8(&self.spec, &v, &ranges).expect("quantize")
     }
 
     fn f16(&self) -> OwnedModel {
-        build::convert_f16(&self.spec, &self.views()).expect("convert")
+        convert::convert_f16(&self.spec, &self.views()).expect("convert")
     }
 }
 

@@ -7,13 +7,14 @@
 //! test that silently passes would prove nothing.
 
 use host::flash::{self, exit_code, Board, DeviceRun};
-use shared::build::{self, Lcg, OwnedLayer, OwnedModel, Ranges};
+use shared::convert::{self, OwnedModel, Ranges};
 use shared::engine::{self, Observer};
 use shared::format;
 use shared::spec::{Activation, Conv2D, ModelSpec, Sequential, Shape};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
+use suite::{random_params, views, Rng};
 
 /// QEMU runs of these small models take well under a second; the margin is
 /// for a loaded CI machine. A hang fails the test at this bound.
@@ -39,20 +40,20 @@ const LABELS: &str = "cat\ndog\nbird\nfish\nfrog";
 
 /// Quantize random float parameters: int8 (calibrated on random inputs) or f16.
 fn build_model(spec: &ModelSpec, f16: bool, seed: u64) -> (OwnedModel, Vec<f32>) {
-    let mut rng = Lcg(seed);
-    let params = build::random_params(spec, &mut rng);
-    let views: Vec<_> = params.iter().map(OwnedLayer::view).collect();
+    let mut rng = Rng::new(seed);
+    let params = random_params(spec, &mut rng);
+    let views = views(&params);
     let n = spec.input().elements() as usize;
     let sample = rng.vec(n, -1.0, 1.0);
     let mut model = if f16 {
-        build::convert_f16(spec, &views).expect("f16 model")
+        convert::convert_f16(spec, &views).expect("f16 model")
     } else {
         let mut ranges = Ranges::new(spec);
         for _ in 0..3 {
-            ranges.observe(spec, &views, &rng.vec(n, -1.0, 1.0)).expect("calibration");
+            suite::observe(&mut ranges, spec, &views, &rng.vec(n, -1.0, 1.0)).expect("calibration");
         }
-        ranges.observe(spec, &views, &sample).expect("calibration");
-        build::quantize_int8(spec, &views, &ranges).expect("int8 model")
+        suite::observe(&mut ranges, spec, &views, &sample).expect("calibration");
+        convert::quantize_int8(spec, &views, &ranges).expect("int8 model")
     };
     if spec.output().elements() == 5 {
         model.labels = LABELS.into();
@@ -232,15 +233,15 @@ fn dsp_kernel_edge_cases_give_the_desktop_bytes_on_both_cores() {
         .build()
         .expect("valid test stack");
     for (seed, board) in [(21, Board::QemuAn386), (22, Board::QemuAn524)] {
-        let mut rng = Lcg(seed);
-        let params = build::random_params(&spec, &mut rng);
-        let views: Vec<_> = params.iter().map(OwnedLayer::view).collect();
+        let mut rng = Rng::new(seed);
+        let params = random_params(&spec, &mut rng);
+        let views = views(&params);
         let mut ranges = Ranges::new(&spec);
         // Zero points: input -128, conv 127, conv (ReLU) -128, conv ~0, dense -128, dense ~64.
         ranges.input = (0.0, 1.0);
         ranges.layers = vec![(-0.8, 0.0), (0.0, 0.9), (-0.5, 0.6), (0.0, 1.0), (-0.3, 0.1)];
         ranges.layers.resize(spec.layers().len(), (-1.0, 1.0));
-        let model = build::quantize_int8(&spec, &views, &ranges).expect("int8 model");
+        let model = convert::quantize_int8(&spec, &views, &ranges).expect("int8 model");
         let zps: Vec<i32> = model.layers.iter().map(|(_, q)| q.zero_point).collect();
         assert_eq!((model.input.zero_point, zps[0], zps[1]), (-128, 127, -128), "{zps:?}");
         let x = rng.vec(spec.input().elements() as usize, 0.0, 1.0);
@@ -305,7 +306,7 @@ fn garbled_defmt_log_gives_warnings_not_a_panic() {
     assert!(cut.warnings.iter().any(|w| w.contains("unfinished")), "{:?}", cut.warnings);
 
     // Noise, with and without frame separators, and every byte flipped in turn.
-    let mut rng = Lcg(11);
+    let mut rng = Rng::new(11);
     let noise: Vec<u8> = rng.vec(4096, 0.0, 256.0).iter().map(|&v| v as u8).collect();
     for stream in [noise.clone(), noise.iter().map(|&b| b | 1).collect()] {
         let log = flash::decode_defmt(&elf, &stream);
@@ -332,13 +333,13 @@ fn model_too_big_for_the_arena_and_wrong_input_are_refused() {
         .dense(2, Activation::Softmax)
         .build()
         .expect("valid stack");
-    let mut rng = Lcg(7);
-    let params = build::random_params(&spec, &mut rng);
-    let views: Vec<_> = params.iter().map(OwnedLayer::view).collect();
+    let mut rng = Rng::new(7);
+    let params = random_params(&spec, &mut rng);
+    let views = views(&params);
     let mut ranges = Ranges::new(&spec);
     ranges.input = (-1.0, 1.0);
     ranges.layers = vec![(-1.0, 1.0); spec.layers().len()];
-    let model = build::quantize_int8(&spec, &views, &ranges).expect("int8 model");
+    let model = convert::quantize_int8(&spec, &views, &ranges).expect("int8 model");
     let file = format::write(&model.view()).expect("write");
     let dir = scratch("arena");
     let run = device(Board::QemuAn386, &dir, &file, &[0u8; 16]);
@@ -360,14 +361,14 @@ fn model_too_big_for_the_arena_and_wrong_input_are_refused() {
 #[test]
 fn full_alexnet_int8_gives_the_desktop_bytes_on_the_cortex_m33() {
     let spec = shared::spec::alexnet(shared::spec::ALEXNET_INPUT, 1000).expect("preset");
-    let mut rng = Lcg(9);
-    let params = build::random_params(&spec, &mut rng);
-    let views: Vec<_> = params.iter().map(OwnedLayer::view).collect();
+    let mut rng = Rng::new(9);
+    let params = random_params(&spec, &mut rng);
+    let views = views(&params);
     // Fixed ranges instead of a float calibration pass (724M float MACs a sample).
     let mut ranges = Ranges::new(&spec);
     ranges.input = (0.0, 1.0);
     ranges.layers = vec![(-4.0, 4.0); spec.layers().len()];
-    let model = build::quantize_int8(&spec, &views, &ranges).expect("int8 model");
+    let model = convert::quantize_int8(&spec, &views, &ranges).expect("int8 model");
     drop(params);
     let x = rng.vec(spec.input().elements() as usize, 0.0, 1.0);
     let run = assert_same_bytes(Board::QemuAn524, &model, &x, "alexnet-an524");

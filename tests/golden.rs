@@ -26,7 +26,7 @@ use host::model_file::{encode_input, image_input, parse_model, read_model_file};
 use host::quantize::{self, Calibration};
 use host::simulate::simulate;
 use serde_json::{json, Value};
-use shared::build::Ranges;
+use shared::convert::Ranges;
 use shared::model::{Precision, QuantModel};
 
 fn dir() -> PathBuf {

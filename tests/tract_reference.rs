@@ -19,26 +19,16 @@ use host::nn::{Mode, Network};
 use host::reference::ndarray::{Array4, ArrayD};
 use host::reference::TractReference;
 use shared::spec::{alexnet, alexnet_micro, ModelSpec};
+use suite::Rng;
 
 const TOLERANCE: f64 = 1e-4;
-
-/// A deterministic generator (no dependency, same numbers everywhere).
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self, range: std::ops::Range<f32>) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let unit = (self.0 >> 40) as f32 / (1u64 << 24) as f32;
-        range.start + (range.end - range.start) * unit
-    }
-}
 
 /// Keras's initial state has zero biases, gamma 1, beta 0, mean 0, variance 1,
 /// under which a wrong BN formula or an ignored bias would still agree. Replace
 /// them with random values: gammas of both signs, means off zero, variances
 /// away from 1, non-zero biases.
 fn perturbed_tensors(net: &Network, seed: u64) -> HashMap<String, ArrayD<f32>> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     net.tensors()
         .into_iter()
         .map(|(name, mut t)| {
@@ -51,7 +41,7 @@ fn perturbed_tensors(net: &Network, seed: u64) -> HashMap<String, ArrayD<f32>> {
                 _ => None, // kernels keep their Glorot-uniform values
             };
             if let Some(r) = range {
-                t.mapv_inplace(|_| rng.uniform(r.clone()));
+                t.mapv_inplace(|_| rng.uniform(r.start, r.end));
             }
             (name, t)
         })
@@ -66,8 +56,8 @@ fn agreement(spec: &ModelSpec, batch: usize, seed: u64) -> f64 {
     net.load_tensors(&tensors).expect("perturbed tensors load");
 
     let reference = TractReference::new(spec, &tensors, batch).expect("tract graph builds");
-    let mut rng = Rng(seed + 2);
-    let x = Array4::from_shape_fn(reference.input_shape(), |_| rng.uniform(0.0..1.0));
+    let mut rng = Rng::new(seed + 2);
+    let x = Array4::from_shape_fn(reference.input_shape(), |_| rng.uniform(0.0, 1.0));
 
     let ours = net.forward(x.view(), Mode::Eval);
     let theirs = reference.run(x.view()).expect("tract runs");

@@ -1,4 +1,5 @@
-//! `cargo +nightly fuzz run parse`: the model-file parser on arbitrary bytes.
+//! The model-file parser on arbitrary bytes. From `fuzz/` (see the README for
+//! the toolchain): `cargo fuzz run parse corpus/parse seeds/parse`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

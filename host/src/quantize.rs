@@ -1,6 +1,6 @@
 //! Post-training quantization of a checkpoint: the float tensors (Keras names
 //! and layouts) and activation ranges from calibration images go through the
-//! shared crate's one quantizing routine ([`shared::build`]) to an int8 or f16
+//! shared crate's one quantizing routine ([`shared::convert`]) to an int8 or f16
 //! model file, which is written atomically and read back with the shared parser
 //! before the command reports success.
 //!
@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ndarray::{ArrayD, ArrayView4, Axis};
-use shared::build::{self, FloatLayer, OwnedLayer, OwnedModel, Ranges};
+use shared::convert::{self, FloatLayer, OwnedLayer, OwnedModel, Ranges};
 use shared::model::Precision;
 use shared::spec::{Layer, ModelSpec};
 
@@ -142,7 +142,7 @@ impl FloatParams {
         Ok(FloatParams { owned, spec: *spec })
     }
 
-    /// The borrowed per-layer view [`shared::build`] takes.
+    /// The borrowed per-layer view [`shared::convert`] takes.
     pub fn layers(&self) -> Vec<FloatLayer<'_>> {
         self.owned.iter().map(OwnedLayer::view).collect()
     }
@@ -175,7 +175,7 @@ impl Calibrator {
         self.images
     }
 
-    /// The ranges [`shared::build::quantize_int8`] takes. The input range is
+    /// The ranges [`shared::convert::quantize_int8`] takes. The input range is
     /// fixed to [0, 1] (the pixel convention), so pixel bytes map exactly.
     pub fn ranges(&self) -> Ranges {
         Ranges { input: (0.0, 1.0), layers: self.stats.iter().map(|s| s.range(self.method)).collect() }
@@ -193,9 +193,9 @@ pub fn quantize(
     let mut model = match precision {
         Precision::Int8 => {
             let ranges = ranges.context("int8 quantization needs calibration ranges")?;
-            build::quantize_int8(&params.spec, &layers, ranges).map_err(|e| anyhow::anyhow!("{e}"))?
+            convert::quantize_int8(&params.spec, &layers, ranges).map_err(|e| anyhow::anyhow!("{e}"))?
         }
-        Precision::F16 => build::convert_f16(&params.spec, &layers).map_err(|e| anyhow::anyhow!("{e}"))?,
+        Precision::F16 => convert::convert_f16(&params.spec, &layers).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     model.labels = labels.join("\n");
     Ok(model)

@@ -15,9 +15,10 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-/// Float parameters -> [`model::QuantModel`] (the host's quantizer and the tests).
+/// Float parameters -> [`model::QuantModel`]: int8 quantization and f16
+/// conversion (the host's quantizer and the tests).
 #[cfg(feature = "std")]
-pub mod build;
+pub mod convert;
 pub mod engine;
 pub mod format;
 pub mod geometry;

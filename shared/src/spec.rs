@@ -10,6 +10,11 @@ use core::fmt;
 /// Most layers a model may hold. The tutorial's AlexNet has 21.
 pub const MAX_LAYERS: usize = 48;
 
+/// Largest element count of any tensor (the input, or a layer's output) in a
+/// [`ModelSpec`]. Keeps the shape arithmetic (elements, parameters, MACs) of a
+/// validated stack far from u64 overflow.
+pub const MAX_TENSOR_ELEMENTS: u64 = u32::MAX as u64;
+
 /// Keras's `BatchNormalization` defaults.
 pub const BN_EPSILON: f32 = 1e-3;
 /// Keras's `BatchNormalization` default momentum for the running statistics.
@@ -55,6 +60,16 @@ impl Shape {
         match self {
             Shape::Image { h, w, c } => h as u64 * w as u64 * c as u64,
             Shape::Flat(n) => n as u64,
+        }
+    }
+
+    /// Number of scalars in one example, or `None` if the product overflows u64
+    /// (three u32 dimensions can). [`Shape::elements`] is exact on the shapes
+    /// of a [`ModelSpec`], which refuses tensors over [`MAX_TENSOR_ELEMENTS`].
+    pub fn checked_elements(self) -> Option<u64> {
+        match self {
+            Shape::Image { h, w, c } => (h as u64).checked_mul(w as u64)?.checked_mul(c as u64),
+            Shape::Flat(n) => Some(n as u64),
         }
     }
 
@@ -254,30 +269,46 @@ impl Layer {
     }
 
     /// (trainable, non-trainable) parameter counts given this layer's input shape.
+    ///
+    /// Exact for the layers of a [`ModelSpec`] (whose construction checks that
+    /// every count fits); saturates at `u64::MAX` otherwise.
     pub fn params(&self, input: Shape) -> (u64, u64) {
+        self.checked_params(input).unwrap_or((u64::MAX, u64::MAX))
+    }
+
+    /// [`Layer::params`] with checked arithmetic: `None` on u64 overflow.
+    pub fn checked_params(&self, input: Shape) -> Option<(u64, u64)> {
         let cin = input.channels() as u64;
-        match *self {
+        Some(match *self {
             Layer::Conv2D(c) => {
                 let k = c.kernel as u64;
-                (k * k * cin * c.filters as u64 + c.filters as u64, 0)
+                let filters = c.filters as u64;
+                (k.checked_mul(k)?.checked_mul(cin)?.checked_mul(filters)?.checked_add(filters)?, 0)
             }
-            Layer::Dense { units, .. } => (cin * units as u64 + units as u64, 0),
+            Layer::Dense { units, .. } => (cin.checked_mul(units as u64)?.checked_add(units as u64)?, 0),
             // gamma and beta train; the moving mean and variance do not.
             Layer::BatchNorm { .. } => (2 * cin, 2 * cin),
             Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => (0, 0),
-        }
+        })
     }
 
     /// Multiply-accumulates per example at inference.
+    ///
+    /// Exact for the layers of a [`ModelSpec`]; saturates at `u64::MAX` otherwise.
     pub fn macs(&self, input: Shape, output: Shape) -> u64 {
+        self.checked_macs(input, output).unwrap_or(u64::MAX)
+    }
+
+    /// [`Layer::macs`] with checked arithmetic: `None` on u64 overflow.
+    pub fn checked_macs(&self, input: Shape, output: Shape) -> Option<u64> {
         match *self {
             Layer::Conv2D(c) => {
                 let k = c.kernel as u64;
-                output.elements() * k * k * input.channels() as u64
+                output.checked_elements()?.checked_mul(k)?.checked_mul(k)?.checked_mul(input.channels() as u64)
             }
-            Layer::Dense { .. } => input.elements() * output.elements(),
-            Layer::BatchNorm { .. } => output.elements(),
-            _ => 0,
+            Layer::Dense { .. } => input.checked_elements()?.checked_mul(output.checked_elements()?),
+            Layer::BatchNorm { .. } => output.checked_elements(),
+            _ => Some(0),
         }
     }
 }
@@ -295,8 +326,15 @@ pub enum Problem {
     ZeroHyperparameter,
     /// A dropout rate, epsilon or momentum out of range.
     BadRate,
-    /// A dimension does not fit in 32 bits.
+    /// A dimension does not fit in 32 bits (or a tensor holds more than
+    /// [`MAX_TENSOR_ELEMENTS`] values).
     TooLarge,
+    /// A Softmax activation anywhere but on the last layer, a Dense: the
+    /// engine never applies it, so the model would mean something else there.
+    MisplacedSoftmax,
+    /// The model's parameter, multiply-accumulate or parameter-byte count
+    /// overflows 64 bits once this layer is counted.
+    CountOverflow,
 }
 
 impl fmt::Display for Problem {
@@ -310,6 +348,8 @@ impl fmt::Display for Problem {
             }
             Problem::BadRate => "a rate, epsilon or momentum is out of range",
             Problem::TooLarge => "a dimension does not fit in 32 bits",
+            Problem::MisplacedSoftmax => "softmax is only allowed as the activation of the last layer, a Dense",
+            Problem::CountOverflow => "the model's parameter, multiply-accumulate or byte count overflows 64 bits",
         })
     }
 }
@@ -355,20 +395,53 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// Validate `layers` on `input`.
+    /// Validate `layers` on `input`: every layer's shape, every tensor within
+    /// [`MAX_TENSOR_ELEMENTS`], Softmax only on the last layer (a Dense), and
+    /// the parameter, MAC and parameter-byte counts of the whole stack within
+    /// u64 (checked arithmetic), so that [`ModelSpec::params`],
+    /// [`ModelSpec::macs`] and [`Shape::elements`] are exact on what it returns,
+    /// whoever built it (a preset, a file, an importer).
     pub fn new(input: Shape, layers: &[Layer]) -> Result<Self, SpecError> {
         if layers.len() > MAX_LAYERS {
             return Err(SpecError::TooManyLayers);
         }
-        if layers.is_empty() {
-            return Err(SpecError::NoLayers);
-        }
-        if input.elements() == 0 {
+        let Some(&first) = layers.first() else { return Err(SpecError::NoLayers) };
+        let fits = |s: Shape| s.checked_elements().is_some_and(|e| e <= MAX_TENSOR_ELEMENTS);
+        if input.checked_elements() == Some(0) {
             return Err(SpecError::EmptyInput);
         }
+        if !fits(input) {
+            return Err(SpecError::Layer { index: 0, kind: first.kind(), input, problem: Problem::TooLarge });
+        }
+        let last = layers.len() - 1;
+        // Parameters (trainable + not), MACs, and parameter bytes at the widest
+        // element (4: f32 scales, i32 bias/multiplier/shift).
+        let (mut params, mut macs) = (0u64, 0u64);
         let mut shape = input;
         for (i, l) in layers.iter().enumerate() {
-            shape = l.output_shape(i, shape)?;
+            let err = |problem| SpecError::Layer { index: i, kind: l.kind(), input: shape, problem };
+            let out = l.output_shape(i, shape)?;
+            if !fits(out) {
+                return Err(err(Problem::TooLarge));
+            }
+            let softmax = match *l {
+                Layer::Conv2D(c) => c.activation == Activation::Softmax,
+                Layer::Dense { activation, .. } => activation == Activation::Softmax && i != last,
+                _ => false,
+            };
+            if softmax {
+                return Err(err(Problem::MisplacedSoftmax));
+            }
+            let counted = (|| {
+                let (t, n) = l.checked_params(shape)?;
+                params = params.checked_add(t)?.checked_add(n)?;
+                macs = macs.checked_add(l.checked_macs(shape, out)?)?;
+                params.checked_mul(4)
+            })();
+            if counted.is_none() {
+                return Err(err(Problem::CountOverflow));
+            }
+            shape = out;
         }
         let mut all = [Layer::Flatten; MAX_LAYERS];
         all[..layers.len()].copy_from_slice(layers);
@@ -704,5 +777,68 @@ mod tests {
         assert_eq!(m.layer_name(0).to_string(), "conv2d");
         assert_eq!(m.layer_name(3).to_string(), "conv2d_1");
         assert_eq!(m.layer_name(17).to_string(), "dropout_1");
+    }
+
+    // Regression (issue 8): a mid-stack softmax was accepted; the host's float
+    // network applied it and the engine did not, so one model meant two things.
+    #[test]
+    fn softmax_only_on_the_last_dense_layer() {
+        let head = || Sequential::new(Shape::image(6, 6, 2)).conv2d(Conv2D::new(3, 3).relu()).flatten();
+        assert!(head().dense(4, Activation::Softmax).build().is_ok());
+        let mid_dense = head().dense(8, Activation::Softmax).dense(4, Activation::None).build().unwrap_err();
+        assert_eq!(
+            mid_dense,
+            SpecError::Layer {
+                index: 2,
+                kind: LayerKind::Dense,
+                input: Shape::Flat(48),
+                problem: Problem::MisplacedSoftmax
+            }
+        );
+        // A Dropout after the softmax head makes it mid-stack too.
+        let before_dropout = head().dense(4, Activation::Softmax).dropout(0.5).build().unwrap_err();
+        assert!(matches!(before_dropout, SpecError::Layer { index: 2, problem: Problem::MisplacedSoftmax, .. }));
+        let mut conv = Conv2D::new(3, 3);
+        conv.activation = Activation::Softmax;
+        let on_conv = Sequential::new(Shape::image(6, 6, 2)).conv2d(conv).build().unwrap_err();
+        assert!(matches!(
+            on_conv,
+            SpecError::Layer { index: 0, kind: LayerKind::Conv2D, problem: Problem::MisplacedSoftmax, .. }
+        ));
+        extern crate std;
+        use std::string::ToString;
+        let text = mid_dense.to_string();
+        assert!(text.starts_with("layer 2 (Dense)") && text.contains("softmax"), "{text}");
+    }
+
+    // Regression (issue 8): the overflow guards lived only in the file parser;
+    // a stack built in code overflowed (a panic in debug, a wrapped count in release).
+    #[test]
+    fn counts_that_overflow_u64_are_refused() {
+        let overflow = |input: Shape, layers: &[Layer]| match ModelSpec::new(input, layers) {
+            Err(SpecError::Layer { problem, index, .. }) => (index, problem),
+            other => panic!("{other:?}"),
+        };
+        // Three u32 dimensions: the element count itself overflows u64.
+        let huge = Shape::image(u32::MAX, u32::MAX, u32::MAX);
+        assert_eq!(overflow(huge, &[Layer::Flatten]), (0, Problem::TooLarge));
+        // A tensor over MAX_TENSOR_ELEMENTS (but within u64).
+        let conv = |filters, kernel| Layer::Conv2D(Conv2D::new(filters, kernel).same());
+        assert_eq!(overflow(Shape::image(1 << 16, 1 << 16, 1), &[conv(2, 1)]), (0, Problem::TooLarge));
+        // Same padding lets the kernel grow past the input: 2^32-1 squared times 3 channels.
+        assert_eq!(overflow(Shape::image(8, 8, 3), &[conv(4, u32::MAX)]), (0, Problem::CountOverflow));
+        // Parameters fit (2^40) but MACs do not: 2^32-2^17+1 outputs x 2^40 taps.
+        let big = Shape::image(u16::MAX as u32, u16::MAX as u32, 1);
+        assert_eq!(overflow(big, &[conv(1, 1 << 20)]), (0, Problem::CountOverflow));
+        // Parameters fit in u64 ((2^32-1)^2 + 2^32-1 < 2^64) but not their bytes.
+        let dense = Layer::Dense { units: u32::MAX, activation: Activation::None };
+        assert_eq!(overflow(Shape::Flat(u32::MAX), &[dense]), (0, Problem::CountOverflow));
+        // Each layer fits on its own; the sum over the stack does not.
+        let dense = Layer::Dense { units: 1 << 30, activation: Activation::None };
+        let m = ModelSpec::new(Shape::Flat(1 << 30), &[dense]).unwrap();
+        assert_eq!(m.params().0, (1 << 60) + (1 << 30));
+        assert_eq!(overflow(Shape::Flat(1 << 30), &[dense; 16]), (3, Problem::CountOverflow));
+        // The unchecked accessors saturate instead of wrapping on layers outside a spec.
+        assert_eq!(Layer::Conv2D(Conv2D::new(4, u32::MAX)).params(Shape::image(8, 8, 3)).0, u64::MAX);
     }
 }

@@ -1,14 +1,15 @@
 //! The engine on small random models built with `Sequential` and quantized by
-//! `shared::build`: every layer's output checked through the observer (int8:
+//! `shared::convert`: every layer's output checked through the observer (int8:
 //! equal to the plain kernel on the same input, and within one quantum of the
 //! float layer on the dequantized input; f16: equal to the f16 kernel), the
 //! arena plan sufficient and tight, and every error typed.
 
 mod common;
 
-use common::TestRng;
+use suite::{random_params, views, Rng};
+
 use proptest::prelude::*;
-use shared::build::{self, FloatLayer, OwnedModel, OwnedWeights, Ranges};
+use shared::convert::{self, OwnedLayer, OwnedModel, OwnedWeights, Ranges};
 use shared::engine::{self, EngineError, NoObserver, Observer};
 use shared::f16;
 use shared::kernels::{f16 as k16, int8 as k8, ConvGeom, PoolGeom};
@@ -16,63 +17,17 @@ use shared::model::{F16Weights, Int8Weights, LayerWeights, Precision, TensorQuan
 use shared::quant;
 use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Sequential, Shape};
 
-/// Float parameters owned by a test.
-enum Params {
-    None,
-    Conv(Vec<f32>, Vec<f32>),
-    Dense(Vec<f32>, Vec<f32>),
-    Bn([Vec<f32>; 4]),
-}
-
-impl Params {
-    fn view(&self) -> FloatLayer<'_> {
-        match self {
-            Params::None => FloatLayer::None,
-            Params::Conv(w, b) => FloatLayer::Conv2D { weights: w, bias: b },
-            Params::Dense(w, b) => FloatLayer::Dense { weights: w, bias: b },
-            Params::Bn([g, b, m, v]) => FloatLayer::BatchNorm { gamma: g, beta: b, mean: m, var: v },
-        }
-    }
-}
-
-/// He-like random weights; BN with gammas of both signs.
-fn random_params(spec: &ModelSpec, rng: &mut TestRng) -> Vec<Params> {
-    spec.shapes()
-        .map(|(_, layer, inp, out)| match *layer {
-            Layer::Conv2D(c) => {
-                let fan_in = (c.kernel * c.kernel * inp.channels()) as usize;
-                let a = (3.0 / fan_in as f32).sqrt();
-                Params::Conv(rng.vec(fan_in * c.filters as usize, -a, a), rng.vec(c.filters as usize, -0.2, 0.2))
-            }
-            Layer::Dense { units, .. } => {
-                let n = inp.elements() as usize;
-                let a = (3.0 / n as f32).sqrt();
-                Params::Dense(rng.vec(n * units as usize, -a, a), rng.vec(units as usize, -0.2, 0.2))
-            }
-            Layer::BatchNorm { .. } => {
-                let c = out.channels() as usize;
-                Params::Bn([rng.vec(c, -2.0, 2.0), rng.vec(c, -0.5, 0.5), rng.vec(c, -0.3, 0.3), rng.vec(c, 0.1, 2.0)])
-            }
-            _ => Params::None,
-        })
-        .collect()
-}
-
-fn views(p: &[Params]) -> Vec<FloatLayer<'_>> {
-    p.iter().map(Params::view).collect()
-}
-
 /// Calibrate on a few random inputs and quantize.
-fn int8_model(spec: &ModelSpec, p: &[Params], rng: &mut TestRng) -> (OwnedModel, Vec<f32>) {
+fn int8_model(spec: &ModelSpec, p: &[OwnedLayer], rng: &mut Rng) -> (OwnedModel, Vec<f32>) {
     let v = views(p);
     let n = spec.input().elements() as usize;
     let mut ranges = Ranges::new(spec);
     let mut last = vec![];
     for _ in 0..4 {
         last = rng.vec(n, -1.0, 1.0);
-        ranges.observe(spec, &v, &last).unwrap();
+        suite::observe(&mut ranges, spec, &v, &last).unwrap();
     }
-    (build::quantize_int8(spec, &v, &ranges).unwrap(), last)
+    (convert::quantize_int8(spec, &v, &ranges).unwrap(), last)
 }
 
 /// Records every layer's output.
@@ -109,7 +64,7 @@ fn int8_weights(w: &OwnedWeights) -> Int8Weights<'_> {
 }
 
 /// A random AlexNet-shaped stack (conv/relu -> BN -> pool -> same conv -> BN -> dense).
-fn random_spec(rng: &mut TestRng) -> Option<ModelSpec> {
+fn random_spec(rng: &mut Rng) -> Option<ModelSpec> {
     let h = rng.int(5, 14) as u32;
     let w = rng.int(5, 14) as u32;
     let mut s = Sequential::new(Shape::image(h, w, rng.int(1, 3) as u32));
@@ -174,7 +129,7 @@ fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> 
                     .zip(wt.weight_scale)
                     .map(|(&b, &s)| (b as f64 * in_q.scale as f64 * s as f64) as f32)
                     .collect();
-                let y = build::reference_conv(&g, &rw, &rb, &xf);
+                let y = suite::reference_conv(&g, &rw, &rb, &xf);
                 for (j, &v) in y.iter().enumerate() {
                     let v = if c.activation == Activation::Relu { v.max(0.0) } else { v };
                     prop_assert!(
@@ -223,7 +178,7 @@ proptest! {
 
     #[test]
     fn int8_every_layer_matches_plain_kernels_and_float(seed: u64) {
-        let mut rng = TestRng::new(seed);
+        let mut rng = Rng::new(seed);
         let Some(spec) = random_spec(&mut rng) else { return Ok(()) };
         let p = random_params(&spec, &mut rng);
         let (m, sample) = int8_model(&spec, &p, &mut rng);
@@ -234,11 +189,11 @@ proptest! {
 
     #[test]
     fn f16_every_layer_matches_kernels_and_float(seed: u64) {
-        let mut rng = TestRng::new(seed);
+        let mut rng = Rng::new(seed);
         let Some(spec) = random_spec(&mut rng) else { return Ok(()) };
         let p = random_params(&spec, &mut rng);
         let v = views(&p);
-        let m = build::convert_f16(&spec, &v).unwrap();
+        let m = convert::convert_f16(&spec, &v).unwrap();
         let x = rng.vec(spec.input().elements() as usize, -1.0, 1.0);
         let mut input = vec![0u8; 2 * x.len()];
         engine::encode_f16_input(&x, &mut input).unwrap();
@@ -262,7 +217,7 @@ proptest! {
             prev = got;
         }
         // End to end against the float model: f16 keeps ~3 decimal digits per layer.
-        let float = build::float_forward(&spec, &v, &x).unwrap();
+        let float = suite::float_forward(&spec, &v, &x).unwrap();
         let logits = float.last().unwrap();
         let mut deq = vec![0.0f32; logits.len()];
         engine::dequantize_output(&m.view(), &out, &mut deq).unwrap();
@@ -274,10 +229,10 @@ proptest! {
 
     #[test]
     fn plan_is_sufficient_and_one_byte_less_fails(seed: u64, f16_model: bool) {
-        let mut rng = TestRng::new(seed);
+        let mut rng = Rng::new(seed);
         let Some(spec) = random_spec(&mut rng) else { return Ok(()) };
         let p = random_params(&spec, &mut rng);
-        let m = if f16_model { build::convert_f16(&spec, &views(&p)).unwrap() } else { int8_model(&spec, &p, &mut rng).0 };
+        let m = if f16_model { convert::convert_f16(&spec, &views(&p)).unwrap() } else { int8_model(&spec, &p, &mut rng).0 };
         let view = m.view();
         let prepared = engine::prepare(&view).unwrap();
         let plan = *prepared.plan();
@@ -318,9 +273,9 @@ fn bn_after_relu_with_negative_gammas_follows_the_float_model() {
         .unwrap();
     let mut worst = 0.0f32;
     for seed in 0..20 {
-        let mut rng = TestRng::new(seed);
+        let mut rng = Rng::new(seed);
         let mut p = random_params(&spec, &mut rng);
-        if let Params::Bn([g, ..]) = &mut p[1] {
+        if let OwnedLayer::BatchNorm { gamma: g, .. } = &mut p[1] {
             for (i, v) in g.iter_mut().enumerate() {
                 *v = if i % 2 == 0 { -v.abs() - 0.2 } else { v.abs() + 0.2 };
             }
@@ -331,7 +286,7 @@ fn bn_after_relu_with_negative_gammas_follows_the_float_model() {
         let (out, _) = run_recorded(&m, &input);
         let mut deq = vec![0.0; out.len()];
         engine::dequantize_output(&m.view(), &out, &mut deq).unwrap();
-        let float = build::float_forward(&spec, &views(&p), &x).unwrap();
+        let float = suite::float_forward(&spec, &views(&p), &x).unwrap();
         let q = m.view().output_quant();
         let range = float.last().unwrap().iter().fold(0.0f32, |a, &b| a.max(b.abs()));
         for (a, b) in deq.iter().zip(float.last().unwrap()) {
@@ -343,7 +298,7 @@ fn bn_after_relu_with_negative_gammas_follows_the_float_model() {
     assert!(worst > 0.0);
 }
 
-fn tiny() -> (ModelSpec, Vec<Params>) {
+fn tiny() -> (ModelSpec, Vec<OwnedLayer>) {
     let spec = Sequential::new(Shape::image(6, 6, 2))
         .conv2d(Conv2D::new(3, 3).relu())
         .batch_norm()
@@ -352,7 +307,7 @@ fn tiny() -> (ModelSpec, Vec<Params>) {
         .dense(3, Activation::Softmax)
         .build()
         .unwrap();
-    let mut rng = TestRng::new(7);
+    let mut rng = Rng::new(7);
     let p = random_params(&spec, &mut rng);
     (spec, p)
 }
@@ -360,7 +315,7 @@ fn tiny() -> (ModelSpec, Vec<Params>) {
 #[test]
 fn errors_are_typed_and_never_panic() {
     let (spec, p) = tiny();
-    let mut rng = TestRng::new(1);
+    let mut rng = Rng::new(1);
     let (m, _) = int8_model(&spec, &p, &mut rng);
     let view = m.view();
     let prepared = engine::prepare(&view).unwrap();
@@ -449,7 +404,7 @@ fn helpers_round_trip() {
 #[test]
 fn alexnet_micro_runs_int8_and_f16() {
     let spec = shared::spec::alexnet_micro(99, 10).unwrap();
-    let mut rng = TestRng::new(3);
+    let mut rng = Rng::new(3);
     let p = random_params(&spec, &mut rng);
     let (m, x) = int8_model(&spec, &p, &mut rng);
     let view = m.view();
@@ -463,7 +418,7 @@ fn alexnet_micro_runs_int8_and_f16() {
     let out = engine::run(&engine::prepare(&view).unwrap(), &input, &mut arena, &mut rec).unwrap();
     assert_eq!(out.len(), 10);
     assert_eq!(rec.done.len(), spec.layers().len());
-    let f = build::convert_f16(&spec, &views(&p)).unwrap();
+    let f = convert::convert_f16(&spec, &views(&p)).unwrap();
     let fplan = engine::plan(&f.view());
     assert_eq!(fplan.arena_bytes, 2 * plan.arena_bytes + 1);
 }
@@ -471,16 +426,16 @@ fn alexnet_micro_runs_int8_and_f16() {
 /// Every layer's bytes of 40 random int8 and f16 models, one digest per
 /// precision. The digests were recorded with the engine before `prepare`
 /// existed (commit 605f1f8): a prepared model runs to the same bytes. (The
-/// digests also depend on this file's fixtures: if `TestRng` or the random
+/// digests also depend on this file's fixtures: if `suite::Rng` or the random
 /// models change, re-record them with the engine of that commit.)
 fn layer_digest(f16_model: bool) -> u64 {
     let mut all = Vec::new();
     for seed in 0..40u64 {
-        let mut rng = TestRng::new(1000 + seed);
+        let mut rng = Rng::new(1000 + seed);
         let Some(spec) = random_spec(&mut rng) else { continue };
         let p = random_params(&spec, &mut rng);
         let (m, x) = int8_model(&spec, &p, &mut rng);
-        let m = if f16_model { build::convert_f16(&spec, &views(&p)).unwrap() } else { m };
+        let m = if f16_model { convert::convert_f16(&spec, &views(&p)).unwrap() } else { m };
         let mut input = vec![0u8; x.len() * m.precision.activation_bytes()];
         if f16_model {
             engine::encode_f16_input(&x, &mut input).unwrap();
@@ -509,7 +464,7 @@ fn prepared_runs_give_the_bytes_of_before() {
 #[test]
 fn a_model_that_fails_validation_cannot_be_prepared() {
     let (spec, p) = tiny();
-    let mut rng = TestRng::new(7);
+    let mut rng = Rng::new(7);
     let (m, _) = int8_model(&spec, &p, &mut rng);
     let bad_shift = [40, 0, 0];
     let h = [f16::ONE; 3];

@@ -1,12 +1,10 @@
 //! `engine::run_with` splitting layers across threads gives the bytes of
 //! `engine::run`, for any number of jobs (including more jobs than rows).
 
-mod common;
-
-use common::TestRng;
-use shared::build::{self, FloatLayer, Ranges};
+use shared::convert::{self, Ranges};
 use shared::engine::{self, NoObserver, Parallel, ScopedThreads, SingleThread};
-use shared::spec::{self, Layer};
+use shared::spec;
+use suite::Rng;
 
 /// Jobs run in reverse order on one thread: scheduling must not matter.
 struct Reversed(usize);
@@ -20,49 +18,16 @@ impl Parallel for Reversed {
     }
 }
 
-/// One layer's float parameters: Conv2D/Dense use (weights, bias, -, -),
-/// BatchNorm (gamma, beta, mean, var); other layers have none.
-type LayerParams = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
-
 #[test]
 fn split_layers_give_the_same_bytes() {
     let spec = spec::alexnet_micro(67, 7).unwrap();
-    let mut rng = TestRng::new(7);
-    let params: Vec<LayerParams> = spec
-        .shapes()
-        .map(|(_, layer, inp, out)| match *layer {
-            Layer::Conv2D(c) => {
-                let n = (c.kernel * c.kernel * inp.channels()) as usize;
-                let a = (3.0 / n as f32).sqrt();
-                (rng.vec(n * c.filters as usize, -a, a), rng.vec(c.filters as usize, -0.2, 0.2), vec![], vec![])
-            }
-            Layer::Dense { units, .. } => {
-                let n = inp.elements() as usize;
-                let a = (3.0 / n as f32).sqrt();
-                (rng.vec(n * units as usize, -a, a), rng.vec(units as usize, -0.2, 0.2), vec![], vec![])
-            }
-            Layer::BatchNorm { .. } => {
-                let c = out.channels() as usize;
-                (rng.vec(c, -2.0, 2.0), rng.vec(c, -0.5, 0.5), rng.vec(c, -0.3, 0.3), rng.vec(c, 0.1, 2.0))
-            }
-            _ => (vec![], vec![], vec![], vec![]),
-        })
-        .collect();
-    let views: Vec<FloatLayer<'_>> = spec
-        .layers()
-        .iter()
-        .zip(&params)
-        .map(|(l, (a, b, c, d))| match l {
-            Layer::Conv2D(_) => FloatLayer::Conv2D { weights: a, bias: b },
-            Layer::Dense { .. } => FloatLayer::Dense { weights: a, bias: b },
-            Layer::BatchNorm { .. } => FloatLayer::BatchNorm { gamma: a, beta: b, mean: c, var: d },
-            _ => FloatLayer::None,
-        })
-        .collect();
+    let mut rng = Rng::new(7);
+    let params = suite::random_params(&spec, &mut rng);
+    let views = suite::views(&params);
     let image = rng.vec(spec.input().elements() as usize, -1.0, 1.0);
     let mut ranges = Ranges::new(&spec);
-    ranges.observe(&spec, &views, &image).unwrap();
-    let model = build::quantize_int8(&spec, &views, &ranges).unwrap();
+    suite::observe(&mut ranges, &spec, &views, &image).unwrap();
+    let model = convert::quantize_int8(&spec, &views, &ranges).unwrap();
     let view = model.view();
     let mut input = vec![0u8; image.len()];
     engine::quantize_input(&image, model.input, &mut input).unwrap();

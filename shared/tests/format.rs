@@ -64,7 +64,7 @@ fn random_models_round_trip_field_for_field() {
 #[test]
 fn alexnet_micro_round_trips_with_labels() {
     for precision in PRECISIONS {
-        let m = model_for(alexnet_micro(99, 10).unwrap(), precision, &mut Rng(1), true);
+        let m = model_for(alexnet_micro(99, 10).unwrap(), precision, &mut Rng::new(1), true);
         let f = file_of(&m);
         let back = parse(&f).unwrap();
         assert_eq!(back, m.view());
@@ -315,12 +315,71 @@ fn huge_shapes_are_refused_without_overflow() {
     });
     assert!(matches!(e.kind, ErrorKind::Spec(SpecError::Layer { problem: Problem::TooLarge, .. })), "{e:?}");
     assert_eq!(e.field, Field::InputShape);
-    // A same-padded conv with a 2^32-1 kernel: its weight count saturates, never matches.
+    // A same-padded conv with a 2^32-1 kernel: its weight count overflows u64,
+    // which `ModelSpec::new` refuses (before issue 8 the parser saturated the
+    // count and refused it as a `WrongCount` of its section).
     let r0 = offsets::layer_record(0);
     let e = patched(&m, |f| put_u32(f, r0 + 8, u32::MAX));
-    assert!(matches!(e.kind, ErrorKind::WrongCount { .. }), "{e:?}");
+    assert!(
+        matches!(e.kind, ErrorKind::Spec(SpecError::Layer { index: 0, problem: Problem::CountOverflow, .. })),
+        "{e:?}"
+    );
+    assert_err(e, Field::Hyperparameters, Some(0), r0 + offsets::layer::PARAMS);
     let e = patched(&m, |f| put_u32(f, r0 + 4, u32::MAX));
     assert!(matches!(e.kind, ErrorKind::Spec(_) | ErrorKind::WrongCount { .. }), "{e:?}");
+}
+
+// Regression (issue 8): a softmax before the last layer was a valid file; the
+// engine ignores it, the host's float network applied it.
+#[test]
+fn a_mid_stack_softmax_is_refused_naming_its_layer() {
+    // The activation tags: 0 none, 1 relu, 2 softmax. Layer 3 is a Conv2D, 6 the Dense head.
+    const SOFTMAX: u8 = 2;
+    for precision in PRECISIONS {
+        let m = fixed_model(precision);
+        let r3 = offsets::layer_record(3);
+        let e = patched(&m, |f| f[r3 + offsets::layer::ACTIVATION] = SOFTMAX);
+        match e.kind {
+            ErrorKind::Spec(SpecError::Layer {
+                index: 3,
+                kind: LayerKind::Conv2D,
+                problem: Problem::MisplacedSoftmax,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_err(e, Field::Activation, Some(3), r3 + offsets::layer::ACTIVATION);
+        assert!(e.to_string().contains("softmax"), "{e}");
+    }
+    // A Dense with softmax that is not last: the stack ends Dense(softmax), Dropout.
+    let spec = shared::spec::Sequential::new(shared::spec::Shape::Flat(6))
+        .dense(4, shared::spec::Activation::Softmax)
+        .dropout(0.5)
+        .build();
+    assert!(matches!(spec, Err(SpecError::Layer { index: 0, problem: Problem::MisplacedSoftmax, .. })));
+    // In a file: turn the Dropout (layer 5, on 24 features) into a
+    // Dense(24, softmax) in front of the head.
+    let m = fixed_model(Precision::F16);
+    let r5 = offsets::layer_record(5);
+    let mut f = file_of(&m);
+    f[r5 + offsets::layer::KIND] = 4; // Dense
+    f[r5 + offsets::layer::ACTIVATION] = SOFTMAX;
+    put_u32(&mut f, r5 + offsets::layer::PARAMS, 24);
+    reseal(&mut f);
+    let e = parse(&f).expect_err("a mid-stack softmax Dense must be refused");
+    assert!(
+        matches!(
+            e.kind,
+            ErrorKind::Spec(SpecError::Layer {
+                index: 5,
+                kind: LayerKind::Dense,
+                problem: Problem::MisplacedSoftmax,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    assert_err(e, Field::Activation, Some(5), r5 + offsets::layer::ACTIVATION);
 }
 
 #[test]

@@ -6,14 +6,14 @@
 
 mod common;
 
-use common::TestRng;
 use proptest::prelude::*;
-use shared::build::{reference_conv, reference_max_pool};
 use shared::f16;
 use shared::kernels::f16 as k16;
 use shared::kernels::{ConvGeom, PoolGeom};
 use shared::model::F16Weights;
 use shared::spec::Padding;
+use suite::Rng;
+use suite::{reference_conv, reference_max_pool};
 
 fn halves(v: &[f32]) -> Vec<f16> {
     v.iter().map(|&x| f16::from_f32(x)).collect()
@@ -36,7 +36,7 @@ proptest! {
     ) {
         let pad = if same { Padding::Same } else { Padding::Valid };
         let Some(g) = ConvGeom::new((h, w, c), filters, k, stride, pad) else { return Ok(()) };
-        let mut rng = TestRng::new(seed);
+        let mut rng = Rng::new(seed);
         let x = halves(&rng.vec(g.input_len(), -4.0, 4.0));
         let wt = halves(&rng.vec(g.weights_len(), -1.0, 1.0));
         let b = halves(&rng.vec(filters, -1.0, 1.0));
@@ -56,7 +56,7 @@ proptest! {
 
     #[test]
     fn dense_within_tolerance(seed: u64, n in 1usize..400, units in 1usize..12, relu: bool) {
-        let mut rng = TestRng::new(seed);
+        let mut rng = Rng::new(seed);
         let x = halves(&rng.vec(n, -2.0, 2.0));
         let wt = halves(&rng.vec(n * units, -0.5, 0.5));
         let b = halves(&rng.vec(units, -1.0, 1.0));
@@ -74,7 +74,7 @@ proptest! {
     #[test]
     fn max_pool_is_exact(seed: u64, h in 1usize..10, w in 1usize..10, c in 1usize..5, pool in 1usize..4, stride in 1usize..4) {
         let Some(g) = PoolGeom::new((h, w, c), pool, stride) else { return Ok(()) };
-        let mut rng = TestRng::new(seed);
+        let mut rng = Rng::new(seed);
         let x = halves(&rng.vec(g.input_len(), -10.0, 10.0));
         let mut out = vec![f16::ZERO; g.output_len()];
         k16::max_pool(&g, &x, &mut out);
@@ -83,7 +83,7 @@ proptest! {
 
     #[test]
     fn batch_norm_rounds_once(seed: u64, n in 1usize..40, c in 1usize..8) {
-        let mut rng = TestRng::new(seed);
+        let mut rng = Rng::new(seed);
         let x = halves(&rng.vec(n * c, -5.0, 5.0));
         let s = halves(&rng.vec(c, -3.0, 3.0)); // negative scales included
         let t = halves(&rng.vec(c, -1.0, 1.0));

@@ -6,12 +6,12 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use shared::build::{reference_conv, reference_max_pool};
 use shared::kernels::int8::{self as k8, Int8Params};
 use shared::kernels::{ConvGeom, PoolGeom};
 use shared::model::{Int8Weights, TensorQuant};
 use shared::quant;
 use shared::spec::{Activation, Padding};
+use suite::{reference_conv, reference_max_pool, Rng};
 
 fn padding(same: bool) -> Padding {
     if same {
@@ -42,7 +42,7 @@ fn conv_case(
     relu: bool,
 ) -> Option<ConvCase> {
     let g = ConvGeom::new((h, w, c), filters, k, stride, padding(same))?;
-    let mut rng = TestRng::new(seed);
+    let mut rng = Rng::new(seed);
     let in_q = random_quant(&mut rng);
     let x = rng.i8s(g.input_len());
     let wf = rng.vec(g.weights_len(), -1.0, 1.0);
@@ -95,7 +95,7 @@ proptest! {
 
     #[test]
     fn dense_plain_and_fast(seed: u64, n in 1usize..300, units in 1usize..20, relu: bool) {
-        let mut rng = TestRng::new(seed);
+        let mut rng = Rng::new(seed);
         let in_q = random_quant(&mut rng);
         let x = rng.i8s(n);
         let wf = rng.vec(n * units, -0.3, 0.3);
@@ -124,7 +124,7 @@ proptest! {
     #[test]
     fn max_pool_is_exact(seed: u64, h in 1usize..12, w in 1usize..12, c in 1usize..6, pool in 1usize..5, stride in 1usize..4) {
         let Some(g) = PoolGeom::new((h, w, c), pool, stride) else { return Ok(()) };
-        let mut rng = TestRng::new(seed);
+        let mut rng = Rng::new(seed);
         let x = rng.i8s(g.input_len());
         let mut out = vec![0i8; g.output_len()];
         k8::max_pool(&g, &x, &mut out);
@@ -135,7 +135,7 @@ proptest! {
 
     #[test]
     fn batch_norm_affine_with_negative_gammas(seed: u64, n in 1usize..50, c in 1usize..9) {
-        let mut rng = TestRng::new(seed);
+        let mut rng = Rng::new(seed);
         let in_q = random_quant(&mut rng);
         let x = rng.i8s(n * c);
         // gamma/sqrt(var+eps) of either sign, some exactly 0.

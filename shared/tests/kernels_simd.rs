@@ -7,13 +7,13 @@
 
 mod common;
 
-use common::TestRng;
 use proptest::prelude::*;
 use shared::f16;
 use shared::kernels::int8::{self as k8, Int8Params};
 use shared::kernels::{f16 as k16, ConvGeom};
 use shared::model::{F16Weights, Int8Weights};
 use shared::spec::{Activation, Padding};
+use suite::Rng;
 
 /// Raw int8 layer parameters (not from a quantizer: any bytes the engine accepts).
 struct Raw {
@@ -25,7 +25,7 @@ struct Raw {
 }
 
 impl Raw {
-    fn new(rng: &mut TestRng, weights: usize, channels: usize, fan_in: usize) -> Raw {
+    fn new(rng: &mut Rng, weights: usize, channels: usize, fan_in: usize) -> Raw {
         // Mostly realistic: a shift that keeps typical accumulators in range;
         // sometimes any allowed shift (saturating outputs).
         let typical = -((fan_in as f64 * 127.0 * 64.0).log2() as i32 - 7);
@@ -51,7 +51,7 @@ impl Raw {
 }
 
 /// A zero point, often at an extreme.
-fn zero_point(rng: &mut TestRng) -> i32 {
+fn zero_point(rng: &mut Rng) -> i32 {
     match rng.int(0, 3) {
         0 => -128,
         1 => 127,
@@ -59,7 +59,7 @@ fn zero_point(rng: &mut TestRng) -> i32 {
     }
 }
 
-fn params(rng: &mut TestRng, relu: bool) -> Int8Params {
+fn params(rng: &mut Rng, relu: bool) -> Int8Params {
     let act = if relu { Activation::Relu } else { Activation::None };
     Int8Params::new(zero_point(rng), zero_point(rng), act)
 }
@@ -109,7 +109,7 @@ fn dense_variants() -> Vec<(&'static str, Dense8)> {
 }
 
 fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError> {
-    let mut rng = TestRng::new(seed);
+    let mut rng = Rng::new(seed);
     let raw = Raw::new(&mut rng, g.weights_len(), g.out_c, g.kernel * g.kernel * g.in_c);
     let p = params(&mut rng, relu);
     let x = rng.i8s(g.input_len());
@@ -124,7 +124,7 @@ fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError>
 }
 
 fn check_dense8(n: usize, units: usize, seed: u64, relu: bool) -> Result<(), TestCaseError> {
-    let mut rng = TestRng::new(seed);
+    let mut rng = Rng::new(seed);
     let raw = Raw::new(&mut rng, n * units, units, n);
     let p = params(&mut rng, relu);
     let x = rng.i8s(n);
@@ -139,7 +139,7 @@ fn check_dense8(n: usize, units: usize, seed: u64, relu: bool) -> Result<(), Tes
 }
 
 /// Random f16 values, some zero, subnormal, large (overflowing sums) or infinite.
-fn halves(rng: &mut TestRng, n: usize, scale: f32, specials: bool) -> Vec<f16> {
+fn halves(rng: &mut Rng, n: usize, scale: f32, specials: bool) -> Vec<f16> {
     (0..n)
         .map(|_| match rng.int(0, if specials { 60 } else { 40 }) {
             0 => f16::ZERO,
@@ -187,7 +187,7 @@ fn dense16_variants() -> Vec<(&'static str, Dense16)> {
 }
 
 fn check_conv16(g: &ConvGeom, seed: u64, relu: bool, specials: bool) -> Result<(), TestCaseError> {
-    let mut rng = TestRng::new(seed);
+    let mut rng = Rng::new(seed);
     let x = halves(&mut rng, g.input_len(), 4.0, specials);
     let wt = halves(&mut rng, g.weights_len(), 1.0, specials);
     let b = halves(&mut rng, g.out_c, 1.0, specials);
@@ -203,7 +203,7 @@ fn check_conv16(g: &ConvGeom, seed: u64, relu: bool, specials: bool) -> Result<(
 }
 
 fn check_dense16(n: usize, units: usize, seed: u64, relu: bool, specials: bool) -> Result<(), TestCaseError> {
-    let mut rng = TestRng::new(seed);
+    let mut rng = Rng::new(seed);
     let x = halves(&mut rng, n, 2.0, specials);
     let wt = halves(&mut rng, n * units, 0.5, specials);
     let b = halves(&mut rng, units, 1.0, specials);
@@ -235,8 +235,8 @@ proptest! {
     /// engine accepts, any zero points.
     #[test]
     fn int8_batch_norm_variants_equal_plain(seed: u64, pixels in 1usize..6, c in 1usize..70, relu: bool) {
-        let mut rng = TestRng::new(seed);
-        let pick = |rng: &mut TestRng, edge: [i32; 4]| {
+        let mut rng = Rng::new(seed);
+        let pick = |rng: &mut Rng, edge: [i32; 4]| {
             if rng.int(0, 4) == 0 { edge[rng.int(0, 3) as usize] } else { rng.next_u64() as i32 }
         };
         let weights: Vec<i8> = (0..c).map(|_| if rng.int(0, 2) == 0 { 0 } else { rng.i8() }).collect();

@@ -6,15 +6,13 @@ use super::error::{ErrorKind, Field, FormatError, Section};
 use super::{align_up, offsets, offsets::layer as rec, tag};
 use super::{BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN, VERSION};
 use crate::model::{F16Weights, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant};
-use crate::spec::{Activation, Conv2D, Layer, ModelSpec, Padding, Shape, SpecError, MAX_LAYERS};
+use crate::spec::{
+    Activation, Conv2D, Layer, ModelSpec, Padding, Problem, Shape, SpecError, MAX_LAYERS, MAX_TENSOR_ELEMENTS,
+};
 use half::f16;
 
 /// CRC-32/ISO-HDLC (zlib's), with a 1 KiB table that stays in flash.
 const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
-
-/// Largest element count of any tensor (input, or a layer's output). Keeps
-/// shape arithmetic in `spec` (elements, params, MACs) far from u64 overflow.
-const MAX_TENSOR_ELEMENTS: u64 = u32::MAX as u64;
 
 /// Smallest non-zero multiplier QuantizeMultiplier produces (`0.5 * 2^31`).
 const MULTIPLIER_MIN: i32 = 1 << 30;
@@ -102,8 +100,10 @@ pub fn parse(bytes: &[u8]) -> Result<QuantModel<'_>, FormatError> {
     for (i, layer) in layers.iter_mut().enumerate().take(n) {
         *layer = read_layer(&r, i)?;
     }
+    // `ModelSpec::new` also refuses tensors over `MAX_TENSOR_ELEMENTS`, a
+    // misplaced softmax and counts that overflow u64, so nothing below (nor
+    // any user of the model) does unchecked arithmetic on a hostile stack.
     let layers = layers.get(..n).unwrap_or(&[]);
-    check_tensor_sizes(input_shape, layers)?;
     let spec = ModelSpec::new(input_shape, layers).map_err(spec_error)?;
 
     // Data area: labels, then sections, each at its canonical place.
@@ -129,8 +129,18 @@ fn err(kind: ErrorKind, field: Field, layer: Option<usize>, offset: usize) -> Fo
     FormatError::new(kind, field, layer, offset)
 }
 
+/// A stack `ModelSpec::new` refused, attributed to the field that holds the fault.
 fn spec_error(e: SpecError) -> FormatError {
     match e {
+        // The input tensor itself is too large (the check comes before any layer's).
+        SpecError::Layer { index: 0, input, problem: Problem::TooLarge, .. }
+            if input.checked_elements().is_none_or(|n| n > MAX_TENSOR_ELEMENTS) =>
+        {
+            err(ErrorKind::Spec(e), Field::InputShape, None, offsets::INPUT_SHAPE)
+        }
+        SpecError::Layer { index, problem: Problem::MisplacedSoftmax, .. } => {
+            err(ErrorKind::Spec(e), Field::Activation, Some(index), offsets::layer_record(index) + rec::ACTIVATION)
+        }
         SpecError::Layer { index, .. } => {
             err(ErrorKind::Spec(e), Field::Hyperparameters, Some(index), offsets::layer_record(index) + rec::PARAMS)
         }
@@ -329,41 +339,6 @@ fn read_layer(r: &Reader<'_>, i: usize) -> Result<Layer, FormatError> {
     Ok(layer)
 }
 
-/// Element count without overflow, or `None`.
-fn checked_elements(s: Shape) -> Option<u64> {
-    match s {
-        Shape::Image { h, w, c } => (h as u64).checked_mul(w as u64)?.checked_mul(c as u64),
-        Shape::Flat(n) => Some(n as u64),
-    }
-}
-
-/// Walk the shapes before `ModelSpec::new` does, refusing any tensor over
-/// [`MAX_TENSOR_ELEMENTS`]: `Shape::elements` and parameter counting use
-/// unchecked u64 products that a hostile file could otherwise overflow.
-fn check_tensor_sizes(input: Shape, layers: &[Layer]) -> Result<(), FormatError> {
-    let too_large = |s: Shape| checked_elements(s).is_none_or(|e| e > MAX_TENSOR_ELEMENTS);
-    if too_large(input) {
-        let kind = ErrorKind::Spec(SpecError::Layer {
-            index: 0,
-            kind: layers.first().map_or(crate::spec::LayerKind::Flatten, Layer::kind),
-            input,
-            problem: crate::spec::Problem::TooLarge,
-        });
-        return Err(err(kind, Field::InputShape, None, offsets::INPUT_SHAPE));
-    }
-    let mut shape = input;
-    for (i, l) in layers.iter().enumerate() {
-        let out = l.output_shape(i, shape).map_err(spec_error)?;
-        if too_large(out) {
-            let kind =
-                SpecError::Layer { index: i, kind: l.kind(), input: shape, problem: crate::spec::Problem::TooLarge };
-            return Err(spec_error(kind));
-        }
-        shape = out;
-    }
-    Ok(())
-}
-
 /// The next free byte of the data area; sections are placed after it in file order.
 struct Cursor {
     pos: u64,
@@ -424,14 +399,15 @@ fn read_labels<'a>(r: &Reader<'a>, spec: &ModelSpec, cursor: &mut Cursor) -> Res
 }
 
 /// (weights, channels) element counts a layer's sections must have, if it has any.
+/// Exact: `ModelSpec::new` checked that the stack's parameter count fits u64.
 fn expected_counts(layer: &Layer, input: Shape) -> Option<(u64, u64)> {
     let cin = input.channels() as u64;
     match *layer {
         Layer::Conv2D(c) => {
             let k = c.kernel as u64;
-            Some((k.saturating_mul(k).saturating_mul(cin).saturating_mul(c.filters as u64), c.filters as u64))
+            Some((k * k * cin * c.filters as u64, c.filters as u64))
         }
-        Layer::Dense { units, .. } => Some((cin.saturating_mul(units as u64), units as u64)),
+        Layer::Dense { units, .. } => Some((cin * units as u64, units as u64)),
         Layer::BatchNorm { .. } => Some((cin, cin)),
         Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => None,
     }

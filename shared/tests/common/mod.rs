@@ -1,44 +1,13 @@
-//! Helpers shared by the kernel and engine tests: a tiny deterministic RNG
-//! (proptest picks the shapes and the seed) and int8 quantization of test data.
+//! Helpers shared by the kernel and engine tests: int8 quantization of test
+//! data (drawn from `suite::Rng`; proptest picks the shapes and the seed).
 #![allow(dead_code)]
 
 use shared::model::TensorQuant;
 use shared::quant;
-
-/// xorshift64*: enough randomness for test data, reproducible from a seed.
-pub struct TestRng(u64);
-
-impl TestRng {
-    pub fn new(seed: u64) -> Self {
-        TestRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in `[lo, hi)`.
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-    pub fn i8(&mut self) -> i8 {
-        self.next_u64() as i8
-    }
-    pub fn int(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
-    }
-    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-    pub fn i8s(&mut self, n: usize) -> Vec<i8> {
-        (0..n).map(|_| self.i8()).collect()
-    }
-}
+use suite::Rng;
 
 /// A random activation quantization: scale in [0.005, 0.1), any zero point.
-pub fn random_quant(rng: &mut TestRng) -> TensorQuant {
+pub fn random_quant(rng: &mut Rng) -> TensorQuant {
     TensorQuant { scale: rng.uniform(0.005, 0.1), zero_point: rng.int(-128, 127) }
 }
 

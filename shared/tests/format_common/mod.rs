@@ -6,30 +6,7 @@ use shared::f16;
 use shared::format::{self, offsets, AlignedBytes};
 use shared::model::{F16Weights, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant};
 use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Sequential, Shape, MAX_LAYERS};
-
-/// SplitMix64: tiny, seedable, good enough for test data.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u32, hi: u32) -> u32 {
-        lo + (self.next() % (hi - lo + 1) as u64) as u32
-    }
-    pub fn chance(&mut self, one_in: u64) -> bool {
-        self.next().is_multiple_of(one_in)
-    }
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
+pub use suite::Rng;
 
 /// One layer's owned parameters.
 #[derive(Clone, Debug)]
@@ -101,7 +78,7 @@ pub fn model_for(spec: ModelSpec, precision: Precision, rng: &mut Rng, labels: b
             (Some((n, c)), Precision::Int8) => OwnedWeights::Int8 {
                 w: (0..n).map(|_| (rng.range(0, 254) as i32 - 127) as i8).collect(),
                 ws: (0..c).map(|_| 1e-5 + rng.unit() * 0.1).collect(),
-                b: (0..c).map(|_| rng.next() as i32).collect(),
+                b: (0..c).map(|_| rng.next_u64() as i32).collect(),
                 m: (0..c)
                     .map(|_| if rng.chance(16) { 0 } else { (1 << 30) + rng.range(0, (1 << 30) - 1) as i32 })
                     .collect(),
@@ -184,7 +161,7 @@ pub fn random_spec(rng: &mut Rng) -> ModelSpec {
 
 /// A random model of `precision` (labels half the time).
 pub fn random_model(seed: u64, precision: Precision) -> OwnedModel {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let spec = random_spec(&mut rng);
     let labels = rng.chance(2);
     model_for(spec, precision, &mut rng, labels)
@@ -205,7 +182,7 @@ pub fn fixed_spec() -> ModelSpec {
 }
 
 pub fn fixed_model(precision: Precision) -> OwnedModel {
-    model_for(fixed_spec(), precision, &mut Rng(7), true)
+    model_for(fixed_spec(), precision, &mut Rng::new(7), true)
 }
 
 /// Written bytes of `m`, in an aligned buffer.

@@ -13,9 +13,6 @@
 
 // Register blocks index the same way the formulas do.
 #![allow(clippy::needless_range_loop)]
-// Only built under `cfg(x86_simd)` (rustc 1.89+); the crate's 1.85 MSRV
-// builds without it.
-#![allow(clippy::incompatible_msrv)]
 
 use core::arch::x86_64::*;
 
