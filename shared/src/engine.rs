@@ -679,20 +679,14 @@ pub fn dequantize_output(model: &QuantModel<'_>, output: &[u8], out: &mut [f32])
     dequantize_tensor(model.precision, model.output_quant(), output, out)
 }
 
-/// Index of the largest output (ties: the first), straight from the bytes:
-/// int8 order equals real order since the scale is positive.
+/// Index of the winning output straight from the bytes, under the one rule
+/// of [`crate::numeric::argmax`] (ties: the first; an f16 NaN wins): int8
+/// order equals real order since the scale is positive.
 pub fn argmax(precision: Precision, output: &[u8]) -> Option<usize> {
-    let mut best: Option<(usize, f32)> = None;
-    let mut consider = |i: usize, v: f32| {
-        if best.is_none_or(|(_, b)| v > b) {
-            best = Some((i, v));
-        }
-    };
     match precision {
-        Precision::Int8 => output.iter().enumerate().for_each(|(i, &b)| consider(i, b as i8 as f32)),
+        Precision::Int8 => crate::numeric::argmax(output.iter().map(|&b| b as i8 as f32)),
         Precision::F16 => {
-            output.chunks_exact(2).enumerate().for_each(|(i, b)| consider(i, f16::from_le_bytes([b[0], b[1]]).to_f32()))
+            crate::numeric::argmax(output.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()))
         }
     }
-    best.map(|(i, _)| i)
 }

@@ -398,6 +398,12 @@ fn helpers_round_trip() {
     assert_eq!(h, [0x00, 0x3c, 0x00, 0xc1]);
     assert_eq!(engine::argmax(Precision::F16, &h), Some(0));
     assert_eq!(engine::argmax(Precision::Int8, &[0x80, 0x7f, 3]), Some(1));
+    // The engine's argmax is the one every host command uses: an f16 NaN in
+    // the logits wins, as in np.argmax (regression: eval and compare differed).
+    let nan = f16::NAN.to_le_bytes();
+    let logits = [0x00, 0x3c, nan[0], nan[1], 0x00, 0x40];
+    assert_eq!(engine::argmax(Precision::F16, &logits), Some(1));
+    assert_eq!(engine::argmax(Precision::F16, &logits), shared::numeric::argmax([1.0, f32::NAN, 2.0]));
 }
 
 /// The scaled preset end to end: plans, runs, and the arena is the two-ended bound.
