@@ -10,7 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::protocol::{encode_frame, frame_len, Frame, Frames, InputHeader, Message, CRC32, FRAME_HEADER, FRAME_TRAILER};
+use shared::protocol::{
+    encode_frame, frame_len, Frame, Frames, InputHeader, Message, CRC32, FRAME_HEADER, FRAME_TRAILER,
+};
 
 fn check_message(kind: u8, payload: &[u8]) {
     let Ok(msg) = Message::decode(kind, payload) else { return };
