@@ -3,7 +3,8 @@
 //! <board>` is all it takes (no RUSTFLAGS to remember).
 use std::{env, fs, path::PathBuf};
 
-/// (cargo feature, memory map file, the only target the board's core runs).
+/// (cargo feature, memory map file, the only target the board's core runs),
+/// as in the board table `shared::board` (tests/boards.rs compares them).
 const BOARDS: [(&str, &str, &str); 2] = [
     ("qemu-an386", "memory/qemu-an386.x", "thumbv7em-none-eabihf"),
     ("qemu-an524", "memory/qemu-an524.x", "thumbv8m.main-none-eabihf"),

@@ -16,6 +16,7 @@ board=${1:?board: qemu-an386 or qemu-an524}
 elf=${2:?firmware ELF}
 model=${3:-}
 input=${4:-}
+# The board table is shared/src/board.rs; tests/boards.rs holds these lines to it.
 case "$board" in
   qemu-an386) machine=mps2-an386; cpu=cortex-m4; model_addr=0x00100000; input_addr=0x21000000 ;;
   qemu-an524) machine=mps3-an524; cpu=cortex-m33; model_addr=0x60000000; input_addr=0x70000000 ;;

@@ -8,14 +8,17 @@
 //! run after run. On real silicon the same ticks are CPU cycles.
 //!
 //! SysTick is 24-bit (it wraps every 0.67 s at 25 MHz, well inside one conv
-//! layer of AlexNet), so its exception counts wraps.
+//! layer of AlexNet), so its exception counts wraps. A reload whose exception
+//! has not run yet (it is pending for a few cycles, or for as long as
+//! interrupts are masked) is seen through ICSR.PENDSTSET, so time never runs
+//! back a period: see `shared::board::systick::read`, where the arithmetic
+//! lives and is tested on the host against every interleaving.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use cortex_m::peripheral::syst::SystClkSource;
-use cortex_m::peripheral::SYST;
+use cortex_m::peripheral::{SCB, SYST};
 use embedded_hal::delay::DelayNs;
-
-const RELOAD: u32 = 0x00FF_FFFF;
+use shared::board::systick::{self, RELOAD};
 
 /// The free-running counter. One per firmware, started once.
 pub struct Clock {
@@ -44,15 +47,7 @@ impl Clock {
 
     /// Ticks since [`Clock::start`].
     pub fn now(&self) -> u64 {
-        loop {
-            let before = self.wraps.load(Ordering::Acquire);
-            let current = SYST::get_current();
-            let after = self.wraps.load(Ordering::Acquire);
-            // A wrap between the two loads: read again.
-            if before == after {
-                return ((before as u64) << 24) + (RELOAD - current) as u64;
-            }
-        }
+        systick::read(|| self.wraps.load(Ordering::Acquire), SCB::is_pendst_pending, SYST::get_current)
     }
 }
 

@@ -1,29 +1,19 @@
-//! Sending frames of the device protocol (`shared::protocol`, which
-//! documents the format and is also what the host reads with).
+//! Sending frames of the device protocol: `shared::protocol` encodes the
+//! messages and frames (and documents them); this is only the UART side.
 
 use embedded_io::Write;
-pub use shared::protocol::{fnv1a64, kind, PROTOCOL};
-use shared::protocol::{CRC32, FRAME_MAGIC};
+use shared::protocol::{write_frame, Message};
 
-/// Send one frame whose payload is the concatenation of `parts`.
+/// Send `msg` as one frame, its tail (a layer's output, the model's output)
+/// straight from where it lies.
 ///
 /// Write errors are dropped: there is no one to tell but the host, and a
-/// frame the host does not receive fails its check there.
-pub fn send<W: Write>(w: &mut W, kind: u8, parts: &[&[u8]]) {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let head = [kind, 0];
-    let len = (len as u32).to_le_bytes();
-    let mut crc = CRC32.digest();
-    crc.update(&head);
-    crc.update(&len);
-    let _ = w.write_all(&FRAME_MAGIC);
-    let _ = w.write_all(&head);
-    let _ = w.write_all(&len);
-    for p in parts {
-        crc.update(p);
-        let _ = w.write_all(p);
-    }
-    let _ = w.write_all(&crc.finalize().to_le_bytes());
+/// frame the host does not receive fails its check there. So is the one
+/// encoding error, a payload over 4 GiB, which no board has the memory for.
+pub fn send<'a, W: Write>(w: &mut W, msg: impl Into<Message<'a>>) {
+    let _ = write_frame(&msg.into(), |part| {
+        let _ = w.write_all(part);
+    });
 }
 
 /// A fixed buffer that implements `core::fmt::Write`, truncating, for error
@@ -37,8 +27,9 @@ impl MsgBuf {
     pub const fn new() -> Self {
         MsgBuf { buf: [0; 256], len: 0 }
     }
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+    /// The message so far (always UTF-8: writes truncate on char boundaries).
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("(message not UTF-8)")
     }
 }
 

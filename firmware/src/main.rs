@@ -22,8 +22,11 @@ use embedded_hal::delay::DelayNs;
 use embedded_io::Write;
 
 use clock::Clock;
-use frame::{kind, MsgBuf};
-use shared::protocol::{exit_code, FLAG_LAYER_BYTES, INPUT_HEADER, INPUT_MAGIC, INPUT_VERSION};
+use frame::MsgBuf;
+use shared::protocol::{
+    exit_code, fnv1a64, DecodeError, Done, ErrorReport, Hello, InputHeader, LayerReport, ModelInfo, Output, Stats,
+    INPUT_HEADER, PROTOCOL,
+};
 
 static CLOCK: Clock = Clock::new();
 
@@ -99,9 +102,8 @@ fn main() -> ! {
 fn fail<S: Write>(serial: &mut S, code: u8, args: core::fmt::Arguments<'_>) -> u8 {
     let mut msg = MsgBuf::new();
     let _ = msg.write_fmt(args);
-    // MsgBuf truncates on char boundaries, so its bytes are always UTF-8.
-    defmt::error!("{=str}", core::str::from_utf8(msg.as_bytes()).unwrap_or("(message not UTF-8)"));
-    frame::send(serial, kind::ERROR, &[&[code], msg.as_bytes()]);
+    defmt::error!("{=str}", msg.as_str());
+    frame::send(serial, ErrorReport { code, message: msg.as_str() });
     code
 }
 
@@ -113,8 +115,8 @@ fn app<S: Write, D: DelayNs>(mut serial: S, mut delay: D) -> u8 {
         (region(&raw const _model_start, &raw const _model_end), region(&raw const _input_start, &raw const _input_end))
     };
     let code = run(&mut serial, model_region, input_region);
-    frame::send(&mut serial, kind::STATS, &[&stack_used().to_le_bytes()]);
-    frame::send(&mut serial, kind::DONE, &[&[code]]);
+    frame::send(&mut serial, Stats { stack_used: stack_used() });
+    frame::send(&mut serial, Done { code });
     let _ = serial.flush();
     // Let the last byte leave the shift register before the core stops.
     delay.delay_ms(1);
@@ -122,13 +124,17 @@ fn app<S: Write, D: DelayNs>(mut serial: S, mut delay: D) -> u8 {
 }
 
 fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8 {
-    let mut hello = [0u8; 20];
-    hello[0..2].copy_from_slice(&frame::PROTOCOL.to_le_bytes());
-    hello[4..8].copy_from_slice(&board::CPU_HZ.to_le_bytes());
-    hello[8..12].copy_from_slice(&(board::ARENA_BYTES as u32).to_le_bytes());
-    hello[12..16].copy_from_slice(&(model_region.as_ptr() as u32).to_le_bytes());
-    hello[16..20].copy_from_slice(&(input_region.as_ptr() as u32).to_le_bytes());
-    frame::send(serial, kind::HELLO, &[&hello, board::NAME.as_bytes()]);
+    frame::send(
+        serial,
+        Hello {
+            protocol: PROTOCOL,
+            cpu_hz: board::CPU_HZ,
+            arena_capacity: board::ARENA_BYTES as u32,
+            model_addr: model_region.as_ptr() as u32,
+            input_addr: input_region.as_ptr() as u32,
+            board: board::NAME,
+        },
+    );
     defmt::info!(
         "{=str}: model region {=usize} bytes, arena {=usize} bytes",
         board::NAME,
@@ -143,13 +149,16 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
     };
     let need = shared::engine::plan(&model).arena_bytes;
     let input_len = model.spec.input().elements() as usize * model.precision.activation_bytes();
-    let mut info = [0u8; 16];
-    info[0] = model.precision as u8;
-    info[1] = model.spec.layers().len() as u8;
-    info[4..8].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-    info[8..12].copy_from_slice(&(need as u32).to_le_bytes());
-    info[12..16].copy_from_slice(&(input_len as u32).to_le_bytes());
-    frame::send(serial, kind::MODEL, &[&info]);
+    frame::send(
+        serial,
+        ModelInfo {
+            precision: model.precision,
+            layers: model.spec.layers().len() as u8,
+            model_len: bytes.len() as u32,
+            arena_needed: need as u32,
+            input_len: input_len as u32,
+        },
+    );
     defmt::info!(
         "model ok: {=usize} bytes, {=usize} layers, arena {=usize}",
         bytes.len(),
@@ -164,7 +173,7 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
             format_args!("model needs {need} arena bytes; {} has {}", board::NAME, board::ARENA_BYTES),
         );
     }
-    let (input, flags) = match read_input(input_region, input_len) {
+    let (input, header) = match read_input(input_region, input_len) {
         Ok(v) => v,
         Err(why) => return fail(serial, exit_code::BAD_INPUT, format_args!("input rejected: {why}")),
     };
@@ -183,14 +192,14 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
         core::ptr::write_bytes(base, 0, need);
         core::slice::from_raw_parts_mut(base, need)
     };
-    let mut reporter = Reporter { serial, start: 0, full: flags & FLAG_LAYER_BYTES != 0 };
+    let mut reporter = Reporter { serial, start: 0, full: header.layer_bytes() };
     let t0 = CLOCK.now();
     let result = shared::engine::run(&prepared, input, arena, &mut reporter);
     let ticks = CLOCK.now() - t0;
     let serial = reporter.serial;
     match result {
         Ok(output) => {
-            frame::send(serial, kind::OUTPUT, &[&ticks.to_le_bytes(), output]);
+            frame::send(serial, Output { ticks, bytes: output });
             defmt::info!("done: {=u64} ticks", ticks);
             exit_code::OK
         }
@@ -198,22 +207,32 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
     }
 }
 
-/// The input data and flags from the input region, checked against the model.
-fn read_input(region: &[u8], expected: usize) -> Result<(&[u8], u16), &'static str> {
-    let head = region.get(..INPUT_HEADER).ok_or("the input region is smaller than its header")?;
-    if head[0..4] != INPUT_MAGIC {
-        return Err("no input blob (bad magic; expected \"AXIN\")");
+/// Why the input region was refused.
+enum BadInput {
+    Header(DecodeError),
+    Length,
+    Region,
+}
+
+impl core::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BadInput::Header(e) => write!(f, "{e}"),
+            BadInput::Length => f.write_str("input length does not match the model's input shape and precision"),
+            BadInput::Region => f.write_str("input larger than its region"),
+        }
     }
-    if u16::from_le_bytes([head[4], head[5]]) != INPUT_VERSION {
-        return Err("unsupported input blob version");
-    }
-    let flags = u16::from_le_bytes([head[6], head[7]]);
-    let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
+}
+
+/// The input data and its header from the input region, checked against the model.
+fn read_input(region: &[u8], expected: usize) -> Result<(&[u8], InputHeader), BadInput> {
+    let header = InputHeader::decode(region).map_err(BadInput::Header)?;
+    let len = header.len as usize;
     if len != expected {
-        return Err("input length does not match the model's input shape and precision");
+        return Err(BadInput::Length);
     }
-    let data = region.get(INPUT_HEADER..INPUT_HEADER + len).ok_or("input larger than its region")?;
-    Ok((data, flags))
+    let data = region.get(INPUT_HEADER..INPUT_HEADER + len).ok_or(BadInput::Region)?;
+    Ok((data, header))
 }
 
 /// Times each layer with SysTick and sends its fingerprint (and bytes on request).
@@ -230,13 +249,16 @@ impl<S: Write> shared::engine::Observer for Reporter<'_, S> {
 
     fn layer_done(&mut self, index: usize, _shape: shared::spec::Shape, output: &[u8]) {
         let ticks = CLOCK.now() - self.start;
-        let mut head = [0u8; 24];
-        head[0..4].copy_from_slice(&(index as u32).to_le_bytes());
-        head[4..12].copy_from_slice(&ticks.to_le_bytes());
-        head[12..16].copy_from_slice(&(output.len() as u32).to_le_bytes());
-        head[16..24].copy_from_slice(&frame::fnv1a64(output).to_le_bytes());
-        let body: &[u8] = if self.full { output } else { &[] };
-        frame::send(self.serial, kind::LAYER, &[&head, body]);
+        frame::send(
+            self.serial,
+            LayerReport {
+                index: index as u32,
+                ticks,
+                output_len: output.len() as u32,
+                fnv: fnv1a64(output),
+                bytes: self.full.then_some(output),
+            },
+        );
     }
 }
 
@@ -263,7 +285,7 @@ unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
         exit_code::FAULT,
         format_args!("HardFault at pc={:#010x} lr={:#010x} cfsr={cfsr:#010x} hfsr={hfsr:#010x}", ef.pc(), ef.lr()),
     );
-    frame::send(&mut serial, kind::DONE, &[&[code]]);
+    frame::send(&mut serial, Done { code });
     exit(code)
 }
 
@@ -272,7 +294,7 @@ unsafe fn DefaultHandler(irqn: i16) {
     // SAFETY: the main path will not run again.
     let mut serial = unsafe { board::steal_serial() };
     let code = fail(&mut serial, exit_code::FAULT, format_args!("unexpected exception {irqn}"));
-    frame::send(&mut serial, kind::DONE, &[&[code]]);
+    frame::send(&mut serial, Done { code });
     exit(code)
 }
 
@@ -282,8 +304,8 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     let mut serial = unsafe { board::steal_serial() };
     let mut msg = MsgBuf::new();
     let _ = write!(msg, "panic: {info}");
-    frame::send(&mut serial, kind::ERROR, &[&[exit_code::PANIC], msg.as_bytes()]);
-    frame::send(&mut serial, kind::DONE, &[&[exit_code::PANIC]]);
+    frame::send(&mut serial, ErrorReport { code: exit_code::PANIC, message: msg.as_str() });
+    frame::send(&mut serial, Done { code: exit_code::PANIC });
     exit(exit_code::PANIC)
 }
 

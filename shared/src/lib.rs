@@ -15,6 +15,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+/// The boards: QEMU machine, core, clock, memory map ([`board::BOARDS`]).
+pub mod board;
 /// Float parameters -> [`model::QuantModel`]: int8 quantization and f16
 /// conversion (the host's quantizer and the tests).
 #[cfg(feature = "std")]

@@ -3,7 +3,8 @@
 //! A board module provides [`init`] returning a [`Board`]: a serial port
 //! (`embedded_io::Write`) and a delay (`embedded_hal::delay::DelayNs`), plus
 //! the constants the rest of the firmware needs ([`NAME`], [`CPU_HZ`],
-//! [`ARENA_BYTES`]). `main.rs` never touches a register: a real board (an
+//! [`ARENA_BYTES`], from the board table `shared::board`, which also gives
+//! the memory map the linker script follows). `main.rs` never touches a register: a real board (an
 //! STM32H7 with its HAL's `Serial` and `Delay`) replaces only this module.
 
 mod cmsdk_uart;

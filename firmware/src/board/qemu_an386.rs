@@ -7,15 +7,17 @@ use crate::clock::TickDelay;
 // use defmt-rtt there).
 use defmt_semihosting as _;
 
+/// This board in the board table (`shared::board`).
+const BOARD: shared::board::Board = shared::board::QEMU_AN386;
 /// Board name reported in the HELLO frame.
-pub const NAME: &str = "qemu-an386";
+pub const NAME: &str = BOARD.name;
 /// SYSCLK of the MPS2 FPGA images (QEMU's `mps2.c`); SysTick counts it. With
 /// `-icount shift=0` QEMU retires one instruction per ns: 40 per tick.
-pub const CPU_HZ: u32 = 25_000_000;
+pub const CPU_HZ: u32 = BOARD.cpu_hz;
 /// The arena: sized for the scaled AlexNet (`alexnet-micro`, int8 or f16, up
 /// to ~160 px inputs) with room to spare in the 4 MiB data SSRAM; plan() is
 /// checked against it at run time.
-pub const ARENA_BYTES: usize = 2 * 1024 * 1024;
+pub const ARENA_BYTES: usize = BOARD.arena_bytes as usize;
 const UART0: usize = 0x4000_4000;
 
 /// Nothing to do before `main` on a single-core Cortex-M4F.

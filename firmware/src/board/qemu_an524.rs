@@ -12,15 +12,17 @@ use crate::clock::TickDelay;
 // use defmt-rtt there).
 use defmt_semihosting as _;
 
+/// This board in the board table (`shared::board`).
+const BOARD: shared::board::Board = shared::board::QEMU_AN524;
 /// Board name reported in the HELLO frame.
-pub const NAME: &str = "qemu-an524";
+pub const NAME: &str = BOARD.name;
 /// SYSCLK of the AN524 image (QEMU's `mps2-tz.c`); SysTick counts it. With
 /// `-icount shift=0` QEMU retires one instruction per ns: 31.25 per tick.
-pub const CPU_HZ: u32 = 32_000_000;
+pub const CPU_HZ: u32 = BOARD.cpu_hz;
 /// The arena: sized for the tutorial's full AlexNet at 227 px (int8 or f16)
 /// with room to spare; it lives in DDR (memory/qemu-an524.x), never loaded or
 /// zeroed whole. plan() is checked against it at run time.
-pub const ARENA_BYTES: usize = 32 * 1024 * 1024;
+pub const ARENA_BYTES: usize = BOARD.arena_bytes as usize;
 const UART0: usize = 0x4130_3000;
 
 /// SSE-200 CPUID register: reads as the number of the core reading it.

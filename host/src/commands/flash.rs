@@ -7,15 +7,11 @@ use anyhow::Result;
 
 use crate::flash::{flash, Board, FlashOptions};
 
-fn parse_board(name: &str) -> Result<Board, String> {
-    Board::from_name(name).map_err(|e| e.to_string())
-}
-
 /// `host flash` command line.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FlashArgs {
     /// Board: qemu-an386 (Cortex-M4, scaled AlexNet) or qemu-an524 (Cortex-M33, full AlexNet).
-    #[arg(long, default_value = "qemu-an386", value_parser = parse_board)]
+    #[arg(long, value_enum, default_value_t = Board::QemuAn386)]
     pub board: Board,
     /// Model file (from `host quantize`).
     #[arg(long)]

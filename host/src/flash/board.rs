@@ -1,0 +1,134 @@
+//! The host's view of the board table (`shared::board`): `--board` as a
+//! typed option, and the firmware build for a board.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The boards the firmware supports, one per entry of
+/// [`shared::board::BOARDS`] (a test holds them to each other). The firmware
+/// echoes its own load addresses in the HELLO frame and
+/// [`DeviceRun::check_addresses`](super::DeviceRun::check_addresses) compares them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Board {
+    /// QEMU `mps2-an386`: Cortex-M4F, 4 MiB code SSRAM, for the scaled AlexNet.
+    #[value(name = "qemu-an386")]
+    QemuAn386,
+    /// QEMU `mps3-an524`: Cortex-M33 with 2 GiB DDR, for the full AlexNet.
+    #[value(name = "qemu-an524")]
+    QemuAn524,
+}
+
+impl Board {
+    /// All boards, in the order of [`shared::board::BOARDS`].
+    pub const ALL: [Board; 2] = [Board::QemuAn386, Board::QemuAn524];
+
+    /// The board's entry in the shared table.
+    pub fn spec(self) -> &'static shared::board::Board {
+        match self {
+            Board::QemuAn386 => &shared::board::QEMU_AN386,
+            Board::QemuAn524 => &shared::board::QEMU_AN524,
+        }
+    }
+
+    /// Command-line name, also the firmware's cargo feature.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// Parse a command-line name.
+    pub fn from_name(name: &str) -> Result<Board> {
+        Board::ALL.into_iter().find(|b| b.name() == name).ok_or_else(|| {
+            let names: Vec<_> = Board::ALL.iter().map(|b| b.name()).collect();
+            anyhow!("unknown --board {name:?}; choose one of: {}", names.join(", "))
+        })
+    }
+
+    /// The Rust target of the board's core.
+    pub fn target(self) -> &'static str {
+        self.spec().target
+    }
+
+    /// `qemu-system-arm -machine` and `-cpu`.
+    pub fn machine(self) -> (&'static str, &'static str) {
+        (self.spec().machine, self.spec().cpu)
+    }
+
+    /// Where the model file is loaded (the `MODEL` region of memory.x).
+    pub fn model_addr(self) -> u32 {
+        self.spec().model.origin
+    }
+
+    /// Size of the model region.
+    pub fn model_capacity(self) -> u64 {
+        self.spec().model.length as u64
+    }
+
+    /// Where the input blob is loaded (the `INPUT` region of memory.x).
+    pub fn input_addr(self) -> u32 {
+        self.spec().input.origin
+    }
+}
+
+impl fmt::Display for Board {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The firmware crate, as this host binary was built next to it.
+pub fn default_firmware_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("firmware")
+}
+
+/// `cargo build --release` the firmware for `board`; returns the ELF path.
+///
+/// The target directory is given explicitly so that the ELF's place does not
+/// depend on a CARGO_TARGET_DIR the caller may have set for the workspace.
+pub fn build_firmware(board: Board, firmware_dir: &Path) -> Result<PathBuf> {
+    let target_dir = firmware_dir.join("target");
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(firmware_dir)
+        .args(["build", "--release", "--target", board.target(), "--no-default-features", "--features"])
+        .arg(board.name())
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // Flags meant for the host workspace must not leak into a thumb build.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running cargo in {}", firmware_dir.display()))?;
+    if !status.success() {
+        bail!("building the firmware for {} failed ({status})", board.name());
+    }
+    let elf = target_dir.join(board.target()).join("release").join("firmware");
+    if !elf.is_file() {
+        bail!("cargo succeeded but {} is missing", elf.display());
+    }
+    Ok(elf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    /// One host board per table entry, in order, under the table's name.
+    #[test]
+    fn host_boards_are_the_shared_table() {
+        assert_eq!(Board::ALL.len(), shared::board::BOARDS.len());
+        assert_eq!(Board::value_variants(), Board::ALL);
+        for (b, spec) in Board::ALL.into_iter().zip(&shared::board::BOARDS) {
+            assert_eq!(b.spec(), spec);
+            let value = b.to_possible_value().expect("a --board value");
+            assert_eq!(value.get_name(), spec.name);
+            assert_eq!(Board::from_str(spec.name, false), Ok(b));
+            assert_eq!(Board::from_name(spec.name).ok(), Some(b));
+            assert_eq!(b.to_string(), spec.name);
+        }
+        assert!(Board::from_name("qemu-an385").is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! What `host flash` prints: a typed [`DeviceReport`] built once from the
+//! device run and the model, rendered as text or as JSON (the shape of
+//! `host simulate --json`), neither read back from the other.
+
+use super::frames::DeviceRun;
+use crate::model_file::{class_names, output_values};
+use crate::prediction::Prediction;
+use anyhow::{anyhow, Result};
+use shared::engine;
+use shared::model::{Precision, QuantModel};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One layer as the device ran it, named from the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerRow {
+    pub index: usize,
+    /// The layer's name (`conv2d_1`) and Keras class (`Conv2D`); empty when
+    /// the device reported an index the model does not have.
+    pub name: String,
+    pub kind: &'static str,
+    /// Output shape, as the model says.
+    pub shape: String,
+    pub macs: u64,
+    pub ticks: u64,
+    /// `ticks` as QEMU instructions (`None` without a HELLO frame's clock).
+    pub instructions: Option<u64>,
+    pub fnv: u64,
+    /// The output bytes, when the device sent them and they were asked for.
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// The device's answer for one input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceReport {
+    /// The board's name from its HELLO frame.
+    pub board: Option<String>,
+    pub precision: Precision,
+    /// Class, confidence and top 5 from the dequantized output; its path is
+    /// the image (or the model, for a raw input).
+    pub prediction: Prediction,
+    /// The output tensor's bytes.
+    pub output: Vec<u8>,
+    pub logits: Vec<f32>,
+    /// Arena bytes the firmware planned (MODEL frame).
+    pub arena_bytes: Option<u32>,
+    pub layers: Vec<LayerRow>,
+    /// Ticks of the whole run and their instructions.
+    pub ticks: u64,
+    pub instructions: Option<u64>,
+    pub stack_bytes: Option<u32>,
+    pub log: Vec<String>,
+    pub log_warnings: Vec<String>,
+}
+
+impl DeviceReport {
+    /// The report of `run` (which must have an output frame) for `model`;
+    /// `image` names the input. With `with_bytes`, layers keep the output
+    /// bytes the device sent.
+    pub fn new(run: &DeviceRun, model: &QuantModel<'_>, image: &Path, with_bytes: bool) -> Result<DeviceReport> {
+        let (ticks, output) = run.output.clone().ok_or_else(|| anyhow!("the device sent no output frame"))?;
+        let mut logits = vec![0f32; output.len() / model.precision.activation_bytes()];
+        engine::dequantize_output(model, &output, &mut logits).map_err(|e| anyhow!("device output: {e}"))?;
+        let prediction = Prediction::from_logits(image, &class_names(model), &logits);
+        let shapes: Vec<_> = model.spec.shapes().collect();
+        let layers = run
+            .layers
+            .iter()
+            .map(|l| {
+                let index = l.index as usize;
+                let (name, kind, shape, macs) = shapes
+                    .get(index)
+                    .map(|&(_, layer, input, out)| {
+                        (
+                            model.spec.layer_name(index).to_string(),
+                            layer.kind().class_name(),
+                            out.to_string(),
+                            layer.macs(input, out),
+                        )
+                    })
+                    .unwrap_or_default();
+                LayerRow {
+                    index,
+                    name,
+                    kind,
+                    shape,
+                    macs,
+                    ticks: l.ticks,
+                    instructions: run.instructions(l.ticks),
+                    fnv: l.fnv,
+                    bytes: if with_bytes { l.bytes.clone() } else { None },
+                }
+            })
+            .collect();
+        Ok(DeviceReport {
+            board: run.hello.as_ref().map(|h| h.board.clone()),
+            precision: model.precision,
+            prediction,
+            output,
+            logits,
+            arena_bytes: run.model.as_ref().map(|m| m.arena_needed),
+            layers,
+            ticks,
+            instructions: run.instructions(ticks),
+            stack_bytes: run.stack_used,
+            log: run.log.clone(),
+            log_warnings: run.log_warnings.clone(),
+        })
+    }
+
+    /// The JSON of `host flash --json`: the shape of `host simulate --json`
+    /// (image, precision, class, confidence, top5, raw `output`, `logits`,
+    /// `layers`), plus the board, tick/instruction counts, the stack
+    /// high-water mark and the decoded defmt log (`log`, `log_warnings`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let layers: Vec<serde_json::Value> = self
+            .layers
+            .iter()
+            .map(|l| {
+                let mut o = serde_json::json!({
+                    "index": l.index, "name": l.name, "kind": l.kind, "shape": l.shape, "macs": l.macs,
+                    "ticks": l.ticks, "instructions": l.instructions, "fnv1a64": format!("{:016x}", l.fnv),
+                });
+                if let Some(b) = &l.bytes {
+                    o["output"] = serde_json::json!(output_values(self.precision, b));
+                }
+                o
+            })
+            .collect();
+        serde_json::json!({
+            "image": self.prediction.path,
+            "board": self.board,
+            "precision": self.precision.name(),
+            "class": self.prediction.class,
+            "confidence": self.prediction.confidence,
+            "top5": self.prediction.top,
+            "output": output_values(self.precision, &self.output),
+            "logits": self.logits,
+            "arena_bytes": self.arena_bytes,
+            "layers": layers,
+            "ticks": self.ticks,
+            "instructions": self.instructions,
+            "stack_bytes": self.stack_bytes,
+            "log": self.log,
+            "log_warnings": self.log_warnings,
+        })
+    }
+
+    /// The text of `host flash`: the board, the prediction, a table of the
+    /// layers and the totals.
+    pub fn render_text(&self) -> String {
+        let mut s = format!("{}:\n", self.board.as_deref().unwrap_or("?"));
+        s.push_str(&self.prediction.render());
+        let _ = writeln!(
+            s,
+            "{:>3}  {:<44} {:<20} {:>14} {:>16}  fnv1a64",
+            "#", "layer", "output shape", "ticks", "instructions"
+        );
+        for l in &self.layers {
+            let name = if l.kind.is_empty() { String::new() } else { format!("{} ({})", l.name, l.kind) };
+            let _ = writeln!(
+                s,
+                "{:>3}  {:<44} {:<20} {:>14} {:>16}  {:016x}",
+                l.index,
+                name,
+                l.shape,
+                l.ticks,
+                l.instructions.unwrap_or(0),
+                l.fnv
+            );
+        }
+        let _ = writeln!(
+            s,
+            "total: {} ticks, ~{} instructions (QEMU -icount shift=0), {} stack bytes",
+            self.ticks,
+            self.instructions.unwrap_or(0),
+            self.stack_bytes.unwrap_or(0)
+        );
+        s
+    }
+}
