@@ -95,91 +95,19 @@
 compile_error!("shared::format reads the little-endian model file in place; big-endian targets are not supported");
 
 mod error;
+mod layout;
 mod parse;
 #[cfg(feature = "alloc")]
 mod write;
 
 pub use error::{ErrorKind, Field, FormatError, Section};
+pub use layout::{
+    offsets, BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN,
+    VERSION,
+};
 pub use parse::{declared_length, file_crc, parse};
 #[cfg(feature = "alloc")]
 pub use write::{write, AlignedBytes};
 
 #[allow(unused_imports)] // for the docs above
 use crate::{model::QuantModel, spec::ModelSpec, spec::MAX_LAYERS};
-
-/// The first 8 bytes of every model file.
-pub const MAGIC: [u8; 8] = *b"AXQMODEL";
-/// The format version this code reads and writes.
-pub const VERSION: u32 = 1;
-/// Bytes of the fixed header.
-pub const HEADER_LEN: usize = 64;
-/// Bytes of one layer record.
-pub const LAYER_RECORD_LEN: usize = 64;
-/// Section slots per layer record.
-pub const SECTION_SLOTS: usize = 5;
-/// Alignment of every section, relative to the file start.
-pub const SECTION_ALIGN: usize = 16;
-/// The least alignment of the buffer start that [`parse`] accepts.
-pub const BUFFER_ALIGN: usize = 4;
-/// Smallest requantization shift accepted (QuantizeMultiplier gives `shift >= -31`).
-pub const SHIFT_MIN: i32 = -31;
-/// Largest requantization shift accepted (a left shift past 30 overflows any int32 accumulator).
-pub const SHIFT_MAX: i32 = 30;
-
-/// Byte offsets of the header fields, for tools and tests that patch files.
-pub mod offsets {
-    pub const MAGIC: usize = 0;
-    pub const VERSION: usize = 8;
-    pub const LENGTH: usize = 12;
-    pub const CRC: usize = 16;
-    pub const PRECISION: usize = 20;
-    pub const LAYER_COUNT: usize = 21;
-    pub const RESERVED0: usize = 22;
-    pub const LABELS_OFFSET: usize = 24;
-    pub const LABELS_LEN: usize = 28;
-    pub const INPUT_SHAPE: usize = 32;
-    pub const INPUT_SCALE: usize = 48;
-    pub const INPUT_ZERO_POINT: usize = 52;
-    pub const RESERVED1: usize = 56;
-    /// Offsets inside a layer record.
-    pub mod layer {
-        pub const KIND: usize = 0;
-        pub const ACTIVATION: usize = 1;
-        pub const PADDING: usize = 2;
-        pub const RESERVED: usize = 3;
-        pub const PARAMS: usize = 4;
-        pub const OUTPUT_SCALE: usize = 16;
-        pub const OUTPUT_ZERO_POINT: usize = 20;
-        /// Slot `s` is at `SECTIONS + 8 * s` (offset) and `SECTIONS + 8 * s + 4` (count).
-        pub const SECTIONS: usize = 24;
-    }
-    /// Where layer `i`'s record starts.
-    pub const fn layer_record(i: usize) -> usize {
-        super::HEADER_LEN + super::LAYER_RECORD_LEN * i
-    }
-}
-
-/// Tag values of the enums stored in the file.
-pub(crate) mod tag {
-    pub const INT8: u8 = 0;
-    pub const F16: u8 = 1;
-    pub const IMAGE: u32 = 0;
-    pub const FLAT: u32 = 1;
-    pub const CONV2D: u8 = 0;
-    pub const BATCH_NORM: u8 = 1;
-    pub const MAX_POOL2D: u8 = 2;
-    pub const FLATTEN: u8 = 3;
-    pub const DENSE: u8 = 4;
-    pub const DROPOUT: u8 = 5;
-    pub const ACT_NONE: u8 = 0;
-    pub const ACT_RELU: u8 = 1;
-    pub const ACT_SOFTMAX: u8 = 2;
-    pub const VALID: u8 = 0;
-    pub const SAME: u8 = 1;
-}
-
-/// `n` rounded up to a multiple of [`SECTION_ALIGN`], without overflow (u64 math).
-pub(crate) const fn align_up(n: u64) -> u64 {
-    let a = SECTION_ALIGN as u64;
-    n.saturating_add(a - 1) / a * a
-}

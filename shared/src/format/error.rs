@@ -192,7 +192,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NotIdentity => f.write_str("an f16 model's tensors must have scale 1.0 and zero point 0"),
             ErrorKind::BadMultiplier { value } => write!(f, "multiplier {value} is neither 0 nor in 2^30..2^31"),
             ErrorKind::BadShift { value } => {
-                write!(f, "shift {value} is outside {}..={}", super::SHIFT_MIN, super::SHIFT_MAX)
+                write!(f, "shift {value} is outside {}..={}", super::layout::SHIFT_MIN, super::layout::SHIFT_MAX)
             }
             ErrorKind::WrongCount { expected, found } => {
                 write!(f, "{found} elements where the layer's shapes need {expected}")

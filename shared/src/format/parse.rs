@@ -3,8 +3,8 @@
 //! input (truncated, corrupted or hostile) can panic or read out of bounds.
 
 use super::error::{ErrorKind, Field, FormatError, Section};
-use super::{align_up, offsets, offsets::layer as rec, tag};
-use super::{BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN, VERSION};
+use super::layout::{align_up, offsets, offsets::layer as rec, tag};
+use super::layout::{BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN, VERSION};
 use crate::model::{F16Weights, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant};
 use crate::spec::{
     Activation, Conv2D, Layer, ModelSpec, Padding, Problem, Shape, SpecError, MAX_LAYERS, MAX_TENSOR_ELEMENTS,

@@ -2,8 +2,9 @@
 //! refuses, with the parser's own errors, any model the parser would refuse.
 
 use super::error::{ErrorKind, Field, FormatError};
-use super::{offsets, offsets::layer as rec, parse, tag};
-use super::{BUFFER_ALIGN, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, VERSION};
+use super::layout::{offsets, offsets::layer as rec, tag};
+use super::layout::{BUFFER_ALIGN, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, VERSION};
+use super::parse::{file_crc, parse};
 use crate::model::{LayerWeights, Precision, QuantModel, TensorQuant};
 use crate::spec::{Activation, Layer, Padding, Shape};
 use alloc::vec;
@@ -93,7 +94,7 @@ pub fn write(model: &QuantModel<'_>) -> Result<Vec<u8>, FormatError> {
     pad_to_align(&mut out);
     let total = len_u32(out.len())?;
     put_u32(&mut out, offsets::LENGTH, total);
-    let crc = super::file_crc(&out);
+    let crc = file_crc(&out);
     put_u32(&mut out, offsets::CRC, crc);
 
     // The writer must never hand out a file the parser refuses.
