@@ -95,7 +95,7 @@
 compile_error!("shared::format reads the little-endian model file in place; big-endian targets are not supported");
 
 mod error;
-mod layout;
+pub(crate) mod layout;
 mod parse;
 #[cfg(feature = "alloc")]
 mod write;

@@ -692,7 +692,7 @@ mod tests {
             assert_eq!(Precision::from_wire(b), None);
         }
         // The model file's tags hold the same values (documented above).
-        assert_eq!((crate::format::tag::INT8, crate::format::tag::F16), (0, 1));
+        assert_eq!((crate::format::layout::tag::INT8, crate::format::layout::tag::F16), (0, 1));
     }
 
     #[test]
