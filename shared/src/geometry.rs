@@ -72,23 +72,28 @@ impl ConvGeom {
     /// Rows of zero padding below the image: with [`ConvGeom::pad_top`], what
     /// SAME padding adds in total (`max((out - 1) * stride + kernel - in, 0)`,
     /// the odd row below); 0 for VALID.
+    #[inline]
     pub fn pad_bottom(&self) -> usize {
         ((self.out_h - 1) * self.stride + self.kernel).saturating_sub(self.in_h + self.pad_top)
     }
     /// Columns of zero padding right of the image (see [`ConvGeom::pad_bottom`]).
+    #[inline]
     pub fn pad_right(&self) -> usize {
         ((self.out_w - 1) * self.stride + self.kernel).saturating_sub(self.in_w + self.pad_left)
     }
 
     /// Input elements (`h * w * c`).
+    #[inline]
     pub fn input_len(&self) -> usize {
         self.in_h * self.in_w * self.in_c
     }
     /// Output elements.
+    #[inline]
     pub fn output_len(&self) -> usize {
         self.out_h * self.out_w * self.out_c
     }
     /// Weight elements (`filters * k * k * in_c`).
+    #[inline]
     pub fn weights_len(&self) -> usize {
         self.out_c * self.kernel * self.kernel * self.in_c
     }
@@ -135,10 +140,12 @@ impl PoolGeom {
     }
 
     /// Input elements.
+    #[inline]
     pub fn input_len(&self) -> usize {
         self.in_h * self.in_w * self.channels
     }
     /// Output elements.
+    #[inline]
     pub fn output_len(&self) -> usize {
         self.out_h * self.out_w * self.channels
     }

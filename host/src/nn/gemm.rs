@@ -1,6 +1,6 @@
 //! The one matrix-multiply entry point of the float network.
 //!
-//! Backed by `gemm-f32` (the f32 half of faer's `gemm`) with its `x86-v4` feature: it has
+//! Backed by the `gemm` crate (faer's) built with its `x86-v4` feature: it has
 //! AVX-512 f32 micro-kernels and runtime CPU dispatch, which ndarray's default
 //! `matrixmultiply` lacks (AVX2 at best), and convolutions here are almost all GEMM.
 
@@ -60,14 +60,14 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], accumulate: bool, par: Par) {
         return;
     }
     let parallelism = match par {
-        Par::Seq => gemm_common::Parallelism::None,
-        Par::Rayon => gemm_common::Parallelism::Rayon(rayon::current_num_threads()),
+        Par::Seq => gemm::Parallelism::None,
+        Par::Rayon => gemm::Parallelism::Rayon(rayon::current_num_threads()),
     };
     // SAFETY: every index the kernel touches, (i*rs + j*cs) for i < rows, j < cols,
     // was bounds-checked above for a, b, and c (contiguous m x n of length m*n).
     // `c` is exclusively borrowed, so it cannot alias `a` or `b`.
     unsafe {
-        gemm_f32::gemm::f32::get_gemm_fn()(
+        gemm::gemm(
             m,
             n,
             k,
