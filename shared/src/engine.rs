@@ -445,20 +445,13 @@ enum Step {
     MaxPool { g: PoolGeom },
 }
 
-trait Foldable {
-    fn foldable(self, relu: bool) -> Int8Params;
-}
-
-impl Foldable for Int8Params {
-    /// The same parameters rebuilt where the kernel is called, so the compiler
-    /// sees the constant clamp bounds (-128 without ReLU, 127 always) and
-    /// folds them into the requantization: loading them from the prepared
-    /// steps cost ~10 instructions per BatchNormalization output on the
-    /// Cortex-M4 (same bytes either way).
-    #[inline(always)]
-    fn foldable(self, relu: bool) -> Int8Params {
-        Int8Params::new(self.in_zp, self.out_zp, if relu { Activation::Relu } else { Activation::None })
-    }
+/// `p` rebuilt where the kernel is called, so the compiler sees the constant
+/// clamp bounds (-128 without ReLU, 127 always) and folds them into the
+/// requantization: loading them from the prepared steps cost ~10 instructions
+/// per BatchNormalization output on the Cortex-M4 (same bytes either way).
+#[inline(always)]
+fn with_constant_clamp(p: Int8Params, relu: bool) -> Int8Params {
+    Int8Params::new(p.in_zp, p.out_zp, if relu { Activation::Relu } else { Activation::None })
 }
 
 /// A model checked and planned once, ready to [`run`] any number of times:
@@ -577,7 +570,7 @@ pub fn run_with<'a>(
         match (*step, data[i].weights) {
             (Step::Identity, _) => {}
             (Step::BatchNorm { prm }, LayerWeights::Int8(w)) => {
-                let prm = prm.foldable(false);
+                let prm = with_constant_clamp(prm, false);
                 k8::batch_norm_in_place_fast(&prm, &w, as_i8_mut(&mut work[lp.output.offset..lp.output.end()]));
             }
             (Step::BatchNorm { .. }, LayerWeights::F16(w)) => {
@@ -587,7 +580,7 @@ pub fn run_with<'a>(
                 let (src, dst) = split(work, lp.input, lp.output);
                 match (step, weights) {
                     (Step::Conv { g, prm, relu }, LayerWeights::Int8(w)) => {
-                        let prm = prm.foldable(relu);
+                        let prm = with_constant_clamp(prm, relu);
                         let jobs = par.jobs().min(g.out_h);
                         if jobs > 1 && k8::can_split_conv(&g) {
                             let (x, row) = (as_i8(src), g.out_w * g.out_c);
@@ -607,7 +600,7 @@ pub fn run_with<'a>(
                         k16::conv2d_fast(&g, relu, &w, as_f16(src), as_f16_mut(dst));
                     }
                     (Step::Dense { prm, relu }, LayerWeights::Int8(w)) => {
-                        let prm = prm.foldable(relu);
+                        let prm = with_constant_clamp(prm, relu);
                         let units = dst.len();
                         let jobs = par.jobs().min(units);
                         if jobs > 1 && k8::can_split_dense() {
