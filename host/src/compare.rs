@@ -13,7 +13,7 @@ use shared::numeric::argmax;
 
 use crate::data::loader::{BatchPlan, LoaderConfig, Prefetcher};
 use crate::model_file::encode_input;
-use crate::simulate::simulate;
+use crate::simulate::{prepare, simulate_prepared};
 
 /// Noise and signal energy of one layer, summed over images.
 #[derive(Clone, Copy, Debug, Default)]
@@ -102,6 +102,7 @@ pub fn compare(
             energy: vec![Energy::default(); n_layers],
         })
         .collect();
+    let prepared: Vec<_> = models.iter().map(|(_, m)| prepare(m)).collect::<Result<_>>()?;
     let (mut float_correct, mut images) = (0usize, 0usize);
     let plans = BatchPlan::sequential(indices, 32);
     let cfg = LoaderConfig { h, w, augment: None, skip_bad: false, prefetch: 2 };
@@ -115,9 +116,9 @@ pub fn compare(
             float_correct += usize::from(float_top == Some(label));
             images += 1;
             let pixels: Vec<f32> = batch.x.index_axis(Axis(0), b).iter().copied().collect();
-            for ((_, model), t) in models.iter().zip(&mut tallies) {
+            for (((_, model), p), t) in models.iter().zip(&prepared).zip(&mut tallies) {
                 let input = encode_input(model, &pixels)?;
-                let run = simulate(model, &input, true)?;
+                let run = simulate_prepared(p, &input, true)?;
                 let top = argmax(run.logits.iter().copied());
                 t.correct += usize::from(top == Some(label));
                 t.agree += usize::from(top == float_top);

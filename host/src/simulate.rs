@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
-use shared::engine::{self, Observer};
+use shared::engine::{self, Observer, Prepared};
 use shared::model::QuantModel;
 use shared::spec::Shape;
 
@@ -82,13 +82,25 @@ impl Observer for Recorder<'_> {
     }
 }
 
-/// Run one example through the engine.
+/// Validate and plan `model` once for many [`simulate_prepared`] runs.
+pub fn prepare<'m>(model: &'m QuantModel<'m>) -> Result<Prepared<'m>> {
+    engine::prepare(model).map_err(|e| anyhow!("engine: {e}"))
+}
+
+/// Run one example through the engine (preparing the model for this run
+/// only; loops over many inputs call [`prepare`] once and
+/// [`simulate_prepared`]).
 pub fn simulate(model: &QuantModel, input: &[u8], keep_layer_bytes: bool) -> Result<SimRun> {
-    let prepared = engine::prepare(model).map_err(|e| anyhow!("engine: {e}"))?;
-    let plan = prepared.plan();
-    let mut arena = vec![0u8; plan.arena_bytes];
+    simulate_prepared(&prepare(model)?, input, keep_layer_bytes)
+}
+
+/// Run one example through an already prepared model.
+pub fn simulate_prepared(prepared: &Prepared<'_>, input: &[u8], keep_layer_bytes: bool) -> Result<SimRun> {
+    let model = prepared.model();
+    let arena_bytes = prepared.plan().arena_bytes;
+    let mut arena = vec![0u8; arena_bytes];
     let mut rec = Recorder { model, keep_bytes: keep_layer_bytes, started: Instant::now(), layers: Vec::new() };
-    let output = engine::run_with(&prepared, input, &mut arena, &mut rec, &RayonPool)
+    let output = engine::run_with(prepared, input, &mut arena, &mut rec, &RayonPool)
         .map_err(|e| anyhow!("engine: {e}"))?
         .to_vec();
     let mut logits = vec![0f32; output.len() / model.precision.activation_bytes()];
@@ -96,7 +108,7 @@ pub fn simulate(model: &QuantModel, input: &[u8], keep_layer_bytes: bool) -> Res
     if rec.layers.len() != model.spec.layers().len() {
         bail!("the engine reported {} layers of {}", rec.layers.len(), model.spec.layers().len());
     }
-    Ok(SimRun { output, logits, layers: rec.layers, arena_bytes: plan.arena_bytes })
+    Ok(SimRun { output, logits, layers: rec.layers, arena_bytes })
 }
 
 /// JSON of one run: prediction, raw output, per-layer records. `host flash
@@ -146,10 +158,11 @@ pub fn simulate_folder(model: &QuantModel, dir: &Path) -> Result<FolderAccuracy>
     if !names.is_empty() && names != data.class_names() {
         bail!("{}: class folders {:?} do not match the model's classes {:?}", dir.display(), data.class_names(), names);
     }
+    let prepared = prepare(model)?;
     let (mut correct, mut images, mut nanos) = (0usize, 0usize, 0u64);
     for (path, label) in data.files() {
         let input = image_input(model, path)?;
-        let run = simulate(model, &input, false)?;
+        let run = simulate_prepared(&prepared, &input, false)?;
         nanos += run.layers.iter().map(|l| l.nanos).sum::<u64>();
         correct += usize::from(shared::numeric::argmax(run.logits.iter().copied()) == Some(*label));
         images += 1;

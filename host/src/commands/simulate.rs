@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use crate::model_file::{class_names, image_input, parse_model, read_model_file};
 use crate::prediction::Prediction;
-use crate::simulate::{dump_layers, run_json, simulate, simulate_folder, SimRun};
+use crate::simulate::{dump_layers, prepare, run_json, simulate_folder, simulate_prepared, SimRun};
 use crate::summary::thousands;
 
 /// `host simulate`'s arguments.
@@ -52,10 +52,11 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
     if args.images.is_empty() {
         bail!("give image files to classify, or --data DIR");
     }
+    let prepared = prepare(&model)?;
     let mut all = Vec::new();
     for path in &args.images {
         let input = image_input(&model, path)?;
-        let run = simulate(&model, &input, args.dump_layers.is_some())?;
+        let run = simulate_prepared(&prepared, &input, args.dump_layers.is_some())?;
         if let Some(dir) = &args.dump_layers {
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
             dump_layers(dir, &stem, &run)?;
