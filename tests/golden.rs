@@ -147,7 +147,8 @@ fn quantizing_the_checkpoint_again_gives_the_same_files() {
     let params = quantize::FloatParams::from_tensors(&ck.spec, &ck.tensors).expect("params");
     for (name, precision) in MODELS {
         let ranges = (precision == Precision::Int8).then_some(&recorded);
-        let model = quantize::quantize(&params, precision, ranges, &ck.class_names).expect("quantize");
+        let model =
+            quantize::quantize(&params, precision, ranges, &ck.class_names, ck.preprocess.as_ref()).expect("quantize");
         let bytes = shared::format::write(&model.view()).expect("encode");
         let path = dir().join(name);
         if updating() {

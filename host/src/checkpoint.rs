@@ -8,6 +8,7 @@
 //! [`ModelSpec`], the class names and the tensor map, and
 //! [`Checkpoint::network`] a ready float network.
 use crate::nn::{Network, NnError};
+use crate::preprocess::Preprocess;
 use crate::report::EpochRecord;
 use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, TensorView};
@@ -291,6 +292,9 @@ pub struct Checkpoint {
     pub tensors: HashMap<String, ArrayD<f32>>,
     /// Training state; None in files written by other tools.
     pub train: Option<TrainMeta>,
+    /// The input preprocessing the model expects (None: pixels in [0, 1],
+    /// what our trainer feeds); imported models carry theirs.
+    pub preprocess: Option<Preprocess>,
 }
 
 impl Checkpoint {
@@ -306,13 +310,21 @@ impl Checkpoint {
         if let Some(o) = optimizer {
             tensors.extend(o.state_tensors());
         }
-        Checkpoint { arch: arch.to_string(), spec: *net.spec(), class_names: class_names.to_vec(), tensors, train }
+        Checkpoint {
+            arch: arch.to_string(),
+            spec: *net.spec(),
+            class_names: class_names.to_vec(),
+            tensors,
+            train,
+            preprocess: net.preprocess().cloned(),
+        }
     }
 
     /// The float network with this checkpoint's weights.
     pub fn network(&self) -> Result<Network, NnError> {
         let mut net = Network::new(&self.spec, 0);
         net.load_tensors(&self.tensors)?;
+        net.set_preprocess(self.preprocess.clone())?;
         Ok(net)
     }
 
@@ -337,6 +349,10 @@ impl Checkpoint {
         meta.insert("classes".to_string(), self.class_names.len().to_string());
         meta.insert("class_names".to_string(), json!(self.class_names).to_string());
         meta.insert("layers".to_string(), spec_to_json(&self.spec).to_string());
+        if let Some(p) = &self.preprocess {
+            let s = serde_json::to_string(p).map_err(|e| werr(std::io::Error::other(e)))?;
+            meta.insert(INPUT_TRANSFORM.to_string(), s);
+        }
         if let Some(t) = &self.train {
             let s = serde_json::to_string(t).map_err(|e| werr(std::io::Error::other(e)))?;
             meta.insert("train".to_string(), s);
@@ -387,6 +403,10 @@ impl Checkpoint {
             Some(s) => Some(serde_json::from_str(s).map_err(|e| invalid(format!("bad train state: {e}")))?),
             None => None,
         };
+        let preprocess = match meta.get(INPUT_TRANSFORM) {
+            Some(s) => Some(serde_json::from_str(s).map_err(|e| invalid(format!("bad {INPUT_TRANSFORM}: {e}")))?),
+            None => None,
+        };
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(fmt)?;
         verify_checksums(path, &meta, &st)?;
         let mut tensors = HashMap::new();
@@ -399,7 +419,7 @@ impl Checkpoint {
             let arr = ArrayD::from_shape_vec(IxDyn(view.shape()), data).map_err(|e| invalid(format!("{name}: {e}")))?;
             tensors.insert(name, arr);
         }
-        let ck = Checkpoint { arch, spec, class_names, tensors, train };
+        let ck = Checkpoint { arch, spec, class_names, tensors, train, preprocess };
         // Validate the weights now, so every user gets the error at load time.
         ck.network().map_err(|source| CheckpointError::Tensors { path: path.to_path_buf(), source })?;
         Ok(ck)
@@ -410,6 +430,9 @@ impl Checkpoint {
         self.tensors.iter().filter(|(k, _)| !k.starts_with("optimizer/")).map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
+
+/// The metadata key holding the input preprocessing (`{"scale": [..], "offset": [..]}`), when there is one.
+pub const INPUT_TRANSFORM: &str = "input_transform";
 
 /// The metadata key holding each tensor's CRC-32 (written since
 /// `host-checkpoint/1` files gained it; older files load with a warning).

@@ -3,6 +3,7 @@
 //!
 //! Library modules are named for what they are; [`commands`] holds one thin
 //! module per subcommand over them, and nothing else imports from it.
+pub mod arch;
 pub mod atomic;
 pub mod checkpoint;
 pub mod commands;
@@ -10,10 +11,12 @@ pub mod compare;
 pub mod data;
 pub mod eval;
 pub mod flash;
+pub mod import;
 pub mod model_file;
 pub mod nn;
 pub mod optim;
 pub mod prediction;
+pub mod preprocess;
 pub mod provenance;
 pub mod quantize;
 pub mod reference;

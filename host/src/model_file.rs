@@ -23,8 +23,19 @@ pub fn parse_model<'a>(bytes: &'a AlignedBytes, path: &Path) -> Result<QuantMode
     Ok(model)
 }
 
-/// Encode float pixels (NHWC, [0, 1]) as the model's input bytes.
+/// Encode float pixels (NHWC, [0, 1]) as the model's input bytes, through
+/// the model's input transform when it has one.
 pub fn encode_input(model: &QuantModel, pixels: &[f32]) -> Result<Vec<u8>> {
+    let transformed;
+    let pixels = match model.preprocess {
+        Some(t) => {
+            let mut x = pixels.to_vec();
+            t.apply(&mut x);
+            transformed = x;
+            &transformed[..]
+        }
+        None => pixels,
+    };
     let mut out = vec![0u8; pixels.len() * model.precision.activation_bytes()];
     match model.precision {
         Precision::Int8 => engine::quantize_input(pixels, model.input, &mut out),

@@ -176,9 +176,11 @@ impl Calibrator {
     }
 
     /// The ranges [`shared::convert::quantize_int8`] takes. The input range is
-    /// fixed to [0, 1] (the pixel convention), so pixel bytes map exactly.
-    pub fn ranges(&self) -> Ranges {
-        Ranges { input: (0.0, 1.0), layers: self.stats.iter().map(|s| s.range(self.method)).collect() }
+    /// fixed: [0, 1] (the pixel convention, so pixel bytes map exactly), or
+    /// what the model's input transform makes of [0, 1].
+    pub fn ranges(&self, preprocess: Option<&crate::preprocess::Preprocess>) -> Ranges {
+        let input = preprocess.map_or((0.0, 1.0), |p| p.transform().output_range());
+        Ranges { input, layers: self.stats.iter().map(|s| s.range(self.method)).collect() }
     }
 }
 
@@ -188,6 +190,7 @@ pub fn quantize(
     precision: Precision,
     ranges: Option<&Ranges>,
     labels: &[String],
+    preprocess: Option<&crate::preprocess::Preprocess>,
 ) -> Result<OwnedModel> {
     let layers = params.layers();
     let mut model = match precision {
@@ -198,6 +201,7 @@ pub fn quantize(
         Precision::F16 => convert::convert_f16(&params.spec, &layers).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     model.labels = labels.join("\n");
+    model.preprocess = preprocess.map(|p| p.values().to_vec()).unwrap_or_default();
     Ok(model)
 }
 
@@ -289,7 +293,7 @@ pub fn calibrate(ck: &crate::checkpoint::Checkpoint, cal: &Calibration) -> Resul
         calibrator.observe(&mut net, chunk);
     }
     eprintln!("calibrated on {} images of {}", calibrator.images(), sel.data.source.summary());
-    Ok(calibrator.ranges())
+    Ok(calibrator.ranges(ck.preprocess.as_ref()))
 }
 
 /// Quantize a loaded checkpoint: calibrate (int8) on `cal`'s images, then
@@ -304,5 +308,5 @@ pub fn quantize_checkpoint(
         Precision::F16 => None,
         Precision::Int8 => Some(calibrate(ck, cal)?),
     };
-    quantize(&params, precision, ranges.as_ref(), &ck.class_names)
+    quantize(&params, precision, ranges.as_ref(), &ck.class_names, ck.preprocess.as_ref())
 }

@@ -23,7 +23,9 @@ use core::fmt;
 
 use half::f16;
 
-use crate::model::{F16Weights, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant};
+use crate::model::{
+    F16Weights, InputTransform, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant,
+};
 use crate::quant;
 use crate::spec::{Layer, ModelSpec, MAX_LAYERS};
 
@@ -152,6 +154,8 @@ pub struct OwnedModel {
     /// `(weights, output quantization)` per layer.
     pub layers: Vec<(OwnedWeights, TensorQuant)>,
     pub labels: alloc::string::String,
+    /// The input transform's values (see [`crate::model::InputTransform`]); empty: none.
+    pub preprocess: Vec<f32>,
 }
 
 impl OwnedModel {
@@ -168,7 +172,15 @@ impl OwnedModel {
             };
             *d = LayerData { weights, output: *q };
         }
-        QuantModel { spec: self.spec, precision: self.precision, input: self.input, layers, labels: &self.labels }
+        let preprocess = (!self.preprocess.is_empty()).then_some(InputTransform { values: &self.preprocess });
+        QuantModel {
+            spec: self.spec,
+            precision: self.precision,
+            input: self.input,
+            layers,
+            labels: &self.labels,
+            preprocess,
+        }
     }
 }
 
@@ -270,7 +282,14 @@ pub fn quantize_int8(spec: &ModelSpec, params: &[FloatLayer<'_>], ranges: &Range
         layers.push((w, out_q));
         in_q = out_q;
     }
-    Ok(OwnedModel { spec: *spec, precision: Precision::Int8, input, layers, labels: Default::default() })
+    Ok(OwnedModel {
+        spec: *spec,
+        precision: Precision::Int8,
+        input,
+        layers,
+        labels: Default::default(),
+        preprocess: Vec::new(),
+    })
 }
 
 /// Convert float parameters to an f16 model: every value rounded to f16
@@ -300,6 +319,7 @@ pub fn convert_f16(spec: &ModelSpec, params: &[FloatLayer<'_>]) -> Result<OwnedM
         input: TensorQuant::IDENTITY,
         layers,
         labels: Default::default(),
+        preprocess: Vec::new(),
     })
 }
 

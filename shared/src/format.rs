@@ -6,7 +6,7 @@
 //! `alloc` feature, [`write`] produces the bytes of a [`QuantModel`], and
 //! `parse(&write(m)?)? == *m`.
 //!
-//! # Layout, format version 1
+//! # Layout, format versions 1 and 2
 //!
 //! All integers and floats are little-endian; `f32` is IEEE binary32, `f16` is
 //! IEEE binary16. Offsets are bytes from the start of the file.
@@ -21,7 +21,7 @@
 //! | offset | size | type     | meaning                                                                 |
 //! |-------:|-----:|----------|-------------------------------------------------------------------------|
 //! |      0 |    8 | `[u8;8]` | magic `b"AXQMODEL"`                                                     |
-//! |      8 |    4 | `u32`    | format version, [`VERSION`] (= 1)                                       |
+//! |      8 |    4 | `u32`    | format version: 2 ([`VERSION`]) with an input transform, else 1         |
 //! |     12 |    4 | `u32`    | total file length in bytes; must equal the buffer length               |
 //! |     16 |    4 | `u32`    | CRC-32 (ISO-HDLC, as zlib) of the whole file with these 4 bytes zeroed |
 //! |     20 |    1 | `u8`     | precision: 0 = int8, 1 = f16                                            |
@@ -35,7 +35,8 @@
 //! |     44 |    4 | `u32`    | image: channels; flat: 0                                                |
 //! |     48 |    4 | `f32`    | input scale (int8: finite, > 0; f16: exactly 1.0)                       |
 //! |     52 |    4 | `i32`    | input zero point (int8: -128..=127; f16: 0)                             |
-//! |     56 |    8 |          | reserved, 0                                                             |
+//! |     56 |    4 | `u32`    | version 1: reserved, 0; version 2: input transform offset              |
+//! |     60 |    4 | `u32`    | version 1: reserved, 0; version 2: input transform count (`2 * channels`) |
 //!
 //! ## Layer records (`n` x 64 bytes, record `i` at `64 + 64 * i`)
 //!
@@ -72,7 +73,7 @@
 //!
 //! ## Data area (from `64 + 64 * n`)
 //!
-//! The labels (when not empty), then each layer's used sections in layer order
+//! The labels (when not empty), the input transform (version 2), then each layer's used sections in layer order
 //! and slot order. Each starts at the first multiple of [`SECTION_ALIGN`] (16)
 //! at or after the end of the previous one (the first at `64 + 64 * n`), the
 //! gaps are zero, and the file ends at the first multiple of 16 at or after
@@ -80,6 +81,12 @@
 //!
 //! Labels are UTF-8 class names separated by `\n` (no trailing newline): as
 //! many as the model's output elements, or none at all.
+//!
+//! The input transform (version 2 only) is `2 * c` `f32`s, `c` the input's
+//! channels: the scales, then the offsets, of `x = pixel * scale + offset` with
+//! pixels in [0, 1] (see [`crate::model::InputTransform`]). Values are finite,
+//! scales non-zero, and the transform is not the identity: a model without
+//! one is a version-1 file, so files from before version 2 keep their bytes.
 //!
 //! ## Alignment
 //!

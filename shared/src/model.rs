@@ -107,6 +107,68 @@ pub struct QuantModel<'a> {
     pub layers: [LayerData<'a>; MAX_LAYERS],
     /// Class names, UTF-8, separated by `\n` (may be empty).
     pub labels: &'a str,
+    /// How image pixels become the model's input; `None`: pixels in [0, 1]
+    /// as they are (what our trainer feeds).
+    pub preprocess: Option<InputTransform<'a>>,
+}
+
+/// The model's input preprocessing, per channel: `x = pixel * scale[c] + offset[c]`
+/// with `pixel` in [0, 1] (raw / 255). It is part of the model because
+/// models trained elsewhere expect raw 0..255 pixels (Keras without
+/// `Rescaling`), [-1, 1], or a mean/std normalisation (PyTorch); the host
+/// applies it before quantizing the input, so the device's input is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InputTransform<'a> {
+    /// `scale[0..c]` followed by `offset[0..c]`.
+    pub values: &'a [f32],
+}
+
+impl<'a> InputTransform<'a> {
+    /// Channels the transform covers.
+    pub fn channels(&self) -> usize {
+        self.values.len() / 2
+    }
+    /// Per-channel scales.
+    pub fn scale(&self) -> &'a [f32] {
+        self.values.get(..self.channels()).unwrap_or(&[])
+    }
+    /// Per-channel offsets.
+    pub fn offset(&self) -> &'a [f32] {
+        self.values.get(self.channels()..).unwrap_or(&[])
+    }
+    /// Whether it leaves every pixel as it is (scale 1, offset 0).
+    pub fn is_identity(&self) -> bool {
+        self.scale().iter().all(|&s| s == 1.0) && self.offset().iter().all(|&o| o == 0.0)
+    }
+    /// Apply in place to channel-last pixels (`pixels.len()` a multiple of the channels).
+    pub fn apply(&self, pixels: &mut [f32]) {
+        let c = self.channels();
+        if c == 0 {
+            return;
+        }
+        let (scale, offset) = (self.scale(), self.offset());
+        for px in pixels.chunks_mut(c) {
+            for ((v, s), o) in px.iter_mut().zip(scale).zip(offset) {
+                *v = *v * s + o;
+            }
+        }
+    }
+    /// The range of `apply` over pixels in [0, 1], over all channels.
+    pub fn output_range(&self) -> (f32, f32) {
+        let mut lo = f32::INFINITY;
+        let mut hi = f32::NEG_INFINITY;
+        for (s, o) in self.scale().iter().zip(self.offset()) {
+            for v in [*o, s + o] {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+        if lo > hi {
+            (0.0, 1.0)
+        } else {
+            (lo, hi)
+        }
+    }
 }
 
 impl<'a> QuantModel<'a> {

@@ -7,7 +7,7 @@ use format_common::*;
 use shared::format::{
     self, declared_length, offsets, parse, write, AlignedBytes, ErrorKind, Field, FormatError, Section,
 };
-use shared::model::{LayerWeights, Precision, TensorQuant};
+use shared::model::{InputTransform, LayerWeights, Precision, TensorQuant};
 use shared::spec::{alexnet_micro, LayerKind, Problem, SpecError};
 
 const PRECISIONS: [Precision; 2] = [Precision::Int8, Precision::F16];
@@ -114,10 +114,10 @@ fn bad_magic() {
 #[test]
 fn wrong_version() {
     let m = fixed_model(Precision::F16);
-    let e = patched(&m, |f| put_u32(f, 8, 2));
-    assert_eq!(e.kind, ErrorKind::UnsupportedVersion { found: 2, supported: 1 });
+    let e = patched(&m, |f| put_u32(f, 8, 3));
+    assert_eq!(e.kind, ErrorKind::UnsupportedVersion { found: 3, supported: 2 });
     assert_err(e, Field::Version, None, 8);
-    assert!(e.to_string().contains("format version 2 is not supported"), "{e}");
+    assert!(e.to_string().contains("format version 3 is not supported"), "{e}");
 }
 
 #[test]
@@ -479,4 +479,59 @@ fn declared_length_reads_a_prefix() {
     let part = AlignedBytes::copy_from(&partition);
     assert_eq!(parse(&part[..n]).unwrap(), m.view());
     assert_eq!(declared_length(b"AXQMODEL").unwrap_err().kind, ErrorKind::Truncated { needed: 12, len: 8 });
+}
+
+/// Version 2 carries the input transform; a model without one (or with the
+/// identity) is still version 1, byte for byte.
+#[test]
+fn input_transform_makes_a_version_2_file_that_round_trips() {
+    for precision in PRECISIONS {
+        let m = fixed_model(precision);
+        let plain = write(&m.view()).unwrap();
+        assert_eq!(get_u32(&plain, 8), 1);
+        let c = m.spec.input().channels() as usize;
+        let identity: Vec<f32> = [vec![1.0; c], vec![0.0; c]].concat();
+        let mut view = m.view();
+        view.preprocess = Some(InputTransform { values: &identity });
+        assert_eq!(write(&view).unwrap(), plain, "an identity transform is written as version 1");
+
+        let values: Vec<f32> = (0..2 * c).map(|i| if i < c { 255.0 / (i + 1) as f32 } else { -(i as f32) }).collect();
+        view.preprocess = Some(InputTransform { values: &values });
+        let f = AlignedBytes::copy_from(&write(&view).unwrap());
+        assert_eq!(get_u32(&f, 8), 2);
+        assert_eq!(get_u32(&f, offsets::TRANSFORM_COUNT) as usize, 2 * c);
+        let back = parse(&f).unwrap();
+        assert_eq!(back, view);
+        assert_eq!(back.preprocess.unwrap().scale(), &values[..c]);
+        assert_eq!(back.preprocess.unwrap().offset(), &values[c..]);
+        assert_eq!(write(&back).unwrap(), f.as_bytes(), "canonical");
+
+        // Each broken field is refused, naming the transform.
+        let at = get_u32(&f, offsets::TRANSFORM_OFFSET) as usize;
+        let refuse = |patch: &dyn Fn(&mut [u8])| {
+            let mut g = AlignedBytes::copy_from(f.as_bytes());
+            patch(g.as_bytes_mut());
+            reseal(g.as_bytes_mut());
+            parse(&g).expect_err("patched transform must be refused")
+        };
+        let e = refuse(&|g| put_u32(g, offsets::TRANSFORM_COUNT, 2 * c as u32 + 2));
+        assert_eq!(e.field, Field::InputTransform);
+        assert!(matches!(e.kind, ErrorKind::WrongCount { .. }), "{e}");
+        let e = refuse(&|g| put_u32(g, at + 4, f32::NAN.to_bits()));
+        assert_eq!((e.field, e.offset), (Field::InputTransform, at + 4));
+        assert!(matches!(e.kind, ErrorKind::BadTransform { .. }), "{e}");
+        let e = refuse(&|g| put_u32(g, at, 0));
+        assert!(matches!(e.kind, ErrorKind::BadTransform { value } if value == 0.0), "{e}");
+        let e = refuse(&|g| {
+            for (k, v) in identity.iter().enumerate() {
+                put_u32(g, at + 4 * k, v.to_bits());
+            }
+        });
+        assert_eq!(e.kind, ErrorKind::IdentityTransform, "{e}");
+        let e = refuse(&|g| put_u32(g, offsets::TRANSFORM_OFFSET, at as u32 + 16));
+        assert!(matches!(e.kind, ErrorKind::WrongOffset { .. }), "{e}");
+        // A version-1 file keeps the bytes reserved.
+        let e = patched(&m, |g| put_u32(g, offsets::TRANSFORM_COUNT, 6));
+        assert_eq!((e.field, e.offset), (Field::Reserved, offsets::TRANSFORM_COUNT));
+    }
 }

@@ -9,6 +9,7 @@ pub mod compare;
 pub mod dataset;
 pub mod eval;
 pub mod flash;
+pub mod import;
 pub mod inspect;
 pub mod predict;
 pub mod quantize;
@@ -45,6 +46,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Run a model file with the shared engine on the desktop (what the firmware runs).
     Simulate(simulate::SimulateArgs),
+    /// Import a model trained in Keras or PyTorch (.keras, .h5, weights-only .h5, .onnx) as a checkpoint.
+    Import(import::ImportArgs),
     /// Compare quantized model files with the float checkpoint (accuracy, agreement, SQNR).
     Compare(compare::CompareArgs),
 }
@@ -71,5 +74,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Simulate(args) => simulate::run(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Import(args) => import::run(&args),
     }
 }

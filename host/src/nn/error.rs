@@ -14,6 +14,8 @@ pub enum NnError {
     Label { index: usize, label: usize, classes: usize },
     #[error("{labels} labels for a batch of {batch}")]
     LabelCount { labels: usize, batch: usize },
+    #[error("an input transform for {got} channels on a model input of {channels} channels")]
+    Preprocess { got: usize, channels: usize },
     #[error("input of shape {got:?} does not match the model input {expected}")]
     Input { got: Vec<usize>, expected: Shape },
 }

@@ -19,6 +19,7 @@ pub use error::NnError;
 pub use loss::{softmax, softmax_cross_entropy, try_softmax_cross_entropy};
 pub use rand_chacha::ChaCha8Rng;
 
+use crate::preprocess::Preprocess;
 use batchnorm::BnCache;
 use conv::ConvGeom;
 use ndarray::{Array2, ArrayD, ArrayView4, IxDyn};
@@ -80,6 +81,8 @@ pub struct Network {
     grads: [Vec<f32>; 2],
     /// Per-layer (forward, backward) wall seconds, summed while profiling is on.
     profile: Option<Vec<(f64, f64)>>,
+    /// Applied to every input before the first layer (None: pixels as given).
+    preprocess: Option<Preprocess>,
 }
 
 /// Resize without clearing when the length is unchanged (callers overwrite everything).
@@ -159,7 +162,25 @@ impl Network {
             trained: false,
             grads: [Vec::new(), Vec::new()],
             profile: None,
+            preprocess: None,
         }
+    }
+
+    /// The input preprocessing every forward applies first.
+    pub fn preprocess(&self) -> Option<&Preprocess> {
+        self.preprocess.as_ref()
+    }
+
+    /// Set the input preprocessing; its channels must be the input's.
+    pub fn set_preprocess(&mut self, p: Option<Preprocess>) -> Result<(), NnError> {
+        if let Some(p) = &p {
+            let c = self.spec.input().channels() as usize;
+            if p.channels() != c {
+                return Err(NnError::Preprocess { got: p.channels(), channels: c });
+            }
+        }
+        self.preprocess = p;
+        Ok(())
     }
 
     /// The layer stack this network was built from.
@@ -205,6 +226,9 @@ impl Network {
         match x.as_slice() {
             Some(s) => a0.copy_from_slice(s),
             None => a0.iter_mut().zip(x.iter()).for_each(|(d, s)| *d = *s),
+        }
+        if let Some(p) = &self.preprocess {
+            p.apply(a0);
         }
         let shapes: Vec<Shape> = self.spec.shapes().map(|(_, _, _, o)| o).collect();
         for (i, node) in self.nodes.iter_mut().enumerate() {

@@ -31,6 +31,8 @@ pub enum Field {
     Reserved,
     /// The labels' offset, length or text.
     Labels,
+    /// The input transform (version 2): its offset, count or values.
+    InputTransform,
     InputShape,
     InputScale,
     InputZeroPoint,
@@ -111,6 +113,10 @@ pub enum ErrorKind {
     NotUtf8 { valid_up_to: usize },
     /// The number of labels is neither 0 nor the output size.
     LabelCount { expected: u64, found: u64 },
+    /// An input transform value that is not finite, or a zero scale.
+    BadTransform { value: f32 },
+    /// A version-2 file whose input transform changes nothing (it must be version 1).
+    IdentityTransform,
     /// Writer: the layer's weights do not fit its kind or the model's precision.
     WrongWeights,
     /// Writer: the file would exceed 4 GiB.
@@ -135,6 +141,7 @@ impl fmt::Display for Field {
             Field::LayerCount => f.write_str("layer count"),
             Field::Reserved => f.write_str("reserved field"),
             Field::Labels => f.write_str("labels"),
+            Field::InputTransform => f.write_str("input transform"),
             Field::InputShape => f.write_str("input shape"),
             Field::InputScale => f.write_str("input scale"),
             Field::InputZeroPoint => f.write_str("input zero point"),
@@ -176,7 +183,11 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Truncated { needed, len } => write!(f, "the file ends early: needs {needed} bytes, has {len}"),
             ErrorKind::BadMagic => f.write_str("not a model file (bad magic)"),
             ErrorKind::UnsupportedVersion { found, supported } => {
-                write!(f, "format version {found} is not supported (this build reads version {supported})")
+                write!(
+                    f,
+                    "format version {found} is not supported (this build reads versions {}..={supported})",
+                    super::layout::VERSION_MIN
+                )
             }
             ErrorKind::LengthMismatch { declared, actual } => {
                 write!(f, "the header says {declared} bytes but the buffer has {actual} (truncated or extended)")
@@ -205,6 +216,12 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NotUtf8 { valid_up_to } => write!(f, "not UTF-8 after {valid_up_to} bytes"),
             ErrorKind::LabelCount { expected, found } => {
                 write!(f, "{found} labels for {expected} outputs (give one per output, or none)")
+            }
+            ErrorKind::BadTransform { value } => {
+                write!(f, "value {value} is not finite (or is a zero scale)")
+            }
+            ErrorKind::IdentityTransform => {
+                f.write_str("the transform is the identity; such a model is written as format version 1")
             }
             ErrorKind::WrongWeights => {
                 f.write_str("the weights do not fit the layer (none for this kind, or another precision)")

@@ -3,8 +3,12 @@
 
 /// The first 8 bytes of every model file.
 pub const MAGIC: [u8; 8] = *b"AXQMODEL";
-/// The format version this code reads and writes.
-pub const VERSION: u32 = 1;
+/// The newest format version this code reads and writes: 2 adds the input
+/// transform. A model without one is still written as version 1, byte for
+/// byte as before.
+pub const VERSION: u32 = 2;
+/// The oldest format version this code reads.
+pub const VERSION_MIN: u32 = 1;
 /// Bytes of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Bytes of one layer record.
@@ -34,7 +38,10 @@ pub mod offsets {
     pub const INPUT_SHAPE: usize = 32;
     pub const INPUT_SCALE: usize = 48;
     pub const INPUT_ZERO_POINT: usize = 52;
+    /// Version 1: reserved (zero). Version 2: the input transform's offset and count.
     pub const RESERVED1: usize = 56;
+    pub const TRANSFORM_OFFSET: usize = 56;
+    pub const TRANSFORM_COUNT: usize = 60;
     /// Offsets inside a layer record.
     pub mod layer {
         pub const KIND: usize = 0;

@@ -4,8 +4,12 @@
 
 use super::error::{ErrorKind, Field, FormatError, Section};
 use super::layout::{align_up, offsets, offsets::layer as rec, tag};
-use super::layout::{BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN, VERSION};
-use crate::model::{F16Weights, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant};
+use super::layout::{
+    BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN, VERSION, VERSION_MIN,
+};
+use crate::model::{
+    F16Weights, InputTransform, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant,
+};
 use crate::spec::{
     Activation, Conv2D, Layer, ModelSpec, Padding, Problem, Shape, SpecError, MAX_LAYERS, MAX_TENSOR_ELEMENTS,
 };
@@ -85,8 +89,11 @@ pub fn parse(bytes: &[u8]) -> Result<QuantModel<'_>, FormatError> {
         return Err(err(ErrorKind::Spec(e), Field::LayerCount, None, offsets::LAYER_COUNT));
     }
     r.zero16(offsets::RESERVED0, Field::Reserved, None)?;
-    r.zero32(offsets::RESERVED1, Field::Reserved, None)?;
-    r.zero32(offsets::RESERVED1 + 4, Field::Reserved, None)?;
+    let version = r.u32(offsets::VERSION, Field::Version, None)?;
+    if version == 1 {
+        r.zero32(offsets::RESERVED1, Field::Reserved, None)?;
+        r.zero32(offsets::RESERVED1 + 4, Field::Reserved, None)?;
+    }
     let table_end = offsets::layer_record(n);
     if len < table_end {
         let kind = ErrorKind::Truncated { needed: table_end as u64, len };
@@ -109,6 +116,7 @@ pub fn parse(bytes: &[u8]) -> Result<QuantModel<'_>, FormatError> {
     // Data area: labels, then sections, each at its canonical place.
     let mut cursor = Cursor { pos: table_end as u64 };
     let labels = read_labels(&r, &spec, &mut cursor)?;
+    let preprocess = if version >= 2 { Some(read_transform(&r, &spec, &mut cursor)?) } else { None };
     let mut data = [LayerData::plain(TensorQuant::IDENTITY); MAX_LAYERS];
     for ((i, layer, shape_in, _), slot) in spec.shapes().zip(data.iter_mut()) {
         *slot = read_layer_data(&r, precision, i, layer, shape_in, &mut cursor)?;
@@ -122,7 +130,7 @@ pub fn parse(bytes: &[u8]) -> Result<QuantModel<'_>, FormatError> {
     if len as u64 > expected_len {
         return Err(err(ErrorKind::TrailingData { expected_len }, Field::Length, None, expected_len as usize));
     }
-    Ok(QuantModel { spec, precision, input, layers: data, labels })
+    Ok(QuantModel { spec, precision, input, layers: data, labels, preprocess })
 }
 
 fn err(kind: ErrorKind, field: Field, layer: Option<usize>, offset: usize) -> FormatError {
@@ -213,7 +221,7 @@ fn check_magic_and_version(r: &Reader<'_>) -> Result<(), FormatError> {
         return Err(err(ErrorKind::BadMagic, Field::Magic, None, offsets::MAGIC));
     }
     let version = r.u32(offsets::VERSION, Field::Version, None)?;
-    if version != VERSION {
+    if !(VERSION_MIN..=VERSION).contains(&version) {
         let kind = ErrorKind::UnsupportedVersion { found: version, supported: VERSION };
         return Err(err(kind, Field::Version, None, offsets::VERSION));
     }
@@ -396,6 +404,37 @@ fn read_labels<'a>(r: &Reader<'a>, spec: &ModelSpec, cursor: &mut Cursor) -> Res
         return Err(err(ErrorKind::LabelCount { expected, found }, Field::Labels, None, offset as usize));
     }
     Ok(text)
+}
+
+/// The version-2 input transform: `2 * channels` finite `f32`s right after
+/// the labels, no zero scale, and not the identity (that is version 1).
+fn read_transform<'a>(
+    r: &Reader<'a>,
+    spec: &ModelSpec,
+    cursor: &mut Cursor,
+) -> Result<InputTransform<'a>, FormatError> {
+    let f = Field::InputTransform;
+    let offset = r.u32(offsets::TRANSFORM_OFFSET, f, None)?;
+    let count = r.u32(offsets::TRANSFORM_COUNT, f, None)? as u64;
+    let expected = 2 * spec.input().channels() as u64;
+    if count != expected {
+        return Err(err(ErrorKind::WrongCount { expected, found: count }, f, None, offsets::TRANSFORM_COUNT));
+    }
+    let raw = cursor.take(r, offset, count, 4, f, None, offsets::TRANSFORM_OFFSET)?;
+    let values: &[f32] = bytemuck::try_cast_slice(raw).map_err(|_| {
+        let kind = ErrorKind::Misaligned { align: 4, address_mod: raw.as_ptr() as usize % 4 };
+        err(kind, f, None, offset as usize)
+    })?;
+    let t = InputTransform { values };
+    let channels = t.channels();
+    let bad = values.iter().enumerate().find(|&(i, v)| !v.is_finite() || (i < channels && *v == 0.0));
+    if let Some((i, &value)) = bad {
+        return Err(err(ErrorKind::BadTransform { value }, f, None, (offset as usize).saturating_add(4 * i)));
+    }
+    if t.is_identity() {
+        return Err(err(ErrorKind::IdentityTransform, f, None, offsets::VERSION));
+    }
+    Ok(t)
 }
 
 /// (weights, channels) element counts a layer's sections must have, if it has any.

@@ -32,7 +32,10 @@ pub fn write(model: &QuantModel<'_>) -> Result<Vec<u8>, FormatError> {
 
     let mut out = vec![0u8; offsets::layer_record(layers.len())];
     out[..8].copy_from_slice(&MAGIC);
-    put_u32(&mut out, offsets::VERSION, VERSION);
+    // Version 1 unless there is a transform to carry: files without one keep
+    // their exact bytes from before version 2.
+    let transform = model.preprocess.filter(|t| !t.is_identity());
+    put_u32(&mut out, offsets::VERSION, if transform.is_some() { VERSION } else { 1 });
     out[offsets::PRECISION] = match model.precision {
         Precision::Int8 => tag::INT8,
         Precision::F16 => tag::F16,
@@ -52,6 +55,11 @@ pub fn write(model: &QuantModel<'_>) -> Result<Vec<u8>, FormatError> {
         let at = append(&mut out, model.labels.as_bytes())?;
         put_u32(&mut out, offsets::LABELS_OFFSET, at);
         put_u32(&mut out, offsets::LABELS_LEN, len_u32(model.labels.len())?);
+    }
+    if let Some(t) = transform {
+        let at = append(&mut out, bytemuck::cast_slice(t.values))?;
+        put_u32(&mut out, offsets::TRANSFORM_OFFSET, at);
+        put_u32(&mut out, offsets::TRANSFORM_COUNT, len_u32(t.values.len())?);
     }
 
     for (i, (layer, d)) in layers.iter().zip(data).enumerate() {
@@ -113,7 +121,8 @@ fn check(bytes: &[u8], model: &QuantModel<'_>) -> Result<(), FormatError> {
         back.spec == model.spec
             && back.precision == model.precision
             && back.input == model.input
-            && back.labels == model.labels,
+            && back.labels == model.labels
+            && back.preprocess == model.preprocess.filter(|t| !t.is_identity()),
         "format::write does not round-trip"
     );
     Ok(())

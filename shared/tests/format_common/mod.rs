@@ -41,7 +41,14 @@ impl OwnedModel {
             };
             layers[i] = LayerData { weights, output: *q };
         }
-        QuantModel { spec: self.spec, precision: self.precision, input: self.input, layers, labels: &self.labels }
+        QuantModel {
+            spec: self.spec,
+            precision: self.precision,
+            input: self.input,
+            layers,
+            labels: &self.labels,
+            preprocess: None,
+        }
     }
 }
 

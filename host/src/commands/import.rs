@@ -1,0 +1,79 @@
+//! `host import`: a model trained in Keras or PyTorch (`.keras`, `.h5`,
+//! weights-only `.h5`, `.onnx`) as a checkpoint every other command takes.
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::arch::ArchSource;
+use crate::import;
+use crate::preprocess::{self, Preprocess};
+
+/// `host import`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// The model file: .keras, .h5 (full model or weights only), or .onnx.
+    pub file: PathBuf,
+    /// Where to write the checkpoint (atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Class names: a file with one per line, or a comma-separated list (default class_0..class_N-1).
+    #[arg(long)]
+    pub class_names: Option<String>,
+    /// For a weights-only .h5: the stack the weights belong to (a preset or a stack file).
+    #[arg(long, value_parser = ArchSource::parse)]
+    pub arch: Option<ArchSource>,
+    /// With a preset --arch: the number of classes.
+    #[arg(long)]
+    pub classes: Option<u32>,
+    /// With a preset --arch: the input height and width (default: the preset's).
+    #[arg(long)]
+    pub input: Option<u32>,
+    /// The model's input is pixel(0..1) * scale + offset: one value, or one per channel
+    /// (comma-separated). Overrides what the file says; ONNX files default to 1 (pixels in [0, 1]).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub input_scale: Vec<f32>,
+    /// See --input-scale (default 0).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub input_offset: Vec<f32>,
+}
+
+/// Run `host import`.
+pub fn run(args: &ImportArgs) -> Result<()> {
+    let stack = match &args.arch {
+        Some(a) => {
+            let classes = match (a, args.classes) {
+                (_, Some(c)) => c,
+                (ArchSource::File(p), None) => {
+                    crate::arch::load_stack_file(p).map_err(anyhow::Error::msg)?.0.output().elements() as u32
+                }
+                (ArchSource::Preset(_), None) => anyhow::bail!("--arch with a preset needs --classes"),
+            };
+            Some(a.build(args.input, classes).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
+    let mut imported = import::import(&args.file, stack.as_ref().map(|s| (&s.spec, s.name.as_str())))?;
+    if let Some(s) = &stack {
+        if imported.preprocess.is_none() {
+            imported.preprocess = s.preprocess.clone();
+        }
+    }
+    if !args.input_scale.is_empty() || !args.input_offset.is_empty() {
+        let c = imported.spec.input().channels() as usize;
+        imported.preprocess =
+            Preprocess::from_lists(&args.input_scale, &args.input_offset, c).map_err(anyhow::Error::msg)?;
+    }
+    let outputs = imported.spec.output().elements() as usize;
+    let names = import::class_names(args.class_names.as_deref(), outputs).map_err(anyhow::Error::msg)?;
+    let notes = imported.notes.clone();
+    let ck = imported.into_checkpoint(names).map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
+    ck.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    print!("{}", crate::summary::render(&ck.spec, &ck.arch));
+    println!("input: {}", preprocess::describe(ck.preprocess.as_ref()));
+    for n in notes {
+        println!("note: {n}");
+    }
+    println!("classes: {}", ck.class_names.join(", "));
+    println!("wrote {}", args.out.display());
+    Ok(())
+}

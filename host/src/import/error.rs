@@ -1,0 +1,28 @@
+//! Why a model could not be imported. A leaf: every importer returns these.
+use std::path::PathBuf;
+
+/// Why a model file could not be imported. Nothing is written when any of
+/// these is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file is not what its name says, or is damaged.
+    #[error("{}: {what}", path.display())]
+    Format { path: PathBuf, what: String },
+    /// A layer or node the layer stack cannot express.
+    #[error(
+        "{}: layer {name:?} ({kind}) cannot be imported: {why}. Supported: {SUPPORTED}",
+        path.display()
+    )]
+    Unsupported { path: PathBuf, name: String, kind: String, why: String },
+    /// The weights do not fit the architecture.
+    #[error("{}: {what}", path.display())]
+    Weights { path: PathBuf, what: String },
+}
+
+/// What the layer stack holds, for the error text.
+pub const SUPPORTED: &str = "Conv2D (square kernel, equal strides, valid/same padding, no dilation or groups, \
+    relu or linear), BatchNormalization (last axis), MaxPooling2D (square, valid), Flatten, Dense (relu, linear, \
+    softmax), Dropout, and in front of them InputLayer, Rescaling and Normalization; Keras's random \
+    augmentation layers are skipped (they do nothing at inference)";

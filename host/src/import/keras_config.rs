@@ -1,0 +1,505 @@
+//! A Keras model's architecture (`model.to_json()`, a `.keras` file's
+//! `config.json`, an `.h5` file's `model_config`) onto the layer stack.
+//!
+//! Keras 3 and tf.keras 2 configs differ in details (`batch_shape` vs
+//! `batch_input_shape`, how inbound nodes are written); both are read.
+//! Sequential models, nested Sequentials (the TF tutorial's
+//! `data_augmentation` block) and Functional models that are a straight chain
+//! are accepted; anything the stack cannot express is an error naming the
+//! layer.
+use super::error::ImportError;
+use crate::preprocess::Preprocess;
+use serde_json::Value;
+use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Padding, Shape};
+use std::path::Path;
+
+/// A layer of the stack that carries weights, with the Keras name its
+/// weights are stored under and what Keras stores for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightLayer {
+    /// The layer's `name` in the Keras config.
+    pub keras_name: String,
+    /// Index in the stack.
+    pub index: usize,
+    pub kind: WeightKind,
+}
+
+/// What a layer's weight list holds, in Keras's order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WeightKind {
+    /// kernel, then bias if `use_bias`.
+    Conv { use_bias: bool },
+    /// kernel, then bias if `use_bias`.
+    Dense { use_bias: bool },
+    /// gamma if `scale`, beta if `center`, moving mean, moving variance.
+    BatchNorm { scale: bool, center: bool },
+}
+
+/// A `Normalization` layer whose mean and variance are weights (adapted), not config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdaptedNormalization {
+    pub keras_name: String,
+    /// The preprocessing before it, which it follows.
+    pub before: Option<Preprocess>,
+}
+
+/// The architecture read from a Keras config.
+#[derive(Clone, Debug)]
+pub struct KerasModel {
+    pub spec: ModelSpec,
+    /// The input transform from `Rescaling`/`Normalization` (pixels [0, 1] to
+    /// what the first layer takes), raw 0..255 pixels when there is none.
+    pub preprocess: Option<Preprocess>,
+    /// A `Normalization` whose statistics are in the weights file.
+    pub adapted: Option<AdaptedNormalization>,
+    pub weight_layers: Vec<WeightLayer>,
+    /// Names of layers skipped because they do nothing at inference.
+    pub skipped: Vec<String>,
+}
+
+/// Whether a JSON document is a Keras model config (not our layer JSON).
+pub fn is_keras_config(v: &Value) -> bool {
+    v.get("class_name").is_some() && v.get("config").is_some()
+}
+
+/// Parse a Keras model config; `path` names the file in errors.
+pub fn parse(v: &Value, path: &Path) -> Result<KerasModel, ImportError> {
+    let mut b = Builder {
+        path,
+        input: None,
+        layers: Vec::new(),
+        pre: Pre::Raw,
+        weight_layers: Vec::new(),
+        skipped: Vec::new(),
+        adapted: None,
+    };
+    b.model(v)?;
+    let input = b
+        .input
+        .ok_or_else(|| b.format("the config gives no input shape (no InputLayer, batch_shape or batch_input_shape)"))?;
+    let spec = ModelSpec::new(input, &b.layers)
+        .map_err(|e| b.format(&format!("the layers do not make a valid stack: {e}")))?;
+    let preprocess = b.current_preprocess(input.channels() as usize).map_err(|e| b.format(&e))?;
+    Ok(KerasModel { spec, preprocess, adapted: b.adapted, weight_layers: b.weight_layers, skipped: b.skipped })
+}
+
+/// The preprocessing seen so far.
+enum Pre {
+    /// Raw 0..255 pixels: no Rescaling or Normalization yet.
+    Raw,
+    Set(Option<Preprocess>),
+}
+
+struct Builder<'p> {
+    path: &'p Path,
+    input: Option<Shape>,
+    layers: Vec<Layer>,
+    pre: Pre,
+    weight_layers: Vec<WeightLayer>,
+    skipped: Vec<String>,
+    adapted: Option<AdaptedNormalization>,
+}
+
+/// Keras's inference-time no-ops: random augmentation layers.
+const AUGMENTATION: &[&str] = &[
+    "RandomFlip",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomTranslation",
+    "RandomContrast",
+    "RandomBrightness",
+    "RandomCrop",
+    "RandomHeight",
+    "RandomWidth",
+    "GaussianNoise",
+    "GaussianDropout",
+    "ActivityRegularization",
+];
+
+impl Builder<'_> {
+    fn format(&self, what: &str) -> ImportError {
+        ImportError::Format { path: self.path.to_path_buf(), what: what.to_string() }
+    }
+
+    fn unsupported(&self, name: &str, kind: &str, why: impl Into<String>) -> ImportError {
+        ImportError::Unsupported {
+            path: self.path.to_path_buf(),
+            name: name.into(),
+            kind: kind.into(),
+            why: why.into(),
+        }
+    }
+
+    /// A Sequential or Functional model (possibly nested).
+    fn model(&mut self, v: &Value) -> Result<(), ImportError> {
+        let class = v.get("class_name").and_then(Value::as_str).unwrap_or("");
+        let config = v.get("config").ok_or_else(|| self.format("a model without \"config\""))?;
+        let name = config.get("name").and_then(Value::as_str).unwrap_or("model");
+        match class {
+            "Sequential" | "Functional" | "Model" => {}
+            other => {
+                return Err(self.unsupported(name, other, "not a Sequential or Functional model (a subclassed model has no config: import its weights with --arch)"))
+            }
+        }
+        if let Some(shape) = config.get("build_input_shape").or_else(|| config.get("batch_input_shape")) {
+            self.set_input(name, shape)?;
+        }
+        let layers = config
+            .get("layers")
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.format(&format!("model {name:?} lists no layers")))?;
+        if class != "Sequential" {
+            self.check_chain(layers)?;
+        }
+        for l in layers {
+            self.layer(l)?;
+        }
+        Ok(())
+    }
+
+    /// A Functional model must be a straight chain: each layer's one input is the previous layer.
+    fn check_chain(&self, layers: &[Value]) -> Result<(), ImportError> {
+        let mut previous: Option<&str> = None;
+        for l in layers {
+            let name = layer_name(l);
+            let kind = l.get("class_name").and_then(Value::as_str).unwrap_or("?");
+            let mut inbound = Vec::new();
+            if let Some(nodes) = l.get("inbound_nodes") {
+                collect_inbound(nodes, &mut inbound);
+            }
+            inbound.dedup();
+            let ok = match previous {
+                None => inbound.is_empty(),
+                Some(p) => inbound.len() == 1 && inbound[0] == p,
+            };
+            if !ok {
+                return Err(self.unsupported(
+                    name,
+                    kind,
+                    format!("its inputs are {inbound:?}; only a straight chain of layers (no branches or merges) is supported"),
+                ));
+            }
+            previous = Some(name);
+        }
+        Ok(())
+    }
+
+    fn set_input(&mut self, name: &str, shape: &Value) -> Result<(), ImportError> {
+        let dims: Option<Vec<Option<u64>>> = shape.as_array().map(|a| a.iter().map(Value::as_u64).collect());
+        let shape = match dims.as_deref() {
+            Some([_, Some(h), Some(w), Some(c)]) => Shape::image(*h as u32, *w as u32, *c as u32),
+            Some([_, Some(n)]) => Shape::Flat(*n as u32),
+            _ => {
+                return Err(self.unsupported(
+                    name,
+                    "input",
+                    format!("input shape {shape} is not (batch, h, w, c) or (batch, n) with known sizes"),
+                ))
+            }
+        };
+        if self.input.is_none() {
+            self.input = Some(shape);
+        }
+        Ok(())
+    }
+
+    fn has_weights(&self) -> bool {
+        !self.layers.is_empty()
+    }
+
+    fn layer(&mut self, l: &Value) -> Result<(), ImportError> {
+        let kind = l.get("class_name").and_then(Value::as_str).unwrap_or("");
+        let name = layer_name(l).to_string();
+        let c = l.get("config").cloned().unwrap_or(Value::Null);
+        if let Some(shape) = c.get("batch_shape").or_else(|| c.get("batch_input_shape")) {
+            self.set_input(&name, shape)?;
+        }
+        let un = |why: &str| self.unsupported(&name, kind, why);
+        match kind {
+            "InputLayer" => {}
+            "Sequential" | "Functional" => self.model(l)?,
+            k if AUGMENTATION.contains(&k) => self.skipped.push(name),
+            "Rescaling" | "Normalization" if self.has_weights() => {
+                return Err(un("preprocessing is only supported in front of the first Conv2D or Dense"))
+            }
+            "Rescaling" => {
+                let channels = self.channels(&name, kind)?;
+                let scale = per_channel(c.get("scale"), channels)
+                    .ok_or_else(|| un("its scale is not a number or a list per channel"))?;
+                let offset = per_channel(c.get("offset").or(Some(&Value::from(0.0))), channels)
+                    .ok_or_else(|| un("its offset is not a number or a list per channel"))?;
+                self.follow(&name, kind, &scale, &offset)?;
+            }
+            "Normalization" => {
+                let channels = self.channels(&name, kind)?;
+                let axis = c.get("axis");
+                let last_axis = match axis {
+                    None | Some(Value::Null) => true,
+                    Some(a) => {
+                        a.as_i64() == Some(-1)
+                            || a.as_array().is_some_and(|v| v.len() == 1 && v[0].as_i64() == Some(-1))
+                    }
+                };
+                if !last_axis {
+                    return Err(un("only per-channel (axis -1) normalization is supported"));
+                }
+                if c.get("invert").and_then(Value::as_bool) == Some(true) {
+                    return Err(un("invert=True is not supported"));
+                }
+                match (per_channel(c.get("mean"), channels), per_channel(c.get("variance"), channels)) {
+                    (Some(mean), Some(var)) => {
+                        let (scale, offset) = normalization_affine(&mean, &var);
+                        self.follow(&name, kind, &scale, &offset)?;
+                    }
+                    _ => {
+                        // Adapted: mean and variance live in the weights file.
+                        let before = self.current_preprocess(channels).map_err(|e| self.format(&e))?;
+                        self.adapted = Some(AdaptedNormalization { keras_name: name.clone(), before });
+                        self.pre = Pre::Set(None);
+                    }
+                }
+            }
+            "Conv2D" => {
+                let get2 = |k: &str| pair(c.get(k));
+                let (kh, kw) = get2("kernel_size").ok_or_else(|| un("no kernel_size"))?;
+                let (sh, sw) = get2("strides").unwrap_or((1, 1));
+                if kh != kw {
+                    return Err(un(&format!("kernel {kh}x{kw} is not square")));
+                }
+                if sh != sw {
+                    return Err(un(&format!("strides {sh}x{sw} are not equal")));
+                }
+                if get2("dilation_rate").is_some_and(|d| d != (1, 1)) {
+                    return Err(un("dilation is not supported"));
+                }
+                if c.get("groups").and_then(Value::as_u64).is_some_and(|g| g != 1) {
+                    return Err(un("grouped convolution is not supported"));
+                }
+                if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
+                    return Err(un("only channels_last is supported"));
+                }
+                let padding = match c.get("padding").and_then(Value::as_str) {
+                    Some("valid") | None => Padding::Valid,
+                    Some("same") => Padding::Same,
+                    Some(p) => return Err(un(&format!("padding {p:?} is not supported"))),
+                };
+                let filters = c.get("filters").and_then(Value::as_u64).ok_or_else(|| un("no filters"))?;
+                let activation = self.activation(&name, kind, &c)?;
+                if activation == Activation::Softmax {
+                    return Err(un("a softmax convolution is not supported"));
+                }
+                let use_bias = c.get("use_bias").and_then(Value::as_bool).unwrap_or(true);
+                self.push_weights(&name, WeightKind::Conv { use_bias });
+                self.layers.push(Layer::Conv2D(Conv2D {
+                    filters: filters as u32,
+                    kernel: kh,
+                    stride: sh,
+                    padding,
+                    activation,
+                }));
+            }
+            "BatchNormalization" => {
+                let axis = c.get("axis");
+                let last = match axis {
+                    None => true,
+                    Some(a) => {
+                        let rank = self.rank();
+                        let ax =
+                            a.as_i64().or_else(|| a.as_array().filter(|v| v.len() == 1).and_then(|v| v[0].as_i64()));
+                        ax == Some(-1) || ax == Some(rank as i64)
+                    }
+                };
+                if !last {
+                    return Err(un("only the last (channel) axis is supported"));
+                }
+                let epsilon = c.get("epsilon").and_then(Value::as_f64).unwrap_or(1e-3) as f32;
+                let momentum = c.get("momentum").and_then(Value::as_f64).unwrap_or(0.99) as f32;
+                let scale = c.get("scale").and_then(Value::as_bool).unwrap_or(true);
+                let center = c.get("center").and_then(Value::as_bool).unwrap_or(true);
+                self.push_weights(&name, WeightKind::BatchNorm { scale, center });
+                self.layers.push(Layer::BatchNorm { epsilon, momentum });
+            }
+            "MaxPooling2D" | "MaxPool2D" => {
+                let (ph, pw) = pair(c.get("pool_size")).unwrap_or((2, 2));
+                let (sh, sw) = pair(c.get("strides")).unwrap_or((ph, pw));
+                if ph != pw || sh != sw {
+                    return Err(un("only square pools with equal strides are supported"));
+                }
+                if c.get("padding").and_then(Value::as_str).is_some_and(|p| p != "valid") {
+                    return Err(un("only valid padding is supported for max pooling"));
+                }
+                self.layers.push(Layer::MaxPool2D { pool: ph, stride: sh });
+            }
+            "Flatten" => self.layers.push(Layer::Flatten),
+            "Dense" => {
+                let units = c.get("units").and_then(Value::as_u64).ok_or_else(|| un("no units"))?;
+                let activation = self.activation(&name, kind, &c)?;
+                let use_bias = c.get("use_bias").and_then(Value::as_bool).unwrap_or(true);
+                self.push_weights(&name, WeightKind::Dense { use_bias });
+                self.layers.push(Layer::Dense { units: units as u32, activation });
+            }
+            "Dropout" => {
+                let rate = c.get("rate").and_then(Value::as_f64).unwrap_or(0.5) as f32;
+                self.layers.push(Layer::Dropout { rate });
+            }
+            "Activation" | "ReLU" | "Softmax" => {
+                let act = match kind {
+                    "ReLU" => Activation::Relu,
+                    "Softmax" => Activation::Softmax,
+                    _ => self.activation(&name, kind, &c)?,
+                };
+                if kind == "ReLU" && c.get("max_value").is_some_and(|m| !m.is_null()) {
+                    return Err(un("a capped ReLU is not supported"));
+                }
+                self.fold_activation(&name, kind, act)?;
+            }
+            "" => return Err(self.format(&format!("layer {name:?} has no class_name"))),
+            other => {
+                return Err(self.unsupported(&name, other, "the layer stack has no such layer"));
+            }
+        }
+        Ok(())
+    }
+
+    /// An activation layer merges into the Conv2D or Dense right before it.
+    fn fold_activation(&mut self, name: &str, kind: &str, act: Activation) -> Result<(), ImportError> {
+        if act == Activation::None {
+            return Ok(());
+        }
+        match self.layers.last_mut() {
+            Some(Layer::Conv2D(c)) if c.activation == Activation::None && act == Activation::Relu => {
+                c.activation = act;
+                Ok(())
+            }
+            Some(Layer::Dense { activation, .. }) if *activation == Activation::None => {
+                *activation = act;
+                Ok(())
+            }
+            _ => Err(self.unsupported(
+                name,
+                kind,
+                "an activation is supported only right after a linear Conv2D or Dense",
+            )),
+        }
+    }
+
+    fn activation(&self, name: &str, kind: &str, c: &Value) -> Result<Activation, ImportError> {
+        let a = c.get("activation");
+        let text = a.and_then(Value::as_str).or_else(|| {
+            // Keras 3 may serialise an activation as {"class_name": "function", "config": "relu"}.
+            a.and_then(|v| v.get("config")).and_then(Value::as_str)
+        });
+        match text {
+            None | Some("linear") => Ok(Activation::None),
+            Some("relu") => Ok(Activation::Relu),
+            Some("softmax") => Ok(Activation::Softmax),
+            Some(other) => {
+                Err(self.unsupported(name, kind, format!("activation {other:?} (supported: relu, linear, softmax)")))
+            }
+        }
+    }
+
+    fn push_weights(&mut self, name: &str, kind: WeightKind) {
+        self.weight_layers.push(WeightLayer { keras_name: name.to_string(), index: self.layers.len(), kind });
+    }
+
+    /// Rank of the current tensor including the batch axis (for BN's axis).
+    fn rank(&self) -> usize {
+        let flat = self.layers.iter().any(|l| matches!(l, Layer::Flatten | Layer::Dense { .. }))
+            || matches!(self.input, Some(Shape::Flat(_)));
+        if flat {
+            1
+        } else {
+            3
+        }
+    }
+
+    fn channels(&self, name: &str, kind: &str) -> Result<usize, ImportError> {
+        self.input
+            .map(|s| s.channels() as usize)
+            .ok_or_else(|| self.unsupported(name, kind, "it comes before the input shape is known"))
+    }
+
+    fn current_preprocess(&self, channels: usize) -> Result<Option<Preprocess>, String> {
+        match &self.pre {
+            Pre::Raw => Preprocess::new(&vec![255.0; channels], &vec![0.0; channels]),
+            Pre::Set(p) => Ok(p.clone()),
+        }
+    }
+
+    /// Compose `x * scale + offset` after the preprocessing so far.
+    fn follow(&mut self, name: &str, kind: &str, scale: &[f32], offset: &[f32]) -> Result<(), ImportError> {
+        let before = self.current_preprocess(scale.len()).map_err(|e| self.unsupported(name, kind, e))?;
+        let p = Preprocess::then(before.as_ref(), scale, offset).map_err(|e| self.unsupported(name, kind, e))?;
+        self.pre = Pre::Set(p);
+        Ok(())
+    }
+}
+
+/// `(x - mean) / sqrt(var)` as a scale and offset. Keras divides by
+/// `max(sqrt(var), epsilon)` with its backend epsilon 1e-7.
+pub fn normalization_affine(mean: &[f32], var: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = var.iter().map(|v| (1.0 / (*v as f64).sqrt().max(1e-7)) as f32).collect();
+    let offset: Vec<f32> =
+        mean.iter().zip(var).map(|(m, v)| (-(*m as f64) / (*v as f64).sqrt().max(1e-7)) as f32).collect();
+    (scale, offset)
+}
+
+fn layer_name(l: &Value) -> &str {
+    l.get("config")
+        .and_then(|c| c.get("name"))
+        .and_then(Value::as_str)
+        .or_else(|| l.get("name").and_then(Value::as_str))
+        .unwrap_or("?")
+}
+
+/// `[a, b]` or a single `a` (meaning `[a, a]`).
+fn pair(v: Option<&Value>) -> Option<(u32, u32)> {
+    let v = v?;
+    if let Some(n) = v.as_u64() {
+        return Some((n as u32, n as u32));
+    }
+    match v.as_array()?.as_slice() {
+        [a, b] => Some((a.as_u64()? as u32, b.as_u64()? as u32)),
+        _ => None,
+    }
+}
+
+/// A scalar (for every channel) or one value per channel.
+fn per_channel(v: Option<&Value>, channels: usize) -> Option<Vec<f32>> {
+    let v = v?;
+    if let Some(x) = v.as_f64() {
+        return Some(vec![x as f32; channels]);
+    }
+    let list: Vec<f32> = v.as_array()?.iter().map(|x| x.as_f64().map(|f| f as f32)).collect::<Option<_>>()?;
+    match list.len() {
+        1 => Some(vec![list[0]; channels]),
+        n if n == channels => Some(list),
+        _ => None,
+    }
+}
+
+/// Names of the layers an `inbound_nodes` entry refers to (Keras 2's nested
+/// lists `[[["name", 0, 0, {}]]]` or Keras 3's `keras_history`).
+fn collect_inbound(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(h) = m.get("keras_history").and_then(Value::as_array) {
+                if let Some(n) = h.first().and_then(Value::as_str) {
+                    out.push(n.to_string());
+                }
+                return;
+            }
+            m.values().for_each(|x| collect_inbound(x, out));
+        }
+        Value::Array(a) => {
+            // Keras 2: ["name", node_index, tensor_index, kwargs]
+            if let (Some(n), Some(Value::Number(_))) = (a.first().and_then(Value::as_str), a.get(1)) {
+                out.push(n.to_string());
+                return;
+            }
+            a.iter().for_each(|x| collect_inbound(x, out));
+        }
+        _ => {}
+    }
+}

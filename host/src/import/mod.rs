@@ -1,0 +1,123 @@
+//! Models trained elsewhere onto the layer stack: Keras (`.keras`, `.h5`,
+//! weights-only `.h5`) and ONNX (PyTorch's `torch.onnx.export`), written as a
+//! checkpoint every other command takes.
+//!
+//! Each importer yields an [`Imported`]: the stack, its tensors under our
+//! (Keras's) names and layouts, and the input preprocessing the model
+//! expects. What the stack cannot express is an [`ImportError`] naming the
+//! layer; nothing is written then.
+pub mod error;
+pub mod keras;
+pub mod keras_config;
+pub mod keras_h5;
+pub mod onnx;
+pub mod tensors;
+
+pub use error::ImportError;
+
+use crate::checkpoint::Checkpoint;
+use crate::preprocess::Preprocess;
+use ndarray::ArrayD;
+use shared::spec::ModelSpec;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A model read from another framework's file.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    pub spec: ModelSpec,
+    /// Under the stack's tensor names (`conv2d/kernel`, ...), Keras layouts.
+    pub tensors: HashMap<String, ArrayD<f32>>,
+    /// What the model expects of [0, 1] pixels (None: them as they are).
+    pub preprocess: Option<Preprocess>,
+    /// What it was read as, for the checkpoint's `arch` and for humans.
+    pub source: String,
+    /// Things the user should know (skipped layers, how weights were matched).
+    pub notes: Vec<String>,
+}
+
+/// The file kinds `host import` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Keras,
+    H5,
+    Onnx,
+}
+
+impl FileKind {
+    /// By content first (zip, HDF5 signatures), then by extension (ONNX has no magic).
+    pub fn detect(path: &Path) -> Result<FileKind, ImportError> {
+        use std::io::Read;
+        let mut head = [0u8; 8];
+        let mut f =
+            std::fs::File::open(path).map_err(|source| ImportError::Read { path: path.to_path_buf(), source })?;
+        let n = f.read(&mut head).map_err(|source| ImportError::Read { path: path.to_path_buf(), source })?;
+        let head = &head[..n];
+        if head.starts_with(b"PK\x03\x04") {
+            return Ok(FileKind::Keras);
+        }
+        if head.starts_with(b"\x89HDF\r\n\x1a\n") {
+            return Ok(FileKind::H5);
+        }
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("onnx") => Ok(FileKind::Onnx),
+            _ => Err(ImportError::Format {
+                path: path.to_path_buf(),
+                what: "not a .keras (zip), .h5 (HDF5) or .onnx file".into(),
+            }),
+        }
+    }
+}
+
+/// Read `path`; `stack` (spec and its name) is needed for weights-only files.
+pub fn import(path: &Path, stack: Option<(&ModelSpec, &str)>) -> Result<Imported, ImportError> {
+    match FileKind::detect(path)? {
+        FileKind::Keras => keras::import_keras_zip(path),
+        FileKind::H5 => keras::import_h5(path, stack),
+        FileKind::Onnx => onnx::import_onnx(path),
+    }
+}
+
+impl Imported {
+    /// The checkpoint for this model with `class_names` (one per output).
+    pub fn into_checkpoint(self, class_names: Vec<String>) -> Result<Checkpoint, String> {
+        let outputs = self.spec.output().elements() as usize;
+        if class_names.len() != outputs {
+            return Err(format!("{} class names for a model with {outputs} outputs", class_names.len()));
+        }
+        let ck = Checkpoint {
+            arch: format!("imported: {}", self.source),
+            spec: self.spec,
+            class_names,
+            tensors: self.tensors,
+            train: None,
+            preprocess: self.preprocess,
+        };
+        // The same check `Checkpoint::load` makes: the tensors build the network.
+        ck.network().map_err(|e| e.to_string())?;
+        Ok(ck)
+    }
+}
+
+/// Class names from `--class-names`: a file with one name per line, or a
+/// comma-separated list; default `class_0..class_{n-1}`.
+pub fn class_names(arg: Option<&str>, outputs: usize) -> Result<Vec<String>, String> {
+    let names: Vec<String> = match arg {
+        None => return Ok((0..outputs).map(|i| format!("class_{i}")).collect()),
+        Some(a) if Path::new(a).is_file() => std::fs::read_to_string(a)
+            .map_err(|e| format!("reading class names from {a}: {e}"))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        Some(a) => a.split(',').map(|s| s.trim().to_string()).collect(),
+    };
+    if names.len() != outputs {
+        return Err(format!("{} class names for a model with {outputs} outputs", names.len()));
+    }
+    if names.iter().any(|n| n.is_empty() || n.contains('\n')) {
+        return Err("class names must be non-empty single lines".into());
+    }
+    Ok(names)
+}

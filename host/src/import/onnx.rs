@@ -1,0 +1,459 @@
+//! ONNX (PyTorch's `torch.onnx.export`) onto the layer stack, read with
+//! tract's ONNX crate (protobuf and tensor decoding).
+//!
+//! The graph must be a chain: each node takes the previous node's output
+//! (plus constants). Layouts are converted: ONNX convolutions are NCHW with
+//! OIHW kernels, the stack is NHWC with HWIO kernels, and a Flatten of an
+//! NCHW tensor orders features channel-major, so the first Dense layer's
+//! rows are permuted from `c*H*W + h*W + w` to `(h*W + w)*C + c`.
+use super::error::ImportError;
+use super::tensors::{StackTensors, Tensor};
+use super::Imported;
+use shared::geometry::ConvGeom;
+use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Padding, Shape};
+use std::collections::HashMap;
+use std::path::Path;
+use tract_onnx::pb::{AttributeProto, NodeProto, TensorProto};
+use tract_onnx::prelude::Framework;
+
+/// An ONNX file.
+pub fn import_onnx(path: &Path) -> Result<Imported, ImportError> {
+    let fmt = |what: String| ImportError::Format { path: path.to_path_buf(), what };
+    let onnx = tract_onnx::onnx();
+    let proto = onnx.proto_model_for_path(path).map_err(|e| fmt(format!("not a readable ONNX model: {e}")))?;
+    let graph = proto.graph.as_ref().ok_or_else(|| fmt("the model has no graph".into()))?;
+    let load = |t: &TensorProto| -> Result<Tensor, ImportError> {
+        let tensor = tract_onnx::tensor::load_tensor(&*onnx.provider, t, path.parent().and_then(|p| p.to_str()))
+            .and_then(|t| t.cast_to::<f32>().map(|c| c.into_owned()))
+            .map_err(|e| fmt(format!("tensor {:?}: {e}", t.name)))?;
+        let data = tensor.as_slice::<f32>().map_err(|e| fmt(format!("tensor {:?}: {e}", t.name)))?.to_vec();
+        Ok(Tensor { location: format!("initializer {:?}", t.name), shape: tensor.shape().to_vec(), data })
+    };
+    let mut constants: HashMap<String, Tensor> = HashMap::new();
+    for t in &graph.initializer {
+        constants.insert(t.name.clone(), load(t)?);
+    }
+    for n in graph.node.iter().filter(|n| n.op_type == "Constant") {
+        if let (Some(out), Some(t)) = (n.output.first(), attr(n, "value").and_then(|a| a.t.as_ref())) {
+            let mut t = load(t)?;
+            t.location = format!("constant {out:?}");
+            constants.insert(out.clone(), t);
+        }
+    }
+    let input = graph
+        .input
+        .iter()
+        .find(|i| !constants.contains_key(&i.name))
+        .ok_or_else(|| fmt("the graph has no input".into()))?;
+    let dims = input_dims(input).ok_or_else(|| fmt(format!("input {:?} has no fixed shape", input.name)))?;
+    let mut b = Chain::new(path, &input.name, &dims, &constants)?;
+    for node in graph.node.iter().filter(|n| n.op_type != "Constant") {
+        b.node(node)?;
+    }
+    b.finish()
+}
+
+fn input_dims(i: &tract_onnx::pb::ValueInfoProto) -> Option<Vec<usize>> {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value as D;
+    use tract_onnx::pb::type_proto::Value as T;
+    let Some(T::TensorType(t)) = i.r#type.as_ref()?.value.as_ref() else { return None };
+    t.shape
+        .as_ref()?
+        .dim
+        .iter()
+        .map(|d| match d.value {
+            Some(D::DimValue(v)) if v > 0 => Some(v as usize),
+            // A symbolic batch dimension.
+            _ => Some(0),
+        })
+        .collect()
+}
+
+fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    n.attribute.iter().find(|a| a.name == name)
+}
+
+fn ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(n, name).map(|a| a.ints.clone())
+}
+
+/// The image tensor's layout between nodes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Layout {
+    /// `[N, C, H, W]`: what ONNX convolutions take.
+    Nchw,
+    /// `[N, H, W, C]`: our layout (a Keras model through tf2onnx starts so).
+    Nhwc,
+    /// Flattened; `Some((c, h, w))` when it was flattened from NCHW.
+    Flat(Option<(usize, usize, usize)>),
+}
+
+/// The weights of one stack layer waiting for its optional parts (bias from
+/// an `Add` after a `MatMul`).
+struct Pending {
+    index: usize,
+    node: String,
+    tensors: Vec<Option<Tensor>>,
+}
+
+struct Chain<'a> {
+    path: &'a Path,
+    constants: &'a HashMap<String, Tensor>,
+    /// The tensor the next node must consume.
+    current: String,
+    layout: Layout,
+    input: Shape,
+    /// Current (h, w, c) of the image tensor, or features when flat.
+    hwc: (usize, usize, usize),
+    layers: Vec<Layer>,
+    weights: Vec<Pending>,
+}
+
+impl<'a> Chain<'a> {
+    fn new(
+        path: &'a Path,
+        input: &str,
+        dims: &[usize],
+        constants: &'a HashMap<String, Tensor>,
+    ) -> Result<Self, ImportError> {
+        let un = |why: String| ImportError::Unsupported {
+            path: path.to_path_buf(),
+            name: input.to_string(),
+            kind: "graph input".into(),
+            why,
+        };
+        let (layout, hwc) = match *dims {
+            [_, c, h, w] if c <= 4 && c > 0 && h > 0 && w > 0 => (Layout::Nchw, (h, w, c)),
+            [_, h, w, c] if c <= 4 && c > 0 && h > 0 && w > 0 => (Layout::Nhwc, (h, w, c)),
+            [_, n] if n > 0 => (Layout::Flat(None), (1, 1, n)),
+            _ => {
+                return Err(un(format!(
+                    "shape {dims:?} is not an image [N, C, H, W] / [N, H, W, C] or features [N, n]"
+                )))
+            }
+        };
+        let input_shape = match layout {
+            Layout::Flat(_) => Shape::Flat(hwc.2 as u32),
+            _ => Shape::image(hwc.0 as u32, hwc.1 as u32, hwc.2 as u32),
+        };
+        Ok(Chain {
+            path,
+            constants,
+            current: input.to_string(),
+            layout,
+            input: input_shape,
+            hwc,
+            layers: Vec::new(),
+            weights: Vec::new(),
+        })
+    }
+
+    fn unsupported(&self, n: &NodeProto, why: impl Into<String>) -> ImportError {
+        let name = if n.name.is_empty() { n.output.first().cloned().unwrap_or_default() } else { n.name.clone() };
+        ImportError::Unsupported { path: self.path.to_path_buf(), name, kind: n.op_type.clone(), why: why.into() }
+    }
+
+    fn constant(&self, n: &NodeProto, k: usize, what: &str) -> Result<Tensor, ImportError> {
+        let name = n.input.get(k).filter(|s| !s.is_empty());
+        name.and_then(|s| self.constants.get(s))
+            .cloned()
+            .ok_or_else(|| self.unsupported(n, format!("its {what} (input {k}) is not a constant in the file")))
+    }
+
+    fn node(&mut self, n: &NodeProto) -> Result<(), ImportError> {
+        // Every node but constants must continue the chain.
+        let data_inputs: Vec<&String> =
+            n.input.iter().filter(|i| !i.is_empty() && !self.constants.contains_key(*i)).collect();
+        if data_inputs.len() != 1 || *data_inputs[0] != self.current {
+            return Err(self.unsupported(
+                n,
+                format!(
+                    "its inputs {:?} do not continue a straight chain from {:?} (no branches or merges)",
+                    n.input, self.current
+                ),
+            ));
+        }
+        let out = n.output.first().cloned().unwrap_or_default();
+        match n.op_type.as_str() {
+            "Conv" => self.conv(n)?,
+            "Relu" => self.activation(n, Activation::Relu)?,
+            "Softmax" => self.activation(n, Activation::Softmax)?,
+            "BatchNormalization" => self.batch_norm(n)?,
+            "MaxPool" => self.max_pool(n)?,
+            "Flatten" => self.flatten(n)?,
+            "Reshape" => {
+                let shape = self.constant(n, 1, "shape")?;
+                let flat_to_2d = shape.data.len() == 2 && (shape.data[1] == -1.0 || shape.data[0] <= 1.0);
+                if !flat_to_2d {
+                    return Err(self.unsupported(
+                        n,
+                        format!("only a reshape to [batch, features] is supported, not {:?}", shape.data),
+                    ));
+                }
+                self.flatten(n)?;
+            }
+            "Transpose" => {
+                let perm = ints(n, "perm").unwrap_or_default();
+                self.layout = match (self.layout, perm.as_slice()) {
+                    (Layout::Nhwc, [0, 3, 1, 2]) => Layout::Nchw,
+                    (Layout::Nchw, [0, 2, 3, 1]) => Layout::Nhwc,
+                    _ => return Err(self.unsupported(n, format!("transpose {perm:?} of a {:?} tensor", self.layout))),
+                };
+            }
+            "Gemm" => self.gemm(n)?,
+            "MatMul" => {
+                let w = self.constant(n, 1, "weight")?;
+                self.dense(n, w, false, None)?;
+            }
+            "Add" => self.add_bias(n)?,
+            "Dropout" => {
+                let rate = attr(n, "ratio")
+                    .map(|a| a.f)
+                    .or_else(|| {
+                        n.input.get(1).and_then(|i| self.constants.get(i)).and_then(|t| t.data.first().copied())
+                    })
+                    .unwrap_or(0.5);
+                self.layers.push(Layer::Dropout { rate });
+            }
+            "Identity" => {}
+            _ => return Err(self.unsupported(n, "the layer stack has no such layer")),
+        }
+        self.current = out;
+        Ok(())
+    }
+
+    fn need_nchw(&self, n: &NodeProto) -> Result<(), ImportError> {
+        if self.layout != Layout::Nchw {
+            return Err(self.unsupported(n, format!("it needs an NCHW image, the tensor is {:?}", self.layout)));
+        }
+        Ok(())
+    }
+
+    fn conv(&mut self, n: &NodeProto) -> Result<(), ImportError> {
+        self.need_nchw(n)?;
+        let w = self.constant(n, 1, "weight")?;
+        let [o, i, kh, kw] = w.shape[..] else {
+            return Err(self.unsupported(n, format!("weight of shape {:?} is not [O, I, kh, kw]", w.shape)));
+        };
+        let (h, wd, c) = self.hwc;
+        if kh != kw {
+            return Err(self.unsupported(n, format!("kernel {kh}x{kw} is not square")));
+        }
+        if attr(n, "group").is_some_and(|a| a.i != 1) || i != c {
+            return Err(self.unsupported(n, "grouped convolution is not supported"));
+        }
+        if ints(n, "dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
+            return Err(self.unsupported(n, "dilation is not supported"));
+        }
+        let strides = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+        if strides.len() != 2 || strides[0] != strides[1] {
+            return Err(self.unsupported(n, format!("strides {strides:?} are not equal")));
+        }
+        let stride = strides[0] as u32;
+        let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+        let auto = attr(n, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).to_string()).unwrap_or_default();
+        let input = Shape::image(h as u32, wd as u32, c as u32);
+        let same = ConvGeom::new((h, wd, c), o, kh, stride as usize, Padding::Same);
+        let padding = if auto == "SAME_UPPER" {
+            Padding::Same
+        } else if auto == "VALID" || pads.iter().all(|&p| p == 0) {
+            Padding::Valid
+        } else if same
+            .is_some_and(|g| pads == [g.pad_top as i64, g.pad_left as i64, g.pad_bottom() as i64, g.pad_right() as i64])
+        {
+            Padding::Same
+        } else {
+            return Err(self.unsupported(
+                n,
+                format!("pads {pads:?} are neither none (valid) nor Keras's same padding for this input"),
+            ));
+        };
+        let conv = Conv2D { filters: o as u32, kernel: kh as u32, stride, padding, activation: Activation::None };
+        let g = ConvGeom::from_spec(&conv, input)
+            .ok_or_else(|| self.unsupported(n, "the kernel does not fit the input"))?;
+        // OIHW -> HWIO.
+        let mut hwio = vec![0.0f32; w.data.len()];
+        for oo in 0..o {
+            for ii in 0..i {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        hwio[((y * kw + x) * i + ii) * o + oo] = w.data[((oo * i + ii) * kh + y) * kw + x];
+                    }
+                }
+            }
+        }
+        let kernel = Tensor { location: w.location.clone(), shape: vec![kh, kw, i, o], data: hwio };
+        let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
+            Some(_) => Some(self.constant(n, 2, "bias")?),
+            None => None,
+        };
+        self.push(n, Layer::Conv2D(conv), vec![Some(kernel), bias]);
+        self.hwc = (g.out_h, g.out_w, o);
+        Ok(())
+    }
+
+    fn activation(&mut self, n: &NodeProto, act: Activation) -> Result<(), ImportError> {
+        if act == Activation::Softmax {
+            let axis = attr(n, "axis").map_or(-1, |a| a.i);
+            if !matches!(self.layout, Layout::Flat(_)) || !(axis == 1 || axis == -1) {
+                return Err(self.unsupported(n, "softmax is supported over the features of a Dense output only"));
+            }
+        }
+        match self.layers.last_mut() {
+            Some(Layer::Conv2D(c)) if c.activation == Activation::None && act == Activation::Relu => c.activation = act,
+            Some(Layer::Dense { activation, .. }) if *activation == Activation::None => *activation = act,
+            _ => {
+                return Err(self
+                    .unsupported(n, "an activation is supported only right after a Conv or Gemm/MatMul without one"))
+            }
+        }
+        Ok(())
+    }
+
+    fn batch_norm(&mut self, n: &NodeProto) -> Result<(), ImportError> {
+        if matches!(self.layout, Layout::Flat(_)) {
+            return Err(self.unsupported(n, "batch normalization of flat features is not supported"));
+        }
+        self.need_nchw(n)?;
+        let parts: Vec<Tensor> = (1..5)
+            .map(|k| self.constant(n, k, ["scale", "bias", "mean", "variance"][k - 1]))
+            .collect::<Result<_, _>>()?;
+        let epsilon = attr(n, "epsilon").map_or(1e-5, |a| a.f);
+        let momentum = attr(n, "momentum").map_or(0.9, |a| a.f);
+        self.push(n, Layer::BatchNorm { epsilon, momentum }, parts.into_iter().map(Some).collect());
+        Ok(())
+    }
+
+    fn max_pool(&mut self, n: &NodeProto) -> Result<(), ImportError> {
+        self.need_nchw(n)?;
+        let k = ints(n, "kernel_shape").unwrap_or_default();
+        let s = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+        if k.len() != 2 || k[0] != k[1] || s.len() != 2 || s[0] != s[1] {
+            return Err(
+                self.unsupported(n, format!("kernel {k:?} with strides {s:?}: only square pools with equal strides"))
+            );
+        }
+        if ints(n, "pads").is_some_and(|p| p.iter().any(|&x| x != 0)) || attr(n, "ceil_mode").is_some_and(|a| a.i != 0)
+        {
+            return Err(self.unsupported(n, "padded or ceil-mode pooling is not supported"));
+        }
+        if ints(n, "dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
+            return Err(self.unsupported(n, "dilated pooling is not supported"));
+        }
+        let (pool, stride) = (k[0] as usize, s[0] as usize);
+        let (h, w, c) = self.hwc;
+        if pool > h || pool > w {
+            return Err(self.unsupported(n, format!("a {pool}x{pool} pool on a {h}x{w} input")));
+        }
+        self.layers.push(Layer::MaxPool2D { pool: pool as u32, stride: stride as u32 });
+        self.hwc = ((h - pool) / stride + 1, (w - pool) / stride + 1, c);
+        Ok(())
+    }
+
+    fn flatten(&mut self, n: &NodeProto) -> Result<(), ImportError> {
+        if attr(n, "axis").is_some_and(|a| a.i != 1) {
+            return Err(self.unsupported(n, "only a flatten after the batch axis (axis 1) is supported"));
+        }
+        let (h, w, c) = self.hwc;
+        self.layout = match self.layout {
+            Layout::Nchw => Layout::Flat(Some((c, h, w))),
+            Layout::Nhwc => Layout::Flat(None),
+            flat @ Layout::Flat(_) => flat,
+        };
+        if !matches!(self.layers.last(), Some(Layer::Flatten)) && self.input != Shape::Flat((h * w * c) as u32) {
+            self.layers.push(Layer::Flatten);
+        }
+        self.hwc = (1, 1, h * w * c);
+        Ok(())
+    }
+
+    fn gemm(&mut self, n: &NodeProto) -> Result<(), ImportError> {
+        let f = |k: &str, d: f32| attr(n, k).map_or(d, |a| a.f);
+        let i = |k: &str| attr(n, k).map_or(0, |a| a.i);
+        if i("transA") != 0 || f("alpha", 1.0) != 1.0 || f("beta", 1.0) != 1.0 {
+            return Err(self.unsupported(n, "only Gemm with transA=0, alpha=1, beta=1 is supported"));
+        }
+        let w = self.constant(n, 1, "weight")?;
+        let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
+            Some(_) => Some(self.constant(n, 2, "bias")?),
+            None => None,
+        };
+        self.dense(n, w, i("transB") != 0, bias)
+    }
+
+    /// A dense layer from a `[in, out]` (or `[out, in]` when `trans`) weight.
+    fn dense(&mut self, n: &NodeProto, w: Tensor, trans: bool, bias: Option<Tensor>) -> Result<(), ImportError> {
+        let Layout::Flat(from) = self.layout else {
+            return Err(self.unsupported(n, "a dense layer needs flat features (Flatten first)"));
+        };
+        let [a, b] = w.shape[..] else {
+            return Err(self.unsupported(n, format!("weight of shape {:?} is not 2-D", w.shape)));
+        };
+        let (nin, units) = if trans { (b, a) } else { (a, b) };
+        if nin != self.hwc.2 {
+            return Err(self.unsupported(n, format!("weight for {nin} inputs after {} features", self.hwc.2)));
+        }
+        // Our kernel is [in, out]; row r of ours is ONNX's input feature `src(r)`.
+        let src = |r: usize| -> usize {
+            match from {
+                Some((c, h, ww)) => {
+                    let (pix, ch) = (r / c, r % c);
+                    let (y, x) = (pix / ww, pix % ww);
+                    (ch * h + y) * ww + x
+                }
+                None => r,
+            }
+        };
+        let mut kernel = vec![0.0f32; nin * units];
+        for r in 0..nin {
+            let s = src(r);
+            for o in 0..units {
+                kernel[r * units + o] = if trans { w.data[o * nin + s] } else { w.data[s * units + o] };
+            }
+        }
+        // Only the first dense layer after a flatten needs the permutation.
+        self.layout = Layout::Flat(None);
+        let kernel = Tensor { location: w.location.clone(), shape: vec![nin, units], data: kernel };
+        self.push(n, Layer::Dense { units: units as u32, activation: Activation::None }, vec![Some(kernel), bias]);
+        self.hwc = (1, 1, units);
+        Ok(())
+    }
+
+    /// `Add` of a bias right after a `MatMul`.
+    fn add_bias(&mut self, n: &NodeProto) -> Result<(), ImportError> {
+        let k = n.input.iter().position(|i| self.constants.contains_key(i)).unwrap_or(1);
+        let bias = self.constant(n, k, "bias")?;
+        let last_is_bare_dense = matches!(self.layers.last(), Some(Layer::Dense { activation: Activation::None, .. }));
+        match self.weights.last_mut() {
+            Some(p) if last_is_bare_dense && p.index + 1 == self.layers.len() && p.tensors[1].is_none() => {
+                p.tensors[1] = Some(bias);
+                Ok(())
+            }
+            _ => Err(self.unsupported(n, "an Add is supported only as the bias right after a MatMul")),
+        }
+    }
+
+    fn push(&mut self, n: &NodeProto, layer: Layer, tensors: Vec<Option<Tensor>>) {
+        let node = if n.name.is_empty() { n.op_type.clone() } else { n.name.clone() };
+        self.weights.push(Pending { index: self.layers.len(), node, tensors });
+        self.layers.push(layer);
+    }
+
+    fn finish(self) -> Result<Imported, ImportError> {
+        let spec = ModelSpec::new(self.input, &self.layers).map_err(|e| ImportError::Format {
+            path: self.path.to_path_buf(),
+            what: format!("the nodes do not make a valid layer stack: {e}"),
+        })?;
+        let mut out = StackTensors::new(&spec, self.path);
+        for p in self.weights {
+            out.put(p.index, &format!("node {:?}", p.node), p.tensors)?;
+        }
+        Ok(Imported {
+            spec,
+            tensors: out.finish()?,
+            preprocess: None,
+            source: "onnx".into(),
+            notes: vec!["ONNX input preprocessing is not in the file: pixels in [0, 1] unless --input-scale/--input-offset say otherwise".into()],
+        })
+    }
+}
