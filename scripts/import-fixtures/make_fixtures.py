@@ -236,6 +236,19 @@ def torch_fixtures(keras_model, batch):
     torch.onnx.export(net, x[:1], path, input_names=["input"], output_names=["probs"], dynamo=False)
     extra = {"torch": torch.__version__, "input_scale": (1 / std).tolist(), "input_offset": (-mean / std).tolist()}
     save_expected("torch", probs, extra)
+    # The default exporter since PyTorch 2.9 (torch.export-based) writes other node patterns.
+    # In a process of its own: TensorFlow and the torch.export path both load LLVM and clash in one process.
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save({"net": net, "x": x[:1]}, os.path.join(tmp, "net.pt"))
+        code = (
+            "import sys, torch; d = torch.load(sys.argv[1], weights_only=False); "
+            "torch.onnx.export(d['net'], (d['x'],), sys.argv[2], input_names=['input'], dynamo=True, external_data=False)"
+        )
+        subprocess.run([sys.executable, "-c", code, os.path.join(tmp, "net.pt"), os.path.join(OUT, "torch_dynamo.onnx")], check=True)
+    save_expected("torch_dynamo", probs, extra)
 
     bad = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 15 * 15, 5))
     bad.eval()

@@ -12,17 +12,22 @@ pub enum ImportError {
     Format { path: PathBuf, what: String },
     /// A layer or node the layer stack cannot express.
     #[error(
-        "{}: layer {name:?} ({kind}) cannot be imported: {why}. Supported: {SUPPORTED}",
+        "{}: layer {name:?} ({kind}) cannot be imported: {why}. Supported: {supported}",
         path.display()
     )]
-    Unsupported { path: PathBuf, name: String, kind: String, why: String },
+    Unsupported { path: PathBuf, name: String, kind: String, why: String, supported: &'static str },
     /// The weights do not fit the architecture.
     #[error("{}: {what}", path.display())]
     Weights { path: PathBuf, what: String },
 }
 
-/// What the layer stack holds, for the error text.
-pub const SUPPORTED: &str = "Conv2D (square kernel, equal strides, valid/same padding, no dilation or groups, \
+/// What the layer stack takes from Keras, for the error text.
+pub const KERAS_SUPPORTED: &str = "Conv2D (square kernel, equal strides, valid/same padding, no dilation or groups, \
     relu or linear), BatchNormalization (last axis), MaxPooling2D (square, valid), Flatten, Dense (relu, linear, \
     softmax), Dropout, and in front of them InputLayer, Rescaling and Normalization; Keras's random \
     augmentation layers are skipped (they do nothing at inference)";
+
+/// What the layer stack takes from ONNX, for the error text.
+pub const ONNX_SUPPORTED: &str = "Conv (square kernel, equal strides, no or Keras-same padding, no dilation or \
+    groups), Relu, BatchNormalization, MaxPool (square, unpadded), Flatten or Reshape to [batch, features], \
+    Transpose between NCHW and NHWC, Gemm or MatMul + Add, Dropout, Softmax, Identity, in a straight chain";

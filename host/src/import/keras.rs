@@ -80,6 +80,7 @@ fn by_name(model: &KerasModel, layers: &[LayerVars], path: &Path, source: &str) 
             name: norm.keras_name.clone(),
             kind: "Normalization".into(),
             why: e,
+            supported: super::error::KERAS_SUPPORTED,
         })?;
     }
     let mut notes = Vec::new();

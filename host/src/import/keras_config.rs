@@ -127,6 +127,7 @@ impl Builder<'_> {
             name: name.into(),
             kind: kind.into(),
             why: why.into(),
+            supported: super::error::KERAS_SUPPORTED,
         }
     }
 

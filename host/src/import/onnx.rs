@@ -121,6 +121,7 @@ impl<'a> Chain<'a> {
             name: input.to_string(),
             kind: "graph input".into(),
             why,
+            supported: super::error::ONNX_SUPPORTED,
         };
         let (layout, hwc) = match *dims {
             [_, c, h, w] if c <= 4 && c > 0 && h > 0 && w > 0 => (Layout::Nchw, (h, w, c)),
@@ -150,7 +151,13 @@ impl<'a> Chain<'a> {
 
     fn unsupported(&self, n: &NodeProto, why: impl Into<String>) -> ImportError {
         let name = if n.name.is_empty() { n.output.first().cloned().unwrap_or_default() } else { n.name.clone() };
-        ImportError::Unsupported { path: self.path.to_path_buf(), name, kind: n.op_type.clone(), why: why.into() }
+        ImportError::Unsupported {
+            path: self.path.to_path_buf(),
+            name,
+            kind: n.op_type.clone(),
+            why: why.into(),
+            supported: super::error::ONNX_SUPPORTED,
+        }
     }
 
     fn constant(&self, n: &NodeProto, k: usize, what: &str) -> Result<Tensor, ImportError> {

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Rebuild the import fixtures in tests/import/ with the real frameworks, in a
+# throwaway venv (TensorFlow/Keras 3, tf-keras 2, PyTorch, ONNX). Not run by
+# CI: the fixtures are checked in. Needs network access to PyPI (~3 GB).
+#   scripts/import-fixtures/make.sh [OUT_DIR] [--full-alexnet]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+venv="${FIXTURE_VENV:-/tmp/import-fixtures-venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q tensorflow-cpu tf-keras torch onnx onnxscript
+fi
+out="${1:-tests/import}"
+shift || true
+"$venv/bin/python" scripts/import-fixtures/make_fixtures.py "$out" "$@"
+echo "fixtures written to $out"

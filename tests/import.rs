@@ -1,0 +1,227 @@
+//! Models trained in Keras and PyTorch, imported: every fixture in
+//! `tests/import/` (built by `scripts/import-fixtures/make.sh` with the real
+//! frameworks) must give the framework's own probabilities within 1e-4 and
+//! its top-1; unsupported layers are named errors that write nothing; and an
+//! imported model runs quantized on the emulated Cortex-M4 with the device's
+//! bytes equal to the desktop simulator's.
+use host::arch::ArchSource;
+use host::checkpoint::Checkpoint;
+use host::commands::import::{run as import_command, ImportArgs};
+use host::flash::{self, Board};
+use host::import::{self, ImportError};
+use host::nn::Mode;
+use host::quantize::{self, Calibration};
+use shared::engine::{self, Observer};
+use shared::model::Precision;
+use shared::spec::Shape;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import")
+}
+
+/// What the framework computed, from `NAME.expected.json`.
+struct Expected {
+    classes: Vec<String>,
+    images: Vec<PathBuf>,
+    probabilities: Vec<Vec<f32>>,
+    scale: Vec<f32>,
+    offset: Vec<f32>,
+}
+
+fn expected(name: &str) -> Expected {
+    let path = dir().join(format!("{name}.expected.json"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
+    let floats = |x: &serde_json::Value| -> Vec<f32> {
+        x.as_array().map(|a| a.iter().map(|f| f.as_f64().expect("number") as f32).collect()).unwrap_or_default()
+    };
+    Expected {
+        classes: v["classes"].as_array().expect("classes").iter().map(|c| c.as_str().expect("name").into()).collect(),
+        images: v["images"].as_array().expect("images").iter().map(|i| dir().join(i.as_str().expect("file"))).collect(),
+        probabilities: v["probabilities"].as_array().expect("probabilities").iter().map(floats).collect(),
+        scale: floats(&v["input_scale"]),
+        offset: floats(&v["input_offset"]),
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("import-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// Import a fixture as `host import` does and load the written checkpoint back.
+fn import_fixture(file: &str, arch: Option<&str>, classes: Option<u32>, e: &Expected) -> Checkpoint {
+    let out = scratch(file).join("imported.safetensors");
+    let args = ImportArgs {
+        file: dir().join(file),
+        out: out.clone(),
+        class_names: Some(e.classes.join(",")),
+        arch: arch.map(|a| ArchSource::parse(a).expect("arch")),
+        classes,
+        input: None,
+        input_scale: e.scale.clone(),
+        input_offset: e.offset.clone(),
+    };
+    import_command(&args).unwrap_or_else(|err| panic!("importing {file}: {err:#}"));
+    Checkpoint::load(&out).expect("the imported checkpoint loads")
+}
+
+/// Softmax probabilities of the float network, images read as every command reads them.
+fn probabilities(ck: &Checkpoint, images: &[PathBuf]) -> Vec<Vec<f32>> {
+    let mut net = ck.network().expect("network");
+    let (h, w) = ck.input_hw();
+    images
+        .iter()
+        .map(|p| {
+            let img = host::data::load_image_file(p, h, w).expect("image");
+            let logits = net.forward(img.insert_axis(ndarray::Axis(0)).view(), Mode::Eval);
+            let mut row = logits.row(0).to_vec();
+            shared::numeric::softmax_in_place(&mut row);
+            row
+        })
+        .collect()
+}
+
+fn assert_matches_framework(file: &str, name: &str, arch: Option<&str>, classes: Option<u32>) -> Checkpoint {
+    let e = expected(name);
+    let ck = import_fixture(file, arch, classes, &e);
+    assert_eq!(ck.class_names, e.classes);
+    let got = probabilities(&ck, &e.images);
+    for (i, (g, want)) in got.iter().zip(&e.probabilities).enumerate() {
+        let worst = g.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-4, "{file}, image {i}: probabilities differ by {worst} ({g:?} vs {want:?})");
+        assert_eq!(
+            shared::numeric::argmax(g.iter().copied()),
+            shared::numeric::argmax(want.iter().copied()),
+            "{file}, image {i}: top-1"
+        );
+    }
+    assert_eq!(got.len(), e.probabilities.len());
+    ck
+}
+
+#[test]
+fn keras3_models_match_keras() {
+    let ck = assert_matches_framework("keras3_rescaling.keras", "keras3_rescaling", None, None);
+    assert_eq!(ck.preprocess, None, "Rescaling(1/255) of raw pixels is our [0, 1] input");
+    let raw = assert_matches_framework("keras3_raw.keras", "keras3_raw", None, None);
+    let p = raw.preprocess.expect("a model without Rescaling takes raw 0..255 pixels");
+    assert_eq!((p.scale(), p.offset()), (&[255.0f32; 3][..], &[0.0f32; 3][..]));
+    assert_matches_framework("keras3_legacy.h5", "keras3_legacy", None, None);
+}
+
+#[test]
+fn tf_keras2_h5_matches_tf_keras() {
+    assert_matches_framework("keras2.h5", "keras2", None, None);
+}
+
+#[test]
+fn onnx_from_both_pytorch_exporters_matches_pytorch() {
+    let ck = assert_matches_framework("torch.onnx", "torch", None, None);
+    assert!(ck.preprocess.is_some(), "--input-scale/--input-offset are recorded");
+    assert_matches_framework("torch_dynamo.onnx", "torch_dynamo", None, None);
+}
+
+#[test]
+fn weights_only_files_import_onto_a_preset_or_a_stack_file() {
+    // The tutorial's subclassed AlexNet (at alexnet-tiny's widths), saved with save_weights.
+    assert_matches_framework("tiny_subclassed.weights.h5", "tiny_subclassed", Some("alexnet-tiny"), Some(5));
+    // The same weights as a full .h5 file, onto the stack Keras's to_json() describes.
+    let json = dir().join("keras3_rescaling.json");
+    assert_matches_framework("keras3_legacy.h5", "keras3_legacy", Some(json.to_str().expect("utf-8")), None);
+    // Wrong stack: the error names the layer and both shapes.
+    let e = import::import(
+        &dir().join("tiny_subclassed.weights.h5"),
+        Some((&shared::spec::Arch::AlexNetTiny.build(67, 6).expect("preset"), "alexnet-tiny")),
+    )
+    .expect_err("6 classes do not fit 5-class weights");
+    let text = e.to_string();
+    assert!(matches!(e, ImportError::Weights { .. }), "{text}");
+    assert!(text.contains("dense_2/kernel") && text.contains("[16, 5]") && text.contains("[16, 6]"), "{text}");
+}
+
+#[test]
+fn unsupported_layers_are_named_and_nothing_is_written() {
+    for (file, layer, kind) in [
+        ("keras3_avgpool.keras", "average_pooling2d", "AveragePooling2D"),
+        ("torch_avgpool.onnx", "AveragePool", "AveragePool"),
+    ] {
+        let out = scratch(file).join("never.safetensors");
+        let args = ImportArgs {
+            file: dir().join(file),
+            out: out.clone(),
+            class_names: None,
+            arch: None,
+            classes: None,
+            input: None,
+            input_scale: vec![],
+            input_offset: vec![],
+        };
+        let e = format!("{:#}", import_command(&args).expect_err("unsupported"));
+        assert!(e.contains(file) && e.contains(layer) && e.contains(kind) && e.contains("Supported:"), "{e}");
+        assert!(!out.exists(), "{file}: a checkpoint was written");
+    }
+    let e = import::import(&dir().join("tiny_subclassed.weights.h5"), None).expect_err("weights only").to_string();
+    assert!(e.contains("--arch"), "{e}");
+}
+
+/// Every layer's output on the desktop.
+#[derive(Default)]
+struct Record(Vec<Vec<u8>>);
+
+impl Observer for Record {
+    fn layer_done(&mut self, _index: usize, _shape: Shape, output: &[u8]) {
+        self.0.push(output.to_vec());
+    }
+}
+
+/// Imported (with an input transform) -> quantize -> the desktop simulator and
+/// the emulated Cortex-M4, byte for byte, for each fixture image.
+#[test]
+fn imported_models_run_on_the_cortex_m4_with_the_simulators_bytes() {
+    // Calibration images in the fixtures' class folders.
+    let data = scratch("calibration");
+    let images = ["image_0.png", "image_1.png", "image_2.png", "image_3.png", "tiny_image_0.png"];
+    for (class, image) in expected("torch").classes.iter().zip(images) {
+        std::fs::create_dir_all(data.join(class)).expect("class dir");
+        std::fs::copy(dir().join(image), data.join(class).join(image)).expect("copy");
+    }
+    let elf = flash::build_firmware(Board::QemuAn386, &flash::default_firmware_dir()).expect("firmware");
+    for (file, name, precision) in
+        [("keras3_raw.keras", "keras3_raw", Precision::Int8), ("torch.onnx", "torch", Precision::F16)]
+    {
+        let e = expected(name);
+        let ck = import_fixture(file, None, None, &e);
+        assert!(ck.preprocess.is_some());
+        let cal = Calibration { data: Some(&data), images: 5, ..Default::default() };
+        let model = quantize::quantize_checkpoint(&ck, precision, &cal).expect("quantize");
+        let work = scratch(&format!("{name}-device"));
+        let path = work.join("model.axq");
+        quantize::write_model_file(&model, &path).expect("model file");
+        let bytes = host::model_file::read_model_file(&path).expect("read");
+        let parsed = host::model_file::parse_model(&bytes, &path).expect("parse");
+        assert_eq!(bytes.as_bytes()[8], 2, "{file}: a model with an input transform is format version 2");
+        let prepared = engine::prepare(&parsed).expect("prepare");
+        for image in &e.images[..2] {
+            let input = host::model_file::image_input(&parsed, image).expect("input");
+            let mut arena = vec![0u8; prepared.plan().arena_bytes];
+            let mut rec = Record::default();
+            let want = engine::run(&prepared, &input, &mut arena, &mut rec).expect("simulate").to_vec();
+            let blob = work.join("input.axin");
+            std::fs::write(&blob, flash::input_blob(&input, true).expect("blob")).expect("write blob");
+            let run = flash::run_qemu(Board::QemuAn386, &elf, &path, &blob, Duration::from_secs(120), None)
+                .unwrap_or_else(|err| panic!("QEMU: {err:#}"));
+            run.ensure_success().unwrap_or_else(|err| panic!("{file}: {err:#}"));
+            let (_, got) = run.output.clone().expect("output frame");
+            assert_eq!(got, want, "{file} {}: device output differs from the simulator", image.display());
+            assert_eq!(run.layers.len(), rec.0.len());
+            for (i, (dev, desk)) in run.layers.iter().zip(&rec.0).enumerate() {
+                assert_eq!(dev.bytes.as_deref(), Some(desk.as_slice()), "{file}: layer {i} bytes differ");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}
