@@ -225,3 +225,42 @@ fn imported_models_run_on_the_cortex_m4_with_the_simulators_bytes() {
     }
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// `--arch FILE`: a Keras `to_json()` document (the tutorial's model, edited)
+/// and our layer JSON both summarise and train.
+#[test]
+fn stack_files_summarise_and_train() {
+    use host::train::{train, TrainConfig};
+    let work = scratch("stack-files");
+    // The Keras fixture's stack with 6 outputs, for the embedded set's 6 classes.
+    let mut keras: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir().join("keras3_rescaling.json")).expect("fixture")).expect("json");
+    let layers = keras["config"]["layers"].as_array_mut().expect("layers");
+    let last = layers.len() - 1;
+    layers[last]["config"]["units"] = 6.into();
+    let keras_file = work.join("my_model.json");
+    std::fs::write(&keras_file, keras.to_string()).expect("write");
+    let ours = shared::spec::Arch::AlexNetTiny.build(67, 6).expect("preset");
+    let ours_file = work.join("layers.json");
+    std::fs::write(&ours_file, host::checkpoint::spec_to_json(&ours).to_string()).expect("write");
+
+    for (file, input) in [(&keras_file, 32), (&ours_file, 67)] {
+        let arch = ArchSource::parse(file.to_str().expect("utf-8")).expect("a stack file");
+        let stack = arch.build(None, 6).expect("stack");
+        assert_eq!(stack.spec.input().hw(), (input, input));
+        assert!(arch.build(None, 5).expect_err("wrong class count").contains("6 outputs but there are 5 classes"));
+        let mut cfg = TrainConfig::defaults(None);
+        cfg.arch = arch;
+        cfg.epochs = 1;
+        cfg.max_steps = Some(3);
+        cfg.progress = false;
+        cfg.per_class = 8;
+        cfg.out = work.join(format!("run-{input}"));
+        let out = train(&cfg, &std::sync::atomic::AtomicBool::new(false)).expect("train");
+        let ck = Checkpoint::load(&out.checkpoint).expect("checkpoint");
+        assert_eq!(ck.spec, stack.spec);
+        assert!(ck.arch.starts_with("file:"), "{}", ck.arch);
+    }
+    assert!(ArchSource::parse("no-such-preset").expect_err("neither").contains("alexnet-micro"));
+    let _ = std::fs::remove_dir_all(&work);
+}

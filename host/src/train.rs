@@ -8,6 +8,7 @@
 //! across steps. So the "RNG state" is the position `(epoch, step)` that the
 //! checkpoint already records, and an interrupted run (Ctrl-C mid-epoch)
 //! continues with exactly the draws it would have made.
+use crate::arch::ArchSource;
 use crate::checkpoint::{Checkpoint, CheckpointError, Running, SchedulerMeta, TrainMeta};
 use crate::data::augment::AugmentConfig;
 use crate::data::{stream_rng, tag, BatchPlan, DataError, Dataset, LoaderConfig, OpenOptions, Prefetcher};
@@ -37,7 +38,8 @@ pub fn build_arch(arch: Arch, input: Option<u32>, classes: u32) -> Result<ModelS
 pub struct TrainConfig {
     /// Class-folder dataset; None for the embedded synthetic set.
     pub data_dir: Option<PathBuf>,
-    pub arch: Arch,
+    /// A preset, or a stack file (Keras `to_json()` or our layer JSON).
+    pub arch: ArchSource,
     /// Input height and width (None: the preset's).
     pub input: Option<u32>,
     /// Total epochs (with `resume`, including those already done, like Keras's `epochs` with `initial_epoch`).
@@ -68,7 +70,7 @@ impl TrainConfig {
         let embedded = data_dir.is_none();
         TrainConfig {
             data_dir,
-            arch: if embedded { Arch::AlexNetMicro } else { Arch::AlexNet },
+            arch: ArchSource::Preset(if embedded { Arch::AlexNetMicro } else { Arch::AlexNet }),
             input: None,
             epochs: if embedded { DEFAULT_EMBEDDED_EPOCHS } else { 10 },
             batch_size: if embedded { DEFAULT_EMBEDDED_BATCH } else { 128 },
@@ -111,6 +113,8 @@ pub enum TrainError {
     Nn(#[from] NnError),
     #[error("{arch} at {input}x{input}x3: {what}")]
     Spec { arch: String, input: u32, what: String },
+    #[error("--arch: {0}")]
+    Arch(String),
     #[error("--batch-size must be at least 1")]
     BadBatch,
     #[error("--resume: {0}")]
@@ -209,7 +213,7 @@ struct TrainState {
 impl TrainState {
     /// A new network and optimizer, initialised from the seed.
     fn fresh(cfg: &TrainConfig, s: &RunSettings, data: &Dataset) -> Result<TrainState, TrainError> {
-        let spec = build_arch(cfg.arch, cfg.input, data.class_names().len() as u32)?;
+        let stack = cfg.arch.build(cfg.input, data.class_names().len() as u32).map_err(TrainError::Arch)?;
         let meta = TrainMeta {
             epoch: 0,
             step: 0,
@@ -228,12 +232,10 @@ impl TrainState {
             best_val_accuracy: None,
             rng: "chacha8 streams seeded by splitmix64(seed, purpose, epoch, step)".into(),
         };
-        Ok(TrainState {
-            arch: cfg.arch.name().to_string(),
-            net: Network::new(&spec, crate::data::mix(&[s.seed, tag::INIT])),
-            opt: Optimizer::new(s.optimizer),
-            meta,
-        })
+        let mut net = Network::new(&stack.spec, crate::data::mix(&[s.seed, tag::INIT]));
+        // A Keras stack file's Rescaling/Normalization (or raw pixels without one).
+        net.set_preprocess(stack.preprocess)?;
+        Ok(TrainState { arch: stack.name, net, opt: Optimizer::new(s.optimizer), meta })
     }
 
     /// The network and optimizer state of a saved run, on data with its classes.

@@ -146,7 +146,7 @@ fn bad_arguments_give_clear_errors() {
 
 fn tiny_config(out: PathBuf, epochs: usize) -> TrainConfig {
     let mut c = TrainConfig::defaults(None);
-    c.arch = shared::spec::Arch::AlexNetTiny;
+    c.arch = host::arch::ArchSource::Preset(shared::spec::Arch::AlexNetTiny);
     c.input = Some(67);
     c.per_class = 6;
     c.batch_size = 8;

@@ -3,7 +3,6 @@
 //! never imports from here.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use shared::spec::Arch;
 
 pub mod compare;
 pub mod dataset;
@@ -50,15 +49,6 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Compare quantized model files with the float checkpoint (accuracy, agreement, SQNR).
     Compare(compare::CompareArgs),
-}
-
-/// `--arch`: a name from the preset registry ([`shared::spec::Arch`]),
-/// listing the valid ones on error.
-pub fn parse_arch(name: &str) -> Result<Arch, String> {
-    Arch::from_name(name).ok_or_else(|| {
-        let names: Vec<_> = Arch::ALL.iter().map(|a| a.name()).collect();
-        format!("unknown preset {name:?}; choose one of: {}", names.join(", "))
-    })
 }
 
 /// Run one parsed command line.

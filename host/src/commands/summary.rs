@@ -1,16 +1,18 @@
-//! `host summary`: the Keras-style table of a preset.
-use anyhow::{anyhow, Result};
-use shared::spec::Arch;
+//! `host summary`: the Keras-style table of a preset or a stack file.
+use anyhow::Result;
+
+use crate::arch::ArchSource;
 
 /// `host summary`'s arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SummaryArgs {
-    /// Preset: alexnet (the tutorial's), alexnet-micro (scaled for a Cortex-M4) or alexnet-tiny.
-    #[arg(long, default_value = "alexnet", value_parser = super::parse_arch)]
-    pub arch: Arch,
-    /// Number of classes.
-    #[arg(long, default_value_t = 1000)]
-    pub classes: u32,
+    /// Preset: alexnet (the tutorial's), alexnet-micro (scaled for a Cortex-M4) or alexnet-tiny;
+    /// or a stack file (a Keras model.to_json() document or a checkpoint's layer JSON).
+    #[arg(long, default_value = "alexnet", value_parser = ArchSource::parse)]
+    pub arch: ArchSource,
+    /// Number of classes (default: 1000 for a preset, the file's for a stack file).
+    #[arg(long)]
+    pub classes: Option<u32>,
     /// Input height and width (default: the preset's).
     #[arg(long)]
     pub input: Option<u32>,
@@ -18,9 +20,15 @@ pub struct SummaryArgs {
 
 /// Run `host summary`.
 pub fn run(args: &SummaryArgs) -> Result<()> {
-    let arch = args.arch;
-    let input = args.input.unwrap_or(arch.default_input());
-    let model = arch.build(input, args.classes).map_err(|e| anyhow!("{} at {input}x{input}x3: {e}", arch.name()))?;
-    print!("{}", crate::summary::render(&model, arch.name()));
+    let classes = match (&args.arch, args.classes) {
+        (_, Some(c)) => c,
+        (ArchSource::Preset(_), None) => 1000,
+        (ArchSource::File(p), None) => {
+            crate::arch::load_stack_file(p).map_err(anyhow::Error::msg)?.0.output().elements() as u32
+        }
+    };
+    let stack = args.arch.build(args.input, classes).map_err(anyhow::Error::msg)?;
+    print!("{}", crate::summary::render(&stack.spec, &stack.name));
+    println!("input: {}", crate::preprocess::describe(stack.preprocess.as_ref()));
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use shared::spec::Arch;
+use crate::arch::ArchSource;
 
 use crate::optim::{LrSchedule, OptimizerKind};
 use crate::train::{train, StopReason, TrainConfig};
@@ -41,9 +41,10 @@ pub struct TrainArgs {
     /// Default: the embedded synthetic shapes.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Preset: alexnet, alexnet-micro or alexnet-tiny (default: alexnet with --data, else alexnet-micro).
-    #[arg(long, value_parser = super::parse_arch)]
-    pub arch: Option<Arch>,
+    /// Preset: alexnet, alexnet-micro or alexnet-tiny (default: alexnet with --data, else
+    /// alexnet-micro), or a stack file: a Keras model.to_json() document or a checkpoint's layer JSON.
+    #[arg(long, value_parser = ArchSource::parse)]
+    pub arch: Option<ArchSource>,
     /// Input height and width (default: the preset's, 227 or 99).
     #[arg(long)]
     pub input: Option<u32>,
@@ -127,8 +128,8 @@ impl TrainArgs {
     /// The configuration these arguments describe.
     pub fn config(&self) -> Result<TrainConfig, String> {
         let mut cfg = TrainConfig::defaults(self.data.clone());
-        if let Some(a) = self.arch {
-            cfg.arch = a;
+        if let Some(a) = &self.arch {
+            cfg.arch = a.clone();
         }
         cfg.input = self.input;
         cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
@@ -190,6 +191,7 @@ mod tests {
         build_arch, TrainError, DEFAULT_EMBEDDED_BATCH, DEFAULT_EMBEDDED_EPOCHS, DEFAULT_EMBEDDED_SCHEDULE,
     };
     use clap::Parser;
+    use shared::spec::Arch;
 
     #[derive(Parser)]
     struct Wrap {
@@ -219,11 +221,11 @@ mod tests {
     #[test]
     fn defaults_follow_the_data() {
         let embedded = cfg(&[]).unwrap();
-        assert_eq!(embedded.arch, Arch::AlexNetMicro);
+        assert_eq!(embedded.arch, ArchSource::Preset(Arch::AlexNetMicro));
         assert_eq!((embedded.epochs, embedded.batch_size), (DEFAULT_EMBEDDED_EPOCHS, DEFAULT_EMBEDDED_BATCH));
         assert_eq!(embedded.schedule, DEFAULT_EMBEDDED_SCHEDULE);
         let flowers = cfg(&["--data", "flower_photos"]).unwrap();
-        assert_eq!((flowers.arch, flowers.batch_size), (Arch::AlexNet, 128));
+        assert_eq!((flowers.arch, flowers.batch_size), (ArchSource::Preset(Arch::AlexNet), 128));
         assert_eq!(flowers.schedule, LrSchedule::Constant);
         assert_eq!(flowers.optimizer, OptimizerKind::adam());
         let sgd = cfg(&["--optimizer", "sgd", "--lr", "0.05"]).unwrap();
@@ -241,6 +243,6 @@ mod tests {
         assert!(matches!(build_arch(Arch::AlexNet, Some(32), 5), Err(TrainError::Spec { .. })));
         let err = cfg(&["--arch", "vgg"]).unwrap_err();
         assert!(err.contains("alexnet-micro") && err.contains("vgg"), "{err}");
-        assert_eq!(cfg(&["--arch", "alexnet-tiny"]).unwrap().arch, Arch::AlexNetTiny);
+        assert_eq!(cfg(&["--arch", "alexnet-tiny"]).unwrap().arch, ArchSource::Preset(Arch::AlexNetTiny));
     }
 }

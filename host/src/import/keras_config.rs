@@ -504,3 +504,74 @@ fn collect_inbound(v: &Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn layer(class: &str, name: &str, config: Value, inbound: Option<&str>) -> Value {
+        let mut c = config;
+        c["name"] = name.into();
+        let mut l = json!({"class_name": class, "config": c});
+        if let Some(from) = inbound {
+            l["inbound_nodes"] =
+                json!([{"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": [from, 0, 0]}}]}]);
+        } else {
+            l["inbound_nodes"] = json!([]);
+        }
+        l
+    }
+
+    fn functional(layers: Vec<Value>) -> Value {
+        json!({"class_name": "Functional", "config": {"name": "f", "layers": layers}})
+    }
+
+    #[test]
+    fn a_functional_chain_imports_and_a_branch_is_named() {
+        let input = layer("InputLayer", "in", json!({"batch_shape": [null, 8, 8, 3]}), None);
+        let conv = layer("Conv2D", "c", json!({"filters": 4, "kernel_size": [3, 3], "padding": "same"}), Some("in"));
+        let relu = layer("ReLU", "r", json!({}), Some("c"));
+        let flat = layer("Flatten", "f", json!({}), Some("r"));
+        let dense = layer("Dense", "d", json!({"units": 2, "activation": "softmax"}), Some("f"));
+        let m = parse(&functional(vec![input.clone(), conv.clone(), relu, flat, dense.clone()]), Path::new("x.json"))
+            .expect("a chain");
+        assert_eq!(m.spec.layers().len(), 3);
+        assert!(matches!(m.spec.layers()[0], Layer::Conv2D(Conv2D { activation: Activation::Relu, .. })));
+        assert_eq!(m.preprocess.as_ref().map(|p| p.scale()[0]), Some(255.0), "no Rescaling: raw pixels");
+        // A layer fed from two places is a branch.
+        let add = layer("Flatten", "g", json!({}), Some("in"));
+        let e = parse(&functional(vec![input, conv, add, dense]), Path::new("x.json")).expect_err("branch").to_string();
+        assert!(e.contains("\"g\"") && e.contains("straight chain"), "{e}");
+    }
+
+    #[test]
+    fn rescaling_and_normalization_become_the_input_transform() {
+        let seq = json!({"class_name": "Sequential", "config": {"name": "s", "layers": [
+            {"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [null, 4, 4, 3]}},
+            {"class_name": "Rescaling", "config": {"name": "r", "scale": 0.00784313725490196, "offset": -1.0}},
+            {"class_name": "Normalization", "config": {"name": "n", "axis": -1, "mean": [0.5, 0.0, -0.5], "variance": [4.0, 1.0, 0.25]}},
+            {"class_name": "RandomFlip", "config": {"name": "flip"}},
+            {"class_name": "Flatten", "config": {"name": "f"}},
+            {"class_name": "Dense", "config": {"name": "d", "units": 2, "activation": "linear"}}
+        ]}});
+        let m = parse(&seq, Path::new("s.json")).expect("imports");
+        let p = m.preprocess.expect("a transform");
+        // pixel p: ((255 p) / 127.5 - 1 - mean) / std
+        let want_scale = [1.0, 2.0, 4.0];
+        let want_offset = [-0.75, -1.0, -1.0];
+        for c in 0..3 {
+            assert!(
+                (p.scale()[c] - want_scale[c]).abs() < 1e-6 && (p.offset()[c] - want_offset[c]).abs() < 1e-6,
+                "{p:?}"
+            );
+        }
+        assert_eq!(m.skipped, vec!["flip".to_string()]);
+        let bad = json!({"class_name": "Sequential", "config": {"name": "s", "layers": [
+            {"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [null, 4, 4, 3]}},
+            {"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": [3, 3], "dilation_rate": [2, 2]}}
+        ]}});
+        let e = parse(&bad, Path::new("s.json")).expect_err("dilation").to_string();
+        assert!(e.contains("\"c\"") && e.contains("Conv2D") && e.contains("dilation"), "{e}");
+    }
+}
