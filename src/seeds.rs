@@ -76,6 +76,13 @@ pub fn fuzz_seeds() -> Vec<(String, Vec<u8>)> {
             model.labels = labels.into();
             let bytes = format::write(&model.view()).expect("a seed writes");
             out.push((format!("{name}.{ext}"), bytes));
+            // One format-version-2 seed per precision: the first stack with an input transform.
+            if seed == 0 {
+                let c = spec.input().channels() as usize;
+                model.preprocess = (0..2 * c).map(|i| if i < c { 255.0 / (i + 1) as f32 } else { -0.5 }).collect();
+                let bytes = format::write(&model.view()).expect("a version-2 seed writes");
+                out.push((format!("{name}-transform.{ext}"), bytes));
+            }
         }
     }
     out

@@ -139,6 +139,14 @@ def main():
     # PyTorch -> ONNX, the same network with ImageNet-style normalisation outside the model.
     torch_fixtures(keras3, batch)
 
+    # A tiny class-folder set for calibration (`host quantize --data`) and the README's commands.
+    import shutil
+
+    pictures = [f"image_{i}.png" for i in range(4)] + ["tiny_image_0.png"]
+    for name, picture in zip(CLASSES, pictures):
+        os.makedirs(os.path.join(OUT, "flowers", name), exist_ok=True)
+        shutil.copy(os.path.join(OUT, picture), os.path.join(OUT, "flowers", name, picture))
+
     if FULL:
         full_alexnet(keras)
 

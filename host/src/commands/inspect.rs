@@ -22,13 +22,17 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
     let _ = writeln!(
         s,
         "format version {}, {} model, {} bytes, input {} (scale {:.6}, zero point {})",
-        shared::format::VERSION,
+        // Canonical files: version 2 exactly when there is an input transform.
+        if model.preprocess.is_some() { shared::format::VERSION } else { 1 },
         model.precision.name(),
         thousands(file_bytes as u64),
         model.spec.input(),
         model.input.scale,
         model.input.zero_point
     );
+    if let Some(t) = model.preprocess {
+        let _ = writeln!(s, "input transform: x = pixel(0..1) * {:?} + {:?}", t.scale(), t.offset());
+    }
     let _ = writeln!(
         s,
         "{:<44} {:<14} {:>11} {:>11} {:>12} {:>11} {:>6}  weight scales",

@@ -3,10 +3,10 @@
 //! save: `model_config` plus `model_weights`), and weights-only `.h5` given
 //! the stack (`save_weights`, how subclassed models are saved).
 use super::error::ImportError;
+use super::imported::Imported;
 use super::keras_config::{self, KerasModel, WeightKind};
 use super::keras_h5::{KerasH5, LayerVars};
 use super::tensors::{natural_key, Kind, StackTensors, Tensor};
-use super::Imported;
 use crate::preprocess::Preprocess;
 use serde_json::Value;
 use shared::spec::ModelSpec;

@@ -7,6 +7,7 @@
 //! expects. What the stack cannot express is an [`ImportError`] naming the
 //! layer; nothing is written then.
 pub mod error;
+pub mod imported;
 pub mod keras;
 pub mod keras_config;
 pub mod keras_h5;
@@ -14,27 +15,10 @@ pub mod onnx;
 pub mod tensors;
 
 pub use error::ImportError;
+pub use imported::Imported;
 
-use crate::checkpoint::Checkpoint;
-use crate::preprocess::Preprocess;
-use ndarray::ArrayD;
 use shared::spec::ModelSpec;
-use std::collections::HashMap;
 use std::path::Path;
-
-/// A model read from another framework's file.
-#[derive(Clone, Debug)]
-pub struct Imported {
-    pub spec: ModelSpec,
-    /// Under the stack's tensor names (`conv2d/kernel`, ...), Keras layouts.
-    pub tensors: HashMap<String, ArrayD<f32>>,
-    /// What the model expects of [0, 1] pixels (None: them as they are).
-    pub preprocess: Option<Preprocess>,
-    /// What it was read as, for the checkpoint's `arch` and for humans.
-    pub source: String,
-    /// Things the user should know (skipped layers, how weights were matched).
-    pub notes: Vec<String>,
-}
 
 /// The file kinds `host import` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,27 +59,6 @@ pub fn import(path: &Path, stack: Option<(&ModelSpec, &str)>) -> Result<Imported
         FileKind::Keras => keras::import_keras_zip(path),
         FileKind::H5 => keras::import_h5(path, stack),
         FileKind::Onnx => onnx::import_onnx(path),
-    }
-}
-
-impl Imported {
-    /// The checkpoint for this model with `class_names` (one per output).
-    pub fn into_checkpoint(self, class_names: Vec<String>) -> Result<Checkpoint, String> {
-        let outputs = self.spec.output().elements() as usize;
-        if class_names.len() != outputs {
-            return Err(format!("{} class names for a model with {outputs} outputs", class_names.len()));
-        }
-        let ck = Checkpoint {
-            arch: format!("imported: {}", self.source),
-            spec: self.spec,
-            class_names,
-            tensors: self.tensors,
-            train: None,
-            preprocess: self.preprocess,
-        };
-        // The same check `Checkpoint::load` makes: the tensors build the network.
-        ck.network().map_err(|e| e.to_string())?;
-        Ok(ck)
     }
 }
 

@@ -7,8 +7,8 @@
 //! NCHW tensor orders features channel-major, so the first Dense layer's
 //! rows are permuted from `c*H*W + h*W + w` to `(h*W + w)*C + c`.
 use super::error::ImportError;
+use super::imported::Imported;
 use super::tensors::{StackTensors, Tensor};
-use super::Imported;
 use shared::geometry::ConvGeom;
 use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Padding, Shape};
 use std::collections::HashMap;
