@@ -29,15 +29,18 @@ pub fn import_keras_zip(path: &Path) -> Result<Imported, ImportError> {
     let weights = member("model.weights.h5")?;
     let config: Value = serde_json::from_slice(&config).map_err(|e| fmt(format!("config.json: {e}")))?;
     let model = keras_config::parse(&config, path)?;
-    let h5 = KerasH5::from_bytes(weights, path)?;
-    by_name(&model, &h5.layers()?, path, "keras (.keras)")
+    // The HDF5 bytes are dropped once the tensors are out: the full AlexNet's are 250 MB.
+    let layers = KerasH5::from_bytes(weights, path)?.layers()?;
+    by_name(&model, &layers, path, "keras (.keras)")
 }
 
 /// An `.h5` file: a full model, or weights only when `stack` is given.
 pub fn import_h5(path: &Path, stack: Option<(&ModelSpec, &str)>) -> Result<Imported, ImportError> {
     let h5 = KerasH5::open(path)?;
     let layers = h5.layers()?;
-    match (h5.model_config()?, stack) {
+    let config = h5.model_config()?;
+    drop(h5);
+    match (config, stack) {
         (_, Some((spec, arch))) => by_order(spec, arch, &layers, path),
         (Some(config), None) => {
             let config: Value = serde_json::from_str(&config)
