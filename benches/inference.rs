@@ -102,6 +102,8 @@ fn f16(c: &mut Criterion) {
     let mut input = vec![0u8; 2 * fx.image.len()];
     engine::encode_f16_input(&fx.image, &mut input).expect("input");
     bench_engine(c, "alexnet227_f16", &model, &input, &SingleThread);
+    // Conv2D split by rows and Dense by units on rayon's pool, as int8's.
+    bench_engine(c, "alexnet227_f16_rayon", &model, &input, &host::simulate::RayonPool);
 }
 
 /// The float executors on the host: `host::nn` (as `eval`/`predict` run it) and

@@ -71,7 +71,11 @@ pub fn open_for_checkpoint(ck: &Checkpoint, data: Option<&Path>, subset: Option<
         return Err(DataError::ClassMismatch {
             got: data.class_names().len(),
             want: ck.class_names.len(),
-            names: ck.class_names.join(", "),
+            // A 1000-class model's names would bury the message: the first ten say enough.
+            names: match ck.class_names.len() {
+                n if n > 10 => format!("{}, ... {} more", ck.class_names[..10].join(", "), n - 10),
+                _ => ck.class_names.join(", "),
+            },
         }
         .into());
     }

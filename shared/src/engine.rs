@@ -97,19 +97,19 @@ impl Parallel for ScopedThreads {
 
 /// A layer's output shared by the jobs of one [`Parallel::run`], each of
 /// which reborrows a disjoint range of it.
-struct SharedOut(*mut i8, usize);
+struct SharedOut<T>(*mut T, usize);
 
 // SAFETY: the jobs only create non-overlapping subslices (see `split_rows`),
 // and `Parallel::run` returns only after every job has finished.
-unsafe impl Sync for SharedOut {}
+unsafe impl<T: Send> Sync for SharedOut<T> {}
 
-impl SharedOut {
+impl<T> SharedOut<T> {
     /// Elements `range` of the output.
     ///
     /// # Safety
     /// No two live borrows from one `SharedOut` may overlap.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn part(&self, start: usize, len: usize) -> &mut [i8] {
+    unsafe fn part(&self, start: usize, len: usize) -> &mut [T] {
         assert!(start + len <= self.1);
         // SAFETY: in bounds (checked); exclusivity is the caller's contract.
         unsafe { core::slice::from_raw_parts_mut(self.0.add(start), len) }
@@ -597,7 +597,20 @@ pub fn run_with<'a>(
                         }
                     }
                     (Step::Conv { g, relu, .. }, LayerWeights::F16(w)) => {
-                        k16::conv2d_fast(&g, relu, &w, as_f16(src), as_f16_mut(dst));
+                        let jobs = par.jobs().min(g.out_h);
+                        if jobs > 1 {
+                            let (x, row) = (as_f16(src), g.out_w * g.out_c);
+                            let dst = as_f16_mut(dst);
+                            let out = SharedOut(dst.as_mut_ptr(), dst.len());
+                            par.run(jobs, &|i| {
+                                let (first, rows) = share(g.out_h, jobs, i);
+                                // SAFETY: job i takes output rows share(i), disjoint from the others'.
+                                let part = unsafe { out.part(first * row, rows * row) };
+                                k16::conv2d_rows(&g, relu, &w, x, part, first);
+                            });
+                        } else {
+                            k16::conv2d_fast(&g, relu, &w, as_f16(src), as_f16_mut(dst));
+                        }
                     }
                     (Step::Dense { prm, relu }, LayerWeights::Int8(w)) => {
                         let prm = with_constant_clamp(prm, relu);
@@ -618,7 +631,25 @@ pub fn run_with<'a>(
                         }
                     }
                     (Step::Dense { relu, .. }, LayerWeights::F16(w)) => {
-                        k16::dense_fast(relu, &w, as_f16(src), as_f16_mut(dst));
+                        let (x, dst) = (as_f16(src), as_f16_mut(dst));
+                        let units = dst.len();
+                        let jobs = par.jobs().min(units);
+                        if jobs > 1 {
+                            let out = SharedOut(dst.as_mut_ptr(), dst.len());
+                            par.run(jobs, &|i| {
+                                let (first, n) = share(units, jobs, i);
+                                // SAFETY: job i takes units share(i), disjoint from the others'.
+                                let part = unsafe { out.part(first, n) };
+                                // Units are rows of `[units][inputs]`: a unit range is a sub-slice.
+                                let rows = F16Weights {
+                                    weights: &w.weights[first * x.len()..(first + n) * x.len()],
+                                    bias: &w.bias[first..first + n],
+                                };
+                                k16::dense_fast(relu, &rows, x, part);
+                            });
+                        } else {
+                            k16::dense_fast(relu, &w, x, dst);
+                        }
                     }
                     (Step::MaxPool { g }, _) => match model.precision {
                         Precision::Int8 => k8::max_pool(&g, as_i8(src), as_i8_mut(dst)),

@@ -27,18 +27,27 @@ fn split_layers_give_the_same_bytes() {
     let image = rng.vec(spec.input().elements() as usize, -1.0, 1.0);
     let mut ranges = Ranges::new(&spec);
     suite::observe(&mut ranges, &spec, &views, &image).unwrap();
-    let model = convert::quantize_int8(&spec, &views, &ranges).unwrap();
-    let view = model.view();
+    let int8 = convert::quantize_int8(&spec, &views, &ranges).unwrap();
     let mut input = vec![0u8; image.len()];
-    engine::quantize_input(&image, model.input, &mut input).unwrap();
+    engine::quantize_input(&image, int8.input, &mut input).unwrap();
+    check(&int8, &input);
+    // f16: Conv2D split by rows and Dense by units, like int8.
+    let f16 = convert::convert_f16(&spec, &views).unwrap();
+    let mut input = vec![0u8; 2 * image.len()];
+    engine::encode_f16_input(&image, &mut input).unwrap();
+    check(&f16, &input);
+}
+
+fn check(model: &convert::OwnedModel, input: &[u8]) {
+    let view = model.view();
     let prepared = engine::prepare(&view).unwrap();
     let mut arena = vec![0u8; prepared.plan().arena_bytes];
-    let want = engine::run(&prepared, &input, &mut arena, &mut NoObserver).unwrap().to_vec();
+    let want = engine::run(&prepared, input, &mut arena, &mut NoObserver).unwrap().to_vec();
     let pars: [&dyn Parallel; 6] =
         [&SingleThread, &ScopedThreads(2), &ScopedThreads(3), &ScopedThreads(200), &Reversed(2), &Reversed(5)];
     for par in pars {
         arena.fill(0x5a);
-        let got = engine::run_with(&prepared, &input, &mut arena, &mut NoObserver, par).unwrap();
-        assert_eq!(got, &want[..], "{} jobs", par.jobs());
+        let got = engine::run_with(&prepared, input, &mut arena, &mut NoObserver, par).unwrap();
+        assert_eq!(got, &want[..], "{:?}: {} jobs", model.precision, par.jobs());
     }
 }

@@ -169,6 +169,10 @@ fn conv16_variants() -> Vec<(&'static str, Conv16)> {
             // SAFETY: the CPU features were checked just above.
             v.push(("f16c", |g, r, w, x, o| unsafe { x86::f16::f16_conv2d_f16c(g, r, w, x, o) }));
         }
+        if x86::has_avx512_f16() {
+            // SAFETY: the CPU features were checked just above.
+            v.push(("avx512", |g, r, w, x, o| unsafe { x86::f16::f16_conv2d_avx512(g, r, w, x, o) }));
+        }
     }
     v
 }
@@ -181,6 +185,10 @@ fn dense16_variants() -> Vec<(&'static str, Dense16)> {
         if x86::has_f16c() {
             // SAFETY: the CPU features were checked just above.
             v.push(("f16c", |r, w, x, o| unsafe { x86::f16::f16_dense_f16c(r, w, x, o) }));
+        }
+        if x86::has_avx512_f16() {
+            // SAFETY: the CPU features were checked just above.
+            v.push(("avx512", |r, w, x, o| unsafe { x86::f16::f16_dense_avx512(r, w, x, o) }));
         }
     }
     v
@@ -199,6 +207,14 @@ fn check_conv16(g: &ConvGeom, seed: u64, relu: bool, specials: bool) -> Result<(
         f(g, relu, &w, &x, &mut got);
         prop_assert!(bits(&got) == bits(&want), "{name} differs: {g:?}");
     }
+    // Split in two row ranges, as the engine's jobs run it.
+    let row = g.out_w * g.out_c;
+    let cut = g.out_h / 2;
+    let mut got = vec![f16::from_bits(0x5555); g.output_len()];
+    let (top, bottom) = got.split_at_mut(cut * row);
+    k16::conv2d_rows(g, relu, &w, &x, top, 0);
+    k16::conv2d_rows(g, relu, &w, &x, bottom, cut);
+    prop_assert!(bits(&got) == bits(&want), "conv2d_rows split at {cut} differs: {g:?}");
     Ok(())
 }
 

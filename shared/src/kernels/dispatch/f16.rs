@@ -5,7 +5,7 @@
 use half::f16;
 
 use crate::geometry::ConvGeom;
-use crate::kernels::generic::f16::{conv2d, dense};
+use crate::kernels::generic::f16::{conv2d_rows_by, dense};
 #[cfg(all(feature = "std", x86_simd))]
 use crate::kernels::x86::{self, f16 as x86_16};
 use crate::model::F16Weights;
@@ -14,21 +14,40 @@ use crate::model::F16Weights;
 /// x86_64 with F16C, [`x86_16::f16_conv2d_f16c`] (vectorised across
 /// output channels, each lane keeping the plain summation order).
 pub fn conv2d_fast(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
+    conv2d_rows(g, relu, w, input, output, 0)
+}
+
+/// The output rows `oy_first..` of [`conv2d_fast`] (`output` holds exactly
+/// those rows): what a layer split across threads runs per job.
+pub fn conv2d_rows(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16], oy_first: usize) {
     #[cfg(all(feature = "std", x86_simd))]
-    if x86::has_f16c() {
-        // SAFETY: the CPU supports AVX2 and F16C, checked just above.
-        return unsafe { x86_16::f16_conv2d_f16c(g, relu, w, input, output) };
+    {
+        if x86::has_avx512_f16() {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and F16C, checked just above.
+            return unsafe { x86_16::f16_conv2d_avx512_rows(g, relu, w, input, output, oy_first) };
+        }
+        if x86::has_f16c() {
+            // SAFETY: the CPU supports AVX2 and F16C, checked just above.
+            return unsafe { x86_16::f16_conv2d_f16c_rows(g, relu, w, input, output, oy_first) };
+        }
     }
-    conv2d(g, relu, w, input, output)
+    let rows = oy_first..oy_first + output.len() / (g.out_w * g.out_c).max(1);
+    conv2d_rows_by(g, relu, w, input, output, rows, f16::to_f32, f16::from_f32)
 }
 
 /// [`dense`](crate::kernels::generic::f16::dense) with the same bits, faster where the CPU allows (F16C under
 /// `std` on x86_64, see [`x86_16::f16_dense_f16c`]).
 pub fn dense_fast(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
     #[cfg(all(feature = "std", x86_simd))]
-    if x86::has_f16c() {
-        // SAFETY: the CPU supports AVX2 and F16C, checked just above.
-        return unsafe { x86_16::f16_dense_f16c(relu, w, input, output) };
+    {
+        if x86::has_avx512_f16() {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and F16C, checked just above.
+            return unsafe { x86_16::f16_dense_avx512(relu, w, input, output) };
+        }
+        if x86::has_f16c() {
+            // SAFETY: the CPU supports AVX2 and F16C, checked just above.
+            return unsafe { x86_16::f16_dense_f16c(relu, w, input, output) };
+        }
     }
     dense(relu, w, input, output)
 }

@@ -259,3 +259,261 @@ pub unsafe fn f16_dense_f16c(relu: bool, w: &F16Weights<'_>, input: &[f16], outp
         u0 += nu;
     }
 }
+
+// ---------------------------------------------------------------------------
+// f16 with AVX-512: 16 output channels per vector, up to 8 pixels per block.
+
+/// Output channels per AVX-512 f16 vector (one `__m512` of f32 accumulators).
+const ZC: usize = 16;
+/// Most output pixels per AVX-512 register block (8 accumulators + the weights).
+const ZP: usize = 8;
+/// The most f16 weights [`f16_conv2d_avx512_rows`] transposes on the stack
+/// (`ZC` filters of up to this many / `ZC` elements each: 128 KiB).
+const Z_PACK: usize = ZC * 4096;
+/// The longest in-image run of one kernel row (`kernel * in_c` elements) it widens on the stack.
+const Z_RUN: usize = 2048;
+
+/// Whether [`f16_conv2d_avx512_rows`] takes this geometry (its stack buffers
+/// hold the filter and one kernel row); else the F16C kernel runs.
+pub fn avx512_conv_fits(g: &ConvGeom) -> bool {
+    g.kernel * g.kernel * g.in_c * ZC <= Z_PACK && g.kernel * g.in_c <= Z_RUN
+}
+
+/// Widen `src` (f16) into `dst` (f32) with AVX-512.
+#[target_feature(enable = "avx512f,avx2,f16c")]
+#[inline]
+fn widen_run(src: &[f16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + ZC <= n {
+        // SAFETY: 16 f16 readable from `src[i..]`, 16 f32 writable at `dst[i..]`.
+        unsafe {
+            let v = _mm512_cvtph_ps(_mm256_loadu_si256(src.as_ptr().add(i).cast()));
+            _mm512_storeu_ps(dst.as_mut_ptr().add(i), v);
+        }
+        i += ZC;
+    }
+    for j in i..n {
+        dst[j] = widen1(src[j]);
+    }
+}
+
+/// f16 Conv2D with the bits of [`crate::kernels::generic::f16::conv2d`], using AVX-512 for the
+/// output rows `oy_first..` that `output` holds: like [`f16_conv2d_f16c_rows`], but 16 filters
+/// per vector and up to 8 pixels per register block, each pixel's input row widened to f32 once
+/// per block and broadcast from memory. Every lane keeps the plain summation order (separate
+/// multiply and add: the product of two f16 values is exact in f32, and keeping the add apart
+/// keeps NaN propagation identical too). Geometries [`avx512_conv_fits`] refuses go to
+/// [`f16_conv2d_f16c_rows`].
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and F16C.
+#[target_feature(enable = "avx512f,avx2,f16c")]
+pub unsafe fn f16_conv2d_avx512_rows(
+    g: &ConvGeom,
+    relu: bool,
+    w: &F16Weights<'_>,
+    input: &[f16],
+    output: &mut [f16],
+    oy_first: usize,
+) {
+    if !avx512_conv_fits(g) {
+        // SAFETY: AVX2 and F16C are part of this function's contract.
+        return unsafe { f16_conv2d_f16c_rows(g, relu, w, input, output, oy_first) };
+    }
+    let row_len = g.out_w * g.out_c;
+    let oy_end = oy_first + output.len() / row_len;
+    assert!(output.len().is_multiple_of(row_len) && oy_end <= g.out_h, "conv2d: output rows");
+    assert!(input.len() == g.input_len(), "conv2d: activation length");
+    assert!(w.weights.len() == g.weights_len() && w.bias.len() == g.out_c, "conv2d: weight length");
+    let k = g.kernel;
+    let cin = g.in_c;
+    let filter = k * k * cin;
+    // packed[t * ZC + j] = weight t of filter oc0 + j (0 past the last filter).
+    let mut packed = [0u16; Z_PACK];
+    let mut xs = [[0.0f32; Z_RUN]; ZP];
+    let mut oc0 = 0;
+    while oc0 < g.out_c {
+        let nc = ZC.min(g.out_c - oc0);
+        for j in 0..ZC {
+            for t in 0..filter {
+                packed[t * ZC + j] = if j < nc { w.weights[(oc0 + j) * filter + t].to_bits() } else { 0 };
+            }
+        }
+        let mut b = [0u16; ZC];
+        for j in 0..nc {
+            b[j] = w.bias[oc0 + j].to_bits();
+        }
+        // SAFETY: 32 readable bytes.
+        let bias = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(b.as_ptr().cast()) });
+        let out = Block { g, relu, bias, oc0, nc, oy_first };
+        for oy in oy_first..oy_end {
+            let mut ox = 0;
+            while ox < g.out_w {
+                // The widest block whose pixels share one window shape.
+                let (kx0, kx1, _) = g.taps(ox, g.pad_left, g.in_w);
+                let shared_window = |np: usize| {
+                    ox + np <= g.out_w
+                        && (1..np).all(|q| {
+                            let (a, b, _) = g.taps(ox + q, g.pad_left, g.in_w);
+                            (a, b) == (kx0, kx1)
+                        })
+                };
+                let np = [8, 4, 2].into_iter().find(|&n| shared_window(n)).unwrap_or(1);
+                match np {
+                    8 => conv_block::<8>(&out, &packed, input, &mut xs, output, oy, ox),
+                    4 => conv_block::<4>(&out, &packed, input, &mut xs, output, oy, ox),
+                    2 => conv_block::<2>(&out, &packed, input, &mut xs, output, oy, ox),
+                    _ => conv_block::<1>(&out, &packed, input, &mut xs, output, oy, ox),
+                }
+                ox += np;
+            }
+        }
+        oc0 += nc;
+    }
+}
+
+/// What every register block of one filter group shares.
+struct Block<'g> {
+    g: &'g ConvGeom,
+    relu: bool,
+    bias: __m512,
+    oc0: usize,
+    nc: usize,
+    oy_first: usize,
+}
+
+/// `NP` pixels `ox..ox + NP` of row `oy` (one window shape) for the filter group of `b`.
+#[target_feature(enable = "avx512f,avx2,f16c")]
+#[inline]
+fn conv_block<const NP: usize>(
+    b: &Block<'_>,
+    packed: &[u16; Z_PACK],
+    input: &[f16],
+    xs: &mut [[f32; Z_RUN]; ZP],
+    output: &mut [f16],
+    oy: usize,
+    ox: usize,
+) {
+    let g = b.g;
+    let cin = g.in_c;
+    let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
+    let (kx0, kx1, _) = g.taps(ox, g.pad_left, g.in_w);
+    let run = (kx1 - kx0) * cin;
+    let mut acc = [_mm512_setzero_ps(); NP];
+    for ky in ky0..ky1 {
+        let iy = iy0 + (ky - ky0);
+        for q in 0..NP {
+            let (_, _, ix0) = g.taps(ox + q, g.pad_left, g.in_w);
+            widen_run(&input[(iy * g.in_w + ix0) * cin..][..run], &mut xs[q][..run]);
+        }
+        let wr = &packed[(ky * g.kernel + kx0) * cin * ZC..][..run * ZC];
+        for i in 0..run {
+            // SAFETY: `wr` has `run * ZC` elements, so 16 from `i * ZC`.
+            let wv = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(wr.as_ptr().add(i * ZC).cast()) });
+            for q in 0..NP {
+                acc[q] = _mm512_add_ps(acc[q], _mm512_mul_ps(wv, _mm512_set1_ps(xs[q][i])));
+            }
+        }
+    }
+    for q in 0..NP {
+        let mut v = _mm512_add_ps(acc[q], b.bias);
+        if b.relu {
+            // Lanes with v < 0 (ordered: false for NaN) become +0.0.
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+            v = _mm512_mask_mov_ps(v, neg, _mm512_setzero_ps());
+        }
+        let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+        let mut bits = [0u16; ZC];
+        // SAFETY: 32 writable bytes.
+        unsafe { _mm256_storeu_si256(bits.as_mut_ptr().cast(), h) };
+        let at = ((oy - b.oy_first) * g.out_w + ox + q) * g.out_c + b.oc0;
+        for (o, h) in output[at..at + b.nc].iter_mut().zip(bits) {
+            *o = f16::from_bits(h);
+        }
+    }
+}
+
+/// [`f16_conv2d_avx512_rows`] for the whole output.
+///
+/// # Safety
+/// As [`f16_conv2d_avx512_rows`].
+#[target_feature(enable = "avx512f,avx2,f16c")]
+pub unsafe fn f16_conv2d_avx512(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
+    assert!(output.len() == g.output_len(), "conv2d: activation length");
+    // SAFETY: this function's contract.
+    unsafe { f16_conv2d_avx512_rows(g, relu, w, input, output, 0) }
+}
+
+/// Inputs per AVX-512 dense tile: one 64-byte cache line of each unit's row.
+const ZK: usize = 32;
+
+/// f16 Dense with the bits of [`crate::kernels::generic::f16::dense`], using AVX-512: 16 units
+/// per vector (lane `j` is unit `u0 + j`, adding its products in input order). The 16 rows'
+/// next 32 weights (one cache line each) are copied into a 1 KiB tile, and each step gathers
+/// one 32-bit word per unit from it (the weights of inputs `i` and `i + 1`): every weight byte
+/// is read from memory once, in cache-line runs, and the gathers never touch rows whose
+/// stride maps them onto one cache set (4096 inputs are exactly 8 KiB apart).
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and F16C.
+#[target_feature(enable = "avx512f,avx2,f16c")]
+pub unsafe fn f16_dense_avx512(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
+    let n = input.len();
+    let units = output.len();
+    assert!(w.weights.len() == n * units && w.bias.len() == units, "dense: weight length");
+    // Tile row j starts at byte 64 j: the gather offsets.
+    let rows: [i32; ZC] = core::array::from_fn(|j| (j * ZK * 2) as i32);
+    // SAFETY: 64 readable bytes.
+    let offsets = unsafe { _mm512_loadu_si512(rows.as_ptr().cast()) };
+    let mut tile = [0u16; ZC * ZK];
+    let mut u0 = 0;
+    while u0 < units {
+        let nu = ZC.min(units - u0);
+        let mut acc = _mm512_setzero_ps();
+        let mut i0 = 0;
+        while i0 < n {
+            let m = ZK.min(n - i0);
+            for j in 0..ZC {
+                let dst = &mut tile[j * ZK..][..ZK];
+                if j < nu {
+                    dst[..m].copy_from_slice(bytemuck::cast_slice(&w.weights[(u0 + j) * n + i0..][..m]));
+                    dst[m..].fill(0);
+                } else {
+                    dst.fill(0);
+                }
+            }
+            let mut i = 0;
+            while i < m {
+                // Lane j: the f16 pair (weight (u0 + j, i0 + i), weight (u0 + j, i0 + i + 1)).
+                // SAFETY: `i < m <= 32`, so bytes 2 i .. 2 i + 4 of every 64-byte tile row.
+                let pair = unsafe { _mm512_i32gather_epi32::<1>(offsets, tile.as_ptr().add(i).cast()) };
+                let lo = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(pair));
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(lo, _mm512_set1_ps(widen1(input[i0 + i]))));
+                if i + 1 < m {
+                    let hi = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(pair)));
+                    acc = _mm512_add_ps(acc, _mm512_mul_ps(hi, _mm512_set1_ps(widen1(input[i0 + i + 1]))));
+                }
+                i += 2;
+            }
+            i0 += m;
+        }
+        let mut b = [0u16; ZC];
+        for j in 0..nu {
+            b[j] = w.bias[u0 + j].to_bits();
+        }
+        // SAFETY: 32 readable bytes.
+        let mut v = _mm512_add_ps(acc, _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }));
+        if relu {
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+            v = _mm512_mask_mov_ps(v, neg, _mm512_setzero_ps());
+        }
+        let mut bits = [0u16; ZC];
+        // SAFETY: 32 writable bytes.
+        unsafe { _mm256_storeu_si256(bits.as_mut_ptr().cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)) };
+        for (o, h) in output[u0..u0 + nu].iter_mut().zip(bits) {
+            *o = f16::from_bits(h);
+        }
+        u0 += nu;
+    }
+}

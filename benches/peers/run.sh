@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Our benches and their peers (PyTorch, ONNX Runtime), alternately, in one
+# sitting, then one table of ratios with the date and the CPU. Not run by CI.
+#
+#   benches/peers/run.sh [ROUNDS]          (default 2 rounds; ~15 min a round on 2 cores)
+#
+# Sets up a venv with torch, onnx and onnxruntime (PEERS_VENV, default
+# target/peers-venv; about 3 GB from PyPI), exports the tutorial's AlexNet
+# from PyTorch to ONNX and quantizes it with ONNX Runtime (per-channel int8
+# weights, int8 activations), then alternates: our int8/f16/fp32 inference
+# (criterion, `benches/inference.rs`), ORT int8 and fp32, PyTorch fp32, our
+# training step (`benches/train_step.rs`), PyTorch's. Absolute times on a
+# shared machine move by 2x between days; only these ratios mean anything.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds="${1:-2}"
+venv="${PEERS_VENV:-target/peers-venv}"
+work="${PEERS_DIR:-target/peers}"
+target="${CARGO_TARGET_DIR:-target}"
+py="$venv/bin/python"
+here=benches/peers
+if [ ! -x "$py" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q torch numpy onnx onnxruntime
+fi
+mkdir -p "$work"
+[ -f "$work/alexnet_int8.onnx" ] || "$py" "$here/peers.py" export "$work"
+results="$work/results-$(date +%Y%m%d-%H%M%S).jsonl"
+
+# The median of a criterion benchmark's last run, as a result line.
+ours() { # GROUP FUNCTION-DIR NAME PER
+  local est="$target/criterion/$1/$2/new/estimates.json"
+  "$py" - "$est" "$3" "$4" "$results" <<'PY'
+import json, sys
+est, name, per, results = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+e = json.load(open(est))
+row = {"name": name, "median_s": e["median"]["point_estimate"] / 1e9, "per": per, "source": est}
+open(results, "a").write(json.dumps(row) + "\n")
+print(json.dumps(row))
+PY
+}
+
+for round in $(seq "$rounds"); do
+  echo "== round $round of $rounds"
+  cargo bench --bench inference -- 'alexnet227_int8$|alexnet227_int8_rayon|alexnet227_f16|alexnet227_f32_host'
+  ours alexnet227_int8_rayon engine ours_int8 1
+  ours alexnet227_f16_rayon engine ours_f16 1
+  ours alexnet227_int8 engine ours_int8_1thread 1
+  ours alexnet227_f16 engine ours_f16_1thread 1
+  ours alexnet227_f32_host nn ours_fp32 1
+  "$py" "$here/peers.py" ort "$work/alexnet_int8.onnx" ort_int8 "$results"
+  "$py" "$here/peers.py" ort "$work/alexnet.onnx" ort_fp32 "$results"
+  "$py" "$here/peers.py" torch-infer torch_fp32 "$results"
+  cargo bench --bench train_step -- 'train_step/alexnet/batch32'
+  ours train_step alexnet_batch32 ours_train 32
+  "$py" "$here/peers.py" torch-train torch_train "$results"
+done
+# Memory: peak RSS of two batch-128 training steps, ours then PyTorch's.
+cargo bench --bench train_memory -- 128 | tee /dev/stderr | grep '^{' >> "$results"
+"$py" "$here/peers.py" torch-rss 128 torch_train_rss_batch128 "$results"
+"$py" "$here/peers.py" table "$results" | tee "${results%.jsonl}.md"
