@@ -42,7 +42,7 @@ PY
 
 for round in $(seq "$rounds"); do
   echo "== round $round of $rounds"
-  cargo bench --bench inference -- 'alexnet227_int8$|alexnet227_int8_rayon|alexnet227_f16|alexnet227_f32_host'
+  cargo bench --bench inference -- 'alexnet227_int8/|alexnet227_int8_rayon|alexnet227_f16|alexnet227_f32_host'
   ours alexnet227_int8_rayon engine ours_int8 1
   ours alexnet227_f16_rayon engine ours_f16 1
   ours alexnet227_int8 engine ours_int8_1thread 1
