@@ -116,7 +116,11 @@ fn session<S: Read + Write, D: DelayNs>(mut serial: S, mut delay: D) -> u8 {
     // flasher writes, before reset.
     let model_region = unsafe { region(&raw const _model_start, &raw const _model_end) };
     let code = serve(&mut serial, model_region);
-    frame::send(&mut serial, Stats { stack_used: stack_used() });
+    // STOP is answered with DONE alone; a boot that failed ends with its
+    // ERROR, STATS and DONE.
+    if code != exit_code::OK {
+        frame::send(&mut serial, Stats { stack_used: stack_used() });
+    }
     frame::send(&mut serial, Done { code });
     let _ = serial.flush();
     // Let the last byte leave the shift register before the core stops.

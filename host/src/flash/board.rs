@@ -118,16 +118,18 @@ pub fn build_firmware(board: Board, firmware_dir: &Path) -> Result<PathBuf> {
 /// `cargo build --release` the firmware for `board` and `build`; returns the ELF path.
 ///
 /// The target directory is given explicitly so that the ELF's place does not
-/// depend on a CARGO_TARGET_DIR the caller may have set for the workspace;
-/// silicon builds get one of their own (`target/silicon`), so the two builds
-/// of a chip never overwrite each other's ELF.
+/// depend on a CARGO_TARGET_DIR the caller may have set for the workspace.
 pub fn build_firmware_for(board: Board, build: Build, firmware_dir: &Path) -> Result<PathBuf> {
     let Some(features) = board.features(build) else {
         bail!("{} exists only in QEMU here: there is no silicon build to flash with --probe", board.name());
     };
-    let target_dir = match build {
-        Build::Qemu => firmware_dir.join("target"),
-        Build::Silicon => firmware_dir.join("target").join("silicon"),
+    // The MPS boards share `target` (their targets differ); a real chip's
+    // builds get folders of their own, so that no two builds that run at
+    // once (the device tests) write the same ELF path.
+    let target_dir = match (board, build) {
+        (Board::QemuAn386 | Board::QemuAn524, _) => firmware_dir.join("target"),
+        (_, Build::Qemu) => firmware_dir.join("target").join(format!("{}-qemu", board.name())),
+        (_, Build::Silicon) => firmware_dir.join("target").join(board.name()),
     };
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(firmware_dir)
