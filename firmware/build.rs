@@ -20,8 +20,12 @@ fn main() {
         .collect();
     let (feature, memory, target) = match selected.as_slice() {
         [one] => **one,
-        [] => panic!("select a board: --no-default-features --features <board>, one of qemu-an386, qemu-an524, stm32f405"),
-        _ => panic!("select exactly one board feature (add --no-default-features when picking another than qemu-an386)"),
+        [] => {
+            panic!("select a board: --no-default-features --features <board>, one of qemu-an386, qemu-an524, stm32f405")
+        }
+        _ => {
+            panic!("select exactly one board feature (add --no-default-features when picking another than qemu-an386)")
+        }
     };
     let actual = env::var("TARGET").unwrap_or_default();
     if actual != target {

@@ -75,10 +75,7 @@ fn linker_scripts_have_the_tables_memory_map() {
         assert_eq!(names, want, "{file}: regions the table does not know");
         // The symbols main.rs reads the regions through.
         let script = read(&file);
-        for (sym, expr) in [
-            ("_model_start", "ORIGIN(MODEL)"),
-            ("_model_end", "ORIGIN(MODEL) + LENGTH(MODEL)"),
-        ] {
+        for (sym, expr) in [("_model_start", "ORIGIN(MODEL)"), ("_model_end", "ORIGIN(MODEL) + LENGTH(MODEL)")] {
             let line = format!("{sym} = {expr};");
             assert!(script.lines().any(|l| l.trim() == line), "{file}: lacks `{line}`");
         }
@@ -136,7 +133,11 @@ fn the_firmwares_build_files_pair_each_board_with_its_target() {
         let row = format!("(\"{0}\", \"memory/{0}.x\", \"{1}\"),", b.name, b.target);
         assert!(build.lines().any(|l| l.trim() == row), "firmware/build.rs: lacks `{row}`");
         let feature = format!("{} = [", b.name);
-        assert!(cargo.lines().any(|l| l.starts_with(&feature)), "firmware/Cargo.toml: lacks the feature `{} = [...]`", b.name);
+        assert!(
+            cargo.lines().any(|l| l.starts_with(&feature)),
+            "firmware/Cargo.toml: lacks the feature `{} = [...]`",
+            b.name
+        );
         let section = format!("[target.{}]", b.target);
         let runner = config
             .lines()

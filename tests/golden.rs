@@ -185,8 +185,10 @@ fn quantized_models_meet_the_accuracy_targets() {
 
 /// The trained alexnet-micro, int8 and f16, on the emulated STM32F405
 /// (through its HAL) and the MPS2 Cortex-M4: 20 validation images in one
-/// boot each, the output and every layer's bytes equal to the desktop
-/// simulator's.
+/// boot each, the output and every layer's hash equal to the desktop
+/// simulator's, and on the STM32F405 every layer's bytes too (the MPS2 sends
+/// hashes only: QEMU's UART writes a byte per system call, and the bytes
+/// double this test's time).
 #[test]
 fn the_cortex_m4_boards_compute_the_simulator_bytes_for_20_images_in_one_boot() {
     let ck = checkpoint();
@@ -208,8 +210,8 @@ fn the_cortex_m4_boards_compute_the_simulator_bytes_for_20_images_in_one_boot() 
                         .outer_iter()
                         .map(|img| encode_input(&model, &img.iter().copied().collect::<Vec<f32>>()).expect("encode"))
                         .collect();
-                    let steps: Vec<_> =
-                        inputs.iter().map(|input| flash::Step::Run { input, layer_bytes: true }).collect();
+                    let layer_bytes = board == Board::Stm32f405;
+                    let steps: Vec<_> = inputs.iter().map(|input| flash::Step::Run { input, layer_bytes }).collect();
                     let session =
                         flash::run_qemu(board, &elf, &dir().join(name), &steps, Duration::from_secs(300), None)
                             .unwrap_or_else(|e| panic!("{name} on {board}: {e:#}"));
@@ -224,9 +226,10 @@ fn the_cortex_m4_boards_compute_the_simulator_bytes_for_20_images_in_one_boot() 
                         assert_eq!(run.layers.len(), want.layers.len());
                         for (dev, desk) in run.layers.iter().zip(&want.layers) {
                             assert_eq!(dev.fnv, desk.hash, "{name} image {k} on {board}: layer {} hash", desk.index);
+                            let want = if layer_bytes { desk.bytes.as_ref() } else { None };
                             assert_eq!(
                                 dev.bytes.as_ref(),
-                                desk.bytes.as_ref(),
+                                want,
                                 "{name} image {k} on {board}: layer {} bytes",
                                 desk.index
                             );

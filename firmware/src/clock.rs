@@ -31,6 +31,8 @@ pub struct Clock {
     wraps: AtomicU32,
 }
 
+// Silicon builds time with DWT: SysTick only counts wraps there.
+#[cfg_attr(all(feature = "dwt-clock", not(feature = "qemu")), allow(dead_code))]
 impl Clock {
     /// A counter that is not running yet.
     pub const fn new() -> Self {
@@ -65,11 +67,13 @@ impl Default for Clock {
 
 /// Busy-wait delay on the shared [`Clock`], so the delay and the layer
 /// timings share SysTick instead of fighting over it.
+#[cfg_attr(all(feature = "dwt-clock", not(feature = "qemu")), allow(dead_code))]
 pub struct TickDelay {
     clock: &'static Clock,
     hz: u32,
 }
 
+#[cfg_attr(all(feature = "dwt-clock", not(feature = "qemu")), allow(dead_code))]
 impl TickDelay {
     /// A delay counting `hz` ticks a second.
     pub fn new(clock: &'static Clock, hz: u32) -> Self {

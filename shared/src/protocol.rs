@@ -437,9 +437,13 @@ impl<'a> Message<'a> {
     pub fn head(&self) -> Head {
         let w = HeadWriter::new();
         let w = match *self {
-            Message::Hello(h) => {
-                w.u16(h.protocol).u16(h.clock).u32(h.cpu_hz).u32(h.arena_capacity).u32(h.model_addr).u32(h.model_capacity)
-            }
+            Message::Hello(h) => w
+                .u16(h.protocol)
+                .u16(h.clock)
+                .u32(h.cpu_hz)
+                .u32(h.arena_capacity)
+                .u32(h.model_addr)
+                .u32(h.model_capacity),
             Message::Model(m) => {
                 w.u8(m.precision.wire()).u8(m.layers).u16(0).u32(m.model_len).u32(m.arena_needed).u32(m.input_len)
             }

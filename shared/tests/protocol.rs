@@ -82,7 +82,8 @@ fn frames_have_the_documented_bytes() {
     let n = Message::Model(model).encode(&mut buf).expect("encode");
     assert_eq!(&buf[..n], &[1, 2, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0]);
 
-    let hello = Hello { protocol: 1, clock: 9, cpu_hz: 2, arena_capacity: 3, model_addr: 4, model_capacity: 5, board: "b" };
+    let hello =
+        Hello { protocol: 1, clock: 9, cpu_hz: 2, arena_capacity: 3, model_addr: 4, model_capacity: 5, board: "b" };
     let n = Message::Hello(hello).encode(&mut buf).expect("encode");
     assert_eq!(&buf[..n], &[1, 0, 9, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, b'b']);
 

@@ -35,10 +35,10 @@ pub const CPU_HZ: u32 = BOARD.cpu_hz;
 pub const ARENA_BYTES: usize = BOARD.arena_bytes as usize;
 const BAUD: u32 = 115_200;
 
-#[cfg(feature = "qemu")]
-use defmt_semihosting as _;
 #[cfg(not(feature = "qemu"))]
 use defmt_rtt as _;
+#[cfg(feature = "qemu")]
+use defmt_semihosting as _;
 
 /// The layer clock this build reports in HELLO.
 #[cfg(feature = "qemu")]

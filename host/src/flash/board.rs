@@ -96,7 +96,6 @@ impl Board {
     pub fn model_capacity(self) -> u64 {
         self.spec().model.length as u64
     }
-
 }
 
 impl fmt::Display for Board {

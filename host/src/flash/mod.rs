@@ -124,9 +124,7 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
     let build = if opts.probe { Build::Silicon } else { Build::Qemu };
     let elf = match &opts.elf {
         Some(e) => e.clone(),
-        None => {
-            build_firmware_for(opts.board, build, opts.firmware_dir.as_deref().unwrap_or(&default_firmware_dir()))?
-        }
+        None => build_firmware_for(opts.board, build, opts.firmware_dir.as_deref().unwrap_or(&default_firmware_dir()))?,
     };
     let steps: Vec<Step<'_>> =
         inputs.iter().map(|(_, data)| Step::Run { input: data, layer_bytes: opts.layers }).collect();

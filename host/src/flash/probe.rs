@@ -119,7 +119,10 @@ struct SerialPort {
 impl SerialPort {
     fn open(port: &Path) -> Result<SerialPort> {
         let file = std::fs::OpenOptions::new().read(true).write(true).open(port).with_context(|| {
-            format!("cannot open the serial port {}: connect the board's USB serial (or name it with --port)", port.display())
+            format!(
+                "cannot open the serial port {}: connect the board's USB serial (or name it with --port)",
+                port.display()
+            )
         })?;
         // 115200 8N1, raw, no echo; a read waits at most 0.1 s (VTIME=1).
         let status = Command::new("stty")
@@ -152,8 +155,10 @@ mod tests {
     #[test]
     fn the_model_goes_to_its_own_sectors_then_the_code_then_a_reset() {
         let cmds = flash_commands(Board::Stm32f405, Path::new("fw.elf"), Path::new("m.int8")).expect("commands");
-        let lines: Vec<String> =
-            cmds.iter().map(|c| c.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")).collect();
+        let lines: Vec<String> = cmds
+            .iter()
+            .map(|c| c.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "))
+            .collect();
         assert_eq!(
             lines,
             [

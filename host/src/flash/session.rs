@@ -133,7 +133,8 @@ impl FrameReader {
                 Err(DecodeError::Incomplete { .. }) => {}
                 Err(_) => {
                     // Not a frame here: resynchronise at the next magic byte.
-                    let step = self.buf[1..].iter().position(|&b| b == FRAME_MAGIC[0]).map_or(self.buf.len(), |p| p + 1);
+                    let step =
+                        self.buf[1..].iter().position(|&b| b == FRAME_MAGIC[0]).map_or(self.buf.len(), |p| p + 1);
                     self.skipped += step;
                     self.buf.drain(..step);
                     continue;
