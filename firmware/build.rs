@@ -5,9 +5,10 @@ use std::{env, fs, path::PathBuf};
 
 /// (cargo feature, memory map file, the only target the board's core runs),
 /// as in the board table `shared::board` (tests/boards.rs compares them).
-const BOARDS: [(&str, &str, &str); 2] = [
+const BOARDS: [(&str, &str, &str); 3] = [
     ("qemu-an386", "memory/qemu-an386.x", "thumbv7em-none-eabihf"),
     ("qemu-an524", "memory/qemu-an524.x", "thumbv8m.main-none-eabihf"),
+    ("stm32f405", "memory/stm32f405.x", "thumbv7em-none-eabihf"),
 ];
 
 fn main() {
@@ -19,8 +20,12 @@ fn main() {
         .collect();
     let (feature, memory, target) = match selected.as_slice() {
         [one] => **one,
-        [] => panic!("select a board: --features qemu-an386 or --no-default-features --features qemu-an524"),
-        _ => panic!("select exactly one board feature (add --no-default-features when picking qemu-an524)"),
+        [] => {
+            panic!("select a board: --no-default-features --features <board>, one of qemu-an386, qemu-an524, stm32f405")
+        }
+        _ => {
+            panic!("select exactly one board feature (add --no-default-features when picking another than qemu-an386)")
+        }
     };
     let actual = env::var("TARGET").unwrap_or_default();
     if actual != target {

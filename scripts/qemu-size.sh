@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Flash and RAM figures of the firmware images: builds both QEMU boards and
+# Flash and RAM figures of the firmware images: builds every board (a real
+# chip's silicon build, the one that goes on it) and
 # prints text/rodata (flash) and bss/arena (RAM) with llvm-size (Debian's
 # `llvm` package; `arm-none-eabi-size -A` from binutils-arm-none-eabi works too).
 # The stack figure comes from the running firmware (STATS frame, `host flash`).
@@ -7,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../firmware"
 size=$(command -v llvm-size || command -v arm-none-eabi-size || true)
 [ -n "$size" ] || { echo "need llvm-size (apt-get install llvm) or arm-none-eabi-size" >&2; exit 1; }
-for pair in qemu-an386:thumbv7em-none-eabihf qemu-an524:thumbv8m.main-none-eabihf; do
+for pair in qemu-an386:thumbv7em-none-eabihf qemu-an524:thumbv8m.main-none-eabihf stm32f405:thumbv7em-none-eabihf; do
   board=${pair%%:*}; target=${pair#*:}
   cargo build --quiet --release --target "$target" --no-default-features --features "$board"
   elf=target/$target/release/firmware

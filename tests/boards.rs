@@ -57,7 +57,7 @@ fn linker_scripts_have_the_tables_memory_map() {
     for b in BOARDS {
         let file = format!("firmware/memory/{}.x", b.name);
         let (regions, aliases) = linker_regions(&read(&file));
-        for (name, want) in [("FLASH", b.flash), ("RAM", b.ram), ("MODEL", b.model), ("INPUT", b.input)] {
+        for (name, want) in [("FLASH", b.flash), ("RAM", b.ram), ("MODEL", b.model)] {
             assert_eq!(regions.get(name), Some(&region(want)), "{file}: region {name} differs from shared::board");
         }
         let arena = match aliases.get("ARENA") {
@@ -67,7 +67,7 @@ fn linker_scripts_have_the_tables_memory_map() {
         assert_eq!(arena, Some(region(b.arena_region)), "{file}: the ARENA region differs from shared::board");
         let mut names: Vec<_> = regions.keys().map(String::as_str).collect();
         names.sort_unstable();
-        let mut want = vec!["FLASH", "INPUT", "MODEL", "RAM"];
+        let mut want = vec!["FLASH", "MODEL", "RAM"];
         if !aliases.contains_key("ARENA") {
             want.push("ARENA");
         }
@@ -75,19 +75,14 @@ fn linker_scripts_have_the_tables_memory_map() {
         assert_eq!(names, want, "{file}: regions the table does not know");
         // The symbols main.rs reads the regions through.
         let script = read(&file);
-        for (sym, expr) in [
-            ("_model_start", "ORIGIN(MODEL)"),
-            ("_model_end", "ORIGIN(MODEL) + LENGTH(MODEL)"),
-            ("_input_start", "ORIGIN(INPUT)"),
-            ("_input_end", "ORIGIN(INPUT) + LENGTH(INPUT)"),
-        ] {
+        for (sym, expr) in [("_model_start", "ORIGIN(MODEL)"), ("_model_end", "ORIGIN(MODEL) + LENGTH(MODEL)")] {
             let line = format!("{sym} = {expr};");
             assert!(script.lines().any(|l| l.trim() == line), "{file}: lacks `{line}`");
         }
     }
 }
 
-/// `name) machine=...; cpu=...; model_addr=...; input_addr=... ;;` lines.
+/// `name) machine=...; cpu=...; model_addr=...; features=... ;;` lines.
 fn runner_cases(script: &str) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut cases = BTreeMap::new();
     for line in script.lines().map(str::trim) {
@@ -110,16 +105,16 @@ fn runner_cases(script: &str) -> BTreeMap<String, BTreeMap<String, String>> {
 fn the_runner_script_starts_the_tables_machines_at_its_addresses() {
     let cases = runner_cases(&read("scripts/qemu-run.sh"));
     let names: Vec<_> = cases.keys().map(String::as_str).collect();
-    let mut want: Vec<_> = BOARDS.iter().map(|b| b.name).collect();
+    let mut want: Vec<_> = BOARDS.iter().filter(|b| b.qemu.is_some()).map(|b| b.name).collect();
     want.sort_unstable();
-    assert_eq!(names, want, "scripts/qemu-run.sh: its boards differ from shared::board::BOARDS");
+    assert_eq!(names, want, "scripts/qemu-run.sh: its boards differ from the QEMU boards of shared::board::BOARDS");
     for b in BOARDS {
+        let Some(qemu) = b.qemu else { continue };
         let vars = &cases[b.name];
         let get = |k: &str| vars.get(k).unwrap_or_else(|| panic!("scripts/qemu-run.sh {}: no {k}=", b.name)).as_str();
-        assert_eq!(get("machine"), b.machine, "scripts/qemu-run.sh {}: machine", b.name);
-        assert_eq!(get("cpu"), b.cpu, "scripts/qemu-run.sh {}: cpu", b.name);
+        assert_eq!(get("machine"), qemu.machine, "scripts/qemu-run.sh {}: machine", b.name);
+        assert_eq!(get("cpu"), qemu.cpu, "scripts/qemu-run.sh {}: cpu", b.name);
         assert_eq!(number(get("model_addr")), b.model.origin as u64, "scripts/qemu-run.sh {}: model_addr", b.name);
-        assert_eq!(number(get("input_addr")), b.input.origin as u64, "scripts/qemu-run.sh {}: input_addr", b.name);
     }
 }
 
@@ -137,15 +132,21 @@ fn the_firmwares_build_files_pair_each_board_with_its_target() {
     for b in BOARDS {
         let row = format!("(\"{0}\", \"memory/{0}.x\", \"{1}\"),", b.name, b.target);
         assert!(build.lines().any(|l| l.trim() == row), "firmware/build.rs: lacks `{row}`");
-        let feature = format!("{} = []", b.name);
-        assert!(cargo.lines().any(|l| l.trim() == feature), "firmware/Cargo.toml: lacks the feature `{feature}`");
+        let feature = format!("{} = [", b.name);
+        assert!(
+            cargo.lines().any(|l| l.starts_with(&feature)),
+            "firmware/Cargo.toml: lacks the feature `{} = [...]`",
+            b.name
+        );
         let section = format!("[target.{}]", b.target);
         let runner = config
             .lines()
             .skip_while(|l| l.trim() != section)
             .find(|l| l.starts_with("runner"))
             .unwrap_or_else(|| panic!("firmware/.cargo/config.toml: no runner under {section}"));
-        assert!(runner.contains(&format!("\"{}\"", b.name)), "firmware/.cargo/config.toml: {runner}");
+        // One runner per target: it starts one of the target's boards in QEMU.
+        let starts = |o: &Board| o.target == b.target && runner.contains(&format!("\"{}\"", o.name));
+        assert!(BOARDS.iter().any(starts), "firmware/.cargo/config.toml: {runner}");
         let features = format!("--features {}", b.name);
         let aliases: Vec<_> = config.lines().filter(|l| l.contains(&features)).collect();
         assert!(!aliases.is_empty(), "firmware/.cargo/config.toml: no alias builds {}", b.name);
@@ -162,11 +163,8 @@ fn host_flash_boards_are_the_tables() {
     let names: Vec<_> = HostBoard::ALL.iter().map(|b| b.name()).collect();
     assert_eq!(names, BOARDS.iter().map(|b| b.name).collect::<Vec<_>>());
     for (h, b) in HostBoard::ALL.into_iter().zip(BOARDS) {
-        assert_eq!(h.machine(), (b.machine, b.cpu));
-        assert_eq!(
-            (h.model_addr(), h.input_addr(), h.model_capacity()),
-            (b.model.origin, b.input.origin, b.model.length as u64)
-        );
+        assert_eq!(h.machine(), b.qemu.map(|q| (q.machine, q.cpu)));
+        assert_eq!((h.model_addr(), h.model_capacity()), (b.model.origin, b.model.length as u64));
         assert_eq!(h.target(), b.target);
     }
 }

@@ -1,12 +1,14 @@
 //! Device vs desktop: the same model file and input, run by the firmware on
 //! an emulated Cortex-M (QEMU) and by `shared::engine::run` here, must give
-//! the same output bytes and the same bytes at every layer.
+//! the same output bytes and the same bytes at every layer. And the device's
+//! session: refused models, garbled requests and wrong inputs get their
+//! errors, and the device keeps serving after a request's error.
 //!
 //! These tests need `qemu-system-arm` and the thumb targets (scripts/setup.sh
 //! installs both). Without them they FAIL with the install hint: a device
 //! test that silently passes would prove nothing.
 
-use host::flash::{self, exit_code, Board, DeviceRun};
+use host::flash::{self, exit_code, Board, DeviceRun, DeviceSession, Step};
 use shared::convert::{self, OwnedModel, Ranges};
 use shared::engine::{self, Observer};
 use shared::format;
@@ -95,9 +97,11 @@ fn desktop(model: &OwnedModel, input: &[u8]) -> (Vec<u8>, Record) {
 fn firmware(board: Board) -> PathBuf {
     static AN386: OnceLock<PathBuf> = OnceLock::new();
     static AN524: OnceLock<PathBuf> = OnceLock::new();
+    static F405: OnceLock<PathBuf> = OnceLock::new();
     let cell = match board {
         Board::QemuAn386 => &AN386,
         Board::QemuAn524 => &AN524,
+        Board::Stm32f405 => &F405,
     };
     cell.get_or_init(|| {
         flash::build_firmware(board, &flash::default_firmware_dir())
@@ -112,16 +116,21 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Run `model_file` with `input` on `board`.
-fn device(board: Board, dir: &Path, model_file: &[u8], input: &[u8]) -> DeviceRun {
+/// Boot `board` with `model_file` and take it through `steps`.
+fn session(board: Board, dir: &Path, model_file: &[u8], steps: &[Step<'_>]) -> DeviceSession {
     let model = dir.join("model.axq");
-    let blob = dir.join("input.axin");
     std::fs::write(&model, model_file).expect("write model");
-    std::fs::write(&blob, flash::input_blob(input, true).expect("blob")).expect("write input");
-    std::fs::write(dir.join("input.raw"), input).expect("write raw input");
     let elf = firmware(board);
-    flash::run_qemu(board, &elf, &model, &blob, TIMEOUT, Some(&dir.join("defmt.log")))
+    flash::run_qemu(board, &elf, &model, steps, TIMEOUT, Some(&dir.join("defmt.log")))
         .unwrap_or_else(|e| panic!("running {} in QEMU: {e:#}", board.name()))
+}
+
+/// Run `model_file` with `input` on `board` (every layer's bytes sent back):
+/// the answer, or the boot's end when the device refused the model.
+fn device(board: Board, dir: &Path, model_file: &[u8], input: &[u8]) -> DeviceRun {
+    std::fs::write(dir.join("input.raw"), input).expect("write raw input");
+    let s = session(board, dir, model_file, &[Step::Run { input, layer_bytes: true }]);
+    s.run(0).unwrap_or_else(|| s.boot_run())
 }
 
 /// The device's output and every layer's bytes and hash equal the desktop's.
@@ -160,7 +169,8 @@ fn assert_log_tells_the_frames(run: &DeviceRun, name: &str) {
     let want = [
         format!("INFO {board}: model region "),
         format!("INFO model ok: {} bytes, {} layers, arena {}", m.model_len, m.layers, m.arena_needed),
-        format!("INFO done: {ticks} ticks"),
+        format!("INFO run 1: {ticks} ticks"),
+        "INFO stop after 1 runs".to_string(),
     ];
     assert_eq!(run.log.len(), want.len(), "{name}: device log {:?}", run.log);
     for (line, want) in run.log.iter().zip(&want) {
@@ -251,13 +261,19 @@ fn dsp_kernel_edge_cases_give_the_desktop_bytes_on_both_cores() {
 
 #[test]
 fn corrupted_model_is_refused_with_its_error_and_exit_code() {
+    for board in [Board::QemuAn386, Board::Stm32f405] {
+        corrupted_model_is_refused_on(board);
+    }
+}
+
+fn corrupted_model_is_refused_on(board: Board) {
     let (model, x) = build_model(&small_spec(), false, 6);
     let mut file = format::write(&model.view()).expect("write model file");
     let input = input_bytes(&model, &x);
     let last = file.len() - 20;
     file[last] ^= 0x5a;
-    let dir = scratch("corrupt");
-    let run = device(Board::QemuAn386, &dir, &file, &input);
+    let dir = scratch(&format!("corrupt-{}", board.name()));
+    let run = device(board, &dir, &file, &input);
     assert_eq!(run.exit_code, Some(exit_code::BAD_MODEL), "{run:?}");
     let (code, msg) = run.error.clone().expect("an ERROR frame");
     assert_eq!(code as i32, exit_code::BAD_MODEL);
@@ -271,12 +287,12 @@ fn corrupted_model_is_refused_with_its_error_and_exit_code() {
         "device log {:?} lacks {want:?}",
         run.log
     );
-    assert!(!run.log.iter().any(|l| l.contains("done:")), "{:?}", run.log);
+    assert!(!run.log.iter().any(|l| l.contains("run 1:")), "{:?}", run.log);
     assert!(run.output.is_none() && run.layers.is_empty());
     assert_eq!(run.done, Some(exit_code::BAD_MODEL as u8));
 
     // Not a model at all.
-    let run = device(Board::QemuAn386, &dir, b"definitely not a model file, just text", &input);
+    let run = device(board, &dir, b"definitely not a model file, just text", &input);
     assert_eq!(run.exit_code, Some(exit_code::BAD_MODEL));
     assert!(run.error.expect("an ERROR frame").1.contains("magic"));
     assert!(
@@ -346,12 +362,69 @@ fn model_too_big_for_the_arena_and_wrong_input_are_refused() {
     assert_eq!(run.exit_code, Some(exit_code::ARENA_TOO_SMALL), "{run:?}");
     assert!(run.error.expect("an ERROR frame").1.contains("arena"));
 
-    // A valid model with an input of the wrong size.
-    let (model, _) = build_model(&small_spec(), false, 8);
+    // A valid model with an input of the wrong size: an ERROR for that
+    // request, and the device serves the next one.
+    let (model, x) = build_model(&small_spec(), false, 8);
     let file = format::write(&model.view()).expect("write");
-    let run = device(Board::QemuAn386, &dir, &file, &[1u8; 7]);
-    assert_eq!(run.exit_code, Some(exit_code::BAD_INPUT), "{run:?}");
-    assert!(run.error.expect("an ERROR frame").1.contains("input"));
+    let good = input_bytes(&model, &x);
+    let s = session(
+        Board::QemuAn386,
+        &dir,
+        &file,
+        &[Step::Run { input: &[1u8; 7], layer_bytes: false }, Step::Run { input: &good, layer_bytes: false }],
+    );
+    let (code, msg) = s.answers[0].error.clone().expect("an ERROR frame");
+    assert_eq!(code as i32, exit_code::BAD_INPUT);
+    assert!(msg.contains("input rejected: 7 bytes"), "{msg}");
+    assert_eq!(s.answers[1].output.as_ref().map(|o| &o.1), Some(&desktop(&model, &good).0));
+    assert_eq!((s.exit_code, s.done), (Some(0), Some(0)));
+    cleanup(&dir);
+}
+
+/// Garbled requests on the STM32F405 (through its HAL's USART): a RUN with
+/// a bad CRC, a header claiming more bytes than the device holds, a frame of
+/// an unknown kind, junk — each gets an ERROR frame of code BAD_REQUEST, and
+/// the next request still works.
+#[test]
+fn garbled_requests_get_error_frames_and_the_next_request_works() {
+    let (model, x) = build_model(&small_spec(), true, 12);
+    let file = format::write(&model.view()).expect("write");
+    let input = input_bytes(&model, &x);
+    let mut run = Vec::new();
+    shared::protocol::Request::Run { flags: 0, input: &input }.write(|p| run.extend_from_slice(p)).expect("frame");
+    let mut bad_crc = run.clone();
+    bad_crc[20] ^= 0x10;
+    let oversized = b"AX\x10\x00\x00\x00\x10\x00".to_vec(); // 1 MiB: more than the arena
+    let mut unknown = b"AX\x63\x00\x01\x00\x00\x00\x07".to_vec();
+    unknown.extend(shared::protocol::CRC32.checksum(&unknown[2..]).to_le_bytes());
+    let mut junk_then_run = b"\x00\xffjunkA".to_vec();
+    junk_then_run.extend(&run);
+    let steps = [
+        Step::Raw(&bad_crc),
+        Step::Raw(&oversized),
+        Step::Raw(&unknown),
+        Step::Run { input: &input, layer_bytes: true },
+        Step::Raw(&junk_then_run),
+    ];
+    let dir = scratch("garbled");
+    let s = session(Board::Stm32f405, &dir, &file, &steps);
+    let errors: Vec<_> = s.answers[..3].iter().map(|a| a.error.clone().expect("an ERROR frame")).collect();
+    for (code, _) in &errors {
+        assert_eq!(*code as i32, exit_code::BAD_REQUEST, "{errors:?}");
+    }
+    assert!(errors[0].1.contains("CRC mismatch"), "{errors:?}");
+    assert!(errors[1].1.contains("request of 1048576 bytes is too long"), "{errors:?}");
+    assert!(errors[2].1.contains("unknown request kind 99"), "{errors:?}");
+    let (want, rec) = desktop(&model, &input);
+    for a in &s.answers[3..] {
+        assert_eq!(a.output.as_ref().map(|o| &o.1), Some(&want), "the device serves after garbled requests");
+    }
+    let layers: Vec<_> = s.answers[3].layers.iter().map(|l| l.bytes.clone().expect("layer bytes")).collect();
+    assert_eq!(layers, rec.0.into_iter().map(|(_, b)| b).collect::<Vec<_>>());
+    assert!(s.skipped_bytes == 0, "the device's frames arrive intact: {} bytes skipped", s.skipped_bytes);
+    assert_eq!((s.exit_code, s.done), (Some(0), Some(0)));
+    let hello = s.hello.as_ref().expect("HELLO");
+    assert_eq!((hello.board.as_str(), hello.clock_name(), hello.cpu_hz), ("stm32f405", "SysTick", 168_000_000));
     cleanup(&dir);
 }
 

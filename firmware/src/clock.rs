@@ -1,5 +1,7 @@
-//! A 64-bit tick counter from SysTick plus a wrap count, and a [`DelayNs`]
-//! built on it.
+//! The layer clocks: a 64-bit tick counter from SysTick plus a wrap count
+//! (the QEMU builds), the DWT cycle counter (silicon), and a [`DelayNs`] on
+//! the SysTick one. A board picks one (its `CLOCK` and `now`) and says which
+//! in HELLO (`shared::protocol::clock`).
 //!
 //! Why SysTick and not DWT.CYCCNT: QEMU does not model the cycle counter (it
 //! reads 0), while SysTick runs from QEMU's virtual clock; under
@@ -20,11 +22,17 @@ use cortex_m::peripheral::{SCB, SYST};
 use embedded_hal::delay::DelayNs;
 use shared::board::systick::{self, RELOAD};
 
+/// The SysTick counter of the boards that use it (started by their `init`;
+/// the SysTick exception counts its wraps).
+pub static SYSTICK: Clock = Clock::new();
+
 /// The free-running counter. One per firmware, started once.
 pub struct Clock {
     wraps: AtomicU32,
 }
 
+// Silicon builds time with DWT: SysTick only counts wraps there.
+#[cfg_attr(all(feature = "dwt-clock", not(feature = "qemu")), allow(dead_code))]
 impl Clock {
     /// A counter that is not running yet.
     pub const fn new() -> Self {
@@ -59,11 +67,13 @@ impl Default for Clock {
 
 /// Busy-wait delay on the shared [`Clock`], so the delay and the layer
 /// timings share SysTick instead of fighting over it.
+#[cfg_attr(all(feature = "dwt-clock", not(feature = "qemu")), allow(dead_code))]
 pub struct TickDelay {
     clock: &'static Clock,
     hz: u32,
 }
 
+#[cfg_attr(all(feature = "dwt-clock", not(feature = "qemu")), allow(dead_code))]
 impl TickDelay {
     /// A delay counting `hz` ticks a second.
     pub fn new(clock: &'static Clock, hz: u32) -> Self {
@@ -76,5 +86,41 @@ impl DelayNs for TickDelay {
         let ticks = (ns as u64 * self.hz as u64).div_ceil(1_000_000_000);
         let start = self.clock.now();
         while self.clock.now().wrapping_sub(start) < ticks {}
+    }
+}
+
+/// DWT.CYCCNT (the core's cycle counter) extended to 64 bits: the layer
+/// clock on silicon, where it counts every core cycle. QEMU does not model
+/// it (it reads 0), hence SysTick there. The extension counts a wrap when a
+/// reading is below the previous one, so differences are right as long as
+/// the clock is read at least once per 2^32 cycles (25 s at 168 MHz), which
+/// every layer and run does; an idle spell between requests only shifts the
+/// origin.
+#[cfg(all(feature = "dwt-clock", not(feature = "qemu")))]
+pub struct DwtClock {
+    high: AtomicU32,
+    last: AtomicU32,
+}
+
+#[cfg(all(feature = "dwt-clock", not(feature = "qemu")))]
+impl DwtClock {
+    pub const fn new() -> Self {
+        DwtClock { high: AtomicU32::new(0), last: AtomicU32::new(0) }
+    }
+
+    /// Enable tracing and the cycle counter.
+    pub fn start(&self, dcb: &mut cortex_m::peripheral::DCB, dwt: &mut cortex_m::peripheral::DWT) {
+        dcb.enable_trace();
+        cortex_m::peripheral::DWT::unlock();
+        dwt.enable_cycle_counter();
+    }
+
+    /// Cycles since the counter started (single-threaded use: main only).
+    pub fn now(&self) -> u64 {
+        let c = cortex_m::peripheral::DWT::cycle_count();
+        if c < self.last.swap(c, Ordering::Relaxed) {
+            self.high.fetch_add(1, Ordering::Relaxed);
+        }
+        ((self.high.load(Ordering::Relaxed) as u64) << 32) | c as u64
     }
 }

@@ -1,12 +1,21 @@
-//! Runs a model file on a Cortex-M with the shared engine and reports the
-//! output bytes (and every layer's fingerprint, timing and optionally bytes)
-//! to the host in CRC-checked frames over the board's UART.
+//! Serves inference requests over the board's UART with the shared engine
+//! and a model file in its own flash region: one boot, many inputs.
 //!
-//! Memory (see `memory/*.x`): the model file and the input blob sit in their
-//! own regions at linker-known addresses, loaded separately from the code;
-//! the arena is a static in a NOLOAD section, sized per board.
+//! The session (`shared::protocol` documents the frames): boot, send HELLO,
+//! validate the model and plan its arena, send MODEL; then answer requests
+//! until STOP — RUN (an input; every layer's fingerprint, timing and
+//! optionally bytes, then OUTPUT), GET_STATS, STOP (DONE, then exit). A
+//! request that cannot be read, or an input of the wrong size, gets an ERROR
+//! and the device keeps serving. A model that fails validation, or needs
+//! more arena than the board has, is an ERROR, STATS and DONE at boot, and
+//! the firmware stops with its exit code.
 //!
-//! Exit codes (through semihosting, so QEMU never hangs): see [`exit_code`].
+//! Memory (see `memory/*.x`): the model file sits in its own region at a
+//! linker-known address, flashed separately from the code; the arena is a
+//! static in a NOLOAD section, sized per board, and a received input goes
+//! straight into its input slot (`engine::input_slot`), never held twice.
+//!
+//! Exit codes (semihosting under QEMU, so it never hangs): see [`exit_code`].
 #![no_std]
 #![no_main]
 
@@ -19,16 +28,14 @@ use core::mem::MaybeUninit;
 use core::panic::PanicInfo;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use embedded_hal::delay::DelayNs;
-use embedded_io::Write;
+use embedded_io::{Read, Write};
 
-use clock::Clock;
 use frame::MsgBuf;
+use shared::engine::Prepared;
 use shared::protocol::{
-    exit_code, fnv1a64, DecodeError, Done, ErrorReport, Hello, InputHeader, LayerReport, ModelInfo, Output, Stats,
-    INPUT_HEADER, PROTOCOL,
+    exit_code, fnv1a64, receive, Done, ErrorReport, Hello, LayerReport, ModelInfo, Output, Request, Stats,
+    FLAG_LAYER_BYTES, PROTOCOL,
 };
-
-static CLOCK: Clock = Clock::new();
 
 #[repr(C, align(16))]
 struct Arena([u8; board::ARENA_BYTES]);
@@ -40,12 +47,9 @@ static mut ARENA: MaybeUninit<Arena> = MaybeUninit::uninit();
 extern "C" {
     static _model_start: u8;
     static _model_end: u8;
-    static _input_start: u8;
-    static _input_end: u8;
     /// End of cortex-m-rt's RAM sections: the lowest address the stack may reach.
     static _stack_end: u32;
 }
-
 /// Fill the unused stack with [`STACK_PAINT`] so that [`stack_used`] can tell
 /// the deepest point the stack reached (the README's RAM figures).
 #[inline(never)]
@@ -92,13 +96,12 @@ fn main() -> ! {
     board::pre_main();
     paint_stack();
     let Some(core) = cortex_m::Peripherals::take() else { exit(exit_code::FAULT) };
-    CLOCK.start(core.SYST);
-    let board = board::init(&CLOCK);
-    let code = app(board.serial, board.delay);
+    let board = board::init(core);
+    let code = session(board.serial, board.delay);
     exit(code)
 }
 
-/// Send an ERROR frame and log it; returns `code` for the caller to exit with.
+/// Send an ERROR frame and log it; returns `code`.
 fn fail<S: Write>(serial: &mut S, code: u8, args: core::fmt::Arguments<'_>) -> u8 {
     let mut msg = MsgBuf::new();
     let _ = msg.write_fmt(args);
@@ -107,15 +110,17 @@ fn fail<S: Write>(serial: &mut S, code: u8, args: core::fmt::Arguments<'_>) -> u
     code
 }
 
-/// The whole job, generic over the board's traits; returns the exit code.
-fn app<S: Write, D: DelayNs>(mut serial: S, mut delay: D) -> u8 {
-    // SAFETY: the symbols come from memory.x and bound regions that only the
-    // loader writes, before reset.
-    let (model_region, input_region) = unsafe {
-        (region(&raw const _model_start, &raw const _model_end), region(&raw const _input_start, &raw const _input_end))
-    };
-    let code = run(&mut serial, model_region, input_region);
-    frame::send(&mut serial, Stats { stack_used: stack_used() });
+/// The whole session, generic over the board's traits; returns the exit code.
+fn session<S: Read + Write, D: DelayNs>(mut serial: S, mut delay: D) -> u8 {
+    // SAFETY: the symbols come from memory.x and bound a region that only the
+    // flasher writes, before reset.
+    let model_region = unsafe { region(&raw const _model_start, &raw const _model_end) };
+    let code = serve(&mut serial, model_region);
+    // STOP is answered with DONE alone; a boot that failed ends with its
+    // ERROR, STATS and DONE.
+    if code != exit_code::OK {
+        frame::send(&mut serial, Stats { stack_used: stack_used() });
+    }
     frame::send(&mut serial, Done { code });
     let _ = serial.flush();
     // Let the last byte leave the shift register before the core stops.
@@ -123,23 +128,27 @@ fn app<S: Write, D: DelayNs>(mut serial: S, mut delay: D) -> u8 {
     code
 }
 
-fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8 {
+/// Boot (HELLO, the model's checks, MODEL), then answer requests until STOP.
+/// Returns the exit code: OK after STOP, the boot error's code otherwise.
+fn serve<S: Read + Write>(serial: &mut S, model_region: &[u8]) -> u8 {
     frame::send(
         serial,
         Hello {
             protocol: PROTOCOL,
+            clock: board::CLOCK,
             cpu_hz: board::CPU_HZ,
             arena_capacity: board::ARENA_BYTES as u32,
             model_addr: model_region.as_ptr() as u32,
-            input_addr: input_region.as_ptr() as u32,
+            model_capacity: model_region.len() as u32,
             board: board::NAME,
         },
     );
     defmt::info!(
-        "{=str}: model region {=usize} bytes, arena {=usize} bytes",
+        "{=str}: model region {=usize} bytes, arena {=usize} bytes, clock {=str}",
         board::NAME,
         model_region.len(),
-        board::ARENA_BYTES
+        board::ARENA_BYTES,
+        shared::protocol::clock::name(board::CLOCK)
     );
 
     let bytes = model_bytes(model_region);
@@ -149,6 +158,17 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
     };
     let need = shared::engine::plan(&model).arena_bytes;
     let input_len = model.spec.input().elements() as usize * model.precision.activation_bytes();
+    if need > board::ARENA_BYTES {
+        return fail(
+            serial,
+            exit_code::ARENA_TOO_SMALL,
+            format_args!("model needs {need} arena bytes; {} has {}", board::NAME, board::ARENA_BYTES),
+        );
+    }
+    let prepared = match shared::engine::prepare(&model) {
+        Ok(p) => p,
+        Err(e) => return fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
+    };
     frame::send(
         serial,
         ModelInfo {
@@ -166,25 +186,6 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
         need
     );
 
-    if need > board::ARENA_BYTES {
-        return fail(
-            serial,
-            exit_code::ARENA_TOO_SMALL,
-            format_args!("model needs {need} arena bytes; {} has {}", board::NAME, board::ARENA_BYTES),
-        );
-    }
-    let (input, header) = match read_input(input_region, input_len) {
-        Ok(v) => v,
-        Err(why) => return fail(serial, exit_code::BAD_INPUT, format_args!("input rejected: {why}")),
-    };
-    // Validate and plan once (engine::prepare); a model that fails keeps its
-    // place (after the MODEL frame and the input checks) and its ENGINE exit
-    // code, as when `run` validated.
-    let prepared = match shared::engine::prepare(&model) {
-        Ok(p) => p,
-        Err(e) => return fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
-    };
-
     // SAFETY: ARENA is only touched here, once; the bytes handed out are
     // initialised first (the section is NOLOAD, never zeroed by the runtime).
     let arena = unsafe {
@@ -192,50 +193,68 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
         core::ptr::write_bytes(base, 0, need);
         core::slice::from_raw_parts_mut(base, need)
     };
-    let mut reporter = Reporter { serial, start: 0, full: header.layer_bytes() };
-    let t0 = CLOCK.now();
-    let result = shared::engine::run(&prepared, input, arena, &mut reporter);
-    let ticks = CLOCK.now() - t0;
+    let mut runs = 0u32;
+    loop {
+        let Ok(slot) = shared::engine::input_slot(&prepared, arena) else {
+            return fail(serial, exit_code::ENGINE, format_args!("engine: arena smaller than its plan"));
+        };
+        let request = receive(|| read_byte(serial), slot);
+        match request {
+            Ok(Request::Run { flags, input }) => {
+                if input.len() != input_len {
+                    let got = input.len();
+                    fail(
+                        serial,
+                        exit_code::BAD_INPUT,
+                        format_args!("input rejected: {got} bytes, the model takes {input_len}"),
+                    );
+                    continue;
+                }
+                runs += 1;
+                run(serial, &prepared, arena, flags & FLAG_LAYER_BYTES != 0, runs);
+            }
+            Ok(Request::GetStats) => frame::send(serial, Stats { stack_used: stack_used() }),
+            Ok(Request::Stop) => {
+                defmt::info!("stop after {=u32} runs", runs);
+                return exit_code::OK;
+            }
+            Err(e) => {
+                fail(serial, exit_code::BAD_REQUEST, format_args!("request rejected: {e}"));
+            }
+        }
+    }
+}
+
+/// One byte from the serial port (blocking).
+fn read_byte<S: Read>(serial: &mut S) -> Result<u8, S::Error> {
+    let mut b = [0u8];
+    loop {
+        if serial.read(&mut b)? == 1 {
+            return Ok(b[0]);
+        }
+    }
+}
+
+/// Run the input in the arena's input slot and send the layers and OUTPUT
+/// (or an ERROR).
+fn run<S: Write>(serial: &mut S, prepared: &Prepared<'_>, arena: &mut [u8], full: bool, n: u32) {
+    let mut reporter = Reporter { serial, start: 0, full };
+    let t0 = board::now();
+    let result = shared::engine::run_in_place(prepared, arena, &mut reporter);
+    let ticks = board::now() - t0;
     let serial = reporter.serial;
     match result {
         Ok(output) => {
             frame::send(serial, Output { ticks, bytes: output });
-            defmt::info!("done: {=u64} ticks", ticks);
-            exit_code::OK
+            defmt::info!("run {=u32}: {=u64} ticks", n, ticks);
         }
-        Err(e) => fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
-    }
-}
-
-/// Why the input region was refused.
-enum BadInput {
-    Header(DecodeError),
-    Length,
-    Region,
-}
-
-impl core::fmt::Display for BadInput {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            BadInput::Header(e) => write!(f, "{e}"),
-            BadInput::Length => f.write_str("input length does not match the model's input shape and precision"),
-            BadInput::Region => f.write_str("input larger than its region"),
+        Err(e) => {
+            fail(serial, exit_code::ENGINE, format_args!("engine: {e}"));
         }
     }
 }
 
-/// The input data and its header from the input region, checked against the model.
-fn read_input(region: &[u8], expected: usize) -> Result<(&[u8], InputHeader), BadInput> {
-    let header = InputHeader::decode(region).map_err(BadInput::Header)?;
-    let len = header.len as usize;
-    if len != expected {
-        return Err(BadInput::Length);
-    }
-    let data = region.get(INPUT_HEADER..INPUT_HEADER + len).ok_or(BadInput::Region)?;
-    Ok((data, header))
-}
-
-/// Times each layer with SysTick and sends its fingerprint (and bytes on request).
+/// Times each layer with the board's clock and sends its fingerprint (and bytes on request).
 struct Reporter<'s, S> {
     serial: &'s mut S,
     start: u64,
@@ -244,11 +263,11 @@ struct Reporter<'s, S> {
 
 impl<S: Write> shared::engine::Observer for Reporter<'_, S> {
     fn layer_start(&mut self, _index: usize) {
-        self.start = CLOCK.now();
+        self.start = board::now();
     }
 
     fn layer_done(&mut self, index: usize, _shape: shared::spec::Shape, output: &[u8]) {
-        let ticks = CLOCK.now() - self.start;
+        let ticks = board::now() - self.start;
         frame::send(
             self.serial,
             LayerReport {
@@ -269,7 +288,7 @@ fn exit(code: u8) -> ! {
 
 #[exception]
 fn SysTick() {
-    CLOCK.on_wrap();
+    clock::SYSTICK.on_wrap();
 }
 
 #[exception]

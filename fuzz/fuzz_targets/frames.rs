@@ -1,6 +1,7 @@
 //! `cargo fuzz run frames`: the host-side decoder of the device's UART
 //! stream (`shared::protocol`'s frame scan and message decoders, what
-//! `host flash` reads the firmware with) on arbitrary bytes.
+//! `host flash` reads the firmware with) and the device's request reader on
+//! arbitrary bytes.
 //!
 //! Random bytes seldom carry a valid CRC, so every input is read twice: as a
 //! raw stream, and with the CRC that makes it a frame (first byte the kind,
@@ -10,9 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::protocol::{
-    encode_frame, frame_len, Frame, Frames, InputHeader, Message, CRC32, FRAME_HEADER, FRAME_TRAILER,
-};
+use shared::protocol::{encode_frame, frame_len, receive, Frame, Frames, Message, CRC32, FRAME_HEADER, FRAME_TRAILER};
 
 fn check_message(kind: u8, payload: &[u8]) {
     let Ok(msg) = Message::decode(kind, payload) else { return };
@@ -38,7 +37,10 @@ fn scan(stream: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     scan(data);
     let _ = Frame::parse(data);
-    let _ = InputHeader::decode(data);
+    // The device's request reader on the same bytes.
+    let mut tail = [0u8; 256];
+    let mut bytes = data.iter().copied();
+    let _ = receive(|| bytes.next().ok_or(()), &mut tail);
     if let Some((&kind, payload)) = data.split_first() {
         let mut stream = Vec::with_capacity(data.len() + FRAME_HEADER + FRAME_TRAILER);
         stream.extend_from_slice(b"AX");

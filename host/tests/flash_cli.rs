@@ -28,7 +28,7 @@ fn flash_json_matches_simulate_json_on_the_golden_models() {
         assert_eq!(sim["class"], "triangle", "{file}: the golden model should see the triangle");
         // The firmware's defmt log, decoded with the ELF's table, under "log".
         let log: Vec<&str> = dev["log"].as_array().expect("log").iter().filter_map(|l| l.as_str()).collect();
-        let done = format!("INFO done: {} ticks", dev["ticks"]);
+        let done = format!("INFO run 1: {} ticks", dev["ticks"]);
         let model_ok = format!("INFO model ok: {} bytes,", std::fs::metadata(&model).expect("model file").len());
         assert!(log.contains(&done.as_str()), "{file}: log {log:?} lacks {done:?}");
         assert!(log.iter().any(|l| l.starts_with(&model_ok)), "{file}: log {log:?} lacks {model_ok:?}...");
@@ -52,7 +52,7 @@ fn flash_prints_the_device_log_on_stderr_unless_quiet() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let loud = stderr(false);
-    assert!(loud.lines().any(|l| l.starts_with("device: INFO done: ") && l.ends_with(" ticks")), "{loud}");
+    assert!(loud.lines().any(|l| l.starts_with("device: INFO run 1: ") && l.ends_with(" ticks")), "{loud}");
     assert!(loud.contains("device: INFO model ok: "), "{loud}");
     let quiet = stderr(true);
     assert!(!quiet.contains("device: "), "--quiet-log still printed the log: {quiet}");

@@ -539,28 +539,65 @@ pub fn run_with<'a>(
     observer: &mut dyn Observer,
     par: &dyn Parallel,
 ) -> Result<&'a [u8], EngineError> {
-    let (model, p) = (prepared.model, &prepared.plan);
+    let p = &prepared.plan;
     if input.len() != p.input_bytes {
         return Err(EngineError::InputLength { expected: p.input_bytes, got: input.len() });
     }
+    input_slot(prepared, arena)?.copy_from_slice(input);
+    run_layers(prepared, arena, observer, par)
+}
+
+/// Where in `arena` the model input goes: [`run_in_place`] runs on the bytes
+/// written there (int8 values, or f16 little-endian), so a caller that
+/// receives the input piece by piece (the firmware, from its serial port)
+/// writes it straight into the arena instead of holding it twice.
+pub fn input_slot<'a>(prepared: &Prepared<'_>, arena: &'a mut [u8]) -> Result<&'a mut [u8], EngineError> {
+    let p = &prepared.plan;
     if arena.len() < p.arena_bytes {
         return Err(EngineError::ArenaTooSmall { needed: p.arena_bytes, given: arena.len() });
     }
-    let base = match model.precision {
+    let base = input_base(prepared.model.precision, arena);
+    Ok(&mut arena[base..base + p.input_bytes])
+}
+
+/// [`run`] on the input already written to [`input_slot`]`(prepared, arena)`:
+/// the same bytes out as [`run`] with that input.
+pub fn run_in_place<'a>(
+    prepared: &Prepared<'_>,
+    arena: &'a mut [u8],
+    observer: &mut dyn Observer,
+) -> Result<&'a [u8], EngineError> {
+    input_slot(prepared, arena)?;
+    run_layers(prepared, arena, observer, &SingleThread)
+}
+
+/// Where the work area starts in `arena`: f16 tensors need 2-byte alignment.
+fn input_base(precision: Precision, arena: &[u8]) -> usize {
+    match precision {
         Precision::Int8 => 0,
         // 0 or 1 for a byte pointer; anything else would be a platform oddity.
         Precision::F16 => arena.as_ptr().align_offset(2).min(1),
-    };
+    }
+}
+
+/// The layers, on the input at [`input_slot`] (little-endian bytes; the
+/// arena's size was checked there).
+fn run_layers<'a>(
+    prepared: &Prepared<'_>,
+    arena: &'a mut [u8],
+    observer: &mut dyn Observer,
+    par: &dyn Parallel,
+) -> Result<&'a [u8], EngineError> {
+    let (model, p) = (prepared.model, &prepared.plan);
+    let base = input_base(model.precision, arena);
     let need = p.arena_bytes - p.align_slack;
     let work = &mut arena[base..base + need];
     let first = Region { offset: 0, len: p.input_bytes };
-    match model.precision {
-        Precision::Int8 => work[..p.input_bytes].copy_from_slice(input),
-        Precision::F16 => {
-            let dst = as_f16_mut(&mut work[..p.input_bytes]);
-            for (d, s) in dst.iter_mut().zip(input.chunks_exact(2)) {
-                *d = f16::from_le_bytes([s[0], s[1]]);
-            }
+    if model.precision == Precision::F16 {
+        // Little-endian bytes to native f16 values, in place (a no-op on Arm and x86).
+        for v in work[..p.input_bytes].chunks_exact_mut(2) {
+            let x = f16::from_le_bytes([v[0], v[1]]);
+            v.copy_from_slice(&x.to_ne_bytes());
         }
     }
     let data = model.layer_data();

@@ -9,15 +9,16 @@
 //! (a panic mid-frame); the CRC proves the bytes it compares with the desktop
 //! are the bytes the device sent. Every payload is a fixed-size head and a
 //! tail of variable length (little-endian), one [`Message`] per [`kind`]:
-//! - [`Hello`]: protocol `u16`, 0 `u16`, cpu_hz `u32`, arena capacity `u32`,
-//!   model region address `u32`, input region address `u32`; tail: board name.
+//! - [`Hello`]: protocol `u16`, clock `u16` ([`clock`]), cpu_hz `u32`,
+//!   arena capacity `u32`, model region address `u32`, model region length
+//!   `u32`; tail: board name.
 //! - [`ModelInfo`]: precision `u8` ([`Precision::wire`]), layer count `u8`,
 //!   0 `u16`, model length `u32`, arena bytes needed `u32`, input bytes `u32`.
 //! - [`LayerReport`]: index `u32`, ticks `u64`, output length `u32`,
-//!   [`fnv1a64`] of the output `u64`; tail: the output bytes when the input
+//!   [`fnv1a64`] of the output `u64`; tail: the output bytes when the request
 //!   asked for them ([`FLAG_LAYER_BYTES`]), else nothing.
 //! - [`Output`]: ticks of the whole run `u64`; tail: the output tensor bytes.
-//! - [`ErrorReport`]: exit code `u8`; tail: a UTF-8 message.
+//! - [`ErrorReport`]: code `u8` ([`exit_code`]); tail: a UTF-8 message.
 //! - [`Stats`]: stack bytes used (high-water mark) `u32`.
 //! - [`Done`]: exit code `u8`.
 //!
@@ -25,10 +26,23 @@
 //! zero fields (so a newer firmware may use them), and never panic: anything
 //! else that does not fit is a [`DecodeError`].
 //!
-//! Host to device, the input blob loaded into the board's input region
-//! ([`InputHeader`]): [`INPUT_MAGIC`], version `u16` ([`INPUT_VERSION`]),
-//! flags `u16` ([`FLAG_LAYER_BYTES`]), data length `u32`, 0 `u32`, then the
-//! data ([`INPUT_HEADER`] bytes of header).
+//! Host to device, requests in the same frames ([`Request`]), one at a
+//! time, each answered before the next is sent:
+//! - RUN ([`kind::RUN`]): flags `u16` ([`FLAG_LAYER_BYTES`]), 0 `u16`; tail:
+//!   the model input (int8 values, or f16 little-endian, NHWC). Answer: one
+//!   LAYER per layer, then OUTPUT, or an ERROR.
+//! - GET_STATS ([`kind::GET_STATS`]), empty. Answer: STATS.
+//! - STOP ([`kind::STOP`]), empty. Answer: DONE, then the device stops.
+//!
+//! The session (the firmware's `main.rs`, the host's `flash::session`): the
+//! device boots, sends HELLO, validates the model file in its flash and sends
+//! MODEL (or ERROR, STATS and DONE, and stops with the error's exit code),
+//! then answers requests for as long as the host sends them. Every answer
+//! ends with exactly one OUTPUT, ERROR, STATS or DONE frame
+//! ([`ends_answer`]). A request the device cannot read (bad CRC, unknown
+//! kind, short, longer than it can hold: [`ReceiveError`]) is answered with an
+//! ERROR of code [`exit_code::BAD_REQUEST`] and the device keeps serving;
+//! bytes before a frame's magic are skipped silently ([`receive`]).
 //!
 //! Everything here is `no_std` and allocation-free: encoders write into a
 //! caller's buffer (or stream through a caller's sink, so the firmware sends
@@ -39,7 +53,7 @@ use crate::model::Precision;
 use core::fmt;
 
 /// Version of the frame protocol, sent in HELLO.
-pub const PROTOCOL: u16 = 1;
+pub const PROTOCOL: u16 = 2;
 /// The first two bytes of every frame.
 pub const FRAME_MAGIC: [u8; 2] = *b"AX";
 /// Bytes before a frame's payload: magic, kind, 0, length.
@@ -56,9 +70,32 @@ pub mod kind {
     pub const ERROR: u8 = 5;
     pub const DONE: u8 = 6;
     pub const STATS: u8 = 7;
+    /// Requests, host to device.
+    pub const RUN: u8 = 16;
+    pub const GET_STATS: u8 = 17;
+    pub const STOP: u8 = 18;
 }
 
-/// Process exit codes of the firmware (through semihosting).
+/// Which counter the device times layers with (HELLO's clock field).
+pub mod clock {
+    /// SysTick with a wrap count (QEMU, where DWT.CYCCNT reads 0).
+    pub const SYSTICK: u16 = 0;
+    /// The DWT cycle counter (silicon).
+    pub const DWT: u16 = 1;
+
+    /// The clock's name, for reports.
+    pub const fn name(clock: u16) -> &'static str {
+        match clock {
+            SYSTICK => "SysTick",
+            DWT => "DWT.CYCCNT",
+            _ => "unknown clock",
+        }
+    }
+}
+
+/// Process exit codes of the firmware (through semihosting), also the codes
+/// of ERROR frames: after boot an ERROR answers one request and the device
+/// keeps serving.
 pub mod exit_code {
     /// The model ran; OUTPUT was sent.
     pub const OK: u8 = 0;
@@ -67,23 +104,20 @@ pub mod exit_code {
     pub const BAD_MODEL: u8 = 2;
     /// The model's arena does not fit the board's static arena.
     pub const ARENA_TOO_SMALL: u8 = 3;
-    /// The input blob is missing, malformed or the wrong size for the model.
+    /// A RUN request whose input is the wrong size for the model.
     pub const BAD_INPUT: u8 = 4;
     /// The engine reported an error.
     pub const ENGINE: u8 = 5;
+    /// A request that could not be read ([`ReceiveError`](super::ReceiveError));
+    /// an ERROR code only, the device keeps serving.
+    pub const BAD_REQUEST: u8 = 6;
     /// A Rust panic.
     pub const PANIC: u8 = 101;
     /// A HardFault (or any unexpected exception).
     pub const FAULT: u8 = 102;
 }
 
-/// The input blob's magic.
-pub const INPUT_MAGIC: [u8; 4] = *b"AXIN";
-/// The input blob's version.
-pub const INPUT_VERSION: u16 = 1;
-/// Bytes of the input blob's header; the data follows, 16-aligned.
-pub const INPUT_HEADER: usize = 16;
-/// Input flag: send every layer's output bytes, not just their hashes.
+/// RUN flag: send every layer's output bytes, not just their hashes.
 pub const FLAG_LAYER_BYTES: u16 = 1;
 
 /// CRC-32/ISO-HDLC (zlib's), the frame checksum; `CRC32.digest()` streams.
@@ -137,12 +171,6 @@ pub enum DecodeError {
     BadPrecision(u8),
     /// A text tail (board name, error message) that is not UTF-8.
     NotUtf8 { kind: u8 },
-    /// An input region shorter than [`INPUT_HEADER`].
-    InputShort,
-    /// An input region without [`INPUT_MAGIC`].
-    InputMagic,
-    /// An input blob of another version than [`INPUT_VERSION`].
-    InputVersion(u16),
 }
 
 impl fmt::Display for DecodeError {
@@ -160,9 +188,6 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::BadPrecision(b) => write!(f, "unknown precision {b} in the MODEL frame"),
             DecodeError::NotUtf8 { kind } => write!(f, "the {} frame's text is not UTF-8", kind_name(kind)),
-            DecodeError::InputShort => write!(f, "the input region is smaller than its header"),
-            DecodeError::InputMagic => write!(f, "no input blob (bad magic; expected \"AXIN\")"),
-            DecodeError::InputVersion(_) => write!(f, "unsupported input blob version"),
         }
     }
 }
@@ -201,6 +226,9 @@ pub const fn kind_name(kind: u8) -> &'static str {
         kind::ERROR => "ERROR",
         kind::DONE => "DONE",
         kind::STATS => "STATS",
+        kind::RUN => "RUN",
+        kind::GET_STATS => "GET_STATS",
+        kind::STOP => "STOP",
         _ => "unknown",
     }
 }
@@ -209,10 +237,14 @@ pub const fn kind_name(kind: u8) -> &'static str {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hello<'a> {
     pub protocol: u16,
+    /// What the ticks count ([`clock`]).
+    pub clock: u16,
+    /// Ticks a second.
     pub cpu_hz: u32,
     pub arena_capacity: u32,
+    /// The model region (linker script's `MODEL`): where and how big.
     pub model_addr: u32,
-    pub input_addr: u32,
+    pub model_capacity: u32,
     pub board: &'a str,
 }
 
@@ -246,7 +278,8 @@ pub struct Output<'a> {
     pub bytes: &'a [u8],
 }
 
-/// ERROR: why the firmware stopped, with the exit code it stops with.
+/// ERROR: why a request failed (the device keeps serving), or why the
+/// firmware stopped (at boot, on a panic or fault), with its code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ErrorReport<'a> {
     pub code: u8,
@@ -404,9 +437,13 @@ impl<'a> Message<'a> {
     pub fn head(&self) -> Head {
         let w = HeadWriter::new();
         let w = match *self {
-            Message::Hello(h) => {
-                w.u16(h.protocol).u16(0).u32(h.cpu_hz).u32(h.arena_capacity).u32(h.model_addr).u32(h.input_addr)
-            }
+            Message::Hello(h) => w
+                .u16(h.protocol)
+                .u16(h.clock)
+                .u32(h.cpu_hz)
+                .u32(h.arena_capacity)
+                .u32(h.model_addr)
+                .u32(h.model_capacity),
             Message::Model(m) => {
                 w.u8(m.precision.wire()).u8(m.layers).u16(0).u32(m.model_len).u32(m.arena_needed).u32(m.input_len)
             }
@@ -457,10 +494,11 @@ impl<'a> Message<'a> {
         Ok(match kind {
             kind::HELLO => Message::Hello(Hello {
                 protocol: f.u16(0),
+                clock: f.u16(2),
                 cpu_hz: f.u32(4),
                 arena_capacity: f.u32(8),
                 model_addr: f.u32(12),
-                input_addr: f.u32(16),
+                model_capacity: f.u32(16),
                 board: text(kind, tail)?,
             }),
             kind::MODEL => Message::Model(ModelInfo {
@@ -539,20 +577,26 @@ pub fn frame_len(msg: &Message<'_>) -> usize {
 /// Send `msg` as one frame through `sink`, in pieces (header, head, tail,
 /// CRC), so a large tail goes out from where it lies without a copy. Returns
 /// the frame's length.
-pub fn write_frame(msg: &Message<'_>, mut sink: impl FnMut(&[u8])) -> Result<usize, EncodeError> {
-    let (head, tail) = (msg.head(), msg.tail());
-    let len = head.len + tail.len();
+pub fn write_frame(msg: &Message<'_>, sink: impl FnMut(&[u8])) -> Result<usize, EncodeError> {
+    write_parts(msg.kind(), msg.head().as_bytes(), msg.tail(), sink)
+}
+
+/// One frame of `kind` whose payload is `head` then `tail`, through `sink`.
+fn write_parts(kind: u8, head: &[u8], tail: &[u8], mut sink: impl FnMut(&[u8])) -> Result<usize, EncodeError> {
+    let len = head.len() + tail.len();
     let len32 = u32::try_from(len).map_err(|_| EncodeError::TooLong { len })?;
     let mut header = [0u8; FRAME_HEADER];
     header[..2].copy_from_slice(&FRAME_MAGIC);
-    header[2] = msg.kind();
+    header[2] = kind;
     header[4..].copy_from_slice(&len32.to_le_bytes());
     let mut crc = CRC32.digest();
     crc.update(&header[2..]);
-    crc.update(head.as_bytes());
+    crc.update(head);
     crc.update(tail);
     sink(&header);
-    sink(head.as_bytes());
+    if !head.is_empty() {
+        sink(head);
+    }
     if !tail.is_empty() {
         sink(tail);
     }
@@ -621,51 +665,140 @@ impl<'a> Iterator for Frames<'a> {
     }
 }
 
-/// The input blob's header: what the host asks of the firmware for one input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InputHeader {
-    /// [`FLAG_LAYER_BYTES`] and future flags.
-    pub flags: u16,
-    /// Bytes of input data after the header.
-    pub len: u32,
+/// Whether a device frame of `kind` ends the answer to a request: every
+/// answer ends with exactly one of OUTPUT, ERROR, STATS or DONE.
+pub const fn ends_answer(kind: u8) -> bool {
+    matches!(kind, kind::OUTPUT | kind::ERROR | kind::STATS | kind::DONE)
 }
 
-impl InputHeader {
-    /// Whether the device is to send every layer's output bytes.
-    pub const fn layer_bytes(&self) -> bool {
-        self.flags & FLAG_LAYER_BYTES != 0
-    }
+/// Bytes of a RUN request's head (flags, 0) before the input.
+pub const RUN_HEAD: usize = 4;
 
-    /// The header's bytes.
-    pub fn to_bytes(&self) -> [u8; INPUT_HEADER] {
-        let mut b = [0u8; INPUT_HEADER];
-        b[..4].copy_from_slice(&INPUT_MAGIC);
-        b[4..6].copy_from_slice(&INPUT_VERSION.to_le_bytes());
-        b[6..8].copy_from_slice(&self.flags.to_le_bytes());
-        b[8..12].copy_from_slice(&self.len.to_le_bytes());
-        b
-    }
+/// A request, host to device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// Run the model on `input`; `flags` as [`FLAG_LAYER_BYTES`].
+    Run { flags: u16, input: &'a [u8] },
+    /// Report the stack high-water mark.
+    GetStats,
+    /// Answer DONE and stop.
+    Stop,
+}
 
-    /// Write the header into `buf`; returns its length.
-    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
-        let have = buf.len();
-        let out = buf.get_mut(..INPUT_HEADER).ok_or(EncodeError::BufferTooSmall { need: INPUT_HEADER, have })?;
-        out.copy_from_slice(&self.to_bytes());
-        Ok(INPUT_HEADER)
-    }
-
-    /// The header at the start of `region` (the data follows at [`INPUT_HEADER`]).
-    pub fn decode(region: &[u8]) -> Result<InputHeader, DecodeError> {
-        let head = region.get(..INPUT_HEADER).ok_or(DecodeError::InputShort)?;
-        let f = Fields(head);
-        if f.array::<4>(0) != INPUT_MAGIC {
-            return Err(DecodeError::InputMagic);
+impl Request<'_> {
+    /// The frame kind that carries this request.
+    pub const fn kind(&self) -> u8 {
+        match self {
+            Request::Run { .. } => kind::RUN,
+            Request::GetStats => kind::GET_STATS,
+            Request::Stop => kind::STOP,
         }
-        let version = f.u16(4);
-        if version != INPUT_VERSION {
-            return Err(DecodeError::InputVersion(version));
+    }
+
+    /// Send the request as one frame through `sink`; returns its length.
+    pub fn write(&self, sink: impl FnMut(&[u8])) -> Result<usize, EncodeError> {
+        match *self {
+            Request::Run { flags, input } => {
+                let f = flags.to_le_bytes();
+                write_parts(kind::RUN, &[f[0], f[1], 0, 0], input, sink)
+            }
+            Request::GetStats | Request::Stop => write_parts(self.kind(), &[], &[], sink),
         }
-        Ok(InputHeader { flags: f.u16(6), len: f.u32(8) })
+    }
+}
+
+/// Why the device could not read a request. The device answers each with
+/// an ERROR of code [`exit_code::BAD_REQUEST`] and reads the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiveError<E> {
+    /// The serial port reported an error (overrun, framing, noise).
+    Serial(E),
+    /// The frame claims `len` payload bytes; the device holds at most
+    /// `max`. Its payload is not read: the device looks for the next magic.
+    Oversized { len: u32, max: usize },
+    /// The frame's CRC-32 does not match its contents.
+    BadCrc { expected: u32, actual: u32 },
+    /// A frame kind that is not a request.
+    UnknownKind(u8),
+    /// A payload shorter than its request's head.
+    Short { kind: u8, need: usize, got: usize },
+}
+
+impl<E: fmt::Debug> fmt::Display for ReceiveError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReceiveError::Serial(e) => write!(f, "serial receive error ({e:?})"),
+            ReceiveError::Oversized { len, max } => {
+                write!(f, "request of {len} bytes is too long: this device takes at most {max}")
+            }
+            ReceiveError::BadCrc { expected, actual } => {
+                write!(f, "request CRC mismatch (frame says {expected:#010x}, bytes give {actual:#010x})")
+            }
+            ReceiveError::UnknownKind(k) => write!(f, "unknown request kind {k}"),
+            ReceiveError::Short { kind, need, got } => {
+                write!(f, "short {} request ({got} bytes, at least {need} needed)", kind_name(*kind))
+            }
+        }
+    }
+}
+
+/// Read one request frame, a byte at a time from `byte` (which blocks until
+/// a byte arrives). Bytes before the next [`FRAME_MAGIC`] are skipped. The
+/// payload after a request's head goes into `tail` (the device passes the
+/// arena's input slot, so an input is never held twice); a frame with more
+/// than `RUN_HEAD + tail.len()` payload bytes is refused before its payload
+/// is read. Allocation-free; the CRC is computed as the bytes arrive.
+pub fn receive<'t, E>(
+    mut byte: impl FnMut() -> Result<u8, E>,
+    tail: &'t mut [u8],
+) -> Result<Request<'t>, ReceiveError<E>> {
+    let mut next = || byte().map_err(ReceiveError::Serial);
+    let mut prev = next()?;
+    loop {
+        let b = next()?;
+        if [prev, b] == FRAME_MAGIC {
+            break;
+        }
+        prev = b;
+    }
+    let mut header = [0u8; FRAME_HEADER - 2];
+    for h in header.iter_mut() {
+        *h = next()?;
+    }
+    let kind = header[0];
+    let len = u32::from_le_bytes([header[2], header[3], header[4], header[5]]);
+    let max = RUN_HEAD + tail.len();
+    let n = match usize::try_from(len) {
+        Ok(n) if n <= max => n,
+        _ => return Err(ReceiveError::Oversized { len, max }),
+    };
+    let mut crc = CRC32.digest();
+    crc.update(&header);
+    let mut head = [0u8; RUN_HEAD];
+    let head_n = n.min(RUN_HEAD);
+    for h in head[..head_n].iter_mut() {
+        *h = next()?;
+    }
+    crc.update(&head[..head_n]);
+    let body = &mut tail[..n - head_n];
+    for t in body.iter_mut() {
+        *t = next()?;
+    }
+    crc.update(body);
+    let mut trailer = [0u8; FRAME_TRAILER];
+    for t in trailer.iter_mut() {
+        *t = next()?;
+    }
+    let (expected, actual) = (u32::from_le_bytes(trailer), crc.finalize());
+    if expected != actual {
+        return Err(ReceiveError::BadCrc { expected, actual });
+    }
+    match kind {
+        kind::RUN if n < RUN_HEAD => Err(ReceiveError::Short { kind, need: RUN_HEAD, got: n }),
+        kind::RUN => Ok(Request::Run { flags: u16::from_le_bytes([head[0], head[1]]), input: body }),
+        kind::GET_STATS => Ok(Request::GetStats),
+        kind::STOP => Ok(Request::Stop),
+        k => Err(ReceiveError::UnknownKind(k)),
     }
 }
 

@@ -253,6 +253,19 @@ proptest! {
         let b = engine::run(&prepared, &input, &mut big[1..], &mut NoObserver).unwrap().to_vec();
         prop_assert_eq!(&a, &b);
         prop_assert_eq!(a.len(), plan.output_bytes);
+        // The input written into the arena's input slot runs to the same bytes
+        // (what the firmware does with an input it receives over its UART),
+        // at an aligned and a misaligned arena.
+        for start in [0, 1] {
+            let arena = &mut big[start..start + plan.arena_bytes];
+            arena.fill(0x55);
+            engine::input_slot(&prepared, arena).unwrap().copy_from_slice(&input);
+            let c = engine::run_in_place(&prepared, arena, &mut NoObserver).unwrap();
+            prop_assert_eq!(&a[..], c);
+        }
+        let mut small = vec![0u8; plan.arena_bytes - 1];
+        prop_assert!(engine::input_slot(&prepared, &mut small).is_err());
+        prop_assert!(engine::run_in_place(&prepared, &mut small, &mut NoObserver).is_err());
         let mut small = vec![0u8; plan.arena_bytes - 1];
         let err = engine::run(&prepared, &input, &mut small, &mut NoObserver).unwrap_err();
         prop_assert_eq!(err, EngineError::ArenaTooSmall { needed: plan.arena_bytes, given: plan.arena_bytes - 1 });

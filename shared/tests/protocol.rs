@@ -10,10 +10,11 @@ fn examples() -> Vec<Message<'static>> {
     vec![
         Message::Hello(Hello {
             protocol: PROTOCOL,
+            clock: clock::DWT,
             cpu_hz: 25_000_000,
             arena_capacity: 2 << 20,
             model_addr: 0x0010_0000,
-            input_addr: 0x2100_0000,
+            model_capacity: 3 << 20,
             board: "qemu-an386",
         }),
         Message::Model(ModelInfo {
@@ -81,35 +82,89 @@ fn frames_have_the_documented_bytes() {
     let n = Message::Model(model).encode(&mut buf).expect("encode");
     assert_eq!(&buf[..n], &[1, 2, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0]);
 
-    let hello = Hello { protocol: 1, cpu_hz: 2, arena_capacity: 3, model_addr: 4, input_addr: 5, board: "b" };
+    let hello =
+        Hello { protocol: 1, clock: 9, cpu_hz: 2, arena_capacity: 3, model_addr: 4, model_capacity: 5, board: "b" };
     let n = Message::Hello(hello).encode(&mut buf).expect("encode");
-    assert_eq!(&buf[..n], &[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, b'b']);
+    assert_eq!(&buf[..n], &[1, 0, 9, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, b'b']);
 
     let layer = LayerReport { index: 1, ticks: 2, output_len: 3, fnv: 4, bytes: Some(&[9]) };
     let n = Message::Layer(layer).encode(&mut buf).expect("encode");
     assert_eq!(&buf[..n], &[1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 9]);
 
-    let header = InputHeader { flags: FLAG_LAYER_BYTES, len: 0x0102_0304 };
-    assert_eq!(header.to_bytes(), *b"AXIN\x01\x00\x01\x00\x04\x03\x02\x01\x00\x00\x00\x00");
+    let mut run = Vec::new();
+    Request::Run { flags: FLAG_LAYER_BYTES, input: &[7, 8] }.write(|p| run.extend_from_slice(p)).expect("write");
+    let crc = CRC32.checksum(&[kind::RUN, 0, 6, 0, 0, 0, 1, 0, 0, 0, 7, 8]).to_le_bytes();
+    assert_eq!(run, [b'A', b'X', kind::RUN, 0, 6, 0, 0, 0, 1, 0, 0, 0, 7, 8, crc[0], crc[1], crc[2], crc[3]]);
+}
+
+fn request_bytes(req: Request<'_>) -> Vec<u8> {
+    let mut v = Vec::new();
+    req.write(|p| v.extend_from_slice(p)).expect("write");
+    v
+}
+
+/// The device's reader on a stream: `Err(())` when the stream runs dry.
+fn receive_from<'t>(
+    stream: &mut impl Iterator<Item = u8>,
+    tail: &'t mut [u8],
+) -> Result<Request<'t>, ReceiveError<()>> {
+    receive(|| stream.next().ok_or(()), tail)
 }
 
 #[test]
-fn input_header_round_trips_and_refuses_what_is_not_one() {
-    for header in [InputHeader { flags: 0, len: 0 }, InputHeader { flags: FLAG_LAYER_BYTES, len: 12_288 }] {
-        let mut region = [0u8; 40];
-        assert_eq!(header.encode(&mut region), Ok(INPUT_HEADER));
-        assert_eq!(InputHeader::decode(&region), Ok(header));
-        assert_eq!(InputHeader::decode(&region).map(|h| h.layer_bytes()), Ok(header.flags != 0));
+fn requests_round_trip_through_the_devices_reader_after_junk() {
+    let input: Vec<u8> = (0..40u8).collect();
+    let reqs = [Request::Run { flags: FLAG_LAYER_BYTES, input: &input }, Request::GetStats, Request::Stop];
+    let mut stream = b"noise A".to_vec();
+    for r in reqs {
+        stream.extend(request_bytes(r));
+        stream.extend(b"AY");
     }
-    let good = InputHeader { flags: 0, len: 3 }.to_bytes();
-    assert_eq!(InputHeader::decode(&good[..INPUT_HEADER - 1]), Err(DecodeError::InputShort));
-    let mut bad = good;
-    bad[0] = b'B';
-    assert_eq!(InputHeader::decode(&bad), Err(DecodeError::InputMagic));
-    let mut bad = good;
-    bad[4] = 2;
-    assert_eq!(InputHeader::decode(&bad), Err(DecodeError::InputVersion(2)));
-    assert!(InputHeader { flags: 0, len: 0 }.encode(&mut [0u8; 15]).is_err());
+    let mut bytes = stream.into_iter();
+    for r in reqs {
+        let mut tail = [0u8; 40];
+        assert_eq!(receive_from(&mut bytes, &mut tail), Ok(r));
+    }
+    assert_eq!(receive_from(&mut bytes, &mut [0u8; 40]), Err(ReceiveError::Serial(())));
+}
+
+/// A garbled request is one error, and the reader then finds the next
+/// request: a bad CRC, an oversized frame (its payload not read), an unknown
+/// kind, a RUN without its head.
+#[test]
+fn garbled_requests_are_errors_and_the_next_request_reads() {
+    let input = [5u8; 8];
+    let good = request_bytes(Request::Run { flags: 0, input: &input });
+    let mut bad_crc = good.clone();
+    bad_crc[10] ^= 1;
+    let oversized = request_bytes(Request::Run { flags: 0, input: &[1u8; 9] });
+    let mut unknown = b"AX\x63\x00\x00\x00\x00\x00".to_vec();
+    unknown.extend(CRC32.checksum(&unknown[2..]).to_le_bytes());
+    let mut short = b"AX\x10\x00\x02\x00\x00\x00\x01\x00".to_vec();
+    short.extend(CRC32.checksum(&short[2..]).to_le_bytes());
+    let cases: [(Vec<u8>, fn(&ReceiveError<()>) -> bool); 4] = [
+        (bad_crc, |e| matches!(e, ReceiveError::BadCrc { .. })),
+        (oversized[..8].to_vec(), |e| *e == ReceiveError::Oversized { len: 13, max: 12 }),
+        (unknown, |e| *e == ReceiveError::UnknownKind(0x63)),
+        (short, |e| *e == ReceiveError::Short { kind: kind::RUN, need: 4, got: 2 }),
+    ];
+    for (bytes, want) in cases {
+        let mut stream = bytes.clone();
+        stream.extend(&good);
+        let mut it = stream.into_iter();
+        let mut tail = [0u8; 8];
+        let err = receive_from(&mut it, &mut tail).expect_err("garbled");
+        assert!(want(&err), "{err:?} for {bytes:?}");
+        assert!(!err.to_string().is_empty());
+        let mut tail = [0u8; 8];
+        assert_eq!(receive_from(&mut it, &mut tail), Ok(Request::Run { flags: 0, input: &input }));
+    }
+}
+
+#[test]
+fn answers_end_with_one_of_four_frames() {
+    let ends: Vec<u8> = (0..=255u8).filter(|&k| ends_answer(k)).collect();
+    assert_eq!(ends, [kind::OUTPUT, kind::ERROR, kind::DONE, kind::STATS]);
 }
 
 #[test]
@@ -173,7 +228,9 @@ proptest! {
             let _ = Message::decode(k, &stream);
         }
         let _ = Frame::parse(&stream);
-        let _ = InputHeader::decode(&stream);
+        let mut tail = [0u8; 64];
+        let mut bytes = stream.iter().copied();
+        let _ = receive(|| bytes.next().ok_or(()), &mut tail);
     }
 
     /// Valid frames around random payloads (past the CRC, where random bytes

@@ -1,12 +1,15 @@
 //! Everything board-specific, behind embedded-hal 1.0 / embedded-io traits.
 //!
 //! A board module provides [`init`] returning a [`Board`]: a serial port
-//! (`embedded_io::Write`) and a delay (`embedded_hal::delay::DelayNs`), plus
-//! the constants the rest of the firmware needs ([`NAME`], [`CPU_HZ`],
-//! [`ARENA_BYTES`], from the board table `shared::board`, which also gives
-//! the memory map the linker script follows). `main.rs` never touches a register: a real board (an
-//! STM32H7 with its HAL's `Serial` and `Delay`) replaces only this module.
+//! (`embedded_io::Read + Write`) and a delay (`embedded_hal::delay::DelayNs`),
+//! the layer clock (`now`, and `CLOCK`: which counter it is), plus the
+//! constants the rest of the firmware needs (`NAME`, `CPU_HZ`,
+//! `ARENA_BYTES`, from the board table `shared::board`, which also gives
+//! the memory map the linker script follows), `pre_main`, `steal_serial`
+//! and `exit`. `main.rs` never touches a register: a new chip is a new
+//! module here (on its HAL's serial port and timer) and a memory map.
 
+#[cfg(any(feature = "qemu-an386", feature = "qemu-an524"))]
 mod cmsdk_uart;
 
 #[cfg(feature = "qemu-an386")]
@@ -19,10 +22,15 @@ mod qemu_an524;
 #[cfg(feature = "qemu-an524")]
 pub use qemu_an524::*;
 
+#[cfg(feature = "stm32f405")]
+mod stm32f405;
+#[cfg(feature = "stm32f405")]
+pub use stm32f405::*;
+
 /// What a board hands to the application.
 pub struct Board<S, D> {
-    /// Where result frames go.
+    /// Where requests come from and answers go.
     pub serial: S,
-    /// Busy-wait delay (SysTick-based on the QEMU boards).
+    /// Busy-wait delay (a HAL timer on silicon, SysTick under QEMU).
     pub delay: D,
 }

@@ -1,7 +1,7 @@
 //! QEMU `mps2-an386`: Cortex-M4F at 25 MHz, CMSDK UART0 at 0x4000_4000.
 use super::cmsdk_uart::CmsdkUart;
 use super::Board;
-use crate::clock::TickDelay;
+use crate::clock::{TickDelay, SYSTICK};
 // The defmt transport of the QEMU boards: semihosting, which QEMU writes to
 // its stdout (a real board without a debugger attached would fault on it:
 // use defmt-rtt there).
@@ -20,14 +20,23 @@ pub const CPU_HZ: u32 = BOARD.cpu_hz;
 pub const ARENA_BYTES: usize = BOARD.arena_bytes as usize;
 const UART0: usize = 0x4000_4000;
 
+/// Layer times come from SysTick (QEMU does not model DWT.CYCCNT).
+pub const CLOCK: u16 = shared::protocol::clock::SYSTICK;
+
 /// Nothing to do before `main` on a single-core Cortex-M4F.
 pub fn pre_main() {}
 
-/// Set up the board's serial port and delay.
-pub fn init(clock: &'static crate::clock::Clock) -> Board<CmsdkUart, TickDelay> {
+/// Start the layer clock, set up the board's serial port and delay.
+pub fn init(core: cortex_m::Peripherals) -> Board<CmsdkUart, TickDelay> {
+    SYSTICK.start(core.SYST);
     // SAFETY: called once from main; UART0 has no other user.
     let serial = unsafe { CmsdkUart::new(UART0, CPU_HZ, 115_200) };
-    Board { serial, delay: TickDelay::new(clock, CPU_HZ) }
+    Board { serial, delay: TickDelay::new(&SYSTICK, CPU_HZ) }
+}
+
+/// Ticks of the layer clock.
+pub fn now() -> u64 {
+    SYSTICK.now()
 }
 
 /// The serial port again, for the panic and HardFault handlers only.

@@ -6,7 +6,7 @@
 //! points CPU1 at the vector table, releases it, and sleeps: see [`pre_main`].
 use super::cmsdk_uart::CmsdkUart;
 use super::Board;
-use crate::clock::TickDelay;
+use crate::clock::{TickDelay, SYSTICK};
 // The defmt transport of the QEMU boards: semihosting, which QEMU writes to
 // its stdout (a real board without a debugger attached would fault on it:
 // use defmt-rtt there).
@@ -24,6 +24,9 @@ pub const CPU_HZ: u32 = BOARD.cpu_hz;
 /// zeroed whole. plan() is checked against it at run time.
 pub const ARENA_BYTES: usize = BOARD.arena_bytes as usize;
 const UART0: usize = 0x4130_3000;
+
+/// Layer times come from SysTick (QEMU does not model DWT.CYCCNT).
+pub const CLOCK: u16 = shared::protocol::clock::SYSTICK;
 
 /// SSE-200 CPUID register: reads as the number of the core reading it.
 const CPUID: usize = 0x5001_F000;
@@ -57,11 +60,17 @@ pub fn pre_main() {
     }
 }
 
-/// Set up the board's serial port and delay.
-pub fn init(clock: &'static crate::clock::Clock) -> Board<CmsdkUart, TickDelay> {
+/// Start the layer clock, set up the board's serial port and delay.
+pub fn init(core: cortex_m::Peripherals) -> Board<CmsdkUart, TickDelay> {
+    SYSTICK.start(core.SYST);
     // SAFETY: called once from main; UART0 has no other user.
     let serial = unsafe { CmsdkUart::new(UART0, CPU_HZ, 115_200) };
-    Board { serial, delay: TickDelay::new(clock, CPU_HZ) }
+    Board { serial, delay: TickDelay::new(&SYSTICK, CPU_HZ) }
+}
+
+/// Ticks of the layer clock.
+pub fn now() -> u64 {
+    SYSTICK.now()
 }
 
 /// The serial port again, for the panic and HardFault handlers only.

@@ -1,5 +1,6 @@
-//! `host flash`: build the firmware, run a model file on a board (QEMU) and
-//! report the device's answer, optionally held to the desktop's bytes.
+//! `host flash`: build the firmware, run a model file on a board (QEMU, or
+//! a board on a desk with `--probe`), send it the inputs in one session and
+//! report each answer, optionally held to the desktop's bytes.
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,19 +11,20 @@ use crate::flash::{flash, Board, FlashOptions};
 /// `host flash` command line.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FlashArgs {
-    /// Board: qemu-an386 (Cortex-M4, scaled AlexNet) or qemu-an524 (Cortex-M33, full AlexNet).
+    /// Board: stm32f405 (STM32F405 through its HAL, QEMU netduinoplus2 or --probe), qemu-an386
+    /// (Cortex-M4, scaled AlexNet) or qemu-an524 (Cortex-M33, full AlexNet).
     #[arg(long, value_enum, default_value_t = Board::QemuAn386)]
     pub board: Board,
     /// Model file (from `host quantize`).
     #[arg(long)]
     pub model: PathBuf,
-    /// Image to classify (decoded, resized and quantized like the training data).
-    #[arg(long)]
-    pub image: Option<PathBuf>,
-    /// Raw model input instead of an image: int8 values, or f16 little-endian, NHWC.
-    #[arg(long, conflicts_with = "image")]
-    pub input_raw: Option<PathBuf>,
-    /// Print `{ "output": [...], "top5": [...], "layers": [...] }` instead of tables.
+    /// Images to classify (decoded, resized and quantized like the training data), all in one boot.
+    #[arg(long, num_args = 1..)]
+    pub image: Vec<PathBuf>,
+    /// Raw model inputs instead of images: int8 values, or f16 little-endian, NHWC.
+    #[arg(long, num_args = 1.., conflicts_with = "image")]
+    pub input_raw: Vec<PathBuf>,
+    /// Print `{ "output": [...], "top5": [...], "layers": [...] }` instead of tables (an array for several inputs).
     #[arg(long)]
     pub json: bool,
     /// Have the device send every layer's full output (checked against its hash; in --json).
@@ -32,7 +34,7 @@ pub struct FlashArgs {
     /// (output and every layer's hash); fails otherwise.
     #[arg(long)]
     pub verify: bool,
-    /// Give up on QEMU after this many seconds.
+    /// Give up when the device says nothing for this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
     /// Use this firmware ELF instead of building one.
@@ -47,6 +49,13 @@ pub struct FlashArgs {
     /// Do not print the firmware's decoded log on stderr (`--json` still has it under "log").
     #[arg(long)]
     pub quiet_log: bool,
+    /// A board on a desk: flash the model and the silicon firmware with probe-rs, reset it and
+    /// talk over --port (needs probe-rs and a debug probe).
+    #[arg(long)]
+    pub probe: bool,
+    /// The board's serial port, with --probe.
+    #[arg(long, default_value = "/dev/ttyACM0", requires = "probe")]
+    pub port: PathBuf,
 }
 
 impl FlashArgs {
@@ -55,7 +64,7 @@ impl FlashArgs {
         Ok(FlashOptions {
             board: self.board,
             model: self.model,
-            image: self.image,
+            images: self.image,
             input_raw: self.input_raw,
             json: self.json,
             layers: self.layers,
@@ -65,6 +74,8 @@ impl FlashArgs {
             firmware_dir: self.firmware_dir,
             defmt_log: self.defmt_log,
             quiet_log: self.quiet_log,
+            probe: self.probe,
+            port: self.port,
         })
     }
 }

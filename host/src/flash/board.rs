@@ -18,17 +18,49 @@ pub enum Board {
     /// QEMU `mps3-an524`: Cortex-M33 with 2 GiB DDR, for the full AlexNet.
     #[value(name = "qemu-an524")]
     QemuAn524,
+    /// STM32F405 (Cortex-M4F, 1 MiB flash, 128 KiB SRAM) through its HAL:
+    /// QEMU `netduinoplus2`, or a board on a desk with `--probe`.
+    #[value(name = "stm32f405")]
+    Stm32f405,
+}
+
+/// Which firmware build: the one QEMU runs, or the one for silicon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Build {
+    Qemu,
+    Silicon,
 }
 
 impl Board {
     /// All boards, in the order of [`shared::board::BOARDS`].
-    pub const ALL: [Board; 2] = [Board::QemuAn386, Board::QemuAn524];
+    pub const ALL: [Board; 3] = [Board::QemuAn386, Board::QemuAn524, Board::Stm32f405];
 
     /// The board's entry in the shared table.
     pub fn spec(self) -> &'static shared::board::Board {
         match self {
             Board::QemuAn386 => &shared::board::QEMU_AN386,
             Board::QemuAn524 => &shared::board::QEMU_AN524,
+            Board::Stm32f405 => &shared::board::STM32F405,
+        }
+    }
+
+    /// The firmware's cargo features for `build`: the board's name, plus
+    /// `qemu` for a real chip's emulated build. `None`: no such build (the
+    /// MPS FPGA images exist only in QEMU here).
+    pub fn features(self, build: Build) -> Option<String> {
+        match (self, build) {
+            (Board::QemuAn386 | Board::QemuAn524, Build::Qemu) => Some(self.name().to_string()),
+            (Board::QemuAn386 | Board::QemuAn524, Build::Silicon) => None,
+            (Board::Stm32f405, Build::Qemu) => Some(format!("{},qemu", self.name())),
+            (Board::Stm32f405, Build::Silicon) => Some(self.name().to_string()),
+        }
+    }
+
+    /// probe-rs's name for the chip (`probe-rs chip list`), for a board on a desk.
+    pub fn probe_chip(self) -> Option<&'static str> {
+        match self {
+            Board::Stm32f405 => Some("STM32F405RGTx"),
+            Board::QemuAn386 | Board::QemuAn524 => None,
         }
     }
 
@@ -50,9 +82,9 @@ impl Board {
         self.spec().target
     }
 
-    /// `qemu-system-arm -machine` and `-cpu`.
-    pub fn machine(self) -> (&'static str, &'static str) {
-        (self.spec().machine, self.spec().cpu)
+    /// `qemu-system-arm -machine` and `-cpu`, when QEMU emulates the board.
+    pub fn machine(self) -> Option<(&'static str, &'static str)> {
+        self.spec().qemu.map(|q| (q.machine, q.cpu))
     }
 
     /// Where the model file is loaded (the `MODEL` region of memory.x).
@@ -63,11 +95,6 @@ impl Board {
     /// Size of the model region.
     pub fn model_capacity(self) -> u64 {
         self.spec().model.length as u64
-    }
-
-    /// Where the input blob is loaded (the `INPUT` region of memory.x).
-    pub fn input_addr(self) -> u32 {
-        self.spec().input.origin
     }
 }
 
@@ -82,16 +109,31 @@ pub fn default_firmware_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("firmware")
 }
 
-/// `cargo build --release` the firmware for `board`; returns the ELF path.
+/// `cargo build --release` the firmware QEMU runs for `board`; returns the ELF path.
+pub fn build_firmware(board: Board, firmware_dir: &Path) -> Result<PathBuf> {
+    build_firmware_for(board, Build::Qemu, firmware_dir)
+}
+
+/// `cargo build --release` the firmware for `board` and `build`; returns the ELF path.
 ///
 /// The target directory is given explicitly so that the ELF's place does not
 /// depend on a CARGO_TARGET_DIR the caller may have set for the workspace.
-pub fn build_firmware(board: Board, firmware_dir: &Path) -> Result<PathBuf> {
-    let target_dir = firmware_dir.join("target");
+pub fn build_firmware_for(board: Board, build: Build, firmware_dir: &Path) -> Result<PathBuf> {
+    let Some(features) = board.features(build) else {
+        bail!("{} exists only in QEMU here: there is no silicon build to flash with --probe", board.name());
+    };
+    // The MPS boards share `target` (their targets differ); a real chip's
+    // builds get folders of their own, so that no two builds that run at
+    // once (the device tests) write the same ELF path.
+    let target_dir = match (board, build) {
+        (Board::QemuAn386 | Board::QemuAn524, _) => firmware_dir.join("target"),
+        (_, Build::Qemu) => firmware_dir.join("target").join(format!("{}-qemu", board.name())),
+        (_, Build::Silicon) => firmware_dir.join("target").join(board.name()),
+    };
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(firmware_dir)
         .args(["build", "--release", "--target", board.target(), "--no-default-features", "--features"])
-        .arg(board.name())
+        .arg(&features)
         .arg("--target-dir")
         .arg(&target_dir)
         // Flags meant for the host workspace must not leak into a thumb build.
@@ -102,7 +144,7 @@ pub fn build_firmware(board: Board, firmware_dir: &Path) -> Result<PathBuf> {
         .status()
         .with_context(|| format!("running cargo in {}", firmware_dir.display()))?;
     if !status.success() {
-        bail!("building the firmware for {} failed ({status})", board.name());
+        bail!("building the firmware for {} (features {features}) failed ({status})", board.name());
     }
     let elf = target_dir.join(board.target()).join("release").join("firmware");
     if !elf.is_file() {

@@ -1,42 +1,77 @@
-//! The host half of the device protocol: the input blob it loads, and the
-//! frame stream it reads back, decoded with `shared::protocol` into a
-//! [`DeviceRun`].
+//! The host half of the device protocol: the frames the device sends,
+//! decoded with `shared::protocol` into owned [`Reply`]s, and one input's
+//! answer with the session's boot frames as a [`DeviceRun`].
 
 use super::board::Board;
-use anyhow::{anyhow, bail, Result};
-use shared::protocol::{self, DecodeError, Frames, InputHeader, Message, FLAG_LAYER_BYTES};
+use anyhow::{bail, Result};
+use shared::protocol::{self, DecodeError, Frame, Frames, Message};
 
 pub use shared::protocol::ModelInfo;
 
-/// Wrap raw model-input bytes (int8 values, or f16 little-endian) in the
-/// blob the firmware reads: an [`InputHeader`], then the data.
-pub fn input_blob(data: &[u8], layer_bytes: bool) -> Result<Vec<u8>> {
-    let len = u32::try_from(data.len()).map_err(|_| anyhow!("input of {} bytes is too large", data.len()))?;
-    let header = InputHeader { flags: if layer_bytes { FLAG_LAYER_BYTES } else { 0 }, len };
-    let mut blob = header.to_bytes().to_vec();
-    blob.extend_from_slice(data);
-    Ok(blob)
+/// One device frame, owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Hello(Hello),
+    Model(ModelInfo),
+    Layer(LayerReport),
+    /// Ticks of the whole run and the output tensor.
+    Output(u64, Vec<u8>),
+    /// Code and message.
+    Error(u8, String),
+    /// Stack bytes used.
+    Stats(u32),
+    Done(u8),
+    /// A frame kind this host does not know (a newer firmware's).
+    Unknown(u8),
+}
+
+impl Reply {
+    /// The reply a CRC-checked frame carries; a payload that does not decode
+    /// is an error (never a panic, whatever the bytes).
+    pub fn from_frame(frame: &Frame<'_>) -> Result<Reply> {
+        Ok(match frame.message() {
+            Ok(Message::Hello(h)) => Reply::Hello(h.into()),
+            Ok(Message::Model(m)) => Reply::Model(m),
+            Ok(Message::Layer(l)) => Reply::Layer(l.into()),
+            Ok(Message::Output(o)) => Reply::Output(o.ticks, o.bytes.to_vec()),
+            Ok(Message::Error(e)) => Reply::Error(e.code, e.message.to_string()),
+            Ok(Message::Stats(s)) => Reply::Stats(s.stack_used),
+            Ok(Message::Done(d)) => Reply::Done(d.code),
+            Err(DecodeError::UnknownKind(k)) => Reply::Unknown(k),
+            Err(e) => bail!("the device sent a malformed frame: {e}"),
+        })
+    }
 }
 
 /// The HELLO frame: who is talking (an owned [`protocol::Hello`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
     pub protocol: u16,
+    /// The layer clock (`shared::protocol::clock`).
+    pub clock: u16,
     pub cpu_hz: u32,
     pub arena_capacity: u32,
     pub model_addr: u32,
-    pub input_addr: u32,
+    pub model_capacity: u32,
     pub board: String,
+}
+
+impl Hello {
+    /// The layer clock's name (SysTick, DWT.CYCCNT).
+    pub fn clock_name(&self) -> &'static str {
+        protocol::clock::name(self.clock)
+    }
 }
 
 impl From<protocol::Hello<'_>> for Hello {
     fn from(h: protocol::Hello<'_>) -> Hello {
         Hello {
             protocol: h.protocol,
+            clock: h.clock,
             cpu_hz: h.cpu_hz,
             arena_capacity: h.arena_capacity,
             model_addr: h.model_addr,
-            input_addr: h.input_addr,
+            model_capacity: h.model_capacity,
             board: h.board.to_string(),
         }
     }
@@ -66,17 +101,19 @@ impl From<protocol::LayerReport<'_>> for LayerReport {
     }
 }
 
-/// Everything one device run produced.
+/// One input's answer, with what the session's boot and end said: the
+/// device's HELLO and MODEL, the session's stack figure, DONE and exit code.
 #[derive(Clone, Debug, Default)]
 pub struct DeviceRun {
-    /// QEMU's exit status (the firmware's semihosting exit code).
+    /// QEMU's exit status (the firmware's semihosting exit code); `None` on
+    /// a board on a desk.
     pub exit_code: Option<i32>,
     pub hello: Option<Hello>,
     pub model: Option<ModelInfo>,
     pub layers: Vec<LayerReport>,
     /// Ticks of the whole `engine::run` call, and the output tensor bytes.
     pub output: Option<(u64, Vec<u8>)>,
-    /// The firmware's ERROR frame: exit code and message.
+    /// The firmware's ERROR frame: code and message.
     pub error: Option<(u8, String)>,
     /// The DONE frame's code.
     pub done: Option<u8>,
@@ -108,41 +145,48 @@ impl DeviceRun {
         let mut frames = Frames::new(stream);
         let mut run = DeviceRun::default();
         for frame in frames.by_ref() {
-            match frame.message() {
-                Ok(Message::Hello(h)) => run.hello = Some(h.into()),
-                Ok(Message::Model(m)) => run.model = Some(m),
-                Ok(Message::Layer(l)) => run.layers.push(l.into()),
-                Ok(Message::Output(o)) => run.output = Some((o.ticks, o.bytes.to_vec())),
-                Ok(Message::Error(e)) => run.error = Some((e.code, e.message.to_string())),
-                Ok(Message::Stats(s)) => run.stack_used = Some(s.stack_used),
-                Ok(Message::Done(d)) => run.done = Some(d.code),
-                // A newer firmware's frame: not ours to judge, keep going.
-                Err(DecodeError::UnknownKind(_)) => run.unknown_frames += 1,
-                Err(e) => bail!("the device sent a malformed frame: {e}"),
-            }
+            run.add(Reply::from_frame(&frame)?);
         }
         run.skipped_bytes = frames.skipped();
         Ok(run)
     }
 
-    /// Instructions a SysTick tick stands for under `-icount shift=0`
-    /// (1 ns per instruction): 1e9 / CPU_HZ.
-    pub fn instructions(&self, ticks: u64) -> Option<u64> {
-        let hz = self.hello.as_ref()?.cpu_hz as u64;
-        (hz > 0).then(|| (ticks as u128 * 1_000_000_000 / hz as u128) as u64)
+    /// Take one reply into the run.
+    pub fn add(&mut self, reply: Reply) {
+        match reply {
+            Reply::Hello(h) => self.hello = Some(h),
+            Reply::Model(m) => self.model = Some(m),
+            Reply::Layer(l) => self.layers.push(l),
+            Reply::Output(t, b) => self.output = Some((t, b)),
+            Reply::Error(c, m) => self.error = Some((c, m)),
+            Reply::Stats(s) => self.stack_used = Some(s),
+            Reply::Done(d) => self.done = Some(d),
+            // A newer firmware's frame: not ours to judge, keep going.
+            Reply::Unknown(_) => self.unknown_frames += 1,
+        }
     }
 
-    /// The firmware's addresses must be the ones the host loaded at.
+    /// Instructions a SysTick tick stands for under `-icount shift=0`
+    /// (1 ns per instruction): 1e9 / CPU_HZ. `None` unless the device timed
+    /// with SysTick under QEMU (a DWT count is cycles, not instructions).
+    pub fn instructions(&self, ticks: u64) -> Option<u64> {
+        let h = self.hello.as_ref()?;
+        let hz = h.cpu_hz as u64;
+        (hz > 0 && h.clock == protocol::clock::SYSTICK).then(|| (ticks as u128 * 1_000_000_000 / hz as u128) as u64)
+    }
+
+    /// The firmware's model region must be the one the host loaded (or
+    /// flashed) the model at.
     pub fn check_addresses(&self, board: Board) -> Result<()> {
         if let Some(h) = &self.hello {
-            if h.model_addr != board.model_addr() || h.input_addr != board.input_addr() {
+            if (h.model_addr, h.model_capacity as u64) != (board.model_addr(), board.model_capacity()) {
                 bail!(
-                    "firmware expects the model at {:#x} and the input at {:#x}, the host loaded them at {:#x} and {:#x}: \
+                    "firmware expects the model at {:#x} ({} bytes), the host loaded it at {:#x} ({} bytes): \
                      firmware/memory/{}.x and shared/src/board.rs disagree",
                     h.model_addr,
-                    h.input_addr,
+                    h.model_capacity,
                     board.model_addr(),
-                    board.input_addr(),
+                    board.model_capacity(),
                     board.name()
                 );
             }
@@ -150,15 +194,21 @@ impl DeviceRun {
         Ok(())
     }
 
-    /// Ok when the firmware ran the model to the end; otherwise its error.
+    /// Ok when the device ran the model to the end (and, under QEMU, the
+    /// firmware then exited with 0); otherwise its error.
     pub fn ensure_success(&self) -> Result<()> {
         if let Some((code, msg)) = &self.error {
-            bail!("the firmware stopped with exit code {code}: {msg}");
+            bail!("the device reported error {code}: {msg}");
         }
         match (self.exit_code, &self.output) {
-            (Some(0), Some(_)) => Ok(()),
+            // QEMU's exit status, or none on a board on a desk.
+            (Some(0) | None, Some(_)) => Ok(()),
             (code, _) => {
-                bail!("the firmware exited with {code:?} without an output frame; QEMU said: {}", self.stderr.trim())
+                let qemu = self.stderr.trim();
+                bail!(
+                    "the firmware exited with {code:?} without an output frame{}",
+                    if qemu.is_empty() { String::new() } else { format!("; QEMU said: {qemu}") }
+                )
             }
         }
     }
@@ -210,7 +260,7 @@ mod tests {
     #[test]
     fn hand_packed_frames_of_the_firmware_decode() {
         let mut hello = vec![1, 0, 0, 0];
-        for v in [25_000_000u32, 2 << 20, 0x0010_0000, 0x2100_0000] {
+        for v in [25_000_000u32, 2 << 20, 0x0010_0000, 0x0030_0000] {
             hello.extend_from_slice(&v.to_le_bytes());
         }
         hello.extend_from_slice(b"qemu-an386");
@@ -233,8 +283,8 @@ mod tests {
         let run = DeviceRun::from_stream(&s).unwrap();
         let h = run.hello.expect("hello");
         assert_eq!(
-            (h.protocol, h.cpu_hz, h.model_addr, h.input_addr, h.board.as_str()),
-            (1, 25_000_000, 0x0010_0000, 0x2100_0000, "qemu-an386")
+            (h.protocol, h.cpu_hz, h.model_addr, h.model_capacity, h.board.as_str()),
+            (1, 25_000_000, 0x0010_0000, 0x0030_0000, "qemu-an386")
         );
         let m = run.model.expect("model");
         assert_eq!(
@@ -261,15 +311,5 @@ mod tests {
         assert!(err.to_string().contains("short OUTPUT frame"), "{err}");
         let err = DeviceRun::from_stream(&raw_frame(kind::MODEL, &[7; 16])).expect_err("bad precision");
         assert!(err.to_string().contains("precision 7"), "{err}");
-    }
-
-    #[test]
-    fn input_blob_has_the_firmware_header() {
-        let b = input_blob(&[1, 2, 3], true).unwrap();
-        assert_eq!(&b[..4], b"AXIN");
-        assert_eq!(u16::from_le_bytes([b[6], b[7]]), FLAG_LAYER_BYTES);
-        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3);
-        assert_eq!(&b[16..], &[1, 2, 3]);
-        assert_eq!(InputHeader::decode(&b), Ok(InputHeader { flags: FLAG_LAYER_BYTES, len: 3 }));
     }
 }

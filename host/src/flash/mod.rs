@@ -1,13 +1,16 @@
-//! `host flash`: build the firmware for a board, start it (QEMU today, a
-//! probe-rs flasher for real boards later) with a model file and an input
-//! loaded at the board's fixed addresses, and decode the result frames the
-//! firmware sends over its UART.
+//! `host flash`: build the firmware for a board, start it with a model file
+//! in its model region (QEMU; or flashed with probe-rs on a board on a
+//! desk), send it the inputs over its serial port in one session, and
+//! decode its answers.
 //!
 //! One module per concern:
 //! - [`board`]: `--board` over the shared board table, and the firmware build;
-//! - [`qemu`]: the runner (QEMU's command line, scratch folders, time-outs);
-//! - [`frames`]: the input blob and the frame stream, through `shared::protocol`
-//!   (which the firmware encodes with), into a [`DeviceRun`];
+//! - [`session`]: the session over a serial link (boot, requests, answers),
+//!   through `shared::protocol` (which the firmware speaks too);
+//! - [`qemu`]: the emulated board (QEMU's command line, its UART socket,
+//!   scratch folders, time-outs);
+//! - [`probe`]: a board on a desk (probe-rs, the serial port);
+//! - [`frames`]: the device's frames as owned replies and a [`DeviceRun`];
 //! - [`defmt`]: the firmware's log;
 //! - [`report`]: the [`DeviceReport`] that both the text and `--json` render;
 //! - [`verify`]: `--verify`, the device's bytes against the desktop's.
@@ -18,21 +21,25 @@
 pub mod board;
 pub mod defmt;
 pub mod frames;
+pub mod probe;
 pub mod qemu;
 pub mod report;
+pub mod session;
 pub mod verify;
 
-pub use board::{build_firmware, default_firmware_dir, Board};
+pub use board::{build_firmware, build_firmware_for, default_firmware_dir, Board, Build};
 pub use defmt::{decode_defmt, DefmtLog};
-pub use frames::{input_blob, DeviceRun, Hello, LayerReport, ModelInfo};
+pub use frames::{DeviceRun, Hello, LayerReport, ModelInfo, Reply};
+pub use probe::{flash_and_serve, ProbeRs};
 pub use qemu::{run_qemu, ScratchDir};
 pub use report::{DeviceReport, LayerRow};
-pub use shared::protocol::{fnv1a64, kind, FLAG_LAYER_BYTES, INPUT_HEADER};
+pub use session::{run_session, Answer, DeviceSession, Link, Step};
+pub use shared::protocol::{fnv1a64, kind, FLAG_LAYER_BYTES};
 pub use verify::verify_against_desktop;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use shared::model::QuantModel;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The firmware's exit codes (`shared::protocol::exit_code`) as process exit statuses.
@@ -43,6 +50,7 @@ pub mod exit_code {
     pub const ARENA_TOO_SMALL: i32 = code::ARENA_TOO_SMALL as i32;
     pub const BAD_INPUT: i32 = code::BAD_INPUT as i32;
     pub const ENGINE: i32 = code::ENGINE as i32;
+    pub const BAD_REQUEST: i32 = code::BAD_REQUEST as i32;
     pub const PANIC: i32 = code::PANIC as i32;
     pub const FAULT: i32 = code::FAULT as i32;
 }
@@ -52,8 +60,10 @@ pub mod exit_code {
 pub struct FlashOptions {
     pub board: Board,
     pub model: PathBuf,
-    pub image: Option<PathBuf>,
-    pub input_raw: Option<PathBuf>,
+    /// Images to classify, in one session.
+    pub images: Vec<PathBuf>,
+    /// Raw model inputs, in one session (instead of images).
+    pub input_raw: Vec<PathBuf>,
     pub json: bool,
     pub layers: bool,
     pub verify: bool,
@@ -62,32 +72,44 @@ pub struct FlashOptions {
     pub firmware_dir: Option<PathBuf>,
     pub defmt_log: Option<PathBuf>,
     pub quiet_log: bool,
+    /// A board on a desk: flash with probe-rs and talk over `port`.
+    pub probe: bool,
+    pub port: PathBuf,
 }
 
-/// The model's input bytes for `--image` or `--input-raw`.
-fn model_input(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<u8>> {
+/// The model's input bytes for each `--image` or `--input-raw`, with the
+/// path that names it.
+fn model_inputs(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     let expected = model.spec.input().elements() as usize * model.precision.activation_bytes();
-    let data = match (&opts.input_raw, &opts.image) {
-        (Some(raw), _) => std::fs::read(raw).with_context(|| format!("reading {}", raw.display()))?,
-        (None, Some(image)) => crate::model_file::image_input(model, image)?,
-        (None, None) => bail!("give --image IMAGE or --input-raw FILE"),
-    };
-    if data.len() != expected {
-        bail!(
-            "the input has {} bytes, the model takes {} ({} {} values of shape {})",
-            data.len(),
-            expected,
-            model.spec.input().elements(),
-            model.precision.name(),
-            model.spec.input()
-        );
+    let mut inputs = Vec::new();
+    for raw in &opts.input_raw {
+        inputs.push((raw.clone(), std::fs::read(raw).with_context(|| format!("reading {}", raw.display()))?));
     }
-    Ok(data)
+    for image in &opts.images {
+        inputs.push((image.clone(), crate::model_file::image_input(model, image)?));
+    }
+    if inputs.is_empty() {
+        bail!("give --image IMAGE... or --input-raw FILE...");
+    }
+    for (path, data) in &inputs {
+        if data.len() != expected {
+            bail!(
+                "{}: the input has {} bytes, the model takes {} ({} {} values of shape {})",
+                path.display(),
+                data.len(),
+                expected,
+                model.spec.input().elements(),
+                model.precision.name(),
+                model.spec.input()
+            );
+        }
+    }
+    Ok(inputs)
 }
 
 /// `host flash`.
 pub fn flash(opts: &FlashOptions) -> Result<()> {
-    // Validated here exactly as the firmware will, so a bad file fails before QEMU starts.
+    // Validated here exactly as the firmware will, so a bad file fails before the device starts.
     let model_bytes = crate::model_file::read_model_file(&opts.model)?;
     let model = crate::model_file::parse_model(&model_bytes, &opts.model)?;
     if model_bytes.len() as u64 > opts.board.model_capacity() {
@@ -98,27 +120,54 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
             opts.board.model_capacity()
         );
     }
-    let data = model_input(opts, &model)?;
+    let inputs = model_inputs(opts, &model)?;
+    let build = if opts.probe { Build::Silicon } else { Build::Qemu };
     let elf = match &opts.elf {
         Some(e) => e.clone(),
-        None => build_firmware(opts.board, opts.firmware_dir.as_deref().unwrap_or(&default_firmware_dir()))?,
+        None => build_firmware_for(opts.board, build, opts.firmware_dir.as_deref().unwrap_or(&default_firmware_dir()))?,
     };
-    // A folder of this flash's own: another flash in this process must not
-    // delete the input blob under it.
-    let dir = ScratchDir::new("host-flash")?;
-    let blob = dir.path().join("input.axin");
-    std::fs::write(&blob, input_blob(&data, opts.layers)?).with_context(|| format!("writing {}", blob.display()))?;
-    let run = run_qemu(opts.board, &elf, &opts.model, &blob, opts.timeout, opts.defmt_log.as_deref())?;
-    drop(dir);
-    // Before the success check: a failed run's log says why.
+    let steps: Vec<Step<'_>> =
+        inputs.iter().map(|(_, data)| Step::Run { input: data, layer_bytes: opts.layers }).collect();
+    let session = if opts.probe {
+        flash_and_serve(&ProbeRs::default(), opts.board, &elf, &opts.model, &opts.port, &steps, opts.timeout)?
+    } else {
+        run_qemu(opts.board, &elf, &opts.model, &steps, opts.timeout, opts.defmt_log.as_deref())?
+    };
+    // Before the success checks: a failed run's log says why.
     if !opts.quiet_log {
-        for line in &run.log {
+        for line in &session.log {
             eprintln!("device: {line}");
         }
-        for w in &run.log_warnings {
+        for w in &session.log_warnings {
             eprintln!("warning: device log: {w}");
         }
     }
+    if session.answers.is_empty() {
+        session.boot_run().ensure_success()?;
+    }
+    let mut json = Vec::new();
+    for (i, (path, data)) in inputs.iter().enumerate() {
+        let run = session.run(i).with_context(|| format!("{}: the device sent no answer", path.display()))?;
+        report_one(opts, &model, path, data, &run, &mut json).with_context(|| path.display().to_string())?;
+    }
+    if opts.json {
+        let out = if json.len() == 1 { json.remove(0) } else { serde_json::Value::Array(json) };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if inputs.len() > 1 {
+        println!("{} inputs in one boot of {}", inputs.len(), opts.board.name());
+    }
+    Ok(())
+}
+
+/// Check, verify and print (or collect for `--json`) one input's answer.
+fn report_one(
+    opts: &FlashOptions,
+    model: &QuantModel<'_>,
+    path: &Path,
+    data: &[u8],
+    run: &DeviceRun,
+    json: &mut Vec<serde_json::Value>,
+) -> Result<()> {
     run.ensure_success()?;
     for l in &run.layers {
         if let Some(b) = &l.bytes {
@@ -127,9 +176,8 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
             }
         }
     }
-    run.output.as_ref().ok_or_else(|| anyhow!("no output frame"))?;
     if opts.verify {
-        verify_against_desktop(&model, &data, &run)?;
+        verify_against_desktop(model, data, run)?;
         if !opts.json {
             println!(
                 "verified: the device's output and all {} layer hashes equal the desktop engine's",
@@ -137,9 +185,9 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
             );
         }
     }
-    let report = DeviceReport::new(&run, &model, opts.image.as_deref().unwrap_or(&opts.model), opts.layers)?;
+    let report = DeviceReport::new(run, model, path, opts.layers)?;
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        json.push(report.to_json());
     } else {
         print!("{}", report.render_text());
     }

@@ -1,13 +1,14 @@
-//! Starting a firmware image in QEMU with a model file and an input blob
-//! loaded at the board's addresses, and collecting what it sends.
+//! Starting a firmware image in QEMU with a model file loaded at the
+//! board's model region, and talking to it over its emulated UART.
 
 use super::board::Board;
 use super::defmt::{decode_defmt, DefmtLog};
-use super::frames::DeviceRun;
+use super::session::{run_session, DeviceSession, Link, Step};
 use anyhow::{anyhow, bail, Context, Result};
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -50,65 +51,34 @@ impl Drop for ScratchDir {
     }
 }
 
-/// Start QEMU with `elf`, the model file and the input blob, wait at most
-/// `timeout`, and decode what came out of the UART and the defmt log
-/// ([`DeviceRun::log`]).
+/// Start QEMU with `elf` and the model file loaded at the board's model
+/// region, talk to the firmware over its emulated UART (a Unix socket) —
+/// boot, `steps`, GET_STATS, STOP — wait for QEMU to exit, and decode the
+/// defmt log ([`DeviceSession::log`]). Each answer may take up to `timeout`.
 ///
-/// The UART goes to a file and QEMU's stdout carries the semihosting output
-/// (the defmt log): QEMU 7.2 sends a guest's `:tt` writes to its own stdout
-/// whatever `-semihosting-config chardev=` says, so the two cannot share it.
+/// QEMU's stdout carries the semihosting output (the defmt log): QEMU 7.2
+/// sends a guest's `:tt` writes to its own stdout whatever
+/// `-semihosting-config chardev=` says, so the UART goes to a socket.
 /// A missing qemu-system-arm is an error with the install hint, never a skip.
 pub fn run_qemu(
     board: Board,
     elf: &Path,
     model: &Path,
-    input_blob: &Path,
+    steps: &[Step<'_>],
     timeout: Duration,
     defmt_log: Option<&Path>,
-) -> Result<DeviceRun> {
-    let dir = ScratchDir::new("host-qemu")?;
-    let uart = dir.path().join("uart.bin");
-    let (mut run, defmt, status) = run_qemu_in(board, elf, model, input_blob, timeout, &uart)?;
-    drop(dir);
-    if let Some(path) = defmt_log {
-        std::fs::write(path, &defmt).with_context(|| format!("writing {}", path.display()))?;
-    }
-    let log = match std::fs::read(elf) {
-        Ok(elf_bytes) => decode_defmt(&elf_bytes, &defmt),
-        Err(e) => DefmtLog {
-            lines: Vec::new(),
-            warnings: vec![format!("cannot read {} to decode the defmt log: {e}", elf.display())],
-        },
+) -> Result<DeviceSession> {
+    let Some((machine, cpu)) = board.machine() else {
+        bail!("QEMU does not emulate {}: flash it with --probe", board.name());
     };
-    (run.log, run.log_warnings) = (log.lines, log.warnings);
-    match status {
-        // A hung firmware's last log lines say where it got to.
-        None => bail!(
-            "QEMU did not finish within {:.0} s (firmware hung?); {} layer frames received{}{}",
-            timeout.as_secs_f64(),
-            run.layers.len(),
-            run.error.as_ref().map(|(c, m)| format!(", error {c}: {m}")).unwrap_or_default(),
-            run.log.last().map(|l| format!("; last device log line: {l}")).unwrap_or_default()
-        ),
-        Some(s) => run.exit_code = s.code(),
-    }
-    run.check_addresses(board)?;
-    Ok(run)
-}
-
-fn run_qemu_in(
-    board: Board,
-    elf: &Path,
-    model: &Path,
-    input_blob: &Path,
-    timeout: Duration,
-    uart: &Path,
-) -> Result<(DeviceRun, Vec<u8>, Option<std::process::ExitStatus>)> {
-    let (machine, cpu) = board.machine();
+    let dir = ScratchDir::new("host-qemu")?;
+    let socket = dir.path().join("uart.sock");
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("creating the UART socket {}", socket.display()))?;
     let mut cmd = Command::new("qemu-system-arm");
     cmd.args(["-machine", machine, "-cpu", cpu, "-nographic", "-monitor", "none"])
         .arg("-serial")
-        .arg(format!("file:{}", uart.display()))
+        .arg(format!("unix:{}", socket.display()))
         // Instruction-exact virtual time: SysTick ticks become instruction counts.
         .args(["-icount", "shift=0"])
         .args(["-semihosting-config", "enable=on,target=native"])
@@ -116,8 +86,6 @@ fn run_qemu_in(
         .arg(elf)
         .arg("-device")
         .arg(format!("loader,file={},addr={:#x}", model.display(), board.model_addr()))
-        .arg("-device")
-        .arg(format!("loader,file={},addr={:#x}", input_blob.display(), board.input_addr()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -140,7 +108,13 @@ fn run_qemu_in(
         let _ = stderr.read_to_string(&mut buf);
         buf
     });
-    let deadline = Instant::now() + timeout;
+    let talk = connect(&listener, &mut child, timeout).and_then(|stream| {
+        let mut link = QemuUart { stream, child: &mut child };
+        run_session(&mut link, steps, timeout)
+    });
+    // After STOP the firmware exits at once; otherwise (a failed session) QEMU
+    // is stopped here.
+    let deadline = Instant::now() + if talk.is_ok() { timeout } else { Duration::ZERO };
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break Some(status);
@@ -150,14 +124,89 @@ fn run_qemu_in(
             let _ = child.wait();
             break None;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     };
     let defmt = out_reader.join().map_err(|_| anyhow!("stdout reader thread panicked"))?;
     let qemu_stderr = err_reader.join().map_err(|_| anyhow!("stderr reader thread panicked"))?;
-    let stream = std::fs::read(uart).unwrap_or_default();
-    let mut run = DeviceRun::from_stream(&stream)?;
-    run.stderr = qemu_stderr;
-    Ok((run, defmt, status))
+    drop(dir);
+    if let Some(path) = defmt_log {
+        std::fs::write(path, &defmt).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let log = match std::fs::read(elf) {
+        Ok(elf_bytes) => decode_defmt(&elf_bytes, &defmt),
+        Err(e) => DefmtLog {
+            lines: Vec::new(),
+            warnings: vec![format!("cannot read {} to decode the defmt log: {e}", elf.display())],
+        },
+    };
+    let mut session = match talk {
+        Ok(s) => s,
+        // A hung or crashed firmware's last log lines say where it got to.
+        Err(e) => bail!(
+            "{e:#}; QEMU {}{}{}",
+            status.map_or("was stopped".to_string(), |s| format!("exited with {s}")),
+            log.lines.last().map(|l| format!("; last device log line: {l}")).unwrap_or_default(),
+            if qemu_stderr.trim().is_empty() { String::new() } else { format!("; QEMU said: {}", qemu_stderr.trim()) }
+        ),
+    };
+    (session.log, session.log_warnings) = (log.lines, log.warnings);
+    session.stderr = qemu_stderr;
+    session.exit_code = match status {
+        Some(s) => s.code(),
+        None => bail!("QEMU did not exit within {:.0} s of the STOP request", timeout.as_secs_f64()),
+    };
+    session.boot_run().check_addresses(board)?;
+    Ok(session)
+}
+
+/// Wait for QEMU to connect to the UART socket.
+fn connect(listener: &UnixListener, child: &mut Child, timeout: Duration) -> Result<UnixStream> {
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                stream.set_read_timeout(Some(Duration::from_millis(20)))?;
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e).context("accepting QEMU's UART connection"),
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("QEMU exited ({status}) before connecting its UART");
+        }
+        if Instant::now() >= deadline {
+            bail!("QEMU did not connect its UART within {:.0} s", timeout.as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The emulated UART: the socket, and QEMU to tell a quiet device from a dead one.
+struct QemuUart<'c> {
+    stream: UnixStream,
+    child: &'c mut Child,
+}
+
+impl Link for QemuUart<'_> {
+    fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream.write_all(bytes).context("writing to the emulated UART")
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        match self.stream.read(buf) {
+            Ok(0) => bail!("QEMU closed the UART (the firmware stopped)"),
+            Ok(n) => Ok(n),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if let Some(status) = self.child.try_wait()? {
+                    bail!("QEMU exited ({status})");
+                }
+                Ok(0)
+            }
+            Err(e) => Err(e).context("reading the emulated UART"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub struct LayerRow {
 pub struct DeviceReport {
     /// The board's name from its HELLO frame.
     pub board: Option<String>,
+    /// The layer clock the device timed with, and its rate (HELLO).
+    pub clock: Option<(&'static str, u32)>,
     pub precision: Precision,
     /// Class, confidence and top 5 from the dequantized output; its path is
     /// the image (or the model, for a raw input).
@@ -94,6 +96,7 @@ impl DeviceReport {
             .collect();
         Ok(DeviceReport {
             board: run.hello.as_ref().map(|h| h.board.clone()),
+            clock: run.hello.as_ref().map(|h| (h.clock_name(), h.cpu_hz)),
             precision: model.precision,
             prediction,
             output,
@@ -130,6 +133,8 @@ impl DeviceReport {
         serde_json::json!({
             "image": self.prediction.path,
             "board": self.board,
+            "clock": self.clock.map(|(name, _)| name),
+            "clock_hz": self.clock.map(|(_, hz)| hz),
             "precision": self.precision.name(),
             "class": self.prediction.class,
             "confidence": self.prediction.confidence,
@@ -149,7 +154,8 @@ impl DeviceReport {
     /// The text of `host flash`: the board, the prediction, a table of the
     /// layers and the totals.
     pub fn render_text(&self) -> String {
-        let mut s = format!("{}:\n", self.board.as_deref().unwrap_or("?"));
+        let clock = self.clock.map(|(name, hz)| format!(" (layer clock: {name} at {} MHz)", hz / 1_000_000));
+        let mut s = format!("{}{}:\n", self.board.as_deref().unwrap_or("?"), clock.unwrap_or_default());
         s.push_str(&self.prediction.render());
         let _ = writeln!(
             s,
