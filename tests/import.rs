@@ -7,7 +7,7 @@
 use host::arch::ArchSource;
 use host::checkpoint::Checkpoint;
 use host::commands::import::{run as import_command, ImportArgs};
-use host::flash::{self, Board};
+use host::flash::{self, Board, Step};
 use host::import::{self, ImportError};
 use host::nn::Mode;
 use host::quantize::{self, Calibration};
@@ -199,18 +199,20 @@ fn imported_models_run_on_the_cortex_m4_with_the_simulators_bytes() {
         let parsed = host::model_file::parse_model(&bytes, &path).expect("parse");
         assert_eq!(bytes.as_bytes()[8], 2, "{file}: a model with an input transform is format version 2");
         let prepared = engine::prepare(&parsed).expect("prepare");
-        for image in &e.images[..2] {
-            let input = host::model_file::image_input(&parsed, image).expect("input");
+        // Both images in one boot, every layer's bytes sent back.
+        let inputs: Vec<Vec<u8>> =
+            e.images[..2].iter().map(|image| host::model_file::image_input(&parsed, image).expect("input")).collect();
+        let steps: Vec<Step<'_>> = inputs.iter().map(|input| Step::Run { input, layer_bytes: true }).collect();
+        let session = flash::run_qemu(Board::QemuAn386, &elf, &path, &steps, Duration::from_secs(120), None)
+            .unwrap_or_else(|err| panic!("QEMU: {err:#}"));
+        for (k, input) in inputs.iter().enumerate() {
             let mut arena = vec![0u8; prepared.plan().arena_bytes];
             let mut rec = Record::default();
-            let want = engine::run(&prepared, &input, &mut arena, &mut rec).expect("simulate").to_vec();
-            let blob = work.join("input.axin");
-            std::fs::write(&blob, flash::input_blob(&input, true).expect("blob")).expect("write blob");
-            let run = flash::run_qemu(Board::QemuAn386, &elf, &path, &blob, Duration::from_secs(120), None)
-                .unwrap_or_else(|err| panic!("QEMU: {err:#}"));
+            let want = engine::run(&prepared, input, &mut arena, &mut rec).expect("simulate").to_vec();
+            let run = session.run(k).unwrap_or_else(|| panic!("{file}: no answer for image {k}"));
             run.ensure_success().unwrap_or_else(|err| panic!("{file}: {err:#}"));
             let (_, got) = run.output.clone().expect("output frame");
-            assert_eq!(got, want, "{file} {}: device output differs from the simulator", image.display());
+            assert_eq!(got, want, "{file} image {k}: device output differs from the simulator");
             assert_eq!(run.layers.len(), rec.0.len());
             for (i, (dev, desk)) in run.layers.iter().zip(&rec.0).enumerate() {
                 assert_eq!(dev.bytes.as_deref(), Some(desk.as_slice()), "{file}: layer {i} bytes differ");
