@@ -142,7 +142,8 @@ fn garbled_requests_are_errors_and_the_next_request_reads() {
     unknown.extend(CRC32.checksum(&unknown[2..]).to_le_bytes());
     let mut short = b"AX\x10\x00\x02\x00\x00\x00\x01\x00".to_vec();
     short.extend(CRC32.checksum(&short[2..]).to_le_bytes());
-    let cases: [(Vec<u8>, fn(&ReceiveError<()>) -> bool); 4] = [
+    type Expect = fn(&ReceiveError<()>) -> bool;
+    let cases: [(Vec<u8>, Expect); 4] = [
         (bad_crc, |e| matches!(e, ReceiveError::BadCrc { .. })),
         (oversized[..8].to_vec(), |e| *e == ReceiveError::Oversized { len: 13, max: 12 }),
         (unknown, |e| *e == ReceiveError::UnknownKind(0x63)),

@@ -1,0 +1,58 @@
+//! Where a full-AlexNet training step's time goes, layer by layer: forward,
+//! backward, the loss and the optimizer, summed over a few steps after a
+//! warm-up. `cargo bench --bench train_profile -- 32 5` (batch, steps).
+//! For hot functions inside a layer, run it under `perf record -g` (see
+//! benches/peers/README.md).
+use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
+use host::optim::{Optimizer, OptimizerKind};
+use ndarray::Array4;
+use rand::SeedableRng;
+use std::time::Instant;
+
+fn main() {
+    // `cargo bench` passes `--bench`; the numbers given are batch and steps.
+    let nums: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let (batch, steps) = (nums.first().copied().unwrap_or(32), nums.get(1).copied().unwrap_or(5));
+    let spec = shared::spec::alexnet(227, 1000).expect("alexnet");
+    let mut net = Network::new(&spec, 0);
+    let mut opt = Optimizer::new(OptimizerKind::adam());
+    let x = Array4::from_shape_fn((batch, 227, 227, 3), |(n, y, x, c)| ((n + y * 3 + x * 5 + c) % 256) as f32 / 255.0);
+    let labels: Vec<usize> = (0..batch).map(|i| (i * 37) % 1000).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let (mut loss_s, mut opt_s, mut total_s) = (0.0, 0.0, 0.0);
+    for step in 0..=steps {
+        // Step 0 warms up (allocations, page faults) and is not counted.
+        if step == 1 {
+            net.set_profiling(true);
+        }
+        let t0 = Instant::now();
+        let logits = net.forward(x.view(), Mode::Train(&mut rng));
+        let t1 = Instant::now();
+        let (_, g, _) = softmax_cross_entropy(logits.view(), &labels);
+        let t2 = Instant::now();
+        net.backward(g.view());
+        let t3 = Instant::now();
+        opt.step(&mut net);
+        let t4 = Instant::now();
+        if step > 0 {
+            loss_s += (t2 - t1).as_secs_f64();
+            opt_s += (t4 - t3).as_secs_f64();
+            total_s += (t4 - t0).as_secs_f64();
+        }
+    }
+    let per = |s: f64| 1000.0 * s / steps as f64;
+    println!(
+        "full AlexNet, batch {batch}, {steps} steps after one warm-up: {:.0} ms per step, {:.1} img/s",
+        per(total_s),
+        (batch * steps) as f64 / total_s
+    );
+    println!("{:<28} {:>12} {:>12} {:>7}", "layer", "forward ms", "backward ms", "share");
+    let profile = net.profile().unwrap_or_default();
+    for (name, f, b) in &profile {
+        println!("{name:<28} {:>12.1} {:>12.1} {:>6.1}%", per(*f), per(*b), 100.0 * (f + b) / total_s);
+    }
+    let (f, b): (f64, f64) = profile.iter().fold((0.0, 0.0), |(a, c), (_, f, b)| (a + f, c + b));
+    println!("{:<28} {:>12.1} {:>12.1} {:>6.1}%", "all layers", per(f), per(b), 100.0 * (f + b) / total_s);
+    println!("{:<28} {:>12.1} {:>12} {:>6.1}%", "softmax cross-entropy", per(loss_s), "", 100.0 * loss_s / total_s);
+    println!("{:<28} {:>12.1} {:>12} {:>6.1}%", "Adam step", per(opt_s), "", 100.0 * opt_s / total_s);
+}
