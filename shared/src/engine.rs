@@ -611,7 +611,7 @@ fn run_layers<'a>(
                 k8::batch_norm_in_place_fast(&prm, &w, as_i8_mut(&mut work[lp.output.offset..lp.output.end()]));
             }
             (Step::BatchNorm { .. }, LayerWeights::F16(w)) => {
-                k16::batch_norm_in_place(&w, as_f16_mut(&mut work[lp.output.offset..lp.output.end()]));
+                k16::batch_norm_in_place_fast(&w, as_f16_mut(&mut work[lp.output.offset..lp.output.end()]));
             }
             (step, weights) => {
                 let (src, dst) = split(work, lp.input, lp.output);
@@ -689,8 +689,8 @@ fn run_layers<'a>(
                         }
                     }
                     (Step::MaxPool { g }, _) => match model.precision {
-                        Precision::Int8 => k8::max_pool(&g, as_i8(src), as_i8_mut(dst)),
-                        Precision::F16 => k16::max_pool(&g, as_f16(src), as_f16_mut(dst)),
+                        Precision::Int8 => k8::max_pool_fast(&g, as_i8(src), as_i8_mut(dst)),
+                        Precision::F16 => k16::max_pool_fast(&g, as_f16(src), as_f16_mut(dst)),
                     },
                     // `prepare` (through `validate`) rejected every other pairing.
                     _ => return Err(EngineError::MissingWeights { layer: i }),

@@ -339,3 +339,42 @@ fn alexnet_like_shapes() {
         check_dense16(n, u, n as u64, false, false).unwrap();
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// f16 BatchNormalization and MaxPool2D, and int8 MaxPool2D: the dispatched variants give the plain bits,
+    /// with infinities, signed zeros and subnormals (and NaN inputs for the pool).
+    #[test]
+    fn batch_norm_and_max_pool_variants_equal_plain(
+        seed: u64, h in 1usize..9, w in 1usize..9, c in 1usize..70, pool in 1usize..4, stride in 1usize..4,
+    ) {
+        let mut rng = Rng::new(seed);
+        let mut x = halves(&mut rng, h * w * c, 8.0, true);
+        let scale = halves(&mut rng, c, 2.0, true);
+        let shift = halves(&mut rng, c, 2.0, true);
+        let bn = F16Weights { weights: &scale, bias: &shift };
+        let mut want = x.clone();
+        k16::batch_norm_in_place(&bn, &mut want);
+        let mut got = x.clone();
+        k16::batch_norm_in_place_fast(&bn, &mut got);
+        prop_assert!(bits(&got) == bits(&want), "batch_norm differs: {h}x{w}x{c}");
+
+        if let Some(g) = shared::kernels::PoolGeom::new((h, w, c), pool, stride) {
+            if c > 1 {
+                x[rng.int(0, (h * w * c - 1) as i32) as usize] = f16::NAN;
+            }
+            let mut want = vec![f16::ZERO; g.output_len()];
+            k16::max_pool(&g, &x, &mut want);
+            let mut got = vec![f16::from_bits(0x5555); g.output_len()];
+            k16::max_pool_fast(&g, &x, &mut got);
+            prop_assert!(bits(&got) == bits(&want), "max_pool differs: {g:?}");
+            let x8 = rng.i8s(h * w * c);
+            let mut want = vec![0i8; g.output_len()];
+            k8::max_pool(&g, &x8, &mut want);
+            let mut got = vec![0x55i8; g.output_len()];
+            k8::max_pool_fast(&g, &x8, &mut got);
+            prop_assert_eq!(&got, &want, "int8 max_pool differs: {:?}", g);
+        }
+    }
+}

@@ -51,3 +51,25 @@ pub fn dense_fast(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f
     }
     dense(relu, w, input, output)
 }
+
+/// [`batch_norm_in_place`](crate::kernels::generic::f16::batch_norm_in_place) with the same
+/// bits, 16 channels per vector where the CPU has AVX-512.
+pub fn batch_norm_in_place_fast(w: &F16Weights<'_>, data: &mut [f16]) {
+    #[cfg(all(feature = "std", x86_simd))]
+    if x86::has_avx512_f16() {
+        // SAFETY: the CPU supports AVX-512F/BW, AVX2 and F16C, checked just above.
+        return unsafe { x86_16::f16_batch_norm_in_place_avx512(w, data) };
+    }
+    crate::kernels::generic::f16::batch_norm_in_place(w, data)
+}
+
+/// [`max_pool`](crate::kernels::generic::f16::max_pool) with the same bits, 16 channels per
+/// vector where the CPU has AVX-512.
+pub fn max_pool_fast(g: &crate::geometry::PoolGeom, input: &[f16], output: &mut [f16]) {
+    #[cfg(all(feature = "std", x86_simd))]
+    if x86::has_avx512_f16() {
+        // SAFETY: the CPU supports AVX-512F/BW, AVX2 and F16C, checked just above.
+        return unsafe { x86_16::f16_max_pool_avx512(g, input, output) };
+    }
+    crate::kernels::generic::f16::max_pool(g, input, output)
+}

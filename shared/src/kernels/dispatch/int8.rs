@@ -132,3 +132,14 @@ pub fn batch_norm_in_place_fast(p: &Int8Params, w: &Int8Weights<'_>, data: &mut 
     }
     batch_norm_in_place(p, w, data)
 }
+
+/// [`max_pool`](crate::kernels::generic::int8::max_pool) with the same bytes, 64 channels per
+/// vector where the CPU has AVX-512BW.
+pub fn max_pool_fast(g: &crate::geometry::PoolGeom, input: &[i8], output: &mut [i8]) {
+    #[cfg(all(feature = "std", x86_simd))]
+    if x86::has_avx512bw() {
+        // SAFETY: the CPU supports AVX-512F and AVX-512BW, checked just above.
+        return unsafe { x86_8::max_pool_avx512(g, input, output) };
+    }
+    crate::kernels::generic::int8::max_pool(g, input, output)
+}

@@ -445,28 +445,58 @@ pub unsafe fn f16_conv2d_avx512(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, in
     unsafe { f16_conv2d_avx512_rows(g, relu, w, input, output, 0) }
 }
 
-/// Inputs per AVX-512 dense tile: one 64-byte cache line of each unit's row.
+/// Inputs per AVX-512 dense chunk: one 64-byte cache line of each unit's row.
 const ZK: usize = 32;
 
+/// Transpose a 16x16 block of f32 in registers: afterwards `r[c]` holds
+/// what was column `c` (element `j` = old `r[j][c]`). Four rounds of 16
+/// shuffles: 32-bit and 64-bit unpacks within 128-bit lanes, then two
+/// rounds of 128-bit lane shuffles.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose16(r: &mut [__m512; 16]) {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for p in 0..8 {
+        t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+        t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+    }
+    // u[4 g + k], lane L: rows 4g..4g+4 of column 4L + k.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let (a, b, c, d) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+        let pd = _mm512_castps_pd;
+        u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+    }
+    for k in 0..4 {
+        // Lanes (rows 0-3 L0, L2 | rows 4-7 L0, L2) and (L1, L3 | L1, L3), then rows 8-15 alike.
+        let v0 = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
+        let v1 = _mm512_shuffle_f32x4::<0xDD>(u[k], u[4 + k]);
+        let w0 = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
+        let w1 = _mm512_shuffle_f32x4::<0xDD>(u[8 + k], u[12 + k]);
+        r[k] = _mm512_shuffle_f32x4::<0x88>(v0, w0);
+        r[8 + k] = _mm512_shuffle_f32x4::<0xDD>(v0, w0);
+        r[4 + k] = _mm512_shuffle_f32x4::<0x88>(v1, w1);
+        r[12 + k] = _mm512_shuffle_f32x4::<0xDD>(v1, w1);
+    }
+}
+
 /// f16 Dense with the bits of [`crate::kernels::generic::f16::dense`], using AVX-512: 16 units
-/// per vector (lane `j` is unit `u0 + j`, adding its products in input order). The 16 rows'
-/// next 32 weights (one cache line each) are copied into a 1 KiB tile, and each step gathers
-/// one 32-bit word per unit from it (the weights of inputs `i` and `i + 1`): every weight byte
-/// is read from memory once, in cache-line runs, and the gathers never touch rows whose
-/// stride maps them onto one cache set (4096 inputs are exactly 8 KiB apart).
+/// per vector (lane `j` is unit `u0 + j`, adding its products in input order). Each unit's
+/// next 32 weights (one cache line of its `[units][inputs]` row) are loaded and widened, and
+/// the 16x32 block is transposed in registers into per-input vectors of 16 units: every
+/// weight byte is read from memory once, in cache-line runs, with no copy.
 ///
 /// # Safety
-/// The CPU must support AVX-512F, AVX2 and F16C.
-#[target_feature(enable = "avx512f,avx2,f16c")]
+/// The CPU must support AVX-512F, AVX-512BW, AVX2 and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
 pub unsafe fn f16_dense_avx512(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
     let n = input.len();
     let units = output.len();
     assert!(w.weights.len() == n * units && w.bias.len() == units, "dense: weight length");
-    // Tile row j starts at byte 64 j: the gather offsets.
-    let rows: [i32; ZC] = core::array::from_fn(|j| (j * ZK * 2) as i32);
-    // SAFETY: 64 readable bytes.
-    let offsets = unsafe { _mm512_loadu_si512(rows.as_ptr().cast()) };
-    let mut tile = [0u16; ZC * ZK];
+    let mut xs = [0.0f32; ZK];
     let mut u0 = 0;
     while u0 < units {
         let nu = ZC.min(units - u0);
@@ -474,27 +504,27 @@ pub unsafe fn f16_dense_avx512(relu: bool, w: &F16Weights<'_>, input: &[f16], ou
         let mut i0 = 0;
         while i0 < n {
             let m = ZK.min(n - i0);
-            for j in 0..ZC {
-                let dst = &mut tile[j * ZK..][..ZK];
-                if j < nu {
-                    dst[..m].copy_from_slice(bytemuck::cast_slice(&w.weights[(u0 + j) * n + i0..][..m]));
-                    dst[m..].fill(0);
-                } else {
-                    dst.fill(0);
-                }
+            widen_run(&input[i0..i0 + m], &mut xs[..m]);
+            // Weights (u0 + j, i0 + 0..32): the low 16 in lo[j], the high 16 in hi[j].
+            let mut lo = [_mm512_setzero_ps(); 16];
+            let mut hi = [_mm512_setzero_ps(); 16];
+            let mask = if m == ZK { u32::MAX } else { (1u32 << m) - 1 };
+            for j in 0..nu {
+                let row = w.weights[(u0 + j) * n + i0..].as_ptr();
+                // SAFETY: row u0 + j has `m` weights from i0; the masked load reads only those.
+                let v = unsafe { _mm512_maskz_loadu_epi16(mask, row.cast()) };
+                lo[j] = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
+                hi[j] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(v));
             }
-            let mut i = 0;
-            while i < m {
-                // Lane j: the f16 pair (weight (u0 + j, i0 + i), weight (u0 + j, i0 + i + 1)).
-                // SAFETY: `i < m <= 32`, so bytes 2 i .. 2 i + 4 of every 64-byte tile row.
-                let pair = unsafe { _mm512_i32gather_epi32::<1>(offsets, tile.as_ptr().add(i).cast()) };
-                let lo = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(pair));
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(lo, _mm512_set1_ps(widen1(input[i0 + i]))));
-                if i + 1 < m {
-                    let hi = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(pair)));
-                    acc = _mm512_add_ps(acc, _mm512_mul_ps(hi, _mm512_set1_ps(widen1(input[i0 + i + 1]))));
+            transpose16(&mut lo);
+            for i in 0..m.min(16) {
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(lo[i], _mm512_set1_ps(xs[i])));
+            }
+            if m > 16 {
+                transpose16(&mut hi);
+                for i in 16..m {
+                    acc = _mm512_add_ps(acc, _mm512_mul_ps(hi[i - 16], _mm512_set1_ps(xs[i])));
                 }
-                i += 2;
             }
             i0 += m;
         }
@@ -515,5 +545,84 @@ pub unsafe fn f16_dense_avx512(relu: bool, w: &F16Weights<'_>, input: &[f16], ou
             *o = f16::from_bits(h);
         }
         u0 += nu;
+    }
+}
+
+/// Channels [`f16_batch_norm_in_place_avx512`] widens its scale and shift for on the stack.
+const Z_BN: usize = 4096;
+
+/// f16 BatchNormalization in place with the bits of
+/// [`crate::kernels::generic::f16::batch_norm_in_place`], 16 channels per vector: the same
+/// f32 product (exact), the same separate add, one rounding. More channels than [`Z_BN`]
+/// go to the plain kernel.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX-512BW, AVX2 and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
+pub unsafe fn f16_batch_norm_in_place_avx512(w: &F16Weights<'_>, data: &mut [f16]) {
+    let c = w.weights.len();
+    assert!(c > 0 && data.len().is_multiple_of(c) && w.bias.len() == c, "batch_norm: channels");
+    if c > Z_BN {
+        return crate::kernels::generic::f16::batch_norm_in_place(w, data);
+    }
+    let mut scale = [0.0f32; Z_BN];
+    let mut shift = [0.0f32; Z_BN];
+    widen_run(w.weights, &mut scale[..c]);
+    widen_run(w.bias, &mut shift[..c]);
+    for px in data.chunks_exact_mut(c) {
+        let mut ch = 0;
+        while ch < c {
+            let m = ZC.min(c - ch);
+            let mask: __mmask16 = if m == ZC { 0xffff } else { (1u16 << m) - 1 };
+            // SAFETY: `m` f16 at `px[ch..]`, `m` f32 at `scale[ch..]`/`shift[ch..]`; masked loads and store.
+            unsafe {
+                let x = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, px.as_ptr().add(ch).cast()));
+                let s = _mm512_maskz_loadu_ps(mask, scale.as_ptr().add(ch));
+                let b = _mm512_maskz_loadu_ps(mask, shift.as_ptr().add(ch));
+                let y = _mm512_add_ps(_mm512_mul_ps(x, s), b);
+                let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(y);
+                _mm256_mask_storeu_epi16(px.as_mut_ptr().add(ch).cast(), mask, h);
+            }
+            ch += m;
+        }
+    }
+}
+
+/// f16 MaxPool2D with the bits of [`crate::kernels::generic::f16::max_pool`], 16 channels per
+/// vector: each output starts at -inf and takes a value only when it is greater in f32
+/// (NaN never is), and the f16 of the winner is its own bits (f16 -> f32 -> f16 is exact).
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX-512BW, AVX2 and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
+pub unsafe fn f16_max_pool_avx512(g: &crate::geometry::PoolGeom, input: &[f16], output: &mut [f16]) {
+    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "max_pool: length");
+    let c = g.channels;
+    for oy in 0..g.out_h {
+        let (y0, y1) = g.window(oy, g.in_h);
+        for ox in 0..g.out_w {
+            let (x0, x1) = g.window(ox, g.in_w);
+            let out = &mut output[(oy * g.out_w + ox) * c..][..c];
+            let mut ch = 0;
+            while ch < c {
+                let m = ZC.min(c - ch);
+                let mask: __mmask16 = if m == ZC { 0xffff } else { (1u16 << m) - 1 };
+                let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        let at = (y * g.in_w + x) * c + ch;
+                        // SAFETY: `m` f16 from `input[at..]` (a pixel's channels); masked load.
+                        let v =
+                            _mm512_cvtph_ps(unsafe { _mm256_maskz_loadu_epi16(mask, input.as_ptr().add(at).cast()) });
+                        let greater = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+                        best = _mm512_mask_mov_ps(best, greater, v);
+                    }
+                }
+                let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(best);
+                // SAFETY: `m` f16 writable at `out[ch..]`; masked store.
+                unsafe { _mm256_mask_storeu_epi16(out.as_mut_ptr().add(ch).cast(), mask, h) };
+                ch += m;
+            }
+        }
     }
 }

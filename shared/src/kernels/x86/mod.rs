@@ -37,8 +37,8 @@ pub fn has_f16c() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
 }
 
-/// Whether this CPU can run the AVX-512 f16 kernels ([`f16::f16_conv2d_avx512`]).
+/// Whether this CPU can run the AVX-512 f16 kernels ([`f16::f16_conv2d_avx512`], [`f16::f16_dense_avx512`]).
 #[cfg(feature = "std")]
 pub fn has_avx512_f16() -> bool {
-    has_f16c() && std::is_x86_feature_detected!("avx512f")
+    has_f16c() && has_avx512bw()
 }
