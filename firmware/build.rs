@@ -5,10 +5,12 @@ use std::{env, fs, path::PathBuf};
 
 /// (cargo feature, memory map file, the only target the board's core runs),
 /// as in the board table `shared::board` (tests/boards.rs compares them).
-const BOARDS: [(&str, &str, &str); 3] = [
+const BOARDS: [(&str, &str, &str); 5] = [
     ("qemu-an386", "memory/qemu-an386.x", "thumbv7em-none-eabihf"),
     ("qemu-an524", "memory/qemu-an524.x", "thumbv8m.main-none-eabihf"),
     ("stm32f405", "memory/stm32f405.x", "thumbv7em-none-eabihf"),
+    ("stm32h743", "memory/stm32h743.x", "thumbv7em-none-eabihf"),
+    ("rp2350", "memory/rp2350.x", "thumbv8m.main-none-eabihf"),
 ];
 
 fn main() {
@@ -21,7 +23,7 @@ fn main() {
     let (feature, memory, target) = match selected.as_slice() {
         [one] => **one,
         [] => {
-            panic!("select a board: --no-default-features --features <board>, one of qemu-an386, qemu-an524, stm32f405")
+            panic!("select a board: --no-default-features --features <board>, one of qemu-an386, qemu-an524, stm32f405, stm32h743, rp2350")
         }
         _ => {
             panic!("select exactly one board feature (add --no-default-features when picking another than qemu-an386)")

@@ -102,6 +102,7 @@ fn firmware(board: Board) -> PathBuf {
         Board::QemuAn386 => &AN386,
         Board::QemuAn524 => &AN524,
         Board::Stm32f405 => &F405,
+        Board::Stm32h743 | Board::Rp2350 => panic!("QEMU does not emulate {}", board.name()),
     };
     cell.get_or_init(|| {
         flash::build_firmware(board, &flash::default_firmware_dir())

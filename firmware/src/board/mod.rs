@@ -27,6 +27,16 @@ mod stm32f405;
 #[cfg(feature = "stm32f405")]
 pub use stm32f405::*;
 
+#[cfg(feature = "stm32h743")]
+mod stm32h743;
+#[cfg(feature = "stm32h743")]
+pub use stm32h743::*;
+
+#[cfg(feature = "rp2350")]
+mod rp2350;
+#[cfg(feature = "rp2350")]
+pub use rp2350::*;
+
 /// What a board hands to the application.
 pub struct Board<S, D> {
     /// Where requests come from and answers go.

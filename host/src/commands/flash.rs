@@ -11,8 +11,9 @@ use crate::flash::{flash, Board, FlashOptions};
 /// `host flash` command line.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FlashArgs {
-    /// Board: stm32f405 (STM32F405 through its HAL, QEMU netduinoplus2 or --probe), qemu-an386
-    /// (Cortex-M4, scaled AlexNet) or qemu-an524 (Cortex-M33, full AlexNet).
+    /// Board: stm32f405 (STM32F405 through its HAL, QEMU netduinoplus2 or --probe), stm32h743
+    /// (NUCLEO-H743ZI, --probe only), rp2350 (Pico 2, --probe only), qemu-an386 (Cortex-M4,
+    /// scaled AlexNet) or qemu-an524 (Cortex-M33, full AlexNet).
     #[arg(long, value_enum, default_value_t = Board::QemuAn386)]
     pub board: Board,
     /// Model file (from `host quantize`).

@@ -22,6 +22,14 @@ pub enum Board {
     /// QEMU `netduinoplus2`, or a board on a desk with `--probe`.
     #[value(name = "stm32f405")]
     Stm32f405,
+    /// STM32H743 (Cortex-M7F, NUCLEO-H743ZI) through its HAL: `--probe` only
+    /// (QEMU has no H7 machine).
+    #[value(name = "stm32h743")]
+    Stm32h743,
+    /// RP2350 (Cortex-M33, Raspberry Pi Pico 2) through its HAL: `--probe`
+    /// only (QEMU has no RP2350).
+    #[value(name = "rp2350")]
+    Rp2350,
 }
 
 /// Which firmware build: the one QEMU runs, or the one for silicon.
@@ -33,7 +41,7 @@ pub enum Build {
 
 impl Board {
     /// All boards, in the order of [`shared::board::BOARDS`].
-    pub const ALL: [Board; 3] = [Board::QemuAn386, Board::QemuAn524, Board::Stm32f405];
+    pub const ALL: [Board; 5] = [Board::QemuAn386, Board::QemuAn524, Board::Stm32f405, Board::Stm32h743, Board::Rp2350];
 
     /// The board's entry in the shared table.
     pub fn spec(self) -> &'static shared::board::Board {
@@ -41,18 +49,23 @@ impl Board {
             Board::QemuAn386 => &shared::board::QEMU_AN386,
             Board::QemuAn524 => &shared::board::QEMU_AN524,
             Board::Stm32f405 => &shared::board::STM32F405,
+            Board::Stm32h743 => &shared::board::STM32H743,
+            Board::Rp2350 => &shared::board::RP2350,
         }
     }
 
     /// The firmware's cargo features for `build`: the board's name, plus
     /// `qemu` for a real chip's emulated build. `None`: no such build (the
-    /// MPS FPGA images exist only in QEMU here).
+    /// MPS FPGA images exist only in QEMU here, QEMU emulates neither the
+    /// STM32H743 nor the RP2350).
     pub fn features(self, build: Build) -> Option<String> {
         match (self, build) {
             (Board::QemuAn386 | Board::QemuAn524, Build::Qemu) => Some(self.name().to_string()),
             (Board::QemuAn386 | Board::QemuAn524, Build::Silicon) => None,
             (Board::Stm32f405, Build::Qemu) => Some(format!("{},qemu", self.name())),
             (Board::Stm32f405, Build::Silicon) => Some(self.name().to_string()),
+            (Board::Stm32h743 | Board::Rp2350, Build::Qemu) => None,
+            (Board::Stm32h743 | Board::Rp2350, Build::Silicon) => Some(self.name().to_string()),
         }
     }
 
@@ -60,6 +73,10 @@ impl Board {
     pub fn probe_chip(self) -> Option<&'static str> {
         match self {
             Board::Stm32f405 => Some("STM32F405RGTx"),
+            // The NUCLEO-H743ZI's chip (LQFP144, 2 MiB).
+            Board::Stm32h743 => Some("STM32H743ZITx"),
+            // probe-rs names the RP2350 family so (the Pico 2's RP2350A).
+            Board::Rp2350 => Some("RP235x"),
             Board::QemuAn386 | Board::QemuAn524 => None,
         }
     }
@@ -120,7 +137,12 @@ pub fn build_firmware(board: Board, firmware_dir: &Path) -> Result<PathBuf> {
 /// depend on a CARGO_TARGET_DIR the caller may have set for the workspace.
 pub fn build_firmware_for(board: Board, build: Build, firmware_dir: &Path) -> Result<PathBuf> {
     let Some(features) = board.features(build) else {
-        bail!("{} exists only in QEMU here: there is no silicon build to flash with --probe", board.name());
+        match build {
+            Build::Silicon => {
+                bail!("{} exists only in QEMU here: there is no silicon build to flash with --probe", board.name())
+            }
+            Build::Qemu => bail!("QEMU does not emulate {}: flash it with --probe", board.name()),
+        }
     };
     // The MPS boards share `target` (their targets differ); a real chip's
     // builds get folders of their own, so that no two builds that run at

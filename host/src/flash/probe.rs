@@ -78,7 +78,8 @@ impl ProbeRs {
         let list = self.run(&["list".into()])?;
         if list.contains("No debug probes") || !list.lines().any(|l| l.trim_start().starts_with('[')) {
             bail!(
-                "no debug probe found: connect the board's ST-LINK (or another SWD probe) over USB; \
+                "no debug probe found: connect the board's ST-LINK (or another SWD probe, such as a \
+                 Raspberry Pi Debug Probe) over USB; \
                  `{} list` shows the probes it sees",
                 self.program.display()
             );
@@ -172,6 +173,32 @@ mod tests {
         assert_eq!(spec.model.origin, 0x0802_0000);
         assert_eq!(spec.flash.origin as u64 + spec.flash.length as u64, spec.model.origin as u64);
         assert!(flash_commands(Board::QemuAn386, Path::new("e"), Path::new("m")).is_err());
+    }
+
+    /// The chips QEMU lacks flash the same way: the model into the table's
+    /// model region (the H743's flash bank 2, the Pico 2's flash behind the
+    /// code's first MiB), then the code, then a reset.
+    #[test]
+    fn the_silicon_only_boards_flash_their_model_region() {
+        for (board, chip, addr) in
+            [(Board::Stm32h743, "STM32H743ZITx", "0x08100000"), (Board::Rp2350, "RP235x", "0x10100000")]
+        {
+            let cmds = flash_commands(board, Path::new("fw.elf"), Path::new("m.int8")).expect("commands");
+            let lines: Vec<String> = cmds
+                .iter()
+                .map(|c| c.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "))
+                .collect();
+            assert_eq!(
+                lines,
+                [
+                    format!("download --chip {chip} --binary-format bin --base-address {addr} m.int8"),
+                    format!("download --chip {chip} fw.elf"),
+                    format!("reset --chip {chip}"),
+                ]
+            );
+            let spec = board.spec();
+            assert_eq!(spec.flash.origin as u64 + spec.flash.length as u64, spec.model.origin as u64);
+        }
     }
 
     #[test]
