@@ -621,7 +621,7 @@ pub fn run_with<'a>(
                         k16::dense_fast(relu, &w, as_f16(src), as_f16_mut(dst));
                     }
                     (Step::MaxPool { g }, _) => match model.precision {
-                        Precision::Int8 => k8::max_pool(&g, as_i8(src), as_i8_mut(dst)),
+                        Precision::Int8 => k8::max_pool_fast(&g, as_i8(src), as_i8_mut(dst)),
                         Precision::F16 => k16::max_pool(&g, as_f16(src), as_f16_mut(dst)),
                     },
                     // `prepare` (through `validate`) rejected every other pairing.
