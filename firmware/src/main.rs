@@ -24,9 +24,10 @@ use embedded_io::Write;
 use clock::Clock;
 use frame::MsgBuf;
 use shared::protocol::{
-    exit_code, fnv1a64, DecodeError, Done, ErrorReport, Hello, InputHeader, LayerReport, ModelInfo, Output, Stats,
-    INPUT_HEADER, PROTOCOL,
+    exit_code, fnv1a64, fnv1a64_update, DecodeError, Done, ErrorReport, Hello, InputHeader, LayerReport, ModelInfo,
+    Output, Stats, FNV1A64_START, INPUT_HEADER, PROTOCOL,
 };
+use shared::spec::MAX_LAYERS;
 
 static CLOCK: Clock = Clock::new();
 
@@ -147,7 +148,9 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
         Ok(m) => m,
         Err(e) => return fail(serial, exit_code::BAD_MODEL, format_args!("model file rejected: {e}")),
     };
-    let need = shared::engine::plan(&model).arena_bytes;
+    // The banded plan (conv -> BN -> pool in bands of rows): what runs.
+    let banded = shared::band::plan_banded(&model, shared::band::InputRows::Resident);
+    let need = banded.arena_bytes;
     let input_len = model.spec.input().elements() as usize * model.precision.activation_bytes();
     frame::send(
         serial,
@@ -160,10 +163,11 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
         },
     );
     defmt::info!(
-        "model ok: {=usize} bytes, {=usize} layers, arena {=usize}",
+        "model ok: {=usize} bytes, {=usize} layers, arena {=usize} banded ({=usize} whole-tensor)",
         bytes.len(),
         model.spec.layers().len(),
-        need
+        need,
+        banded.whole_tensor_bytes
     );
 
     if need > board::ARENA_BYTES {
@@ -180,7 +184,7 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
     // Validate and plan once (engine::prepare); a model that fails keeps its
     // place (after the MODEL frame and the input checks) and its ENGINE exit
     // code, as when `run` validated.
-    let prepared = match shared::engine::prepare(&model) {
+    let prepared = match shared::band::prepare_banded(&model, shared::band::InputRows::Resident) {
         Ok(p) => p,
         Err(e) => return fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
     };
@@ -192,9 +196,9 @@ fn run<S: Write>(serial: &mut S, model_region: &[u8], input_region: &[u8]) -> u8
         core::ptr::write_bytes(base, 0, need);
         core::slice::from_raw_parts_mut(base, need)
     };
-    let mut reporter = Reporter { serial, start: 0, full: header.layer_bytes() };
+    let mut reporter = Reporter { serial, start: 0, full: header.layer_bytes(), rows: [Rows::default(); MAX_LAYERS] };
     let t0 = CLOCK.now();
-    let result = shared::engine::run(&prepared, input, arena, &mut reporter);
+    let result = shared::band::run_banded(&prepared, input, arena, &mut reporter);
     let ticks = CLOCK.now() - t0;
     let serial = reporter.serial;
     match result {
@@ -240,6 +244,17 @@ struct Reporter<'s, S> {
     serial: &'s mut S,
     start: u64,
     full: bool,
+    /// Layers run in bands of rows: their ticks, hash and length so far.
+    rows: [Rows; MAX_LAYERS],
+}
+
+/// What a banded layer's rows added up to.
+#[derive(Clone, Copy, Default)]
+struct Rows {
+    seen: bool,
+    ticks: u64,
+    fnv: u64,
+    len: usize,
 }
 
 impl<S: Write> shared::engine::Observer for Reporter<'_, S> {
@@ -247,18 +262,26 @@ impl<S: Write> shared::engine::Observer for Reporter<'_, S> {
         self.start = CLOCK.now();
     }
 
-    fn layer_done(&mut self, index: usize, _shape: shared::spec::Shape, output: &[u8]) {
+    fn layer_rows(&mut self, index: usize, _shape: shared::spec::Shape, _first_row: usize, rows: &[u8]) {
         let ticks = CLOCK.now() - self.start;
-        frame::send(
-            self.serial,
-            LayerReport {
-                index: index as u32,
-                ticks,
-                output_len: output.len() as u32,
-                fnv: fnv1a64(output),
-                bytes: self.full.then_some(output),
-            },
-        );
+        let r = &mut self.rows[index];
+        r.fnv = fnv1a64_update(if r.seen { r.fnv } else { FNV1A64_START }, rows);
+        r.ticks += ticks;
+        r.len += rows.len();
+        r.seen = true;
+    }
+
+    fn layer_done(&mut self, index: usize, _shape: shared::spec::Shape, output: &[u8]) {
+        let r = self.rows[index];
+        let ticks = if r.seen { r.ticks } else { CLOCK.now() - self.start };
+        // A banded conv or BN never had a whole tensor: the hash of its rows
+        // in order is the whole tensor's; its bytes cannot be sent.
+        let (output_len, fnv, bytes) = if output.is_empty() && r.seen {
+            (r.len, r.fnv, None)
+        } else {
+            (output.len(), fnv1a64(output), self.full.then_some(output))
+        };
+        frame::send(self.serial, LayerReport { index: index as u32, ticks, output_len: output_len as u32, fnv, bytes });
     }
 }
 

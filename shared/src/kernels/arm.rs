@@ -445,7 +445,10 @@ fn accumulate(
 /// Conv2D with the bytes of [`crate::kernels::generic::int8::conv2d`], through the DSP instructions:
 /// tiles of [`tile::PX`] output pixels through [`tile::conv2d_tiles`] (a last
 /// tile of at least [`PARTIAL`] pixels too); fewer remaining pixels one at a
-/// time with [`BLOCK`] channels sharing each widened input word.
+/// time with [`BLOCK`] channels sharing each widened input word. Not
+/// inlined: the whole-tensor and the banded runner both call it, and two
+/// inlined copies kept two 10.5 KiB tile buffers on the stack.
+#[inline(never)]
 pub fn conv2d_dsp(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_conv(g, w, input, output);
     let pixels = g.out_h * g.out_w;
