@@ -535,6 +535,7 @@ pub fn dense_dsp(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut
 /// constants (weight, bias with the zero point folded in, requantization)
 /// computed once per call for up to [`BN_GROUP`] channels at a time, then
 /// the short output stage of [`requant::Channel`].
+#[inline(never)]
 pub fn batch_norm_in_place_dsp(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
     let c = check_bn(w, data.len());
     let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
@@ -548,13 +549,35 @@ pub fn batch_norm_in_place_dsp(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [
             *k = (wc, w.bias[ch].wrapping_sub(wc * p.in_zp), requant::Channel::new(w.multiplier[ch], w.shift[ch]));
             short &= k.2.is_short();
         }
+        // The short stage with the clamp as constants when it is the full
+        // range (always for BN, which has no activation): a saturation.
+        #[inline(always)]
+        fn short_pass(
+            data: &mut [i8],
+            c: usize,
+            first: usize,
+            consts: &[(i32, i32, requant::Channel)],
+            zp: i32,
+            lo: i32,
+            hi: i32,
+        ) {
+            for px in data.chunks_exact_mut(c) {
+                for (v, &(wc, b, ch)) in px[first..first + consts.len()].iter_mut().zip(consts) {
+                    *v = ch.apply_short((wc * *v as i32).wrapping_add(b), zp, lo, hi);
+                }
+            }
+        }
+        if short && (lo, hi) == (-128, 127) {
+            short_pass(data, c, first, &consts[..n], p.out_zp, -128, 127);
+            continue;
+        }
+        if short {
+            short_pass(data, c, first, &consts[..n], p.out_zp, lo, hi);
+            continue;
+        }
         for px in data.chunks_exact_mut(c) {
             let px = &mut px[first..first + n];
-            if short {
-                for (v, &(wc, b, ch)) in px.iter_mut().zip(&consts[..n]) {
-                    *v = ch.apply_short((wc * *v as i32).wrapping_add(b), p.out_zp, lo, hi);
-                }
-            } else {
+            {
                 for (v, &(wc, b, ch)) in px.iter_mut().zip(&consts[..n]) {
                     *v = ch.apply((wc * *v as i32).wrapping_add(b), p);
                 }
