@@ -31,11 +31,12 @@ use embedded_hal::delay::DelayNs;
 use embedded_io::{Read, Write};
 
 use frame::MsgBuf;
-use shared::engine::Prepared;
+use shared::band::Banded;
 use shared::protocol::{
-    exit_code, fnv1a64, receive, Done, ErrorReport, Hello, LayerReport, ModelInfo, Output, Request, Stats,
-    FLAG_LAYER_BYTES, PROTOCOL,
+    exit_code, fnv1a64, fnv1a64_update, receive, Done, ErrorReport, Hello, LayerReport, ModelInfo, Output, Request,
+    Stats, FLAG_LAYER_BYTES, FNV1A64_START, PROTOCOL,
 };
+use shared::spec::MAX_LAYERS;
 
 #[repr(C, align(16))]
 struct Arena([u8; board::ARENA_BYTES]);
@@ -156,7 +157,9 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &[u8]) -> u8 {
         Ok(m) => m,
         Err(e) => return fail(serial, exit_code::BAD_MODEL, format_args!("model file rejected: {e}")),
     };
-    let need = shared::engine::plan(&model).arena_bytes;
+    // The banded plan (conv -> BN -> pool in bands of rows): what runs.
+    let banded = shared::band::plan_banded(&model, shared::band::InputRows::Resident);
+    let need = banded.arena_bytes;
     let input_len = model.spec.input().elements() as usize * model.precision.activation_bytes();
     if need > board::ARENA_BYTES {
         return fail(
@@ -165,7 +168,7 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &[u8]) -> u8 {
             format_args!("model needs {need} arena bytes; {} has {}", board::NAME, board::ARENA_BYTES),
         );
     }
-    let prepared = match shared::engine::prepare(&model) {
+    let prepared = match shared::band::prepare_banded(&model, shared::band::InputRows::Resident) {
         Ok(p) => p,
         Err(e) => return fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
     };
@@ -180,10 +183,11 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &[u8]) -> u8 {
         },
     );
     defmt::info!(
-        "model ok: {=usize} bytes, {=usize} layers, arena {=usize}",
+        "model ok: {=usize} bytes, {=usize} layers, arena {=usize} banded ({=usize} whole-tensor)",
         bytes.len(),
         model.spec.layers().len(),
-        need
+        need,
+        banded.whole_tensor_bytes
     );
 
     // SAFETY: ARENA is only touched here, once; the bytes handed out are
@@ -195,7 +199,7 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &[u8]) -> u8 {
     };
     let mut runs = 0u32;
     loop {
-        let Ok(slot) = shared::engine::input_slot(&prepared, arena) else {
+        let Ok(slot) = shared::band::input_slot(&prepared, arena) else {
             return fail(serial, exit_code::ENGINE, format_args!("engine: arena smaller than its plan"));
         };
         let request = receive(|| read_byte(serial), slot);
@@ -237,10 +241,10 @@ fn read_byte<S: Read>(serial: &mut S) -> Result<u8, S::Error> {
 
 /// Run the input in the arena's input slot and send the layers and OUTPUT
 /// (or an ERROR).
-fn run<S: Write>(serial: &mut S, prepared: &Prepared<'_>, arena: &mut [u8], full: bool, n: u32) {
-    let mut reporter = Reporter { serial, start: 0, full };
+fn run<S: Write>(serial: &mut S, prepared: &Banded<'_>, arena: &mut [u8], full: bool, n: u32) {
+    let mut reporter = Reporter { serial, start: 0, full, rows: [Rows::default(); MAX_LAYERS] };
     let t0 = board::now();
-    let result = shared::engine::run_in_place(prepared, arena, &mut reporter);
+    let result = shared::band::run_banded_in_place(prepared, arena, &mut reporter);
     let ticks = board::now() - t0;
     let serial = reporter.serial;
     match result {
@@ -259,6 +263,17 @@ struct Reporter<'s, S> {
     serial: &'s mut S,
     start: u64,
     full: bool,
+    /// Layers run in bands of rows: their ticks, hash and length so far.
+    rows: [Rows; MAX_LAYERS],
+}
+
+/// What a banded layer's rows added up to.
+#[derive(Clone, Copy, Default)]
+struct Rows {
+    seen: bool,
+    ticks: u64,
+    fnv: u64,
+    len: usize,
 }
 
 impl<S: Write> shared::engine::Observer for Reporter<'_, S> {
@@ -266,18 +281,26 @@ impl<S: Write> shared::engine::Observer for Reporter<'_, S> {
         self.start = board::now();
     }
 
-    fn layer_done(&mut self, index: usize, _shape: shared::spec::Shape, output: &[u8]) {
+    fn layer_rows(&mut self, index: usize, _shape: shared::spec::Shape, _first_row: usize, rows: &[u8]) {
         let ticks = board::now() - self.start;
-        frame::send(
-            self.serial,
-            LayerReport {
-                index: index as u32,
-                ticks,
-                output_len: output.len() as u32,
-                fnv: fnv1a64(output),
-                bytes: self.full.then_some(output),
-            },
-        );
+        let r = &mut self.rows[index];
+        r.fnv = fnv1a64_update(if r.seen { r.fnv } else { FNV1A64_START }, rows);
+        r.ticks += ticks;
+        r.len += rows.len();
+        r.seen = true;
+    }
+
+    fn layer_done(&mut self, index: usize, _shape: shared::spec::Shape, output: &[u8]) {
+        let r = self.rows[index];
+        let ticks = if r.seen { r.ticks } else { board::now() - self.start };
+        // A banded conv or BN never had a whole tensor: the hash of its rows
+        // in order is the whole tensor's; its bytes cannot be sent.
+        let (output_len, fnv, bytes) = if output.is_empty() && r.seen {
+            (r.len, r.fnv, None)
+        } else {
+            (output.len(), fnv1a64(output), self.full.then_some(output))
+        };
+        frame::send(self.serial, LayerReport { index: index as u32, ticks, output_len: output_len as u32, fnv, bytes });
     }
 }
 

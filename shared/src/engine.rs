@@ -46,6 +46,15 @@ pub trait Observer {
     fn layer_done(&mut self, index: usize, shape: Shape, output: &[u8]) {
         let _ = (index, shape, output);
     }
+    /// A banded run (the `band` module's `run_banded`) computed output rows `first_row..` of
+    /// layer `index` (whole rows of `shape`, in order, after a
+    /// [`Observer::layer_start`] for the same layer): `rows` are their bytes.
+    /// The layer's [`Observer::layer_done`] then comes once, after its last
+    /// rows, with an empty `output` when the whole tensor never existed (the
+    /// rows seen are the layer's output, in order).
+    fn layer_rows(&mut self, index: usize, shape: Shape, first_row: usize, rows: &[u8]) {
+        let _ = (index, shape, first_row, rows);
+    }
 }
 
 /// Runs independent jobs, possibly on several threads: the engine's only
@@ -136,7 +145,8 @@ pub struct Region {
 }
 
 impl Region {
-    fn end(&self) -> usize {
+    /// One past the last byte.
+    pub fn end(&self) -> usize {
         self.offset + self.len
     }
 }
@@ -247,12 +257,12 @@ impl std::error::Error for EngineError {}
 
 /// Bytes of `shape` at `bytes_per` bytes an element (saturating: an
 /// impossible size makes the arena check fail instead of wrapping).
-fn tensor_bytes(shape: Shape, bytes_per: usize) -> usize {
+pub(crate) fn tensor_bytes(shape: Shape, bytes_per: usize) -> usize {
     usize::try_from(shape.elements()).ok().and_then(|n| n.checked_mul(bytes_per)).unwrap_or(usize::MAX)
 }
 
 /// Identity layers pass their input through without touching the arena.
-fn is_identity(layer: &Layer) -> bool {
+pub(crate) fn is_identity(layer: &Layer) -> bool {
     matches!(layer, Layer::Flatten | Layer::Dropout { .. })
 }
 
@@ -392,26 +402,26 @@ pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
 }
 
 /// View bytes as int8 values.
-fn as_i8(b: &[u8]) -> &[i8] {
+pub(crate) fn as_i8(b: &[u8]) -> &[i8] {
     // SAFETY: i8 and u8 have the same size, alignment and validity (every bit pattern).
     unsafe { core::slice::from_raw_parts(b.as_ptr().cast::<i8>(), b.len()) }
 }
 
-fn as_i8_mut(b: &mut [u8]) -> &mut [i8] {
+pub(crate) fn as_i8_mut(b: &mut [u8]) -> &mut [i8] {
     // SAFETY: as in `as_i8`; the exclusive borrow moves into the result.
     unsafe { core::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<i8>(), b.len()) }
 }
 
 /// View 2-byte-aligned bytes as f16 values (the plan keeps every region even
 /// and the arena start aligned, so the prefix and suffix are always empty).
-fn as_f16(b: &[u8]) -> &[f16] {
+pub(crate) fn as_f16(b: &[u8]) -> &[f16] {
     // SAFETY: f16 is a transparent u16: every bit pattern is valid.
     let (pre, mid, post) = unsafe { b.align_to::<f16>() };
     debug_assert!(pre.is_empty() && post.is_empty());
     mid
 }
 
-fn as_f16_mut(b: &mut [u8]) -> &mut [f16] {
+pub(crate) fn as_f16_mut(b: &mut [u8]) -> &mut [f16] {
     // SAFETY: as in `as_f16`.
     let (pre, mid, post) = unsafe { b.align_to_mut::<f16>() };
     debug_assert!(pre.is_empty() && post.is_empty());
@@ -420,7 +430,7 @@ fn as_f16_mut(b: &mut [u8]) -> &mut [f16] {
 
 /// Borrow a layer's input (shared) and output (exclusive) regions, which the
 /// plan keeps disjoint.
-fn split(work: &mut [u8], inp: Region, out: Region) -> (&[u8], &mut [u8]) {
+pub(crate) fn split(work: &mut [u8], inp: Region, out: Region) -> (&[u8], &mut [u8]) {
     if inp.end() <= out.offset {
         let (a, b) = work.split_at_mut(out.offset);
         (&a[inp.offset..inp.end()], &mut b[..out.len])
@@ -432,7 +442,7 @@ fn split(work: &mut [u8], inp: Region, out: Region) -> (&[u8], &mut [u8]) {
 
 /// One layer's work, resolved by [`prepare`].
 #[derive(Clone, Copy, Debug)]
-enum Step {
+pub(crate) enum Step {
     /// Flatten and Dropout: nothing to do.
     Identity,
     /// BatchNormalization in place (`prm` is the int8 clamp; unused for f16).
@@ -450,7 +460,7 @@ enum Step {
 /// requantization: loading them from the prepared steps cost ~10 instructions
 /// per BatchNormalization output on the Cortex-M4 (same bytes either way).
 #[inline(always)]
-fn with_constant_clamp(p: Int8Params, relu: bool) -> Int8Params {
+pub(crate) fn with_constant_clamp(p: Int8Params, relu: bool) -> Int8Params {
     Int8Params::new(p.in_zp, p.out_zp, if relu { Activation::Relu } else { Activation::None })
 }
 
@@ -462,7 +472,7 @@ fn with_constant_clamp(p: Int8Params, relu: bool) -> Int8Params {
 pub struct Prepared<'m> {
     model: &'m QuantModel<'m>,
     plan: Plan,
-    steps: [Step; MAX_LAYERS],
+    pub(crate) steps: [Step; MAX_LAYERS],
 }
 
 impl<'m> Prepared<'m> {
@@ -604,104 +614,118 @@ fn run_layers<'a>(
     let mut last = first;
     for ((i, _, _, out), (lp, step)) in model.spec.shapes().zip(p.layers().iter().zip(&prepared.steps)) {
         observer.layer_start(i);
-        match (*step, data[i].weights) {
-            (Step::Identity, _) => {}
-            (Step::BatchNorm { prm }, LayerWeights::Int8(w)) => {
-                let prm = with_constant_clamp(prm, false);
-                k8::batch_norm_in_place_fast(&prm, &w, as_i8_mut(&mut work[lp.output.offset..lp.output.end()]));
-            }
-            (Step::BatchNorm { .. }, LayerWeights::F16(w)) => {
-                k16::batch_norm_in_place_fast(&w, as_f16_mut(&mut work[lp.output.offset..lp.output.end()]));
-            }
-            (step, weights) => {
-                let (src, dst) = split(work, lp.input, lp.output);
-                match (step, weights) {
-                    (Step::Conv { g, prm, relu }, LayerWeights::Int8(w)) => {
-                        let prm = with_constant_clamp(prm, relu);
-                        let jobs = par.jobs().min(g.out_h);
-                        if jobs > 1 && k8::can_split_conv(&g) {
-                            let (x, row) = (as_i8(src), g.out_w * g.out_c);
-                            let dst = as_i8_mut(dst);
-                            let out = SharedOut(dst.as_mut_ptr(), dst.len());
-                            par.run(jobs, &|i| {
-                                let (first, rows) = share(g.out_h, jobs, i);
-                                // SAFETY: job i takes output rows share(i), disjoint from the others'.
-                                let part = unsafe { out.part(first * row, rows * row) };
-                                k8::conv2d_rows(&g, &prm, &w, x, part, first);
-                            });
-                        } else {
-                            k8::conv2d_fast(&g, &prm, &w, as_i8(src), as_i8_mut(dst));
-                        }
-                    }
-                    (Step::Conv { g, relu, .. }, LayerWeights::F16(w)) => {
-                        let jobs = par.jobs().min(g.out_h);
-                        if jobs > 1 {
-                            let (x, row) = (as_f16(src), g.out_w * g.out_c);
-                            let dst = as_f16_mut(dst);
-                            let out = SharedOut(dst.as_mut_ptr(), dst.len());
-                            par.run(jobs, &|i| {
-                                let (first, rows) = share(g.out_h, jobs, i);
-                                // SAFETY: job i takes output rows share(i), disjoint from the others'.
-                                let part = unsafe { out.part(first * row, rows * row) };
-                                k16::conv2d_rows(&g, relu, &w, x, part, first);
-                            });
-                        } else {
-                            k16::conv2d_fast(&g, relu, &w, as_f16(src), as_f16_mut(dst));
-                        }
-                    }
-                    (Step::Dense { prm, relu }, LayerWeights::Int8(w)) => {
-                        let prm = with_constant_clamp(prm, relu);
-                        let units = dst.len();
-                        let jobs = par.jobs().min(units);
-                        if jobs > 1 && k8::can_split_dense() {
-                            let x = as_i8(src);
-                            let dst = as_i8_mut(dst);
-                            let out = SharedOut(dst.as_mut_ptr(), dst.len());
-                            par.run(jobs, &|i| {
-                                let (first, n) = share(units, jobs, i);
-                                // SAFETY: job i takes units share(i), disjoint from the others'.
-                                let part = unsafe { out.part(first, n) };
-                                k8::dense_units(&prm, &w, x, part, first);
-                            });
-                        } else {
-                            k8::dense_fast(&prm, &w, as_i8(src), as_i8_mut(dst));
-                        }
-                    }
-                    (Step::Dense { relu, .. }, LayerWeights::F16(w)) => {
-                        let (x, dst) = (as_f16(src), as_f16_mut(dst));
-                        let units = dst.len();
-                        let jobs = par.jobs().min(units);
-                        if jobs > 1 {
-                            let out = SharedOut(dst.as_mut_ptr(), dst.len());
-                            par.run(jobs, &|i| {
-                                let (first, n) = share(units, jobs, i);
-                                // SAFETY: job i takes units share(i), disjoint from the others'.
-                                let part = unsafe { out.part(first, n) };
-                                // Units are rows of `[units][inputs]`: a unit range is a sub-slice.
-                                let rows = F16Weights {
-                                    weights: &w.weights[first * x.len()..(first + n) * x.len()],
-                                    bias: &w.bias[first..first + n],
-                                };
-                                k16::dense_fast(relu, &rows, x, part);
-                            });
-                        } else {
-                            k16::dense_fast(relu, &w, x, dst);
-                        }
-                    }
-                    (Step::MaxPool { g }, _) => match model.precision {
-                        Precision::Int8 => k8::max_pool_fast(&g, as_i8(src), as_i8_mut(dst)),
-                        Precision::F16 => k16::max_pool_fast(&g, as_f16(src), as_f16_mut(dst)),
-                    },
-                    // `prepare` (through `validate`) rejected every other pairing.
-                    _ => return Err(EngineError::MissingWeights { layer: i }),
-                }
-            }
-        }
+        run_layer(model.precision, i, *step, data[i].weights, work, lp, par)?;
         last = lp.output;
         observer.layer_done(i, out, &work[last.offset..last.end()]);
     }
     let arena: &'a [u8] = arena;
     Ok(&arena[base + last.offset..base + last.end()])
+}
+
+/// One layer of a whole-tensor run: its input and output where `lp` says.
+pub(crate) fn run_layer(
+    precision: Precision,
+    i: usize,
+    step: Step,
+    weights: LayerWeights<'_>,
+    work: &mut [u8],
+    lp: &LayerPlan,
+    par: &dyn Parallel,
+) -> Result<(), EngineError> {
+    match (step, weights) {
+        (Step::Identity, _) => {}
+        (Step::BatchNorm { prm }, LayerWeights::Int8(w)) => {
+            let prm = with_constant_clamp(prm, false);
+            k8::batch_norm_in_place_fast(&prm, &w, as_i8_mut(&mut work[lp.output.offset..lp.output.end()]));
+        }
+        (Step::BatchNorm { .. }, LayerWeights::F16(w)) => {
+            k16::batch_norm_in_place_fast(&w, as_f16_mut(&mut work[lp.output.offset..lp.output.end()]));
+        }
+        (step, weights) => {
+            let (src, dst) = split(work, lp.input, lp.output);
+            match (step, weights) {
+                (Step::Conv { g, prm, relu }, LayerWeights::Int8(w)) => {
+                    let prm = with_constant_clamp(prm, relu);
+                    let jobs = par.jobs().min(g.out_h);
+                    if jobs > 1 && k8::can_split_conv(&g) {
+                        let (x, row) = (as_i8(src), g.out_w * g.out_c);
+                        let dst = as_i8_mut(dst);
+                        let out = SharedOut(dst.as_mut_ptr(), dst.len());
+                        par.run(jobs, &|i| {
+                            let (first, rows) = share(g.out_h, jobs, i);
+                            // SAFETY: job i takes output rows share(i), disjoint from the others'.
+                            let part = unsafe { out.part(first * row, rows * row) };
+                            k8::conv2d_rows(&g, &prm, &w, x, part, first);
+                        });
+                    } else {
+                        k8::conv2d_fast(&g, &prm, &w, as_i8(src), as_i8_mut(dst));
+                    }
+                }
+                (Step::Conv { g, relu, .. }, LayerWeights::F16(w)) => {
+                    let jobs = par.jobs().min(g.out_h);
+                    if jobs > 1 {
+                        let (x, row) = (as_f16(src), g.out_w * g.out_c);
+                        let dst = as_f16_mut(dst);
+                        let out = SharedOut(dst.as_mut_ptr(), dst.len());
+                        par.run(jobs, &|i| {
+                            let (first, rows) = share(g.out_h, jobs, i);
+                            // SAFETY: job i takes output rows share(i), disjoint from the others'.
+                            let part = unsafe { out.part(first * row, rows * row) };
+                            k16::conv2d_rows(&g, relu, &w, x, part, first);
+                        });
+                    } else {
+                        k16::conv2d_fast(&g, relu, &w, as_f16(src), as_f16_mut(dst));
+                    }
+                }
+                (Step::Dense { prm, relu }, LayerWeights::Int8(w)) => {
+                    let prm = with_constant_clamp(prm, relu);
+                    let units = dst.len();
+                    let jobs = par.jobs().min(units);
+                    if jobs > 1 && k8::can_split_dense() {
+                        let x = as_i8(src);
+                        let dst = as_i8_mut(dst);
+                        let out = SharedOut(dst.as_mut_ptr(), dst.len());
+                        par.run(jobs, &|i| {
+                            let (first, n) = share(units, jobs, i);
+                            // SAFETY: job i takes units share(i), disjoint from the others'.
+                            let part = unsafe { out.part(first, n) };
+                            k8::dense_units(&prm, &w, x, part, first);
+                        });
+                    } else {
+                        k8::dense_fast(&prm, &w, as_i8(src), as_i8_mut(dst));
+                    }
+                }
+                (Step::Dense { relu, .. }, LayerWeights::F16(w)) => {
+                    let (x, dst) = (as_f16(src), as_f16_mut(dst));
+                    let units = dst.len();
+                    let jobs = par.jobs().min(units);
+                    if jobs > 1 {
+                        let out = SharedOut(dst.as_mut_ptr(), dst.len());
+                        par.run(jobs, &|i| {
+                            let (first, n) = share(units, jobs, i);
+                            // SAFETY: job i takes units share(i), disjoint from the others'.
+                            let part = unsafe { out.part(first, n) };
+                            // Units are rows of `[units][inputs]`: a unit range is a sub-slice.
+                            let rows = F16Weights {
+                                weights: &w.weights[first * x.len()..(first + n) * x.len()],
+                                bias: &w.bias[first..first + n],
+                            };
+                            k16::dense_fast(relu, &rows, x, part);
+                        });
+                    } else {
+                        k16::dense_fast(relu, &w, x, dst);
+                    }
+                }
+                (Step::MaxPool { g }, _) => match precision {
+                    Precision::Int8 => k8::max_pool_fast(&g, as_i8(src), as_i8_mut(dst)),
+                    Precision::F16 => k16::max_pool_fast(&g, as_f16(src), as_f16_mut(dst)),
+                },
+                // `prepare` (through `validate`) rejected every other pairing.
+                _ => return Err(EngineError::MissingWeights { layer: i }),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Quantize float pixels (NHWC, already normalised as the model expects)

@@ -1,7 +1,8 @@
 //! The code both sides run: one description of the layer stack ([`spec`]),
 //! the model file ([`format`]), the int8 arithmetic of QUANT-SPEC.md
 //! ([`quant`]), int8 and f16 kernels ([`kernels`]) and the allocation-free
-//! engine that plans an arena and runs a model layer by layer ([`engine`]).
+//! engine that plans an arena and runs a model layer by layer ([`engine`]),
+//! or conv → BN → pool in bands of rows in a smaller arena ([`band`]).
 //!
 //! `#![no_std]`: it builds for `thumbv7em-none-eabihf` and
 //! `thumbv8m.main-none-eabihf`. The `alloc`/`std` features add host-side
@@ -15,6 +16,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod band;
 /// The boards: QEMU machine, core, clock, memory map ([`board::BOARDS`]).
 pub mod board;
 /// Float parameters -> [`model::QuantModel`]: int8 quantization and f16

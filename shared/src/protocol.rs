@@ -127,7 +127,17 @@ pub const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 /// desktop simulator reports, so two executors compare layer by layer
 /// without shipping whole tensors.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    fnv1a64_update(FNV1A64_START, bytes)
+}
+
+/// FNV-1a (64-bit)'s starting state: `fnv1a64_update(FNV1A64_START, ..)`
+/// over the pieces of a tensor, in order, is [`fnv1a64`] of the whole (what
+/// the firmware sends for a layer computed in bands of rows).
+pub const FNV1A64_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Continue an FNV-1a (64-bit) hash `h` over `bytes`.
+pub fn fnv1a64_update(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 impl Precision {

@@ -73,6 +73,15 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
         thousands(plan.max_layer_io_bytes as u64),
         model.spec.layer_name(plan.peak_layer)
     );
+    let resident = shared::band::plan_banded(model, shared::band::InputRows::Resident);
+    let streamed = shared::band::plan_banded(model, shared::band::InputRows::Streamed);
+    let _ = writeln!(
+        s,
+        "banded arena bytes (conv -> BN -> pool in bands of rows, what the firmware runs): {} with the input resident, {} with input rows streamed{}",
+        thousands(resident.arena_bytes as u64),
+        thousands(streamed.arena_bytes as u64),
+        if streamed.input == shared::band::InputRows::Streamed { "" } else { " (no band group at the input: resident)" }
+    );
     let _ = writeln!(s, "MACs per inference: {}", thousands(model.spec.macs()));
     let labels: Vec<&str> = (0..).map_while(|i| model.class_name(i)).collect();
     if !labels.is_empty() {

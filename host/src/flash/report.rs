@@ -159,27 +159,32 @@ impl DeviceReport {
         s.push_str(&self.prediction.render());
         let _ = writeln!(
             s,
-            "{:>3}  {:<44} {:<20} {:>14} {:>16}  fnv1a64",
-            "#", "layer", "output shape", "ticks", "instructions"
+            "{:>3}  {:<44} {:<20} {:>14} {:>16} {:>8}  fnv1a64",
+            "#", "layer", "output shape", "ticks", "instructions", "per MAC"
         );
         for l in &self.layers {
             let name = if l.kind.is_empty() { String::new() } else { format!("{} ({})", l.name, l.kind) };
             let _ = writeln!(
                 s,
-                "{:>3}  {:<44} {:<20} {:>14} {:>16}  {:016x}",
+                "{:>3}  {:<44} {:<20} {:>14} {:>16} {:>8}  {:016x}",
                 l.index,
                 name,
                 l.shape,
                 l.ticks,
                 l.instructions.unwrap_or(0),
+                match (l.instructions, l.macs) {
+                    (Some(n), m) if m > 0 => format!("{:.3}", n as f64 / m as f64),
+                    _ => String::new(),
+                },
                 l.fnv
             );
         }
         let _ = writeln!(
             s,
-            "total: {} ticks, ~{} instructions (QEMU -icount shift=0), {} stack bytes",
+            "total: {} ticks, ~{} instructions (QEMU -icount shift=0, {:.3} per MAC), {} stack bytes",
             self.ticks,
             self.instructions.unwrap_or(0),
+            self.instructions.unwrap_or(0) as f64 / self.layers.iter().map(|l| l.macs).sum::<u64>().max(1) as f64,
             self.stack_bytes.unwrap_or(0)
         );
         s

@@ -14,7 +14,8 @@
 //! are split into the same even/odd lanes, so the products are exactly the
 //! plain kernel's, added in another order; the sums wrap modulo 2^32 like the
 //! plain kernel's `wrapping_add`, so the order cannot change a bit, and every
-//! result goes through the same [`requantize`].
+//! result goes through [`requantize`] (the plain output stage's result in
+//! fewer instructions, [`requant`]).
 //!
 //! The loop nest is [`crate::kernels::generic::int8::conv2d_portable`]'s: for each output pixel
 //! and kernel row, the in-image taps of all input channels are one contiguous
@@ -29,9 +30,14 @@
 //! the host too; on the device, tests/device.rs compares them with the
 //! desktop's bytes.
 
-use crate::geometry::ConvGeom;
-use crate::kernels::generic::int8::{check_conv, check_dense, requantize, Int8Params};
+use crate::geometry::{ConvGeom, PoolGeom};
+use crate::kernels::generic::int8::{check_bn, check_conv, check_dense, Int8Params};
 use crate::model::Int8Weights;
+
+mod requant;
+mod tile;
+
+use requant::requantize;
 
 /// Output channels (or Dense units) computed together.
 const BLOCK: usize = 4;
@@ -436,40 +442,70 @@ fn accumulate(
 // ---------------------------------------------------------------------------
 // Kernels.
 
-/// Conv2D with the bytes of [`crate::kernels::generic::int8::conv2d`], through the DSP instructions.
+/// Conv2D with the bytes of [`crate::kernels::generic::int8::conv2d`], through the DSP instructions:
+/// tiles of [`tile::PX`] output pixels through [`tile::conv2d_tiles`] (a last
+/// tile of at least [`PARTIAL`] pixels too); fewer remaining pixels one at a
+/// time with [`BLOCK`] channels sharing each widened input word. Not
+/// inlined: the whole-tensor and the banded runner both call it, and two
+/// inlined copies kept two 10.5 KiB tile buffers on the stack.
+#[inline(never)]
 pub fn conv2d_dsp(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_conv(g, w, input, output);
+    let pixels = g.out_h * g.out_w;
+    let tiles = pixels / tile::PX + usize::from(pixels % tile::PX >= PARTIAL);
+    let tiled = pixels.min(tiles * tile::PX);
+    if tiles > 0 {
+        tile::conv2d_tiles(g, p, w, input, output, tiled, tiles, &mut tile::Cols::new());
+    }
+    conv2d_pixels(g, p, w, input, output, tiled..pixels);
+}
+
+/// The fewest pixels worth a tile of [`tile::PX`]: six pixels' taps at 0.96
+/// instructions a MAC cost what four cost one at a time (1.44).
+const PARTIAL: usize = 4;
+
+/// Output pixels `range` (row-major) of [`conv2d_dsp`], one at a time.
+fn conv2d_pixels(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    input: &[i8],
+    output: &mut [i8],
+    range: core::ops::Range<usize>,
+) {
+    if range.is_empty() {
+        return;
+    }
     let k = g.kernel;
     let filter = k * k * g.in_c;
     let mut wide = Wide([0; CHUNK / 2]);
     let mut acc = [0i32; GROUP];
-    for oy in 0..g.out_h {
+    for pix in range {
+        let (oy, ox) = (pix / g.out_w, pix % g.out_w);
         let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
-        for ox in 0..g.out_w {
-            let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
-            let run = (kx1 - kx0) * g.in_c;
-            let at = (iy0 * g.in_w + ix0) * g.in_c;
-            let step = g.in_w * g.in_c;
-            let out_px = &mut output[(oy * g.out_w + ox) * g.out_c..][..g.out_c];
-            for first in (0..g.out_c).step_by(GROUP) {
-                let n = GROUP.min(g.out_c - first);
-                let acc = &mut acc[..n];
-                acc.copy_from_slice(&w.bias[first..first + n]);
-                if kx1 - kx0 == k {
-                    // The full kernel width: all kernel rows' taps are one run of weights.
-                    let runs = Runs { input, at, step, len: run, rows: ky1 - ky0 };
-                    accumulate(runs, w.weights, filter, ky0 * k * g.in_c, first, p.in_zp, acc, &mut wide);
-                } else {
-                    for ky in ky0..ky1 {
-                        let runs = Runs { input, at: at + (ky - ky0) * step, step, len: run, rows: 1 };
-                        let wo = (ky * k + kx0) * g.in_c;
-                        accumulate(runs, w.weights, filter, wo, first, p.in_zp, acc, &mut wide);
-                    }
+        let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
+        let run = (kx1 - kx0) * g.in_c;
+        let at = (iy0 * g.in_w + ix0) * g.in_c;
+        let step = g.in_w * g.in_c;
+        let out_px = &mut output[pix * g.out_c..][..g.out_c];
+        for first in (0..g.out_c).step_by(GROUP) {
+            let n = GROUP.min(g.out_c - first);
+            let acc = &mut acc[..n];
+            acc.copy_from_slice(&w.bias[first..first + n]);
+            if kx1 - kx0 == k {
+                // The full kernel width: all kernel rows' taps are one run of weights.
+                let runs = Runs { input, at, step, len: run, rows: ky1 - ky0 };
+                accumulate(runs, w.weights, filter, ky0 * k * g.in_c, first, p.in_zp, acc, &mut wide);
+            } else {
+                for ky in ky0..ky1 {
+                    let runs = Runs { input, at: at + (ky - ky0) * step, step, len: run, rows: 1 };
+                    let wo = (ky * k + kx0) * g.in_c;
+                    accumulate(runs, w.weights, filter, wo, first, p.in_zp, acc, &mut wide);
                 }
-                for (j, &a) in acc.iter().enumerate() {
-                    let c = first + j;
-                    out_px[c] = requantize(a, w.multiplier[c], w.shift[c], p);
-                }
+            }
+            for (j, &a) in acc.iter().enumerate() {
+                let c = first + j;
+                out_px[c] = requantize(a, w.multiplier[c], w.shift[c], p);
             }
         }
     }
@@ -494,10 +530,121 @@ pub fn dense_dsp(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut
     }
 }
 
+/// BatchNormalization in place with the bytes of
+/// [`crate::kernels::generic::int8::batch_norm_in_place`]: each channel's
+/// constants (weight, bias with the zero point folded in, requantization)
+/// computed once per call for up to [`BN_GROUP`] channels at a time, then
+/// the short output stage of [`requant::Channel`].
+#[inline(never)]
+pub fn batch_norm_in_place_dsp(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
+    let c = check_bn(w, data.len());
+    let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
+    let mut consts = [(0i32, 0i32, requant::Channel::new(0, 0)); BN_GROUP];
+    for first in (0..c).step_by(BN_GROUP) {
+        let n = BN_GROUP.min(c - first);
+        let mut short = true;
+        for (k, ch) in consts[..n].iter_mut().zip(first..) {
+            let wc = w.weights[ch] as i32;
+            // w (x - zp) + b = w x + (b - w zp) modulo 2^32, and w (x - zp) never wraps.
+            *k = (wc, w.bias[ch].wrapping_sub(wc * p.in_zp), requant::Channel::new(w.multiplier[ch], w.shift[ch]));
+            short &= k.2.is_short();
+        }
+        // The short stage with the clamp as constants when it is the full
+        // range (always for BN, which has no activation): a saturation.
+        #[inline(always)]
+        fn short_pass(
+            data: &mut [i8],
+            c: usize,
+            first: usize,
+            consts: &[(i32, i32, requant::Channel)],
+            zp: i32,
+            lo: i32,
+            hi: i32,
+        ) {
+            for px in data.chunks_exact_mut(c) {
+                for (v, &(wc, b, ch)) in px[first..first + consts.len()].iter_mut().zip(consts) {
+                    *v = ch.apply_short((wc * *v as i32).wrapping_add(b), zp, lo, hi);
+                }
+            }
+        }
+        if short && (lo, hi) == (-128, 127) {
+            short_pass(data, c, first, &consts[..n], p.out_zp, -128, 127);
+            continue;
+        }
+        if short {
+            short_pass(data, c, first, &consts[..n], p.out_zp, lo, hi);
+            continue;
+        }
+        for px in data.chunks_exact_mut(c) {
+            let px = &mut px[first..first + n];
+            {
+                for (v, &(wc, b, ch)) in px.iter_mut().zip(&consts[..n]) {
+                    *v = ch.apply((wc * *v as i32).wrapping_add(b), p);
+                }
+            }
+        }
+    }
+}
+
+/// Channels whose BatchNormalization constants [`batch_norm_in_place_dsp`] holds at once.
+const BN_GROUP: usize = 64;
+
+/// `SSUB8` then `SEL`: the bytewise signed maximum of `a` and `b`.
+#[cfg(arm_dsp)]
+#[inline(always)]
+fn max8(a: u32, b: u32) -> u32 {
+    let r: u32;
+    // SAFETY: two register-only instructions; SSUB8 sets the GE flags that SEL reads.
+    unsafe {
+        core::arch::asm!("ssub8 {r}, {a}, {b}", "sel {r}, {a}, {b}", r = out(reg) r, a = in(reg) a, b = in(reg) b,
+            options(pure, nomem, nostack))
+    };
+    r
+}
+
+/// [`max8`] in plain Rust (the host's tests).
+#[cfg(not(arm_dsp))]
+fn max8(a: u32, b: u32) -> u32 {
+    u32::from_le_bytes(core::array::from_fn(|i| byte(a, i as u32).max(byte(b, i as u32)) as u8))
+}
+
+/// MaxPool2D with the bytes of [`crate::kernels::generic::int8::max_pool`],
+/// four channels per instruction pair ([`max8`]) when the channel count is a
+/// multiple of 4 (the plain kernel otherwise).
+pub fn max_pool_dsp(g: &PoolGeom, input: &[i8], output: &mut [i8]) {
+    let c = g.channels;
+    if !c.is_multiple_of(4) {
+        return crate::kernels::generic::int8::max_pool(g, input, output);
+    }
+    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "max_pool: length");
+    let src = input.as_ptr();
+    for oy in 0..g.out_h {
+        let (y0, y1) = g.window(oy, g.in_h);
+        for ox in 0..g.out_w {
+            let (x0, x1) = g.window(ox, g.in_w);
+            let out = &mut output[(oy * g.out_w + ox) * c..][..c];
+            for (j, o) in out.chunks_exact_mut(4).enumerate() {
+                // -128 in every lane, then the window's maximum.
+                let mut m = 0x8080_8080;
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        // SAFETY: y < in_h and x < in_w (the window is
+                        // clipped to the image) and 4 j + 4 <= c, so the four
+                        // bytes lie inside `input` (its length is asserted).
+                        let v = unsafe { src.add((y * g.in_w + x) * c + 4 * j).cast::<u32>().read_unaligned() };
+                        m = max8(v, m);
+                    }
+                }
+                o.copy_from_slice(&m.to_le_bytes().map(|b| b as i8));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::generic::int8::{conv2d, dense};
+    use crate::kernels::generic::int8::{batch_norm_in_place, conv2d, dense, max_pool};
     use crate::spec::{Activation, Padding};
 
     struct Rng(u64);
@@ -599,6 +746,39 @@ mod tests {
             dense(&p, &o.view(), &x, &mut want);
             dense_dsp(&p, &o.view(), &x, &mut got);
             assert_eq!(got, want, "case {case}: n {n} units {units} {p:?}");
+        }
+    }
+
+    #[test]
+    fn batch_norm_dsp_gives_the_plain_bytes() {
+        let mut rng = Rng(13);
+        for case in 0..100 {
+            let c = rng.int(1, 40) as usize;
+            let n = c * rng.int(1, 30) as usize;
+            let p = Int8Params::new(rng.int(-128, 127), rng.int(-128, 127), Activation::None);
+            let o = Owned::random(&mut rng, c, c);
+            let x = rng.i8s(n, -128, 127);
+            let (mut want, mut got) = (x.clone(), x);
+            batch_norm_in_place(&p, &o.view(), &mut want);
+            batch_norm_in_place_dsp(&p, &o.view(), &mut got);
+            assert_eq!(got, want, "case {case}");
+        }
+    }
+
+    #[test]
+    fn max_pool_dsp_gives_the_plain_bytes() {
+        let mut rng = Rng(14);
+        assert_eq!(max8(0x80_7f_01_ff, 0x7f_80_00_fe), 0x7f_7f_01_ff);
+        for case in 0..200 {
+            let c = rng.int(1, 12) as usize;
+            let (h, wd) = (rng.int(1, 9) as usize, rng.int(1, 9) as usize);
+            let (pool, stride) = (rng.int(1, 3) as usize, rng.int(1, 3) as usize);
+            let Some(g) = PoolGeom::new((h, wd, c), pool, stride) else { continue };
+            let x = rng.i8s(g.input_len(), -128, 127);
+            let (mut want, mut got) = (std::vec![0i8; g.output_len()], std::vec![1i8; g.output_len()]);
+            max_pool(&g, &x, &mut want);
+            max_pool_dsp(&g, &x, &mut got);
+            assert_eq!(got, want, "case {case}: {g:?}");
         }
     }
 }

@@ -2,10 +2,12 @@
 //! of the plain kernel in [`crate::kernels::generic::int8`] and runs the best
 //! variant for this CPU or target.
 
-use crate::geometry::ConvGeom;
+use crate::geometry::{ConvGeom, PoolGeom};
 #[cfg(arm_dsp)]
 use crate::kernels::arm;
-use crate::kernels::generic::int8::{batch_norm_in_place, Int8Params};
+#[cfg(not(arm_dsp))]
+use crate::kernels::generic::int8::batch_norm_in_place;
+use crate::kernels::generic::int8::Int8Params;
 #[cfg(not(arm_dsp))]
 use crate::kernels::generic::int8::{conv2d_portable, dense_portable};
 #[cfg(all(feature = "std", x86_simd))]
@@ -123,23 +125,31 @@ pub fn dense_fast(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mu
 }
 
 /// [`batch_norm_in_place`] with the same bytes, 16 channels at a time under
-/// `std` on x86_64 with AVX-512BW ([`x86_8::batch_norm_in_place_avx512`]).
+/// `std` on x86_64 with AVX-512BW ([`x86_8::batch_norm_in_place_avx512`]);
+/// on Arm cores with DSP through [`crate::kernels::arm`]'s shorter output stage.
 pub fn batch_norm_in_place_fast(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
     #[cfg(all(feature = "std", x86_simd))]
     if x86::has_avx512bw() {
         // SAFETY: the CPU supports AVX-512F/BW, checked just above.
         return unsafe { x86_8::batch_norm_in_place_avx512(p, w, data) };
     }
+    #[cfg(arm_dsp)]
+    return arm::batch_norm_in_place_dsp(p, w, data);
+    #[cfg(not(arm_dsp))]
     batch_norm_in_place(p, w, data)
 }
 
-/// [`max_pool`](crate::kernels::generic::int8::max_pool) with the same bytes, 64 channels per
-/// vector where the CPU has AVX-512BW.
-pub fn max_pool_fast(g: &crate::geometry::PoolGeom, input: &[i8], output: &mut [i8]) {
+/// [`max_pool`](crate::kernels::generic::int8::max_pool) with the same bytes: 64 channels per
+/// vector where an x86 CPU has AVX-512BW, four at a time on Arm cores with DSP
+/// ([`arm::max_pool_dsp`]).
+pub fn max_pool_fast(g: &PoolGeom, input: &[i8], output: &mut [i8]) {
     #[cfg(all(feature = "std", x86_simd))]
     if x86::has_avx512bw() {
         // SAFETY: the CPU supports AVX-512F and AVX-512BW, checked just above.
         return unsafe { x86_8::max_pool_avx512(g, input, output) };
     }
+    #[cfg(arm_dsp)]
+    return arm::max_pool_dsp(g, input, output);
+    #[cfg(not(arm_dsp))]
     crate::kernels::generic::int8::max_pool(g, input, output)
 }

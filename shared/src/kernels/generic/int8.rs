@@ -229,7 +229,7 @@ pub fn batch_norm_in_place(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8])
     }
 }
 
-fn check_bn(w: &Int8Weights<'_>, len: usize) -> usize {
+pub(crate) fn check_bn(w: &Int8Weights<'_>, len: usize) -> usize {
     let c = w.weights.len();
     assert!(c > 0 && len / c * c == len, "batch_norm: length not a multiple of the channels");
     assert!(w.bias.len() == c && w.multiplier.len() == c && w.shift.len() == c, "batch_norm: channels");
