@@ -113,6 +113,17 @@ pub fn check_params(spec: &ModelSpec, params: &[FloatLayer<'_>]) -> Result<(), C
     Ok(())
 }
 
+/// The weight scale of a BatchNormalization channel whose affine scale is 0:
+/// `out_scale / in_scale`, so its bias is quantized in output steps.
+pub fn zero_channel_scale(in_scale: f32, out_scale: f32) -> f32 {
+    let s = out_scale / in_scale;
+    if s.is_finite() && s > 0.0 {
+        s
+    } else {
+        1.0
+    }
+}
+
 /// BatchNormalization at inference as a per-channel affine `(scale, shift)`.
 pub fn bn_affine(gamma: f32, beta: f32, mean: f32, var: f32, epsilon: f32) -> (f32, f32) {
     let s = gamma / (var + epsilon).sqrt();
@@ -270,7 +281,11 @@ pub fn quantize_int8(spec: &ModelSpec, params: &[FloatLayer<'_>], ranges: &Range
                     let (w_scale, wq) = if s != 0.0 && s.is_finite() {
                         (s.abs() / 127.0, if s > 0.0 { 127 } else { -127 })
                     } else {
-                        (1.0, 0)
+                        // A constant channel: only the bias matters, so give it the
+                        // output's resolution (bias unit = in_scale * w_scale = out_scale);
+                        // a scale of 1 would round it to the input's, which can be
+                        // several output steps.
+                        (zero_channel_scale(in_q.scale, out_q.scale), 0)
                     };
                     o.weights.push(wq);
                     push_channel(i, c, w_scale, quant::quantize_bias(t, in_q.scale, w_scale), in_q, out_q, &mut o)?;

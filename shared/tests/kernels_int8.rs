@@ -149,7 +149,7 @@ proptest! {
         let mut ws = vec![];
         let (mut b, mut m, mut sh) = (vec![], vec![], vec![]);
         for i in 0..c {
-            let scale = if s[i] != 0.0 { s[i].abs() / 127.0 } else { 1.0 };
+            let scale = if s[i] != 0.0 { s[i].abs() / 127.0 } else { shared::convert::zero_channel_scale(in_q.scale, out_q.scale) };
             wq.push(if s[i] > 0.0 { 127 } else if s[i] < 0.0 { -127 } else { 0 });
             ws.push(scale);
             b.push(quant::quantize_bias(t[i], in_q.scale, scale));
