@@ -25,7 +25,7 @@
 use half::f16;
 
 use crate::engine::{
-    as_f16, as_f16_mut, as_i8, as_i8_mut, is_identity, plan, prepare, run_layer, split, tensor_bytes,
+    as_f16, as_f16_mut, as_i8, as_i8_mut, input_base, is_identity, plan, prepare, run_layer, split, tensor_bytes,
     with_constant_clamp, EngineError, LayerPlan, Observer, Prepared, Region, SingleThread, Step,
 };
 use crate::geometry::{ConvGeom, PoolGeom};
@@ -391,7 +391,7 @@ pub fn input_slot<'a>(banded: &Banded<'_>, arena: &'a mut [u8]) -> Result<&'a mu
     if arena.len() < p.arena_bytes {
         return Err(EngineError::ArenaTooSmall { needed: p.arena_bytes, given: arena.len() });
     }
-    let base = work_base(banded.prepared.model().precision, arena);
+    let base = input_base(banded.prepared.model().precision, arena);
     Ok(&mut arena[base..base + p.input_bytes])
 }
 
@@ -411,14 +411,6 @@ pub fn run_banded_in_place<'a>(
     run_banded_rows(banded, &mut |_, _| Ok(()), arena, observer)
 }
 
-/// Where the work area starts in `arena`: f16 tensors need 2-byte alignment.
-fn work_base(precision: Precision, arena: &[u8]) -> usize {
-    match precision {
-        Precision::Int8 => 0,
-        Precision::F16 => arena.as_ptr().align_offset(2).min(1),
-    }
-}
-
 /// Run a banded model whose input rows come from `read_rows(first_row, out)`,
 /// which fills `out` (whole input rows, NHWC, the bytes [`crate::engine::run`]
 /// takes) with rows `first_row..`; rows are asked for in order, each once.
@@ -433,7 +425,7 @@ pub fn run_banded_rows<'a>(
     if arena.len() < p.arena_bytes {
         return Err(EngineError::ArenaTooSmall { needed: p.arena_bytes, given: arena.len() });
     }
-    let base = work_base(model.precision, arena);
+    let base = input_base(model.precision, arena);
     let need = p.arena_bytes - p.align_slack;
     let work = &mut arena[base..base + need];
     let in_shape = model.spec.input();

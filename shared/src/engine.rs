@@ -582,7 +582,7 @@ pub fn run_in_place<'a>(
 }
 
 /// Where the work area starts in `arena`: f16 tensors need 2-byte alignment.
-fn input_base(precision: Precision, arena: &[u8]) -> usize {
+pub(crate) fn input_base(precision: Precision, arena: &[u8]) -> usize {
     match precision {
         Precision::Int8 => 0,
         // 0 or 1 for a byte pointer; anything else would be a platform oddity.
