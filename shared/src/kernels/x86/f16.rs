@@ -298,6 +298,36 @@ fn widen_run(src: &[f16], dst: &mut [f32]) {
     }
 }
 
+/// Up to 16 f16 biases widened into one vector (zero past `bias.len()`).
+#[target_feature(enable = "avx512f,avx2,f16c")]
+#[inline]
+fn bias16(bias: &[f16]) -> __m512 {
+    let mut b = [0u16; ZC];
+    for (d, s) in b.iter_mut().zip(bias) {
+        *d = s.to_bits();
+    }
+    // SAFETY: 32 readable bytes.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(b.as_ptr().cast()) })
+}
+
+/// The plain f16 finish on 16 lanes: `acc + bias`, ReLU as `v < 0 -> +0`
+/// (ordered: NaN kept), one rounding to f16; the first `out.len()` lanes stored.
+#[target_feature(enable = "avx512f,avx2,f16c")]
+#[inline]
+fn finish16(acc: __m512, bias: __m512, relu: bool, out: &mut [f16]) {
+    let mut v = _mm512_add_ps(acc, bias);
+    if relu {
+        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+        v = _mm512_mask_mov_ps(v, neg, _mm512_setzero_ps());
+    }
+    let mut bits = [0u16; ZC];
+    // SAFETY: 32 writable bytes.
+    unsafe { _mm256_storeu_si256(bits.as_mut_ptr().cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)) };
+    for (o, h) in out.iter_mut().zip(bits) {
+        *o = f16::from_bits(h);
+    }
+}
+
 /// f16 Conv2D with the bits of [`crate::kernels::generic::f16::conv2d`], using AVX-512 for the
 /// output rows `oy_first..` that `output` holds: like [`f16_conv2d_f16c_rows`], but 16 filters
 /// per vector and up to 8 pixels per register block, each pixel's input row widened to f32 once
@@ -340,12 +370,7 @@ pub unsafe fn f16_conv2d_avx512_rows(
                 packed[t * ZC + j] = if j < nc { w.weights[(oc0 + j) * filter + t].to_bits() } else { 0 };
             }
         }
-        let mut b = [0u16; ZC];
-        for j in 0..nc {
-            b[j] = w.bias[oc0 + j].to_bits();
-        }
-        // SAFETY: 32 readable bytes.
-        let bias = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(b.as_ptr().cast()) });
+        let bias = bias16(&w.bias[oc0..oc0 + nc]);
         let out = Block { g, relu, bias, oc0, nc, oy_first };
         for oy in oy_first..oy_end {
             let mut ox = 0;
@@ -417,20 +442,8 @@ fn conv_block<const NP: usize>(
         }
     }
     for q in 0..NP {
-        let mut v = _mm512_add_ps(acc[q], b.bias);
-        if b.relu {
-            // Lanes with v < 0 (ordered: false for NaN) become +0.0.
-            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
-            v = _mm512_mask_mov_ps(v, neg, _mm512_setzero_ps());
-        }
-        let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
-        let mut bits = [0u16; ZC];
-        // SAFETY: 32 writable bytes.
-        unsafe { _mm256_storeu_si256(bits.as_mut_ptr().cast(), h) };
         let at = ((oy - b.oy_first) * g.out_w + ox + q) * g.out_c + b.oc0;
-        for (o, h) in output[at..at + b.nc].iter_mut().zip(bits) {
-            *o = f16::from_bits(h);
-        }
+        finish16(acc[q], b.bias, b.relu, &mut output[at..at + b.nc]);
     }
 }
 
@@ -528,22 +541,7 @@ pub unsafe fn f16_dense_avx512(relu: bool, w: &F16Weights<'_>, input: &[f16], ou
             }
             i0 += m;
         }
-        let mut b = [0u16; ZC];
-        for j in 0..nu {
-            b[j] = w.bias[u0 + j].to_bits();
-        }
-        // SAFETY: 32 readable bytes.
-        let mut v = _mm512_add_ps(acc, _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }));
-        if relu {
-            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
-            v = _mm512_mask_mov_ps(v, neg, _mm512_setzero_ps());
-        }
-        let mut bits = [0u16; ZC];
-        // SAFETY: 32 writable bytes.
-        unsafe { _mm256_storeu_si256(bits.as_mut_ptr().cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)) };
-        for (o, h) in output[u0..u0 + nu].iter_mut().zip(bits) {
-            *o = f16::from_bits(h);
-        }
+        finish16(acc, bias16(&w.bias[u0..u0 + nu]), relu, &mut output[u0..u0 + nu]);
         u0 += nu;
     }
 }
