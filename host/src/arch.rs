@@ -50,8 +50,16 @@ impl ArchSource {
     /// The stack for `classes` outputs at `input` (presets: default size when
     /// None). A stack file fixes both: asking for others is an error.
     pub fn build(&self, input: Option<u32>, classes: u32) -> Result<Stack, String> {
+        self.build_with(input, Some(classes))
+    }
+
+    /// [`ArchSource::build`] where the class count may be left to the stack
+    /// file (a preset needs one): the file is read once.
+    pub fn build_with(&self, input: Option<u32>, classes: Option<u32>) -> Result<Stack, String> {
         match self {
             ArchSource::Preset(a) => {
+                let classes =
+                    classes.ok_or_else(|| format!("the preset {} needs a class count (--classes)", a.name()))?;
                 let size = input.unwrap_or(a.default_input());
                 let spec = a.build(size, classes).map_err(|e| format!("{} at {size}x{size}x3: {e}", a.name()))?;
                 Ok(Stack { spec, preprocess: None, name: self.name() })
@@ -59,7 +67,8 @@ impl ArchSource {
             ArchSource::File(p) => {
                 let (spec, preprocess) = load_stack_file(p)?;
                 let outputs = spec.output().elements();
-                if outputs != classes as u64 {
+                let classes = classes.map_or(outputs, u64::from);
+                if outputs != classes {
                     return Err(format!(
                         "{} ends in {outputs} outputs but there are {classes} classes (edit its last Dense layer)",
                         p.display()

@@ -40,16 +40,7 @@ pub struct ImportArgs {
 /// Run `host import`.
 pub fn run(args: &ImportArgs) -> Result<()> {
     let stack = match &args.arch {
-        Some(a) => {
-            let classes = match (a, args.classes) {
-                (_, Some(c)) => c,
-                (ArchSource::File(p), None) => {
-                    crate::arch::load_stack_file(p).map_err(anyhow::Error::msg)?.0.output().elements() as u32
-                }
-                (ArchSource::Preset(_), None) => anyhow::bail!("--arch with a preset needs --classes"),
-            };
-            Some(a.build(args.input, classes).map_err(anyhow::Error::msg)?)
-        }
+        Some(a) => Some(a.build_with(args.input, args.classes).map_err(anyhow::Error::msg)?),
         None => None,
     };
     let mut imported = import::import(&args.file, stack.as_ref().map(|s| (&s.spec, s.name.as_str())))?;

@@ -20,14 +20,9 @@ pub struct SummaryArgs {
 
 /// Run `host summary`.
 pub fn run(args: &SummaryArgs) -> Result<()> {
-    let classes = match (&args.arch, args.classes) {
-        (_, Some(c)) => c,
-        (ArchSource::Preset(_), None) => 1000,
-        (ArchSource::File(p), None) => {
-            crate::arch::load_stack_file(p).map_err(anyhow::Error::msg)?.0.output().elements() as u32
-        }
-    };
-    let stack = args.arch.build(args.input, classes).map_err(anyhow::Error::msg)?;
+    // Presets default to the tutorial's 1000 classes; a stack file has its own.
+    let classes = args.classes.or(matches!(args.arch, ArchSource::Preset(_)).then_some(1000));
+    let stack = args.arch.build_with(args.input, classes).map_err(anyhow::Error::msg)?;
     print!("{}", crate::summary::render(&stack.spec, &stack.name));
     println!("input: {}", crate::preprocess::describe(stack.preprocess.as_ref()));
     Ok(())
