@@ -125,6 +125,26 @@ impl<T> SharedOut<T> {
     }
 }
 
+/// Split `dst` (`n` items of `item` elements each: output rows, or units)
+/// into `jobs` disjoint runs of whole items and call `job(first_item, run)`
+/// for each on `par`: the one place layers are cut between threads.
+fn split_jobs<T: Send>(
+    par: &dyn Parallel,
+    jobs: usize,
+    n: usize,
+    item: usize,
+    dst: &mut [T],
+    job: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    let out = SharedOut(dst.as_mut_ptr(), dst.len());
+    par.run(jobs, &|i| {
+        let (first, count) = share(n, jobs, i);
+        // SAFETY: job i takes items share(i), disjoint from the others'.
+        let part = unsafe { out.part(first * item, count * item) };
+        job(first, part);
+    });
+}
+
 /// Job `i` of `jobs` over `n` items: its `(first, count)`.
 fn share(n: usize, jobs: usize, i: usize) -> (usize, usize) {
     let (a, b) = (n * i / jobs, n * (i + 1) / jobs);
@@ -648,14 +668,9 @@ pub(crate) fn run_layer(
                     let prm = with_constant_clamp(prm, relu);
                     let jobs = par.jobs().min(g.out_h);
                     if jobs > 1 && k8::can_split_conv(&g) {
-                        let (x, row) = (as_i8(src), g.out_w * g.out_c);
-                        let dst = as_i8_mut(dst);
-                        let out = SharedOut(dst.as_mut_ptr(), dst.len());
-                        par.run(jobs, &|i| {
-                            let (first, rows) = share(g.out_h, jobs, i);
-                            // SAFETY: job i takes output rows share(i), disjoint from the others'.
-                            let part = unsafe { out.part(first * row, rows * row) };
-                            k8::conv2d_rows(&g, &prm, &w, x, part, first);
+                        let x = as_i8(src);
+                        split_jobs(par, jobs, g.out_h, g.out_w * g.out_c, as_i8_mut(dst), &|first, part| {
+                            k8::conv2d_rows(&g, &prm, &w, x, part, first)
                         });
                     } else {
                         k8::conv2d_fast(&g, &prm, &w, as_i8(src), as_i8_mut(dst));
@@ -664,14 +679,9 @@ pub(crate) fn run_layer(
                 (Step::Conv { g, relu, .. }, LayerWeights::F16(w)) => {
                     let jobs = par.jobs().min(g.out_h);
                     if jobs > 1 {
-                        let (x, row) = (as_f16(src), g.out_w * g.out_c);
-                        let dst = as_f16_mut(dst);
-                        let out = SharedOut(dst.as_mut_ptr(), dst.len());
-                        par.run(jobs, &|i| {
-                            let (first, rows) = share(g.out_h, jobs, i);
-                            // SAFETY: job i takes output rows share(i), disjoint from the others'.
-                            let part = unsafe { out.part(first * row, rows * row) };
-                            k16::conv2d_rows(&g, relu, &w, x, part, first);
+                        let x = as_f16(src);
+                        split_jobs(par, jobs, g.out_h, g.out_w * g.out_c, as_f16_mut(dst), &|first, part| {
+                            k16::conv2d_rows(&g, relu, &w, x, part, first)
                         });
                     } else {
                         k16::conv2d_fast(&g, relu, &w, as_f16(src), as_f16_mut(dst));
@@ -683,13 +693,8 @@ pub(crate) fn run_layer(
                     let jobs = par.jobs().min(units);
                     if jobs > 1 && k8::can_split_dense() {
                         let x = as_i8(src);
-                        let dst = as_i8_mut(dst);
-                        let out = SharedOut(dst.as_mut_ptr(), dst.len());
-                        par.run(jobs, &|i| {
-                            let (first, n) = share(units, jobs, i);
-                            // SAFETY: job i takes units share(i), disjoint from the others'.
-                            let part = unsafe { out.part(first, n) };
-                            k8::dense_units(&prm, &w, x, part, first);
+                        split_jobs(par, jobs, units, 1, as_i8_mut(dst), &|first, part| {
+                            k8::dense_units(&prm, &w, x, part, first)
                         });
                     } else {
                         k8::dense_fast(&prm, &w, as_i8(src), as_i8_mut(dst));
@@ -700,12 +705,9 @@ pub(crate) fn run_layer(
                     let units = dst.len();
                     let jobs = par.jobs().min(units);
                     if jobs > 1 {
-                        let out = SharedOut(dst.as_mut_ptr(), dst.len());
-                        par.run(jobs, &|i| {
-                            let (first, n) = share(units, jobs, i);
-                            // SAFETY: job i takes units share(i), disjoint from the others'.
-                            let part = unsafe { out.part(first, n) };
+                        split_jobs(par, jobs, units, 1, dst, &|first, part| {
                             // Units are rows of `[units][inputs]`: a unit range is a sub-slice.
+                            let n = part.len();
                             let rows = F16Weights {
                                 weights: &w.weights[first * x.len()..(first + n) * x.len()],
                                 bias: &w.bias[first..first + n],
