@@ -44,3 +44,27 @@ pub struct Board<S, D> {
     /// Busy-wait delay (a HAL timer on silicon, SysTick under QEMU).
     pub delay: D,
 }
+
+/// The real chips' transmitter for the panic and HardFault handlers, after
+/// `init` took the HAL's peripherals: `put` writes one byte through the
+/// UART's registers (waiting for room first). One `embedded_io` impl for
+/// every chip; each board supplies only its register access.
+#[cfg(any(feature = "stm32f405", feature = "stm32h743", feature = "rp2350"))]
+pub(crate) struct RegisterTx(pub(crate) fn(u8));
+
+#[cfg(any(feature = "stm32f405", feature = "stm32h743", feature = "rp2350"))]
+impl embedded_io::ErrorType for RegisterTx {
+    type Error = core::convert::Infallible;
+}
+
+#[cfg(any(feature = "stm32f405", feature = "stm32h743", feature = "rp2350"))]
+impl embedded_io::Write for RegisterTx {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        buf.iter().for_each(|&b| (self.0)(b));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}

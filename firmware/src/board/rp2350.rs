@@ -143,32 +143,17 @@ pub fn init(mut core: cortex_m::Peripherals) -> Board<Uart, Delay> {
 /// # Safety
 /// Only when the main path will never run again.
 pub unsafe fn steal_serial() -> impl embedded_io::Write {
-    StolenTx
+    super::RegisterTx(put)
 }
 
-/// UART0's transmitter, written through its registers (the HAL's UART
-/// cannot be conjured again once `init` took the peripherals).
-struct StolenTx;
-
-impl embedded_io::ErrorType for StolenTx {
-    type Error = core::convert::Infallible;
-}
-
-impl embedded_io::Write for StolenTx {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-        // SAFETY: the main path is dead (steal_serial's contract); UART0 was
-        // configured by init.
-        let uart = unsafe { &*pac::UART0::ptr() };
-        for &b in buf {
-            while uart.uartfr().read().txff().bit_is_set() {}
-            uart.uartdr().write(|w| unsafe { w.data().bits(b) });
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
+/// One byte out of UART0's transmitter, through its registers (the HAL's
+/// handle cannot be conjured again once `init` took the peripherals).
+fn put(b: u8) {
+    // SAFETY: only reached through steal_serial, whose contract is that the
+    // main path is dead; UART0 was configured by init.
+    let uart = unsafe { &*pac::UART0::ptr() };
+    while uart.uartfr().read().txff().bit_is_set() {}
+    uart.uartdr().write(|w| unsafe { w.data().bits(b) });
 }
 
 /// Stop: no semihosting on silicon (without a debugger it would fault), so

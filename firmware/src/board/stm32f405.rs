@@ -131,32 +131,17 @@ pub fn init(mut core: cortex_m::Peripherals) -> Board<Usart, Delay> {
 /// # Safety
 /// Only when the main path will never run again.
 pub unsafe fn steal_serial() -> impl embedded_io::Write {
-    StolenTx
+    super::RegisterTx(put)
 }
 
-/// USART1's transmitter, written through its registers (the HAL's `Tx`
-/// cannot be conjured again once `init` took the peripherals).
-struct StolenTx;
-
-impl embedded_io::ErrorType for StolenTx {
-    type Error = core::convert::Infallible;
-}
-
-impl embedded_io::Write for StolenTx {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-        // SAFETY: the main path is dead (steal_serial's contract); USART1 was
-        // configured by init.
-        let usart = unsafe { &*pac::USART1::ptr() };
-        for &b in buf {
-            while usart.sr().read().txe().bit_is_clear() {}
-            usart.dr().write(|w| unsafe { w.dr().bits(b as u16) });
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
+/// One byte out of USART1's transmitter, through its registers (the HAL's
+/// handle cannot be conjured again once `init` took the peripherals).
+fn put(b: u8) {
+    // SAFETY: only reached through steal_serial, whose contract is that the
+    // main path is dead; USART1 was configured by init.
+    let usart = unsafe { &*pac::USART1::ptr() };
+    while usart.sr().read().txe().bit_is_clear() {}
+    usart.dr().write(|w| unsafe { w.dr().bits(b as u16) });
 }
 
 /// Stop with `code`: QEMU exits with it (semihosting); silicon waits for a
