@@ -92,7 +92,8 @@ fn golden_model_files_give_the_recorded_bytes() {
         files.iter().map(|(n, b)| (n.clone(), parse_model(b, Path::new(n)).expect("golden file parses"))).collect();
     // The files' own version: models without an input transform are still
     // written as version 1 (see shared::format), so these files keep their bytes.
-    let file_version = |b: &[u8]| u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+    let v = shared::format::offsets::VERSION;
+    let file_version = |b: &[u8]| u32::from_le_bytes([b[v], b[v + 1], b[v + 2], b[v + 3]]);
     let version_of_files = file_version(files[0].1.as_bytes());
     assert!(files.iter().all(|(_, b)| file_version(b.as_bytes()) == version_of_files));
     let got = record(&models, version_of_files);

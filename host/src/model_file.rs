@@ -26,20 +26,18 @@ pub fn parse_model<'a>(bytes: &'a AlignedBytes, path: &Path) -> Result<QuantMode
 /// Encode float pixels (NHWC, [0, 1]) as the model's input bytes, through
 /// the model's input transform when it has one.
 pub fn encode_input(model: &QuantModel, pixels: &[f32]) -> Result<Vec<u8>> {
-    let transformed;
-    let pixels = match model.preprocess {
+    let pixels: std::borrow::Cow<[f32]> = match model.preprocess {
         Some(t) => {
             let mut x = pixels.to_vec();
             t.apply(&mut x);
-            transformed = x;
-            &transformed[..]
+            x.into()
         }
-        None => pixels,
+        None => pixels.into(),
     };
     let mut out = vec![0u8; pixels.len() * model.precision.activation_bytes()];
     match model.precision {
-        Precision::Int8 => engine::quantize_input(pixels, model.input, &mut out),
-        Precision::F16 => engine::encode_f16_input(pixels, &mut out),
+        Precision::Int8 => engine::quantize_input(&pixels, model.input, &mut out),
+        Precision::F16 => engine::encode_f16_input(&pixels, &mut out),
     }
     .map_err(|e| anyhow!("encoding the input: {e}"))?;
     Ok(out)
