@@ -83,6 +83,21 @@ fn conv_variants() -> Vec<(&'static str, Conv8)> {
         }
         if x86::has_vnni() {
             v.push(("vnni", |g, p, w, x, o| unsafe { x86::int8::conv2d_vnni(g, p, w, x, o) }));
+            // Both row walkers on their own, whichever `conv2d_vnni` picks for the case.
+            v.push(("vnni-clipped", |g, p, w, x, o| {
+                if g.kernel * g.kernel <= x86::int8::MAX_TAPS {
+                    unsafe { x86::int8::conv2d_vnni_clipped_rows(g, p, w, x, o, 0) }
+                } else {
+                    unsafe { x86::int8::conv2d_vnni(g, p, w, x, o) }
+                }
+            }));
+            v.push(("vnni-patches", |g, p, w, x, o| {
+                if x86::int8::patches_fit(g, p) {
+                    unsafe { x86::int8::conv2d_vnni_patch_rows(g, p, w, x, o, 0) }
+                } else {
+                    unsafe { x86::int8::conv2d_vnni(g, p, w, x, o) }
+                }
+            }));
         }
     }
     v
@@ -319,8 +334,9 @@ fn alexnet_like_shapes() {
         ((7, 6, 63), 17, 3, 2, Padding::Same),
         ((6, 7, 65), 15, 2, 1, Padding::Same),
         ((4, 4, 64), 16, 4, 3, Padding::Same),
-        ((3, 3, 1), 1, 17, 1, Padding::Same),  // more taps than the VNNI table
-        ((4, 5, 520), 9, 3, 1, Padding::Same), // f16 filters too large to pack (the F16C scalar loop)
+        ((3, 3, 1), 1, 17, 1, Padding::Same),    // more taps than the VNNI table
+        ((4, 5, 520), 9, 3, 1, Padding::Same),   // f16 filters too large to pack (the F16C scalar loop)
+        ((3, 40, 600), 20, 3, 1, Padding::Same), // a row of int8 patches gathered in four pieces
     ];
     for (i, &(inp, f, k, s, p)) in shapes.iter().enumerate() {
         let g = ConvGeom::new(inp, f, k, s, p).unwrap();

@@ -199,7 +199,8 @@ struct Block {
 }
 
 /// `sum (x + 128) * w` (wrapping i32) for each of `P` pixels and `C` filters:
-/// lane `p * NC + c` of the result.
+/// lane `p * NC + c` of the result. With `FLIP = false` the pixels' bytes are
+/// taken as already offset (`u8`, see [`conv2d_vnni_patch_rows`]).
 ///
 /// # Safety
 /// AVX-512F/BW/VNNI; every pointer `b.x + p*xstep + r*xrow` and
@@ -207,8 +208,8 @@ struct Block {
 /// `c < C`, `r < rows`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn dot_block<const P: usize, const C: usize>(b: Block) -> __m512i {
-    let flip = _mm512_set1_epi8(i8::MIN);
+unsafe fn dot_block<const P: usize, const C: usize, const FLIP: bool>(b: Block) -> __m512i {
+    let flip = if FLIP { _mm512_set1_epi8(i8::MIN) } else { _mm512_setzero_si512() };
     let mut acc = [[_mm512_setzero_si512(); C]; P];
     let full = b.len / 64;
     let tail = b.len % 64;
@@ -264,12 +265,12 @@ unsafe fn dot_block<const P: usize, const C: usize>(b: Block) -> __m512i {
 /// As [`dot_block`] for `np` pixels and `nc` filters.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn dot_any(b: Block, np: usize, nc: usize, sums: &mut [[i32; OCB]; NP], j: usize) {
+unsafe fn dot_any<const FLIP: bool>(b: Block, np: usize, nc: usize, sums: &mut [[i32; OCB]; NP], j: usize) {
     macro_rules! go {
         ($p:literal, $($c:literal)*) => {
             match nc {
                 // SAFETY: the caller's contract for `np` x `nc`.
-                $($c => unsafe { dot_block::<$p, $c>(b) },)*
+                $($c => unsafe { dot_block::<$p, $c, FLIP>(b) },)*
                 _ => unreachable!(),
             }
         };
@@ -312,12 +313,180 @@ pub unsafe fn conv2d_vnni(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, inp
 }
 
 /// [`conv2d_vnni`] for the output rows `oy_first..` that `output` holds
-/// (`output.len()` a multiple of `out_w * out_c`), so threads can share a layer.
+/// (`output.len()` a multiple of `out_w * out_c`), so threads can share a layer:
+/// [`conv2d_vnni_patch_rows`] where [`patches_fit`], else
+/// [`conv2d_vnni_clipped_rows`].
 ///
 /// # Safety
 /// As [`conv2d_vnni`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn conv2d_vnni_rows(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    input: &[i8],
+    output: &mut [i8],
+    oy_first: usize,
+) {
+    // SAFETY (both): this function's contract.
+    if patches_fit(g, p) {
+        unsafe { conv2d_vnni_patch_rows(g, p, w, input, output, oy_first) }
+    } else {
+        unsafe { conv2d_vnni_clipped_rows(g, p, w, input, output, oy_first) }
+    }
+}
+
+/// Bytes of the stack buffer [`conv2d_vnni_patch_rows`] gathers patches in
+/// (a whole 27-pixel row of AlexNet's 5x5x96 conv2 fits).
+const PATCH_BYTES: usize = 64 * 1024;
+/// Most output channels [`conv2d_vnni_patch_rows`] tables whole-filter sums for.
+const PATCH_MAX_OUT_C: usize = 1024;
+
+/// Whether [`conv2d_vnni_patch_rows`] can run this layer: a filter fits the
+/// patch buffer, the channels fit its sum table, and the input zero point is
+/// an int8 value (it fills the padding).
+pub fn patches_fit(g: &ConvGeom, p: &Int8Params) -> bool {
+    let filter = g.kernel * g.kernel * g.in_c;
+    filter > 0 && filter <= PATCH_BYTES && g.out_c <= PATCH_MAX_OUT_C && i8::try_from(p.in_zp).is_ok()
+}
+
+/// [`conv2d_vnni_rows`] through gathered patches: each output pixel's whole
+/// window is copied into one contiguous run of `k * k * in_c` bytes, already
+/// offset by 128 (`u8`), with the padding taps set to the input zero point.
+/// Every window is then full and contiguous, so the dot products run the
+/// whole filter with one masked tail instead of one per kernel row (AlexNet's
+/// conv1 has 33-byte kernel rows: half of every 64-byte load was masked off),
+/// and the correction is one whole-filter weight sum per channel:
+/// `(zp + 128) * w - (128 + zp) * w = 0` for a padding tap, exactly what the
+/// plain kernel's skipped tap adds. The same bytes as the plain kernel.
+///
+/// # Safety
+/// As [`conv2d_vnni`]; and [`patches_fit`]`(g, p)` (asserted).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn conv2d_vnni_patch_rows(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    input: &[i8],
+    output: &mut [i8],
+    oy_first: usize,
+) {
+    let row_len = g.out_w * g.out_c;
+    let oy_end = oy_first + output.len() / row_len;
+    assert!(output.len().is_multiple_of(row_len) && oy_end <= g.out_h, "conv2d: output rows");
+    assert!(input.len() == g.input_len() && w.weights.len() == g.weights_len(), "conv2d: lengths");
+    assert!(w.bias.len() == g.out_c && w.multiplier.len() == g.out_c && w.shift.len() == g.out_c, "conv2d: channels");
+    assert!(patches_fit(g, p), "conv2d: patches do not fit");
+    let (k, cin) = (g.kernel, g.in_c);
+    let filter = k * k * cin;
+    let zc = 128 + p.in_zp;
+    // The padding byte, offset like the pixels: zp + 128 as u8.
+    let fill = (p.in_zp as i8 as u8) ^ 0x80;
+    let mut sums = [0i32; PATCH_MAX_OUT_C];
+    for (o, s) in sums[..g.out_c].iter_mut().enumerate() {
+        let f = &w.weights[o * filter..][..filter];
+        *s = f.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32));
+    }
+    // Pixels per gather: the row in as few equal pieces as fit the buffer.
+    let most = (PATCH_BYTES / filter).min(g.out_w);
+    let pieces = g.out_w.div_ceil(most);
+    let per = g.out_w.div_ceil(pieces);
+    let mut buf = [0u8; PATCH_BYTES];
+    for oy in oy_first..oy_end {
+        let mut ox0 = 0;
+        while ox0 < g.out_w {
+            let n = per.min(g.out_w - ox0);
+            for (q, patch) in buf[..n * filter].chunks_exact_mut(filter).enumerate() {
+                gather_patch(g, input, oy, ox0 + q, fill, patch);
+            }
+            let mut oc0 = 0;
+            while oc0 < g.out_c {
+                let nb = OCB.min(g.out_c - oc0);
+                let mut px = 0;
+                while px < n {
+                    let np = NP.min(n - px);
+                    let mut acc = [[0i32; OCB]; NP];
+                    let mut j = 0;
+                    while j < nb {
+                        let nc = NC.min(nb - j);
+                        let blk = Block {
+                            x: buf[px * filter..].as_ptr().cast(),
+                            xstep: filter,
+                            xrow: 0,
+                            w: w.weights[(oc0 + j) * filter..].as_ptr(),
+                            wstep: filter,
+                            wrow: 0,
+                            rows: 1,
+                            len: filter,
+                        };
+                        // SAFETY: patches px..px+np are `filter` bytes each in `buf`
+                        // (n * filter <= PATCH_BYTES); filters oc0+j..+nc are `filter`
+                        // bytes each in the weights. CPU features: this function's contract.
+                        unsafe { dot_any::<false>(blk, np, nc, &mut acc, j) };
+                        j += nc;
+                    }
+                    for q in 0..np {
+                        let at = ((oy - oy_first) * g.out_w + ox0 + px + q) * g.out_c + oc0;
+                        let out = &mut output[at..][..nb];
+                        let mut h = 0;
+                        while h < nb {
+                            let m = 16.min(nb - h);
+                            let mut sw = [0i32; 16];
+                            sw[..m].copy_from_slice(&sums[oc0 + h..oc0 + h + m]);
+                            // SAFETY: 16-element views; bias/multiplier/shift have out_c
+                            // elements, `m` of them from oc0 + h; AVX-512F/BW: contract.
+                            unsafe {
+                                finish16(
+                                    acc[q][h..h + 16].try_into().unwrap(),
+                                    &sw,
+                                    zc,
+                                    w,
+                                    oc0 + h,
+                                    p,
+                                    &mut out[h..h + m],
+                                )
+                            };
+                            h += m;
+                        }
+                    }
+                    px += np;
+                }
+                oc0 += nb;
+            }
+            ox0 += n;
+        }
+    }
+}
+
+/// Copy output pixel `(oy, ox)`'s window into `patch` (`k * k * in_c` bytes,
+/// kernel-row-major like the OHWI filters), each byte offset by 128, the
+/// taps outside the image set to `fill`.
+fn gather_patch(g: &ConvGeom, input: &[i8], oy: usize, ox: usize, fill: u8, patch: &mut [u8]) {
+    let (k, cin) = (g.kernel, g.in_c);
+    let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
+    let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
+    for (ky, row) in patch.chunks_exact_mut(k * cin).enumerate() {
+        if ky < ky0 || ky >= ky1 {
+            row.fill(fill);
+            continue;
+        }
+        row[..kx0 * cin].fill(fill);
+        row[kx1 * cin..].fill(fill);
+        let src = &input[((iy0 + ky - ky0) * g.in_w + ix0) * cin..][..(kx1 - kx0) * cin];
+        for (d, &v) in row[kx0 * cin..kx1 * cin].iter_mut().zip(src) {
+            *d = (v as u8) ^ 0x80;
+        }
+    }
+}
+
+/// [`conv2d_vnni_rows`] walking each output row as runs of pixels whose
+/// windows the image edge clips alike, kernel row by kernel row, with the
+/// correction summed over each run's in-image taps.
+///
+/// # Safety
+/// As [`conv2d_vnni`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn conv2d_vnni_clipped_rows(
     g: &ConvGeom,
     p: &Int8Params,
     w: &Int8Weights<'_>,
@@ -336,14 +505,15 @@ pub unsafe fn conv2d_vnni_rows(
     let filter = k * k * cin;
     // x + 128 - (128 + in_zp) = x - in_zp.
     let zc = 128 + p.in_zp;
-    let mut taps = [[0i32; MAX_TAPS]; OCB];
+    // Per-tap weight sums, tap-major so that a window's sums add 32 filters at once.
+    let mut taps = [[0i32; OCB]; MAX_TAPS];
     let mut oc0 = 0;
     while oc0 < g.out_c {
         let nb = OCB.min(g.out_c - oc0);
-        for j in 0..nb {
-            let f = &w.weights[(oc0 + j) * filter..][..filter];
-            for (t, s) in taps[j][..k * k].iter_mut().enumerate() {
-                *s = f[t * cin..][..cin].iter().fold(0i32, |a, &v| a.wrapping_add(v as i32));
+        for (t, row) in taps[..k * k].iter_mut().enumerate() {
+            for (j, s) in row[..nb].iter_mut().enumerate() {
+                let f = &w.weights[(oc0 + j) * filter + t * cin..][..cin];
+                *s = f.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32));
             }
         }
         for oy in oy_first..oy_end {
@@ -361,10 +531,10 @@ pub unsafe fn conv2d_vnni_rows(
                 }
                 // Weight sums over this window, per filter of the block.
                 let mut sw = [0i32; OCB];
-                for j in 0..nb {
-                    for ky in ky0..ky1 {
-                        for kx in kx0..kx1 {
-                            sw[j] = sw[j].wrapping_add(taps[j][ky * k + kx]);
+                for ky in ky0..ky1 {
+                    for row in &taps[ky * k + kx0..ky * k + kx1] {
+                        for (s, &t) in sw.iter_mut().zip(row) {
+                            *s = s.wrapping_add(t);
                         }
                     }
                 }
@@ -396,7 +566,7 @@ pub unsafe fn conv2d_vnni_rows(
                         // `len` in-image bytes; filter `oc + c` row r starts at weight
                         // (oc+c)*filter + ((ky0+r)*k + kx0)*cin with `len` bytes of the
                         // same kernel row. AVX-512F/BW/VNNI: this function's contract.
-                        unsafe { dot_any(blk, np, nc, &mut sums, j) };
+                        unsafe { dot_any::<true>(blk, np, nc, &mut sums, j) };
                         j += nc;
                     }
                     for q in 0..np {
