@@ -642,6 +642,10 @@ fn run_layers<'a>(
     Ok(&arena[base + last.offset..base + last.end()])
 }
 
+/// Fewest pixels per BatchNormalization job: below this a thread hand-off
+/// costs more than the pixels (AlexNet's smallest BN has 169 pixels x 256).
+const BN_MIN_PIXELS: usize = 64;
+
 /// One layer of a whole-tensor run: its input and output where `lp` says.
 pub(crate) fn run_layer(
     precision: Precision,
@@ -654,12 +658,27 @@ pub(crate) fn run_layer(
 ) -> Result<(), EngineError> {
     match (step, weights) {
         (Step::Identity, _) => {}
+        // BatchNormalization is per pixel, so any cut into whole pixels gives the same bytes.
         (Step::BatchNorm { prm }, LayerWeights::Int8(w)) => {
             let prm = with_constant_clamp(prm, false);
-            k8::batch_norm_in_place_fast(&prm, &w, as_i8_mut(&mut work[lp.output.offset..lp.output.end()]));
+            let data = as_i8_mut(&mut work[lp.output.offset..lp.output.end()]);
+            let c = w.weights.len();
+            let jobs = par.jobs().min(data.len() / c / BN_MIN_PIXELS);
+            if jobs > 1 {
+                split_jobs(par, jobs, data.len() / c, c, data, &|_, part| k8::batch_norm_in_place_fast(&prm, &w, part));
+            } else {
+                k8::batch_norm_in_place_fast(&prm, &w, data);
+            }
         }
         (Step::BatchNorm { .. }, LayerWeights::F16(w)) => {
-            k16::batch_norm_in_place_fast(&w, as_f16_mut(&mut work[lp.output.offset..lp.output.end()]));
+            let data = as_f16_mut(&mut work[lp.output.offset..lp.output.end()]);
+            let c = w.weights.len();
+            let jobs = par.jobs().min(data.len() / c / BN_MIN_PIXELS);
+            if jobs > 1 {
+                split_jobs(par, jobs, data.len() / c, c, data, &|_, part| k16::batch_norm_in_place_fast(&w, part));
+            } else {
+                k16::batch_norm_in_place_fast(&w, data);
+            }
         }
         (step, weights) => {
             let (src, dst) = split(work, lp.input, lp.output);

@@ -387,74 +387,68 @@ pub unsafe fn conv2d_vnni_patch_rows(
         let f = &w.weights[o * filter..][..filter];
         *s = f.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32));
     }
-    // Pixels per gather: the row in as few equal pieces as fit the buffer.
-    let most = (PATCH_BYTES / filter).min(g.out_w);
-    let pieces = g.out_w.div_ceil(most);
-    let per = g.out_w.div_ceil(pieces);
+    // The rows' pixels, in as few equal gathers as fit the buffer (a gather
+    // may span rows: output pixels are contiguous either way).
+    let first_px = oy_first * g.out_w;
+    let total = (oy_end - oy_first) * g.out_w;
+    let most = PATCH_BYTES / filter;
+    let per = total.div_ceil(total.div_ceil(most).max(1));
     let mut buf = [0u8; PATCH_BYTES];
-    for oy in oy_first..oy_end {
-        let mut ox0 = 0;
-        while ox0 < g.out_w {
-            let n = per.min(g.out_w - ox0);
-            for (q, patch) in buf[..n * filter].chunks_exact_mut(filter).enumerate() {
-                gather_patch(g, input, oy, ox0 + q, fill, patch);
-            }
-            let mut oc0 = 0;
-            while oc0 < g.out_c {
-                let nb = OCB.min(g.out_c - oc0);
-                let mut px = 0;
-                while px < n {
-                    let np = NP.min(n - px);
-                    let mut acc = [[0i32; OCB]; NP];
-                    let mut j = 0;
-                    while j < nb {
-                        let nc = NC.min(nb - j);
-                        let blk = Block {
-                            x: buf[px * filter..].as_ptr().cast(),
-                            xstep: filter,
-                            xrow: 0,
-                            w: w.weights[(oc0 + j) * filter..].as_ptr(),
-                            wstep: filter,
-                            wrow: 0,
-                            rows: 1,
-                            len: filter,
-                        };
-                        // SAFETY: patches px..px+np are `filter` bytes each in `buf`
-                        // (n * filter <= PATCH_BYTES); filters oc0+j..+nc are `filter`
-                        // bytes each in the weights. CPU features: this function's contract.
-                        unsafe { dot_any::<false>(blk, np, nc, &mut acc, j) };
-                        j += nc;
-                    }
-                    for q in 0..np {
-                        let at = ((oy - oy_first) * g.out_w + ox0 + px + q) * g.out_c + oc0;
-                        let out = &mut output[at..][..nb];
-                        let mut h = 0;
-                        while h < nb {
-                            let m = 16.min(nb - h);
-                            let mut sw = [0i32; 16];
-                            sw[..m].copy_from_slice(&sums[oc0 + h..oc0 + h + m]);
-                            // SAFETY: 16-element views; bias/multiplier/shift have out_c
-                            // elements, `m` of them from oc0 + h; AVX-512F/BW: contract.
-                            unsafe {
-                                finish16(
-                                    acc[q][h..h + 16].try_into().unwrap(),
-                                    &sw,
-                                    zc,
-                                    w,
-                                    oc0 + h,
-                                    p,
-                                    &mut out[h..h + m],
-                                )
-                            };
-                            h += m;
-                        }
-                    }
-                    px += np;
-                }
-                oc0 += nb;
-            }
-            ox0 += n;
+    let mut done = 0;
+    while done < total {
+        let n = per.min(total - done);
+        for (q, patch) in buf[..n * filter].chunks_exact_mut(filter).enumerate() {
+            let at = first_px + done + q;
+            gather_patch(g, input, at / g.out_w, at % g.out_w, fill, patch);
         }
+        // Register blocks of at most NP pixels, as equal as possible (a lone
+        // last pixel would load four filters for one dot product).
+        let blocks = n.div_ceil(NP);
+        let mut oc0 = 0;
+        while oc0 < g.out_c {
+            let nb = OCB.min(g.out_c - oc0);
+            for b in 0..blocks {
+                let (px, px_end) = (n * b / blocks, n * (b + 1) / blocks);
+                let np = px_end - px;
+                let mut acc = [[0i32; OCB]; NP];
+                let mut j = 0;
+                while j < nb {
+                    let nc = NC.min(nb - j);
+                    let blk = Block {
+                        x: buf[px * filter..].as_ptr().cast(),
+                        xstep: filter,
+                        xrow: 0,
+                        w: w.weights[(oc0 + j) * filter..].as_ptr(),
+                        wstep: filter,
+                        wrow: 0,
+                        rows: 1,
+                        len: filter,
+                    };
+                    // SAFETY: patches px..px+np are `filter` bytes each in `buf`
+                    // (n * filter <= PATCH_BYTES); filters oc0+j..+nc are `filter`
+                    // bytes each in the weights. CPU features: this function's contract.
+                    unsafe { dot_any::<false>(blk, np, nc, &mut acc, j) };
+                    j += nc;
+                }
+                for q in 0..np {
+                    let out = &mut output[(done + px + q) * g.out_c + oc0..][..nb];
+                    let mut h = 0;
+                    while h < nb {
+                        let m = 16.min(nb - h);
+                        let mut sw = [0i32; 16];
+                        sw[..m].copy_from_slice(&sums[oc0 + h..oc0 + h + m]);
+                        // SAFETY: 16-element views; bias/multiplier/shift have out_c
+                        // elements, `m` of them from oc0 + h; AVX-512F/BW: contract.
+                        unsafe {
+                            finish16(acc[q][h..h + 16].try_into().unwrap(), &sw, zc, w, oc0 + h, p, &mut out[h..h + m])
+                        };
+                        h += m;
+                    }
+                }
+            }
+            oc0 += nb;
+        }
+        done += n;
     }
 }
 
