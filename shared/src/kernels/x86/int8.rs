@@ -347,7 +347,10 @@ const PATCH_MAX_OUT_C: usize = 1024;
 /// an int8 value (it fills the padding).
 pub fn patches_fit(g: &ConvGeom, p: &Int8Params) -> bool {
     let filter = g.kernel * g.kernel * g.in_c;
-    filter > 0 && filter <= PATCH_BYTES && g.out_c <= PATCH_MAX_OUT_C && i8::try_from(p.in_zp).is_ok()
+    filter > 0
+        && filter.next_multiple_of(4) <= PATCH_BYTES
+        && g.out_c <= PATCH_MAX_OUT_C
+        && i8::try_from(p.in_zp).is_ok()
 }
 
 /// [`conv2d_vnni_rows`] through gathered patches: each output pixel's whole
@@ -387,19 +390,32 @@ pub unsafe fn conv2d_vnni_patch_rows(
         let f = &w.weights[o * filter..][..filter];
         *s = f.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32));
     }
+    // Patches start 4-byte aligned for the broadcast kernel; the bytes past
+    // a filter meet zero weights there and are never read by the dot kernel.
+    let stride = filter.next_multiple_of(4);
+    let mut packed = [0i8; PACK_BYTES];
+    let broadcast = pack_for_broadcast(g, w, &mut packed);
     // The rows' pixels, in as few equal gathers as fit the buffer (a gather
     // may span rows: output pixels are contiguous either way).
     let first_px = oy_first * g.out_w;
     let total = (oy_end - oy_first) * g.out_w;
-    let most = PATCH_BYTES / filter;
+    let most = PATCH_BYTES / stride;
     let per = total.div_ceil(total.div_ceil(most).max(1));
     let mut buf = [0u8; PATCH_BYTES];
     let mut done = 0;
     while done < total {
         let n = per.min(total - done);
-        for (q, patch) in buf[..n * filter].chunks_exact_mut(filter).enumerate() {
+        for (q, patch) in buf[..n * stride].chunks_exact_mut(stride).enumerate() {
             let at = first_px + done + q;
-            gather_patch(g, input, at / g.out_w, at % g.out_w, fill, patch);
+            gather_patch(g, input, at / g.out_w, at % g.out_w, fill, &mut patch[..filter]);
+        }
+        let out = &mut output[done * g.out_c..(done + n) * g.out_c];
+        if broadcast {
+            // SAFETY: `n` patches of `stride` bytes in `buf`; `packed` as
+            // `pack_for_broadcast` laid it out; CPU features: this function's contract.
+            unsafe { broadcast_patches(g, p, w, &buf[..n * stride], stride, &packed, &sums, out) };
+            done += n;
+            continue;
         }
         // Register blocks of at most NP pixels, as equal as possible (a lone
         // last pixel would load four filters for one dot product).
@@ -415,8 +431,8 @@ pub unsafe fn conv2d_vnni_patch_rows(
                 while j < nb {
                     let nc = NC.min(nb - j);
                     let blk = Block {
-                        x: buf[px * filter..].as_ptr().cast(),
-                        xstep: filter,
+                        x: buf[px * stride..].as_ptr().cast(),
+                        xstep: stride,
                         xrow: 0,
                         w: w.weights[(oc0 + j) * filter..].as_ptr(),
                         wstep: filter,
@@ -424,14 +440,14 @@ pub unsafe fn conv2d_vnni_patch_rows(
                         rows: 1,
                         len: filter,
                     };
-                    // SAFETY: patches px..px+np are `filter` bytes each in `buf`
-                    // (n * filter <= PATCH_BYTES); filters oc0+j..+nc are `filter`
+                    // SAFETY: patches px..px+np start `stride` bytes apart in `buf`
+                    // with `filter` bytes each (n * stride <= PATCH_BYTES); filters oc0+j..+nc are `filter`
                     // bytes each in the weights. CPU features: this function's contract.
                     unsafe { dot_any::<false>(blk, np, nc, &mut acc, j) };
                     j += nc;
                 }
                 for q in 0..np {
-                    let out = &mut output[(done + px + q) * g.out_c + oc0..][..nb];
+                    let out = &mut out[(px + q) * g.out_c + oc0..][..nb];
                     let mut h = 0;
                     while h < nb {
                         let m = 16.min(nb - h);
@@ -449,6 +465,141 @@ pub unsafe fn conv2d_vnni_patch_rows(
             oc0 += nb;
         }
         done += n;
+    }
+}
+
+/// Bytes of the stack buffer the broadcast kernel's repacked weights live in
+/// (AlexNet's conv1: 364 x 96 = 35 KB).
+const PACK_BYTES: usize = 64 * 1024;
+/// Pixels of one broadcast register block.
+const BP: usize = 8;
+/// 16-channel vectors of one broadcast register block (`BP * BV` = 24 accumulators).
+const BV: usize = 3;
+
+/// Repack the filters for [`broadcast_patches`] when they fit `packed`:
+/// `[k / 4][out_c rounded up to 16][4]`, zeros past the filter and the
+/// channels, so one 64-byte load holds 4 taps of 16 channels. Returns
+/// whether it did: only small layers are repacked on every call (a few
+/// tens of microseconds), the rest use the dot-product kernel on the
+/// filters as they are.
+fn pack_for_broadcast(g: &ConvGeom, w: &Int8Weights<'_>, packed: &mut [i8; PACK_BYTES]) -> bool {
+    let filter = g.kernel * g.kernel * g.in_c;
+    let (k4, ocp) = (filter.div_ceil(4), g.out_c.next_multiple_of(16));
+    if k4 * ocp * 4 > PACK_BYTES {
+        return false;
+    }
+    packed[..k4 * ocp * 4].fill(0);
+    for (o, f) in w.weights.chunks_exact(filter).enumerate() {
+        for (t, &v) in f.iter().enumerate() {
+            packed[((t / 4) * ocp + o) * 4 + t % 4] = v;
+        }
+    }
+    true
+}
+
+/// `acc[p][v]` = for pixel `p`, channels `16 v ..`: the sums over the
+/// `k4` groups of 4 patch bytes (broadcast to every lane) times the packed
+/// weights of those 4 taps (`wstep` bytes per group).
+///
+/// # Safety
+/// AVX-512F/BW/VNNI; `x + p * xstep` starts `4 * k4` readable bytes for
+/// `p < P`, and `w + t * wstep` starts `64 * V` readable bytes for `t < k4`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn broadcast_block<const P: usize, const V: usize>(
+    x: *const u8,
+    xstep: usize,
+    w: *const i8,
+    wstep: usize,
+    k4: usize,
+    acc_out: &mut [[[i32; 16]; BV]; BP],
+) {
+    let mut acc = [[_mm512_setzero_si512(); V]; P];
+    for t in 0..k4 {
+        let mut wv = [_mm512_setzero_si512(); V];
+        for v in 0..V {
+            // SAFETY: the function's contract.
+            wv[v] = unsafe { _mm512_loadu_si512(w.add(t * wstep + 64 * v).cast()) };
+        }
+        for p in 0..P {
+            // SAFETY: the function's contract (4 bytes at x + p*xstep + 4t).
+            let xb = _mm512_set1_epi32(unsafe { x.add(p * xstep + 4 * t).cast::<i32>().read_unaligned() });
+            for v in 0..V {
+                acc[p][v] = _mm512_dpbusd_epi32(acc[p][v], xb, wv[v]);
+            }
+        }
+    }
+    for p in 0..P {
+        for v in 0..V {
+            // SAFETY: 64 writable bytes.
+            unsafe { _mm512_storeu_si512(acc_out[p][v].as_mut_ptr().cast(), acc[p][v]) };
+        }
+    }
+}
+
+/// The output of `patches.len() / stride` gathered patches (offset bytes, see
+/// [`conv2d_vnni_patch_rows`]) through the repacked filters: channels across
+/// the lanes, 4 patch bytes broadcast per `vpdpbusd`, so the sums need no
+/// horizontal reduction (what costs the dot-product kernel most on short
+/// filters like conv1's 363 bytes).
+///
+/// # Safety
+/// AVX-512F/BW/VNNI; `packed` laid out by [`pack_for_broadcast`] for `g`;
+/// `stride` a multiple of 4 at least the filter length; `out` holds the
+/// patches' output pixels.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn broadcast_patches(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    patches: &[u8],
+    stride: usize,
+    packed: &[i8; PACK_BYTES],
+    sums: &[i32; PATCH_MAX_OUT_C],
+    out: &mut [i8],
+) {
+    let n = patches.len() / stride;
+    let ocp = g.out_c.next_multiple_of(16);
+    let k4 = (g.kernel * g.kernel * g.in_c).div_ceil(4);
+    assert!(k4 * 4 <= stride && k4 * ocp * 4 <= PACK_BYTES && out.len() == n * g.out_c, "conv2d: broadcast layout");
+    let zc = 128 + p.in_zp;
+    let blocks = n.div_ceil(BP);
+    let mut acc = [[[0i32; 16]; BV]; BP];
+    let mut oc0 = 0;
+    while oc0 < g.out_c {
+        let nv = (g.out_c - oc0).div_ceil(16).min(BV);
+        for b in 0..blocks {
+            let (px, px_end) = (n * b / blocks, n * (b + 1) / blocks);
+            let np = px_end - px;
+            let (x, wp) = (patches[px * stride..].as_ptr(), packed[oc0 * 4..].as_ptr());
+            macro_rules! go {
+                ($($p:literal)*) => {
+                    match (np, nv) {
+                        // SAFETY: patches px..px+np hold 4*k4 bytes each; channel
+                        // vectors oc0/16.. < ocp/16 of every packed group; contract.
+                        $(($p, 1) => unsafe { broadcast_block::<$p, 1>(x, stride, wp, ocp * 4, k4, &mut acc) },
+                          ($p, 2) => unsafe { broadcast_block::<$p, 2>(x, stride, wp, ocp * 4, k4, &mut acc) },
+                          ($p, 3) => unsafe { broadcast_block::<$p, 3>(x, stride, wp, ocp * 4, k4, &mut acc) },)*
+                        _ => unreachable!(),
+                    }
+                };
+            }
+            go!(1 2 3 4 5 6 7 8);
+            for q in 0..np {
+                for v in 0..nv {
+                    let oc = oc0 + 16 * v;
+                    let m = 16.min(g.out_c - oc);
+                    let mut sw = [0i32; 16];
+                    sw[..m].copy_from_slice(&sums[oc..oc + m]);
+                    let o = &mut out[(px + q) * g.out_c + oc..][..m];
+                    // SAFETY: 16-lane views; bias/multiplier/shift have out_c
+                    // elements, `m` of them from `oc`; AVX-512F/BW: contract.
+                    unsafe { finish16(&acc[q][v], &sw, zc, w, oc, p, o) };
+                }
+            }
+        }
+        oc0 += 16 * nv;
     }
 }
 
