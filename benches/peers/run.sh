@@ -11,6 +11,8 @@
 # (criterion, `benches/inference.rs`), ORT int8 and fp32, PyTorch fp32, our
 # training step (`benches/train_step.rs`), PyTorch's. Absolute times on a
 # shared machine move by 2x between days; only these ratios mean anything.
+# Last, `benches/roofline.rs` prints this machine's peak multiply rates and
+# bandwidth and the floors they put under each figure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds="${1:-2}"
@@ -58,4 +60,6 @@ done
 # Memory: peak RSS of two batch-128 training steps, ours then PyTorch's.
 cargo bench --bench train_memory -- 128 | tee /dev/stderr | grep '^{' >> "$results"
 "$py" "$here/peers.py" torch-rss 128 torch_train_rss_batch128 "$results"
-"$py" "$here/peers.py" table "$results" | tee "${results%.jsonl}.md"
+# What the machine allows at best, in this sitting (floors for the targets).
+cargo bench --bench roofline | tee "${results%.jsonl}-roofline.txt"
+{ "$py" "$here/peers.py" table "$results"; echo; sed 's/^/    /' "${results%.jsonl}-roofline.txt"; } | tee "${results%.jsonl}.md"

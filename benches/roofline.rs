@@ -1,0 +1,171 @@
+//! What this machine can do at best, and what that makes the fastest possible
+//! full-AlexNet (227x227, 1000 classes) inference and training step:
+//! `cargo bench --bench roofline`.
+//!
+//! It measures, on 1 core and on every core at once: the int8 multiply-add
+//! rate of AVX-512 VNNI (`vpdpbusd` on registers, 64 per instruction), the
+//! f32 rate of AVX-512 FMA (16 per instruction), and the read bandwidth of a
+//! 256 MB buffer. From the model's own layer sizes it then prints the floors:
+//! the conv layers at the peak multiply rate plus the dense weights streamed
+//! once at the measured bandwidth (batch-1 dense layers are memory-bound). A
+//! latency target below its floor cannot be met by a faster kernel of the same
+//! arithmetic, only by doing less of it (Winograd, pruning).
+//!
+//! Like every figure on these shared machines, the absolute numbers move from
+//! day to day; compare floors with benches run in the same sitting.
+
+use shared::spec::{self, Layer};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Independent accumulator chains per core: more than the multiply latency
+/// times the issue width, so the loop measures throughput.
+const CHAINS: usize = 12;
+
+#[cfg(target_arch = "x86_64")]
+mod peaks {
+    use super::CHAINS;
+    use std::arch::x86_64::*;
+
+    /// `iters * CHAINS` `vpdpbusd` on registers; returns a value to keep.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F/BW/VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn vnni(iters: usize) -> i32 {
+        let mut acc = [_mm512_setzero_si512(); CHAINS];
+        let (x, w) = (_mm512_set1_epi8(3), _mm512_set1_epi8(5));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_dpbusd_epi32(*a, x, w);
+            }
+            // Keep the loop a loop of independent chains (no folding across iterations).
+            std::arch::asm!("", options(nomem, nostack));
+        }
+        acc.iter().fold(0, |s, &a| s.wrapping_add(_mm512_reduce_add_epi32(a)))
+    }
+
+    /// `iters * CHAINS` 16-lane f32 FMAs on registers.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma(iters: usize) -> f32 {
+        let mut acc = [_mm512_setzero_ps(); CHAINS];
+        let (x, w) = (_mm512_set1_ps(0.5), _mm512_set1_ps(0.25));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, x, w);
+            }
+            std::arch::asm!("", options(nomem, nostack));
+        }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    pub fn has_vnni() -> bool {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+
+    pub fn has_avx512f() -> bool {
+        is_x86_feature_detected!("avx512f")
+    }
+}
+
+/// Multiply-adds per second of `kernel(iters)` (which does `per_iter` of
+/// them per iteration) on `threads` threads at once; best of 3.
+fn rate(threads: usize, per_iter: usize, kernel: fn(usize) -> f64) -> f64 {
+    let iters = 20_000_000;
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads).map(|_| s.spawn(move || kernel(iters))).collect();
+                hs.into_iter().for_each(|h| {
+                    black_box(h.join().expect("peak thread"));
+                });
+            });
+            (threads * iters * per_iter) as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Read bandwidth (bytes/s) of `buf` split over `threads`: every 64-byte
+/// line is touched once; best of 3.
+fn bandwidth(buf: &[u64], threads: usize) -> f64 {
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                let hs: Vec<_> = buf
+                    .chunks(buf.len().div_ceil(threads))
+                    .map(|c| s.spawn(move || c.chunks_exact(8).fold(0u64, |a, l| a.wrapping_add(l[0] ^ l[5]))))
+                    .collect();
+                hs.into_iter().for_each(|h| {
+                    black_box(h.join().expect("bandwidth thread"));
+                });
+            });
+            (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+fn main() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let net = spec::alexnet(227, 1000).expect("alexnet spec");
+    let (mut conv, mut dense) = (0u64, 0u64);
+    for (_, layer, inp, out) in net.shapes() {
+        match layer {
+            Layer::Conv2D(_) => conv += layer.macs(inp, out),
+            Layer::Dense { .. } => dense += layer.macs(inp, out),
+            _ => {}
+        }
+    }
+    println!(
+        "# Roofline, {cores} cores; full AlexNet: conv {:.3} GMAC, dense {:.1} M weights",
+        conv as f64 / 1e9,
+        dense as f64 / 1e6
+    );
+
+    let buf: Vec<u64> = (0..(256usize << 20) / 8).map(|i| i as u64).collect();
+    let bw1 = bandwidth(&buf, 1);
+    let bwn = bandwidth(&buf, cores);
+    println!("read bandwidth: {:.1} GB/s on 1 core, {:.1} GB/s on {cores}", bw1 / 1e9, bwn / 1e9);
+
+    #[cfg(target_arch = "x86_64")]
+    {
+        if peaks::has_vnni() {
+            // SAFETY (both closures): VNNI / AVX-512F were checked just above.
+            let k: fn(usize) -> f64 = |n| unsafe { peaks::vnni(n) } as f64;
+            let (v1, vn) = (rate(1, CHAINS * 64, k), rate(cores, CHAINS * 64, k));
+            println!("int8 VNNI peak: {:.0} GMAC/s on 1 core, {:.0} on {cores}", v1 / 1e9, vn / 1e9);
+            let floor = conv as f64 / vn + dense as f64 / bwn;
+            println!(
+                "int8 batch-1 floor on {cores} cores: {:.2} ms (conv at peak {:.2} + dense int8 weights at bandwidth {:.2})",
+                floor * 1e3,
+                conv as f64 / vn * 1e3,
+                dense as f64 / bwn * 1e3
+            );
+        } else {
+            println!("int8 VNNI peak: no AVX-512 VNNI on this CPU");
+        }
+        if peaks::has_avx512f() {
+            let k: fn(usize) -> f64 = |n| unsafe { peaks::fma(n) } as f64;
+            let (f1, fnn) = (rate(1, CHAINS * 16, k), rate(cores, CHAINS * 16, k));
+            println!("f32 FMA peak: {:.1} GMAC/s on 1 core, {:.1} on {cores}", f1 / 1e9, fnn / 1e9);
+            let floor = conv as f64 / fnn + 4.0 * dense as f64 / bwn;
+            println!(
+                "fp32 batch-1 floor on {cores} cores: {:.2} ms (conv at peak {:.2} + dense f32 weights at bandwidth {:.2})",
+                floor * 1e3,
+                conv as f64 / fnn * 1e3,
+                4.0 * dense as f64 / bwn * 1e3
+            );
+            // Forward, then the input and the weight gradients: three products of each layer's size.
+            let step = 3.0 * (conv + dense) as f64 / fnn;
+            println!("training floor (3 x the forward multiply-adds at the f32 peak): {:.1} ms per image", step * 1e3);
+        } else {
+            println!("f32 FMA peak: no AVX-512F on this CPU");
+        }
+    }
+}
