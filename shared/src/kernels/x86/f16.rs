@@ -372,30 +372,55 @@ pub unsafe fn f16_conv2d_avx512_rows(
         }
         let bias = bias16(&w.bias[oc0..oc0 + nc]);
         let out = Block { g, relu, bias, oc0, nc, oy_first };
-        for oy in oy_first..oy_end {
-            let mut ox = 0;
-            while ox < g.out_w {
-                // The widest block whose pixels share one window shape.
-                let (kx0, kx1, _) = g.taps(ox, g.pad_left, g.in_w);
-                let shared_window = |np: usize| {
-                    ox + np <= g.out_w
-                        && (1..np).all(|q| {
-                            let (a, b, _) = g.taps(ox + q, g.pad_left, g.in_w);
-                            (a, b) == (kx0, kx1)
-                        })
-                };
-                let np = [8, 4, 2].into_iter().find(|&n| shared_window(n)).unwrap_or(1);
-                match np {
-                    8 => conv_block::<8>(&out, &packed, input, &mut xs, output, oy, ox),
-                    4 => conv_block::<4>(&out, &packed, input, &mut xs, output, oy, ox),
-                    2 => conv_block::<2>(&out, &packed, input, &mut xs, output, oy, ox),
-                    _ => conv_block::<1>(&out, &packed, input, &mut xs, output, oy, ox),
+        // Pixels whose windows the image edge clips alike (runs of rows times
+        // runs of columns) share register blocks, across rows too: an edge
+        // column then fills blocks of 8 instead of one pixel at a time, whose
+        // lone accumulator would wait on every add.
+        let mut r0 = oy_first;
+        while r0 < oy_end {
+            let r1 = same_taps_end(g, r0, oy_end, g.pad_top, g.in_h);
+            let mut c0 = 0;
+            while c0 < g.out_w {
+                let c1 = same_taps_end(g, c0, g.out_w, g.pad_left, g.in_w);
+                let (cols, count) = (c1 - c0, (r1 - r0) * (c1 - c0));
+                let blocks = count.div_ceil(ZP);
+                for b in 0..blocks {
+                    let (first, end) = (count * b / blocks, count * (b + 1) / blocks);
+                    let mut px = [(0usize, 0usize); ZP];
+                    for (slot, i) in px.iter_mut().zip(first..end) {
+                        *slot = (r0 + i / cols, c0 + i % cols);
+                    }
+                    macro_rules! go {
+                        ($($n:literal)*) => {
+                            match end - first {
+                                $($n => conv_block::<$n>(&out, &packed, input, &mut xs, output, &px),)*
+                                _ => unreachable!(),
+                            }
+                        };
+                    }
+                    go!(1 2 3 4 5 6 7 8);
                 }
-                ox += np;
+                c0 = c1;
             }
+            r0 = r1;
         }
         oc0 += nc;
     }
+}
+
+/// The end of the run of output positions from `o0` (before `limit`) whose
+/// windows have the same in-image taps as `o0`'s (taps are monotone, so
+/// such positions are contiguous).
+fn same_taps_end(g: &ConvGeom, o0: usize, limit: usize, pad: usize, n: usize) -> usize {
+    let (a, b, _) = g.taps(o0, pad, n);
+    let mut o = o0 + 1;
+    while o < limit && {
+        let (c, d, _) = g.taps(o, pad, n);
+        (c, d) == (a, b)
+    } {
+        o += 1;
+    }
+    o
 }
 
 /// What every register block of one filter group shares.
@@ -408,7 +433,8 @@ struct Block<'g> {
     oy_first: usize,
 }
 
-/// `NP` pixels `ox..ox + NP` of row `oy` (one window shape) for the filter group of `b`.
+/// The `NP` output pixels `px` (row, column), all with one window shape,
+/// for the filter group of `b`.
 #[target_feature(enable = "avx512f,avx2,f16c")]
 #[inline]
 fn conv_block<const NP: usize>(
@@ -417,19 +443,19 @@ fn conv_block<const NP: usize>(
     input: &[f16],
     xs: &mut [[f32; Z_RUN]; ZP],
     output: &mut [f16],
-    oy: usize,
-    ox: usize,
+    px: &[(usize, usize); ZP],
 ) {
     let g = b.g;
     let cin = g.in_c;
-    let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
-    let (kx0, kx1, _) = g.taps(ox, g.pad_left, g.in_w);
+    let (ky0, ky1, _) = g.taps(px[0].0, g.pad_top, g.in_h);
+    let (kx0, kx1, _) = g.taps(px[0].1, g.pad_left, g.in_w);
     let run = (kx1 - kx0) * cin;
     let mut acc = [_mm512_setzero_ps(); NP];
     for ky in ky0..ky1 {
-        let iy = iy0 + (ky - ky0);
         for q in 0..NP {
-            let (_, _, ix0) = g.taps(ox + q, g.pad_left, g.in_w);
+            let (_, _, iy0) = g.taps(px[q].0, g.pad_top, g.in_h);
+            let (_, _, ix0) = g.taps(px[q].1, g.pad_left, g.in_w);
+            let iy = iy0 + (ky - ky0);
             widen_run(&input[(iy * g.in_w + ix0) * cin..][..run], &mut xs[q][..run]);
         }
         let wr = &packed[(ky * g.kernel + kx0) * cin * ZC..][..run * ZC];
@@ -442,7 +468,7 @@ fn conv_block<const NP: usize>(
         }
     }
     for q in 0..NP {
-        let at = ((oy - b.oy_first) * g.out_w + ox + q) * g.out_c + b.oc0;
+        let at = ((px[q].0 - b.oy_first) * g.out_w + px[q].1) * g.out_c + b.oc0;
         finish16(acc[q], b.bias, b.relu, &mut output[at..at + b.nc]);
     }
 }
