@@ -544,6 +544,14 @@ pub unsafe fn f16_dense_avx512(relu: bool, w: &F16Weights<'_>, input: &[f16], ou
         while i0 < n {
             let m = ZK.min(n - i0);
             widen_run(&input[i0..i0 + m], &mut xs[..m]);
+            if nu == ZC && m == ZK {
+                let rows = w.weights[u0 * n + i0..].as_ptr();
+                // SAFETY: rows u0..u0+16 have 32 weights from i0 (`nu`, `m` full).
+                acc = unsafe { dense_half::<0>(rows, n, &xs, acc) };
+                acc = unsafe { dense_half::<1>(rows, n, &xs, acc) };
+                i0 += m;
+                continue;
+            }
             // Weights (u0 + j, i0 + 0..32): the low 16 in lo[j], the high 16 in hi[j].
             let mut lo = [_mm512_setzero_ps(); 16];
             let mut hi = [_mm512_setzero_ps(); 16];
@@ -552,6 +560,8 @@ pub unsafe fn f16_dense_avx512(relu: bool, w: &F16Weights<'_>, input: &[f16], ou
                 let row = w.weights[(u0 + j) * n + i0..].as_ptr();
                 // SAFETY: row u0 + j has `m` weights from i0; the masked load reads only those.
                 let v = unsafe { _mm512_maskz_loadu_epi16(mask, row.cast()) };
+                // Sixteen rows are too many streams for the hardware prefetcher to follow.
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * ZK).cast());
                 lo[j] = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
                 hi[j] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(v));
             }
@@ -570,6 +580,33 @@ pub unsafe fn f16_dense_avx512(relu: bool, w: &F16Weights<'_>, input: &[f16], ou
         finish16(acc, bias16(&w.bias[u0..u0 + nu]), relu, &mut output[u0..u0 + nu]);
         u0 += nu;
     }
+}
+
+/// `acc` plus, in input order, inputs `16 H .. 16 H + 16` of one 32-input
+/// chunk times the weights of 16 whole units (`rows`, `n` apart): the
+/// full-block case of [`f16_dense_avx512`] with every loop fixed, so the 16
+/// widened rows stay in registers through the transpose.
+///
+/// # Safety
+/// AVX-512F, AVX2, F16C; `rows + j * n` starts 32 readable f16 for `j < 16`.
+#[target_feature(enable = "avx512f,avx2,f16c")]
+#[inline]
+unsafe fn dense_half<const H: usize>(rows: *const f16, n: usize, xs: &[f32; ZK], mut acc: __m512) -> __m512 {
+    let mut r = [_mm512_setzero_ps(); 16];
+    for (j, v) in r.iter_mut().enumerate() {
+        // SAFETY: the function's contract.
+        let row = unsafe { rows.add(j * n + 16 * H) };
+        *v = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(row.cast()) });
+        if H == 0 {
+            // Sixteen rows are too many streams for the hardware prefetcher to follow.
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * ZK).cast());
+        }
+    }
+    transpose16(&mut r);
+    for (i, v) in r.iter().enumerate() {
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(*v, _mm512_set1_ps(xs[16 * H + i])));
+    }
+    acc
 }
 
 /// Channels [`f16_batch_norm_in_place_avx512`] widens its scale and shift for on the stack.
