@@ -685,6 +685,15 @@ pub(crate) fn run_layer(
             match (step, weights) {
                 (Step::Conv { g, prm, relu }, LayerWeights::Int8(w)) => {
                     let prm = with_constant_clamp(prm, relu);
+                    let pixels = g.out_h * g.out_w;
+                    if par.jobs() > 1 && pixels > 1 && k8::can_split_conv_pixels(&g, &prm) {
+                        let x = as_i8(src);
+                        let jobs = par.jobs().min(pixels);
+                        split_jobs(par, jobs, pixels, g.out_c, as_i8_mut(dst), &|first, part| {
+                            k8::conv2d_pixels(&g, &prm, &w, x, part, first)
+                        });
+                        return Ok(());
+                    }
                     let jobs = par.jobs().min(g.out_h);
                     if jobs > 1 && k8::can_split_conv(&g) {
                         let x = as_i8(src);

@@ -93,7 +93,7 @@ fn conv_variants() -> Vec<(&'static str, Conv8)> {
             }));
             v.push(("vnni-patches", |g, p, w, x, o| {
                 if x86::int8::patches_fit(g, p) {
-                    unsafe { x86::int8::conv2d_vnni_patch_rows(g, p, w, x, o, 0) }
+                    unsafe { x86::int8::conv2d_vnni_patch_pixels(g, p, w, x, o, 0) }
                 } else {
                     unsafe { x86::int8::conv2d_vnni(g, p, w, x, o) }
                 }

@@ -76,6 +76,31 @@ pub fn conv2d_rows(
     let _ = (p, w, input, output, oy_first);
 }
 
+/// Whether [`conv2d_pixels`] can compute any run of this layer's output
+/// pixels on this CPU (a finer cut between threads than whole rows).
+pub fn can_split_conv_pixels(g: &ConvGeom, p: &Int8Params) -> bool {
+    #[cfg(all(feature = "std", x86_simd))]
+    if x86::has_vnni() && x86_8::patches_fit(g, p) {
+        return true;
+    }
+    let _ = (g, p);
+    false
+}
+
+/// Output pixels `first..` (row-major) of [`conv2d`](crate::kernels::generic::int8::conv2d)
+/// (`output` holds whole pixels), the same bytes as the full kernel. Panics
+/// unless [`can_split_conv_pixels`].
+pub fn conv2d_pixels(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8], first: usize) {
+    assert!(can_split_conv_pixels(g, p), "conv2d_pixels: not supported on this CPU");
+    #[cfg(all(feature = "std", x86_simd))]
+    // SAFETY: `can_split_conv_pixels` checked AVX-512F/BW/VNNI and that the patches fit.
+    unsafe {
+        x86_8::conv2d_vnni_patch_pixels(g, p, w, input, output, first)
+    }
+    #[cfg(not(all(feature = "std", x86_simd)))]
+    let _ = (w, input, output, first);
+}
+
 /// Whether [`dense_units`] is available on this CPU.
 pub fn can_split_dense() -> bool {
     #[cfg(all(feature = "std", x86_simd))]

@@ -200,7 +200,7 @@ struct Block {
 
 /// `sum (x + 128) * w` (wrapping i32) for each of `P` pixels and `C` filters:
 /// lane `p * NC + c` of the result. With `FLIP = false` the pixels' bytes are
-/// taken as already offset (`u8`, see [`conv2d_vnni_patch_rows`]).
+/// taken as already offset (`u8`, see [`conv2d_vnni_patch_pixels`]).
 ///
 /// # Safety
 /// AVX-512F/BW/VNNI; every pointer `b.x + p*xstep + r*xrow` and
@@ -314,7 +314,7 @@ pub unsafe fn conv2d_vnni(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, inp
 
 /// [`conv2d_vnni`] for the output rows `oy_first..` that `output` holds
 /// (`output.len()` a multiple of `out_w * out_c`), so threads can share a layer:
-/// [`conv2d_vnni_patch_rows`] where [`patches_fit`], else
+/// [`conv2d_vnni_patch_pixels`] where [`patches_fit`], else
 /// [`conv2d_vnni_clipped_rows`].
 ///
 /// # Safety
@@ -330,19 +330,19 @@ pub unsafe fn conv2d_vnni_rows(
 ) {
     // SAFETY (both): this function's contract.
     if patches_fit(g, p) {
-        unsafe { conv2d_vnni_patch_rows(g, p, w, input, output, oy_first) }
+        unsafe { conv2d_vnni_patch_pixels(g, p, w, input, output, oy_first * g.out_w) }
     } else {
         unsafe { conv2d_vnni_clipped_rows(g, p, w, input, output, oy_first) }
     }
 }
 
-/// Bytes of the stack buffer [`conv2d_vnni_patch_rows`] gathers patches in
+/// Bytes of the stack buffer [`conv2d_vnni_patch_pixels`] gathers patches in
 /// (a whole 27-pixel row of AlexNet's 5x5x96 conv2 fits).
 const PATCH_BYTES: usize = 64 * 1024;
-/// Most output channels [`conv2d_vnni_patch_rows`] tables whole-filter sums for.
+/// Most output channels [`conv2d_vnni_patch_pixels`] tables whole-filter sums for.
 const PATCH_MAX_OUT_C: usize = 1024;
 
-/// Whether [`conv2d_vnni_patch_rows`] can run this layer: a filter fits the
+/// Whether [`conv2d_vnni_patch_pixels`] can run this layer: a filter fits the
 /// patch buffer, the channels fit its sum table, and the input zero point is
 /// an int8 value (it fills the padding).
 pub fn patches_fit(g: &ConvGeom, p: &Int8Params) -> bool {
@@ -353,7 +353,9 @@ pub fn patches_fit(g: &ConvGeom, p: &Int8Params) -> bool {
         && i8::try_from(p.in_zp).is_ok()
 }
 
-/// [`conv2d_vnni_rows`] through gathered patches: each output pixel's whole
+/// [`conv2d_vnni_rows`] through gathered patches, for the output pixels
+/// `first_px..` (row-major) that `output` holds, so threads can share a layer
+/// pixel by pixel (13 rows do not split evenly in two): each output pixel's whole
 /// window is copied into one contiguous run of `k * k * in_c` bytes, already
 /// offset by 128 (`u8`), with the padding taps set to the input zero point.
 /// Every window is then full and contiguous, so the dot products run the
@@ -366,17 +368,16 @@ pub fn patches_fit(g: &ConvGeom, p: &Int8Params) -> bool {
 /// # Safety
 /// As [`conv2d_vnni`]; and [`patches_fit`]`(g, p)` (asserted).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn conv2d_vnni_patch_rows(
+pub unsafe fn conv2d_vnni_patch_pixels(
     g: &ConvGeom,
     p: &Int8Params,
     w: &Int8Weights<'_>,
     input: &[i8],
     output: &mut [i8],
-    oy_first: usize,
+    first_px: usize,
 ) {
-    let row_len = g.out_w * g.out_c;
-    let oy_end = oy_first + output.len() / row_len;
-    assert!(output.len().is_multiple_of(row_len) && oy_end <= g.out_h, "conv2d: output rows");
+    let total = output.len() / g.out_c.max(1);
+    assert!(output.len().is_multiple_of(g.out_c) && first_px + total <= g.out_h * g.out_w, "conv2d: output pixels");
     assert!(input.len() == g.input_len() && w.weights.len() == g.weights_len(), "conv2d: lengths");
     assert!(w.bias.len() == g.out_c && w.multiplier.len() == g.out_c && w.shift.len() == g.out_c, "conv2d: channels");
     assert!(patches_fit(g, p), "conv2d: patches do not fit");
@@ -395,10 +396,8 @@ pub unsafe fn conv2d_vnni_patch_rows(
     let stride = filter.next_multiple_of(4);
     let mut packed = [0i8; PACK_BYTES];
     let broadcast = pack_for_broadcast(g, w, &mut packed);
-    // The rows' pixels, in as few equal gathers as fit the buffer (a gather
-    // may span rows: output pixels are contiguous either way).
-    let first_px = oy_first * g.out_w;
-    let total = (oy_end - oy_first) * g.out_w;
+    // The pixels, in as few equal gathers as fit the buffer (a gather may
+    // span rows: output pixels are contiguous either way).
     let most = PATCH_BYTES / stride;
     let per = total.div_ceil(total.div_ceil(most).max(1));
     let mut buf = [0u8; PATCH_BYTES];
@@ -538,7 +537,7 @@ unsafe fn broadcast_block<const P: usize, const V: usize>(
 }
 
 /// The output of `patches.len() / stride` gathered patches (offset bytes, see
-/// [`conv2d_vnni_patch_rows`]) through the repacked filters: channels across
+/// [`conv2d_vnni_patch_pixels`]) through the repacked filters: channels across
 /// the lanes, 4 patch bytes broadcast per `vpdpbusd`, so the sums need no
 /// horizontal reduction (what costs the dot-product kernel most on short
 /// filters like conv1's 363 bytes).
