@@ -754,6 +754,10 @@ pub unsafe fn batch_norm_in_place_avx512(p: &Int8Params, w: &Int8Weights<'_>, da
     let c = w.weights.len();
     assert!(c > 0 && data.len().is_multiple_of(c), "batch_norm: length not a multiple of the channels");
     assert!(w.bias.len() == c && w.multiplier.len() == c && w.shift.len() == c, "batch_norm: channels");
+    if c <= BN_TABLE_CHANNELS && data.len() / c > 256 {
+        // SAFETY: this function's contract.
+        return unsafe { batch_norm_by_table(p, w, data) };
+    }
     let zp = _mm512_set1_epi32(p.in_zp);
     for px in data.chunks_exact_mut(c) {
         let mut h = 0;
@@ -772,6 +776,48 @@ pub unsafe fn batch_norm_in_place_avx512(p: &Int8Params, w: &Int8Weights<'_>, da
                 _mm512_mask_cvtepi32_storeu_epi8(px[h..].as_mut_ptr().cast(), k, r);
             }
             h += n;
+        }
+    }
+}
+
+/// Most channels [`batch_norm_by_table`] tables (256 bytes each, on the stack).
+const BN_TABLE_CHANNELS: usize = 256;
+
+/// [`batch_norm_in_place_avx512`] for tensors of more than 256 pixels: each
+/// channel maps an int8 to an int8, so its 256 results are computed once
+/// (16 input values per vector, the same arithmetic) and every pixel looks
+/// its bytes up. AlexNet's first BatchNormalization has 3025 pixels of 96
+/// channels: 12x fewer requantizations.
+///
+/// # Safety
+/// AVX-512F/BW; `w` checked for `data` by the caller, at most
+/// [`BN_TABLE_CHANNELS`] channels.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn batch_norm_by_table(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
+    let c = w.weights.len();
+    assert!(c <= BN_TABLE_CHANNELS, "batch_norm: too many channels for the table");
+    let mut table = [0i8; BN_TABLE_CHANNELS * 256];
+    let zp = _mm512_set1_epi32(p.in_zp);
+    for (ch, t) in table.chunks_exact_mut(256).take(c).enumerate() {
+        let wv = _mm512_set1_epi32(w.weights[ch] as i32);
+        let (b, m, sh) =
+            (_mm512_set1_epi32(w.bias[ch]), _mm512_set1_epi32(w.multiplier[ch]), _mm512_set1_epi32(w.shift[ch]));
+        for (i, out) in t.chunks_exact_mut(16).enumerate() {
+            // Lane l: the int8 value whose bit pattern is 16 i + l.
+            let x = _mm512_add_epi32(
+                _mm512_set1_epi32((16 * i) as i32),
+                _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            );
+            let x = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(x));
+            let acc = _mm512_add_epi32(_mm512_mullo_epi32(wv, _mm512_sub_epi32(x, zp)), b);
+            let r = requantize16(acc, m, sh, p);
+            // SAFETY: 16 writable bytes.
+            unsafe { _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().cast(), 0xFFFF, r) };
+        }
+    }
+    for px in data.chunks_exact_mut(c) {
+        for (ch, v) in px.iter_mut().enumerate() {
+            *v = table[ch * 256 + *v as u8 as usize];
         }
     }
 }
