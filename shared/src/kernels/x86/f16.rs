@@ -267,8 +267,8 @@ pub unsafe fn f16_dense_f16c(relu: bool, w: &F16Weights<'_>, input: &[f16], outp
 const ZC: usize = 16;
 /// Most output pixels per AVX-512 register block (8 accumulators + the weights).
 const ZP: usize = 8;
-/// The most f16 weights [`f16_conv2d_avx512_rows`] transposes on the stack
-/// (`ZC` filters of up to this many / `ZC` elements each: 128 KiB).
+/// The most weights [`f16_conv2d_avx512_rows`] transposes and widens on the
+/// stack (`ZC` filters of up to this many / `ZC` elements each: 256 KiB of f32).
 const Z_PACK: usize = ZC * 4096;
 /// The longest in-image run of one kernel row (`kernel * in_c` elements) it widens on the stack.
 const Z_RUN: usize = 2048;
@@ -359,15 +359,17 @@ pub unsafe fn f16_conv2d_avx512_rows(
     let k = g.kernel;
     let cin = g.in_c;
     let filter = k * k * cin;
-    // packed[t * ZC + j] = weight t of filter oc0 + j (0 past the last filter).
-    let mut packed = [0u16; Z_PACK];
+    // packed[t * ZC + j] = weight t of filter oc0 + j widened to f32 (exact; 0
+    // past the last filter): widened once per filter group, not once per
+    // pixel block (the conversion shares the FP pipes with the adds).
+    let mut packed = [0.0f32; Z_PACK];
     let mut xs = [[0.0f32; Z_RUN]; ZP];
     let mut oc0 = 0;
     while oc0 < g.out_c {
         let nc = ZC.min(g.out_c - oc0);
         for j in 0..ZC {
             for t in 0..filter {
-                packed[t * ZC + j] = if j < nc { w.weights[(oc0 + j) * filter + t].to_bits() } else { 0 };
+                packed[t * ZC + j] = if j < nc { widen1(w.weights[(oc0 + j) * filter + t]) } else { 0.0 };
             }
         }
         let bias = bias16(&w.bias[oc0..oc0 + nc]);
@@ -439,7 +441,7 @@ struct Block<'g> {
 #[inline]
 fn conv_block<const NP: usize>(
     b: &Block<'_>,
-    packed: &[u16; Z_PACK],
+    packed: &[f32; Z_PACK],
     input: &[f16],
     xs: &mut [[f32; Z_RUN]; ZP],
     output: &mut [f16],
@@ -461,7 +463,7 @@ fn conv_block<const NP: usize>(
         let wr = &packed[(ky * g.kernel + kx0) * cin * ZC..][..run * ZC];
         for i in 0..run {
             // SAFETY: `wr` has `run * ZC` elements, so 16 from `i * ZC`.
-            let wv = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(wr.as_ptr().add(i * ZC).cast()) });
+            let wv = unsafe { _mm512_loadu_ps(wr.as_ptr().add(i * ZC)) };
             for q in 0..NP {
                 acc[q] = _mm512_add_ps(acc[q], _mm512_mul_ps(wv, _mm512_set1_ps(xs[q][i])));
             }
