@@ -10,6 +10,20 @@
 //! All of this is wrapping i32 arithmetic, equal modulo 2^32 to the plain
 //! kernel's sum whatever the order, and the result goes through the same
 //! [`requantize`].
+//!
+//! Conv2D has three VNNI walkers, picked by [`conv2d_vnni_rows`]:
+//! - [`conv2d_vnni_patch_pixels`] (the usual one): each output pixel's window
+//!   is gathered into a contiguous, already offset patch whose padding taps
+//!   hold the input zero point, so every window is full and the correction is
+//!   one whole-filter sum per channel. Small layers (filters repacked in
+//!   64 KB, like AlexNet's conv1) then run a broadcast kernel with channels
+//!   across the lanes; the others a 4-pixel x 4-filter dot-product kernel
+//!   on the filters as stored.
+//! - [`conv2d_vnni_clipped_rows`], for filters too large for the patch
+//!   buffer: kernel row by kernel row over the in-image taps.
+//!
+//! The scratch they need (patches, repacked filters, sum tables) is on the
+//! stack: nothing here allocates.
 
 // Register blocks index the same way the formulas do.
 #![allow(clippy::needless_range_loop)]
