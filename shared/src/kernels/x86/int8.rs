@@ -619,6 +619,7 @@ unsafe fn broadcast_patches(
 /// Copy output pixel `(oy, ox)`'s window into `patch` (`k * k * in_c` bytes,
 /// kernel-row-major like the OHWI filters), each byte offset by 128, the
 /// taps outside the image set to `fill`.
+#[target_feature(enable = "avx512f,avx512bw")]
 fn gather_patch(g: &ConvGeom, input: &[i8], oy: usize, ox: usize, fill: u8, patch: &mut [u8]) {
     let (k, cin) = (g.kernel, g.in_c);
     let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
@@ -631,8 +632,23 @@ fn gather_patch(g: &ConvGeom, input: &[i8], oy: usize, ox: usize, fill: u8, patc
         row[..kx0 * cin].fill(fill);
         row[kx1 * cin..].fill(fill);
         let src = &input[((iy0 + ky - ky0) * g.in_w + ix0) * cin..][..(kx1 - kx0) * cin];
-        for (d, &v) in row[kx0 * cin..kx1 * cin].iter_mut().zip(src) {
-            *d = (v as u8) ^ 0x80;
+        offset_copy(src, &mut row[kx0 * cin..kx1 * cin]);
+    }
+}
+
+/// `dst[i] = src[i] + 128` as `u8`, 64 bytes per masked vector (conv1's
+/// 33-byte kernel rows were a byte loop).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn offset_copy(src: &[i8], dst: &mut [u8]) {
+    assert_eq!(src.len(), dst.len(), "offset_copy: lengths");
+    let flip = _mm512_set1_epi8(i8::MIN);
+    for (s, d) in src.chunks(64).zip(dst.chunks_mut(64)) {
+        let mask: __mmask64 = if s.len() == 64 { u64::MAX } else { (1u64 << s.len()) - 1 };
+        // SAFETY: masked load and store of the `s.len()` bytes both chunks have.
+        unsafe {
+            let v = _mm512_maskz_loadu_epi8(mask, s.as_ptr());
+            _mm512_mask_storeu_epi8(d.as_mut_ptr().cast(), mask, _mm512_xor_si512(v, flip));
         }
     }
 }
