@@ -15,8 +15,15 @@ use crate::spec::{
 };
 use half::f16;
 
-/// CRC-32/ISO-HDLC (zlib's), with a 1 KiB table that stays in flash.
-const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+/// CRC-32/ISO-HDLC (zlib's). On a device, with a 1 KiB table that stays in
+/// flash; on a host (`std`), slice-by-16 with a 16 KiB table: the same value,
+/// ~8x faster, so a 61 MB full-AlexNet model no longer takes half a second to
+/// open.
+const CRC32: crc::Crc<u32, CrcTable> = crc::Crc::<u32, CrcTable>::new(&crc::CRC_32_ISO_HDLC);
+#[cfg(feature = "std")]
+type CrcTable = crc::Table<16>;
+#[cfg(not(feature = "std"))]
+type CrcTable = crc::Table<1>;
 
 /// Smallest non-zero multiplier QuantizeMultiplier produces (`0.5 * 2^31`).
 const MULTIPLIER_MIN: i32 = 1 << 30;
