@@ -339,6 +339,7 @@ fn alexnet_like_shapes() {
         ((3, 3, 1), 1, 17, 1, Padding::Same),    // more taps than the VNNI table
         ((4, 5, 520), 9, 3, 1, Padding::Same),   // f16 filters too large to pack (the F16C scalar loop)
         ((3, 40, 600), 20, 3, 1, Padding::Same), // a row of int8 patches gathered in four pieces
+        ((63, 63, 3), 96, 11, 4, Padding::Valid), // conv1's broadcast kernel over two gathers of patches
     ];
     for (i, &(inp, f, k, s, p)) in shapes.iter().enumerate() {
         let g = ConvGeom::new(inp, f, k, s, p).unwrap();
