@@ -1,4 +1,4 @@
-//! Banded execution: Conv2D → [BatchNormalization] → MaxPool2D in bands of
+//! Banded execution: Conv2D → (BatchNormalization) → MaxPool2D in bands of
 //! output rows (MCUNetV2's patch-based inference along one axis), so that
 //! the conv's output never exists as a whole tensor.
 //!
@@ -10,7 +10,7 @@
 //! reads again (window − stride of them) are moved to the front of the row
 //! buffer. Every output value is computed by the same kernels from the same
 //! inputs as in [`crate::engine::run`] (a band is a conv over a slice of input rows
-//! with the padding that slice has, [`conv_band`]), so the bytes are the
+//! with the padding that slice has, `conv_band`), so the bytes are the
 //! whole-tensor engine's; only the order of work differs. The tests hold
 //! every layer's bytes (assembled from its rows) to [`crate::engine::run`]'s.
 //!
@@ -58,7 +58,7 @@ pub struct Band {
 }
 
 /// One step of a banded plan: one layer as in [`crate::engine::plan`], or a band
-/// group (conv, [BN,] pool).
+/// group (conv, optional BN, pool).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stage {
     /// The stage's first layer.

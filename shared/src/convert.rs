@@ -1,4 +1,4 @@
-//! Converting float parameters to a [`QuantModel`] (host side, `std`).
+//! Converting float parameters to a [`crate::model::QuantModel`] (host side, `std`).
 //!
 //! The quantizer, the tests and any tool that wants a model without a file
 //! use the same routine, so there is one definition of how float weights
@@ -13,7 +13,7 @@
 //!   (exact), so a negative gamma stays negative;
 //! - MaxPool2D, Flatten, Dropout keep their input's quantization.
 //!
-//! Activation ranges come from calibration: [`Ranges`] holds the min/max of
+//! Activation ranges come from calibration: [`crate::convert::Ranges`] holds the min/max of
 //! every tensor over samples (the host's calibrator runs its float network;
 //! the tests' f64 reference forward lives in the `suite` test-support crate).
 

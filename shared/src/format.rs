@@ -3,7 +3,7 @@
 //!
 //! [`parse`] validates a whole file and returns a [`QuantModel`] whose weight
 //! slices point straight into the given bytes: no copy, no allocation. With the
-//! `alloc` feature, [`write`] produces the bytes of a [`QuantModel`], and
+//! `alloc` feature, [`fn@write`] produces the bytes of a [`QuantModel`], and
 //! `parse(&write(m)?)? == *m`.
 //!
 //! # Layout, format versions 1 and 2

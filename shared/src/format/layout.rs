@@ -17,7 +17,7 @@ pub const LAYER_RECORD_LEN: usize = 64;
 pub const SECTION_SLOTS: usize = 5;
 /// Alignment of every section, relative to the file start.
 pub const SECTION_ALIGN: usize = 16;
-/// The least alignment of the buffer start that [`parse`] accepts.
+/// The least alignment of the buffer start that [`crate::format::parse`] accepts.
 pub const BUFFER_ALIGN: usize = 4;
 /// Smallest requantization shift accepted (QuantizeMultiplier gives `shift >= -31`).
 pub const SHIFT_MIN: i32 = -31;

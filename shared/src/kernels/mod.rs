@@ -11,9 +11,10 @@
 //!   checks, the max-pool walk), the plain reference kernels and the portable
 //!   int8 reorderings. It imports no other kernel module.
 //! - ISA modules that build on [`generic`]: [`x86`] (`int8`, `f16`, and the
-//!   CPU feature checks) and [`arm`] (the DSP int8 kernels).
+//!   CPU feature checks) and `arm` (the DSP int8 kernels, built for Arm cores
+//!   with DSP and for tests).
 //! - [`dispatch`], the one place that picks a variant for this CPU or target.
-//! - [`int8`] and [`f16`], what callers use: the plain and the dispatched
+//! - [`int8`] and [`mod@f16`], what callers use: the plain and the dispatched
 //!   kernels of one precision, re-exported (nothing inside `kernels` imports
 //!   them).
 //!

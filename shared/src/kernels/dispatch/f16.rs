@@ -35,7 +35,7 @@ pub fn conv2d_rows(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], 
     conv2d_rows_by(g, relu, w, input, output, rows, f16::to_f32, f16::from_f32)
 }
 
-/// [`dense`](crate::kernels::generic::f16::dense) with the same bits, faster where the CPU allows (F16C under
+/// [`crate::kernels::generic::f16::dense`] with the same bits, faster where the CPU allows (F16C under
 /// `std` on x86_64, see [`x86_16::f16_dense_f16c`]).
 pub fn dense_fast(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
     #[cfg(all(feature = "std", x86_simd))]

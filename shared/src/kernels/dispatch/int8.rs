@@ -21,8 +21,8 @@ use crate::model::Int8Weights;
 /// AVX-512BW or AVX2): integer sums, so the instruction set cannot change the
 /// bytes; the tests compare every variant with the plain kernel. On Arm cores
 /// with the DSP extension (`cfg(arm_dsp)`, see build.rs) it is
-/// [`crate::kernels::arm`]'s SMLAD kernel; elsewhere
-/// [`conv2d_portable`](crate::kernels::generic::int8::conv2d_portable).
+/// `crate::kernels::arm`'s SMLAD kernel; elsewhere
+/// [`crate::kernels::generic::int8::conv2d_portable`].
 pub fn conv2d_fast(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     #[cfg(all(feature = "std", x86_simd))]
     {
@@ -124,9 +124,9 @@ pub fn dense_units(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &m
 }
 
 /// Dense with the bytes of [`dense`](crate::kernels::generic::int8::dense),
-/// faster: x86 SIMD under `std`, [`crate::kernels::arm`]'s SMLAD kernel on
+/// faster: x86 SIMD under `std`, `crate::kernels::arm`'s SMLAD kernel on
 /// Arm cores with DSP, elsewhere
-/// [`dense_portable`](crate::kernels::generic::int8::dense_portable).
+/// [`crate::kernels::generic::int8::dense_portable`].
 pub fn dense_fast(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     #[cfg(all(feature = "std", x86_simd))]
     {
@@ -151,7 +151,7 @@ pub fn dense_fast(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mu
 
 /// [`batch_norm_in_place`] with the same bytes, 16 channels at a time under
 /// `std` on x86_64 with AVX-512BW ([`x86_8::batch_norm_in_place_avx512`]);
-/// on Arm cores with DSP through [`crate::kernels::arm`]'s shorter output stage.
+/// on Arm cores with DSP through `crate::kernels::arm`'s shorter output stage.
 pub fn batch_norm_in_place_fast(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
     #[cfg(all(feature = "std", x86_simd))]
     if x86::has_avx512bw() {
@@ -166,7 +166,7 @@ pub fn batch_norm_in_place_fast(p: &Int8Params, w: &Int8Weights<'_>, data: &mut 
 
 /// [`max_pool`](crate::kernels::generic::int8::max_pool) with the same bytes: 64 channels per
 /// vector where an x86 CPU has AVX-512BW, four at a time on Arm cores with DSP
-/// ([`arm::max_pool_dsp`]).
+/// (`arm::max_pool_dsp`).
 pub fn max_pool_fast(g: &PoolGeom, input: &[i8], output: &mut [i8]) {
     #[cfg(all(feature = "std", x86_simd))]
     if x86::has_avx512bw() {

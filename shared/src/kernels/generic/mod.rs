@@ -5,7 +5,7 @@
 //!
 //! It imports nothing from the other kernel modules (only
 //! [`crate::geometry`], [`crate::model`], [`crate::quant`], [`crate::spec`]):
-//! the ISA modules ([`super::x86`], [`super::arm`]) build on it, and
+//! the ISA modules ([`super::x86`], `super::arm`) build on it, and
 //! [`super::dispatch`] picks among them.
 
 pub mod f16;

@@ -616,7 +616,7 @@ const Z_BN: usize = 4096;
 
 /// f16 BatchNormalization in place with the bits of
 /// [`crate::kernels::generic::f16::batch_norm_in_place`], 16 channels per vector: the same
-/// f32 product (exact), the same separate add, one rounding. More channels than [`Z_BN`]
+/// f32 product (exact), the same separate add, one rounding. More channels than `Z_BN`
 /// go to the plain kernel.
 ///
 /// # Safety

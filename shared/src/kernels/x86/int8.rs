@@ -306,12 +306,10 @@ unsafe fn dot_any<const FLIP: bool>(b: Block, np: usize, nc: usize, sums: &mut [
 
 /// Conv2D with the bytes of [`crate::kernels::generic::int8::conv2d`], using AVX-512 VNNI.
 ///
-/// For each block of [`OCB`] filters it tables every filter's per-tap weight
-/// sums (the correction term of a clipped window), then walks each output
-/// row as runs of pixels whose windows are clipped alike, `NP` pixels by
-/// `NC` filters at a time; each kernel row is one contiguous run of
-/// `taps * in_c` bytes in both the NHWC input and the OHWI weights. The
-/// requantization runs on 16 channels at once ([`requantize16`]).
+/// Runs [`conv2d_vnni_rows`] over the whole output (the module doc lists the
+/// walkers it picks from); the requantization runs on 16 channels at once.
+/// Kernels larger than `MAX_TAPS` taps with filters too large to gather go to
+/// the AVX-512BW build of the portable kernel.
 ///
 /// # Safety
 /// The CPU must support AVX-512F, AVX-512BW and AVX-512VNNI.

@@ -1,4 +1,4 @@
-//! x86_64 SIMD variants of the int8 ([`int8`]) and f16 ([`f16`]) kernels,
+//! x86_64 SIMD variants of the int8 ([`int8`]) and f16 ([`mod@f16`]) kernels,
 //! each tested (tests/kernels_simd.rs) to give exactly the bytes of the
 //! plain kernel in [`super::generic`], and the CPU feature checks
 //! [`super::dispatch`] uses to pick one.
