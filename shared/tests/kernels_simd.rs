@@ -336,9 +336,9 @@ fn alexnet_like_shapes() {
         ((7, 6, 63), 17, 3, 2, Padding::Same),
         ((6, 7, 65), 15, 2, 1, Padding::Same),
         ((4, 4, 64), 16, 4, 3, Padding::Same),
-        ((3, 3, 1), 1, 17, 1, Padding::Same),    // more taps than the VNNI table
-        ((4, 5, 520), 9, 3, 1, Padding::Same),   // f16 filters too large to pack (the F16C scalar loop)
-        ((3, 40, 600), 20, 3, 1, Padding::Same), // a row of int8 patches gathered in four pieces
+        ((3, 3, 1), 1, 17, 1, Padding::Same),     // more taps than the VNNI table
+        ((4, 5, 520), 9, 3, 1, Padding::Same),    // f16 filters too large to pack (the F16C scalar loop)
+        ((3, 40, 600), 20, 3, 1, Padding::Same),  // a row of int8 patches gathered in four pieces
         ((63, 63, 3), 96, 11, 4, Padding::Valid), // conv1's broadcast kernel over two gathers of patches
     ];
     for (i, &(inp, f, k, s, p)) in shapes.iter().enumerate() {
