@@ -11,7 +11,7 @@
 use super::gemm::{matmul, Mat, Par};
 use super::micro;
 pub use super::micro::Epilogue;
-use super::scratch::with_scratch;
+use super::scratch::{with_padded, with_scratch};
 use rayon::prelude::*;
 use shared::spec::{Conv2D, Shape};
 
@@ -200,6 +200,18 @@ fn forward_spread(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch:
     let rows = batch * g.pixels();
     let chunks = threads * rows.div_ceil(threads * PAR_ROWS);
     let chunk = rows.div_ceil(chunks);
+    if fast && micro::serves_conv(g) {
+        // Pad once; each chunk then reads its receptive fields in place.
+        let (hp, wp) = ((g.out_h - 1) * g.stride + g.kernel, (g.out_w - 1) * g.stride + g.kernel);
+        return with_padded(batch * hp * wp * g.in_c, |buf| {
+            pad(g, x, hp, wp, buf);
+            let xp = micro::Padded { data: buf, h: hp, w: wp };
+            y.par_chunks_mut(chunk * g.out_c).enumerate().for_each(|(j, yc)| {
+                let served = micro::conv(g, &xp, j * chunk, kernel, yc, ep);
+                assert!(served, "micro::serves_conv promised this conv");
+            });
+        });
+    }
     y.par_chunks_mut(chunk * g.out_c).enumerate().for_each(|(j, yc)| {
         let n = yc.len() / g.out_c;
         let done = with_scratch(n * kd, |cols| {
@@ -214,6 +226,21 @@ fn forward_spread(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch:
             epilogue(yc, ep);
         }
     });
+}
+
+/// Copy NHWC images `x` into `out` (`[batch, hp, wp, c]`) at the conv's
+/// leading padding, zeros around: every receptive field then lies inside.
+fn pad(g: &ConvGeom, x: &[f32], hp: usize, wp: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    let c = g.in_c;
+    for (xi, oi) in x.chunks_exact(g.input_len()).zip(out.chunks_exact_mut(hp * wp * c)) {
+        // Valid convs may leave trailing input rows and columns unread.
+        let (h, w) = (g.in_h.min(hp - g.pad_top), g.in_w.min(wp - g.pad_left));
+        for iy in 0..h {
+            let src = &xi[iy * g.in_w * c..][..w * c];
+            oi[((iy + g.pad_top) * wp + g.pad_left) * c..][..w * c].copy_from_slice(src);
+        }
+    }
 }
 
 /// Gradients of one convolution. `dy` (dL/dy) is consumed: the ReLU mask is applied
@@ -406,7 +433,8 @@ mod tests {
     }
 
     /// The inference path with channel counts the AVX-512 kernel takes (multiples
-    /// of 16, a partial 64-channel panel, depth past one block) and a folded
+    /// of 16, a partial 64-channel panel, depth past one block; from an im2col
+    /// copy for conv 1's short kernel rows, from the padded input otherwise) and a folded
     /// BatchNormalization, against the plain twin (im2col, `gemm` crate, then the
     /// epilogue) and the direct convolution followed by the same epilogue.
     #[test]
@@ -415,6 +443,9 @@ mod tests {
             (Conv2D::new(96, 11).strides(4), Shape::image(31, 31, 3), 1),
             (Conv2D::new(32, 3).same(), Shape::image(9, 9, 48), 2),
             (Conv2D::new(16, 5).same(), Shape::image(7, 6, 20), 1),
+            // Chunks that start inside an image; valid padding leaving input unread.
+            (Conv2D::new(16, 3).same(), Shape::image(10, 10, 32), 3),
+            (Conv2D::new(64, 3).strides(2), Shape::image(9, 8, 32), 2),
         ] {
             let g = geometry(&c, shape);
             let x = lcg(1, batch * g.input_len());

@@ -39,6 +39,8 @@ impl Epilogue<'_> {
 /// Depth rows per block: a 64-channel panel of them is 96 KB, in L2 with the
 /// chunk's block of im2col rows.
 const KC: usize = 384;
+
+use shared::geometry::ConvGeom;
 /// Output pixels per register tile (rows of `a`).
 const MR: usize = 6;
 
@@ -47,33 +49,118 @@ const MR: usize = 6;
 /// on this CPU, or `n` not a multiple of 16 (the plain GEMM serves those).
 pub fn gemm(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32], ep: &Epilogue) -> bool {
     assert_eq!(a.len(), rows * k, "a has the wrong size");
+    check(k, w, n, c, rows, ep);
+    if !available(k, n) {
+        return false;
+    }
+    let blocks: Vec<(usize, usize)> = (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0))).collect();
+    let a = a.as_ptr();
+    // SAFETY: AVX-512F is present (`available`); row `i` of `a` has `k` values
+    // from `a + i * k`, so every block `k0 .. k0 + kc` of it is in bounds, and
+    // `check` verified `w` and `c`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::drive(rows, &blocks, |i, k0| a.wrapping_add(i * k + k0), w, n, c, ep)
+    };
+    let _ = (a, blocks);
+    true
+}
+
+/// A batch of NHWC images with the conv's zero padding already in place: every
+/// receptive field of the output lies inside its image, so each kernel row of
+/// it is one contiguous run of `kernel * c` values.
+pub struct Padded<'a> {
+    pub data: &'a [f32],
+    pub h: usize,
+    pub w: usize,
+}
+
+/// The output pixels `r0 .. r0 + out.len() / n` (counted across images) of the
+/// convolution `g` of `x`, with `ep` applied: the GEMM of [`gemm`] reading the
+/// receptive fields straight from the padded input instead of an im2col copy
+/// (conv 2 of AlexNet-227 would copy 7 MB). `false` without touching `out`
+/// where [`gemm`] would refuse, or when a kernel row is shorter than 64 values
+/// (depth blocks that short would spend more time loading and storing the tile
+/// than multiplying: conv 1's `11 x 3`).
+pub fn conv(g: &ConvGeom, x: &Padded, r0: usize, w: &[f32], out: &mut [f32], ep: &Epilogue) -> bool {
+    let (k, n, run) = (g.kernel * g.kernel * g.in_c, g.out_c, g.kernel * g.in_c);
+    let rows = out.len() / n.max(1);
+    check(k, w, n, out, rows, ep);
+    if !serves_conv(g) || rows == 0 {
+        return false;
+    }
+    let img = x.h * x.w * g.in_c;
+    assert!(x.h >= (g.out_h - 1) * g.stride + g.kernel, "padded input too short");
+    assert!(x.w >= (g.out_w - 1) * g.stride + g.kernel, "padded input too narrow");
+    let pixels = g.out_h * g.out_w;
+    assert!((r0 + rows).div_ceil(pixels) * img <= x.data.len(), "padded input has too few images");
+    // Depth blocks never cross a kernel row (a run): as even as KC allows.
+    let parts = run.div_ceil(KC);
+    let blocks: Vec<(usize, usize)> = (0..g.kernel)
+        .flat_map(|ky| {
+            (0..parts).map(move |b| {
+                let (s, e) = (b * run / parts, (b + 1) * run / parts);
+                (ky * run + s, e - s)
+            })
+        })
+        .collect();
+    let (data, row_len, cin) = (x.data.as_ptr(), x.w * g.in_c, g.in_c);
+    let a_row = |i: usize, k0: usize| {
+        let (n_img, p) = ((r0 + i) / pixels, (r0 + i) % pixels);
+        let (oy, ox) = (p / g.out_w, p % g.out_w);
+        let (ky, off) = (k0 / run, k0 % run);
+        let at = n_img * img + (oy * g.stride + ky) * row_len + ox * g.stride * cin + off;
+        data.wrapping_add(at)
+    };
+    // SAFETY: AVX-512F is present. A block `(k0, kc)` of row `i` reads `kc`
+    // values from `a_row(i, k0)`: kernel row `ky` at column offset `off + kc <=
+    // run`, inside the window of output pixel (oy, ox), which the asserts above
+    // put inside image `n_img` of `data`; `check` verified `w` and `out`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::drive(rows, &blocks, a_row, w, n, out, ep)
+    };
+    let _ = (a_row, blocks);
+    true
+}
+
+/// Whether [`conv`] computes `g` on this CPU (the caller then pads the input).
+pub fn serves_conv(g: &ConvGeom) -> bool {
+    available(g.kernel * g.kernel * g.in_c, g.out_c) && g.kernel * g.in_c >= 64
+}
+
+/// The size checks both entry points share.
+fn check(k: usize, w: &[f32], n: usize, c: &[f32], rows: usize, ep: &Epilogue) {
     assert_eq!(w.len(), k * n, "w has the wrong size");
     assert_eq!(c.len(), rows * n, "c has the wrong size");
     assert_eq!(ep.bias.len(), n, "bias has the wrong size");
     if let Some((s, t)) = ep.affine {
         assert!(s.len() == n && t.len() == n, "affine has the wrong size");
     }
+}
+
+/// Whether the AVX-512 kernel serves a depth `k`, `n`-channel product here.
+fn available(k: usize, n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if n.is_multiple_of(16) && k > 0 && is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F is present; the sizes were checked above, and every
-            // tile stays within `rows x k`, `k x n` and `rows x n`.
-            unsafe { x86::gemm(a, rows, k, w, n, c, ep) };
-            return true;
-        }
+        n.is_multiple_of(16) && k > 0 && is_x86_feature_detected!("avx512f")
     }
-    false
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (k, n);
+        false
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Epilogue, KC, MR};
+    use super::{Epilogue, MR};
     use std::arch::x86_64::*;
 
     /// Where one tile reads and writes, and what it applies on the last depth block.
-    struct Tile {
-        a: *const f32,
-        lda: usize,
+    pub(super) struct Tile {
+        /// Each pixel row's first value of the depth block.
+        a: [*const f32; MR],
         w: *const f32,
         ldw: usize,
         c: *mut f32,
@@ -84,13 +171,25 @@ mod x86 {
         last: Option<(*const f32, bool, *const f32, *const f32)>,
     }
 
+    /// `c[rows, n] = epilogue(a w)` over the depth blocks `(k0, kc)` in order
+    /// (together `0 .. k`), row `i`'s values `k0 .. k0 + kc` read from `a_row(i, k0)`.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `a_row(i, k0)` must be valid for `kc` reads for
+    /// every row and block, `w` for `k x n` and `c` for `rows x n`, `n % 16 == 0`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gemm(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32], ep: &Epilogue) {
-        let (a, w, c) = (a.as_ptr(), w.as_ptr(), c.as_mut_ptr());
-        let mut k0 = 0;
-        while k0 < k {
-            let kc = KC.min(k - k0);
-            let last = k0 + kc == k;
+    pub(super) unsafe fn drive(
+        rows: usize,
+        blocks: &[(usize, usize)],
+        a_row: impl Fn(usize, usize) -> *const f32,
+        w: &[f32],
+        n: usize,
+        c: &mut [f32],
+        ep: &Epilogue,
+    ) {
+        let (w, c) = (w.as_ptr(), c.as_mut_ptr());
+        for (b, &(k0, kc)) in blocks.iter().enumerate() {
+            let last = b + 1 == blocks.len();
             for j0 in (0..n).step_by(64) {
                 let v = (n - j0).min(64) / 16;
                 let last = last.then(|| {
@@ -102,21 +201,23 @@ mod x86 {
                 });
                 for i0 in (0..rows).step_by(MR) {
                     let m = MR.min(rows - i0);
+                    let mut a = [std::ptr::null(); MR];
+                    for (i, a) in a.iter_mut().enumerate().take(m) {
+                        *a = a_row(i0 + i, k0);
+                    }
                     let t = Tile {
-                        a: a.add(i0 * k + k0),
-                        lda: k,
+                        a,
                         w: w.add(k0 * n + j0),
                         ldw: n,
                         c: c.add(i0 * n + j0),
                         ldc: n,
                         kc,
-                        first: k0 == 0,
+                        first: b == 0,
                         last,
                     };
                     dispatch(m, v, &t);
                 }
             }
-            k0 += kc;
         }
     }
 
@@ -160,7 +261,7 @@ mod x86 {
                 *b = _mm512_loadu_ps(wp.add(16 * v));
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*t.a.add(i * t.lda + p));
+                let x = _mm512_set1_ps(*t.a[i].add(p));
                 for (r, b) in row.iter_mut().zip(&b) {
                     *r = _mm512_fmadd_ps(x, *b, *r);
                 }
