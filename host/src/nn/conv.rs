@@ -206,8 +206,33 @@ fn forward_spread(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch:
         return with_padded(batch * hp * wp * g.in_c, |buf| {
             pad(g, x, hp, wp, buf);
             let xp = micro::Padded { data: buf, h: hp, w: wp };
+            let panels = g.out_c.div_ceil(64);
+            if chunks == threads && panels >= threads && rows < threads * PAR_ROWS {
+                // Few pixels (13x13): cut the channels instead, so that each
+                // thread reads only its share of the weights from memory.
+                let per = panels.div_ceil(threads) * 64;
+                let parts: Vec<(usize, Vec<f32>)> = (0..g.out_c)
+                    .step_by(per)
+                    .collect::<Vec<_>>()
+                    .into_par_iter()
+                    .map(|j0| {
+                        let cols = j0..(j0 + per).min(g.out_c);
+                        let mut out = vec![0.0; rows * cols.len()];
+                        let served = micro::conv(g, &xp, 0, cols, kernel, &mut out, ep);
+                        assert!(served, "micro::serves_conv promised this conv");
+                        (j0, out)
+                    })
+                    .collect();
+                for (j0, part) in parts {
+                    let nj = part.len() / rows;
+                    for (yr, pr) in y.chunks_exact_mut(g.out_c).zip(part.chunks_exact(nj)) {
+                        yr[j0..j0 + nj].copy_from_slice(pr);
+                    }
+                }
+                return;
+            }
             y.par_chunks_mut(chunk * g.out_c).enumerate().for_each(|(j, yc)| {
-                let served = micro::conv(g, &xp, j * chunk, kernel, yc, ep);
+                let served = micro::conv(g, &xp, j * chunk, 0..g.out_c, kernel, yc, ep);
                 assert!(served, "micro::serves_conv promised this conv");
             });
         });
@@ -446,6 +471,8 @@ mod tests {
             // Chunks that start inside an image; valid padding leaving input unread.
             (Conv2D::new(16, 3).same(), Shape::image(10, 10, 32), 3),
             (Conv2D::new(64, 3).strides(2), Shape::image(9, 8, 32), 2),
+            // Few pixels, several 64-channel panels: split by channels.
+            (Conv2D::new(160, 3).same(), Shape::image(5, 5, 32), 1),
         ] {
             let g = geometry(&c, shape);
             let x = lcg(1, batch * g.input_len());

@@ -41,6 +41,7 @@ impl Epilogue<'_> {
 const KC: usize = 384;
 
 use shared::geometry::ConvGeom;
+use std::ops::Range;
 /// Output pixels per register tile (rows of `a`).
 const MR: usize = 6;
 
@@ -49,7 +50,8 @@ const MR: usize = 6;
 /// on this CPU, or `n` not a multiple of 16 (the plain GEMM serves those).
 pub fn gemm(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32], ep: &Epilogue) -> bool {
     assert_eq!(a.len(), rows * k, "a has the wrong size");
-    check(k, w, n, c, rows, ep);
+    assert_eq!(c.len(), rows * n, "c has the wrong size");
+    check(k, w, n, ep);
     if !available(k, n) {
         return false;
     }
@@ -60,7 +62,7 @@ pub fn gemm(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32]
     // `check` verified `w` and `c`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::drive(rows, &blocks, |i, k0| a.wrapping_add(i * k + k0), w, n, c, ep)
+        x86::drive(rows, &blocks, |i, k0| a.wrapping_add(i * k + k0), w, n, 0..n, c, ep)
     };
     let _ = (a, blocks);
     true
@@ -75,18 +77,29 @@ pub struct Padded<'a> {
     pub w: usize,
 }
 
-/// The output pixels `r0 .. r0 + out.len() / n` (counted across images) of the
-/// convolution `g` of `x`, with `ep` applied: the GEMM of [`gemm`] reading the
+/// Output channels `cols` of the output pixels `r0 .. r0 + out.len() / cols.len()`
+/// (counted across images) of the convolution `g` of `x`, with `ep` applied,
+/// into `out` (`[pixels, cols.len()]`): the GEMM of [`gemm`] reading the
 /// receptive fields straight from the padded input instead of an im2col copy
 /// (conv 2 of AlexNet-227 would copy 7 MB). `false` without touching `out`
 /// where [`gemm`] would refuse, or when a kernel row is shorter than 64 values
 /// (depth blocks that short would spend more time loading and storing the tile
 /// than multiplying: conv 1's `11 x 3`).
-pub fn conv(g: &ConvGeom, x: &Padded, r0: usize, w: &[f32], out: &mut [f32], ep: &Epilogue) -> bool {
+pub fn conv(
+    g: &ConvGeom,
+    x: &Padded,
+    r0: usize,
+    cols: Range<usize>,
+    w: &[f32],
+    out: &mut [f32],
+    ep: &Epilogue,
+) -> bool {
     let (k, n, run) = (g.kernel * g.kernel * g.in_c, g.out_c, g.kernel * g.in_c);
-    let rows = out.len() / n.max(1);
-    check(k, w, n, out, rows, ep);
-    if !serves_conv(g) || rows == 0 {
+    assert!(cols.start <= cols.end && cols.end <= n, "channels out of range");
+    let rows = out.len() / cols.len().max(1);
+    check(k, w, n, ep);
+    assert_eq!(out.len(), rows * cols.len(), "out has the wrong size");
+    if !serves_conv(g) || rows == 0 || !cols.start.is_multiple_of(16) || !cols.len().is_multiple_of(16) {
         return false;
     }
     let img = x.h * x.w * g.in_c;
@@ -118,7 +131,7 @@ pub fn conv(g: &ConvGeom, x: &Padded, r0: usize, w: &[f32], out: &mut [f32], ep:
     // put inside image `n_img` of `data`; `check` verified `w` and `out`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::drive(rows, &blocks, a_row, w, n, out, ep)
+        x86::drive(rows, &blocks, a_row, w, n, cols, out, ep)
     };
     let _ = (a_row, blocks);
     true
@@ -130,9 +143,8 @@ pub fn serves_conv(g: &ConvGeom) -> bool {
 }
 
 /// The size checks both entry points share.
-fn check(k: usize, w: &[f32], n: usize, c: &[f32], rows: usize, ep: &Epilogue) {
+fn check(k: usize, w: &[f32], n: usize, ep: &Epilogue) {
     assert_eq!(w.len(), k * n, "w has the wrong size");
-    assert_eq!(c.len(), rows * n, "c has the wrong size");
     assert_eq!(ep.bias.len(), n, "bias has the wrong size");
     if let Some((s, t)) = ep.affine {
         assert!(s.len() == n && t.len() == n, "affine has the wrong size");
@@ -156,6 +168,7 @@ fn available(k: usize, n: usize) -> bool {
 mod x86 {
     use super::{Epilogue, MR};
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
     /// Where one tile reads and writes, and what it applies on the last depth block.
     pub(super) struct Tile {
@@ -171,12 +184,15 @@ mod x86 {
         last: Option<(*const f32, bool, *const f32, *const f32)>,
     }
 
-    /// `c[rows, n] = epilogue(a w)` over the depth blocks `(k0, kc)` in order
-    /// (together `0 .. k`), row `i`'s values `k0 .. k0 + kc` read from `a_row(i, k0)`.
+    /// `c[rows, cols] = epilogue(a w[:, cols])` over the depth blocks `(k0, kc)`
+    /// in order (together `0 .. k`), row `i`'s values `k0 .. k0 + kc` read from
+    /// `a_row(i, k0)`; `c` is `[rows, cols.len()]`.
     ///
     /// # Safety
     /// AVX-512F must be present; `a_row(i, k0)` must be valid for `kc` reads for
-    /// every row and block, `w` for `k x n` and `c` for `rows x n`, `n % 16 == 0`.
+    /// every row and block, `w` for `k x n`, `c` for `rows x cols.len()`,
+    /// `cols` inside `0 .. n`, its start and length multiples of 16.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn drive(
         rows: usize,
@@ -184,14 +200,15 @@ mod x86 {
         a_row: impl Fn(usize, usize) -> *const f32,
         w: &[f32],
         n: usize,
+        cols: Range<usize>,
         c: &mut [f32],
         ep: &Epilogue,
     ) {
-        let (w, c) = (w.as_ptr(), c.as_mut_ptr());
+        let (w, c, ldc) = (w.as_ptr(), c.as_mut_ptr(), cols.len());
         for (b, &(k0, kc)) in blocks.iter().enumerate() {
             let last = b + 1 == blocks.len();
-            for j0 in (0..n).step_by(64) {
-                let v = (n - j0).min(64) / 16;
+            for j0 in cols.clone().step_by(64) {
+                let v = (cols.end - j0).min(64) / 16;
                 let last = last.then(|| {
                     let (s, t) = match ep.affine {
                         Some((s, t)) => (s[j0..].as_ptr(), t[j0..].as_ptr()),
@@ -209,8 +226,8 @@ mod x86 {
                         a,
                         w: w.add(k0 * n + j0),
                         ldw: n,
-                        c: c.add(i0 * n + j0),
-                        ldc: n,
+                        c: c.add(i0 * ldc + j0 - cols.start),
+                        ldc,
                         kc,
                         first: b == 0,
                         last,
