@@ -218,7 +218,16 @@ impl Network {
     /// applied in the conv's epilogue, straight into the BN's output; the conv's
     /// own output is then not kept (callers that read every layer's output pass
     /// `false`).
-    fn run(&mut self, x: ArrayView4<f32>, mut mode: Mode, fuse: bool) {
+    ///
+    /// The layers run on a rayon worker: each layer's parallel loop is then
+    /// pushed onto that worker's own queue, instead of this (outside) thread
+    /// handing every layer to the pool and sleeping until it is done, a wake-up
+    /// round trip per layer that batch-1 inference notices.
+    fn run(&mut self, x: ArrayView4<f32>, mode: Mode, fuse: bool) {
+        rayon::scope(|_| self.run_layers(x, mode, fuse))
+    }
+
+    fn run_layers(&mut self, x: ArrayView4<f32>, mut mode: Mode, fuse: bool) {
         if let Err(e) = self.check_input(&x) {
             panic!("Network::forward: {e}");
         }
