@@ -203,9 +203,17 @@ fn forward_spread(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch:
     if fast && micro::serves_conv(g) {
         // Pad once; each chunk then reads its receptive fields in place.
         let (hp, wp) = ((g.out_h - 1) * g.stride + g.kernel, (g.out_w - 1) * g.stride + g.kernel);
-        return with_padded(batch * hp * wp * g.in_c, |buf| {
-            pad(g, x, hp, wp, buf);
-            let xp = micro::Padded { data: buf, h: hp, w: wp };
+        let exact = (g.pad_top, g.pad_left, hp, wp) == (0, 0, g.in_h, g.in_w);
+        // No padding to add (conv 1: 227 = 54 * 4 + 11): the input as it is.
+        let len = if exact { 0 } else { batch * hp * wp * g.in_c };
+        return with_padded(len, |buf| {
+            let data = if exact {
+                x
+            } else {
+                pad(g, x, hp, wp, buf);
+                buf
+            };
+            let xp = micro::Padded { data, h: hp, w: wp };
             let panels = g.out_c.div_ceil(64);
             if chunks == threads && panels >= threads && rows < threads * PAR_ROWS {
                 // Few pixels (13x13): cut the channels instead, so that each
@@ -458,8 +466,8 @@ mod tests {
     }
 
     /// The inference path with channel counts the AVX-512 kernel takes (multiples
-    /// of 16, a partial 64-channel panel, depth past one block; from an im2col
-    /// copy for conv 1's short kernel rows, from the padded input otherwise) and a folded
+    /// of 16, a partial 64-channel panel, depth past one block; short kernel
+    /// rows grouped into one block, long ones cut; unpadded and padded input) and a folded
     /// BatchNormalization, against the plain twin (im2col, `gemm` crate, then the
     /// epilogue) and the direct convolution followed by the same epilogue.
     #[test]
@@ -473,6 +481,8 @@ mod tests {
             (Conv2D::new(64, 3).strides(2), Shape::image(9, 8, 32), 2),
             // Few pixels, several 64-channel panels: split by channels.
             (Conv2D::new(160, 3).same(), Shape::image(5, 5, 32), 1),
+            // Kernel rows of 480 values, cut into two depth blocks each.
+            (Conv2D::new(16, 3).same(), Shape::image(6, 6, 160), 1),
         ] {
             let g = geometry(&c, shape);
             let x = lcg(1, batch * g.input_len());

@@ -62,7 +62,7 @@ pub fn gemm(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32]
     // `check` verified `w` and `c`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::drive(rows, &blocks, |i, k0| a.wrapping_add(i * k + k0), w, n, 0..n, c, ep)
+        x86::drive(rows, &blocks, |i, k0| a.wrapping_add(i * k + k0), None, w, n, 0..n, c, ep)
     };
     let _ = (a, blocks);
     true
@@ -82,9 +82,8 @@ pub struct Padded<'a> {
 /// into `out` (`[pixels, cols.len()]`): the GEMM of [`gemm`] reading the
 /// receptive fields straight from the padded input instead of an im2col copy
 /// (conv 2 of AlexNet-227 would copy 7 MB). `false` without touching `out`
-/// where [`gemm`] would refuse, or when a kernel row is shorter than 64 values
-/// (depth blocks that short would spend more time loading and storing the tile
-/// than multiplying: conv 1's `11 x 3`).
+/// where [`gemm`] would refuse, or when a kernel row is shorter than 16 values
+/// (the loop per row would cost more than its multiplies).
 pub fn conv(
     g: &ConvGeom,
     x: &Padded,
@@ -107,17 +106,25 @@ pub fn conv(
     assert!(x.w >= (g.out_w - 1) * g.stride + g.kernel, "padded input too narrow");
     let pixels = g.out_h * g.out_w;
     assert!((r0 + rows).div_ceil(pixels) * img <= x.data.len(), "padded input has too few images");
-    // Depth blocks never cross a kernel row (a run): as even as KC allows.
-    let parts = run.div_ceil(KC);
-    let blocks: Vec<(usize, usize)> = (0..g.kernel)
-        .flat_map(|ky| {
-            (0..parts).map(move |b| {
-                let (s, e) = (b * run / parts, (b + 1) * run / parts);
-                (ky * run + s, e - s)
-            })
-        })
-        .collect();
+    // Long kernel rows (runs) are cut into even depth blocks of at most KC;
+    // short ones (conv 1's 33) are grouped, whole, into blocks of segments.
     let (data, row_len, cin) = (x.data.as_ptr(), x.w * g.in_c, g.in_c);
+    let (blocks, seg): (Vec<(usize, usize)>, _) = if run >= KC {
+        let parts = run.div_ceil(KC);
+        let blocks = (0..g.kernel)
+            .flat_map(|ky| {
+                (0..parts).map(move |b| {
+                    let (s, e) = (b * run / parts, (b + 1) * run / parts);
+                    (ky * run + s, e - s)
+                })
+            })
+            .collect();
+        (blocks, None)
+    } else {
+        let per = KC / run;
+        let blocks = (0..g.kernel).step_by(per).map(|ky| (ky * run, per.min(g.kernel - ky) * run)).collect();
+        (blocks, Some((run, row_len)))
+    };
     let a_row = |i: usize, k0: usize| {
         let (n_img, p) = ((r0 + i) / pixels, (r0 + i) % pixels);
         let (oy, ox) = (p / g.out_w, p % g.out_w);
@@ -127,19 +134,19 @@ pub fn conv(
     };
     // SAFETY: AVX-512F is present. A block `(k0, kc)` of row `i` reads `kc`
     // values from `a_row(i, k0)`: kernel row `ky` at column offset `off + kc <=
-    // run`, inside the window of output pixel (oy, ox), which the asserts above
+    // run`, or whole kernel rows `ky ..` one padded row apart, inside the window of output pixel (oy, ox), which the asserts above
     // put inside image `n_img` of `data`; `check` verified `w` and `out`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::drive(rows, &blocks, a_row, w, n, cols, out, ep)
+        x86::drive(rows, &blocks, a_row, seg, w, n, cols, out, ep)
     };
-    let _ = (a_row, blocks);
+    let _ = (a_row, blocks, seg);
     true
 }
 
 /// Whether [`conv`] computes `g` on this CPU (the caller then pads the input).
 pub fn serves_conv(g: &ConvGeom) -> bool {
-    available(g.kernel * g.kernel * g.in_c, g.out_c) && g.kernel * g.in_c >= 64
+    available(g.kernel * g.kernel * g.in_c, g.out_c) && g.kernel * g.in_c >= 16
 }
 
 /// The size checks both entry points share.
@@ -179,6 +186,10 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         kc: usize,
+        /// `kc` is made of segments of `seg` values, each `seg_stride` after the
+        /// last in `a` (and contiguous in `w`): the kernel rows of a receptive field.
+        seg: usize,
+        seg_stride: usize,
         first: bool,
         /// Bias, scale and shift at the tile's first channel; scale null without affine.
         last: Option<(*const f32, bool, *const f32, *const f32)>,
@@ -186,11 +197,13 @@ mod x86 {
 
     /// `c[rows, cols] = epilogue(a w[:, cols])` over the depth blocks `(k0, kc)`
     /// in order (together `0 .. k`), row `i`'s values `k0 .. k0 + kc` read from
-    /// `a_row(i, k0)`; `c` is `[rows, cols.len()]`.
+    /// `a_row(i, k0)`, or with `seg` = `(len, stride)` in segments of `len`
+    /// values `stride` apart from there; `c` is `[rows, cols.len()]`.
     ///
     /// # Safety
     /// AVX-512F must be present; `a_row(i, k0)` must be valid for `kc` reads for
-    /// every row and block, `w` for `k x n`, `c` for `rows x cols.len()`,
+    /// every row and block (each segment when `seg` is given, `len` dividing
+    /// every `kc`), `w` for `k x n`, `c` for `rows x cols.len()`,
     /// `cols` inside `0 .. n`, its start and length multiples of 16.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
@@ -198,6 +211,7 @@ mod x86 {
         rows: usize,
         blocks: &[(usize, usize)],
         a_row: impl Fn(usize, usize) -> *const f32,
+        seg: Option<(usize, usize)>,
         w: &[f32],
         n: usize,
         cols: Range<usize>,
@@ -229,6 +243,8 @@ mod x86 {
                         c: c.add(i0 * ldc + j0 - cols.start),
                         ldc,
                         kc,
+                        seg: seg.map_or(kc, |s| s.0),
+                        seg_stride: seg.map_or(0, |s| s.1),
                         first: b == 0,
                         last,
                     };
@@ -271,16 +287,19 @@ mod x86 {
                 }
             }
         }
-        for p in 0..t.kc {
-            let wp = t.w.add(p * t.ldw);
-            let mut b = [_mm512_setzero_ps(); V];
-            for (v, b) in b.iter_mut().enumerate() {
-                *b = _mm512_loadu_ps(wp.add(16 * v));
-            }
-            for (i, row) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*t.a[i].add(p));
-                for (r, b) in row.iter_mut().zip(&b) {
-                    *r = _mm512_fmadd_ps(x, *b, *r);
+        for s in 0..t.kc / t.seg {
+            let (a0, w0) = (s * t.seg_stride, t.w.add(s * t.seg * t.ldw));
+            for p in 0..t.seg {
+                let wp = w0.add(p * t.ldw);
+                let mut b = [_mm512_setzero_ps(); V];
+                for (v, b) in b.iter_mut().enumerate() {
+                    *b = _mm512_loadu_ps(wp.add(16 * v));
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*t.a[i].add(a0 + p));
+                    for (r, b) in row.iter_mut().zip(&b) {
+                        *r = _mm512_fmadd_ps(x, *b, *r);
+                    }
                 }
             }
         }
