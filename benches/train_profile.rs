@@ -1,6 +1,10 @@
 //! Where a full-AlexNet training step's time goes, layer by layer: forward,
 //! backward, the loss and the optimizer, summed over a few steps after a
 //! warm-up. `cargo bench --bench train_profile -- 32 5` (batch, steps).
+//! With `eval`, the inference forward instead (`Mode::Eval`, what `predict`
+//! and the `alexnet227_f32_host` latency bench run): `-- 1 50 eval` gives the
+//! batch-1 latency layer by layer, the minimum over the steps as well as the
+//! mean, since a shared machine's noise only ever adds time.
 //! For hot functions inside a layer, run it under `perf record -g` (see
 //! benches/peers/README.md).
 use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
@@ -15,6 +19,9 @@ fn main() {
     let (batch, steps) = (nums.first().copied().unwrap_or(32), nums.get(1).copied().unwrap_or(5));
     let spec = shared::spec::alexnet(227, 1000).expect("alexnet");
     let mut net = Network::new(&spec, 0);
+    if std::env::args().any(|a| a == "eval") {
+        return eval_profile(&mut net, batch, steps.max(1));
+    }
     let mut opt = Optimizer::new(OptimizerKind::adam());
     let x = Array4::from_shape_fn((batch, 227, 227, 3), |(n, y, x, c)| ((n + y * 3 + x * 5 + c) % 256) as f32 / 255.0);
     let labels: Vec<usize> = (0..batch).map(|i| (i * 37) % 1000).collect();
@@ -55,4 +62,43 @@ fn main() {
     println!("{:<28} {:>12.1} {:>12.1} {:>6.1}%", "all layers", per(f), per(b), 100.0 * (f + b) / total_s);
     println!("{:<28} {:>12.1} {:>12} {:>6.1}%", "softmax cross-entropy", per(loss_s), "", 100.0 * loss_s / total_s);
     println!("{:<28} {:>12.1} {:>12} {:>6.1}%", "Adam step", per(opt_s), "", 100.0 * opt_s / total_s);
+}
+
+/// Inference forwards only: per layer, the mean and the minimum over `steps`
+/// forwards after one warm-up, and the whole forward's mean and minimum.
+fn eval_profile(net: &mut Network, batch: usize, steps: usize) {
+    let x = Array4::from_shape_fn((batch, 227, 227, 3), |(n, y, x, c)| ((n + y * 3 + x * 5 + c) % 256) as f32 / 255.0);
+    net.forward(x.view(), Mode::Eval);
+    let mut per_layer: Vec<(String, f64, f64)> = Vec::new();
+    let (mut total, mut best) = (0.0, f64::INFINITY);
+    for _ in 0..steps {
+        net.set_profiling(true);
+        let t0 = Instant::now();
+        std::hint::black_box(net.forward(x.view(), Mode::Eval));
+        let s = t0.elapsed().as_secs_f64();
+        total += s;
+        best = best.min(s);
+        let p = net.profile().unwrap_or_default();
+        if per_layer.is_empty() {
+            per_layer = p.iter().map(|(n, _, _)| (n.clone(), 0.0, f64::INFINITY)).collect();
+        }
+        for (acc, (_, f, _)) in per_layer.iter_mut().zip(&p) {
+            acc.1 += f;
+            acc.2 = acc.2.min(*f);
+        }
+    }
+    let ms = |s: f64| 1000.0 * s;
+    println!(
+        "full AlexNet eval forward, batch {batch}, {steps} forwards after one warm-up: mean {:.2} ms, min {:.2} ms",
+        ms(total / steps as f64),
+        ms(best)
+    );
+    println!("{:<28} {:>10} {:>10}", "layer", "mean ms", "min ms");
+    let (mut sum_mean, mut sum_min) = (0.0, 0.0);
+    for (name, f, m) in &per_layer {
+        println!("{name:<28} {:>10.3} {:>10.3}", ms(f / steps as f64), ms(*m));
+        sum_mean += f / steps as f64;
+        sum_min += m;
+    }
+    println!("{:<28} {:>10.3} {:>10.3}", "all layers", ms(sum_mean), ms(sum_min));
 }

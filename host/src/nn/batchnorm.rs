@@ -79,21 +79,45 @@ pub fn forward_eval(
     moving_var: &[f32],
     y: &mut [f32],
 ) {
+    let (scale, shift) = eval_affine(gamma, beta, epsilon, moving_mean, moving_var);
+    apply_affine(x, c, &scale, &shift, y);
+}
+
+/// The inference pass as one per-channel `(scale, shift)`: `y = x * scale + shift`,
+/// so that a conv before it can apply it in its own epilogue.
+pub fn eval_affine(
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f32,
+    moving_mean: &[f32],
+    moving_var: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let inv_std: Vec<f32> = moving_var.iter().map(|&v| 1.0 / (v + epsilon).sqrt()).collect();
-    apply(x, c, moving_mean, &inv_std, gamma, beta, y);
+    affine(moving_mean, &inv_std, gamma, beta)
+}
+
+/// `(x - mean) * inv_std * gamma + beta` folded to `x * scale + shift`.
+fn affine(mean: &[f32], inv_std: &[f32], gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = inv_std.iter().zip(gamma).map(|(s, g)| s * g).collect();
+    let shift: Vec<f32> = (0..scale.len()).map(|j| beta[j] - mean[j] * scale[j]).collect();
+    (scale, shift)
 }
 
 /// `y = (x - mean) * inv_std * gamma + beta`, folded to one multiply-add per element.
 fn apply(x: &[f32], c: usize, mean: &[f32], inv_std: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32]) {
-    let scale: Vec<f32> = inv_std.iter().zip(gamma).map(|(s, g)| s * g).collect();
-    let shift: Vec<f32> = (0..c).map(|j| beta[j] - mean[j] * scale[j]).collect();
+    let (scale, shift) = affine(mean, inv_std, gamma, beta);
+    apply_affine(x, c, &scale, &shift, y);
+}
+
+/// `y = x * scale + shift` per channel.
+fn apply_affine(x: &[f32], c: usize, scale: &[f32], shift: &[f32], y: &mut [f32]) {
     // Elementwise, so any chunking gives the same result: small chunks let one
     // image's 13x13 maps use both cores too.
     const APPLY_ROWS: usize = 128;
     y.par_chunks_mut(APPLY_ROWS * c).zip(x.par_chunks(APPLY_ROWS * c)).for_each(|(yc, xc)| {
         for (yr, xr) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
             // Zipped iterators: no bounds checks, so the row vectorises.
-            for (((y, &x), &s), &t) in yr.iter_mut().zip(xr).zip(&scale).zip(&shift) {
+            for (((y, &x), &s), &t) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
                 *y = x * s + t;
             }
         }

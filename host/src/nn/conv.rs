@@ -9,7 +9,9 @@
 //! the number of threads.
 
 use super::gemm::{matmul, Mat, Par};
-use super::scratch::with_scratch;
+use super::micro;
+pub use super::micro::Epilogue;
+use super::scratch::{with_padded, with_scratch};
 use rayon::prelude::*;
 use shared::spec::{Conv2D, Shape};
 
@@ -136,27 +138,39 @@ pub fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
 
 /// `y = act(conv(x, kernel) + bias)` for `batch` NHWC images; `y` is fully overwritten.
 pub fn forward(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
+    forward_with(g, &Epilogue { bias, relu, affine: None }, kernel, x, batch, y)
+}
+
+/// [`forward`] with any [`Epilogue`]: an inference BatchNormalization that
+/// follows the conv is folded in here, saving a pass over the output.
+pub fn forward_with(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(y.len(), batch * g.output_len());
     if batch.div_ceil(g.tile_images(batch)) < rayon::current_num_threads() {
-        forward_spread(g, relu, kernel, bias, x, batch, y)
+        forward_spread(g, ep, kernel, x, batch, y, true)
     } else {
-        forward_tiles(g, relu, kernel, bias, x, batch, y)
+        forward_tiles(g, ep, kernel, x, batch, y)
     }
 }
 
-/// `y = act(y + bias)` over whole output pixels.
-fn bias_act(px: &mut [f32], bias: &[f32], relu: bool) {
+/// The epilogue over whole output pixels, after the plain GEMM.
+fn epilogue(px: &mut [f32], ep: &Epilogue) {
+    let (bias, relu) = (ep.bias, ep.relu);
     for px in px.chunks_exact_mut(bias.len()) {
         for (v, b) in px.iter_mut().zip(bias) {
             let s = *v + b;
             *v = if relu && s < 0.0 { 0.0 } else { s };
         }
+        if let Some((scale, shift)) = ep.affine {
+            for ((v, s), t) in px.iter_mut().zip(scale).zip(shift) {
+                *v = *v * s + t;
+            }
+        }
     }
 }
 
 /// Training batches: one task per tile of whole images, single-threaded GEMMs.
-fn forward_tiles(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
+fn forward_tiles(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     let tile = g.tile_images(batch);
     let kd = g.kdim();
     y.par_chunks_mut(tile * g.output_len()).zip(x.par_chunks(tile * g.input_len())).for_each(|(yt, xt)| {
@@ -168,30 +182,98 @@ fn forward_tiles(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f3
             }
             matmul(Mat::new(cols, rows, kd), Mat::new(kernel, kd, g.out_c), yt, false, Par::Seq);
         });
-        bias_act(yt, bias, relu);
+        epilogue(yt, ep);
     });
 }
 
 /// Fewer tiles than threads (inference on one image): the output pixels of all
 /// images are cut into equal chunks, a multiple of the thread count, each doing
-/// its own im2col, single-threaded GEMM and bias/ReLU. A chunk's columns are
+/// its own im2col, single-threaded GEMM and epilogue. A chunk's columns are
 /// still in its core's cache when the GEMM reads them, and this split beat the
 /// gemm crate's own threading on one big GEMM (AlexNet-227 batch 1: conv
-/// layers 7.3 -> 6.8 ms).
-fn forward_spread(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
+/// layers 7.3 -> 6.8 ms). With `fast`, the GEMM and epilogue are
+/// [`micro::gemm`]'s where it applies (the plain twin is kept for tests and
+/// other CPUs).
+fn forward_spread(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32], fast: bool) {
     let threads = rayon::current_num_threads();
     let kd = g.kdim();
     let rows = batch * g.pixels();
     let chunks = threads * rows.div_ceil(threads * PAR_ROWS);
     let chunk = rows.div_ceil(chunks);
+    if fast && micro::serves_conv(g) {
+        // Pad once; each chunk then reads its receptive fields in place.
+        let (hp, wp) = ((g.out_h - 1) * g.stride + g.kernel, (g.out_w - 1) * g.stride + g.kernel);
+        let exact = (g.pad_top, g.pad_left, hp, wp) == (0, 0, g.in_h, g.in_w);
+        // No padding to add (conv 1: 227 = 54 * 4 + 11): the input as it is.
+        let len = if exact { 0 } else { batch * hp * wp * g.in_c };
+        return with_padded(len, |buf| {
+            let data = if exact {
+                x
+            } else {
+                pad(g, x, hp, wp, buf);
+                buf
+            };
+            let xp = micro::Padded { data, h: hp, w: wp };
+            let panels = g.out_c.div_ceil(64);
+            if chunks == threads && panels >= threads && rows < threads * PAR_ROWS {
+                // Few pixels (13x13): cut the channels instead, so that each
+                // thread reads only its share of the weights from memory.
+                let per = panels.div_ceil(threads) * 64;
+                let parts: Vec<(usize, Vec<f32>)> = (0..g.out_c)
+                    .step_by(per)
+                    .collect::<Vec<_>>()
+                    .into_par_iter()
+                    .map(|j0| {
+                        let cols = j0..(j0 + per).min(g.out_c);
+                        let mut out = vec![0.0; rows * cols.len()];
+                        let served = micro::conv(g, &xp, 0, cols, kernel, &mut out, ep);
+                        assert!(served, "micro::serves_conv promised this conv");
+                        (j0, out)
+                    })
+                    .collect();
+                for (j0, part) in parts {
+                    let nj = part.len() / rows;
+                    for (yr, pr) in y.chunks_exact_mut(g.out_c).zip(part.chunks_exact(nj)) {
+                        yr[j0..j0 + nj].copy_from_slice(pr);
+                    }
+                }
+                return;
+            }
+            y.par_chunks_mut(chunk * g.out_c).enumerate().for_each(|(j, yc)| {
+                let served = micro::conv(g, &xp, j * chunk, 0..g.out_c, kernel, yc, ep);
+                assert!(served, "micro::serves_conv promised this conv");
+            });
+        });
+    }
     y.par_chunks_mut(chunk * g.out_c).enumerate().for_each(|(j, yc)| {
         let n = yc.len() / g.out_c;
-        with_scratch(n * kd, |cols| {
+        let done = with_scratch(n * kd, |cols| {
             im2col_rows(g, x, j * chunk, cols);
+            if fast && micro::gemm(cols, n, kd, kernel, g.out_c, yc, ep) {
+                return true;
+            }
             matmul(Mat::new(cols, n, kd), Mat::new(kernel, kd, g.out_c), yc, false, Par::Seq);
+            false
         });
-        bias_act(yc, bias, relu);
+        if !done {
+            epilogue(yc, ep);
+        }
     });
+}
+
+/// Copy NHWC images `x` into `out` (`[batch, hp, wp, c]`) at the conv's
+/// leading padding, zeros around: every receptive field then lies inside.
+fn pad(g: &ConvGeom, x: &[f32], hp: usize, wp: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    let c = g.in_c;
+    for (xi, oi) in x.chunks_exact(g.input_len()).zip(out.chunks_exact_mut(hp * wp * c)) {
+        // Valid convs may leave trailing input rows and columns unread.
+        let (h, w) = (g.in_h.min(hp - g.pad_top), g.in_w.min(wp - g.pad_left));
+        for iy in 0..h {
+            let src = &xi[iy * g.in_w * c..][..w * c];
+            oi[((iy + g.pad_top) * wp + g.pad_left) * c..][..w * c].copy_from_slice(src);
+        }
+    }
 }
 
 /// Gradients of one convolution. `dy` (dL/dy) is consumed: the ReLU mask is applied
@@ -365,11 +447,60 @@ mod tests {
             let b = lcg(3, g.out_c);
             let want = naive(&g, &k, &b, &x, batch);
             // Both work splits, whichever `forward` picks with this thread count.
-            for f in [forward, forward_tiles, forward_spread] {
+            let ep = Epilogue { bias: &b, relu: false, affine: None };
+            type Split<'a> = &'a dyn Fn(&mut [f32]);
+            let splits: [Split; 4] = [
+                &|y| forward(&g, false, &k, &b, &x, batch, y),
+                &|y| forward_tiles(&g, &ep, &k, &x, batch, y),
+                &|y| forward_spread(&g, &ep, &k, &x, batch, y, true),
+                &|y| forward_spread(&g, &ep, &k, &x, batch, y, false),
+            ];
+            for f in splits {
                 let mut y = vec![f32::NAN; batch * g.output_len()];
-                f(&g, false, &k, &b, &x, batch, &mut y);
+                f(&mut y);
                 for (a, w) in y.iter().zip(&want) {
                     assert!((*a as f64 - w).abs() < 1e-4, "{c:?} {a} vs {w}");
+                }
+            }
+        }
+    }
+
+    /// The inference path with channel counts the AVX-512 kernel takes (multiples
+    /// of 16, a partial 64-channel panel, depth past one block; short kernel
+    /// rows grouped into one block, long ones cut; unpadded and padded input) and a folded
+    /// BatchNormalization, against the plain twin (im2col, `gemm` crate, then the
+    /// epilogue) and the direct convolution followed by the same epilogue.
+    #[test]
+    fn fused_inference_path_matches_plain_twin_and_reference() {
+        for (c, shape, batch) in [
+            (Conv2D::new(96, 11).strides(4), Shape::image(31, 31, 3), 1),
+            (Conv2D::new(32, 3).same(), Shape::image(9, 9, 48), 2),
+            (Conv2D::new(16, 5).same(), Shape::image(7, 6, 20), 1),
+            // Chunks that start inside an image; valid padding leaving input unread.
+            (Conv2D::new(16, 3).same(), Shape::image(10, 10, 32), 3),
+            (Conv2D::new(64, 3).strides(2), Shape::image(9, 8, 32), 2),
+            // Few pixels, several 64-channel panels: split by channels.
+            (Conv2D::new(160, 3).same(), Shape::image(5, 5, 32), 1),
+            // Kernel rows of 480 values, cut into two depth blocks each.
+            (Conv2D::new(16, 3).same(), Shape::image(6, 6, 160), 1),
+        ] {
+            let g = geometry(&c, shape);
+            let x = lcg(1, batch * g.input_len());
+            let k = lcg(2, g.kdim() * g.out_c);
+            let b = lcg(3, g.out_c);
+            let scale = lcg(4, g.out_c);
+            let shift = lcg(5, g.out_c);
+            let raw = naive(&g, &k, &b.iter().map(|_| 0.0).collect::<Vec<_>>(), &x, batch);
+            for (relu, affine) in [(true, Some((&scale[..], &shift[..]))), (false, None), (true, None)] {
+                let ep = Epilogue { bias: &b, relu, affine };
+                let mut fast = vec![f32::NAN; batch * g.output_len()];
+                let mut plain = fast.clone();
+                forward_spread(&g, &ep, &k, &x, batch, &mut fast, true);
+                forward_spread(&g, &ep, &k, &x, batch, &mut plain, false);
+                for (i, ((f, p), r)) in fast.iter().zip(&plain).zip(&raw).enumerate() {
+                    let want = ep.apply(i % g.out_c, *r as f32);
+                    assert!((f - want).abs() < 1e-4, "{c:?} fast {f} vs {want}");
+                    assert!((p - want).abs() < 1e-4, "{c:?} plain {p} vs {want}");
                 }
             }
         }

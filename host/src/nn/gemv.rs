@@ -5,25 +5,32 @@
 //! matrix into its own blocked layout, which reads and writes it once more than
 //! the product needs. Here every weight is loaded exactly once, straight from
 //! Keras's `[in, out]` layout (the layout training uses, so nothing is kept
-//! twice): each task owns a block of output columns and walks the rows of `W`,
+//! twice). The rows of `W` are cut into [`KPARTS`] fixed depth parts, each a
+//! contiguous run of memory that one task streams front to back (whole rows,
 //! four at a time, adding `x[b, i] * W[i, cols]` into accumulators that stay
-//! in L1. Each output is a plain ascending sum over `i` with fused
-//! multiply-adds, so the result does not depend on the thread count or on
-//! which SIMD width the CPU offers.
+//! in L1); the parts' partial sums are then added in part order. Cutting by
+//! columns instead left each thread 8 KB runs of every 16 KB row, and the
+//! prefetchers restarting at every run held FC6 to ~30 GB/s on 2 threads.
+//! Each output is a fixed sequence of fused multiply-adds and part sums, so the
+//! result does not depend on the thread count or on which SIMD width the CPU
+//! offers.
 
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Largest batch this path serves. Above it the GEMM's packing pays for itself:
 /// on AlexNet-227's FC6 this path is 1.8x faster at batch 1, 1.15x at batch 2,
 /// even at 3 and 10 % slower at 4 (the 2048-column accumulators of several
 /// rows no longer fit in L1 with the weight runs).
 pub const MAX_BATCH: usize = 2;
-/// Most output columns per task: 8 KB of every weight row, long contiguous
-/// runs for the prefetchers (narrower blocks measured slower on FC6), and
-/// accumulators of `MAX_BATCH * 8 KB`, still in L1.
-const COLS: usize = 2048;
+/// Accumulator values per task (all batch rows together): 16 KB, half of L1,
+/// so a 4096-unit layer at batch 1 reads whole rows.
+const ACC: usize = 4096;
 /// Weight rows folded into one accumulator update.
 const ROWS: usize = 4;
+/// Depth parts: fixed (not the thread count) so that the sums are too, and
+/// enough to keep a few more cores than two busy.
+const KPARTS: usize = 8;
 
 /// `y = x W` (`x` `[batch, nin]`, `W` `[nin, units]`, `y` `[batch, units]`, all
 /// row-major), or `false` without touching `y` when this path does not apply:
@@ -37,23 +44,28 @@ pub fn matvec(x: &[f32], batch: usize, nin: usize, w: &[f32], units: usize, y: &
     if batch == 0 || batch > MAX_BATCH {
         return false;
     }
-    // As many column blocks as threads (more for wide layers): every output's
-    // sum is the same whatever the blocking, so it may follow the thread count.
-    let tasks = rayon::current_num_threads().max(units.div_ceil(COLS));
-    let width = units.div_ceil(tasks).next_multiple_of(16).min(COLS);
-    if batch == 1 {
-        // One row: the column blocks of `y` are its contiguous chunks.
-        y.par_chunks_mut(width).enumerate().for_each(|(blk, yb)| block(isa, x, 1, nin, w, units, blk * width, yb));
-    } else {
-        // Blocks laid out `[block][batch][cols]`, then scattered into `y`.
-        let mut tmp = vec![0.0f32; batch * units];
-        tmp.par_chunks_mut(batch * width).enumerate().for_each(|(blk, t)| {
-            block(isa, x, batch, nin, w, units, blk * width, t);
+    if nin == 0 || units == 0 {
+        y.fill(0.0);
+        return true;
+    }
+    let width = units.min(ACC / batch);
+    let depth = nin.div_ceil(KPARTS);
+    let parts = nin.div_ceil(depth);
+    // Partial sums laid out `[part][column block][batch][cols]`: every task's
+    // output is one contiguous chunk.
+    let mut partial = vec![0.0f32; parts * batch * units];
+    partial.par_chunks_mut(batch * units).enumerate().for_each(|(p, pp)| {
+        let rows = p * depth..(nin.min((p + 1) * depth));
+        pp.par_chunks_mut(batch * width).enumerate().for_each(|(blk, t)| {
+            block(isa, x, batch, nin, w, units, rows.clone(), blk * width, t);
         });
-        for (blk, t) in tmp.chunks(batch * width).enumerate() {
+    });
+    y.fill(0.0);
+    for pp in partial.chunks_exact(batch * units) {
+        for (blk, t) in pp.chunks(batch * width).enumerate() {
             let wd = t.len() / batch;
             for (b, tb) in t.chunks_exact(wd).enumerate() {
-                y[b * units + blk * width..][..wd].copy_from_slice(tb);
+                y[b * units + blk * width..][..wd].iter_mut().zip(tb).for_each(|(y, v)| *y += v);
             }
         }
     }
@@ -84,48 +96,70 @@ impl Isa {
     }
 }
 
-/// Columns `c0 .. c0 + out.len() / batch` of `x W` into `out` (`[batch, width]`).
+/// Columns `c0 .. c0 + out.len() / batch` of `x[:, rows] W[rows, :]` into `out` (`[batch, width]`).
 #[allow(clippy::too_many_arguments)]
-fn block(isa: Isa, x: &[f32], batch: usize, nin: usize, w: &[f32], units: usize, c0: usize, out: &mut [f32]) {
+fn block(
+    isa: Isa,
+    x: &[f32],
+    batch: usize,
+    nin: usize,
+    w: &[f32],
+    units: usize,
+    rows: Range<usize>,
+    c0: usize,
+    out: &mut [f32],
+) {
+    let k = Block { x, nin, w, units, rows, c0 };
     match batch {
-        1 => dispatch::<1>(isa, x, nin, w, units, c0, out),
-        2 => dispatch::<2>(isa, x, nin, w, units, c0, out),
+        1 => dispatch::<1>(isa, &k, out),
+        2 => dispatch::<2>(isa, &k, out),
         _ => unreachable!("matvec checked the batch"),
     }
 }
 
-fn dispatch<const B: usize>(isa: Isa, x: &[f32], nin: usize, w: &[f32], units: usize, c0: usize, out: &mut [f32]) {
+/// One task's share: weight rows `rows`, columns from `c0`.
+struct Block<'a> {
+    x: &'a [f32],
+    nin: usize,
+    w: &'a [f32],
+    units: usize,
+    rows: Range<usize>,
+    c0: usize,
+}
+
+fn dispatch<const B: usize>(isa: Isa, k: &Block, out: &mut [f32]) {
     match isa {
         // SAFETY: `Isa::detect` found these features on the running CPU.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { block_avx512::<B>(x, nin, w, units, c0, out) },
+        Isa::Avx512 => unsafe { block_avx512::<B>(k, out) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { block_avx2::<B>(x, nin, w, units, c0, out) },
+        Isa::Avx2 => unsafe { block_avx2::<B>(k, out) },
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-fn block_avx512<const B: usize>(x: &[f32], nin: usize, w: &[f32], units: usize, c0: usize, out: &mut [f32]) {
-    block_body::<B>(x, nin, w, units, c0, out)
+fn block_avx512<const B: usize>(k: &Block, out: &mut [f32]) {
+    block_body::<B>(k, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn block_avx2<const B: usize>(x: &[f32], nin: usize, w: &[f32], units: usize, c0: usize, out: &mut [f32]) {
-    block_body::<B>(x, nin, w, units, c0, out)
+fn block_avx2<const B: usize>(k: &Block, out: &mut [f32]) {
+    block_body::<B>(k, out)
 }
 
 /// The kernel, compiled once per instruction set by the wrappers above (which
 /// turn `mul_add` into vector FMAs); `out` is `[B, width]`.
 #[inline(always)]
-fn block_body<const B: usize>(x: &[f32], nin: usize, w: &[f32], units: usize, c0: usize, out: &mut [f32]) {
+fn block_body<const B: usize>(k: &Block, out: &mut [f32]) {
     let wd = out.len() / B;
-    let mut acc = [[0.0f32; COLS]; B];
-    let row = |i: usize| &w[i * units + c0..][..wd];
-    let mut i = 0;
-    while i + ROWS <= nin {
+    let mut acc = [[0.0f32; ACC]; B];
+    let row = |i: usize| &k.w[i * k.units + k.c0..][..wd];
+    let (x, nin) = (k.x, k.nin);
+    let mut i = k.rows.start;
+    while i + ROWS <= k.rows.end {
         let (w0, w1, w2, w3) = (row(i), row(i + 1), row(i + 2), row(i + 3));
         for (b, a) in acc.iter_mut().enumerate() {
             let xb = &x[b * nin + i..][..ROWS];
@@ -136,7 +170,7 @@ fn block_body<const B: usize>(x: &[f32], nin: usize, w: &[f32], units: usize, c0
         }
         i += ROWS;
     }
-    for i in i..nin {
+    for i in i..k.rows.end {
         let wi = row(i);
         for (b, a) in acc.iter_mut().enumerate() {
             let xi = x[b * nin + i];
@@ -154,7 +188,7 @@ mod tests {
 
     #[test]
     fn matches_f64_reference_over_batches_and_ragged_shapes() {
-        for (nin, units) in [(7, 5), (9, 1030), (33, 2048), (1, 3)] {
+        for (nin, units) in [(7, 5), (9, 1030), (33, 2048), (1, 3), (37, 4100), (3, 20), (0, 4)] {
             for batch in 1..=MAX_BATCH {
                 let x: Vec<f32> = (0..batch * nin).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
                 let w: Vec<f32> = (0..nin * units).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();

@@ -12,6 +12,7 @@ pub mod gemm;
 pub mod gemv;
 pub mod init;
 pub mod loss;
+mod micro;
 pub mod pool;
 mod scratch;
 
@@ -207,13 +208,26 @@ impl Network {
     ///
     /// Panics if `x` does not have the model's input shape (see [`Network::check_input`]).
     pub fn forward(&mut self, x: ArrayView4<f32>, mode: Mode) -> Array2<f32> {
-        self.run(x, mode);
+        self.run(x, mode, true);
         let out = self.spec.output().elements() as usize;
         let logits = &self.acts[self.nodes.len()];
         Array2::from_shape_vec((self.batch, out), logits.clone()).expect("logits have batch * classes values")
     }
 
-    fn run(&mut self, x: ArrayView4<f32>, mut mode: Mode) {
+    /// With `fuse` and [`Mode::Eval`], a BatchNormalization right after a conv is
+    /// applied in the conv's epilogue, straight into the BN's output; the conv's
+    /// own output is then not kept (callers that read every layer's output pass
+    /// `false`).
+    ///
+    /// The layers run on a rayon worker: each layer's parallel loop is then
+    /// pushed onto that worker's own queue, instead of this (outside) thread
+    /// handing every layer to the pool and sleeping until it is done, a wake-up
+    /// round trip per layer that batch-1 inference notices.
+    fn run(&mut self, x: ArrayView4<f32>, mode: Mode, fuse: bool) {
+        rayon::scope(|_| self.run_layers(x, mode, fuse))
+    }
+
+    fn run_layers(&mut self, x: ArrayView4<f32>, mut mode: Mode, fuse: bool) {
         if let Err(e) = self.check_input(&x) {
             panic!("Network::forward: {e}");
         }
@@ -231,15 +245,30 @@ impl Network {
             p.apply(a0);
         }
         let shapes: Vec<Shape> = self.spec.shapes().map(|(_, _, _, o)| o).collect();
-        for (i, node) in self.nodes.iter_mut().enumerate() {
+        let mut skip = false;
+        for i in 0..self.nodes.len() {
+            if std::mem::take(&mut skip) {
+                continue;
+            }
             let t0 = std::time::Instant::now();
+            let folded = match self.nodes.get(i + 1) {
+                Some(Node::Bn { eps, gamma, beta, mean, var, .. })
+                    if fuse && !training && matches!(self.nodes[i], Node::Conv { .. }) =>
+                {
+                    Some(batchnorm::eval_affine(&gamma.value, &beta.value, *eps, mean, var))
+                }
+                _ => None,
+            };
             let (head, tail) = self.acts.split_at_mut(i + 1);
             let x = &head[i][..];
-            let y = &mut tail[0];
+            let y = if folded.is_some() { &mut tail[1] } else { &mut tail[0] };
             ensure_len(y, batch * shapes[i].elements() as usize);
-            match node {
+            match &mut self.nodes[i] {
                 Node::Conv { geom, relu, kernel, bias, .. } => {
-                    conv::forward(geom, *relu, &kernel.value, &bias.value, x, batch, y)
+                    let affine = folded.as_ref().map(|(s, t)| (&s[..], &t[..]));
+                    skip = affine.is_some();
+                    let ep = conv::Epilogue { bias: &bias.value, relu: *relu, affine };
+                    conv::forward_with(geom, &ep, &kernel.value, x, batch, y)
                 }
                 Node::Bn { c, eps, momentum, gamma, beta, mean, var, cache } => {
                     if training {
@@ -475,7 +504,7 @@ impl Network {
     /// last entry holds the *logits* (no softmax), which is what the quantized
     /// engine outputs and what int8 calibration and comparisons measure.
     pub fn forward_layers(&mut self, x: ArrayView4<f32>) -> Vec<ArrayD<f32>> {
-        self.run(x, Mode::Eval);
+        self.run(x, Mode::Eval, false);
         let batch = self.batch;
         self.spec
             .shapes()

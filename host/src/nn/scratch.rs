@@ -4,13 +4,27 @@
 
 use std::cell::RefCell;
 
+use std::thread::LocalKey;
+
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Run `f` with this thread's scratch buffer of exactly `len` elements (contents unspecified).
 pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+    with(&SCRATCH, len, f)
+}
+
+/// As [`with_scratch`], a second buffer: a padded conv input, held by the
+/// calling thread while the pool's threads (this one possibly among them)
+/// use their [`with_scratch`] buffers.
+pub fn with_padded<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with(&PADDED, len, f)
+}
+
+fn with<R>(key: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
                 buf.resize(len, 0.0);

@@ -164,3 +164,40 @@ fn alexnet_micro_trains_a_step() {
     assert!(net.params().iter().all(|p| p.grad.iter().all(|v| v.is_finite())));
     assert!(net.params().iter().any(|p| p.grad.iter().any(|&v| v != 0.0)));
 }
+
+/// The eval forward folds each conv's BatchNormalization into the conv's
+/// epilogue; `forward_layers` runs them as separate layers. The two round
+/// identically (bias, ReLU, then a multiply and an add), so the logits agree
+/// exactly, here with moving statistics far from the initial ones and channel
+/// counts the AVX-512 conv kernel takes.
+#[test]
+fn folded_batch_norm_matches_separate_layers() {
+    let spec = Sequential::new(Shape::image(11, 11, 3))
+        .conv2d(Conv2D::new(32, 3).same().relu())
+        .batch_norm()
+        .max_pool(3, 2)
+        .conv2d(Conv2D::new(16, 3).same().relu())
+        .batch_norm()
+        .flatten()
+        .dense(3, Activation::Softmax)
+        .build()
+        .unwrap();
+    let mut net = Network::new(&spec, 5);
+    let mut tensors: HashMap<String, ArrayD<f32>> = net.tensors().into_iter().collect();
+    for (name, t) in tensors.iter_mut() {
+        let f = |i: usize| ((i * 7 + name.len()) % 11) as f32 / 10.0;
+        if name.ends_with("moving_mean") || name.ends_with("beta") || name.ends_with("bias") {
+            t.iter_mut().enumerate().for_each(|(i, v)| *v = f(i) - 0.5);
+        } else if name.ends_with("moving_variance") || name.ends_with("gamma") {
+            t.iter_mut().enumerate().for_each(|(i, v)| *v = f(i) + 0.2);
+        }
+    }
+    net.load_tensors(&tensors).unwrap();
+    for batch in [1, 3] {
+        let x = input(batch, &spec);
+        let layers = net.forward_layers(x.view());
+        let logits = net.forward(x.view(), Mode::Eval);
+        let last = layers.last().unwrap();
+        assert_eq!(logits.as_slice().unwrap(), last.as_slice().unwrap(), "batch {batch}");
+    }
+}

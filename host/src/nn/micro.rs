@@ -1,0 +1,379 @@
+//! An AVX-512 GEMM for inference convolutions, `c = epilogue(a w)`, reading the
+//! kernel in place from Keras's `[k, n]` layout.
+//!
+//! The `gemm` crate packs the whole kernel matrix again on every call; the batch-1
+//! conv path calls it once per chunk of output pixels (conv 2 of AlexNet-227:
+//! six chunks, 2.4 MB of weights repacked each time), which is why those convs
+//! ran at 60-75 % of the FMA peak. Here the weights are never copied: each
+//! 64-channel panel of a depth block (`KC` rows, 96 KB) stays in L2 while every
+//! 6-pixel group of the chunk streams past it, 24 zmm accumulators per tile.
+//! The bias, the ReLU and an optional per-channel affine map (an inference
+//! BatchNormalization folded in) are applied while the tile is still in
+//! registers, so the output is written once.
+//!
+//! Each output is a plain ascending sum over the depth with fused
+//! multiply-adds, the same whatever the chunking or thread count.
+
+/// What is applied to `a w` before it is stored: `bias`, then ReLU when
+/// `relu`, then `x * scale + shift` per channel when `affine` is given
+/// (rounded as [`super::batchnorm`]'s eval pass rounds: a multiply, then an add).
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub bias: &'a [f32],
+    pub relu: bool,
+    pub affine: Option<(&'a [f32], &'a [f32])>,
+}
+
+impl Epilogue<'_> {
+    /// The epilogue of one value of channel `j`, for the plain path and tests.
+    pub fn apply(&self, j: usize, v: f32) -> f32 {
+        let s = v + self.bias[j];
+        let r = if self.relu && s < 0.0 { 0.0 } else { s };
+        match self.affine {
+            Some((scale, shift)) => r * scale[j] + shift[j],
+            None => r,
+        }
+    }
+}
+
+/// Depth rows per block: a 64-channel panel of them is 96 KB, in L2 with the
+/// chunk's block of im2col rows.
+const KC: usize = 384;
+
+use shared::geometry::ConvGeom;
+use std::ops::Range;
+/// Output pixels per register tile (rows of `a`).
+const MR: usize = 6;
+
+/// `c[rows, n] = epilogue(a[rows, k] w[k, n])`, all row-major and contiguous,
+/// or `false` without touching `c` when this path does not apply: no AVX-512F
+/// on this CPU, or `n` not a multiple of 16 (the plain GEMM serves those).
+pub fn gemm(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32], ep: &Epilogue) -> bool {
+    assert_eq!(a.len(), rows * k, "a has the wrong size");
+    assert_eq!(c.len(), rows * n, "c has the wrong size");
+    check(k, w, n, ep);
+    if !available(k, n) {
+        return false;
+    }
+    let blocks: Vec<(usize, usize)> = (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0))).collect();
+    let a = a.as_ptr();
+    // SAFETY: AVX-512F is present (`available`); row `i` of `a` has `k` values
+    // from `a + i * k`, so every block `k0 .. k0 + kc` of it is in bounds, and
+    // `check` verified `w` and `c`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::drive(rows, &blocks, |i, k0| a.wrapping_add(i * k + k0), None, w, n, 0..n, c, ep)
+    };
+    let _ = (a, blocks);
+    true
+}
+
+/// A batch of NHWC images with the conv's zero padding already in place: every
+/// receptive field of the output lies inside its image, so each kernel row of
+/// it is one contiguous run of `kernel * c` values.
+pub struct Padded<'a> {
+    pub data: &'a [f32],
+    pub h: usize,
+    pub w: usize,
+}
+
+/// Output channels `cols` of the output pixels `r0 .. r0 + out.len() / cols.len()`
+/// (counted across images) of the convolution `g` of `x`, with `ep` applied,
+/// into `out` (`[pixels, cols.len()]`): the GEMM of [`gemm`] reading the
+/// receptive fields straight from the padded input instead of an im2col copy
+/// (conv 2 of AlexNet-227 would copy 7 MB). `false` without touching `out`
+/// where [`gemm`] would refuse, or when a kernel row is shorter than 16 values
+/// (the loop per row would cost more than its multiplies).
+pub fn conv(
+    g: &ConvGeom,
+    x: &Padded,
+    r0: usize,
+    cols: Range<usize>,
+    w: &[f32],
+    out: &mut [f32],
+    ep: &Epilogue,
+) -> bool {
+    let (k, n, run) = (g.kernel * g.kernel * g.in_c, g.out_c, g.kernel * g.in_c);
+    assert!(cols.start <= cols.end && cols.end <= n, "channels out of range");
+    let rows = out.len() / cols.len().max(1);
+    check(k, w, n, ep);
+    assert_eq!(out.len(), rows * cols.len(), "out has the wrong size");
+    if !serves_conv(g) || rows == 0 || !cols.start.is_multiple_of(16) || !cols.len().is_multiple_of(16) {
+        return false;
+    }
+    let img = x.h * x.w * g.in_c;
+    assert!(x.h >= (g.out_h - 1) * g.stride + g.kernel, "padded input too short");
+    assert!(x.w >= (g.out_w - 1) * g.stride + g.kernel, "padded input too narrow");
+    let pixels = g.out_h * g.out_w;
+    assert!((r0 + rows).div_ceil(pixels) * img <= x.data.len(), "padded input has too few images");
+    // Long kernel rows (runs) are cut into even depth blocks of at most KC;
+    // short ones (conv 1's 33) are grouped, whole, into blocks of segments.
+    let (data, row_len, cin) = (x.data.as_ptr(), x.w * g.in_c, g.in_c);
+    let (blocks, seg): (Vec<(usize, usize)>, _) = if run >= KC {
+        let parts = run.div_ceil(KC);
+        let blocks = (0..g.kernel)
+            .flat_map(|ky| {
+                (0..parts).map(move |b| {
+                    let (s, e) = (b * run / parts, (b + 1) * run / parts);
+                    (ky * run + s, e - s)
+                })
+            })
+            .collect();
+        (blocks, None)
+    } else {
+        let per = KC / run;
+        let blocks = (0..g.kernel).step_by(per).map(|ky| (ky * run, per.min(g.kernel - ky) * run)).collect();
+        (blocks, Some((run, row_len)))
+    };
+    let a_row = |i: usize, k0: usize| {
+        let (n_img, p) = ((r0 + i) / pixels, (r0 + i) % pixels);
+        let (oy, ox) = (p / g.out_w, p % g.out_w);
+        let (ky, off) = (k0 / run, k0 % run);
+        let at = n_img * img + (oy * g.stride + ky) * row_len + ox * g.stride * cin + off;
+        data.wrapping_add(at)
+    };
+    // SAFETY: AVX-512F is present. A block `(k0, kc)` of row `i` reads `kc`
+    // values from `a_row(i, k0)`: kernel row `ky` at column offset `off + kc <=
+    // run`, or whole kernel rows `ky ..` one padded row apart, inside the window of output pixel (oy, ox), which the asserts above
+    // put inside image `n_img` of `data`; `check` verified `w` and `out`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::drive(rows, &blocks, a_row, seg, w, n, cols, out, ep)
+    };
+    let _ = (a_row, blocks, seg);
+    true
+}
+
+/// Whether [`conv`] computes `g` on this CPU (the caller then pads the input).
+pub fn serves_conv(g: &ConvGeom) -> bool {
+    available(g.kernel * g.kernel * g.in_c, g.out_c) && g.kernel * g.in_c >= 16
+}
+
+/// The size checks both entry points share.
+fn check(k: usize, w: &[f32], n: usize, ep: &Epilogue) {
+    assert_eq!(w.len(), k * n, "w has the wrong size");
+    assert_eq!(ep.bias.len(), n, "bias has the wrong size");
+    if let Some((s, t)) = ep.affine {
+        assert!(s.len() == n && t.len() == n, "affine has the wrong size");
+    }
+}
+
+/// Whether the AVX-512 kernel serves a depth `k`, `n`-channel product here.
+fn available(k: usize, n: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        n.is_multiple_of(16) && k > 0 && is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (k, n);
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Epilogue, MR};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// Where one tile reads and writes, and what it applies on the last depth block.
+    pub(super) struct Tile {
+        /// Each pixel row's first value of the depth block.
+        a: [*const f32; MR],
+        w: *const f32,
+        ldw: usize,
+        c: *mut f32,
+        ldc: usize,
+        kc: usize,
+        /// `kc` is made of segments of `seg` values, each `seg_stride` after the
+        /// last in `a` (and contiguous in `w`): the kernel rows of a receptive field.
+        seg: usize,
+        seg_stride: usize,
+        first: bool,
+        /// Bias, scale and shift at the tile's first channel; scale null without affine.
+        last: Option<(*const f32, bool, *const f32, *const f32)>,
+    }
+
+    /// `c[rows, cols] = epilogue(a w[:, cols])` over the depth blocks `(k0, kc)`
+    /// in order (together `0 .. k`), row `i`'s values `k0 .. k0 + kc` read from
+    /// `a_row(i, k0)`, or with `seg` = `(len, stride)` in segments of `len`
+    /// values `stride` apart from there; `c` is `[rows, cols.len()]`.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `a_row(i, k0)` must be valid for `kc` reads for
+    /// every row and block (each segment when `seg` is given, `len` dividing
+    /// every `kc`), `w` for `k x n`, `c` for `rows x cols.len()`,
+    /// `cols` inside `0 .. n`, its start and length multiples of 16.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn drive(
+        rows: usize,
+        blocks: &[(usize, usize)],
+        a_row: impl Fn(usize, usize) -> *const f32,
+        seg: Option<(usize, usize)>,
+        w: &[f32],
+        n: usize,
+        cols: Range<usize>,
+        c: &mut [f32],
+        ep: &Epilogue,
+    ) {
+        let (w, c, ldc) = (w.as_ptr(), c.as_mut_ptr(), cols.len());
+        for (b, &(k0, kc)) in blocks.iter().enumerate() {
+            let last = b + 1 == blocks.len();
+            for j0 in cols.clone().step_by(64) {
+                let v = (cols.end - j0).min(64) / 16;
+                let last = last.then(|| {
+                    let (s, t) = match ep.affine {
+                        Some((s, t)) => (s[j0..].as_ptr(), t[j0..].as_ptr()),
+                        None => (std::ptr::null(), std::ptr::null()),
+                    };
+                    (ep.bias[j0..].as_ptr(), ep.relu, s, t)
+                });
+                for i0 in (0..rows).step_by(MR) {
+                    let m = MR.min(rows - i0);
+                    let mut a = [std::ptr::null(); MR];
+                    for (i, a) in a.iter_mut().enumerate().take(m) {
+                        *a = a_row(i0 + i, k0);
+                    }
+                    let t = Tile {
+                        a,
+                        w: w.add(k0 * n + j0),
+                        ldw: n,
+                        c: c.add(i0 * ldc + j0 - cols.start),
+                        ldc,
+                        kc,
+                        seg: seg.map_or(kc, |s| s.0),
+                        seg_stride: seg.map_or(0, |s| s.1),
+                        first: b == 0,
+                        last,
+                    };
+                    dispatch(m, v, &t);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dispatch(m: usize, v: usize, t: &Tile) {
+        macro_rules! by_v {
+            ($m:literal) => {
+                match v {
+                    1 => tile::<$m, 1>(t),
+                    2 => tile::<$m, 2>(t),
+                    3 => tile::<$m, 3>(t),
+                    _ => tile::<$m, 4>(t),
+                }
+            };
+        }
+        match m {
+            1 => by_v!(1),
+            2 => by_v!(2),
+            3 => by_v!(3),
+            4 => by_v!(4),
+            5 => by_v!(5),
+            _ => by_v!(6),
+        }
+    }
+
+    /// `M` pixels x `16 V` channels over one depth block, accumulated in registers.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const M: usize, const V: usize>(t: &Tile) {
+        let mut acc = [[_mm512_setzero_ps(); V]; M];
+        if !t.first {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (v, r) in row.iter_mut().enumerate() {
+                    *r = _mm512_loadu_ps(t.c.add(i * t.ldc + 16 * v));
+                }
+            }
+        }
+        for s in 0..t.kc / t.seg {
+            let (a0, w0) = (s * t.seg_stride, t.w.add(s * t.seg * t.ldw));
+            for p in 0..t.seg {
+                let wp = w0.add(p * t.ldw);
+                let mut b = [_mm512_setzero_ps(); V];
+                for (v, b) in b.iter_mut().enumerate() {
+                    *b = _mm512_loadu_ps(wp.add(16 * v));
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*t.a[i].add(a0 + p));
+                    for (r, b) in row.iter_mut().zip(&b) {
+                        *r = _mm512_fmadd_ps(x, *b, *r);
+                    }
+                }
+            }
+        }
+        if let Some((bias, relu, scale, shift)) = t.last {
+            let zero = _mm512_setzero_ps();
+            for v in 0..V {
+                let bv = _mm512_loadu_ps(bias.add(16 * v));
+                let affine = (!scale.is_null())
+                    .then(|| (_mm512_loadu_ps(scale.add(16 * v)), _mm512_loadu_ps(shift.add(16 * v))));
+                for row in acc.iter_mut() {
+                    let mut x = _mm512_add_ps(row[v], bv);
+                    if relu {
+                        // max(0, x) returns its second operand for NaN, as the plain `s < 0` test keeps NaN.
+                        x = _mm512_max_ps(zero, x);
+                    }
+                    if let Some((s, sh)) = affine {
+                        x = _mm512_add_ps(_mm512_mul_ps(x, s), sh);
+                    }
+                    row[v] = x;
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (v, r) in row.iter().enumerate() {
+                _mm512_storeu_ps(t.c.add(i * t.ldc + 16 * v), *r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against an f64 reference over ragged rows, depths past one block, every
+    /// panel width, with and without ReLU and the affine map.
+    #[test]
+    fn matches_f64_reference() {
+        for (rows, k, n) in [(1, 1, 16), (7, 5, 32), (13, 400, 96), (6, 800, 64), (20, 3, 48), (11, 385, 112)] {
+            let a: Vec<f32> = (0..rows * k).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
+            let bias: Vec<f32> = (0..n).map(|j| (j % 7) as f32 * 0.1 - 0.3).collect();
+            let scale: Vec<f32> = (0..n).map(|j| (j % 5) as f32 * 0.5 - 1.0).collect();
+            let shift: Vec<f32> = (0..n).map(|j| (j % 3) as f32 * 0.2).collect();
+            for relu in [false, true] {
+                for affine in [None, Some((&scale[..], &shift[..]))] {
+                    let ep = Epilogue { bias: &bias, relu, affine };
+                    let mut c = vec![f32::NAN; rows * n];
+                    if !gemm(&a, rows, k, &w, n, &mut c, &ep) {
+                        return; // no AVX-512 here: the plain GEMM serves every call
+                    }
+                    for i in 0..rows {
+                        for j in 0..n {
+                            let s: f64 = (0..k).map(|p| a[i * k + p] as f64 * w[p * n + j] as f64).sum();
+                            let want = ep.apply(j, s as f32);
+                            let got = c[i * n + j];
+                            assert!(
+                                (got - want).abs() < 1e-4 * (1.0 + k as f32).sqrt(),
+                                "{rows}x{k}x{n} [{i},{j}]: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let mut c = [0.0; 8];
+        assert!(!gemm(
+            &[1.0; 8],
+            1,
+            8,
+            &[1.0; 64],
+            8,
+            &mut c,
+            &Epilogue { bias: &[0.0; 8], relu: false, affine: None }
+        ));
+    }
+}
