@@ -16,7 +16,7 @@
 
 /// What is applied to `a w` before it is stored: `bias`, then ReLU when
 /// `relu`, then `x * scale + shift` per channel when `affine` is given
-/// (rounded as [`super::batchnorm`]'s eval pass rounds: a multiply, then an add).
+/// (rounded as the eval pass of `batchnorm` rounds: a multiply, then an add).
 #[derive(Clone, Copy)]
 pub struct Epilogue<'a> {
     pub bias: &'a [f32],
@@ -173,7 +173,7 @@ fn available(k: usize, n: usize) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Epilogue, MR};
+    use crate::nn::micro::{Epilogue, MR};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
