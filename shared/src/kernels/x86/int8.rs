@@ -348,6 +348,13 @@ pub unsafe fn conv2d_vnni_rows(
     }
 }
 
+/// The input and the weights of a conv whose output a caller may cut into
+/// parts (the part's own length is the caller's to check).
+fn check_conv_inputs(g: &ConvGeom, w: &Int8Weights<'_>, input: &[i8]) {
+    assert!(input.len() == g.input_len() && w.weights.len() == g.weights_len(), "conv2d: lengths");
+    assert!(w.bias.len() == g.out_c && w.multiplier.len() == g.out_c && w.shift.len() == g.out_c, "conv2d: channels");
+}
+
 /// Bytes of the stack buffer [`conv2d_vnni_patch_pixels`] gathers patches in
 /// (a whole 27-pixel row of AlexNet's 5x5x96 conv2 fits).
 const PATCH_BYTES: usize = 64 * 1024;
@@ -390,8 +397,7 @@ pub unsafe fn conv2d_vnni_patch_pixels(
 ) {
     let total = output.len() / g.out_c.max(1);
     assert!(output.len().is_multiple_of(g.out_c) && first_px + total <= g.out_h * g.out_w, "conv2d: output pixels");
-    assert!(input.len() == g.input_len() && w.weights.len() == g.weights_len(), "conv2d: lengths");
-    assert!(w.bias.len() == g.out_c && w.multiplier.len() == g.out_c && w.shift.len() == g.out_c, "conv2d: channels");
+    check_conv_inputs(g, w, input);
     assert!(patches_fit(g, p), "conv2d: patches do not fit");
     let (k, cin) = (g.kernel, g.in_c);
     let filter = k * k * cin;
@@ -669,8 +675,7 @@ pub unsafe fn conv2d_vnni_clipped_rows(
     let row_len = g.out_w * g.out_c;
     let oy_end = oy_first + output.len() / row_len;
     assert!(output.len().is_multiple_of(row_len) && oy_end <= g.out_h, "conv2d: output rows");
-    assert!(input.len() == g.input_len() && w.weights.len() == g.weights_len(), "conv2d: lengths");
-    assert!(w.bias.len() == g.out_c && w.multiplier.len() == g.out_c && w.shift.len() == g.out_c, "conv2d: channels");
+    check_conv_inputs(g, w, input);
     let k = g.kernel;
     assert!(k * k <= MAX_TAPS, "conv2d: kernel too large for the VNNI tables");
     let cin = g.in_c;
