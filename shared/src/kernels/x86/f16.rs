@@ -16,6 +16,7 @@ use half::f16;
 
 use crate::geometry::ConvGeom;
 use crate::kernels::generic::f16::conv2d_rows_by;
+use crate::kernels::generic::pool::for_each_window;
 use crate::model::F16Weights;
 
 // ---------------------------------------------------------------------------
@@ -659,33 +660,23 @@ pub unsafe fn f16_batch_norm_in_place_avx512(w: &F16Weights<'_>, data: &mut [f16
 /// The CPU must support AVX-512F, AVX-512BW, AVX2 and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
 pub unsafe fn f16_max_pool_avx512(g: &crate::geometry::PoolGeom, input: &[f16], output: &mut [f16]) {
-    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "max_pool: length");
     let c = g.channels;
-    for oy in 0..g.out_h {
-        let (y0, y1) = g.window(oy, g.in_h);
-        for ox in 0..g.out_w {
-            let (x0, x1) = g.window(ox, g.in_w);
-            let out = &mut output[(oy * g.out_w + ox) * c..][..c];
-            let mut ch = 0;
-            while ch < c {
-                let m = ZC.min(c - ch);
-                let mask: __mmask16 = if m == ZC { 0xffff } else { (1u16 << m) - 1 };
-                let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        let at = (y * g.in_w + x) * c + ch;
-                        // SAFETY: `m` f16 from `input[at..]` (a pixel's channels); masked load.
-                        let v =
-                            _mm512_cvtph_ps(unsafe { _mm256_maskz_loadu_epi16(mask, input.as_ptr().add(at).cast()) });
-                        let greater = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
-                        best = _mm512_mask_mov_ps(best, greater, v);
-                    }
-                }
-                let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(best);
-                // SAFETY: `m` f16 writable at `out[ch..]`; masked store.
-                unsafe { _mm256_mask_storeu_epi16(out.as_mut_ptr().add(ch).cast(), mask, h) };
-                ch += m;
-            }
+    for_each_window(g, input, output, |window, out| {
+        let mut ch = 0;
+        while ch < c {
+            let m = ZC.min(c - ch);
+            let mask: __mmask16 = if m == ZC { 0xffff } else { (1u16 << m) - 1 };
+            let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
+            window.for_each_pixel(|at| {
+                // SAFETY: `m` f16 from `input[at + ch..]` (a pixel's channels); masked load.
+                let v = _mm512_cvtph_ps(unsafe { _mm256_maskz_loadu_epi16(mask, input.as_ptr().add(at + ch).cast()) });
+                let greater = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+                best = _mm512_mask_mov_ps(best, greater, v);
+            });
+            let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(best);
+            // SAFETY: `m` f16 writable at `out[ch..]`; masked store.
+            unsafe { _mm256_mask_storeu_epi16(out.as_mut_ptr().add(ch).cast(), mask, h) };
+            ch += m;
         }
-    }
+    });
 }

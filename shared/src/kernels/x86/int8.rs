@@ -32,6 +32,7 @@ use core::arch::x86_64::*;
 
 use crate::geometry::ConvGeom;
 use crate::kernels::generic::int8::{check_conv, check_dense, conv2d_portable, dense_portable, requantize, Int8Params};
+use crate::kernels::generic::pool::for_each_window;
 use crate::model::Int8Weights;
 
 // ---------------------------------------------------------------------------
@@ -955,30 +956,21 @@ pub unsafe fn dense_vnni_units(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8]
 /// The CPU must support AVX-512F and AVX-512BW.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn max_pool_avx512(g: &crate::geometry::PoolGeom, input: &[i8], output: &mut [i8]) {
-    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "max_pool: length");
     let c = g.channels;
-    for oy in 0..g.out_h {
-        let (y0, y1) = g.window(oy, g.in_h);
-        for ox in 0..g.out_w {
-            let (x0, x1) = g.window(ox, g.in_w);
-            let out = &mut output[(oy * g.out_w + ox) * c..][..c];
-            let mut ch = 0;
-            while ch < c {
-                let m = 64.min(c - ch);
-                let mask: __mmask64 = if m == 64 { u64::MAX } else { (1u64 << m) - 1 };
-                let mut best = _mm512_set1_epi8(i8::MIN);
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        let at = (y * g.in_w + x) * c + ch;
-                        // SAFETY: `m` bytes from `input[at..]` (a pixel's channels); masked load.
-                        let v = unsafe { _mm512_maskz_loadu_epi8(mask, input.as_ptr().add(at)) };
-                        best = _mm512_max_epi8(best, v);
-                    }
-                }
-                // SAFETY: `m` bytes writable at `out[ch..]`; masked store.
-                unsafe { _mm512_mask_storeu_epi8(out.as_mut_ptr().add(ch), mask, best) };
-                ch += m;
-            }
+    for_each_window(g, input, output, |window, out| {
+        let mut ch = 0;
+        while ch < c {
+            let m = 64.min(c - ch);
+            let mask: __mmask64 = if m == 64 { u64::MAX } else { (1u64 << m) - 1 };
+            let mut best = _mm512_set1_epi8(i8::MIN);
+            window.for_each_pixel(|at| {
+                // SAFETY: `m` bytes from `input[at + ch..]` (a pixel's channels); masked load.
+                let v = unsafe { _mm512_maskz_loadu_epi8(mask, input.as_ptr().add(at + ch)) };
+                best = _mm512_max_epi8(best, v);
+            });
+            // SAFETY: `m` bytes writable at `out[ch..]`; masked store.
+            unsafe { _mm512_mask_storeu_epi8(out.as_mut_ptr().add(ch), mask, best) };
+            ch += m;
         }
-    }
+    });
 }
