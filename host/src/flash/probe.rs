@@ -153,13 +153,15 @@ impl Link for SerialPort {
 mod tests {
     use super::*;
 
+    /// The probe-rs command lines for flashing `fw.elf` and `m.int8` to `board`.
+    fn command_lines(board: Board) -> Vec<String> {
+        let cmds = flash_commands(board, Path::new("fw.elf"), Path::new("m.int8")).expect("commands");
+        cmds.iter().map(|c| c.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")).collect()
+    }
+
     #[test]
     fn the_model_goes_to_its_own_sectors_then_the_code_then_a_reset() {
-        let cmds = flash_commands(Board::Stm32f405, Path::new("fw.elf"), Path::new("m.int8")).expect("commands");
-        let lines: Vec<String> = cmds
-            .iter()
-            .map(|c| c.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "))
-            .collect();
+        let lines = command_lines(Board::Stm32f405);
         assert_eq!(
             lines,
             [
@@ -183,11 +185,7 @@ mod tests {
         for (board, chip, addr) in
             [(Board::Stm32h743, "STM32H743ZITx", "0x08100000"), (Board::Rp2350, "RP235x", "0x10100000")]
         {
-            let cmds = flash_commands(board, Path::new("fw.elf"), Path::new("m.int8")).expect("commands");
-            let lines: Vec<String> = cmds
-                .iter()
-                .map(|c| c.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "))
-                .collect();
+            let lines = command_lines(board);
             assert_eq!(
                 lines,
                 [
