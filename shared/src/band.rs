@@ -25,8 +25,8 @@
 use half::f16;
 
 use crate::engine::{
-    as_f16, as_f16_mut, as_i8, as_i8_mut, input_base, is_identity, plan, prepare, run_layer, split, tensor_bytes,
-    with_constant_clamp, EngineError, LayerPlan, Observer, Prepared, Region, SingleThread, Step,
+    as_f16, as_f16_mut, as_i8, as_i8_mut, input_base, input_slot_of, is_identity, plan, prepare, run_layer, split,
+    tensor_bytes, with_constant_clamp, EngineError, LayerPlan, Observer, Prepared, Region, SingleThread, Step,
 };
 use crate::geometry::{ConvGeom, PoolGeom};
 use crate::kernels::f16 as k16;
@@ -388,11 +388,7 @@ pub fn run_banded<'a>(
 /// so the input needs no buffer of its own besides the arena.
 pub fn input_slot<'a>(banded: &Banded<'_>, arena: &'a mut [u8]) -> Result<&'a mut [u8], EngineError> {
     let p = &banded.plan;
-    if arena.len() < p.arena_bytes {
-        return Err(EngineError::ArenaTooSmall { needed: p.arena_bytes, given: arena.len() });
-    }
-    let base = input_base(banded.prepared.model().precision, arena);
-    Ok(&mut arena[base..base + p.input_bytes])
+    input_slot_of(banded.prepared.model().precision, p.arena_bytes, p.input_bytes, arena)
 }
 
 /// [`run_banded`] on the input already written to [`input_slot`]`(banded, arena)`:

@@ -585,11 +585,22 @@ pub fn run_with<'a>(
 /// writes it straight into the arena instead of holding it twice.
 pub fn input_slot<'a>(prepared: &Prepared<'_>, arena: &'a mut [u8]) -> Result<&'a mut [u8], EngineError> {
     let p = &prepared.plan;
-    if arena.len() < p.arena_bytes {
-        return Err(EngineError::ArenaTooSmall { needed: p.arena_bytes, given: arena.len() });
+    input_slot_of(prepared.model.precision, p.arena_bytes, p.input_bytes, arena)
+}
+
+/// The input's bytes at the start of an arena's work area, once the arena is
+/// known to hold `arena_bytes` (the whole-tensor and the banded plans alike).
+pub(crate) fn input_slot_of(
+    precision: Precision,
+    arena_bytes: usize,
+    input_bytes: usize,
+    arena: &mut [u8],
+) -> Result<&mut [u8], EngineError> {
+    if arena.len() < arena_bytes {
+        return Err(EngineError::ArenaTooSmall { needed: arena_bytes, given: arena.len() });
     }
-    let base = input_base(prepared.model.precision, arena);
-    Ok(&mut arena[base..base + p.input_bytes])
+    let base = input_base(precision, arena);
+    Ok(&mut arena[base..base + input_bytes])
 }
 
 /// [`run`] on the input already written to [`input_slot`]`(prepared, arena)`:
