@@ -698,23 +698,24 @@ pub(crate) fn run_layer(
             match (step, weights) {
                 (Step::Conv { g, prm, relu }, LayerWeights::Int8(w)) => {
                     let prm = with_constant_clamp(prm, relu);
-                    let pixels = g.out_h * g.out_w;
-                    if par.jobs() > 1 && pixels > 1 && k8::can_split_conv_pixels(&g, &prm) {
-                        let x = as_i8(src);
-                        let jobs = par.jobs().min(pixels);
-                        split_jobs(par, jobs, pixels, g.out_c, as_i8_mut(dst), &|first, part| {
+                    let (x, pixels) = (as_i8(src), g.out_h * g.out_w);
+                    // Cut by output pixels where the CPU's kernel takes any run of
+                    // them, else by whole rows, else not at all.
+                    if par.jobs().min(pixels) > 1 && k8::can_split_conv_pixels(&g, &prm) {
+                        split_jobs(par, par.jobs().min(pixels), pixels, g.out_c, as_i8_mut(dst), &|first, part| {
                             k8::conv2d_pixels(&g, &prm, &w, x, part, first)
                         });
-                        return Ok(());
-                    }
-                    let jobs = par.jobs().min(g.out_h);
-                    if jobs > 1 && k8::can_split_conv(&g) {
-                        let x = as_i8(src);
-                        split_jobs(par, jobs, g.out_h, g.out_w * g.out_c, as_i8_mut(dst), &|first, part| {
-                            k8::conv2d_rows(&g, &prm, &w, x, part, first)
-                        });
+                    } else if par.jobs().min(g.out_h) > 1 && k8::can_split_conv(&g) {
+                        split_jobs(
+                            par,
+                            par.jobs().min(g.out_h),
+                            g.out_h,
+                            g.out_w * g.out_c,
+                            as_i8_mut(dst),
+                            &|first, part| k8::conv2d_rows(&g, &prm, &w, x, part, first),
+                        );
                     } else {
-                        k8::conv2d_fast(&g, &prm, &w, as_i8(src), as_i8_mut(dst));
+                        k8::conv2d_fast(&g, &prm, &w, x, as_i8_mut(dst));
                     }
                 }
                 (Step::Conv { g, relu, .. }, LayerWeights::F16(w)) => {
