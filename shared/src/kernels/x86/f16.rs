@@ -453,13 +453,17 @@ fn conv_block<const NP: usize>(
     let (ky0, ky1, _) = g.taps(px[0].0, g.pad_top, g.in_h);
     let (kx0, kx1, _) = g.taps(px[0].1, g.pad_left, g.in_w);
     let run = (kx1 - kx0) * cin;
+    // Where each pixel's first in-image kernel row starts in the input.
+    let mut first = [0usize; NP];
+    for (f, &(oy, ox)) in first.iter_mut().zip(px) {
+        let (_, _, iy0) = g.taps(oy, g.pad_top, g.in_h);
+        let (_, _, ix0) = g.taps(ox, g.pad_left, g.in_w);
+        *f = (iy0 * g.in_w + ix0) * cin;
+    }
     let mut acc = [_mm512_setzero_ps(); NP];
     for ky in ky0..ky1 {
         for q in 0..NP {
-            let (_, _, iy0) = g.taps(px[q].0, g.pad_top, g.in_h);
-            let (_, _, ix0) = g.taps(px[q].1, g.pad_left, g.in_w);
-            let iy = iy0 + (ky - ky0);
-            widen_run(&input[(iy * g.in_w + ix0) * cin..][..run], &mut xs[q][..run]);
+            widen_run(&input[first[q] + (ky - ky0) * g.in_w * cin..][..run], &mut xs[q][..run]);
         }
         let wr = &packed[(ky * g.kernel + kx0) * cin * ZC..][..run * ZC];
         for i in 0..run {
