@@ -1,6 +1,7 @@
 //! Sets `cfg(x86_simd)` when building for x86_64 (the hand-written AVX2 /
 //! AVX-512 kernels; their intrinsics are stable since rustc 1.89, the
-//! workspace MSRV) and `cfg(arm_dsp)` for Arm targets with the DSP extension.
+//! workspace MSRV), `cfg(arm_dsp)` for Arm targets with the DSP extension and
+//! `cfg(arm_fpu)` for hard-float Arm targets (the FPU f16 kernels).
 
 use std::env;
 
@@ -8,12 +9,20 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     println!("cargo:rustc-check-cfg=cfg(x86_simd)");
     println!("cargo:rustc-check-cfg=cfg(arm_dsp)");
+    println!("cargo:rustc-check-cfg=cfg(arm_fpu)");
     println!("cargo:rerun-if-changed=build.rs");
     if env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|a| a == "x86_64") {
         println!("cargo:rustc-cfg=x86_simd");
     }
     if arm_dsp() {
         println!("cargo:rustc-cfg=arm_dsp");
+    }
+    // The hard-float Arm targets (Cortex-M4F/M7F on thumbv7em, the M33's FPU
+    // on thumbv8m.main): a single-precision FPU with the half-precision
+    // conversions (VCVTB/VCVTT) and VMLA.F32.
+    let arm = env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|a| a == "arm");
+    if arm && env::var("TARGET").is_ok_and(|t| t.ends_with("eabihf")) {
+        println!("cargo:rustc-cfg=arm_fpu");
     }
 }
 

@@ -218,6 +218,73 @@ fn int8_and_f16_models_give_the_desktop_bytes_on_the_cortex_m33() {
     assert_same_bytes(Board::QemuAn524, &model, &x, "f16-an524");
 }
 
+/// An f16 model whose weights, BatchNormalization constants and input hold
+/// subnormals, infinities and NaNs (with payloads and both signs): the FPU
+/// kernels (hardware VCVTB/VCVTT, VMLA.F32) give the desktop's bits at every
+/// layer on the Cortex-M4, the M33 and the STM32F405, NaN results included
+/// (stored as the one canonical NaN on both sides).
+#[test]
+fn f16_special_values_give_the_desktop_bits_on_every_core() {
+    use half::f16;
+    let spec = Sequential::new(Shape::image(12, 12, 3))
+        .conv2d(Conv2D::new(7, 3).same().relu())
+        .batch_norm()
+        .max_pool(2, 2)
+        .conv2d(Conv2D::new(5, 3).same())
+        .batch_norm()
+        .flatten()
+        .dense(9, Activation::Relu)
+        .dense(4, Activation::None)
+        .build()
+        .expect("valid test stack");
+    let (mut model, x) = build_model(&spec, true, 31);
+    let nan = |payload: u16, negative: bool| f16::from_bits(0x7c00 | payload | if negative { 0x8000 } else { 0 });
+    let mut rng = Rng::new(32);
+    for (i, (w, _)) in model.layers.iter_mut().enumerate() {
+        let convert::OwnedWeights::F16 { weights, bias } = w else { continue };
+        // A tenth of the weights subnormal (both signs), then one value of each kind.
+        for v in weights.iter_mut() {
+            if rng.chance(10) {
+                *v = f16::from_bits(rng.range(1, 0x3ff) as u16 | if rng.chance(2) { 0x8000 } else { 0 });
+            }
+        }
+        let n = weights.len();
+        let specials = [f16::INFINITY, f16::NEG_INFINITY, nan(0x155, false), nan(0x201, true)];
+        for (k, s) in specials.iter().enumerate() {
+            weights[(k * 7 + 3 * i) % n] = *s;
+        }
+        let b = i % bias.len();
+        bias[b] = f16::from_bits(0x0001);
+    }
+    let file = format::write(&model.view()).expect("write model file");
+    let mut input = input_bytes(&model, &x);
+    let pokes: [(usize, u16); 6] =
+        [(0, 0x0001), (7, 0x8200), (40, 0x7c00), (101, 0xfc00), (222, 0x7d55), (300, 0x03ff)];
+    for (at, bits) in pokes {
+        input[2 * at..2 * at + 2].copy_from_slice(&bits.to_le_bytes());
+    }
+    let (want, rec) = desktop(&model, &input);
+    // The test means something only if the specials reach the layers.
+    let halves = |b: &[u8]| b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>();
+    let all: Vec<u16> = rec.0.iter().flat_map(|(_, b)| halves(b)).collect();
+    assert!(all.contains(&0x7e00), "no NaN in any layer");
+    assert!(all.iter().any(|h| h & 0x7fff == 0x7c00), "no infinity in any layer");
+    assert!(all.iter().any(|h| h & 0x7c00 == 0 && h & 0x3ff != 0), "no subnormal in any layer");
+    assert!(all.iter().all(|h| h & 0x7fff <= 0x7c00 || *h == 0x7e00), "a NaN that is not the canonical one");
+    for board in [Board::QemuAn386, Board::QemuAn524, Board::Stm32f405] {
+        let name = format!("f16-specials-{}", board.name());
+        let dir = scratch(&name);
+        let run = device(board, &dir, &file, &input);
+        run.ensure_success().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(run.output.as_ref().map(|(_, b)| b.as_slice()), Some(want.as_slice()), "{name}: output bits");
+        assert_eq!(run.layers.len(), rec.0.len(), "{name}: layer count");
+        for (dev, (index, bytes)) in run.layers.iter().zip(&rec.0) {
+            assert_eq!(dev.fnv, flash::fnv1a64(bytes), "{name}: layer {index} bits differ");
+        }
+        cleanup(&dir);
+    }
+}
+
 /// The scaled AlexNet the Cortex-M4 board is meant for, end to end, int8 and f16.
 #[test]
 fn alexnet_micro_gives_the_desktop_bytes_on_the_cortex_m4() {

@@ -95,6 +95,9 @@ unsafe fn region(start: *const u8, end: *const u8) -> &'static [u8] {
 #[entry]
 fn main() -> ! {
     board::pre_main();
+    // The f16 kernels' bits assume the FPU's IEEE defaults (the reset value);
+    // set them rather than trust whatever ran before us.
+    shared::kernels::arm_fpu::ieee_mode();
     paint_stack();
     let Some(core) = cortex_m::Peripherals::take() else { exit(exit_code::FAULT) };
     let board = board::init(core);

@@ -561,7 +561,9 @@ fn run_group(
                     (Step::BatchNorm { prm }, LayerWeights::Int8(w)) => {
                         k8::batch_norm_in_place_fast(&with_constant_clamp(prm, false), &w, as_i8_mut(dst))
                     }
-                    (Step::BatchNorm { .. }, LayerWeights::F16(w)) => k16::batch_norm_in_place(&w, as_f16_mut(dst)),
+                    (Step::BatchNorm { .. }, LayerWeights::F16(w)) => {
+                        k16::batch_norm_in_place_fast(&w, as_f16_mut(dst))
+                    }
                     _ => return Err(EngineError::MissingWeights { layer: bi }),
                 }
                 observer.layer_rows(bi, shapes[bi], r0, dst);
@@ -576,7 +578,7 @@ fn run_group(
             observer.layer_start(pi);
             match precision {
                 Precision::Int8 => k8::max_pool_fast(&sub, as_i8(src), as_i8_mut(dst)),
-                Precision::F16 => k16::max_pool(&sub, as_f16(src), as_f16_mut(dst)),
+                Precision::F16 => k16::max_pool_fast(&sub, as_f16(src), as_f16_mut(dst)),
             }
             observer.layer_rows(pi, shapes[pi], py, dst);
             py = py1;

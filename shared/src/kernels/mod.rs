@@ -12,7 +12,8 @@
 //!   int8 reorderings. It imports no other kernel module.
 //! - ISA modules that build on [`generic`]: [`x86`] (`int8`, `f16`, and the
 //!   CPU feature checks) and `arm` (the DSP int8 kernels, built for Arm cores
-//!   with DSP and for tests).
+//!   with DSP and for tests), `arm_fpu` (the f16 kernels on the FPU, built
+//!   for the hard-float Arm targets and for tests).
 //! - [`dispatch`], the one place that picks a variant for this CPU or target.
 //! - [`int8`] and [`mod@f16`], what callers use: the plain and the dispatched
 //!   kernels of one precision, re-exported (nothing inside `kernels` imports
@@ -25,6 +26,11 @@
 // its unit tests.
 #[cfg(any(arm_dsp, test))]
 pub mod arm;
+// The f16 kernels on the Arm single-precision FPU (`cfg(arm_fpu)`, set by
+// build.rs for the hard-float targets); the host compiles them with plain
+// Rust conversions for its unit tests.
+#[cfg(any(arm_fpu, test))]
+pub mod arm_fpu;
 pub mod dispatch;
 pub mod generic;
 #[cfg(x86_simd)]

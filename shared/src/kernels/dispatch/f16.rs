@@ -1,11 +1,15 @@
 //! The f16 variant pickers: each `*_fast` function gives exactly the bits
 //! of the plain kernel in [`crate::kernels::generic::f16`] and runs the best
-//! variant for this CPU.
+//! variant for this CPU: F16C/AVX-512 on x86_64 under `std`, the FPU kernels
+//! (`arm_fpu`) on the hard-float Arm targets.
 
 use half::f16;
 
 use crate::geometry::ConvGeom;
-use crate::kernels::generic::f16::{conv2d_rows_by, dense};
+#[cfg(arm_fpu)]
+use crate::kernels::arm_fpu;
+#[cfg(not(arm_fpu))]
+use crate::kernels::generic::f16::{conv2d_rows_by, dense, narrow};
 #[cfg(all(feature = "std", x86_simd))]
 use crate::kernels::x86::{self, f16 as x86_16};
 use crate::model::F16Weights;
@@ -32,7 +36,10 @@ pub fn conv2d_rows(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], 
         }
     }
     let rows = oy_first..oy_first + output.len() / (g.out_w * g.out_c).max(1);
-    conv2d_rows_by(g, relu, w, input, output, rows, f16::to_f32, f16::from_f32)
+    #[cfg(arm_fpu)]
+    return arm_fpu::conv2d_rows(g, relu, w, input, output, rows);
+    #[cfg(not(arm_fpu))]
+    conv2d_rows_by(g, relu, w, input, output, rows, f16::to_f32, narrow)
 }
 
 /// [`crate::kernels::generic::f16::dense`] with the same bits, faster where the CPU allows (F16C under
@@ -49,6 +56,9 @@ pub fn dense_fast(relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f
             return unsafe { x86_16::f16_dense_f16c(relu, w, input, output) };
         }
     }
+    #[cfg(arm_fpu)]
+    return arm_fpu::dense(relu, w, input, output);
+    #[cfg(not(arm_fpu))]
     dense(relu, w, input, output)
 }
 
@@ -60,6 +70,9 @@ pub fn batch_norm_in_place_fast(w: &F16Weights<'_>, data: &mut [f16]) {
         // SAFETY: the CPU supports AVX-512F/BW, AVX2 and F16C, checked just above.
         return unsafe { x86_16::f16_batch_norm_in_place_avx512(w, data) };
     }
+    #[cfg(arm_fpu)]
+    return arm_fpu::batch_norm_in_place(w, data);
+    #[cfg(not(arm_fpu))]
     crate::kernels::generic::f16::batch_norm_in_place(w, data)
 }
 
@@ -71,5 +84,8 @@ pub fn max_pool_fast(g: &crate::geometry::PoolGeom, input: &[f16], output: &mut 
         // SAFETY: the CPU supports AVX-512F/BW, AVX2 and F16C, checked just above.
         return unsafe { x86_16::f16_max_pool_avx512(g, input, output) };
     }
+    #[cfg(arm_fpu)]
+    return arm_fpu::max_pool(g, input, output);
+    #[cfg(not(arm_fpu))]
     crate::kernels::generic::f16::max_pool(g, input, output)
 }

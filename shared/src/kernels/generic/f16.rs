@@ -11,7 +11,16 @@
 //!   taps; Dense: input index), then adds the bias once;
 //! - ReLU is `max(acc, 0)` in f32; the result is rounded to f16 once
 //!   (round to nearest even, as `f16::from_f32` does in software and F16C
-//!   hardware alike).
+//!   hardware alike);
+//! - a NaN result is stored as [`CANONICAL_NAN`]. Whether a result is NaN is
+//!   fixed by IEEE 754, but its sign and payload are not: x86 makes
+//!   `0xFFC0_0000` for `inf * 0` where Arm makes `0x7FC0_0000`, and with two
+//!   NaN operands each CPU (and the compiler's operand order) picks its own.
+//!
+//! No f32 result is ever subnormal (every product of two f16 values and every
+//! sum of them is a multiple of 2^-48, far above f32's 2^-126), so a
+//! flush-to-zero mode could not change a bit either; the Arm kernels still run
+//! with the FPU's IEEE defaults ([`crate::kernels`]' `arm_fpu`).
 
 use super::pool::max_pool_by;
 use crate::geometry::{ConvGeom, PoolGeom};
@@ -29,20 +38,35 @@ pub fn relu_f32(acc: f32, relu: bool) -> f32 {
     }
 }
 
+/// The one f16 NaN the kernels store (positive, quiet, no payload).
+pub const CANONICAL_NAN: f16 = f16::from_bits(0x7E00);
+
+/// Round an f32 result to f16 (nearest even), any NaN as [`CANONICAL_NAN`]:
+/// the one narrowing every f16 kernel's results go through.
+#[inline(always)]
+pub fn narrow(v: f32) -> f16 {
+    if v.is_nan() {
+        CANONICAL_NAN
+    } else {
+        f16::from_f32(v)
+    }
+}
+
 #[inline(always)]
 fn finish(acc: f32, relu: bool) -> f16 {
-    f16::from_f32(relu_f32(acc, relu))
+    narrow(relu_f32(acc, relu))
 }
 
 /// Conv2D: NHWC `input`, OHWI `w.weights`, `w.bias` per filter, NHWC `output`.
 pub fn conv2d(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16]) {
     assert!(output.len() == g.output_len(), "conv2d: activation length");
-    conv2d_rows_by(g, relu, w, input, output, 0..g.out_h, f16::to_f32, f16::from_f32)
+    conv2d_rows_by(g, relu, w, input, output, 0..g.out_h, f16::to_f32, narrow)
 }
 
 /// The rows `rows` of [`conv2d`] (`output` holds exactly those rows), with
 /// the f16 <-> f32 conversions supplied by the caller: `widen` must be exact
-/// and `narrow` round to nearest even, as `f16::to_f32`/`f16::from_f32` are.
+/// and `narrow` round to nearest even with NaN canonical, as `f16::to_f32` and
+/// [`narrow`] are.
 /// This is the one f16 conv loop and its summation order; an ISA module
 /// that only has faster conversions (F16C) runs it with its own.
 #[inline(always)]
@@ -113,7 +137,7 @@ pub fn max_pool(g: &PoolGeom, input: &[f16], output: &mut [f16]) {
 #[inline(always)]
 fn bn_one(x: f16, c: usize, w: &F16Weights<'_>) -> f16 {
     let prod = x.to_f32() * w.weights[c].to_f32();
-    f16::from_f32(prod + w.bias[c].to_f32())
+    narrow(prod + w.bias[c].to_f32())
 }
 
 /// BatchNormalization affine: `y = f16(x * scale[c] + shift[c])`, product and

@@ -37,10 +37,16 @@ fn widen1(v: f16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(v.to_bits() as i32)))
 }
 
-/// Round 8 f32 to f16 with F16C (round to nearest even, like `f16::from_f32`).
+/// The f32 whose f16 is [`crate::kernels::generic::f16::CANONICAL_NAN`].
+const CANONICAL_NAN_F32: f32 = f32::from_bits(0x7FC0_0000);
+
+/// Round 8 f32 to f16 with F16C (round to nearest even, like `f16::from_f32`;
+/// NaN lanes canonical, as [`crate::kernels::generic::f16::narrow`]).
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
 fn narrow8(v: __m256, out: &mut [u16; 8]) {
+    let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+    let v = _mm256_blendv_ps(v, _mm256_set1_ps(CANONICAL_NAN_F32), nan);
     let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
     // SAFETY: `out` is 16 writable bytes.
     unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), h) };
@@ -311,6 +317,15 @@ fn bias16(bias: &[f16]) -> __m512 {
     _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(b.as_ptr().cast()) })
 }
 
+/// NaN lanes of `v` as the canonical NaN (the f32 that narrows to
+/// [`crate::kernels::generic::f16::CANONICAL_NAN`]).
+#[target_feature(enable = "avx512f,avx2,f16c")]
+#[inline]
+fn canonical_nan16(v: __m512) -> __m512 {
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+    _mm512_mask_mov_ps(v, nan, _mm512_set1_ps(CANONICAL_NAN_F32))
+}
+
 /// The plain f16 finish on 16 lanes: `acc + bias`, ReLU as `v < 0 -> +0`
 /// (ordered: NaN kept), one rounding to f16; the first `out.len()` lanes stored.
 #[target_feature(enable = "avx512f,avx2,f16c")]
@@ -321,6 +336,7 @@ fn finish16(acc: __m512, bias: __m512, relu: bool, out: &mut [f16]) {
         let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
         v = _mm512_mask_mov_ps(v, neg, _mm512_setzero_ps());
     }
+    let v = canonical_nan16(v);
     let mut bits = [0u16; ZC];
     // SAFETY: 32 writable bytes.
     unsafe { _mm256_storeu_si256(bits.as_mut_ptr().cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)) };
@@ -647,7 +663,7 @@ pub unsafe fn f16_batch_norm_in_place_avx512(w: &F16Weights<'_>, data: &mut [f16
                 let x = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, px.as_ptr().add(ch).cast()));
                 let s = _mm512_maskz_loadu_ps(mask, scale.as_ptr().add(ch));
                 let b = _mm512_maskz_loadu_ps(mask, shift.as_ptr().add(ch));
-                let y = _mm512_add_ps(_mm512_mul_ps(x, s), b);
+                let y = canonical_nan16(_mm512_add_ps(_mm512_mul_ps(x, s), b));
                 let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(y);
                 _mm256_mask_storeu_epi16(px.as_mut_ptr().add(ch).cast(), mask, h);
             }
