@@ -518,22 +518,37 @@ fn garbled_requests_get_error_frames_and_the_next_request_works() {
 /// some 10 s of QEMU time (plus the desktop run).
 #[test]
 fn full_alexnet_int8_gives_the_desktop_bytes_on_the_cortex_m33() {
+    full_alexnet_on_the_cortex_m33(false);
+}
+
+/// The tutorial's AlexNet in f16 (a 125 MB model) on the emulated M33's FPU kernels.
+#[test]
+fn full_alexnet_f16_gives_the_desktop_bits_on_the_cortex_m33() {
+    full_alexnet_on_the_cortex_m33(true);
+}
+
+fn full_alexnet_on_the_cortex_m33(f16: bool) {
     let spec = shared::spec::alexnet(shared::spec::ALEXNET_INPUT, 1000).expect("preset");
     let mut rng = Rng::new(9);
     let params = random_params(&spec, &mut rng);
     let views = views(&params);
-    // Fixed ranges instead of a float calibration pass (724M float MACs a sample).
-    let mut ranges = Ranges::new(&spec);
-    ranges.input = (0.0, 1.0);
-    ranges.layers = vec![(-4.0, 4.0); spec.layers().len()];
-    let model = convert::quantize_int8(&spec, &views, &ranges).expect("int8 model");
+    let model = if f16 {
+        convert::convert_f16(&spec, &views).expect("f16 model")
+    } else {
+        // Fixed ranges instead of a float calibration pass (724M float MACs a sample).
+        let mut ranges = Ranges::new(&spec);
+        ranges.input = (0.0, 1.0);
+        ranges.layers = vec![(-4.0, 4.0); spec.layers().len()];
+        convert::quantize_int8(&spec, &views, &ranges).expect("int8 model")
+    };
     drop(params);
     let x = rng.vec(spec.input().elements() as usize, 0.0, 1.0);
-    let run = assert_same_bytes(Board::QemuAn524, &model, &x, "alexnet-an524");
+    let precision = if f16 { "f16" } else { "int8" };
+    let run = assert_same_bytes(Board::QemuAn524, &model, &x, &format!("alexnet-{precision}-an524"));
     let (ticks, _) = run.output.clone().expect("output");
     let layer_ticks: u64 = run.layers.iter().map(|l| l.ticks).sum();
     eprintln!(
-        "alexnet int8 on qemu-an524: {ticks} SysTick ticks in run(), layers ~{} instructions, {:?} stack bytes",
+        "alexnet {precision} on qemu-an524: {ticks} SysTick ticks in run(), layers ~{} instructions, {:?} stack bytes",
         run.instructions(layer_ticks).unwrap_or(0),
         run.stack_used
     );
