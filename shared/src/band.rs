@@ -89,6 +89,8 @@ pub struct BandedPlan {
     pub peak_stage: usize,
     /// As [`crate::engine::Plan::align_slack`].
     pub align_slack: usize,
+    /// As [`crate::engine::Plan::scratch_bytes`] (part of `arena_bytes`).
+    pub scratch_bytes: usize,
     /// Bytes of one input example.
     pub input_bytes: usize,
     /// Bytes of the output.
@@ -252,7 +254,7 @@ fn plan_with(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
     // 23 whole tiles, instead of 2).
     let minimum = arena;
     // Never more than the whole-tensor plan.
-    let whole_need = whole.arena_bytes - whole.align_slack;
+    let whole_need = whole.arena_bytes - whole.align_slack - whole.scratch_bytes;
     for s in 0..len {
         if let Some(g) = groups[s] {
             let held = |r: usize| need(s, r) - need(s, 1).min(need(s, r));
@@ -311,13 +313,14 @@ fn plan_with(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
         cur = output;
         output_bytes = ob;
     }
-    let align_slack = whole.align_slack;
+    let (align_slack, scratch_bytes) = (whole.align_slack, whole.scratch_bytes);
     BandedPlan {
-        arena_bytes: arena.saturating_add(align_slack),
+        arena_bytes: arena.saturating_add(scratch_bytes).saturating_add(align_slack),
         input: if streamed { InputRows::Streamed } else { InputRows::Resident },
         whole_tensor_bytes: whole.arena_bytes,
         peak_stage,
         align_slack,
+        scratch_bytes,
         input_bytes,
         output_bytes,
         stages,
@@ -422,8 +425,8 @@ pub fn run_banded_rows<'a>(
         return Err(EngineError::ArenaTooSmall { needed: p.arena_bytes, given: arena.len() });
     }
     let base = input_base(model.precision, arena);
-    let need = p.arena_bytes - p.align_slack;
-    let work = &mut arena[base..base + need];
+    let need = p.arena_bytes - p.align_slack - p.scratch_bytes;
+    let (work, scratch) = arena[base..base + need + p.scratch_bytes].split_at_mut(need);
     let in_shape = model.spec.input();
     let in_row = match in_shape {
         Shape::Image { w, c, .. } => w as usize * c as usize * model.precision.activation_bytes(),
@@ -452,12 +455,13 @@ pub fn run_banded_rows<'a>(
                 let i = st.first;
                 let lp = LayerPlan { input: st.input, output: st.output, in_place: st.in_place };
                 observer.layer_start(i);
-                run_layer(model.precision, i, banded.prepared.steps[i], data[i].weights, work, &lp, &SingleThread)?;
+                let (step, weights) = (banded.prepared.steps[i], data[i].weights);
+                run_layer(model.precision, i, step, weights, work, scratch, &lp, &SingleThread)?;
                 observer.layer_done(i, shapes[i], &work[st.output.offset..st.output.end()]);
             }
             Some(band) => {
                 let streamed = s == 0 && p.input == InputRows::Streamed;
-                run_group(banded, st, &band, streamed, &mut *read_rows, work, &shapes, observer)?;
+                run_group(banded, st, &band, streamed, &mut *read_rows, work, scratch, &shapes, observer)?;
             }
         }
         last = st.output;
@@ -485,6 +489,7 @@ fn run_group(
     streamed: bool,
     read_rows: &mut ReadRows<'_>,
     work: &mut [u8],
+    scratch: &mut [u8],
     shapes: &[Shape; MAX_LAYERS],
     observer: &mut dyn Observer,
 ) -> Result<(), EngineError> {
@@ -549,7 +554,7 @@ fn run_group(
             observer.layer_start(ci);
             match data[ci].weights {
                 LayerWeights::Int8(w) => {
-                    k8::conv2d_fast(&sub, &with_constant_clamp(prm, relu), &w, as_i8(src), as_i8_mut(dst))
+                    k8::conv2d_fast(&sub, &with_constant_clamp(prm, relu), &w, as_i8(src), as_i8_mut(dst), scratch)
                 }
                 LayerWeights::F16(w) => k16::conv2d_fast(&sub, relu, &w, as_f16(src), as_f16_mut(dst)),
                 LayerWeights::None => return Err(EngineError::MissingWeights { layer: ci }),

@@ -183,18 +183,22 @@ pub struct LayerPlan {
 /// The static memory plan of a model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// Bytes [`run`] needs: the two-ended layout plus `align_slack`.
+    /// Bytes [`run`] needs: the two-ended layout of the activations, the
+    /// kernels' `scratch_bytes` and `align_slack`.
     pub arena_bytes: usize,
     /// Max over the layers of input + output bytes (identity layers count
     /// their input only): what an executor needs that keeps every layer's
-    /// input and output in separate buffers; `arena_bytes - align_slack` never
-    /// exceeds it.
+    /// input and output in separate buffers; the activations' part of the
+    /// arena (`arena_bytes - scratch_bytes - align_slack`) never exceeds it.
     pub max_layer_io_bytes: usize,
     /// Layer attaining `max_layer_io_bytes`.
     pub peak_layer: usize,
     /// Extra bytes so an arena starting at any address can be aligned for f16
     /// (1 for f16 models, 0 for int8).
     pub align_slack: usize,
+    /// Kernel scratch behind the activations (the most any layer's kernel
+    /// takes, [`crate::kernels::generic::scratch`]): part of `arena_bytes`.
+    pub scratch_bytes: usize,
     /// Bytes of one input example.
     pub input_bytes: usize,
     /// Bytes of the output (logits).
@@ -332,16 +336,35 @@ pub fn plan(model: &QuantModel<'_>) -> Plan {
         Precision::Int8 => 0,
         Precision::F16 => 1,
     };
+    let scratch_bytes = scratch_bytes(model);
     Plan {
-        arena_bytes: need.saturating_add(align_slack),
+        arena_bytes: need.saturating_add(scratch_bytes).saturating_add(align_slack),
         max_layer_io_bytes: max_io,
         peak_layer,
         align_slack,
+        scratch_bytes,
         input_bytes,
         output_bytes,
         layers,
         len: spec.layers().len(),
     }
+}
+
+/// The most kernel scratch any layer of `model` takes (the int8 Conv2D's,
+/// [`k8::conv2d_scratch_bytes`]; the other kernels take none). Planned on
+/// every target, so the desktop's arena figures are the device's.
+pub(crate) fn scratch_bytes(model: &QuantModel<'_>) -> usize {
+    if model.precision != Precision::Int8 {
+        return 0;
+    }
+    let mut most = 0;
+    for (_, layer, inp, _) in model.spec.shapes() {
+        if let Layer::Conv2D(c) = layer {
+            let need = ConvGeom::from_spec(c, inp).map_or(usize::MAX, |g| k8::conv2d_scratch_bytes(&g));
+            most = most.max(need);
+        }
+    }
+    most
 }
 
 fn check_zp(layer: Option<usize>, q: TensorQuant) -> Result<(), EngineError> {
@@ -633,8 +656,8 @@ fn run_layers<'a>(
 ) -> Result<&'a [u8], EngineError> {
     let (model, p) = (prepared.model, &prepared.plan);
     let base = input_base(model.precision, arena);
-    let need = p.arena_bytes - p.align_slack;
-    let work = &mut arena[base..base + need];
+    let need = p.arena_bytes - p.align_slack - p.scratch_bytes;
+    let (work, scratch) = arena[base..base + need + p.scratch_bytes].split_at_mut(need);
     let first = Region { offset: 0, len: p.input_bytes };
     if model.precision == Precision::F16 {
         // Little-endian bytes to native f16 values, in place (a no-op on Arm and x86).
@@ -647,7 +670,7 @@ fn run_layers<'a>(
     let mut last = first;
     for ((i, _, _, out), (lp, step)) in model.spec.shapes().zip(p.layers().iter().zip(&prepared.steps)) {
         observer.layer_start(i);
-        run_layer(model.precision, i, *step, data[i].weights, work, lp, par)?;
+        run_layer(model.precision, i, *step, data[i].weights, work, scratch, lp, par)?;
         last = lp.output;
         observer.layer_done(i, out, &work[last.offset..last.end()]);
     }
@@ -659,13 +682,16 @@ fn run_layers<'a>(
 /// costs more than the pixels (AlexNet's smallest BN has 169 pixels x 256).
 const BN_MIN_PIXELS: usize = 64;
 
-/// One layer of a whole-tensor run: its input and output where `lp` says.
+/// One layer of a whole-tensor run: its input and output where `lp` says,
+/// its kernel's scratch in `scratch`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_layer(
     precision: Precision,
     i: usize,
     step: Step,
     weights: LayerWeights<'_>,
     work: &mut [u8],
+    scratch: &mut [u8],
     lp: &LayerPlan,
     par: &dyn Parallel,
 ) -> Result<(), EngineError> {
@@ -715,7 +741,7 @@ pub(crate) fn run_layer(
                             &|first, part| k8::conv2d_rows(&g, &prm, &w, x, part, first),
                         );
                     } else {
-                        k8::conv2d_fast(&g, &prm, &w, x, as_i8_mut(dst));
+                        k8::conv2d_fast(&g, &prm, &w, x, as_i8_mut(dst), scratch);
                     }
                 }
                 (Step::Conv { g, relu, .. }, LayerWeights::F16(w)) => {

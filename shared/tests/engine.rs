@@ -237,10 +237,18 @@ proptest! {
         let prepared = engine::prepare(&view).unwrap();
         let plan = *prepared.plan();
         prop_assert_eq!(plan, engine::plan(&view));
-        prop_assert!(plan.arena_bytes - plan.align_slack <= plan.max_layer_io_bytes);
-        // Every computing layer's input and output are disjoint and inside the arena.
+        let activations = plan.arena_bytes - plan.align_slack - plan.scratch_bytes;
+        prop_assert!(activations <= plan.max_layer_io_bytes);
+        // The scratch is the most any conv kernel takes (int8), none for f16.
+        let convs = spec.shapes().filter_map(|(_, l, inp, _)| match l {
+            shared::spec::Layer::Conv2D(c) => shared::kernels::ConvGeom::from_spec(c, inp),
+            _ => None,
+        });
+        let most = convs.map(|g| shared::kernels::int8::conv2d_scratch_bytes(&g)).max().unwrap_or(0);
+        prop_assert_eq!(plan.scratch_bytes, if f16_model { 0 } else { most });
+        // Every computing layer's input and output are disjoint and inside the activations.
         for (lp, layer) in plan.layers().iter().zip(spec.layers()) {
-            prop_assert!(lp.output.offset + lp.output.len <= plan.arena_bytes - plan.align_slack);
+            prop_assert!(lp.output.offset + lp.output.len <= activations);
             if !lp.in_place {
                 let disjoint = lp.input.offset + lp.input.len <= lp.output.offset || lp.output.offset + lp.output.len <= lp.input.offset;
                 prop_assert!(disjoint, "{:?} {:?}", layer, lp);
@@ -428,8 +436,11 @@ fn alexnet_micro_runs_int8_and_f16() {
     let (m, x) = int8_model(&spec, &p, &mut rng);
     let view = m.view();
     let plan = engine::plan(&view);
-    // 99x99x3 input + 23x23x24 conv1 output is the peak.
-    assert_eq!(plan.arena_bytes, 99 * 99 * 3 + 23 * 23 * 24);
+    // 99x99x3 input + 23x23x24 conv1 output is the peak; behind it the DSP
+    // conv's widened patches for the largest filter (3x3x96 = 864 taps: 108
+    // pairs of quads of 6 pixels, 4 words each) and 3 bytes to align them.
+    assert_eq!(plan.scratch_bytes, 108 * 6 * 4 * 4 + 3);
+    assert_eq!(plan.arena_bytes, 99 * 99 * 3 + 23 * 23 * 24 + plan.scratch_bytes);
     let mut input = vec![0u8; x.len()];
     engine::quantize_input(&x, m.input, &mut input).unwrap();
     let mut arena = vec![0u8; plan.arena_bytes];
@@ -439,7 +450,8 @@ fn alexnet_micro_runs_int8_and_f16() {
     assert_eq!(rec.done.len(), spec.layers().len());
     let f = convert::convert_f16(&spec, &views(&p)).unwrap();
     let fplan = engine::plan(&f.view());
-    assert_eq!(fplan.arena_bytes, 2 * plan.arena_bytes + 1);
+    assert_eq!(fplan.scratch_bytes, 0);
+    assert_eq!(fplan.arena_bytes, 2 * (plan.arena_bytes - plan.scratch_bytes) + 1);
 }
 
 /// Every layer's bytes of 40 random int8 and f16 models, one digest per

@@ -87,7 +87,8 @@ proptest! {
         let mut a = vec![0i8; cc.g.output_len()];
         let mut b = vec![1i8; cc.g.output_len()];
         k8::conv2d(&cc.g, &cc.p, &cc.w.view(), &cc.x, &mut a);
-        k8::conv2d_fast(&cc.g, &cc.p, &cc.w.view(), &cc.x, &mut b);
+        let mut scratch = vec![0u8; k8::conv2d_scratch_bytes(&cc.g)];
+        k8::conv2d_fast(&cc.g, &cc.p, &cc.w.view(), &cc.x, &mut b, &mut scratch);
         prop_assert_eq!(&a, &b);
         k8::conv2d_portable(&cc.g, &cc.p, &cc.w.view(), &cc.x, &mut b);
         prop_assert_eq!(&a, &b);
@@ -188,6 +189,6 @@ fn padding_taps_contribute_zero_whatever_the_zero_point() {
     let mut out = [0i8];
     k8::conv2d(&g, &p, &wt, &[110], &mut out);
     assert_eq!(out, [10]);
-    k8::conv2d_fast(&g, &p, &wt, &[110], &mut out);
+    k8::conv2d_fast(&g, &p, &wt, &[110], &mut out, &mut vec![0; k8::conv2d_scratch_bytes(&g)]);
     assert_eq!(out, [10]);
 }

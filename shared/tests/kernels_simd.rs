@@ -69,8 +69,10 @@ type Conv8 = fn(&ConvGeom, &Int8Params, &Int8Weights<'_>, &[i8], &mut [i8]);
 type Dense8 = fn(&Int8Params, &Int8Weights<'_>, &[i8], &mut [i8]);
 
 fn conv_variants() -> Vec<(&'static str, Conv8)> {
-    let mut v: Vec<(&'static str, Conv8)> =
-        vec![("fast", k8::conv2d_fast as Conv8), ("portable", k8::conv2d_portable as Conv8)];
+    let mut v: Vec<(&'static str, Conv8)> = vec![
+        ("fast", |g, p, w, x, o| k8::conv2d_fast(g, p, w, x, o, &mut vec![0; k8::conv2d_scratch_bytes(g)])),
+        ("portable", k8::conv2d_portable as Conv8),
+    ];
     #[cfg(x86_simd)]
     {
         use shared::kernels::x86;

@@ -445,17 +445,24 @@ fn accumulate(
 /// Conv2D with the bytes of [`crate::kernels::generic::int8::conv2d`], through the DSP instructions:
 /// tiles of [`tile::PX`] output pixels through [`tile::conv2d_tiles`] (a last
 /// tile of at least [`PARTIAL`] pixels too); fewer remaining pixels one at a
-/// time with [`BLOCK`] channels sharing each widened input word. Not
-/// inlined: the whole-tensor and the banded runner both call it, and two
-/// inlined copies kept two 10.5 KiB tile buffers on the stack.
-#[inline(never)]
-pub fn conv2d_dsp(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+/// time with [`BLOCK`] channels sharing each widened input word. The tiles'
+/// widened patches live in `scratch`, of at least
+/// [`crate::kernels::generic::scratch::conv2d_int8_scratch_bytes`]`(g)` bytes
+/// (the engine plans it into the arena), not on the stack.
+pub fn conv2d_dsp(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    input: &[i8],
+    output: &mut [i8],
+    scratch: &mut [u8],
+) {
     check_conv(g, w, input, output);
     let pixels = g.out_h * g.out_w;
     let tiles = pixels / tile::PX + usize::from(pixels % tile::PX >= PARTIAL);
     let tiled = pixels.min(tiles * tile::PX);
     if tiles > 0 {
-        tile::conv2d_tiles(g, p, w, input, output, tiled, tiles, &mut tile::Cols::new());
+        tile::conv2d_tiles(g, p, w, input, output, tiled, tiles, &mut tile::Cols::new(g, scratch));
     }
     conv2d_pixels(g, p, w, input, output, tiled..pixels);
 }
@@ -645,6 +652,7 @@ pub fn max_pool_dsp(g: &PoolGeom, input: &[i8], output: &mut [i8]) {
 mod tests {
     use super::*;
     use crate::kernels::generic::int8::{batch_norm_in_place, conv2d, dense, max_pool};
+    use crate::kernels::generic::scratch::conv2d_int8_scratch_bytes;
     use crate::spec::{Activation, Padding};
 
     struct Rng(u64);
@@ -728,7 +736,10 @@ mod tests {
             let o = Owned::random(&mut rng, g.weights_len(), filters);
             let (mut want, mut got) = (std::vec![0i8; g.output_len()], std::vec![1i8; g.output_len()]);
             conv2d(&g, &p, &o.view(), &x, &mut want);
-            conv2d_dsp(&g, &p, &o.view(), &x, &mut got);
+            // Exactly the planned scratch, at any alignment.
+            let skew = case % 4;
+            let mut scratch = std::vec![0xa5u8; skew + conv2d_int8_scratch_bytes(&g)];
+            conv2d_dsp(&g, &p, &o.view(), &x, &mut got, &mut scratch[skew..]);
             assert_eq!(got, want, "case {case}: {g:?} {p:?}");
         }
     }

@@ -22,25 +22,33 @@ use super::requant::Channel;
 use super::{neg_zp_pair, sxtab16, sxtab16_ror8};
 use crate::geometry::ConvGeom;
 use crate::kernels::generic::int8::Int8Params;
+use crate::kernels::generic::scratch;
 use crate::model::Int8Weights;
 
 /// Output pixels per tile (six accumulators: with the loop's seven other
 /// registers, all thirteen the inline assembly may use).
-pub(super) const PX: usize = 6;
+pub(super) const PX: usize = scratch::DSP_TILE_PIXELS;
 /// Filter taps widened per pass (a multiple of 8: the loop takes two quads
 /// a turn): one pass for every alexnet-micro layer (at most 3 x 3 x 96 = 864
 /// taps), three for the full AlexNet's 5 x 5 x 96 conv2.
-const KCHUNK: usize = 896;
+const KCHUNK: usize = scratch::DSP_TILE_TAPS;
 /// Output channels whose accumulators stay on the stack between passes.
 const GROUP: usize = 64;
 
-/// One pass's widened patches of a tile (see the module docs): `KCHUNK / 4`
-/// quads of `PX` pixels, two words each (10.5 KiB).
-pub(super) struct Cols([u32; KCHUNK / 4 * PX * 2]);
+/// One pass's widened patches of a tile (see the module docs): up to
+/// `KCHUNK / 4` quads of `PX` pixels, two words each, in the layer's
+/// scratch ([`scratch::conv2d_int8_scratch_bytes`]: 10.5 KiB at most, planned
+/// into the arena instead of the stack).
+pub(super) struct Cols<'s>(&'s mut [u32]);
 
-impl Cols {
-    pub(super) fn new() -> Self {
-        Cols([0; KCHUNK / 4 * PX * 2])
+impl<'s> Cols<'s> {
+    /// The patches buffer for `g` in `scratch`, which must hold
+    /// [`scratch::conv2d_int8_scratch_bytes`]`(g)` bytes.
+    pub(super) fn new(g: &ConvGeom, scratch: &'s mut [u8]) -> Self {
+        let need = scratch::dsp_conv_words(g);
+        let words = scratch::words(scratch);
+        assert!(words.len() >= need, "dsp conv: scratch of {} words, {need} needed", words.len());
+        Cols(&mut words[..need])
     }
 }
 
@@ -163,7 +171,7 @@ fn widen_pixel(
     len: usize,
     quads: usize,
     p: usize,
-    cols: &mut Cols,
+    cols: &mut Cols<'_>,
 ) {
     // Every quad written (len.div_ceil(4) <= quads) lies inside `cols`.
     assert!(len.div_ceil(4) <= quads && 2 * (quads * PX) <= cols.0.len() && p < PX, "dsp conv tiles: widening");
@@ -331,7 +339,7 @@ unsafe fn dot_px(x: *const u32, pairs: usize, w: *const i8, acc: &mut [i32; PX])
 
 /// The widened value of tap `i` of tile pixel `p` (`x - zp`).
 #[inline(always)]
-fn tap(cols: &Cols, i: usize, p: usize) -> i32 {
+fn tap(cols: &Cols<'_>, i: usize, p: usize) -> i32 {
     let word = cols.0[2 * ((i / 4) * PX + p) + (i % 4) % 2];
     (word >> (16 * ((i % 4) / 2))) as u16 as i16 as i32
 }
@@ -349,7 +357,7 @@ pub(super) fn conv2d_tiles(
     output: &mut [i8],
     end: usize,
     tiles: usize,
-    cols: &mut Cols,
+    cols: &mut Cols<'_>,
 ) {
     let filter = g.kernel * g.kernel * g.in_c;
     let weights = w.weights;

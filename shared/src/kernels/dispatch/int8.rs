@@ -22,8 +22,16 @@ use crate::model::Int8Weights;
 /// bytes; the tests compare every variant with the plain kernel. On Arm cores
 /// with the DSP extension (`cfg(arm_dsp)`, see build.rs) it is
 /// `crate::kernels::arm`'s SMLAD kernel; elsewhere
-/// [`crate::kernels::generic::int8::conv2d_portable`].
-pub fn conv2d_fast(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+/// [`crate::kernels::generic::int8::conv2d_portable`]. `scratch` holds at
+/// least [`conv2d_scratch_bytes`]`(g)` bytes (any alignment).
+pub fn conv2d_fast(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    input: &[i8],
+    output: &mut [i8],
+    scratch: &mut [u8],
+) {
     #[cfg(all(feature = "std", x86_simd))]
     {
         if x86::has_vnni() {
@@ -40,9 +48,19 @@ pub fn conv2d_fast(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i
         }
     }
     #[cfg(arm_dsp)]
-    return arm::conv2d_dsp(g, p, w, input, output);
+    return arm::conv2d_dsp(g, p, w, input, output, scratch);
     #[cfg(not(arm_dsp))]
-    conv2d_portable(g, p, w, input, output)
+    {
+        let _ = scratch;
+        conv2d_portable(g, p, w, input, output)
+    }
+}
+
+/// Scratch bytes [`conv2d_fast`] takes for `g` (the Arm DSP kernel's widened
+/// patches, sized the same on every target so that the desktop plans the
+/// device's arena).
+pub fn conv2d_scratch_bytes(g: &ConvGeom) -> usize {
+    crate::kernels::generic::scratch::conv2d_int8_scratch_bytes(g)
 }
 
 /// Whether [`conv2d_rows`] can compute part of this layer's output rows on

@@ -1,5 +1,5 @@
 //! The leaf of the kernels: the support functions (requantization, length
-//! checks, the max-pool walk) and the plain, obviously correct reference
+//! checks, the max-pool walk, the kernels' scratch sizes) and the plain, obviously correct reference
 //! kernel of every op, plus portable reorderings of the int8 sums that any
 //! target can compile. Everything faster is tested against these on bytes.
 //!
@@ -11,3 +11,4 @@
 pub mod f16;
 pub mod int8;
 pub mod pool;
+pub mod scratch;

@@ -1,0 +1,40 @@
+//! Kernel scratch sizes (CMSIS-NN's `*_get_buffer_size`): what a kernel
+//! needs beside its input and output, planned into the arena by
+//! [`crate::engine::plan`] and [`crate::band::plan_banded`] so that nothing
+//! large lives on the stack.
+//!
+//! The rule: a kernel that needs scratch has a `*_scratch_bytes` function
+//! here, a pure function of the layer's geometry, the same on every target
+//! (so the desktop's plan is the device's byte for byte), and takes the
+//! scratch as a `&mut [u8]` of at least that many bytes, any alignment (the
+//! size includes the slack to align it).
+
+use crate::geometry::ConvGeom;
+
+/// Output pixels per tile of the Arm DSP int8 conv (`kernels::arm`'s tiles).
+pub const DSP_TILE_PIXELS: usize = 6;
+/// Filter taps that tile kernel widens per pass (a multiple of 8).
+pub const DSP_TILE_TAPS: usize = 896;
+
+/// u32 words of widened patches the DSP int8 conv holds for `g`: one pass
+/// of up to [`DSP_TILE_TAPS`] taps, in whole pairs of quads, for
+/// [`DSP_TILE_PIXELS`] pixels (two words a quad and pixel).
+pub fn dsp_conv_words(g: &ConvGeom) -> usize {
+    let taps = g.kernel.saturating_mul(g.kernel).saturating_mul(g.in_c).min(DSP_TILE_TAPS);
+    taps.div_ceil(8).saturating_mul(4 * DSP_TILE_PIXELS)
+}
+
+/// Scratch bytes of the int8 Conv2D (`kernels::int8::conv2d_fast`): the DSP
+/// kernel's widened patches plus 3 bytes to align them to a word.
+pub fn conv2d_int8_scratch_bytes(g: &ConvGeom) -> usize {
+    dsp_conv_words(g).saturating_mul(4).saturating_add(3)
+}
+
+/// The words of `scratch` from its first word-aligned byte (what a kernel
+/// sized by this module casts its scratch to).
+pub fn words(scratch: &mut [u8]) -> &mut [u32] {
+    let skip = scratch.as_ptr().align_offset(4).min(scratch.len());
+    let rest = &mut scratch[skip..];
+    let n = rest.len() / 4 * 4;
+    bytemuck::cast_slice_mut(&mut rest[..n])
+}
