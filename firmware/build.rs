@@ -34,13 +34,22 @@ fn main() {
         panic!("board {feature} needs --target {target}, not {actual}");
     }
 
+    // How the stack's end is guarded (src/main.rs, `guard_stack`): the stack
+    // limit register on Armv8-M, an MPU region on Armv7-M.
+    println!("cargo:rustc-check-cfg=cfg(armv8m)");
+    if target.starts_with("thumbv8m") {
+        println!("cargo:rustc-cfg=armv8m");
+    }
+
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let mut script = fs::read_to_string(memory).expect("board memory map");
     script.push_str(&fs::read_to_string("memory/arena.x").expect("arena section"));
+    script.push_str(&fs::read_to_string("memory/stack.x").expect("stack section"));
     fs::write(out.join("memory.x"), script).expect("write memory.x");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed={memory}");
     println!("cargo:rerun-if-changed=memory/arena.x");
+    println!("cargo:rerun-if-changed=memory/stack.x");
     println!("cargo:rerun-if-changed=build.rs");
 
     // cortex-m-rt's link.x (which INCLUDEs memory.x) and defmt's symbol table.

@@ -285,6 +285,42 @@ fn f16_special_values_give_the_desktop_bits_on_every_core() {
     }
 }
 
+/// A firmware whose stack overflows (the `stack-overflow-test` build recurses
+/// without bound after HELLO) ends in a HardFault frame that names the
+/// overflow and exit code 102 on the Cortex-M4, the M33 and the STM32F405:
+/// the stack sits at the bottom of RAM, and what lies below it faults (an MPU
+/// guard on the M4s, the stack limit register on the M33) instead of the
+/// stack running into .bss and the arena.
+#[test]
+fn a_stack_overflow_faults_and_names_itself_on_every_core() {
+    let (model, _) = build_model(&small_spec(), false, 41);
+    let file = format::write(&model.view()).expect("write model file");
+    for board in [Board::QemuAn386, Board::QemuAn524, Board::Stm32f405] {
+        let name = format!("overflow-{}", board.name());
+        let dir = scratch(&name);
+        let elf = flash::build_firmware_with(
+            board,
+            flash::Build::Qemu,
+            &flash::default_firmware_dir(),
+            Some("stack-overflow-test"),
+        )
+        .unwrap_or_else(|e| panic!("building the overflow firmware for {}: {e:#}", board.name()));
+        let model_path = dir.join("model.axq");
+        std::fs::write(&model_path, &file).expect("write model");
+        let s = flash::run_qemu(board, &elf, &model_path, &[], TIMEOUT, None)
+            .unwrap_or_else(|e| panic!("running {} in QEMU: {e:#}", board.name()));
+        assert!(s.hello.is_some(), "{name}: no HELLO");
+        let (code, message) = s.boot_error.clone().unwrap_or_else(|| panic!("{name}: no ERROR frame: {:?}", s.stderr));
+        let fault = shared::protocol::exit_code::FAULT;
+        assert_eq!(code, fault, "{name}: {message}");
+        assert!(message.starts_with("HardFault: stack overflow"), "{name}: {message}");
+        assert!(s.model.is_none(), "{name}: the device went on to load the model");
+        assert_eq!(s.done, Some(fault), "{name}");
+        assert_eq!(s.exit_code, Some(exit_code::FAULT), "{name}");
+        cleanup(&dir);
+    }
+}
+
 /// The scaled AlexNet the Cortex-M4 board is meant for, end to end, int8 and f16.
 #[test]
 fn alexnet_micro_gives_the_desktop_bytes_on_the_cortex_m4() {

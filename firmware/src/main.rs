@@ -32,6 +32,9 @@ use embedded_io::{Read, Write};
 
 use frame::MsgBuf;
 use shared::band::Banded;
+use shared::engine::EngineError;
+use shared::format::FormatError;
+use shared::model::QuantModel;
 use shared::protocol::{
     exit_code, fnv1a64, fnv1a64_update, receive, Done, ErrorReport, Hello, LayerReport, ModelInfo, Output, Request,
     Stats, FLAG_LAYER_BYTES, FNV1A64_START, PROTOCOL,
@@ -45,12 +48,62 @@ struct Arena([u8; board::ARENA_BYTES]);
 #[link_section = ".arena"]
 static mut ARENA: MaybeUninit<Arena> = MaybeUninit::uninit();
 
+/// The model file parsed in place (its tensors borrow the model region).
+static mut PARSED: MaybeUninit<Result<QuantModel<'static>, FormatError>> = MaybeUninit::uninit();
+/// The model prepared for banded runs.
+static mut PREPARED: MaybeUninit<Result<Banded<'static>, EngineError>> = MaybeUninit::uninit();
+
 extern "C" {
     static _model_start: u8;
     static _model_end: u8;
-    /// End of cortex-m-rt's RAM sections: the lowest address the stack may reach.
+    /// The bottom of the stack region (memory/stack.x): the lowest address the stack may reach.
     static _stack_end: u32;
 }
+/// Bytes below the stack region that no access may touch (Armv7-M): more
+/// than any function's frame, so that a frame that overflows the stack
+/// lands in the guard however far below the end it starts.
+#[cfg(not(armv8m))]
+const STACK_GUARD: u32 = 16 * 1024;
+
+/// Make any access past the stack's end fault (the HardFault entry then
+/// reports the overflow), whatever lies below RAM on the chip: on Armv8-M
+/// the main stack limit register (MSPLIM) is set to the end; on Armv7-M an
+/// MPU region of [`STACK_GUARD`] bytes below the end forbids every access
+/// (the other memory keeps the default map, PRIVDEFENA).
+fn guard_stack() {
+    let end = &raw const _stack_end as u32;
+    #[cfg(armv8m)]
+    // SAFETY: the stack pointer is far above its end here.
+    unsafe {
+        core::arch::asm!("msr MSPLIM, {0}", in(reg) end, options(nomem, nostack, preserves_flags));
+    }
+    #[cfg(not(armv8m))]
+    {
+        const MPU_RNR: *mut u32 = 0xE000_ED98 as *mut u32;
+        const MPU_RBAR: *mut u32 = 0xE000_ED9C as *mut u32;
+        const MPU_RASR: *mut u32 = 0xE000_EDA0 as *mut u32;
+        const MPU_CTRL: *mut u32 = 0xE000_ED94 as *mut u32;
+        let base = end.wrapping_sub(STACK_GUARD);
+        // A region's base is aligned to its size (RAM starts are).
+        if base % STACK_GUARD != 0 {
+            defmt::warn!("stack end {=u32:#x} not aligned for an MPU guard: overflows are not caught", end);
+            return;
+        }
+        // SIZE field: log2(bytes) - 1; AP = 0 (no access); XN; enabled.
+        let size = STACK_GUARD.trailing_zeros() - 1;
+        // SAFETY: the MPU's architected registers; region 0 is ours alone.
+        unsafe {
+            core::ptr::write_volatile(MPU_RNR, 0);
+            core::ptr::write_volatile(MPU_RBAR, base);
+            core::ptr::write_volatile(MPU_RASR, (1 << 28) | (size << 1) | 1);
+            // ENABLE | PRIVDEFENA (the default map everywhere else).
+            core::ptr::write_volatile(MPU_CTRL, 1 | (1 << 2));
+        }
+        cortex_m::asm::dsb();
+        cortex_m::asm::isb();
+    }
+}
+
 /// Fill the unused stack with [`STACK_PAINT`] so that [`stack_used`] can tell
 /// the deepest point the stack reached (the README's RAM figures).
 #[inline(never)]
@@ -95,6 +148,7 @@ unsafe fn region(start: *const u8, end: *const u8) -> &'static [u8] {
 #[entry]
 fn main() -> ! {
     board::pre_main();
+    guard_stack();
     // The f16 kernels' bits assume the FPU's IEEE defaults (the reset value);
     // set them rather than trust whatever ran before us.
     shared::kernels::arm_fpu::ieee_mode();
@@ -134,7 +188,8 @@ fn session<S: Read + Write, D: DelayNs>(mut serial: S, mut delay: D) -> u8 {
 
 /// Boot (HELLO, the model's checks, MODEL), then answer requests until STOP.
 /// Returns the exit code: OK after STOP, the boot error's code otherwise.
-fn serve<S: Read + Write>(serial: &mut S, model_region: &[u8]) -> u8 {
+#[inline(never)]
+fn serve<S: Read + Write>(serial: &mut S, model_region: &'static [u8]) -> u8 {
     frame::send(
         serial,
         Hello {
@@ -155,13 +210,27 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &[u8]) -> u8 {
         shared::protocol::clock::name(board::CLOCK)
     );
 
+    #[cfg(feature = "stack-overflow-test")]
+    overflow::recurse(0);
     let bytes = model_bytes(model_region);
-    let model = match shared::format::parse(bytes) {
-        Ok(m) => m,
+    // The parsed model and its preparation live as long as the session: in
+    // .bss, written where they are computed, not on the stack.
+    // SAFETY: `serve` runs once; nothing else touches these statics.
+    let parsed = unsafe { (*(&raw mut PARSED)).write(shared::format::parse(bytes)) };
+    let model = match parsed {
+        Ok(m) => &*m,
         Err(e) => return fail(serial, exit_code::BAD_MODEL, format_args!("model file rejected: {e}")),
     };
     // The banded plan (conv -> BN -> pool in bands of rows): what runs.
-    let banded = shared::band::plan_banded(&model, shared::band::InputRows::Resident);
+    // SAFETY: as above.
+    let prepared = unsafe {
+        (*(&raw mut PREPARED)).write(shared::band::prepare_banded(model, shared::band::InputRows::Resident))
+    };
+    let prepared = match prepared {
+        Ok(p) => &*p,
+        Err(e) => return fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
+    };
+    let banded = prepared.plan();
     let need = banded.arena_bytes;
     let input_len = model.spec.input().elements() as usize * model.precision.activation_bytes();
     if need > board::ARENA_BYTES {
@@ -171,10 +240,6 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &[u8]) -> u8 {
             format_args!("model needs {need} arena bytes; {} has {}", board::NAME, board::ARENA_BYTES),
         );
     }
-    let prepared = match shared::band::prepare_banded(&model, shared::band::InputRows::Resident) {
-        Ok(p) => p,
-        Err(e) => return fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
-    };
     frame::send(
         serial,
         ModelInfo {
@@ -202,7 +267,7 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &[u8]) -> u8 {
     };
     let mut runs = 0u32;
     loop {
-        let Ok(slot) = shared::band::input_slot(&prepared, arena) else {
+        let Ok(slot) = shared::band::input_slot(prepared, arena) else {
             return fail(serial, exit_code::ENGINE, format_args!("engine: arena smaller than its plan"));
         };
         let request = receive(|| read_byte(serial), slot);
@@ -218,7 +283,7 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &[u8]) -> u8 {
                     continue;
                 }
                 runs += 1;
-                run(serial, &prepared, arena, flags & FLAG_LAYER_BYTES != 0, runs);
+                run(serial, prepared, arena, flags & FLAG_LAYER_BYTES != 0, runs);
             }
             Ok(Request::GetStats) => frame::send(serial, Stats { stack_used: stack_used() }),
             Ok(Request::Stop) => {
@@ -244,6 +309,7 @@ fn read_byte<S: Read>(serial: &mut S) -> Result<u8, S::Error> {
 
 /// Run the input in the arena's input slot and send the layers and OUTPUT
 /// (or an ERROR).
+#[inline(never)]
 fn run<S: Write>(serial: &mut S, prepared: &Banded<'_>, arena: &mut [u8], full: bool, n: u32) {
     let mut reporter = Reporter { serial, start: 0, full, rows: [Rows::default(); MAX_LAYERS] };
     let t0 = board::now();
@@ -307,6 +373,24 @@ impl<S: Write> shared::engine::Observer for Reporter<'_, S> {
     }
 }
 
+/// The test build that overflows its stack on purpose (`--features
+/// stack-overflow-test`): the device tests check that it ends in a HardFault
+/// naming the overflow, never in a wrong answer.
+#[cfg(feature = "stack-overflow-test")]
+mod overflow {
+    /// Recurse until the stack runs out, 256 bytes a frame.
+    #[inline(never)]
+    pub fn recurse(depth: u32) -> u32 {
+        let mut frame = [0u8; 256];
+        frame[depth as usize % 256] = depth as u8;
+        let frame = core::hint::black_box(frame);
+        if core::hint::black_box(depth) == u32::MAX {
+            return 0;
+        }
+        recurse(depth + 1).wrapping_add(u32::from(frame[depth as usize % 256]))
+    }
+}
+
 /// Stop with `code`: the board decides how (QEMU: semihosting exit).
 fn exit(code: u8) -> ! {
     board::exit(code)
@@ -317,19 +401,62 @@ fn SysTick() {
     clock::SYSTICK.on_wrap();
 }
 
-#[exception]
-unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
+// The HardFault entry, before any Rust code runs. A stack overflow arrives
+// here with SP at or below the stack's end (memory/stack.x puts the stack at
+// the bottom of RAM, and `guard_stack` makes what lies below it fault), where
+// the reporting code could not push a word. Whenever fewer than 2 KiB are
+// left, SP restarts at the top of the stack region (the dying main path's
+// frames are not needed; a faulting frame above the end stays readable, far
+// below what the report uses); otherwise it stays.
+core::arch::global_asm!(
+    ".section .HardFault.user, \"ax\"",
+    ".global HardFault",
+    ".type HardFault,%function",
+    ".thumb_func",
+    "HardFault:",
+    "mrs r0, MSP",
+    "ldr r1, =_stack_end + 2048",
+    "cmp r0, r1",
+    "bhs 1f",
+    "ldr r1, =_stack_start",
+    "msr MSP, r1",
+    "1:",
+    "b {report}",
+    report = sym hard_fault,
+);
+
+/// CFSR bits that say the fault came from the stack: a MemManage or BusFault
+/// while pushing an exception frame (MSTKERR, STKERR), or Armv8-M's stack
+/// limit (STKOF).
+const CFSR_STACK: u32 = (1 << 4) | (1 << 12) | (1 << 20);
+
+/// Report a HardFault (ERROR, DONE) and exit with code 102; `sp` is the main
+/// stack pointer the fault left (see the entry above).
+unsafe extern "C" fn hard_fault(sp: u32) -> ! {
     // SAFETY: the main path will not run again.
     let mut serial = unsafe { board::steal_serial() };
     // SAFETY: SCB.CFSR and SCB.HFSR are always-readable 32-bit registers.
     let (cfsr, hfsr) = unsafe {
         (core::ptr::read_volatile(0xE000_ED28 as *const u32), core::ptr::read_volatile(0xE000_ED2C as *const u32))
     };
-    let code = fail(
-        &mut serial,
-        exit_code::FAULT,
-        format_args!("HardFault at pc={:#010x} lr={:#010x} cfsr={cfsr:#010x} hfsr={hfsr:#010x}", ef.pc(), ef.lr()),
-    );
+    let bottom = &raw const _stack_end as u32;
+    let code = if sp < bottom + 32 || cfsr & CFSR_STACK != 0 {
+        fail(
+            &mut serial,
+            exit_code::FAULT,
+            format_args!(
+                "HardFault: stack overflow (sp={sp:#010x}, the stack ends at {bottom:#010x}; cfsr={cfsr:#010x} hfsr={hfsr:#010x})"
+            ),
+        )
+    } else {
+        // SAFETY: `sp` lies inside the stack region, above a whole frame.
+        let ef = unsafe { &*(sp as *const ExceptionFrame) };
+        fail(
+            &mut serial,
+            exit_code::FAULT,
+            format_args!("HardFault at pc={:#010x} lr={:#010x} cfsr={cfsr:#010x} hfsr={hfsr:#010x}", ef.pc(), ef.lr()),
+        )
+    };
     frame::send(&mut serial, Done { code });
     exit(code)
 }
@@ -359,7 +486,7 @@ fn panic(info: &PanicInfo<'_>) -> ! {
 /// header is unreadable or claims more than the region holds, the whole
 /// region goes to `parse`, which then names the problem (bad magic, version,
 /// length mismatch).
-fn model_bytes(region: &[u8]) -> &[u8] {
+fn model_bytes(region: &'static [u8]) -> &'static [u8] {
     match shared::format::declared_length(region) {
         Ok(n) if n <= region.len() => &region[..n],
         _ => region,

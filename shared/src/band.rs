@@ -119,6 +119,23 @@ struct LayerShape {
     output: Shape,
 }
 
+/// The layers' shapes, computed from the stack when asked (no array of
+/// them on the stack: the planner runs on the device).
+struct Shapes<'s>(&'s crate::spec::ModelSpec);
+
+impl Shapes<'_> {
+    fn get(&self, i: usize) -> Option<LayerShape> {
+        let (_, layer, input, output) = self.0.shapes().nth(i)?;
+        Some(LayerShape { layer: *layer, input, output })
+    }
+
+    /// Layer `i`'s shapes (an index the caller knows to be in the stack).
+    fn at(&self, i: usize) -> LayerShape {
+        let input = self.0.input();
+        self.get(i).unwrap_or(LayerShape { layer: Layer::Flatten, input, output: input })
+    }
+}
+
 /// A band group's geometry, found from the stack.
 #[derive(Clone, Copy)]
 struct Group {
@@ -140,21 +157,21 @@ impl Group {
 }
 
 /// The band group starting at layer `i`, if one does.
-fn group_at(shapes: &[LayerShape], i: usize) -> Option<(Group, usize)> {
+fn group_at(shapes: &Shapes<'_>, i: usize) -> Option<(Group, usize)> {
     let Layer::Conv2D(c) = shapes.get(i)?.layer else { return None };
-    let conv = ConvGeom::from_spec(&c, shapes[i].input)?;
+    let conv = ConvGeom::from_spec(&c, shapes.at(i).input)?;
     let batch_norm = matches!(shapes.get(i + 1)?.layer, Layer::BatchNorm { .. });
     let p = i + 1 + batch_norm as usize;
     let Layer::MaxPool2D { pool, stride } = shapes.get(p)?.layer else { return None };
-    let pool = PoolGeom::from_spec(pool, stride, shapes[p].input)?;
+    let pool = PoolGeom::from_spec(pool, stride, shapes.at(p).input)?;
     (pool.stride <= pool.pool && pool.in_h == conv.out_h).then_some((Group { conv, pool, batch_norm }, p + 1 - i))
 }
 
 /// Whether group `g` (layers `i..i + layers`) in bands of one pool row
 /// needs no more bytes than its layers one at a time.
-fn group_fits(g: &Group, shapes: &[LayerShape], i: usize, layers: usize, bytes: usize) -> bool {
-    let (ib, cb) = (tensor_bytes(shapes[i].input, bytes), tensor_bytes(shapes[i].output, bytes));
-    let pb = tensor_bytes(shapes[i + layers - 1].output, bytes);
+fn group_fits(g: &Group, shapes: &Shapes<'_>, i: usize, layers: usize, bytes: usize) -> bool {
+    let (ib, cb) = (tensor_bytes(shapes.at(i).input, bytes), tensor_bytes(shapes.at(i).output, bytes));
+    let pb = tensor_bytes(shapes.at(i + layers - 1).output, bytes);
     let buffer = g.buffer_rows(1).saturating_mul(g.conv.out_w * g.conv.out_c * bytes);
     ib.saturating_add(buffer).saturating_add(pb) <= ib.saturating_add(cb).max(cb.saturating_add(pb))
 }
@@ -192,51 +209,63 @@ fn plan_with(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
     let bytes = model.precision.activation_bytes();
     let spec = &model.spec;
     let whole = plan(model);
-    let mut shapes = [LayerShape { layer: Layer::Flatten, input: spec.input(), output: spec.input() }; MAX_LAYERS];
+    let shapes = Shapes(spec);
     let n = spec.layers().len();
-    for (i, layer, inp, out) in spec.shapes() {
-        shapes[i] = LayerShape { layer: *layer, input: inp, output: out };
-    }
-    let shapes = &shapes[..n];
     let input_bytes = tensor_bytes(spec.input(), bytes);
-    let streamed = input == InputRows::Streamed && group_at(shapes, 0).is_some();
+    let streamed = input == InputRows::Streamed && group_at(&shapes, 0).is_some();
 
-    // Stages, with one pool row per band.
-    let mut stages = [Stage::default(); MAX_LAYERS];
-    let mut groups = [None::<Group>; MAX_LAYERS];
+    // Stages, with one pool row per band, written into the plan returned
+    // (no second copy on the stack: this runs on the device at boot). A
+    // stage of more than one layer is a band group, found again from its
+    // first layer where it is needed.
+    let mut out = BandedPlan {
+        arena_bytes: 0,
+        input: InputRows::Resident,
+        whole_tensor_bytes: whole.arena_bytes,
+        peak_stage: 0,
+        align_slack: whole.align_slack,
+        scratch_bytes: whole.scratch_bytes,
+        input_bytes: tensor_bytes(spec.input(), bytes),
+        output_bytes: 0,
+        stages: [Stage::default(); MAX_LAYERS],
+        len: 0,
+    };
+    let stages = &mut out.stages;
     let mut len = 0;
     let mut i = 0;
     while i < n {
         // A group whose bands would need more than its layers one at a
         // time (a pool that hardly shrinks) runs them one at a time.
-        let (layers, group) = match group_at(shapes, i) {
+        let (layers, group) = match group_at(&shapes, i) {
             Some((g, layers)) if i == 0 && streamed => (layers, Some(g)),
-            Some((g, layers)) if group_fits(&g, shapes, i, layers, bytes) => (layers, Some(g)),
+            Some((g, layers)) if group_fits(&g, &shapes, i, layers, bytes) => (layers, Some(g)),
             _ => (1, None),
         };
+        debug_assert_eq!(group.is_some(), layers > 1);
         stages[len] = Stage { first: i, layers, ..Stage::default() };
-        groups[len] = group;
         len += 1;
         i += layers;
     }
+    let group_of = |st: &Stage| if st.layers > 1 { group_at(&shapes, st.first).map(|(g, _)| g) } else { None };
     let mut rows = [1usize; MAX_LAYERS];
     // Bytes stage `s` needs with bands of `r` pool rows.
     let need = |s: usize, r: usize| -> usize {
         let st = &stages[s];
         let last = st.first + st.layers - 1;
-        let (ib, ob) = (tensor_bytes(shapes[st.first].input, bytes), tensor_bytes(shapes[last].output, bytes));
-        match groups[s] {
+        let (ib, ob) = (tensor_bytes(shapes.at(st.first).input, bytes), tensor_bytes(shapes.at(last).output, bytes));
+        match group_of(st) {
             Some(g) => {
                 let row = |shape: Shape| match shape {
                     Shape::Image { w, c, .. } => (w as usize * c as usize).saturating_mul(bytes),
                     Shape::Flat(_) => 0,
                 };
-                let buffer = g.buffer_rows(r).saturating_mul(row(shapes[st.first].output));
-                let held = if s == 0 && streamed { g.input_rows(r).saturating_mul(row(shapes[0].input)) } else { ib };
+                let buffer = g.buffer_rows(r).saturating_mul(row(shapes.at(st.first).output));
+                let held =
+                    if s == 0 && streamed { g.input_rows(r).saturating_mul(row(shapes.at(0).input)) } else { ib };
                 held.saturating_add(buffer).saturating_add(ob)
             }
-            None if is_identity(&shapes[st.first].layer)
-                || matches!(shapes[st.first].layer, Layer::BatchNorm { .. }) =>
+            None if is_identity(&shapes.at(st.first).layer)
+                || matches!(shapes.at(st.first).layer, Layer::BatchNorm { .. }) =>
             {
                 ib
             }
@@ -256,7 +285,7 @@ fn plan_with(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
     // Never more than the whole-tensor plan.
     let whole_need = whole.arena_bytes - whole.align_slack - whole.scratch_bytes;
     for s in 0..len {
-        if let Some(g) = groups[s] {
+        if let Some(g) = group_of(&stages[s]) {
             let held = |r: usize| need(s, r) - need(s, 1).min(need(s, r));
             let fits = |r: usize| need(s, r) <= arena || (held(r) <= minimum / 12 && need(s, r) <= whole_need);
             while rows[s] < g.pool.out_h && fits(rows[s] + 1) {
@@ -275,9 +304,10 @@ fn plan_with(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
     for s in 0..len {
         let st = stages[s];
         let last = st.first + st.layers - 1;
-        let ob = tensor_bytes(shapes[last].output, bytes);
+        let ob = tensor_bytes(shapes.at(last).output, bytes);
         let ident = st.layers == 1
-            && (is_identity(&shapes[st.first].layer) || matches!(shapes[st.first].layer, Layer::BatchNorm { .. }));
+            && (is_identity(&shapes.at(st.first).layer)
+                || matches!(shapes.at(st.first).layer, Layer::BatchNorm { .. }));
         let output = if ident {
             cur
         } else if low {
@@ -285,7 +315,7 @@ fn plan_with(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
         } else {
             Region { offset: 0, len: ob }
         };
-        let band = groups[s].map(|g| {
+        let band = group_of(&st).map(|g| {
             let row_out = g.conv.out_w * g.conv.out_c * bytes;
             let buf = g.buffer_rows(rows[s]) * row_out;
             if s == 0 && streamed {
@@ -313,19 +343,12 @@ fn plan_with(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
         cur = output;
         output_bytes = ob;
     }
-    let (align_slack, scratch_bytes) = (whole.align_slack, whole.scratch_bytes);
-    BandedPlan {
-        arena_bytes: arena.saturating_add(scratch_bytes).saturating_add(align_slack),
-        input: if streamed { InputRows::Streamed } else { InputRows::Resident },
-        whole_tensor_bytes: whole.arena_bytes,
-        peak_stage,
-        align_slack,
-        scratch_bytes,
-        input_bytes,
-        output_bytes,
-        stages,
-        len,
-    }
+    out.arena_bytes = arena.saturating_add(out.scratch_bytes).saturating_add(out.align_slack);
+    out.input = if streamed { InputRows::Streamed } else { InputRows::Resident };
+    out.peak_stage = peak_stage;
+    out.output_bytes = output_bytes;
+    out.len = len;
+    out
 }
 
 /// A model prepared for banded runs: [`prepare`]'s checks and constants and

@@ -136,7 +136,13 @@ pub fn build_firmware(board: Board, firmware_dir: &Path) -> Result<PathBuf> {
 /// The target directory is given explicitly so that the ELF's place does not
 /// depend on a CARGO_TARGET_DIR the caller may have set for the workspace.
 pub fn build_firmware_for(board: Board, build: Build, firmware_dir: &Path) -> Result<PathBuf> {
-    let Some(features) = board.features(build) else {
+    build_firmware_with(board, build, firmware_dir, None)
+}
+
+/// [`build_firmware_for`] with one more cargo feature of the firmware (a test
+/// build such as `stack-overflow-test`), in a target folder of its own.
+pub fn build_firmware_with(board: Board, build: Build, firmware_dir: &Path, extra: Option<&str>) -> Result<PathBuf> {
+    let Some(mut features) = board.features(build) else {
         match build {
             Build::Silicon => {
                 bail!("{} exists only in QEMU here: there is no silicon build to flash with --probe", board.name())
@@ -151,6 +157,13 @@ pub fn build_firmware_for(board: Board, build: Build, firmware_dir: &Path) -> Re
         (Board::QemuAn386 | Board::QemuAn524, _) => firmware_dir.join("target"),
         (_, Build::Qemu) => firmware_dir.join("target").join(format!("{}-qemu", board.name())),
         (_, Build::Silicon) => firmware_dir.join("target").join(board.name()),
+    };
+    let target_dir = match extra {
+        Some(feature) => {
+            features = format!("{features},{feature}");
+            target_dir.join(format!("{}-{feature}", board.name()))
+        }
+        None => target_dir,
     };
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(firmware_dir)

@@ -27,7 +27,7 @@ pub mod report;
 pub mod session;
 pub mod verify;
 
-pub use board::{build_firmware, build_firmware_for, default_firmware_dir, Board, Build};
+pub use board::{build_firmware, build_firmware_for, build_firmware_with, default_firmware_dir, Board, Build};
 pub use defmt::{decode_defmt, DefmtLog};
 pub use frames::{DeviceRun, Hello, LayerReport, ModelInfo, Reply};
 pub use probe::{flash_and_serve, ProbeRs};
