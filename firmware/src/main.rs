@@ -85,7 +85,7 @@ fn guard_stack() {
         const MPU_CTRL: *mut u32 = 0xE000_ED94 as *mut u32;
         let base = end.wrapping_sub(STACK_GUARD);
         // A region's base is aligned to its size (RAM starts are).
-        if base % STACK_GUARD != 0 {
+        if !base.is_multiple_of(STACK_GUARD) {
             defmt::warn!("stack end {=u32:#x} not aligned for an MPU guard: overflows are not caught", end);
             return;
         }
@@ -216,18 +216,24 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &'static [u8]) -> u8 {
     // The parsed model and its preparation live as long as the session: in
     // .bss, written where they are computed, not on the stack.
     // SAFETY: `serve` runs once; nothing else touches these statics.
-    let parsed = unsafe { (*(&raw mut PARSED)).write(shared::format::parse(bytes)) };
+    let parsed = unsafe {
+        let slot = (&raw mut PARSED).cast::<Result<QuantModel<'static>, FormatError>>();
+        slot.write(shared::format::parse(bytes));
+        &*slot
+    };
     let model = match parsed {
-        Ok(m) => &*m,
+        Ok(m) => m,
         Err(e) => return fail(serial, exit_code::BAD_MODEL, format_args!("model file rejected: {e}")),
     };
     // The banded plan (conv -> BN -> pool in bands of rows): what runs.
     // SAFETY: as above.
     let prepared = unsafe {
-        (*(&raw mut PREPARED)).write(shared::band::prepare_banded(model, shared::band::InputRows::Resident))
+        let slot = (&raw mut PREPARED).cast::<Result<Banded<'static>, EngineError>>();
+        slot.write(shared::band::prepare_banded(model, shared::band::InputRows::Resident));
+        &*slot
     };
     let prepared = match prepared {
-        Ok(p) => &*p,
+        Ok(p) => p,
         Err(e) => return fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
     };
     let banded = prepared.plan();
