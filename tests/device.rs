@@ -321,6 +321,129 @@ fn a_stack_overflow_faults_and_names_itself_on_every_core() {
     }
 }
 
+/// One boot of the emulated STM32F405 serves `n` requests, a seeded mix of
+/// valid runs (8 inputs), frames with a bad CRC, oversized and unknown
+/// requests, inputs cut short and junk before a valid run: every valid
+/// answer equals the desktop's bytes, every bad request gets its ERROR
+/// frame, the device never hangs (each answer within the session timeout)
+/// and its stack and arena high-water marks are the same at the end as after
+/// the first request of each kind. Returns the marks.
+fn soak(n: usize, seed: u64) -> (u32, u32) {
+    let (model, _) = build_model(&small_spec(), false, seed);
+    let file = format::write(&model.view()).expect("write model file");
+    let mut rng = Rng::new(seed);
+    let elements = small_spec().input().elements() as usize;
+    let inputs: Vec<Vec<u8>> = (0..8).map(|_| input_bytes(&model, &rng.vec(elements, -1.0, 1.0))).collect();
+    let wants: Vec<Vec<u8>> = inputs.iter().map(|i| desktop(&model, i).0).collect();
+    let frame = |r: shared::protocol::Request<'_>| {
+        let mut f = Vec::new();
+        r.write(|p| f.extend_from_slice(p)).expect("frame");
+        f
+    };
+    let runs: Vec<Vec<u8>> =
+        inputs.iter().map(|i| frame(shared::protocol::Request::Run { flags: 0, input: i })).collect();
+    let stats = frame(shared::protocol::Request::GetStats);
+    let short: Vec<Vec<u8>> =
+        inputs.iter().map(|i| frame(shared::protocol::Request::Run { flags: 0, input: &i[..i.len() - 7] })).collect();
+    let bad_crc: Vec<Vec<u8>> = runs
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let at = 8 + r.len() / 3;
+            r[at] ^= 0x41;
+            r
+        })
+        .collect();
+    let oversized = b"AX\x10\x00\x00\x00\x10\x00".to_vec();
+    let mut unknown = b"AX\x63\x00\x01\x00\x00\x00\x07".to_vec();
+    unknown.extend(shared::protocol::CRC32.checksum(&unknown[2..]).to_le_bytes());
+    let junk: Vec<Vec<u8>> = runs
+        .iter()
+        .map(|r| {
+            let mut j = b"\x00\xff\x13junk\x58\x00".to_vec();
+            j.extend(r);
+            j
+        })
+        .collect();
+
+    /// What a step must get back.
+    #[derive(Clone, Copy)]
+    enum Want {
+        Output(usize),
+        Error(i32),
+        Stats,
+    }
+    // One request of each kind first (each reaches its own deepest stack),
+    // then the marks, which must not move for the rest of the soak.
+    let mut plan: Vec<(&[u8], Want)> = vec![
+        (&runs[0], Want::Output(0)),
+        (&bad_crc[1], Want::Error(exit_code::BAD_REQUEST)),
+        (&oversized, Want::Error(exit_code::BAD_REQUEST)),
+        (&unknown, Want::Error(exit_code::BAD_REQUEST)),
+        (&short[2], Want::Error(exit_code::BAD_INPUT)),
+        (&junk[3], Want::Output(3)),
+        (&stats, Want::Stats),
+    ];
+    while plan.len() < n - 1 {
+        let k = rng.range(0, 7) as usize;
+        plan.push(match rng.range(0, 9) {
+            0..=3 => (&runs[k], Want::Output(k)),
+            4 => (&bad_crc[k], Want::Error(exit_code::BAD_REQUEST)),
+            5 => (&oversized, Want::Error(exit_code::BAD_REQUEST)),
+            6 => (&unknown, Want::Error(exit_code::BAD_REQUEST)),
+            7 => (&short[k], Want::Error(exit_code::BAD_INPUT)),
+            8 => (&junk[k], Want::Output(k)),
+            _ => (&stats, Want::Stats),
+        });
+    }
+    plan.push((&stats, Want::Stats));
+    let steps: Vec<Step<'_>> = plan.iter().map(|(bytes, _)| Step::Raw(bytes)).collect();
+    let dir = scratch(&format!("soak-{n}"));
+    let s = session(Board::Stm32f405, &dir, &file, &steps);
+    assert_eq!(s.answers.len(), n, "an answer per request");
+    let mut marks = Vec::new();
+    for (i, (a, (_, want))) in s.answers.iter().zip(&plan).enumerate() {
+        match *want {
+            Want::Output(k) => {
+                assert_eq!(
+                    a.output.as_ref().map(|o| &o.1),
+                    Some(&wants[k]),
+                    "request {i}: output bytes ({:?})",
+                    a.error
+                )
+            }
+            Want::Error(code) => {
+                let got = a.error.as_ref().map(|e| e.0 as i32);
+                assert_eq!(got, Some(code), "request {i}: {:?}", a.error);
+            }
+            Want::Stats => marks.push((a.stack_used.expect("stack mark"), a.arena_used.expect("arena mark"))),
+        }
+    }
+    let (first, last) = (marks[0], marks[marks.len() - 1]);
+    assert_eq!(first, last, "the stack and arena high-water marks grew during the soak: {marks:?}");
+    assert!(marks.iter().all(|m| *m == first), "{marks:?}");
+    let arena = s.model.as_ref().expect("MODEL").arena_needed;
+    assert!(first.1 <= arena, "the device wrote {} arena bytes past its plan of {arena}", first.1 - arena);
+    assert_eq!((s.exit_code, s.done), (Some(0), Some(0)));
+    cleanup(&dir);
+    first
+}
+
+/// The soak in CI: 500 requests in one boot of the emulated STM32F405.
+#[test]
+fn one_boot_serves_500_mixed_requests() {
+    soak(500, 51);
+}
+
+/// The long soak: 10,000 requests in one boot (`cargo test --release --test
+/// device soak_10000 -- --ignored --nocapture`).
+#[test]
+#[ignore = "long: about 10,000 requests of emulated time"]
+fn soak_10000_requests() {
+    let (stack, arena) = soak(10_000, 52);
+    eprintln!("soak: 10,000 requests, stack high-water {stack} bytes, arena high-water {arena} bytes");
+}
+
 /// The scaled AlexNet the Cortex-M4 board is meant for, end to end, int8 and f16.
 #[test]
 fn alexnet_micro_gives_the_desktop_bytes_on_the_cortex_m4() {

@@ -52,12 +52,12 @@ proptest! {
         let mut s = a.clone();
         s.extend(frame(Output { ticks, bytes: &out }));
         s.extend(&b);
-        s.extend(frame(Stats { stack_used: 1234 }));
+        s.extend(frame(Stats { stack_used: 1234, arena_used: 5678 }));
         s.extend(frame(Done { code: 0 }));
         // Junk may itself hold a malformed frame only by a 2^-32 CRC accident.
         let run = DeviceRun::from_stream(&s).expect("valid frames decode");
         prop_assert_eq!(run.output, Some((ticks, out)));
-        prop_assert_eq!(run.stack_used, Some(1234));
+        prop_assert_eq!((run.stack_used, run.arena_used), (Some(1234), Some(5678)));
         prop_assert_eq!(run.done, Some(0));
     }
 }

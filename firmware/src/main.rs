@@ -121,6 +121,33 @@ fn paint_stack() {
 
 /// Bytes of stack used so far: from the top of RAM down to the lowest word
 /// that no longer holds the paint.
+/// The byte the arena is painted with at boot (see [`arena_used`]).
+const ARENA_PAINT: u8 = 0xa5;
+/// Whether the arena has been painted (a boot that failed before never did).
+static ARENA_PAINTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Arena bytes ever written: one past the highest byte of the arena region
+/// that no longer holds [`ARENA_PAINT`] (a byte written with the paint's
+/// value reads as unwritten, as with the stack's paint).
+fn arena_used() -> u32 {
+    if !ARENA_PAINTED.load(core::sync::atomic::Ordering::Acquire) {
+        return 0;
+    }
+    let base = (&raw const ARENA).cast::<u8>();
+    let mut n = board::ARENA_BYTES;
+    // SAFETY: the region was painted at boot (before any read) and the main
+    // path is not running while this reads it.
+    while n > 0 && unsafe { core::ptr::read_volatile(base.add(n - 1)) } == ARENA_PAINT {
+        n -= 1;
+    }
+    n as u32
+}
+
+/// The STATS frame: the stack's and the arena's high-water marks.
+fn stats() -> Stats {
+    Stats { stack_used: stack_used(), arena_used: arena_used() }
+}
+
 fn stack_used() -> u32 {
     extern "C" {
         static _stack_start: u32;
@@ -177,7 +204,7 @@ fn session<S: Read + Write, D: DelayNs>(mut serial: S, mut delay: D) -> u8 {
     // STOP is answered with DONE alone; a boot that failed ends with its
     // ERROR, STATS and DONE.
     if code != exit_code::OK {
-        frame::send(&mut serial, Stats { stack_used: stack_used() });
+        frame::send(&mut serial, stats());
     }
     frame::send(&mut serial, Done { code });
     let _ = serial.flush();
@@ -264,11 +291,14 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &'static [u8]) -> u8 {
         banded.whole_tensor_bytes
     );
 
-    // SAFETY: ARENA is only touched here, once; the bytes handed out are
-    // initialised first (the section is NOLOAD, never zeroed by the runtime).
+    // SAFETY: ARENA is only touched here, once (and read by `arena_used`);
+    // the whole region is initialised first with the paint that
+    // `arena_used` looks for (the section is NOLOAD, never zeroed by the
+    // runtime), then the planned bytes are handed out.
     let arena = unsafe {
         let base = (&raw mut ARENA).cast::<u8>();
-        core::ptr::write_bytes(base, 0, need);
+        core::ptr::write_bytes(base, ARENA_PAINT, board::ARENA_BYTES);
+        ARENA_PAINTED.store(true, core::sync::atomic::Ordering::Release);
         core::slice::from_raw_parts_mut(base, need)
     };
     let mut runs = 0u32;
@@ -291,7 +321,7 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &'static [u8]) -> u8 {
                 runs += 1;
                 run(serial, prepared, arena, flags & FLAG_LAYER_BYTES != 0, runs);
             }
-            Ok(Request::GetStats) => frame::send(serial, Stats { stack_used: stack_used() }),
+            Ok(Request::GetStats) => frame::send(serial, stats()),
             Ok(Request::Stop) => {
                 defmt::info!("stop after {=u32} runs", runs);
                 return exit_code::OK;

@@ -19,7 +19,8 @@
 //!   asked for them ([`FLAG_LAYER_BYTES`]), else nothing.
 //! - [`Output`]: ticks of the whole run `u64`; tail: the output tensor bytes.
 //! - [`ErrorReport`]: code `u8` ([`exit_code`]); tail: a UTF-8 message.
-//! - [`Stats`]: stack bytes used (high-water mark) `u32`.
+//! - [`Stats`]: stack bytes used `u32`, arena bytes used `u32` (painted
+//!   high-water marks).
 //! - [`Done`]: exit code `u8`.
 //!
 //! Decoders ignore bytes after a fixed-size message's head and the reserved
@@ -53,7 +54,7 @@ use crate::model::Precision;
 use core::fmt;
 
 /// Version of the frame protocol, sent in HELLO.
-pub const PROTOCOL: u16 = 2;
+pub const PROTOCOL: u16 = 3;
 /// The first two bytes of every frame.
 pub const FRAME_MAGIC: [u8; 2] = *b"AX";
 /// Bytes before a frame's payload: magic, kind, 0, length.
@@ -301,6 +302,8 @@ pub struct ErrorReport<'a> {
 pub struct Stats {
     /// Stack bytes used (painted high-water mark).
     pub stack_used: u32,
+    /// Arena bytes ever written (painted high-water mark, from the arena's start).
+    pub arena_used: u32,
 }
 
 /// DONE: the last frame, with the exit code.
@@ -419,7 +422,7 @@ pub const fn head_len(kind: u8) -> Result<usize, DecodeError> {
         kind::LAYER => 24,
         kind::OUTPUT => 8,
         kind::ERROR => 1,
-        kind::STATS => 4,
+        kind::STATS => 8,
         kind::DONE => 1,
         k => return Err(DecodeError::UnknownKind(k)),
     })
@@ -460,7 +463,7 @@ impl<'a> Message<'a> {
             Message::Layer(l) => w.u32(l.index).u64(l.ticks).u32(l.output_len).u64(l.fnv),
             Message::Output(o) => w.u64(o.ticks),
             Message::Error(e) => w.u8(e.code),
-            Message::Stats(s) => w.u32(s.stack_used),
+            Message::Stats(s) => w.u32(s.stack_used).u32(s.arena_used),
             Message::Done(d) => w.u8(d.code),
         };
         w.0
@@ -527,7 +530,7 @@ impl<'a> Message<'a> {
             }),
             kind::OUTPUT => Message::Output(Output { ticks: f.u64(0), bytes: tail }),
             kind::ERROR => Message::Error(ErrorReport { code: f.u8(0), message: text(kind, tail)? }),
-            kind::STATS => Message::Stats(Stats { stack_used: f.u32(0) }),
+            kind::STATS => Message::Stats(Stats { stack_used: f.u32(0), arena_used: f.u32(4) }),
             kind::DONE => Message::Done(Done { code: f.u8(0) }),
             k => return Err(DecodeError::UnknownKind(k)),
         })

@@ -35,7 +35,7 @@ fn examples() -> Vec<Message<'static>> {
         Message::Output(Output { ticks: u64::MAX, bytes: &[0x80, 0x7f, 0] }),
         Message::Output(Output { ticks: 0, bytes: &[] }),
         Message::Error(ErrorReport { code: exit_code::BAD_MODEL, message: "model file rejected: bad magic — ü" }),
-        Message::Stats(Stats { stack_used: 4321 }),
+        Message::Stats(Stats { stack_used: 4321, arena_used: 8765 }),
         Message::Done(Done { code: exit_code::PANIC }),
     ]
 }

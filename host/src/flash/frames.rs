@@ -19,7 +19,7 @@ pub enum Reply {
     /// Code and message.
     Error(u8, String),
     /// Stack bytes used.
-    Stats(u32),
+    Stats(shared::protocol::Stats),
     Done(u8),
     /// A frame kind this host does not know (a newer firmware's).
     Unknown(u8),
@@ -35,7 +35,7 @@ impl Reply {
             Ok(Message::Layer(l)) => Reply::Layer(l.into()),
             Ok(Message::Output(o)) => Reply::Output(o.ticks, o.bytes.to_vec()),
             Ok(Message::Error(e)) => Reply::Error(e.code, e.message.to_string()),
-            Ok(Message::Stats(s)) => Reply::Stats(s.stack_used),
+            Ok(Message::Stats(s)) => Reply::Stats(s),
             Ok(Message::Done(d)) => Reply::Done(d.code),
             Err(DecodeError::UnknownKind(k)) => Reply::Unknown(k),
             Err(e) => bail!("the device sent a malformed frame: {e}"),
@@ -121,6 +121,8 @@ pub struct DeviceRun {
     pub unknown_frames: usize,
     /// Stack bytes the firmware used (painted high-water mark, STATS frame).
     pub stack_used: Option<u32>,
+    /// Arena bytes the firmware ever wrote (painted high-water mark, STATS frame).
+    pub arena_used: Option<u32>,
     /// UART bytes that were not part of a valid frame.
     pub skipped_bytes: usize,
     /// QEMU's own diagnostics.
@@ -159,7 +161,7 @@ impl DeviceRun {
             Reply::Layer(l) => self.layers.push(l),
             Reply::Output(t, b) => self.output = Some((t, b)),
             Reply::Error(c, m) => self.error = Some((c, m)),
-            Reply::Stats(s) => self.stack_used = Some(s),
+            Reply::Stats(s) => (self.stack_used, self.arena_used) = (Some(s.stack_used), Some(s.arena_used)),
             Reply::Done(d) => self.done = Some(d),
             // A newer firmware's frame: not ours to judge, keep going.
             Reply::Unknown(_) => self.unknown_frames += 1,

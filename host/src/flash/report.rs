@@ -44,8 +44,13 @@ pub struct DeviceReport {
     /// The output tensor's bytes.
     pub output: Vec<u8>,
     pub logits: Vec<f32>,
-    /// Arena bytes the firmware planned (MODEL frame).
+    /// Arena bytes the firmware planned (MODEL frame): activations and
+    /// kernel scratch.
     pub arena_bytes: Option<u32>,
+    /// The kernels' scratch inside `arena_bytes` (the same plan on the desktop).
+    pub scratch_bytes: usize,
+    /// Arena bytes the firmware ever wrote (STATS, painted high-water mark).
+    pub arena_used_bytes: Option<u32>,
     pub layers: Vec<LayerRow>,
     /// Ticks of the whole run and their instructions.
     pub ticks: u64,
@@ -102,6 +107,8 @@ impl DeviceReport {
             output,
             logits,
             arena_bytes: run.model.as_ref().map(|m| m.arena_needed),
+            scratch_bytes: shared::band::plan_banded(model, shared::band::InputRows::Resident).scratch_bytes,
+            arena_used_bytes: run.arena_used,
             layers,
             ticks,
             instructions: run.instructions(ticks),
@@ -142,6 +149,8 @@ impl DeviceReport {
             "output": output_values(self.precision, &self.output),
             "logits": self.logits,
             "arena_bytes": self.arena_bytes,
+            "scratch_bytes": self.scratch_bytes,
+            "arena_used_bytes": self.arena_used_bytes,
             "layers": layers,
             "ticks": self.ticks,
             "instructions": self.instructions,
@@ -187,6 +196,16 @@ impl DeviceReport {
             self.instructions.unwrap_or(0) as f64 / self.layers.iter().map(|l| l.macs).sum::<u64>().max(1) as f64,
             self.stack_bytes.unwrap_or(0)
         );
+        if let Some(arena) = self.arena_bytes {
+            let _ = writeln!(
+                s,
+                "arena: {arena} bytes planned ({} activations + {} kernel scratch), {} written; stack: {} bytes",
+                (arena as usize).saturating_sub(self.scratch_bytes),
+                self.scratch_bytes,
+                self.arena_used_bytes.map_or("?".to_string(), |n| n.to_string()),
+                self.stack_bytes.map_or("?".to_string(), |n| n.to_string()),
+            );
+        }
         s
     }
 }

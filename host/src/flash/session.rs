@@ -35,6 +35,7 @@ pub struct Answer {
     pub output: Option<(u64, Vec<u8>)>,
     pub error: Option<(u8, String)>,
     pub stack_used: Option<u32>,
+    pub arena_used: Option<u32>,
     pub done: Option<u8>,
 }
 
@@ -49,6 +50,8 @@ pub struct DeviceSession {
     pub answers: Vec<Answer>,
     /// Stack high-water mark after the last step (STATS).
     pub stack_used: Option<u32>,
+    /// Arena high-water mark after the last step (STATS).
+    pub arena_used: Option<u32>,
     /// The DONE frame's code.
     pub done: Option<u8>,
     /// QEMU's exit status (the firmware's exit code); `None` on silicon.
@@ -77,6 +80,7 @@ impl DeviceSession {
             done: self.done,
             unknown_frames: self.unknown_frames,
             stack_used: self.stack_used,
+            arena_used: self.arena_used,
             skipped_bytes: self.skipped_bytes,
             stderr: self.stderr.clone(),
             log: self.log.clone(),
@@ -95,6 +99,7 @@ impl DeviceSession {
             done: self.done,
             unknown_frames: self.unknown_frames,
             stack_used: self.stack_used,
+            arena_used: self.arena_used,
             skipped_bytes: self.skipped_bytes,
             stderr: self.stderr.clone(),
             log: self.log.clone(),
@@ -178,7 +183,7 @@ fn converse(
                 break;
             }
             Reply::Error(c, m) => session.boot_error = Some((c, m)),
-            Reply::Stats(s) => session.stack_used = Some(s),
+            Reply::Stats(s) => (session.stack_used, session.arena_used) = (Some(s.stack_used), Some(s.arena_used)),
             Reply::Done(d) => {
                 session.done = Some(d);
                 return Ok(());
@@ -206,7 +211,8 @@ fn converse(
         r.write(|p| f.extend_from_slice(p)).map(|_| f)
     };
     link.send(&request(Request::GetStats)?)?;
-    session.stack_used = answer(&mut next, link, "STATS")?.stack_used;
+    let stats = answer(&mut next, link, "STATS")?;
+    (session.stack_used, session.arena_used) = (stats.stack_used, stats.arena_used);
     link.send(&request(Request::Stop)?)?;
     let end = answer(&mut next, link, "DONE")?;
     session.done = end.done;
@@ -237,7 +243,7 @@ fn answer(
             Reply::Layer(l) => a.layers.push(l),
             Reply::Output(t, b) => a.output = Some((t, b)),
             Reply::Error(c, m) => a.error = Some((c, m)),
-            Reply::Stats(s) => a.stack_used = Some(s),
+            Reply::Stats(s) => (a.stack_used, a.arena_used) = (Some(s.stack_used), Some(s.arena_used)),
             Reply::Done(d) => a.done = Some(d),
             _ => {}
         }
@@ -316,7 +322,7 @@ mod tests {
             script: vec![
                 vec![Message::Layer(layer), Message::Output(protocol::Output { ticks: 7, bytes: &[3] })],
                 vec![Message::Error(protocol::ErrorReport { code: 6, message: "request rejected: x" })],
-                vec![Message::Stats(protocol::Stats { stack_used: 99 })],
+                vec![Message::Stats(protocol::Stats { stack_used: 99, arena_used: 7 })],
                 vec![Message::Done(protocol::Done { code: 0 })],
             ],
         };
@@ -345,7 +351,7 @@ mod tests {
         let mut out = Vec::new();
         push(&mut out, hello());
         push(&mut out, Message::Error(protocol::ErrorReport { code: 2, message: "model file rejected: bad magic" }));
-        push(&mut out, Message::Stats(protocol::Stats { stack_used: 1 }));
+        push(&mut out, Message::Stats(protocol::Stats { stack_used: 1, arena_used: 1 }));
         push(&mut out, Message::Done(protocol::Done { code: 2 }));
         let mut fake = Fake { out, sent: Vec::new(), script: Vec::new() };
         let s = run_session(&mut fake, &[Step::Raw(b"x")], Duration::from_secs(5)).expect("session");
