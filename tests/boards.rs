@@ -168,3 +168,22 @@ fn host_flash_boards_are_the_tables() {
         assert_eq!(h.target(), b.target);
     }
 }
+
+/// The stack region of memory/stack.x is the table's `STACK_BYTES`, and
+/// every board's RAM holds its stack, static data and (where the arena
+/// shares the RAM) its static arena: what `host flash` checks a model
+/// against is what the linker places.
+#[test]
+fn the_stack_region_and_the_ram_budget_match_the_table() {
+    let script = read("firmware/memory/stack.x");
+    let size = script
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("_stack_size ="))
+        .unwrap_or_else(|| panic!("no _stack_size in firmware/memory/stack.x"));
+    assert_eq!(number(size.trim_end_matches(';')), shared::board::STACK_BYTES as u64, "firmware/memory/stack.x");
+    for b in BOARDS {
+        let full = b.ram_use(b.arena_bytes as u64);
+        assert!(full.fits(), "{}: its own static arena does not fit its RAM: {full}", b.name);
+        assert!(!b.ram_use(b.arena_bytes as u64 + 1).fits(), "{}: an arena past its capacity fits", b.name);
+    }
+}

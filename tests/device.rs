@@ -444,6 +444,52 @@ fn soak_10000_requests() {
     eprintln!("soak: 10,000 requests, stack high-water {stack} bytes, arena high-water {arena} bytes");
 }
 
+/// `host flash` refuses a model whose run does not fit the board's RAM
+/// before building anything, naming the arena, the stack, the static data
+/// and the RAM; the same model fits a board with more. And the firmware
+/// each emulated board builds keeps its static data within the table's
+/// bound that this check counts on.
+#[test]
+fn a_model_too_big_for_the_ram_is_refused_before_flashing() {
+    let spec = Sequential::new(Shape::image(128, 128, 3))
+        .conv2d(Conv2D::new(8, 3).same().relu())
+        .max_pool(2, 2)
+        .flatten()
+        .dense(4, Activation::None)
+        .build()
+        .expect("valid test stack");
+    let (model, _) = build_model(&spec, true, 61);
+    let view = model.view();
+    let err = flash::check_ram(Board::Stm32f405, &view).expect_err("a 128x128 f16 model on the F405");
+    let msg = format!("{err:#}");
+    for part in ["does not fit stm32f405", "stack 32768", "static data 16384", "131072 bytes of RAM"] {
+        assert!(msg.contains(part), "{msg}");
+    }
+    let fits = flash::check_ram(Board::QemuAn386, &view).expect("the same model on the AN386");
+    assert!(fits.fits());
+
+    for board in [Board::QemuAn386, Board::QemuAn524, Board::Stm32f405] {
+        let elf = std::fs::read(firmware(board)).expect("firmware ELF");
+        let statics = static_data_bytes(&elf);
+        assert!(
+            statics <= board.spec().static_bytes as u64,
+            "{}: .data + .bss = {statics} bytes, over the table's {}",
+            board.name(),
+            board.spec().static_bytes
+        );
+    }
+}
+
+/// .data + .bss of a firmware ELF (cortex-m-rt's `__sdata` .. `__ebss`).
+fn static_data_bytes(elf: &[u8]) -> u64 {
+    use object::{Object, ObjectSymbol};
+    let file = object::File::parse(elf).expect("an ELF");
+    let sym = |name: &str| {
+        file.symbols().find(|s| s.name() == Ok(name)).map(|s| s.address()).unwrap_or_else(|| panic!("no {name}"))
+    };
+    sym("__ebss") - sym("__sdata")
+}
+
 /// The scaled AlexNet the Cortex-M4 board is meant for, end to end, int8 and f16.
 #[test]
 fn alexnet_micro_gives_the_desktop_bytes_on_the_cortex_m4() {

@@ -64,6 +64,85 @@ pub struct Board {
     pub arena_region: Region,
     /// Bytes of the firmware's static arena (at most `arena_region.length`).
     pub arena_bytes: u32,
+    /// Bound on the firmware's other static data (.data and .bss: the parsed
+    /// model and its plan, the serial and log buffers), checked against the
+    /// built firmware by the device tests.
+    pub static_bytes: u32,
+}
+
+/// Bytes of the stack region on every board (`_stack_size` in
+/// `firmware/memory/stack.x`, at the bottom of `RAM`).
+pub const STACK_BYTES: u32 = 32 * K;
+
+/// What a model's run takes of a board's RAM, known before anything is
+/// built or flashed: the planned arena, the stack region and the static data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamUse {
+    pub board: &'static str,
+    /// The model's arena (activations and kernel scratch).
+    pub arena: u64,
+    pub stack: u32,
+    pub statics: u32,
+    /// The board's `RAM` (stack and statics; the arena too where it lives there).
+    pub ram: u32,
+    /// Where the arena lives apart from `RAM`, its capacity.
+    pub separate_arena: Option<u32>,
+    /// The firmware's static arena.
+    pub arena_capacity: u32,
+}
+
+impl RamUse {
+    /// Whether the model fits: the arena in the firmware's static arena, and
+    /// arena (where it shares the RAM), stack and statics in the RAM.
+    pub fn fits(&self) -> bool {
+        let in_ram = if self.separate_arena.is_some() { 0 } else { self.arena };
+        self.arena <= self.arena_capacity as u64 && in_ram + self.stack as u64 + self.statics as u64 <= self.ram as u64
+    }
+}
+
+impl core::fmt::Display for RamUse {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.separate_arena {
+            None => write!(
+                f,
+                "arena {} + stack {} + static data {} = {} bytes of {}'s {} bytes of RAM (its static arena: {})",
+                self.arena,
+                self.stack,
+                self.statics,
+                self.arena + self.stack as u64 + self.statics as u64,
+                self.board,
+                self.ram,
+                self.arena_capacity
+            ),
+            Some(region) => write!(
+                f,
+                "arena {} bytes of {}'s {}-byte static arena (in a {}-byte region of its own); stack {} + static data {} = {} bytes of its {} bytes of RAM",
+                self.arena,
+                self.board,
+                self.arena_capacity,
+                region,
+                self.stack,
+                self.statics,
+                self.stack as u64 + self.statics as u64,
+                self.ram
+            ),
+        }
+    }
+}
+
+impl Board {
+    /// What a model whose plan needs `arena` bytes takes of this board's RAM.
+    pub fn ram_use(&self, arena: u64) -> RamUse {
+        RamUse {
+            board: self.name,
+            arena,
+            stack: STACK_BYTES,
+            statics: self.static_bytes,
+            ram: self.ram.length,
+            separate_arena: (!self.arena_region.overlaps(&self.ram)).then_some(self.arena_region.length),
+            arena_capacity: self.arena_bytes,
+        }
+    }
 }
 
 const K: u32 = 1024;
@@ -82,6 +161,7 @@ pub const QEMU_AN386: Board = Board {
     model: Region { origin: 0x0010_0000, length: 3 * M },
     arena_region: Region { origin: 0x2000_0000, length: 4 * M },
     arena_bytes: 2 * M,
+    static_bytes: 16 * K,
 };
 
 /// QEMU `mps3-an524`: Cortex-M33 (SSE-200) at 32 MHz with 2 GiB of DDR, for
@@ -96,6 +176,7 @@ pub const QEMU_AN524: Board = Board {
     model: Region { origin: 0x6000_0000, length: 256 * M },
     arena_region: Region { origin: 0x7000_0000, length: 256 * M },
     arena_bytes: 32 * M,
+    static_bytes: 16 * K,
 };
 
 /// STM32F405RG (Cortex-M4F, 168 MHz): 1 MiB of flash in sectors of 4 x 16,
@@ -113,10 +194,11 @@ pub const STM32F405: Board = Board {
     ram: Region { origin: 0x2000_0000, length: 128 * K },
     model: Region { origin: 0x0802_0000, length: 896 * K },
     arena_region: Region { origin: 0x2000_0000, length: 128 * K },
-    // alexnet-micro's banded plan: 36,171 bytes int8, 72,343 f16 (84,198
-    // whole-tensor); the rest of the SRAM is data, bss (1.1 KB) and the
-    // stack (40.9 KB measured with the DSP conv tiles), ~10 KB to spare.
-    arena_bytes: 76 * K,
+    // What the RAM leaves: 128 KiB - 32 KiB of stack - 16 KiB of statics.
+    // alexnet-micro's banded plan: 46,542 bytes int8 (36,171 of activations
+    // and 10,371 of the DSP conv's scratch), 72,343 f16.
+    arena_bytes: 80 * K,
+    static_bytes: 16 * K,
 };
 
 /// STM32H743ZI (Cortex-M7F, NUCLEO-H743ZI), at 400 MHz (the most its VOS1
@@ -135,6 +217,7 @@ pub const STM32H743: Board = Board {
     model: Region { origin: 0x0810_0000, length: M },
     arena_region: Region { origin: 0x2400_0000, length: 512 * K },
     arena_bytes: 512 * K,
+    static_bytes: 16 * K,
 };
 
 /// RP2350 (Cortex-M33, Raspberry Pi Pico 2), at 150 MHz: 4 MiB of QSPI flash
@@ -152,9 +235,9 @@ pub const RP2350: Board = Board {
     ram: Region { origin: 0x2000_0000, length: 520 * K },
     model: Region { origin: 0x1010_0000, length: 3 * M },
     arena_region: Region { origin: 0x2000_0000, length: 520 * K },
-    // Leaves 72 KiB of the SRAM for data, bss and the stack (~22 KB measured
-    // on the other boards).
+    // Leaves 72 KiB of the SRAM for the 32 KiB stack and 16 KiB of statics.
     arena_bytes: 448 * K,
+    static_bytes: 16 * K,
 };
 
 /// Every board.

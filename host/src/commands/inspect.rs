@@ -13,6 +13,10 @@ use crate::summary::thousands;
 pub struct InspectArgs {
     /// The model file.
     pub file: PathBuf,
+    /// Also check that the model's run fits this board's RAM (arena, stack
+    /// and static data; an error if not), as `host flash` does first.
+    #[arg(long, value_enum)]
+    pub board: Option<crate::flash::Board>,
 }
 
 /// Render the per-layer table of a parsed model.
@@ -68,10 +72,12 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
     let _ = writeln!(s, "weight bytes: {}", thousands(model.weight_bytes() as u64));
     let _ = writeln!(
         s,
-        "arena bytes: {} (smallest possible: {}, the largest input+output of layer {})",
+        "arena bytes: {} = {} of activations (smallest possible: {}, the largest input+output of layer {}) + {} of kernel scratch",
         thousands(plan.arena_bytes as u64),
+        thousands((plan.arena_bytes - plan.scratch_bytes) as u64),
         thousands(plan.max_layer_io_bytes as u64),
-        model.spec.layer_name(plan.peak_layer)
+        model.spec.layer_name(plan.peak_layer),
+        thousands(plan.scratch_bytes as u64)
     );
     let resident = shared::band::plan_banded(model, shared::band::InputRows::Resident);
     let streamed = shared::band::plan_banded(model, shared::band::InputRows::Streamed);
@@ -95,5 +101,9 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let bytes = crate::model_file::read_model_file(&args.file)?;
     let model = crate::model_file::parse_model(&bytes, &args.file)?;
     print!("{}", render(&model, bytes.as_bytes().len()));
+    if let Some(board) = args.board {
+        let ram = crate::flash::check_ram(board, &model)?;
+        println!("fits {}: {ram}", board.name());
+    }
     Ok(())
 }

@@ -107,6 +107,18 @@ fn model_inputs(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<(Path
     Ok(inputs)
 }
 
+/// Refuse a model whose run would not fit `board`'s RAM (the banded plan
+/// the firmware runs, its stack region and static data), before anything is
+/// built or flashed.
+pub fn check_ram(board: Board, model: &QuantModel<'_>) -> Result<shared::board::RamUse> {
+    let plan = shared::band::plan_banded(model, shared::band::InputRows::Resident);
+    let ram = board.spec().ram_use(plan.arena_bytes as u64);
+    if !ram.fits() {
+        bail!("the model does not fit {}: {ram}", board.name());
+    }
+    Ok(ram)
+}
+
 /// `host flash`.
 pub fn flash(opts: &FlashOptions) -> Result<()> {
     // Validated here exactly as the firmware will, so a bad file fails before the device starts.
@@ -120,6 +132,7 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
             opts.board.model_capacity()
         );
     }
+    check_ram(opts.board, &model)?;
     let inputs = model_inputs(opts, &model)?;
     let build = if opts.probe { Build::Silicon } else { Build::Qemu };
     let elf = match &opts.elf {
