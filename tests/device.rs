@@ -163,7 +163,9 @@ fn assert_same_bytes(board: Board, model: &OwnedModel, x: &[f32], name: &str) ->
     }
     assert_eq!(run.done, Some(0));
     let stack = run.stack_used.expect("a STATS frame");
-    assert!(stack > 0 && stack < 64 * 1024, "{name}: {stack} stack bytes");
+    // The target of the scratch-in-the-arena work: at most 8 KiB of stack,
+    // the boot (parse, plan, prepare) included.
+    assert!(stack > 0 && stack <= 8 * 1024, "{name}: {stack} stack bytes");
     assert_log_tells_the_frames(&run, name);
     cleanup(&dir);
     run
@@ -462,7 +464,7 @@ fn a_model_too_big_for_the_ram_is_refused_before_flashing() {
     let view = model.view();
     let err = flash::check_ram(Board::Stm32f405, &view).expect_err("a 128x128 f16 model on the F405");
     let msg = format!("{err:#}");
-    for part in ["does not fit stm32f405", "stack 32768", "static data 16384", "131072 bytes of RAM"] {
+    for part in ["does not fit stm32f405", "stack 16384", "static data 16384", "131072 bytes of RAM"] {
         assert!(msg.contains(part), "{msg}");
     }
     let fits = flash::check_ram(Board::QemuAn386, &view).expect("the same model on the AN386");

@@ -49,9 +49,9 @@ struct Arena([u8; board::ARENA_BYTES]);
 static mut ARENA: MaybeUninit<Arena> = MaybeUninit::uninit();
 
 /// The model file parsed in place (its tensors borrow the model region).
-static mut PARSED: MaybeUninit<Result<QuantModel<'static>, FormatError>> = MaybeUninit::uninit();
+static mut MODEL: MaybeUninit<QuantModel<'static>> = MaybeUninit::uninit();
 /// The model prepared for banded runs.
-static mut PREPARED: MaybeUninit<Result<Banded<'static>, EngineError>> = MaybeUninit::uninit();
+static mut PREPARED: MaybeUninit<Banded<'static>> = MaybeUninit::uninit();
 
 extern "C" {
     static _model_start: u8;
@@ -213,6 +213,28 @@ fn session<S: Read + Write, D: DelayNs>(mut serial: S, mut delay: D) -> u8 {
     code
 }
 
+/// Parse and prepare the model into the statics that hold them for the
+/// session (the banded plan, conv -> BN -> pool in bands of rows, is what
+/// runs). Not inlined: its frame (the planner's temporaries) is gone before
+/// the first request, so it never adds to a run's stack.
+#[inline(never)]
+fn boot(bytes: &'static [u8]) -> Result<(&'static QuantModel<'static>, &'static Banded<'static>), Refused> {
+    // SAFETY: `boot` runs once, so these are the only references to the
+    // statics; the `_into` functions write them in place.
+    let (model, prepared) = (&raw mut MODEL, &raw mut PREPARED);
+    let (model, prepared) = unsafe { (&mut *model, &mut *prepared) };
+    let model: &'static QuantModel<'static> = shared::format::parse_into(bytes, model).map_err(Refused::Model)?;
+    let prepared = shared::band::prepare_banded_into(model, shared::band::InputRows::Resident, prepared)
+        .map_err(Refused::Engine)?;
+    Ok((model, prepared))
+}
+
+/// Why [`boot`] refused the model.
+enum Refused {
+    Model(FormatError),
+    Engine(EngineError),
+}
+
 /// Boot (HELLO, the model's checks, MODEL), then answer requests until STOP.
 /// Returns the exit code: OK after STOP, the boot error's code otherwise.
 #[inline(never)]
@@ -240,28 +262,10 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &'static [u8]) -> u8 {
     #[cfg(feature = "stack-overflow-test")]
     overflow::recurse(0);
     let bytes = model_bytes(model_region);
-    // The parsed model and its preparation live as long as the session: in
-    // .bss, written where they are computed, not on the stack.
-    // SAFETY: `serve` runs once; nothing else touches these statics.
-    let parsed = unsafe {
-        let slot = (&raw mut PARSED).cast::<Result<QuantModel<'static>, FormatError>>();
-        slot.write(shared::format::parse(bytes));
-        &*slot
-    };
-    let model = match parsed {
-        Ok(m) => m,
-        Err(e) => return fail(serial, exit_code::BAD_MODEL, format_args!("model file rejected: {e}")),
-    };
-    // The banded plan (conv -> BN -> pool in bands of rows): what runs.
-    // SAFETY: as above.
-    let prepared = unsafe {
-        let slot = (&raw mut PREPARED).cast::<Result<Banded<'static>, EngineError>>();
-        slot.write(shared::band::prepare_banded(model, shared::band::InputRows::Resident));
-        &*slot
-    };
-    let prepared = match prepared {
-        Ok(p) => p,
-        Err(e) => return fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
+    let (model, prepared) = match boot(bytes) {
+        Ok(booted) => booted,
+        Err(Refused::Model(e)) => return fail(serial, exit_code::BAD_MODEL, format_args!("model file rejected: {e}")),
+        Err(Refused::Engine(e)) => return fail(serial, exit_code::ENGINE, format_args!("engine: {e}")),
     };
     let banded = prepared.plan();
     let need = banded.arena_bytes;

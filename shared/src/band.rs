@@ -22,10 +22,11 @@
 //! row and then grow wherever that does not raise the arena, or raises it
 //! by at most a twelfth (fewer, larger kernel calls).
 
+use core::mem::MaybeUninit;
 use half::f16;
 
 use crate::engine::{
-    as_f16, as_f16_mut, as_i8, as_i8_mut, input_base, input_slot_of, is_identity, plan, prepare, run_layer, split,
+    as_f16, as_f16_mut, as_i8, as_i8_mut, input_base, input_slot_of, is_identity, plan, prepare_into, run_layer, split,
     tensor_bytes, with_constant_clamp, EngineError, LayerPlan, Observer, Prepared, Region, SingleThread, Step,
 };
 use crate::geometry::{ConvGeom, PoolGeom};
@@ -206,6 +207,30 @@ pub fn plan_banded(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
 }
 
 fn plan_with(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
+    let mut slot = MaybeUninit::uninit();
+    plan_with_into(model, input, &mut slot);
+    // SAFETY: `plan_with_into` writes the whole plan.
+    unsafe { slot.assume_init() }
+}
+
+/// [`plan_banded`] into `slot`, each stage written where it stays (the
+/// device builds its plan in a static).
+pub fn plan_banded_into<'s>(
+    model: &QuantModel<'_>,
+    input: InputRows,
+    slot: &'s mut MaybeUninit<BandedPlan>,
+) -> &'s mut BandedPlan {
+    match input {
+        InputRows::Resident => plan_with_into(model, input, slot),
+        InputRows::Streamed => slot.write(plan_banded(model, input)),
+    }
+}
+
+fn plan_with_into<'s>(
+    model: &QuantModel<'_>,
+    input: InputRows,
+    slot: &'s mut MaybeUninit<BandedPlan>,
+) -> &'s mut BandedPlan {
     let bytes = model.precision.activation_bytes();
     let spec = &model.spec;
     let whole = plan(model);
@@ -218,7 +243,7 @@ fn plan_with(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
     // (no second copy on the stack: this runs on the device at boot). A
     // stage of more than one layer is a band group, found again from its
     // first layer where it is needed.
-    let mut out = BandedPlan {
+    let out = slot.write(BandedPlan {
         arena_bytes: 0,
         input: InputRows::Resident,
         whole_tensor_bytes: whole.arena_bytes,
@@ -229,7 +254,7 @@ fn plan_with(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
         output_bytes: 0,
         stages: [Stage::default(); MAX_LAYERS],
         len: 0,
-    };
+    });
     let stages = &mut out.stages;
     let mut len = 0;
     let mut i = 0;
@@ -372,12 +397,33 @@ impl<'m> Banded<'m> {
 
 /// [`prepare`] and [`plan_banded`], once.
 pub fn prepare_banded<'m>(model: &'m QuantModel<'m>, input: InputRows) -> Result<Banded<'m>, EngineError> {
-    let prepared = prepare(model)?;
-    let plan = plan_banded(model, input);
-    if plan.arena_bytes == usize::MAX {
-        return Err(EngineError::TooLarge);
+    let mut slot = MaybeUninit::uninit();
+    prepare_banded_into(model, input, &mut slot)?;
+    // SAFETY: `prepare_banded_into` returned Ok: both fields are written.
+    Ok(unsafe { slot.assume_init() })
+}
+
+/// [`prepare_banded`] into `slot`, each part written where it stays (a
+/// device keeps its preparation in a static: no copy of it passes over the
+/// stack). On an error `slot` may be partly written and stays uninitialised.
+#[inline(never)]
+pub fn prepare_banded_into<'s, 'm>(
+    model: &'m QuantModel<'m>,
+    input: InputRows,
+    slot: &'s mut MaybeUninit<Banded<'m>>,
+) -> Result<&'s mut Banded<'m>, EngineError> {
+    let at = slot.as_mut_ptr();
+    // SAFETY: `at` points to a whole `Banded`; each field is written in
+    // place (through a `MaybeUninit` view of it) before the whole is assumed
+    // initialised.
+    unsafe {
+        prepare_into(model, &mut *(&raw mut (*at).prepared).cast::<MaybeUninit<Prepared<'m>>>())?;
+        let plan = plan_banded_into(model, input, &mut *(&raw mut (*at).plan).cast::<MaybeUninit<BandedPlan>>());
+        if plan.arena_bytes == usize::MAX {
+            return Err(EngineError::TooLarge);
+        }
+        Ok(slot.assume_init_mut())
     }
-    Ok(Banded { prepared, plan })
 }
 
 /// The input source of [`run_banded_rows`]: fill the buffer with input rows

@@ -71,8 +71,10 @@ pub struct Board {
 }
 
 /// Bytes of the stack region on every board (`_stack_size` in
-/// `firmware/memory/stack.x`, at the bottom of `RAM`).
-pub const STACK_BYTES: u32 = 32 * K;
+/// `firmware/memory/stack.x`, at the bottom of `RAM`): twice the 7.1 KB
+/// high-water mark every model the tests run reaches (the boot's parse and
+/// plan included; kernel scratch lives in the arena).
+pub const STACK_BYTES: u32 = 16 * K;
 
 /// What a model's run takes of a board's RAM, known before anything is
 /// built or flashed: the planned arena, the stack region and the static data.
@@ -194,10 +196,10 @@ pub const STM32F405: Board = Board {
     ram: Region { origin: 0x2000_0000, length: 128 * K },
     model: Region { origin: 0x0802_0000, length: 896 * K },
     arena_region: Region { origin: 0x2000_0000, length: 128 * K },
-    // What the RAM leaves: 128 KiB - 32 KiB of stack - 16 KiB of statics.
+    // What the RAM leaves: 128 KiB - 16 KiB of stack - 16 KiB of statics.
     // alexnet-micro's banded plan: 46,542 bytes int8 (36,171 of activations
     // and 10,371 of the DSP conv's scratch), 72,343 f16.
-    arena_bytes: 80 * K,
+    arena_bytes: 96 * K,
     static_bytes: 16 * K,
 };
 
@@ -235,7 +237,7 @@ pub const RP2350: Board = Board {
     ram: Region { origin: 0x2000_0000, length: 520 * K },
     model: Region { origin: 0x1010_0000, length: 3 * M },
     arena_region: Region { origin: 0x2000_0000, length: 520 * K },
-    // Leaves 72 KiB of the SRAM for the 32 KiB stack and 16 KiB of statics.
+    // Leaves 72 KiB of the SRAM for the 16 KiB stack and 16 KiB of statics.
     arena_bytes: 448 * K,
     static_bytes: 16 * K,
 };

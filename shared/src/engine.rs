@@ -24,6 +24,7 @@
 //! in f32 if it wants probabilities (argmax needs neither).
 
 use core::fmt;
+use core::mem::MaybeUninit;
 
 use half::f16;
 
@@ -533,13 +534,42 @@ impl<'m> Prepared<'m> {
 /// every layer's constants, once. Never allocates; the result runs with
 /// [`run`]/[`run_with`] without being checked again.
 pub fn prepare<'m>(model: &'m QuantModel<'m>) -> Result<Prepared<'m>, EngineError> {
+    let mut slot = MaybeUninit::uninit();
+    prepare_into(model, &mut slot)?;
+    // SAFETY: `prepare_into` returned Ok: every field is written.
+    Ok(unsafe { slot.assume_init() })
+}
+
+/// [`prepare`] into `slot`, each field written where it stays (a device
+/// keeps its preparation in a static: no copy of it passes over the stack).
+/// On an error `slot` may be partly written and stays uninitialised.
+pub fn prepare_into<'s, 'm>(
+    model: &'m QuantModel<'m>,
+    slot: &'s mut MaybeUninit<Prepared<'m>>,
+) -> Result<&'s mut Prepared<'m>, EngineError> {
     validate(model)?;
-    let p = plan(model);
-    if p.arena_bytes == usize::MAX || p.input_bytes == usize::MAX {
-        return Err(EngineError::TooLarge);
+    let at = slot.as_mut_ptr();
+    // SAFETY: `at` points to a whole `Prepared`; each field is written
+    // through a raw pointer before anything reads it, and the whole is
+    // assumed initialised only once all three are.
+    unsafe {
+        (&raw mut (*at).model).write(model);
+        let plan_at = &raw mut (*at).plan;
+        plan_at.write(plan(model));
+        let p = &*plan_at;
+        if p.arena_bytes == usize::MAX || p.input_bytes == usize::MAX {
+            return Err(EngineError::TooLarge);
+        }
+        let steps = &raw mut (*at).steps;
+        steps.write([Step::Identity; MAX_LAYERS]);
+        fill_steps(model, &mut *steps)?;
+        Ok(slot.assume_init_mut())
     }
+}
+
+/// Every layer's constants ([`Step`]s) of a validated model.
+fn fill_steps(model: &QuantModel<'_>, steps: &mut [Step; MAX_LAYERS]) -> Result<(), EngineError> {
     let data = model.layer_data();
-    let mut steps = [Step::Identity; MAX_LAYERS];
     let mut in_q = model.input;
     for (i, layer, inp, _) in model.spec.shapes() {
         let d = &data[i];
@@ -561,7 +591,7 @@ pub fn prepare<'m>(model: &'m QuantModel<'m>) -> Result<Prepared<'m>, EngineErro
         };
         in_q = d.output;
     }
-    Ok(Prepared { model, plan: p, steps })
+    Ok(())
 }
 
 /// Run a prepared model on one example.

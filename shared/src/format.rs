@@ -112,7 +112,7 @@ pub use layout::{
     offsets, BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN,
     VERSION,
 };
-pub use parse::{declared_length, file_crc, parse};
+pub use parse::{declared_length, file_crc, parse, parse_into};
 #[cfg(feature = "alloc")]
 pub use write::{write, AlignedBytes};
 

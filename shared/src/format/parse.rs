@@ -13,6 +13,7 @@ use crate::model::{
 use crate::spec::{
     Activation, Conv2D, Layer, ModelSpec, Padding, Problem, Shape, SpecError, MAX_LAYERS, MAX_TENSOR_ELEMENTS,
 };
+use core::mem::MaybeUninit;
 use half::f16;
 
 /// CRC-32/ISO-HDLC (zlib's). On a device, with a 1 KiB table that stays in
@@ -61,6 +62,20 @@ pub fn declared_length(bytes: &[u8]) -> Result<usize, FormatError> {
 /// header) and start at an address aligned to [`BUFFER_ALIGN`]; the returned
 /// model's slices borrow from it. Nothing is copied or allocated.
 pub fn parse(bytes: &[u8]) -> Result<QuantModel<'_>, FormatError> {
+    let mut slot = MaybeUninit::uninit();
+    parse_into(bytes, &mut slot)?;
+    // SAFETY: `parse_into` returned Ok: every field is written.
+    Ok(unsafe { slot.assume_init() })
+}
+
+/// [`parse`] into `slot`, the layer table written where it stays (a device
+/// keeps its model in a static: no copy of it passes over the stack). On an
+/// error `slot` may be partly written and stays uninitialised.
+#[inline(never)]
+pub fn parse_into<'s, 'a>(
+    bytes: &'a [u8],
+    slot: &'s mut MaybeUninit<QuantModel<'a>>,
+) -> Result<&'s mut QuantModel<'a>, FormatError> {
     let address_mod = bytes.as_ptr() as usize % BUFFER_ALIGN;
     if address_mod != 0 {
         return Err(err(ErrorKind::Misaligned { align: BUFFER_ALIGN, address_mod }, Field::Buffer, None, 0));
@@ -124,7 +139,15 @@ pub fn parse(bytes: &[u8]) -> Result<QuantModel<'_>, FormatError> {
     let mut cursor = Cursor { pos: table_end as u64 };
     let labels = read_labels(&r, &spec, &mut cursor)?;
     let preprocess = if version >= 2 { Some(read_transform(&r, &spec, &mut cursor)?) } else { None };
-    let mut data = [LayerData::plain(TensorQuant::IDENTITY); MAX_LAYERS];
+    let at = slot.as_mut_ptr();
+    // SAFETY: `at` points to a whole `QuantModel`; the layer data is written
+    // in place first, the other fields after, and the whole is assumed
+    // initialised only once all are.
+    let data = unsafe {
+        let data = &raw mut (*at).layers;
+        data.write([LayerData::plain(TensorQuant::IDENTITY); MAX_LAYERS]);
+        &mut *data
+    };
     for ((i, layer, shape_in, _), slot) in spec.shapes().zip(data.iter_mut()) {
         *slot = read_layer_data(&r, precision, i, layer, shape_in, &mut cursor)?;
     }
@@ -137,7 +160,15 @@ pub fn parse(bytes: &[u8]) -> Result<QuantModel<'_>, FormatError> {
     if len as u64 > expected_len {
         return Err(err(ErrorKind::TrailingData { expected_len }, Field::Length, None, expected_len as usize));
     }
-    Ok(QuantModel { spec, precision, input, layers: data, labels, preprocess })
+    // SAFETY: as above; `layers` is written, these are the other fields.
+    unsafe {
+        (&raw mut (*at).spec).write(spec);
+        (&raw mut (*at).precision).write(precision);
+        (&raw mut (*at).input).write(input);
+        (&raw mut (*at).labels).write(labels);
+        (&raw mut (*at).preprocess).write(preprocess);
+        Ok(slot.assume_init_mut())
+    }
 }
 
 fn err(kind: ErrorKind, field: Field, layer: Option<usize>, offset: usize) -> FormatError {
