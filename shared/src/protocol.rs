@@ -20,7 +20,8 @@
 //! - [`Output`]: ticks of the whole run `u64`; tail: the output tensor bytes.
 //! - [`ErrorReport`]: code `u8` ([`exit_code`]); tail: a UTF-8 message.
 //! - [`Stats`]: stack bytes used `u32`, arena bytes used `u32` (painted
-//!   high-water marks).
+//!   high-water marks; a protocol-2 firmware sent the stack's alone, read as
+//!   an arena mark of 0).
 //! - [`Done`]: exit code `u8`.
 //!
 //! Decoders ignore bytes after a fixed-size message's head and the reserved
@@ -406,7 +407,9 @@ impl Fields<'_> {
 
 /// Split `payload` into the head of `kind`'s messages and the tail.
 fn split(kind: u8, payload: &[u8]) -> Result<(Fields<'_>, &[u8]), DecodeError> {
-    let need = head_len(kind)?;
+    // A protocol-2 firmware's STATS carries the stack's mark alone: read the
+    // arena's from the tail when it is there.
+    let need = if kind == kind::STATS { 4 } else { head_len(kind)? };
     if payload.len() < need {
         return Err(DecodeError::Short { kind, need, got: payload.len() });
     }
@@ -530,7 +533,10 @@ impl<'a> Message<'a> {
             }),
             kind::OUTPUT => Message::Output(Output { ticks: f.u64(0), bytes: tail }),
             kind::ERROR => Message::Error(ErrorReport { code: f.u8(0), message: text(kind, tail)? }),
-            kind::STATS => Message::Stats(Stats { stack_used: f.u32(0), arena_used: f.u32(4) }),
+            kind::STATS => Message::Stats(Stats {
+                stack_used: f.u32(0),
+                arena_used: tail.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            }),
             kind::DONE => Message::Done(Done { code: f.u8(0) }),
             k => return Err(DecodeError::UnknownKind(k)),
         })
