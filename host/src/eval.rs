@@ -76,7 +76,7 @@ pub fn evaluate(
     skip_bad: bool,
 ) -> Result<EvalResult, EvalError> {
     let classes = net.spec().output().elements() as usize;
-    let (h, w) = net.spec().input().hw();
+    let (h, w) = crate::data::image_hw(net.spec().input())?;
     let class_names = source.class_names().to_vec();
     let plans = BatchPlan::sequential(indices, batch);
     let loader = Prefetcher::spawn(source, plans, LoaderConfig { h, w, augment: None, skip_bad, prefetch: 2 });
@@ -98,6 +98,9 @@ pub fn evaluate(
             // Softmax keeps the order, so the logits' argmax is the class.
             confusion[label][argmax(row.iter().copied()).unwrap_or(0)] += 1;
         }
+    }
+    if seen == 0 && !skipped.is_empty() {
+        return Err(EvalError::Data(DataError::AllUnreadable { count: skipped.len(), first: skipped[0].clone() }));
     }
     let per_class_accuracy = (0..classes)
         .map(|i| {

@@ -4,11 +4,10 @@
 //! takes `--model` goes through here.
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use shared::engine;
 use shared::format::AlignedBytes;
 use shared::model::{Precision, QuantModel};
-use shared::spec::Shape;
 
 /// Read a model file into a buffer aligned for in-place parsing.
 pub fn read_model_file(path: &Path) -> Result<AlignedBytes> {
@@ -45,8 +44,7 @@ pub fn encode_input(model: &QuantModel, pixels: &[f32]) -> Result<Vec<u8>> {
 
 /// Preprocess an image file for `model`: decode, resize, encode.
 pub fn image_input(model: &QuantModel, path: &Path) -> Result<Vec<u8>> {
-    let Shape::Image { .. } = model.spec.input() else { bail!("the model's input is not an image") };
-    let (h, w) = model.spec.input().hw();
+    let (h, w) = crate::data::image_hw(model.spec.input())?;
     let img = crate::data::load_image_file(path, h, w)?;
     let pixels: Vec<f32> = img.iter().copied().collect();
     encode_input(model, &pixels)

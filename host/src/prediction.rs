@@ -28,7 +28,8 @@ impl Prediction {
         order.sort_by(|a, b| rank(*a, *b));
         let mut probs = logits.to_vec();
         softmax_in_place(&mut probs);
-        let name = |i: usize| class_names.get(i).cloned().unwrap_or_else(|| format!("class {i}"));
+        let name =
+            |i: usize| class_names.get(i).map(|n| crate::out::printable(n)).unwrap_or_else(|| format!("class {i}"));
         let top: Vec<(String, f32)> = order.iter().take(5).map(|&(i, _)| (name(i), 100.0 * probs[i])).collect();
         let (class, confidence) = top.first().cloned().unwrap_or_else(|| ("(no classes)".into(), 0.0));
         Prediction { path: path.to_path_buf(), class, confidence, top }
@@ -58,7 +59,7 @@ pub fn predict_files(
     class_names: &[String],
     paths: &[PathBuf],
 ) -> Result<Vec<Prediction>, DataError> {
-    let (h, w) = net.spec().input().hw();
+    let (h, w) = crate::data::image_hw(net.spec().input())?;
     paths
         .iter()
         .map(|p| {

@@ -209,12 +209,20 @@ pub fn quantize(
 /// validate it with the shared parser before reporting success.
 pub fn write_model_file(model: &OwnedModel, path: &Path) -> Result<usize> {
     let bytes = shared::format::write(&model.view()).map_err(|e| anyhow::anyhow!("encoding the model file: {e}"))?;
-    crate::atomic::write_atomic(path, &bytes)?;
-    let back = crate::model_file::read_model_file(path)?;
-    let parsed = shared::format::parse(back.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if parsed != model.view() {
-        bail!("{}: the file read back differs from the model written", path.display());
-    }
+    // Read back and compared before it is renamed into place: a file that
+    // fails is removed, and whatever `path` held stays.
+    crate::atomic::write_atomic_checked(path, &bytes, |tmp| -> Result<()> {
+        let back = crate::model_file::read_model_file(tmp)?;
+        let parsed = shared::format::parse(back.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if parsed != model.view() {
+            bail!("{}: the file read back differs from the model written", path.display());
+        }
+        Ok(())
+    })
+    .map_err(|e| match e {
+        crate::atomic::CheckedWriteError::Write(w) => anyhow::Error::new(w),
+        crate::atomic::CheckedWriteError::Check(c) => c.context(format!("{}: nothing was written", path.display())),
+    })?;
     Ok(bytes.len())
 }
 
@@ -282,7 +290,7 @@ impl Default for Calibration<'_> {
 /// the float network.
 pub fn calibrate(ck: &crate::checkpoint::Checkpoint, cal: &Calibration) -> Result<Ranges> {
     let sel = crate::provenance::open_for_checkpoint(ck, cal.data, None).context("choosing calibration images")?;
-    let (h, w) = ck.input_hw();
+    let (h, w) = crate::data::image_hw(ck.spec.input())?;
     let images = sel.data.calibration_images(cal.images.max(1), h, w, cal.seed)?;
     if images.len_of(Axis(0)) == 0 {
         bail!("no readable calibration images in {}", sel.data.source.summary());

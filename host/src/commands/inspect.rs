@@ -94,6 +94,6 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
 pub fn run(args: &InspectArgs) -> Result<()> {
     let bytes = crate::model_file::read_model_file(&args.file)?;
     let model = crate::model_file::parse_model(&bytes, &args.file)?;
-    print!("{}", render(&model, bytes.as_bytes().len()));
+    crate::out!("{}", render(&model, bytes.as_bytes().len()))?;
     Ok(())
 }

@@ -33,6 +33,17 @@ pub use rng::{mix, stream_rng, tag};
 pub use source::ImageSource;
 pub use synthetic::SyntheticDataset;
 
+/// The height and width images are resized to for a model whose input is
+/// `input`; an input that is not `H x W x 3` (a stack file or an imported
+/// model with one channel, or flat features) is an error naming its shape,
+/// where feeding it RGB images would fail deep inside the network.
+pub fn image_hw(input: shared::spec::Shape) -> Result<(usize, usize), DataError> {
+    match input {
+        shared::spec::Shape::Image { c: 3, .. } => Ok(input.hw()),
+        other => Err(DataError::NotRgbInput(other)),
+    }
+}
+
 /// A Keras-like split of `0..n` into training and validation indices.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Split {

@@ -152,9 +152,9 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
     }
     if opts.json {
         let out = if json.len() == 1 { json.remove(0) } else { serde_json::Value::Array(json) };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
     } else if inputs.len() > 1 {
-        println!("{} inputs in one boot of {}", inputs.len(), opts.board.name());
+        crate::outln!("{} inputs in one boot of {}", inputs.len(), opts.board.name())?;
     }
     Ok(())
 }
@@ -179,17 +179,17 @@ fn report_one(
     if opts.verify {
         verify_against_desktop(model, data, run)?;
         if !opts.json {
-            println!(
+            crate::outln!(
                 "verified: the device's output and all {} layer hashes equal the desktop engine's",
                 run.layers.len()
-            );
+            )?;
         }
     }
     let report = DeviceReport::new(run, model, path, opts.layers)?;
     if opts.json {
         json.push(report.to_json());
     } else {
-        print!("{}", report.render_text());
+        crate::out!("{}", report.render_text())?;
     }
     Ok(())
 }
