@@ -1,0 +1,398 @@
+//! Hostile input (issue 22): files and options built to hang, crash or
+//! exhaust the `host` binary. Each case runs the real binary under a time
+//! limit and an address-space limit (`ulimit -v`, so an allocation that the
+//! size checks should have refused fails loudly instead of swapping), and
+//! asserts a named error (or the right result), never a panic (exit 101).
+//! Fixtures are built on the fly; the whole file runs in a few seconds.
+use host::checkpoint::Checkpoint;
+use host::nn::Network;
+use shared::spec::{Activation, Sequential, Shape};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kill a command that runs longer than this.
+const TIME_LIMIT: Duration = Duration::from_secs(60);
+
+/// Address space for each command (KiB): well under what the size bombs ask for.
+const ADDRESS_SPACE_KIB: u64 = 6 << 20;
+
+/// Run `host args` under the limits, with `stdout` as given (piped when None).
+fn host_with(args: &[&str], stdout: Option<Stdio>) -> Output {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!("ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdout(stdout.unwrap_or_else(Stdio::piped));
+    let mut child = cmd.spawn().expect("run host");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if started.elapsed() > TIME_LIMIT {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("host {args:?} ran over {TIME_LIMIT:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn host(args: &[&str]) -> Output {
+    host_with(args, None)
+}
+
+/// The command failed cleanly (exit 1, no panic) with every one of `want` in its message.
+fn assert_named_error(o: &Output, want: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(o.status.code(), Some(1), "exit status {:?}: {err}", o.status);
+    for w in want {
+        assert!(err.contains(w), "want {w:?} in: {err}");
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn png(path: &Path, rgb: [u8; 3]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_pixel(6, 4, image::Rgb(rgb)).save(path).unwrap();
+}
+
+/// A small float checkpoint on `input`, three classes.
+fn checkpoint(dir: &Path, name: &str, input: Shape) -> PathBuf {
+    let spec = Sequential::new(input)
+        .conv2d(shared::spec::Conv2D::new(2, 3).same().relu())
+        .flatten()
+        .dense(3, Activation::Softmax)
+        .build()
+        .unwrap();
+    let net = Network::new(&spec, 1);
+    let ck = Checkpoint::capture("tiny", &net, &["a".into(), "b".into(), "c".into()], None, None);
+    let p = dir.join(name);
+    ck.save(&p).unwrap();
+    p
+}
+
+#[test]
+fn a_closed_or_full_stdout_ends_quietly_not_in_a_panic() {
+    // The reader is gone before host writes: EPIPE, a quiet exit.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["summary"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked") && err.is_empty(), "{err}");
+    assert_eq!(o.status.code(), Some(141));
+    // A full disk is an error message.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let o = host_with(&["summary"], Some(Stdio::from(full)));
+    assert_named_error(&o, &["writing to standard output", "No space left"]);
+}
+
+#[test]
+fn symlink_loops_in_a_class_folder_end_and_escapes_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    png(&d.join("a/1.png"), [1, 2, 3]);
+    png(&d.join("a/2.png"), [1, 2, 3]);
+    png(&d.join("b/1.png"), [3, 2, 1]);
+    std::os::unix::fs::symlink(".", d.join("a/s1")).unwrap();
+    std::os::unix::fs::symlink(".", d.join("a/s2")).unwrap();
+    let o = host(&["dataset", "info", s(&d)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("Found 3 files belonging to 2 classes"), "{out}");
+    // A link to the dataset's root would train b's image under a's label.
+    let up = d.join("a/up");
+    std::os::unix::fs::symlink("..", &up).unwrap();
+    let o = host(&["dataset", "info", s(&d)]);
+    assert_named_error(&o, &[s(&up), "outside its class folder"]);
+    std::fs::remove_file(&up).unwrap();
+    // A class folder named with a control character.
+    png(&d.join("c\u{1b}[31m/1.png"), [9, 9, 9]);
+    let o = host(&["dataset", "info", s(&d)]);
+    assert_named_error(&o, &["control character", "\\u{1b}[31m"]);
+}
+
+/// A minimal protobuf writer: enough of ONNX's messages for a tiny model.
+mod pb {
+    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    pub fn int(out: &mut Vec<u8>, field: u64, v: i64) {
+        varint(out, field << 3);
+        varint(out, v as u64);
+    }
+    pub fn bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+        varint(out, (field << 3) | 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+    /// ValueInfoProto: a float tensor input of fixed `dims`.
+    pub fn input(name: &str, dims: &[i64]) -> Vec<u8> {
+        let mut shape = Vec::new();
+        for &d in dims {
+            let mut dim = Vec::new();
+            int(&mut dim, 1, d);
+            bytes(&mut shape, 1, &dim);
+        }
+        let mut tensor = Vec::new();
+        int(&mut tensor, 1, 1);
+        bytes(&mut tensor, 2, &shape);
+        let mut ty = Vec::new();
+        bytes(&mut ty, 1, &tensor);
+        let mut v = Vec::new();
+        bytes(&mut v, 1, name.as_bytes());
+        bytes(&mut v, 2, &ty);
+        v
+    }
+    /// NodeProto with integer-list attributes.
+    pub fn node(op: &str, input: &str, output: &str, attrs: &[(&str, &[i64])]) -> Vec<u8> {
+        let mut n = Vec::new();
+        bytes(&mut n, 1, input.as_bytes());
+        bytes(&mut n, 2, output.as_bytes());
+        bytes(&mut n, 3, format!("{op}_0").as_bytes());
+        bytes(&mut n, 4, op.as_bytes());
+        for (name, ints) in attrs {
+            let mut a = Vec::new();
+            bytes(&mut a, 1, name.as_bytes());
+            for &i in *ints {
+                int(&mut a, 8, i);
+            }
+            int(&mut a, 20, 7); // INTS
+            bytes(&mut n, 5, &a);
+        }
+        n
+    }
+    /// TensorProto with raw data.
+    pub fn tensor(name: &str, dims: &[i64], data_type: i64, raw: &[u8]) -> Vec<u8> {
+        let mut t = Vec::new();
+        for &d in dims {
+            int(&mut t, 1, d);
+        }
+        int(&mut t, 2, data_type);
+        bytes(&mut t, 8, name.as_bytes());
+        bytes(&mut t, 9, raw);
+        t
+    }
+    /// ModelProto around one graph.
+    pub fn model(nodes: &[Vec<u8>], initializers: &[Vec<u8>], input: Vec<u8>) -> Vec<u8> {
+        let mut g = Vec::new();
+        for n in nodes {
+            bytes(&mut g, 1, n);
+        }
+        bytes(&mut g, 2, b"g");
+        for t in initializers {
+            bytes(&mut g, 5, t);
+        }
+        bytes(&mut g, 11, &input);
+        let mut m = Vec::new();
+        int(&mut m, 1, 7);
+        let mut opset = Vec::new();
+        int(&mut opset, 2, 13);
+        bytes(&mut m, 8, &opset);
+        bytes(&mut m, 7, &g);
+        m
+    }
+}
+
+#[test]
+fn hostile_onnx_attributes_and_initializers_are_named_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let input = || pb::input("x", &[1, 3, 8, 8]);
+    let cases: Vec<(Vec<u8>, Vec<&str>)> = vec![
+        (
+            pb::model(
+                &[pb::node("MaxPool", "x", "y", &[("kernel_shape", &[2, 2]), ("strides", &[0, 0])])],
+                &[],
+                input(),
+            ),
+            vec!["MaxPool_0", "positive 32-bit"],
+        ),
+        (
+            pb::model(
+                &[pb::node("MaxPool", "x", "y", &[("kernel_shape", &[2, 2]), ("strides", &[-3, -3])])],
+                &[],
+                input(),
+            ),
+            vec!["MaxPool_0", "positive 32-bit"],
+        ),
+        (pb::model(&[], &[pb::tensor("w", &[4, 4], 1, &[0; 7])], input()), vec!["\"w\"", "holds 7 bytes"]),
+        (pb::model(&[], &[pb::tensor("w", &[4, 4], 77, &[0; 64])], input()), vec!["\"w\"", "data type 77"]),
+        (pb::model(&[], &[pb::tensor("w", &[-4, 4], 1, &[0; 64])], input()), vec!["\"w\"", "dimension -4"]),
+        (
+            pb::model(&[], &[pb::tensor("w", &[1_000_000, 1_000_000], 1, &[0; 64])], input()),
+            vec!["\"w\"", "over the memory limit"],
+        ),
+    ];
+    for (bytes, want) in cases {
+        let f = tmp.path().join("m.onnx");
+        std::fs::write(&f, bytes).unwrap();
+        let o = host(&["import", s(&f), "--out", s(&out)]);
+        assert_named_error(&o, &want);
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn an_input_that_is_not_rgb_is_a_named_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = checkpoint(tmp.path(), "gray.safetensors", Shape::image(8, 8, 1));
+    let img = tmp.path().join("x.png");
+    png(&img, [1, 2, 3]);
+    let o = host(&["predict", "--checkpoint", s(&ck), s(&img)]);
+    assert_named_error(&o, &["(None, 8, 8, 1)", "not an RGB image"]);
+}
+
+#[test]
+fn sizes_a_file_or_option_declares_are_checked_before_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A 1 KB checkpoint whose layer list says Dense 65536 -> 65536.
+    let layers = serde_json::json!({"input": [1, 1, 65536], "layers": [
+        {"type": "Flatten"}, {"type": "Dense", "units": 65536, "activation": "softmax"}]});
+    let names: Vec<String> = (0..65536).map(|i| format!("c{i}")).collect();
+    let meta: std::collections::HashMap<String, String> = [
+        ("format", "host-checkpoint/2".to_string()),
+        ("arch", "bomb".into()),
+        ("layers", layers.to_string()),
+        ("class_names", serde_json::json!(names).to_string()),
+        ("checksums", "{}".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let bomb = tmp.path().join("bomb.safetensors");
+    let none: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
+    std::fs::write(&bomb, safetensors::serialize(none, Some(meta)).unwrap()).unwrap();
+    let img = tmp.path().join("x.png");
+    png(&img, [1, 2, 3]);
+    let o = host(&["predict", "--checkpoint", s(&bomb), s(&img)]);
+    assert_named_error(&o, &["bomb.safetensors", "4295032832 parameters", "the file holds only"]);
+
+    // A training input size whose activations cannot fit.
+    let run = tmp.path().join("run");
+    let o = host(&["train", "--input", "30000", "--epochs", "1", "--per-class", "2", "--out", s(&run)]);
+    assert_named_error(&o, &["at 30000x30000", "over the memory limit"]);
+
+    // A PNG whose header declares 23000 x 23000 pixels (the pixels are never read).
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&23000u32.to_be_bytes());
+    ihdr.extend_from_slice(&23000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut big = b"\x89PNG\r\n\x1a\n".to_vec();
+    for chunk in [ihdr, b"IDAT\x78\x9c\x03\x00".to_vec(), b"IEND".to_vec()] {
+        big.extend_from_slice(&(chunk.len() as u32 - 4).to_be_bytes());
+        big.extend_from_slice(&chunk);
+        big.extend_from_slice(&shared::protocol::CRC32.checksum(&chunk).to_be_bytes());
+    }
+    let big_png = tmp.path().join("big.png");
+    std::fs::write(&big_png, big).unwrap();
+    let ck = checkpoint(tmp.path(), "ok.safetensors", Shape::image(8, 8, 3));
+    let o = host(&["predict", "--checkpoint", s(&ck), s(&big_png)]);
+    assert_named_error(&o, &["big.png", "23000x23000", "memory limit"]);
+    // --max-memory lowers the limit for every command.
+    let o = host(&["--max-memory", "4K", "predict", "--checkpoint", s(&ck), s(&img)]);
+    assert_named_error(&o, &["over the memory limit of 4.0 KiB"]);
+}
+
+#[test]
+fn a_truncated_jpeg_is_an_error_and_predict_does_not_offer_skip_bad() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = checkpoint(tmp.path(), "ok.safetensors", Shape::image(8, 8, 3));
+    // Big enough that half of it ends inside the entropy-coded scan, where
+    // the decoder fills the missing rows with grey and reports success.
+    let img = image::RgbImage::from_fn(256, 256, |x, y| image::Rgb([(x ^ y) as u8, (x * y) as u8, (x + 3 * y) as u8]));
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let jpeg = jpeg.into_inner();
+    let cut = tmp.path().join("cut.jpg");
+    std::fs::write(&cut, &jpeg[..jpeg.len() / 2]).unwrap();
+    let o = host(&["predict", "--checkpoint", s(&ck), s(&cut)]);
+    assert_named_error(&o, &["cut.jpg", "truncated"]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("--skip-bad"));
+}
+
+#[test]
+fn an_output_onto_its_own_input_is_refused_and_the_input_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = checkpoint(tmp.path(), "c.safetensors", Shape::image(8, 8, 3));
+    let before = std::fs::read(&ck).unwrap();
+    let same = tmp.path().join("./sub/../c.safetensors");
+    std::fs::create_dir(tmp.path().join("sub")).unwrap();
+    let o = host(&["quantize", "--checkpoint", s(&ck), "--to", "f16", "--out", s(&same)]);
+    assert_named_error(&o, &["--out", "would destroy the input"]);
+    assert_eq!(std::fs::read(&ck).unwrap(), before);
+    let onnx = tmp.path().join("v.onnx");
+    std::fs::write(&onnx, pb::model(&[], &[], pb::input("x", &[1, 3, 8, 8]))).unwrap();
+    let o = host(&["import", s(&onnx), "--out", s(&onnx)]);
+    assert_named_error(&o, &["--out", "would destroy the input"]);
+}
+
+#[test]
+fn train_options_that_would_do_nothing_or_contradict_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let o = host(&["train", "--epochs", "0", "--out", s(&run)]);
+    assert_named_error(&o, &["--epochs 0"]);
+    assert!(!run.join("last.safetensors").exists());
+    // Every image unreadable with --skip-bad: an error, not a NaN run.
+    let d = tmp.path().join("bad");
+    for c in ["a", "b"] {
+        std::fs::create_dir_all(d.join(c)).unwrap();
+        for i in 0..3 {
+            std::fs::write(d.join(format!("{c}/{i}.png")), b"not a png").unwrap();
+        }
+    }
+    let args = ["--arch", "alexnet-tiny", "--input", "67", "--epochs", "1", "--batch-size", "2", "--no-progress"];
+    let mut a = vec!["train", "--data", s(&d), "--skip-bad", "--out", s(&run)];
+    a.extend(args);
+    let o = host(&a);
+    assert_named_error(&o, &["trained on no image", "unreadable"]);
+}
+
+#[test]
+fn resume_refuses_an_arch_input_or_data_that_contradicts_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("shapes");
+    let o = host(&["dataset", "export", s(&data), "--per-class", "2", "--size", "40"]);
+    assert!(o.status.success());
+    let other = tmp.path().join("other");
+    let o = host(&["dataset", "export", s(&other), "--per-class", "3", "--size", "40"]);
+    assert!(o.status.success());
+    let run = tmp.path().join("run");
+    let base = ["--arch", "alexnet-tiny", "--input", "67", "--batch-size", "4", "--no-progress", "--out", s(&run)];
+    let mut a = vec!["train", "--data", s(&data), "--epochs", "1"];
+    a.extend(base);
+    let o = host(&a);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (extra, want) in [
+        (vec!["--data", s(&other)], "is not the folder the run was trained on"),
+        (vec!["--input", "99"], "another network"),
+        (vec!["--arch", "alexnet-micro"], "another network"),
+    ] {
+        let mut a = vec!["train", "--resume", "--epochs", "2", "--no-progress", "--out", s(&run)];
+        a.extend(extra);
+        let o = host(&a);
+        assert_named_error(&o, &["--resume", want]);
+    }
+    // The same --data, spelled differently, is fine.
+    let spelled = tmp.path().join("./shapes/../shapes");
+    let o = host(&["train", "--resume", "--epochs", "2", "--no-progress", "--out", s(&run), "--data", s(&spelled)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
