@@ -90,6 +90,10 @@ pub fn evaluate(
             continue;
         }
         let logits = net.forward(b.x.view(), Mode::Eval);
+        if let Some(&value) = logits.iter().find(|v| !v.is_finite()) {
+            let what = format!("a batch of {} images", b.labels.len());
+            return Err(EvalError::Nn(NnError::NonFiniteOutput { what, value }));
+        }
         let (loss, _, c) = try_softmax_cross_entropy(logits.view(), &b.labels)?;
         loss_sum += loss as f64 * b.labels.len() as f64;
         correct += c as u64;

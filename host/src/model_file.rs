@@ -19,6 +19,12 @@ pub fn read_model_file(path: &Path) -> Result<AlignedBytes> {
 pub fn parse_model<'a>(bytes: &'a AlignedBytes, path: &Path) -> Result<QuantModel<'a>> {
     let model = shared::format::parse(bytes.as_bytes()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     engine::validate(&model).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    // Before anything is allocated for a run: the engine's arena, and the
+    // float image and encoded input at the declared input size.
+    let arena = engine::plan(&model).arena_bytes as u64;
+    let input = model.spec.input().elements().saturating_mul(4 + 4);
+    crate::budget::check("its activation arena and input", arena.saturating_add(input))
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(model)
 }
 

@@ -301,7 +301,18 @@ pub fn calibrate(ck: &crate::checkpoint::Checkpoint, cal: &Calibration) -> Resul
         calibrator.observe(&mut net, chunk);
     }
     eprintln!("calibrated on {} images of {}", calibrator.images(), sel.data.source.summary());
-    Ok(calibrator.ranges(ck.preprocess.as_ref()))
+    let ranges = calibrator.ranges(ck.preprocess.as_ref());
+    // Finite weights can still overflow f32 on the way through (values near
+    // 3e38): a non-finite range would quantize to nonsense.
+    for (i, &(lo, hi)) in ranges.layers.iter().enumerate() {
+        if !(lo.is_finite() && hi.is_finite()) {
+            bail!(
+                "calibration: layer {i} ({}) computed values in [{lo}, {hi}]: the weights overflow f32 arithmetic",
+                ck.spec.layer_name(i)
+            );
+        }
+    }
+    Ok(ranges)
 }
 
 /// Quantize a loaded checkpoint: calibrate (int8) on `cal`'s images, then

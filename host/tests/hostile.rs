@@ -396,3 +396,20 @@ fn resume_refuses_an_arch_input_or_data_that_contradicts_the_run() {
     let o = host(&["train", "--resume", "--epochs", "2", "--no-progress", "--out", s(&run), "--data", s(&spelled)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn finite_weights_that_overflow_are_named_not_printed_as_nan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = checkpoint(tmp.path(), "huge.safetensors", Shape::image(8, 8, 3));
+    let mut ck = Checkpoint::load(&p).unwrap();
+    for (name, t) in ck.tensors.iter_mut() {
+        if name.ends_with("kernel") {
+            t.fill(3e38);
+        }
+    }
+    ck.save(&p).unwrap();
+    let img = tmp.path().join("x.png");
+    png(&img, [200, 200, 200]);
+    let o = host(&["predict", "--checkpoint", s(&p), s(&img)]);
+    assert_named_error(&o, &["x.png", "overflow f32"]);
+}
