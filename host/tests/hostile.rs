@@ -413,3 +413,125 @@ fn finite_weights_that_overflow_are_named_not_printed_as_nan() {
     let o = host(&["predict", "--checkpoint", s(&p), s(&img)]);
     assert_named_error(&o, &["x.png", "overflow f32"]);
 }
+
+/// Jenkins's lookup3 `hashlittle` (initval 0): the checksum of HDF5's
+/// version-2 object headers, needed to patch one.
+fn lookup3(data: &[u8]) -> u32 {
+    let w = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let init = 0xdead_beefu32.wrapping_add(data.len() as u32);
+    let (mut a, mut b, mut c) = (init, init, init);
+    let mut k = data;
+    while k.len() > 12 {
+        a = a.wrapping_add(w(&k[0..]));
+        b = b.wrapping_add(w(&k[4..]));
+        c = c.wrapping_add(w(&k[8..]));
+        a = a.wrapping_sub(c) ^ c.rotate_left(4);
+        c = c.wrapping_add(b);
+        b = b.wrapping_sub(a) ^ a.rotate_left(6);
+        a = a.wrapping_add(c);
+        c = c.wrapping_sub(b) ^ b.rotate_left(8);
+        b = b.wrapping_add(a);
+        a = a.wrapping_sub(c) ^ c.rotate_left(16);
+        c = c.wrapping_add(b);
+        b = b.wrapping_sub(a) ^ a.rotate_left(19);
+        a = a.wrapping_add(c);
+        c = c.wrapping_sub(b) ^ b.rotate_left(4);
+        b = b.wrapping_add(a);
+        k = &k[12..];
+    }
+    if k.is_empty() {
+        return c;
+    }
+    let mut t = [0u8; 12];
+    t[..k.len()].copy_from_slice(k);
+    a = a.wrapping_add(w(&t[0..]));
+    b = b.wrapping_add(w(&t[4..]));
+    c = c.wrapping_add(w(&t[8..]));
+    c = (c ^ b).wrapping_sub(b.rotate_left(14));
+    a = (a ^ c).wrapping_sub(c.rotate_left(11));
+    b = (b ^ a).wrapping_sub(a.rotate_left(25));
+    c = (c ^ b).wrapping_sub(b.rotate_left(16));
+    a = (a ^ c).wrapping_sub(c.rotate_left(4));
+    b = (b ^ a).wrapping_sub(a.rotate_left(14));
+    (c ^ b).wrapping_sub(b.rotate_left(24))
+}
+
+/// What h5py makes with `f["b1/loop"] = f["/"]`: a group hard-linked to the
+/// root below itself. hdf5-pure cannot write one, so the file is written with
+/// a group `b1/loop`, and the link's address is pointed at the root's object
+/// header (its checksum recomputed).
+fn h5_with_a_cycle() -> Vec<u8> {
+    let mut b = hdf5_pure::FileBuilder::new();
+    let mut b1 = b.create_group("b1");
+    let inner = b1.create_group("loop");
+    b1.add_group(inner.finish());
+    b.add_group(b1.finish());
+    let mut bytes = b.finish().unwrap();
+    assert_eq!(bytes[8], 3, "a version 3 superblock");
+    let root = bytes[36..44].to_vec();
+    let name = bytes.windows(4).position(|w| w == b"loop").expect("the link named loop");
+    let header = bytes[..name].windows(4).rposition(|w| w == b"OHDR").expect("b1's object header");
+    let flags = bytes[header + 5];
+    let mut start = header + 6 + if flags & 0x20 != 0 { 16 } else { 0 } + if flags & 0x10 != 0 { 4 } else { 0 };
+    let width = 1usize << (flags & 3);
+    let mut size = 0usize;
+    for i in 0..width {
+        size |= (bytes[start + i] as usize) << (8 * i);
+    }
+    start += width;
+    let end = start + size;
+    let stored = u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap());
+    assert_eq!(lookup3(&bytes[header..end]), stored, "the checksum is understood");
+    bytes[name + 4..name + 12].copy_from_slice(&root);
+    let sum = lookup3(&bytes[header..end]);
+    bytes[end..end + 4].copy_from_slice(&sum.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn an_hdf5_group_linked_into_itself_is_a_named_error_not_a_stack_overflow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h5 = tmp.path().join("cycle.weights.h5");
+    std::fs::write(&h5, h5_with_a_cycle()).unwrap();
+    let check = hdf5_pure::File::from_bytes(std::fs::read(&h5).unwrap()).unwrap();
+    assert_eq!(check.group("b1/loop/b1/loop").unwrap().groups().unwrap(), vec!["b1".to_string()]);
+    let out = tmp.path().join("out.safetensors");
+    let o = host(&["import", s(&h5), "--arch", "alexnet-tiny", "--classes", "2", "--out", s(&out)]);
+    assert_named_error(&o, &["cycle.weights.h5", "/b1/loop/b1/loop", "linked inside itself"]);
+    // The same weights inside a .keras zip.
+    let keras = tmp.path().join("cycle.keras");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&keras).unwrap());
+    let opts = zip::write::SimpleFileOptions::default();
+    zip.start_file("config.json", opts).unwrap();
+    std::io::Write::write_all(
+        &mut zip,
+        br#"{"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [null, 4, 4, 3]}},
+        {"class_name": "Flatten", "config": {"name": "f"}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 2}}]}}"#,
+    )
+    .unwrap();
+    zip.start_file("model.weights.h5", opts).unwrap();
+    std::io::Write::write_all(&mut zip, &std::fs::read(&h5).unwrap()).unwrap();
+    zip.finish().unwrap();
+    let o = host(&["import", s(&keras), "--out", s(&out)]);
+    assert_named_error(&o, &["cycle.keras", "linked inside itself"]);
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_weights_file_with_40000_empty_groups_is_listed_quickly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = hdf5_pure::FileBuilder::new();
+    for i in 0..40_000 {
+        let g = b.create_group(&format!("g{i}"));
+        b.add_group(g.finish());
+    }
+    let h5 = tmp.path().join("many.weights.h5");
+    std::fs::write(&h5, b.finish().unwrap()).unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let started = Instant::now();
+    let o = host(&["import", s(&h5), "--arch", "alexnet-tiny", "--classes", "2", "--out", s(&out)]);
+    assert_named_error(&o, &["many.weights.h5", "the file has 0 Conv2D layers"]);
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+}
