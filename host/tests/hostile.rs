@@ -535,3 +535,44 @@ fn a_weights_file_with_40000_empty_groups_is_listed_quickly() {
     assert_named_error(&o, &["many.weights.h5", "the file has 0 Conv2D layers"]);
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
 }
+
+/// A `.keras` zip whose weights member is 1 MiB of zeros, with the inflated
+/// size its headers declare set to `declared`.
+fn keras_declaring(path: &Path, declared: u32) {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("config.json", opts).unwrap();
+    std::io::Write::write_all(&mut zip, b"{}").unwrap();
+    zip.start_file("model.weights.h5", opts).unwrap();
+    std::io::Write::write_all(&mut zip, &vec![0u8; 1 << 20]).unwrap();
+    let mut bytes = zip.finish().unwrap().into_inner();
+    // The weights member's local header (size at 22) and central directory entry (size at 24).
+    for (sig, at) in [(b"PK\x03\x04", 22), (b"PK\x01\x02", 24)] {
+        let name_at = |i: usize| if sig == b"PK\x03\x04" { i + 30 } else { i + 46 };
+        let i = (0..bytes.len() - 4)
+            .find(|&i| &bytes[i..i + 4] == sig && bytes[name_at(i)..].starts_with(b"model.weights.h5"))
+            .expect("the member's header");
+        assert_eq!(&bytes[i + at..i + at + 4], &(1u32 << 20).to_le_bytes());
+        bytes[i + at..i + at + 4].copy_from_slice(&declared.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_keras_member_is_held_to_its_declared_size_and_the_memory_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let bomb = tmp.path().join("bomb.keras");
+    keras_declaring(&bomb, 3 << 30);
+    let o = host(&["--max-memory", "1G", "import", s(&bomb), "--out", s(&out)]);
+    assert_named_error(
+        &o,
+        &["bomb.keras", "model.weights.h5, inflated to 3221225472 bytes", "memory limit of 1.0 GiB"],
+    );
+    // A member that inflates past what its header says stops there.
+    let liar = tmp.path().join("liar.keras");
+    keras_declaring(&liar, 1000);
+    let o = host(&["import", s(&liar), "--out", s(&out)]);
+    assert_named_error(&o, &["liar.keras", "model.weights.h5", "declared uncompressed size"]);
+    assert!(!out.exists());
+}

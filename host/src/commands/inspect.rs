@@ -83,7 +83,8 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
         if streamed.input == shared::band::InputRows::Streamed { "" } else { " (no band group at the input: resident)" }
     );
     let _ = writeln!(s, "MACs per inference: {}", thousands(model.spec.macs()));
-    let labels: Vec<&str> = (0..).map_while(|i| model.class_name(i)).collect();
+    // Names come from the file: control characters are shown escaped.
+    let labels: Vec<String> = (0..).map_while(|i| model.class_name(i)).map(crate::out::printable).collect();
     if !labels.is_empty() {
         let _ = writeln!(s, "classes: {}", labels.join(", "));
     }
