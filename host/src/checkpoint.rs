@@ -809,6 +809,20 @@ mod tests {
         let e = ck.save(&dir.path().join("inf.safetensors")).unwrap_err().to_string();
         assert!(e.contains(&format!("tensor {key} holds inf")), "{e}");
         assert!(!dir.path().join("inf.safetensors").exists());
+
+        let mut ck = Checkpoint::capture("tiny", &net, &names3, None, None);
+        let var = ck.tensors.keys().find(|k| k.ends_with("moving_variance")).unwrap().clone();
+        *ck.tensors.get_mut(&var).unwrap().iter_mut().next().unwrap() = -0.5;
+        let e = check_values(&ck.spec, &ck.tensors).unwrap_err();
+        assert!(e.contains(&format!("tensor {var} holds the negative variance -0.5")), "{e}");
+
+        // A BatchNormalization epsilon of 1e39 (infinity as f32) or 0 never builds a stack.
+        for eps in [json!(1e39), json!(0.0), json!(2.0)] {
+            let mut layers = spec_to_json(&tiny());
+            layers["layers"][1]["epsilon"] = eps.clone();
+            let e = spec_from_json(&layers).unwrap_err();
+            assert!(e.contains("layer 1") && e.contains("epsilon"), "{eps}: {e}");
+        }
     }
 
     #[test]

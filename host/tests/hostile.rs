@@ -258,6 +258,21 @@ fn an_input_that_is_not_rgb_is_a_named_error() {
     png(&img, [1, 2, 3]);
     let o = host(&["predict", "--checkpoint", s(&ck), s(&img)]);
     assert_named_error(&o, &["(None, 8, 8, 1)", "not an RGB image"]);
+    let d = tmp.path().join("d");
+    png(&d.join("a/1.png"), [1, 2, 3]);
+    png(&d.join("b/1.png"), [3, 2, 1]);
+    png(&d.join("c/1.png"), [3, 2, 9]);
+    let o = host(&["eval", "--checkpoint", s(&ck), "--data", s(&d)]);
+    assert_named_error(&o, &["(None, 8, 8, 1)", "not an RGB image"]);
+    // A stack file with a one-channel input, trained on RGB images.
+    let stack = tmp.path().join("gray.json");
+    let layers = serde_json::json!({"input": [8, 8, 1], "layers": [
+        {"type": "Flatten"}, {"type": "Dense", "units": 3, "activation": "softmax"}]});
+    std::fs::write(&stack, layers.to_string()).unwrap();
+    let run = tmp.path().join("run");
+    let o =
+        host(&["train", "--arch", s(&stack), "--data", s(&d), "--val-split", "0", "--out", s(&run), "--no-progress"]);
+    assert_named_error(&o, &["(None, 8, 8, 1)", "not an RGB image"]);
 }
 
 #[test]
