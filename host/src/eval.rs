@@ -14,6 +14,8 @@ pub enum EvalError {
     Data(#[from] DataError),
     #[error(transparent)]
     Nn(#[from] NnError),
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
 }
 
 /// Metrics over a set of images.
@@ -77,6 +79,8 @@ pub fn evaluate(
 ) -> Result<EvalResult, EvalError> {
     let classes = net.spec().output().elements() as usize;
     let (h, w) = crate::data::image_hw(net.spec().input())?;
+    let what = format!("evaluating in batches of {batch}");
+    crate::budget::check_network(&what, net.spec(), batch as u64, false)?;
     let class_names = source.class_names().to_vec();
     let plans = BatchPlan::sequential(indices, batch);
     let loader = Prefetcher::spawn(source, plans, LoaderConfig { h, w, augment: None, skip_bad, prefetch: 2 });

@@ -291,6 +291,10 @@ impl Default for Calibration<'_> {
 pub fn calibrate(ck: &crate::checkpoint::Checkpoint, cal: &Calibration) -> Result<Ranges> {
     let sel = crate::provenance::open_for_checkpoint(ck, cal.data, None).context("choosing calibration images")?;
     let (h, w) = crate::data::image_hw(ck.spec.input())?;
+    // The calibration images are held at once, then run in chunks of 32.
+    let pixels = (cal.images.max(1) as u64).saturating_mul((h * w * 3) as u64);
+    crate::budget::check_elements(&format!("{} calibration images at {h}x{w}", cal.images.max(1)), pixels, 4)?;
+    crate::budget::check_network("calibrating in batches of 32", &ck.spec, 32, false)?;
     let images = sel.data.calibration_images(cal.images.max(1), h, w, cal.seed)?;
     if images.len_of(Axis(0)) == 0 {
         bail!("no readable calibration images in {}", sel.data.source.summary());

@@ -141,6 +141,7 @@ impl From<EvalError> for TrainError {
         match e {
             EvalError::Data(d) => TrainError::Data(d),
             EvalError::Nn(n) => TrainError::Nn(n),
+            EvalError::Budget(b) => TrainError::Budget(b),
         }
     }
 }

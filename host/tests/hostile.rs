@@ -379,6 +379,12 @@ fn train_options_that_would_do_nothing_or_contradict_are_refused() {
     a.extend(args);
     let o = host(&a);
     assert_named_error(&o, &["trained on no image", "unreadable"]);
+    // And eval with every image unreadable: an error, not a NaN accuracy.
+    std::fs::create_dir_all(d.join("c")).unwrap();
+    std::fs::write(d.join("c/0.png"), b"not a png either").unwrap();
+    let ck = checkpoint(tmp.path(), "ok.safetensors", Shape::image(8, 8, 3));
+    let o = host(&["eval", "--checkpoint", s(&ck), "--data", s(&d), "--subset", "all", "--skip-bad"]);
+    assert_named_error(&o, &["all 7 images were unreadable"]);
 }
 
 #[test]
