@@ -19,13 +19,16 @@ pub fn read_model_file(path: &Path) -> Result<AlignedBytes> {
 pub fn parse_model<'a>(bytes: &'a AlignedBytes, path: &Path) -> Result<QuantModel<'a>> {
     let model = shared::format::parse(bytes.as_bytes()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     engine::validate(&model).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    // Before anything is allocated for a run: the engine's arena, and the
-    // float image and encoded input at the declared input size.
-    let arena = engine::plan(&model).arena_bytes as u64;
-    let input = model.spec.input().elements().saturating_mul(4 + 4);
-    crate::budget::check("its activation arena and input", arena.saturating_add(input))
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(model)
+}
+
+/// What running `model` allocates, held to the memory limit before any run
+/// (the file declares it: a tiny file may declare a huge input): the
+/// engine's arena, and the float image and encoded input at its input size.
+pub fn check_runnable(model: &QuantModel) -> Result<(), crate::budget::BudgetError> {
+    let arena = engine::plan(model).arena_bytes as u64;
+    let input = model.spec.input().elements().saturating_mul(4 + 4);
+    crate::budget::check("running the model (its activation arena and input)", arena.saturating_add(input))
 }
 
 /// Encode float pixels (NHWC, [0, 1]) as the model's input bytes, through
@@ -50,6 +53,7 @@ pub fn encode_input(model: &QuantModel, pixels: &[f32]) -> Result<Vec<u8>> {
 
 /// Preprocess an image file for `model`: decode, resize, encode.
 pub fn image_input(model: &QuantModel, path: &Path) -> Result<Vec<u8>> {
+    check_runnable(model)?;
     let (h, w) = crate::data::image_hw(model.spec.input())?;
     let img = crate::data::load_image_file(path, h, w)?;
     let pixels: Vec<f32> = img.iter().copied().collect();

@@ -82,18 +82,14 @@ fn checkpoint(dir: &Path, name: &str, input: Shape) -> PathBuf {
 
 #[test]
 fn a_closed_or_full_stdout_ends_quietly_not_in_a_panic() {
-    // The reader is gone before host writes: EPIPE, a quiet exit.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(["summary"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
+    // The reader is gone before host writes: EPIPE, a quiet exit. The pipe
+    // is made inside bash, so no other test's child can inherit its read end
+    // and keep it open; host starts after the reader has closed it.
+    let script = r#"(sleep 0.3; exec "$0" summary) | (exec 0<&-; sleep 1); echo "status ${PIPESTATUS[0]}""#;
+    let o = Command::new("bash").arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_host")).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(!err.contains("panicked") && err.is_empty(), "{err}");
-    assert_eq!(o.status.code(), Some(141));
+    assert_eq!(out.trim(), "status 141");
     // A full disk is an error message.
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
     let o = host_with(&["summary"], Some(Stdio::from(full)));
@@ -596,4 +592,40 @@ fn a_keras_member_is_held_to_its_declared_size_and_the_memory_limit() {
     let o = host(&["import", s(&liar), "--out", s(&out)]);
     assert_named_error(&o, &["liar.keras", "model.weights.h5", "declared uncompressed size"]);
     assert!(!out.exists());
+}
+
+#[test]
+fn a_tiny_model_with_a_huge_input_is_refused_by_every_command_that_runs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 37800 x 37800 x 3 pixels pooled to 1 x 1 x 3: fifteen parameters, 17 GB of input.
+    let spec = Sequential::new(Shape::image(37800, 37800, 3))
+        .max_pool(37800, 1)
+        .flatten()
+        .dense(3, Activation::Softmax)
+        .build()
+        .unwrap();
+    let net = Network::new(&spec, 1);
+    let ck = Checkpoint::capture("huge-input", &net, &["a".into(), "b".into(), "c".into()], None, None);
+    let ck_path = tmp.path().join("huge.safetensors");
+    ck.save(&ck_path).unwrap();
+    assert!(std::fs::metadata(&ck_path).unwrap().len() < 2048);
+    let img = tmp.path().join("x.png");
+    png(&img, [1, 2, 3]);
+    let o = host(&["predict", "--checkpoint", s(&ck_path), s(&img)]);
+    assert_named_error(&o, &["huge.safetensors", "its layer stack needs", "over the memory limit"]);
+    let out = tmp.path().join("m.f16");
+    let o = host(&["quantize", "--checkpoint", s(&ck_path), "--to", "f16", "--out", s(&out)]);
+    assert_named_error(&o, &["huge.safetensors", "over the memory limit"]);
+    // The same model as a model file (written by the library, which does not run it).
+    let model = host::quantize::quantize_checkpoint(
+        &ck,
+        shared::model::Precision::F16,
+        &host::quantize::Calibration::default(),
+    )
+    .unwrap();
+    host::quantize::write_model_file(&model, &out).unwrap();
+    let o = host(&["simulate", "--model", s(&out), s(&img)]);
+    assert_named_error(&o, &["m.f16", "running the model (its activation arena and input)", "over the memory limit"]);
+    let o = host(&["inspect", s(&out)]);
+    assert!(o.status.success(), "inspect only reads: {}", String::from_utf8_lossy(&o.stderr));
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::model_file::{class_names, image_input, parse_model, read_model_file};
 use crate::prediction::Prediction;
@@ -52,7 +52,7 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
     if args.images.is_empty() {
         bail!("give image files to classify, or --data DIR");
     }
-    let prepared = prepare(&model)?;
+    let prepared = prepare(&model).with_context(|| args.model.display().to_string())?;
     let mut all = Vec::new();
     for path in &args.images {
         let input = image_input(&model, path)?;

@@ -80,6 +80,7 @@ pub struct FlashOptions {
 /// The model's input bytes for each `--image` or `--input-raw`, with the
 /// path that names it.
 fn model_inputs(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    crate::model_file::check_runnable(model).with_context(|| opts.model.display().to_string())?;
     let expected = model.spec.input().elements() as usize * model.precision.activation_bytes();
     let mut inputs = Vec::new();
     for raw in &opts.input_raw {
