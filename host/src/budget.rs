@@ -52,20 +52,18 @@ pub fn limit() -> u64 {
 /// `"512M"`, `"8G"`, `"1048576"`: a byte count with an optional binary suffix.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(format!("{s:?}: unknown size suffix {c:?} (use K, M, G or T)")),
-            };
-            (&t[..i], shift)
-        }
-        _ => (t, 0),
+    let not_a_count = || format!("{s:?} is not a byte count such as 8G or 512M");
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(split);
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(not_a_count()),
     };
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a byte count such as 8G or 512M"))?;
+    let n: u64 = digits.parse().map_err(|_| not_a_count())?;
     let bytes = n.checked_mul(1u64 << shift).ok_or_else(|| format!("{s:?} overflows 64 bits"))?;
     if bytes == 0 {
         return Err(format!("{s:?}: the memory limit must be positive"));

@@ -629,3 +629,18 @@ fn a_tiny_model_with_a_huge_input_is_refused_by_every_command_that_runs_it() {
     let o = host(&["inspect", s(&out)]);
     assert!(o.status.success(), "inspect only reads: {}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn option_sizes_are_checked_before_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let o = host(&["train", "--per-class", "1000000000", "--epochs", "1", "--out", s(&run)]);
+    assert_named_error(&o, &["--per-class 1000000000 (6000000000 images)", "over the memory limit"]);
+    let o = host(&["train", "--per-class", "18446744073709551615", "--epochs", "1", "--out", s(&run)]);
+    assert_named_error(&o, &["--per-class 18446744073709551615", "overflows"]);
+    let o = host(&["train", "--batch-size", "100000000", "--epochs", "1", "--out", s(&run)]);
+    assert_named_error(&o, &["with batch 100000000", "over the memory limit"]);
+    let o = host(&["train", "--max-memory", "lots", "--epochs", "1", "--out", s(&run)]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a byte count"), "{:?}", o);
+    assert_eq!(o.status.code(), Some(2));
+}

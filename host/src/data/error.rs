@@ -50,6 +50,8 @@ pub enum DataError {
     ClassMismatch { got: usize, want: usize, names: String },
     #[error("all {count} images were unreadable and skipped: nothing to evaluate (first: {first})")]
     AllUnreadable { count: usize, first: String },
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
     #[error("every image of a batch was unreadable (first: {0})")]
     EmptyBatch(String),
 }

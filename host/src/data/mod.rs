@@ -84,7 +84,15 @@ impl Dataset {
     pub fn open(dir: Option<&Path>, opts: &OpenOptions) -> Result<Dataset, DataError> {
         let source: Arc<dyn ImageSource> = match dir {
             Some(d) => Arc::new(FolderDataset::open(d)?),
-            None => Arc::new(SyntheticDataset::new(opts.per_class, opts.synthetic_seed)),
+            None => {
+                // --per-class is a size an option declares: the split and each
+                // epoch's shuffled order hold an index per image.
+                let what = format!("--per-class {}", opts.per_class);
+                let n = (opts.per_class as u64).checked_mul(synthetic::CLASSES.len() as u64);
+                let n = n.ok_or_else(|| crate::budget::BudgetError::Overflow { what: what.clone() })?;
+                crate::budget::check_elements(&format!("{what} ({n} images)"), n, 24)?;
+                Arc::new(SyntheticDataset::new(opts.per_class, opts.synthetic_seed))
+            }
         };
         let split = Split::keras(source.len(), opts.val_split, opts.seed)?;
         Ok(Dataset { source, split })
