@@ -640,6 +640,8 @@ fn option_sizes_are_checked_before_allocating() {
     assert_named_error(&o, &["--per-class 18446744073709551615", "overflows"]);
     let o = host(&["train", "--batch-size", "100000000", "--epochs", "1", "--out", s(&run)]);
     assert_named_error(&o, &["with batch 100000000", "over the memory limit"]);
+    let o = host(&["dataset", "export", s(&tmp.path().join("exp")), "--per-class", "1", "--size", "60000"]);
+    assert_named_error(&o, &["rendering 60000x60000 images", "over the memory limit"]);
     let o = host(&["train", "--max-memory", "lots", "--epochs", "1", "--out", s(&run)]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a byte count"), "{:?}", o);
     assert_eq!(o.status.code(), Some(2));
