@@ -115,7 +115,9 @@ pub enum TrainError {
     Report(#[from] ReportError),
     #[error("{0}")]
     Nn(#[from] NnError),
-    #[error(transparent)]
+    /// Not transparent: the StdoutError itself must stay in the error chain,
+    /// where `main` looks for a closed pipe.
+    #[error("{0}")]
     Stdout(#[from] crate::out::StdoutError),
     #[error("{arch} at {input}x{input}x3: {what}")]
     Spec { arch: String, input: u32, what: String },
@@ -493,8 +495,10 @@ impl RunContext<'_> {
     fn commit_epoch(&mut self, st: &mut TrainState, record: EpochRecord) -> Result<(), TrainError> {
         let mut scheduler = self.scheduler_of(st);
         let next_lr = scheduler.next_lr(st.opt.lr(), record.val_loss.unwrap_or(record.loss));
+        // A closed or full stdout ends the run, but only after the epoch is saved.
+        let mut printed = Ok(());
         if next_lr != st.opt.lr() {
-            crate::outln!("learning rate {} -> {}", st.opt.lr(), next_lr)?;
+            printed = crate::outln!("learning rate {} -> {}", st.opt.lr(), next_lr);
             st.opt.set_lr(next_lr);
         }
         let improved = match (record.val_accuracy, st.meta.best_val_accuracy) {
@@ -517,6 +521,7 @@ impl RunContext<'_> {
         }
         self.last_good = Some(self.last_path.clone());
         crate::report::write_history(&self.cfg.out, &st.meta.history)?;
+        printed?;
         if !self.skipped.is_empty() {
             crate::outln!("skipped {} unreadable images so far (first: {})", self.skipped.len(), self.skipped[0])?;
         }
@@ -593,8 +598,10 @@ pub fn train(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome, Train
             EpochPass::Interrupted => return Ok(ctx.outcome(&st, StopReason::Interrupted)),
         };
         let record = ctx.finish_epoch(&mut st, run, steps)?;
-        crate::outln!("{}", keras_line(&record, cfg.epochs, steps))?;
+        // Printed before the save (the tutorial's order), failing after it.
+        let printed = crate::outln!("{}", keras_line(&record, cfg.epochs, steps));
         ctx.commit_epoch(&mut st, record)?;
+        printed?;
         if ctx.asked_to_stop() && st.meta.epoch < cfg.epochs {
             crate::outln!(
                 "interrupted after epoch {}: saved {} (continue with --resume)",

@@ -90,6 +90,18 @@ fn a_closed_or_full_stdout_ends_quietly_not_in_a_panic() {
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(!err.contains("panicked") && err.is_empty(), "{err}");
     assert_eq!(out.trim(), "status 141");
+    // A reader that leaves while train runs: the epoch in progress is still
+    // saved, then the run ends quietly (and --resume can continue it).
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let script = r#""$0" train --arch alexnet-tiny --input 67 --per-class 8 --batch-size 8 --epochs 3 \
+        --no-progress --out "$1" | head -1 >/dev/null; echo "status ${PIPESTATUS[0]}""#;
+    let o = Command::new("bash").arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_host")).arg(&run).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!err.contains("panicked") && err.is_empty(), "{err}");
+    assert_eq!(out.trim(), "status 141");
+    let saved = Checkpoint::load(&run.join("last.safetensors")).expect("the first epoch was saved");
+    assert_eq!(saved.train.map(|t| t.epoch), Some(1));
     // A full disk is an error message.
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
     let o = host_with(&["summary"], Some(Stdio::from(full)));
