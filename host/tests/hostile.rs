@@ -329,6 +329,13 @@ fn sizes_a_file_or_option_declares_are_checked_before_allocating() {
     let ck = checkpoint(tmp.path(), "ok.safetensors", Shape::image(8, 8, 3));
     let o = host(&["predict", "--checkpoint", s(&ck), s(&big_png)]);
     assert_named_error(&o, &["big.png", "23000x23000", "memory limit"]);
+    // An image file longer than its share of the limit is not read at all.
+    let long = tmp.path().join("long.png");
+    let mut bytes = std::fs::read(&img).unwrap();
+    bytes.resize(4096, 0);
+    std::fs::write(&long, bytes).unwrap();
+    let o = host(&["--max-memory", "16K", "predict", "--checkpoint", s(&ck), s(&long)]);
+    assert_named_error(&o, &["long.png is a 4.0 KiB file", "over its share (2.0 KiB) of the memory limit"]);
     // --max-memory lowers the limit for every command.
     let o = host(&["--max-memory", "4K", "predict", "--checkpoint", s(&ck), s(&img)]);
     assert_named_error(&o, &["over the memory limit of 4.0 KiB"]);

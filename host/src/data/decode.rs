@@ -19,6 +19,13 @@ pub fn stack(images: &[Array3<f32>], h: usize, w: usize) -> Result<Array4<f32>, 
 pub fn load_image_file(path: &Path, h: usize, w: usize) -> Result<Array3<f32>, DataError> {
     let bad = |source| DataError::BadImage { path: path.to_path_buf(), source };
     let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    // The file is read whole (its header is looked at twice): its length is
+    // held to the image's share of the memory limit first.
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    let limit = crate::budget::limit() / IMAGE_SHARE_OF_LIMIT;
+    if len > limit {
+        return Err(DataError::FileTooLarge { path: path.to_path_buf(), bytes: len, limit });
+    }
     let bytes = std::fs::read(path).map_err(io)?;
     // Trust the bytes over the extension: a PNG named .jpg still loads.
     let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(io)?;

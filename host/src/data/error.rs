@@ -36,6 +36,12 @@ pub enum DataError {
         path.display(), crate::budget::human(*bytes), crate::budget::human(*limit)
     )]
     TooLarge { path: PathBuf, w: u32, h: u32, bytes: u64, limit: u64 },
+    #[error(
+        "image {} is a {} file, over its share ({}) of the memory limit \
+         (raise it with --max-memory or HOST_MAX_MEMORY)",
+        path.display(), crate::budget::human(*bytes), crate::budget::human(*limit)
+    )]
+    FileTooLarge { path: PathBuf, bytes: u64, limit: u64 },
     #[error("cannot read image {}: {source}", path.display())]
     BadImage { path: PathBuf, source: image::ImageError },
     #[error("cannot read {}: {source}", path.display())]
@@ -59,6 +65,12 @@ pub enum DataError {
 impl DataError {
     /// Whether this is one image that could not be read (what `--skip-bad` skips).
     pub fn is_unreadable_image(&self) -> bool {
-        matches!(self, DataError::BadImage { .. } | DataError::Truncated(_) | DataError::TooLarge { .. })
+        matches!(
+            self,
+            DataError::BadImage { .. }
+                | DataError::Truncated(_)
+                | DataError::TooLarge { .. }
+                | DataError::FileTooLarge { .. }
+        )
     }
 }
