@@ -119,6 +119,16 @@ pub fn network_bytes(spec: &ModelSpec, batch: u64, training: bool) -> Option<u64
     params.checked_add(per_image.checked_mul(4)?.checked_mul(batch)?)
 }
 
+/// A file about to be read whole into memory (`what` names it) must fit the
+/// limit: its length is what it costs, and the parsed form comes on top.
+/// A file whose length cannot be read is left to the read to report.
+pub fn check_file(what: &str, path: &std::path::Path) -> Result<(), BudgetError> {
+    match std::fs::metadata(path) {
+        Ok(m) => check(&format!("reading {what} {} ({} bytes)", path.display(), m.len()), m.len()),
+        Err(_) => Ok(()),
+    }
+}
+
 /// [`network_bytes`] held to the limit, `what` naming the model.
 pub fn check_network(what: &str, spec: &ModelSpec, batch: u64, training: bool) -> Result<(), BudgetError> {
     let bytes = network_bytes(spec, batch, training).ok_or_else(|| BudgetError::Overflow { what: what.to_string() })?;

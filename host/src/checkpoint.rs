@@ -387,6 +387,8 @@ impl Checkpoint {
     /// Read and validate a checkpoint: the layer stack must rebuild, and the
     /// network tensors must match it in names and shapes.
     pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        crate::budget::check_file("the checkpoint", path)
+            .map_err(|e| CheckpointError::Invalid { path: path.to_path_buf(), what: e.to_string() })?;
         let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: path.to_path_buf(), source })?;
         let fmt = |source| CheckpointError::Format { path: path.to_path_buf(), source };
         let invalid = |what: String| CheckpointError::Invalid { path: path.to_path_buf(), what };

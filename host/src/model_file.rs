@@ -11,6 +11,7 @@ use shared::model::{Precision, QuantModel};
 
 /// Read a model file into a buffer aligned for in-place parsing.
 pub fn read_model_file(path: &Path) -> Result<AlignedBytes> {
+    crate::budget::check_file("the model file", path)?;
     let raw = std::fs::read(path).with_context(|| format!("reading model file {}", path.display()))?;
     Ok(AlignedBytes::copy_from(&raw))
 }

@@ -336,6 +336,9 @@ fn sizes_a_file_or_option_declares_are_checked_before_allocating() {
     std::fs::write(&long, bytes).unwrap();
     let o = host(&["--max-memory", "16K", "predict", "--checkpoint", s(&ck), s(&long)]);
     assert_named_error(&o, &["long.png is a 4.0 KiB file", "over its share (2.0 KiB) of the memory limit"]);
+    // Whole-file reads are held to the limit by the file's length.
+    let o = host(&["--max-memory", "1K", "predict", "--checkpoint", s(&ck), s(&img)]);
+    assert_named_error(&o, &["reading the checkpoint", "ok.safetensors", "over the memory limit of 1.0 KiB"]);
     // --max-memory lowers the limit for every command.
     let o = host(&["--max-memory", "4K", "predict", "--checkpoint", s(&ck), s(&img)]);
     assert_named_error(&o, &["over the memory limit of 4.0 KiB"]);

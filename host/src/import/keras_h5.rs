@@ -40,6 +40,8 @@ pub struct KerasH5<'p> {
 
 impl<'p> KerasH5<'p> {
     pub fn open(path: &'p Path) -> Result<Self, ImportError> {
+        crate::budget::check_file("the HDF5 file", path)
+            .map_err(|e| ImportError::Format { path: path.to_path_buf(), what: e.to_string() })?;
         let bytes = std::fs::read(path).map_err(|source| ImportError::Read { path: path.to_path_buf(), source })?;
         Self::from_bytes(bytes, path)
     }

@@ -20,6 +20,7 @@ use tract_onnx::prelude::Framework;
 pub fn import_onnx(path: &Path) -> Result<Imported, ImportError> {
     let fmt = |what: String| ImportError::Format { path: path.to_path_buf(), what };
     let onnx = tract_onnx::onnx();
+    crate::budget::check_file("the ONNX model", path).map_err(|e| fmt(e.to_string()))?;
     let proto = onnx.proto_model_for_path(path).map_err(|e| fmt(format!("not a readable ONNX model: {e}")))?;
     let graph = proto.graph.as_ref().ok_or_else(|| fmt("the model has no graph".into()))?;
     let load = |t: &TensorProto| -> Result<Tensor, ImportError> {
