@@ -331,5 +331,25 @@ pub fn quantize_checkpoint(
         Precision::F16 => None,
         Precision::Int8 => Some(calibrate(ck, cal)?),
     };
-    quantize(&params, precision, ranges.as_ref(), &ck.class_names, ck.preprocess.as_ref())
+    let model = quantize(&params, precision, ranges.as_ref(), &ck.class_names, ck.preprocess.as_ref())?;
+    check_f16_range(&model)?;
+    Ok(model)
+}
+
+/// f16 tops out at 65504: a weight (or a BatchNormalization scale or shift,
+/// folded before rounding) beyond it becomes infinity, and the model would
+/// compute NaN. Named by layer instead.
+pub fn check_f16_range(model: &OwnedModel) -> Result<()> {
+    for (i, (w, _)) in model.layers.iter().enumerate() {
+        if let convert::OwnedWeights::F16 { weights, bias } = w {
+            if let Some(v) = weights.iter().chain(bias).find(|v| !v.is_finite()) {
+                bail!(
+                    "layer {i} ({}): a value beyond f16's range (largest 65504) became {v}: \
+                     this model cannot be stored as f16 (int8 may fit)",
+                    model.spec.layer_name(i)
+                );
+            }
+        }
+    }
+    Ok(())
 }

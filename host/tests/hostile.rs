@@ -451,6 +451,18 @@ fn finite_weights_that_overflow_are_named_not_printed_as_nan() {
     png(&img, [200, 200, 200]);
     let o = host(&["predict", "--checkpoint", s(&p), s(&img)]);
     assert_named_error(&o, &["x.png", "overflow f32"]);
+    let d = tmp.path().join("d");
+    for c in ["a", "b", "c"] {
+        png(&d.join(format!("{c}/1.png")), [200, 200, 200]);
+    }
+    let o = host(&["eval", "--checkpoint", s(&p), "--data", s(&d), "--subset", "all"]);
+    assert_named_error(&o, &["overflow f32"]);
+    let model = tmp.path().join("m.int8");
+    let o = host(&["quantize", "--checkpoint", s(&p), "--data", s(&d), "--to", "int8", "--out", s(&model)]);
+    assert_named_error(&o, &["calibration: layer 0", "overflow f32"]);
+    let o = host(&["quantize", "--checkpoint", s(&p), "--to", "f16", "--out", s(&model)]);
+    assert_named_error(&o, &["layer 0", "beyond f16's range", "inf"]);
+    assert!(!model.exists());
 }
 
 /// Jenkins's lookup3 `hashlittle` (initval 0): the checksum of HDF5's
