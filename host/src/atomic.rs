@@ -36,6 +36,86 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     result.map_err(werr)
 }
 
+/// Write `bytes` to `path` atomically after `check` accepted the written
+/// temporary file (read it back, parse it): a file that fails the check is
+/// removed and never reaches `path`, which keeps what it held before.
+pub fn write_atomic_checked<E>(
+    path: &Path,
+    bytes: &[u8],
+    check: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), CheckedWriteError<E>> {
+    let werr = |source| CheckedWriteError::Write(WriteError { path: path.to_path_buf(), source });
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(werr)?;
+    }
+    let tmp = temp_path(path);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    let result = match written {
+        Err(e) => Err(werr(e)),
+        Ok(()) => match check(&tmp) {
+            Err(e) => Err(CheckedWriteError::Check(e)),
+            Ok(()) => std::fs::rename(&tmp, path).map_err(werr),
+        },
+    };
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Why [`write_atomic_checked`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckedWriteError<E> {
+    #[error(transparent)]
+    Write(WriteError),
+    #[error("the file written did not pass its check: {0}")]
+    Check(E),
+}
+
+/// An output that names one of the command's inputs.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {} is the input {}: writing it would destroy the input; choose another path", out.display(), input.display())]
+pub struct SameFileError {
+    pub what: String,
+    pub out: PathBuf,
+    pub input: PathBuf,
+}
+
+/// `out` (the option `what`, e.g. `--out`) must not be any of `inputs`,
+/// however either is spelled (relative, `..`, symbolic or hard links).
+pub fn refuse_input_as_output(what: &str, out: &Path, inputs: &[&Path]) -> Result<(), SameFileError> {
+    for &input in inputs {
+        if same_file(out, input) {
+            return Err(SameFileError { what: what.to_string(), out: out.to_path_buf(), input: input.to_path_buf() });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` are the same file (a missing file is the same as
+/// nothing, except a path that spells the other's).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                x.dev() == y.dev() && x.ino() == y.ino()
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = (x, y);
+                std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+            }
+        }
+        _ => false,
+    }
+}
+
 /// A temporary name beside `path` that no other write (in this process or
 /// another) uses at the same time: `<name>.<pid>.<n>.tmp`.
 fn temp_path(path: &Path) -> PathBuf {
@@ -59,6 +139,44 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
         let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("model.bin")]);
+    }
+
+    #[test]
+    fn a_failed_check_leaves_nothing_and_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.bin");
+        let e = write_atomic_checked(&p, b"new", |_| Err("differs")).unwrap_err();
+        assert!(matches!(e, CheckedWriteError::Check("differs")));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        std::fs::write(&p, b"old").unwrap();
+        assert!(write_atomic_checked(&p, b"new", |t| if std::fs::read(t).unwrap() == b"new" {
+            Err(1)
+        } else {
+            Ok(())
+        })
+        .is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        write_atomic_checked::<()>(&p, b"new", |_| Ok(())).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_output_spelled_differently_is_still_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.safetensors");
+        std::fs::write(&p, b"x").unwrap();
+        let other = dir.path().join("sub/../c.safetensors");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let e = refuse_input_as_output("--out", &other, &[&p]).unwrap_err();
+        assert!(e.to_string().contains("--out") && e.to_string().contains("c.safetensors"), "{e}");
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("hard");
+            std::fs::hard_link(&p, &link).unwrap();
+            assert!(refuse_input_as_output("--out", &link, &[&p]).is_err());
+        }
+        assert!(refuse_input_as_output("--out", &dir.path().join("new.bin"), &[&p]).is_ok());
     }
 
     #[test]

@@ -19,7 +19,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Value of the `format` metadata key; bumped when the layout changes.
-pub const FORMAT: &str = "host-checkpoint/1";
+/// Version 2 always records tensor checksums: a `/2` file without them is
+/// refused; a `/1` file (written before checksums existed) loads with a warning.
+pub const FORMAT: &str = "host-checkpoint/2";
+
+/// The format written before every file recorded its tensor checksums.
+pub const FORMAT_V1: &str = "host-checkpoint/1";
 
 /// Why a checkpoint could not be written or used.
 #[derive(Debug, thiserror::Error)]
@@ -338,6 +343,9 @@ impl Checkpoint {
     /// saving never leaves a truncated checkpoint where a good one was.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
         let werr = |source| CheckpointError::Write { path: path.to_path_buf(), source };
+        // Never write a file that load would refuse.
+        check_values(&self.spec, &self.tensors)
+            .map_err(|what| CheckpointError::Invalid { path: path.to_path_buf(), what })?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(werr)?;
         }
@@ -379,6 +387,8 @@ impl Checkpoint {
     /// Read and validate a checkpoint: the layer stack must rebuild, and the
     /// network tensors must match it in names and shapes.
     pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        crate::budget::check_file("the checkpoint", path)
+            .map_err(|e| CheckpointError::Invalid { path: path.to_path_buf(), what: e.to_string() })?;
         let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: path.to_path_buf(), source })?;
         let fmt = |source| CheckpointError::Format { path: path.to_path_buf(), source };
         let invalid = |what: String| CheckpointError::Invalid { path: path.to_path_buf(), what };
@@ -390,8 +400,22 @@ impl Checkpoint {
         let arch = get("arch")?.clone();
         let layers: Value = serde_json::from_str(get("layers")?).map_err(|e| invalid(format!("bad layers: {e}")))?;
         let spec = spec_from_json(&layers).map_err(invalid)?;
+        // Before anything is allocated for it: the file must hold the weights
+        // its layer list declares, and one image through the network must fit
+        // the memory limit.
+        let (t, n) = spec.params();
+        crate::budget::check_file_holds(
+            &format!("its layer list ({} parameters)", t + n),
+            (t + n).saturating_mul(4),
+            bytes.len() as u64,
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        crate::budget::check_network("its layer stack", &spec, 1, false).map_err(|e| invalid(e.to_string()))?;
         let class_names: Vec<String> =
             serde_json::from_str(get("class_names")?).map_err(|e| invalid(format!("bad class_names: {e}")))?;
+        if let Some(n) = class_names.iter().find(|n| n.chars().any(char::is_control)) {
+            return Err(invalid(format!("class name \"{}\" has a control character", crate::out::printable(n))));
+        }
         if class_names.len() as u64 != spec.output().elements() {
             return Err(invalid(format!(
                 "{} class names for a model with {} outputs",
@@ -408,7 +432,8 @@ impl Checkpoint {
             None => None,
         };
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(fmt)?;
-        verify_checksums(path, &meta, &st)?;
+        let v1 = meta.get("format").is_none_or(|f| f == FORMAT_V1);
+        verify_checksums(path, &meta, &st, v1)?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
@@ -419,6 +444,7 @@ impl Checkpoint {
             let arr = ArrayD::from_shape_vec(IxDyn(view.shape()), data).map_err(|e| invalid(format!("{name}: {e}")))?;
             tensors.insert(name, arr);
         }
+        check_values(&spec, &tensors).map_err(invalid)?;
         let ck = Checkpoint { arch, spec, class_names, tensors, train, preprocess };
         // Validate the weights now, so every user gets the error at load time.
         ck.network().map_err(|source| CheckpointError::Tensors { path: path.to_path_buf(), source })?;
@@ -450,15 +476,22 @@ fn crc32(bytes: &[u8]) -> u32 {
 }
 
 /// Hold every tensor to the checksum its metadata records: a flipped byte is
-/// an error naming the tensor. A file without checksums (written before they
-/// existed) passes with a warning on stderr.
+/// an error naming the tensor. A file without checksums is an error, unless it
+/// is a `host-checkpoint/1` file (`v1`: written before checksums existed),
+/// which passes with a warning on stderr.
 fn verify_checksums(
     path: &Path,
     meta: &HashMap<String, String>,
     st: &safetensors::SafeTensors,
+    v1: bool,
 ) -> Result<(), CheckpointError> {
     let invalid = |what: String| CheckpointError::Invalid { path: path.to_path_buf(), what };
     let Some(text) = meta.get(CHECKSUMS) else {
+        if !v1 {
+            return Err(invalid(format!(
+                "it is {FORMAT} but records no tensor checksums ({CHECKSUMS:?} is missing): its bytes cannot be verified"
+            )));
+        }
         eprintln!(
             "warning: checkpoint {} records no tensor checksums (written by an older host); its bytes cannot be verified",
             path.display()
@@ -478,6 +511,54 @@ fn verify_checksums(
     }
     if let Some(missing) = sums.keys().find(|k| st.tensor(k).is_err()) {
         return Err(invalid(format!("tensor {missing} is listed in {CHECKSUMS} but missing")));
+    }
+    Ok(())
+}
+
+/// The values a checkpoint must hold to be usable: finite hyperparameters in
+/// range (BatchNormalization epsilon, momentum, Dropout rate) and finite
+/// tensors, with no negative BatchNormalization moving variance. The error
+/// names the layer or tensor.
+pub fn check_values(spec: &ModelSpec, tensors: &HashMap<String, ArrayD<f32>>) -> Result<(), String> {
+    check_hyperparameters(spec)?;
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &tensors[name];
+        if let Some((i, v)) = t.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(format!("tensor {name} holds {v} at element {i}: weights must be finite numbers"));
+        }
+        if name.ends_with("moving_variance") {
+            if let Some((i, v)) = t.iter().enumerate().find(|(_, v)| **v < 0.0) {
+                return Err(format!("tensor {name} holds the negative variance {v} at element {i}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The largest BatchNormalization epsilon accepted (Keras's default is 1e-3).
+pub const MAX_EPSILON: f32 = 1.0;
+
+/// Hyperparameters in range: BatchNormalization epsilon in (0, [`MAX_EPSILON`]],
+/// momentum in [0, 1], Dropout rate in [0, 1).
+pub fn check_hyperparameters(spec: &ModelSpec) -> Result<(), String> {
+    for (i, l) in spec.layers().iter().enumerate() {
+        let name = spec.layer_name(i);
+        match *l {
+            Layer::BatchNorm { epsilon, momentum } => {
+                if !(epsilon > 0.0 && epsilon <= MAX_EPSILON) {
+                    return Err(format!("layer {i} ({name}): epsilon {epsilon} is not in (0, {MAX_EPSILON}]"));
+                }
+                if !(0.0..=1.0).contains(&momentum) {
+                    return Err(format!("layer {i} ({name}): momentum {momentum} is not in [0, 1]"));
+                }
+            }
+            Layer::Dropout { rate } if !(0.0..1.0).contains(&rate) => {
+                return Err(format!("layer {i} ({name}): dropout rate {rate} is not in [0, 1)"));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -565,7 +646,9 @@ pub fn spec_from_json(v: &Value) -> Result<ModelSpec, String> {
         };
         layers.push(layer);
     }
-    ModelSpec::new(input, &layers).map_err(|e| e.to_string())
+    let spec = ModelSpec::new(input, &layers).map_err(|e| e.to_string())?;
+    check_hyperparameters(&spec)?;
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -674,9 +757,10 @@ mod tests {
         assert!(named.is_some(), "the error names no tensor: {e}");
     }
 
-    /// Files written before checksums existed still load (with a warning).
+    /// Files written before checksums existed (format 1) still load, with a
+    /// warning; a current file whose checksums were removed is refused.
     #[test]
-    fn checkpoints_without_checksums_still_load() {
+    fn checkpoints_without_checksums_load_only_as_format_1() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.safetensors");
         let net = Network::new(&tiny(), 4);
@@ -687,10 +771,60 @@ mod tests {
         let mut meta = header.metadata().clone().unwrap();
         assert!(meta.remove(CHECKSUMS).is_some());
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let stripped = safetensors::serialize(st.tensors(), Some(meta.clone())).unwrap();
+        std::fs::write(&path, stripped).unwrap();
+        let e = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(e.contains("records no tensor checksums") && e.contains("old.safetensors"), "{e}");
+        meta.insert("format".into(), FORMAT_V1.into());
         let old = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
         std::fs::write(&path, old).unwrap();
         let back = Checkpoint::load(&path).unwrap();
         assert_eq!(back.tensors, ck.tensors);
+    }
+
+    /// A tiny file whose layer list declares a huge model is refused before
+    /// anything is allocated; non-finite weights, a negative moving variance
+    /// and an out-of-range epsilon are refused naming the tensor or layer.
+    #[test]
+    fn declared_sizes_and_values_are_checked_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.safetensors");
+        let layers = json!({"input": [1, 1, 65536], "layers": [
+            {"type": "Flatten"}, {"type": "Dense", "units": 65536, "activation": "linear"}]});
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), FORMAT.to_string());
+        meta.insert("arch".to_string(), "bomb".to_string());
+        meta.insert("layers".to_string(), layers.to_string());
+        let names: Vec<String> = (0..65536).map(|i| format!("c{i}")).collect();
+        meta.insert("class_names".to_string(), json!(names).to_string());
+        meta.insert(CHECKSUMS.to_string(), "{}".to_string());
+        let empty: Vec<(String, TensorView)> = Vec::new();
+        std::fs::write(&path, safetensors::serialize(empty, Some(meta)).unwrap()).unwrap();
+        let e = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(e.contains("4295032832 parameters") && e.contains("the file holds only"), "{e}");
+
+        let net = Network::new(&tiny(), 1);
+        let names3: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let mut ck = Checkpoint::capture("tiny", &net, &names3, None, None);
+        let key = ck.tensors.keys().find(|k| k.ends_with("kernel")).unwrap().clone();
+        *ck.tensors.get_mut(&key).unwrap().iter_mut().next().unwrap() = f32::INFINITY;
+        let e = ck.save(&dir.path().join("inf.safetensors")).unwrap_err().to_string();
+        assert!(e.contains(&format!("tensor {key} holds inf")), "{e}");
+        assert!(!dir.path().join("inf.safetensors").exists());
+
+        let mut ck = Checkpoint::capture("tiny", &net, &names3, None, None);
+        let var = ck.tensors.keys().find(|k| k.ends_with("moving_variance")).unwrap().clone();
+        *ck.tensors.get_mut(&var).unwrap().iter_mut().next().unwrap() = -0.5;
+        let e = check_values(&ck.spec, &ck.tensors).unwrap_err();
+        assert!(e.contains(&format!("tensor {var} holds the negative variance -0.5")), "{e}");
+
+        // A BatchNormalization epsilon of 1e39 (infinity as f32) or 0 never builds a stack.
+        for eps in [json!(1e39), json!(0.0), json!(2.0)] {
+            let mut layers = spec_to_json(&tiny());
+            layers["layers"][1]["epsilon"] = eps.clone();
+            let e = spec_from_json(&layers).unwrap_err();
+            assert!(e.contains("layer 1") && e.contains("epsilon"), "{eps}: {e}");
+        }
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn compare(
             bail!("{}: its layer stack differs from the checkpoint's", path.display());
         }
     }
-    let (h, w) = ck.input_hw();
+    let (h, w) = crate::data::image_hw(ck.spec.input())?;
     let n_layers = ck.spec.layers().len();
     let mut tallies: Vec<Tally> = models
         .iter()

@@ -14,6 +14,8 @@ pub enum EvalError {
     Data(#[from] DataError),
     #[error(transparent)]
     Nn(#[from] NnError),
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
 }
 
 /// Metrics over a set of images.
@@ -76,7 +78,9 @@ pub fn evaluate(
     skip_bad: bool,
 ) -> Result<EvalResult, EvalError> {
     let classes = net.spec().output().elements() as usize;
-    let (h, w) = net.spec().input().hw();
+    let (h, w) = crate::data::image_hw(net.spec().input())?;
+    let what = format!("evaluating in batches of {batch}");
+    crate::budget::check_network(&what, net.spec(), batch as u64, false)?;
     let class_names = source.class_names().to_vec();
     let plans = BatchPlan::sequential(indices, batch);
     let loader = Prefetcher::spawn(source, plans, LoaderConfig { h, w, augment: None, skip_bad, prefetch: 2 });
@@ -90,6 +94,10 @@ pub fn evaluate(
             continue;
         }
         let logits = net.forward(b.x.view(), Mode::Eval);
+        if let Some(&value) = logits.iter().find(|v| !v.is_finite()) {
+            let what = format!("a batch of {} images", b.labels.len());
+            return Err(EvalError::Nn(NnError::NonFiniteOutput { what, value }));
+        }
         let (loss, _, c) = try_softmax_cross_entropy(logits.view(), &b.labels)?;
         loss_sum += loss as f64 * b.labels.len() as f64;
         correct += c as u64;
@@ -98,6 +106,9 @@ pub fn evaluate(
             // Softmax keeps the order, so the logits' argmax is the class.
             confusion[label][argmax(row.iter().copied()).unwrap_or(0)] += 1;
         }
+    }
+    if seen == 0 && !skipped.is_empty() {
+        return Err(EvalError::Data(DataError::AllUnreadable { count: skipped.len(), first: skipped[0].clone() }));
     }
     let per_class_accuracy = (0..classes)
         .map(|i| {

@@ -5,6 +5,7 @@
 //! module per subcommand over them, and nothing else imports from it.
 pub mod arch;
 pub mod atomic;
+pub mod budget;
 pub mod checkpoint;
 pub mod commands;
 pub mod compare;
@@ -15,6 +16,7 @@ pub mod import;
 pub mod model_file;
 pub mod nn;
 pub mod optim;
+pub mod out;
 pub mod prediction;
 pub mod preprocess;
 pub mod provenance;

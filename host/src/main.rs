@@ -19,6 +19,10 @@ fn main() -> std::process::ExitCode {
     let cli = host::commands::Cli::parse();
     match host::commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of our output went away (`host summary | head`): nothing
+        // to say, and no one to say it to. 141 is what a shell reports for a
+        // process ended by SIGPIPE.
+        Err(e) if host::out::is_broken_pipe(&e) => std::process::ExitCode::from(141),
         Err(e) => {
             eprintln!("error: {}", describe(&e));
             std::process::ExitCode::FAILURE

@@ -4,14 +4,14 @@
 //! takes `--model` goes through here.
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use shared::engine;
 use shared::format::AlignedBytes;
 use shared::model::{Precision, QuantModel};
-use shared::spec::Shape;
 
 /// Read a model file into a buffer aligned for in-place parsing.
 pub fn read_model_file(path: &Path) -> Result<AlignedBytes> {
+    crate::budget::check_file("the model file", path)?;
     let raw = std::fs::read(path).with_context(|| format!("reading model file {}", path.display()))?;
     Ok(AlignedBytes::copy_from(&raw))
 }
@@ -21,6 +21,15 @@ pub fn parse_model<'a>(bytes: &'a AlignedBytes, path: &Path) -> Result<QuantMode
     let model = shared::format::parse(bytes.as_bytes()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     engine::validate(&model).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(model)
+}
+
+/// What running `model` allocates, held to the memory limit before any run
+/// (the file declares it: a tiny file may declare a huge input): the
+/// engine's arena, and the float image and encoded input at its input size.
+pub fn check_runnable(model: &QuantModel) -> Result<(), crate::budget::BudgetError> {
+    let arena = engine::plan(model).arena_bytes as u64;
+    let input = model.spec.input().elements().saturating_mul(4 + 4);
+    crate::budget::check("running the model (its activation arena and input)", arena.saturating_add(input))
 }
 
 /// Encode float pixels (NHWC, [0, 1]) as the model's input bytes, through
@@ -45,8 +54,8 @@ pub fn encode_input(model: &QuantModel, pixels: &[f32]) -> Result<Vec<u8>> {
 
 /// Preprocess an image file for `model`: decode, resize, encode.
 pub fn image_input(model: &QuantModel, path: &Path) -> Result<Vec<u8>> {
-    let Shape::Image { .. } = model.spec.input() else { bail!("the model's input is not an image") };
-    let (h, w) = model.spec.input().hw();
+    check_runnable(model)?;
+    let (h, w) = crate::data::image_hw(model.spec.input())?;
     let img = crate::data::load_image_file(path, h, w)?;
     let pixels: Vec<f32> = img.iter().copied().collect();
     encode_input(model, &pixels)

@@ -1,8 +1,9 @@
 //! Predictions in the tutorial's words ("This image most likely belongs to
 //! sunflowers with a 97.12 percent confidence.") with the top five classes,
 //! the same for the float network, the simulator and the device.
-use crate::data::{load_image_file, DataError};
-use crate::nn::{Mode, Network};
+use crate::data::load_image_file;
+use crate::eval::EvalError;
+use crate::nn::{Mode, Network, NnError};
 use ndarray::Array4;
 use serde::Serialize;
 use shared::numeric::{rank, softmax_in_place};
@@ -28,7 +29,8 @@ impl Prediction {
         order.sort_by(|a, b| rank(*a, *b));
         let mut probs = logits.to_vec();
         softmax_in_place(&mut probs);
-        let name = |i: usize| class_names.get(i).cloned().unwrap_or_else(|| format!("class {i}"));
+        let name =
+            |i: usize| class_names.get(i).map(|n| crate::out::printable(n)).unwrap_or_else(|| format!("class {i}"));
         let top: Vec<(String, f32)> = order.iter().take(5).map(|&(i, _)| (name(i), 100.0 * probs[i])).collect();
         let (class, confidence) = top.first().cloned().unwrap_or_else(|| ("(no classes)".into(), 0.0));
         Prediction { path: path.to_path_buf(), class, confidence, top }
@@ -52,19 +54,24 @@ impl Prediction {
 }
 
 /// Classify each of `paths` (decoded and resized to the model input like the
-/// training images). The first unreadable file is an error naming it.
+/// training images). The first unreadable file is an error naming it, and
+/// so is one the network computes non-finite logits for.
 pub fn predict_files(
     net: &mut Network,
     class_names: &[String],
     paths: &[PathBuf],
-) -> Result<Vec<Prediction>, DataError> {
-    let (h, w) = net.spec().input().hw();
+) -> Result<Vec<Prediction>, EvalError> {
+    let (h, w) = crate::data::image_hw(net.spec().input())?;
     paths
         .iter()
         .map(|p| {
             let img = load_image_file(p, h, w)?;
             let x = img.insert_axis(ndarray::Axis(0));
-            Ok(predict_array(net, class_names, x, p))
+            let logits = net.forward(x.view(), Mode::Eval);
+            if let Some(&value) = logits.iter().find(|v| !v.is_finite()) {
+                return Err(NnError::NonFiniteOutput { what: p.display().to_string(), value }.into());
+            }
+            Ok(Prediction::from_logits(p, class_names, &logits.row(0).to_vec()))
         })
         .collect()
 }

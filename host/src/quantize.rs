@@ -209,12 +209,20 @@ pub fn quantize(
 /// validate it with the shared parser before reporting success.
 pub fn write_model_file(model: &OwnedModel, path: &Path) -> Result<usize> {
     let bytes = shared::format::write(&model.view()).map_err(|e| anyhow::anyhow!("encoding the model file: {e}"))?;
-    crate::atomic::write_atomic(path, &bytes)?;
-    let back = crate::model_file::read_model_file(path)?;
-    let parsed = shared::format::parse(back.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if parsed != model.view() {
-        bail!("{}: the file read back differs from the model written", path.display());
-    }
+    // Read back and compared before it is renamed into place: a file that
+    // fails is removed, and whatever `path` held stays.
+    crate::atomic::write_atomic_checked(path, &bytes, |tmp| -> Result<()> {
+        let back = crate::model_file::read_model_file(tmp)?;
+        let parsed = shared::format::parse(back.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if parsed != model.view() {
+            bail!("{}: the file read back differs from the model written", path.display());
+        }
+        Ok(())
+    })
+    .map_err(|e| match e {
+        crate::atomic::CheckedWriteError::Write(w) => anyhow::Error::new(w),
+        crate::atomic::CheckedWriteError::Check(c) => c.context(format!("{}: nothing was written", path.display())),
+    })?;
     Ok(bytes.len())
 }
 
@@ -282,7 +290,11 @@ impl Default for Calibration<'_> {
 /// the float network.
 pub fn calibrate(ck: &crate::checkpoint::Checkpoint, cal: &Calibration) -> Result<Ranges> {
     let sel = crate::provenance::open_for_checkpoint(ck, cal.data, None).context("choosing calibration images")?;
-    let (h, w) = ck.input_hw();
+    let (h, w) = crate::data::image_hw(ck.spec.input())?;
+    // The calibration images are held at once, then run in chunks of 32.
+    let pixels = (cal.images.max(1) as u64).saturating_mul((h * w * 3) as u64);
+    crate::budget::check_elements(&format!("{} calibration images at {h}x{w}", cal.images.max(1)), pixels, 4)?;
+    crate::budget::check_network("calibrating in batches of 32", &ck.spec, 32, false)?;
     let images = sel.data.calibration_images(cal.images.max(1), h, w, cal.seed)?;
     if images.len_of(Axis(0)) == 0 {
         bail!("no readable calibration images in {}", sel.data.source.summary());
@@ -293,7 +305,18 @@ pub fn calibrate(ck: &crate::checkpoint::Checkpoint, cal: &Calibration) -> Resul
         calibrator.observe(&mut net, chunk);
     }
     eprintln!("calibrated on {} images of {}", calibrator.images(), sel.data.source.summary());
-    Ok(calibrator.ranges(ck.preprocess.as_ref()))
+    let ranges = calibrator.ranges(ck.preprocess.as_ref());
+    // Finite weights can still overflow f32 on the way through (values near
+    // 3e38): a non-finite range would quantize to nonsense.
+    for (i, &(lo, hi)) in ranges.layers.iter().enumerate() {
+        if !(lo.is_finite() && hi.is_finite()) {
+            bail!(
+                "calibration: layer {i} ({}) computed values in [{lo}, {hi}]: the weights overflow f32 arithmetic",
+                ck.spec.layer_name(i)
+            );
+        }
+    }
+    Ok(ranges)
 }
 
 /// Quantize a loaded checkpoint: calibrate (int8) on `cal`'s images, then
@@ -308,5 +331,25 @@ pub fn quantize_checkpoint(
         Precision::F16 => None,
         Precision::Int8 => Some(calibrate(ck, cal)?),
     };
-    quantize(&params, precision, ranges.as_ref(), &ck.class_names, ck.preprocess.as_ref())
+    let model = quantize(&params, precision, ranges.as_ref(), &ck.class_names, ck.preprocess.as_ref())?;
+    check_f16_range(&model)?;
+    Ok(model)
+}
+
+/// f16 tops out at 65504: a weight (or a BatchNormalization scale or shift,
+/// folded before rounding) beyond it becomes infinity, and the model would
+/// compute NaN. Named by layer instead.
+pub fn check_f16_range(model: &OwnedModel) -> Result<()> {
+    for (i, (w, _)) in model.layers.iter().enumerate() {
+        if let convert::OwnedWeights::F16 { weights, bias } = w {
+            if let Some(v) = weights.iter().chain(bias).find(|v| !v.is_finite()) {
+                bail!(
+                    "layer {i} ({}): a value beyond f16's range (largest 65504) became {v}: \
+                     this model cannot be stored as f16 (int8 may fit)",
+                    model.spec.layer_name(i)
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -84,6 +84,7 @@ impl Observer for Recorder<'_> {
 
 /// Validate and plan `model` once for many [`simulate_prepared`] runs.
 pub fn prepare<'m>(model: &'m QuantModel<'m>) -> Result<Prepared<'m>> {
+    crate::model_file::check_runnable(model)?;
     engine::prepare(model).map_err(|e| anyhow!("engine: {e}"))
 }
 

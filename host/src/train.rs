@@ -40,6 +40,9 @@ pub struct TrainConfig {
     pub data_dir: Option<PathBuf>,
     /// A preset, or a stack file (Keras `to_json()` or our layer JSON).
     pub arch: ArchSource,
+    /// Whether `arch` was asked for (`--arch`) rather than defaulted: with
+    /// `resume`, an asked-for stack must be the checkpoint's.
+    pub arch_given: bool,
     /// Input height and width (None: the preset's).
     pub input: Option<u32>,
     /// Total epochs (with `resume`, including those already done, like Keras's `epochs` with `initial_epoch`).
@@ -71,6 +74,7 @@ impl TrainConfig {
         TrainConfig {
             data_dir,
             arch: ArchSource::Preset(if embedded { Arch::AlexNetMicro } else { Arch::AlexNet }),
+            arch_given: false,
             input: None,
             epochs: if embedded { DEFAULT_EMBEDDED_EPOCHS } else { 10 },
             batch_size: if embedded { DEFAULT_EMBEDDED_BATCH } else { 128 },
@@ -111,6 +115,10 @@ pub enum TrainError {
     Report(#[from] ReportError),
     #[error("{0}")]
     Nn(#[from] NnError),
+    /// Not transparent: the StdoutError itself must stay in the error chain,
+    /// where `main` looks for a closed pipe.
+    #[error("{0}")]
+    Stdout(#[from] crate::out::StdoutError),
     #[error("{arch} at {input}x{input}x3: {what}")]
     Spec { arch: String, input: u32, what: String },
     #[error("--arch: {0}")]
@@ -119,6 +127,10 @@ pub enum TrainError {
     BadBatch,
     #[error("--resume: {0}")]
     Resume(String),
+    #[error("epoch {epoch} trained on no image: all {skipped} were unreadable and skipped (first: {first})")]
+    NothingTrained { epoch: usize, skipped: u64, first: String },
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
     #[error(
         "the loss became {value} at epoch {epoch}, step {step}: training diverged; \
          the last good checkpoint is {}. Try a lower --lr.", last_good.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none (no epoch finished)".into())
@@ -131,6 +143,7 @@ impl From<EvalError> for TrainError {
         match e {
             EvalError::Data(d) => TrainError::Data(d),
             EvalError::Nn(n) => TrainError::Nn(n),
+            EvalError::Budget(b) => TrainError::Budget(b),
         }
     }
 }
@@ -185,10 +198,28 @@ impl RunSettings {
         }
     }
 
-    /// The saved run's settings; a `--data` given now still wins (the same
-    /// images may have moved).
-    fn resumed(cfg: &TrainConfig, m: &TrainMeta) -> RunSettings {
-        RunSettings {
+    /// The saved run's settings. A `--data` given now must be the recorded
+    /// folder, unless that folder is gone (the same images moved): then the
+    /// new one is used and recorded.
+    fn resumed(cfg: &TrainConfig, m: &TrainMeta) -> Result<RunSettings, TrainError> {
+        match (&cfg.data_dir, &m.data_dir) {
+            (Some(now), Some(then)) if then.exists() && !same_file(now, then) => {
+                return Err(TrainError::Resume(format!(
+                    "--data {} is not the folder the run was trained on ({}); \
+                     leave --data out, or start a new run with another --out",
+                    now.display(),
+                    then.display()
+                )))
+            }
+            (Some(now), None) => {
+                return Err(TrainError::Resume(format!(
+                    "--data {}: the run was trained on the embedded set; start a new run with another --out",
+                    now.display()
+                )))
+            }
+            _ => {}
+        }
+        Ok(RunSettings {
             seed: m.seed,
             batch_size: m.batch_size,
             val_split: m.val_split,
@@ -197,7 +228,7 @@ impl RunSettings {
             optimizer: m.optimizer.into(),
             schedule: m.schedule.into(),
             data_dir: cfg.data_dir.clone().or(m.data_dir.clone()),
-        }
+        })
     }
 }
 
@@ -214,6 +245,14 @@ impl TrainState {
     /// A new network and optimizer, initialised from the seed.
     fn fresh(cfg: &TrainConfig, s: &RunSettings, data: &Dataset) -> Result<TrainState, TrainError> {
         let stack = cfg.arch.build(cfg.input, data.class_names().len() as u32).map_err(TrainError::Arch)?;
+        let what = format!(
+            "training {} at {}x{} with batch {}",
+            stack.name,
+            stack.spec.input().hw().0,
+            stack.spec.input().hw().1,
+            s.batch_size
+        );
+        crate::budget::check_network(&what, &stack.spec, s.batch_size as u64, true)?;
         let meta = TrainMeta {
             epoch: 0,
             step: 0,
@@ -239,7 +278,31 @@ impl TrainState {
     }
 
     /// The network and optimizer state of a saved run, on data with its classes.
-    fn resumed(ck: Checkpoint, meta: TrainMeta, s: &RunSettings, data: &Dataset) -> Result<TrainState, TrainError> {
+    fn resumed(
+        cfg: &TrainConfig,
+        ck: Checkpoint,
+        mut meta: TrainMeta,
+        s: &RunSettings,
+        data: &Dataset,
+    ) -> Result<TrainState, TrainError> {
+        // An --arch or --input given now must describe the saved network.
+        let (h, w) = ck.spec.input().hw();
+        let contradicts = if cfg.arch_given {
+            let input = cfg.input.or(Some(h as u32));
+            cfg.arch.build(input, data.class_names().len() as u32).map_err(TrainError::Arch)?.spec != ck.spec
+        } else {
+            cfg.input.is_some_and(|i| (i as usize, i as usize) != (h, w))
+        };
+        if contradicts {
+            return Err(TrainError::Resume(format!(
+                "--arch/--input ask for another network than the run's ({}, input {h}x{w}); \
+                 leave them out, or start a new run with another --out",
+                ck.arch
+            )));
+        }
+        crate::budget::check_network("training the saved network", &ck.spec, s.batch_size as u64, true)
+            .map_err(|e| TrainError::Resume(e.to_string()))?;
+        meta.data_dir = s.data_dir.clone();
         if ck.class_names != data.class_names() {
             return Err(TrainError::Resume(format!(
                 "the checkpoint's classes {:?} differ from the data's {:?}",
@@ -258,6 +321,14 @@ impl TrainState {
         let ck = Checkpoint::capture(&self.arch, &self.net, class_names, Some(&self.opt), Some(self.meta.clone()));
         ck.save(path)?;
         Ok(())
+    }
+}
+
+/// Whether `a` and `b` name the same file or folder (their real paths agree).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
     }
 }
 
@@ -305,7 +376,7 @@ impl RunContext<'_> {
         let plans = BatchPlan::epoch(&self.data.split.train, s.batch_size, s.seed, epoch);
         let total_steps = plans.len();
         let start_step = st.meta.step.min(total_steps);
-        let (h, w) = st.net.spec().input().hw();
+        let (h, w) = crate::data::image_hw(st.net.spec().input())?;
         let loader = Prefetcher::spawn(
             self.data.source.clone(),
             plans[start_step..].to_vec(),
@@ -362,19 +433,23 @@ impl RunContext<'_> {
         }
         run.seconds += started.elapsed().as_secs_f64();
         bar.finish_and_clear();
+        if run.seen == 0 {
+            let first = self.skipped.first().cloned().unwrap_or_else(|| "none".into());
+            return Err(TrainError::NothingTrained { epoch: epoch + 1, skipped: run.skipped, first });
+        }
         Ok(EpochPass::Done { run, steps: total_steps })
     }
 
     /// Save a mid-epoch state so `--resume` continues at the next step.
     fn save_interrupted(&mut self, st: &mut TrainState, total_steps: usize) -> Result<(), TrainError> {
         st.save(&self.class_names, &self.last_path)?;
-        println!(
+        crate::outln!(
             "interrupted: saved epoch {} step {}/{} to {} (continue with --resume)",
             st.meta.epoch + 1,
             st.meta.step,
             total_steps,
             self.last_path.display()
-        );
+        )?;
         Ok(())
     }
 
@@ -420,8 +495,10 @@ impl RunContext<'_> {
     fn commit_epoch(&mut self, st: &mut TrainState, record: EpochRecord) -> Result<(), TrainError> {
         let mut scheduler = self.scheduler_of(st);
         let next_lr = scheduler.next_lr(st.opt.lr(), record.val_loss.unwrap_or(record.loss));
+        // A closed or full stdout ends the run, but only after the epoch is saved.
+        let mut printed = Ok(());
         if next_lr != st.opt.lr() {
-            println!("learning rate {} -> {}", st.opt.lr(), next_lr);
+            printed = crate::outln!("learning rate {} -> {}", st.opt.lr(), next_lr);
             st.opt.set_lr(next_lr);
         }
         let improved = match (record.val_accuracy, st.meta.best_val_accuracy) {
@@ -444,8 +521,9 @@ impl RunContext<'_> {
         }
         self.last_good = Some(self.last_path.clone());
         crate::report::write_history(&self.cfg.out, &st.meta.history)?;
+        printed?;
         if !self.skipped.is_empty() {
-            println!("skipped {} unreadable images so far (first: {})", self.skipped.len(), self.skipped[0]);
+            crate::outln!("skipped {} unreadable images so far (first: {})", self.skipped.len(), self.skipped[0])?;
         }
         Ok(())
     }
@@ -467,7 +545,7 @@ pub fn train(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome, Train
     let last_path = cfg.out.join(LAST);
     let resumed = if cfg.resume { Some(load_resume(&last_path)?) } else { None };
     let settings = match &resumed {
-        Some((_, m)) => RunSettings::resumed(cfg, m),
+        Some((_, m)) => RunSettings::resumed(cfg, m)?,
         None => RunSettings::fresh(cfg),
     };
     if settings.batch_size == 0 {
@@ -481,11 +559,11 @@ pub fn train(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome, Train
     };
     let data = Dataset::open(settings.data_dir.as_deref(), &opts)?;
     let mut st = match resumed {
-        Some((ck, meta)) => TrainState::resumed(ck, meta, &settings, &data)?,
+        Some((ck, meta)) => TrainState::resumed(cfg, ck, meta, &settings, &data)?,
         None => TrainState::fresh(cfg, &settings, &data)?,
     };
     let class_names = data.class_names();
-    println!(
+    crate::outln!(
         "{} on {}: {} training, {} validation images, {} classes ({})",
         st.arch,
         data.source.summary(),
@@ -493,11 +571,15 @@ pub fn train(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome, Train
         data.split.val.len(),
         class_names.len(),
         class_names.join(", ")
-    );
+    )?;
     if st.meta.epoch >= cfg.epochs {
-        println!("{} already holds {} epochs; raise --epochs to train further", last_path.display(), st.meta.epoch);
+        crate::outln!(
+            "{} already holds {} epochs; raise --epochs to train further",
+            last_path.display(),
+            st.meta.epoch
+        )?;
     } else if st.meta.epoch > 0 || st.meta.step > 0 {
-        println!("resuming at epoch {}, step {} from {}", st.meta.epoch + 1, st.meta.step, last_path.display());
+        crate::outln!("resuming at epoch {}, step {} from {}", st.meta.epoch + 1, st.meta.step, last_path.display())?;
     }
     let mut ctx = RunContext {
         cfg,
@@ -516,19 +598,21 @@ pub fn train(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome, Train
             EpochPass::Interrupted => return Ok(ctx.outcome(&st, StopReason::Interrupted)),
         };
         let record = ctx.finish_epoch(&mut st, run, steps)?;
-        println!("{}", keras_line(&record, cfg.epochs, steps));
+        // Printed before the save (the tutorial's order), failing after it.
+        let printed = crate::outln!("{}", keras_line(&record, cfg.epochs, steps));
         ctx.commit_epoch(&mut st, record)?;
+        printed?;
         if ctx.asked_to_stop() && st.meta.epoch < cfg.epochs {
-            println!(
+            crate::outln!(
                 "interrupted after epoch {}: saved {} (continue with --resume)",
                 st.meta.epoch,
                 ctx.last_path.display()
-            );
+            )?;
             return Ok(ctx.outcome(&st, StopReason::Interrupted));
         }
     }
     if !ctx.skipped.is_empty() {
-        println!("skipped {} unreadable images in total (--skip-bad)", ctx.skipped.len());
+        crate::outln!("skipped {} unreadable images in total (--skip-bad)", ctx.skipped.len())?;
     }
     Ok(ctx.outcome(&st, StopReason::Finished))
 }

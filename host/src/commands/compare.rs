@@ -58,17 +58,20 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     }
     let report = compare(&ck, &models, &sel.data, &indices)?;
     let plot = args.plot.clone().unwrap_or_else(|| args.models[0].with_file_name("sqnr.png"));
+    let mut inputs: Vec<&std::path::Path> = args.models.iter().map(PathBuf::as_path).collect();
+    inputs.push(&args.checkpoint);
+    crate::atomic::refuse_input_as_output("--plot", &plot, &inputs)?;
     report.plot(&plot)?;
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         v["sqnr_png"] = serde_json::json!(plot);
         v["data"] = serde_json::json!(sel.data.source.summary());
         v["subset"] = serde_json::json!(sel.subset.name());
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        println!("on {} ({} split)", sel.data.source.summary(), sel.subset.name());
-        print!("{}", report.render());
-        println!("per-layer SQNR plot: {}", plot.display());
+        crate::outln!("on {} ({} split)", sel.data.source.summary(), sel.subset.name())?;
+        crate::out!("{}", report.render())?;
+        crate::outln!("per-layer SQNR plot: {}", plot.display())?;
     }
     report.check(args.max_drop, args.min_agreement)
 }

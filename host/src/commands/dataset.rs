@@ -47,17 +47,17 @@ pub fn run(args: &DatasetArgs) -> Result<()> {
     match &args.action {
         DatasetAction::Export { dir, per_class, size, seed } => {
             let n = SyntheticDataset::new(*per_class, *seed).export(dir, (*size).max(1))?;
-            println!("wrote {n} images ({} classes) to {}", crate::data::synthetic::CLASSES.len(), dir.display());
+            crate::outln!("wrote {n} images ({} classes) to {}", crate::data::synthetic::CLASSES.len(), dir.display())?;
         }
         DatasetAction::Info { dir, val_split, seed } => {
             let d = FolderDataset::open(dir)?;
             let split = Split::keras(d.len(), *val_split, *seed)?;
-            println!("Found {} files belonging to {} classes.", d.len(), d.class_names().len());
+            crate::outln!("Found {} files belonging to {} classes.", d.len(), d.class_names().len())?;
             for (i, name) in d.class_names().iter().enumerate() {
-                println!("  {name}: {}", d.files().iter().filter(|f| f.1 == i).count());
+                crate::outln!("  {name}: {}", d.files().iter().filter(|f| f.1 == i).count())?;
             }
-            println!("Using {} files for training.", split.train.len());
-            println!("Using {} files for validation.", split.val.len());
+            crate::outln!("Using {} files for training.", split.train.len())?;
+            crate::outln!("Using {} files for validation.", split.val.len())?;
         }
     }
     Ok(())

@@ -40,8 +40,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let ck = Checkpoint::load(&path)?;
     let mut net = ck.network().with_context(|| format!("checkpoint {}", path.display()))?;
     let CheckpointData { data, subset, indices } = open_for_checkpoint(&ck, args.data.as_deref(), args.subset)?;
-    let r = evaluate(&mut net, data.source.clone(), &indices, args.batch_size.max(1), args.skip_bad)?;
+    let r = evaluate(&mut net, data.source.clone(), &indices, args.batch_size.max(1), args.skip_bad)
+        .map_err(|e| super::with_skip_bad_hint(e.into()))?;
     let plot = args.plot.clone().unwrap_or_else(|| path.with_file_name("confusion.png"));
+    crate::atomic::refuse_input_as_output("--plot", &plot, &[&path])?;
     crate::report::plot_confusion(&plot, &r.class_names, &r.confusion)?;
     if args.json {
         let v = serde_json::json!({
@@ -50,11 +52,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "per_class_accuracy": r.per_class_accuracy, "confusion": r.confusion, "skipped": r.skipped,
             "confusion_png": plot,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        println!("{} on {} ({} split)", path.display(), data.source.summary(), subset.name());
-        print!("{}", r.render());
-        println!("confusion matrix plot: {}", plot.display());
+        crate::outln!("{} on {} ({} split)", path.display(), data.source.summary(), subset.name())?;
+        crate::out!("{}", r.render())?;
+        crate::outln!("confusion matrix plot: {}", plot.display())?;
     }
     Ok(())
 }

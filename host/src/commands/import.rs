@@ -39,6 +39,7 @@ pub struct ImportArgs {
 
 /// Run `host import`.
 pub fn run(args: &ImportArgs) -> Result<()> {
+    crate::atomic::refuse_input_as_output("--out", &args.out, &[&args.file])?;
     let stack = match &args.arch {
         Some(a) => Some(a.build_with(args.input, args.classes).map_err(anyhow::Error::msg)?),
         None => None,
@@ -59,12 +60,12 @@ pub fn run(args: &ImportArgs) -> Result<()> {
     let notes = imported.notes.clone();
     let ck = imported.into_checkpoint(names).map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
     ck.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
-    print!("{}", crate::summary::render(&ck.spec, &ck.arch));
-    println!("input: {}", preprocess::describe(ck.preprocess.as_ref()));
+    crate::out!("{}", crate::summary::render(&ck.spec, &ck.arch))?;
+    crate::outln!("input: {}", preprocess::describe(ck.preprocess.as_ref()))?;
     for n in notes {
-        println!("note: {n}");
+        crate::outln!("note: {n}")?;
     }
-    println!("classes: {}", ck.class_names.join(", "));
-    println!("wrote {}", args.out.display());
+    crate::outln!("classes: {}", ck.class_names.join(", "))?;
+    crate::outln!("wrote {}", args.out.display())?;
     Ok(())
 }

@@ -89,7 +89,8 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
         if streamed.input == shared::band::InputRows::Streamed { "" } else { " (no band group at the input: resident)" }
     );
     let _ = writeln!(s, "MACs per inference: {}", thousands(model.spec.macs()));
-    let labels: Vec<&str> = (0..).map_while(|i| model.class_name(i)).collect();
+    // Names come from the file: control characters are shown escaped.
+    let labels: Vec<String> = (0..).map_while(|i| model.class_name(i)).map(crate::out::printable).collect();
     if !labels.is_empty() {
         let _ = writeln!(s, "classes: {}", labels.join(", "));
     }
@@ -100,10 +101,10 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
 pub fn run(args: &InspectArgs) -> Result<()> {
     let bytes = crate::model_file::read_model_file(&args.file)?;
     let model = crate::model_file::parse_model(&bytes, &args.file)?;
-    print!("{}", render(&model, bytes.as_bytes().len()));
+    crate::out!("{}", render(&model, bytes.as_bytes().len()))?;
     if let Some(board) = args.board {
         let ram = crate::flash::check_ram(board, &model)?;
-        println!("fits {}: {ram}", board.name());
+        crate::outln!("fits {}: {ram}", board.name())?;
     }
     Ok(())
 }

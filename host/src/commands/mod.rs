@@ -22,6 +22,10 @@ pub mod train;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Refuse models, images and files whose declared sizes need more memory than this
+    /// (bytes, or with a K/M/G/T suffix; default: $HOST_MAX_MEMORY, else 8G).
+    #[arg(long, global = true, value_parser = crate::budget::parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 /// The subcommands.
@@ -51,8 +55,35 @@ pub enum Command {
     Compare(compare::CompareArgs),
 }
 
+/// For the commands that take `--skip-bad` (train, eval): an unreadable
+/// image's error says that the option exists. Predict, simulate and flash
+/// read the files they are given and have no such option.
+pub fn with_skip_bad_hint(e: anyhow::Error) -> anyhow::Error {
+    use crate::data::DataError;
+    let unreadable = e.chain().any(|c| {
+        c.downcast_ref::<DataError>()
+            .or_else(|| match c.downcast_ref::<crate::train::TrainError>() {
+                Some(crate::train::TrainError::Data(d)) => Some(d),
+                _ => None,
+            })
+            .or_else(|| match c.downcast_ref::<crate::eval::EvalError>() {
+                Some(crate::eval::EvalError::Data(d)) => Some(d),
+                _ => None,
+            })
+            .is_some_and(DataError::is_unreadable_image)
+    });
+    if unreadable {
+        anyhow::anyhow!("{e:#} (pass --skip-bad to skip unreadable images)")
+    } else {
+        e
+    }
+}
+
 /// Run one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    if let Some(bytes) = cli.max_memory {
+        crate::budget::set_limit(bytes);
+    }
     match cli.command {
         Command::Summary(args) => summary::run(&args),
         Command::Flash(args) => flash::run(args),

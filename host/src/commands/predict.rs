@@ -28,17 +28,17 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let mut net = ck.network()?;
     let preds = predict_files(&mut net, &ck.class_names, &args.images)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&preds)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&preds)?)?;
         return Ok(());
     }
     for (i, p) in preds.iter().enumerate() {
         if preds.len() > 1 {
             if i > 0 {
-                println!();
+                crate::outln!()?;
             }
-            println!("{}:", p.path.display());
+            crate::outln!("{}:", p.path.display())?;
         }
-        print!("{}", p.render());
+        crate::out!("{}", p.render())?;
     }
     Ok(())
 }

@@ -54,6 +54,7 @@ pub struct QuantizeArgs {
 
 /// Run `host quantize`.
 pub fn run(args: &QuantizeArgs) -> Result<()> {
+    crate::atomic::refuse_input_as_output("--out", &args.out, &[&args.checkpoint])?;
     let ck = Checkpoint::load(&args.checkpoint)?;
     let precision = Precision::from(args.to);
     let method = match args.percentile {
@@ -67,13 +68,13 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     let bytes = write_model_file(&model, &args.out)?;
     let view = model.view();
     let plan = shared::engine::plan(&view);
-    println!(
+    crate::outln!(
         "wrote {} ({} model, {} bytes; {} bytes of weights; arena {} bytes); validated by reading it back",
         args.out.display(),
         precision.name(),
         bytes,
         view.weight_bytes(),
         plan.arena_bytes
-    );
+    )?;
     Ok(())
 }

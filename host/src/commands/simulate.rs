@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::model_file::{class_names, image_input, parse_model, read_model_file};
 use crate::prediction::Prediction;
@@ -36,23 +36,23 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
     if let Some(dir) = &args.data {
         let r = simulate_folder(&model, dir)?;
         if args.json {
-            println!("{}", serde_json::to_string(&r)?);
+            crate::outln!("{}", serde_json::to_string(&r)?)?;
         } else {
-            println!(
+            crate::outln!(
                 "{}: {}/{} correct, accuracy {:.2} %, {:.3} ms per image",
                 dir.display(),
                 r.correct,
                 r.images,
                 100.0 * r.accuracy,
                 r.ms_per_image
-            );
+            )?;
         }
         return Ok(());
     }
     if args.images.is_empty() {
         bail!("give image files to classify, or --data DIR");
     }
-    let prepared = prepare(&model)?;
+    let prepared = prepare(&model).with_context(|| args.model.display().to_string())?;
     let mut all = Vec::new();
     for path in &args.images {
         let input = image_input(&model, path)?;
@@ -65,14 +65,14 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
             all.push(run_json(&model, path, &run));
         } else {
             let pred = Prediction::from_logits(path, &class_names(&model), &run.logits);
-            println!("{}:", path.display());
-            print!("{}", pred.render());
-            print!("{}", layer_table(&run));
+            crate::outln!("{}:", path.display())?;
+            crate::out!("{}", pred.render())?;
+            crate::out!("{}", layer_table(&run))?;
         }
     }
     if args.json {
         let v = if all.len() == 1 { all.remove(0) } else { serde_json::Value::Array(all) };
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
     }
     Ok(())
 }

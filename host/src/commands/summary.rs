@@ -23,7 +23,7 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
     // Presets default to the tutorial's 1000 classes; a stack file has its own.
     let classes = args.classes.or(matches!(args.arch, ArchSource::Preset(_)).then_some(1000));
     let stack = args.arch.build_with(args.input, classes).map_err(anyhow::Error::msg)?;
-    print!("{}", crate::summary::render(&stack.spec, &stack.name));
-    println!("input: {}", crate::preprocess::describe(stack.preprocess.as_ref()));
+    crate::out!("{}", crate::summary::render(&stack.spec, &stack.name))?;
+    crate::outln!("input: {}", crate::preprocess::describe(stack.preprocess.as_ref()))?;
     Ok(())
 }

@@ -130,6 +130,10 @@ impl TrainArgs {
         let mut cfg = TrainConfig::defaults(self.data.clone());
         if let Some(a) = &self.arch {
             cfg.arch = a.clone();
+            cfg.arch_given = true;
+        }
+        if self.epochs == Some(0) {
+            return Err("--epochs 0 trains nothing: give at least 1".into());
         }
         cfg.input = self.input;
         cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
@@ -170,17 +174,17 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         eprintln!("\nCtrl-C: stopping after this step and saving a checkpoint (press again to quit now)");
     });
     let t0 = Instant::now();
-    let out = train(&cfg, &stop)?;
+    let out = train(&cfg, &stop).map_err(|e| super::with_skip_bad_hint(e.into()))?;
     let last = out.history.last();
-    println!(
+    crate::outln!(
         "{} after {} epochs in {:.1}s; checkpoint {}{}",
         if out.stop == StopReason::Finished { "done" } else { "stopped" },
         out.epochs_done,
         t0.elapsed().as_secs_f64(),
         out.checkpoint.display(),
         last.and_then(|r| r.val_accuracy).map(|a| format!("; val_accuracy {a:.4}")).unwrap_or_default()
-    );
-    println!("history: {0}/history.csv, {0}/history.json, plots: {0}/curves.png", cfg.out.display());
+    )?;
+    crate::outln!("history: {0}/history.csv, {0}/history.json, plots: {0}/curves.png", cfg.out.display())?;
     Ok(())
 }
 

@@ -18,11 +18,54 @@ pub fn stack(images: &[Array3<f32>], h: usize, w: usize) -> Result<Array4<f32>, 
 /// f32 in [0, 1]: the one preprocessing shared by training, eval and predict.
 pub fn load_image_file(path: &Path, h: usize, w: usize) -> Result<Array3<f32>, DataError> {
     let bad = |source| DataError::BadImage { path: path.to_path_buf(), source };
-    let reader = image::ImageReader::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    // The file is read whole (its header is looked at twice): its length is
+    // held to the image's share of the memory limit first.
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    let limit = crate::budget::limit() / IMAGE_SHARE_OF_LIMIT;
+    if len > limit {
+        return Err(DataError::FileTooLarge { path: path.to_path_buf(), bytes: len, limit });
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     // Trust the bytes over the extension: a PNG named .jpg still loads.
-    let reader = reader.with_guessed_format().map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(io)?;
+    let jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
+    // The header's size, held to the memory limit before any pixel is decoded.
+    let (iw, ih) = reader.into_dimensions().map_err(bad)?;
+    check_image_size(path, iw, ih)?;
+    if jpeg && !jpeg_is_complete(&bytes) {
+        return Err(DataError::Truncated(path.to_path_buf()));
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(io)?;
     let img = reader.decode().map_err(bad)?.to_rgb8();
     Ok(resize_bilinear(&img, h, w))
+}
+
+/// Bytes per decoded pixel at worst: 16-bit RGBA (8) plus the 8-bit RGB copy (3), rounded up.
+const DECODED_BYTES_PER_PIXEL: u64 = 12;
+
+/// The share of the memory limit one image may take: several loader
+/// threads decode at once.
+pub const IMAGE_SHARE_OF_LIMIT: u64 = 8;
+
+/// A `w x h` image must decode within its share of the memory limit.
+pub fn check_image_size(path: &Path, w: u32, h: u32) -> Result<(), DataError> {
+    let bytes = (w as u64) * (h as u64) * DECODED_BYTES_PER_PIXEL;
+    let limit = crate::budget::limit() / IMAGE_SHARE_OF_LIMIT;
+    if bytes > limit {
+        return Err(DataError::TooLarge { path: path.to_path_buf(), w, h, bytes, limit });
+    }
+    Ok(())
+}
+
+/// Whether a JPEG stream ends with its end-of-image marker (`FF D9`), allowing
+/// a little trailing padding. The decoder fills a cut-off file's missing rows
+/// with grey and reports success, so a truncated file would otherwise be
+/// classified as if it were whole. `FF D9` cannot occur inside entropy-coded
+/// data (an `FF` there is followed by `00` or a restart marker).
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Bilinear resize with half-pixel centres and no antialiasing, as
@@ -59,4 +102,42 @@ pub fn resize_bilinear(img: &image::RgbImage, h: usize, w: usize) -> Array3<f32>
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 90]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        out.into_inner()
+    }
+
+    /// The decoder fills a cut-off JPEG with grey and says nothing: the
+    /// missing end-of-image marker makes it an error naming the file.
+    #[test]
+    fn a_truncated_jpeg_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = jpeg(64, 64);
+        let p = dir.path().join("whole.jpg");
+        std::fs::write(&p, &whole).unwrap();
+        assert!(load_image_file(&p, 8, 8).is_ok());
+        let cut = dir.path().join("cut.jpg");
+        std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+        let e = load_image_file(&cut, 8, 8).unwrap_err();
+        assert!(matches!(e, DataError::Truncated(_)), "{e}");
+        assert!(e.to_string().contains("cut.jpg"), "{e}");
+    }
+
+    /// The header's size is checked before decoding.
+    #[test]
+    fn a_huge_declared_image_is_refused_before_decoding() {
+        let limit = crate::budget::limit() / IMAGE_SHARE_OF_LIMIT;
+        let side = ((limit / DECODED_BYTES_PER_PIXEL) as f64).sqrt() as u32 + 2;
+        let e = check_image_size(Path::new("big.png"), side, side).unwrap_err();
+        assert!(matches!(e, DataError::TooLarge { .. }) && e.to_string().contains("big.png"), "{e}");
+        assert!(check_image_size(Path::new("ok.png"), 4000, 3000).is_ok());
+    }
 }

@@ -15,7 +15,34 @@ pub enum DataError {
     OneClass(PathBuf),
     #[error("class folder {} has no images (.jpg, .jpeg, .png, .bmp or .gif)", .0.display())]
     EmptyClass(PathBuf),
-    #[error("cannot read image {}: {source} (pass --skip-bad to skip unreadable images)", path.display())]
+    #[error(
+        "{} links to {}, outside its class folder {}: its images would be labelled {:?}; \
+         remove the link or copy the images into the class folder",
+        link.display(), target.display(), class.display(),
+        class.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    )]
+    LinkOutsideClass { link: PathBuf, target: PathBuf, class: PathBuf },
+    #[error("{} is nested more than {max} folders deep inside its class folder", dir.display())]
+    TooDeep { dir: PathBuf, max: usize },
+    #[error("class folder {} has a control character in its name ({name:?}): rename it", dir.display())]
+    BadClassName { dir: PathBuf, name: String },
+    #[error("the model's input is {0}, not an RGB image (HxWx3): images cannot be fed to it")]
+    NotRgbInput(shared::spec::Shape),
+    #[error("image {} is truncated: the JPEG stream has no end-of-image marker", .0.display())]
+    Truncated(PathBuf),
+    #[error(
+        "image {} is {w}x{h} pixels: decoding it needs {}, over its share ({}) of the memory limit \
+         (raise it with --max-memory or HOST_MAX_MEMORY)",
+        path.display(), crate::budget::human(*bytes), crate::budget::human(*limit)
+    )]
+    TooLarge { path: PathBuf, w: u32, h: u32, bytes: u64, limit: u64 },
+    #[error(
+        "image {} is a {} file, over its share ({}) of the memory limit \
+         (raise it with --max-memory or HOST_MAX_MEMORY)",
+        path.display(), crate::budget::human(*bytes), crate::budget::human(*limit)
+    )]
+    FileTooLarge { path: PathBuf, bytes: u64, limit: u64 },
+    #[error("cannot read image {}: {source}", path.display())]
     BadImage { path: PathBuf, source: image::ImageError },
     #[error("cannot read {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
@@ -27,6 +54,23 @@ pub enum DataError {
     NoTraining { total: usize, split: f32 },
     #[error("the data has {got} classes but the model was trained on {want} ({names})")]
     ClassMismatch { got: usize, want: usize, names: String },
+    #[error("all {count} images were unreadable and skipped: nothing to evaluate (first: {first})")]
+    AllUnreadable { count: usize, first: String },
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
     #[error("every image of a batch was unreadable (first: {0})")]
     EmptyBatch(String),
+}
+
+impl DataError {
+    /// Whether this is one image that could not be read (what `--skip-bad` skips).
+    pub fn is_unreadable_image(&self) -> bool {
+        matches!(
+            self,
+            DataError::BadImage { .. }
+                | DataError::Truncated(_)
+                | DataError::TooLarge { .. }
+                | DataError::FileTooLarge { .. }
+        )
+    }
 }

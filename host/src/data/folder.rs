@@ -37,6 +37,11 @@ impl FolderDataset {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             if path.is_dir() && !name.starts_with('.') {
+                // A class name is a label printed in tables and written one per
+                // line in checkpoints and model files: no control characters.
+                if name.chars().any(char::is_control) {
+                    return Err(DataError::BadClassName { dir: path, name });
+                }
                 classes.push((name, path));
             }
         }
@@ -48,9 +53,10 @@ impl FolderDataset {
             _ => {}
         }
         let mut files = Vec::new();
+        let real_root = canonical(root)?;
         for (label, (_, dir)) in classes.iter().enumerate() {
             let mut found = Vec::new();
-            list_images(dir, &mut found)?;
+            ClassWalk::new(dir, &real_root)?.list(dir, 0, &mut found)?;
             if found.is_empty() {
                 return Err(DataError::EmptyClass(dir.clone()));
             }
@@ -80,18 +86,83 @@ impl FolderDataset {
     }
 }
 
-/// Append the image files under `dir` (recursively) to `out`.
-fn list_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    let io = |source| DataError::Io { path: dir.to_path_buf(), source };
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        if path.is_dir() {
-            list_images(&path, out)?;
-        } else if is_image_name(&path) {
-            out.push(path);
+/// How deep folders may nest inside a class folder.
+pub const MAX_DEPTH: usize = 64;
+
+/// The real (canonical) path of `path`.
+fn canonical(path: &Path) -> Result<PathBuf, DataError> {
+    std::fs::canonicalize(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })
+}
+
+/// One class folder's walk. Symbolic links are followed, each real folder is
+/// listed once (a second link to a folder already listed, such as `ln -s .
+/// loop`, is skipped: its images are there once already), and a link to a
+/// folder that would put images under the wrong label (another class, the
+/// dataset's root, or any folder holding this class folder) is an error
+/// naming the link, since silently skipping it would drop images the user
+/// meant to train on. Links to folders outside the dataset are followed: a
+/// class may be assembled from folders elsewhere.
+struct ClassWalk<'a> {
+    class_dir: &'a Path,
+    real_class: PathBuf,
+    real_root: &'a Path,
+    seen: std::collections::HashSet<PathBuf>,
+}
+
+impl<'a> ClassWalk<'a> {
+    fn new(class_dir: &'a Path, real_root: &'a Path) -> Result<Self, DataError> {
+        let real_class = canonical(class_dir)?;
+        // A class folder that is a link to the dataset's root (or above it)
+        // would hold every class.
+        if real_root.starts_with(&real_class) {
+            return Err(DataError::LinkOutsideClass {
+                link: class_dir.to_path_buf(),
+                target: real_class,
+                class: class_dir.to_path_buf(),
+            });
         }
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(real_class.clone());
+        Ok(ClassWalk { class_dir, real_class, real_root, seen })
     }
-    Ok(())
+
+    /// Append the image files under `dir` (recursively) to `out`.
+    fn list(&mut self, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+        if depth > MAX_DEPTH {
+            return Err(DataError::TooDeep { dir: dir.to_path_buf(), max: MAX_DEPTH });
+        }
+        let io = |source| DataError::Io { path: dir.to_path_buf(), source };
+        let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            if !path.is_dir() {
+                if is_image_name(&path) {
+                    out.push(path);
+                }
+                continue;
+            }
+            let is_link = entry.file_type().map_err(io)?.is_symlink();
+            let real = if is_link { canonical(&path)? } else { path.clone() };
+            if is_link {
+                let inside_class = real.starts_with(&self.real_class);
+                // Another class, the root, or an ancestor of this class folder.
+                if !inside_class && (real.starts_with(self.real_root) || self.real_class.starts_with(&real)) {
+                    return Err(DataError::LinkOutsideClass {
+                        link: path,
+                        target: real,
+                        class: self.class_dir.to_path_buf(),
+                    });
+                }
+            }
+            let key = if is_link { real } else { canonical(&path)? };
+            if !self.seen.insert(key) {
+                continue; // this real folder is listed already (a link loop or a second link)
+            }
+            self.list(&path, depth + 1, out)?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether `path` has one of [`IMAGE_EXTENSIONS`].
@@ -167,6 +238,63 @@ mod tests {
         fs::create_dir_all(r.join("b")).unwrap();
         let e = FolderDataset::open(r).unwrap_err();
         assert!(matches!(&e, DataError::EmptyClass(p) if p.ends_with("b")), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_list_each_folder_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        png(&r.join("a/1.png"), [1, 2, 3]);
+        png(&r.join("a/sub/2.png"), [1, 2, 3]);
+        png(&r.join("b/1.png"), [1, 2, 3]);
+        std::os::unix::fs::symlink(".", r.join("a/s1")).unwrap();
+        std::os::unix::fs::symlink(".", r.join("a/s2")).unwrap();
+        std::os::unix::fs::symlink("..", r.join("a/sub/up")).unwrap();
+        std::os::unix::fs::symlink("sub", r.join("a/again")).unwrap();
+        let d = FolderDataset::open(r).unwrap();
+        let names: Vec<String> = (0..d.len()).map(|i| d.describe(i)).collect();
+        assert_eq!(d.len(), 3, "{names:?}");
+        assert_eq!((0..d.len()).filter(|&i| d.label(i) == 0).count(), 2, "{names:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_out_of_the_class_are_named_errors() {
+        for target in ["..", "../b", "../.."] {
+            let dir = tempfile::tempdir().unwrap();
+            let r = dir.path().join("data");
+            png(&r.join("a/1.png"), [1, 2, 3]);
+            png(&r.join("b/1.png"), [1, 2, 3]);
+            let link = r.join("a/escape");
+            std::os::unix::fs::symlink(target, &link).unwrap();
+            let e = FolderDataset::open(&r).unwrap_err();
+            assert!(matches!(e, DataError::LinkOutsideClass { .. }), "{target}: {e}");
+            assert!(e.to_string().contains(&link.display().to_string()), "{e}");
+        }
+        // A link to a folder outside the dataset is followed.
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path().join("data");
+        png(&r.join("a/1.png"), [1, 2, 3]);
+        png(&r.join("b/1.png"), [1, 2, 3]);
+        png(&dir.path().join("pool/x.png"), [1, 2, 3]);
+        std::os::unix::fs::symlink(dir.path().join("pool"), r.join("b/pool")).unwrap();
+        let d = FolderDataset::open(&r).unwrap();
+        assert_eq!(d.len(), 3);
+        // A class folder that is a link to the root.
+        std::os::unix::fs::symlink(".", r.join("c")).unwrap();
+        assert!(matches!(FolderDataset::open(&r), Err(DataError::LinkOutsideClass { .. })));
+    }
+
+    #[test]
+    fn control_characters_in_class_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        png(&r.join("a/1.png"), [1, 2, 3]);
+        png(&r.join("b\nc/1.png"), [1, 2, 3]);
+        let e = FolderDataset::open(r).unwrap_err();
+        assert!(matches!(e, DataError::BadClassName { .. }), "{e}");
+        assert!(e.to_string().contains("b\\nc"), "{e}");
     }
 
     #[test]

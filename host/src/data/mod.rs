@@ -33,6 +33,17 @@ pub use rng::{mix, stream_rng, tag};
 pub use source::ImageSource;
 pub use synthetic::SyntheticDataset;
 
+/// The height and width images are resized to for a model whose input is
+/// `input`; an input that is not `H x W x 3` (a stack file or an imported
+/// model with one channel, or flat features) is an error naming its shape,
+/// where feeding it RGB images would fail deep inside the network.
+pub fn image_hw(input: shared::spec::Shape) -> Result<(usize, usize), DataError> {
+    match input {
+        shared::spec::Shape::Image { c: 3, .. } => Ok(input.hw()),
+        other => Err(DataError::NotRgbInput(other)),
+    }
+}
+
 /// A Keras-like split of `0..n` into training and validation indices.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Split {
@@ -73,7 +84,15 @@ impl Dataset {
     pub fn open(dir: Option<&Path>, opts: &OpenOptions) -> Result<Dataset, DataError> {
         let source: Arc<dyn ImageSource> = match dir {
             Some(d) => Arc::new(FolderDataset::open(d)?),
-            None => Arc::new(SyntheticDataset::new(opts.per_class, opts.synthetic_seed)),
+            None => {
+                // --per-class is a size an option declares: the split and each
+                // epoch's shuffled order hold an index per image.
+                let what = format!("--per-class {}", opts.per_class);
+                let n = (opts.per_class as u64).checked_mul(synthetic::CLASSES.len() as u64);
+                let n = n.ok_or_else(|| crate::budget::BudgetError::Overflow { what: what.clone() })?;
+                crate::budget::check_elements(&format!("{what} ({n} images)"), n, 24)?;
+                Arc::new(SyntheticDataset::new(opts.per_class, opts.synthetic_seed))
+            }
         };
         let split = Split::keras(source.len(), opts.val_split, opts.seed)?;
         Ok(Dataset { source, split })

@@ -38,6 +38,9 @@ impl SyntheticDataset {
     /// Write every image as `dir/<class>/<class>_NNNN.png` at `size x size`,
     /// a tree that [`super::folder::FolderDataset`] reads back with the same labels.
     pub fn export(&self, dir: &Path, size: u32) -> Result<usize, DataError> {
+        // Each image is rendered as f32 and then as 8-bit RGB: 15 bytes a pixel.
+        let pixels = (size as u64) * (size as u64);
+        crate::budget::check_elements(&format!("rendering {size}x{size} images"), pixels, 15)?;
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| DataError::Io { path, source }

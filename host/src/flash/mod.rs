@@ -80,6 +80,7 @@ pub struct FlashOptions {
 /// The model's input bytes for each `--image` or `--input-raw`, with the
 /// path that names it.
 fn model_inputs(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    crate::model_file::check_runnable(model).with_context(|| opts.model.display().to_string())?;
     let expected = model.spec.input().elements() as usize * model.precision.activation_bytes();
     let mut inputs = Vec::new();
     for raw in &opts.input_raw {
@@ -165,9 +166,9 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
     }
     if opts.json {
         let out = if json.len() == 1 { json.remove(0) } else { serde_json::Value::Array(json) };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
     } else if inputs.len() > 1 {
-        println!("{} inputs in one boot of {}", inputs.len(), opts.board.name());
+        crate::outln!("{} inputs in one boot of {}", inputs.len(), opts.board.name())?;
     }
     Ok(())
 }
@@ -192,17 +193,17 @@ fn report_one(
     if opts.verify {
         verify_against_desktop(model, data, run)?;
         if !opts.json {
-            println!(
+            crate::outln!(
                 "verified: the device's output and all {} layer hashes equal the desktop engine's",
                 run.layers.len()
-            );
+            )?;
         }
     }
     let report = DeviceReport::new(run, model, path, opts.layers)?;
     if opts.json {
         json.push(report.to_json());
     } else {
-        print!("{}", report.render_text());
+        crate::out!("{}", report.render_text())?;
     }
     Ok(())
 }

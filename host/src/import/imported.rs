@@ -35,7 +35,11 @@ impl Imported {
             train: None,
             preprocess: self.preprocess,
         };
-        // The same check `Checkpoint::load` makes: the tensors build the network.
+        // The same checks `Checkpoint::load` makes: hyperparameters in range,
+        // finite weights, a network that fits the memory limit, tensors that
+        // build it.
+        crate::checkpoint::check_values(&ck.spec, &ck.tensors)?;
+        crate::budget::check_network("the imported model", &ck.spec, 1, false).map_err(|e| e.to_string())?;
         ck.network().map_err(|e| e.to_string())?;
         Ok(ck)
     }

@@ -20,9 +20,26 @@ pub fn import_keras_zip(path: &Path) -> Result<Imported, ImportError> {
     let file = std::fs::File::open(path).map_err(|source| ImportError::Read { path: path.to_path_buf(), source })?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| fmt(format!("not a .keras (zip) file: {e}")))?;
     let mut member = |name: &str| -> Result<Vec<u8>, ImportError> {
-        let mut f = zip.by_name(name).map_err(|e| fmt(format!("no {name} inside: {e}")))?;
-        let mut bytes = Vec::new();
-        f.read_to_end(&mut bytes).map_err(|e| fmt(format!("reading {name}: {e}")))?;
+        let f = zip.by_name(name).map_err(|e| fmt(format!("no {name} inside: {e}")))?;
+        // The inflated size the archive declares is held to the memory limit
+        // before reading, and the reading itself stops at that size: a member
+        // that inflates past what its header says is an error, not a bomb.
+        // Its bytes and the tensors read from them are held at once: twice its size.
+        let declared = f.size();
+        crate::budget::check(
+            &format!("{name}, inflated to {declared} bytes and then decoded,"),
+            declared.saturating_mul(2),
+        )
+        .map_err(|e| fmt(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(declared.min(1 << 24) as usize);
+        f.take(declared + 1).read_to_end(&mut bytes).map_err(|e| fmt(format!("reading {name}: {e}")))?;
+        if bytes.len() as u64 != declared {
+            return Err(fmt(format!(
+                "{name} inflates to {}{} bytes, its header says {declared}",
+                bytes.len(),
+                if bytes.len() as u64 > declared { "+" } else { "" }
+            )));
+        }
         Ok(bytes)
     };
     let config = member("config.json")?;

@@ -186,15 +186,20 @@ impl Builder<'_> {
     }
 
     fn set_input(&mut self, name: &str, shape: &Value) -> Result<(), ImportError> {
-        let dims: Option<Vec<Option<u64>>> = shape.as_array().map(|a| a.iter().map(Value::as_u64).collect());
+        // Sizes past the batch axis must be whole numbers from 1 to u32::MAX.
+        let dims: Option<Vec<Option<u32>>> =
+            shape.as_array().map(|a| a.iter().skip(1).map(|d| size(d, "input dimension").ok()).collect());
         let shape = match dims.as_deref() {
-            Some([_, Some(h), Some(w), Some(c)]) => Shape::image(*h as u32, *w as u32, *c as u32),
-            Some([_, Some(n)]) => Shape::Flat(*n as u32),
+            Some([Some(h), Some(w), Some(c)]) => Shape::image(*h, *w, *c),
+            Some([Some(n)]) => Shape::Flat(*n),
             _ => {
                 return Err(self.unsupported(
                     name,
                     "input",
-                    format!("input shape {shape} is not (batch, h, w, c) or (batch, n) with known sizes"),
+                    format!(
+                        "input shape {shape} is not (batch, h, w, c) or (batch, n) with known sizes from 1 to {}",
+                        u32::MAX
+                    ),
                 ))
             }
         };
@@ -261,19 +266,19 @@ impl Builder<'_> {
                 }
             }
             "Conv2D" => {
-                let get2 = |k: &str| pair(c.get(k));
-                let (kh, kw) = get2("kernel_size").ok_or_else(|| un("no kernel_size"))?;
-                let (sh, sw) = get2("strides").unwrap_or((1, 1));
+                let get2 = |k: &str| pair(c.get(k), k).map_err(|e| un(&e));
+                let (kh, kw) = get2("kernel_size")?.ok_or_else(|| un("no kernel_size"))?;
+                let (sh, sw) = get2("strides")?.unwrap_or((1, 1));
                 if kh != kw {
                     return Err(un(&format!("kernel {kh}x{kw} is not square")));
                 }
                 if sh != sw {
                     return Err(un(&format!("strides {sh}x{sw} are not equal")));
                 }
-                if get2("dilation_rate").is_some_and(|d| d != (1, 1)) {
+                if get2("dilation_rate")?.is_some_and(|d| d != (1, 1)) {
                     return Err(un("dilation is not supported"));
                 }
-                if c.get("groups").and_then(Value::as_u64).is_some_and(|g| g != 1) {
+                if c.get("groups").is_some_and(|g| !g.is_null() && g.as_u64() != Some(1)) {
                     return Err(un("grouped convolution is not supported"));
                 }
                 if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
@@ -284,20 +289,14 @@ impl Builder<'_> {
                     Some("same") => Padding::Same,
                     Some(p) => return Err(un(&format!("padding {p:?} is not supported"))),
                 };
-                let filters = c.get("filters").and_then(Value::as_u64).ok_or_else(|| un("no filters"))?;
+                let filters = size(c.get("filters").ok_or_else(|| un("no filters"))?, "filters").map_err(|e| un(&e))?;
                 let activation = self.activation(&name, kind, &c)?;
                 if activation == Activation::Softmax {
                     return Err(un("a softmax convolution is not supported"));
                 }
                 let use_bias = c.get("use_bias").and_then(Value::as_bool).unwrap_or(true);
                 self.push_weights(&name, WeightKind::Conv { use_bias });
-                self.layers.push(Layer::Conv2D(Conv2D {
-                    filters: filters as u32,
-                    kernel: kh,
-                    stride: sh,
-                    padding,
-                    activation,
-                }));
+                self.layers.push(Layer::Conv2D(Conv2D { filters, kernel: kh, stride: sh, padding, activation }));
             }
             "BatchNormalization" => {
                 let axis = c.get("axis");
@@ -313,16 +312,19 @@ impl Builder<'_> {
                 if !last {
                     return Err(un("only the last (channel) axis is supported"));
                 }
-                let epsilon = c.get("epsilon").and_then(Value::as_f64).unwrap_or(1e-3) as f32;
-                let momentum = c.get("momentum").and_then(Value::as_f64).unwrap_or(0.99) as f32;
+                let max_eps = crate::checkpoint::MAX_EPSILON as f64;
+                let range = format!("(0, {max_eps}]");
+                let epsilon = float_in(&c, "epsilon", 1e-3, |x| x > 0.0 && x <= max_eps, &range).map_err(|e| un(&e))?;
+                let momentum =
+                    float_in(&c, "momentum", 0.99, |x| (0.0..=1.0).contains(&x), "[0, 1]").map_err(|e| un(&e))?;
                 let scale = c.get("scale").and_then(Value::as_bool).unwrap_or(true);
                 let center = c.get("center").and_then(Value::as_bool).unwrap_or(true);
                 self.push_weights(&name, WeightKind::BatchNorm { scale, center });
                 self.layers.push(Layer::BatchNorm { epsilon, momentum });
             }
             "MaxPooling2D" | "MaxPool2D" => {
-                let (ph, pw) = pair(c.get("pool_size")).unwrap_or((2, 2));
-                let (sh, sw) = pair(c.get("strides")).unwrap_or((ph, pw));
+                let (ph, pw) = pair(c.get("pool_size"), "pool_size").map_err(|e| un(&e))?.unwrap_or((2, 2));
+                let (sh, sw) = pair(c.get("strides"), "strides").map_err(|e| un(&e))?.unwrap_or((ph, pw));
                 if ph != pw || sh != sw {
                     return Err(un("only square pools with equal strides are supported"));
                 }
@@ -333,14 +335,14 @@ impl Builder<'_> {
             }
             "Flatten" => self.layers.push(Layer::Flatten),
             "Dense" => {
-                let units = c.get("units").and_then(Value::as_u64).ok_or_else(|| un("no units"))?;
+                let units = size(c.get("units").ok_or_else(|| un("no units"))?, "units").map_err(|e| un(&e))?;
                 let activation = self.activation(&name, kind, &c)?;
                 let use_bias = c.get("use_bias").and_then(Value::as_bool).unwrap_or(true);
                 self.push_weights(&name, WeightKind::Dense { use_bias });
-                self.layers.push(Layer::Dense { units: units as u32, activation });
+                self.layers.push(Layer::Dense { units, activation });
             }
             "Dropout" => {
-                let rate = c.get("rate").and_then(Value::as_f64).unwrap_or(0.5) as f32;
+                let rate = float_in(&c, "rate", 0.5, |x| (0.0..1.0).contains(&x), "[0, 1)").map_err(|e| un(&e))?;
                 self.layers.push(Layer::Dropout { rate });
             }
             "Activation" | "ReLU" | "Softmax" => {
@@ -454,16 +456,39 @@ fn layer_name(l: &Value) -> &str {
         .unwrap_or("?")
 }
 
-/// `[a, b]` or a single `a` (meaning `[a, a]`).
-fn pair(v: Option<&Value>) -> Option<(u32, u32)> {
-    let v = v?;
-    if let Some(n) = v.as_u64() {
-        return Some((n as u32, n as u32));
+/// A size (filters, units, kernel, stride, input dimension): an integer in
+/// 1..=u32::MAX. Negative, fractional, textual and wrapping values are errors,
+/// never taken modulo 2^32 or replaced by a default.
+fn size(v: &Value, what: &str) -> Result<u32, String> {
+    v.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{what} {v} is not a whole number from 1 to {}", u32::MAX))
+}
+
+/// `[a, b]` or a single `a` (meaning `[a, a]`), each a [`size`]; `Ok(None)` when absent.
+fn pair(v: Option<&Value>, what: &str) -> Result<Option<(u32, u32)>, String> {
+    let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(None) };
+    if v.is_number() {
+        let n = size(v, what)?;
+        return Ok(Some((n, n)));
     }
-    match v.as_array()?.as_slice() {
-        [a, b] => Some((a.as_u64()? as u32, b.as_u64()? as u32)),
-        _ => None,
+    match v.as_array().map(Vec::as_slice) {
+        Some([a, b]) => Ok(Some((size(a, what)?, size(b, what)?))),
+        _ => Err(format!("{what} {v} is not a number or a pair of numbers")),
     }
+}
+
+/// An optional float field: the default when absent, else a finite number
+/// within `ok` (described by `range` in the error).
+fn float_in(c: &Value, key: &str, default: f64, ok: impl Fn(f64) -> bool, range: &str) -> Result<f32, String> {
+    let Some(v) = c.get(key).filter(|v| !v.is_null()) else { return Ok(default as f32) };
+    let x = v.as_f64().ok_or_else(|| format!("{key} {v} is not a number"))?;
+    let f = x as f32;
+    if !(f.is_finite() && ok(x)) {
+        return Err(format!("{key} {v} is not in {range}"));
+    }
+    Ok(f)
 }
 
 /// A scalar (for every channel) or one value per channel.
@@ -573,5 +598,53 @@ mod tests {
         ]}});
         let e = parse(&bad, Path::new("s.json")).expect_err("dilation").to_string();
         assert!(e.contains("\"c\"") && e.contains("Conv2D") && e.contains("dilation"), "{e}");
+    }
+
+    /// Sizes past u32 are refused, not wrapped; negative strides, text where
+    /// a number belongs, and out-of-range epsilon or dropout rates are named.
+    #[test]
+    fn numbers_are_parsed_strictly() {
+        let model = |conv: Value, extra: Value| {
+            json!({"class_name": "Sequential", "config": {"name": "s", "layers": [
+                {"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [null, 8, 8, 3]}},
+                {"class_name": "Conv2D", "config": conv},
+                extra,
+                {"class_name": "Flatten", "config": {"name": "f"}},
+                {"class_name": "Dense", "config": {"name": "d", "units": 2}}
+            ]}})
+        };
+        let conv = |k: &str, v: Value| {
+            let mut c = json!({"name": "c", "filters": 2, "kernel_size": 3});
+            c[k] = v;
+            c
+        };
+        let bn = |k: &str, v: Value| {
+            let mut c = json!({"class_name": "BatchNormalization", "config": {"name": "bn"}});
+            c["config"][k] = v;
+            c
+        };
+        let drop = |v: Value| json!({"class_name": "Dropout", "config": {"name": "dr", "rate": v}});
+        let ok = json!({"class_name": "Dropout", "config": {"name": "dr", "rate": 0.25}});
+        assert!(parse(&model(conv("strides", json!(1)), ok.clone()), Path::new("m.json")).is_ok());
+        let cases = [
+            (model(conv("filters", json!(4294967298u64)), ok.clone()), "filters 4294967298"),
+            (model(conv("strides", json!([-1, -1])), ok.clone()), "strides -1"),
+            (model(conv("strides", json!(4294967297u64)), ok.clone()), "strides 4294967297"),
+            (model(conv("kernel_size", json!("3")), ok.clone()), "kernel_size \"3\""),
+            (model(conv("filters", json!(0)), ok.clone()), "filters 0"),
+            (model(conv("strides", json!(1)), bn("epsilon", json!("tiny"))), "epsilon \"tiny\""),
+            (model(conv("strides", json!(1)), bn("epsilon", json!(1e39))), "epsilon 1e+39"),
+            (model(conv("strides", json!(1)), bn("epsilon", json!(-0.001))), "epsilon -0.001"),
+            (model(conv("strides", json!(1)), drop(json!("half"))), "rate \"half\""),
+            (model(conv("strides", json!(1)), drop(json!(1.5))), "rate 1.5"),
+        ];
+        for (m, want) in cases {
+            let e = parse(&m, Path::new("m.json")).expect_err(want).to_string();
+            assert!(e.contains(want) && e.contains("m.json"), "want {want:?} in: {e}");
+        }
+        let mut huge_input = model(conv("strides", json!(1)), ok);
+        huge_input["config"]["layers"][0]["config"]["batch_input_shape"] = json!([null, 4294967304u64, 8, 3]);
+        let e = parse(&huge_input, Path::new("m.json")).expect_err("input").to_string();
+        assert!(e.contains("4294967304"), "{e}");
     }
 }

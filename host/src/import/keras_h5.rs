@@ -16,6 +16,12 @@ use super::tensors::Tensor;
 use hdf5_pure::{AttrValue, File, Group};
 use std::path::Path;
 
+/// How deep groups may nest in a Keras 3 weights file (Keras nests a few levels).
+pub const MAX_DEPTH: usize = 32;
+
+/// How many groups a Keras 3 weights file may hold (the full AlexNet has ~60).
+pub const MAX_GROUPS: usize = 100_000;
+
 /// One layer's variables in the file's order, with the layer's Keras name.
 #[derive(Clone, Debug)]
 pub struct LayerVars {
@@ -34,6 +40,8 @@ pub struct KerasH5<'p> {
 
 impl<'p> KerasH5<'p> {
     pub fn open(path: &'p Path) -> Result<Self, ImportError> {
+        crate::budget::check_file("the HDF5 file", path)
+            .map_err(|e| ImportError::Format { path: path.to_path_buf(), what: e.to_string() })?;
         let bytes = std::fs::read(path).map_err(|source| ImportError::Read { path: path.to_path_buf(), source })?;
         Self::from_bytes(bytes, path)
     }
@@ -95,21 +103,52 @@ impl<'p> KerasH5<'p> {
     }
 
     /// Keras 3 layout: every `vars` group with datasets `0..n`.
+    ///
+    /// An HDF5 group can be hard-linked below itself (`f["b1/loop"] = f["/"]`
+    /// in h5py), and hdf5-pure exposes no object address to recognise a group
+    /// seen before, so the walk is bounded instead: at most [`MAX_DEPTH`]
+    /// groups deep and [`MAX_GROUPS`] groups in all, each bound an error
+    /// naming where it was hit. Children are opened as they are listed
+    /// (`iter_groups`), not looked up again by name, which made a group with
+    /// many members quadratic.
     fn walk(&self, g: &Group, at: &str, out: &mut Vec<LayerVars>) -> Result<(), ImportError> {
-        let children = g.groups().map_err(|e| self.err(format!("listing {at}/: {e}")))?;
-        for child in children {
+        let mut visited = 0usize;
+        self.walk_bounded(g, at, 0, &mut visited, out)
+    }
+
+    fn walk_bounded(
+        &self,
+        g: &Group,
+        at: &str,
+        depth: usize,
+        visited: &mut usize,
+        out: &mut Vec<LayerVars>,
+    ) -> Result<(), ImportError> {
+        if depth > MAX_DEPTH {
+            return Err(
+                self.err(format!("groups nest more than {MAX_DEPTH} deep at {at}/ (a group linked inside itself?)"))
+            );
+        }
+        let children = g.iter_groups().map_err(|e| self.err(format!("listing {at}/: {e}")))?;
+        for (child, cg) in children {
+            *visited += 1;
+            if *visited > MAX_GROUPS {
+                return Err(self.err(format!(
+                    "more than {MAX_GROUPS} groups (at {at}/{child}): not a Keras weights file, \
+                     or a group linked inside itself"
+                )));
+            }
             let path = format!("{at}/{child}");
-            let cg = g.group(&child).map_err(|e| self.err(format!("group {path}: {e}")))?;
             if child == "vars" {
-                let mut names = cg.datasets().map_err(|e| self.err(format!("listing {path}: {e}")))?;
-                if names.is_empty() {
+                let mut sets: Vec<(String, hdf5_pure::Dataset)> =
+                    cg.iter_datasets().map_err(|e| self.err(format!("listing {path}: {e}")))?.collect();
+                if sets.is_empty() {
                     continue;
                 }
-                names.sort_by_key(|n| n.parse::<u64>().unwrap_or(u64::MAX));
+                sets.sort_by_key(|(n, _)| n.parse::<u64>().unwrap_or(u64::MAX));
                 let mut vars = Vec::new();
-                for n in &names {
-                    let ds = cg.dataset(n).map_err(|e| self.err(format!("dataset {path}/{n}: {e}")))?;
-                    vars.push(self.tensor(&ds, &format!("{path}/{n}"))?);
+                for (n, ds) in &sets {
+                    vars.push(self.tensor(ds, &format!("{path}/{n}"))?);
                 }
                 let attrs = cg.attrs().map_err(|e| self.err(format!("reading {path}'s attributes: {e}")))?;
                 let name = attrs
@@ -118,15 +157,20 @@ impl<'p> KerasH5<'p> {
                     .unwrap_or_else(|| at.rsplit('/').next().unwrap_or("").to_string());
                 out.push(LayerVars { name, location: at.to_string(), vars });
             } else {
-                self.walk(&cg, &path, out)?;
+                self.walk_bounded(&cg, &path, depth + 1, visited, out)?;
             }
         }
         Ok(())
     }
 
     fn tensor(&self, ds: &hdf5_pure::Dataset, location: &str) -> Result<Tensor, ImportError> {
-        let shape: Vec<usize> =
-            ds.shape().map_err(|e| self.err(format!("{location}: {e}")))?.into_iter().map(|d| d as usize).collect();
+        let dims = ds.shape().map_err(|e| self.err(format!("{location}: {e}")))?;
+        // The declared size, held to the memory limit before it is read.
+        let count = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
+        let count = count.ok_or_else(|| self.err(format!("{location}: shape {dims:?} overflows")))?;
+        crate::budget::check_elements(&format!("{location} (shape {dims:?})"), count, 4)
+            .map_err(|e| self.err(e.to_string()))?;
+        let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
         let data = ds.read_f32().map_err(|e| self.err(format!("{location}: cannot read as numbers: {e}")))?;
         if data.len() != shape.iter().product::<usize>() {
             return Err(self.err(format!("{location}: {} values for shape {shape:?}", data.len())));

@@ -79,8 +79,11 @@ pub fn class_names(arg: Option<&str>, outputs: usize) -> Result<Vec<String>, Str
     if names.len() != outputs {
         return Err(format!("{} class names for a model with {outputs} outputs", names.len()));
     }
-    if names.iter().any(|n| n.is_empty() || n.contains('\n')) {
-        return Err("class names must be non-empty single lines".into());
+    if let Some(n) = names.iter().find(|n| n.is_empty() || n.chars().any(char::is_control)) {
+        return Err(format!(
+            "class name {:?}: class names must be non-empty, without control characters",
+            crate::out::printable(n)
+        ));
     }
     Ok(names)
 }

@@ -20,9 +20,11 @@ use tract_onnx::prelude::Framework;
 pub fn import_onnx(path: &Path) -> Result<Imported, ImportError> {
     let fmt = |what: String| ImportError::Format { path: path.to_path_buf(), what };
     let onnx = tract_onnx::onnx();
+    crate::budget::check_file("the ONNX model", path).map_err(|e| fmt(e.to_string()))?;
     let proto = onnx.proto_model_for_path(path).map_err(|e| fmt(format!("not a readable ONNX model: {e}")))?;
     let graph = proto.graph.as_ref().ok_or_else(|| fmt("the model has no graph".into()))?;
     let load = |t: &TensorProto| -> Result<Tensor, ImportError> {
+        check_tensor_proto(t).map_err(|what| fmt(format!("tensor {:?}: {what}", t.name)))?;
         let tensor = tract_onnx::tensor::load_tensor(&*onnx.provider, t, path.parent().and_then(|p| p.to_str()))
             .and_then(|t| t.cast_to::<f32>().map(|c| c.into_owned()))
             .map_err(|e| fmt(format!("tensor {:?}: {e}", t.name)))?;
@@ -51,6 +53,65 @@ pub fn import_onnx(path: &Path) -> Result<Imported, ImportError> {
         b.node(node)?;
     }
     b.finish()
+}
+
+/// Bytes per element of the ONNX data types tract loads as numbers, or None
+/// (strings, complex numbers, bfloat16 and unknown codes).
+fn element_size(data_type: i32) -> Option<u64> {
+    match data_type {
+        2 | 3 | 9 => Some(1),   // uint8, int8, bool
+        4 | 5 | 10 => Some(2),  // uint16, int16, float16
+        1 | 6 | 12 => Some(4),  // float, int32, uint32
+        7 | 11 | 13 => Some(8), // int64, double, uint64
+        _ => None,
+    }
+}
+
+/// A tensor's declared type, shape and data must agree before tract's tensor
+/// code sees them (it panics, or allocates what the shape says, otherwise):
+/// a known number type, non-negative dimensions whose product fits the
+/// memory limit, and exactly as much data as the shape needs.
+fn check_tensor_proto(t: &TensorProto) -> Result<(), String> {
+    let size = element_size(t.data_type)
+        .ok_or_else(|| format!("data type {} is not a number type that can be imported", t.data_type))?;
+    let mut count: u64 = 1;
+    for &d in &t.dims {
+        let d = u64::try_from(d).map_err(|_| format!("dimension {d} of shape {:?} is negative", t.dims))?;
+        count = count.checked_mul(d).ok_or_else(|| format!("shape {:?} overflows 64 bits", t.dims))?;
+    }
+    crate::budget::check_elements(&format!("shape {:?}", t.dims), count, size.max(4)).map_err(|e| e.to_string())?;
+    if t.segment.is_some() {
+        return Err("segmented tensors are not supported".into());
+    }
+    let external = tract_onnx::pb::tensor_proto::DataLocation::External as i32;
+    if t.data_location == Some(external) {
+        return Err("its data is in an external file, which import does not read: \
+                    re-export with the weights inside the .onnx file"
+            .into());
+    }
+    let (have, unit) = if !t.raw_data.is_empty() {
+        (t.raw_data.len() as u64, size)
+    } else {
+        let n = match t.data_type {
+            1 => t.float_data.len(),
+            7 | 13 => t.int64_data.len(),
+            11 => t.double_data.len(),
+            _ => t.int32_data.len(),
+        };
+        (n as u64, 1)
+    };
+    let need = count * unit;
+    if have != need {
+        let what = if unit == 1 { "values" } else { "bytes of raw data" };
+        return Err(format!("holds {have} {what}; its shape {:?} needs {need}", t.dims));
+    }
+    Ok(())
+}
+
+/// An integer attribute or dimension that must be a positive u32 (strides,
+/// kernel sizes, image sizes): zero, negative and wrapped values are errors.
+fn positive_u32(v: i64) -> Option<u32> {
+    u32::try_from(v).ok().filter(|&v| v > 0)
 }
 
 fn input_dims(i: &tract_onnx::pb::ValueInfoProto) -> Option<Vec<usize>> {
@@ -123,6 +184,9 @@ impl<'a> Chain<'a> {
             why,
             supported: super::error::ONNX_SUPPORTED,
         };
+        if dims.iter().any(|&d| u32::try_from(d).is_err()) {
+            return Err(un(format!("shape {dims:?} has a dimension over {}", u32::MAX)));
+        }
         let (layout, hwc) = match *dims {
             [_, c, h, w] if c <= 4 && c > 0 && h > 0 && w > 0 => (Layout::Nchw, (h, w, c)),
             [_, h, w, c] if c <= 4 && c > 0 && h > 0 && w > 0 => (Layout::Nhwc, (h, w, c)),
@@ -220,6 +284,9 @@ impl<'a> Chain<'a> {
                         n.input.get(1).and_then(|i| self.constants.get(i)).and_then(|t| t.data.first().copied())
                     })
                     .unwrap_or(0.5);
+                if !(0.0..1.0).contains(&rate) {
+                    return Err(self.unsupported(n, format!("dropout ratio {rate} is not in [0, 1)")));
+                }
                 self.layers.push(Layer::Dropout { rate });
             }
             "Identity" => {}
@@ -256,7 +323,10 @@ impl<'a> Chain<'a> {
         if strides.len() != 2 || strides[0] != strides[1] {
             return Err(self.unsupported(n, format!("strides {strides:?} are not equal")));
         }
-        let stride = strides[0] as u32;
+        let stride = positive_u32(strides[0])
+            .ok_or_else(|| self.unsupported(n, format!("strides {strides:?} are not positive 32-bit numbers")))?;
+        let filters = u32::try_from(o).map_err(|_| self.unsupported(n, format!("{o} filters do not fit 32 bits")))?;
+        let kernel = u32::try_from(kh).map_err(|_| self.unsupported(n, format!("kernel {kh} does not fit 32 bits")))?;
         let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
         let auto = attr(n, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).to_string()).unwrap_or_default();
         let input = Shape::image(h as u32, wd as u32, c as u32);
@@ -275,7 +345,7 @@ impl<'a> Chain<'a> {
                 format!("pads {pads:?} are neither none (valid) nor Keras's same padding for this input"),
             ));
         };
-        let conv = Conv2D { filters: o as u32, kernel: kh as u32, stride, padding, activation: Activation::None };
+        let conv = Conv2D { filters, kernel, stride, padding, activation: Activation::None };
         let g = ConvGeom::from_spec(&conv, input)
             .ok_or_else(|| self.unsupported(n, "the kernel does not fit the input"))?;
         // OIHW -> HWIO.
@@ -327,6 +397,11 @@ impl<'a> Chain<'a> {
             .collect::<Result<_, _>>()?;
         let epsilon = attr(n, "epsilon").map_or(1e-5, |a| a.f);
         let momentum = attr(n, "momentum").map_or(0.9, |a| a.f);
+        if !(epsilon > 0.0 && epsilon <= crate::checkpoint::MAX_EPSILON) {
+            return Err(
+                self.unsupported(n, format!("epsilon {epsilon} is not in (0, {}]", crate::checkpoint::MAX_EPSILON))
+            );
+        }
         self.push(n, Layer::BatchNorm { epsilon, momentum }, parts.into_iter().map(Some).collect());
         Ok(())
     }
@@ -347,7 +422,10 @@ impl<'a> Chain<'a> {
         if ints(n, "dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
             return Err(self.unsupported(n, "dilated pooling is not supported"));
         }
-        let (pool, stride) = (k[0] as usize, s[0] as usize);
+        let (Some(pool), Some(stride)) = (positive_u32(k[0]), positive_u32(s[0])) else {
+            return Err(self.unsupported(n, format!("kernel {k:?} and strides {s:?} must be positive 32-bit numbers")));
+        };
+        let (pool, stride) = (pool as usize, stride as usize);
         let (h, w, c) = self.hwc;
         if pool > h || pool > w {
             return Err(self.unsupported(n, format!("a {pool}x{pool} pool on a {h}x{w} input")));
@@ -367,7 +445,8 @@ impl<'a> Chain<'a> {
             Layout::Nhwc => Layout::Flat(None),
             flat @ Layout::Flat(_) => flat,
         };
-        if !matches!(self.layers.last(), Some(Layer::Flatten)) && self.input != Shape::Flat((h * w * c) as u32) {
+        let same_as_input = u32::try_from(h * w * c).is_ok_and(|f| self.input == Shape::Flat(f));
+        if !matches!(self.layers.last(), Some(Layer::Flatten)) && !same_as_input {
             self.layers.push(Layer::Flatten);
         }
         self.hwc = (1, 1, h * w * c);
@@ -421,7 +500,9 @@ impl<'a> Chain<'a> {
         // Only the first dense layer after a flatten needs the permutation.
         self.layout = Layout::Flat(None);
         let kernel = Tensor { location: w.location.clone(), shape: vec![nin, units], data: kernel };
-        self.push(n, Layer::Dense { units: units as u32, activation: Activation::None }, vec![Some(kernel), bias]);
+        let units32 =
+            u32::try_from(units).map_err(|_| self.unsupported(n, format!("{units} units do not fit 32 bits")))?;
+        self.push(n, Layer::Dense { units: units32, activation: Activation::None }, vec![Some(kernel), bias]);
         self.hwc = (1, 1, units);
         Ok(())
     }
@@ -462,5 +543,77 @@ impl<'a> Chain<'a> {
             source: "onnx".into(),
             notes: vec!["ONNX input preprocessing is not in the file: pixels in [0, 1] unless --input-scale/--input-offset say otherwise".into()],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::tensor_proto::DataType;
+
+    fn tensor(dims: &[i64], data_type: i32, raw: usize) -> TensorProto {
+        TensorProto { name: "w".into(), dims: dims.to_vec(), data_type, raw_data: vec![0; raw], ..Default::default() }
+    }
+
+    /// What tract's tensor code would panic on, or allocate without limit,
+    /// is refused first, each with what is wrong.
+    #[test]
+    fn bad_initializers_are_named_before_tract_sees_them() {
+        let float = DataType::Float as i32;
+        assert_eq!(check_tensor_proto(&tensor(&[2, 3], float, 24)), Ok(()));
+        let cases = [
+            (tensor(&[2, 3], float, 8), "holds 8 bytes of raw data; its shape [2, 3] needs 24"),
+            (tensor(&[2, 3], 999, 24), "data type 999"),
+            (tensor(&[2, 3], DataType::String as i32, 24), "data type 8"),
+            (tensor(&[-2, 3], float, 24), "dimension -2"),
+            (tensor(&[1_000_000_000_000, 1], float, 4), "over the memory limit"),
+            (tensor(&[i64::MAX, i64::MAX], float, 4), "overflows"),
+            (TensorProto { float_data: vec![1.0; 5], ..tensor(&[2, 3], float, 0) }, "holds 5 values"),
+        ];
+        for (t, want) in cases {
+            let e = check_tensor_proto(&t).expect_err(want);
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
+    }
+
+    fn node(op: &str, input: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: format!("{op}_0"),
+            input: vec![input.into()],
+            output: vec![format!("{op}_out")],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
+        AttributeProto { name: name.into(), ints: v.to_vec(), ..Default::default() }
+    }
+
+    /// Zero, negative and 32-bit-wrapping strides and kernels are named errors
+    /// (a zero MaxPool stride divided by zero).
+    #[test]
+    fn pool_and_conv_attributes_must_be_positive_32_bit_numbers() {
+        let constants = HashMap::new();
+        let path = Path::new("m.onnx");
+        for (k, s) in [([2, 2], [0, 0]), ([2, 2], [-1, -1]), ([0, 0], [1, 1]), ([2, 2], [4294967298, 4294967298])] {
+            let mut chain = Chain::new(path, "x", &[1, 3, 8, 8], &constants).unwrap();
+            let n = node("MaxPool", "x", vec![ints_attr("kernel_shape", &k), ints_attr("strides", &s)]);
+            let e = chain.node(&n).expect_err("bad pool").to_string();
+            assert!(e.contains("MaxPool_0") && e.contains("positive 32-bit"), "{e}");
+        }
+        let mut constants = HashMap::new();
+        constants
+            .insert("w".to_string(), Tensor { location: "w".into(), shape: vec![2, 3, 3, 3], data: vec![0.0; 54] });
+        for s in [[0, 0], [-2, -2], [4294967297, 4294967297]] {
+            let mut chain = Chain::new(path, "x", &[1, 3, 8, 8], &constants).unwrap();
+            let mut n = node("Conv", "x", vec![ints_attr("strides", &s)]);
+            n.input.push("w".into());
+            let e = chain.node(&n).expect_err("bad conv").to_string();
+            assert!(e.contains("Conv_0") && e.contains("positive 32-bit"), "{e}");
+        }
+        let e = Chain::new(path, "x", &[1, 3, 4294967304, 8], &constants).err().expect("huge input").to_string();
+        assert!(e.contains("4294967304"), "{e}");
     }
 }

@@ -16,6 +16,11 @@ pub enum NnError {
     LabelCount { labels: usize, batch: usize },
     #[error("an input transform for {got} channels on a model input of {channels} channels")]
     Preprocess { got: usize, channels: usize },
+    #[error(
+        "the network computed {value} for {what}: its weights overflow f32 arithmetic \
+         (finite but far too large values?)"
+    )]
+    NonFiniteOutput { what: String, value: f32 },
     #[error("input of shape {got:?} does not match the model input {expected}")]
     Input { got: Vec<usize>, expected: Shape },
 }
