@@ -492,7 +492,7 @@ fn verify_checksums(
                 "it is {FORMAT} but records no tensor checksums ({CHECKSUMS:?} is missing): its bytes cannot be verified"
             )));
         }
-        eprintln!(
+        crate::errln!(
             "warning: checkpoint {} records no tensor checksums (written by an older host); its bytes cannot be verified",
             path.display()
         );

@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
         // process ended by SIGPIPE.
         Err(e) if host::out::is_broken_pipe(&e) => std::process::ExitCode::from(141),
         Err(e) => {
-            eprintln!("error: {}", describe(&e));
+            host::errln!("error: {}", describe(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,5 +1,6 @@
 //! Standard output for command rendering: every write reports its error
-//! instead of panicking as `println!` does ("failed printing to stdout").
+//! instead of panicking as `println!` does ("failed printing to stdout");
+//! standard error through [`errln!`], which never panics.
 //!
 //! A reader that went away (`host summary | head`) is [`StdoutError`] with
 //! [`std::io::ErrorKind::BrokenPipe`], which `main` ends quietly on; any
@@ -37,6 +38,17 @@ macro_rules! out {
 macro_rules! outln {
     () => { $crate::out::write(format_args!("\n")) };
     ($($t:tt)*) => { $crate::out::write(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `eprintln!` that never panics: diagnostics on standard error are best
+/// effort, and a closed stderr (a pipe whose reader left) must not turn a
+/// run that is going well into a panic ("failed printing to stderr").
+#[macro_export]
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
 }
 
 /// `name` with control characters escaped (`\n`, `\u{1b}`), for names read

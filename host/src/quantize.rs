@@ -304,7 +304,7 @@ pub fn calibrate(ck: &crate::checkpoint::Checkpoint, cal: &Calibration) -> Resul
     for chunk in images.axis_chunks_iter(Axis(0), 32) {
         calibrator.observe(&mut net, chunk);
     }
-    eprintln!("calibrated on {} images of {}", calibrator.images(), sel.data.source.summary());
+    crate::errln!("calibrated on {} images of {}", calibrator.images(), sel.data.source.summary());
     let ranges = calibrator.ranges(ck.preprocess.as_ref());
     // Finite weights can still overflow f32 on the way through (values near
     // 3e38): a non-finite range would quantize to nonsense.

@@ -80,6 +80,27 @@ fn checkpoint(dir: &Path, name: &str, input: Shape) -> PathBuf {
     p
 }
 
+/// A closed standard error (its reader gone) does not turn a run into a
+/// panic: predict on the golden checkpoint warns on stderr (a format-1 file
+/// without checksums) and still predicts, exit 0.
+#[test]
+fn a_closed_stderr_is_not_a_panic() {
+    let ckpt = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/micro.safetensors");
+    let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/images/circle.png");
+    let script = r#"(sleep 0.3; exec "$0" predict --checkpoint "$1" "$2" 2>&1 >/dev/null) | (exec 0<&-; sleep 1); echo "status ${PIPESTATUS[0]}""#;
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_host"))
+        .arg(&ckpt)
+        .arg(&image)
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.trim(), "status 0", "{err}");
+}
+
 #[test]
 fn a_closed_or_full_stdout_ends_quietly_not_in_a_panic() {
     // The reader is gone before host writes: EPIPE, a quiet exit. The pipe

@@ -171,7 +171,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\nCtrl-C: stopping after this step and saving a checkpoint (press again to quit now)");
+        crate::errln!("\nCtrl-C: stopping after this step and saving a checkpoint (press again to quit now)");
     });
     let t0 = Instant::now();
     let out = train(&cfg, &stop).map_err(|e| super::with_skip_bad_hint(e.into()))?;

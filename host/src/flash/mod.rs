@@ -150,10 +150,10 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
     // Before the success checks: a failed run's log says why.
     if !opts.quiet_log {
         for line in &session.log {
-            eprintln!("device: {line}");
+            crate::errln!("device: {line}");
         }
         for w in &session.log_warnings {
-            eprintln!("warning: device log: {w}");
+            crate::errln!("warning: device log: {w}");
         }
     }
     if session.answers.is_empty() {
