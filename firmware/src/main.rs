@@ -237,6 +237,8 @@ enum Refused {
 
 /// Boot (HELLO, the model's checks, MODEL), then answer requests until STOP.
 /// Returns the exit code: OK after STOP, the boot error's code otherwise.
+// Not inlined (nor `run` below): each keeps its own frame, so the stack a
+// request uses is serve's few hundred bytes plus a run's, never boot's too.
 #[inline(never)]
 fn serve<S: Read + Write>(serial: &mut S, model_region: &'static [u8]) -> u8 {
     frame::send(

@@ -27,7 +27,8 @@ use half::f16;
 
 use crate::engine::{
     as_f16, as_f16_mut, as_i8, as_i8_mut, input_base, input_slot_of, is_identity, plan, prepare_into, run_layer, split,
-    tensor_bytes, with_constant_clamp, EngineError, LayerPlan, Observer, Prepared, Region, SingleThread, Step,
+    tensor_bytes, with_constant_clamp, work_and_scratch, EngineError, LayerPlan, Observer, Prepared, Region,
+    SingleThread, Step,
 };
 use crate::geometry::{ConvGeom, PoolGeom};
 use crate::kernels::f16 as k16;
@@ -250,7 +251,7 @@ fn plan_with_into<'s>(
         peak_stage: 0,
         align_slack: whole.align_slack,
         scratch_bytes: whole.scratch_bytes,
-        input_bytes: tensor_bytes(spec.input(), bytes),
+        input_bytes,
         output_bytes: 0,
         stages: [Stage::default(); MAX_LAYERS],
         len: 0,
@@ -494,8 +495,7 @@ pub fn run_banded_rows<'a>(
         return Err(EngineError::ArenaTooSmall { needed: p.arena_bytes, given: arena.len() });
     }
     let base = input_base(model.precision, arena);
-    let need = p.arena_bytes - p.align_slack - p.scratch_bytes;
-    let (work, scratch) = arena[base..base + need + p.scratch_bytes].split_at_mut(need);
+    let (work, scratch) = work_and_scratch(arena, base, p.arena_bytes - p.align_slack, p.scratch_bytes);
     let in_shape = model.spec.input();
     let in_row = match in_shape {
         Shape::Image { w, c, .. } => w as usize * c as usize * model.precision.activation_bytes(),

@@ -354,7 +354,7 @@ pub fn plan(model: &QuantModel<'_>) -> Plan {
 /// The most kernel scratch any layer of `model` takes (the int8 Conv2D's,
 /// [`k8::conv2d_scratch_bytes`]; the other kernels take none). Planned on
 /// every target, so the desktop's arena figures are the device's.
-pub(crate) fn scratch_bytes(model: &QuantModel<'_>) -> usize {
+pub fn scratch_bytes(model: &QuantModel<'_>) -> usize {
     if model.precision != Precision::Int8 {
         return 0;
     }
@@ -474,6 +474,18 @@ pub(crate) fn as_f16_mut(b: &mut [u8]) -> &mut [f16] {
 
 /// Borrow a layer's input (shared) and output (exclusive) regions, which the
 /// plan keeps disjoint.
+/// The activations' work area and the kernels' scratch behind it, from an
+/// arena whose aligned start is `base` and whose plan takes `planned` bytes
+/// (activations and scratch, without the alignment slack).
+pub(crate) fn work_and_scratch(
+    arena: &mut [u8],
+    base: usize,
+    planned: usize,
+    scratch_bytes: usize,
+) -> (&mut [u8], &mut [u8]) {
+    arena[base..base + planned].split_at_mut(planned - scratch_bytes)
+}
+
 pub(crate) fn split(work: &mut [u8], inp: Region, out: Region) -> (&[u8], &mut [u8]) {
     if inp.end() <= out.offset {
         let (a, b) = work.split_at_mut(out.offset);
@@ -686,8 +698,7 @@ fn run_layers<'a>(
 ) -> Result<&'a [u8], EngineError> {
     let (model, p) = (prepared.model, &prepared.plan);
     let base = input_base(model.precision, arena);
-    let need = p.arena_bytes - p.align_slack - p.scratch_bytes;
-    let (work, scratch) = arena[base..base + need + p.scratch_bytes].split_at_mut(need);
+    let (work, scratch) = work_and_scratch(arena, base, p.arena_bytes - p.align_slack, p.scratch_bytes);
     let first = Region { offset: 0, len: p.input_bytes };
     if model.precision == Precision::F16 {
         // Little-endian bytes to native f16 values, in place (a no-op on Arm and x86).

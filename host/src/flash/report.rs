@@ -107,7 +107,7 @@ impl DeviceReport {
             output,
             logits,
             arena_bytes: run.model.as_ref().map(|m| m.arena_needed),
-            scratch_bytes: shared::band::plan_banded(model, shared::band::InputRows::Resident).scratch_bytes,
+            scratch_bytes: shared::engine::scratch_bytes(model),
             arena_used_bytes: run.arena_used,
             layers,
             ticks,

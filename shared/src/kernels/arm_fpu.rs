@@ -393,11 +393,16 @@ fn for_each_segment(g: &ConvGeom, pix: &[Pixel; PX], mut f: impl FnMut(&Segment)
             }
             m
         };
-        let mut kx = 0;
+        // Each column's members once: the column that ends a run starts the next.
+        let (mut kx, mut mask) = (0, members(0));
         while kx < k {
-            let mask = members(kx);
             let mut end = kx + 1;
-            while end < k && members(end) == mask {
+            let mut next = 0;
+            while end < k {
+                next = members(end);
+                if next != mask {
+                    break;
+                }
                 end += 1;
             }
             if mask != 0 {
@@ -418,7 +423,7 @@ fn for_each_segment(g: &ConvGeom, pix: &[Pixel; PX], mut f: impl FnMut(&Segment)
                     mask,
                 });
             }
-            kx = end;
+            (kx, mask) = (end, next);
         }
     }
 }
