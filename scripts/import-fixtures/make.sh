@@ -2,13 +2,15 @@
 # Rebuild the import fixtures in tests/import/ with the real frameworks, in a
 # throwaway venv (TensorFlow/Keras 3, tf-keras 2, PyTorch, ONNX). Not run by
 # CI: the fixtures are checked in. Needs network access to PyPI (~3 GB).
-#   scripts/import-fixtures/make.sh [OUT_DIR] [--full-alexnet]
+#   scripts/import-fixtures/make.sh [OUT_DIR] [--full-alexnet] [--only-geometry]
+# --only-geometry writes only the operator-graph/geometry fixtures (see
+# make_fixtures.py) and leaves the older ones alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv="${FIXTURE_VENV:-/tmp/import-fixtures-venv}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q tensorflow-cpu tf-keras torch onnx onnxscript
+  "$venv/bin/pip" install -q tensorflow-cpu tf-keras torch torchvision onnx onnxscript onnxruntime
 fi
 out="${1:-tests/import}"
 shift || true

@@ -7,6 +7,11 @@ of each model with the probabilities the framework itself computed here.
 Every model is tutorial-shaped (Conv -> ReLU -> BatchNorm -> MaxPool, twice,
 Flatten, Dense + Dropout, Dense softmax) and small, with BatchNormalization
 statistics far from 0/1 and some negative gammas, so a wrong import shows.
+
+The geometry fixtures (geometry_fixtures(); `--only-geometry` writes just them
+and leaves the older files alone) exercise the operator graph instead:
+explicit and asymmetric pads, rectangular kernels and strides, dilation, ReLU6,
+average and global average pooling, and torchvision's AlexNet.
 """
 import json
 import os
@@ -19,20 +24,23 @@ import numpy as np  # noqa: E402
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "tests/import"
 FULL = "--full-alexnet" in sys.argv
+ONLY_GEOMETRY = "--only-geometry" in sys.argv
+# The checked-in fixtures, read back by --only-geometry (their images, keras3_avgpool, torch_avgpool).
+CHECKED_IN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "import")
 SIZE = 32
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 rng = np.random.default_rng(123)
 
 
-def images():
-    """Four 32x32 RGB images (smooth gradients plus noise), uint8 HWC."""
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) / SIZE
+def images(size=SIZE):
+    """Four size x size RGB images (smooth gradients plus noise), uint8 HWC."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     out = []
     for k in range(4):
         r = 127 + 120 * np.sin(6.0 * xx + k)
         g = 127 + 120 * np.cos(5.0 * yy - k)
         b = 255 * (xx * yy) if k % 2 else 255 * (1 - xx)
-        img = np.stack([r, g, b], -1) + rng.normal(0, 20, (SIZE, SIZE, 3))
+        img = np.stack([r, g, b], -1) + rng.normal(0, 20, (size, size, 3))
         out.append(np.clip(img, 0, 255).astype(np.uint8))
     return out
 
@@ -87,8 +95,10 @@ def randomize(model, raw_input):
             layer.set_weights(new)
 
 
-def save_expected(name, probs, extra=None):
-    doc = {"classes": CLASSES, "images": [f"image_{i}.png" for i in range(len(probs))], "probabilities": probs.tolist()}
+def save_expected(name, probs, extra=None, images=None, key="probabilities"):
+    if images is None:
+        images = [f"image_{i}.png" for i in range(len(probs))]
+    doc = {"classes": CLASSES, "images": images, key: probs.tolist()}
     doc.update(extra or {})
     with open(os.path.join(OUT, f"{name}.expected.json"), "w") as f:
         json.dump(doc, f, indent=1)
@@ -99,6 +109,9 @@ def main():
     import tensorflow as tf
 
     os.makedirs(OUT, exist_ok=True)
+    if ONLY_GEOMETRY:
+        geometry_fixtures(CHECKED_IN)
+        return
     imgs = images()
     for i, img in enumerate(imgs):
         write_png(os.path.join(OUT, f"image_{i}.png"), img)
@@ -149,6 +162,8 @@ def main():
 
     if FULL:
         full_alexnet(keras)
+
+    geometry_fixtures(OUT)
 
 
 def tiny_weights_only(keras, tf):
@@ -263,6 +278,288 @@ def torch_fixtures(keras_model, batch):
     torch.onnx.export(bad, x[:1], os.path.join(OUT, "torch_avgpool.onnx"), dynamo=False)
 
 
+# --- Operator-graph / geometry fixtures ------------------------------------------------------
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def read_png(path):
+    from PIL import Image  # not TensorFlow: the torch child process below must not load it
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def imagenet_nchw(batch):
+    """torchvision's Normalize on raw 0..255 NHWC pixels, as NCHW float32."""
+    x = (batch / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def imagenet_extra():
+    return {"input_scale": (1 / IMAGENET_STD).tolist(), "input_offset": (-IMAGENET_MEAN / IMAGENET_STD).tolist()}
+
+
+def top1_margins(probs):
+    s = np.sort(probs, axis=1)
+    return s[:, -1] - s[:, -2]
+
+
+def check_margins(name, probs, strict=True):
+    """Top-1 margins over 1e-3, so an importer can compare top-1 robustly."""
+    m = top1_margins(probs)
+    print(f"{name}: top-1 {probs.argmax(1).tolist()}, margins {np.round(m, 5).tolist()}")
+    assert not strict or (m > 1e-3).all(), f"{name}: a top-1 margin under 1e-3 ({m})"
+
+
+def run_onnx(path, x):
+    """Each image of x (NCHW) through the ONNX file, one at a time (the exports take batch 1),
+    with onnxruntime and with onnx's reference evaluator; returns both."""
+    import onnx
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    ort_out = np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    ref = ReferenceEvaluator(path)
+    ref_out = np.concatenate([ref.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    return ort_out, ref_out
+
+
+def onnx_ops(path):
+    import onnx
+
+    m = onnx.load(path)
+    opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    return [n.op_type for n in m.graph.node], opset
+
+
+def export_checked(net, x, path, probs):
+    """TorchScript export (dynamo=False) of net at batch 1, checked against PyTorch's probabilities."""
+    import torch
+
+    torch.onnx.export(net, torch.tensor(x[:1]), path, input_names=["input"], output_names=["probs"], dynamo=False)
+    ort_out, ref_out = run_onnx(path, x)
+    for what, out in (("onnxruntime", ort_out), ("onnx.reference", ref_out)):
+        err = np.abs(out - probs).max()
+        print(f"{os.path.basename(path)}: {what} vs torch max |diff| {err:.2e}")
+        assert err < 1e-5, (path, what, err)
+    ops, opset = onnx_ops(path)
+    print(f"{os.path.basename(path)}: opset {opset}, ops {ops}")
+    extra = {"onnx_ops": ops, "onnx_opset": opset}
+    pads = pad_pads(path, x[:1])
+    if pads:
+        print(f"{os.path.basename(path)}: Pad pads {pads}")
+        extra["onnx_pad_pads"] = pads
+    return extra
+
+
+def pad_pads(path, x):
+    """The pads each Pad node gets: the exporter computes them in a subgraph of their own
+    (Constant, ConstantOfShape, Concat, Reshape, Slice, Transpose, Reshape, Cast), not folded."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    names = [n.input[1] for n in onnx.load(path).graph.node if n.op_type == "Pad"]
+    if not names:
+        return []
+    return [p.tolist() for p in ReferenceEvaluator(path).run(names, {"input": x})]
+
+
+def torch_bn_stats(net):
+    """BatchNorm statistics far from the defaults, as in torch_fixtures()."""
+    import torch
+    import torch.nn as nn
+
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(torch.tensor(rng.uniform(0.5, 1.5, c) * np.where(rng.random(c) < 0.3, -1, 1)))
+                m.bias.copy_(torch.tensor(rng.normal(0, 0.3, c)))
+                m.running_mean.copy_(torch.tensor(rng.normal(0.5, 1.0, c)))
+                m.running_var.copy_(torch.tensor(rng.uniform(0.3, 3.0, c)))
+
+
+def scale_default_init(net):
+    """PyTorch's default init (kaiming_uniform, a=sqrt(5): std 1/sqrt(3 fan_in)) times sqrt(3):
+    std 1/sqrt(fan_in), what randomize() gives the Keras models."""
+    import torch
+    import torch.nn as nn
+
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(3**0.5)
+
+
+def geometry_fixtures(src):
+    """The operator-graph fixtures: explicit and asymmetric pads, rectangular kernels and
+    strides, dilation, ReLU6, average pooling (Keras's same-padded one on odd sizes), global
+    average pooling, and torchvision's AlexNet. `src` holds the 32x32 image_N.png and the
+    keras3_avgpool / torch_avgpool models they read back (tests/import under --only-geometry)."""
+    global rng
+    rng = np.random.default_rng(123)  # the same files whether run alone or after the others
+    import keras
+
+    batch = np.stack([read_png(os.path.join(src, f"image_{i}.png")) for i in range(4)]).astype(np.float32)
+    avgpool_expected(keras, src, batch)
+    keras_geometry(keras, batch)
+    for i, img in enumerate(images(224)):
+        write_png(os.path.join(OUT, f"alexnet_image_{i}.png"), img)
+    # In a process of its own: torchvision loads LLVM, which clashes with TensorFlow's in one process.
+    import subprocess
+
+    subprocess.run([sys.executable, os.path.abspath(__file__), OUT, "--torch-geometry", src], check=True)
+
+
+def torch_geometry_child(src):
+    """The PyTorch geometry fixtures, run without TensorFlow (see geometry_fixtures)."""
+    global rng
+    rng = np.random.default_rng(123)
+    batch = np.stack([read_png(os.path.join(src, f"image_{i}.png")) for i in range(4)]).astype(np.float32)
+    torch_geometry(batch)
+    torch_alexnet()
+
+
+def avgpool_expected(keras, src, batch):
+    """Expected outputs for the checked-in keras3_avgpool.keras and torch_avgpool.onnx (not rewritten)."""
+    import onnxruntime as ort
+
+    model = keras.saving.load_model(os.path.join(src, "keras3_avgpool.keras"))
+    probs = model.predict(batch, verbose=0)  # it has Rescaling(1/255) first: raw pixels
+    check_margins("keras3_avgpool", probs, strict=False)  # unseeded Keras init when main() rewrote it
+    save_expected("keras3_avgpool", probs, {"keras": keras.__version__})
+
+    # No softmax in this one: the raw logits, from onnxruntime (checked with onnx's reference evaluator).
+    ort_out, ref_out = run_onnx(os.path.join(src, "torch_avgpool.onnx"), imagenet_nchw(batch))
+    err = np.abs(ort_out - ref_out).max()
+    print(f"torch_avgpool: onnxruntime vs onnx.reference max |diff| {err:.2e}")
+    assert err < 1e-4, err
+    ops, opset = onnx_ops(os.path.join(src, "torch_avgpool.onnx"))
+    extra = {"onnxruntime": ort.__version__, "onnx_ops": ops, "onnx_opset": opset}
+    save_expected("torch_avgpool", ort_out, {**extra, **imagenet_extra()}, key="outputs")
+
+
+def keras_geometry(keras, batch):
+    """Keras 3 Functional model: rectangular kernel and stride with same padding, dilation,
+    ReLU(max_value=6), asymmetric ZeroPadding2D, same-padded AveragePooling2D on an odd size
+    (edge windows divided by their real taps), relu6 activation, global average pooling."""
+    L = keras.layers
+    inp = keras.Input(shape=(SIZE, SIZE, 3), name="input")
+    x = L.Rescaling(1.0 / 255, name="rescaling")(inp)
+    x = L.Conv2D(8, (3, 5), strides=(2, 1), padding="same", activation="relu", name="conv_rect")(x)
+    x = L.BatchNormalization(name="bn_1")(x)
+    x = L.Conv2D(8, 3, dilation_rate=2, padding="same", name="conv_dilated")(x)
+    x = L.ReLU(max_value=6.0, name="relu6")(x)
+    x = L.ZeroPadding2D(((2, 1), (1, 0)), name="zero_pad")(x)
+    x = L.Conv2D(12, 3, padding="valid", name="conv_valid")(x)
+    x = L.Activation("relu", name="relu")(x)
+    x = L.AveragePooling2D(2, strides=2, padding="same", name="avg_pool_same")(x)  # on 17x31
+    x = L.BatchNormalization(name="bn_2")(x)
+    x = L.Conv2D(16, 1, activation="relu6", name="conv_1x1_relu6")(x)
+    x = L.GlobalAveragePooling2D(name="global_avg_pool")(x)
+    x = L.Dense(16, activation="relu", name="dense")(x)
+    x = L.Dropout(0.5, name="dropout")(x)
+    out = L.Dense(len(CLASSES), activation="softmax", name="probs")(x)
+    model = keras.Model(inp, out, name="geometry")
+    # What the fixture is for: Keras's same-padded average pool divides an edge window by its real taps.
+    ones = L.AveragePooling2D(2, strides=2, padding="same")(np.ones((1, 17, 31, 1), np.float32))
+    assert np.allclose(np.asarray(ones), 1.0), "same-padded AveragePooling2D counted the padding"
+    randomize(model, raw_input=False)
+    shapes = {layer.name: list(layer.output.shape[1:]) for layer in model.layers}
+    assert shapes["zero_pad"][:2] == [19, 33] and shapes["conv_valid"][:2] == [17, 31], shapes
+    print("keras3_geometry layer shapes:", shapes)
+    probs = model.predict(batch, verbose=0)
+    check_margins("keras3_geometry", probs)
+
+    paths = {ext: os.path.join(OUT, f"keras3_geometry.{ext}") for ext in ("keras", "h5", "json")}
+    model.save(paths["keras"])
+    model.save(paths["h5"])  # the legacy format Keras 3 still writes
+    with open(paths["json"], "w") as f:
+        f.write(model.to_json())
+    for ext in ("keras", "h5"):
+        again = keras.saving.load_model(paths[ext]).predict(batch, verbose=0)
+        assert np.abs(again - probs).max() < 1e-6, (ext, np.abs(again - probs).max())
+    with open(paths["json"]) as f:
+        again = keras.models.model_from_json(f.read())
+    again.set_weights(model.get_weights())
+    assert np.abs(again.predict(batch, verbose=0) - probs).max() < 1e-6
+    save_expected("keras3_geometry", probs, {"keras": keras.__version__, "layer_shapes": shapes})
+
+
+def torch_geometry(batch):
+    """PyTorch: rectangular kernel and stride with explicit pads, dilation, ReLU6, an asymmetric
+    ZeroPad2d (a Pad node), AvgPool2d without padding on odd sizes, Hardtanh(0, 6), GlobalAveragePool."""
+    import torch
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, kernel_size=(3, 5), stride=(2, 1), padding=(1, 2)),  # 3x32x32 -> 8x16x32
+        nn.ReLU(),
+        nn.BatchNorm2d(8),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2),  # 8x16x32
+        nn.ReLU6(),
+        nn.MaxPool2d(2, 2),  # 8x8x16
+        nn.ZeroPad2d((1, 0, 2, 1)),  # left, right, top, bottom: 8x11x17
+        nn.Conv2d(8, 12, 3),  # 12x9x15
+        nn.ReLU(),
+        nn.AvgPool2d(2, stride=2),  # 12x4x7
+        nn.Conv2d(12, 16, 1),
+        nn.Hardtanh(0.0, 6.0),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, len(CLASSES)),
+        nn.Softmax(dim=1),
+    )
+    torch_bn_stats(net)
+    scale_default_init(net)  # the images, not the biases, decide the class: top-1 is 0, 2, 0, 2
+    net.eval()
+    x = imagenet_nchw(batch)
+    with torch.no_grad():
+        probs = net(torch.tensor(x)).numpy()
+    check_margins("torch_geometry", probs)
+    extra = export_checked(net, x, os.path.join(OUT, "torch_geometry.onnx"), probs)
+    save_expected("torch_geometry", probs, {"torch": torch.__version__, **imagenet_extra(), **extra})
+
+
+def torch_alexnet():
+    """torchvision's AlexNet (its own features and avgpool) with a 64-wide classifier, at 224x224."""
+    import torch
+    import torch.nn as nn
+    import torchvision
+
+    names = [f"alexnet_image_{i}.png" for i in range(4)]
+    imgs = [read_png(os.path.join(OUT, name)) for name in names]  # written by geometry_fixtures
+
+    torch.manual_seed(0)
+    net = torchvision.models.alexnet(num_classes=len(CLASSES))
+    hidden = 64
+    net.classifier = nn.Sequential(
+        nn.Dropout(p=0.5),
+        nn.Linear(256 * 6 * 6, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(p=0.5),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, len(CLASSES)),
+    )
+    # PyTorch's default init leaves near-equal logits after eight layers (top-1 margins under 1e-3).
+    scale_default_init(net)
+    model = nn.Sequential(net, nn.Softmax(dim=1))
+    model.eval()
+    x = imagenet_nchw(np.stack(imgs).astype(np.float32))
+    with torch.no_grad():
+        probs = model(torch.tensor(x)).numpy()
+    check_margins("torch_alexnet", probs)
+    extra = export_checked(model, x, os.path.join(OUT, "torch_alexnet.onnx"), probs)
+    extra = {"torchvision": torchvision.__version__, **extra}
+    save_expected("torch_alexnet", probs, {"torch": torch.__version__, **imagenet_extra(), **extra}, images=names)
+
+
 def full_alexnet(keras):
     """The tutorial's full AlexNet (1000 classes), for timing the import; not checked in."""
     L = keras.layers
@@ -295,4 +592,7 @@ def full_alexnet(keras):
 
 
 if __name__ == "__main__":
-    main()
+    if "--torch-geometry" in sys.argv:
+        torch_geometry_child(sys.argv[sys.argv.index("--torch-geometry") + 1])
+    else:
+        main()
