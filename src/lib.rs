@@ -15,6 +15,6 @@ mod rng;
 mod seeds;
 
 pub use fixtures::{random_params, views};
-pub use reference::{float_forward, observe, reference_conv, reference_max_pool};
+pub use reference::{float_forward, observe, reference_avg_pool, reference_conv, reference_max_pool};
 pub use rng::Rng;
 pub use seeds::{fuzz_seeds, FUZZ_SEEDS_DIR};

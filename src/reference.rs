@@ -4,7 +4,7 @@
 
 use shared::convert::{check_params, ConvertError, FloatLayer, Ranges};
 use shared::geometry::{ConvGeom, PoolGeom};
-use shared::spec::{Activation, Layer, ModelSpec};
+use shared::spec::{Activation, Hw, Layer, ModelSpec, Padding, Shape};
 
 /// The float reference forward pass (f32, f64 accumulation): every layer's
 /// output, in order. Dropout is the identity. Like the engine, a Softmax
@@ -27,9 +27,7 @@ pub fn float_forward(
             (Layer::Conv2D(c), FloatLayer::Conv2D { weights, bias }) => {
                 let g = ConvGeom::from_spec(&c, inp).ok_or(ConvertError::WrongKind { layer: i })?;
                 let mut y = reference_conv(&g, weights, bias, x);
-                if c.activation == Activation::Relu {
-                    y.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
+                activate(&mut y, c.activation);
                 y
             }
             (Layer::Dense { activation, .. }, FloatLayer::Dense { weights, bias }) => {
@@ -40,10 +38,7 @@ pub fn float_forward(
                         (row.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() + bias[u] as f64) as f32
                     })
                     .collect();
-                match activation {
-                    Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
-                    Activation::Softmax | Activation::None => {}
-                }
+                activate(&mut y, activation);
                 y
             }
             (Layer::BatchNorm { epsilon, .. }, FloatLayer::BatchNorm { gamma, beta, mean, var }) => {
@@ -59,6 +54,33 @@ pub fn float_forward(
             (Layer::MaxPool2D { pool, stride }, _) => {
                 let g = PoolGeom::from_spec(pool, stride, inp).ok_or(ConvertError::WrongKind { layer: i })?;
                 reference_max_pool(&g, x)
+            }
+            (Layer::AvgPool2D(p), _) => {
+                let Shape::Image { h, w, c } = inp else { return Err(ConvertError::WrongKind { layer: i }) };
+                let g = ConvGeom::general(
+                    (h as usize, w as usize, c as usize),
+                    c as usize,
+                    p.pool,
+                    p.stride,
+                    Hw::ONE,
+                    p.padding,
+                )
+                .ok_or(ConvertError::WrongKind { layer: i })?;
+                reference_avg_pool(&g, x)
+            }
+            (Layer::GlobalAvgPool, _) => {
+                let Shape::Image { h, w, c } = inp else { return Err(ConvertError::WrongKind { layer: i }) };
+                let pool = Hw::new(h, w);
+                let g = ConvGeom::general(
+                    (h as usize, w as usize, c as usize),
+                    c as usize,
+                    pool,
+                    Hw::ONE,
+                    Hw::ONE,
+                    Padding::Valid,
+                )
+                .ok_or(ConvertError::WrongKind { layer: i })?;
+                reference_avg_pool(&g, x)
             }
             _ => x.to_vec(),
         };
@@ -89,32 +111,68 @@ pub fn observe(
     Ok(())
 }
 
-/// Plain float Conv2D (NHWC, OHWI), f64 accumulation, padding taps skipped.
+/// The element-wise activations (Softmax is left to the caller, as the engine does).
+fn activate(y: &mut [f32], activation: Activation) {
+    match activation {
+        Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Relu6 => y.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        Activation::Softmax | Activation::None => {}
+    }
+}
+
+/// Plain float Conv2D (NHWC, OHWI), f64 accumulation, padding taps skipped:
+/// tap `(ky, kx)` of output `(oy, ox)` reads input `(oy * sh + ky * dh - pad_top,
+/// ox * sw + kx * dw - pad_left)`, straight from the definition.
 pub fn reference_conv(g: &ConvGeom, w: &[f32], bias: &[f32], x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; g.output_len()];
-    let k = g.kernel;
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
     for oy in 0..g.out_h {
         for ox in 0..g.out_w {
             for oc in 0..g.out_c {
                 let mut acc = bias[oc] as f64;
-                for ky in 0..k {
-                    let iy = (oy * g.stride + ky) as isize - g.pad_top as isize;
+                for ky in 0..kh {
+                    let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_top as isize;
                     if iy < 0 || iy >= g.in_h as isize {
                         continue;
                     }
-                    for kx in 0..k {
-                        let ix = (ox * g.stride + kx) as isize - g.pad_left as isize;
+                    for kx in 0..kw {
+                        let ix = (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_left as isize;
                         if ix < 0 || ix >= g.in_w as isize {
                             continue;
                         }
                         for ci in 0..g.in_c {
-                            let wv = w[((oc * k + ky) * k + kx) * g.in_c + ci] as f64;
+                            let wv = w[((oc * kh + ky) * kw + kx) * g.in_c + ci] as f64;
                             let xv = x[(iy as usize * g.in_w + ix as usize) * g.in_c + ci] as f64;
                             acc += wv * xv;
                         }
                     }
                 }
                 y[(oy * g.out_w + ox) * g.out_c + oc] = acc as f32;
+            }
+        }
+    }
+    y
+}
+
+/// Plain float average pool over `g`'s windows (kernel = pool window,
+/// `in_c == out_c`): the mean of the in-image pixels, f64 sums.
+pub fn reference_avg_pool(g: &ConvGeom, x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; g.output_len()];
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            for c in 0..g.in_c {
+                let (mut acc, mut count) = (0.0f64, 0u32);
+                for ky in 0..g.kernel_h {
+                    let iy = (oy * g.stride_h + ky) as isize - g.pad_top as isize;
+                    for kx in 0..g.kernel_w {
+                        let ix = (ox * g.stride_w + kx) as isize - g.pad_left as isize;
+                        if iy >= 0 && iy < g.in_h as isize && ix >= 0 && ix < g.in_w as isize {
+                            acc += x[(iy as usize * g.in_w + ix as usize) * g.in_c + c] as f64;
+                            count += 1;
+                        }
+                    }
+                }
+                y[(oy * g.out_w + ox) * g.in_c + c] = (acc / count.max(1) as f64) as f32;
             }
         }
     }

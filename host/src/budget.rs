@@ -109,10 +109,9 @@ pub fn network_bytes(spec: &ModelSpec, batch: u64, training: bool) -> Option<u64
     for (_, l, input, out) in spec.shapes() {
         per_image = per_image.checked_add(out.checked_elements()?.checked_mul(2)?)?;
         if let Layer::Conv2D(c) = l {
-            let k = c.kernel as u64;
+            let k = (c.kernel.h as u64).checked_mul(c.kernel.w as u64)?;
             let (oh, ow) = out.hw();
-            let patches =
-                (oh as u64).checked_mul(ow as u64)?.checked_mul(k * k)?.checked_mul(input.channels() as u64)?;
+            let patches = (oh as u64).checked_mul(ow as u64)?.checked_mul(k)?.checked_mul(input.channels() as u64)?;
             per_image = per_image.checked_add(patches)?;
         }
     }

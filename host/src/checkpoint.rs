@@ -14,7 +14,7 @@ use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Padding, Shape};
+use shared::spec::{Activation, AvgPool2D, Conv2D, Hw, Layer, ModelSpec, Padding, Shape};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -574,13 +574,30 @@ pub fn spec_to_json(spec: &ModelSpec) -> Value {
         Activation::None => "linear",
         Activation::Relu => "relu",
         Activation::Softmax => "softmax",
+        Activation::Relu6 => "relu6",
+    };
+    // A square size as one number (every stack from before), else [h, w].
+    let hw = |v: Hw| if v.is_square() { json!(v.h) } else { json!([v.h, v.w]) };
+    let padding = |p: Padding| match p {
+        Padding::Valid => json!("valid"),
+        Padding::Same => json!("same"),
+        Padding::Explicit(p) => json!([p.top, p.bottom, p.left, p.right]),
     };
     let layers: Vec<Value> = spec
         .layers()
         .iter()
         .map(|l| match *l {
-            Layer::Conv2D(c) => json!({"type": "Conv2D", "filters": c.filters, "kernel": c.kernel, "stride": c.stride,
-                "padding": if c.padding == Padding::Same { "same" } else { "valid" }, "activation": act(c.activation)}),
+            Layer::Conv2D(c) => {
+                let mut v = json!({"type": "Conv2D", "filters": c.filters, "kernel": hw(c.kernel),
+                    "stride": hw(c.stride), "padding": padding(c.padding), "activation": act(c.activation)});
+                if c.dilation != Hw::ONE {
+                    v["dilation"] = hw(c.dilation);
+                }
+                v
+            }
+            Layer::AvgPool2D(p) => json!({"type": "AveragePooling2D", "pool": hw(p.pool), "stride": hw(p.stride),
+                "padding": padding(p.padding)}),
+            Layer::GlobalAvgPool => json!({"type": "GlobalAveragePooling2D"}),
             Layer::BatchNorm { epsilon, momentum } => {
                 json!({"type": "BatchNormalization", "epsilon": epsilon, "momentum": momentum})
             }
@@ -608,7 +625,33 @@ pub fn spec_from_json(v: &Value) -> Result<ModelSpec, String> {
             Some("linear") => Ok(Activation::None),
             Some("relu") => Ok(Activation::Relu),
             Some("softmax") => Ok(Activation::Softmax),
+            Some("relu6") => Ok(Activation::Relu6),
             other => Err(format!("unknown activation {other:?}")),
+        }
+    };
+    let num = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    // One number (square) or [h, w]; `default` when the field is absent.
+    let hw = |l: &Value, k: &str, default: Option<Hw>| -> Result<Hw, String> {
+        match l.get(k) {
+            None => default.ok_or(format!("layer field {k:?} missing")),
+            Some(v) => match v.as_array().map(Vec::as_slice) {
+                Some([h, w]) => num(h).zip(num(w)).map(|(h, w)| Hw::new(h, w)),
+                Some(_) => None,
+                None => num(v).map(Hw::square),
+            }
+            .ok_or(format!("layer field {k:?} is not a size or [height, width]")),
+        }
+    };
+    let padding = |l: &Value| -> Result<Padding, String> {
+        let p = l.get("padding");
+        match (p.and_then(Value::as_str), p.and_then(Value::as_array).map(Vec::as_slice)) {
+            (Some("same"), _) => Ok(Padding::Same),
+            (Some("valid"), _) => Ok(Padding::Valid),
+            (_, Some([t, b, le, r])) => match (num(t), num(b), num(le), num(r)) {
+                (Some(t), Some(b), Some(le), Some(r)) => Ok(Padding::explicit(t, b, le, r)),
+                _ => Err(format!("bad padding {p:?}")),
+            },
+            _ => Err(format!("unknown padding {p:?}")),
         }
     };
     let dims: Vec<u32> = v
@@ -628,15 +671,18 @@ pub fn spec_from_json(v: &Value) -> Result<ModelSpec, String> {
         let layer = match l.get("type").and_then(Value::as_str) {
             Some("Conv2D") => Layer::Conv2D(Conv2D {
                 filters: u(l, "filters")?,
-                kernel: u(l, "kernel")?,
-                stride: u(l, "stride")?,
-                padding: match l.get("padding").and_then(Value::as_str) {
-                    Some("same") => Padding::Same,
-                    Some("valid") => Padding::Valid,
-                    other => return Err(format!("unknown padding {other:?}")),
-                },
+                kernel: hw(l, "kernel", None)?,
+                stride: hw(l, "stride", None)?,
+                dilation: hw(l, "dilation", Some(Hw::ONE))?,
+                padding: padding(l)?,
                 activation: act(l)?,
             }),
+            Some("AveragePooling2D") => Layer::AvgPool2D(AvgPool2D {
+                pool: hw(l, "pool", None)?,
+                stride: hw(l, "stride", None)?,
+                padding: padding(l)?,
+            }),
+            Some("GlobalAveragePooling2D") => Layer::GlobalAvgPool,
             Some("BatchNormalization") => Layer::BatchNorm { epsilon: f(l, "epsilon")?, momentum: f(l, "momentum")? },
             Some("MaxPooling2D") => Layer::MaxPool2D { pool: u(l, "pool")?, stride: u(l, "stride")? },
             Some("Flatten") => Layer::Flatten,

@@ -112,8 +112,8 @@ impl FloatParams {
             let cin = input.channels() as usize;
             owned.push(match *layer {
                 Layer::Conv2D(c) => {
-                    let (k, f) = (c.kernel as usize, c.filters as usize);
-                    let kernel = tensor(tensors, &format!("{name}/kernel"), &[k, k, cin, f])?;
+                    let (kh, kw, f) = (c.kernel.h as usize, c.kernel.w as usize, c.filters as usize);
+                    let kernel = tensor(tensors, &format!("{name}/kernel"), &[kh, kw, cin, f])?;
                     let bias = tensor(tensors, &format!("{name}/bias"), &[f])?;
                     // HWIO -> OHWI.
                     OwnedLayer::Conv2D { weights: rows_by_last_axis(kernel), bias: bias.iter().copied().collect() }
@@ -136,7 +136,11 @@ impl FloatParams {
                         var: get("moving_variance")?,
                     }
                 }
-                Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => OwnedLayer::None,
+                Layer::MaxPool2D { .. }
+                | Layer::AvgPool2D(_)
+                | Layer::GlobalAvgPool
+                | Layer::Flatten
+                | Layer::Dropout { .. } => OwnedLayer::None,
             });
         }
         Ok(FloatParams { owned, spec: *spec })

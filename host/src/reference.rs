@@ -29,12 +29,12 @@ pub use ndarray;
 
 use ndarray::{Array2, ArrayD, ArrayView4};
 use shared::geometry::ConvGeom;
-use shared::spec::{Activation, Layer, ModelSpec, Padding, Shape};
+use shared::spec::{Activation, Layer, ModelSpec, Shape};
 use tract_core::internal::*;
 use tract_core::ops::change_axes::wire_with_rank_broadcast;
-use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec};
+use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec, SumPool};
 use tract_core::ops::einsum::EinSum;
-use tract_core::ops::math::{add, max, mul};
+use tract_core::ops::math::{add, max, min, mul};
 use tract_core::ops::nn::DataFormat;
 
 /// Why the reference graph could not be built or run.
@@ -111,28 +111,20 @@ impl TractReference {
             wire = match *layer {
                 Layer::Conv2D(conv) => {
                     let Shape::Image { c: cin, .. } = input else { unreachable!("validated spec") };
-                    let (k, s) = (conv.kernel as usize, conv.stride as usize);
+                    let (kh, kw) = (conv.kernel.h as usize, conv.kernel.w as usize);
                     let (cin, cout) = (cin as usize, conv.filters as usize);
-                    let kernel = get("kernel", &[k, k, cin, cout])?;
+                    let kernel = get("kernel", &[kh, kw, cin, cout])?;
                     let bias = get("bias", &[cout])?;
-                    let padding = match conv.padding {
-                        Padding::Valid => PaddingSpec::Valid,
-                        Padding::Same => {
-                            // The one conv geometry (shared's), as the engine and host::nn use it.
-                            let g = ConvGeom::from_spec(&conv, input).ok_or(ReferenceError::Unsupported {
-                                layer: name.clone(),
-                                what: "empty convolution",
-                            })?;
-                            PaddingSpec::Explicit(tvec![g.pad_top, g.pad_left], tvec![g.pad_bottom(), g.pad_right()])
-                        }
-                    };
+                    // The one conv geometry (shared's), as the engine and host::nn use it.
+                    let g = ConvGeom::from_spec(&conv, input)
+                        .ok_or(ReferenceError::Unsupported { layer: name.clone(), what: "empty convolution" })?;
                     let op = Conv {
                         pool_spec: PoolSpec {
                             data_format: DataFormat::NHWC,
-                            kernel_shape: tvec![k, k],
-                            padding,
-                            dilations: None,
-                            strides: Some(tvec![s, s]),
+                            kernel_shape: tvec![kh, kw],
+                            padding: explicit_padding(&g),
+                            dilations: Some(tvec![g.dilation_h, g.dilation_w]),
+                            strides: Some(tvec![g.stride_h, g.stride_w]),
                             input_channels: cin,
                             output_channels: cout,
                         },
@@ -182,6 +174,36 @@ impl TractReference {
                         with_index_outputs: None,
                     };
                     model.wire_node(&name, op, &[wire]).ctx(|| format!("wiring {name}"))?[0]
+                }
+                Layer::AvgPool2D(_) | Layer::GlobalAvgPool => {
+                    let ch = input.channels() as usize;
+                    let g = crate::nn::pool::avg_geometry(layer, input)
+                        .ok_or(ReferenceError::Unsupported { layer: name.clone(), what: "empty pool" })?;
+                    // Padding never counts: the divisor is each window's in-image pixels.
+                    let op = SumPool {
+                        pool_spec: PoolSpec {
+                            data_format: DataFormat::NHWC,
+                            kernel_shape: tvec![g.kernel_h, g.kernel_w],
+                            padding: explicit_padding(&g),
+                            dilations: None,
+                            strides: Some(tvec![g.stride_h, g.stride_w]),
+                            input_channels: ch,
+                            output_channels: ch,
+                        },
+                        count_include_pad: false,
+                        normalize: true,
+                    };
+                    let out = model.wire_node(&name, op, &[wire]).ctx(|| format!("wiring {name}"))?[0];
+                    if matches!(layer, Layer::GlobalAvgPool) {
+                        // [batch, 1, 1, c] -> [batch, c], as Keras's GlobalAveragePooling2D.
+                        let from: TVec<TDim> = tvec![1.to_dim(), 1.to_dim(), ch.to_dim()];
+                        let to: TVec<TDim> = tvec![ch.to_dim()];
+                        model
+                            .wire_node(format!("{name}.flat"), AxisOp::Reshape(1, from, to), &[out])
+                            .ctx(|| format!("wiring {name}"))?[0]
+                    } else {
+                        out
+                    }
                 }
                 Layer::Flatten => match input {
                     // Row-major reshape of [batch, h, w, c]: Keras's h, w, c order.
@@ -266,6 +288,12 @@ fn param(
     Ok(a.as_standard_layout().into_owned())
 }
 
+/// tract's explicit padding for `g`: the pads a window reaches on each side
+/// (shared's geometry), which give the same output size as the declared ones.
+fn explicit_padding(g: &ConvGeom) -> PaddingSpec {
+    PaddingSpec::Explicit(tvec![g.pad_top, g.pad_left], tvec![g.pad_bottom(), g.pad_right()])
+}
+
 /// Wire a fused activation: ReLU as `max(x, 0)`; Softmax only as the very last
 /// operation, where it is dropped so the graph yields logits.
 fn activation(
@@ -286,6 +314,12 @@ fn activation(
             let zero = model.add_const(format!("{name}.zero"), tensor0(0f32)).ctx(|| name.to_string())?;
             Ok(wire_with_rank_broadcast(format!("{name}.relu"), model, max(), &[wire, zero])
                 .ctx(|| format!("wiring {name}.relu"))?[0])
+        }
+        Activation::Relu6 => {
+            let relu = activation(model, name, Activation::Relu, is_last, wire)?;
+            let six = model.add_const(format!("{name}.six"), tensor0(6f32)).ctx(|| name.to_string())?;
+            Ok(wire_with_rank_broadcast(format!("{name}.relu6"), model, min(), &[relu, six])
+                .ctx(|| format!("wiring {name}.relu6"))?[0])
         }
     }
 }

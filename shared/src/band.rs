@@ -154,7 +154,7 @@ impl Group {
     /// Input rows held (streamed) for bands of `rows` pool rows: those of the
     /// most conv rows one kernel call computes.
     fn input_rows(&self, rows: usize) -> usize {
-        ((self.buffer_rows(rows) - 1) * self.conv.stride + self.conv.kernel).min(self.conv.in_h)
+        ((self.buffer_rows(rows) - 1) * self.conv.stride_h + self.conv.span_h()).min(self.conv.in_h)
     }
 }
 
@@ -183,9 +183,9 @@ fn group_fits(g: &Group, shapes: &Shapes<'_>, i: usize, layers: usize, bytes: us
 /// when `r0`'s window starts there; the slice ends where `r1 - 1`'s window
 /// or the image does). Every output's taps are the whole conv's.
 fn conv_band(g: &ConvGeom, r0: usize, r1: usize) -> (ConvGeom, usize, usize) {
-    let in0 = (r0 * g.stride).saturating_sub(g.pad_top);
-    let in1 = ((r1 - 1) * g.stride + g.kernel).saturating_sub(g.pad_top).min(g.in_h);
-    let sub = ConvGeom { in_h: in1 - in0, out_h: r1 - r0, pad_top: g.pad_top.saturating_sub(r0 * g.stride), ..*g };
+    let in0 = (r0 * g.stride_h).saturating_sub(g.pad_top);
+    let in1 = ((r1 - 1) * g.stride_h + g.span_h()).saturating_sub(g.pad_top).min(g.in_h);
+    let sub = ConvGeom { in_h: in1 - in0, out_h: r1 - r0, pad_top: g.pad_top.saturating_sub(r0 * g.stride_h), ..*g };
     (sub, in0, in1)
 }
 
@@ -568,7 +568,7 @@ fn run_group(
     let data = model.layer_data();
     let (ci, pi) = (st.first, st.first + st.layers - 1);
     let bi = band.batch_norm.then_some(ci + 1);
-    let Step::Conv { g, prm, relu } = banded.prepared.steps[ci] else {
+    let Step::Conv { g, prm, relu, six } = banded.prepared.steps[ci] else {
         return Err(EngineError::MissingWeights { layer: ci });
     };
     let Step::MaxPool { g: pg } = banded.prepared.steps[pi] else {
@@ -623,9 +623,14 @@ fn run_group(
             observer.layer_start(ci);
             match data[ci].weights {
                 LayerWeights::Int8(w) => {
-                    k8::conv2d_fast(&sub, &with_constant_clamp(prm, relu), &w, as_i8(src), as_i8_mut(dst), scratch)
+                    k8::conv2d_fast(&sub, &with_constant_clamp(prm, relu, six), &w, as_i8(src), as_i8_mut(dst), scratch)
                 }
-                LayerWeights::F16(w) => k16::conv2d_fast(&sub, relu, &w, as_f16(src), as_f16_mut(dst)),
+                LayerWeights::F16(w) => {
+                    k16::conv2d_fast(&sub, relu, &w, as_f16(src), as_f16_mut(dst));
+                    if six {
+                        k16::clamp6_in_place(as_f16_mut(dst));
+                    }
+                }
                 LayerWeights::None => return Err(EngineError::MissingWeights { layer: ci }),
             }
             observer.layer_rows(ci, shapes[ci], r0, dst);
@@ -633,7 +638,7 @@ fn run_group(
                 observer.layer_start(bi);
                 match (banded.prepared.steps[bi], data[bi].weights) {
                     (Step::BatchNorm { prm }, LayerWeights::Int8(w)) => {
-                        k8::batch_norm_in_place_fast(&with_constant_clamp(prm, false), &w, as_i8_mut(dst))
+                        k8::batch_norm_in_place_fast(&with_constant_clamp(prm, false, false), &w, as_i8_mut(dst))
                     }
                     (Step::BatchNorm { .. }, LayerWeights::F16(w)) => {
                         k16::batch_norm_in_place_fast(&w, as_f16_mut(dst))

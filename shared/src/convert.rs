@@ -11,7 +11,8 @@
 //!   `y = s[c] * x + t[c]`, `s = gamma / sqrt(var + eps)`, `t = beta - mean * s`,
 //!   with `s[c]` stored as an int8 weight of +-127 at scale `|s[c]| / 127`
 //!   (exact), so a negative gamma stays negative;
-//! - MaxPool2D, Flatten, Dropout keep their input's quantization.
+//! - MaxPool2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dropout
+//!   keep their input's quantization (TFLite's int8 pools do too).
 //!
 //! Activation ranges come from calibration: [`crate::convert::Ranges`] holds the min/max of
 //! every tensor over samples (the host's calibrator runs its float network;
@@ -91,8 +92,8 @@ pub fn check_params(spec: &ModelSpec, params: &[FloatLayer<'_>]) -> Result<(), C
     for ((i, layer, inp, _), p) in spec.shapes().zip(params) {
         match (*layer, *p) {
             (Layer::Conv2D(c), FloatLayer::Conv2D { weights, bias }) => {
-                let k = c.kernel as usize;
-                len_ok(i, "weights", c.filters as usize * k * k * inp.channels() as usize, weights.len())?;
+                let k = c.kernel.h as usize * c.kernel.w as usize;
+                len_ok(i, "weights", c.filters as usize * k * inp.channels() as usize, weights.len())?;
                 len_ok(i, "bias", c.filters as usize, bias.len())?;
             }
             (Layer::Dense { units, .. }, FloatLayer::Dense { weights, bias }) => {
@@ -106,7 +107,14 @@ pub fn check_params(spec: &ModelSpec, params: &[FloatLayer<'_>]) -> Result<(), C
                 len_ok(i, "moving_mean", c, mean.len())?;
                 len_ok(i, "moving_variance", c, var.len())?;
             }
-            (Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. }, FloatLayer::None) => {}
+            (
+                Layer::MaxPool2D { .. }
+                | Layer::AvgPool2D(_)
+                | Layer::GlobalAvgPool
+                | Layer::Flatten
+                | Layer::Dropout { .. },
+                FloatLayer::None,
+            ) => {}
             _ => return Err(ConvertError::WrongKind { layer: i }),
         }
     }

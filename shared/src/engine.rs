@@ -33,7 +33,7 @@ use crate::kernels::f16 as k16;
 use crate::kernels::int8::{self as k8, Int8Params};
 use crate::model::{F16Weights, Int8Weights, LayerWeights, Precision, QuantModel, TensorQuant};
 use crate::quant;
-use crate::spec::{Activation, Layer, Shape, MAX_LAYERS};
+use crate::spec::{Activation, AvgPool2D, Hw, Layer, Padding, Shape, MAX_LAYERS};
 
 /// Sees every layer as it runs (including the identity layers).
 pub trait Observer {
@@ -415,12 +415,16 @@ pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
         let sizes = |n: u64| usize::try_from(n).map_err(|_| EngineError::TooLarge);
         let (weights, channels) = match *layer {
             Layer::Conv2D(c) => {
-                let k = c.kernel as u64;
-                (sizes(k * k * inp.channels() as u64 * c.filters as u64)?, c.filters as usize)
+                let k = c.kernel.h as u64 * c.kernel.w as u64;
+                (sizes(k * inp.channels() as u64 * c.filters as u64)?, c.filters as usize)
             }
             Layer::Dense { units, .. } => (sizes(inp.elements() * units as u64)?, units as usize),
             Layer::BatchNorm { .. } => (inp.channels() as usize, inp.channels() as usize),
-            Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => {
+            Layer::MaxPool2D { .. }
+            | Layer::AvgPool2D(_)
+            | Layer::GlobalAvgPool
+            | Layer::Flatten
+            | Layer::Dropout { .. } => {
                 if d.weights != LayerWeights::None {
                     return Err(EngineError::UnexpectedWeights { layer: i });
                 }
@@ -503,12 +507,15 @@ pub(crate) enum Step {
     Identity,
     /// BatchNormalization in place (`prm` is the int8 clamp; unused for f16).
     BatchNorm { prm: Int8Params },
-    /// Conv2D (`prm` unused for f16).
-    Conv { g: ConvGeom, prm: Int8Params, relu: bool },
+    /// Conv2D (`prm` unused for f16). `six`: ReLU6, whose int8 upper clamp
+    /// `prm` carries and whose f16 clamp follows the kernel.
+    Conv { g: ConvGeom, prm: Int8Params, relu: bool, six: bool },
     /// Dense (`prm` unused for f16).
-    Dense { prm: Int8Params, relu: bool },
+    Dense { prm: Int8Params, relu: bool, six: bool },
     /// MaxPool2D.
     MaxPool { g: PoolGeom },
+    /// AveragePooling2D and the global average pool (a window over the whole image).
+    AvgPool { g: ConvGeom },
 }
 
 /// `p` rebuilt where the kernel is called, so the compiler sees the constant
@@ -516,8 +523,27 @@ pub(crate) enum Step {
 /// requantization: loading them from the prepared steps cost ~10 instructions
 /// per BatchNormalization output on the Cortex-M4 (same bytes either way).
 #[inline(always)]
-pub(crate) fn with_constant_clamp(p: Int8Params, relu: bool) -> Int8Params {
+pub(crate) fn with_constant_clamp(p: Int8Params, relu: bool, six: bool) -> Int8Params {
+    if six {
+        // ReLU6's upper bound depends on the output scale: prepared, not constant.
+        return p;
+    }
     Int8Params::new(p.in_zp, p.out_zp, if relu { Activation::Relu } else { Activation::None })
+}
+
+/// The window of a global average pool over an `h x w x c` input: one
+/// output pixel, every input pixel counted.
+pub(crate) fn global_pool_geom(input: Shape) -> Option<ConvGeom> {
+    let Shape::Image { h, w, c } = input else { return None };
+    let (h, w, c) = (h as usize, w as usize, c as usize);
+    ConvGeom::general((h, w, c), c, Hw::new(h as u32, w as u32), Hw::ONE, Hw::ONE, Padding::Valid)
+}
+
+/// The window of an AveragePooling2D layer on its input.
+pub(crate) fn avg_pool_geom(p: &AvgPool2D, input: Shape) -> Option<ConvGeom> {
+    let Shape::Image { h, w, c } = input else { return None };
+    let (h, w, c) = (h as usize, w as usize, c as usize);
+    ConvGeom::general((h, w, c), c, p.pool, p.stride, Hw::ONE, p.padding)
 }
 
 /// A model checked and planned once, ready to [`run`] any number of times:
@@ -585,21 +611,25 @@ fn fill_steps(model: &QuantModel<'_>, steps: &mut [Step; MAX_LAYERS]) -> Result<
     let mut in_q = model.input;
     for (i, layer, inp, _) in model.spec.shapes() {
         let d = &data[i];
-        let prm = |activation| Int8Params::new(in_q.zero_point, d.output.zero_point, activation);
+        let prm = |activation| Int8Params::for_output(in_q.zero_point, d.output, activation);
+        let relu = |a| matches!(a, Activation::Relu | Activation::Relu6);
         steps[i] = match *layer {
             Layer::Flatten | Layer::Dropout { .. } => Step::Identity,
             Layer::BatchNorm { .. } => Step::BatchNorm { prm: prm(Activation::None) },
             Layer::Conv2D(c) => Step::Conv {
                 g: ConvGeom::from_spec(&c, inp).ok_or(EngineError::TooLarge)?,
                 prm: prm(c.activation),
-                relu: c.activation == Activation::Relu,
+                relu: relu(c.activation),
+                six: c.activation == Activation::Relu6,
             },
             Layer::Dense { activation, .. } => {
-                Step::Dense { prm: prm(activation), relu: activation == Activation::Relu }
+                Step::Dense { prm: prm(activation), relu: relu(activation), six: activation == Activation::Relu6 }
             }
             Layer::MaxPool2D { pool, stride } => {
                 Step::MaxPool { g: PoolGeom::from_spec(pool, stride, inp).ok_or(EngineError::TooLarge)? }
             }
+            Layer::AvgPool2D(p) => Step::AvgPool { g: avg_pool_geom(&p, inp).ok_or(EngineError::TooLarge)? },
+            Layer::GlobalAvgPool => Step::AvgPool { g: global_pool_geom(inp).ok_or(EngineError::TooLarge)? },
         };
         in_q = d.output;
     }
@@ -740,7 +770,7 @@ pub(crate) fn run_layer(
         (Step::Identity, _) => {}
         // BatchNormalization is per pixel, so any cut into whole pixels gives the same bytes.
         (Step::BatchNorm { prm }, LayerWeights::Int8(w)) => {
-            let prm = with_constant_clamp(prm, false);
+            let prm = with_constant_clamp(prm, false, false);
             let data = as_i8_mut(&mut work[lp.output.offset..lp.output.end()]);
             let c = w.weights.len();
             let jobs = par.jobs().min(data.len() / c / BN_MIN_PIXELS);
@@ -763,8 +793,8 @@ pub(crate) fn run_layer(
         (step, weights) => {
             let (src, dst) = split(work, lp.input, lp.output);
             match (step, weights) {
-                (Step::Conv { g, prm, relu }, LayerWeights::Int8(w)) => {
-                    let prm = with_constant_clamp(prm, relu);
+                (Step::Conv { g, prm, relu, six }, LayerWeights::Int8(w)) => {
+                    let prm = with_constant_clamp(prm, relu, six);
                     let (x, pixels) = (as_i8(src), g.out_h * g.out_w);
                     // Cut by output pixels where the CPU's kernel takes any run of
                     // them, else by whole rows, else not at all.
@@ -785,7 +815,7 @@ pub(crate) fn run_layer(
                         k8::conv2d_fast(&g, &prm, &w, x, as_i8_mut(dst), scratch);
                     }
                 }
-                (Step::Conv { g, relu, .. }, LayerWeights::F16(w)) => {
+                (Step::Conv { g, relu, six, .. }, LayerWeights::F16(w)) => {
                     let jobs = par.jobs().min(g.out_h);
                     if jobs > 1 {
                         let x = as_f16(src);
@@ -795,9 +825,12 @@ pub(crate) fn run_layer(
                     } else {
                         k16::conv2d_fast(&g, relu, &w, as_f16(src), as_f16_mut(dst));
                     }
+                    if six {
+                        k16::clamp6_in_place(as_f16_mut(dst));
+                    }
                 }
-                (Step::Dense { prm, relu }, LayerWeights::Int8(w)) => {
-                    let prm = with_constant_clamp(prm, relu);
+                (Step::Dense { prm, relu, six }, LayerWeights::Int8(w)) => {
+                    let prm = with_constant_clamp(prm, relu, six);
                     let units = dst.len();
                     let jobs = par.jobs().min(units);
                     if jobs > 1 && k8::can_split_dense() {
@@ -809,7 +842,7 @@ pub(crate) fn run_layer(
                         k8::dense_fast(&prm, &w, as_i8(src), as_i8_mut(dst));
                     }
                 }
-                (Step::Dense { relu, .. }, LayerWeights::F16(w)) => {
+                (Step::Dense { relu, six, .. }, LayerWeights::F16(w)) => {
                     let (x, dst) = (as_f16(src), as_f16_mut(dst));
                     let units = dst.len();
                     let jobs = par.jobs().min(units);
@@ -826,10 +859,17 @@ pub(crate) fn run_layer(
                     } else {
                         k16::dense_fast(relu, &w, x, dst);
                     }
+                    if six {
+                        k16::clamp6_in_place(dst);
+                    }
                 }
                 (Step::MaxPool { g }, _) => match precision {
                     Precision::Int8 => k8::max_pool_fast(&g, as_i8(src), as_i8_mut(dst)),
                     Precision::F16 => k16::max_pool_fast(&g, as_f16(src), as_f16_mut(dst)),
+                },
+                (Step::AvgPool { g }, _) => match precision {
+                    Precision::Int8 => k8::avg_pool(&g, as_i8(src), as_i8_mut(dst)),
+                    Precision::F16 => k16::avg_pool(&g, as_f16(src), as_f16_mut(dst)),
                 },
                 // `prepare` (through `validate`) rejected every other pairing.
                 _ => return Err(EngineError::MissingWeights { layer: i }),

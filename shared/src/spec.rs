@@ -20,13 +20,72 @@ pub const BN_EPSILON: f32 = 1e-3;
 /// Keras's `BatchNormalization` default momentum for the running statistics.
 pub const BN_MOMENTUM: f32 = 0.99;
 
-/// Convolution padding, as Keras names it.
+/// A (height, width) pair: a kernel, stride, dilation or pool size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hw {
+    pub h: u32,
+    pub w: u32,
+}
+
+impl Hw {
+    /// `(1, 1)`: no dilation, unit stride.
+    pub const ONE: Hw = Hw { h: 1, w: 1 };
+    /// `(n, n)`.
+    pub const fn square(n: u32) -> Self {
+        Hw { h: n, w: n }
+    }
+    /// `(h, w)`.
+    pub const fn new(h: u32, w: u32) -> Self {
+        Hw { h, w }
+    }
+    /// Both sides equal.
+    pub const fn is_square(self) -> bool {
+        self.h == self.w
+    }
+}
+
+impl fmt::Display for Hw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_square() {
+            write!(f, "{}", self.h)
+        } else {
+            write!(f, "({}, {})", self.h, self.w)
+        }
+    }
+}
+
+/// Zero padding on each side of an image, in pixels (ONNX's and PyTorch's
+/// explicit `pads`; Keras's `ZeroPadding2D` folded into the next layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pads {
+    pub top: u32,
+    pub bottom: u32,
+    pub left: u32,
+    pub right: u32,
+}
+
+/// Convolution and pooling padding: Keras's two names, or explicit pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Padding {
-    /// No padding: `out = (in - k) / stride + 1`.
+    /// No padding: `out = (in - span) / stride + 1`.
     Valid,
     /// Zero padding so that `out = ceil(in / stride)`, the odd pixel at the bottom/right.
     Same,
+    /// These pads: `out = (in + before + after - span) / stride + 1`. Each
+    /// side is less than the (dilated) kernel's span, so every window
+    /// touches the image.
+    Explicit(Pads),
+}
+
+impl Padding {
+    /// Explicit pads, or `Valid` when they are all zero (the same layer).
+    pub const fn explicit(top: u32, bottom: u32, left: u32, right: u32) -> Self {
+        if top == 0 && bottom == 0 && left == 0 && right == 0 {
+            Padding::Valid
+        } else {
+            Padding::Explicit(Pads { top, bottom, left, right })
+        }
+    }
 }
 
 /// Activation fused into a Conv2D or Dense layer.
@@ -38,6 +97,21 @@ pub enum Activation {
     Relu,
     /// Softmax over the units (Dense only, last layer).
     Softmax,
+    /// `min(max(x, 0), 6)` (MobileNet's; TFLite fuses it as a clamp).
+    Relu6,
+}
+
+impl Activation {
+    /// The clamp the activation applies, `(low, high)`, for the
+    /// element-wise ones (`None` for Softmax).
+    pub fn clamp(self) -> Option<(f32, f32)> {
+        match self {
+            Activation::None => Some((f32::NEG_INFINITY, f32::INFINITY)),
+            Activation::Relu => Some((0.0, f32::INFINITY)),
+            Activation::Relu6 => Some((0.0, 6.0)),
+            Activation::Softmax => None,
+        }
+    }
 }
 
 /// The shape of one example flowing between layers (the batch axis is implicit).
@@ -100,12 +174,13 @@ impl fmt::Display for Shape {
     }
 }
 
-/// Keras `Conv2D` with square kernel and stride.
+/// Keras `Conv2D`: any kernel h×w, strides, dilation and padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2D {
     pub filters: u32,
-    pub kernel: u32,
-    pub stride: u32,
+    pub kernel: Hw,
+    pub stride: Hw,
+    pub dilation: Hw,
     pub padding: Padding,
     pub activation: Activation,
 }
@@ -113,11 +188,33 @@ pub struct Conv2D {
 impl Conv2D {
     /// `Conv2D(filters, kernel_size=kernel)` with Keras's defaults: stride 1, valid, no activation.
     pub const fn new(filters: u32, kernel: u32) -> Self {
-        Conv2D { filters, kernel, stride: 1, padding: Padding::Valid, activation: Activation::None }
+        Conv2D {
+            filters,
+            kernel: Hw::square(kernel),
+            stride: Hw::ONE,
+            dilation: Hw::ONE,
+            padding: Padding::Valid,
+            activation: Activation::None,
+        }
+    }
+    /// `kernel_size=(h, w)`.
+    pub const fn kernel_hw(mut self, h: u32, w: u32) -> Self {
+        self.kernel = Hw::new(h, w);
+        self
     }
     /// `strides=(s, s)`.
     pub const fn strides(mut self, stride: u32) -> Self {
-        self.stride = stride;
+        self.stride = Hw::square(stride);
+        self
+    }
+    /// `strides=(h, w)`.
+    pub const fn strides_hw(mut self, h: u32, w: u32) -> Self {
+        self.stride = Hw::new(h, w);
+        self
+    }
+    /// `dilation_rate=(h, w)`.
+    pub const fn dilation(mut self, h: u32, w: u32) -> Self {
+        self.dilation = Hw::new(h, w);
         self
     }
     /// `padding="same"`.
@@ -125,11 +222,39 @@ impl Conv2D {
         self.padding = Padding::Same;
         self
     }
+    /// Explicit zero padding (ONNX `pads`, PyTorch `padding=`).
+    pub const fn pads(mut self, top: u32, bottom: u32, left: u32, right: u32) -> Self {
+        self.padding = Padding::explicit(top, bottom, left, right);
+        self
+    }
     /// `activation="relu"`.
     pub const fn relu(mut self) -> Self {
         self.activation = Activation::Relu;
         self
     }
+    /// `activation="relu6"`.
+    pub const fn relu6(mut self) -> Self {
+        self.activation = Activation::Relu6;
+        self
+    }
+    /// Only what a version 1/2 model file can say: a square kernel and
+    /// stride, no dilation, Keras's valid or same padding, no ReLU6.
+    pub fn is_classic(&self) -> bool {
+        self.kernel.is_square()
+            && self.stride.is_square()
+            && self.dilation == Hw::ONE
+            && matches!(self.padding, Padding::Valid | Padding::Same)
+            && self.activation != Activation::Relu6
+    }
+}
+
+/// Keras `AveragePooling2D`: the mean of each window's real pixels (padding
+/// never counts, as in Keras, TFLite and ONNX's `count_include_pad=0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AvgPool2D {
+    pub pool: Hw,
+    pub stride: Hw,
+    pub padding: Padding,
 }
 
 /// One layer of the stack, with Keras's hyperparameters.
@@ -155,6 +280,10 @@ pub enum Layer {
     Dropout {
         rate: f32,
     },
+    AvgPool2D(AvgPool2D),
+    /// Keras `GlobalAveragePooling2D`: each channel's mean over height and
+    /// width, a flat vector of the channels.
+    GlobalAvgPool,
 }
 
 /// The coarse kind of a layer, for names, tables and error messages.
@@ -166,6 +295,8 @@ pub enum LayerKind {
     Flatten,
     Dense,
     Dropout,
+    AvgPool2D,
+    GlobalAvgPool,
 }
 
 impl LayerKind {
@@ -178,6 +309,8 @@ impl LayerKind {
             LayerKind::Flatten => "flatten",
             LayerKind::Dense => "dense",
             LayerKind::Dropout => "dropout",
+            LayerKind::AvgPool2D => "average_pooling2d",
+            LayerKind::GlobalAvgPool => "global_average_pooling2d",
         }
     }
     /// Keras's class name (`Conv2D`, `BatchNormalization`, ...).
@@ -189,6 +322,8 @@ impl LayerKind {
             LayerKind::Flatten => "Flatten",
             LayerKind::Dense => "Dense",
             LayerKind::Dropout => "Dropout",
+            LayerKind::AvgPool2D => "AveragePooling2D",
+            LayerKind::GlobalAvgPool => "GlobalAveragePooling2D",
         }
     }
 }
@@ -203,6 +338,8 @@ impl Layer {
             Layer::Flatten => LayerKind::Flatten,
             Layer::Dense { .. } => LayerKind::Dense,
             Layer::Dropout { .. } => LayerKind::Dropout,
+            Layer::AvgPool2D(_) => LayerKind::AvgPool2D,
+            Layer::GlobalAvgPool => LayerKind::GlobalAvgPool,
         }
     }
 
@@ -213,18 +350,28 @@ impl Layer {
         match *self {
             Layer::Conv2D(c) => {
                 let Shape::Image { h, w, .. } = input else { return Err(err(Problem::NeedsImage)) };
-                if c.filters == 0 || c.kernel == 0 || c.stride == 0 {
+                let zero = |v: Hw| v.h == 0 || v.w == 0;
+                if c.filters == 0 || zero(c.kernel) || zero(c.stride) || zero(c.dilation) {
                     return Err(err(Problem::ZeroHyperparameter));
                 }
-                let out = |n: u32| match c.padding {
-                    Padding::Valid if n >= c.kernel => Some((n - c.kernel) / c.stride + 1),
-                    Padding::Valid => None,
-                    Padding::Same => Some(n.div_ceil(c.stride)),
-                };
-                match (out(h), out(w)) {
-                    (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Ok(Shape::image(oh, ow, c.filters)),
+                match crate::geometry::window_output(h, w, c.kernel, c.stride, c.dilation, c.padding) {
+                    Some((oh, ow)) if oh > 0 && ow > 0 => Ok(Shape::image(oh, ow, c.filters)),
                     _ => Err(err(Problem::Collapsed)),
                 }
+            }
+            Layer::AvgPool2D(p) => {
+                let Shape::Image { h, w, c } = input else { return Err(err(Problem::NeedsImage)) };
+                if p.pool.h == 0 || p.pool.w == 0 || p.stride.h == 0 || p.stride.w == 0 {
+                    return Err(err(Problem::ZeroHyperparameter));
+                }
+                match crate::geometry::window_output(h, w, p.pool, p.stride, Hw::ONE, p.padding) {
+                    Some((oh, ow)) if oh > 0 && ow > 0 => Ok(Shape::image(oh, ow, c)),
+                    _ => Err(err(Problem::Collapsed)),
+                }
+            }
+            Layer::GlobalAvgPool => {
+                let Shape::Image { c, .. } = input else { return Err(err(Problem::NeedsImage)) };
+                Ok(Shape::Flat(c))
             }
             Layer::MaxPool2D { pool, stride } => {
                 let Shape::Image { h, w, c } = input else { return Err(err(Problem::NeedsImage)) };
@@ -281,14 +428,18 @@ impl Layer {
         let cin = input.channels() as u64;
         Some(match *self {
             Layer::Conv2D(c) => {
-                let k = c.kernel as u64;
+                let k = (c.kernel.h as u64).checked_mul(c.kernel.w as u64)?;
                 let filters = c.filters as u64;
-                (k.checked_mul(k)?.checked_mul(cin)?.checked_mul(filters)?.checked_add(filters)?, 0)
+                (k.checked_mul(cin)?.checked_mul(filters)?.checked_add(filters)?, 0)
             }
             Layer::Dense { units, .. } => (cin.checked_mul(units as u64)?.checked_add(units as u64)?, 0),
             // gamma and beta train; the moving mean and variance do not.
             Layer::BatchNorm { .. } => (2 * cin, 2 * cin),
-            Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => (0, 0),
+            Layer::MaxPool2D { .. }
+            | Layer::Flatten
+            | Layer::Dropout { .. }
+            | Layer::AvgPool2D(_)
+            | Layer::GlobalAvgPool => (0, 0),
         })
     }
 
@@ -303,8 +454,8 @@ impl Layer {
     pub fn checked_macs(&self, input: Shape, output: Shape) -> Option<u64> {
         match *self {
             Layer::Conv2D(c) => {
-                let k = c.kernel as u64;
-                output.checked_elements()?.checked_mul(k)?.checked_mul(k)?.checked_mul(input.channels() as u64)
+                let k = (c.kernel.h as u64).checked_mul(c.kernel.w as u64)?;
+                output.checked_elements()?.checked_mul(k)?.checked_mul(input.channels() as u64)
             }
             Layer::Dense { .. } => input.checked_elements()?.checked_mul(output.checked_elements()?),
             Layer::BatchNorm { .. } => output.checked_elements(),

@@ -15,7 +15,7 @@ use shared::f16;
 use shared::kernels::{f16 as k16, int8 as k8, ConvGeom, PoolGeom};
 use shared::model::{F16Weights, Int8Weights, LayerWeights, Precision, TensorQuant};
 use shared::quant;
-use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Sequential, Shape};
+use shared::spec::{Activation, AvgPool2D, Conv2D, Hw, Layer, ModelSpec, Padding, Sequential, Shape};
 
 /// Calibrate on a few random inputs and quantize.
 fn int8_model(spec: &ModelSpec, p: &[OwnedLayer], rng: &mut Rng) -> (OwnedModel, Vec<f32>) {
@@ -63,8 +63,17 @@ fn int8_weights(w: &OwnedWeights) -> Int8Weights<'_> {
     }
 }
 
-/// A random AlexNet-shaped stack (conv/relu -> BN -> pool -> same conv -> BN -> dense).
+/// A random stack: [`random_classic_spec`] or [`random_general_spec`].
 fn random_spec(rng: &mut Rng) -> Option<ModelSpec> {
+    if rng.int(0, 1) == 1 {
+        random_general_spec(rng)
+    } else {
+        random_classic_spec(rng)
+    }
+}
+
+/// A random AlexNet-shaped stack (conv/relu -> BN -> pool -> same conv -> BN -> dense).
+fn random_classic_spec(rng: &mut Rng) -> Option<ModelSpec> {
     let h = rng.int(5, 14) as u32;
     let w = rng.int(5, 14) as u32;
     let mut s = Sequential::new(Shape::image(h, w, rng.int(1, 3) as u32));
@@ -86,6 +95,60 @@ fn random_spec(rng: &mut Rng) -> Option<ModelSpec> {
         .dropout(0.5)
         .dense(rng.int(2, 6) as u32, Activation::Softmax);
     s.build().ok()
+}
+
+/// A random stack of the general layers: a rectangular, strided, dilated and
+/// valid/same/explicitly padded conv with ReLU, ReLU6 or none, an average or
+/// max pool, a same conv, a global average pool or Flatten, ReLU6 or ReLU Dense.
+fn random_general_spec(rng: &mut Rng) -> Option<ModelSpec> {
+    let h = rng.int(5, 14) as u32;
+    let w = rng.int(5, 14) as u32;
+    let mut s = Sequential::new(Shape::image(h, w, rng.int(1, 3) as u32));
+    let k = |rng: &mut Rng| rng.int(1, 4) as u32;
+    let mut c1 = Conv2D::new(rng.int(1, 6) as u32, 1).kernel_hw(k(rng), k(rng));
+    c1 = c1.strides_hw(rng.int(1, 3) as u32, rng.int(1, 2) as u32);
+    c1 = c1.dilation(rng.int(1, 2) as u32, rng.int(1, 2) as u32);
+    let p = |rng: &mut Rng| rng.int(0, 2) as u32;
+    c1 = match rng.int(0, 2) {
+        0 => c1,
+        1 => c1.same(),
+        _ => c1.pads(p(rng), p(rng), p(rng), p(rng)),
+    };
+    c1 = match rng.int(0, 2) {
+        0 => c1,
+        1 => c1.relu6(),
+        _ => c1.relu(),
+    };
+    s = s.conv2d(c1).batch_norm();
+    if rng.int(0, 1) == 1 {
+        let pool = AvgPool2D {
+            pool: Hw::new(rng.int(1, 3) as u32, rng.int(1, 3) as u32),
+            stride: Hw::new(rng.int(1, 2) as u32, rng.int(1, 2) as u32),
+            padding: if rng.int(0, 1) == 1 { Padding::Same } else { Padding::Valid },
+        };
+        s = s.add(Layer::AvgPool2D(pool));
+    } else {
+        s = s.max_pool(rng.int(1, 3) as u32, rng.int(1, 2) as u32);
+    }
+    s = s.conv2d(Conv2D::new(rng.int(1, 7) as u32, 3).same().relu()).batch_norm();
+    if rng.int(0, 1) == 1 {
+        s = s.add(Layer::GlobalAvgPool);
+    } else {
+        s = s.flatten();
+    }
+    let hidden = if rng.int(0, 1) == 1 { Activation::Relu6 } else { Activation::Relu };
+    s = s.dense(rng.int(1, 12) as u32, hidden).dropout(0.5).dense(rng.int(2, 6) as u32, Activation::Softmax);
+    s.build().ok()
+}
+
+/// The window geometry of an average pool layer (the global one: the whole image).
+fn avg_geom(layer: &Layer, inp: Shape) -> ConvGeom {
+    let Shape::Image { h, w, c } = inp else { panic!("an image input") };
+    let dims = (h as usize, w as usize, c as usize);
+    match *layer {
+        Layer::AvgPool2D(p) => ConvGeom::general(dims, c as usize, p.pool, p.stride, Hw::ONE, p.padding).unwrap(),
+        _ => ConvGeom::general(dims, c as usize, Hw::new(h, w), Hw::ONE, Hw::ONE, Padding::Valid).unwrap(),
+    }
 }
 
 /// Run `m` with a plan-sized arena, recording every layer.
@@ -115,7 +178,7 @@ fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> 
             Layer::Conv2D(c) => {
                 let g = ConvGeom::from_spec(&c, inp).unwrap();
                 let wt = int8_weights(w);
-                let p = k8::Int8Params::new(in_q.zero_point, out_q.zero_point, c.activation);
+                let p = k8::Int8Params::for_output(in_q.zero_point, *out_q, c.activation);
                 let mut plain = vec![0i8; g.output_len()];
                 k8::conv2d(&g, &p, &wt, &prev, &mut plain);
                 prop_assert_eq!(&got, &plain, "layer {}", i);
@@ -131,7 +194,11 @@ fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> 
                     .collect();
                 let y = suite::reference_conv(&g, &rw, &rb, &xf);
                 for (j, &v) in y.iter().enumerate() {
-                    let v = if c.activation == Activation::Relu { v.max(0.0) } else { v };
+                    let v = match c.activation {
+                        Activation::Relu => v.max(0.0),
+                        Activation::Relu6 => v.clamp(0.0, 6.0),
+                        _ => v,
+                    };
                     prop_assert!(
                         (quant::quantize(v, *out_q) as i32 - got[j] as i32).abs() <= 1,
                         "layer {} elem {}",
@@ -142,7 +209,7 @@ fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> 
             }
             Layer::Dense { activation, .. } => {
                 let wt = int8_weights(w);
-                let p = k8::Int8Params::new(in_q.zero_point, out_q.zero_point, activation);
+                let p = k8::Int8Params::for_output(in_q.zero_point, *out_q, activation);
                 let mut plain = vec![0i8; outs.elements() as usize];
                 k8::dense(&p, &wt, &prev, &mut plain);
                 prop_assert_eq!(&got, &plain, "layer {}", i);
@@ -164,6 +231,18 @@ fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> 
                 k8::max_pool(&g, &prev, &mut plain);
                 prop_assert_eq!(&got, &plain);
                 prop_assert_eq!(*out_q, in_q);
+            }
+            Layer::AvgPool2D(_) | Layer::GlobalAvgPool => {
+                let g = avg_geom(layer, inp);
+                let mut plain = vec![0i8; g.output_len()];
+                k8::avg_pool(&g, &prev, &mut plain);
+                prop_assert_eq!(&got, &plain);
+                prop_assert_eq!(*out_q, in_q);
+                // Within one step of the float mean of the dequantized input.
+                let y = suite::reference_avg_pool(&g, &xf);
+                for (j, &v) in y.iter().enumerate() {
+                    prop_assert!((quant::quantize(v, in_q) as i32 - got[j] as i32).abs() <= 1, "avg pool elem {}", j);
+                }
             }
             Layer::Flatten | Layer::Dropout { .. } => prop_assert_eq!(&got, &prev),
         }
@@ -207,8 +286,19 @@ proptest! {
             };
             let mut want = vec![f16::ZERO; outs.elements() as usize];
             match *layer {
-                Layer::Conv2D(c) => k16::conv2d(&ConvGeom::from_spec(&c, inp).unwrap(), c.activation == Activation::Relu, &fw.unwrap(), &prev, &mut want),
-                Layer::Dense { activation, .. } => k16::dense(activation == Activation::Relu, &fw.unwrap(), &prev, &mut want),
+                Layer::Conv2D(c) => {
+                    k16::conv2d(&ConvGeom::from_spec(&c, inp).unwrap(), c.activation != Activation::None, &fw.unwrap(), &prev, &mut want);
+                    if c.activation == Activation::Relu6 {
+                        k16::clamp6_in_place(&mut want);
+                    }
+                }
+                Layer::Dense { activation, .. } => {
+                    k16::dense(matches!(activation, Activation::Relu | Activation::Relu6), &fw.unwrap(), &prev, &mut want);
+                    if activation == Activation::Relu6 {
+                        k16::clamp6_in_place(&mut want);
+                    }
+                }
+                Layer::AvgPool2D(_) | Layer::GlobalAvgPool => k16::avg_pool(&avg_geom(layer, inp), &prev, &mut want),
                 Layer::BatchNorm { .. } => k16::batch_norm(&fw.unwrap(), &prev, &mut want),
                 Layer::MaxPool2D { pool, stride } => k16::max_pool(&PoolGeom::from_spec(pool, stride, inp).unwrap(), &prev, &mut want),
                 _ => want.copy_from_slice(&prev),
@@ -463,7 +553,7 @@ fn layer_digest(f16_model: bool) -> u64 {
     let mut all = Vec::new();
     for seed in 0..40u64 {
         let mut rng = Rng::new(1000 + seed);
-        let Some(spec) = random_spec(&mut rng) else { continue };
+        let Some(spec) = random_classic_spec(&mut rng) else { continue };
         let p = random_params(&spec, &mut rng);
         let (m, x) = int8_model(&spec, &p, &mut rng);
         let m = if f16_model { convert::convert_f16(&spec, &views(&p)).unwrap() } else { m };

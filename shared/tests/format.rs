@@ -114,10 +114,10 @@ fn bad_magic() {
 #[test]
 fn wrong_version() {
     let m = fixed_model(Precision::F16);
-    let e = patched(&m, |f| put_u32(f, 8, 3));
-    assert_eq!(e.kind, ErrorKind::UnsupportedVersion { found: 3, supported: 2 });
+    let e = patched(&m, |f| put_u32(f, 8, 4));
+    assert_eq!(e.kind, ErrorKind::UnsupportedVersion { found: 4, supported: 3 });
     assert_err(e, Field::Version, None, 8);
-    assert!(e.to_string().contains("format version 3 is not supported"), "{e}");
+    assert!(e.to_string().contains("format version 4 is not supported"), "{e}");
 }
 
 #[test]

@@ -87,7 +87,7 @@ fn conv_variants() -> Vec<(&'static str, Conv8)> {
             v.push(("vnni", |g, p, w, x, o| unsafe { x86::int8::conv2d_vnni(g, p, w, x, o) }));
             // Both row walkers on their own, whichever `conv2d_vnni` picks for the case.
             v.push(("vnni-clipped", |g, p, w, x, o| {
-                if g.kernel * g.kernel <= x86::int8::MAX_TAPS {
+                if g.kernel() * g.kernel() <= x86::int8::MAX_TAPS {
                     unsafe { x86::int8::conv2d_vnni_clipped_rows(g, p, w, x, o, 0) }
                 } else {
                     unsafe { x86::int8::conv2d_vnni(g, p, w, x, o) }
@@ -127,7 +127,7 @@ fn dense_variants() -> Vec<(&'static str, Dense8)> {
 
 fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError> {
     let mut rng = Rng::new(seed);
-    let raw = Raw::new(&mut rng, g.weights_len(), g.out_c, g.kernel * g.kernel * g.in_c);
+    let raw = Raw::new(&mut rng, g.weights_len(), g.out_c, g.kernel() * g.kernel() * g.in_c);
     let p = params(&mut rng, relu);
     let x = rng.i8s(g.input_len());
     let mut want = vec![0i8; g.output_len()];

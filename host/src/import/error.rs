@@ -22,10 +22,12 @@ pub enum ImportError {
 }
 
 /// What the layer stack takes from Keras, for the error text.
-pub const KERAS_SUPPORTED: &str = "Conv2D (square kernel, equal strides, valid/same padding, no dilation or groups, \
-    relu or linear), BatchNormalization (last axis), MaxPooling2D (square, valid), Flatten, Dense (relu, linear, \
-    softmax), Dropout, and in front of them InputLayer, Rescaling and Normalization; Keras's random \
-    augmentation layers are skipped (they do nothing at inference)";
+pub const KERAS_SUPPORTED: &str = "Conv2D (any kernel, strides and dilation, valid/same padding, no groups, \
+    relu, relu6 or linear), ZeroPadding2D before a valid Conv2D or AveragePooling2D, BatchNormalization (last axis), \
+    MaxPooling2D (square, valid), AveragePooling2D (valid/same), GlobalAveragePooling2D, Flatten, \
+    Dense (relu, relu6, linear, softmax), Dropout, ReLU (max_value 6 or none) and Activation layers after a \
+    Conv2D or Dense, and in front of them InputLayer, Rescaling and Normalization, in a straight chain; Keras's \
+    random augmentation layers are skipped (they do nothing at inference)";
 
 /// What the layer stack takes from ONNX, for the error text.
 pub const ONNX_SUPPORTED: &str = "Conv (square kernel, equal strides, no or Keras-same padding, no dilation or \

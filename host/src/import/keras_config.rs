@@ -10,7 +10,7 @@
 use super::error::ImportError;
 use crate::preprocess::Preprocess;
 use serde_json::Value;
-use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Padding, Shape};
+use shared::spec::{Activation, AvgPool2D, Conv2D, Hw, Layer, ModelSpec, Padding, Shape};
 use std::path::Path;
 
 /// A layer of the stack that carries weights, with the Keras name its
@@ -72,8 +72,12 @@ pub fn parse(v: &Value, path: &Path) -> Result<KerasModel, ImportError> {
         weight_layers: Vec::new(),
         skipped: Vec::new(),
         adapted: None,
+        pending_pads: None,
     };
     b.model(v)?;
+    if let Some((name, _)) = &b.pending_pads {
+        return Err(b.unsupported(name, "ZeroPadding2D", "it must be followed by a valid Conv2D or AveragePooling2D"));
+    }
     let input = b
         .input
         .ok_or_else(|| b.format("the config gives no input shape (no InputLayer, batch_shape or batch_input_shape)"))?;
@@ -98,6 +102,9 @@ struct Builder<'p> {
     weight_layers: Vec<WeightLayer>,
     skipped: Vec<String>,
     adapted: Option<AdaptedNormalization>,
+    /// A ZeroPadding2D waiting to fold into the valid Conv2D or pool after it:
+    /// its name and (top, bottom, left, right).
+    pending_pads: Option<(String, [u32; 4])>,
 }
 
 /// Keras's inference-time no-ops: random augmentation layers.
@@ -220,6 +227,13 @@ impl Builder<'_> {
         if let Some(shape) = c.get("batch_shape").or_else(|| c.get("batch_input_shape")) {
             self.set_input(&name, shape)?;
         }
+        if let Some((zp, _)) = &self.pending_pads {
+            if !matches!(kind, "Conv2D" | "AveragePooling2D" | "AvgPool2D" | "ZeroPadding2D") {
+                let why =
+                    format!("it is followed by {kind} {name:?}; only a valid Conv2D or AveragePooling2D takes it");
+                return Err(self.unsupported(zp, "ZeroPadding2D", why));
+            }
+        }
         let un = |why: &str| self.unsupported(&name, kind, why);
         match kind {
             "InputLayer" => {}
@@ -269,14 +283,10 @@ impl Builder<'_> {
                 let get2 = |k: &str| pair(c.get(k), k).map_err(|e| un(&e));
                 let (kh, kw) = get2("kernel_size")?.ok_or_else(|| un("no kernel_size"))?;
                 let (sh, sw) = get2("strides")?.unwrap_or((1, 1));
-                if kh != kw {
-                    return Err(un(&format!("kernel {kh}x{kw} is not square")));
-                }
-                if sh != sw {
-                    return Err(un(&format!("strides {sh}x{sw} are not equal")));
-                }
-                if get2("dilation_rate")?.is_some_and(|d| d != (1, 1)) {
-                    return Err(un("dilation is not supported"));
+                let (dh, dw) = get2("dilation_rate")?.unwrap_or((1, 1));
+                if (dh, dw) != (1, 1) && (sh, sw) != (1, 1) {
+                    // Keras itself refuses this combination.
+                    return Err(un("dilation with strides other than 1 is not supported"));
                 }
                 if c.get("groups").is_some_and(|g| !g.is_null() && g.as_u64() != Some(1)) {
                     return Err(un("grouped convolution is not supported"));
@@ -284,19 +294,50 @@ impl Builder<'_> {
                 if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
                     return Err(un("only channels_last is supported"));
                 }
-                let padding = match c.get("padding").and_then(Value::as_str) {
-                    Some("valid") | None => Padding::Valid,
-                    Some("same") => Padding::Same,
-                    Some(p) => return Err(un(&format!("padding {p:?} is not supported"))),
-                };
+                let padding = self.padding(&name, kind, &c)?;
                 let filters = size(c.get("filters").ok_or_else(|| un("no filters"))?, "filters").map_err(|e| un(&e))?;
                 let activation = self.activation(&name, kind, &c)?;
                 if activation == Activation::Softmax {
                     return Err(un("a softmax convolution is not supported"));
                 }
                 let use_bias = c.get("use_bias").and_then(Value::as_bool).unwrap_or(true);
+                self.pending_pads = None;
                 self.push_weights(&name, WeightKind::Conv { use_bias });
-                self.layers.push(Layer::Conv2D(Conv2D { filters, kernel: kh, stride: sh, padding, activation }));
+                let conv = Conv2D::new(filters, 1).kernel_hw(kh, kw).strides_hw(sh, sw).dilation(dh, dw);
+                self.layers.push(Layer::Conv2D(Conv2D { padding, activation, ..conv }));
+            }
+            "ZeroPadding2D" => {
+                if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
+                    return Err(un("only channels_last is supported"));
+                }
+                let pads = zero_padding(c.get("padding")).map_err(|e| un(&e))?;
+                if self.pending_pads.is_some() {
+                    return Err(un("two ZeroPadding2D layers in a row are not supported"));
+                }
+                self.pending_pads = Some((name.clone(), pads));
+            }
+            "AveragePooling2D" | "AvgPool2D" => {
+                let (ph, pw) = pair(c.get("pool_size"), "pool_size").map_err(|e| un(&e))?.unwrap_or((2, 2));
+                let (sh, sw) = pair(c.get("strides"), "strides").map_err(|e| un(&e))?.unwrap_or((ph, pw));
+                if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
+                    return Err(un("only channels_last is supported"));
+                }
+                let padding = self.padding(&name, kind, &c)?;
+                self.pending_pads = None;
+                self.layers.push(Layer::AvgPool2D(AvgPool2D {
+                    pool: Hw::new(ph, pw),
+                    stride: Hw::new(sh, sw),
+                    padding,
+                }));
+            }
+            "GlobalAveragePooling2D" | "GlobalAvgPool2D" => {
+                if c.get("keepdims").and_then(Value::as_bool) == Some(true) {
+                    return Err(un("keepdims=True is not supported (the pool's output is a flat vector)"));
+                }
+                if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
+                    return Err(un("only channels_last is supported"));
+                }
+                self.layers.push(Layer::GlobalAvgPool);
             }
             "BatchNormalization" => {
                 let axis = c.get("axis");
@@ -347,13 +388,10 @@ impl Builder<'_> {
             }
             "Activation" | "ReLU" | "Softmax" => {
                 let act = match kind {
-                    "ReLU" => Activation::Relu,
+                    "ReLU" => relu_layer(&c).map_err(|e| un(&e))?,
                     "Softmax" => Activation::Softmax,
                     _ => self.activation(&name, kind, &c)?,
                 };
-                if kind == "ReLU" && c.get("max_value").is_some_and(|m| !m.is_null()) {
-                    return Err(un("a capped ReLU is not supported"));
-                }
                 self.fold_activation(&name, kind, act)?;
             }
             "" => return Err(self.format(&format!("layer {name:?} has no class_name"))),
@@ -370,7 +408,9 @@ impl Builder<'_> {
             return Ok(());
         }
         match self.layers.last_mut() {
-            Some(Layer::Conv2D(c)) if c.activation == Activation::None && act == Activation::Relu => {
+            Some(Layer::Conv2D(c))
+                if c.activation == Activation::None && matches!(act, Activation::Relu | Activation::Relu6) =>
+            {
                 c.activation = act;
                 Ok(())
             }
@@ -395,10 +435,34 @@ impl Builder<'_> {
         match text {
             None | Some("linear") => Ok(Activation::None),
             Some("relu") => Ok(Activation::Relu),
+            Some("relu6") => Ok(Activation::Relu6),
             Some("softmax") => Ok(Activation::Softmax),
-            Some(other) => {
-                Err(self.unsupported(name, kind, format!("activation {other:?} (supported: relu, linear, softmax)")))
-            }
+            Some(other) => Err(self.unsupported(
+                name,
+                kind,
+                format!("activation {other:?} (supported: relu, relu6, linear, softmax)"),
+            )),
+        }
+    }
+
+    /// A windowed layer's padding, with a pending ZeroPadding2D folded in
+    /// (only in front of valid padding: same padding on the padded image is
+    /// another layer).
+    /// The caller clears `pending_pads` once the layer is pushed.
+    fn padding(&self, name: &str, kind: &str, c: &Value) -> Result<Padding, ImportError> {
+        let keras = match c.get("padding").and_then(Value::as_str) {
+            Some("valid") | None => Padding::Valid,
+            Some("same") => Padding::Same,
+            Some(p) => return Err(self.unsupported(name, kind, format!("padding {p:?} is not supported"))),
+        };
+        match (&self.pending_pads, keras) {
+            (None, p) => Ok(p),
+            (Some((_, [t, b, l, r])), Padding::Valid) => Ok(Padding::explicit(*t, *b, *l, *r)),
+            (Some((zp, _)), _) => Err(self.unsupported(
+                zp,
+                "ZeroPadding2D",
+                format!("it is followed by {kind} {name:?} with same padding; only valid padding takes it"),
+            )),
         }
     }
 
@@ -408,7 +472,7 @@ impl Builder<'_> {
 
     /// Rank of the current tensor including the batch axis (for BN's axis).
     fn rank(&self) -> usize {
-        let flat = self.layers.iter().any(|l| matches!(l, Layer::Flatten | Layer::Dense { .. }))
+        let flat = self.layers.iter().any(|l| matches!(l, Layer::Flatten | Layer::Dense { .. } | Layer::GlobalAvgPool))
             || matches!(self.input, Some(Shape::Flat(_)));
         if flat {
             1
@@ -464,6 +528,50 @@ fn size(v: &Value, what: &str) -> Result<u32, String> {
         .and_then(|n| u32::try_from(n).ok())
         .filter(|&n| n > 0)
         .ok_or_else(|| format!("{what} {v} is not a whole number from 1 to {}", u32::MAX))
+}
+
+/// A `ReLU` layer: plain, or capped at 6 (`max_value=6`, MobileNet's ReLU6);
+/// any other cap, slope or threshold is refused.
+fn relu_layer(c: &Value) -> Result<Activation, String> {
+    let num = |k: &str| c.get(k).filter(|v| !v.is_null()).map(|v| v.as_f64().ok_or(format!("{k} {v} is not a number")));
+    if let Some(slope) = num("negative_slope").transpose()? {
+        if slope != 0.0 {
+            return Err(format!("negative_slope {slope} (a leaky ReLU) is not supported"));
+        }
+    }
+    if let Some(t) = num("threshold").transpose()? {
+        if t != 0.0 {
+            return Err(format!("threshold {t} is not supported"));
+        }
+    }
+    match num("max_value").transpose()? {
+        None => Ok(Activation::Relu),
+        Some(m) if m == 6.0 => Ok(Activation::Relu6),
+        Some(m) => Err(format!("max_value {m} is not supported (only 6, ReLU6)")),
+    }
+}
+
+/// ZeroPadding2D's `padding`: `n`, `(h, w)` or `((top, bottom), (left, right))`,
+/// as (top, bottom, left, right).
+fn zero_padding(v: Option<&Value>) -> Result<[u32; 4], String> {
+    let Some(v) = v.filter(|v| !v.is_null()) else { return Ok([1; 4]) };
+    let n =
+        |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or(format!("padding {v} is not a whole number"));
+    if v.is_number() {
+        let p = n(v)?;
+        return Ok([p; 4]);
+    }
+    match v.as_array().map(Vec::as_slice) {
+        Some([h, w]) if h.is_number() && w.is_number() => {
+            let (h, w) = (n(h)?, n(w)?);
+            Ok([h, h, w, w])
+        }
+        Some([h, w]) => match (h.as_array().map(Vec::as_slice), w.as_array().map(Vec::as_slice)) {
+            (Some([t, b]), Some([l, r])) => Ok([n(t)?, n(b)?, n(l)?, n(r)?]),
+            _ => Err(format!("padding {v} is not ((top, bottom), (left, right))")),
+        },
+        _ => Err(format!("padding {v} is not a number, a pair or a pair of pairs")),
+    }
 }
 
 /// `[a, b]` or a single `a` (meaning `[a, a]`), each a [`size`]; `Ok(None)` when absent.

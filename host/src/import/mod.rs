@@ -12,6 +12,7 @@ pub mod keras;
 pub mod keras_config;
 pub mod keras_h5;
 pub mod onnx;
+mod onnx_fold;
 pub mod tensors;
 
 pub use error::ImportError;

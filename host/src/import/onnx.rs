@@ -10,7 +10,7 @@ use super::error::ImportError;
 use super::imported::Imported;
 use super::tensors::{StackTensors, Tensor};
 use shared::geometry::ConvGeom;
-use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Padding, Shape};
+use shared::spec::{Activation, AvgPool2D, Conv2D, Hw, Layer, ModelSpec, Padding, Shape};
 use std::collections::HashMap;
 use std::path::Path;
 use tract_onnx::pb::{AttributeProto, NodeProto, TensorProto};
@@ -48,9 +48,27 @@ pub fn import_onnx(path: &Path) -> Result<Imported, ImportError> {
         .find(|i| !constants.contains_key(&i.name))
         .ok_or_else(|| fmt("the graph has no input".into()))?;
     let dims = input_dims(input).ok_or_else(|| fmt(format!("input {:?} has no fixed shape", input.name)))?;
+    // Shape subgraphs over constants (PyTorch's ZeroPad2d pads) become constants.
+    let mut folded = std::collections::HashSet::new();
+    for (k, n) in graph.node.iter().enumerate() {
+        let inputs: Vec<&String> = n.input.iter().filter(|i| !i.is_empty()).collect();
+        let all_constant = !inputs.is_empty() && inputs.iter().all(|i| constants.contains_key(*i));
+        if !(super::onnx_fold::FOLDABLE.contains(&n.op_type.as_str()) && all_constant) {
+            continue;
+        }
+        let values: Vec<&Tensor> = inputs.iter().map(|i| &constants[*i]).collect();
+        let name = if n.name.is_empty() { n.op_type.clone() } else { n.name.clone() };
+        let t = super::onnx_fold::fold(n, &values).map_err(|e| fmt(format!("node {name:?} ({}): {e}", n.op_type)))?;
+        if let Some(out) = n.output.first() {
+            constants.insert(out.clone(), t);
+        }
+        folded.insert(k);
+    }
     let mut b = Chain::new(path, &input.name, &dims, &constants)?;
-    for node in graph.node.iter().filter(|n| n.op_type != "Constant") {
-        b.node(node)?;
+    for (k, node) in graph.node.iter().enumerate() {
+        if node.op_type != "Constant" && !folded.contains(&k) {
+            b.node(node)?;
+        }
     }
     b.finish()
 }
@@ -110,6 +128,10 @@ fn check_tensor_proto(t: &TensorProto) -> Result<(), String> {
 
 /// An integer attribute or dimension that must be a positive u32 (strides,
 /// kernel sizes, image sizes): zero, negative and wrapped values are errors.
+fn positive_or_zero(v: i64) -> Option<u32> {
+    u32::try_from(v).ok()
+}
+
 fn positive_u32(v: i64) -> Option<u32> {
     u32::try_from(v).ok().filter(|&v| v > 0)
 }
@@ -168,6 +190,11 @@ struct Chain<'a> {
     hwc: (usize, usize, usize),
     layers: Vec<Layer>,
     weights: Vec<Pending>,
+    /// A `Pad` waiting to fold into the next Conv or AveragePool: its name
+    /// and (top, bottom, left, right).
+    pending_pad: Option<(String, [u32; 4])>,
+    /// The last layer is a GlobalAveragePool, whose output is already flat.
+    pooled_flat: bool,
 }
 
 impl<'a> Chain<'a> {
@@ -210,6 +237,8 @@ impl<'a> Chain<'a> {
             hwc,
             layers: Vec::new(),
             weights: Vec::new(),
+            pending_pad: None,
+            pooled_flat: false,
         })
     }
 
@@ -245,12 +274,25 @@ impl<'a> Chain<'a> {
             ));
         }
         let out = n.output.first().cloned().unwrap_or_default();
+        if let Some((pad, _)) = &self.pending_pad {
+            if !matches!(n.op_type.as_str(), "Conv" | "AveragePool") {
+                let why = format!("the Pad {pad:?} before it can fold only into a Conv or AveragePool");
+                return Err(self.unsupported(n, why));
+            }
+        }
         match n.op_type.as_str() {
             "Conv" => self.conv(n)?,
             "Relu" => self.activation(n, Activation::Relu)?,
             "Softmax" => self.activation(n, Activation::Softmax)?,
             "BatchNormalization" => self.batch_norm(n)?,
             "MaxPool" => self.max_pool(n)?,
+            "AveragePool" => self.avg_pool(n)?,
+            "GlobalAveragePool" => self.global_avg_pool(n)?,
+            "Clip" => {
+                let act = self.clip(n)?;
+                self.activation(n, act)?
+            }
+            "Pad" => self.pad(n)?,
             "Flatten" => self.flatten(n)?,
             "Reshape" => {
                 let shape = self.constant(n, 1, "shape")?;
@@ -310,42 +352,20 @@ impl<'a> Chain<'a> {
             return Err(self.unsupported(n, format!("weight of shape {:?} is not [O, I, kh, kw]", w.shape)));
         };
         let (h, wd, c) = self.hwc;
-        if kh != kw {
-            return Err(self.unsupported(n, format!("kernel {kh}x{kw} is not square")));
-        }
         if attr(n, "group").is_some_and(|a| a.i != 1) || i != c {
             return Err(self.unsupported(n, "grouped convolution is not supported"));
         }
-        if ints(n, "dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
-            return Err(self.unsupported(n, "dilation is not supported"));
-        }
-        let strides = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
-        if strides.len() != 2 || strides[0] != strides[1] {
-            return Err(self.unsupported(n, format!("strides {strides:?} are not equal")));
-        }
-        let stride = positive_u32(strides[0])
-            .ok_or_else(|| self.unsupported(n, format!("strides {strides:?} are not positive 32-bit numbers")))?;
+        let (sh, sw) = self.pair(n, "strides", "strides")?;
+        let (dh, dw) = self.pair(n, "dilations", "dilations")?;
         let filters = u32::try_from(o).map_err(|_| self.unsupported(n, format!("{o} filters do not fit 32 bits")))?;
-        let kernel = u32::try_from(kh).map_err(|_| self.unsupported(n, format!("kernel {kh} does not fit 32 bits")))?;
-        let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
-        let auto = attr(n, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).to_string()).unwrap_or_default();
-        let input = Shape::image(h as u32, wd as u32, c as u32);
-        let same = ConvGeom::new((h, wd, c), o, kh, stride as usize, Padding::Same);
-        let padding = if auto == "SAME_UPPER" {
-            Padding::Same
-        } else if auto == "VALID" || pads.iter().all(|&p| p == 0) {
-            Padding::Valid
-        } else if same
-            .is_some_and(|g| pads == [g.pad_top as i64, g.pad_left as i64, g.pad_bottom() as i64, g.pad_right() as i64])
-        {
-            Padding::Same
-        } else {
-            return Err(self.unsupported(
-                n,
-                format!("pads {pads:?} are neither none (valid) nor Keras's same padding for this input"),
-            ));
+        let fit = |v: usize| u32::try_from(v).ok();
+        let (Some(kh32), Some(kw32)) = (fit(kh), fit(kw)) else {
+            return Err(self.unsupported(n, format!("kernel {kh}x{kw} does not fit 32 bits")));
         };
-        let conv = Conv2D { filters, kernel, stride, padding, activation: Activation::None };
+        let input = Shape::image(h as u32, wd as u32, c as u32);
+        let conv = Conv2D::new(filters, 1).kernel_hw(kh32, kw32).strides_hw(sh, sw).dilation(dh, dw);
+        let padding = self.window_padding(n, |padding| ConvGeom::from_spec(&Conv2D { padding, ..conv }, input))?;
+        let conv = Conv2D { padding, ..conv };
         let g = ConvGeom::from_spec(&conv, input)
             .ok_or_else(|| self.unsupported(n, "the kernel does not fit the input"))?;
         // OIHW -> HWIO.
@@ -377,7 +397,11 @@ impl<'a> Chain<'a> {
             }
         }
         match self.layers.last_mut() {
-            Some(Layer::Conv2D(c)) if c.activation == Activation::None && act == Activation::Relu => c.activation = act,
+            Some(Layer::Conv2D(c))
+                if c.activation == Activation::None && matches!(act, Activation::Relu | Activation::Relu6) =>
+            {
+                c.activation = act
+            }
             Some(Layer::Dense { activation, .. }) if *activation == Activation::None => *activation = act,
             _ => {
                 return Err(self
@@ -435,11 +459,201 @@ impl<'a> Chain<'a> {
         Ok(())
     }
 
+    /// A 2-D attribute of positive 32-bit numbers (`strides`, `dilations`), 1s when absent.
+    fn pair(&self, n: &NodeProto, key: &str, what: &str) -> Result<(u32, u32), ImportError> {
+        let v = ints(n, key).unwrap_or_else(|| vec![1, 1]);
+        match v[..] {
+            [a, b] => match (positive_u32(a), positive_u32(b)) {
+                (Some(a), Some(b)) => Ok((a, b)),
+                _ => Err(self.unsupported(n, format!("{what} {v:?} are not positive 32-bit numbers"))),
+            },
+            _ => Err(self.unsupported(n, format!("{what} {v:?} are not two numbers (height, width)"))),
+        }
+    }
+
+    /// The padding of a Conv or AveragePool: `auto_pad`, or its `pads`
+    /// (`[top, left, bottom, right]`) plus a `Pad` node folded in front; Keras's
+    /// same padding when the pads are exactly that (so such models keep their
+    /// format version 1/2 files). `geom` builds the layer's geometry for a padding.
+    fn window_padding(
+        &mut self,
+        n: &NodeProto,
+        geom: impl Fn(Padding) -> Option<ConvGeom>,
+    ) -> Result<Padding, ImportError> {
+        let auto = attr(n, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).to_string()).unwrap_or_default();
+        let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+        let [t, l, b, r] = pads[..] else {
+            return Err(self.unsupported(n, format!("pads {pads:?} are not [top, left, bottom, right]")));
+        };
+        let (pt, pl, pb, pr) =
+            match (positive_or_zero(t), positive_or_zero(l), positive_or_zero(b), positive_or_zero(r)) {
+                (Some(t), Some(l), Some(b), Some(r)) => (t, l, b, r),
+                _ => return Err(self.unsupported(n, format!("pads {pads:?} are not 32-bit numbers from 0"))),
+            };
+        let [xt, xb, xl, xr] = self.pending_pad.take().map_or([0; 4], |(_, p)| p);
+        let sum = |a: u32, b: u32| a.checked_add(b);
+        let (Some(t), Some(b), Some(l), Some(r)) = (sum(pt, xt), sum(pb, xb), sum(pl, xl), sum(pr, xr)) else {
+            return Err(self.unsupported(n, "the pads overflow 32 bits"));
+        };
+        let explicit = Padding::explicit(t, b, l, r);
+        let padding =
+            match auto.as_str() {
+                "" | "NOTSET" => {
+                    let same = geom(Padding::Same);
+                    let is_same = same.is_some_and(|g| {
+                        (g.pad_top, g.pad_left, g.pad_bottom(), g.pad_right())
+                            == (t as usize, l as usize, b as usize, r as usize)
+                    });
+                    if explicit != Padding::Valid && is_same {
+                        Padding::Same
+                    } else {
+                        explicit
+                    }
+                }
+                "VALID" if explicit == Padding::Valid => Padding::Valid,
+                "SAME_UPPER" if explicit == Padding::Valid => Padding::Same,
+                other => return Err(self.unsupported(
+                    n,
+                    format!(
+                        "auto_pad {other:?} (with a Pad before it) is not supported: only NOTSET, VALID and SAME_UPPER"
+                    ),
+                )),
+            };
+        if geom(padding).is_none() {
+            return Err(self.unsupported(
+                n,
+                format!(
+                    "the window does not fit the {}x{} input with pads {:?} (each pad must be smaller than the window)",
+                    self.hwc.0,
+                    self.hwc.1,
+                    [t, b, l, r]
+                ),
+            ));
+        }
+        Ok(padding)
+    }
+
+    fn avg_pool(&mut self, n: &NodeProto) -> Result<(), ImportError> {
+        self.need_nchw(n)?;
+        let k = ints(n, "kernel_shape").unwrap_or_default();
+        let [Some(ph), Some(pw)] = k[..].iter().map(|&v| positive_u32(v)).collect::<Vec<_>>()[..] else {
+            return Err(self.unsupported(n, format!("kernel_shape {k:?} is not two positive 32-bit numbers")));
+        };
+        let (sh, sw) = self.pair(n, "strides", "strides")?;
+        if attr(n, "ceil_mode").is_some_and(|a| a.i != 0) {
+            return Err(self.unsupported(n, "ceil-mode pooling is not supported"));
+        }
+        if ints(n, "dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
+            return Err(self.unsupported(n, "dilated pooling is not supported"));
+        }
+        let include_pad = attr(n, "count_include_pad").is_some_and(|a| a.i != 0);
+        let (h, w, c) = self.hwc;
+        let dims = (h, w, c);
+        let (pool, stride) = (Hw::new(ph, pw), Hw::new(sh, sw));
+        let geom = |padding| ConvGeom::general(dims, c, pool, stride, Hw::ONE, padding);
+        let padding = self.window_padding(n, geom)?;
+        if include_pad && padding != Padding::Valid {
+            return Err(self.unsupported(
+                n,
+                "count_include_pad=1 with padding (PyTorch's default for a padded AvgPool2d) is not supported: \
+                 the divisor here counts only the image's pixels (count_include_pad=False, Keras and TFLite)",
+            ));
+        }
+        let g = geom(padding).ok_or_else(|| self.unsupported(n, "the pool does not fit the input"))?;
+        self.layers.push(Layer::AvgPool2D(AvgPool2D { pool, stride, padding }));
+        self.hwc = (g.out_h, g.out_w, c);
+        Ok(())
+    }
+
+    /// GlobalAveragePool: `[N, C, 1, 1]`, which the Flatten after it leaves as
+    /// the flat vector of channels our layer gives.
+    fn global_avg_pool(&mut self, n: &NodeProto) -> Result<(), ImportError> {
+        self.need_nchw(n)?;
+        let (_, _, c) = self.hwc;
+        self.layers.push(Layer::GlobalAvgPool);
+        self.layout = Layout::Nchw;
+        self.hwc = (1, 1, c);
+        self.pooled_flat = true;
+        Ok(())
+    }
+
+    /// `Clip(x, 0, 6)` is ReLU6 and `Clip(x, 0)` ReLU (PyTorch exports both
+    /// so); other bounds are refused.
+    fn clip(&self, n: &NodeProto) -> Result<Activation, ImportError> {
+        let bound = |k: usize, key: &str| -> Result<Option<f32>, ImportError> {
+            if let Some(a) = attr(n, key) {
+                return Ok(Some(a.f));
+            }
+            match n.input.get(k).filter(|s| !s.is_empty()) {
+                None => Ok(None),
+                Some(_) => {
+                    let t = self.constant(n, k, key)?;
+                    match t.data[..] {
+                        [v] => Ok(Some(v)),
+                        _ => Err(self.unsupported(n, format!("its {key} is not one number"))),
+                    }
+                }
+            }
+        };
+        match (bound(1, "min")?, bound(2, "max")?) {
+            (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => Ok(Activation::Relu6),
+            (Some(lo), None) if lo == 0.0 => Ok(Activation::Relu),
+            (lo, hi) => {
+                Err(self.unsupported(n, format!("clip to [{lo:?}, {hi:?}]: only [0, 6] (ReLU6) and [0, none] (ReLU)")))
+            }
+        }
+    }
+
+    /// A constant zero `Pad` of height and width, folded into the Conv or
+    /// AveragePool right after it.
+    fn pad(&mut self, n: &NodeProto) -> Result<(), ImportError> {
+        self.need_nchw(n)?;
+        let mode = attr(n, "mode").map(|a| String::from_utf8_lossy(&a.s).to_string()).unwrap_or_default();
+        if !(mode.is_empty() || mode == "constant") {
+            return Err(self.unsupported(n, format!("mode {mode:?}: only constant (zero) padding is supported")));
+        }
+        let pads: Vec<i64> = match ints(n, "pads") {
+            Some(p) => p,
+            None => self.constant(n, 1, "pads")?.data.iter().map(|&v| v as i64).collect(),
+        };
+        if let Some(k) = n.input.get(2).filter(|s| !s.is_empty()) {
+            let v = self.constants.get(k).map(|t| t.data.clone());
+            if v.as_deref() != Some(&[0.0][..]) {
+                return Err(self.unsupported(n, "only a zero constant value is supported"));
+            }
+        }
+        if n.input.get(3).is_some_and(|s| !s.is_empty()) {
+            return Err(self.unsupported(n, "padding chosen axes is not supported"));
+        }
+        // [N, C, H, W] begins then ends: only H and W may be padded.
+        let [0, 0, t, l, 0, 0, b, r] = pads[..] else {
+            return Err(
+                self.unsupported(n, format!("pads {pads:?}: only height and width may be padded, by 0 or more"))
+            );
+        };
+        let (Some(t), Some(b), Some(l), Some(r)) =
+            (positive_or_zero(t), positive_or_zero(b), positive_or_zero(l), positive_or_zero(r))
+        else {
+            return Err(self.unsupported(n, format!("pads {pads:?} are not 32-bit numbers from 0")));
+        };
+        if self.pending_pad.is_some() {
+            return Err(self.unsupported(n, "two Pad nodes in a row are not supported"));
+        }
+        let name = if n.name.is_empty() { n.op_type.clone() } else { n.name.clone() };
+        self.pending_pad = Some((name, [t, b, l, r]));
+        Ok(())
+    }
+
     fn flatten(&mut self, n: &NodeProto) -> Result<(), ImportError> {
         if attr(n, "axis").is_some_and(|a| a.i != 1) {
             return Err(self.unsupported(n, "only a flatten after the batch axis (axis 1) is supported"));
         }
         let (h, w, c) = self.hwc;
+        if std::mem::take(&mut self.pooled_flat) {
+            // After a GlobalAveragePool: already our flat vector of channels.
+            self.layout = Layout::Flat(None);
+            return Ok(());
+        }
         self.layout = match self.layout {
             Layout::Nchw => Layout::Flat(Some((c, h, w))),
             Layout::Nhwc => Layout::Flat(None),
@@ -528,6 +742,12 @@ impl<'a> Chain<'a> {
     }
 
     fn finish(self) -> Result<Imported, ImportError> {
+        if let Some((pad, _)) = &self.pending_pad {
+            return Err(ImportError::Format {
+                path: self.path.to_path_buf(),
+                what: format!("the Pad {pad:?} ends the graph: it must be followed by a Conv or AveragePool"),
+            });
+        }
         let spec = ModelSpec::new(self.input, &self.layers).map_err(|e| ImportError::Format {
             path: self.path.to_path_buf(),
             what: format!("the nodes do not make a valid layer stack: {e}"),

@@ -51,8 +51,8 @@ pub fn expected(spec: &ModelSpec, index: usize) -> Vec<(String, Vec<usize>)> {
     let t = |suffix: &str, shape: Vec<usize>| (format!("{name}/{suffix}"), shape);
     match *layer {
         Layer::Conv2D(c) => {
-            let (k, f) = (c.kernel as usize, c.filters as usize);
-            vec![t("kernel", vec![k, k, cin, f]), t("bias", vec![f])]
+            let (kh, kw, f) = (c.kernel.h as usize, c.kernel.w as usize, c.filters as usize);
+            vec![t("kernel", vec![kh, kw, cin, f]), t("bias", vec![f])]
         }
         Layer::BatchNorm { .. } => {
             ["gamma", "beta", "moving_mean", "moving_variance"].map(|s| t(s, vec![cin])).to_vec()

@@ -50,7 +50,7 @@ pub trait GemmGeom {
 
 impl GemmGeom for ConvGeom {
     fn kdim(&self) -> usize {
-        self.kernel * self.kernel * self.in_c
+        self.kernel_h * self.kernel_w * self.in_c
     }
     fn pixels(&self) -> usize {
         self.out_h * self.out_w
@@ -70,27 +70,28 @@ pub fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
 /// spread over threads in equal parts.
 fn im2col_rows(g: &ConvGeom, x: &[f32], r0: usize, cols: &mut [f32]) {
     let kd = g.kdim();
-    let run = g.kernel * g.in_c;
+    let run = g.kernel_w * g.in_c;
+    let (dh, dw) = (g.dilation_h as isize, g.dilation_w as isize);
     for (r, row) in cols.chunks_exact_mut(kd).enumerate() {
         let (img, p) = ((r0 + r) / g.pixels(), (r0 + r) % g.pixels());
         let x = &x[img * g.input_len()..][..g.input_len()];
         let (oy, ox) = (p / g.out_w, p % g.out_w);
-        let iy0 = (oy * g.stride) as isize - g.pad_top as isize;
-        let ix0 = (ox * g.stride) as isize - g.pad_left as isize;
-        for ky in 0..g.kernel {
+        let iy0 = (oy * g.stride_h) as isize - g.pad_top as isize;
+        let ix0 = (ox * g.stride_w) as isize - g.pad_left as isize;
+        for ky in 0..g.kernel_h {
             let seg = &mut row[ky * run..][..run];
-            let iy = iy0 + ky as isize;
+            let iy = iy0 + ky as isize * dh;
             if iy < 0 || iy >= g.in_h as isize {
                 seg.fill(0.0);
                 continue;
             }
             let base = iy as usize * g.in_w;
-            if ix0 >= 0 && ix0 as usize + g.kernel <= g.in_w {
+            if dw == 1 && ix0 >= 0 && ix0 as usize + g.kernel_w <= g.in_w {
                 // NHWC: the k pixels of one kernel row are contiguous in the input.
                 seg.copy_from_slice(&x[(base + ix0 as usize) * g.in_c..][..run]);
             } else {
-                for kx in 0..g.kernel {
-                    let ix = ix0 + kx as isize;
+                for kx in 0..g.kernel_w {
+                    let ix = ix0 + kx as isize * dw;
                     let dst = &mut seg[kx * g.in_c..][..g.in_c];
                     if ix < 0 || ix >= g.in_w as isize {
                         dst.fill(0.0);
@@ -106,25 +107,26 @@ fn im2col_rows(g: &ConvGeom, x: &[f32], r0: usize, cols: &mut [f32]) {
 /// The adjoint of [`im2col`]: add each column entry back onto its input pixel.
 pub fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
     let kd = g.kdim();
-    let run = g.kernel * g.in_c;
+    let run = g.kernel_w * g.in_c;
+    let (dh, dw) = (g.dilation_h as isize, g.dilation_w as isize);
     for oy in 0..g.out_h {
         for ox in 0..g.out_w {
             let row = &cols[(oy * g.out_w + ox) * kd..][..kd];
-            let iy0 = (oy * g.stride) as isize - g.pad_top as isize;
-            let ix0 = (ox * g.stride) as isize - g.pad_left as isize;
-            for ky in 0..g.kernel {
-                let iy = iy0 + ky as isize;
+            let iy0 = (oy * g.stride_h) as isize - g.pad_top as isize;
+            let ix0 = (ox * g.stride_w) as isize - g.pad_left as isize;
+            for ky in 0..g.kernel_h {
+                let iy = iy0 + ky as isize * dh;
                 if iy < 0 || iy >= g.in_h as isize {
                     continue;
                 }
                 let seg = &row[ky * run..][..run];
                 let base = iy as usize * g.in_w;
-                if ix0 >= 0 && ix0 as usize + g.kernel <= g.in_w {
+                if dw == 1 && ix0 >= 0 && ix0 as usize + g.kernel_w <= g.in_w {
                     let dst = &mut dx[(base + ix0 as usize) * g.in_c..][..run];
                     dst.iter_mut().zip(seg).for_each(|(d, s)| *d += s);
                 } else {
-                    for kx in 0..g.kernel {
-                        let ix = ix0 + kx as isize;
+                    for kx in 0..g.kernel_w {
+                        let ix = ix0 + kx as isize * dw;
                         if ix >= 0 && ix < g.in_w as isize {
                             let dst = &mut dx[(base + ix as usize) * g.in_c..][..g.in_c];
                             dst.iter_mut().zip(&seg[kx * g.in_c..][..g.in_c]).for_each(|(d, s)| *d += s);
@@ -202,7 +204,7 @@ fn forward_spread(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch:
     let chunk = rows.div_ceil(chunks);
     if fast && micro::serves_conv(g) {
         // Pad once; each chunk then reads its receptive fields in place.
-        let (hp, wp) = ((g.out_h - 1) * g.stride + g.kernel, (g.out_w - 1) * g.stride + g.kernel);
+        let (hp, wp) = ((g.out_h - 1) * g.stride() + g.kernel(), (g.out_w - 1) * g.stride() + g.kernel());
         let exact = (g.pad_top, g.pad_left, hp, wp) == (0, 0, g.in_h, g.in_w);
         // No padding to add (conv 1: 227 = 54 * 4 + 11): the input as it is.
         let len = if exact { 0 } else { batch * hp * wp * g.in_c };

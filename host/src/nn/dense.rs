@@ -29,10 +29,20 @@ pub fn forward(
         row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
         match act {
             Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
             Activation::Softmax if apply_softmax => softmax_in_place(row),
             _ => {}
         }
     }
+}
+
+/// ReLU6's backward: the gradient passes only where `0 < y < 6`.
+pub fn relu6_mask(dy: &mut [f32], y: &[f32]) {
+    dy.iter_mut().zip(y).for_each(|(d, &y)| {
+        if y <= 0.0 || y >= 6.0 {
+            *d = 0.0
+        }
+    })
 }
 
 /// Backward; `dy` is consumed (turned into the pre-activation gradient in place).
@@ -58,6 +68,7 @@ pub fn backward(
                 *d = 0.0
             }
         }),
+        Activation::Relu6 => relu6_mask(dy, y),
         Activation::Softmax if softmax_applied => {
             // dz = y * (dy - sum(dy * y)) row by row.
             for (d, yr) in dy.chunks_exact_mut(units).zip(y.chunks_exact(units)) {
@@ -101,7 +112,12 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let (batch, nin, units) = (3, 7, 5);
-        for (act, sm) in [(Activation::None, false), (Activation::Relu, false), (Activation::Softmax, true)] {
+        for (act, sm) in [
+            (Activation::None, false),
+            (Activation::Relu, false),
+            (Activation::Relu6, false),
+            (Activation::Softmax, true),
+        ] {
             let x = data(1, batch * nin);
             let k = data(2, nin * units);
             let b = data(3, units);

@@ -93,7 +93,7 @@ pub fn conv(
     out: &mut [f32],
     ep: &Epilogue,
 ) -> bool {
-    let (k, n, run) = (g.kernel * g.kernel * g.in_c, g.out_c, g.kernel * g.in_c);
+    let (k, n, run) = (g.kernel() * g.kernel() * g.in_c, g.out_c, g.kernel() * g.in_c);
     assert!(cols.start <= cols.end && cols.end <= n, "channels out of range");
     let rows = out.len() / cols.len().max(1);
     check(k, w, n, ep);
@@ -102,8 +102,8 @@ pub fn conv(
         return false;
     }
     let img = x.h * x.w * g.in_c;
-    assert!(x.h >= (g.out_h - 1) * g.stride + g.kernel, "padded input too short");
-    assert!(x.w >= (g.out_w - 1) * g.stride + g.kernel, "padded input too narrow");
+    assert!(x.h >= (g.out_h - 1) * g.stride() + g.kernel(), "padded input too short");
+    assert!(x.w >= (g.out_w - 1) * g.stride() + g.kernel(), "padded input too narrow");
     let pixels = g.out_h * g.out_w;
     assert!((r0 + rows).div_ceil(pixels) * img <= x.data.len(), "padded input has too few images");
     // Long kernel rows (runs) are cut into even depth blocks of at most KC;
@@ -111,7 +111,7 @@ pub fn conv(
     let (data, row_len, cin) = (x.data.as_ptr(), x.w * g.in_c, g.in_c);
     let (blocks, seg): (Vec<(usize, usize)>, _) = if run >= KC {
         let parts = run.div_ceil(KC);
-        let blocks = (0..g.kernel)
+        let blocks = (0..g.kernel())
             .flat_map(|ky| {
                 (0..parts).map(move |b| {
                     let (s, e) = (b * run / parts, (b + 1) * run / parts);
@@ -122,14 +122,14 @@ pub fn conv(
         (blocks, None)
     } else {
         let per = KC / run;
-        let blocks = (0..g.kernel).step_by(per).map(|ky| (ky * run, per.min(g.kernel - ky) * run)).collect();
+        let blocks = (0..g.kernel()).step_by(per).map(|ky| (ky * run, per.min(g.kernel() - ky) * run)).collect();
         (blocks, Some((run, row_len)))
     };
     let a_row = |i: usize, k0: usize| {
         let (n_img, p) = ((r0 + i) / pixels, (r0 + i) % pixels);
         let (oy, ox) = (p / g.out_w, p % g.out_w);
         let (ky, off) = (k0 / run, k0 % run);
-        let at = n_img * img + (oy * g.stride + ky) * row_len + ox * g.stride * cin + off;
+        let at = n_img * img + (oy * g.stride() + ky) * row_len + ox * g.stride() * cin + off;
         data.wrapping_add(at)
     };
     // SAFETY: AVX-512F is present. A block `(k0, kc)` of row `i` reads `kc`
@@ -146,7 +146,7 @@ pub fn conv(
 
 /// Whether [`conv`] computes `g` on this CPU (the caller then pads the input).
 pub fn serves_conv(g: &ConvGeom) -> bool {
-    available(g.kernel * g.kernel * g.in_c, g.out_c) && g.kernel * g.in_c >= 16
+    g.is_square() && available(g.kernel() * g.kernel() * g.in_c, g.out_c) && g.kernel() * g.in_c >= 16
 }
 
 /// The size checks both entry points share.

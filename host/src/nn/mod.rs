@@ -59,12 +59,45 @@ impl Param {
 
 #[derive(Clone, Debug)]
 enum Node {
-    Conv { geom: ConvGeom, relu: bool, kernel: Param, bias: Param, partials: Vec<Vec<f32>> },
-    Bn { c: usize, eps: f32, momentum: f32, gamma: Param, beta: Param, mean: Vec<f32>, var: Vec<f32>, cache: BnCache },
-    Pool { geom: PoolGeom, argmax: Vec<u32> },
+    /// `six`: ReLU6, the ReLU's upper clamp applied after the conv's epilogue.
+    Conv {
+        geom: ConvGeom,
+        relu: bool,
+        six: bool,
+        kernel: Param,
+        bias: Param,
+        partials: Vec<Vec<f32>>,
+    },
+    Bn {
+        c: usize,
+        eps: f32,
+        momentum: f32,
+        gamma: Param,
+        beta: Param,
+        mean: Vec<f32>,
+        var: Vec<f32>,
+        cache: BnCache,
+    },
+    Pool {
+        geom: PoolGeom,
+        argmax: Vec<u32>,
+    },
+    /// AveragePooling2D and GlobalAveragePooling2D (a window over the whole image).
+    AvgPool {
+        geom: ConvGeom,
+    },
     Flatten,
-    Dense { nin: usize, act: Activation, apply_softmax: bool, kernel: Param, bias: Param },
-    Dropout { rate: f32, mask: Vec<f32> },
+    Dense {
+        nin: usize,
+        act: Activation,
+        apply_softmax: bool,
+        kernel: Param,
+        bias: Param,
+    },
+    Dropout {
+        rate: f32,
+        mask: Vec<f32>,
+    },
 }
 
 /// The trainable network of one [`ModelSpec`].
@@ -108,12 +141,14 @@ impl Network {
             let node = match *layer {
                 Layer::Conv2D(c) => {
                     let g = conv::geometry(&c, input);
-                    let (k, cin, cout) = (g.kernel, g.in_c, g.out_c);
-                    let kernel = init::glorot_uniform(&mut rng, k * k * cin, k * k * cout, k * k * cin * cout);
+                    let (kh, kw, cin, cout) = (g.kernel_h, g.kernel_w, g.in_c, g.out_c);
+                    let k = kh * kw;
+                    let kernel = init::glorot_uniform(&mut rng, k * cin, k * cout, k * cin * cout);
                     Node::Conv {
                         geom: g,
-                        relu: c.activation == Activation::Relu,
-                        kernel: Param::new(format!("{name}/kernel"), vec![k, k, cin, cout], kernel),
+                        relu: matches!(c.activation, Activation::Relu | Activation::Relu6),
+                        six: c.activation == Activation::Relu6,
+                        kernel: Param::new(format!("{name}/kernel"), vec![kh, kw, cin, cout], kernel),
                         bias: Param::new(format!("{name}/bias"), vec![cout], vec![0.0; cout]),
                         partials: Vec::new(),
                     }
@@ -135,6 +170,10 @@ impl Network {
                     let Shape::Image { h, w, c } = input else { unreachable!("validated by ModelSpec") };
                     let geom = PoolGeom::new(h as usize, w as usize, c as usize, pool as usize, stride as usize);
                     Node::Pool { geom, argmax: Vec::new() }
+                }
+                Layer::AvgPool2D(_) | Layer::GlobalAvgPool => {
+                    let geom = pool::avg_geometry(layer, input).expect("validated by ModelSpec");
+                    Node::AvgPool { geom }
                 }
                 Layer::Flatten => Node::Flatten,
                 Layer::Dense { units, activation } => {
@@ -253,7 +292,7 @@ impl Network {
             let t0 = std::time::Instant::now();
             let folded = match self.nodes.get(i + 1) {
                 Some(Node::Bn { eps, gamma, beta, mean, var, .. })
-                    if fuse && !training && matches!(self.nodes[i], Node::Conv { .. }) =>
+                    if fuse && !training && matches!(self.nodes[i], Node::Conv { six: false, .. }) =>
                 {
                     Some(batchnorm::eval_affine(&gamma.value, &beta.value, *eps, mean, var))
                 }
@@ -264,12 +303,16 @@ impl Network {
             let y = if folded.is_some() { &mut tail[1] } else { &mut tail[0] };
             ensure_len(y, batch * shapes[i].elements() as usize);
             match &mut self.nodes[i] {
-                Node::Conv { geom, relu, kernel, bias, .. } => {
+                Node::Conv { geom, relu, six, kernel, bias, .. } => {
                     let affine = folded.as_ref().map(|(s, t)| (&s[..], &t[..]));
                     skip = affine.is_some();
                     let ep = conv::Epilogue { bias: &bias.value, relu: *relu, affine };
-                    conv::forward_with(geom, &ep, &kernel.value, x, batch, y)
+                    conv::forward_with(geom, &ep, &kernel.value, x, batch, y);
+                    if *six {
+                        y.iter_mut().for_each(|v| *v = v.min(6.0));
+                    }
                 }
+                Node::AvgPool { geom } => pool::avg_forward(geom, x, y),
                 Node::Bn { c, eps, momentum, gamma, beta, mean, var, cache } => {
                     if training {
                         *cache =
@@ -327,7 +370,10 @@ impl Network {
             let need_dx = i > 0;
             ensure_len(&mut dx, x.len());
             let swap = match node {
-                Node::Conv { geom, relu, kernel, bias, partials } => {
+                Node::Conv { geom, relu, six, kernel, bias, partials } => {
+                    if *six {
+                        dense::relu6_mask(&mut g, y);
+                    }
                     let dxo = if need_dx { Some(&mut dx[..]) } else { None };
                     conv::backward(
                         geom,
@@ -350,6 +396,10 @@ impl Network {
                 }
                 Node::Pool { geom, argmax } => {
                     pool::backward(geom, argmax, &g, &mut dx);
+                    true
+                }
+                Node::AvgPool { geom } => {
+                    pool::avg_backward(geom, &g, &mut dx);
                     true
                 }
                 Node::Flatten => false,

@@ -98,6 +98,69 @@ pub fn backward(g: &PoolGeom, argmax: &[u32], dy: &[f32], dx: &mut [f32]) {
     );
 }
 
+/// The window of an AveragePooling2D or GlobalAveragePooling2D layer on its
+/// input (`None` for any other layer or a flat input).
+pub fn avg_geometry(layer: &shared::spec::Layer, input: shared::spec::Shape) -> Option<shared::geometry::ConvGeom> {
+    use shared::spec::{Hw, Layer, Padding, Shape};
+    let Shape::Image { h, w, c } = input else { return None };
+    let dims = (h as usize, w as usize, c as usize);
+    match *layer {
+        Layer::AvgPool2D(p) => {
+            shared::geometry::ConvGeom::general(dims, c as usize, p.pool, p.stride, Hw::ONE, p.padding)
+        }
+        Layer::GlobalAvgPool => {
+            shared::geometry::ConvGeom::general(dims, c as usize, Hw::new(h, w), Hw::ONE, Hw::ONE, Padding::Valid)
+        }
+        _ => None,
+    }
+}
+
+/// Average pooling (and the global average pool) over `batch` NHWC images:
+/// `g`'s kernel is the window, `in_c == out_c`; each output is the mean of
+/// its window's in-image pixels (padding never counts, as Keras and TFLite).
+pub fn avg_forward(g: &shared::geometry::ConvGeom, x: &[f32], y: &mut [f32]) {
+    let c = g.in_c;
+    y.par_chunks_mut(g.output_len()).zip(x.par_chunks(g.input_len())).for_each(|(yi, xi)| {
+        for oy in 0..g.out_h {
+            let (ky0, ky1, iy0) = g.taps_h(oy);
+            for ox in 0..g.out_w {
+                let (kx0, kx1, ix0) = g.taps_w(ox);
+                let inv = 1.0 / ((ky1 - ky0) * (kx1 - kx0)).max(1) as f32;
+                let out = &mut yi[(oy * g.out_w + ox) * c..][..c];
+                out.fill(0.0);
+                for iy in iy0..iy0 + (ky1 - ky0) {
+                    for ix in ix0..ix0 + (kx1 - kx0) {
+                        out.iter_mut().zip(&xi[(iy * g.in_w + ix) * c..][..c]).for_each(|(o, v)| *o += v);
+                    }
+                }
+                out.iter_mut().for_each(|o| *o *= inv);
+            }
+        }
+    });
+}
+
+/// The adjoint of [`avg_forward`]: each output's gradient spread evenly over
+/// its window's in-image pixels.
+pub fn avg_backward(g: &shared::geometry::ConvGeom, dy: &[f32], dx: &mut [f32]) {
+    let c = g.in_c;
+    dx.par_chunks_mut(g.input_len()).zip(dy.par_chunks(g.output_len())).for_each(|(dxi, dyi)| {
+        dxi.fill(0.0);
+        for oy in 0..g.out_h {
+            let (ky0, ky1, iy0) = g.taps_h(oy);
+            for ox in 0..g.out_w {
+                let (kx0, kx1, ix0) = g.taps_w(ox);
+                let inv = 1.0 / ((ky1 - ky0) * (kx1 - kx0)).max(1) as f32;
+                let d = &dyi[(oy * g.out_w + ox) * c..][..c];
+                for iy in iy0..iy0 + (ky1 - ky0) {
+                    for ix in ix0..ix0 + (kx1 - kx0) {
+                        dxi[(iy * g.in_w + ix) * c..][..c].iter_mut().zip(d).for_each(|(o, v)| *o += v * inv);
+                    }
+                }
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,6 +117,9 @@ pub enum ErrorKind {
     BadTransform { value: f32 },
     /// A version-2 file whose input transform changes nothing (it must be version 1).
     IdentityTransform,
+    /// A version-3 file none of whose layers needs version 3 (it must be
+    /// version 1 or 2: one file per model).
+    NeedlessGeometry,
     /// Writer: the layer's weights do not fit its kind or the model's precision.
     WrongWeights,
     /// Writer: the file would exceed 4 GiB.
@@ -223,6 +226,10 @@ impl fmt::Display for ErrorKind {
             ErrorKind::IdentityTransform => {
                 f.write_str("the transform is the identity; such a model is written as format version 1")
             }
+            ErrorKind::NeedlessGeometry => f.write_str(
+                "no layer needs format version 3 (general conv geometry, average pooling, ReLU6); \
+                 such a model is written as version 1 or 2",
+            ),
             ErrorKind::WrongWeights => {
                 f.write_str("the weights do not fit the layer (none for this kind, or another precision)")
             }

@@ -1,18 +1,29 @@
 //! The model file's fixed layout: magic, version, sizes, field offsets and
 //! tag values. A leaf: the parser, the writer and the errors read it.
 
+use crate::spec::{Activation, Layer};
+
 /// The first 8 bytes of every model file.
 pub const MAGIC: [u8; 8] = *b"AXQMODEL";
 /// The newest format version this code reads and writes: 2 adds the input
-/// transform. A model without one is still written as version 1, byte for
-/// byte as before.
-pub const VERSION: u32 = 2;
+/// transform; 3 adds a geometry record per layer (rectangular kernels and
+/// strides, dilation, explicit padding), average pooling and ReLU6, and makes
+/// the transform optional. A model is written in the oldest version that can
+/// say it, so files without those keep their bytes from before.
+pub const VERSION: u32 = 3;
+/// The first version with a geometry record per layer.
+pub const VERSION_GEOMETRY: u32 = 3;
 /// The oldest format version this code reads.
 pub const VERSION_MIN: u32 = 1;
 /// Bytes of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Bytes of one layer record.
 pub const LAYER_RECORD_LEN: usize = 64;
+/// Bytes of one layer's geometry record (version 3): eight u32s, right after
+/// the layer table. Conv2D: kernel width, stride width, dilation height and
+/// width, pads top, bottom, left, right; AveragePooling2D: pool width,
+/// stride width, 0, 0, the pads; every other layer: zeros.
+pub const GEOMETRY_RECORD_LEN: usize = 32;
 /// Section slots per layer record.
 pub const SECTION_SLOTS: usize = 5;
 /// Alignment of every section, relative to the file start.
@@ -58,6 +69,10 @@ pub mod offsets {
     pub const fn layer_record(i: usize) -> usize {
         crate::format::layout::HEADER_LEN + crate::format::layout::LAYER_RECORD_LEN * i
     }
+    /// Where layer `i`'s geometry record starts in a version 3 file of `n` layers.
+    pub const fn geometry_record(n: usize, i: usize) -> usize {
+        layer_record(n) + crate::format::layout::GEOMETRY_RECORD_LEN * i
+    }
 }
 
 /// Tag values of the enums stored in the file.
@@ -72,11 +87,26 @@ pub(crate) mod tag {
     pub const FLATTEN: u8 = 3;
     pub const DENSE: u8 = 4;
     pub const DROPOUT: u8 = 5;
+    pub const AVG_POOL2D: u8 = 6;
+    pub const GLOBAL_AVG_POOL: u8 = 7;
     pub const ACT_NONE: u8 = 0;
     pub const ACT_RELU: u8 = 1;
     pub const ACT_SOFTMAX: u8 = 2;
+    pub const ACT_RELU6: u8 = 3;
     pub const VALID: u8 = 0;
     pub const SAME: u8 = 1;
+    pub const EXPLICIT: u8 = 2;
+}
+
+/// Whether only a version 3 file can describe `layer` (the writer picks the
+/// version by it; the parser refuses a version 3 file without such a layer).
+pub(crate) fn needs_geometry(layer: &Layer) -> bool {
+    match layer {
+        Layer::Conv2D(c) => !c.is_classic(),
+        Layer::Dense { activation, .. } => *activation == Activation::Relu6,
+        Layer::AvgPool2D(_) | Layer::GlobalAvgPool => true,
+        _ => false,
+    }
 }
 
 /// `n` rounded up to a multiple of [`SECTION_ALIGN`], without overflow (u64 math).

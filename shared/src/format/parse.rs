@@ -5,13 +5,15 @@
 use super::error::{ErrorKind, Field, FormatError, Section};
 use super::layout::{align_up, offsets, offsets::layer as rec, tag};
 use super::layout::{
-    BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN, VERSION, VERSION_MIN,
+    BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN, VERSION, VERSION_GEOMETRY,
+    VERSION_MIN,
 };
 use crate::model::{
     F16Weights, InputTransform, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant,
 };
 use crate::spec::{
-    Activation, Conv2D, Layer, ModelSpec, Padding, Problem, Shape, SpecError, MAX_LAYERS, MAX_TENSOR_ELEMENTS,
+    Activation, AvgPool2D, Conv2D, Hw, Layer, ModelSpec, Padding, Pads, Problem, Shape, SpecError, MAX_LAYERS,
+    MAX_TENSOR_ELEMENTS,
 };
 use core::mem::MaybeUninit;
 use half::f16;
@@ -116,7 +118,8 @@ pub fn parse_into<'s, 'a>(
         r.zero32(offsets::RESERVED1, Field::Reserved, None)?;
         r.zero32(offsets::RESERVED1 + 4, Field::Reserved, None)?;
     }
-    let table_end = offsets::layer_record(n);
+    let geometry = version >= VERSION_GEOMETRY;
+    let table_end = if geometry { offsets::geometry_record(n, n) } else { offsets::layer_record(n) };
     if len < table_end {
         let kind = ErrorKind::Truncated { needed: table_end as u64, len };
         return Err(err(kind, Field::LayerTable, None, HEADER_LEN));
@@ -127,18 +130,34 @@ pub fn parse_into<'s, 'a>(
     // The layer stack, validated by the same code the host builds models with.
     let mut layers = [Layer::Flatten; MAX_LAYERS];
     for (i, layer) in layers.iter_mut().enumerate().take(n) {
-        *layer = read_layer(&r, i)?;
+        *layer = read_layer(&r, i, geometry.then_some(offsets::geometry_record(n, i)))?;
     }
     // `ModelSpec::new` also refuses tensors over `MAX_TENSOR_ELEMENTS`, a
     // misplaced softmax and counts that overflow u64, so nothing below (nor
     // any user of the model) does unchecked arithmetic on a hostile stack.
     let layers = layers.get(..n).unwrap_or(&[]);
+    if geometry && !layers.iter().any(super::layout::needs_geometry) {
+        return Err(err(ErrorKind::NeedlessGeometry, Field::Version, None, offsets::VERSION));
+    }
     let spec = ModelSpec::new(input_shape, layers).map_err(spec_error)?;
 
     // Data area: labels, then sections, each at its canonical place.
     let mut cursor = Cursor { pos: table_end as u64 };
     let labels = read_labels(&r, &spec, &mut cursor)?;
-    let preprocess = if version >= 2 { Some(read_transform(&r, &spec, &mut cursor)?) } else { None };
+    let preprocess = match version {
+        1 => None,
+        2 => Some(read_transform(&r, &spec, &mut cursor)?),
+        // Version 3: a transform is optional (offset and count both 0: none).
+        _ => {
+            let none = r.u32(offsets::TRANSFORM_OFFSET, Field::InputTransform, None)? == 0
+                && r.u32(offsets::TRANSFORM_COUNT, Field::InputTransform, None)? == 0;
+            if none {
+                None
+            } else {
+                Some(read_transform(&r, &spec, &mut cursor)?)
+            }
+        }
+    };
     let at = slot.as_mut_ptr();
     // SAFETY: `at` points to a whole `QuantModel`; the layer data is written
     // in place first, the other fields after, and the whole is assumed
@@ -316,45 +335,99 @@ fn read_quant(
     Ok(TensorQuant { scale, zero_point })
 }
 
-fn read_activation(r: &Reader<'_>, base: usize, i: usize) -> Result<Activation, FormatError> {
+fn read_activation(r: &Reader<'_>, base: usize, i: usize, geometry: bool) -> Result<Activation, FormatError> {
     match r.u8(base + rec::ACTIVATION, Field::Activation, Some(i))? {
         tag::ACT_NONE => Ok(Activation::None),
         tag::ACT_RELU => Ok(Activation::Relu),
         tag::ACT_SOFTMAX => Ok(Activation::Softmax),
+        tag::ACT_RELU6 if geometry => Ok(Activation::Relu6),
         t => Err(err(ErrorKind::BadTag { value: t as u32 }, Field::Activation, Some(i), base + rec::ACTIVATION)),
     }
 }
 
-/// Layer `i`'s kind and hyperparameters; fields the kind does not use must be zero.
-fn read_layer(r: &Reader<'_>, i: usize) -> Result<Layer, FormatError> {
+/// A padding tag with the pads of a geometry record (`ext[4..8]`, which
+/// must be zero unless the tag is explicit).
+fn read_padding(
+    tag_value: u8,
+    ext: &[u32; 8],
+    at: usize,
+    ext_at: usize,
+    l: Option<usize>,
+) -> Result<Padding, FormatError> {
+    let [t, b, le, ri] = [ext[4], ext[5], ext[6], ext[7]];
+    match tag_value {
+        tag::VALID | tag::SAME => {
+            for (k, v) in [t, b, le, ri].into_iter().enumerate() {
+                expect_zero(v, Field::Padding, l, ext_at + 16 + 4 * k)?;
+            }
+            Ok(if tag_value == tag::VALID { Padding::Valid } else { Padding::Same })
+        }
+        tag::EXPLICIT if ext_at != 0 => {
+            if t == 0 && b == 0 && le == 0 && ri == 0 {
+                // All-zero explicit pads are written as Valid: one spelling per model.
+                return Err(err(ErrorKind::BadTag { value: tag_value as u32 }, Field::Padding, l, at));
+            }
+            Ok(Padding::Explicit(Pads { top: t, bottom: b, left: le, right: ri }))
+        }
+        v => Err(err(ErrorKind::BadTag { value: v as u32 }, Field::Padding, l, at)),
+    }
+}
+
+/// Layer `i`'s kind and hyperparameters; fields the kind does not use must
+/// be zero. `ext_at`: where its geometry record is (version 3), if any.
+fn read_layer(r: &Reader<'_>, i: usize, ext_at: Option<usize>) -> Result<Layer, FormatError> {
     let base = offsets::layer_record(i);
     let l = Some(i);
     let hp = Field::Hyperparameters;
+    let geometry = ext_at.is_some();
     let kind = r.u8(base + rec::KIND, Field::LayerKind, l)?;
     let activation = r.u8(base + rec::ACTIVATION, Field::Activation, l)?;
     let padding = r.u8(base + rec::PADDING, Field::Padding, l)?;
     expect_zero(r.u8(base + rec::RESERVED, Field::Reserved, l)? as u32, Field::Reserved, l, base + rec::RESERVED)?;
     let p = base + rec::PARAMS;
     let (a, b, c) = (r.u32(p, hp, l)?, r.u32(p + 4, hp, l)?, r.u32(p + 8, hp, l)?);
-    // Every kind but Conv2D and Dense: no activation; every kind but Conv2D: no padding.
+    // The geometry record; before version 3, what a square layer implies.
+    let mut ext = [0u32; 8];
+    if let Some(at) = ext_at {
+        for (k, v) in ext.iter_mut().enumerate() {
+            *v = r.u32(at + 4 * k, hp, l)?;
+        }
+    }
+    let ext_at = ext_at.unwrap_or(0);
+    let windowed = kind == tag::CONV2D || (kind == tag::AVG_POOL2D && geometry);
+    // Every kind but Conv2D and Dense: no activation; every kind but the windowed ones: no padding.
     if kind != tag::CONV2D && kind != tag::DENSE {
         expect_zero(activation as u32, Field::Activation, l, base + rec::ACTIVATION)?;
     }
-    if kind != tag::CONV2D {
+    if !windowed {
         expect_zero(padding as u32, Field::Padding, l, base + rec::PADDING)?;
+        for (k, &v) in ext.iter().enumerate() {
+            expect_zero(v, hp, l, ext_at + 4 * k)?;
+        }
     }
     let layer = match kind {
         tag::CONV2D => {
-            let padding = match padding {
-                tag::VALID => Padding::Valid,
-                tag::SAME => Padding::Same,
-                t => {
-                    let kind = ErrorKind::BadTag { value: t as u32 };
-                    return Err(err(kind, Field::Padding, l, base + rec::PADDING));
-                }
+            let (kernel, stride, dilation) = if geometry {
+                (Hw::new(b, ext[0]), Hw::new(c, ext[1]), Hw::new(ext[2], ext[3]))
+            } else {
+                (Hw::square(b), Hw::square(c), Hw::ONE)
             };
-            let activation = read_activation(r, base, i)?;
-            Layer::Conv2D(Conv2D { filters: a, kernel: b, stride: c, padding, activation })
+            let padding = read_padding(padding, &ext, base + rec::PADDING, ext_at, l)?;
+            let activation = read_activation(r, base, i, geometry)?;
+            Layer::Conv2D(Conv2D { filters: a, kernel, stride, dilation, padding, activation })
+        }
+        tag::AVG_POOL2D if geometry => {
+            expect_zero(c, hp, l, p + 8)?;
+            expect_zero(ext[2], hp, l, ext_at + 8)?;
+            expect_zero(ext[3], hp, l, ext_at + 12)?;
+            let padding = read_padding(padding, &ext, base + rec::PADDING, ext_at, l)?;
+            Layer::AvgPool2D(AvgPool2D { pool: Hw::new(a, ext[0]), stride: Hw::new(b, ext[1]), padding })
+        }
+        tag::GLOBAL_AVG_POOL if geometry => {
+            expect_zero(a, hp, l, p)?;
+            expect_zero(b, hp, l, p + 4)?;
+            expect_zero(c, hp, l, p + 8)?;
+            Layer::GlobalAvgPool
         }
         tag::BATCH_NORM => {
             expect_zero(c, hp, l, p + 8)?;
@@ -373,7 +446,7 @@ fn read_layer(r: &Reader<'_>, i: usize) -> Result<Layer, FormatError> {
         tag::DENSE => {
             expect_zero(b, hp, l, p + 4)?;
             expect_zero(c, hp, l, p + 8)?;
-            Layer::Dense { units: a, activation: read_activation(r, base, i)? }
+            Layer::Dense { units: a, activation: read_activation(r, base, i, geometry)? }
         }
         tag::DROPOUT => {
             expect_zero(b, hp, l, p + 4)?;
@@ -481,12 +554,16 @@ fn expected_counts(layer: &Layer, input: Shape) -> Option<(u64, u64)> {
     let cin = input.channels() as u64;
     match *layer {
         Layer::Conv2D(c) => {
-            let k = c.kernel as u64;
-            Some((k * k * cin * c.filters as u64, c.filters as u64))
+            let k = c.kernel.h as u64 * c.kernel.w as u64;
+            Some((k * cin * c.filters as u64, c.filters as u64))
         }
         Layer::Dense { units, .. } => Some((cin * units as u64, units as u64)),
         Layer::BatchNorm { .. } => Some((cin, cin)),
-        Layer::MaxPool2D { .. } | Layer::Flatten | Layer::Dropout { .. } => None,
+        Layer::MaxPool2D { .. }
+        | Layer::AvgPool2D(_)
+        | Layer::GlobalAvgPool
+        | Layer::Flatten
+        | Layer::Dropout { .. } => None,
     }
 }
 

@@ -2,8 +2,8 @@
 //! refuses, with the parser's own errors, any model the parser would refuse.
 
 use super::error::{ErrorKind, Field, FormatError};
+use super::layout::{needs_geometry, BUFFER_ALIGN, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, VERSION_GEOMETRY};
 use super::layout::{offsets, offsets::layer as rec, tag};
-use super::layout::{BUFFER_ALIGN, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, VERSION};
 use super::parse::{file_crc, parse};
 use crate::model::{LayerWeights, Precision, QuantModel, TensorQuant};
 use crate::spec::{Activation, Layer, Padding, Shape};
@@ -30,12 +30,23 @@ pub fn write(model: &QuantModel<'_>) -> Result<Vec<u8>, FormatError> {
         }
     }
 
-    let mut out = vec![0u8; offsets::layer_record(layers.len())];
-    out[..8].copy_from_slice(&MAGIC);
-    // Version 1 unless there is a transform to carry: files without one keep
-    // their exact bytes from before version 2.
+    // The oldest version that can say the model: version 1 unless there is
+    // a transform to carry (2) or a layer only version 3 describes, so files
+    // without them keep their exact bytes from before.
     let transform = model.preprocess.filter(|t| !t.is_identity());
-    put_u32(&mut out, offsets::VERSION, if transform.is_some() { VERSION } else { 1 });
+    let geometry = layers.iter().any(needs_geometry);
+    let version = if geometry {
+        VERSION_GEOMETRY
+    } else if transform.is_some() {
+        2
+    } else {
+        1
+    };
+    let n = layers.len();
+    let table = if geometry { offsets::geometry_record(n, n) } else { offsets::layer_record(n) };
+    let mut out = vec![0u8; table];
+    out[..8].copy_from_slice(&MAGIC);
+    put_u32(&mut out, offsets::VERSION, version);
     out[offsets::PRECISION] = match model.precision {
         Precision::Int8 => tag::INT8,
         Precision::F16 => tag::F16,
@@ -64,7 +75,12 @@ pub fn write(model: &QuantModel<'_>) -> Result<Vec<u8>, FormatError> {
 
     for (i, (layer, d)) in layers.iter().zip(data).enumerate() {
         let base = offsets::layer_record(i);
-        let (kind, act, pad, p) = encode_layer(layer);
+        let (kind, act, pad, p, ext) = encode_layer(layer);
+        if geometry {
+            for (k, v) in ext.into_iter().enumerate() {
+                put_u32(&mut out, offsets::geometry_record(n, i) + 4 * k, v);
+            }
+        }
         out[base + rec::KIND] = kind;
         out[base + rec::ACTIVATION] = act;
         out[base + rec::PADDING] = pad;
@@ -154,26 +170,42 @@ fn append(out: &mut Vec<u8>, bytes: &[u8]) -> Result<u32, FormatError> {
     Ok(at)
 }
 
-/// (kind, activation, padding, [a, b, c]) tags and parameters of a layer record.
-fn encode_layer(layer: &Layer) -> (u8, u8, u8, [u32; 3]) {
+/// The padding tag and the four pads of a geometry record.
+fn encode_padding(p: Padding) -> (u8, [u32; 4]) {
+    match p {
+        Padding::Valid => (tag::VALID, [0; 4]),
+        Padding::Same => (tag::SAME, [0; 4]),
+        Padding::Explicit(p) => (tag::EXPLICIT, [p.top, p.bottom, p.left, p.right]),
+    }
+}
+
+/// (kind, activation, padding, [a, b, c], geometry record) of a layer.
+fn encode_layer(layer: &Layer) -> (u8, u8, u8, [u32; 3], [u32; 8]) {
     let act = |a: Activation| match a {
         Activation::None => tag::ACT_NONE,
         Activation::Relu => tag::ACT_RELU,
         Activation::Softmax => tag::ACT_SOFTMAX,
+        Activation::Relu6 => tag::ACT_RELU6,
     };
+    let none = [0u32; 8];
     match *layer {
         Layer::Conv2D(c) => {
-            let pad = match c.padding {
-                Padding::Valid => tag::VALID,
-                Padding::Same => tag::SAME,
-            };
-            (tag::CONV2D, act(c.activation), pad, [c.filters, c.kernel, c.stride])
+            let (pad, [t, b, l, r]) = encode_padding(c.padding);
+            let ext = [c.kernel.w, c.stride.w, c.dilation.h, c.dilation.w, t, b, l, r];
+            (tag::CONV2D, act(c.activation), pad, [c.filters, c.kernel.h, c.stride.h], ext)
         }
-        Layer::BatchNorm { epsilon, momentum } => (tag::BATCH_NORM, 0, 0, [epsilon.to_bits(), momentum.to_bits(), 0]),
-        Layer::MaxPool2D { pool, stride } => (tag::MAX_POOL2D, 0, 0, [pool, stride, 0]),
-        Layer::Flatten => (tag::FLATTEN, 0, 0, [0; 3]),
-        Layer::Dense { units, activation } => (tag::DENSE, act(activation), 0, [units, 0, 0]),
-        Layer::Dropout { rate } => (tag::DROPOUT, 0, 0, [rate.to_bits(), 0, 0]),
+        Layer::AvgPool2D(p) => {
+            let (pad, [t, b, l, r]) = encode_padding(p.padding);
+            (tag::AVG_POOL2D, 0, pad, [p.pool.h, p.stride.h, 0], [p.pool.w, p.stride.w, 0, 0, t, b, l, r])
+        }
+        Layer::GlobalAvgPool => (tag::GLOBAL_AVG_POOL, 0, 0, [0; 3], none),
+        Layer::BatchNorm { epsilon, momentum } => {
+            (tag::BATCH_NORM, 0, 0, [epsilon.to_bits(), momentum.to_bits(), 0], none)
+        }
+        Layer::MaxPool2D { pool, stride } => (tag::MAX_POOL2D, 0, 0, [pool, stride, 0], none),
+        Layer::Flatten => (tag::FLATTEN, 0, 0, [0; 3], none),
+        Layer::Dense { units, activation } => (tag::DENSE, act(activation), 0, [units, 0, 0], none),
+        Layer::Dropout { rate } => (tag::DROPOUT, 0, 0, [rate.to_bits(), 0, 0], none),
     }
 }
 

@@ -483,7 +483,7 @@ fn conv2d_pixels(
     if range.is_empty() {
         return;
     }
-    let k = g.kernel;
+    let k = g.kernel();
     let filter = k * k * g.in_c;
     let mut wide = Wide([0; CHUNK / 2]);
     let mut acc = [0i32; GROUP];

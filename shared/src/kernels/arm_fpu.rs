@@ -359,7 +359,7 @@ const ALL: u8 = (1 << PX) - 1;
 /// that every pixel has with the same columns is one segment; otherwise
 /// columns that the same pixels share are merged into one.
 fn for_each_segment(g: &ConvGeom, pix: &[Pixel; PX], mut f: impl FnMut(&Segment)) {
-    let k = g.kernel;
+    let k = g.kernel();
     let ky_lo = pix.iter().map(|p| p.ky0).min().unwrap_or(0);
     let ky_hi = pix.iter().map(|p| p.ky1).max().unwrap_or(0);
     for ky in ky_lo..ky_hi {
@@ -441,7 +441,7 @@ pub fn conv2d_rows(
     assert!(input.len() == g.input_len(), "conv2d: activation length");
     assert!(rows.end <= g.out_h && output.len() == rows.len() * g.out_w * g.out_c, "conv2d: output rows");
     assert!(w.weights.len() == g.weights_len() && w.bias.len() == g.out_c, "conv2d: weight length");
-    let filter = g.kernel * g.kernel * g.in_c;
+    let filter = g.kernel() * g.kernel() * g.in_c;
     let n_px = rows.len() * g.out_w;
     let first = rows.start * g.out_w;
     let mut acc = [[0.0f32; PX * CH]; GROUP / CH];
@@ -734,6 +734,7 @@ pub fn max_pool(g: &PoolGeom, input: &[f16], output: &mut [f16]) {
 mod tests {
     use super::*;
     use crate::kernels::generic::f16 as plain;
+    use crate::spec::Padding;
     use std::vec;
     use std::vec::Vec;
 
@@ -785,16 +786,8 @@ mod tests {
             let stride = 1 + rng.below(3);
             let (in_h, in_w, in_c, out_c) = (k + rng.below(9), k + rng.below(9), 1 + rng.below(7), 1 + rng.below(9));
             let same = rng.below(2) == 0;
-            let axis = |n: usize| {
-                if same {
-                    let out = n.div_ceil(stride);
-                    (out, ((out - 1) * stride + k).saturating_sub(n) / 2)
-                } else {
-                    ((n - k) / stride + 1, 0)
-                }
-            };
-            let ((out_h, pad_top), (out_w, pad_left)) = (axis(in_h), axis(in_w));
-            let g = ConvGeom { in_h, in_w, in_c, out_h, out_w, out_c, kernel: k, stride, pad_top, pad_left };
+            let padding = if same { Padding::Same } else { Padding::Valid };
+            let Some(g) = ConvGeom::new((in_h, in_w, in_c), out_c, k, stride, padding) else { continue };
             if g.output_len() > 0 {
                 return g;
             }
@@ -830,18 +823,8 @@ mod tests {
     fn an_infinite_weight_never_meets_a_padding_tap() {
         // 3x3 same on a 2x2 image: every pixel is at an edge; an infinite
         // weight on a padding tap would make NaN if it were multiplied by 0.
-        let g = ConvGeom {
-            in_h: 2,
-            in_w: 2,
-            in_c: 1,
-            out_h: 2,
-            out_w: 2,
-            out_c: 1,
-            kernel: 3,
-            stride: 1,
-            pad_top: 1,
-            pad_left: 1,
-        };
+        let g = ConvGeom::new((2, 2, 1), 1, 3, 1, Padding::Same).expect("geometry");
+        assert_eq!((g.out_h, g.out_w, g.pad_top, g.pad_left), (2, 2, 1, 1));
         let mut weights = vec![f16::ONE; 9];
         weights[0] = f16::INFINITY;
         let input = vec![f16::ONE; 4];

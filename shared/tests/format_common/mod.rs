@@ -5,7 +5,7 @@
 use shared::f16;
 use shared::format::{self, offsets, AlignedBytes};
 use shared::model::{F16Weights, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant};
-use shared::spec::{Activation, Conv2D, Layer, ModelSpec, Sequential, Shape, MAX_LAYERS};
+use shared::spec::{Activation, AvgPool2D, Conv2D, Hw, Layer, ModelSpec, Padding, Sequential, Shape, MAX_LAYERS};
 pub use suite::Rng;
 
 /// One layer's owned parameters.
@@ -64,8 +64,8 @@ pub fn counts(layer: &Layer, input: Shape) -> Option<(usize, usize)> {
     let cin = input.channels() as usize;
     match *layer {
         Layer::Conv2D(c) => {
-            let k = c.kernel as usize;
-            Some((c.filters as usize * k * k * cin, c.filters as usize))
+            let k = c.kernel.h as usize * c.kernel.w as usize;
+            Some((c.filters as usize * k * cin, c.filters as usize))
         }
         Layer::Dense { units, .. } => Some((units as usize * cin, units as usize)),
         Layer::BatchNorm { .. } => Some((cin, cin)),
@@ -125,7 +125,7 @@ pub fn random_spec(rng: &mut Rng) -> ModelSpec {
         let mut attempts = 0;
         while layers.len() < target && attempts < 50 {
             attempts += 1;
-            let l = match (shape, rng.range(0, 5)) {
+            let l = match (shape, rng.range(0, 7)) {
                 (Shape::Image { .. }, 0) => {
                     let mut c = Conv2D::new(rng.range(1, 6), rng.range(1, 4)).strides(rng.range(1, 3));
                     if rng.chance(2) {
@@ -147,6 +147,35 @@ pub fn random_spec(rng: &mut Rng) -> ModelSpec {
                     momentum: [0.99, 0.9, 0.0][rng.range(0, 2) as usize],
                 },
                 (_, 4) => Layer::Dropout { rate: if rng.chance(2) { 0.5 } else { rng.unit() * 0.99 } },
+                // The version 3 layers: general convs, average pools, ReLU6.
+                (Shape::Image { .. }, 5) => {
+                    let mut c = Conv2D::new(rng.range(1, 6), 1)
+                        .kernel_hw(rng.range(1, 4), rng.range(1, 4))
+                        .strides_hw(rng.range(1, 3), rng.range(1, 3))
+                        .dilation(rng.range(1, 2), rng.range(1, 2));
+                    c = match rng.range(0, 2) {
+                        0 => c,
+                        1 => c.same(),
+                        _ => c.pads(rng.range(0, 2), rng.range(0, 2), rng.range(0, 2), rng.range(0, 2)),
+                    };
+                    if rng.chance(2) {
+                        c = c.relu6();
+                    }
+                    Layer::Conv2D(c)
+                }
+                (Shape::Image { .. }, 6) if rng.chance(2) => Layer::GlobalAvgPool,
+                (Shape::Image { .. }, 6) => Layer::AvgPool2D(AvgPool2D {
+                    pool: Hw::new(rng.range(1, 3), rng.range(1, 3)),
+                    stride: Hw::new(rng.range(1, 3), rng.range(1, 3)),
+                    padding: match rng.range(0, 2) {
+                        0 => Padding::Valid,
+                        1 => Padding::Same,
+                        _ => Padding::explicit(rng.range(0, 1), rng.range(0, 1), rng.range(0, 1), rng.range(0, 1)),
+                    },
+                }),
+                (Shape::Flat(n), 5) if n <= 400 => {
+                    Layer::Dense { units: rng.range(1, 12), activation: Activation::Relu6 }
+                }
                 _ => continue,
             };
             if let Ok(out) = l.output_shape(layers.len(), shape) {

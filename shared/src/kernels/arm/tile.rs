@@ -178,7 +178,7 @@ fn widen_pixel(
     let (oy, ox) = (pix / g.out_w, pix % g.out_w);
     let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
     let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
-    let row_len = g.kernel * g.in_c;
+    let row_len = g.kernel() * g.in_c;
     let (a, b) = (kx0 * g.in_c, kx1 * g.in_c);
     let base = cols.0.as_mut_ptr().wrapping_add(2 * p);
     let mut sink = Sink { at: base, carry: [zp as i8; 4], held: 0, zp: zp as i8, zp2: neg_zp_pair(zp) };
@@ -359,7 +359,7 @@ pub(super) fn conv2d_tiles(
     tiles: usize,
     cols: &mut Cols<'_>,
 ) {
-    let filter = g.kernel * g.kernel * g.in_c;
+    let filter = g.kernel() * g.kernel() * g.in_c;
     let weights = w.weights;
     assert!(
         end <= g.out_h * g.out_w && end <= tiles * PX && end + PX > tiles * PX && weights.len() == g.out_c * filter,

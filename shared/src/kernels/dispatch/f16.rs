@@ -14,6 +14,12 @@ use crate::kernels::generic::f16::{conv2d_rows_by, dense, narrow};
 use crate::kernels::x86::{self, f16 as x86_16};
 use crate::model::F16Weights;
 
+/// The plain kernel's narrowing, on every target.
+#[inline(always)]
+fn narrow_any(x: f32) -> f16 {
+    crate::kernels::generic::f16::narrow(x)
+}
+
 /// [`conv2d`](crate::kernels::generic::f16::conv2d) with the same bits, faster where the CPU allows: under `std` on
 /// x86_64 with F16C, [`x86_16::f16_conv2d_f16c`] (vectorised across
 /// output channels, each lane keeping the plain summation order).
@@ -24,6 +30,11 @@ pub fn conv2d_fast(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], 
 /// The output rows `oy_first..` of [`conv2d_fast`] (`output` holds exactly
 /// those rows): what a layer split across threads runs per job.
 pub fn conv2d_rows(g: &ConvGeom, relu: bool, w: &F16Weights<'_>, input: &[f16], output: &mut [f16], oy_first: usize) {
+    if !g.is_square() {
+        // Rectangular, dilated or heavily padded: the plain loop takes every geometry.
+        let rows = oy_first..oy_first + output.len() / (g.out_w * g.out_c).max(1);
+        return crate::kernels::generic::f16::conv2d_rows_by(g, relu, w, input, output, rows, f16::to_f32, narrow_any);
+    }
     #[cfg(all(feature = "std", x86_simd))]
     {
         if x86::has_avx512_f16() {

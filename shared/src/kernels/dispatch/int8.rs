@@ -32,6 +32,11 @@ pub fn conv2d_fast(
     output: &mut [i8],
     scratch: &mut [u8],
 ) {
+    if !g.is_square() {
+        // Rectangular, dilated or heavily padded: the plain kernel takes every geometry.
+        let _ = scratch;
+        return crate::kernels::generic::int8::conv2d(g, p, w, input, output);
+    }
     #[cfg(all(feature = "std", x86_simd))]
     {
         if x86::has_vnni() {
@@ -67,7 +72,7 @@ pub fn conv2d_scratch_bytes(g: &ConvGeom) -> usize {
 /// this CPU (so a host may split the layer across threads).
 pub fn can_split_conv(g: &ConvGeom) -> bool {
     #[cfg(all(feature = "std", x86_simd))]
-    if x86::has_vnni() && g.kernel * g.kernel <= x86_8::MAX_TAPS {
+    if x86::has_vnni() && g.is_square() && g.kernel() * g.kernel() <= x86_8::MAX_TAPS {
         return true;
     }
     let _ = g;
@@ -98,7 +103,7 @@ pub fn conv2d_rows(
 /// pixels on this CPU (a finer cut between threads than whole rows).
 pub fn can_split_conv_pixels(g: &ConvGeom, p: &Int8Params) -> bool {
     #[cfg(all(feature = "std", x86_simd))]
-    if x86::has_vnni() && x86_8::patches_fit(g, p) {
+    if x86::has_vnni() && g.is_square() && x86_8::patches_fit(g, p) {
         return true;
     }
     let _ = (g, p);

@@ -85,25 +85,36 @@ pub fn conv2d_rows_by(
     assert!(input.len() == g.input_len(), "conv2d: activation length");
     assert!(rows.end <= g.out_h && output.len() == rows.len() * row_len, "conv2d: output rows");
     assert!(w.weights.len() == g.weights_len() && w.bias.len() == g.out_c, "conv2d: weight length");
-    let k = g.kernel;
-    let filter = k * k * g.in_c;
+    let (kw, dh, dw) = (g.kernel_w, g.dilation_h, g.dilation_w);
+    let filter = g.filter_len();
     let oy_first = rows.start;
     for oy in rows {
-        let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
+        let (ky0, ky1, iy0) = g.taps_h(oy);
         for ox in 0..g.out_w {
-            let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
+            let (kx0, kx1, ix0) = g.taps_w(ox);
             let run = (kx1 - kx0) * g.in_c;
             for oc in 0..g.out_c {
                 let mut acc = 0.0f32;
                 for ky in ky0..ky1 {
-                    let iy = iy0 + (ky - ky0);
-                    // The in-image taps of one kernel row: contiguous in both layouts,
-                    // in the order (kx, ci).
-                    let x = &input[(iy * g.in_w + ix0) * g.in_c..][..run];
-                    let wr = &w.weights[oc * filter + (ky * k + kx0) * g.in_c..][..run];
-                    for (a, b) in wr.iter().zip(x) {
-                        let prod = widen(*a) * widen(*b);
-                        acc += prod;
+                    let iy = iy0 + (ky - ky0) * dh;
+                    let wr = &w.weights[oc * filter + (ky * kw + kx0) * g.in_c..][..run];
+                    if dw == 1 {
+                        // The in-image taps of one kernel row: contiguous in both layouts,
+                        // in the order (kx, ci).
+                        let x = &input[(iy * g.in_w + ix0) * g.in_c..][..run];
+                        for (a, b) in wr.iter().zip(x) {
+                            let prod = widen(*a) * widen(*b);
+                            acc += prod;
+                        }
+                    } else {
+                        // Dilated: the same (kx, ci) order, one tap's channels at a time.
+                        for (t, wt) in wr.chunks_exact(g.in_c).enumerate() {
+                            let x = &input[(iy * g.in_w + ix0 + t * dw) * g.in_c..][..g.in_c];
+                            for (a, b) in wt.iter().zip(x) {
+                                let prod = widen(*a) * widen(*b);
+                                acc += prod;
+                            }
+                        }
                     }
                 }
                 acc += widen(w.bias[oc]);
@@ -165,4 +176,43 @@ fn check_bn(w: &F16Weights<'_>, len: usize) -> usize {
     let c = w.weights.len();
     assert!(c > 0 && len / c * c == len && w.bias.len() == c, "batch_norm: channels");
     c
+}
+
+/// AveragePooling2D and the global average pool (see
+/// [`crate::kernels::generic::int8::avg_pool`] for `g`): each window's
+/// in-image pixels summed in f32 in row-major order, divided by their count
+/// in f32, one rounding to f16.
+pub fn avg_pool(g: &ConvGeom, input: &[f16], output: &mut [f16]) {
+    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "avg_pool: length");
+    assert!(g.in_c == g.out_c && g.dilation_h == 1 && g.dilation_w == 1, "avg_pool: geometry");
+    let c = g.in_c;
+    for oy in 0..g.out_h {
+        let (ky0, ky1, iy0) = g.taps_h(oy);
+        for ox in 0..g.out_w {
+            let (kx0, kx1, ix0) = g.taps_w(ox);
+            let count = ((ky1 - ky0) * (kx1 - kx0)) as f32;
+            let out = &mut output[(oy * g.out_w + ox) * c..][..c];
+            for (ch, o) in out.iter_mut().enumerate() {
+                let mut acc = 0.0f32;
+                for iy in iy0..iy0 + (ky1 - ky0) {
+                    for ix in ix0..ix0 + (kx1 - kx0) {
+                        acc += input[(iy * g.in_w + ix) * c + ch].to_f32();
+                    }
+                }
+                *o = narrow(acc / count);
+            }
+        }
+    }
+}
+
+/// ReLU6's upper clamp, after a kernel that applied the ReLU: values over 6
+/// become 6 (exact in f16; narrowing is monotonic, so clamping after it
+/// equals clamping before), NaN stays NaN.
+pub fn clamp6_in_place(data: &mut [f16]) {
+    let six = f16::from_f32(6.0);
+    for v in data {
+        if v.to_f32() > 6.0 {
+            *v = six;
+        }
+    }
 }

@@ -16,7 +16,7 @@
 
 use super::pool::max_pool_by;
 use crate::geometry::{ConvGeom, PoolGeom};
-use crate::model::Int8Weights;
+use crate::model::{Int8Weights, TensorQuant};
 use crate::quant::multiply_by_quantized_multiplier;
 use crate::spec::Activation;
 
@@ -38,11 +38,35 @@ impl Int8Params {
     /// `[max(-128, out_zp), 127]`; None and Softmax (logits) to `[-128, 127]`.
     pub fn new(in_zp: i32, out_zp: i32, activation: Activation) -> Self {
         let act_min = match activation {
-            Activation::Relu => out_zp.clamp(-128, 127),
+            Activation::Relu | Activation::Relu6 => out_zp.clamp(-128, 127),
             Activation::None | Activation::Softmax => -128,
         };
         Int8Params { in_zp, out_zp, act_min, act_max: 127 }
     }
+
+    /// [`Int8Params::new`] for an output quantized as `out`: ReLU6 also
+    /// clamps at `out_zp + round(6 / scale)` (TFLite's
+    /// `CalculateActivationRangeQuantized`, the division in f32).
+    pub fn for_output(in_zp: i32, out: TensorQuant, activation: Activation) -> Self {
+        let mut p = Self::new(in_zp, out.zero_point, activation);
+        if activation == Activation::Relu6 {
+            p.act_max = relu6_max(out);
+        }
+        p
+    }
+}
+
+/// The int8 value of 6.0 in `out` (clamped to `[-128, 127]`): `zero_point +
+/// round(6 / scale)`, rounded half away from zero as `std::round`, exactly
+/// on every target (no libm: the fraction of a positive f32 below 2^23 is exact).
+pub fn relu6_max(out: TensorQuant) -> i32 {
+    let x = 6.0f32 / out.scale;
+    if !(x < 1.0e9) {
+        return 127;
+    }
+    let whole = x as i32;
+    let rounded = if x - whole as f32 >= 0.5 { whole + 1 } else { whole };
+    out.zero_point.saturating_add(rounded).clamp(-128, 127)
 }
 
 /// The output stage shared by every requantizing kernel: scale the int32
@@ -60,19 +84,19 @@ pub fn requantize(acc: i32, multiplier: i32, shift: i32, p: &Int8Params) -> i8 {
 /// skipped so they contribute exactly 0.
 pub fn conv2d(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_conv(g, w, input, output);
-    let k = g.kernel;
+    let (kw, dh, dw) = (g.kernel_w, g.dilation_h, g.dilation_w);
     for oy in 0..g.out_h {
-        let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
+        let (ky0, ky1, iy0) = g.taps_h(oy);
         for ox in 0..g.out_w {
-            let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
+            let (kx0, kx1, ix0) = g.taps_w(ox);
             for oc in 0..g.out_c {
                 let mut acc: i32 = 0;
                 for ky in ky0..ky1 {
-                    let iy = iy0 + (ky - ky0);
+                    let iy = iy0 + (ky - ky0) * dh;
                     for kx in kx0..kx1 {
-                        let ix = ix0 + (kx - kx0);
+                        let ix = ix0 + (kx - kx0) * dw;
                         for ci in 0..g.in_c {
-                            let wv = w.weights[((oc * k + ky) * k + kx) * g.in_c + ci] as i32;
+                            let wv = w.weights[((oc * g.kernel_h + ky) * kw + kx) * g.in_c + ci] as i32;
                             let xv = input[(iy * g.in_w + ix) * g.in_c + ci] as i32;
                             acc = acc.wrapping_add(wv * (xv - p.in_zp));
                         }
@@ -97,11 +121,12 @@ const BLOCK: usize = 4;
 
 /// [`conv2d`]'s sums in a faster order for the baseline instruction set:
 /// what no_std targets without DSP run, and the source the x86 module
-/// compiles for AVX2/AVX-512BW.
+/// compiles for AVX2/AVX-512BW. Square geometries only ([`ConvGeom::is_square`]).
 #[inline(always)]
 pub fn conv2d_portable(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_conv(g, w, input, output);
-    let k = g.kernel;
+    assert!(g.is_square(), "conv2d_portable: a square geometry");
+    let k = g.kernel();
     let filter = k * k * g.in_c;
     let zp = p.in_zp;
     for oy in 0..g.out_h {
@@ -234,4 +259,46 @@ pub(crate) fn check_bn(w: &Int8Weights<'_>, len: usize) -> usize {
     assert!(c > 0 && len / c * c == len, "batch_norm: length not a multiple of the channels");
     assert!(w.bias.len() == c && w.multiplier.len() == c && w.shift.len() == c, "batch_norm: channels");
     c
+}
+
+/// AveragePooling2D (and the global average pool, a window over the whole
+/// image): input and output share scale and zero point, as TFLite's int8
+/// AVERAGE_POOL_2D; the mean of each window's in-image pixels (padding never
+/// counts), rounded half away from zero by integer division, as TFLite's
+/// reference kernel does. `g` is a [`ConvGeom`] whose kernel is the pool
+/// window, `in_c == out_c`, undilated.
+pub fn avg_pool(g: &ConvGeom, input: &[i8], output: &mut [i8]) {
+    assert!(input.len() == g.input_len() && output.len() == g.output_len(), "avg_pool: length");
+    assert!(g.in_c == g.out_c && g.dilation_h == 1 && g.dilation_w == 1, "avg_pool: geometry");
+    let c = g.in_c;
+    for oy in 0..g.out_h {
+        let (ky0, ky1, iy0) = g.taps_h(oy);
+        for ox in 0..g.out_w {
+            let (kx0, kx1, ix0) = g.taps_w(ox);
+            let count = ((ky1 - ky0) * (kx1 - kx0)) as i32;
+            let out = &mut output[(oy * g.out_w + ox) * c..][..c];
+            for (ch, o) in out.iter_mut().enumerate() {
+                let mut acc = 0i32;
+                for iy in iy0..iy0 + (ky1 - ky0) {
+                    for ix in ix0..ix0 + (kx1 - kx0) {
+                        acc += input[(iy * g.in_w + ix) * c + ch] as i32;
+                    }
+                }
+                *o = round_div(acc, count).clamp(-128, 127) as i8;
+            }
+        }
+    }
+}
+
+/// `acc / count` rounded half away from zero (TFLite's average pool);
+/// an empty window (which validated geometry never has) gives 0.
+#[inline(always)]
+pub fn round_div(acc: i32, count: i32) -> i32 {
+    if count <= 0 {
+        0
+    } else if acc > 0 {
+        (acc + count / 2) / count
+    } else {
+        (acc - count / 2) / count
+    }
 }

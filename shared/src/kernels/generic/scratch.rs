@@ -20,7 +20,7 @@ pub const DSP_TILE_TAPS: usize = 896;
 /// of up to [`DSP_TILE_TAPS`] taps, in whole pairs of quads, for
 /// [`DSP_TILE_PIXELS`] pixels (two words a quad and pixel).
 pub fn dsp_conv_words(g: &ConvGeom) -> usize {
-    let taps = g.kernel.saturating_mul(g.kernel).saturating_mul(g.in_c).min(DSP_TILE_TAPS);
+    let taps = g.kernel_h.saturating_mul(g.kernel_w).saturating_mul(g.in_c).min(DSP_TILE_TAPS);
     taps.div_ceil(8).saturating_mul(4 * DSP_TILE_PIXELS)
 }
 

@@ -102,7 +102,7 @@ pub unsafe fn f16_conv2d_f16c_rows(
     assert!(input.len() == g.input_len(), "conv2d: activation length");
     assert!(w.weights.len() == g.weights_len() && w.bias.len() == g.out_c, "conv2d: weight length");
     let (oc_begin, oc_end) = (0, g.out_c);
-    let k = g.kernel;
+    let k = g.kernel();
     let cin = g.in_c;
     let filter = k * k * cin;
     if filter * FC > F16_PACK {
@@ -283,7 +283,7 @@ const Z_RUN: usize = 2048;
 /// Whether [`f16_conv2d_avx512_rows`] takes this geometry (its stack buffers
 /// hold the filter and one kernel row); else the F16C kernel runs.
 pub fn avx512_conv_fits(g: &ConvGeom) -> bool {
-    g.kernel * g.kernel * g.in_c * ZC <= Z_PACK && g.kernel * g.in_c <= Z_RUN
+    g.kernel() * g.kernel() * g.in_c * ZC <= Z_PACK && g.kernel() * g.in_c <= Z_RUN
 }
 
 /// Widen `src` (f16) into `dst` (f32) with AVX-512.
@@ -373,7 +373,7 @@ pub unsafe fn f16_conv2d_avx512_rows(
     assert!(output.len().is_multiple_of(row_len) && oy_end <= g.out_h, "conv2d: output rows");
     assert!(input.len() == g.input_len(), "conv2d: activation length");
     assert!(w.weights.len() == g.weights_len() && w.bias.len() == g.out_c, "conv2d: weight length");
-    let k = g.kernel;
+    let k = g.kernel();
     let cin = g.in_c;
     let filter = k * k * cin;
     // packed[t * ZC + j] = weight t of filter oc0 + j widened to f32 (exact; 0
@@ -481,7 +481,7 @@ fn conv_block<const NP: usize>(
         for q in 0..NP {
             widen_run(&input[first[q] + (ky - ky0) * g.in_w * cin..][..run], &mut xs[q][..run]);
         }
-        let wr = &packed[(ky * g.kernel + kx0) * cin * ZC..][..run * ZC];
+        let wr = &packed[(ky * g.kernel() + kx0) * cin * ZC..][..run * ZC];
         for i in 0..run {
             // SAFETY: `wr` has `run * ZC` elements, so 16 from `i * ZC`.
             let wv = unsafe { _mm512_loadu_ps(wr.as_ptr().add(i * ZC)) };

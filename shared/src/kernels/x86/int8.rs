@@ -317,7 +317,7 @@ unsafe fn dot_any<const FLIP: bool>(b: Block, np: usize, nc: usize, sums: &mut [
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn conv2d_vnni(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_conv(g, w, input, output);
-    if g.kernel * g.kernel > MAX_TAPS {
+    if g.kernel() * g.kernel() > MAX_TAPS {
         // SAFETY: AVX-512F/BW are part of this function's contract.
         return unsafe { conv2d_avx512bw(g, p, w, input, output) };
     }
@@ -366,7 +366,7 @@ const PATCH_MAX_OUT_C: usize = 1024;
 /// patch buffer, the channels fit its sum table, and the input zero point is
 /// an int8 value (it fills the padding).
 pub fn patches_fit(g: &ConvGeom, p: &Int8Params) -> bool {
-    let filter = g.kernel * g.kernel * g.in_c;
+    let filter = g.kernel() * g.kernel() * g.in_c;
     filter > 0
         && filter.next_multiple_of(4) <= PATCH_BYTES
         && g.out_c <= PATCH_MAX_OUT_C
@@ -400,7 +400,7 @@ pub unsafe fn conv2d_vnni_patch_pixels(
     assert!(output.len().is_multiple_of(g.out_c) && first_px + total <= g.out_h * g.out_w, "conv2d: output pixels");
     check_conv_inputs(g, w, input);
     assert!(patches_fit(g, p), "conv2d: patches do not fit");
-    let (k, cin) = (g.kernel, g.in_c);
+    let (k, cin) = (g.kernel(), g.in_c);
     let filter = k * k * cin;
     let zc = 128 + p.in_zp;
     // The padding byte, offset like the pixels: zp + 128 as u8.
@@ -501,7 +501,7 @@ const BV: usize = 3;
 /// tens of microseconds), the rest use the dot-product kernel on the
 /// filters as they are.
 fn pack_for_broadcast(g: &ConvGeom, w: &Int8Weights<'_>, packed: &mut [i8; PACK_BYTES]) -> bool {
-    let filter = g.kernel * g.kernel * g.in_c;
+    let filter = g.kernel() * g.kernel() * g.in_c;
     let (k4, ocp) = (filter.div_ceil(4), g.out_c.next_multiple_of(16));
     if k4 * ocp * 4 > PACK_BYTES {
         return false;
@@ -579,7 +579,7 @@ unsafe fn broadcast_patches(
 ) {
     let n = patches.len() / stride;
     let ocp = g.out_c.next_multiple_of(16);
-    let k4 = (g.kernel * g.kernel * g.in_c).div_ceil(4);
+    let k4 = (g.kernel() * g.kernel() * g.in_c).div_ceil(4);
     assert!(k4 * 4 <= stride && k4 * ocp * 4 <= PACK_BYTES && out.len() == n * g.out_c, "conv2d: broadcast layout");
     let zc = 128 + p.in_zp;
     let blocks = n.div_ceil(BP);
@@ -626,7 +626,7 @@ unsafe fn broadcast_patches(
 /// taps outside the image set to `fill`.
 #[target_feature(enable = "avx512f,avx512bw")]
 fn gather_patch(g: &ConvGeom, input: &[i8], oy: usize, ox: usize, fill: u8, patch: &mut [u8]) {
-    let (k, cin) = (g.kernel, g.in_c);
+    let (k, cin) = (g.kernel(), g.in_c);
     let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
     let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
     for (ky, row) in patch.chunks_exact_mut(k * cin).enumerate() {
@@ -677,7 +677,7 @@ pub unsafe fn conv2d_vnni_clipped_rows(
     let oy_end = oy_first + output.len() / row_len;
     assert!(output.len().is_multiple_of(row_len) && oy_end <= g.out_h, "conv2d: output rows");
     check_conv_inputs(g, w, input);
-    let k = g.kernel;
+    let k = g.kernel();
     assert!(k * k <= MAX_TAPS, "conv2d: kernel too large for the VNNI tables");
     let cin = g.in_c;
     let filter = k * k * cin;
@@ -718,7 +718,7 @@ pub unsafe fn conv2d_vnni_clipped_rows(
                 }
                 let len = (kx1 - kx0) * cin;
                 let rows = ky1 - ky0;
-                let xstep = g.stride * cin;
+                let xstep = g.stride() * cin;
                 let x_first = (iy0 * g.in_w + ix0) * cin;
                 let mut px = ox;
                 while px < end {
