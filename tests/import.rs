@@ -142,29 +142,92 @@ fn weights_only_files_import_onto_a_preset_or_a_stack_file() {
     assert!(text.contains("dense_2/kernel") && text.contains("[16, 5]") && text.contains("[16, 6]"), "{text}");
 }
 
+/// The general layers: rectangular kernels and strides, dilation, explicit
+/// and asymmetric pads (Keras's ZeroPadding2D, PyTorch's ZeroPad2d exported as
+/// a constant-folded shape subgraph and a Pad), ReLU6 (Keras's ReLU layer and
+/// activation, PyTorch's Clip), average and global average pooling, and
+/// torchvision's own AlexNet (pads 2 and 1, AdaptiveAvgPool2d as AveragePool).
+#[test]
+fn general_geometry_models_match_their_frameworks() {
+    for (file, name) in [
+        ("keras3_geometry.keras", "keras3_geometry"),
+        ("keras3_geometry.h5", "keras3_geometry"),
+        ("keras3_avgpool.keras", "keras3_avgpool"),
+        ("torch_geometry.onnx", "torch_geometry"),
+        ("torch_alexnet.onnx", "torch_alexnet"),
+    ] {
+        assert_matches_framework(file, name, None, None);
+    }
+    // The same Keras model's to_json() as a stack file gives the same stack.
+    let (spec, _) = host::arch::load_stack_file(&dir().join("keras3_geometry.json")).expect("stack file");
+    let ck = import_fixture("keras3_geometry.keras", None, None, &expected("keras3_geometry"));
+    assert_eq!(spec, ck.spec);
+}
+
+/// An ONNX model without a softmax: the logits PyTorch computed.
+#[test]
+fn onnx_average_pool_logits_match_pytorch() {
+    let path = dir().join("torch_avgpool.expected.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
+    let floats = |x: &serde_json::Value| -> Vec<f32> {
+        x.as_array().expect("numbers").iter().map(|f| f.as_f64().expect("number") as f32).collect()
+    };
+    let e = Expected {
+        classes: (0..5).map(|i| format!("class_{i}")).collect(),
+        images: v["images"].as_array().expect("images").iter().map(|i| dir().join(i.as_str().expect("file"))).collect(),
+        probabilities: v["outputs"].as_array().expect("outputs").iter().map(floats).collect(),
+        scale: floats(&v["input_scale"]),
+        offset: floats(&v["input_offset"]),
+    };
+    let ck = import_fixture("torch_avgpool.onnx", None, None, &e);
+    let mut net = ck.network().expect("network");
+    let (h, w) = ck.input_hw();
+    for (i, (image, want)) in e.images.iter().zip(&e.probabilities).enumerate() {
+        let img = host::data::load_image_file(image, h, w).expect("image");
+        let logits = net.forward(img.insert_axis(ndarray::Axis(0)).view(), Mode::Eval);
+        let worst = logits.row(0).iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-4, "image {i}: logits differ by {worst}");
+    }
+}
+
 #[test]
 fn unsupported_layers_are_named_and_nothing_is_written() {
-    for (file, layer, kind) in [
-        ("keras3_avgpool.keras", "average_pooling2d", "AveragePooling2D"),
-        ("torch_avgpool.onnx", "AveragePool", "AveragePool"),
-    ] {
-        let out = scratch(file).join("never.safetensors");
-        let args = ImportArgs {
-            file: dir().join(file),
-            out: out.clone(),
-            class_names: None,
-            arch: None,
-            classes: None,
-            input: None,
-            input_scale: vec![],
-            input_offset: vec![],
-        };
-        let e = format!("{:#}", import_command(&args).expect_err("unsupported"));
-        assert!(e.contains(file) && e.contains(layer) && e.contains(kind) && e.contains("Supported:"), "{e}");
-        assert!(!out.exists(), "{file}: a checkpoint was written");
+    // An ONNX activation the stack has not: the geometry fixture with its
+    // Softmax renamed Sigmoid throughout (same length, so the file stays valid).
+    let work = scratch("unsupported");
+    let mut onnx = std::fs::read(dir().join("torch_geometry.onnx")).expect("fixture");
+    let at: Vec<usize> = onnx.windows(7).enumerate().filter(|(_, w)| *w == b"Softmax").map(|(i, _)| i).collect();
+    assert!(!at.is_empty());
+    for i in at {
+        onnx[i..i + 7].copy_from_slice(b"Sigmoid");
     }
+    let sigmoid = work.join("sigmoid.onnx");
+    std::fs::write(&sigmoid, onnx).expect("write");
+    // A Keras layer the stack has not: DepthwiseConv2D in place of the 1x1 conv.
+    let config = std::fs::read_to_string(dir().join("keras3_geometry.json")).expect("fixture");
+    assert!(config.contains("\"Conv2D\""));
+    let depthwise = work.join("depthwise.json");
+    std::fs::write(&depthwise, config.replacen("\"Conv2D\"", "\"DepthwiseConv2D\"", 1)).expect("write");
+    let file = sigmoid.file_name().and_then(|f| f.to_str()).expect("name").to_string();
+    let out = work.join("never.safetensors");
+    let args = ImportArgs {
+        file: sigmoid.clone(),
+        out: out.clone(),
+        class_names: None,
+        arch: None,
+        classes: None,
+        input: None,
+        input_scale: vec![],
+        input_offset: vec![],
+    };
+    let e = format!("{:#}", import_command(&args).expect_err("unsupported"));
+    assert!(e.contains(&file) && e.contains("Sigmoid") && e.contains("Supported:"), "{e}");
+    assert!(!out.exists(), "a checkpoint was written");
+    let e = host::arch::load_stack_file(&depthwise).expect_err("unsupported");
+    assert!(e.contains("DepthwiseConv2D") && e.contains("Supported:"), "{e}");
     let e = import::import(&dir().join("tiny_subclassed.weights.h5"), None).expect_err("weights only").to_string();
     assert!(e.contains("--arch"), "{e}");
+    let _ = std::fs::remove_dir_all(&work);
 }
 
 /// Every layer's output on the desktop.
@@ -177,6 +240,17 @@ impl Observer for Record {
     }
 }
 
+/// Whether a version 1/2 model file can hold the layer.
+fn is_classic(l: &shared::spec::Layer) -> bool {
+    use shared::spec::{Activation, Layer};
+    match l {
+        Layer::Conv2D(c) => c.is_classic(),
+        Layer::Dense { activation, .. } => *activation != Activation::Relu6,
+        Layer::AvgPool2D(_) | Layer::GlobalAvgPool => false,
+        _ => true,
+    }
+}
+
 /// Imported (with an input transform) -> quantize -> the desktop simulator and
 /// the emulated Cortex-M4, byte for byte, for each fixture image.
 #[test]
@@ -184,20 +258,29 @@ fn imported_models_run_on_the_cortex_m4_with_the_simulators_bytes() {
     // Calibration images: the fixtures' class folders.
     let data = dir().join("flowers");
     let elf = flash::build_firmware(Board::QemuAn386, &flash::default_firmware_dir()).expect("firmware");
-    for (file, name, precision) in
-        [("keras3_raw.keras", "keras3_raw", Precision::Int8), ("torch.onnx", "torch", Precision::F16)]
-    {
+    for (file, name, precision) in [
+        ("keras3_raw.keras", "keras3_raw", Precision::Int8),
+        ("torch.onnx", "torch", Precision::F16),
+        // The general layers, in both precisions, and torchvision's AlexNet at 224x224.
+        ("torch_geometry.onnx", "torch_geometry", Precision::Int8),
+        ("torch_geometry.onnx", "torch_geometry", Precision::F16),
+        ("keras3_geometry.keras", "keras3_geometry", Precision::Int8),
+        ("keras3_geometry.keras", "keras3_geometry", Precision::F16),
+        ("torch_alexnet.onnx", "torch_alexnet", Precision::Int8),
+    ] {
         let e = expected(name);
         let ck = import_fixture(file, None, None, &e);
-        assert!(ck.preprocess.is_some());
         let cal = Calibration { data: Some(&data), images: 5, ..Default::default() };
         let model = quantize::quantize_checkpoint(&ck, precision, &cal).expect("quantize");
-        let work = scratch(&format!("{name}-device"));
+        let work = scratch(&format!("{name}-{}-device", precision.name()));
         let path = work.join("model.axq");
         quantize::write_model_file(&model, &path).expect("model file");
         let bytes = host::model_file::read_model_file(&path).expect("read");
         let parsed = host::model_file::parse_model(&bytes, &path).expect("parse");
-        assert_eq!(bytes.as_bytes()[8], 2, "{file}: a model with an input transform is format version 2");
+        // A transform needs version 2; the general layers version 3.
+        let version = if ck.spec.layers().iter().all(is_classic) { 2 } else { 3 };
+        let version = if ck.preprocess.is_none() && version == 2 { 1 } else { version };
+        assert_eq!(bytes.as_bytes()[8], version, "{file}: format version");
         let prepared = engine::prepare(&parsed).expect("prepare");
         // Both images in one boot, every layer's bytes sent back.
         let inputs: Vec<Vec<u8>> =

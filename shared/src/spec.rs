@@ -553,6 +553,40 @@ impl ModelSpec {
     /// [`ModelSpec::macs`] and [`Shape::elements`] are exact on what it returns,
     /// whoever built it (a preset, a file, an importer).
     pub fn new(input: Shape, layers: &[Layer]) -> Result<Self, SpecError> {
+        let mut slot = core::mem::MaybeUninit::uninit();
+        Self::new_into(input, layers, &mut slot)?;
+        // SAFETY: `new_into` returned Ok: every field is written.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// [`ModelSpec::new`] into `slot`, the layer table written where it
+    /// stays: a device builds its model in a static, and a [`Layer`] table
+    /// is kilobytes that must not be copied over a 16 KiB stack. On an error
+    /// `slot` stays uninitialised.
+    pub fn new_into<'s>(
+        input: Shape,
+        layers: &[Layer],
+        slot: &'s mut core::mem::MaybeUninit<ModelSpec>,
+    ) -> Result<&'s mut ModelSpec, SpecError> {
+        Self::check(input, layers)?;
+        let at = slot.as_mut_ptr();
+        // SAFETY: `at` points to a whole `ModelSpec`; every field is written
+        // through raw pointers (each layer slot once) before the whole is
+        // assumed initialised.
+        unsafe {
+            (&raw mut (*at).input).write(input);
+            (&raw mut (*at).len).write(layers.len());
+            let table = (&raw mut (*at).layers).cast::<Layer>();
+            for i in 0..MAX_LAYERS {
+                table.add(i).write(layers.get(i).copied().unwrap_or(Layer::Flatten));
+            }
+            Ok(slot.assume_init_mut())
+        }
+    }
+
+    /// Every check of [`ModelSpec::new`], building nothing.
+    #[inline(never)]
+    fn check(input: Shape, layers: &[Layer]) -> Result<(), SpecError> {
         if layers.len() > MAX_LAYERS {
             return Err(SpecError::TooManyLayers);
         }
@@ -594,9 +628,7 @@ impl ModelSpec {
             }
             shape = out;
         }
-        let mut all = [Layer::Flatten; MAX_LAYERS];
-        all[..layers.len()].copy_from_slice(layers);
-        Ok(ModelSpec { input, layers: all, len: layers.len() })
+        Ok(())
     }
 
     /// The input shape of one example.

@@ -496,29 +496,30 @@ impl<'a> Chain<'a> {
             return Err(self.unsupported(n, "the pads overflow 32 bits"));
         };
         let explicit = Padding::explicit(t, b, l, r);
-        let padding =
-            match auto.as_str() {
-                "" | "NOTSET" => {
-                    let same = geom(Padding::Same);
-                    let is_same = same.is_some_and(|g| {
-                        (g.pad_top, g.pad_left, g.pad_bottom(), g.pad_right())
-                            == (t as usize, l as usize, b as usize, r as usize)
-                    });
-                    if explicit != Padding::Valid && is_same {
-                        Padding::Same
-                    } else {
-                        explicit
-                    }
+        let padding = match auto.as_str() {
+            "" | "NOTSET" => {
+                let same = geom(Padding::Same);
+                let is_same = same.is_some_and(|g| {
+                    (g.pad_top, g.pad_left, g.pad_bottom(), g.pad_right())
+                        == (t as usize, l as usize, b as usize, r as usize)
+                });
+                if explicit != Padding::Valid && is_same {
+                    Padding::Same
+                } else {
+                    explicit
                 }
-                "VALID" if explicit == Padding::Valid => Padding::Valid,
-                "SAME_UPPER" if explicit == Padding::Valid => Padding::Same,
-                other => return Err(self.unsupported(
+            }
+            "VALID" if explicit == Padding::Valid => Padding::Valid,
+            "SAME_UPPER" if explicit == Padding::Valid => Padding::Same,
+            other => {
+                return Err(self.unsupported(
                     n,
                     format!(
                         "auto_pad {other:?} (with a Pad before it) is not supported: only NOTSET, VALID and SAME_UPPER"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         if geom(padding).is_none() {
             return Err(self.unsupported(
                 n,

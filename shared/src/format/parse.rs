@@ -139,14 +139,22 @@ pub fn parse_into<'s, 'a>(
     if geometry && !layers.iter().any(super::layout::needs_geometry) {
         return Err(err(ErrorKind::NeedlessGeometry, Field::Version, None, offsets::VERSION));
     }
-    let spec = ModelSpec::new(input_shape, layers).map_err(spec_error)?;
+    let at = slot.as_mut_ptr();
+    // SAFETY: `at` points to a whole `QuantModel`; the spec is built in place
+    // (a layer table is kilobytes: no copy of it passes over the stack) and
+    // only read through `spec` while the other fields are written through
+    // raw pointers; the whole is assumed initialised once all are.
+    let spec: &ModelSpec = unsafe {
+        let spec_at = &mut *(&raw mut (*at).spec).cast::<MaybeUninit<ModelSpec>>();
+        ModelSpec::new_into(input_shape, layers, spec_at).map_err(spec_error)?
+    };
 
     // Data area: labels, then sections, each at its canonical place.
     let mut cursor = Cursor { pos: table_end as u64 };
-    let labels = read_labels(&r, &spec, &mut cursor)?;
+    let labels = read_labels(&r, spec, &mut cursor)?;
     let preprocess = match version {
         1 => None,
-        2 => Some(read_transform(&r, &spec, &mut cursor)?),
+        2 => Some(read_transform(&r, spec, &mut cursor)?),
         // Version 3: a transform is optional (offset and count both 0: none).
         _ => {
             let none = r.u32(offsets::TRANSFORM_OFFSET, Field::InputTransform, None)? == 0
@@ -154,14 +162,11 @@ pub fn parse_into<'s, 'a>(
             if none {
                 None
             } else {
-                Some(read_transform(&r, &spec, &mut cursor)?)
+                Some(read_transform(&r, spec, &mut cursor)?)
             }
         }
     };
-    let at = slot.as_mut_ptr();
-    // SAFETY: `at` points to a whole `QuantModel`; the layer data is written
-    // in place first, the other fields after, and the whole is assumed
-    // initialised only once all are.
+    // SAFETY: as above; the layer data is written in place, the other fields after.
     let data = unsafe {
         let data = &raw mut (*at).layers;
         data.write([LayerData::plain(TensorQuant::IDENTITY); MAX_LAYERS]);
@@ -181,7 +186,6 @@ pub fn parse_into<'s, 'a>(
     }
     // SAFETY: as above; `layers` is written, these are the other fields.
     unsafe {
-        (&raw mut (*at).spec).write(spec);
         (&raw mut (*at).precision).write(precision);
         (&raw mut (*at).input).write(input);
         (&raw mut (*at).labels).write(labels);
