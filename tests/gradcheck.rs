@@ -5,7 +5,7 @@
 use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
 use ndarray::Array4;
 use rand::SeedableRng;
-use shared::spec::{Activation, Conv2D, Sequential, Shape};
+use shared::spec::{Activation, AvgPool2D, Conv2D, Hw, Layer, Padding, Sequential, Shape};
 
 #[test]
 fn whole_network_gradients_match_finite_differences() {
@@ -21,7 +21,34 @@ fn whole_network_gradients_match_finite_differences() {
         .dense(4, Activation::Softmax)
         .build()
         .unwrap();
-    let mut net = Network::new(&spec, 42);
+    check_network(&spec, 12);
+}
+
+/// The general layers: a rectangular, strided, explicitly padded conv with
+/// ReLU6, a same average pool on an odd size, a dilated same conv (linear:
+/// fewer ReLU kinks for the finite differences to step over), the global
+/// average pool and a ReLU6 Dense.
+#[test]
+fn general_layer_gradients_match_finite_differences() {
+    let spec = Sequential::new(Shape::image(11, 11, 2))
+        .conv2d(Conv2D::new(4, 1).kernel_hw(3, 5).strides_hw(2, 1).pads(1, 0, 2, 1).relu6())
+        .batch_norm()
+        .add(Layer::AvgPool2D(AvgPool2D { pool: Hw::new(2, 3), stride: Hw::new(2, 2), padding: Padding::Same }))
+        .conv2d(Conv2D::new(5, 3).dilation(2, 1).same())
+        .batch_norm()
+        .add(Layer::GlobalAvgPool)
+        .dense(8, Activation::Relu6)
+        .dropout(0.25)
+        .dense(4, Activation::Softmax)
+        .build()
+        .unwrap();
+    check_network(&spec, 12);
+}
+
+/// Every parameter gradient of `spec`'s network (with `tensors` trainable
+/// tensors) against central differences on a fixed batch of 11x11x2 images.
+fn check_network(spec: &shared::spec::ModelSpec, tensors: usize) {
+    let mut net = Network::new(spec, 42);
     let batch = 3;
     let x = Array4::from_shape_fn((batch, 11, 11, 2), |(n, h, w, c)| {
         (((n * 131 + h * 17 + w * 5 + c * 3) * 2654435761usize) % 1000) as f32 / 1000.0
@@ -37,7 +64,7 @@ fn whole_network_gradients_match_finite_differences() {
     let (_, g, _) = softmax_cross_entropy(logits.view(), &labels);
     net.backward(g.view());
     let grads: Vec<(String, Vec<f32>)> = net.params().iter().map(|p| (p.name.clone(), p.grad.clone())).collect();
-    assert_eq!(grads.len(), 12);
+    assert_eq!(grads.len(), tensors);
 
     let h = 3e-3f32;
     for (pi, (name, ana)) in grads.iter().enumerate() {

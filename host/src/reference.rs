@@ -333,6 +333,7 @@ mod tests {
     use ndarray::{Array4, ArrayD, IxDyn};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use shared::spec::Padding;
     use shared::spec::{Conv2D, Sequential};
 
     /// Random Keras-named tensors for every parameterised layer of `spec`.
@@ -350,9 +351,9 @@ mod tests {
             let cin = input.channels() as usize;
             match *layer {
                 Layer::Conv2D(c) => {
-                    let (k, f) = (c.kernel as usize, c.filters as usize);
-                    let bound = (1.0 / (k * k * cin) as f32).sqrt();
-                    put(format!("{name}/kernel"), &[k, k, cin, f], -bound, bound, &mut rng);
+                    let (kh, kw, f) = (c.kernel.h as usize, c.kernel.w as usize, c.filters as usize);
+                    let bound = (1.0 / (kh * kw * cin) as f32).sqrt();
+                    put(format!("{name}/kernel"), &[kh, kw, cin, f], -bound, bound, &mut rng);
                     put(format!("{name}/bias"), &[f], -0.2, 0.2, &mut rng);
                 }
                 Layer::BatchNorm { .. } => {
@@ -394,7 +395,10 @@ mod tests {
             let name = spec.layer_name(i).to_string();
             match *layer {
                 Layer::Conv2D(conv) => {
-                    let (k, s, f) = (conv.kernel as usize, conv.stride as usize, conv.filters as usize);
+                    // Square, undilated convs only (the general geometry is held to
+                    // tract in tests/tract_reference.rs through shared's geometry).
+                    assert!(conv.is_classic(), "the naive forward takes square convs");
+                    let (k, s, f) = (conv.kernel.h as usize, conv.stride.h as usize, conv.filters as usize);
                     let (oh, ow, pt, pl) = match conv.padding {
                         Padding::Valid => ((h - k) / s + 1, (w - k) / s + 1, 0, 0),
                         Padding::Same => {
@@ -403,6 +407,7 @@ mod tests {
                             let tw = ((ow - 1) * s + k).saturating_sub(w);
                             (oh, ow, th / 2, tw / 2)
                         }
+                        Padding::Explicit(_) => unreachable!("a classic conv"),
                     };
                     let (kern, bias) = (p(&name, "kernel"), p(&name, "bias"));
                     for ex in a.iter_mut() {
@@ -467,6 +472,7 @@ mod tests {
                 }
                 // The per-example buffer is already h, w, c row-major: Keras's flatten order.
                 Layer::Flatten | Layer::Dropout { .. } => {}
+                Layer::AvgPool2D(_) | Layer::GlobalAvgPool => unreachable!("classic stacks only"),
                 Layer::Dense { units, activation } => {
                     let (kern, bias) = (p(&name, "kernel"), p(&name, "bias"));
                     let u = units as usize;

@@ -702,10 +702,10 @@ mod tests {
         assert_eq!(m.skipped, vec!["flip".to_string()]);
         let bad = json!({"class_name": "Sequential", "config": {"name": "s", "layers": [
             {"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [null, 4, 4, 3]}},
-            {"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": [3, 3], "dilation_rate": [2, 2]}}
+            {"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": [3, 3], "groups": 2}}
         ]}});
-        let e = parse(&bad, Path::new("s.json")).expect_err("dilation").to_string();
-        assert!(e.contains("\"c\"") && e.contains("Conv2D") && e.contains("dilation"), "{e}");
+        let e = parse(&bad, Path::new("s.json")).expect_err("groups").to_string();
+        assert!(e.contains("\"c\"") && e.contains("Conv2D") && e.contains("grouped"), "{e}");
     }
 
     /// Sizes past u32 are refused, not wrapped; negative strides, text where

@@ -405,16 +405,16 @@ mod tests {
                 for ox in 0..g.out_w {
                     for co in 0..g.out_c {
                         let mut s = bias[co] as f64;
-                        for ky in 0..g.kernel {
-                            for kx in 0..g.kernel {
-                                let iy = (oy * g.stride + ky) as isize - g.pad_top as isize;
-                                let ix = (ox * g.stride + kx) as isize - g.pad_left as isize;
+                        for ky in 0..g.kernel_h {
+                            for kx in 0..g.kernel_w {
+                                let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_top as isize;
+                                let ix = (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_left as isize;
                                 if iy < 0 || ix < 0 || iy >= g.in_h as isize || ix >= g.in_w as isize {
                                     continue;
                                 }
                                 for ci in 0..g.in_c {
                                     let xv = x[((n * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c + ci];
-                                    let kv = kernel[((ky * g.kernel + kx) * g.in_c + ci) * g.out_c + co];
+                                    let kv = kernel[((ky * g.kernel_w + kx) * g.in_c + ci) * g.out_c + co];
                                     s += xv as f64 * kv as f64;
                                 }
                             }
@@ -435,6 +435,10 @@ mod tests {
             (Conv2D::new(4, 4).same().strides(3), Shape::image(8, 9, 2), 2),
             (Conv2D::new(2, 5).strides(2), Shape::image(11, 9, 3), 2),
             (Conv2D::new(6, 1), Shape::image(3, 3, 4), 50),
+            // The general geometry: rectangular kernels and strides, dilation, explicit pads.
+            (Conv2D::new(3, 1).kernel_hw(3, 5).strides_hw(2, 1).pads(1, 0, 2, 1), Shape::image(7, 8, 2), 2),
+            (Conv2D::new(3, 3).dilation(2, 2).same(), Shape::image(6, 5, 2), 1),
+            (Conv2D::new(2, 1).kernel_hw(2, 3).dilation(2, 1).pads(1, 1, 0, 2), Shape::image(6, 5, 3), 3),
         ]
     }
 
