@@ -546,7 +546,7 @@ fn relu_layer(c: &Value) -> Result<Activation, String> {
     }
     match num("max_value").transpose()? {
         None => Ok(Activation::Relu),
-        Some(m) if m == 6.0 => Ok(Activation::Relu6),
+        Some(6.0) => Ok(Activation::Relu6),
         Some(m) => Err(format!("max_value {m} is not supported (only 6, ReLU6)")),
     }
 }

@@ -598,7 +598,7 @@ impl<'a> Chain<'a> {
         };
         match (bound(1, "min")?, bound(2, "max")?) {
             (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => Ok(Activation::Relu6),
-            (Some(lo), None) if lo == 0.0 => Ok(Activation::Relu),
+            (Some(0.0), None) => Ok(Activation::Relu),
             (lo, hi) => {
                 Err(self.unsupported(n, format!("clip to [{lo:?}, {hi:?}]: only [0, 6] (ReLU6) and [0, none] (ReLU)")))
             }

@@ -61,7 +61,8 @@ impl Int8Params {
 /// on every target (no libm: the fraction of a positive f32 below 2^23 is exact).
 pub fn relu6_max(out: TensorQuant) -> i32 {
     let x = 6.0f32 / out.scale;
-    if !(x < 1.0e9) {
+    // Also NaN (a validated scale never gives one): clamp to the top.
+    if x.is_nan() || x >= 1.0e9 {
         return 127;
     }
     let whole = x as i32;
