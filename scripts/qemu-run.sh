@@ -21,7 +21,7 @@ model=${3:-}
 case "$board" in
   qemu-an386) machine=mps2-an386; cpu=cortex-m4; model_addr=0x00100000 ;;
   qemu-an524) machine=mps3-an524; cpu=cortex-m33; model_addr=0x60000000 ;;
-  stm32f405) machine=netduinoplus2; cpu=cortex-m4; model_addr=0x08020000 ;;
+  stm32f405) machine=netduinoplus2; cpu=cortex-m4; model_addr=0x08040000 ;;
   *) echo "unknown board $board" >&2; exit 64 ;;
 esac
 uart=${UART:-${TMPDIR:-/tmp}/$board-uart.sock}

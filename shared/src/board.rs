@@ -184,17 +184,17 @@ pub const QEMU_AN524: Board = Board {
 /// STM32F405RG (Cortex-M4F, 168 MHz): 1 MiB of flash in sectors of 4 x 16,
 /// 1 x 64 and 7 x 128 KiB, 128 KiB of SRAM (plus 64 KiB of CCM, which QEMU
 /// does not model and the firmware leaves alone). The code takes sectors
-/// 0-4 (128 KiB), the model sectors 5-11 (896 KiB), so flashing a model
-/// erases no code. QEMU's `netduinoplus2` maps 192 KiB of SRAM; the linker
+/// 0-5 (256 KiB: the kernels of every operator), the model sectors 6-11
+/// (768 KiB), so flashing a model erases no code. QEMU's `netduinoplus2` maps 192 KiB of SRAM; the linker
 /// script gives the silicon's 128 KiB, so what passes in QEMU fits the chip.
 pub const STM32F405: Board = Board {
     name: "stm32f405",
     qemu: Some(Qemu { machine: "netduinoplus2", cpu: "cortex-m4" }),
     target: "thumbv7em-none-eabihf",
     cpu_hz: 168_000_000,
-    flash: Region { origin: 0x0800_0000, length: 128 * K },
+    flash: Region { origin: 0x0800_0000, length: 256 * K },
     ram: Region { origin: 0x2000_0000, length: 128 * K },
-    model: Region { origin: 0x0802_0000, length: 896 * K },
+    model: Region { origin: 0x0804_0000, length: 768 * K },
     arena_region: Region { origin: 0x2000_0000, length: 128 * K },
     // What the RAM leaves: 128 KiB - 16 KiB of stack - 16 KiB of statics.
     // alexnet-micro's banded plan: 46,542 bytes int8 (36,171 of activations

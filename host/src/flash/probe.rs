@@ -165,14 +165,14 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "download --chip STM32F405RGTx --binary-format bin --base-address 0x08020000 m.int8",
+                "download --chip STM32F405RGTx --binary-format bin --base-address 0x08040000 m.int8",
                 "download --chip STM32F405RGTx fw.elf",
                 "reset --chip STM32F405RGTx",
             ]
         );
         // The address is the board table's model region, past the code's sectors.
         let spec = Board::Stm32f405.spec();
-        assert_eq!(spec.model.origin, 0x0802_0000);
+        assert_eq!(spec.model.origin, 0x0804_0000);
         assert_eq!(spec.flash.origin as u64 + spec.flash.length as u64, spec.model.origin as u64);
         assert!(flash_commands(Board::QemuAn386, Path::new("e"), Path::new("m")).is_err());
     }

@@ -297,8 +297,8 @@ mod tests {
             clock: protocol::clock::SYSTICK,
             cpu_hz: 168_000_000,
             arena_capacity: 1000,
-            model_addr: 0x0802_0000,
-            model_capacity: 896 * 1024,
+            model_addr: 0x0804_0000,
+            model_capacity: 768 * 1024,
             board: "stm32f405",
         })
     }
