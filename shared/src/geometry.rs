@@ -5,7 +5,7 @@
 //!
 //! A leaf: it depends only on [`crate::spec`].
 
-use crate::spec::{Conv2D, Hw, Padding, Shape};
+use crate::spec::{axis, axis_pads, AxisPad, Conv2D, Hw, Padding, Shape};
 
 /// The geometry of one Conv2D: NHWC input, OHWI weights, any kernel h×w,
 /// strides, dilation and padding.
@@ -32,61 +32,6 @@ pub struct ConvGeom {
     pub pad_top: usize,
     /// Columns of zero padding left of the image.
     pub pad_left: usize,
-}
-
-/// Output size and leading padding of one spatial axis, per QUANT-SPEC.md:
-/// `n` input pixels, `k` taps `d` apart, stride `s`. Explicit padding must
-/// leave every window touching the image (each side less than the dilated
-/// kernel's span).
-fn axis(n: usize, k: usize, s: usize, d: usize, padding: AxisPad) -> Option<(usize, usize)> {
-    if k == 0 || s == 0 || n == 0 || d == 0 {
-        return None;
-    }
-    let span = (k - 1).checked_mul(d)?.checked_add(1)?;
-    match padding {
-        AxisPad::Valid => (n >= span).then(|| ((n - span) / s + 1, 0)),
-        AxisPad::Same => {
-            let out = n.div_ceil(s);
-            let total = ((out - 1).checked_mul(s)?.checked_add(span)?).saturating_sub(n);
-            Some((out, total / 2))
-        }
-        AxisPad::Explicit(before, after) => {
-            if before >= span || after >= span {
-                return None;
-            }
-            let padded = n.checked_add(before)?.checked_add(after)?;
-            (padded >= span).then(|| ((padded - span) / s + 1, before))
-        }
-    }
-}
-
-/// One axis's share of a [`Padding`].
-#[derive(Clone, Copy)]
-enum AxisPad {
-    Valid,
-    Same,
-    Explicit(usize, usize),
-}
-
-fn axis_pads(padding: Padding) -> (AxisPad, AxisPad) {
-    match padding {
-        Padding::Valid => (AxisPad::Valid, AxisPad::Valid),
-        Padding::Same => (AxisPad::Same, AxisPad::Same),
-        Padding::Explicit(p) => {
-            (AxisPad::Explicit(p.top as usize, p.bottom as usize), AxisPad::Explicit(p.left as usize, p.right as usize))
-        }
-    }
-}
-
-/// Output height and width of a window of `kernel` taps `dilation` apart,
-/// moved by `stride` over an `h x w` input with `padding`; `None` if the
-/// output would be empty, a hyperparameter is 0, or an explicit pad reaches
-/// past the window.
-pub fn window_output(h: u32, w: u32, kernel: Hw, stride: Hw, dilation: Hw, padding: Padding) -> Option<(u32, u32)> {
-    let (ph, pw) = axis_pads(padding);
-    let (oh, _) = axis(h as usize, kernel.h as usize, stride.h as usize, dilation.h as usize, ph)?;
-    let (ow, _) = axis(w as usize, kernel.w as usize, stride.w as usize, dilation.w as usize, pw)?;
-    Some((u32::try_from(oh).ok()?, u32::try_from(ow).ok()?))
 }
 
 impl ConvGeom {
