@@ -12,7 +12,7 @@ pub fn random_params(spec: &ModelSpec, rng: &mut Rng) -> Vec<OwnedLayer> {
     spec.shapes()
         .map(|(_, layer, inp, out)| match *layer {
             Layer::Conv2D(c) => {
-                let fan_in = (c.kernel.h * c.kernel.w * inp.channels()) as usize;
+                let fan_in = (c.kernel.h * c.kernel.w * (inp.channels() / c.groups)) as usize;
                 let a = (3.0 / fan_in as f32).sqrt();
                 OwnedLayer::Conv2D {
                     weights: rng.vec(fan_in * c.filters as usize, -a, a),

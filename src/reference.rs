@@ -140,9 +140,11 @@ pub fn reference_conv(g: &ConvGeom, w: &[f32], bias: &[f32], x: &[f32]) -> Vec<f
                         if ix < 0 || ix >= g.in_w as isize {
                             continue;
                         }
-                        for ci in 0..g.in_c {
-                            let wv = w[((oc * kh + ky) * kw + kx) * g.in_c + ci] as f64;
-                            let xv = x[(iy as usize * g.in_w + ix as usize) * g.in_c + ci] as f64;
+                        // Output `oc` reads its group's input channels.
+                        let (ipg, base) = (g.in_per_group(), oc / g.out_per_group() * g.in_per_group());
+                        for ci in 0..ipg {
+                            let wv = w[((oc * kh + ky) * kw + kx) * ipg + ci] as f64;
+                            let xv = x[(iy as usize * g.in_w + ix as usize) * g.in_c + base + ci] as f64;
                             acc += wv * xv;
                         }
                     }

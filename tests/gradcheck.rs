@@ -45,6 +45,23 @@ fn general_layer_gradients_match_finite_differences() {
     check_network(&spec, 12);
 }
 
+/// Grouped convolutions: a depthwise conv (multiplier 2, strided) and a
+/// two-group conv (the original AlexNet's split); linear and without
+/// BatchNormalization, so that no ReLU kink sits inside a finite difference
+/// and no bias gradient is zero by construction (BN cancels a constant shift).
+#[test]
+fn grouped_conv_gradients_match_finite_differences() {
+    let spec = Sequential::new(Shape::image(11, 11, 2))
+        .conv2d(Conv2D::new(4, 3))
+        .conv2d(Conv2D::new(8, 3).groups(4).strides(2).same())
+        .conv2d(Conv2D::new(6, 3).groups(2))
+        .add(Layer::GlobalAvgPool)
+        .dense(4, Activation::Softmax)
+        .build()
+        .unwrap();
+    check_network(&spec, 8);
+}
+
 /// Every parameter gradient of `spec`'s network (with `tensors` trainable
 /// tensors) against central differences on a fixed batch of 11x11x2 images.
 fn check_network(spec: &shared::spec::ModelSpec, tensors: usize) {

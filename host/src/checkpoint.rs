@@ -593,6 +593,9 @@ pub fn spec_to_json(spec: &ModelSpec) -> Value {
                 if c.dilation != Hw::ONE {
                     v["dilation"] = hw(c.dilation);
                 }
+                if c.groups != 1 {
+                    v["groups"] = json!(c.groups);
+                }
                 v
             }
             Layer::AvgPool2D(p) => json!({"type": "AveragePooling2D", "pool": hw(p.pool), "stride": hw(p.stride),
@@ -676,6 +679,7 @@ pub fn spec_from_json(v: &Value) -> Result<ModelSpec, String> {
                 dilation: hw(l, "dilation", Some(Hw::ONE))?,
                 padding: padding(l)?,
                 activation: act(l)?,
+                groups: if l.get("groups").is_some() { u(l, "groups")? } else { 1 },
             }),
             Some("AveragePooling2D") => Layer::AvgPool2D(AvgPool2D {
                 pool: hw(l, "pool", None)?,

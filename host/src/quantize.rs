@@ -113,7 +113,8 @@ impl FloatParams {
             owned.push(match *layer {
                 Layer::Conv2D(c) => {
                     let (kh, kw, f) = (c.kernel.h as usize, c.kernel.w as usize, c.filters as usize);
-                    let kernel = tensor(tensors, &format!("{name}/kernel"), &[kh, kw, cin, f])?;
+                    let per_group = cin / c.groups.max(1) as usize;
+                    let kernel = tensor(tensors, &format!("{name}/kernel"), &[kh, kw, per_group, f])?;
                     let bias = tensor(tensors, &format!("{name}/bias"), &[f])?;
                     // HWIO -> OHWI.
                     OwnedLayer::Conv2D { weights: rows_by_last_axis(kernel), bias: bias.iter().copied().collect() }

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 /// inputs of exactly the matching version.
 pub use ndarray;
 
-use ndarray::{Array2, ArrayD, ArrayView4};
+use ndarray::{Array2, ArrayD, ArrayView4, IxDyn};
 use shared::geometry::ConvGeom;
 use shared::spec::{Activation, Layer, ModelSpec, Shape};
 use tract_core::internal::*;
@@ -113,8 +113,19 @@ impl TractReference {
                     let Shape::Image { c: cin, .. } = input else { unreachable!("validated spec") };
                     let (kh, kw) = (conv.kernel.h as usize, conv.kernel.w as usize);
                     let (cin, cout) = (cin as usize, conv.filters as usize);
-                    let kernel = get("kernel", &[kh, kw, cin, cout])?;
+                    let groups = conv.groups as usize;
+                    let kernel = get("kernel", &[kh, kw, cin / groups, cout])?;
                     let bias = get("bias", &[cout])?;
+                    // Grouped: tract's HWIO groups the I axis, Keras's the O axis, so hand
+                    // tract OIHW ([O, I / groups, kh, kw], ONNX's layout: groups on O).
+                    let (kernel, kernel_fmt) = if groups > 1 {
+                        (
+                            kernel.permuted_axes(IxDyn(&[3, 2, 0, 1])).as_standard_layout().into_owned(),
+                            KernelFormat::OIHW,
+                        )
+                    } else {
+                        (kernel, KernelFormat::HWIO)
+                    };
                     // The one conv geometry (shared's), as the engine and host::nn use it.
                     let g = ConvGeom::from_spec(&conv, input)
                         .ok_or(ReferenceError::Unsupported { layer: name.clone(), what: "empty convolution" })?;
@@ -128,8 +139,8 @@ impl TractReference {
                             input_channels: cin,
                             output_channels: cout,
                         },
-                        kernel_fmt: KernelFormat::HWIO,
-                        group: 1,
+                        kernel_fmt,
+                        group: groups,
                         q_params: None,
                     };
                     let kernel =

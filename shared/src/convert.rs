@@ -93,7 +93,8 @@ pub fn check_params(spec: &ModelSpec, params: &[FloatLayer<'_>]) -> Result<(), C
         match (*layer, *p) {
             (Layer::Conv2D(c), FloatLayer::Conv2D { weights, bias }) => {
                 let k = c.kernel.h as usize * c.kernel.w as usize;
-                len_ok(i, "weights", c.filters as usize * k * inp.channels() as usize, weights.len())?;
+                let per_group = inp.channels() as usize / c.groups.max(1) as usize;
+                len_ok(i, "weights", c.filters as usize * k * per_group, weights.len())?;
                 len_ok(i, "bias", c.filters as usize, bias.len())?;
             }
             (Layer::Dense { units, .. }, FloatLayer::Dense { weights, bias }) => {

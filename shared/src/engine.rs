@@ -416,7 +416,8 @@ pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
         let (weights, channels) = match *layer {
             Layer::Conv2D(c) => {
                 let k = c.kernel.h as u64 * c.kernel.w as u64;
-                (sizes(k * inp.channels() as u64 * c.filters as u64)?, c.filters as usize)
+                let per_group = inp.channels() as u64 / c.groups.max(1) as u64;
+                (sizes(k * per_group * c.filters as u64)?, c.filters as usize)
             }
             Layer::Dense { units, .. } => (sizes(inp.elements() * units as u64)?, units as usize),
             Layer::BatchNorm { .. } => (inp.channels() as usize, inp.channels() as usize),

@@ -32,6 +32,9 @@ pub struct ConvGeom {
     pub pad_top: usize,
     /// Columns of zero padding left of the image.
     pub pad_left: usize,
+    /// Channel groups (1: every output reads every input channel; `in_c`
+    /// and `out_c` are multiples of it).
+    pub groups: usize,
 }
 
 impl ConvGeom {
@@ -82,20 +85,37 @@ impl ConvGeom {
             dilation_w,
             pad_top,
             pad_left,
+            groups: 1,
         })
     }
 
     /// The geometry of a spec layer on its input shape (`None` for a flat input).
     pub fn from_spec(c: &Conv2D, input: Shape) -> Option<Self> {
         let Shape::Image { h, w, c: ch } = input else { return None };
-        Self::general(
+        let groups = c.groups as usize;
+        if groups == 0 || ch as usize % groups != 0 || c.filters as usize % groups != 0 {
+            return None;
+        }
+        let g = Self::general(
             (h as usize, w as usize, ch as usize),
             c.filters as usize,
             c.kernel,
             c.stride,
             c.dilation,
             c.padding,
-        )
+        )?;
+        Some(ConvGeom { groups, ..g })
+    }
+
+    /// Input channels each group reads.
+    #[inline]
+    pub fn in_per_group(&self) -> usize {
+        self.in_c / self.groups
+    }
+    /// Output channels each group makes.
+    #[inline]
+    pub fn out_per_group(&self) -> usize {
+        self.out_c / self.groups
     }
 
     /// A square kernel and stride, undilated, with each padding less than
@@ -104,7 +124,8 @@ impl ConvGeom {
     /// else runs on the plain kernels.
     #[inline]
     pub fn is_square(&self) -> bool {
-        self.kernel_h == self.kernel_w
+        self.groups == 1
+            && self.kernel_h == self.kernel_w
             && self.stride_h == self.stride_w
             && self.dilation_h == 1
             && self.dilation_w == 1
@@ -163,15 +184,15 @@ impl ConvGeom {
     pub fn output_len(&self) -> usize {
         self.out_h * self.out_w * self.out_c
     }
-    /// Weight elements (`filters * kh * kw * in_c`).
+    /// Weight elements (`filters * kh * kw * in_c / groups`).
     #[inline]
     pub fn weights_len(&self) -> usize {
-        self.out_c * self.kernel_h * self.kernel_w * self.in_c
+        self.out_c * self.filter_len()
     }
-    /// Weights of one filter (`kh * kw * in_c`).
+    /// Weights of one filter (`kh * kw * in_c / groups`).
     #[inline]
     pub fn filter_len(&self) -> usize {
-        self.kernel_h * self.kernel_w * self.in_c
+        self.kernel_h * self.kernel_w * self.in_per_group()
     }
 
     /// The in-image kernel taps along the height for output row `oy`:

@@ -239,6 +239,10 @@ pub struct Conv2D {
     pub dilation: Hw,
     pub padding: Padding,
     pub activation: Activation,
+    /// Channel groups: input and output channels split into `groups` equal
+    /// parts, each output channel reading its own part (the original
+    /// AlexNet's 2; depthwise when it equals the input channels).
+    pub groups: u32,
 }
 
 impl Conv2D {
@@ -251,7 +255,13 @@ impl Conv2D {
             dilation: Hw::ONE,
             padding: Padding::Valid,
             activation: Activation::None,
+            groups: 1,
         }
+    }
+    /// `groups=g` (Keras's `Conv2D(groups=g)`, ONNX's `group`).
+    pub const fn groups(mut self, groups: u32) -> Self {
+        self.groups = groups;
+        self
     }
     /// `kernel_size=(h, w)`.
     pub const fn kernel_hw(mut self, h: u32, w: u32) -> Self {
@@ -301,6 +311,7 @@ impl Conv2D {
             && self.dilation == Hw::ONE
             && matches!(self.padding, Padding::Valid | Padding::Same)
             && self.activation != Activation::Relu6
+            && self.groups == 1
     }
 }
 
@@ -407,8 +418,12 @@ impl Layer {
             Layer::Conv2D(c) => {
                 let Shape::Image { h, w, .. } = input else { return Err(err(Problem::NeedsImage)) };
                 let zero = |v: Hw| v.h == 0 || v.w == 0;
-                if c.filters == 0 || zero(c.kernel) || zero(c.stride) || zero(c.dilation) {
+                if c.filters == 0 || zero(c.kernel) || zero(c.stride) || zero(c.dilation) || c.groups == 0 {
                     return Err(err(Problem::ZeroHyperparameter));
+                }
+                let Shape::Image { c: cin, .. } = input else { return Err(err(Problem::NeedsImage)) };
+                if cin % c.groups != 0 || c.filters % c.groups != 0 {
+                    return Err(err(Problem::BadGroups));
                 }
                 match window_output(h, w, c.kernel, c.stride, c.dilation, c.padding) {
                     Some((oh, ow)) if oh > 0 && ow > 0 => Ok(Shape::image(oh, ow, c.filters)),
@@ -486,7 +501,8 @@ impl Layer {
             Layer::Conv2D(c) => {
                 let k = (c.kernel.h as u64).checked_mul(c.kernel.w as u64)?;
                 let filters = c.filters as u64;
-                (k.checked_mul(cin)?.checked_mul(filters)?.checked_add(filters)?, 0)
+                let per_group = cin / (c.groups.max(1) as u64);
+                (k.checked_mul(per_group)?.checked_mul(filters)?.checked_add(filters)?, 0)
             }
             Layer::Dense { units, .. } => (cin.checked_mul(units as u64)?.checked_add(units as u64)?, 0),
             // gamma and beta train; the moving mean and variance do not.
@@ -511,7 +527,8 @@ impl Layer {
         match *self {
             Layer::Conv2D(c) => {
                 let k = (c.kernel.h as u64).checked_mul(c.kernel.w as u64)?;
-                output.checked_elements()?.checked_mul(k)?.checked_mul(input.channels() as u64)
+                let per_group = input.channels() as u64 / (c.groups.max(1) as u64);
+                output.checked_elements()?.checked_mul(k)?.checked_mul(per_group)
             }
             Layer::Dense { .. } => input.checked_elements()?.checked_mul(output.checked_elements()?),
             Layer::BatchNorm { .. } => output.checked_elements(),
@@ -542,6 +559,8 @@ pub enum Problem {
     /// The model's parameter, multiply-accumulate or parameter-byte count
     /// overflows 64 bits once this layer is counted.
     CountOverflow,
+    /// A Conv2D's groups do not divide its input channels and filters.
+    BadGroups,
 }
 
 impl fmt::Display for Problem {
@@ -557,6 +576,7 @@ impl fmt::Display for Problem {
             Problem::TooLarge => "a dimension does not fit in 32 bits",
             Problem::MisplacedSoftmax => "softmax is only allowed as the activation of the last layer, a Dense",
             Problem::CountOverflow => "the model's parameter, multiply-accumulate or byte count overflows 64 bits",
+            Problem::BadGroups => "its groups do not divide its input channels and its filters",
         })
     }
 }

@@ -105,7 +105,8 @@ fn random_general_spec(rng: &mut Rng) -> Option<ModelSpec> {
     let w = rng.int(5, 14) as u32;
     let mut s = Sequential::new(Shape::image(h, w, rng.int(1, 3) as u32));
     let k = |rng: &mut Rng| rng.int(1, 4) as u32;
-    let mut c1 = Conv2D::new(rng.int(1, 6) as u32, 1).kernel_hw(k(rng), k(rng));
+    let f1 = rng.int(1, 6) as u32;
+    let mut c1 = Conv2D::new(f1, 1).kernel_hw(k(rng), k(rng));
     c1 = c1.strides_hw(rng.int(1, 3) as u32, rng.int(1, 2) as u32);
     c1 = c1.dilation(rng.int(1, 2) as u32, rng.int(1, 2) as u32);
     let p = |rng: &mut Rng| rng.int(0, 2) as u32;
@@ -120,6 +121,13 @@ fn random_general_spec(rng: &mut Rng) -> Option<ModelSpec> {
         _ => c1.relu(),
     };
     s = s.conv2d(c1).batch_norm();
+    // Depthwise (groups = channels, a multiplier of 1 or 2) or a grouped conv.
+    match rng.int(0, 2) {
+        0 => {}
+        1 => s = s.conv2d(Conv2D::new(f1 * rng.int(1, 2) as u32, 3).groups(f1).same().relu6()),
+        _ if f1 % 2 == 0 => s = s.conv2d(Conv2D::new(4, 1).kernel_hw(1, 2).groups(2).relu()),
+        _ => {}
+    }
     if rng.int(0, 1) == 1 {
         let pool = AvgPool2D {
             pool: Hw::new(rng.int(1, 3) as u32, rng.int(1, 3) as u32),

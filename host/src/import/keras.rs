@@ -120,6 +120,17 @@ fn place(kind: WeightKind, layer: &LayerVars) -> Result<Vec<Option<Tensor>>, Str
         WeightKind::Conv { use_bias } | WeightKind::Dense { use_bias } => {
             vec![Some(next("kernel")?), if use_bias { Some(next("bias")?) } else { None }]
         }
+        WeightKind::Depthwise { use_bias } => {
+            vec![Some(depthwise(next("depthwise kernel")?)?), if use_bias { Some(next("bias")?) } else { None }]
+        }
+        WeightKind::SeparableDepthwise => {
+            // The pointwise kernel and bias belong to the next stack layer.
+            return Ok(vec![Some(depthwise(next("depthwise kernel")?)?), None]);
+        }
+        WeightKind::SeparablePointwise { use_bias } => {
+            next("depthwise kernel")?;
+            vec![Some(next("pointwise kernel")?), if use_bias { Some(next("bias")?) } else { None }]
+        }
         WeightKind::BatchNorm { scale, center } => vec![
             if scale { Some(next("gamma")?) } else { None },
             if center { Some(next("beta")?) } else { None },
@@ -131,6 +142,19 @@ fn place(kind: WeightKind, layer: &LayerVars) -> Result<Vec<Option<Tensor>>, Str
         return Err(format!("layer {:?} has an unexpected extra tensor {}", layer.name, extra.location));
     }
     Ok(out)
+}
+
+/// Keras's depthwise kernel `[kh, kw, in, multiplier]` as our grouped one
+/// `[kh, kw, 1, in * multiplier]`: the same values in the same order.
+fn depthwise(mut t: Tensor) -> Result<Tensor, String> {
+    let [kh, kw, cin, m] = t.shape[..] else {
+        return Err(format!(
+            "{}: a depthwise kernel of shape {:?} is not [kh, kw, in, multiplier]",
+            t.location, t.shape
+        ));
+    };
+    t.shape = vec![kh, kw, 1, cin * m];
+    Ok(t)
 }
 
 /// Weights-only: the file's layers matched to `spec`'s by kind, in creation

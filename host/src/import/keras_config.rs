@@ -31,6 +31,13 @@ pub enum WeightKind {
     Conv { use_bias: bool },
     /// kernel, then bias if `use_bias`.
     Dense { use_bias: bool },
+    /// DepthwiseConv2D: the `[kh, kw, in, multiplier]` kernel (our grouped
+    /// `[kh, kw, 1, in * multiplier]`, the same values), then bias if `use_bias`.
+    Depthwise { use_bias: bool },
+    /// SeparableConv2D's first half: its depthwise kernel (no bias).
+    SeparableDepthwise,
+    /// SeparableConv2D's second half: its pointwise kernel, then bias if `use_bias`.
+    SeparablePointwise { use_bias: bool },
     /// gamma if `scale`, beta if `center`, moving mean, moving variance.
     BatchNorm { scale: bool, center: bool },
 }
@@ -279,7 +286,7 @@ impl Builder<'_> {
                     }
                 }
             }
-            "Conv2D" => {
+            "Conv2D" | "DepthwiseConv2D" | "SeparableConv2D" => {
                 let get2 = |k: &str| pair(c.get(k), k).map_err(|e| un(&e));
                 let (kh, kw) = get2("kernel_size")?.ok_or_else(|| un("no kernel_size"))?;
                 let (sh, sw) = get2("strides")?.unwrap_or((1, 1));
@@ -288,23 +295,54 @@ impl Builder<'_> {
                     // Keras itself refuses this combination.
                     return Err(un("dilation with strides other than 1 is not supported"));
                 }
-                if c.get("groups").is_some_and(|g| !g.is_null() && g.as_u64() != Some(1)) {
-                    return Err(un("grouped convolution is not supported"));
-                }
                 if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
                     return Err(un("only channels_last is supported"));
                 }
                 let padding = self.padding(&name, kind, &c)?;
-                let filters = size(c.get("filters").ok_or_else(|| un("no filters"))?, "filters").map_err(|e| un(&e))?;
                 let activation = self.activation(&name, kind, &c)?;
                 if activation == Activation::Softmax {
                     return Err(un("a softmax convolution is not supported"));
                 }
                 let use_bias = c.get("use_bias").and_then(Value::as_bool).unwrap_or(true);
-                self.pending_pads = None;
-                self.push_weights(&name, WeightKind::Conv { use_bias });
-                let conv = Conv2D::new(filters, 1).kernel_hw(kh, kw).strides_hw(sh, sw).dilation(dh, dw);
-                self.layers.push(Layer::Conv2D(Conv2D { padding, activation, ..conv }));
+                let conv = Conv2D::new(1, 1).kernel_hw(kh, kw).strides_hw(sh, sw).dilation(dh, dw);
+                let conv = Conv2D { padding, ..conv };
+                let whole = |v: Option<&Value>, what: &str, default: u32| match v.filter(|v| !v.is_null()) {
+                    None => Ok(default),
+                    Some(v) => size(v, what).map_err(|e| un(&e)),
+                };
+                if kind == "Conv2D" {
+                    let filters = whole(c.get("filters"), "filters", 0)?;
+                    if filters == 0 {
+                        return Err(un("no filters"));
+                    }
+                    let groups = whole(c.get("groups"), "groups", 1)?;
+                    self.pending_pads = None;
+                    self.push_weights(&name, WeightKind::Conv { use_bias });
+                    self.layers.push(Layer::Conv2D(Conv2D { filters, activation, groups, ..conv }));
+                } else {
+                    // Depthwise: one group per input channel, `depth_multiplier` filters each.
+                    let multiplier = whole(c.get("depth_multiplier"), "depth_multiplier", 1)?;
+                    let cin = self.current_channels(&name, kind)?;
+                    let filters = cin.checked_mul(multiplier).ok_or_else(|| {
+                        un(&format!("{cin} channels x depth_multiplier {multiplier} overflow 32 bits"))
+                    })?;
+                    let depthwise = Conv2D { filters, groups: cin, ..conv };
+                    let points = if kind == "SeparableConv2D" { whole(c.get("filters"), "filters", 0)? } else { 1 };
+                    if points == 0 {
+                        return Err(un("no filters"));
+                    }
+                    self.pending_pads = None;
+                    if kind == "DepthwiseConv2D" {
+                        self.push_weights(&name, WeightKind::Depthwise { use_bias });
+                        self.layers.push(Layer::Conv2D(Conv2D { activation, ..depthwise }));
+                    } else {
+                        // SeparableConv2D = depthwise (no bias) + pointwise 1x1 (bias, activation).
+                        self.push_weights(&name, WeightKind::SeparableDepthwise);
+                        self.layers.push(Layer::Conv2D(depthwise));
+                        self.push_weights(&name, WeightKind::SeparablePointwise { use_bias });
+                        self.layers.push(Layer::Conv2D(Conv2D { activation, ..Conv2D::new(points, 1) }));
+                    }
+                }
             }
             "ZeroPadding2D" => {
                 if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
@@ -478,6 +516,20 @@ impl Builder<'_> {
             1
         } else {
             3
+        }
+    }
+
+    /// Channels of the tensor the next layer takes (the stack so far, validated).
+    fn current_channels(&self, name: &str, kind: &str) -> Result<u32, ImportError> {
+        let input =
+            self.input.ok_or_else(|| self.unsupported(name, kind, "it comes before the input shape is known"))?;
+        if self.layers.is_empty() {
+            return Ok(input.channels());
+        }
+        let spec = ModelSpec::new(input, &self.layers).map_err(|e| self.format(&format!("before {name:?}: {e}")))?;
+        match spec.output() {
+            Shape::Image { c, .. } => Ok(c),
+            Shape::Flat(_) => Err(self.unsupported(name, kind, "it needs an image input, not a flat vector")),
         }
     }
 
@@ -702,10 +754,10 @@ mod tests {
         assert_eq!(m.skipped, vec!["flip".to_string()]);
         let bad = json!({"class_name": "Sequential", "config": {"name": "s", "layers": [
             {"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [null, 4, 4, 3]}},
-            {"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": [3, 3], "groups": 2}}
+            {"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": [3, 3], "data_format": "channels_first"}}
         ]}});
-        let e = parse(&bad, Path::new("s.json")).expect_err("groups").to_string();
-        assert!(e.contains("\"c\"") && e.contains("Conv2D") && e.contains("grouped"), "{e}");
+        let e = parse(&bad, Path::new("s.json")).expect_err("channels first").to_string();
+        assert!(e.contains("\"c\"") && e.contains("Conv2D") && e.contains("channels_last"), "{e}");
     }
 
     /// Sizes past u32 are refused, not wrapped; negative strides, text where

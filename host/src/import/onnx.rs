@@ -352,9 +352,17 @@ impl<'a> Chain<'a> {
             return Err(self.unsupported(n, format!("weight of shape {:?} is not [O, I, kh, kw]", w.shape)));
         };
         let (h, wd, c) = self.hwc;
-        if attr(n, "group").is_some_and(|a| a.i != 1) || i != c {
-            return Err(self.unsupported(n, "grouped convolution is not supported"));
-        }
+        let group = attr(n, "group").map_or(1, |a| a.i);
+        let groups = positive_u32(group)
+            .filter(|&g| (g as usize).checked_mul(i) == Some(c) && o % g as usize == 0)
+            .ok_or_else(|| {
+                self.unsupported(
+                    n,
+                    format!(
+                        "group {group} with a weight of {i} input channels does not fit {c} channels and {o} filters"
+                    ),
+                )
+            })?;
         let (sh, sw) = self.pair(n, "strides", "strides")?;
         let (dh, dw) = self.pair(n, "dilations", "dilations")?;
         let filters = u32::try_from(o).map_err(|_| self.unsupported(n, format!("{o} filters do not fit 32 bits")))?;
@@ -363,7 +371,7 @@ impl<'a> Chain<'a> {
             return Err(self.unsupported(n, format!("kernel {kh}x{kw} does not fit 32 bits")));
         };
         let input = Shape::image(h as u32, wd as u32, c as u32);
-        let conv = Conv2D::new(filters, 1).kernel_hw(kh32, kw32).strides_hw(sh, sw).dilation(dh, dw);
+        let conv = Conv2D::new(filters, 1).kernel_hw(kh32, kw32).strides_hw(sh, sw).dilation(dh, dw).groups(groups);
         let padding = self.window_padding(n, |padding| ConvGeom::from_spec(&Conv2D { padding, ..conv }, input))?;
         let conv = Conv2D { padding, ..conv };
         let g = ConvGeom::from_spec(&conv, input)

@@ -52,7 +52,8 @@ pub fn expected(spec: &ModelSpec, index: usize) -> Vec<(String, Vec<usize>)> {
     match *layer {
         Layer::Conv2D(c) => {
             let (kh, kw, f) = (c.kernel.h as usize, c.kernel.w as usize, c.filters as usize);
-            vec![t("kernel", vec![kh, kw, cin, f]), t("bias", vec![f])]
+            let per_group = cin / c.groups.max(1) as usize;
+            vec![t("kernel", vec![kh, kw, per_group, f]), t("bias", vec![f])]
         }
         Layer::BatchNorm { .. } => {
             ["gamma", "beta", "moving_mean", "moving_variance"].map(|s| t(s, vec![cin])).to_vec()

@@ -50,7 +50,7 @@ pub trait GemmGeom {
 
 impl GemmGeom for ConvGeom {
     fn kdim(&self) -> usize {
-        self.kernel_h * self.kernel_w * self.in_c
+        self.filter_len()
     }
     fn pixels(&self) -> usize {
         self.out_h * self.out_w
@@ -104,6 +104,86 @@ fn im2col_rows(g: &ConvGeom, x: &[f32], r0: usize, cols: &mut [f32]) {
     }
 }
 
+/// Grouped convolution (depthwise included), direct loops over each output's
+/// taps and its group's input channels; images in parallel. The kernel is
+/// HWIO with `I = in_c / groups` (Keras's grouped layout).
+fn forward_grouped(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], y: &mut [f32]) {
+    let (ipg, opg) = (g.in_per_group(), g.out_per_group());
+    y.par_chunks_mut(g.output_len()).zip(x.par_chunks(g.input_len())).for_each(|(yi, xi)| {
+        for oy in 0..g.out_h {
+            let (ky0, ky1, iy0) = g.taps_h(oy);
+            for ox in 0..g.out_w {
+                let (kx0, kx1, ix0) = g.taps_w(ox);
+                let out = &mut yi[(oy * g.out_w + ox) * g.out_c..][..g.out_c];
+                for (oc, o) in out.iter_mut().enumerate() {
+                    let base = oc / opg * ipg;
+                    let mut acc = 0.0f32;
+                    for ky in ky0..ky1 {
+                        let iy = iy0 + (ky - ky0) * g.dilation_h;
+                        for kx in kx0..kx1 {
+                            let ix = ix0 + (kx - kx0) * g.dilation_w;
+                            let xp = &xi[(iy * g.in_w + ix) * g.in_c + base..][..ipg];
+                            let row = (ky * g.kernel_w + kx) * ipg;
+                            for (i, &xv) in xp.iter().enumerate() {
+                                acc += xv * kernel[(row + i) * g.out_c + oc];
+                            }
+                        }
+                    }
+                    *o = acc;
+                }
+            }
+        }
+    });
+    epilogue(y, ep);
+}
+
+/// The backward of [`forward_grouped`] on `dy` (the ReLU already applied):
+/// kernel, bias and (when asked) input gradients, in one fixed order.
+fn backward_grouped(
+    g: &ConvGeom,
+    kernel: &[f32],
+    x: &[f32],
+    dy: &[f32],
+    dkernel: &mut [f32],
+    dbias: &mut [f32],
+    mut dx: Option<&mut [f32]>,
+) {
+    let (ipg, opg) = (g.in_per_group(), g.out_per_group());
+    dkernel.fill(0.0);
+    dbias.fill(0.0);
+    if let Some(dx) = dx.as_deref_mut() {
+        dx.fill(0.0);
+    }
+    for (n, (xi, dyi)) in x.chunks(g.input_len()).zip(dy.chunks(g.output_len())).enumerate() {
+        for oy in 0..g.out_h {
+            let (ky0, ky1, iy0) = g.taps_h(oy);
+            for ox in 0..g.out_w {
+                let (kx0, kx1, ix0) = g.taps_w(ox);
+                let d = &dyi[(oy * g.out_w + ox) * g.out_c..][..g.out_c];
+                for (oc, &dv) in d.iter().enumerate() {
+                    dbias[oc] += dv;
+                    let base = oc / opg * ipg;
+                    for ky in ky0..ky1 {
+                        let iy = iy0 + (ky - ky0) * g.dilation_h;
+                        for kx in kx0..kx1 {
+                            let ix = ix0 + (kx - kx0) * g.dilation_w;
+                            let at = (iy * g.in_w + ix) * g.in_c + base;
+                            let row = (ky * g.kernel_w + kx) * ipg;
+                            for i in 0..ipg {
+                                let k = (row + i) * g.out_c + oc;
+                                dkernel[k] += dv * xi[at + i];
+                                if let Some(dx) = dx.as_deref_mut() {
+                                    dx[n * g.input_len() + at + i] += dv * kernel[k];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The adjoint of [`im2col`]: add each column entry back onto its input pixel.
 pub fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
     let kd = g.kdim();
@@ -148,6 +228,9 @@ pub fn forward(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32]
 pub fn forward_with(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(y.len(), batch * g.output_len());
+    if g.groups > 1 {
+        return forward_grouped(g, ep, kernel, x, y);
+    }
     if batch.div_ceil(g.tile_images(batch)) < rayon::current_num_threads() {
         forward_spread(g, ep, kernel, x, batch, y, true)
     } else {
@@ -308,6 +391,9 @@ pub fn backward(
         });
     }
     let dy: &[f32] = dy;
+    if g.groups > 1 {
+        return backward_grouped(g, kernel, x, dy, dkernel, dbias, dx);
+    }
     let kd = g.kdim();
     let tile = g.tile_images(batch);
     let tiles = batch.div_ceil(tile);
@@ -412,9 +498,11 @@ mod tests {
                                 if iy < 0 || ix < 0 || iy >= g.in_h as isize || ix >= g.in_w as isize {
                                     continue;
                                 }
-                                for ci in 0..g.in_c {
-                                    let xv = x[((n * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c + ci];
-                                    let kv = kernel[((ky * g.kernel_w + kx) * g.in_c + ci) * g.out_c + co];
+                                let (ipg, base) = (g.in_per_group(), co / g.out_per_group() * g.in_per_group());
+                                for ci in 0..ipg {
+                                    let xv =
+                                        x[((n * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c + base + ci];
+                                    let kv = kernel[((ky * g.kernel_w + kx) * ipg + ci) * g.out_c + co];
                                     s += xv as f64 * kv as f64;
                                 }
                             }
@@ -439,6 +527,9 @@ mod tests {
             (Conv2D::new(3, 1).kernel_hw(3, 5).strides_hw(2, 1).pads(1, 0, 2, 1), Shape::image(7, 8, 2), 2),
             (Conv2D::new(3, 3).dilation(2, 2).same(), Shape::image(6, 5, 2), 1),
             (Conv2D::new(2, 1).kernel_hw(2, 3).dilation(2, 1).pads(1, 1, 0, 2), Shape::image(6, 5, 3), 3),
+            // Groups: two (the original AlexNet's), and depthwise with a multiplier of 2.
+            (Conv2D::new(4, 3).groups(2).same(), Shape::image(5, 6, 4), 2),
+            (Conv2D::new(6, 3).groups(3).strides(2).same(), Shape::image(7, 6, 3), 2),
         ]
     }
 
@@ -461,7 +552,9 @@ mod tests {
                 &|y| forward_spread(&g, &ep, &k, &x, batch, y, true),
                 &|y| forward_spread(&g, &ep, &k, &x, batch, y, false),
             ];
-            for f in splits {
+            // Grouped convs have one path (direct loops), through `forward`.
+            let paths = if g.groups > 1 { 1 } else { splits.len() };
+            for f in &splits[..paths] {
                 let mut y = vec![f32::NAN; batch * g.output_len()];
                 f(&mut y);
                 for (a, w) in y.iter().zip(&want) {

@@ -141,7 +141,8 @@ impl Network {
             let node = match *layer {
                 Layer::Conv2D(c) => {
                     let g = conv::geometry(&c, input);
-                    let (kh, kw, cin, cout) = (g.kernel_h, g.kernel_w, g.in_c, g.out_c);
+                    // Keras's grouped kernel: [kh, kw, in_c / groups, out_c].
+                    let (kh, kw, cin, cout) = (g.kernel_h, g.kernel_w, g.in_per_group(), g.out_c);
                     let k = kh * kw;
                     let kernel = init::glorot_uniform(&mut rng, k * cin, k * cout, k * cin * cout);
                     Node::Conv {

@@ -19,11 +19,14 @@ pub const VERSION_MIN: u32 = 1;
 pub const HEADER_LEN: usize = 64;
 /// Bytes of one layer record.
 pub const LAYER_RECORD_LEN: usize = 64;
-/// Bytes of one layer's geometry record (version 3): eight u32s, right after
-/// the layer table. Conv2D: kernel width, stride width, dilation height and
-/// width, pads top, bottom, left, right; AveragePooling2D: pool width,
-/// stride width, 0, 0, the pads; every other layer: zeros.
-pub const GEOMETRY_RECORD_LEN: usize = 32;
+/// Bytes of one layer's geometry record (version 3): twelve u32s, right
+/// after the layer table. Conv2D: kernel width, stride width, dilation
+/// height and width, pads top, bottom, left, right, groups, then three
+/// reserved zeros; AveragePooling2D: pool width, stride width, 0, 0, the
+/// pads, zeros; every other layer: zeros.
+pub const GEOMETRY_RECORD_LEN: usize = 48;
+/// u32 fields of a geometry record.
+pub const GEOMETRY_FIELDS: usize = GEOMETRY_RECORD_LEN / 4;
 /// Section slots per layer record.
 pub const SECTION_SLOTS: usize = 5;
 /// Alignment of every section, relative to the file start.

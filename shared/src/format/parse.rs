@@ -5,8 +5,8 @@
 use super::error::{ErrorKind, Field, FormatError, Section};
 use super::layout::{align_up, offsets, offsets::layer as rec, tag};
 use super::layout::{
-    BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN, VERSION, VERSION_GEOMETRY,
-    VERSION_MIN,
+    BUFFER_ALIGN, GEOMETRY_FIELDS, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN, VERSION,
+    VERSION_GEOMETRY, VERSION_MIN,
 };
 use crate::model::{
     F16Weights, InputTransform, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant,
@@ -353,7 +353,7 @@ fn read_activation(r: &Reader<'_>, base: usize, i: usize, geometry: bool) -> Res
 /// must be zero unless the tag is explicit).
 fn read_padding(
     tag_value: u8,
-    ext: &[u32; 8],
+    ext: &[u32; GEOMETRY_FIELDS],
     at: usize,
     ext_at: usize,
     l: Option<usize>,
@@ -391,13 +391,17 @@ fn read_layer(r: &Reader<'_>, i: usize, ext_at: Option<usize>) -> Result<Layer, 
     let p = base + rec::PARAMS;
     let (a, b, c) = (r.u32(p, hp, l)?, r.u32(p + 4, hp, l)?, r.u32(p + 8, hp, l)?);
     // The geometry record; before version 3, what a square layer implies.
-    let mut ext = [0u32; 8];
+    let mut ext = [0u32; GEOMETRY_FIELDS];
     if let Some(at) = ext_at {
         for (k, v) in ext.iter_mut().enumerate() {
             *v = r.u32(at + 4 * k, hp, l)?;
         }
     }
     let ext_at = ext_at.unwrap_or(0);
+    // The reserved tail of every geometry record.
+    for (k, &v) in ext.iter().enumerate().skip(9) {
+        expect_zero(v, hp, l, ext_at + 4 * k)?;
+    }
     let windowed = kind == tag::CONV2D || (kind == tag::AVG_POOL2D && geometry);
     // Every kind but Conv2D and Dense: no activation; every kind but the windowed ones: no padding.
     if kind != tag::CONV2D && kind != tag::DENSE {
@@ -411,19 +415,20 @@ fn read_layer(r: &Reader<'_>, i: usize, ext_at: Option<usize>) -> Result<Layer, 
     }
     let layer = match kind {
         tag::CONV2D => {
-            let (kernel, stride, dilation) = if geometry {
-                (Hw::new(b, ext[0]), Hw::new(c, ext[1]), Hw::new(ext[2], ext[3]))
+            let (kernel, stride, dilation, groups) = if geometry {
+                (Hw::new(b, ext[0]), Hw::new(c, ext[1]), Hw::new(ext[2], ext[3]), ext[8])
             } else {
-                (Hw::square(b), Hw::square(c), Hw::ONE)
+                (Hw::square(b), Hw::square(c), Hw::ONE, 1)
             };
             let padding = read_padding(padding, &ext, base + rec::PADDING, ext_at, l)?;
             let activation = read_activation(r, base, i, geometry)?;
-            Layer::Conv2D(Conv2D { filters: a, kernel, stride, dilation, padding, activation })
+            Layer::Conv2D(Conv2D { filters: a, kernel, stride, dilation, padding, activation, groups })
         }
         tag::AVG_POOL2D if geometry => {
             expect_zero(c, hp, l, p + 8)?;
             expect_zero(ext[2], hp, l, ext_at + 8)?;
             expect_zero(ext[3], hp, l, ext_at + 12)?;
+            expect_zero(ext[8], hp, l, ext_at + 32)?;
             let padding = read_padding(padding, &ext, base + rec::PADDING, ext_at, l)?;
             Layer::AvgPool2D(AvgPool2D { pool: Hw::new(a, ext[0]), stride: Hw::new(b, ext[1]), padding })
         }
@@ -559,7 +564,7 @@ fn expected_counts(layer: &Layer, input: Shape) -> Option<(u64, u64)> {
     match *layer {
         Layer::Conv2D(c) => {
             let k = c.kernel.h as u64 * c.kernel.w as u64;
-            Some((k * cin * c.filters as u64, c.filters as u64))
+            Some((k * (cin / c.groups.max(1) as u64) * c.filters as u64, c.filters as u64))
         }
         Layer::Dense { units, .. } => Some((cin * units as u64, units as u64)),
         Layer::BatchNorm { .. } => Some((cin, cin)),

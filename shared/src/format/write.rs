@@ -2,7 +2,9 @@
 //! refuses, with the parser's own errors, any model the parser would refuse.
 
 use super::error::{ErrorKind, Field, FormatError};
-use super::layout::{needs_geometry, BUFFER_ALIGN, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, VERSION_GEOMETRY};
+use super::layout::{
+    needs_geometry, BUFFER_ALIGN, GEOMETRY_FIELDS, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, VERSION_GEOMETRY,
+};
 use super::layout::{offsets, offsets::layer as rec, tag};
 use super::parse::{file_crc, parse};
 use crate::model::{LayerWeights, Precision, QuantModel, TensorQuant};
@@ -180,23 +182,23 @@ fn encode_padding(p: Padding) -> (u8, [u32; 4]) {
 }
 
 /// (kind, activation, padding, [a, b, c], geometry record) of a layer.
-fn encode_layer(layer: &Layer) -> (u8, u8, u8, [u32; 3], [u32; 8]) {
+fn encode_layer(layer: &Layer) -> (u8, u8, u8, [u32; 3], [u32; GEOMETRY_FIELDS]) {
     let act = |a: Activation| match a {
         Activation::None => tag::ACT_NONE,
         Activation::Relu => tag::ACT_RELU,
         Activation::Softmax => tag::ACT_SOFTMAX,
         Activation::Relu6 => tag::ACT_RELU6,
     };
-    let none = [0u32; 8];
+    let none = [0u32; GEOMETRY_FIELDS];
     match *layer {
         Layer::Conv2D(c) => {
             let (pad, [t, b, l, r]) = encode_padding(c.padding);
-            let ext = [c.kernel.w, c.stride.w, c.dilation.h, c.dilation.w, t, b, l, r];
+            let ext = [c.kernel.w, c.stride.w, c.dilation.h, c.dilation.w, t, b, l, r, c.groups, 0, 0, 0];
             (tag::CONV2D, act(c.activation), pad, [c.filters, c.kernel.h, c.stride.h], ext)
         }
         Layer::AvgPool2D(p) => {
             let (pad, [t, b, l, r]) = encode_padding(p.padding);
-            (tag::AVG_POOL2D, 0, pad, [p.pool.h, p.stride.h, 0], [p.pool.w, p.stride.w, 0, 0, t, b, l, r])
+            (tag::AVG_POOL2D, 0, pad, [p.pool.h, p.stride.h, 0], [p.pool.w, p.stride.w, 0, 0, t, b, l, r, 0, 0, 0, 0])
         }
         Layer::GlobalAvgPool => (tag::GLOBAL_AVG_POOL, 0, 0, [0; 3], none),
         Layer::BatchNorm { epsilon, momentum } => {

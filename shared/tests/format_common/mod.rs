@@ -65,7 +65,7 @@ pub fn counts(layer: &Layer, input: Shape) -> Option<(usize, usize)> {
     match *layer {
         Layer::Conv2D(c) => {
             let k = c.kernel.h as usize * c.kernel.w as usize;
-            Some((c.filters as usize * k * cin, c.filters as usize))
+            Some((c.filters as usize * k * (cin / c.groups as usize), c.filters as usize))
         }
         Layer::Dense { units, .. } => Some((units as usize * cin, units as usize)),
         Layer::BatchNorm { .. } => Some((cin, cin)),
@@ -160,6 +160,10 @@ pub fn random_spec(rng: &mut Rng) -> ModelSpec {
                     };
                     if rng.chance(2) {
                         c = c.relu6();
+                    }
+                    // Depthwise now and then: one group per input channel.
+                    if let (Shape::Image { c: ch, .. }, true) = (shape, rng.chance(3)) {
+                        c = Conv2D { filters: ch * rng.range(1, 2), groups: ch, ..c };
                     }
                     Layer::Conv2D(c)
                 }

@@ -86,19 +86,22 @@ pub fn conv2d_rows_by(
     assert!(rows.end <= g.out_h && output.len() == rows.len() * row_len, "conv2d: output rows");
     assert!(w.weights.len() == g.weights_len() && w.bias.len() == g.out_c, "conv2d: weight length");
     let (kw, dh, dw) = (g.kernel_w, g.dilation_h, g.dilation_w);
+    let (ipg, opg) = (g.in_per_group(), g.out_per_group());
     let filter = g.filter_len();
     let oy_first = rows.start;
     for oy in rows {
         let (ky0, ky1, iy0) = g.taps_h(oy);
         for ox in 0..g.out_w {
             let (kx0, kx1, ix0) = g.taps_w(ox);
-            let run = (kx1 - kx0) * g.in_c;
+            let run = (kx1 - kx0) * ipg;
             for oc in 0..g.out_c {
+                // The input channels of this output's group.
+                let base = oc / opg * ipg;
                 let mut acc = 0.0f32;
                 for ky in ky0..ky1 {
                     let iy = iy0 + (ky - ky0) * dh;
-                    let wr = &w.weights[oc * filter + (ky * kw + kx0) * g.in_c..][..run];
-                    if dw == 1 {
+                    let wr = &w.weights[oc * filter + (ky * kw + kx0) * ipg..][..run];
+                    if dw == 1 && g.groups == 1 {
                         // The in-image taps of one kernel row: contiguous in both layouts,
                         // in the order (kx, ci).
                         let x = &input[(iy * g.in_w + ix0) * g.in_c..][..run];
@@ -107,9 +110,9 @@ pub fn conv2d_rows_by(
                             acc += prod;
                         }
                     } else {
-                        // Dilated: the same (kx, ci) order, one tap's channels at a time.
-                        for (t, wt) in wr.chunks_exact(g.in_c).enumerate() {
-                            let x = &input[(iy * g.in_w + ix0 + t * dw) * g.in_c..][..g.in_c];
+                        // Dilated or grouped: the same (kx, ci) order, one tap's channels at a time.
+                        for (t, wt) in wr.chunks_exact(ipg).enumerate() {
+                            let x = &input[(iy * g.in_w + ix0 + t * dw) * g.in_c + base..][..ipg];
                             for (a, b) in wt.iter().zip(x) {
                                 let prod = widen(*a) * widen(*b);
                                 acc += prod;

@@ -86,19 +86,22 @@ pub fn requantize(acc: i32, multiplier: i32, shift: i32, p: &Int8Params) -> i8 {
 pub fn conv2d(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_conv(g, w, input, output);
     let (kw, dh, dw) = (g.kernel_w, g.dilation_h, g.dilation_w);
+    let (ipg, opg) = (g.in_per_group(), g.out_per_group());
     for oy in 0..g.out_h {
         let (ky0, ky1, iy0) = g.taps_h(oy);
         for ox in 0..g.out_w {
             let (kx0, kx1, ix0) = g.taps_w(ox);
             for oc in 0..g.out_c {
+                // The input channels of this output's group.
+                let base = oc / opg * ipg;
                 let mut acc: i32 = 0;
                 for ky in ky0..ky1 {
                     let iy = iy0 + (ky - ky0) * dh;
                     for kx in kx0..kx1 {
                         let ix = ix0 + (kx - kx0) * dw;
-                        for ci in 0..g.in_c {
-                            let wv = w.weights[((oc * g.kernel_h + ky) * kw + kx) * g.in_c + ci] as i32;
-                            let xv = input[(iy * g.in_w + ix) * g.in_c + ci] as i32;
+                        for ci in 0..ipg {
+                            let wv = w.weights[((oc * g.kernel_h + ky) * kw + kx) * ipg + ci] as i32;
+                            let xv = input[(iy * g.in_w + ix) * g.in_c + base + ci] as i32;
                             acc = acc.wrapping_add(wv * (xv - p.in_zp));
                         }
                     }
