@@ -12,6 +12,11 @@ The geometry fixtures (geometry_fixtures(); `--only-geometry` writes just them
 and leaves the older files alone) exercise the operator graph instead:
 explicit and asymmetric pads, rectangular kernels and strides, dilation, ReLU6,
 average and global average pooling, and torchvision's AlexNet.
+
+The groups fixtures (groups_fixtures(); `--only-groups` writes just them, the same
+way) exercise grouped convolution: Keras's DepthwiseConv2D (with a depth
+multiplier), SeparableConv2D and Conv2D(groups=...), and PyTorch's Conv2d(groups=...)
+(depthwise, pointwise, grouped), exported to ONNX Conv nodes with a group attribute.
 """
 import json
 import os
@@ -25,7 +30,9 @@ import numpy as np  # noqa: E402
 OUT = sys.argv[1] if len(sys.argv) > 1 else "tests/import"
 FULL = "--full-alexnet" in sys.argv
 ONLY_GEOMETRY = "--only-geometry" in sys.argv
-# The checked-in fixtures, read back by --only-geometry (their images, keras3_avgpool, torch_avgpool).
+ONLY_GROUPS = "--only-groups" in sys.argv
+# The checked-in fixtures, read back by --only-geometry (their images, keras3_avgpool, torch_avgpool)
+# and by --only-groups (their images).
 CHECKED_IN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "import")
 SIZE = 32
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
@@ -86,6 +93,20 @@ def randomize(model, raw_input):
             mean = rng.normal(0, 2.0, c) + (20.0 if raw_input else 0.5)
             var = rng.uniform(0.3, 3.0, c) * (100.0 if raw_input else 1.0)
             layer.set_weights([w.astype(np.float32) for w in (gamma, beta, mean, var)])
+        elif name in ("DepthwiseConv2D", "SeparableConv2D"):
+            # Keras 3 weights: DepthwiseConv2D [kernel (kh, kw, in, multiplier), bias?];
+            # SeparableConv2D [depthwise_kernel (kh, kw, in, multiplier), pointwise_kernel
+            # (1, 1, in * multiplier, filters), bias?]. A depthwise kernel's fan-in is kh * kw.
+            new = []
+            for w, v in zip(ws, layer.weights):
+                if "pointwise" in v.path:
+                    scale = 1.0 / np.sqrt(np.prod(w.shape[:-1]))
+                elif w.ndim == 4:
+                    scale = 1.0 / np.sqrt(w.shape[0] * w.shape[1])
+                else:
+                    scale = 0.1  # bias
+                new.append(rng.normal(0, scale, w.shape).astype(np.float32))
+            layer.set_weights(new)
         else:
             k = ws[0]
             fan_in = np.prod(k.shape[:-1])
@@ -111,6 +132,9 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     if ONLY_GEOMETRY:
         geometry_fixtures(CHECKED_IN)
+        return
+    if ONLY_GROUPS:
+        groups_fixtures(CHECKED_IN)
         return
     imgs = images()
     for i, img in enumerate(imgs):
@@ -164,6 +188,7 @@ def main():
         full_alexnet(keras)
 
     geometry_fixtures(OUT)
+    groups_fixtures(OUT)
 
 
 def tiny_weights_only(keras, tf):
@@ -560,6 +585,118 @@ def torch_alexnet():
     save_expected("torch_alexnet", probs, {"torch": torch.__version__, **imagenet_extra(), **extra}, images=names)
 
 
+# --- Grouped / depthwise / separable convolution fixtures ----------------------------------
+
+
+def groups_fixtures(src):
+    """The grouped-convolution fixtures: keras3_depthwise (DepthwiseConv2D with a depth
+    multiplier, SeparableConv2D, Conv2D(groups=2), a rectangular bias-free depthwise conv) and
+    torch_groups (Conv2d depthwise with multiplier 2, pointwise, groups=4). `src` holds the
+    32x32 image_N.png (tests/import under --only-groups)."""
+    global rng
+    rng = np.random.default_rng(123)  # the same files whether run alone or after the others
+    import keras
+
+    batch = np.stack([read_png(os.path.join(src, f"image_{i}.png")) for i in range(4)]).astype(np.float32)
+    keras_depthwise(keras, batch)
+    # In a process of its own, without TensorFlow, as the geometry fixtures' PyTorch half.
+    import subprocess
+
+    subprocess.run([sys.executable, os.path.abspath(__file__), OUT, "--torch-groups", src], check=True)
+
+
+def torch_groups_child(src):
+    """The PyTorch groups fixture, run without TensorFlow (see groups_fixtures)."""
+    global rng
+    rng = np.random.default_rng(123)
+    batch = np.stack([read_png(os.path.join(src, f"image_{i}.png")) for i in range(4)]).astype(np.float32)
+    torch_groups(batch)
+
+
+def keras_depthwise(keras, batch):
+    """Keras 3 Functional model: DepthwiseConv2D (depth_multiplier 2, relu6), SeparableConv2D
+    (strided: depthwise then pointwise 1x1, one bias after the pointwise), Conv2D(groups=2), and a
+    rectangular, valid, bias-free DepthwiseConv2D, between BatchNormalizations and a global pool."""
+    L = keras.layers
+    inp = keras.Input(shape=(SIZE, SIZE, 3), name="input")
+    x = L.Rescaling(1.0 / 255, name="rescaling")(inp)
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv")(x)  # 16x16x8
+    x = L.BatchNormalization(name="bn_1")(x)
+    x = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu6", name="depthwise")(x)  # 16x16x16
+    x = L.BatchNormalization(name="bn_2")(x)
+    x = L.SeparableConv2D(16, 3, strides=2, padding="same", activation="relu", name="separable")(x)  # 8x8x16
+    x = L.Conv2D(16, 3, padding="same", groups=2, activation="relu", name="conv_groups")(x)  # 8x8x16
+    x = L.DepthwiseConv2D((3, 1), strides=(1, 1), padding="valid", use_bias=False, name="depthwise_rect")(x)  # 6x8x16
+    x = L.GlobalAveragePooling2D(name="global_avg_pool")(x)
+    out = L.Dense(len(CLASSES), activation="softmax", name="probs")(x)
+    model = keras.Model(inp, out, name="depthwise")
+    randomize(model, raw_input=False)
+    shapes = {layer.name: list(layer.output.shape[1:]) for layer in model.layers}
+    assert shapes["depthwise"] == [16, 16, 16] and shapes["separable"] == [8, 8, 16], shapes
+    assert shapes["conv_groups"] == [8, 8, 16] and shapes["depthwise_rect"] == [6, 8, 16], shapes
+    print("keras3_depthwise layer shapes:", shapes)
+    weights = {v.path: list(v.shape) for layer in model.layers for v in layer.weights}
+    print("keras3_depthwise weights:", weights)
+    assert weights["depthwise/kernel"] == [3, 3, 8, 2], weights  # (kh, kw, in, multiplier)
+    assert weights["separable/depthwise_kernel"] == [3, 3, 16, 1], weights
+    assert weights["separable/pointwise_kernel"] == [1, 1, 16, 16], weights
+    assert weights["conv_groups/kernel"] == [3, 3, 8, 16], weights  # (kh, kw, in / groups, out)
+    probs = model.predict(batch, verbose=0)
+    check_margins("keras3_depthwise", probs)
+
+    paths = {ext: os.path.join(OUT, f"keras3_depthwise.{ext}") for ext in ("keras", "json")}
+    model.save(paths["keras"])
+    with open(paths["json"], "w") as f:
+        f.write(model.to_json())
+    again = keras.saving.load_model(paths["keras"]).predict(batch, verbose=0)
+    assert np.abs(again - probs).max() < 1e-6, np.abs(again - probs).max()
+    with open(paths["json"]) as f:
+        again = keras.models.model_from_json(f.read())
+    again.set_weights(model.get_weights())
+    assert np.abs(again.predict(batch, verbose=0) - probs).max() < 1e-6
+    save_expected("keras3_depthwise", probs, {"keras": keras.__version__, "layer_shapes": shapes})
+
+
+def torch_groups(batch):
+    """PyTorch: Conv2d with groups -- depthwise with multiplier 2 (groups = in = 8, out 16),
+    pointwise 1x1, groups=4 -- exported as ONNX Conv with a group attribute; ReLU6 as Clip."""
+    import torch
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),  # 3x32x32 -> 8x16x16
+        nn.ReLU(),
+        nn.BatchNorm2d(8),
+        nn.Conv2d(8, 16, 3, padding=1, groups=8),  # depthwise, multiplier 2: 16x16x16
+        nn.ReLU6(),
+        nn.Conv2d(16, 16, 1),  # pointwise
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, len(CLASSES)),
+        nn.Softmax(dim=1),
+    )
+    torch_bn_stats(net)
+    scale_default_init(net)
+    net.eval()
+    x = imagenet_nchw(batch)
+    with torch.no_grad():
+        probs = net(torch.tensor(x)).numpy()
+    check_margins("torch_groups", probs)
+    path = os.path.join(OUT, "torch_groups.onnx")
+    extra = export_checked(net, x, path, probs)
+    import onnx
+
+    convs = [n for n in onnx.load(path).graph.node if n.op_type == "Conv"]
+    groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
+    print(f"torch_groups.onnx: Conv group attributes {groups}")
+    assert groups == [1, 8, 1, 4], groups
+    save_expected("torch_groups", probs, {"torch": torch.__version__, **imagenet_extra(), **extra})
+
+
 def full_alexnet(keras):
     """The tutorial's full AlexNet (1000 classes), for timing the import; not checked in."""
     L = keras.layers
@@ -594,5 +731,7 @@ def full_alexnet(keras):
 if __name__ == "__main__":
     if "--torch-geometry" in sys.argv:
         torch_geometry_child(sys.argv[sys.argv.index("--torch-geometry") + 1])
+    elif "--torch-groups" in sys.argv:
+        torch_groups_child(sys.argv[sys.argv.index("--torch-groups") + 1])
     else:
         main()
