@@ -203,11 +203,11 @@ fn unsupported_layers_are_named_and_nothing_is_written() {
     }
     let sigmoid = work.join("sigmoid.onnx");
     std::fs::write(&sigmoid, onnx).expect("write");
-    // A Keras layer the stack has not: DepthwiseConv2D in place of the 1x1 conv.
+    // A Keras layer the stack has not: Conv2DTranspose in place of the first conv.
     let config = std::fs::read_to_string(dir().join("keras3_geometry.json")).expect("fixture");
     assert!(config.contains("\"Conv2D\""));
-    let depthwise = work.join("depthwise.json");
-    std::fs::write(&depthwise, config.replacen("\"Conv2D\"", "\"DepthwiseConv2D\"", 1)).expect("write");
+    let transpose = work.join("transpose.json");
+    std::fs::write(&transpose, config.replacen("\"Conv2D\"", "\"Conv2DTranspose\"", 1)).expect("write");
     let file = sigmoid.file_name().and_then(|f| f.to_str()).expect("name").to_string();
     let out = work.join("never.safetensors");
     let args = ImportArgs {
@@ -223,8 +223,8 @@ fn unsupported_layers_are_named_and_nothing_is_written() {
     let e = format!("{:#}", import_command(&args).expect_err("unsupported"));
     assert!(e.contains(&file) && e.contains("Sigmoid") && e.contains("Supported:"), "{e}");
     assert!(!out.exists(), "a checkpoint was written");
-    let e = host::arch::load_stack_file(&depthwise).expect_err("unsupported");
-    assert!(e.contains("DepthwiseConv2D") && e.contains("Supported:"), "{e}");
+    let e = host::arch::load_stack_file(&transpose).expect_err("unsupported");
+    assert!(e.contains("Conv2DTranspose") && e.contains("Supported:"), "{e}");
     let e = import::import(&dir().join("tiny_subclassed.weights.h5"), None).expect_err("weights only").to_string();
     assert!(e.contains("--arch"), "{e}");
     let _ = std::fs::remove_dir_all(&work);
