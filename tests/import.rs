@@ -155,6 +155,9 @@ fn general_geometry_models_match_their_frameworks() {
         ("keras3_avgpool.keras", "keras3_avgpool"),
         ("torch_geometry.onnx", "torch_geometry"),
         ("torch_alexnet.onnx", "torch_alexnet"),
+        // Grouped, depthwise (multipliers 1 and 2, a rectangular kernel) and separable convs.
+        ("keras3_depthwise.keras", "keras3_depthwise"),
+        ("torch_groups.onnx", "torch_groups"),
     ] {
         assert_matches_framework(file, name, None, None);
     }
@@ -267,6 +270,8 @@ fn imported_models_run_on_the_cortex_m4_with_the_simulators_bytes() {
         ("keras3_geometry.keras", "keras3_geometry", Precision::Int8),
         ("keras3_geometry.keras", "keras3_geometry", Precision::F16),
         ("torch_alexnet.onnx", "torch_alexnet", Precision::Int8),
+        ("keras3_depthwise.keras", "keras3_depthwise", Precision::Int8),
+        ("torch_groups.onnx", "torch_groups", Precision::F16),
     ] {
         let e = expected(name);
         let ck = import_fixture(file, None, None, &e);
