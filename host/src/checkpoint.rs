@@ -14,7 +14,7 @@ use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use shared::spec::{Activation, AvgPool2D, Conv2D, Hw, Layer, ModelSpec, Padding, Shape};
+use shared::spec::{Activation, AvgPool2D, Conv2D, Hw, Inputs, Layer, ModelSpec, Padding, Shape};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -586,30 +586,56 @@ pub fn spec_to_json(spec: &ModelSpec) -> Value {
     let layers: Vec<Value> = spec
         .layers()
         .iter()
-        .map(|l| match *l {
-            Layer::Conv2D(c) => {
-                let mut v = json!({"type": "Conv2D", "filters": c.filters, "kernel": hw(c.kernel),
+        .zip(spec.inputs())
+        .enumerate()
+        .map(|(i, (l, reads))| {
+            (
+                i,
+                reads,
+                match *l {
+                    Layer::Conv2D(c) => {
+                        let mut v = json!({"type": "Conv2D", "filters": c.filters, "kernel": hw(c.kernel),
                     "stride": hw(c.stride), "padding": padding(c.padding), "activation": act(c.activation)});
-                if c.dilation != Hw::ONE {
-                    v["dilation"] = hw(c.dilation);
-                }
-                if c.groups != 1 {
-                    v["groups"] = json!(c.groups);
-                }
-                v
+                        if c.dilation != Hw::ONE {
+                            v["dilation"] = hw(c.dilation);
+                        }
+                        if c.groups != 1 {
+                            v["groups"] = json!(c.groups);
+                        }
+                        v
+                    }
+                    Layer::AvgPool2D(p) => {
+                        json!({"type": "AveragePooling2D", "pool": hw(p.pool), "stride": hw(p.stride),
+                "padding": padding(p.padding)})
+                    }
+                    Layer::GlobalAvgPool => json!({"type": "GlobalAveragePooling2D"}),
+                    Layer::BatchNorm { epsilon, momentum } => {
+                        json!({"type": "BatchNormalization", "epsilon": epsilon, "momentum": momentum})
+                    }
+                    Layer::MaxPool2D { pool, stride } => {
+                        json!({"type": "MaxPooling2D", "pool": pool, "stride": stride})
+                    }
+                    Layer::Flatten => json!({"type": "Flatten"}),
+                    Layer::Dense { units, activation } => {
+                        json!({"type": "Dense", "units": units, "activation": act(activation)})
+                    }
+                    Layer::Dropout { rate } => json!({"type": "Dropout", "rate": rate}),
+                    Layer::Add { activation } => json!({"type": "Add", "activation": act(activation)}),
+                    Layer::Concat => json!({"type": "Concatenate"}),
+                    Layer::Activation(a) => json!({"type": "Activation", "activation": act(a)}),
+                },
+            )
+        })
+        // A layer that reads other tensors than the previous output names
+        // them (tensor 0: the input, tensor i + 1: layer i's output).
+        .map(|(i, reads, mut v)| {
+            if !reads.is_stack(i) {
+                v["inputs"] = match reads.other {
+                    Some(o) => json!([reads.main, o]),
+                    None => json!([reads.main]),
+                };
             }
-            Layer::AvgPool2D(p) => json!({"type": "AveragePooling2D", "pool": hw(p.pool), "stride": hw(p.stride),
-                "padding": padding(p.padding)}),
-            Layer::GlobalAvgPool => json!({"type": "GlobalAveragePooling2D"}),
-            Layer::BatchNorm { epsilon, momentum } => {
-                json!({"type": "BatchNormalization", "epsilon": epsilon, "momentum": momentum})
-            }
-            Layer::MaxPool2D { pool, stride } => json!({"type": "MaxPooling2D", "pool": pool, "stride": stride}),
-            Layer::Flatten => json!({"type": "Flatten"}),
-            Layer::Dense { units, activation } => {
-                json!({"type": "Dense", "units": units, "activation": act(activation)})
-            }
-            Layer::Dropout { rate } => json!({"type": "Dropout", "rate": rate}),
+            v
         })
         .collect();
     json!({"input": input, "layers": layers})
@@ -670,7 +696,15 @@ pub fn spec_from_json(v: &Value) -> Result<ModelSpec, String> {
         _ => return Err(format!("bad input shape {dims:?}")),
     };
     let mut layers = Vec::new();
-    for l in v.get("layers").and_then(Value::as_array).ok_or("no layers")? {
+    let mut inputs = Vec::new();
+    for (i, l) in v.get("layers").and_then(Value::as_array).ok_or("no layers")?.iter().enumerate() {
+        let tensor = |t: &Value| t.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or(format!("bad tensor {t}"));
+        inputs.push(match l.get("inputs").map(|v| v.as_array().map(Vec::as_slice)) {
+            None => Inputs::stack(i),
+            Some(Some([m])) => Inputs { main: tensor(m)?, other: None },
+            Some(Some([m, o])) => Inputs { main: tensor(m)?, other: Some(tensor(o)?) },
+            Some(_) => return Err(format!("layer {i}: \"inputs\" is not [tensor] or [tensor, tensor]")),
+        });
         let layer = match l.get("type").and_then(Value::as_str) {
             Some("Conv2D") => Layer::Conv2D(Conv2D {
                 filters: u(l, "filters")?,
@@ -692,11 +726,14 @@ pub fn spec_from_json(v: &Value) -> Result<ModelSpec, String> {
             Some("Flatten") => Layer::Flatten,
             Some("Dense") => Layer::Dense { units: u(l, "units")?, activation: act(l)? },
             Some("Dropout") => Layer::Dropout { rate: f(l, "rate")? },
+            Some("Add") => Layer::Add { activation: act(l)? },
+            Some("Concatenate") => Layer::Concat,
+            Some("Activation") => Layer::Activation(act(l)?),
             other => return Err(format!("unknown layer type {other:?}")),
         };
         layers.push(layer);
     }
-    let spec = ModelSpec::new(input, &layers).map_err(|e| e.to_string())?;
+    let spec = ModelSpec::graph(input, &layers, &inputs).map_err(|e| e.to_string())?;
     check_hyperparameters(&spec)?;
     Ok(spec)
 }

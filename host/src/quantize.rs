@@ -141,7 +141,10 @@ impl FloatParams {
                 | Layer::AvgPool2D(_)
                 | Layer::GlobalAvgPool
                 | Layer::Flatten
-                | Layer::Dropout { .. } => OwnedLayer::None,
+                | Layer::Dropout { .. }
+                | Layer::Add { .. }
+                | Layer::Concat
+                | Layer::Activation(_) => OwnedLayer::None,
             });
         }
         Ok(FloatParams { owned, spec: *spec })

@@ -244,6 +244,9 @@ impl TractReference {
                     activation(&mut model, &name, act, i == last, y)?
                 }
                 Layer::Dropout { .. } => wire,
+                Layer::Add { .. } | Layer::Concat | Layer::Activation(_) => {
+                    return Err(ReferenceError::Unsupported { layer: name, what: "graph layers (not yet)" })
+                }
             };
         }
         let Shape::Flat(classes) = spec.output() else {
@@ -483,7 +486,11 @@ mod tests {
                 }
                 // The per-example buffer is already h, w, c row-major: Keras's flatten order.
                 Layer::Flatten | Layer::Dropout { .. } => {}
-                Layer::AvgPool2D(_) | Layer::GlobalAvgPool => unreachable!("classic stacks only"),
+                Layer::AvgPool2D(_)
+                | Layer::GlobalAvgPool
+                | Layer::Add { .. }
+                | Layer::Concat
+                | Layer::Activation(_) => unreachable!("classic stacks only"),
                 Layer::Dense { units, activation } => {
                     let (kern, bias) = (p(&name, "kernel"), p(&name, "bias"));
                     let u = units as usize;

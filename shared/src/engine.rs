@@ -239,6 +239,8 @@ pub enum EngineError {
     QuantMismatch { layer: usize },
     /// A tensor's size does not fit this target's address space.
     TooLarge,
+    /// A layer this engine cannot run yet.
+    Unsupported { layer: usize },
 }
 
 impl fmt::Display for EngineError {
@@ -273,6 +275,7 @@ impl fmt::Display for EngineError {
                 write!(f, "layer {layer} cannot requantize but its output quantization differs from its input's")
             }
             EngineError::TooLarge => f.write_str("a tensor does not fit this target's address space"),
+            EngineError::Unsupported { layer } => write!(f, "layer {layer}: this engine cannot run it yet"),
         }
     }
 }
@@ -425,7 +428,13 @@ pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
             | Layer::AvgPool2D(_)
             | Layer::GlobalAvgPool
             | Layer::Flatten
-            | Layer::Dropout { .. } => {
+            | Layer::Dropout { .. }
+            | Layer::Add { .. }
+            | Layer::Concat
+            | Layer::Activation(_) => {
+                if layer.is_binary() || matches!(layer, Layer::Activation(_)) || !model.spec.is_stack() {
+                    return Err(EngineError::Unsupported { layer: i });
+                }
                 if d.weights != LayerWeights::None {
                     return Err(EngineError::UnexpectedWeights { layer: i });
                 }
@@ -631,6 +640,9 @@ fn fill_steps(model: &QuantModel<'_>, steps: &mut [Step; MAX_LAYERS]) -> Result<
             }
             Layer::AvgPool2D(p) => Step::AvgPool { g: avg_pool_geom(&p, inp).ok_or(EngineError::TooLarge)? },
             Layer::GlobalAvgPool => Step::AvgPool { g: global_pool_geom(inp).ok_or(EngineError::TooLarge)? },
+            Layer::Add { .. } | Layer::Concat | Layer::Activation(_) => {
+                return Err(EngineError::Unsupported { layer: i })
+            }
         };
         in_q = d.output;
     }

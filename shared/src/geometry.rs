@@ -93,7 +93,7 @@ impl ConvGeom {
     pub fn from_spec(c: &Conv2D, input: Shape) -> Option<Self> {
         let Shape::Image { h, w, c: ch } = input else { return None };
         let groups = c.groups as usize;
-        if groups == 0 || ch as usize % groups != 0 || c.filters as usize % groups != 0 {
+        if groups == 0 || !(ch as usize).is_multiple_of(groups) || !(c.filters as usize).is_multiple_of(groups) {
             return None;
         }
         let g = Self::general(

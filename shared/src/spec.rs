@@ -351,6 +351,18 @@ pub enum Layer {
     /// Keras `GlobalAveragePooling2D`: each channel's mean over height and
     /// width, a flat vector of the channels.
     GlobalAvgPool,
+    /// Keras `Add()([main, other])`: the element-wise sum of two tensors of
+    /// one shape (a residual connection), then `activation` (TFLite fuses
+    /// ReLU and ReLU6 into its ADD the same way).
+    Add {
+        activation: Activation,
+    },
+    /// Keras `Concatenate()([main, other])` on the last axis: the channels
+    /// of `main` then those of `other`, of equal height and width.
+    Concat,
+    /// Keras `Activation`/`ReLU` as a layer of its own (after a
+    /// BatchNormalization, say): ReLU or ReLU6 element-wise, or the identity.
+    Activation(Activation),
 }
 
 /// The coarse kind of a layer, for names, tables and error messages.
@@ -364,6 +376,9 @@ pub enum LayerKind {
     Dropout,
     AvgPool2D,
     GlobalAvgPool,
+    Add,
+    Concat,
+    Activation,
 }
 
 impl LayerKind {
@@ -378,6 +393,9 @@ impl LayerKind {
             LayerKind::Dropout => "dropout",
             LayerKind::AvgPool2D => "average_pooling2d",
             LayerKind::GlobalAvgPool => "global_average_pooling2d",
+            LayerKind::Add => "add",
+            LayerKind::Concat => "concatenate",
+            LayerKind::Activation => "activation",
         }
     }
     /// Keras's class name (`Conv2D`, `BatchNormalization`, ...).
@@ -391,6 +409,9 @@ impl LayerKind {
             LayerKind::Dropout => "Dropout",
             LayerKind::AvgPool2D => "AveragePooling2D",
             LayerKind::GlobalAvgPool => "GlobalAveragePooling2D",
+            LayerKind::Add => "Add",
+            LayerKind::Concat => "Concatenate",
+            LayerKind::Activation => "Activation",
         }
     }
 }
@@ -407,6 +428,41 @@ impl Layer {
             Layer::Dropout { .. } => LayerKind::Dropout,
             Layer::AvgPool2D(_) => LayerKind::AvgPool2D,
             Layer::GlobalAvgPool => LayerKind::GlobalAvgPool,
+            Layer::Add { .. } => LayerKind::Add,
+            Layer::Concat => LayerKind::Concat,
+            Layer::Activation(_) => LayerKind::Activation,
+        }
+    }
+
+    /// Whether the layer reads a second tensor (Add, Concatenate).
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Layer::Add { .. } | Layer::Concat)
+    }
+
+    /// Output shape of a two-input layer (Add, Concatenate) given its
+    /// `main` and `other` inputs; every other layer: [`Layer::output_shape`]
+    /// of `main`.
+    pub fn output_shape2(&self, index: usize, main: Shape, other: Shape) -> Result<Shape, SpecError> {
+        let err = |problem| SpecError::Layer { index, kind: self.kind(), input: main, problem };
+        match *self {
+            Layer::Add { activation } => {
+                if activation == Activation::Softmax {
+                    return Err(err(Problem::MisplacedSoftmax));
+                }
+                if main != other {
+                    return Err(err(Problem::ShapeMismatch(other)));
+                }
+                Ok(main)
+            }
+            Layer::Concat => match (main, other) {
+                (Shape::Image { h, w, c }, Shape::Image { h: h2, w: w2, c: c2 }) if (h, w) == (h2, w2) => {
+                    let c = c.checked_add(c2).ok_or(err(Problem::TooLarge))?;
+                    Ok(Shape::image(h, w, c))
+                }
+                (Shape::Flat(a), Shape::Flat(b)) => Ok(Shape::Flat(a.checked_add(b).ok_or(err(Problem::TooLarge))?)),
+                _ => Err(err(Problem::ShapeMismatch(other))),
+            },
+            _ => self.output_shape(index, main),
         }
     }
 
@@ -483,6 +539,14 @@ impl Layer {
                 }
                 Ok(input)
             }
+            Layer::Activation(a) => {
+                if a == Activation::Softmax {
+                    return Err(err(Problem::MisplacedSoftmax));
+                }
+                Ok(input)
+            }
+            // Two-input layers: see `output_shape2`.
+            Layer::Add { .. } | Layer::Concat => Err(err(Problem::MissingOperand)),
         }
     }
 
@@ -511,7 +575,10 @@ impl Layer {
             | Layer::Flatten
             | Layer::Dropout { .. }
             | Layer::AvgPool2D(_)
-            | Layer::GlobalAvgPool => (0, 0),
+            | Layer::GlobalAvgPool
+            | Layer::Add { .. }
+            | Layer::Concat
+            | Layer::Activation(_) => (0, 0),
         })
     }
 
@@ -561,6 +628,16 @@ pub enum Problem {
     CountOverflow,
     /// A Conv2D's groups do not divide its input channels and filters.
     BadGroups,
+    /// An Add whose second input has another shape (this one), or a
+    /// Concatenate whose inputs differ in height and width.
+    ShapeMismatch(Shape),
+    /// An Add or Concatenate without its second input.
+    MissingOperand,
+    /// A second input on a layer that takes one.
+    UnexpectedOperand,
+    /// An input that names tensor `t`, which is not computed before this
+    /// layer (tensor 0 is the model input, tensor `i + 1` layer `i`'s output).
+    FutureTensor(u16),
 }
 
 impl fmt::Display for Problem {
@@ -577,6 +654,21 @@ impl fmt::Display for Problem {
             Problem::MisplacedSoftmax => "softmax is only allowed as the activation of the last layer, a Dense",
             Problem::CountOverflow => "the model's parameter, multiply-accumulate or byte count overflows 64 bits",
             Problem::BadGroups => "its groups do not divide its input channels and its filters",
+            Problem::ShapeMismatch(other) => {
+                return write!(
+                    f,
+                    "its second input has shape {other}: Add needs equal shapes, Concatenate equal height and width"
+                );
+            }
+            Problem::MissingOperand => "it needs a second input tensor",
+            Problem::UnexpectedOperand => "it takes one input but names a second",
+            Problem::FutureTensor(t) => {
+                return write!(
+                    f,
+                    "it reads tensor {t}, which is not computed before it \
+                     (tensor 0 is the model input, tensor i + 1 layer i's output)"
+                );
+            }
         })
     }
 }
@@ -592,6 +684,8 @@ pub enum SpecError {
     EmptyInput,
     /// The stack has no layers.
     NoLayers,
+    /// A graph's input list is not one entry per layer.
+    InputsLength { layers: usize, inputs: usize },
 }
 
 impl fmt::Display for SpecError {
@@ -603,6 +697,9 @@ impl fmt::Display for SpecError {
             SpecError::TooManyLayers => write!(f, "more than {MAX_LAYERS} layers"),
             SpecError::EmptyInput => f.write_str("the input shape has a zero dimension"),
             SpecError::NoLayers => f.write_str("the model has no layers"),
+            SpecError::InputsLength { layers, inputs } => {
+                write!(f, "{layers} layers but {inputs} input lists (one per layer)")
+            }
         }
     }
 }
@@ -610,28 +707,65 @@ impl fmt::Display for SpecError {
 #[cfg(feature = "std")]
 impl std::error::Error for SpecError {}
 
-/// A validated model: an input shape plus the ordered layers.
+/// The tensors one layer reads, by number: tensor 0 is the model input and
+/// tensor `i + 1` layer `i`'s output (a TFLite subgraph's operator inputs).
+/// In a plain stack layer `i` reads tensor `i` and nothing else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inputs {
+    /// The first (for most layers the only) input.
+    pub main: u16,
+    /// The second input of an Add or Concatenate.
+    pub other: Option<u16>,
+}
+
+impl Inputs {
+    /// Layer `index` of a plain stack: the previous layer's output.
+    pub const fn stack(index: usize) -> Inputs {
+        Inputs { main: index as u16, other: None }
+    }
+    /// Whether these are what layer `index` of a plain stack reads.
+    pub fn is_stack(&self, index: usize) -> bool {
+        *self == Inputs::stack(index)
+    }
+}
+
+/// A validated model: an input shape plus the ordered layers, each reading
+/// the tensors its [`Inputs`] name (the previous layer's output unless
+/// told otherwise), the model's output being the last layer's.
 ///
-/// Construction ([`ModelSpec::new`] or [`Sequential::build`]) checks every
-/// layer's shape, so a `ModelSpec` in hand always describes a runnable stack.
+/// Construction ([`ModelSpec::new`], [`ModelSpec::graph`] or
+/// [`Sequential::build`]) checks every layer's shape, so a `ModelSpec` in
+/// hand always describes a runnable model.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ModelSpec {
     input: Shape,
     layers: [Layer; MAX_LAYERS],
+    inputs: [Inputs; MAX_LAYERS],
+    /// Tensor `t`'s shape (tensor 0: the input).
+    tensors: [Shape; MAX_LAYERS + 1],
     len: usize,
 }
 
 impl ModelSpec {
-    /// Validate `layers` on `input`: every layer's shape, every tensor within
+    /// Validate the stack `layers` on `input` (each layer reads the previous
+    /// one's output): every layer's shape, every tensor within
     /// [`MAX_TENSOR_ELEMENTS`], Softmax only on the last layer (a Dense), and
-    /// the parameter, MAC and parameter-byte counts of the whole stack within
+    /// the parameter, MAC and parameter-byte counts of the whole model within
     /// u64 (checked arithmetic), so that [`ModelSpec::params`],
     /// [`ModelSpec::macs`] and [`Shape::elements`] are exact on what it returns,
     /// whoever built it (a preset, a file, an importer).
     pub fn new(input: Shape, layers: &[Layer]) -> Result<Self, SpecError> {
+        Self::graph(input, layers, &[])
+    }
+
+    /// [`ModelSpec::new`] for layers that read the tensors `inputs` name
+    /// (one per layer; an empty slice: a plain stack). Also checks that
+    /// every layer reads only tensors computed before it, and that Add and
+    /// Concatenate, and only they, have a second input.
+    pub fn graph(input: Shape, layers: &[Layer], inputs: &[Inputs]) -> Result<Self, SpecError> {
         let mut slot = core::mem::MaybeUninit::uninit();
-        Self::new_into(input, layers, &mut slot)?;
-        // SAFETY: `new_into` returned Ok: every field is written.
+        Self::graph_into(input, layers, inputs, &mut slot)?;
+        // SAFETY: `graph_into` returned Ok: every field is written.
         Ok(unsafe { slot.assume_init() })
     }
 
@@ -644,25 +778,49 @@ impl ModelSpec {
         layers: &[Layer],
         slot: &'s mut core::mem::MaybeUninit<ModelSpec>,
     ) -> Result<&'s mut ModelSpec, SpecError> {
-        Self::check(input, layers)?;
+        Self::graph_into(input, layers, &[], slot)
+    }
+
+    /// [`ModelSpec::graph`] into `slot` (see [`ModelSpec::new_into`]).
+    pub fn graph_into<'s>(
+        input: Shape,
+        layers: &[Layer],
+        inputs: &[Inputs],
+        slot: &'s mut core::mem::MaybeUninit<ModelSpec>,
+    ) -> Result<&'s mut ModelSpec, SpecError> {
+        if !inputs.is_empty() && inputs.len() != layers.len() {
+            return Err(SpecError::InputsLength { layers: layers.len(), inputs: inputs.len() });
+        }
         let at = slot.as_mut_ptr();
         // SAFETY: `at` points to a whole `ModelSpec`; every field is written
-        // through raw pointers (each layer slot once) before the whole is
-        // assumed initialised.
+        // through raw pointers (each table slot once) before the whole is
+        // assumed initialised; `check` reads only the tensor slots it wrote.
         unsafe {
+            let tensors = (&raw mut (*at).tensors).cast::<Shape>();
+            for t in 0..=MAX_LAYERS {
+                tensors.add(t).write(input);
+            }
+            Self::check(input, layers, inputs, &mut *(&raw mut (*at).tensors))?;
             (&raw mut (*at).input).write(input);
             (&raw mut (*at).len).write(layers.len());
             let table = (&raw mut (*at).layers).cast::<Layer>();
+            let reads = (&raw mut (*at).inputs).cast::<Inputs>();
             for i in 0..MAX_LAYERS {
                 table.add(i).write(layers.get(i).copied().unwrap_or(Layer::Flatten));
+                reads.add(i).write(inputs.get(i).copied().unwrap_or(Inputs::stack(i)));
             }
             Ok(slot.assume_init_mut())
         }
     }
 
-    /// Every check of [`ModelSpec::new`], building nothing.
+    /// Every check of [`ModelSpec::graph`], writing each tensor's shape to `tensors`.
     #[inline(never)]
-    fn check(input: Shape, layers: &[Layer]) -> Result<(), SpecError> {
+    fn check(
+        input: Shape,
+        layers: &[Layer],
+        inputs: &[Inputs],
+        tensors: &mut [Shape; MAX_LAYERS + 1],
+    ) -> Result<(), SpecError> {
         if layers.len() > MAX_LAYERS {
             return Err(SpecError::TooManyLayers);
         }
@@ -674,14 +832,28 @@ impl ModelSpec {
         if !fits(input) {
             return Err(SpecError::Layer { index: 0, kind: first.kind(), input, problem: Problem::TooLarge });
         }
+        tensors[0] = input;
         let last = layers.len() - 1;
         // Parameters (trainable + not), MACs, and parameter bytes at the widest
         // element (4: f32 scales, i32 bias/multiplier/shift).
         let (mut params, mut macs) = (0u64, 0u64);
-        let mut shape = input;
         for (i, l) in layers.iter().enumerate() {
+            let reads = inputs.get(i).copied().unwrap_or(Inputs::stack(i));
+            let computed = |t: u16| (t as usize <= i).then(|| tensors[t as usize]);
+            let shape = computed(reads.main).unwrap_or(input);
             let err = |problem| SpecError::Layer { index: i, kind: l.kind(), input: shape, problem };
-            let out = l.output_shape(i, shape)?;
+            if computed(reads.main).is_none() {
+                return Err(err(Problem::FutureTensor(reads.main)));
+            }
+            let out = match (reads.other, l.is_binary()) {
+                (Some(t), true) => {
+                    let other = computed(t).ok_or(err(Problem::FutureTensor(t)))?;
+                    l.output_shape2(i, shape, other)?
+                }
+                (None, true) => return Err(err(Problem::MissingOperand)),
+                (Some(_), false) => return Err(err(Problem::UnexpectedOperand)),
+                (None, false) => l.output_shape(i, shape)?,
+            };
             if !fits(out) {
                 return Err(err(Problem::TooLarge));
             }
@@ -702,7 +874,7 @@ impl ModelSpec {
             if counted.is_none() {
                 return Err(err(Problem::CountOverflow));
             }
-            shape = out;
+            tensors[i + 1] = out;
         }
         Ok(())
     }
@@ -717,20 +889,44 @@ impl ModelSpec {
         &self.layers[..self.len]
     }
 
-    /// Each layer with its input and output shapes.
+    /// The tensors each layer reads, in order.
+    pub fn inputs(&self) -> &[Inputs] {
+        &self.inputs[..self.len]
+    }
+
+    /// Whether every layer reads just the previous layer's output (a plain stack).
+    pub fn is_stack(&self) -> bool {
+        self.inputs().iter().enumerate().all(|(i, r)| r.is_stack(i))
+    }
+
+    /// Shape of tensor `t` (0: the model input; `i + 1`: layer `i`'s output).
+    pub fn tensor(&self, t: usize) -> Shape {
+        self.tensors[..=self.len][t]
+    }
+
+    /// The shape of layer `i`'s second input (Add, Concatenate), if it has one.
+    pub fn other_input(&self, i: usize) -> Option<Shape> {
+        self.inputs()[i].other.map(|t| self.tensor(t as usize))
+    }
+
+    /// The layers after `i` that read layer `i`'s output, as either input.
+    pub fn readers(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        let t = (i + 1) as u16;
+        self.inputs().iter().enumerate().filter(move |(_, r)| r.main == t || r.other == Some(t)).map(|(j, _)| j)
+    }
+
+    /// Each layer with its (main) input and output shapes.
     pub fn shapes(&self) -> impl Iterator<Item = (usize, &Layer, Shape, Shape)> + '_ {
-        let mut shape = self.input;
-        self.layers().iter().enumerate().map(move |(i, l)| {
-            let input = shape;
-            // Validated at construction, so this cannot fail.
-            shape = l.output_shape(i, input).unwrap_or(input);
-            (i, l, input, shape)
-        })
+        self.layers()
+            .iter()
+            .zip(self.inputs())
+            .enumerate()
+            .map(move |(i, (l, r))| (i, l, self.tensors[r.main as usize], self.tensors[i + 1]))
     }
 
     /// The output shape of the whole model.
     pub fn output(&self) -> Shape {
-        self.shapes().last().map(|(_, _, _, o)| o).unwrap_or(self.input)
+        self.tensors[self.len]
     }
 
     /// (trainable, non-trainable) parameters of the whole model.

@@ -253,6 +253,9 @@ fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> 
                 }
             }
             Layer::Flatten | Layer::Dropout { .. } => prop_assert_eq!(&got, &prev),
+            Layer::Add { .. } | Layer::Concat | Layer::Activation(_) => {
+                prop_assert!(false, "this check walks stacks; graphs have their own")
+            }
         }
         prev = got;
         in_q = *out_q;

@@ -189,6 +189,7 @@ impl Network {
                     }
                 }
                 Layer::Dropout { rate } => Node::Dropout { rate, mask: Vec::new() },
+                Layer::Add { .. } | Layer::Concat | Layer::Activation(_) => todo!("graph layers (issue 17)"),
             };
             debug_assert!(output.elements() > 0);
             names.push(name);

@@ -1,7 +1,7 @@
 //! The model file's fixed layout: magic, version, sizes, field offsets and
 //! tag values. A leaf: the parser, the writer and the errors read it.
 
-use crate::spec::{Activation, Layer};
+use crate::spec::{Activation, Inputs, Layer};
 
 /// The first 8 bytes of every model file.
 pub const MAGIC: [u8; 8] = *b"AXQMODEL";
@@ -21,9 +21,12 @@ pub const HEADER_LEN: usize = 64;
 pub const LAYER_RECORD_LEN: usize = 64;
 /// Bytes of one layer's geometry record (version 3): twelve u32s, right
 /// after the layer table. Conv2D: kernel width, stride width, dilation
-/// height and width, pads top, bottom, left, right, groups, then three
-/// reserved zeros; AveragePooling2D: pool width, stride width, 0, 0, the
-/// pads, zeros; every other layer: zeros.
+/// height and width, pads top, bottom, left, right, groups; AveragePooling2D:
+/// pool width, stride width, 0, 0, the pads, 0; every other layer: nine
+/// zeros. Then, for every layer, the tensors it reads, each as tensor + 1
+/// (tensor 0 is the model input, `i + 1` layer `i`'s output): its main input
+/// (0: the previous layer's output) and its second input (Add and
+/// Concatenate; 0: none), and a reserved zero.
 pub const GEOMETRY_RECORD_LEN: usize = 48;
 /// u32 fields of a geometry record.
 pub const GEOMETRY_FIELDS: usize = GEOMETRY_RECORD_LEN / 4;
@@ -92,6 +95,9 @@ pub(crate) mod tag {
     pub const DROPOUT: u8 = 5;
     pub const AVG_POOL2D: u8 = 6;
     pub const GLOBAL_AVG_POOL: u8 = 7;
+    pub const ADD: u8 = 8;
+    pub const CONCAT: u8 = 9;
+    pub const ACTIVATION: u8 = 10;
     pub const ACT_NONE: u8 = 0;
     pub const ACT_RELU: u8 = 1;
     pub const ACT_SOFTMAX: u8 = 2;
@@ -103,13 +109,20 @@ pub(crate) mod tag {
 
 /// Whether only a version 3 file can describe `layer` (the writer picks the
 /// version by it; the parser refuses a version 3 file without such a layer).
-pub(crate) fn needs_geometry(layer: &Layer) -> bool {
+pub(crate) fn layer_needs_geometry(layer: &Layer) -> bool {
     match layer {
         Layer::Conv2D(c) => !c.is_classic(),
         Layer::Dense { activation, .. } => *activation == Activation::Relu6,
-        Layer::AvgPool2D(_) | Layer::GlobalAvgPool => true,
+        Layer::AvgPool2D(_) | Layer::GlobalAvgPool | Layer::Add { .. } | Layer::Concat | Layer::Activation(_) => true,
         _ => false,
     }
+}
+
+/// Whether only a version 3 file can describe the model: a layer only it
+/// describes, or a layer reading other tensors than a stack's (`inputs`
+/// empty or one per layer).
+pub(crate) fn needs_geometry(layers: &[Layer], inputs: &[Inputs]) -> bool {
+    layers.iter().any(layer_needs_geometry) || inputs.iter().enumerate().any(|(i, r)| !r.is_stack(i))
 }
 
 /// `n` rounded up to a multiple of [`SECTION_ALIGN`], without overflow (u64 math).

@@ -12,7 +12,7 @@ use crate::model::{
     F16Weights, InputTransform, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant,
 };
 use crate::spec::{
-    Activation, AvgPool2D, Conv2D, Hw, Layer, ModelSpec, Padding, Pads, Problem, Shape, SpecError, MAX_LAYERS,
+    Activation, AvgPool2D, Conv2D, Hw, Inputs, Layer, ModelSpec, Padding, Pads, Problem, Shape, SpecError, MAX_LAYERS,
     MAX_TENSOR_ELEMENTS,
 };
 use core::mem::MaybeUninit;
@@ -129,14 +129,16 @@ pub fn parse_into<'s, 'a>(
 
     // The layer stack, validated by the same code the host builds models with.
     let mut layers = [Layer::Flatten; MAX_LAYERS];
-    for (i, layer) in layers.iter_mut().enumerate().take(n) {
-        *layer = read_layer(&r, i, geometry.then_some(offsets::geometry_record(n, i)))?;
+    let mut inputs = [Inputs::stack(0); MAX_LAYERS];
+    for (i, (layer, reads)) in layers.iter_mut().zip(inputs.iter_mut()).enumerate().take(n) {
+        (*layer, *reads) = read_layer(&r, i, geometry.then_some(offsets::geometry_record(n, i)))?;
     }
     // `ModelSpec::new` also refuses tensors over `MAX_TENSOR_ELEMENTS`, a
     // misplaced softmax and counts that overflow u64, so nothing below (nor
     // any user of the model) does unchecked arithmetic on a hostile stack.
     let layers = layers.get(..n).unwrap_or(&[]);
-    if geometry && !layers.iter().any(super::layout::needs_geometry) {
+    let inputs = inputs.get(..n).unwrap_or(&[]);
+    if geometry && !super::layout::needs_geometry(layers, inputs) {
         return Err(err(ErrorKind::NeedlessGeometry, Field::Version, None, offsets::VERSION));
     }
     let at = slot.as_mut_ptr();
@@ -146,7 +148,7 @@ pub fn parse_into<'s, 'a>(
     // raw pointers; the whole is assumed initialised once all are.
     let spec: &ModelSpec = unsafe {
         let spec_at = &mut *(&raw mut (*at).spec).cast::<MaybeUninit<ModelSpec>>();
-        ModelSpec::new_into(input_shape, layers, spec_at).map_err(spec_error)?
+        ModelSpec::graph_into(input_shape, layers, inputs, spec_at).map_err(spec_error)?
     };
 
     // Data area: labels, then sections, each at its canonical place.
@@ -207,6 +209,11 @@ fn spec_error(e: SpecError) -> FormatError {
         {
             err(ErrorKind::Spec(e), Field::InputShape, None, offsets::INPUT_SHAPE)
         }
+        SpecError::Layer {
+            index,
+            problem: Problem::FutureTensor(_) | Problem::MissingOperand | Problem::UnexpectedOperand,
+            ..
+        } => err(ErrorKind::Spec(e), Field::Hyperparameters, Some(index), offsets::layer_record(index) + rec::KIND),
         SpecError::Layer { index, problem: Problem::MisplacedSoftmax, .. } => {
             err(ErrorKind::Spec(e), Field::Activation, Some(index), offsets::layer_record(index) + rec::ACTIVATION)
         }
@@ -214,7 +221,7 @@ fn spec_error(e: SpecError) -> FormatError {
             err(ErrorKind::Spec(e), Field::Hyperparameters, Some(index), offsets::layer_record(index) + rec::PARAMS)
         }
         SpecError::EmptyInput => err(ErrorKind::Spec(e), Field::InputShape, None, offsets::INPUT_SHAPE),
-        SpecError::TooManyLayers | SpecError::NoLayers => {
+        SpecError::TooManyLayers | SpecError::NoLayers | SpecError::InputsLength { .. } => {
             err(ErrorKind::Spec(e), Field::LayerCount, None, offsets::LAYER_COUNT)
         }
     }
@@ -379,7 +386,7 @@ fn read_padding(
 
 /// Layer `i`'s kind and hyperparameters; fields the kind does not use must
 /// be zero. `ext_at`: where its geometry record is (version 3), if any.
-fn read_layer(r: &Reader<'_>, i: usize, ext_at: Option<usize>) -> Result<Layer, FormatError> {
+fn read_layer(r: &Reader<'_>, i: usize, ext_at: Option<usize>) -> Result<(Layer, Inputs), FormatError> {
     let base = offsets::layer_record(i);
     let l = Some(i);
     let hp = Field::Hyperparameters;
@@ -398,18 +405,33 @@ fn read_layer(r: &Reader<'_>, i: usize, ext_at: Option<usize>) -> Result<Layer, 
         }
     }
     let ext_at = ext_at.unwrap_or(0);
-    // The reserved tail of every geometry record.
-    for (k, &v) in ext.iter().enumerate().skip(9) {
-        expect_zero(v, hp, l, ext_at + 4 * k)?;
+    // The tensors the layer reads (fields 9 and 10: tensor + 1, 0 for the
+    // default), then the reserved tail.
+    let inputs = Inputs {
+        main: match ext[9] {
+            0 => i as u16,
+            t => u16::try_from(t - 1).map_err(|_| err(ErrorKind::BadTag { value: t }, hp, l, ext_at + 36))?,
+        },
+        other: match ext[10] {
+            0 => None,
+            t => Some(u16::try_from(t - 1).map_err(|_| err(ErrorKind::BadTag { value: t }, hp, l, ext_at + 40))?),
+        },
+    };
+    if ext[9] == i as u32 + 1 {
+        // The default is written as 0: one spelling per model.
+        return Err(err(ErrorKind::BadTag { value: ext[9] }, hp, l, ext_at + 36));
     }
+    expect_zero(ext[11], hp, l, ext_at + 44)?;
     let windowed = kind == tag::CONV2D || (kind == tag::AVG_POOL2D && geometry);
-    // Every kind but Conv2D and Dense: no activation; every kind but the windowed ones: no padding.
-    if kind != tag::CONV2D && kind != tag::DENSE {
+    let activated =
+        kind == tag::CONV2D || kind == tag::DENSE || (geometry && matches!(kind, tag::ADD | tag::ACTIVATION));
+    // Every kind but those with an activation: none; every kind but the windowed ones: no padding.
+    if !activated {
         expect_zero(activation as u32, Field::Activation, l, base + rec::ACTIVATION)?;
     }
     if !windowed {
         expect_zero(padding as u32, Field::Padding, l, base + rec::PADDING)?;
-        for (k, &v) in ext.iter().enumerate() {
+        for (k, &v) in ext.iter().enumerate().take(9) {
             expect_zero(v, hp, l, ext_at + 4 * k)?;
         }
     }
@@ -432,11 +454,16 @@ fn read_layer(r: &Reader<'_>, i: usize, ext_at: Option<usize>) -> Result<Layer, 
             let padding = read_padding(padding, &ext, base + rec::PADDING, ext_at, l)?;
             Layer::AvgPool2D(AvgPool2D { pool: Hw::new(a, ext[0]), stride: Hw::new(b, ext[1]), padding })
         }
-        tag::GLOBAL_AVG_POOL if geometry => {
+        tag::GLOBAL_AVG_POOL | tag::CONCAT | tag::ADD | tag::ACTIVATION if geometry => {
             expect_zero(a, hp, l, p)?;
             expect_zero(b, hp, l, p + 4)?;
             expect_zero(c, hp, l, p + 8)?;
-            Layer::GlobalAvgPool
+            match kind {
+                tag::GLOBAL_AVG_POOL => Layer::GlobalAvgPool,
+                tag::CONCAT => Layer::Concat,
+                tag::ADD => Layer::Add { activation: read_activation(r, base, i, geometry)? },
+                _ => Layer::Activation(read_activation(r, base, i, geometry)?),
+            }
         }
         tag::BATCH_NORM => {
             expect_zero(c, hp, l, p + 8)?;
@@ -464,7 +491,7 @@ fn read_layer(r: &Reader<'_>, i: usize, ext_at: Option<usize>) -> Result<Layer, 
         }
         t => return Err(err(ErrorKind::BadTag { value: t as u32 }, Field::LayerKind, l, base + rec::KIND)),
     };
-    Ok(layer)
+    Ok((layer, inputs))
 }
 
 /// The next free byte of the data area; sections are placed after it in file order.
@@ -572,7 +599,10 @@ fn expected_counts(layer: &Layer, input: Shape) -> Option<(u64, u64)> {
         | Layer::AvgPool2D(_)
         | Layer::GlobalAvgPool
         | Layer::Flatten
-        | Layer::Dropout { .. } => None,
+        | Layer::Dropout { .. }
+        | Layer::Add { .. }
+        | Layer::Concat
+        | Layer::Activation(_) => None,
     }
 }
 

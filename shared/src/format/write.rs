@@ -36,7 +36,8 @@ pub fn write(model: &QuantModel<'_>) -> Result<Vec<u8>, FormatError> {
     // a transform to carry (2) or a layer only version 3 describes, so files
     // without them keep their exact bytes from before.
     let transform = model.preprocess.filter(|t| !t.is_identity());
-    let geometry = layers.iter().any(needs_geometry);
+    let inputs = model.spec.inputs();
+    let geometry = needs_geometry(layers, inputs);
     let version = if geometry {
         VERSION_GEOMETRY
     } else if transform.is_some() {
@@ -77,7 +78,12 @@ pub fn write(model: &QuantModel<'_>) -> Result<Vec<u8>, FormatError> {
 
     for (i, (layer, d)) in layers.iter().zip(data).enumerate() {
         let base = offsets::layer_record(i);
-        let (kind, act, pad, p, ext) = encode_layer(layer);
+        let (kind, act, pad, p, mut ext) = encode_layer(layer);
+        let reads = inputs[i];
+        if !reads.is_stack(i) {
+            ext[9] = if reads.main as usize == i { 0 } else { reads.main as u32 + 1 };
+            ext[10] = reads.other.map_or(0, |t| t as u32 + 1);
+        }
         if geometry {
             for (k, v) in ext.into_iter().enumerate() {
                 put_u32(&mut out, offsets::geometry_record(n, i) + 4 * k, v);
@@ -201,6 +207,9 @@ fn encode_layer(layer: &Layer) -> (u8, u8, u8, [u32; 3], [u32; GEOMETRY_FIELDS])
             (tag::AVG_POOL2D, 0, pad, [p.pool.h, p.stride.h, 0], [p.pool.w, p.stride.w, 0, 0, t, b, l, r, 0, 0, 0, 0])
         }
         Layer::GlobalAvgPool => (tag::GLOBAL_AVG_POOL, 0, 0, [0; 3], none),
+        Layer::Add { activation } => (tag::ADD, act(activation), 0, [0; 3], none),
+        Layer::Concat => (tag::CONCAT, 0, 0, [0; 3], none),
+        Layer::Activation(a) => (tag::ACTIVATION, act(a), 0, [0; 3], none),
         Layer::BatchNorm { epsilon, momentum } => {
             (tag::BATCH_NORM, 0, 0, [epsilon.to_bits(), momentum.to_bits(), 0], none)
         }
