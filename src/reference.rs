@@ -22,7 +22,16 @@ pub fn float_forward(
     }
     let mut outs: Vec<Vec<f32>> = Vec::with_capacity(params.len());
     for ((i, layer, inp, out), p) in spec.shapes().zip(params) {
-        let x: &[f32] = if i == 0 { input } else { &outs[i - 1] };
+        // Tensor t: the input (0) or layer t - 1's output.
+        let tensor = |t: u16| -> &[f32] {
+            if t == 0 {
+                input
+            } else {
+                &outs[t as usize - 1]
+            }
+        };
+        let reads = spec.inputs()[i];
+        let x: &[f32] = tensor(reads.main);
         let y = match (*layer, *p) {
             (Layer::Conv2D(c), FloatLayer::Conv2D { weights, bias }) => {
                 let g = ConvGeom::from_spec(&c, inp).ok_or(ConvertError::WrongKind { layer: i })?;
@@ -81,6 +90,28 @@ pub fn float_forward(
                 )
                 .ok_or(ConvertError::WrongKind { layer: i })?;
                 reference_avg_pool(&g, x)
+            }
+            (Layer::Add { activation }, _) => {
+                let b = tensor(reads.other.ok_or(ConvertError::WrongKind { layer: i })?);
+                let mut y: Vec<f32> = x.iter().zip(b).map(|(&a, &b)| a + b).collect();
+                activate(&mut y, activation);
+                y
+            }
+            (Layer::Concat, _) => {
+                let b = tensor(reads.other.ok_or(ConvertError::WrongKind { layer: i })?);
+                let pixels = match inp {
+                    Shape::Image { h, w, .. } => (h * w) as usize,
+                    Shape::Flat(_) => 1,
+                };
+                let (ca, cb) = (x.len() / pixels, b.len() / pixels);
+                (0..pixels)
+                    .flat_map(|p| x[p * ca..(p + 1) * ca].iter().chain(&b[p * cb..(p + 1) * cb]).copied())
+                    .collect()
+            }
+            (Layer::Activation(a), _) => {
+                let mut y = x.to_vec();
+                activate(&mut y, a);
+                y
             }
             _ => x.to_vec(),
         };

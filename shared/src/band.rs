@@ -27,7 +27,7 @@ use half::f16;
 
 use crate::engine::{
     as_f16, as_f16_mut, as_i8, as_i8_mut, input_base, input_slot_of, is_identity, plan, prepare_into, run_layer, split,
-    tensor_bytes, with_constant_clamp, work_and_scratch, EngineError, LayerPlan, Observer, Prepared, Region,
+    tensor_bytes, with_constant_clamp, work_and_scratch, EngineError, LayerPlan, Observer, Plan, Prepared, Region,
     SingleThread, Step,
 };
 use crate::geometry::{ConvGeom, PoolGeom};
@@ -69,6 +69,8 @@ pub struct Stage {
     pub layers: usize,
     /// Its input tensor (empty for a streamed first band group).
     pub input: Region,
+    /// The second input of an Add or Concatenate (empty otherwise).
+    pub other: Region,
     /// Its output tensor.
     pub output: Region,
     /// Output is the input region (identity layers, BatchNormalization alone).
@@ -95,6 +97,9 @@ pub struct BandedPlan {
     pub scratch_bytes: usize,
     /// Bytes of one input example.
     pub input_bytes: usize,
+    /// Where the resident input sits in the work area (0 unless the model
+    /// is a graph, which runs the whole-tensor plan stage by stage).
+    pub input_offset: usize,
     /// Bytes of the output.
     pub output_bytes: usize,
     stages: [Stage; MAX_LAYERS],
@@ -238,6 +243,9 @@ fn plan_with_into<'s>(
     let shapes = Shapes(spec);
     let n = spec.layers().len();
     let input_bytes = tensor_bytes(spec.input(), bytes);
+    if !spec.is_stack() {
+        return graph_stages(&whole, n, slot);
+    }
     let streamed = input == InputRows::Streamed && group_at(&shapes, 0).is_some();
 
     // Stages, with one pool row per band, written into the plan returned
@@ -252,6 +260,7 @@ fn plan_with_into<'s>(
         align_slack: whole.align_slack,
         scratch_bytes: whole.scratch_bytes,
         input_bytes,
+        input_offset: 0,
         output_bytes: 0,
         stages: [Stage::default(); MAX_LAYERS],
         len: 0,
@@ -377,6 +386,36 @@ fn plan_with_into<'s>(
     out
 }
 
+/// A graph (layers reading other tensors than the previous output) runs
+/// without bands: one stage per layer where the whole-tensor plan puts it.
+fn graph_stages<'s>(whole: &Plan, n: usize, slot: &'s mut MaybeUninit<BandedPlan>) -> &'s mut BandedPlan {
+    let out = slot.write(BandedPlan {
+        arena_bytes: whole.arena_bytes,
+        input: InputRows::Resident,
+        whole_tensor_bytes: whole.arena_bytes,
+        peak_stage: whole.peak_layer,
+        align_slack: whole.align_slack,
+        scratch_bytes: whole.scratch_bytes,
+        input_bytes: whole.input_bytes,
+        input_offset: whole.input_offset,
+        output_bytes: whole.output_bytes,
+        stages: [Stage::default(); MAX_LAYERS],
+        len: n,
+    });
+    for (i, (st, lp)) in out.stages.iter_mut().zip(whole.layers()).enumerate() {
+        *st = Stage {
+            first: i,
+            layers: 1,
+            input: lp.input,
+            other: lp.other,
+            output: lp.output,
+            in_place: lp.in_place,
+            band: None,
+        };
+    }
+    out
+}
+
 /// A model prepared for banded runs: [`prepare`]'s checks and constants and
 /// a [`BandedPlan`].
 #[derive(Clone, Debug)]
@@ -461,7 +500,7 @@ pub fn run_banded<'a>(
 /// so the input needs no buffer of its own besides the arena.
 pub fn input_slot<'a>(banded: &Banded<'_>, arena: &'a mut [u8]) -> Result<&'a mut [u8], EngineError> {
     let p = &banded.plan;
-    input_slot_of(banded.prepared.model().precision, p.arena_bytes, p.input_bytes, arena)
+    input_slot_of(banded.prepared.model().precision, p.arena_bytes, p.input_offset, p.input_bytes, arena)
 }
 
 /// [`run_banded`] on the input already written to [`input_slot`]`(banded, arena)`:
@@ -503,7 +542,7 @@ pub fn run_banded_rows<'a>(
     };
     if p.input == InputRows::Resident {
         let rows = p.input_bytes.checked_div(in_row).unwrap_or(0);
-        let dst = &mut work[..p.input_bytes];
+        let dst = &mut work[p.input_offset..p.input_offset + p.input_bytes];
         for r in 0..rows {
             read_rows(r, &mut dst[r * in_row..(r + 1) * in_row])?;
         }
@@ -522,7 +561,7 @@ pub fn run_banded_rows<'a>(
         match st.band {
             None => {
                 let i = st.first;
-                let lp = LayerPlan { input: st.input, output: st.output, in_place: st.in_place };
+                let lp = LayerPlan { input: st.input, other: st.other, output: st.output, in_place: st.in_place };
                 observer.layer_start(i);
                 let (step, weights) = (banded.prepared.steps[i], data[i].weights);
                 run_layer(model.precision, i, step, weights, work, scratch, &lp, &SingleThread)?;

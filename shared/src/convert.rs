@@ -11,7 +11,10 @@
 //!   `y = s[c] * x + t[c]`, `s = gamma / sqrt(var + eps)`, `t = beta - mean * s`,
 //!   with `s[c]` stored as an int8 weight of +-127 at scale `|s[c]| / 127`
 //!   (exact), so a negative gamma stays negative;
-//! - MaxPool2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dropout
+//! - Add and Concatenate: their own output quantization from the calibrated
+//!   range (the engine requantizes each input to it).
+//! - MaxPool2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dropout,
+//!   a standalone activation
 //!   keep their input's quantization (TFLite's int8 pools do too).
 //!
 //! Activation ranges come from calibration: [`crate::convert::Ranges`] holds the min/max of
@@ -113,7 +116,10 @@ pub fn check_params(spec: &ModelSpec, params: &[FloatLayer<'_>]) -> Result<(), C
                 | Layer::AvgPool2D(_)
                 | Layer::GlobalAvgPool
                 | Layer::Flatten
-                | Layer::Dropout { .. },
+                | Layer::Dropout { .. }
+                | Layer::Add { .. }
+                | Layer::Concat
+                | Layer::Activation(_),
                 FloatLayer::None,
             ) => {}
             _ => return Err(ConvertError::WrongKind { layer: i }),
@@ -268,9 +274,11 @@ pub fn quantize_int8(spec: &ModelSpec, params: &[FloatLayer<'_>], ranges: &Range
         return Err(ConvertError::LayerCount { expected: params.len(), got: ranges.layers.len() });
     }
     let input = quant::choose_quant(ranges.input.0, ranges.input.1);
-    let mut in_q = input;
+    // Each tensor's quantization (0: the input, i + 1: layer i's output).
+    let mut tensor_q = vec![input];
     let mut layers = Vec::with_capacity(params.len());
     for ((i, layer, inp, _), (p, r)) in spec.shapes().zip(params.iter().zip(&ranges.layers)) {
+        let in_q = tensor_q[spec.inputs()[i].main as usize];
         let (w, out_q) = match (*layer, *p) {
             (Layer::Conv2D(_), FloatLayer::Conv2D { weights, bias })
             | (Layer::Dense { .. }, FloatLayer::Dense { weights, bias }) => {
@@ -301,10 +309,14 @@ pub fn quantize_int8(spec: &ModelSpec, params: &[FloatLayer<'_>], ranges: &Range
                 }
                 (o.into(), out_q)
             }
+            // Add and Concatenate requantize to their own calibrated range.
+            (Layer::Add { .. } | Layer::Concat, _) => (OwnedWeights::None, quant::choose_quant(r.0, r.1)),
+            // The rest keep their input's quantization (a standalone ReLU
+            // clamps at the zero point; pools and reshapes move values).
             _ => (OwnedWeights::None, in_q),
         };
         layers.push((w, out_q));
-        in_q = out_q;
+        tensor_q.push(out_q);
     }
     Ok(OwnedModel {
         spec: *spec,

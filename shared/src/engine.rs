@@ -176,8 +176,13 @@ impl Region {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LayerPlan {
     pub input: Region,
+    /// The second input of an Add or Concatenate (empty otherwise).
+    pub other: Region,
     pub output: Region,
-    /// Output is the input region: identity layers (no work) and BatchNormalization (in place).
+    /// Output is the input region: identity layers (no work), BatchNormalization
+    /// and a standalone activation (in place). In a graph, an in-place layer
+    /// whose input is still read later gets its own output, which it fills
+    /// with a copy of the input first.
     pub in_place: bool,
 }
 
@@ -188,9 +193,11 @@ pub struct Plan {
     /// kernels' `scratch_bytes` and `align_slack`.
     pub arena_bytes: usize,
     /// Max over the layers of input + output bytes (identity layers count
-    /// their input only): what an executor needs that keeps every layer's
-    /// input and output in separate buffers; the activations' part of the
-    /// arena (`arena_bytes - scratch_bytes - align_slack`) never exceeds it.
+    /// their input only; a graph's Add and Concatenate both inputs): what an
+    /// executor needs that keeps every layer's inputs and output in separate
+    /// buffers; for a stack the activations' part of the arena
+    /// (`arena_bytes - scratch_bytes - align_slack`) never exceeds it (a
+    /// graph also keeps tensors that later layers read).
     pub max_layer_io_bytes: usize,
     /// Layer attaining `max_layer_io_bytes`.
     pub peak_layer: usize,
@@ -202,6 +209,8 @@ pub struct Plan {
     pub scratch_bytes: usize,
     /// Bytes of one input example.
     pub input_bytes: usize,
+    /// Where the input sits in the work area (0 for a stack).
+    pub input_offset: usize,
     /// Bytes of the output (logits).
     pub output_bytes: usize,
     layers: [LayerPlan; MAX_LAYERS],
@@ -294,8 +303,18 @@ pub(crate) fn is_identity(layer: &Layer) -> bool {
     matches!(layer, Layer::Flatten | Layer::Dropout { .. })
 }
 
-/// Plan the arena of `model` (depends only on its layer stack and precision).
+/// Plan the arena of `model` (depends only on its layers, the tensors they
+/// read and its precision): a stack with the two-ended ping-pong (module
+/// docs), a graph by tensor lifetimes ([`crate::arena::greedy`]).
 pub fn plan(model: &QuantModel<'_>) -> Plan {
+    if model.spec.is_stack() {
+        plan_stack(model)
+    } else {
+        plan_graph(model)
+    }
+}
+
+fn plan_stack(model: &QuantModel<'_>) -> Plan {
     let bytes = model.precision.activation_bytes();
     let spec = &model.spec;
     let input_bytes = tensor_bytes(spec.input(), bytes);
@@ -325,12 +344,12 @@ pub fn plan(model: &QuantModel<'_>) -> Plan {
     for (i, layer, _, out) in spec.shapes() {
         let ob = tensor_bytes(out, bytes);
         let lp = if is_identity(layer) || matches!(layer, Layer::BatchNorm { .. }) {
-            LayerPlan { input: cur, output: cur, in_place: true }
+            LayerPlan { input: cur, other: Region::default(), output: cur, in_place: true }
         } else {
             let output =
                 if low { Region { offset: need.saturating_sub(ob), len: ob } } else { Region { offset: 0, len: ob } };
             low = !low;
-            LayerPlan { input: cur, output, in_place: false }
+            LayerPlan { input: cur, other: Region::default(), output, in_place: false }
         };
         cur = lp.output;
         output_bytes = ob;
@@ -348,9 +367,89 @@ pub fn plan(model: &QuantModel<'_>) -> Plan {
         align_slack,
         scratch_bytes,
         input_bytes,
+        input_offset: 0,
         output_bytes,
         layers,
         len: spec.layers().len(),
+    }
+}
+
+/// Whether a layer runs in place on its input's bytes when nothing else reads them.
+fn runs_in_place(layer: &Layer) -> bool {
+    matches!(layer, Layer::BatchNorm { .. } | Layer::Activation(_))
+}
+
+/// A graph's plan: each tensor a buffer alive from its producer to its last
+/// reader, placed by TFLite Micro's greedy first fit. Identity layers share
+/// their input's buffer; BatchNormalization and a standalone activation
+/// share it too when no later layer reads it, else they get their own.
+fn plan_graph(model: &QuantModel<'_>) -> Plan {
+    use crate::arena::{greedy, Buffer, MAX_BUFFERS};
+    let bytes = model.precision.activation_bytes();
+    let spec = &model.spec;
+    let (layers_in, inputs) = (spec.layers(), spec.inputs());
+    let n = layers_in.len();
+    let size = |t: usize| tensor_bytes(spec.tensor(t), bytes);
+    // root[t]: the buffer tensor t lives in (the tensor that owns it).
+    let mut root = [0usize; MAX_BUFFERS];
+    let mut buffers = [Buffer::default(); MAX_BUFFERS];
+    let mut shared = [false; MAX_LAYERS];
+    buffers[0] = Buffer { size: size(0), first: 0, last: 0 };
+    for (i, (layer, reads)) in layers_in.iter().zip(inputs).enumerate() {
+        let step = i + 1;
+        for t in [Some(reads.main), reads.other].into_iter().flatten() {
+            let r = root[t as usize];
+            buffers[r].last = buffers[r].last.max(step);
+        }
+        let r = root[reads.main as usize];
+        // Does a later layer read any tensor in buffer `r`?
+        let read_later = inputs[step..]
+            .iter()
+            .any(|q| [Some(q.main), q.other].into_iter().flatten().any(|t| t as usize <= i && root[t as usize] == r));
+        if is_identity(layer) || (runs_in_place(layer) && !read_later) {
+            root[step] = r;
+            shared[i] = true;
+        } else {
+            root[step] = step;
+            buffers[step] = Buffer { size: size(step), first: step, last: step };
+        }
+    }
+    let out = root[n];
+    buffers[out].last = buffers[out].last.max(n);
+    let mut offsets = [0usize; MAX_BUFFERS];
+    let need = greedy(&buffers[..=n], bytes, &mut offsets);
+    let region = |t: usize| Region { offset: offsets[root[t]], len: size(t) };
+    let mut layers = [LayerPlan::default(); MAX_LAYERS];
+    let (mut max_io, mut peak_layer) = (size(0), 0);
+    for (i, (layer, reads)) in layers_in.iter().zip(inputs).enumerate() {
+        let other = reads.other.map_or(Region::default(), |t| region(t as usize));
+        let lp = LayerPlan { input: region(reads.main as usize), other, output: region(i + 1), in_place: shared[i] };
+        let io = if is_identity(layer) {
+            lp.input.len
+        } else {
+            lp.input.len.saturating_add(other.len).saturating_add(if shared[i] { 0 } else { lp.output.len })
+        };
+        if io > max_io {
+            (max_io, peak_layer) = (io, i);
+        }
+        layers[i] = lp;
+    }
+    let align_slack = match model.precision {
+        Precision::Int8 => 0,
+        Precision::F16 => 1,
+    };
+    let scratch_bytes = scratch_bytes(model);
+    Plan {
+        arena_bytes: need.saturating_add(scratch_bytes).saturating_add(align_slack),
+        max_layer_io_bytes: max_io,
+        peak_layer,
+        align_slack,
+        scratch_bytes,
+        input_bytes: size(0),
+        input_offset: offsets[0],
+        output_bytes: size(n),
+        layers,
+        len: n,
     }
 }
 
@@ -412,9 +511,9 @@ pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
         check_zp(None, model.input)?;
     }
     let data = model.layer_data();
-    let mut in_q = model.input;
     for (i, layer, inp, _) in model.spec.shapes() {
         let d = &data[i];
+        let in_q = tensor_quant(model, model.spec.inputs()[i].main);
         let sizes = |n: u64| usize::try_from(n).map_err(|_| EngineError::TooLarge);
         let (weights, channels) = match *layer {
             Layer::Conv2D(c) => {
@@ -429,19 +528,23 @@ pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
             | Layer::GlobalAvgPool
             | Layer::Flatten
             | Layer::Dropout { .. }
-            | Layer::Add { .. }
-            | Layer::Concat
             | Layer::Activation(_) => {
-                if layer.is_binary() || matches!(layer, Layer::Activation(_)) || !model.spec.is_stack() {
-                    return Err(EngineError::Unsupported { layer: i });
-                }
                 if d.weights != LayerWeights::None {
                     return Err(EngineError::UnexpectedWeights { layer: i });
                 }
                 if int8 && d.output != in_q {
                     return Err(EngineError::QuantMismatch { layer: i });
                 }
-                in_q = d.output;
+                continue;
+            }
+            // Requantizing, without weights.
+            Layer::Add { .. } | Layer::Concat => {
+                if d.weights != LayerWeights::None {
+                    return Err(EngineError::UnexpectedWeights { layer: i });
+                }
+                if int8 {
+                    check_zp(Some(i), d.output)?;
+                }
                 continue;
             }
         };
@@ -454,9 +557,16 @@ pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
         if int8 {
             check_zp(Some(i), d.output)?;
         }
-        in_q = d.output;
     }
     Ok(())
+}
+
+/// The quantization of tensor `t` (0: the model input; `i + 1`: layer `i`'s output).
+pub(crate) fn tensor_quant(model: &QuantModel<'_>, t: u16) -> TensorQuant {
+    match (t as usize).checked_sub(1) {
+        None => model.input,
+        Some(i) => model.layer_data().get(i).map_or(model.input, |d| d.output),
+    }
 }
 
 /// View bytes as int8 values.
@@ -500,6 +610,22 @@ pub(crate) fn work_and_scratch(
     arena[base..base + planned].split_at_mut(planned - scratch_bytes)
 }
 
+/// Borrow two input regions (shared; they may be the same tensor) and an
+/// output region (exclusive) that the plan keeps disjoint from both.
+pub(crate) fn split2(work: &mut [u8], a: Region, b: Region, out: Region) -> (&[u8], &[u8], &mut [u8]) {
+    let (low, rest) = work.split_at_mut(out.offset);
+    let (dst, high) = rest.split_at_mut(out.len);
+    let (low, high): (&[u8], &[u8]) = (low, high);
+    let pick = |r: Region| {
+        if r.end() <= out.offset {
+            &low[r.offset..r.end()]
+        } else {
+            &high[r.offset - out.end()..r.end() - out.end()]
+        }
+    };
+    (pick(a), pick(b), dst)
+}
+
 pub(crate) fn split(work: &mut [u8], inp: Region, out: Region) -> (&[u8], &mut [u8]) {
     if inp.end() <= out.offset {
         let (a, b) = work.split_at_mut(out.offset);
@@ -526,6 +652,12 @@ pub(crate) enum Step {
     MaxPool { g: PoolGeom },
     /// AveragePooling2D and the global average pool (a window over the whole image).
     AvgPool { g: ConvGeom },
+    /// A standalone ReLU/ReLU6 in place (`prm`: the int8 clamp).
+    Activation { prm: Int8Params, relu: bool, six: bool },
+    /// Add of two tensors (`p`: the int8 arithmetic; `relu`/`six` for f16).
+    Add { p: k8::AddParams, relu: bool, six: bool },
+    /// Concatenate on channels: `pixels` pixels, each input requantized (int8).
+    Concat { pixels: usize, a: k8::Requant, b: k8::Requant },
 }
 
 /// `p` rebuilt where the kernel is called, so the compiler sees the constant
@@ -618,9 +750,11 @@ pub fn prepare_into<'s, 'm>(
 /// Every layer's constants ([`Step`]s) of a validated model.
 fn fill_steps(model: &QuantModel<'_>, steps: &mut [Step; MAX_LAYERS]) -> Result<(), EngineError> {
     let data = model.layer_data();
-    let mut in_q = model.input;
     for (i, layer, inp, _) in model.spec.shapes() {
         let d = &data[i];
+        let reads = model.spec.inputs()[i];
+        let in_q = tensor_quant(model, reads.main);
+        let other_q = tensor_quant(model, reads.other.unwrap_or(reads.main));
         let prm = |activation| Int8Params::for_output(in_q.zero_point, d.output, activation);
         let relu = |a| matches!(a, Activation::Relu | Activation::Relu6);
         steps[i] = match *layer {
@@ -640,11 +774,21 @@ fn fill_steps(model: &QuantModel<'_>, steps: &mut [Step; MAX_LAYERS]) -> Result<
             }
             Layer::AvgPool2D(p) => Step::AvgPool { g: avg_pool_geom(&p, inp).ok_or(EngineError::TooLarge)? },
             Layer::GlobalAvgPool => Step::AvgPool { g: global_pool_geom(inp).ok_or(EngineError::TooLarge)? },
-            Layer::Add { .. } | Layer::Concat | Layer::Activation(_) => {
-                return Err(EngineError::Unsupported { layer: i })
-            }
+            Layer::Activation(a) => Step::Activation { prm: prm(a), relu: relu(a), six: a == Activation::Relu6 },
+            Layer::Add { activation } => Step::Add {
+                p: k8::AddParams::new(in_q, other_q, d.output, activation),
+                relu: relu(activation),
+                six: activation == Activation::Relu6,
+            },
+            Layer::Concat => Step::Concat {
+                pixels: match inp {
+                    Shape::Image { h, w, .. } => (h as usize).saturating_mul(w as usize),
+                    Shape::Flat(_) => 1,
+                },
+                a: k8::Requant::new(in_q, d.output),
+                b: k8::Requant::new(other_q, d.output),
+            },
         };
-        in_q = d.output;
     }
     Ok(())
 }
@@ -693,7 +837,7 @@ pub fn run_with<'a>(
 /// writes it straight into the arena instead of holding it twice.
 pub fn input_slot<'a>(prepared: &Prepared<'_>, arena: &'a mut [u8]) -> Result<&'a mut [u8], EngineError> {
     let p = &prepared.plan;
-    input_slot_of(prepared.model.precision, p.arena_bytes, p.input_bytes, arena)
+    input_slot_of(prepared.model.precision, p.arena_bytes, p.input_offset, p.input_bytes, arena)
 }
 
 /// The input's bytes at the start of an arena's work area, once the arena is
@@ -701,13 +845,14 @@ pub fn input_slot<'a>(prepared: &Prepared<'_>, arena: &'a mut [u8]) -> Result<&'
 pub(crate) fn input_slot_of(
     precision: Precision,
     arena_bytes: usize,
+    input_offset: usize,
     input_bytes: usize,
     arena: &mut [u8],
 ) -> Result<&mut [u8], EngineError> {
     if arena.len() < arena_bytes {
         return Err(EngineError::ArenaTooSmall { needed: arena_bytes, given: arena.len() });
     }
-    let base = input_base(precision, arena);
+    let base = input_base(precision, arena) + input_offset;
     Ok(&mut arena[base..base + input_bytes])
 }
 
@@ -742,10 +887,10 @@ fn run_layers<'a>(
     let (model, p) = (prepared.model, &prepared.plan);
     let base = input_base(model.precision, arena);
     let (work, scratch) = work_and_scratch(arena, base, p.arena_bytes - p.align_slack, p.scratch_bytes);
-    let first = Region { offset: 0, len: p.input_bytes };
+    let first = Region { offset: p.input_offset, len: p.input_bytes };
     if model.precision == Precision::F16 {
         // Little-endian bytes to native f16 values, in place (a no-op on Arm and x86).
-        for v in work[..p.input_bytes].chunks_exact_mut(2) {
+        for v in work[first.offset..first.end()].chunks_exact_mut(2) {
             let x = f16::from_le_bytes([v[0], v[1]]);
             v.copy_from_slice(&x.to_ne_bytes());
         }
@@ -779,8 +924,35 @@ pub(crate) fn run_layer(
     lp: &LayerPlan,
     par: &dyn Parallel,
 ) -> Result<(), EngineError> {
+    // An in-place layer given its own output (a graph whose input tensor is
+    // read again later) works on a copy.
+    if matches!(step, Step::BatchNorm { .. } | Step::Activation { .. }) && lp.output != lp.input {
+        let (src, dst) = split(work, lp.input, lp.output);
+        dst.copy_from_slice(src);
+    }
     match (step, weights) {
         (Step::Identity, _) => {}
+        (Step::Activation { prm, relu, six }, _) => {
+            let data = &mut work[lp.output.offset..lp.output.end()];
+            match precision {
+                Precision::Int8 => k8::clamp_in_place(&prm, as_i8_mut(data)),
+                Precision::F16 => k16::activation_in_place(relu, six, as_f16_mut(data)),
+            }
+        }
+        (Step::Add { p, relu, six }, _) => {
+            let (a, b, dst) = split2(work, lp.input, lp.other, lp.output);
+            match precision {
+                Precision::Int8 => k8::add(&p, as_i8(a), as_i8(b), as_i8_mut(dst)),
+                Precision::F16 => k16::add(relu, six, as_f16(a), as_f16(b), as_f16_mut(dst)),
+            }
+        }
+        (Step::Concat { pixels, a: ra, b: rb }, _) => {
+            let (a, b, dst) = split2(work, lp.input, lp.other, lp.output);
+            match precision {
+                Precision::Int8 => k8::concat(pixels, &ra, &rb, as_i8(a), as_i8(b), as_i8_mut(dst)),
+                Precision::F16 => k16::concat(pixels, as_f16(a), as_f16(b), as_f16_mut(dst)),
+            }
+        }
         // BatchNormalization is per pixel, so any cut into whole pixels gives the same bytes.
         (Step::BatchNorm { prm }, LayerWeights::Int8(w)) => {
             let prm = with_constant_clamp(prm, false, false);

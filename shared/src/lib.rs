@@ -16,6 +16,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod arena;
 pub mod band;
 /// The boards: QEMU machine, core, clock, memory map ([`board::BOARDS`]).
 pub mod board;

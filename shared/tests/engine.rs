@@ -63,13 +63,69 @@ fn int8_weights(w: &OwnedWeights) -> Int8Weights<'_> {
     }
 }
 
-/// A random stack: [`random_classic_spec`] or [`random_general_spec`].
+/// A random model: [`random_classic_spec`], [`random_general_spec`] or [`random_graph_spec`].
 fn random_spec(rng: &mut Rng) -> Option<ModelSpec> {
-    if rng.int(0, 1) == 1 {
-        random_general_spec(rng)
-    } else {
-        random_classic_spec(rng)
+    match rng.int(0, 2) {
+        0 => random_general_spec(rng),
+        1 => random_graph_spec(rng),
+        _ => random_classic_spec(rng),
     }
+}
+
+/// A random residual graph: conv -> BN, a block (conv, BN, standalone
+/// ReLU/ReLU6, conv) whose output is added to the block input or to a 1x1
+/// strided shortcut conv of it (the Add with a random activation), a
+/// concatenation with an earlier tensor (a BN whose input is also read
+/// later: it cannot run in place), a pool, then Flatten or a global pool
+/// and Dense layers.
+fn random_graph_spec(rng: &mut Rng) -> Option<ModelSpec> {
+    use shared::spec::Inputs;
+    let h = rng.int(4, 12) as u32;
+    let w = rng.int(4, 12) as u32;
+    let input = Shape::image(h, w, rng.int(1, 3) as u32);
+    let mut layers: Vec<Layer> = Vec::new();
+    let mut inputs: Vec<Inputs> = Vec::new();
+    // Push a layer reading `main` (and `other`); returns its output tensor.
+    let mut push = |l: Layer, main: usize, other: Option<usize>| {
+        layers.push(l);
+        inputs.push(Inputs { main: main as u16, other: other.map(|t| t as u16) });
+        layers.len()
+    };
+    let act = |rng: &mut Rng| match rng.int(0, 2) {
+        0 => Activation::None,
+        1 => Activation::Relu,
+        _ => Activation::Relu6,
+    };
+    let f = rng.int(1, 6) as u32;
+    let stem = push(Layer::Conv2D(Conv2D::new(f, 3).same()), 0, None);
+    let x = push(Layer::BatchNorm { epsilon: 1e-3, momentum: 0.99 }, stem, None);
+    let stride = rng.int(1, 2) as u32;
+    let f2 = if stride == 2 || rng.int(0, 1) == 1 { rng.int(1, 6) as u32 } else { f };
+    let mut c1 = Conv2D::new(f2, 3).same();
+    c1.stride = Hw::square(stride);
+    let a = push(Layer::Conv2D(c1), x, None);
+    let a = push(Layer::BatchNorm { epsilon: 1e-3, momentum: 0.99 }, a, None);
+    let a6 = if rng.int(0, 1) == 1 { Activation::Relu6 } else { Activation::Relu };
+    let a = push(Layer::Activation(a6), a, None);
+    let b = push(Layer::Conv2D(Conv2D::new(f2, 3).same()), a, None);
+    let shortcut = if stride == 1 && f2 == f {
+        x
+    } else {
+        let mut sc = Conv2D::new(f2, 1);
+        sc.stride = Hw::square(stride);
+        push(Layer::Conv2D(sc), x, None)
+    };
+    let added = push(Layer::Add { activation: act(rng) }, b, Some(shortcut));
+    // A BN on the sum that cannot run in place: the sum is concatenated after it.
+    let y = push(Layer::BatchNorm { epsilon: 1e-3, momentum: 0.99 }, added, None);
+    let y = if rng.int(0, 1) == 1 { push(Layer::Concat, y, Some(added)) } else { y };
+    let y = if rng.int(0, 1) == 1 { push(Layer::MaxPool2D { pool: 2, stride: 1 }, y, None) } else { y };
+    let y = if rng.int(0, 1) == 1 { push(Layer::GlobalAvgPool, y, None) } else { push(Layer::Flatten, y, None) };
+    let d = push(Layer::Dense { units: rng.int(2, 8) as u32, activation: Activation::Relu }, y, None);
+    // Flat concatenation of the hidden layer with itself, sometimes.
+    let d = if rng.int(0, 1) == 1 { push(Layer::Concat, d, Some(d)) } else { d };
+    push(Layer::Dense { units: rng.int(2, 5) as u32, activation: Activation::Softmax }, d, None);
+    ModelSpec::graph(input, &layers, &inputs).ok()
 }
 
 /// A random AlexNet-shaped stack (conv/relu -> BN -> pool -> same conv -> BN -> dense).
@@ -175,12 +231,16 @@ fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> 
     prop_assert_eq!(&rec.started, &(0..n).collect::<Vec<_>>());
     prop_assert_eq!(rec.done.len(), n);
     prop_assert_eq!(&out, &rec.done[n - 1].2);
-    let mut prev = i8s(input);
-    let mut in_q = m.input;
+    // Every tensor's bytes and quantization (0: the input).
+    let mut tensors = vec![i8s(input)];
+    let mut quants = vec![m.input];
     for ((i, layer, inp, outs), (w, out_q)) in m.spec.shapes().zip(&m.layers) {
         let (idx, shape, ref bytes) = rec.done[i];
         prop_assert_eq!((idx, shape), (i, outs));
         let got = i8s(bytes);
+        let reads = m.spec.inputs()[i];
+        let (prev, in_q) = (tensors[reads.main as usize].clone(), quants[reads.main as usize]);
+        let other = reads.other.map(|t| (tensors[t as usize].clone(), quants[t as usize]));
         let xf: Vec<f32> = prev.iter().map(|&v| quant::dequantize(v, in_q)).collect();
         match *layer {
             Layer::Conv2D(c) => {
@@ -253,12 +313,68 @@ fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> 
                 }
             }
             Layer::Flatten | Layer::Dropout { .. } => prop_assert_eq!(&got, &prev),
-            Layer::Add { .. } | Layer::Concat | Layer::Activation(_) => {
-                prop_assert!(false, "this check walks stacks; graphs have their own")
+            Layer::Add { activation } => {
+                let (b, b_q) = other.unwrap();
+                let p = k8::AddParams::new(in_q, b_q, *out_q, activation);
+                let mut plain = vec![0i8; got.len()];
+                k8::add(&p, &prev, &b, &mut plain);
+                prop_assert_eq!(&got, &plain, "add layer {}", i);
+                // Within one step of the real sum, clamped by the activation.
+                let (lo, hi) = activation.clamp().unwrap();
+                for (j, (&x, &y)) in prev.iter().zip(&b).enumerate() {
+                    let real = (quant::dequantize(x, in_q) + quant::dequantize(y, b_q)).clamp(lo, hi);
+                    let want = quant::quantize(real, *out_q) as i32;
+                    prop_assert!(
+                        (want - got[j] as i32).abs() <= 1,
+                        "add layer {} elem {}: {} vs {}",
+                        i,
+                        j,
+                        want,
+                        got[j]
+                    );
+                }
+            }
+            Layer::Concat => {
+                let (b, b_q) = other.unwrap();
+                let pixels = match inp {
+                    Shape::Image { h, w, .. } => (h * w) as usize,
+                    Shape::Flat(_) => 1,
+                };
+                let mut plain = vec![0i8; got.len()];
+                k8::concat(
+                    pixels,
+                    &k8::Requant::new(in_q, *out_q),
+                    &k8::Requant::new(b_q, *out_q),
+                    &prev,
+                    &b,
+                    &mut plain,
+                );
+                prop_assert_eq!(&got, &plain, "concat layer {}", i);
+                // Every value is its input requantized: within one step of the real value.
+                let (ca, cb) = (prev.len() / pixels, b.len() / pixels);
+                for p in 0..pixels {
+                    let reals = prev[p * ca..(p + 1) * ca]
+                        .iter()
+                        .map(|&v| quant::dequantize(v, in_q))
+                        .chain(b[p * cb..(p + 1) * cb].iter().map(|&v| quant::dequantize(v, b_q)));
+                    for (k, r) in reals.enumerate() {
+                        let g = got[p * (ca + cb) + k] as i32;
+                        prop_assert!((quant::quantize(r, *out_q) as i32 - g).abs() <= 1, "concat layer {}", i);
+                    }
+                }
+            }
+            Layer::Activation(a) => {
+                prop_assert_eq!(*out_q, in_q);
+                let (lo, hi) = (
+                    if a == Activation::None { -128 } else { in_q.zero_point.clamp(-128, 127) },
+                    if a == Activation::Relu6 { k8::relu6_max(in_q) } else { 127 },
+                );
+                let want: Vec<i8> = prev.iter().map(|&v| (v as i32).clamp(lo, hi) as i8).collect();
+                prop_assert_eq!(&got, &want, "activation layer {}", i);
             }
         }
-        prev = got;
-        in_q = *out_q;
+        tensors.push(got);
+        quants.push(*out_q);
     }
     Ok(())
 }
@@ -288,9 +404,12 @@ proptest! {
         let mut input = vec![0u8; 2 * x.len()];
         engine::encode_f16_input(&x, &mut input).unwrap();
         let (out, rec) = run_recorded(&m, &input);
-        let mut prev = halves(&input);
+        let mut tensors = vec![halves(&input)];
         for ((i, layer, inp, outs), (w, _)) in spec.shapes().zip(&m.layers) {
             let got = halves(&rec.done[i].2);
+            let reads = spec.inputs()[i];
+            let prev = tensors[reads.main as usize].clone();
+            let other = reads.other.map(|t| tensors[t as usize].clone());
             let fw = match w {
                 OwnedWeights::F16 { weights, bias } => Some(F16Weights { weights, bias }),
                 _ => None,
@@ -312,10 +431,32 @@ proptest! {
                 Layer::AvgPool2D(_) | Layer::GlobalAvgPool => k16::avg_pool(&avg_geom(layer, inp), &prev, &mut want),
                 Layer::BatchNorm { .. } => k16::batch_norm(&fw.unwrap(), &prev, &mut want),
                 Layer::MaxPool2D { pool, stride } => k16::max_pool(&PoolGeom::from_spec(pool, stride, inp).unwrap(), &prev, &mut want),
+                Layer::Add { activation } => {
+                    let relu = matches!(activation, Activation::Relu | Activation::Relu6);
+                    k16::add(relu, activation == Activation::Relu6, &prev, other.as_ref().unwrap(), &mut want);
+                    // The f32 sum rounded once.
+                    for (j, (x, y)) in prev.iter().zip(other.as_ref().unwrap()).enumerate() {
+                        let (lo, hi) = activation.clamp().unwrap();
+                        let real = (x.to_f32() + y.to_f32()).clamp(lo, hi);
+                        prop_assert_eq!(want[j], f16::from_f32(real), "add elem {}", j);
+                    }
+                }
+                Layer::Concat => {
+                    let pixels = match inp { Shape::Image { h, w, .. } => (h * w) as usize, Shape::Flat(_) => 1 };
+                    k16::concat(pixels, &prev, &other.unwrap(), &mut want);
+                }
+                Layer::Activation(a) => {
+                    want.copy_from_slice(&prev);
+                    k16::activation_in_place(a != Activation::None, a == Activation::Relu6, &mut want);
+                    let (lo, hi) = a.clamp().unwrap();
+                    for (j, x) in prev.iter().enumerate() {
+                        prop_assert_eq!(want[j], f16::from_f32(x.to_f32().clamp(lo, hi)), "activation elem {}", j);
+                    }
+                }
                 _ => want.copy_from_slice(&prev),
             }
             prop_assert_eq!(&got, &want, "layer {}", i);
-            prev = got;
+            tensors.push(got);
         }
         // End to end against the float model: f16 keeps ~3 decimal digits per layer.
         let float = suite::float_forward(&spec, &v, &x).unwrap();
@@ -339,7 +480,12 @@ proptest! {
         let plan = *prepared.plan();
         prop_assert_eq!(plan, engine::plan(&view));
         let activations = plan.arena_bytes - plan.align_slack - plan.scratch_bytes;
-        prop_assert!(activations <= plan.max_layer_io_bytes);
+        if spec.is_stack() {
+            prop_assert!(activations <= plan.max_layer_io_bytes);
+        } else {
+            // A graph: no tensor's bytes overlap another's while both are alive.
+            check_graph_plan(&spec, &plan, activations)?;
+        }
         // The scratch is the most any conv kernel takes (int8), none for f16.
         let convs = spec.shapes().filter_map(|(_, l, inp, _)| match l {
             shared::spec::Layer::Conv2D(c) => shared::kernels::ConvGeom::from_spec(c, inp),
@@ -379,6 +525,58 @@ proptest! {
         let err = engine::run(&prepared, &input, &mut small, &mut NoObserver).unwrap_err();
         prop_assert_eq!(err, EngineError::ArenaTooSmall { needed: plan.arena_bytes, given: plan.arena_bytes - 1 });
     }
+}
+
+/// Tensor `t`'s region in a graph plan: the input's, or layer `t - 1`'s output.
+fn tensor_region(plan: &engine::Plan, t: usize) -> engine::Region {
+    if t == 0 {
+        engine::Region { offset: plan.input_offset, len: plan.input_bytes }
+    } else {
+        plan.layers()[t - 1].output
+    }
+}
+
+/// No two tensors alive at once share a byte, unless one is the other's
+/// in-place successor (identity layers, BN or an activation on a tensor
+/// nothing later reads); every tensor lies inside the activations.
+fn check_graph_plan(spec: &ModelSpec, plan: &engine::Plan, activations: usize) -> Result<(), TestCaseError> {
+    let n = spec.layers().len();
+    // Alive from the step that writes it (layer t - 1, step t) to its last reader's step.
+    let mut last = vec![0usize; n + 1];
+    for (i, r) in spec.inputs().iter().enumerate() {
+        for t in [Some(r.main), r.other].into_iter().flatten() {
+            last[t as usize] = last[t as usize].max(i + 1);
+        }
+    }
+    last[n] = n;
+    // Tensors sharing one buffer (chains of in-place layers) count as one.
+    let mut root: Vec<usize> = (0..=n).collect();
+    for (i, lp) in plan.layers().iter().enumerate() {
+        if lp.in_place {
+            prop_assert_eq!(lp.output, tensor_region(plan, spec.inputs()[i].main as usize));
+            root[i + 1] = root[spec.inputs()[i].main as usize];
+        }
+    }
+    let mut alive = vec![(usize::MAX, 0usize); n + 1];
+    for t in 0..=n {
+        let r = root[t];
+        alive[r] = (alive[r].0.min(t), alive[r].1.max(last[t]));
+        prop_assert!(tensor_region(plan, t).end() <= activations);
+    }
+    for a in 0..=n {
+        for b in 0..a {
+            if root[a] != a || root[b] != b {
+                continue;
+            }
+            let ((fa, la), (fb, lb)) = (alive[a], alive[b]);
+            if fa <= lb && fb <= la {
+                let (ra, rb) = (tensor_region(plan, a), tensor_region(plan, b));
+                let disjoint = ra.end() <= rb.offset || rb.end() <= ra.offset || ra.len == 0 || rb.len == 0;
+                prop_assert!(disjoint, "tensors {} and {} overlap while both alive: {:?} {:?}", a, b, ra, rb);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// conv -> relu -> BN (negative gammas) -> maxpool -> same conv, end to end
@@ -626,4 +824,16 @@ fn a_model_that_fails_validation_cannot_be_prepared() {
         let again = engine::run(&prepared, &input, &mut arena, &mut NoObserver).unwrap().to_vec();
         assert_eq!(again, run_recorded(&m, &input).0);
     }
+}
+
+/// The graph generator makes graphs (not stacks) that validate, so the
+/// property tests above do exercise Add, Concatenate and the graph planner.
+#[test]
+fn random_graphs_are_graphs_and_mostly_valid() {
+    let mut rng = Rng::new(7);
+    let specs: Vec<ModelSpec> = (0..200).filter_map(|_| random_graph_spec(&mut rng)).collect();
+    assert!(specs.len() >= 150, "{} of 200 valid", specs.len());
+    assert!(specs.iter().all(|s| !s.is_stack()));
+    let concats = specs.iter().filter(|s| s.layers().iter().any(|l| matches!(l, Layer::Concat))).count();
+    assert!(concats >= 50, "{concats}");
 }

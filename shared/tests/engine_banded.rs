@@ -98,7 +98,7 @@ fn check(model: &OwnedModel, input: &[u8], name: &str) -> (usize, usize) {
         .unwrap()
         .to_vec();
         assert_eq!(res, out, "{name} {mode:?}: output");
-        if mode == InputRows::Streamed {
+        if plan.input == InputRows::Streamed {
             assert!(band::run_banded_in_place(&banded, &mut arena, &mut engine::NoObserver).is_err());
         }
         assert_eq!(got.done.len(), want.done.len(), "{name} {mode:?}");
@@ -161,6 +161,42 @@ fn banded_runs_give_the_whole_tensor_bytes_on_random_stacks() {
         check(&m, &input, &format!("case {case}: {spec:?}"));
     }
     assert!(banded_layers > 30, "too few banded layers exercised: {banded_layers}");
+}
+
+/// A graph (a residual block, a concatenation) runs through the banded entry
+/// points on the whole-tensor plan, stage by stage, with the same bytes.
+#[test]
+fn graphs_run_through_the_banded_entry_points_with_the_whole_tensor_bytes() {
+    use shared::spec::{Inputs, Layer};
+    let st = |i: usize| Inputs::stack(i);
+    let layers = [
+        Layer::Conv2D(Conv2D::new(4, 3).same().relu()),
+        Layer::Conv2D(Conv2D::new(4, 3).same()),
+        Layer::BatchNorm { epsilon: 1e-3, momentum: 0.99 },
+        Layer::Add { activation: Activation::Relu },
+        Layer::Concat,
+        Layer::MaxPool2D { pool: 2, stride: 2 },
+        Layer::Flatten,
+        Layer::Dense { units: 3, activation: Activation::Softmax },
+    ];
+    let inputs = [
+        st(0),
+        st(1),
+        st(2),
+        Inputs { main: 3, other: Some(1) },
+        Inputs { main: 4, other: Some(0) },
+        st(5),
+        st(6),
+        st(7),
+    ];
+    let spec = ModelSpec::graph(Shape::image(9, 7, 2), &layers, &inputs).unwrap();
+    let mut rng = Rng::new(5);
+    for f16 in [false, true] {
+        let (m, input) = model(&spec, f16, &mut rng);
+        let (resident, streamed) = check(&m, &input, &format!("graph f16={f16}"));
+        let whole = engine::plan(&m.view()).arena_bytes;
+        assert_eq!((resident, streamed), (whole, whole));
+    }
 }
 
 /// The presets: the bytes, and the arena targets (alexnet-micro at

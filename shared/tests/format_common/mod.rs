@@ -5,7 +5,9 @@
 use shared::f16;
 use shared::format::{self, offsets, AlignedBytes};
 use shared::model::{F16Weights, Int8Weights, LayerData, LayerWeights, Precision, QuantModel, TensorQuant};
-use shared::spec::{Activation, AvgPool2D, Conv2D, Hw, Layer, ModelSpec, Padding, Sequential, Shape, MAX_LAYERS};
+use shared::spec::{
+    Activation, AvgPool2D, Conv2D, Hw, Inputs, Layer, ModelSpec, Padding, Sequential, Shape, MAX_LAYERS,
+};
 pub use suite::Rng;
 
 /// One layer's owned parameters.
@@ -121,11 +123,30 @@ pub fn random_spec(rng: &mut Rng) -> ModelSpec {
         };
         let target = rng.range(1, 9) as usize;
         let mut layers: Vec<Layer> = Vec::new();
+        let mut inputs: Vec<Inputs> = Vec::new();
+        let mut tensors = vec![input];
         let mut shape = input;
         let mut attempts = 0;
         while layers.len() < target && attempts < 50 {
             attempts += 1;
-            let l = match (shape, rng.range(0, 7)) {
+            // The graph layers: a second input, any earlier tensor that fits.
+            let mut other = None;
+            let l = match (shape, rng.range(0, 10)) {
+                (_, 7) => {
+                    Layer::Activation([Activation::None, Activation::Relu, Activation::Relu6][rng.range(0, 2) as usize])
+                }
+                (_, 8) => {
+                    let fits: Vec<usize> = (0..tensors.len()).filter(|&t| tensors[t] == shape).collect();
+                    other = Some(fits[rng.range(0, fits.len() as u32 - 1) as usize] as u16);
+                    Layer::Add {
+                        activation: [Activation::None, Activation::Relu, Activation::Relu6][rng.range(0, 2) as usize],
+                    }
+                }
+                (_, 9) => {
+                    let t = rng.range(0, tensors.len() as u32 - 1) as usize;
+                    other = Some(t as u16);
+                    Layer::Concat
+                }
                 (Shape::Image { .. }, 0) => {
                     let mut c = Conv2D::new(rng.range(1, 6), rng.range(1, 4)).strides(rng.range(1, 3));
                     if rng.chance(2) {
@@ -182,18 +203,32 @@ pub fn random_spec(rng: &mut Rng) -> ModelSpec {
                 }
                 _ => continue,
             };
-            if let Ok(out) = l.output_shape(layers.len(), shape) {
+            let i = layers.len();
+            let out = match other {
+                Some(t) => l.output_shape2(i, shape, tensors[t as usize]),
+                None => l.output_shape(i, shape),
+            };
+            if let Ok(out) = out {
                 layers.push(l);
+                inputs.push(Inputs { main: i as u16, other });
+                tensors.push(out);
                 shape = out;
             }
         }
         if rng.chance(2) {
             if matches!(shape, Shape::Image { .. }) {
+                inputs.push(Inputs::stack(layers.len()));
                 layers.push(Layer::Flatten);
             }
+            inputs.push(Inputs::stack(layers.len()));
             layers.push(Layer::Dense { units: rng.range(2, 6), activation: Activation::Softmax });
         }
-        if let Ok(spec) = ModelSpec::new(input, &layers) {
+        // Now and then a layer reads an earlier tensor than the previous one.
+        if rng.chance(4) && layers.len() > 1 {
+            let i = rng.range(1, layers.len() as u32 - 1) as usize;
+            inputs[i].main = rng.range(0, i as u32) as u16;
+        }
+        if let Ok(spec) = ModelSpec::graph(input, &layers, &inputs) {
             return spec;
         }
     }

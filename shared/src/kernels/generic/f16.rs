@@ -219,3 +219,40 @@ pub fn clamp6_in_place(data: &mut [f16]) {
         }
     }
 }
+
+/// ADD, element-wise: the f32 sum of the two f16 values, rounded once to
+/// f16, then ReLU (`relu`) and the ReLU6 clamp (`six`).
+pub fn add(relu: bool, six: bool, a: &[f16], b: &[f16], out: &mut [f16]) {
+    assert!(a.len() == out.len() && b.len() == out.len(), "add: length");
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = finish(x.to_f32() + y.to_f32(), relu);
+    }
+    if six {
+        clamp6_in_place(out);
+    }
+}
+
+/// CONCATENATION on the last axis: each of `pixels` output pixels (1 for
+/// flat vectors) holds `a`'s channels, then `b`'s.
+pub fn concat(pixels: usize, a: &[f16], b: &[f16], out: &mut [f16]) {
+    assert!(pixels > 0, "concat: pixels");
+    let (ca, cb) = (a.len() / pixels, b.len() / pixels);
+    assert!(ca * pixels == a.len() && cb * pixels == b.len() && out.len() == a.len() + b.len(), "concat: length");
+    for (p, o) in out.chunks_exact_mut(ca + cb).enumerate() {
+        o[..ca].copy_from_slice(&a[p * ca..(p + 1) * ca]);
+        o[ca..].copy_from_slice(&b[p * cb..(p + 1) * cb]);
+    }
+}
+
+/// A standalone ReLU (`relu`) and ReLU6 clamp (`six`), in place, with the
+/// conv epilogue's rules (a negative value, -0 excepted, becomes +0).
+pub fn activation_in_place(relu: bool, six: bool, data: &mut [f16]) {
+    if relu {
+        for v in data.iter_mut() {
+            *v = finish(v.to_f32(), true);
+        }
+    }
+    if six {
+        clamp6_in_place(data);
+    }
+}

@@ -17,7 +17,7 @@
 use super::pool::max_pool_by;
 use crate::geometry::{ConvGeom, PoolGeom};
 use crate::model::{Int8Weights, TensorQuant};
-use crate::quant::multiply_by_quantized_multiplier;
+use crate::quant::{multiply_by_quantized_multiplier, quantize_multiplier};
 use crate::spec::Activation;
 
 /// Zero points and the activation clamp of one int8 layer.
@@ -304,5 +304,131 @@ pub fn round_div(acc: i32, count: i32) -> i32 {
         (acc + count / 2) / count
     } else {
         (acc - count / 2) / count
+    }
+}
+
+/// TFLite's `ADD` arithmetic on int8, its Prepare done once: each input is
+/// offset by its zero point, shifted left by [`ADD_LEFT_SHIFT`] and scaled
+/// to a common scale (`scale / (2 * max(scale_a, scale_b))`), the two summed
+/// and scaled to the output (`2 * max / (2^20 * scale_out)`), each multiplier
+/// by `QuantizeMultiplier` (the double rounding of the reference kernels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddParams {
+    pub a_offset: i32,
+    pub b_offset: i32,
+    pub a_multiplier: i32,
+    pub a_shift: i32,
+    pub b_multiplier: i32,
+    pub b_shift: i32,
+    pub out_multiplier: i32,
+    pub out_shift: i32,
+    /// The output zero point and the fused activation's clamp.
+    pub out: Int8Params,
+}
+
+/// TFLite's left shift of int8 ADD inputs (20 for 8-bit, 15 for 16-bit).
+pub const ADD_LEFT_SHIFT: i32 = 20;
+
+impl AddParams {
+    /// TFLite Micro's `CalculateOpData` for ADD: the real multipliers in f64
+    /// from the f32 scales.
+    pub fn new(a: TensorQuant, b: TensorQuant, out: TensorQuant, activation: Activation) -> Self {
+        let twice_max = 2.0 * (a.scale as f64).max(b.scale as f64);
+        let (a_multiplier, a_shift) = quantize_multiplier(a.scale as f64 / twice_max);
+        let (b_multiplier, b_shift) = quantize_multiplier(b.scale as f64 / twice_max);
+        let (out_multiplier, out_shift) =
+            quantize_multiplier(twice_max / ((1i64 << ADD_LEFT_SHIFT) as f64 * out.scale as f64));
+        AddParams {
+            a_offset: -a.zero_point,
+            b_offset: -b.zero_point,
+            a_multiplier,
+            a_shift,
+            b_multiplier,
+            b_shift,
+            out_multiplier,
+            out_shift,
+            out: Int8Params::for_output(0, out, activation),
+        }
+    }
+}
+
+/// ADD, element-wise: `out[i] = a[i] + b[i]` in real terms (see [`AddParams`]).
+pub fn add(p: &AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
+    assert!(a.len() == out.len() && b.len() == out.len(), "add: length");
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = add_one(p, x, y);
+    }
+}
+
+#[inline(always)]
+fn add_one(p: &AddParams, x: i8, y: i8) -> i8 {
+    let x = (x as i32 + p.a_offset) << ADD_LEFT_SHIFT;
+    let y = (y as i32 + p.b_offset) << ADD_LEFT_SHIFT;
+    let x = multiply_by_quantized_multiplier(x, p.a_multiplier, p.a_shift);
+    let y = multiply_by_quantized_multiplier(y, p.b_multiplier, p.b_shift);
+    requantize(x + y, p.out_multiplier, p.out_shift, &p.out)
+}
+
+/// How one input of a concatenation becomes the output's quantization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requant {
+    /// Same scale and zero point: the bytes are copied.
+    pub identity: bool,
+    pub in_zp: i32,
+    pub multiplier: i32,
+    pub shift: i32,
+    pub out: Int8Params,
+}
+
+impl Requant {
+    /// From `input` to `output`: `QuantizeMultiplier(in / out)` (f64 of the
+    /// f32 scales), unless both are equal (TFLite's converter gives a
+    /// concatenation's inputs the output's quantization, so its bytes are copies).
+    pub fn new(input: TensorQuant, output: TensorQuant) -> Self {
+        let (multiplier, shift) = quantize_multiplier(input.scale as f64 / output.scale as f64);
+        Requant {
+            identity: input == output,
+            in_zp: input.zero_point,
+            multiplier,
+            shift,
+            out: Int8Params::new(input.zero_point, output.zero_point, Activation::None),
+        }
+    }
+
+    /// One value.
+    #[inline(always)]
+    pub fn apply(&self, x: i8) -> i8 {
+        if self.identity {
+            x
+        } else {
+            requantize(x as i32 - self.in_zp, self.multiplier, self.shift, &self.out)
+        }
+    }
+}
+
+/// CONCATENATION on the last axis: each of `pixels` output pixels (1 for
+/// flat vectors) holds
+/// `a`'s channels, then `b`'s, each requantized to the output.
+pub fn concat(pixels: usize, ra: &Requant, rb: &Requant, a: &[i8], b: &[i8], out: &mut [i8]) {
+    assert!(pixels > 0, "concat: pixels");
+    let (ca, cb) = (a.len() / pixels, b.len() / pixels);
+    assert!(ca * pixels == a.len() && cb * pixels == b.len() && out.len() == a.len() + b.len(), "concat: length");
+    for (p, o) in out.chunks_exact_mut(ca + cb).enumerate() {
+        let (oa, ob) = o.split_at_mut(ca);
+        for (d, &x) in oa.iter_mut().zip(&a[p * ca..(p + 1) * ca]) {
+            *d = ra.apply(x);
+        }
+        for (d, &x) in ob.iter_mut().zip(&b[p * cb..(p + 1) * cb]) {
+            *d = rb.apply(x);
+        }
+    }
+}
+
+/// A standalone ReLU or ReLU6 that keeps its input's quantization: a clamp
+/// to `[p.act_min, p.act_max]`, in place.
+pub fn clamp_in_place(p: &Int8Params, data: &mut [i8]) {
+    let (lo, hi) = (p.act_min.clamp(-128, 127) as i8, p.act_max.clamp(-128, 127) as i8);
+    for v in data {
+        *v = (*v).clamp(lo, hi);
     }
 }
