@@ -200,6 +200,56 @@ fn cleanup(dir: &Path) {
     }
 }
 
+/// A ResNet-shaped graph with every graph operator: a residual block whose
+/// input is read again by the Add (through a strided 1x1 shortcut conv), a
+/// standalone ReLU after a BN, a ReLU6 Add, a BN that cannot run in place
+/// (its input is concatenated later), a concatenation, a global average pool.
+fn residual_spec() -> ModelSpec {
+    use shared::spec::{Inputs, Layer};
+    let st = Inputs::stack;
+    let bn = Layer::BatchNorm { epsilon: 1e-3, momentum: 0.99 };
+    let mut strided = Conv2D::new(8, 3).same();
+    strided.stride = shared::spec::Hw::square(2);
+    let mut shortcut = Conv2D::new(8, 1);
+    shortcut.stride = shared::spec::Hw::square(2);
+    let layers = [
+        Layer::Conv2D(Conv2D::new(6, 3).same()),     // 0 -> t1
+        bn,                                          // 1 -> t2
+        Layer::Activation(Activation::Relu),         // 2 -> t3: block input
+        Layer::Conv2D(strided),                      // 3 -> t4
+        bn,                                          // 4 -> t5
+        Layer::Activation(Activation::Relu6),        // 5 -> t6
+        Layer::Conv2D(Conv2D::new(8, 3).same()),     // 6 -> t7
+        Layer::Conv2D(shortcut),                     // 7 -> t8 (reads t3)
+        Layer::Add { activation: Activation::Relu }, // 8 -> t9 = t7 + t8
+        bn,                                          // 9 -> t10 (t9 read again by 10)
+        Layer::Concat,                               // 10 -> t11 = [t10, t9]
+        Layer::GlobalAvgPool,                        // 11 -> t12
+        Layer::Dense { units: 5, activation: Activation::Softmax },
+    ];
+    let mut inputs: Vec<Inputs> = (0..layers.len()).map(st).collect();
+    inputs[7] = Inputs { main: 3, other: None };
+    inputs[8] = Inputs { main: 7, other: Some(8) };
+    inputs[10] = Inputs { main: 10, other: Some(9) };
+    ModelSpec::graph(Shape::image(12, 12, 3), &layers, &inputs).expect("valid test graph")
+}
+
+#[test]
+fn residual_graphs_give_the_desktop_bytes_on_every_core() {
+    let spec = residual_spec();
+    assert!(!spec.is_stack());
+    for (board, f16, seed) in [
+        (Board::QemuAn386, false, 11),
+        (Board::QemuAn386, true, 12),
+        (Board::QemuAn524, false, 13),
+        (Board::Stm32f405, false, 14),
+        (Board::Stm32f405, true, 15),
+    ] {
+        let (model, x) = build_model(&spec, f16, seed);
+        assert_same_bytes(board, &model, &x, &format!("graph-{}-{}", board.name(), if f16 { "f16" } else { "int8" }));
+    }
+}
+
 #[test]
 fn int8_model_gives_the_desktop_bytes_on_the_cortex_m4() {
     let (model, x) = build_model(&small_spec(), false, 1);

@@ -198,10 +198,15 @@ fn conv_band(g: &ConvGeom, r0: usize, r1: usize) -> (ConvGeom, usize, usize) {
 /// A streamed plan that would need more than the resident one is the
 /// resident one.
 pub fn plan_banded(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
-    let resident = plan_with(model, InputRows::Resident);
+    let whole = plan(model);
+    plan_banded_with(model, &whole, input)
+}
+
+fn plan_banded_with(model: &QuantModel<'_>, whole: &Plan, input: InputRows) -> BandedPlan {
+    let resident = plan_with(model, whole, InputRows::Resident);
     match input {
         InputRows::Streamed => {
-            let streamed = plan_with(model, InputRows::Streamed);
+            let streamed = plan_with(model, whole, InputRows::Streamed);
             if streamed.arena_bytes <= resident.arena_bytes {
                 streamed
             } else {
@@ -212,9 +217,9 @@ pub fn plan_banded(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
     }
 }
 
-fn plan_with(model: &QuantModel<'_>, input: InputRows) -> BandedPlan {
+fn plan_with(model: &QuantModel<'_>, whole: &Plan, input: InputRows) -> BandedPlan {
     let mut slot = MaybeUninit::uninit();
-    plan_with_into(model, input, &mut slot);
+    plan_with_into(model, whole, input, &mut slot);
     // SAFETY: `plan_with_into` writes the whole plan.
     unsafe { slot.assume_init() }
 }
@@ -226,25 +231,61 @@ pub fn plan_banded_into<'s>(
     input: InputRows,
     slot: &'s mut MaybeUninit<BandedPlan>,
 ) -> &'s mut BandedPlan {
+    let whole = plan(model);
+    plan_banded_into_with(model, &whole, input, slot)
+}
+
+/// [`plan_banded_into`] given the model's whole-tensor plan.
+fn plan_banded_into_with<'s>(
+    model: &QuantModel<'_>,
+    whole: &Plan,
+    input: InputRows,
+    slot: &'s mut MaybeUninit<BandedPlan>,
+) -> &'s mut BandedPlan {
     match input {
-        InputRows::Resident => plan_with_into(model, input, slot),
-        InputRows::Streamed => slot.write(plan_banded(model, input)),
+        InputRows::Resident => plan_with_into(model, whole, input, slot),
+        InputRows::Streamed => slot.write(plan_banded_with(model, whole, input)),
+    }
+}
+
+/// Write a plan of no stages into `slot` field by field (the stage table
+/// slot by slot: no whole `BandedPlan` is built on the stack and copied).
+fn init_banded<'s>(slot: &'s mut MaybeUninit<BandedPlan>, whole: &Plan) -> &'s mut BandedPlan {
+    let at = slot.as_mut_ptr();
+    // SAFETY: every field is written through a raw pointer before the whole
+    // is assumed initialised.
+    unsafe {
+        (&raw mut (*at).arena_bytes).write(0);
+        (&raw mut (*at).input).write(InputRows::Resident);
+        (&raw mut (*at).whole_tensor_bytes).write(whole.arena_bytes);
+        (&raw mut (*at).peak_stage).write(0);
+        (&raw mut (*at).align_slack).write(whole.align_slack);
+        (&raw mut (*at).scratch_bytes).write(whole.scratch_bytes);
+        (&raw mut (*at).input_bytes).write(whole.input_bytes);
+        (&raw mut (*at).input_offset).write(0);
+        (&raw mut (*at).output_bytes).write(0);
+        let table = (&raw mut (*at).stages).cast::<Stage>();
+        for i in 0..MAX_LAYERS {
+            table.add(i).write(Stage::default());
+        }
+        (&raw mut (*at).len).write(0);
+        slot.assume_init_mut()
     }
 }
 
 fn plan_with_into<'s>(
     model: &QuantModel<'_>,
+    whole: &Plan,
     input: InputRows,
     slot: &'s mut MaybeUninit<BandedPlan>,
 ) -> &'s mut BandedPlan {
     let bytes = model.precision.activation_bytes();
     let spec = &model.spec;
-    let whole = plan(model);
     let shapes = Shapes(spec);
     let n = spec.layers().len();
     let input_bytes = tensor_bytes(spec.input(), bytes);
     if !spec.is_stack() {
-        return graph_stages(&whole, n, slot);
+        return graph_stages(whole, n, slot);
     }
     let streamed = input == InputRows::Streamed && group_at(&shapes, 0).is_some();
 
@@ -252,19 +293,7 @@ fn plan_with_into<'s>(
     // (no second copy on the stack: this runs on the device at boot). A
     // stage of more than one layer is a band group, found again from its
     // first layer where it is needed.
-    let out = slot.write(BandedPlan {
-        arena_bytes: 0,
-        input: InputRows::Resident,
-        whole_tensor_bytes: whole.arena_bytes,
-        peak_stage: 0,
-        align_slack: whole.align_slack,
-        scratch_bytes: whole.scratch_bytes,
-        input_bytes,
-        input_offset: 0,
-        output_bytes: 0,
-        stages: [Stage::default(); MAX_LAYERS],
-        len: 0,
-    });
+    let out = init_banded(slot, whole);
     let stages = &mut out.stages;
     let mut len = 0;
     let mut i = 0;
@@ -389,19 +418,12 @@ fn plan_with_into<'s>(
 /// A graph (layers reading other tensors than the previous output) runs
 /// without bands: one stage per layer where the whole-tensor plan puts it.
 fn graph_stages<'s>(whole: &Plan, n: usize, slot: &'s mut MaybeUninit<BandedPlan>) -> &'s mut BandedPlan {
-    let out = slot.write(BandedPlan {
-        arena_bytes: whole.arena_bytes,
-        input: InputRows::Resident,
-        whole_tensor_bytes: whole.arena_bytes,
-        peak_stage: whole.peak_layer,
-        align_slack: whole.align_slack,
-        scratch_bytes: whole.scratch_bytes,
-        input_bytes: whole.input_bytes,
-        input_offset: whole.input_offset,
-        output_bytes: whole.output_bytes,
-        stages: [Stage::default(); MAX_LAYERS],
-        len: n,
-    });
+    let out = init_banded(slot, whole);
+    out.arena_bytes = whole.arena_bytes;
+    out.peak_stage = whole.peak_layer;
+    out.input_offset = whole.input_offset;
+    out.output_bytes = whole.output_bytes;
+    out.len = n;
     for (i, (st, lp)) in out.stages.iter_mut().zip(whole.layers()).enumerate() {
         *st = Stage {
             first: i,
@@ -458,7 +480,9 @@ pub fn prepare_banded_into<'s, 'm>(
     // initialised.
     unsafe {
         prepare_into(model, &mut *(&raw mut (*at).prepared).cast::<MaybeUninit<Prepared<'m>>>())?;
-        let plan = plan_banded_into(model, input, &mut *(&raw mut (*at).plan).cast::<MaybeUninit<BandedPlan>>());
+        let whole = (*at).prepared.plan();
+        let plan =
+            plan_banded_into_with(model, whole, input, &mut *(&raw mut (*at).plan).cast::<MaybeUninit<BandedPlan>>());
         if plan.arena_bytes == usize::MAX {
             return Err(EngineError::TooLarge);
         }

@@ -307,14 +307,50 @@ pub(crate) fn is_identity(layer: &Layer) -> bool {
 /// read and its precision): a stack with the two-ended ping-pong (module
 /// docs), a graph by tensor lifetimes ([`crate::arena::greedy`]).
 pub fn plan(model: &QuantModel<'_>) -> Plan {
-    if model.spec.is_stack() {
-        plan_stack(model)
-    } else {
-        plan_graph(model)
-    }
+    let mut slot = MaybeUninit::uninit();
+    plan_into(model, &mut slot);
+    // SAFETY: `plan_into` writes the whole plan.
+    unsafe { slot.assume_init() }
 }
 
-fn plan_stack(model: &QuantModel<'_>) -> Plan {
+/// [`plan`] into `slot`, the per-layer table written where it stays (no
+/// copy of a whole plan on a device's stack).
+pub(crate) fn plan_into<'s>(model: &QuantModel<'_>, slot: &'s mut MaybeUninit<Plan>) -> &'s mut Plan {
+    let at = slot.as_mut_ptr();
+    // SAFETY: every field is written through a raw pointer (the table slot
+    // by slot: no whole `Plan` is built on the stack and copied) before the
+    // whole is assumed initialised.
+    let out = unsafe {
+        (&raw mut (*at).arena_bytes).write(0);
+        (&raw mut (*at).max_layer_io_bytes).write(0);
+        (&raw mut (*at).peak_layer).write(0);
+        (&raw mut (*at).align_slack).write(match model.precision {
+            Precision::Int8 => 0,
+            Precision::F16 => 1,
+        });
+        (&raw mut (*at).scratch_bytes).write(scratch_bytes(model));
+        (&raw mut (*at).input_bytes).write(0);
+        (&raw mut (*at).input_offset).write(0);
+        (&raw mut (*at).output_bytes).write(0);
+        let table = (&raw mut (*at).layers).cast::<LayerPlan>();
+        for i in 0..MAX_LAYERS {
+            table.add(i).write(LayerPlan::default());
+        }
+        (&raw mut (*at).len).write(model.spec.layers().len());
+        slot.assume_init_mut()
+    };
+    if model.spec.is_stack() {
+        plan_stack(model, out);
+    } else {
+        plan_graph(model, out);
+    }
+    out
+}
+
+// Never inlined: each planner's arrays take their own frame only while it
+// runs (a device's stack is a few KiB).
+#[inline(never)]
+fn plan_stack(model: &QuantModel<'_>, out: &mut Plan) {
     let bytes = model.precision.activation_bytes();
     let spec = &model.spec;
     let input_bytes = tensor_bytes(spec.input(), bytes);
@@ -337,7 +373,7 @@ fn plan_stack(model: &QuantModel<'_>) -> Plan {
         need = need.max(here);
     }
     // Second pass: placement, alternating ends.
-    let mut layers = [LayerPlan::default(); MAX_LAYERS];
+    let layers = &mut out.layers;
     let mut cur = Region { offset: 0, len: input_bytes };
     let mut low = true;
     let mut output_bytes = input_bytes;
@@ -355,23 +391,11 @@ fn plan_stack(model: &QuantModel<'_>) -> Plan {
         output_bytes = ob;
         layers[i] = lp;
     }
-    let align_slack = match model.precision {
-        Precision::Int8 => 0,
-        Precision::F16 => 1,
-    };
-    let scratch_bytes = scratch_bytes(model);
-    Plan {
-        arena_bytes: need.saturating_add(scratch_bytes).saturating_add(align_slack),
-        max_layer_io_bytes: max_io,
-        peak_layer,
-        align_slack,
-        scratch_bytes,
-        input_bytes,
-        input_offset: 0,
-        output_bytes,
-        layers,
-        len: spec.layers().len(),
-    }
+    out.arena_bytes = need.saturating_add(out.scratch_bytes).saturating_add(out.align_slack);
+    out.max_layer_io_bytes = max_io;
+    out.peak_layer = peak_layer;
+    out.input_bytes = input_bytes;
+    out.output_bytes = output_bytes;
 }
 
 /// Whether a layer runs in place on its input's bytes when nothing else reads them.
@@ -383,7 +407,8 @@ fn runs_in_place(layer: &Layer) -> bool {
 /// reader, placed by TFLite Micro's greedy first fit. Identity layers share
 /// their input's buffer; BatchNormalization and a standalone activation
 /// share it too when no later layer reads it, else they get their own.
-fn plan_graph(model: &QuantModel<'_>) -> Plan {
+#[inline(never)]
+fn plan_graph(model: &QuantModel<'_>, out: &mut Plan) {
     use crate::arena::{greedy, Buffer, MAX_BUFFERS};
     let bytes = model.precision.activation_bytes();
     let spec = &model.spec;
@@ -414,12 +439,12 @@ fn plan_graph(model: &QuantModel<'_>) -> Plan {
             buffers[step] = Buffer { size: size(step), first: step, last: step };
         }
     }
-    let out = root[n];
-    buffers[out].last = buffers[out].last.max(n);
+    let result = root[n];
+    buffers[result].last = buffers[result].last.max(n);
     let mut offsets = [0usize; MAX_BUFFERS];
     let need = greedy(&buffers[..=n], bytes, &mut offsets);
     let region = |t: usize| Region { offset: offsets[root[t]], len: size(t) };
-    let mut layers = [LayerPlan::default(); MAX_LAYERS];
+    let layers = &mut out.layers;
     let (mut max_io, mut peak_layer) = (size(0), 0);
     for (i, (layer, reads)) in layers_in.iter().zip(inputs).enumerate() {
         let other = reads.other.map_or(Region::default(), |t| region(t as usize));
@@ -434,23 +459,12 @@ fn plan_graph(model: &QuantModel<'_>) -> Plan {
         }
         layers[i] = lp;
     }
-    let align_slack = match model.precision {
-        Precision::Int8 => 0,
-        Precision::F16 => 1,
-    };
-    let scratch_bytes = scratch_bytes(model);
-    Plan {
-        arena_bytes: need.saturating_add(scratch_bytes).saturating_add(align_slack),
-        max_layer_io_bytes: max_io,
-        peak_layer,
-        align_slack,
-        scratch_bytes,
-        input_bytes: size(0),
-        input_offset: offsets[0],
-        output_bytes: size(n),
-        layers,
-        len: n,
-    }
+    out.arena_bytes = need.saturating_add(out.scratch_bytes).saturating_add(out.align_slack);
+    out.max_layer_io_bytes = max_io;
+    out.peak_layer = peak_layer;
+    out.input_bytes = size(0);
+    out.input_offset = offsets[0];
+    out.output_bytes = size(n);
 }
 
 /// The most kernel scratch any layer of `model` takes (the int8 Conv2D's,
@@ -735,8 +749,7 @@ pub fn prepare_into<'s, 'm>(
     unsafe {
         (&raw mut (*at).model).write(model);
         let plan_at = &raw mut (*at).plan;
-        plan_at.write(plan(model));
-        let p = &*plan_at;
+        let p = plan_into(model, &mut *plan_at.cast::<MaybeUninit<Plan>>());
         if p.arena_bytes == usize::MAX || p.input_bytes == usize::MAX {
             return Err(EngineError::TooLarge);
         }

@@ -56,10 +56,17 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
             }
             LayerWeights::F16(w) => (2 * (w.weights.len() + w.bias.len()), String::new()),
         };
+        // A graph's layers name the tensors they read (t0 the input, t{i+1} layer i's output).
+        let reads = model.spec.inputs()[i];
+        let from = match (model.spec.is_stack(), reads.other) {
+            (true, _) => String::new(),
+            (false, Some(o)) => format!(" <- t{},t{}", reads.main, o),
+            (false, None) => format!(" <- t{}", reads.main),
+        };
         let _ = writeln!(
             s,
             "{:<44} {:<14} {:>11} {:>11} {:>12} {:>11.6} {:>6}  {}",
-            format!("{} ({})", model.spec.layer_name(i), layer.kind().class_name()),
+            format!("{} ({}){from}", model.spec.layer_name(i), layer.kind().class_name()),
             output.to_string().trim_start_matches("(None, ").trim_end_matches(')'),
             thousands(t + n),
             thousands(bytes as u64),
@@ -72,12 +79,27 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
     let _ = writeln!(s, "weight bytes: {}", thousands(model.weight_bytes() as u64));
     let _ = writeln!(
         s,
-        "arena bytes: {} = {} of activations (smallest possible: {}, the largest input+output of layer {}) + {} of kernel scratch",
+        "arena bytes: {} = {} of activations ({}: {}, the largest input+output of layer {}) + {} of kernel scratch",
         thousands(plan.arena_bytes as u64),
         thousands((plan.arena_bytes - plan.scratch_bytes) as u64),
+        if model.spec.is_stack() {
+            "smallest possible"
+        } else {
+            "planned by tensor lifetime, first fit; no plan needs less than"
+        },
         thousands(plan.max_layer_io_bytes as u64),
         model.spec.layer_name(plan.peak_layer),
         thousands(plan.scratch_bytes as u64)
+    );
+    let bytes_per = model.precision.activation_bytes();
+    let n = model.spec.layers().len();
+    let every: u64 = (0..=n).map(|t| model.spec.tensor(t).elements().saturating_mul(bytes_per as u64)).sum();
+    let _ = writeln!(
+        s,
+        "activations if every tensor had its own buffer: {}; TFLite Micro's greedy plan of the same graph: {} \
+         (16-byte aligned buffers, no layer in place)",
+        thousands(every),
+        thousands(shared::arena::tflm_arena_bytes(&model.spec, bytes_per) as u64)
     );
     let resident = shared::band::plan_banded(model, shared::band::InputRows::Resident);
     let streamed = shared::band::plan_banded(model, shared::band::InputRows::Streamed);
