@@ -135,6 +135,14 @@ impl ConvGeom {
             && self.pad_right() < self.kernel_w
     }
 
+    /// A depthwise conv with a depth multiplier of 1 (each output channel
+    /// filters its own input channel): what the depthwise fast kernels take,
+    /// any kernel, stride, dilation and padding.
+    #[inline]
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_c && self.out_c == self.in_c
+    }
+
     /// The kernel size of a square geometry (see [`ConvGeom::is_square`]).
     #[inline]
     pub fn kernel(&self) -> usize {

@@ -32,6 +32,12 @@ pub fn conv2d_fast(
     output: &mut [i8],
     scratch: &mut [u8],
 ) {
+    if g.is_depthwise() {
+        #[cfg(arm_dsp)]
+        return arm::depthwise_conv2d_dsp(g, p, w, input, output, scratch);
+        #[cfg(not(arm_dsp))]
+        return crate::kernels::generic::int8::depthwise_conv2d_portable(g, p, w, input, output, scratch);
+    }
     if !g.is_square() {
         // Rectangular, dilated or heavily padded: the plain kernel takes every geometry.
         let _ = scratch;

@@ -113,6 +113,69 @@ pub fn conv2d(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], o
     }
 }
 
+/// The depthwise weights (`[channel][tap]`, OHWI with one input channel
+/// per group) reordered `[tap][channel]` into `scratch` (at least
+/// `kernel_h * kernel_w * in_c` bytes).
+pub(crate) fn depthwise_reorder<'s>(g: &ConvGeom, w: &Int8Weights<'_>, scratch: &'s mut [u8]) -> &'s [i8] {
+    let (c, taps) = (g.in_c, g.kernel_h * g.kernel_w);
+    let dst = &mut scratch[..taps * c];
+    for (ch, row) in w.weights.chunks_exact(taps).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            dst[t * c + ch] = v as u8;
+        }
+    }
+    // SAFETY: u8 and i8 share size, alignment and validity.
+    unsafe { core::slice::from_raw_parts(dst.as_ptr().cast::<i8>(), dst.len()) }
+}
+
+/// [`conv2d`]'s sums for a depthwise geometry ([`ConvGeom::is_depthwise`])
+/// in a faster order: for each output pixel and in-image tap, a run of
+/// channels against the tap's reordered weights ([`depthwise_reorder`],
+/// in `scratch`). The same products summed modulo 2^32 in another order:
+/// the same bytes.
+pub fn depthwise_conv2d_portable(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    input: &[i8],
+    output: &mut [i8],
+    scratch: &mut [u8],
+) {
+    check_conv(g, w, input, output);
+    assert!(g.is_depthwise(), "depthwise_conv2d_portable: a depthwise geometry");
+    let c = g.in_c;
+    let wt = depthwise_reorder(g, w, scratch);
+    const LANES: usize = 16;
+    for oy in 0..g.out_h {
+        let (ky0, ky1, iy0) = g.taps_h(oy);
+        for ox in 0..g.out_w {
+            let (kx0, kx1, ix0) = g.taps_w(ox);
+            let out_px = &mut output[(oy * g.out_w + ox) * c..][..c];
+            let mut ch = 0;
+            while ch < c {
+                let n = LANES.min(c - ch);
+                let mut acc = [0i32; LANES];
+                for ky in ky0..ky1 {
+                    let iy = iy0 + (ky - ky0) * g.dilation_h;
+                    for kx in kx0..kx1 {
+                        let ix = ix0 + (kx - kx0) * g.dilation_w;
+                        let x = &input[(iy * g.in_w + ix) * c + ch..][..n];
+                        let wv = &wt[(ky * g.kernel_w + kx) * c + ch..][..n];
+                        for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(wv) {
+                            *a = a.wrapping_add(wv as i32 * (xv as i32 - p.in_zp));
+                        }
+                    }
+                }
+                for (j, (o, &a)) in out_px[ch..ch + n].iter_mut().zip(&acc).enumerate() {
+                    let k = ch + j;
+                    *o = requantize(a.wrapping_add(w.bias[k]), w.multiplier[k], w.shift[k], p);
+                }
+                ch += n;
+            }
+        }
+    }
+}
+
 pub(crate) fn check_conv(g: &ConvGeom, w: &Int8Weights<'_>, input: &[i8], output: &[i8]) {
     assert!(input.len() == g.input_len() && output.len() == g.output_len(), "conv2d: activation length");
     assert!(w.weights.len() == g.weights_len(), "conv2d: weight length");

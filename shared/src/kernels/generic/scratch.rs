@@ -25,9 +25,23 @@ pub fn dsp_conv_words(g: &ConvGeom) -> usize {
 }
 
 /// Scratch bytes of the int8 Conv2D (`kernels::int8::conv2d_fast`): the DSP
-/// kernel's widened patches plus 3 bytes to align them to a word.
+/// kernel's widened patches plus 3 bytes to align them to a word; for a
+/// depthwise conv the weights reordered tap-major ([`depthwise_weights_bytes`]);
+/// none for the other geometries, which run on the plain kernel.
 pub fn conv2d_int8_scratch_bytes(g: &ConvGeom) -> usize {
-    dsp_conv_words(g).saturating_mul(4).saturating_add(3)
+    if g.is_depthwise() {
+        depthwise_weights_bytes(g)
+    } else if g.is_square() {
+        dsp_conv_words(g).saturating_mul(4).saturating_add(3)
+    } else {
+        0
+    }
+}
+
+/// The depthwise kernels' weights reordered `[tap][channel]` (from OHWI's
+/// `[channel][tap]`), so that a word holds four channels of one tap.
+pub fn depthwise_weights_bytes(g: &ConvGeom) -> usize {
+    g.kernel_h.saturating_mul(g.kernel_w).saturating_mul(g.in_c)
 }
 
 /// The words of `scratch` from its first word-aligned byte (what a kernel
