@@ -800,7 +800,7 @@ impl ModelSpec {
             for t in 0..=MAX_LAYERS {
                 tensors.add(t).write(input);
             }
-            Self::check(input, layers, inputs, &mut *(&raw mut (*at).tensors))?;
+            Self::check(input, layers, inputs, &mut (*at).tensors)?;
             (&raw mut (*at).input).write(input);
             (&raw mut (*at).len).write(layers.len());
             let table = (&raw mut (*at).layers).cast::<Layer>();

@@ -181,7 +181,7 @@ fn random_general_spec(rng: &mut Rng) -> Option<ModelSpec> {
     match rng.int(0, 2) {
         0 => {}
         1 => s = s.conv2d(Conv2D::new(f1 * rng.int(1, 2) as u32, 3).groups(f1).same().relu6()),
-        _ if f1 % 2 == 0 => s = s.conv2d(Conv2D::new(4, 1).kernel_hw(1, 2).groups(2).relu()),
+        _ if f1.is_multiple_of(2) => s = s.conv2d(Conv2D::new(4, 1).kernel_hw(1, 2).groups(2).relu()),
         _ => {}
     }
     if rng.int(0, 1) == 1 {
