@@ -535,3 +535,67 @@ fn input_transform_makes_a_version_2_file_that_round_trips() {
         assert_eq!((e.field, e.offset), (Field::Reserved, offsets::TRANSFORM_COUNT));
     }
 }
+
+/// A graph's input tensors live in the geometry record (fields 9 and 10,
+/// tensor + 1): they round trip, and a layer reading a tensor not yet
+/// computed, an Add without its second input, a second input on a one-input
+/// layer and the default spelled out are each refused naming the layer.
+#[test]
+fn graph_inputs_round_trip_and_bad_ones_are_refused_naming_the_layer() {
+    use shared::spec::{Activation, Conv2D, Inputs, Layer, ModelSpec, Shape};
+    let layers = [
+        Layer::Conv2D(Conv2D::new(4, 3).same()),
+        Layer::Activation(Activation::Relu6),
+        Layer::Conv2D(Conv2D::new(4, 1)),
+        Layer::Add { activation: Activation::Relu },
+        Layer::Concat,
+        Layer::GlobalAvgPool,
+        Layer::Dense { units: 3, activation: Activation::Softmax },
+    ];
+    let inputs = [
+        Inputs::stack(0),
+        Inputs::stack(1),
+        Inputs { main: 1, other: None },
+        Inputs { main: 2, other: Some(3) },
+        Inputs { main: 4, other: Some(0) },
+        Inputs::stack(5),
+        Inputs::stack(6),
+    ];
+    let spec = ModelSpec::graph(Shape::image(6, 6, 4), &layers, &inputs).unwrap();
+    let mut rng = Rng::new(3);
+    for precision in PRECISIONS {
+        let m = model_for(spec, precision, &mut rng, false);
+        let f = file_of(&m);
+        assert_eq!(get_u32(&f, 8), 3);
+        let back = parse(&f).unwrap();
+        assert_eq!(back.spec.inputs(), &inputs);
+        assert_eq!(write(&back).unwrap(), f.as_bytes(), "canonical");
+        let n = layers.len();
+        let field = |i: usize, k: usize| offsets::geometry_record(n, i) + 4 * k;
+        // Layer 2 reads tensor 5 (layer 4's output): not computed yet.
+        let e = patched(&m, |g| put_u32(g, field(2, 9), 6));
+        assert!(
+            matches!(e.kind, ErrorKind::Spec(SpecError::Layer { index: 2, problem: Problem::FutureTensor(5), .. })),
+            "{e}"
+        );
+        assert_eq!(e.layer, Some(2));
+        // The Add without its second input.
+        let e = patched(&m, |g| put_u32(g, field(3, 10), 0));
+        assert!(
+            matches!(e.kind, ErrorKind::Spec(SpecError::Layer { index: 3, problem: Problem::MissingOperand, .. })),
+            "{e}"
+        );
+        // A second input on the global pool.
+        let e = patched(&m, |g| put_u32(g, field(5, 10), 1));
+        assert!(
+            matches!(e.kind, ErrorKind::Spec(SpecError::Layer { index: 5, problem: Problem::UnexpectedOperand, .. })),
+            "{e}"
+        );
+        // Layer 5's default input spelled out: one spelling per model.
+        let e = patched(&m, |g| put_u32(g, field(5, 9), 6));
+        assert_eq!(e.layer, Some(5), "{e}");
+        // The reserved last field.
+        let e = patched(&m, |g| put_u32(g, field(0, 11), 1));
+        assert_eq!(e.layer, Some(0), "{e}");
+    }
+}
