@@ -109,8 +109,8 @@ mod write;
 
 pub use error::{ErrorKind, Field, FormatError, Section};
 pub use layout::{
-    offsets, BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, SECTION_SLOTS, SHIFT_MAX, SHIFT_MIN,
-    VERSION,
+    offsets, version_for, BUFFER_ALIGN, HEADER_LEN, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, SECTION_SLOTS, SHIFT_MAX,
+    SHIFT_MIN, VERSION,
 };
 pub use parse::{declared_length, file_crc, parse, parse_into};
 #[cfg(feature = "alloc")]

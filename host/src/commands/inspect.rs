@@ -26,8 +26,8 @@ pub fn render(model: &QuantModel, file_bytes: usize) -> String {
     let _ = writeln!(
         s,
         "format version {}, {} model, {} bytes, input {} (scale {:.6}, zero point {})",
-        // Canonical files: version 2 exactly when there is an input transform.
-        if model.preprocess.is_some() { shared::format::VERSION } else { 1 },
+        // Canonical files: the oldest version that says the model.
+        shared::format::version_for(model),
         model.precision.name(),
         thousands(file_bytes as u64),
         model.spec.input(),

@@ -125,6 +125,19 @@ pub(crate) fn needs_geometry(layers: &[Layer], inputs: &[Inputs]) -> bool {
     layers.iter().any(layer_needs_geometry) || inputs.iter().enumerate().any(|(i, r)| !r.is_stack(i))
 }
 
+/// The version a model is written in: the oldest that can say it (3 for a
+/// layer or input only version 3 describes, 2 for an input transform other
+/// than the identity, else 1), so files keep their bytes from before.
+pub fn version_for(model: &crate::model::QuantModel<'_>) -> u32 {
+    if needs_geometry(model.spec.layers(), model.spec.inputs()) {
+        VERSION_GEOMETRY
+    } else if model.preprocess.is_some_and(|t| !t.is_identity()) {
+        2
+    } else {
+        1
+    }
+}
+
 /// `n` rounded up to a multiple of [`SECTION_ALIGN`], without overflow (u64 math).
 pub(crate) const fn align_up(n: u64) -> u64 {
     let a = SECTION_ALIGN as u64;

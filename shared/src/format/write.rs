@@ -2,10 +2,8 @@
 //! refuses, with the parser's own errors, any model the parser would refuse.
 
 use super::error::{ErrorKind, Field, FormatError};
-use super::layout::{
-    needs_geometry, BUFFER_ALIGN, GEOMETRY_FIELDS, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, VERSION_GEOMETRY,
-};
 use super::layout::{offsets, offsets::layer as rec, tag};
+use super::layout::{BUFFER_ALIGN, GEOMETRY_FIELDS, LAYER_RECORD_LEN, MAGIC, SECTION_ALIGN, VERSION_GEOMETRY};
 use super::parse::{file_crc, parse};
 use crate::model::{LayerWeights, Precision, QuantModel, TensorQuant};
 use crate::spec::{Activation, Layer, Padding, Shape};
@@ -37,14 +35,8 @@ pub fn write(model: &QuantModel<'_>) -> Result<Vec<u8>, FormatError> {
     // without them keep their exact bytes from before.
     let transform = model.preprocess.filter(|t| !t.is_identity());
     let inputs = model.spec.inputs();
-    let geometry = needs_geometry(layers, inputs);
-    let version = if geometry {
-        VERSION_GEOMETRY
-    } else if transform.is_some() {
-        2
-    } else {
-        1
-    };
+    let version = super::layout::version_for(model);
+    let geometry = version >= VERSION_GEOMETRY;
     let n = layers.len();
     let table = if geometry { offsets::geometry_record(n, n) } else { offsets::layer_record(n) };
     let mut out = vec![0u8; table];
