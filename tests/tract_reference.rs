@@ -1,6 +1,6 @@
 //! The host's own float forward (`host::nn::Network`, Eval mode) against the
 //! independent tract-core reference (`host::reference::TractReference`), on the
-//! two shipped presets with non-trivial weights.
+//! two shipped presets and a residual operator graph, with non-trivial weights.
 //!
 //! Metric: `max_i |host_i - tract_i| / max_i |tract_i|` over all logits of the
 //! batch, i.e. the worst absolute error measured in units of the largest logit.
@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use host::nn::{Mode, Network};
 use host::reference::ndarray::{Array4, ArrayD};
 use host::reference::TractReference;
-use shared::spec::{alexnet, alexnet_micro, ModelSpec};
+use shared::spec::{alexnet, alexnet_micro, Activation, Conv2D, Inputs, Layer, ModelSpec, Shape};
 use suite::Rng;
 
 const TOLERANCE: f64 = 1e-4;
@@ -85,5 +85,39 @@ fn alexnet_micro_host_forward_matches_tract() {
 fn alexnet_full_host_forward_matches_tract() {
     let spec = alexnet(227, 1000).unwrap();
     let rel = agreement(&spec, 1, 21);
+    assert!(rel <= TOLERANCE, "host vs tract relative max error {rel:e} > {TOLERANCE:e}");
+}
+
+/// A residual graph: a ResNet block (conv, BN, standalone ReLU, conv, BN;
+/// a strided 1x1 shortcut; Add with ReLU), a conv whose output both its BN
+/// and an Add (ReLU6) read, so that the eval forward must not fold that BN
+/// into the conv, a Concatenate of two branches and a standalone ReLU6.
+#[test]
+fn residual_graph_host_forward_matches_tract() {
+    let bn = Layer::BatchNorm { epsilon: 1e-3, momentum: 0.99 };
+    let conv = |c: Conv2D| Layer::Conv2D(c);
+    let add = |activation| Layer::Add { activation };
+    let layers: [(Layer, u16, Option<u16>); 16] = [
+        (conv(Conv2D::new(8, 3).same().relu()), 0, None), // t1
+        (bn, 1, None),                                    // t2: the block input
+        (conv(Conv2D::new(8, 3).strides(2).same()), 2, None),
+        (bn, 3, None),
+        (Layer::Activation(Activation::Relu), 4, None),
+        (conv(Conv2D::new(8, 3).same()), 5, None),
+        (bn, 6, None),                                 // t7
+        (conv(Conv2D::new(8, 1).strides(2)), 2, None), // t8: the shortcut
+        (add(Activation::Relu), 7, Some(8)),           // t9
+        (conv(Conv2D::new(8, 3).same()), 9, None),     // t10: read by the BN and the Add
+        (bn, 10, None),
+        (add(Activation::Relu6), 11, Some(10)), // t12
+        (Layer::Concat, 12, Some(9)),           // t13: 8x8x16
+        (Layer::Activation(Activation::Relu6), 13, None),
+        (Layer::GlobalAvgPool, 14, None),
+        (Layer::Dense { units: 5, activation: Activation::Softmax }, 15, None),
+    ];
+    let (l, r): (Vec<Layer>, Vec<Inputs>) = layers.iter().map(|&(l, main, other)| (l, Inputs { main, other })).unzip();
+    let spec = ModelSpec::graph(Shape::image(16, 16, 3), &l, &r).unwrap();
+    assert!(!spec.is_stack());
+    let rel = agreement(&spec, 3, 31);
     assert!(rel <= TOLERANCE, "host vs tract relative max error {rel:e} > {TOLERANCE:e}");
 }

@@ -31,6 +31,7 @@ use ndarray::{Array2, ArrayD, ArrayView4, IxDyn};
 use shared::geometry::ConvGeom;
 use shared::spec::{Activation, Layer, ModelSpec, Shape};
 use tract_core::internal::*;
+use tract_core::ops::array::TypedConcat;
 use tract_core::ops::change_axes::wire_with_rank_broadcast;
 use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec, SumPool};
 use tract_core::ops::einsum::EinSum;
@@ -102,13 +103,19 @@ impl TractReference {
         };
         let input_shape = [batch, h as usize, w as usize, c as usize];
         let mut model = TypedModel::default();
-        let mut wire = model.add_source("input", f32::fact(input_shape)).ctx(|| "adding the input".into())?;
+        let source = model.add_source("input", f32::fact(input_shape)).ctx(|| "adding the input".into())?;
+        // `wires[t]`: tensor `t` (0: the input, `i + 1`: layer `i`'s output).
+        let mut wires = vec![source];
 
         let last = spec.layers().len() - 1;
         for (i, layer, input, output) in spec.shapes() {
             let name = spec.layer_name(i).to_string();
             let get = |suffix: &str, expected: &[usize]| param(tensors, &name, suffix, expected);
-            wire = match *layer {
+            let reads = spec.inputs()[i];
+            // A validated spec reads only tensors computed before the layer.
+            let wire = wires[reads.main as usize];
+            let other = reads.other.map(|t| wires[t as usize]);
+            let out = match *layer {
                 Layer::Conv2D(conv) => {
                     let Shape::Image { c: cin, .. } = input else { unreachable!("validated spec") };
                     let (kh, kw) = (conv.kernel.h as usize, conv.kernel.w as usize);
@@ -244,11 +251,25 @@ impl TractReference {
                     activation(&mut model, &name, act, i == last, y)?
                 }
                 Layer::Dropout { .. } => wire,
-                Layer::Add { .. } | Layer::Concat | Layer::Activation(_) => {
-                    return Err(ReferenceError::Unsupported { layer: name, what: "graph layers (not yet)" })
+                Layer::Add { activation: act } => {
+                    let other = other.ok_or(ReferenceError::Unsupported { layer: name.clone(), what: "one input" })?;
+                    let y = model.wire_node(&name, add(), &[wire, other]).ctx(|| format!("wiring {name}"))?[0];
+                    activation(&mut model, &name, act, false, y)?
                 }
+                Layer::Concat => {
+                    let other = other.ok_or(ReferenceError::Unsupported { layer: name.clone(), what: "one input" })?;
+                    // The last axis: channels of NHWC [batch, h, w, c], features of [batch, n].
+                    let axis = match input {
+                        Shape::Image { .. } => 3,
+                        Shape::Flat(_) => 1,
+                    };
+                    model.wire_node(&name, TypedConcat { axis }, &[wire, other]).ctx(|| format!("wiring {name}"))?[0]
+                }
+                Layer::Activation(act) => activation(&mut model, &name, act, false, wire)?,
             };
+            wires.push(out);
         }
+        let wire = wires[spec.layers().len()];
         let Shape::Flat(classes) = spec.output() else {
             return Err(ReferenceError::Unsupported {
                 layer: spec.layer_name(last).to_string(),

@@ -2,6 +2,11 @@
 //! forward and backward pass, on NHWC `f32` data, built for training speed on
 //! a CPU (im2col + AVX-512 GEMM, rayon) and for checkpoints in Keras's names
 //! and layouts, so the quantizer and a Keras user see the same tensors.
+//!
+//! A model is an operator graph ([`ModelSpec::inputs`]): tensor 0 is the
+//! input, tensor `i + 1` layer `i`'s output, and layer `i` reads the tensors
+//! its inputs name. A plain stack (every layer reading the previous one) runs
+//! the same way and keeps its lean two-buffer backward.
 
 pub mod batchnorm;
 pub mod conv;
@@ -25,7 +30,8 @@ use batchnorm::BnCache;
 use conv::ConvGeom;
 use ndarray::{Array2, ArrayD, ArrayView4, IxDyn};
 use pool::PoolGeom;
-use shared::spec::{Activation, Layer, ModelSpec, Shape};
+use rayon::prelude::*;
+use shared::spec::{Activation, Inputs, Layer, ModelSpec, Shape};
 use std::collections::HashMap;
 
 /// How a forward pass runs.
@@ -98,6 +104,20 @@ enum Node {
         rate: f32,
         mask: Vec<f32>,
     },
+    /// The sum of the `main` and `other` tensors, then `act` (None, ReLU, ReLU6).
+    Add {
+        act: Activation,
+    },
+    /// Per row (pixel of an image, or example of a flat vector): `a` values
+    /// of `main` then `b` of `other`.
+    Concat {
+        a: usize,
+        b: usize,
+    },
+    /// A standalone element-wise activation (None, ReLU, ReLU6).
+    Act {
+        act: Activation,
+    },
 }
 
 /// The trainable network of one [`ModelSpec`].
@@ -106,13 +126,24 @@ pub struct Network {
     spec: ModelSpec,
     names: Vec<String>,
     nodes: Vec<Node>,
-    /// `acts[i]` is layer `i`'s input, `acts[len]` the logits; reused between steps
-    /// because reallocating hundreds of MB per step costs page faults.
+    /// `acts[t]` is tensor `t` (0: the input, `i + 1`: layer `i`'s output),
+    /// `acts[len]` the logits; reused between steps because reallocating
+    /// hundreds of MB per step costs page faults.
     acts: Vec<Vec<f32>>,
     batch: usize,
     /// Whether the caches come from a training forward that `backward` may use.
     trained: bool,
+    /// A stack's backward: dL/dy and dL/dx, swapped after each layer.
     grads: [Vec<f32>; 2],
+    /// A graph's backward: dL/d(tensor t) while some reader has added to it
+    /// and its producer has not yet consumed it.
+    tensor_grads: Vec<Option<Vec<f32>>>,
+    /// Gradient buffers no tensor holds at the moment, kept between steps.
+    spare: Vec<Vec<f32>>,
+    /// `fold_bn[i]`: layer `i` is a conv whose output only the BatchNormalization
+    /// right after it reads, so an eval forward may apply that BN in the conv's
+    /// epilogue and never store the conv's own output.
+    fold_bn: Vec<bool>,
     /// Per-layer (forward, backward) wall seconds, summed while profiling is on.
     profile: Option<Vec<(f64, f64)>>,
     /// Applied to every input before the first layer (None: pixels as given).
@@ -189,12 +220,27 @@ impl Network {
                     }
                 }
                 Layer::Dropout { rate } => Node::Dropout { rate, mask: Vec::new() },
-                Layer::Add { .. } | Layer::Concat | Layer::Activation(_) => todo!("graph layers (issue 17)"),
+                Layer::Add { activation } => Node::Add { act: activation },
+                Layer::Concat => {
+                    // Validated by ModelSpec: both images of one h x w, or both flat.
+                    let other = spec.other_input(i).unwrap_or(input);
+                    Node::Concat { a: input.channels() as usize, b: other.channels() as usize }
+                }
+                Layer::Activation(a) => Node::Act { act: a },
             };
             debug_assert!(output.elements() > 0);
             names.push(name);
             nodes.push(node);
         }
+        let inputs = spec.inputs();
+        let fold_bn = (0..layers.len())
+            .map(|i| {
+                matches!(layers[i], Layer::Conv2D(_))
+                    && matches!(layers.get(i + 1), Some(Layer::BatchNorm { .. }))
+                    && inputs[i + 1] == Inputs::stack(i + 1)
+                    && spec.readers(i).eq([i + 1])
+            })
+            .collect();
         Network {
             spec: *spec,
             names,
@@ -203,6 +249,9 @@ impl Network {
             batch: 0,
             trained: false,
             grads: [Vec::new(), Vec::new()],
+            tensor_grads: Vec::new(),
+            spare: Vec::new(),
+            fold_bn,
             profile: None,
             preprocess: None,
         }
@@ -294,14 +343,19 @@ impl Network {
             let t0 = std::time::Instant::now();
             let folded = match self.nodes.get(i + 1) {
                 Some(Node::Bn { eps, gamma, beta, mean, var, .. })
-                    if fuse && !training && matches!(self.nodes[i], Node::Conv { six: false, .. }) =>
+                    if fuse
+                        && !training
+                        && self.fold_bn[i]
+                        && matches!(self.nodes[i], Node::Conv { six: false, .. }) =>
                 {
                     Some(batchnorm::eval_affine(&gamma.value, &beta.value, *eps, mean, var))
                 }
                 _ => None,
             };
+            let reads = self.spec.inputs()[i];
             let (head, tail) = self.acts.split_at_mut(i + 1);
-            let x = &head[i][..];
+            let x = &head[reads.main as usize][..];
+            let other = reads.other.map(|t| &head[t as usize][..]);
             let y = if folded.is_some() { &mut tail[1] } else { &mut tail[0] };
             ensure_len(y, batch * shapes[i].elements() as usize);
             match &mut self.nodes[i] {
@@ -342,6 +396,15 @@ impl Network {
                     }
                     Mode::Eval => y.copy_from_slice(x),
                 },
+                Node::Add { act } => {
+                    let Some(o) = other else { unreachable!("validated by ModelSpec: Add reads two tensors") };
+                    add_forward(*act, x, o, y);
+                }
+                Node::Concat { a, b } => {
+                    let Some(o) = other else { unreachable!("validated by ModelSpec: Concatenate reads two tensors") };
+                    concat_forward(*a, *b, x, o, y);
+                }
+                Node::Act { act } => act_forward(*act, x, y),
             }
             if let Some(p) = &mut self.profile {
                 p[i].0 += t0.elapsed().as_secs_f64();
@@ -358,76 +421,24 @@ impl Network {
         assert!(self.trained, "Network::backward needs a preceding forward in Mode::Train");
         let out = self.spec.output().elements() as usize;
         assert_eq!(grad_logits.dim(), (self.batch, out), "Network::backward: gradient shape differs from the logits");
+        if self.spec.is_stack() {
+            self.backward_stack(grad_logits)
+        } else {
+            self.backward_graph(grad_logits)
+        }
+    }
+
+    /// A stack's backward: each tensor has one reader, so two buffers
+    /// (dL/dy in, dL/dx out, swapped) carry the whole pass.
+    fn backward_stack(&mut self, grad_logits: ndarray::ArrayView2<f32>) {
         let batch = self.batch;
         let [mut g, mut dx] = std::mem::take(&mut self.grads);
-        ensure_len(&mut g, grad_logits.len());
-        match grad_logits.as_slice() {
-            Some(s) => g.copy_from_slice(s),
-            None => g.iter_mut().zip(grad_logits.iter()).for_each(|(d, s)| *d = *s),
-        }
+        copy_view(&mut g, grad_logits);
         for (i, node) in self.nodes.iter_mut().enumerate().rev() {
             let t0 = std::time::Instant::now();
             let x = &self.acts[i][..];
             let y = &self.acts[i + 1][..];
-            let need_dx = i > 0;
-            ensure_len(&mut dx, x.len());
-            let swap = match node {
-                Node::Conv { geom, relu, six, kernel, bias, partials } => {
-                    if *six {
-                        dense::relu6_mask(&mut g, y);
-                    }
-                    let dxo = if need_dx { Some(&mut dx[..]) } else { None };
-                    conv::backward(
-                        geom,
-                        *relu,
-                        &kernel.value,
-                        x,
-                        y,
-                        &mut g,
-                        batch,
-                        &mut kernel.grad,
-                        &mut bias.grad,
-                        dxo,
-                        partials,
-                    );
-                    true
-                }
-                Node::Bn { c, gamma, beta, cache, .. } => {
-                    batchnorm::backward(x, *c, &gamma.value, cache, &g, &mut gamma.grad, &mut beta.grad, &mut dx);
-                    true
-                }
-                Node::Pool { geom, argmax } => {
-                    pool::backward(geom, argmax, &g, &mut dx);
-                    true
-                }
-                Node::AvgPool { geom } => {
-                    pool::avg_backward(geom, &g, &mut dx);
-                    true
-                }
-                Node::Flatten => false,
-                Node::Dense { nin, act, apply_softmax, kernel, bias } => {
-                    let dxo = if need_dx { Some(&mut dx[..]) } else { None };
-                    dense::backward(
-                        *act,
-                        *apply_softmax,
-                        &kernel.value,
-                        x,
-                        y,
-                        &mut g,
-                        batch,
-                        *nin,
-                        &mut kernel.grad,
-                        &mut bias.grad,
-                        dxo,
-                    );
-                    true
-                }
-                Node::Dropout { mask, .. } => {
-                    g.iter_mut().zip(mask.iter()).for_each(|(d, m)| *d *= m);
-                    false
-                }
-            };
-            if swap {
+            if unary_backward(node, x, y, &mut g, &mut dx, i > 0, batch) {
                 std::mem::swap(&mut g, &mut dx);
             }
             if let Some(p) = &mut self.profile {
@@ -435,6 +446,76 @@ impl Network {
             }
         }
         self.grads = [g, dx];
+    }
+
+    /// A graph's backward, layers in reverse order: a tensor read by several
+    /// layers (a residual branch) gets the sum of its readers' gradients,
+    /// complete once every reader (all later layers) has run, so its producer
+    /// then consumes it and its buffer returns to the spare pool. Tensor 0
+    /// (the input) needs no gradient.
+    fn backward_graph(&mut self, grad_logits: ndarray::ArrayView2<f32>) {
+        let batch = self.batch;
+        let n = self.nodes.len();
+        let mut grads = std::mem::take(&mut self.tensor_grads);
+        let mut spare = std::mem::take(&mut self.spare);
+        spare.extend(grads.drain(..).flatten());
+        grads.resize_with(n + 1, || None);
+        let mut top = spare.pop().unwrap_or_default();
+        copy_view(&mut top, grad_logits);
+        grads[n] = Some(top);
+        for i in (0..n).rev() {
+            let t0 = std::time::Instant::now();
+            let reads = self.spec.inputs()[i];
+            let main = reads.main as usize;
+            let y = &self.acts[i + 1][..];
+            // A tensor no later layer reads (a dead branch) has gradient zero.
+            let mut g = grads[i + 1].take().unwrap_or_else(|| {
+                let mut z = spare.pop().unwrap_or_default();
+                z.clear();
+                z.resize(y.len(), 0.0);
+                z
+            });
+            match &mut self.nodes[i] {
+                Node::Add { act } => {
+                    act_backward(*act, &mut g, y);
+                    if let Some(o) = reads.other {
+                        deposit_copy(&mut grads, &mut spare, o as usize, &g);
+                    }
+                    deposit(&mut grads, &mut spare, main, g);
+                }
+                Node::Concat { a, b } => {
+                    let (a, b) = (*a, *b);
+                    let rows = g.len() / (a + b);
+                    let parts = [(main, 0, a), (reads.other.map_or(0, usize::from), a, b)];
+                    for (t, from, width) in parts {
+                        if t == 0 {
+                            continue;
+                        }
+                        let mut d = spare.pop().unwrap_or_default();
+                        ensure_len(&mut d, rows * width);
+                        d.par_chunks_exact_mut(width)
+                            .zip(g.par_chunks_exact(a + b))
+                            .with_min_len(1024)
+                            .for_each(|(d, g)| d.copy_from_slice(&g[from..from + width]));
+                        deposit(&mut grads, &mut spare, t, d);
+                    }
+                    spare.push(g);
+                }
+                node => {
+                    let x = &self.acts[main][..];
+                    let mut dx = spare.pop().unwrap_or_default();
+                    let wrote = unary_backward(node, x, y, &mut g, &mut dx, main > 0, batch);
+                    let (d, free) = if wrote { (dx, g) } else { (g, dx) };
+                    spare.push(free);
+                    deposit(&mut grads, &mut spare, main, d);
+                }
+            }
+            if let Some(p) = &mut self.profile {
+                p[i].1 += t0.elapsed().as_secs_f64();
+            }
+        }
+        self.tensor_grads = grads;
+        self.spare = spare;
     }
 
     /// Start (or with `false` stop) summing per-layer wall times, for `--profile` output.
@@ -569,6 +650,168 @@ impl Network {
                 ArrayD::from_shape_vec(IxDyn(&dims), self.acts[i + 1].clone()).expect("layer output matches its shape")
             })
             .collect()
+    }
+}
+
+/// Copy a (possibly strided) gradient view into `v`.
+fn copy_view(v: &mut Vec<f32>, g: ndarray::ArrayView2<f32>) {
+    ensure_len(v, g.len());
+    match g.as_slice() {
+        Some(s) => v.copy_from_slice(s),
+        None => v.iter_mut().zip(g.iter()).for_each(|(d, s)| *d = *s),
+    }
+}
+
+/// Element-wise work splits into chunks this long across the rayon pool.
+const CHUNK: usize = 1 << 15;
+
+/// `y = act(x + o)` for an Add layer.
+fn add_forward(act: Activation, x: &[f32], o: &[f32], y: &mut [f32]) {
+    let (lo, hi) = act.clamp().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .zip(o.par_chunks(CHUNK))
+        .for_each(|((y, x), o)| y.iter_mut().zip(x).zip(o).for_each(|((y, x), o)| *y = (x + o).max(lo).min(hi)));
+}
+
+/// `y = act(x)` for a standalone Activation layer.
+fn act_forward(act: Activation, x: &[f32], y: &mut [f32]) {
+    let (lo, hi) = act.clamp().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, x)| *y = x.max(lo).min(hi)));
+}
+
+/// Concatenate on the last axis: each row of `y` is `a` values of `x`, then `b` of `o`.
+fn concat_forward(a: usize, b: usize, x: &[f32], o: &[f32], y: &mut [f32]) {
+    y.par_chunks_exact_mut(a + b).zip(x.par_chunks_exact(a)).zip(o.par_chunks_exact(b)).with_min_len(1024).for_each(
+        |((y, x), o)| {
+            y[..a].copy_from_slice(x);
+            y[a..].copy_from_slice(o);
+        },
+    );
+}
+
+/// An element-wise activation's backward, in place on `g` = dL/dy given
+/// its output `y`: ReLU passes where `y > 0`, ReLU6 where `0 < y < 6`.
+fn act_backward(act: Activation, g: &mut [f32], y: &[f32]) {
+    match act {
+        Activation::Relu => g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
+            g.iter_mut().zip(y).for_each(|(d, &y)| {
+                if y <= 0.0 {
+                    *d = 0.0
+                }
+            })
+        }),
+        Activation::Relu6 => {
+            g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| dense::relu6_mask(g, y))
+        }
+        Activation::None | Activation::Softmax => {}
+    }
+}
+
+/// Add `d` to tensor `t`'s gradient (moving it in when it is the first
+/// reader's); tensor 0 (the input) needs none. `d`'s buffer ends up spare.
+fn deposit(grads: &mut [Option<Vec<f32>>], spare: &mut Vec<Vec<f32>>, t: usize, d: Vec<f32>) {
+    if t == 0 {
+        spare.push(d);
+        return;
+    }
+    match &mut grads[t] {
+        slot @ None => *slot = Some(d),
+        Some(acc) => {
+            add_into(acc, &d);
+            spare.push(d);
+        }
+    }
+}
+
+/// [`deposit`] of a gradient the caller keeps using.
+fn deposit_copy(grads: &mut [Option<Vec<f32>>], spare: &mut Vec<Vec<f32>>, t: usize, d: &[f32]) {
+    if t == 0 {
+        return;
+    }
+    match &mut grads[t] {
+        Some(acc) => add_into(acc, d),
+        slot @ None => {
+            let mut v = spare.pop().unwrap_or_default();
+            ensure_len(&mut v, d.len());
+            v.copy_from_slice(d);
+            *slot = Some(v);
+        }
+    }
+}
+
+fn add_into(acc: &mut [f32], d: &[f32]) {
+    acc.par_chunks_mut(CHUNK)
+        .zip(d.par_chunks(CHUNK))
+        .for_each(|(a, d)| a.iter_mut().zip(d).for_each(|(a, d)| *a += d));
+}
+
+/// One single-input layer's backward: `g` (dL/dy, consumed) and the layer's
+/// input `x` and output `y`. Returns true when it wrote dL/dx to `dx`
+/// (sized here), false when it turned `g` into dL/dx in place (Flatten,
+/// Dropout, Activation). `need_dx`: false for the first layer, whose input
+/// gradient nobody needs (the layers that can skip it do).
+#[allow(clippy::too_many_arguments)]
+fn unary_backward(
+    node: &mut Node,
+    x: &[f32],
+    y: &[f32],
+    g: &mut Vec<f32>,
+    dx: &mut Vec<f32>,
+    need_dx: bool,
+    batch: usize,
+) -> bool {
+    ensure_len(dx, x.len());
+    match node {
+        Node::Conv { geom, relu, six, kernel, bias, partials } => {
+            if *six {
+                dense::relu6_mask(g, y);
+            }
+            let dxo = if need_dx { Some(&mut dx[..]) } else { None };
+            conv::backward(geom, *relu, &kernel.value, x, y, g, batch, &mut kernel.grad, &mut bias.grad, dxo, partials);
+            true
+        }
+        Node::Bn { c, gamma, beta, cache, .. } => {
+            batchnorm::backward(x, *c, &gamma.value, cache, g, &mut gamma.grad, &mut beta.grad, dx);
+            true
+        }
+        Node::Pool { geom, argmax } => {
+            pool::backward(geom, argmax, g, dx);
+            true
+        }
+        Node::AvgPool { geom } => {
+            pool::avg_backward(geom, g, dx);
+            true
+        }
+        Node::Flatten => false,
+        Node::Dense { nin, act, apply_softmax, kernel, bias } => {
+            let dxo = if need_dx { Some(&mut dx[..]) } else { None };
+            dense::backward(
+                *act,
+                *apply_softmax,
+                &kernel.value,
+                x,
+                y,
+                g,
+                batch,
+                *nin,
+                &mut kernel.grad,
+                &mut bias.grad,
+                dxo,
+            );
+            true
+        }
+        Node::Dropout { mask, .. } => {
+            g.iter_mut().zip(mask.iter()).for_each(|(d, m)| *d *= m);
+            false
+        }
+        Node::Act { act } => {
+            act_backward(*act, g, y);
+            false
+        }
+        Node::Add { .. } | Node::Concat { .. } => unreachable!("two-input layers run in the graph backward"),
     }
 }
 

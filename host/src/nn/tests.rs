@@ -201,3 +201,86 @@ fn folded_batch_norm_matches_separate_layers() {
         assert_eq!(logits.as_slice().unwrap(), last.as_slice().unwrap(), "batch {batch}");
     }
 }
+
+/// A residual graph on 9x9x3: a stem conv whose output a block (conv, BN,
+/// ReLU, conv) and the Add read, a Concatenate of the Add and the stem, and
+/// a dead branch (a conv nobody reads) whose parameters get zero gradients.
+fn residual() -> ModelSpec {
+    use shared::spec::Inputs;
+    let layers = [
+        Layer::Conv2D(Conv2D::new(4, 3).same()),            // t1
+        Layer::Conv2D(Conv2D::new(4, 3).same()),            // t2
+        Layer::BatchNorm { epsilon: 1e-3, momentum: 0.99 }, // t3
+        Layer::Activation(Activation::Relu),                // t4
+        Layer::Conv2D(Conv2D::new(4, 1)),                   // t5: dead
+        Layer::Add { activation: Activation::Relu },        // t6 = t4 + t1
+        Layer::Concat,                                      // t7 = [t6, t1]
+        Layer::GlobalAvgPool,                               // t8
+        Layer::Dense { units: 3, activation: Activation::Softmax },
+    ];
+    let reads =
+        [(0, None), (1, None), (2, None), (3, None), (1, None), (4, Some(1)), (6, Some(1)), (7, None), (8, None)];
+    let inputs: Vec<Inputs> = reads.iter().map(|&(main, other)| Inputs { main, other }).collect();
+    ModelSpec::graph(Shape::image(9, 9, 3), &layers, &inputs).unwrap()
+}
+
+#[test]
+fn graph_layers_have_keras_names_and_no_parameters() {
+    let spec = residual();
+    let mut net = Network::new(&spec, 1);
+    let names: Vec<String> = net.tensors().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.iter().filter(|n| n.starts_with("conv2d")).count(), 6);
+    assert!(names.iter().all(|n| !n.starts_with("add") && !n.starts_with("activation") && !n.starts_with("concat")));
+    let n: usize = net.params().iter().map(|p| p.value.len()).sum();
+    assert_eq!(n as u64, spec.params().0);
+    let outs = net.forward_layers(input(2, &spec).view());
+    assert_eq!(outs.len(), 9);
+    assert_eq!(outs[6].shape(), [2, 9, 9, 8]);
+    // The Concatenate holds the Add's channels, then the stem's.
+    let (add, stem, cat) = (&outs[5], &outs[0], &outs[6]);
+    for (p, (a, s)) in
+        cat.as_slice().unwrap().chunks(8).zip(add.as_slice().unwrap().chunks(4).zip(stem.as_slice().unwrap().chunks(4)))
+    {
+        assert_eq!(&p[..4], a);
+        assert_eq!(&p[4..], s);
+    }
+    let profile = net.profile();
+    assert!(profile.is_none());
+}
+
+/// The graph backward reuses its buffers between steps: a second backward of
+/// the same forward gives the same gradients bit for bit; the dead branch's are
+/// zero, every other layer's not.
+#[test]
+fn graph_backward_is_repeatable_and_zero_on_a_dead_branch() {
+    let spec = residual();
+    assert!(!spec.is_stack());
+    let mut net = Network::new(&spec, 2);
+    let x = input(3, &spec);
+    let grads = |net: &mut Network| {
+        let logits = net.forward(x.view(), Mode::Train(&mut ChaCha8Rng::seed_from_u64(0)));
+        let (_, g, _) = softmax_cross_entropy(logits.view(), &[0, 1, 2]);
+        net.backward(g.view());
+        net.params().iter().map(|p| (p.name.clone(), p.grad.clone())).collect::<Vec<_>>()
+    };
+    let first = grads(&mut net);
+    net.set_profiling(true);
+    let second = grads(&mut net);
+    assert_eq!(first.len(), second.len());
+    for ((name, a), (_, b)) in first.iter().zip(&second) {
+        assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
+        if name.starts_with("conv2d_2/") {
+            assert!(a.iter().all(|&v| v == 0.0), "{name}: a dead branch's gradient");
+        } else if name != "conv2d_1/bias" {
+            // (A bias before BatchNormalization has gradient ~0 by construction.)
+            assert!(a.iter().any(|&v| v.abs() > 1e-6), "{name}: no gradient");
+        }
+    }
+    let profile = net.profile().unwrap();
+    assert_eq!(profile.len(), 9);
+    assert_eq!(profile[5].0, "add");
+}
