@@ -159,8 +159,12 @@ struct Builder<'p> {
     adapted: Option<AdaptedNormalization>,
     /// A ZeroPadding2D waiting to fold into the valid Conv2D or pool after it:
     /// its name and (top, bottom, left, right).
-    pending_pads: Option<(String, [u32; 4])>,
+    pending_pads: PendingPads,
 }
+
+/// A ZeroPadding2D waiting to fold into the layer after it: its name and
+/// (top, bottom, left, right).
+type PendingPads = Option<(String, [u32; 4])>;
 
 /// Keras's inference-time no-ops: random augmentation layers.
 const AUGMENTATION: &[&str] = &[
@@ -324,11 +328,11 @@ impl Builder<'_> {
         // Each Keras layer's output: a stack tensor, with a ZeroPadding2D's pads
         // waiting to fold into the layers that read it.
         let entry = self.cur;
-        let mut tensors: HashMap<&str, (u16, Option<(String, [u32; 4])>)> = HashMap::new();
+        let mut tensors: HashMap<&str, (u16, PendingPads)> = HashMap::new();
         for k in order {
             let n = &nodes[k];
             let readers = consumers.get(n.name.as_str()).copied().unwrap_or(0);
-            let ins: Vec<(u16, Option<(String, [u32; 4])>)> =
+            let ins: Vec<(u16, PendingPads)> =
                 n.inbound.iter().filter_map(|i| tensors.get(i.as_str()).cloned()).collect();
             if let Some((_, Some((zp, _)))) = ins.iter().find(|(_, p)| p.is_some()).filter(|_| ins.len() > 1) {
                 let why =
