@@ -34,9 +34,12 @@ pub const KERAS_SUPPORTED: &str = "Sequential and Functional models with one inp
     inference)";
 
 /// What the layer stack takes from ONNX, for the error text.
-pub const ONNX_SUPPORTED: &str = "Conv (any kernel, strides, dilations, group and pads; auto_pad NOTSET, VALID or \
-    SAME_UPPER), a constant zero Pad of height and width before a Conv or AveragePool, Relu, Clip(0, 6) and \
-    Clip(0) after a Conv or Gemm/MatMul, BatchNormalization, MaxPool (square, unpadded), AveragePool \
-    (count_include_pad=0, or no pads), GlobalAveragePool, Flatten or Reshape to [batch, features], Transpose \
-    between NCHW and NHWC, Gemm or MatMul + Add, Dropout, Softmax, Identity, in a straight chain; shape \
-    subgraphs over constants (ConstantOfShape, Concat, Reshape, Slice, Transpose, Cast) are folded";
+pub const ONNX_SUPPORTED: &str = "graphs with one input and one output, each node reading tensors computed \
+    before it, of: Conv (any kernel, strides, dilations, group and pads; auto_pad NOTSET, VALID or SAME_UPPER), a \
+    constant zero Pad of height and width before a Conv or AveragePool, Relu, Clip(0, 6) and Clip(0) (fused into \
+    the Conv, Gemm/MatMul or Add before them when they alone read it, else a layer of their own), \
+    BatchNormalization, MaxPool (square, unpadded), AveragePool (count_include_pad=0, or no pads), \
+    GlobalAveragePool, Add of two tensors of one shape, Concat on channels (axis 1 of NCHW), Flatten or Reshape to \
+    [batch, features], Transpose between NCHW and NHWC, Gemm or MatMul + Add, Dropout, Softmax after the last \
+    Gemm/MatMul, Identity; shape subgraphs over constants (ConstantOfShape, Concat, Reshape, Slice, Transpose, \
+    Cast) are folded";

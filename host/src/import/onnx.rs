@@ -1015,4 +1015,56 @@ mod tests {
         let e = Chain::new(path, "x", &[1, 3, 4294967304, 8], &constants).err().expect("huge input").to_string();
         assert!(e.contains("4294967304"), "{e}");
     }
+
+    fn op(op: &str, name: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: name.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    /// Branches read the tensors they name; Concat on channels and Add of
+    /// equal shapes merge them, with a Relu fused into the Add it alone
+    /// reads; another axis, unequal shapes and unknown inputs are named.
+    #[test]
+    fn branches_merge_with_add_and_concat_and_the_rest_is_named() {
+        let path = Path::new("g.onnx");
+        let mut constants = HashMap::new();
+        let w = |o: usize| Tensor { location: "w".into(), shape: vec![o, 3, 1, 1], data: vec![0.5; o * 3] };
+        constants.insert("w3".to_string(), w(3));
+        constants.insert("w2".to_string(), w(2));
+        let axis = |a: i64| vec![AttributeProto { name: "axis".into(), i: a, ..Default::default() }];
+        let build = |last: NodeProto| -> Result<Chain<'_>, ImportError> {
+            let mut chain = Chain::new(path, "x", &[1, 3, 8, 8], &constants)?;
+            chain.node(&op("Conv", "a", &["x", "w3"], "a", vec![]))?;
+            chain.node(&op("Conv", "b", &["x", "w2"], "b", vec![]))?;
+            chain.node(&last)?;
+            Ok(chain)
+        };
+        let chain = build(op("Concat", "cat", &["a", "b", "x"], "cat", axis(1))).expect("concat");
+        assert_eq!(
+            chain.layers,
+            [Layer::Conv2D(Conv2D::new(3, 1)), Layer::Conv2D(Conv2D::new(2, 1)), Layer::Concat, Layer::Concat]
+        );
+        assert_eq!(chain.inputs[2], Inputs { main: 1, other: Some(2) });
+        assert_eq!(chain.inputs[3], Inputs { main: 3, other: Some(0) });
+        assert_eq!(chain.hwc, (8, 8, 8));
+        let mut chain = build(op("Add", "add", &["a", "x"], "sum", vec![])).expect("add");
+        chain.node(&op("Relu", "relu", &["sum"], "out", vec![])).expect("relu");
+        assert_eq!(chain.layers[2], Layer::Add { activation: Activation::Relu });
+        assert_eq!(chain.inputs[2], Inputs { main: 1, other: Some(0) });
+        for (node, want) in [
+            (op("Concat", "cat_h", &["a", "b"], "c", axis(2)), "axis Some(2)"),
+            (op("Add", "add_ab", &["a", "b"], "c", vec![]), "equal shapes"),
+            (op("Mul", "mul", &["a", "b"], "c", vec![]), "only Add (of two) and Concat"),
+            (op("Relu", "relu_y", &["y"], "c", vec![]), "\"y\""),
+        ] {
+            let e = build(node.clone()).err().expect(want).to_string();
+            assert!(e.contains(&format!("{:?}", node.name)) && e.contains(want) && e.contains("Supported:"), "{e}");
+        }
+    }
 }
