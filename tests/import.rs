@@ -462,6 +462,9 @@ fn functional_models_import_as_graphs_with_batch_norm_folded() {
     assert_eq!(spec.layers()[12], Layer::Add { activation: Activation::None });
     assert_eq!(spec.layers()[13], Layer::Activation(Activation::Relu6));
     assert!(matches!(spec.layers()[1], Layer::Conv2D(c) if c.activation == Activation::Relu), "a_bn, a_relu folded");
+    // Its .h5 files, Keras 3's and tf.keras 2's, give the same graph.
+    assert_eq!(import("keras3_concat.h5").spec, spec);
+    assert_eq!(import("keras2_concat.h5").spec, spec);
     // The same model's to_json() as a stack to train keeps every BN (19 layers).
     let (stack, _) = host::arch::load_stack_file(&dir().join("keras3_concat.json")).expect("stack file");
     assert_eq!(stack.layers().len(), 19);
@@ -487,6 +490,9 @@ fn functional_models_match_their_frameworks() {
         ("resnet8.keras", "resnet8"),
         ("mobilenet_v1.keras", "mobilenet_v1"),
         ("keras3_concat.keras", "keras3_concat"),
+        // The same model as Keras 3's legacy .h5, and from tf.keras 2 (its nested inbound_nodes lists).
+        ("keras3_concat.h5", "keras3_concat"),
+        ("keras2_concat.h5", "keras2_concat"),
         ("torch_graph.onnx", "torch_graph"),
     ] {
         assert_matches_framework(file, name, None, None);

@@ -905,13 +905,10 @@ def mobilenet_v1(keras, batch):
     )
 
 
-def keras_concat(keras, batch):
-    """A small Functional model: Concatenate (of branches and of a skip), BatchNormalization
-    after activations (and after a Concatenate), a ReLU after a BN (a layer of its own), a
-    linear conv -> BN -> ReLU (folded), and an Add whose output two layers read (its ReLU6
-    cannot fuse)."""
-    L = keras.layers
-    inp = keras.Input(shape=(SIZE, SIZE, 3), name="input")
+def concat_model(K):
+    """keras_concat()'s model in Keras 3 or tf.keras 2 (`K`)."""
+    L = K.layers
+    inp = K.Input(shape=(SIZE, SIZE, 3), name="input")
     x = L.Rescaling(1.0 / 255, name="rescaling")(inp)
     x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="stem")(x)  # 16x16x8
     a = L.Conv2D(8, 1, name="a_conv")(x)
@@ -934,7 +931,16 @@ def keras_concat(keras, batch):
     v = L.Concatenate(name="concat_2")([u2, u])
     v = L.GlobalAveragePooling2D(name="gap")(v)
     out = L.Dense(len(CLASSES), activation="softmax", name="probs")(v)
-    model = keras.Model(inp, out, name="concat")
+    return K.Model(inp, out, name="concat")
+
+
+def keras_concat(keras, batch):
+    """A small Functional model: Concatenate (of branches and of a skip), BatchNormalization
+    after activations (and after a Concatenate), a ReLU after a BN (a layer of its own), a
+    linear conv -> BN -> ReLU (folded), and an Add whose output two layers read (its ReLU6
+    cannot fuse). Saved as .keras, Keras 3's legacy .h5 and to_json(), and the same model and
+    weights in tf.keras 2 as keras2_concat.h5 (Keras 2's inbound_nodes form)."""
+    model = concat_model(keras)
     graph_bn_stats(keras, model, batch)
     probs = model.predict(batch, verbose=0)
     check_margins("keras3_concat", probs)
@@ -942,6 +948,17 @@ def keras_concat(keras, batch):
     with open(os.path.join(OUT, "keras3_concat.json"), "w") as f:
         f.write(model.to_json())
     save_expected("keras3_concat", probs, extra)
+    model.save(os.path.join(OUT, "keras3_concat.h5"))
+    import tf_keras
+
+    m2 = concat_model(tf_keras)
+    for layer in m2.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    probs2 = m2.predict(batch, verbose=0)
+    print(f"keras2_concat: max |diff| to Keras 3 {np.abs(probs2 - probs).max():.2e}")
+    check_margins("keras2_concat", probs2)
+    m2.save(os.path.join(OUT, "keras2_concat.h5"))
+    save_expected("keras2_concat", probs2, {"keras": tf_keras.__version__})
 
 
 def torch_graph(batch):
