@@ -67,7 +67,7 @@ pub fn import_onnx(path: &Path) -> Result<Imported, ImportError> {
         }
         folded.insert(k);
     }
-    if graph.output.len() != 1 {
+    if graph.output.len() > 1 {
         let names: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
         return Err(fmt(format!("the graph has outputs {names:?}: only models with one output are supported")));
     }
@@ -83,7 +83,7 @@ pub fn import_onnx(path: &Path) -> Result<Imported, ImportError> {
             b.node(node)?;
         }
     }
-    b.finish(&graph.output[0].name)
+    b.finish(graph.output.first().map(|o| o.name.as_str()))
 }
 
 /// Bytes per element of the ONNX data types tract loads as numbers, or None
@@ -913,9 +913,17 @@ impl<'a> Chain<'a> {
         (self.cur as usize).checked_sub(1).and_then(|i| self.layers.get(i))
     }
 
-    fn finish(self, output: &str) -> Result<Imported, ImportError> {
+    /// The stack, its output the graph's `output` (None: a graph that names
+    /// none, the last node's).
+    fn finish(self, output: Option<&str>) -> Result<Imported, ImportError> {
         let format = |what: String| ImportError::Format { path: self.path.to_path_buf(), what };
-        let out = self.tensors.get(output).ok_or_else(|| format(format!("no node computes the output {output:?}")))?;
+        let out = match output {
+            Some(o) => {
+                self.tensors.get(o).cloned().ok_or_else(|| format(format!("no node computes the output {o:?}")))?
+            }
+            None => self.state(),
+        };
+        let output = output.unwrap_or("of the last node");
         if let Some((pad, _)) = &out.pending_pad {
             return Err(format(format!(
                 "the Pad {pad:?} ends the graph: it must be followed by a Conv or AveragePool"
