@@ -469,6 +469,26 @@ fn functional_models_import_as_graphs_with_batch_norm_folded() {
     let (stack, _) = host::arch::load_stack_file(&dir().join("keras3_concat.json")).expect("stack file");
     assert_eq!(stack.layers().len(), 19);
     assert_eq!(count(&stack, LayerKind::BatchNorm), 3);
+    // Edited: a Concatenate on another axis, and a second output, are named errors.
+    let work = scratch("graph-errors");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir().join("keras3_concat.json")).expect("fixture")).expect("json");
+    let mut on_width = config.clone();
+    let layers = on_width["config"]["layers"].as_array_mut().expect("layers");
+    let cat = layers.iter_mut().find(|l| l["config"]["name"] == "concat").expect("the concat layer");
+    cat["config"]["axis"] = 2.into();
+    let mut two_outputs = config;
+    two_outputs["config"]["output_layers"] = serde_json::json!([["probs", 0, 0], ["gap", 0, 0]]);
+    for (doc, file, want) in [
+        (on_width, "on_width.json", ["\"concat\" (Concatenate)", "axis 2", "Supported:"]),
+        (two_outputs, "two_outputs.json", ["\"concat\" (Functional)", "one output", "Supported:"]),
+    ] {
+        let path = work.join(file);
+        std::fs::write(&path, doc.to_string()).expect("write");
+        let e = host::arch::load_stack_file(&path).expect_err(file);
+        assert!(e.contains(file) && want.iter().all(|w| e.contains(w)), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&work);
 
     // PyTorch: the exporter folds Conv + BatchNorm; x + y then Clip(0, 6)
     // fuses into the Add; torch.cat on channels; a Relu after the Concat is a layer.
