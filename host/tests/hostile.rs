@@ -701,3 +701,36 @@ fn option_sizes_are_checked_before_allocating() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a byte count"), "{:?}", o);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Graph stack files that name impossible tensors are errors naming the
+/// layer, never panics: a tensor computed later, an Add without its second
+/// input or of two shapes, a second input on a one-input layer, a
+/// Concatenate of an image and a vector, a malformed "inputs".
+#[test]
+fn bad_graph_stack_files_are_named_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conv = r#"{"type": "Conv2D", "filters": 4, "kernel": 3, "stride": 1, "padding": "same", "activation": "relu"}"#;
+    let conv2 =
+        r#"{"type": "Conv2D", "filters": 4, "kernel": 3, "stride": 2, "padding": "same", "activation": "relu"}"#;
+    let tail = r#"{"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 6, "activation": "softmax"}"#;
+    let cases = [
+        (format!(r#"{conv}, {{"type": "Add", "activation": "relu", "inputs": [1, 7]}}, {tail}"#), "reads tensor 7"),
+        (format!(r#"{conv}, {{"type": "Add", "activation": "relu"}}, {tail}"#), "second input"),
+        (format!(r#"{conv}, {conv2}, {{"type": "Add", "activation": "linear", "inputs": [2, 1]}}, {tail}"#), "Add"),
+        (format!(r#"{conv}, {{"type": "Activation", "activation": "relu", "inputs": [1, 0]}}, {tail}"#), "one input"),
+        (format!(r#"{conv}, {{"type": "Activation", "activation": "softmax"}}, {tail}"#), "softmax"),
+        (
+            format!(r#"{conv}, {{"type": "Flatten"}}, {{"type": "Concatenate", "inputs": [2, 1]}}, {tail}"#),
+            "Concatenate",
+        ),
+        (format!(r#"{conv}, {{"type": "Add", "activation": "relu", "inputs": "1"}}, {tail}"#), "inputs"),
+        (format!(r#"{conv}, {{"type": "Add", "activation": "relu", "inputs": [1, -1]}}, {tail}"#), "bad tensor"),
+    ];
+    for (i, (layers, want)) in cases.iter().enumerate() {
+        let arch = tmp.path().join(format!("bad{i}.json"));
+        std::fs::write(&arch, format!(r#"{{"input": [16, 16, 3], "layers": [{layers}]}}"#)).unwrap();
+        let run = tmp.path().join(format!("run{i}"));
+        let o = host(&["train", "--arch", s(&arch), "--epochs", "1", "--no-progress", "--out", s(&run)]);
+        assert_named_error(&o, &[&format!("bad{i}.json"), want]);
+    }
+}

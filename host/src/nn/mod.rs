@@ -758,7 +758,7 @@ fn unary_backward(
     node: &mut Node,
     x: &[f32],
     y: &[f32],
-    g: &mut Vec<f32>,
+    g: &mut [f32],
     dx: &mut Vec<f32>,
     need_dx: bool,
     batch: usize,
