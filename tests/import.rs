@@ -352,3 +352,195 @@ fn stack_files_summarise_and_train() {
     assert!(ArchSource::parse("no-such-preset").expect_err("neither").contains("alexnet-micro"));
     let _ = std::fs::remove_dir_all(&work);
 }
+
+fn count(spec: &shared::spec::ModelSpec, kind: shared::spec::LayerKind) -> usize {
+    spec.layers().iter().filter(|l| l.kind() == kind).count()
+}
+
+fn convs(spec: &shared::spec::ModelSpec) -> Vec<shared::spec::Conv2D> {
+    spec.layers()
+        .iter()
+        .filter_map(|l| match l {
+            shared::spec::Layer::Conv2D(c) => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Keras Functional models (MLPerf Tiny's ResNet-8, DS-CNN and MobileNetV1,
+/// a model with Concatenates and BN after activations) and a PyTorch graph
+/// import as operator graphs: each layer reads the tensors its inbound nodes
+/// name, and a BatchNormalization right after a linear conv that it alone
+/// reads is folded into the conv (with the ReLU after it), as TFLite does.
+#[test]
+fn functional_models_import_as_graphs_with_batch_norm_folded() {
+    use shared::spec::{Activation, Inputs, Layer, LayerKind, Padding};
+    let import = |f: &str| import::import(&dir().join(f), None).unwrap_or_else(|e| panic!("{f}: {e}"));
+
+    // ResNet-8: conv; 3 stacks of two convs closed by Add + relu, the last two
+    // with a strided 1x1 shortcut conv; pool, flatten, dense. 9 BNs folded.
+    let spec = import("resnet8.keras").spec;
+    assert_eq!(spec.layers().len(), 15);
+    assert_eq!(count(&spec, LayerKind::BatchNorm), 0);
+    assert_eq!(count(&spec, LayerKind::Conv2D), 9);
+    assert_eq!(count(&spec, LayerKind::Add), 3);
+    let shortcuts = convs(&spec).iter().filter(|c| c.kernel.h == 1 && c.stride.h == 2).count();
+    assert_eq!(shortcuts, 2);
+    for (i, l) in spec.layers().iter().enumerate() {
+        if let Layer::Add { activation } = l {
+            assert_eq!(*activation, Activation::Relu, "the relu after each Add is fused");
+            assert!(spec.inputs()[i].other.is_some());
+        }
+    }
+    // Stack 1's identity shortcut: its Add reads the first conv's output and the stack's second conv.
+    assert_eq!(spec.inputs()[3], Inputs { main: 1, other: Some(3) });
+    // Stack 2: the Add reads the shortcut conv (layer 6) and the second conv (layer 5).
+    assert_eq!(spec.inputs()[7], Inputs { main: 7, other: Some(6) });
+    assert_eq!(spec.inputs()[6], Inputs { main: 4, other: None }, "the shortcut reads the stack's input");
+
+    // DS-CNN: conv, dropout, 4 x (depthwise, pointwise), dropout, pool, flatten, dense; 9 BNs folded.
+    let spec = import("dscnn.keras").spec;
+    assert_eq!(spec.layers().len(), 14);
+    assert!(spec.is_stack());
+    assert_eq!(count(&spec, LayerKind::BatchNorm), 0);
+    assert_eq!(count(&spec, LayerKind::Dropout), 2);
+    let c = convs(&spec);
+    assert_eq!(c.len(), 9);
+    assert!(c.iter().all(|c| c.activation == Activation::Relu));
+    assert_eq!(c.iter().filter(|c| c.groups == 64).count(), 4);
+
+    // MobileNetV1 0.25 (keras.applications, 89 Keras layers): conv + 13 x
+    // (depthwise, pointwise), global pool, dense; 27 BNs folded, the strided
+    // depthwise convs' ZeroPadding2D folded into their pads.
+    let spec = import("mobilenet_v1.keras").spec;
+    assert_eq!(spec.layers().len(), 29);
+    assert!(spec.is_stack());
+    assert_eq!(count(&spec, LayerKind::BatchNorm), 0);
+    let c = convs(&spec);
+    assert_eq!(c.len(), 27);
+    assert!(c.iter().all(|c| c.activation == Activation::Relu6));
+    assert_eq!(c.iter().filter(|c| c.groups > 1).count(), 13);
+    let padded = c.iter().filter(|c| c.padding == Padding::explicit(0, 1, 0, 1) && c.stride.h == 2).count();
+    assert_eq!(padded, 4);
+
+    // Concatenates (of branches and of a skip), BN after activations and
+    // after a Concatenate (layers of their own), a ReLU after a BN (an
+    // Activation layer), an Add whose ReLU6 fuses, and one read twice whose
+    // ReLU6 cannot.
+    let m = import("keras3_concat.keras");
+    let spec = m.spec;
+    let kinds: Vec<LayerKind> = spec.layers().iter().map(|l| l.kind()).collect();
+    use LayerKind::*;
+    assert_eq!(
+        kinds,
+        [
+            Conv2D,
+            Conv2D,
+            Conv2D,
+            BatchNorm,
+            Concat,
+            BatchNorm,
+            Activation,
+            Concat,
+            MaxPool2D,
+            Conv2D,
+            Add,
+            Conv2D,
+            Add,
+            Activation,
+            Concat,
+            GlobalAvgPool,
+            Dense
+        ]
+    );
+    let reads: Vec<(u16, Option<u16>)> = spec.inputs().iter().map(|i| (i.main, i.other)).collect();
+    assert_eq!(reads[4], (2, Some(4)), "concat of a (folded a_conv) and b (b_bn)");
+    assert_eq!(reads[7], (7, Some(1)), "concat_skip of the ReLU and the stem");
+    assert_eq!(reads[10], (9, Some(10)));
+    assert_eq!(reads[14], (14, Some(13)));
+    assert_eq!(spec.layers()[10], Layer::Add { activation: Activation::Relu6 });
+    assert_eq!(spec.layers()[12], Layer::Add { activation: Activation::None });
+    assert_eq!(spec.layers()[13], Layer::Activation(Activation::Relu6));
+    assert!(matches!(spec.layers()[1], Layer::Conv2D(c) if c.activation == Activation::Relu), "a_bn, a_relu folded");
+    // Its .h5 files, Keras 3's and tf.keras 2's, give the same graph.
+    assert_eq!(import("keras3_concat.h5").spec, spec);
+    assert_eq!(import("keras2_concat.h5").spec, spec);
+    // The same model's to_json() as a stack to train keeps every BN (19 layers).
+    let (stack, _) = host::arch::load_stack_file(&dir().join("keras3_concat.json")).expect("stack file");
+    assert_eq!(stack.layers().len(), 19);
+    assert_eq!(count(&stack, LayerKind::BatchNorm), 3);
+    // Edited: a Concatenate on another axis, and a second output, are named errors.
+    let work = scratch("graph-errors");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir().join("keras3_concat.json")).expect("fixture")).expect("json");
+    let mut on_width = config.clone();
+    let layers = on_width["config"]["layers"].as_array_mut().expect("layers");
+    let cat = layers.iter_mut().find(|l| l["config"]["name"] == "concat").expect("the concat layer");
+    cat["config"]["axis"] = 2.into();
+    let mut two_outputs = config;
+    two_outputs["config"]["output_layers"] = serde_json::json!([["probs", 0, 0], ["gap", 0, 0]]);
+    for (doc, file, want) in [
+        (on_width, "on_width.json", ["\"concat\" (Concatenate)", "axis 2", "Supported:"]),
+        (two_outputs, "two_outputs.json", ["\"concat\" (Functional)", "one output", "Supported:"]),
+    ] {
+        let path = work.join(file);
+        std::fs::write(&path, doc.to_string()).expect("write");
+        let e = host::arch::load_stack_file(&path).expect_err(file);
+        assert!(e.contains(file) && want.iter().all(|w| e.contains(w)), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&work);
+
+    // PyTorch: the exporter folds Conv + BatchNorm; x + y then Clip(0, 6)
+    // fuses into the Add; torch.cat on channels; a Relu after the Concat is a layer.
+    let spec = import("torch_graph.onnx").spec;
+    let kinds: Vec<LayerKind> = spec.layers().iter().map(|l| l.kind()).collect();
+    assert_eq!(kinds, [Conv2D, Conv2D, Conv2D, Add, Conv2D, Concat, Activation, AvgPool2D, Flatten, Dense]);
+    assert_eq!(spec.layers()[3], Layer::Add { activation: Activation::Relu6 });
+    assert_eq!(spec.inputs()[3], Inputs { main: 1, other: Some(3) });
+    assert_eq!(spec.inputs()[5], Inputs { main: 4, other: Some(5) });
+    assert_eq!(spec.layers()[6], Layer::Activation(Activation::Relu));
+}
+
+/// The graph models give their framework's probabilities within 1e-4 and
+/// its top-1 (BN folded, Adds, Concatenates). DS-CNN's inputs are not
+/// images: its expected JSON holds the float inputs the framework was given.
+#[test]
+fn functional_models_match_their_frameworks() {
+    for (file, name) in [
+        ("resnet8.keras", "resnet8"),
+        ("mobilenet_v1.keras", "mobilenet_v1"),
+        ("keras3_concat.keras", "keras3_concat"),
+        // The same model as Keras 3's legacy .h5, and from tf.keras 2 (its nested inbound_nodes lists).
+        ("keras3_concat.h5", "keras3_concat"),
+        ("keras2_concat.h5", "keras2_concat"),
+        ("torch_graph.onnx", "torch_graph"),
+    ] {
+        assert_matches_framework(file, name, None, None);
+    }
+    let path = dir().join("dscnn.expected.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
+    let floats = |x: &serde_json::Value| -> Vec<f32> {
+        x.as_array().expect("numbers").iter().map(|f| f.as_f64().expect("number") as f32).collect()
+    };
+    let inputs: Vec<Vec<f32>> = v["inputs"].as_array().expect("inputs").iter().map(floats).collect();
+    let want: Vec<Vec<f32>> = v["probabilities"].as_array().expect("probabilities").iter().map(floats).collect();
+    let classes: Vec<String> = (0..12).map(|i| format!("class_{i}")).collect();
+    let mut m = import::import(&dir().join("dscnn.keras"), None).expect("dscnn");
+    m.preprocess = None; // the float inputs as they are
+    let ck = m.into_checkpoint(classes).expect("checkpoint");
+    let mut net = ck.network().expect("network");
+    assert_eq!(inputs.len(), 2);
+    for (i, (x, want)) in inputs.iter().zip(&want).enumerate() {
+        let x = ndarray::Array4::from_shape_vec((1, 49, 10, 1), x.clone()).expect("49x10x1");
+        let logits = net.forward(x.view(), Mode::Eval);
+        let mut got = logits.row(0).to_vec();
+        shared::numeric::softmax_in_place(&mut got);
+        let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-4, "dscnn input {i}: probabilities differ by {worst} ({got:?} vs {want:?})");
+        assert_eq!(
+            shared::numeric::argmax(got.iter().copied()),
+            shared::numeric::argmax(want.iter().copied()),
+            "dscnn input {i}: top-1"
+        );
+    }
+}

@@ -2,10 +2,11 @@
 # Rebuild the import fixtures in tests/import/ with the real frameworks, in a
 # throwaway venv (TensorFlow/Keras 3, tf-keras 2, PyTorch, ONNX). Not run by
 # CI: the fixtures are checked in. Needs network access to PyPI (~3 GB).
-#   scripts/import-fixtures/make.sh [OUT_DIR] [--full-alexnet] [--only-geometry] [--only-groups]
+#   scripts/import-fixtures/make.sh [OUT_DIR] [--full-alexnet] [--only-geometry] [--only-groups] [--only-graphs]
 # --only-geometry writes only the operator-graph/geometry fixtures (see
 # make_fixtures.py) and leaves the older ones alone; --only-groups likewise
-# writes only the grouped/depthwise/separable convolution fixtures.
+# writes only the grouped/depthwise/separable convolution fixtures, and --only-graphs
+# only the Functional (Add, Concatenate) fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv="${FIXTURE_VENV:-/tmp/import-fixtures-venv}"

@@ -17,6 +17,13 @@ The groups fixtures (groups_fixtures(); `--only-groups` writes just them, the sa
 way) exercise grouped convolution: Keras's DepthwiseConv2D (with a depth
 multiplier), SeparableConv2D and Conv2D(groups=...), and PyTorch's Conv2d(groups=...)
 (depthwise, pointwise, grouped), exported to ONNX Conv nodes with a group attribute.
+
+The graph fixtures (graphs_fixtures(); `--only-graphs` writes just them) are Functional
+Keras models and a PyTorch module with branches and merges: small-input versions of MLPerf
+Tiny's reference models (ResNet-8, DS-CNN, MobileNetV1 0.25 from keras.applications), a small
+model with Concatenate and BatchNormalization after activations, and a PyTorch residual Add
+and torch.cat exported to ONNX. Their BatchNormalization statistics are random, so the
+importer's folding of BN into the convolution before it is checked against the framework.
 """
 import json
 import os
@@ -31,6 +38,7 @@ OUT = sys.argv[1] if len(sys.argv) > 1 else "tests/import"
 FULL = "--full-alexnet" in sys.argv
 ONLY_GEOMETRY = "--only-geometry" in sys.argv
 ONLY_GROUPS = "--only-groups" in sys.argv
+ONLY_GRAPHS = "--only-graphs" in sys.argv
 # The checked-in fixtures, read back by --only-geometry (their images, keras3_avgpool, torch_avgpool)
 # and by --only-groups (their images).
 CHECKED_IN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "import")
@@ -135,6 +143,9 @@ def main():
         return
     if ONLY_GROUPS:
         groups_fixtures(CHECKED_IN)
+        return
+    if ONLY_GRAPHS:
+        graphs_fixtures(CHECKED_IN)
         return
     imgs = images()
     for i, img in enumerate(imgs):
@@ -728,9 +739,278 @@ def full_alexnet(keras):
     m.save("/tmp/alexnet-full.keras")
 
 
+# --- Graph fixtures: Add, Concatenate, branches (MLPerf Tiny's reference models) -------------
+
+
+def graphs_fixtures(src):
+    """Functional Keras models with residual Adds and Concatenates, and a PyTorch module with a
+    residual Add and a torch.cat. `src` holds the 32x32 image_N.png (tests/import under
+    --only-graphs); the 96x96 mobilenet_image_N.png are written here."""
+    global rng
+    rng = np.random.default_rng(321)  # the same files whether run alone or after the others
+    import keras
+
+    batch = np.stack([read_png(os.path.join(src, f"image_{i}.png")) for i in range(4)]).astype(np.float32)
+    resnet8(keras, batch)
+    dscnn(keras)
+    for i, img in enumerate(images(96)[:2]):
+        write_png(os.path.join(OUT, f"mobilenet_image_{i}.png"), img)
+    mobile = np.stack([read_png(os.path.join(OUT, f"mobilenet_image_{i}.png")) for i in range(2)]).astype(np.float32)
+    mobilenet_v1(keras, mobile)
+    keras_concat(keras, batch)
+    import subprocess
+
+    subprocess.run([sys.executable, os.path.abspath(__file__), OUT, "--torch-graphs", src], check=True)
+
+
+def torch_graphs_child(src):
+    """The PyTorch graph fixture, run without TensorFlow (see graphs_fixtures)."""
+    global rng
+    rng = np.random.default_rng(321)
+    batch = np.stack([read_png(os.path.join(src, f"image_{i}.png")) for i in range(4)]).astype(np.float32)
+    torch_graph(batch)
+
+
+def graph_bn_stats(keras, model, x):
+    """randomize(), then each BatchNormalization's moving statistics near those of what it
+    really sees on `x` (in layer order, each after the ones before it are set), perturbed, with
+    some negative gammas: deep random stacks keep their activations alive, and a wrong fold
+    shows in every output."""
+    randomize(model, raw_input=False)
+    for layer in model.layers:
+        if type(layer).__name__ != "BatchNormalization":
+            continue
+        probe = keras.Model(model.inputs, layer.input)
+        h = np.asarray(probe.predict(x, verbose=0))
+        axes = tuple(range(h.ndim - 1))
+        m, v = h.mean(axes), h.var(axes) + 1e-3
+        c = m.shape[0]
+        gamma = rng.uniform(0.5, 1.5, c) * np.where(rng.random(c) < 0.3, -1, 1)
+        beta = rng.normal(0, 0.3, c)
+        mean = m + rng.normal(0, 0.3, c) * np.sqrt(v)
+        var = v * rng.uniform(0.5, 2.0, c)
+        layer.set_weights([w.astype(np.float32) for w in (gamma, beta, mean, var)])
+
+
+def save_keras(keras, model, name, x, probs, extra):
+    """`name`.keras, reloaded and checked, and `name`.expected.json."""
+    path = os.path.join(OUT, f"{name}.keras")
+    model.save(path)
+    again = keras.saving.load_model(path).predict(x, verbose=0)
+    assert np.abs(again - probs).max() < 1e-6, np.abs(again - probs).max()
+    print(f"{name}.keras: {os.path.getsize(path)} bytes, {model.count_params()} parameters, {len(model.layers)} layers")
+    counts = {}
+    for layer in model.layers:
+        counts[type(layer).__name__] = counts.get(type(layer).__name__, 0) + 1
+    extra = {"keras": keras.__version__, "keras_layers": len(model.layers), "layer_classes": counts, **extra}
+    return extra
+
+
+def resnet8(keras, batch):
+    """MLPerf Tiny image classification's ResNet-8 (resnet_v1_eembc): conv 16, BN, relu; three
+    stacks of two 3x3 convs (16, 32, 64 filters; the last two strided 2 with a strided 1x1
+    shortcut conv), each closed by Add and relu; AveragePooling2D(8), Flatten, Dense 10 softmax.
+    Its 32x32x3 input is the real one; a Rescaling(1/255) in front takes [0, 1] pixels."""
+    L = keras.layers
+    inp = keras.Input(shape=(32, 32, 3), name="input")
+    x = L.Rescaling(1.0 / 255, name="rescaling")(inp)
+    x = L.Conv2D(16, 3, padding="same", name="conv")(x)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.Activation("relu", name="relu")(x)
+    for stack, filters in enumerate((16, 32, 64)):
+        strides = 1 if stack == 0 else 2
+        y = L.Conv2D(filters, 3, strides=strides, padding="same", name=f"s{stack}_conv1")(x)
+        y = L.BatchNormalization(name=f"s{stack}_bn1")(y)
+        y = L.Activation("relu", name=f"s{stack}_relu1")(y)
+        y = L.Conv2D(filters, 3, padding="same", name=f"s{stack}_conv2")(y)
+        y = L.BatchNormalization(name=f"s{stack}_bn2")(y)
+        if stack > 0:
+            x = L.Conv2D(filters, 1, strides=2, padding="same", name=f"s{stack}_shortcut")(x)
+        x = L.Add(name=f"s{stack}_add")([x, y])
+        x = L.Activation("relu", name=f"s{stack}_relu")(x)
+    x = L.AveragePooling2D(pool_size=8, name="pool")(x)
+    x = L.Flatten(name="flatten")(x)
+    out = L.Dense(10, activation="softmax", name="probs")(x)
+    model = keras.Model(inp, out, name="resnet8")
+    graph_bn_stats(keras, model, batch)
+    probs = model.predict(batch, verbose=0)
+    check_margins("resnet8", probs)
+    extra = save_keras(keras, model, "resnet8", batch, probs, {})
+    doc_classes = [f"class_{i}" for i in range(10)]
+    save_expected("resnet8", probs, {**extra, "classes": doc_classes})
+
+
+def dscnn(keras):
+    """MLPerf Tiny keyword spotting's DS-CNN (ds_cnn in keras_model.py) on its real 49x10x1
+    MFCC input: Conv2D 64 (10, 4) stride 2 same, BN, relu, Dropout 0.2; four times DepthwiseConv2D
+    3x3 same, BN, relu, Conv2D 64 1x1, BN, relu; Dropout 0.4, AveragePooling2D to 1x1, Flatten,
+    Dense 12 softmax. Its inputs are not images: two deterministic float inputs are stored in
+    the expected JSON ("inputs", each NHWC flattened) with the model's outputs for them."""
+    L = keras.layers
+    inp = keras.Input(shape=(49, 10, 1), name="input")
+    x = L.Conv2D(64, (10, 4), strides=(2, 2), padding="same", name="conv")(inp)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.Activation("relu", name="relu")(x)
+    x = L.Dropout(0.2, name="dropout")(x)
+    for k in range(4):
+        x = L.DepthwiseConv2D(3, padding="same", name=f"dw{k}")(x)
+        x = L.BatchNormalization(name=f"dw{k}_bn")(x)
+        x = L.Activation("relu", name=f"dw{k}_relu")(x)
+        x = L.Conv2D(64, 1, padding="same", name=f"pw{k}")(x)
+        x = L.BatchNormalization(name=f"pw{k}_bn")(x)
+        x = L.Activation("relu", name=f"pw{k}_relu")(x)
+    x = L.Dropout(0.4, name="dropout_1")(x)
+    x = L.AveragePooling2D(pool_size=(24, 5), name="pool")(x)  # 25x5 -> 1x1, as (49/2, 10/2)
+    x = L.Flatten(name="flatten")(x)
+    out = L.Dense(12, activation="softmax", name="probs")(x)
+    model = keras.Model(inp, out, name="ds_cnn")
+    yy, xx = np.mgrid[0:49, 0:10].astype(np.float32)
+    inputs = np.stack([np.sin(0.3 * yy + k) * np.cos(0.7 * xx - k) * 2.0 + rng.normal(0, 0.5, (49, 10)) for k in range(2)])
+    inputs = inputs.astype(np.float32)[..., None]
+    graph_bn_stats(keras, model, inputs)
+    probs = model.predict(inputs, verbose=0)
+    check_margins("dscnn", probs)
+    extra = save_keras(keras, model, "dscnn", inputs, probs, {})
+    doc = {
+        **extra,
+        "classes": [f"class_{i}" for i in range(12)],
+        "input_shape": [49, 10, 1],
+        "inputs": [v.reshape(-1).tolist() for v in inputs],
+    }
+    save_expected("dscnn", probs, doc, images=[])
+
+
+def mobilenet_v1(keras, batch):
+    """keras.applications.MobileNet at alpha 0.25 on MLPerf Tiny visual wake words' 96x96x3
+    input, 2 classes: conv 3x3 stride 2, 13 depthwise-separable blocks (ZeroPadding2D before
+    each strided depthwise conv, bias-free convs, BN, ReLU(6.)), global average pooling, and a
+    Dense softmax; a Rescaling(1/127.5, -1) in front (MobileNet's preprocess_input)."""
+    L = keras.layers
+    inp = keras.Input(shape=(96, 96, 3), name="input")
+    x = L.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling")(inp)
+    base = keras.applications.MobileNet(
+        input_tensor=x, alpha=0.25, include_top=False, weights=None, pooling="avg"
+    )
+    out = L.Dense(2, activation="softmax", name="probs")(base.output)
+    model = keras.Model(inp, out, name="mobilenet_v1_025")
+    graph_bn_stats(keras, model, batch)
+    probs = model.predict(batch, verbose=0)
+    check_margins("mobilenet_v1", probs)
+    extra = save_keras(keras, model, "mobilenet_v1", batch, probs, {})
+    save_expected(
+        "mobilenet_v1",
+        probs,
+        {**extra, "classes": ["class_0", "class_1"]},
+        images=[f"mobilenet_image_{i}.png" for i in range(len(batch))],
+    )
+
+
+def concat_model(K):
+    """keras_concat()'s model in Keras 3 or tf.keras 2 (`K`)."""
+    L = K.layers
+    inp = K.Input(shape=(SIZE, SIZE, 3), name="input")
+    x = L.Rescaling(1.0 / 255, name="rescaling")(inp)
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="stem")(x)  # 16x16x8
+    a = L.Conv2D(8, 1, name="a_conv")(x)
+    a = L.BatchNormalization(name="a_bn")(a)
+    a = L.ReLU(name="a_relu")(a)  # folded with a_bn into a_conv
+    b = L.Conv2D(4, 3, padding="same", name="b_conv")(x)
+    b = L.ReLU(name="b_relu")(b)
+    b = L.BatchNormalization(name="b_bn")(b)  # BN after the activation: a layer of its own
+    c = L.Concatenate(name="concat")([a, b])  # 12 channels
+    c = L.BatchNormalization(name="concat_bn")(c)
+    c = L.Activation("relu", name="concat_relu")(c)  # after a BN: a layer of its own
+    d = L.Concatenate(axis=-1, name="concat_skip")([c, x])  # 20 channels
+    d = L.MaxPooling2D(2, name="pool")(d)  # 8x8x20
+    e = L.Conv2D(20, 3, padding="same", name="e_conv")(d)
+    s = L.Add(name="add")([d, e])
+    s = L.ReLU(max_value=6.0, name="add_relu6")(s)  # the Add's only reader: fused
+    t = L.Conv2D(20, 1, name="t_conv")(s)
+    u = L.Add(name="add_1")([s, t])
+    u2 = L.Activation("relu6", name="add_1_relu6")(u)  # u has two readers: a layer of its own
+    v = L.Concatenate(name="concat_2")([u2, u])
+    v = L.GlobalAveragePooling2D(name="gap")(v)
+    out = L.Dense(len(CLASSES), activation="softmax", name="probs")(v)
+    return K.Model(inp, out, name="concat")
+
+
+def keras_concat(keras, batch):
+    """A small Functional model: Concatenate (of branches and of a skip), BatchNormalization
+    after activations (and after a Concatenate), a ReLU after a BN (a layer of its own), a
+    linear conv -> BN -> ReLU (folded), and an Add whose output two layers read (its ReLU6
+    cannot fuse). Saved as .keras, Keras 3's legacy .h5 and to_json(), and the same model and
+    weights in tf.keras 2 as keras2_concat.h5 (Keras 2's inbound_nodes form)."""
+    model = concat_model(keras)
+    graph_bn_stats(keras, model, batch)
+    probs = model.predict(batch, verbose=0)
+    check_margins("keras3_concat", probs)
+    extra = save_keras(keras, model, "keras3_concat", batch, probs, {})
+    with open(os.path.join(OUT, "keras3_concat.json"), "w") as f:
+        f.write(model.to_json())
+    save_expected("keras3_concat", probs, extra)
+    model.save(os.path.join(OUT, "keras3_concat.h5"))
+    import tf_keras
+
+    m2 = concat_model(tf_keras)
+    for layer in m2.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    probs2 = m2.predict(batch, verbose=0)
+    print(f"keras2_concat: max |diff| to Keras 3 {np.abs(probs2 - probs).max():.2e}")
+    check_margins("keras2_concat", probs2)
+    m2.save(os.path.join(OUT, "keras2_concat.h5"))
+    save_expected("keras2_concat", probs2, {"keras": tf_keras.__version__})
+
+
+def torch_graph(batch):
+    """PyTorch: a residual block (x + y, then ReLU6 as Clip: fused into the Add), a torch.cat
+    on channels of a linear 1x1 conv's output and its input, a ReLU after the Concat (a layer of
+    its own), Conv-BN pairs the exporter folds, average pooling and a Linear softmax."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.stem_bn = nn.BatchNorm2d(8)
+            self.c1 = nn.Conv2d(8, 8, 3, padding=1)
+            self.b1 = nn.BatchNorm2d(8)
+            self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+            self.b2 = nn.BatchNorm2d(8)
+            self.side = nn.Conv2d(8, 4, 1)
+            self.pool = nn.AvgPool2d(2)
+            self.fc = nn.Linear(12 * 8 * 8, len(CLASSES))
+
+        def forward(self, x):
+            x = torch.relu(self.stem_bn(self.stem(x)))  # 8x16x16
+            y = torch.relu(self.b1(self.c1(x)))
+            y = self.b2(self.c2(y))
+            x = torch.clamp(x + y, 0.0, 6.0)
+            x = torch.relu(torch.cat([x, self.side(x)], 1))  # 12x16x16
+            x = self.pool(x)
+            return torch.softmax(self.fc(torch.flatten(x, 1)), 1)
+
+    torch.manual_seed(0)
+    net = Net()
+    torch_bn_stats(net)
+    scale_default_init(net)
+    net.eval()
+    x = imagenet_nchw(batch)
+    with torch.no_grad():
+        probs = net(torch.tensor(x)).numpy()
+    check_margins("torch_graph", probs)
+    path = os.path.join(OUT, "torch_graph.onnx")
+    extra = export_checked(net, x, path, probs)
+    ops = extra["onnx_ops"]
+    assert "Add" in ops and "Concat" in ops, ops
+    save_expected("torch_graph", probs, {"torch": torch.__version__, **imagenet_extra(), **extra})
+
+
 if __name__ == "__main__":
     if "--torch-geometry" in sys.argv:
         torch_geometry_child(sys.argv[sys.argv.index("--torch-geometry") + 1])
+    elif "--torch-graphs" in sys.argv:
+        torch_graphs_child(sys.argv[sys.argv.index("--torch-graphs") + 1])
     elif "--torch-groups" in sys.argv:
         torch_groups_child(sys.argv[sys.argv.index("--torch-groups") + 1])
     else:

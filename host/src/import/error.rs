@@ -22,18 +22,24 @@ pub enum ImportError {
 }
 
 /// What the layer stack takes from Keras, for the error text.
-pub const KERAS_SUPPORTED: &str = "Conv2D (any kernel, strides, dilation and groups, valid/same padding, \
-    relu, relu6 or linear), DepthwiseConv2D (any depth_multiplier), SeparableConv2D (as depthwise + 1x1), \
-    ZeroPadding2D before a valid Conv2D or AveragePooling2D, BatchNormalization (last axis), MaxPooling2D \
-    (square, valid), AveragePooling2D (valid/same), GlobalAveragePooling2D, Flatten, Dense (relu, relu6, linear, \
-    softmax), Dropout, ReLU (max_value 6 or none) and Activation layers after a Conv2D or Dense, and in front of \
-    them InputLayer, Rescaling and Normalization, in a straight chain; Keras's random augmentation layers are \
-    skipped (they do nothing at inference)";
+pub const KERAS_SUPPORTED: &str = "Sequential and Functional models with one input and one output (layers \
+    called once) of: Conv2D (any kernel, strides, dilation and groups, valid/same padding, relu, relu6 or linear), \
+    DepthwiseConv2D (any depth_multiplier), SeparableConv2D (as depthwise + 1x1), ZeroPadding2D before a valid \
+    Conv2D, DepthwiseConv2D, SeparableConv2D or AveragePooling2D, BatchNormalization (last axis; folded into a \
+    linear Conv2D, DepthwiseConv2D or Dense that it alone reads), MaxPooling2D (square, valid), AveragePooling2D \
+    (valid/same), GlobalAveragePooling2D, Flatten, Dense (relu, relu6, linear, softmax), Dropout, Add and \
+    Concatenate (channels axis, -1) of two or more tensors, ReLU (max_value 6 or none) and Activation (relu, \
+    relu6, linear; softmax right after the last Dense) layers, and in front of the first Conv2D or Dense \
+    InputLayer, Rescaling and Normalization; Keras's random augmentation layers are skipped (they do nothing at \
+    inference)";
 
 /// What the layer stack takes from ONNX, for the error text.
-pub const ONNX_SUPPORTED: &str = "Conv (any kernel, strides, dilations, group and pads; auto_pad NOTSET, VALID or \
-    SAME_UPPER), a constant zero Pad of height and width before a Conv or AveragePool, Relu, Clip(0, 6) and \
-    Clip(0) after a Conv or Gemm/MatMul, BatchNormalization, MaxPool (square, unpadded), AveragePool \
-    (count_include_pad=0, or no pads), GlobalAveragePool, Flatten or Reshape to [batch, features], Transpose \
-    between NCHW and NHWC, Gemm or MatMul + Add, Dropout, Softmax, Identity, in a straight chain; shape \
-    subgraphs over constants (ConstantOfShape, Concat, Reshape, Slice, Transpose, Cast) are folded";
+pub const ONNX_SUPPORTED: &str = "graphs with one input and one output, each node reading tensors computed \
+    before it, of: Conv (any kernel, strides, dilations, group and pads; auto_pad NOTSET, VALID or SAME_UPPER), a \
+    constant zero Pad of height and width before a Conv or AveragePool, Relu, Clip(0, 6) and Clip(0) (fused into \
+    the Conv, Gemm/MatMul or Add before them when they alone read it, else a layer of their own), \
+    BatchNormalization, MaxPool (square, unpadded), AveragePool (count_include_pad=0, or no pads), \
+    GlobalAveragePool, Add of two tensors of one shape, Concat on channels (axis 1 of NCHW), Flatten or Reshape to \
+    [batch, features], Transpose between NCHW and NHWC, Gemm or MatMul + Add, Dropout, Softmax after the last \
+    Gemm/MatMul, Identity; shape subgraphs over constants (ConstantOfShape, Concat, Reshape, Slice, Transpose, \
+    Cast) are folded";

@@ -45,7 +45,7 @@ pub fn import_keras_zip(path: &Path) -> Result<Imported, ImportError> {
     let config = member("config.json")?;
     let weights = member("model.weights.h5")?;
     let config: Value = serde_json::from_slice(&config).map_err(|e| fmt(format!("config.json: {e}")))?;
-    let model = keras_config::parse(&config, path)?;
+    let model = keras_config::parse_for_import(&config, path)?;
     // The HDF5 bytes are dropped once the tensors are out: the full AlexNet's are 250 MB.
     let layers = KerasH5::from_bytes(weights, path)?.layers()?;
     by_name(&model, &layers, path, "keras (.keras)")
@@ -62,7 +62,7 @@ pub fn import_h5(path: &Path, stack: Option<(&ModelSpec, &str)>) -> Result<Impor
         (Some(config), None) => {
             let config: Value = serde_json::from_str(&config)
                 .map_err(|e| ImportError::Format { path: path.to_path_buf(), what: format!("model_config: {e}") })?;
-            let model = keras_config::parse(&config, path)?;
+            let model = keras_config::parse_for_import(&config, path)?;
             by_name(&model, &layers, path, "keras (.h5)")
         }
         (None, None) => Err(ImportError::Format {
@@ -85,7 +85,11 @@ fn by_name(model: &KerasModel, layers: &[LayerVars], path: &Path, source: &str) 
     for w in &model.weight_layers {
         let vars = found.get(w.keras_name.as_str()).ok_or_else(|| missing(&w.keras_name))?;
         let tensors = place(w.kind, vars).map_err(|what| ImportError::Weights { path: path.to_path_buf(), what })?;
-        out.put(w.index, &format!("layer {:?} at {}", w.keras_name, vars.location), tensors)?;
+        let source = format!("layer {:?} at {}", w.keras_name, vars.location);
+        match w.kind {
+            WeightKind::FoldedBatchNorm { epsilon, .. } => out.fold_batch_norm(w.index, &source, tensors, epsilon)?,
+            _ => out.put(w.index, &source, tensors)?,
+        }
     }
     let mut preprocess = model.preprocess.clone();
     if let Some(norm) = &model.adapted {
@@ -131,7 +135,7 @@ fn place(kind: WeightKind, layer: &LayerVars) -> Result<Vec<Option<Tensor>>, Str
             next("depthwise kernel")?;
             vec![Some(next("pointwise kernel")?), if use_bias { Some(next("bias")?) } else { None }]
         }
-        WeightKind::BatchNorm { scale, center } => vec![
+        WeightKind::BatchNorm { scale, center } | WeightKind::FoldedBatchNorm { scale, center, .. } => vec![
             if scale { Some(next("gamma")?) } else { None },
             if center { Some(next("beta")?) } else { None },
             Some(next("moving mean")?),

@@ -1,8 +1,11 @@
 //! ONNX (PyTorch's `torch.onnx.export`) onto the layer stack, read with
 //! tract's ONNX crate (protobuf and tensor decoding).
 //!
-//! The graph must be a chain: each node takes the previous node's output
-//! (plus constants). Layouts are converted: ONNX convolutions are NCHW with
+//! Each node reads tensors computed before it (ONNX's topological order) plus
+//! constants; `Add` of two tensors and `Concat` on channels merge branches
+//! ([`shared::spec::Inputs`]), and a Relu or Clip whose input is read by it
+//! alone fuses into the Conv, Gemm or Add before it (else it is a layer of
+//! its own). The graph has one input and one output. Layouts are converted: ONNX convolutions are NCHW with
 //! OIHW kernels, the stack is NHWC with HWIO kernels, and a Flatten of an
 //! NCHW tensor orders features channel-major, so the first Dense layer's
 //! rows are permuted from `c*H*W + h*W + w` to `(h*W + w)*C + c`.
@@ -10,7 +13,7 @@ use super::error::ImportError;
 use super::imported::Imported;
 use super::tensors::{StackTensors, Tensor};
 use shared::geometry::ConvGeom;
-use shared::spec::{Activation, AvgPool2D, Conv2D, Hw, Layer, ModelSpec, Padding, Shape};
+use shared::spec::{Activation, AvgPool2D, Conv2D, Hw, Inputs, Layer, ModelSpec, Padding, Shape};
 use std::collections::HashMap;
 use std::path::Path;
 use tract_onnx::pb::{AttributeProto, NodeProto, TensorProto};
@@ -64,13 +67,23 @@ pub fn import_onnx(path: &Path) -> Result<Imported, ImportError> {
         }
         folded.insert(k);
     }
+    if graph.output.len() > 1 {
+        let names: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+        return Err(fmt(format!("the graph has outputs {names:?}: only models with one output are supported")));
+    }
     let mut b = Chain::new(path, &input.name, &dims, &constants)?;
+    let live = |k: usize, n: &NodeProto| n.op_type != "Constant" && !folded.contains(&k);
+    for (_, node) in graph.node.iter().enumerate().filter(|(k, n)| live(*k, n)) {
+        for i in node.input.iter().filter(|i| !i.is_empty() && !constants.contains_key(*i)) {
+            *b.onnx_readers.entry(i.clone()).or_default() += 1;
+        }
+    }
     for (k, node) in graph.node.iter().enumerate() {
-        if node.op_type != "Constant" && !folded.contains(&k) {
+        if live(k, node) {
             b.node(node)?;
         }
     }
-    b.finish()
+    b.finish(graph.output.first().map(|o| o.name.as_str()))
 }
 
 /// Bytes per element of the ONNX data types tract loads as numbers, or None
@@ -179,11 +192,31 @@ struct Pending {
     tensors: Vec<Option<Tensor>>,
 }
 
+/// Where an ONNX tensor is in the stack, and its layout there.
+#[derive(Clone, Debug)]
+struct TensorState {
+    /// The stack tensor (0 the input, `i + 1` layer `i`'s output).
+    id: u16,
+    layout: Layout,
+    hwc: (usize, usize, usize),
+    pending_pad: Option<(String, [u32; 4])>,
+    pooled_flat: bool,
+}
+
 struct Chain<'a> {
     path: &'a Path,
     constants: &'a HashMap<String, Tensor>,
-    /// The tensor the next node must consume.
-    current: String,
+    /// The stack tensor it is.
+    cur: u16,
+    /// What each stack layer reads.
+    inputs: Vec<Inputs>,
+    /// The ONNX tensors computed so far.
+    tensors: HashMap<String, TensorState>,
+    /// How many nodes read each ONNX tensor (absent: one).
+    onnx_readers: HashMap<String, usize>,
+    /// How many nodes read each stack tensor: an activation fuses into the
+    /// layer before it only when it is that layer's only reader.
+    readers: Vec<usize>,
     layout: Layout,
     input: Shape,
     /// Current (h, w, c) of the image tensor, or features when flat.
@@ -228,10 +261,15 @@ impl<'a> Chain<'a> {
             Layout::Flat(_) => Shape::Flat(hwc.2 as u32),
             _ => Shape::image(hwc.0 as u32, hwc.1 as u32, hwc.2 as u32),
         };
+        let state = TensorState { id: 0, layout, hwc, pending_pad: None, pooled_flat: false };
         Ok(Chain {
             path,
             constants,
-            current: input.to_string(),
+            cur: 0,
+            inputs: Vec::new(),
+            tensors: HashMap::from([(input.to_string(), state)]),
+            onnx_readers: HashMap::new(),
+            readers: vec![1],
             layout,
             input: input_shape,
             hwc,
@@ -260,20 +298,130 @@ impl<'a> Chain<'a> {
             .ok_or_else(|| self.unsupported(n, format!("its {what} (input {k}) is not a constant in the file")))
     }
 
+    fn state(&self) -> TensorState {
+        TensorState {
+            id: self.cur,
+            layout: self.layout,
+            hwc: self.hwc,
+            pending_pad: self.pending_pad.clone(),
+            pooled_flat: self.pooled_flat,
+        }
+    }
+
     fn node(&mut self, n: &NodeProto) -> Result<(), ImportError> {
-        // Every node but constants must continue the chain.
+        // Every node reads tensors computed before it (and constants).
         let data_inputs: Vec<&String> =
             n.input.iter().filter(|i| !i.is_empty() && !self.constants.contains_key(*i)).collect();
-        if data_inputs.len() != 1 || *data_inputs[0] != self.current {
-            return Err(self.unsupported(
-                n,
-                format!(
-                    "its inputs {:?} do not continue a straight chain from {:?} (no branches or merges)",
-                    n.input, self.current
-                ),
-            ));
+        let mut states = Vec::with_capacity(data_inputs.len());
+        for i in &data_inputs {
+            let s = self.tensors.get(*i).cloned().ok_or_else(|| {
+                self.unsupported(n, format!("its input {i:?} is not the graph input nor computed by a node before it"))
+            })?;
+            states.push(s);
         }
         let out = n.output.first().cloned().unwrap_or_default();
+        if n.output.iter().filter(|o| !o.is_empty()).count() > 1 && n.op_type != "Dropout" {
+            return Err(self.unsupported(n, "only nodes with one output are supported"));
+        }
+        let Some(first) = states.first().cloned() else {
+            return Err(self.unsupported(n, "it reads no tensor (only constants)"));
+        };
+        self.cur = first.id;
+        self.layout = first.layout;
+        self.hwc = first.hwc;
+        self.pending_pad = first.pending_pad.clone();
+        self.pooled_flat = first.pooled_flat;
+        if states.len() > 1 || matches!(n.op_type.as_str(), "Concat") {
+            if let Some((pad, _)) = states.iter().find_map(|s| s.pending_pad.as_ref()) {
+                let why = format!("the Pad {pad:?} before it can fold only into a Conv or AveragePool");
+                return Err(self.unsupported(n, why));
+            }
+            match n.op_type.as_str() {
+                "Add" if states.len() == 2 => self.merge(n, &states, Layer::Add { activation: Activation::None })?,
+                "Concat" => self.merge(n, &states, Layer::Concat)?,
+                _ => {
+                    return Err(self.unsupported(
+                        n,
+                        format!(
+                            "it reads {} tensors {data_inputs:?}; only Add (of two) and Concat merge tensors",
+                            states.len()
+                        ),
+                    ))
+                }
+            }
+        } else {
+            self.single(n)?;
+        }
+        // This node read `first` once; its readers read what it gives.
+        let readers = self.onnx_readers.get(&out).copied().unwrap_or(1);
+        let t = self.cur as usize;
+        let now = if self.cur == first.id { self.readers[t].saturating_sub(1) + readers } else { readers };
+        if let Some(r) = self.readers.get_mut(t) {
+            *r = now;
+        }
+        let state = self.state();
+        self.tensors.insert(out, state);
+        Ok(())
+    }
+
+    /// `Add` of two tensors, or `Concat` of two or more on channels (as a
+    /// chain of two-input layers).
+    fn merge(&mut self, n: &NodeProto, states: &[TensorState], layer: Layer) -> Result<(), ImportError> {
+        let first = &states[0];
+        let channels_axis = match first.layout {
+            Layout::Nchw => [1, -3],
+            Layout::Nhwc => [3, -1],
+            Layout::Flat(None) => [1, -1],
+            Layout::Flat(Some(_)) => [i64::MAX, i64::MAX],
+        };
+        let mut c = first.hwc.2;
+        for s in &states[1..] {
+            let same_place = s.layout == first.layout && (s.hwc.0, s.hwc.1) == (first.hwc.0, first.hwc.1);
+            let fits = match layer {
+                Layer::Concat => same_place,
+                _ => same_place && s.hwc == first.hwc,
+            };
+            if !fits || s.pooled_flat != first.pooled_flat {
+                return Err(self.unsupported(
+                    n,
+                    format!(
+                        "its inputs are a {:?} tensor of (h, w, c) {:?} and a {:?} one of {:?}: Add needs equal shapes, \
+                         Concat equal heights and widths",
+                        first.layout, first.hwc, s.layout, s.hwc
+                    ),
+                ));
+            }
+            c += s.hwc.2;
+        }
+        if layer == Layer::Concat {
+            let axis = attr(n, "axis").map(|a| a.i);
+            if !axis.is_some_and(|a| channels_axis.contains(&a)) {
+                return Err(self.unsupported(
+                    n,
+                    format!(
+                        "axis {axis:?} of a {:?} tensor: only the channels axis (1 in NCHW, -1 in NHWC or of \
+                         unflattened features) is supported",
+                        first.layout
+                    ),
+                ));
+            }
+        }
+        let mut main = first.id;
+        for s in &states[1..] {
+            self.inputs.push(Inputs { main, other: Some(s.id) });
+            self.layers.push(layer);
+            self.readers.push(1);
+            main = self.layers.len() as u16;
+        }
+        self.cur = main;
+        if layer == Layer::Concat {
+            self.hwc.2 = c;
+        }
+        Ok(())
+    }
+
+    /// A node that reads one tensor.
+    fn single(&mut self, n: &NodeProto) -> Result<(), ImportError> {
         if let Some((pad, _)) = &self.pending_pad {
             if !matches!(n.op_type.as_str(), "Conv" | "AveragePool") {
                 let why = format!("the Pad {pad:?} before it can fold only into a Conv or AveragePool");
@@ -329,12 +477,11 @@ impl<'a> Chain<'a> {
                 if !(0.0..1.0).contains(&rate) {
                     return Err(self.unsupported(n, format!("dropout ratio {rate} is not in [0, 1)")));
                 }
-                self.layers.push(Layer::Dropout { rate });
+                self.push_layer(Layer::Dropout { rate });
             }
             "Identity" => {}
             _ => return Err(self.unsupported(n, "the layer stack has no such layer")),
         }
-        self.current = out;
         Ok(())
     }
 
@@ -404,16 +551,17 @@ impl<'a> Chain<'a> {
                 return Err(self.unsupported(n, "softmax is supported over the features of a Dense output only"));
             }
         }
-        match self.layers.last_mut() {
-            Some(Layer::Conv2D(c))
-                if c.activation == Activation::None && matches!(act, Activation::Relu | Activation::Relu6) =>
-            {
-                c.activation = act
-            }
+        let elementwise = matches!(act, Activation::Relu | Activation::Relu6);
+        let only_reader = self.readers.get(self.cur as usize) == Some(&1);
+        let at = (self.cur as usize).checked_sub(1).filter(|_| only_reader);
+        match at.and_then(|i| self.layers.get_mut(i)) {
+            Some(Layer::Conv2D(c)) if c.activation == Activation::None && elementwise => c.activation = act,
+            Some(Layer::Add { activation }) if *activation == Activation::None && elementwise => *activation = act,
             Some(Layer::Dense { activation, .. }) if *activation == Activation::None => *activation = act,
+            _ if elementwise => self.push_layer(Layer::Activation(act)),
             _ => {
                 return Err(self
-                    .unsupported(n, "an activation is supported only right after a Conv or Gemm/MatMul without one"))
+                    .unsupported(n, "softmax is supported only right after the last Gemm/MatMul, as its only reader"))
             }
         }
         Ok(())
@@ -462,7 +610,7 @@ impl<'a> Chain<'a> {
         if pool > h || pool > w {
             return Err(self.unsupported(n, format!("a {pool}x{pool} pool on a {h}x{w} input")));
         }
-        self.layers.push(Layer::MaxPool2D { pool: pool as u32, stride: stride as u32 });
+        self.push_layer(Layer::MaxPool2D { pool: pool as u32, stride: stride as u32 });
         self.hwc = ((h - pool) / stride + 1, (w - pool) / stride + 1, c);
         Ok(())
     }
@@ -569,7 +717,7 @@ impl<'a> Chain<'a> {
             ));
         }
         let g = geom(padding).ok_or_else(|| self.unsupported(n, "the pool does not fit the input"))?;
-        self.layers.push(Layer::AvgPool2D(AvgPool2D { pool, stride, padding }));
+        self.push_layer(Layer::AvgPool2D(AvgPool2D { pool, stride, padding }));
         self.hwc = (g.out_h, g.out_w, c);
         Ok(())
     }
@@ -579,7 +727,7 @@ impl<'a> Chain<'a> {
     fn global_avg_pool(&mut self, n: &NodeProto) -> Result<(), ImportError> {
         self.need_nchw(n)?;
         let (_, _, c) = self.hwc;
-        self.layers.push(Layer::GlobalAvgPool);
+        self.push_layer(Layer::GlobalAvgPool);
         self.layout = Layout::Nchw;
         self.hwc = (1, 1, c);
         self.pooled_flat = true;
@@ -669,8 +817,8 @@ impl<'a> Chain<'a> {
             flat @ Layout::Flat(_) => flat,
         };
         let same_as_input = u32::try_from(h * w * c).is_ok_and(|f| self.input == Shape::Flat(f));
-        if !matches!(self.layers.last(), Some(Layer::Flatten)) && !same_as_input {
-            self.layers.push(Layer::Flatten);
+        if !matches!(self.producer(), Some(Layer::Flatten)) && !same_as_input {
+            self.push_layer(Layer::Flatten);
         }
         self.hwc = (1, 1, h * w * c);
         Ok(())
@@ -734,9 +882,11 @@ impl<'a> Chain<'a> {
     fn add_bias(&mut self, n: &NodeProto) -> Result<(), ImportError> {
         let k = n.input.iter().position(|i| self.constants.contains_key(i)).unwrap_or(1);
         let bias = self.constant(n, k, "bias")?;
-        let last_is_bare_dense = matches!(self.layers.last(), Some(Layer::Dense { activation: Activation::None, .. }));
-        match self.weights.last_mut() {
-            Some(p) if last_is_bare_dense && p.index + 1 == self.layers.len() && p.tensors[1].is_none() => {
+        let bare_dense = matches!(self.producer(), Some(Layer::Dense { activation: Activation::None, .. }))
+            && self.readers.get(self.cur as usize) == Some(&1);
+        let at = (self.cur as usize).wrapping_sub(1);
+        match self.weights.iter_mut().find(|p| p.index == at) {
+            Some(p) if bare_dense && p.tensors[1].is_none() => {
                 p.tensors[1] = Some(bias);
                 Ok(())
             }
@@ -747,17 +897,45 @@ impl<'a> Chain<'a> {
     fn push(&mut self, n: &NodeProto, layer: Layer, tensors: Vec<Option<Tensor>>) {
         let node = if n.name.is_empty() { n.op_type.clone() } else { n.name.clone() };
         self.weights.push(Pending { index: self.layers.len(), node, tensors });
-        self.layers.push(layer);
+        self.push_layer(layer);
     }
 
-    fn finish(self) -> Result<Imported, ImportError> {
-        if let Some((pad, _)) = &self.pending_pad {
-            return Err(ImportError::Format {
-                path: self.path.to_path_buf(),
-                what: format!("the Pad {pad:?} ends the graph: it must be followed by a Conv or AveragePool"),
-            });
+    /// Append `layer`, reading the current tensor; its output becomes current.
+    fn push_layer(&mut self, layer: Layer) {
+        self.inputs.push(Inputs { main: self.cur, other: None });
+        self.layers.push(layer);
+        self.readers.push(1);
+        self.cur = self.layers.len() as u16;
+    }
+
+    /// The layer computing the current tensor (None: the input).
+    fn producer(&self) -> Option<&Layer> {
+        (self.cur as usize).checked_sub(1).and_then(|i| self.layers.get(i))
+    }
+
+    /// The stack, its output the graph's `output` (None: a graph that names
+    /// none, the last node's).
+    fn finish(self, output: Option<&str>) -> Result<Imported, ImportError> {
+        let format = |what: String| ImportError::Format { path: self.path.to_path_buf(), what };
+        let out = match output {
+            Some(o) => {
+                self.tensors.get(o).cloned().ok_or_else(|| format(format!("no node computes the output {o:?}")))?
+            }
+            None => self.state(),
+        };
+        let output = output.unwrap_or("of the last node");
+        if let Some((pad, _)) = &out.pending_pad {
+            return Err(format(format!(
+                "the Pad {pad:?} ends the graph: it must be followed by a Conv or AveragePool"
+            )));
         }
-        let spec = ModelSpec::new(self.input, &self.layers).map_err(|e| ImportError::Format {
+        if out.id as usize != self.layers.len() {
+            return Err(format(format!(
+                "the output {output:?} is not computed by the last node that makes a layer: only models with one \
+                 output, every node on the way to it, are supported"
+            )));
+        }
+        let spec = ModelSpec::graph(self.input, &self.layers, &self.inputs).map_err(|e| ImportError::Format {
             path: self.path.to_path_buf(),
             what: format!("the nodes do not make a valid layer stack: {e}"),
         })?;
@@ -844,5 +1022,57 @@ mod tests {
         }
         let e = Chain::new(path, "x", &[1, 3, 4294967304, 8], &constants).err().expect("huge input").to_string();
         assert!(e.contains("4294967304"), "{e}");
+    }
+
+    fn op(op: &str, name: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: name.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    /// Branches read the tensors they name; Concat on channels and Add of
+    /// equal shapes merge them, with a Relu fused into the Add it alone
+    /// reads; another axis, unequal shapes and unknown inputs are named.
+    #[test]
+    fn branches_merge_with_add_and_concat_and_the_rest_is_named() {
+        let path = Path::new("g.onnx");
+        let mut constants = HashMap::new();
+        let w = |o: usize| Tensor { location: "w".into(), shape: vec![o, 3, 1, 1], data: vec![0.5; o * 3] };
+        constants.insert("w3".to_string(), w(3));
+        constants.insert("w2".to_string(), w(2));
+        let axis = |a: i64| vec![AttributeProto { name: "axis".into(), i: a, ..Default::default() }];
+        let build = |last: NodeProto| -> Result<Chain<'_>, ImportError> {
+            let mut chain = Chain::new(path, "x", &[1, 3, 8, 8], &constants)?;
+            chain.node(&op("Conv", "a", &["x", "w3"], "a", vec![]))?;
+            chain.node(&op("Conv", "b", &["x", "w2"], "b", vec![]))?;
+            chain.node(&last)?;
+            Ok(chain)
+        };
+        let chain = build(op("Concat", "cat", &["a", "b", "x"], "cat", axis(1))).expect("concat");
+        assert_eq!(
+            chain.layers,
+            [Layer::Conv2D(Conv2D::new(3, 1)), Layer::Conv2D(Conv2D::new(2, 1)), Layer::Concat, Layer::Concat]
+        );
+        assert_eq!(chain.inputs[2], Inputs { main: 1, other: Some(2) });
+        assert_eq!(chain.inputs[3], Inputs { main: 3, other: Some(0) });
+        assert_eq!(chain.hwc, (8, 8, 8));
+        let mut chain = build(op("Add", "add", &["a", "x"], "sum", vec![])).expect("add");
+        chain.node(&op("Relu", "relu", &["sum"], "out", vec![])).expect("relu");
+        assert_eq!(chain.layers[2], Layer::Add { activation: Activation::Relu });
+        assert_eq!(chain.inputs[2], Inputs { main: 1, other: Some(0) });
+        for (node, want) in [
+            (op("Concat", "cat_h", &["a", "b"], "c", axis(2)), "axis Some(2)"),
+            (op("Add", "add_ab", &["a", "b"], "c", vec![]), "equal shapes"),
+            (op("Mul", "mul", &["a", "b"], "c", vec![]), "only Add (of two) and Concat"),
+            (op("Relu", "relu_y", &["y"], "c", vec![]), "\"y\""),
+        ] {
+            let e = build(node.clone()).err().expect(want).to_string();
+            assert!(e.contains(&format!("{:?}", node.name)) && e.contains(want) && e.contains("Supported:"), "{e}");
+        }
     }
 }

@@ -120,6 +120,79 @@ impl<'a> StackTensors<'a> {
         Ok(())
     }
 
+    /// Fold a BatchNormalization that reads only layer `index` (a Conv2D or
+    /// Dense without activation, already [`StackTensors::put`]) into its
+    /// kernel and bias: with `s = gamma / sqrt(variance + epsilon)` per output
+    /// channel, `kernel[.., o] *= s[o]` and `bias[o] = (bias[o] - mean[o]) *
+    /// s[o] + beta[o]`. In real arithmetic this is exactly
+    /// `BN(conv(x)) = conv'(x)` (TFLite's converter folds the same way);
+    /// in floats it differs by rounding only (computed here in f64).
+    /// `tensors` are gamma, beta, moving mean and moving variance, `None`
+    /// for Keras's absent gamma (1) or beta (0).
+    pub fn fold_batch_norm(
+        &mut self,
+        index: usize,
+        source: &str,
+        tensors: Vec<Option<Tensor>>,
+        epsilon: f32,
+    ) -> Result<(), ImportError> {
+        let name = self.spec.layer_name(index).to_string();
+        let (kernel_name, bias_name) = (format!("{name}/kernel"), format!("{name}/bias"));
+        let units = match self.map.get(&bias_name) {
+            Some(b) if self.map.contains_key(&kernel_name) => b.len(),
+            _ => {
+                return Err(self.err(format!(
+                    "{source}: the batch normalization folds into layer {index} ({name}), which has no weights yet"
+                )))
+            }
+        };
+        let [gamma, beta, mean, var] = <[Option<Tensor>; 4]>::try_from(tensors)
+            .map_err(|t| self.err(format!("{source} holds {} tensors; a batch normalization has 4", t.len())))?;
+        let values = |t: Option<Tensor>, what: &str, fill: f32| -> Result<Vec<f64>, ImportError> {
+            let Some(t) = t else { return Ok(vec![fill as f64; units]) };
+            if t.shape != [units] {
+                return Err(self.err(format!(
+                    "{} ({source}): its {what} has shape {:?}; the layer {name} it folds into has {units} channels",
+                    t.location, t.shape
+                )));
+            }
+            if let Some(bad) = t.data.iter().find(|v| !v.is_finite()) {
+                return Err(self.err(format!("{} ({source}) holds the non-finite value {bad}", t.location)));
+            }
+            Ok(t.data.iter().map(|&v| v as f64).collect())
+        };
+        let (gamma, beta) = (values(gamma, "gamma", 1.0)?, values(beta, "beta", 0.0)?);
+        let (mean, var) = (values(mean, "moving mean", 0.0)?, values(var, "moving variance", 1.0)?);
+        let mut scale = Vec::with_capacity(units);
+        for (o, (&g, &v)) in gamma.iter().zip(&var).enumerate() {
+            let denominator = (v + epsilon as f64).sqrt();
+            if !(denominator > 0.0 && denominator.is_finite()) {
+                return Err(self.err(format!(
+                    "{source}: channel {o}'s moving variance {v} plus epsilon {epsilon} is not positive"
+                )));
+            }
+            scale.push(g / denominator);
+        }
+        let fold = |x: f64, o: usize| x * scale[o];
+        if let Some(kernel) = self.map.get_mut(&kernel_name) {
+            for (k, w) in kernel.iter_mut().enumerate() {
+                *w = fold(*w as f64, k % units) as f32;
+            }
+        }
+        if let Some(bias) = self.map.get_mut(&bias_name) {
+            for (o, b) in bias.iter_mut().enumerate() {
+                *b = ((*b as f64 - mean[o]) * scale[o] + beta[o]) as f32;
+            }
+        }
+        let bad = [&kernel_name, &bias_name]
+            .into_iter()
+            .find(|n| self.map.get(*n).is_some_and(|t| t.iter().any(|v| !v.is_finite())));
+        if let Some(n) = bad {
+            return Err(self.err(format!("{source}: folding it into {n} overflows to a non-finite value")));
+        }
+        Ok(())
+    }
+
     /// Every weight layer must have been filled.
     pub fn finish(self) -> Result<HashMap<String, ArrayD<f32>>, ImportError> {
         for (i, layer) in self.spec.layers().iter().enumerate() {
