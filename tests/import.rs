@@ -544,3 +544,120 @@ fn functional_models_match_their_frameworks() {
         );
     }
 }
+
+/// Quantize an imported checkpoint, calibrated on `batches` (NHWC in the
+/// network's input units: pixels in [0, 1] before its transform, or the raw
+/// features of a model without one).
+fn quantize_on(ck: &Checkpoint, precision: Precision, batches: &[ndarray::Array4<f32>]) -> shared::convert::OwnedModel {
+    let params = quantize::FloatParams::from_tensors(&ck.spec, &ck.tensors).expect("params");
+    let ranges = (precision == Precision::Int8).then(|| {
+        let mut net = ck.network().expect("network");
+        let mut cal = quantize::Calibrator::new(&ck.spec, quantize::RangeMethod::MinMax);
+        for b in batches {
+            cal.observe(&mut net, b.view());
+        }
+        let mut r = cal.ranges(ck.preprocess.as_ref());
+        if ck.preprocess.is_none() {
+            let all = batches.iter().flat_map(|b| b.iter().copied());
+            r.input = all.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        }
+        r
+    });
+    quantize::quantize(&params, precision, ranges.as_ref(), &ck.class_names, ck.preprocess.as_ref()).expect("quantize")
+}
+
+/// MLPerf Tiny's architectures as imported from Keras (ResNet-8 32x32x3,
+/// DS-CNN on 49x10x1 features, MobileNetV1 0.25 at 96x96x3), quantized to
+/// int8 and f16, on the emulated Cortex-M4: the device's output and every
+/// layer's bytes equal the simulator's. The int8 graphs' arenas are no
+/// larger than TFLite Micro's greedy plan of the same graph.
+#[test]
+fn mlperf_tiny_graphs_run_on_the_cortex_m4_with_the_simulators_bytes() {
+    use ndarray::Array4;
+    let elf = flash::build_firmware(Board::QemuAn386, &flash::default_firmware_dir()).expect("firmware");
+    let mut rng = suite::Rng::new(17);
+    for (file, name) in [("resnet8.keras", "resnet8"), ("dscnn.keras", "dscnn"), ("mobilenet_v1.keras", "mobilenet_v1")]
+    {
+        // The model, its calibration batches and two device inputs (as floats).
+        let (ck, inputs): (Checkpoint, Vec<Vec<f32>>) = if name == "dscnn" {
+            let path = dir().join("dscnn.expected.json");
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
+            let inputs = v["inputs"]
+                .as_array()
+                .expect("inputs")
+                .iter()
+                .map(|x| x.as_array().expect("numbers").iter().map(|f| f.as_f64().expect("number") as f32).collect())
+                .collect();
+            let mut m = import::import(&dir().join(file), None).expect("dscnn");
+            m.preprocess = None;
+            (m.into_checkpoint((0..12).map(|i| format!("class_{i}")).collect()).expect("checkpoint"), inputs)
+        } else {
+            let e = expected(name);
+            let ck = import_fixture(file, None, None, &e);
+            let (h, w) = ck.input_hw();
+            let inputs = e.images[..2]
+                .iter()
+                .map(|p| host::data::load_image_file(p, h, w).expect("image").into_raw_vec_and_offset().0)
+                .collect();
+            (ck, inputs)
+        };
+        // ResNet-8's residuals make it a graph; DS-CNN and MobileNet, their BN folded, are chains.
+        assert_eq!(ck.spec.is_stack(), name != "resnet8", "{file}");
+        let Shape::Image { h, w, c } = ck.spec.input() else { panic!("{file}: an image-shaped input") };
+        let shape = (1, h as usize, w as usize, c as usize);
+        let (lo, hi) =
+            inputs.iter().flatten().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let mut batches: Vec<Array4<f32>> =
+            inputs.iter().map(|x| Array4::from_shape_vec(shape, x.clone()).expect("shape")).collect();
+        for _ in 0..6 {
+            batches.push(Array4::from_shape_vec(shape, rng.vec(shape.1 * shape.2 * shape.3, lo, hi)).expect("shape"));
+        }
+        for precision in [Precision::Int8, Precision::F16] {
+            let model = quantize_on(&ck, precision, &batches);
+            let work = scratch(&format!("{name}-{}-graph-device", precision.name()));
+            let path = work.join("model.axq");
+            quantize::write_model_file(&model, &path).expect("model file");
+            let bytes = host::model_file::read_model_file(&path).expect("read");
+            let parsed = host::model_file::parse_model(&bytes, &path).expect("parse");
+            assert_eq!(bytes.as_bytes()[8], 3, "{file}: version 3 (graph, general geometry or pools)");
+            let prepared = engine::prepare(&parsed).expect("prepare");
+            let plan = prepared.plan();
+            if precision == Precision::Int8 {
+                let ours = plan.arena_bytes - plan.scratch_bytes - plan.align_slack;
+                let tflm = shared::arena::tflm_arena_bytes(&parsed.spec, 1);
+                eprintln!(
+                    "{file} int8: activations {ours} B (+{} scratch), TFLite Micro's greedy plan {tflm} B",
+                    plan.scratch_bytes
+                );
+                assert!(ours <= tflm, "{file}: our arena {ours} > TFLite Micro's {tflm}");
+            }
+            // The model's own input encoding: its transform, then int8 or f16.
+            let device_inputs: Vec<Vec<u8>> =
+                inputs.iter().map(|x| host::model_file::encode_input(&parsed, x).expect("input")).collect();
+            let steps: Vec<Step<'_>> =
+                device_inputs.iter().map(|input| Step::Run { input, layer_bytes: true }).collect();
+            let session = flash::run_qemu(Board::QemuAn386, &elf, &path, &steps, Duration::from_secs(300), None)
+                .unwrap_or_else(|err| panic!("QEMU: {err:#}"));
+            for (k, input) in device_inputs.iter().enumerate() {
+                let mut arena = vec![0u8; plan.arena_bytes];
+                let mut rec = Record::default();
+                let want = engine::run(&prepared, input, &mut arena, &mut rec).expect("simulate").to_vec();
+                let run = session.run(k).unwrap_or_else(|| panic!("{file}: no answer for input {k}"));
+                run.ensure_success().unwrap_or_else(|err| panic!("{file}: {err:#}"));
+                let (_, got) = run.output.clone().expect("output frame");
+                assert_eq!(
+                    got,
+                    want,
+                    "{file} {} input {k}: device output differs from the simulator",
+                    precision.name()
+                );
+                assert_eq!(run.layers.len(), rec.0.len());
+                for (i, (dev, desk)) in run.layers.iter().zip(&rec.0).enumerate() {
+                    assert_eq!(dev.fnv, flash::fnv1a64(desk), "{file}: layer {i} hash differs");
+                    assert_eq!(dev.bytes.as_deref(), Some(desk.as_slice()), "{file}: layer {i} bytes differ");
+                }
+            }
+            let _ = std::fs::remove_dir_all(&work);
+        }
+    }
+}
