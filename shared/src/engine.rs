@@ -955,7 +955,7 @@ pub(crate) fn run_layer(
         (Step::Add { p, relu, six }, _) => {
             let (a, b, dst) = split2(work, lp.input, lp.other, lp.output);
             match precision {
-                Precision::Int8 => k8::add(&p, as_i8(a), as_i8(b), as_i8_mut(dst)),
+                Precision::Int8 => k8::add_fast(&p, as_i8(a), as_i8(b), as_i8_mut(dst)),
                 Precision::F16 => k16::add(relu, six, as_f16(a), as_f16(b), as_f16_mut(dst)),
             }
         }

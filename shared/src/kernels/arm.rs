@@ -31,7 +31,7 @@
 //! desktop's bytes.
 
 use crate::geometry::{ConvGeom, PoolGeom};
-use crate::kernels::generic::int8::{check_bn, check_conv, check_dense, Int8Params};
+use crate::kernels::generic::int8::{check_bn, check_conv, check_dense, AddParams, Int8Params};
 use crate::model::Int8Weights;
 
 mod requant;
@@ -681,6 +681,30 @@ pub fn depthwise_conv2d_dsp(
     }
 }
 
+/// ADD ([`crate::kernels::generic::int8::add`]) with the DSP kernels' output
+/// stage: the three scalings' constants computed once ([`Channel`]), the
+/// short path for each when its shift allows (the inputs' always: their real
+/// multipliers are at most 1/2), else the plain requantization. The same bytes.
+pub fn add_dsp(p: &AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
+    use crate::kernels::generic::int8::ADD_LEFT_SHIFT;
+    assert!(a.len() == out.len() && b.len() == out.len(), "add: length");
+    let (ca, cb, co) = (
+        Channel::new(p.a_multiplier, p.a_shift),
+        Channel::new(p.b_multiplier, p.b_shift),
+        Channel::new(p.out_multiplier, p.out_shift),
+    );
+    let (lo, hi) = (p.out.act_min.max(-128), p.out.act_max.min(127));
+    if ca.is_short() && cb.is_short() && co.is_short() {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            let x = ca.scale_short((x as i32 + p.a_offset) << ADD_LEFT_SHIFT);
+            let y = cb.scale_short((y as i32 + p.b_offset) << ADD_LEFT_SHIFT);
+            *o = co.apply_short(x + y, p.out.out_zp, lo, hi);
+        }
+    } else {
+        crate::kernels::generic::int8::add(p, a, b, out);
+    }
+}
+
 pub fn dense_dsp(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_dense(w, input, output);
     let n = input.len();
@@ -883,6 +907,29 @@ mod tests {
         assert_eq!(smlad(halves(-255, 255), halves(-127, 127), 5), 5 + 255 * 127 * 2);
         assert_eq!(smlabb(halves(-255, 7), halves(-127, 9), 5), 5 + 255 * 127);
         assert_eq!(smlatt(halves(7, -255), halves(9, 127), i32::MAX), i32::MAX.wrapping_sub(255 * 127));
+    }
+
+    /// ADD on random quantizations (input scales up to 100x apart, every
+    /// activation) against the plain kernel.
+    #[test]
+    fn add_dsp_gives_the_plain_bytes() {
+        use crate::kernels::generic::int8::{add, AddParams};
+        use crate::model::TensorQuant;
+        let mut rng = Rng(31);
+        for case in 0..2000 {
+            let q = |rng: &mut Rng| TensorQuant {
+                scale: (rng.int(1, 10_000) as f32) * 1e-4 * if rng.int(0, 3) == 0 { 50.0 } else { 1.0 },
+                zero_point: rng.int(-128, 127),
+            };
+            let act = [Activation::None, Activation::Relu, Activation::Relu6][rng.int(0, 2) as usize];
+            let p = AddParams::new(q(&mut rng), q(&mut rng), q(&mut rng), act);
+            let n = rng.int(1, 40) as usize;
+            let (a, b) = (rng.i8s(n, -128, 127), rng.i8s(n, -128, 127));
+            let (mut want, mut got) = (std::vec![0i8; n], std::vec![1i8; n]);
+            add(&p, &a, &b, &mut want);
+            add_dsp(&p, &a, &b, &mut got);
+            assert_eq!(got, want, "case {case}: {p:?}");
+        }
     }
 
     /// Depthwise geometries of every kind (rectangular, strided, dilated,

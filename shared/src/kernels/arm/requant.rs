@@ -71,6 +71,15 @@ impl Channel {
         v.saturating_add(out_zp).clamp(lo, hi) as i8
     }
 
+    /// [`mbqm`]`(x, multiplier, shift)` when [`Channel::is_short`]: the
+    /// rounded high product, no zero point, no clamp (ADD's input scaling).
+    #[inline(always)]
+    pub(crate) fn scale_short(&self, x: i32) -> i32 {
+        let high = ((x as i64 * self.multiplier as i64 + (1i64 << 30)) >> 31) as i32;
+        let threshold = self.half + (high < 0) as i32;
+        (high >> self.exponent) + ((high & self.mask) > threshold) as i32
+    }
+
     /// `requantize(acc, multiplier, shift, p)`.
     #[inline(always)]
     pub(crate) fn apply(&self, acc: i32, p: &Int8Params) -> i8 {
@@ -151,6 +160,7 @@ mod tests {
             if ch.is_short() {
                 let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
                 assert_eq!(ch.apply_short(acc, p.out_zp, lo, hi), want, "{acc} {m} {s} {p:?}");
+                assert_eq!(ch.scale_short(acc), multiply_by_quantized_multiplier(acc, m, s), "{acc} {m} {s}");
             }
             let m2 = if i % 7 == 0 { i32::MIN } else { next() };
             assert_eq!(Channel::new(m2, s).apply(acc, &p), int8::requantize(acc, m2, s, &p), "{acc} {m2} {s}");

@@ -67,6 +67,15 @@ pub fn conv2d_fast(
     }
 }
 
+/// ADD with the bytes of [`add`](crate::kernels::generic::int8::add):
+/// the Arm DSP kernels' output stage on those cores, else the plain kernel.
+pub fn add_fast(p: &crate::kernels::generic::int8::AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
+    #[cfg(arm_dsp)]
+    return arm::add_dsp(p, a, b, out);
+    #[cfg(not(arm_dsp))]
+    crate::kernels::generic::int8::add(p, a, b, out)
+}
+
 /// Scratch bytes [`conv2d_fast`] takes for `g` (the Arm DSP kernel's widened
 /// patches, sized the same on every target so that the desktop plans the
 /// device's arena).
