@@ -53,7 +53,38 @@ fn stacks() -> Vec<(&'static str, ModelSpec, &'static str)> {
             "x\ny\nz",
         ),
         ("flatten", s(Sequential::new(Shape::image(2, 2, 1)).flatten()), ""),
+        ("graph", graph(), "a\nb"),
     ]
+}
+
+/// The format version 3 layers in one small graph: a rectangular, dilated,
+/// padded ReLU6 conv, a depthwise conv, an average pool, a standalone
+/// activation, an Add reading an earlier tensor, a Concatenate, a global
+/// average pool and a ReLU6 Dense.
+fn graph() -> ModelSpec {
+    use shared::spec::{AvgPool2D, Hw, Inputs, Layer, Padding};
+    let layers = [
+        Layer::Conv2D(Conv2D::new(4, 1).kernel_hw(3, 2).dilation(1, 2).pads(1, 1, 1, 0).relu6()),
+        Layer::Conv2D(Conv2D::new(4, 3).groups(4).same()),
+        Layer::Activation(Activation::Relu),
+        Layer::Add { activation: Activation::Relu6 },
+        Layer::Concat,
+        Layer::AvgPool2D(AvgPool2D { pool: Hw::new(2, 1), stride: Hw::new(1, 1), padding: Padding::Same }),
+        Layer::GlobalAvgPool,
+        Layer::Dense { units: 2, activation: Activation::Relu6 },
+    ];
+    let st = Inputs::stack;
+    let inputs = [
+        st(0),
+        st(1),
+        st(2),
+        Inputs { main: 3, other: Some(1) },
+        Inputs { main: 4, other: Some(2) },
+        st(5),
+        st(6),
+        st(7),
+    ];
+    ModelSpec::graph(Shape::image(4, 4, 2), &layers, &inputs).expect("a valid seed graph")
 }
 
 /// `(file name, bytes)` of every seed: each stack as `<name>.int8` and

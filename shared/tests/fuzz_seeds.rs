@@ -60,6 +60,11 @@ fn the_seeds_are_small_valid_and_cover_every_layer_kind_and_precision() {
         LayerKind::Flatten,
         LayerKind::Dense,
         LayerKind::Dropout,
+        LayerKind::AvgPool2D,
+        LayerKind::GlobalAvgPool,
+        LayerKind::Add,
+        LayerKind::Concat,
+        LayerKind::Activation,
     ] {
         assert!(kinds.contains(&kind), "no seed has a {kind:?}");
     }
