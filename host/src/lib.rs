@@ -26,4 +26,5 @@ pub mod report;
 pub mod runs;
 pub mod simulate;
 pub mod summary;
+pub mod tensor_file;
 pub mod train;

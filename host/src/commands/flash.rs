@@ -25,6 +25,10 @@ pub struct FlashArgs {
     /// Raw model inputs instead of images: int8 values, or f16 little-endian, NHWC.
     #[arg(long, num_args = 1.., conflicts_with = "image")]
     pub input_raw: Vec<PathBuf>,
+    /// `.npy` input tensors instead of images: int8 in the model's input
+    /// quantization, or float32 that it encodes, shaped as the model's input.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["image", "input_raw"])]
+    pub tensor: Vec<PathBuf>,
     /// Print `{ "output": [...], "top5": [...], "layers": [...] }` instead of tables (an array for several inputs).
     #[arg(long)]
     pub json: bool,
@@ -67,6 +71,7 @@ impl FlashArgs {
             model: self.model,
             images: self.image,
             input_raw: self.input_raw,
+            tensors: self.tensor,
             json: self.json,
             layers: self.layers,
             verify: self.verify,

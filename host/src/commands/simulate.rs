@@ -9,6 +9,7 @@ use crate::model_file::{class_names, image_input, parse_model, read_model_file};
 use crate::prediction::Prediction;
 use crate::simulate::{dump_layers, prepare, run_json, simulate_folder, simulate_prepared, SimRun};
 use crate::summary::thousands;
+use crate::tensor_file::{read_input, write_output};
 
 /// `host simulate`'s arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -21,6 +22,15 @@ pub struct SimulateArgs {
     /// A class-folder dataset to run instead of single images (reports accuracy).
     #[arg(long, conflicts_with = "images")]
     pub data: Option<PathBuf>,
+    /// `.npy` input tensors instead of images (audio features, sensor
+    /// vectors): int8 in the model's input quantization, or float32 that it
+    /// encodes, shaped as the model's input.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["images", "data"])]
+    pub tensor: Vec<PathBuf>,
+    /// Write the raw output of the one `--tensor` or image to this `.npy`
+    /// (int8 values, or f16 values as float32).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Print JSON (with the raw output tensor under "output") instead of text.
     #[arg(long)]
     pub json: bool,
@@ -49,17 +59,28 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         }
         return Ok(());
     }
-    if args.images.is_empty() {
-        bail!("give image files to classify, or --data DIR");
+    let inputs = if args.tensor.is_empty() { &args.images } else { &args.tensor };
+    if inputs.is_empty() {
+        bail!("give image files to classify, --tensor FILE.npy, or --data DIR");
+    }
+    if let Some(out) = &args.out {
+        if inputs.len() != 1 {
+            bail!("--out {} takes the output of one input; {} given", out.display(), inputs.len());
+        }
+        let ins: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).chain([args.model.as_path()]).collect();
+        crate::atomic::refuse_input_as_output("output", out, &ins)?;
     }
     let prepared = prepare(&model).with_context(|| args.model.display().to_string())?;
     let mut all = Vec::new();
-    for path in &args.images {
-        let input = image_input(&model, path)?;
+    for path in inputs {
+        let input = if args.tensor.is_empty() { image_input(&model, path)? } else { read_input(path, &model)? };
         let run = simulate_prepared(&prepared, &input, args.dump_layers.is_some())?;
         if let Some(dir) = &args.dump_layers {
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
             dump_layers(dir, &stem, &run)?;
+        }
+        if let Some(out) = &args.out {
+            write_output(out, &model, &run.output)?;
         }
         if args.json {
             all.push(run_json(&model, path, &run));

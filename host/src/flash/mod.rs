@@ -64,6 +64,8 @@ pub struct FlashOptions {
     pub images: Vec<PathBuf>,
     /// Raw model inputs, in one session (instead of images).
     pub input_raw: Vec<PathBuf>,
+    /// `.npy` input tensors, in one session (instead of images).
+    pub tensors: Vec<PathBuf>,
     pub json: bool,
     pub layers: bool,
     pub verify: bool,
@@ -77,7 +79,7 @@ pub struct FlashOptions {
     pub port: PathBuf,
 }
 
-/// The model's input bytes for each `--image` or `--input-raw`, with the
+/// The model's input bytes for each `--image`, `--tensor` or `--input-raw`, with the
 /// path that names it.
 fn model_inputs(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     crate::model_file::check_runnable(model).with_context(|| opts.model.display().to_string())?;
@@ -86,11 +88,14 @@ fn model_inputs(opts: &FlashOptions, model: &QuantModel<'_>) -> Result<Vec<(Path
     for raw in &opts.input_raw {
         inputs.push((raw.clone(), std::fs::read(raw).with_context(|| format!("reading {}", raw.display()))?));
     }
+    for tensor in &opts.tensors {
+        inputs.push((tensor.clone(), crate::tensor_file::read_input(tensor, model)?));
+    }
     for image in &opts.images {
         inputs.push((image.clone(), crate::model_file::image_input(model, image)?));
     }
     if inputs.is_empty() {
-        bail!("give --image IMAGE... or --input-raw FILE...");
+        bail!("give --image IMAGE..., --tensor FILE.npy... or --input-raw FILE...");
     }
     for (path, data) in &inputs {
         if data.len() != expected {
