@@ -661,3 +661,60 @@ fn mlperf_tiny_graphs_run_on_the_cortex_m4_with_the_simulators_bytes() {
         }
     }
 }
+
+/// DS-CNN takes features: `.npy` tensors calibrate its int8 model
+/// (`quantize --calibration-tensors`) and feed it (`--tensor`); the int8
+/// probabilities follow Keras's (same top-1, within 0.01) and the model's
+/// input quantization covers the tensors' range.
+#[test]
+fn feature_models_quantize_and_run_from_npy_tensors() {
+    let e = {
+        let path = dir().join("dscnn.expected.json");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
+        v["probabilities"]
+            .as_array()
+            .expect("probabilities")
+            .iter()
+            .map(|p| p.as_array().expect("row").iter().map(|x| x.as_f64().expect("number") as f32).collect())
+            .collect::<Vec<Vec<f32>>>()
+    };
+    let out = scratch("dscnn-npy").join("imported.safetensors");
+    let args = ImportArgs {
+        file: dir().join("dscnn.keras"),
+        out: out.clone(),
+        class_names: None,
+        arch: None,
+        classes: None,
+        input: None,
+        input_scale: vec![],
+        input_offset: vec![],
+    };
+    import_command(&args).expect("import");
+    let ck = Checkpoint::load(&out).expect("checkpoint");
+    let tensors: Vec<PathBuf> = (0..2).map(|i| dir().join(format!("dscnn_input_{i}.npy"))).collect();
+    let cal = Calibration { tensors: &tensors, ..Default::default() };
+    let model = quantize::quantize_checkpoint(&ck, Precision::Int8, &cal).expect("quantize on tensors");
+    let view = model.view();
+    let prepared = engine::prepare(&view).expect("prepare");
+    for (path, want) in tensors.iter().zip(&e) {
+        let values = match host::tensor_file::read_values(path, ck.spec.input()).expect("npy") {
+            host::tensor_file::Values::F32(v) => v,
+            other => panic!("{other:?}"),
+        };
+        let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let q = view.input;
+        assert!(
+            shared::quant::dequantize(-128, q) <= lo + q.scale && shared::quant::dequantize(127, q) >= hi - q.scale,
+            "the input quantization {q:?} covers [{lo}, {hi}]"
+        );
+        let input = host::tensor_file::read_input(path, &view).expect("input");
+        let mut arena = vec![0u8; prepared.plan().arena_bytes];
+        let raw = engine::run(&prepared, &input, &mut arena, &mut engine::NoObserver).expect("run").to_vec();
+        let mut got = vec![0f32; raw.len()];
+        engine::dequantize_output(&view, &raw, &mut got).expect("dequantize");
+        shared::numeric::softmax_in_place(&mut got);
+        let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 0.01, "{}: int8 probabilities differ by {worst}", path.display());
+        assert_eq!(shared::numeric::argmax(got.iter().copied()), shared::numeric::argmax(want.iter().copied()));
+    }
+}

@@ -286,17 +286,53 @@ pub struct Calibration<'a> {
     pub method: RangeMethod,
     /// Seed that picks the images.
     pub seed: u64,
+    /// `.npy` tensors in the model's input units (after its input
+    /// transform) to calibrate on instead of images: for models that take
+    /// features (`--calibration-tensors`).
+    pub tensors: &'a [std::path::PathBuf],
 }
 
 impl Default for Calibration<'_> {
     fn default() -> Self {
-        Calibration { data: None, images: 256, method: RangeMethod::MinMax, seed: 7 }
+        Calibration { data: None, images: 256, method: RangeMethod::MinMax, seed: 7, tensors: &[] }
     }
+}
+
+/// Calibrate on `.npy` tensors in the model's input units: the float network
+/// runs without its input transform, and the input range is the tensors' own.
+fn calibrate_on_tensors(ck: &crate::checkpoint::Checkpoint, cal: &Calibration) -> Result<Ranges> {
+    use crate::tensor_file::{read_values, Values};
+    let input = ck.spec.input();
+    let (h, w, c) = match input {
+        shared::spec::Shape::Image { h, w, c } => (h as usize, w as usize, c as usize),
+        shared::spec::Shape::Flat(n) => (1, 1, n as usize),
+    };
+    crate::budget::check_network("calibrating one tensor at a time", &ck.spec, 1, false)?;
+    let mut net = ck.network()?;
+    net.set_preprocess(None)?;
+    let mut calibrator = Calibrator::new(&ck.spec, cal.method);
+    let mut range = (f32::INFINITY, f32::NEG_INFINITY);
+    for path in cal.tensors {
+        let values = match read_values(path, input)? {
+            Values::F32(v) => v,
+            Values::Int8(_) => bail!("{}: calibration takes float32 tensors", path.display()),
+        };
+        range = values.iter().fold(range, |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let batch = ndarray::Array4::from_shape_vec((1, h, w, c), values).context("tensor shape")?;
+        calibrator.observe(&mut net, batch.view());
+    }
+    crate::errln!("calibrated on {} tensors", calibrator.images());
+    let mut ranges = calibrator.ranges(None);
+    ranges.input = range;
+    check_finite_ranges(ck, ranges)
 }
 
 /// Calibrate a checkpoint's int8 activation ranges on `cal`'s images with
 /// the float network.
 pub fn calibrate(ck: &crate::checkpoint::Checkpoint, cal: &Calibration) -> Result<Ranges> {
+    if !cal.tensors.is_empty() {
+        return calibrate_on_tensors(ck, cal);
+    }
     let sel = crate::provenance::open_for_checkpoint(ck, cal.data, None).context("choosing calibration images")?;
     let (h, w) = crate::data::image_hw(ck.spec.input())?;
     // The calibration images are held at once, then run in chunks of 32.
@@ -313,9 +349,12 @@ pub fn calibrate(ck: &crate::checkpoint::Checkpoint, cal: &Calibration) -> Resul
         calibrator.observe(&mut net, chunk);
     }
     crate::errln!("calibrated on {} images of {}", calibrator.images(), sel.data.source.summary());
-    let ranges = calibrator.ranges(ck.preprocess.as_ref());
-    // Finite weights can still overflow f32 on the way through (values near
-    // 3e38): a non-finite range would quantize to nonsense.
+    check_finite_ranges(ck, calibrator.ranges(ck.preprocess.as_ref()))
+}
+
+/// Finite weights can still overflow f32 on the way through (values near
+/// 3e38): a non-finite range would quantize to nonsense.
+fn check_finite_ranges(ck: &crate::checkpoint::Checkpoint, ranges: Ranges) -> Result<Ranges> {
     for (i, &(lo, hi)) in ranges.layers.iter().enumerate() {
         if !(lo.is_finite() && hi.is_finite()) {
             bail!(

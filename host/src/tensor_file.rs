@@ -16,13 +16,18 @@ use shared::spec::Shape;
 /// Longest `.npy` header accepted.
 const MAX_HEADER: usize = 4096;
 
-/// The model input in `path`: `int8` values in the model's input
-/// quantization (int8 models), or `float32` values in the model's input
-/// units, which the input quantization encodes (int8) or f16 rounds. Its
-/// shape is the input's (`h, w, c` or `1, h, w, c`; `n` or `1, n` for either
-/// kind of input with that many values), in C order.
-pub fn read_input(path: &Path, model: &QuantModel) -> Result<Vec<u8>> {
-    let n = model.spec.input().elements();
+/// The values of an input tensor file, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    Int8(Vec<i8>),
+    F32(Vec<f32>),
+}
+
+/// The values in `path`, checked to lay out `input`: its shape (`h, w, c`
+/// or `1, h, w, c`; `n` or `1, n` for either kind of input with that many
+/// values), C order, `int8` or finite little-endian `float32`.
+pub fn read_values(path: &Path, input: Shape) -> Result<Values> {
+    let n = input.elements();
     let shown = path.display();
     let len = std::fs::metadata(path).with_context(|| format!("reading {shown}"))?.len();
     let limit = n.saturating_mul(4).saturating_add(MAX_HEADER as u64 + 16);
@@ -34,27 +39,39 @@ pub fn read_input(path: &Path, model: &QuantModel) -> Result<Vec<u8>> {
     let npy = npyz::NpyFile::new(Cursor::new(&bytes[..])).map_err(|e| anyhow!("{shown}: not a .npy file: {e}"))?;
     let shape = npy.shape().to_vec();
     let count = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-    if count != Some(n) || !shape_fits(&shape, model.spec.input()) {
-        bail!("{shown}: shape {shape:?} is not the model's input {} ({n} values)", model.spec.input());
+    if count != Some(n) || !shape_fits(&shape, input) {
+        bail!("{shown}: shape {shape:?} is not the model's input {input} ({n} values)");
     }
     if npy.order() != npyz::Order::C && shape.iter().filter(|&&d| d > 1).count() > 1 {
         bail!("{shown}: Fortran-ordered array; save it in C order (numpy's default)");
     }
     let descr = npy.dtype().descr().trim_matches('\'').to_string();
-    let floats = match descr.as_str() {
-        "|i1" | "<i1" => {
-            if model.precision != Precision::Int8 {
-                bail!("{shown}: int8 values, but the model is {}: give float32", model.precision.name());
+    match descr.as_str() {
+        "|i1" | "<i1" => Ok(Values::Int8(npy.into_vec().map_err(|e| anyhow!("{shown}: {e}"))?)),
+        "<f4" => {
+            let floats = npy.into_vec::<f32>().map_err(|e| anyhow!("{shown}: {e}"))?;
+            if let Some(i) = floats.iter().position(|v| !v.is_finite()) {
+                bail!("{shown}: value {i} is {}, not a finite number", floats[i]);
             }
-            let v: Vec<i8> = npy.into_vec().map_err(|e| anyhow!("{shown}: {e}"))?;
-            return Ok(v.into_iter().map(|x| x as u8).collect());
+            Ok(Values::F32(floats))
         }
-        "<f4" => npy.into_vec::<f32>().map_err(|e| anyhow!("{shown}: {e}"))?,
         other => bail!("{shown}: dtype {other}; give int8 (|i1) or little-endian float32 (<f4)"),
-    };
-    if let Some(i) = floats.iter().position(|v| !v.is_finite()) {
-        bail!("{shown}: value {i} is {}, not a finite number", floats[i]);
     }
+}
+
+/// The model input in `path` ([`read_values`]): `int8` values in the
+/// model's input quantization (int8 models), or `float32` values in the
+/// model's input units, which the input quantization encodes (int8) or f16
+/// rounds.
+pub fn read_input(path: &Path, model: &QuantModel) -> Result<Vec<u8>> {
+    let shown = path.display();
+    let floats = match read_values(path, model.spec.input())? {
+        Values::Int8(v) if model.precision == Precision::Int8 => return Ok(v.into_iter().map(|x| x as u8).collect()),
+        Values::Int8(_) => {
+            bail!("{shown}: int8 values, but the model is {}: give float32", model.precision.name())
+        }
+        Values::F32(v) => v,
+    };
     let mut out = vec![0u8; floats.len() * model.precision.activation_bytes()];
     match model.precision {
         Precision::Int8 => engine::quantize_input(&floats, model.input, &mut out),

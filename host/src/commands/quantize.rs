@@ -41,6 +41,11 @@ pub struct QuantizeArgs {
     /// Images used to calibrate int8 activation ranges.
     #[arg(long, default_value_t = 256)]
     pub calibration_images: usize,
+    /// Calibrate on these `.npy` float32 tensors (in the model's input
+    /// units, as `simulate --tensor` takes them) instead of images: for
+    /// models that take features, not pictures.
+    #[arg(long, num_args = 1.., conflicts_with = "data")]
+    pub calibration_tensors: Vec<PathBuf>,
     /// Clip activation ranges to this percentile (e.g. 99.99) instead of min/max.
     #[arg(long)]
     pub percentile: Option<f64>,
@@ -62,7 +67,13 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         Some(p) => bail!("--percentile {p} must lie in [50, 100]"),
         None => RangeMethod::MinMax,
     };
-    let cal = Calibration { data: args.data.as_deref(), images: args.calibration_images, method, seed: args.seed };
+    let cal = Calibration {
+        data: args.data.as_deref(),
+        images: args.calibration_images,
+        method,
+        seed: args.seed,
+        tensors: &args.calibration_tensors,
+    };
     let model = quantize_checkpoint(&ck, precision, &cal)
         .with_context(|| format!("quantizing {}", args.checkpoint.display()))?;
     let bytes = write_model_file(&model, &args.out)?;
