@@ -532,6 +532,16 @@ pub fn conv2d_dsp(
     conv2d_pixels(g, p, w, input, output, tiled..pixels);
 }
 
+/// [`conv2d_dsp`] for the geometries its tiles do not take: rectangular
+/// kernels and strides, pads beyond the kernel (one group, undilated), one
+/// output pixel at a time through the same SMLAD dot products. The plain
+/// kernel's bytes.
+pub fn conv2d_dsp_general(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
+    check_conv(g, w, input, output);
+    assert!(g.groups == 1 && g.dilation_h == 1 && g.dilation_w == 1, "conv2d_dsp_general: one group, undilated");
+    conv2d_pixels(g, p, w, input, output, 0..g.out_h * g.out_w);
+}
+
 /// The fewest pixels worth a tile of [`tile::PX`]: six pixels' taps at 0.96
 /// instructions a MAC cost what four cost one at a time (1.44).
 const PARTIAL: usize = 4;
@@ -548,14 +558,14 @@ fn conv2d_pixels(
     if range.is_empty() {
         return;
     }
-    let k = g.kernel();
-    let filter = k * k * g.in_c;
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
+    let filter = kh * kw * g.in_c;
     let mut wide = Wide([0; CHUNK / 2]);
     let mut acc = [0i32; GROUP];
     for pix in range {
         let (oy, ox) = (pix / g.out_w, pix % g.out_w);
-        let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
-        let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
+        let (ky0, ky1, iy0) = g.taps_h(oy);
+        let (kx0, kx1, ix0) = g.taps_w(ox);
         let run = (kx1 - kx0) * g.in_c;
         let at = (iy0 * g.in_w + ix0) * g.in_c;
         let step = g.in_w * g.in_c;
@@ -564,14 +574,14 @@ fn conv2d_pixels(
             let n = GROUP.min(g.out_c - first);
             let acc = &mut acc[..n];
             acc.copy_from_slice(&w.bias[first..first + n]);
-            if kx1 - kx0 == k {
+            if kx1 - kx0 == kw {
                 // The full kernel width: all kernel rows' taps are one run of weights.
                 let runs = Runs { input, at, step, len: run, rows: ky1 - ky0 };
-                accumulate(runs, w.weights, filter, ky0 * k * g.in_c, first, p.in_zp, acc, &mut wide);
+                accumulate(runs, w.weights, filter, ky0 * kw * g.in_c, first, p.in_zp, acc, &mut wide);
             } else {
                 for ky in ky0..ky1 {
                     let runs = Runs { input, at: at + (ky - ky0) * step, step, len: run, rows: 1 };
-                    let wo = (ky * k + kx0) * g.in_c;
+                    let wo = (ky * kw + kx0) * g.in_c;
                     accumulate(runs, w.weights, filter, wo, first, p.in_zp, acc, &mut wide);
                 }
             }
@@ -583,7 +593,6 @@ fn conv2d_pixels(
     }
 }
 
-/// Dense with the bytes of [`crate::kernels::generic::int8::dense`], through the DSP instructions.
 /// Depthwise Conv2D ([`ConvGeom::is_depthwise`]: depth multiplier 1, any
 /// kernel, stride, dilation, padding), CMSIS-NN's `arm_depthwise_conv_s8_opt`
 /// idea: the weights reordered tap-major into `scratch`
@@ -705,6 +714,7 @@ pub fn add_dsp(p: &AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
     }
 }
 
+/// Dense with the bytes of [`crate::kernels::generic::int8::dense`], through the DSP instructions.
 pub fn dense_dsp(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_dense(w, input, output);
     let n = input.len();
@@ -907,6 +917,42 @@ mod tests {
         assert_eq!(smlad(halves(-255, 255), halves(-127, 127), 5), 5 + 255 * 127 * 2);
         assert_eq!(smlabb(halves(-255, 7), halves(-127, 9), 5), 5 + 255 * 127);
         assert_eq!(smlatt(halves(7, -255), halves(9, 127), i32::MAX), i32::MAX.wrapping_sub(255 * 127));
+    }
+
+    /// Rectangular kernels and strides, explicit pads (DS-CNN's 10x4 stride-2
+    /// first conv among them) through the pixel path, against the plain kernel.
+    #[test]
+    fn conv2d_dsp_general_gives_the_plain_bytes() {
+        use crate::spec::Hw;
+        let mut rng = Rng(41);
+        let mut ran = 0;
+        for case in 0..300 {
+            let (h, wd) = (rng.int(1, 50) as usize, rng.int(1, 12) as usize);
+            let c = if case % 7 == 0 { rng.int(30, 70) } else { rng.int(1, 9) } as usize;
+            let filters = rng.int(1, 70) as usize;
+            let kernel = Hw::new(rng.int(1, 10) as u32, rng.int(1, 5) as u32);
+            let stride = Hw::new(rng.int(1, 3) as u32, rng.int(1, 3) as u32);
+            let pad = match rng.int(0, 2) {
+                0 => Padding::Same,
+                1 => Padding::Valid,
+                _ => Padding::explicit(
+                    rng.int(0, 4) as u32,
+                    rng.int(0, 4) as u32,
+                    rng.int(0, 3) as u32,
+                    rng.int(0, 3) as u32,
+                ),
+            };
+            let Some(g) = ConvGeom::general((h, wd, c), filters, kernel, stride, Hw::ONE, pad) else { continue };
+            let p = params(&mut rng);
+            let x = rng.i8s(g.input_len(), -128, 127);
+            let o = Owned::random(&mut rng, g.weights_len(), filters);
+            let (mut want, mut got) = (std::vec![0i8; g.output_len()], std::vec![1i8; g.output_len()]);
+            conv2d(&g, &p, &o.view(), &x, &mut want);
+            conv2d_dsp_general(&g, &p, &o.view(), &x, &mut got);
+            assert_eq!(got, want, "case {case}: {g:?} {p:?}");
+            ran += 1;
+        }
+        assert!(ran > 200, "{ran}");
     }
 
     /// ADD on random quantizations (input scales up to 100x apart, every
