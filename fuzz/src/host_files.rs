@@ -1,6 +1,6 @@
 //! The host's readers of user files on arbitrary bytes: checkpoints, the
-//! importers (`.keras`, `.h5`, `.onnx`), the Keras config JSON and image
-//! decoding. Each must end in an error or a result, never a panic, a hang or
+//! importers (`.keras`, `.h5`, `.onnx`), the Keras config JSON, image
+//! decoding and `.npy` tensors. Each must end in an error or a result, never a panic, a hang or
 //! an allocation past the memory limit (issue 22's hostile-input rules).
 //!
 //! The readers take paths, so each input is written to a scratch file first.
@@ -63,6 +63,17 @@ pub fn image_target(data: &[u8]) {
     let _ = host::data::decode::load_image_file(&path, 32, 32);
 }
 
+/// A `.npy` tensor as `--tensor` and `--calibration-tensors` read it, for
+/// an image input (the first byte picks its height) and a flat one.
+pub fn npy_target(data: &[u8]) {
+    setup();
+    let Some((&pick, file)) = data.split_first() else { return };
+    let path = scratch_file("fuzz.npy", file);
+    let h = 1 + u32::from(pick % 64);
+    let _ = host::tensor_file::read_values(&path, shared::spec::Shape::image(h, 10, 1));
+    let _ = host::tensor_file::read_values(&path, shared::spec::Shape::Flat(490));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +104,9 @@ mod tests {
         keras_config_target(&read("tests/import/keras3_rescaling.json"));
         for b in variants(read("tests/golden/images/circle.png")) {
             image_target(&b);
+        }
+        for b in variants(read("tests/import/dscnn_input_0.npy")) {
+            npy_target(&[[48u8].as_slice(), &b].concat());
         }
     }
 }

@@ -68,16 +68,15 @@ pub fn open_for_checkpoint(ck: &Checkpoint, data: Option<&Path>, subset: Option<
     let dir = data.map(Path::to_path_buf).or(if same_data { trained_on } else { None });
     let data = Dataset::open(dir.as_deref(), &opts)?;
     if data.class_names() != ck.class_names {
-        return Err(DataError::ClassMismatch {
-            got: data.class_names().len(),
-            want: ck.class_names.len(),
-            // A 1000-class model's names would bury the message: the first ten say enough.
-            names: match ck.class_names.len() {
-                n if n > 10 => format!("{}, ... {} more", ck.class_names[..10].join(", "), n - 10),
-                _ => ck.class_names.join(", "),
-            },
-        }
-        .into());
+        // A 1000-class model's names would bury the message: the first ten say enough.
+        let names = |v: &[String]| {
+            let shown: Vec<String> = v.iter().take(10).map(|n| crate::out::printable(n)).collect();
+            match v.len() {
+                n if n > 10 => format!("{} classes: {}, ... {} more", n, shown.join(", "), n - 10),
+                n => format!("{n}: {}", shown.join(", ")),
+            }
+        };
+        return Err(DataError::ClassMismatch { got: names(&data.class_names()), want: names(&ck.class_names) }.into());
     }
     let indices = if subset == Subset::All { data.split.train.clone() } else { data.split.val.clone() };
     Ok(CheckpointData { data, subset, indices })

@@ -52,8 +52,8 @@ pub enum DataError {
     BadSplit(f32),
     #[error("{total} images with --val-split {split} leave no training images")]
     NoTraining { total: usize, split: f32 },
-    #[error("the data has {got} classes but the model was trained on {want} ({names})")]
-    ClassMismatch { got: usize, want: usize, names: String },
+    #[error("the data's classes ({got}) are not the model's ({want}); give a class folder per model class, named as they are")]
+    ClassMismatch { got: String, want: String },
     #[error("all {count} images were unreadable and skipped: nothing to evaluate (first: {first})")]
     AllUnreadable { count: usize, first: String },
     #[error(transparent)]
