@@ -43,10 +43,16 @@ pub fn encode_input(model: &QuantModel, pixels: &[f32]) -> Result<Vec<u8>> {
         }
         None => pixels.into(),
     };
-    let mut out = vec![0u8; pixels.len() * model.precision.activation_bytes()];
+    encode_values(model, &pixels)
+}
+
+/// Encode values in the model's input units (after any input transform)
+/// as its input bytes: int8 through its input quantization, or f16.
+pub fn encode_values(model: &QuantModel, values: &[f32]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; values.len() * model.precision.activation_bytes()];
     match model.precision {
-        Precision::Int8 => engine::quantize_input(&pixels, model.input, &mut out),
-        Precision::F16 => engine::encode_f16_input(&pixels, &mut out),
+        Precision::Int8 => engine::quantize_input(values, model.input, &mut out),
+        Precision::F16 => engine::encode_f16_input(values, &mut out),
     }
     .map_err(|e| anyhow!("encoding the input: {e}"))?;
     Ok(out)

@@ -9,7 +9,6 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use npyz::WriterBuilder;
-use shared::engine;
 use shared::model::{Precision, QuantModel};
 use shared::spec::Shape;
 
@@ -72,13 +71,7 @@ pub fn read_input(path: &Path, model: &QuantModel) -> Result<Vec<u8>> {
         }
         Values::F32(v) => v,
     };
-    let mut out = vec![0u8; floats.len() * model.precision.activation_bytes()];
-    match model.precision {
-        Precision::Int8 => engine::quantize_input(&floats, model.input, &mut out),
-        Precision::F16 => engine::encode_f16_input(&floats, &mut out),
-    }
-    .map_err(|e| anyhow!("{shown}: {e}"))?;
-    Ok(out)
+    crate::model_file::encode_values(model, &floats).with_context(|| shown.to_string())
 }
 
 /// Write the model's raw output to `path` (atomically): int8 values as
@@ -139,6 +132,7 @@ fn shape_fits(shape: &[u64], input: Shape) -> bool {
 mod tests {
     use super::*;
     use shared::convert::{self, FloatLayer, OwnedModel, Ranges};
+    use shared::engine;
     use shared::spec::{Activation, ModelSpec};
 
     /// A flat 4 -> 2 Dense model in `precision`.
