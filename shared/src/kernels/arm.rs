@@ -620,6 +620,17 @@ pub fn depthwise_conv2d_dsp(
     let (x_step, w_step) = (g.dilation_w * c, c);
     let (x_row_step, w_row_step) = (g.dilation_h * g.in_w * c, g.kernel_w * c);
     let (out_zp, lo, hi) = (p.out_zp, p.act_min.max(-128), p.act_max.min(127));
+    // A window wholly inside the image along the width takes every tap: no
+    // divisions (taps_w's) for the interior columns.
+    let (span_w, kw) = (g.span_w(), g.kernel_w);
+    let columns = |ox: usize| {
+        let x = ox * g.stride_w;
+        if x >= g.pad_left && x - g.pad_left + span_w <= g.in_w {
+            (0, kw, x - g.pad_left)
+        } else {
+            g.taps_w(ox)
+        }
+    };
     // Channel blocks outermost: each block's requantization constants are
     // computed once for all its output pixels.
     let mut ch = 0;
@@ -630,7 +641,7 @@ pub fn depthwise_conv2d_dsp(
         for oy in 0..g.out_h {
             let (ky0, ky1, iy0) = g.taps_h(oy);
             for ox in 0..g.out_w {
-                let (kx0, kx1, ix0) = g.taps_w(ox);
+                let (kx0, kx1, ix0) = columns(ox);
                 let taps_w = kx1 - kx0;
                 let mut acc = bias;
                 // SAFETY: taps_h/taps_w keep every tap inside the image and
