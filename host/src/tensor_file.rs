@@ -35,7 +35,8 @@ pub fn read_values(path: &Path, input: Shape) -> Result<Values> {
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {shown}"))?;
     check_preamble(&bytes).with_context(|| format!("{shown}: not a .npy file"))?;
-    let npy = npyz::NpyFile::new(Cursor::new(&bytes[..])).map_err(|e| anyhow!("{shown}: not a .npy file: {e}"))?;
+    let npy =
+        npyz::NpyFile::new(Cursor::new(&bytes[..])).map_err(|e| anyhow!("{shown}: not a .npy file: {}", brief(&e)))?;
     let shape = npy.shape().to_vec();
     let count = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
     if count != Some(n) || !shape_fits(&shape, input) {
@@ -46,9 +47,9 @@ pub fn read_values(path: &Path, input: Shape) -> Result<Values> {
     }
     let descr = npy.dtype().descr().trim_matches('\'').to_string();
     match descr.as_str() {
-        "|i1" | "<i1" => Ok(Values::Int8(npy.into_vec().map_err(|e| anyhow!("{shown}: {e}"))?)),
+        "|i1" | "<i1" => Ok(Values::Int8(npy.into_vec().map_err(|e| anyhow!("{shown}: {}", brief(&e)))?)),
         "<f4" => {
-            let floats = npy.into_vec::<f32>().map_err(|e| anyhow!("{shown}: {e}"))?;
+            let floats = npy.into_vec::<f32>().map_err(|e| anyhow!("{shown}: {}", brief(&e)))?;
             if let Some(i) = floats.iter().position(|v| !v.is_finite()) {
                 bail!("{shown}: value {i} is {}, not a finite number", floats[i]);
             }
@@ -96,6 +97,17 @@ pub fn write_output(path: &Path, model: &QuantModel, output: &[u8]) -> Result<()
     };
     encoded.with_context(|| format!("encoding {}", path.display()))?;
     crate::atomic::write_atomic(path, &buf).map_err(|e| anyhow!("{e}"))
+}
+
+/// The first line of a reader's error, at most 160 characters: the header
+/// parser quotes the whole (hostile) header back otherwise.
+fn brief(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or("");
+    match line.char_indices().nth(160) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 /// The magic, and a header length within the file and [`MAX_HEADER`]
@@ -206,6 +218,16 @@ mod tests {
         b.truncate(b.len() - 6);
         std::fs::write(&p, b).unwrap();
         assert!(err(&p).contains("cut.npy"), "{}", err(&p));
+        // A hostile header: deep nesting is a one-line error, not the header quoted back.
+        let mut nested = b"\x93NUMPY\x01\x00".to_vec();
+        let text =
+            format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {}{}, }}\n", "(".repeat(900), ")".repeat(900));
+        nested.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        nested.extend_from_slice(text.as_bytes());
+        let p = dir.path().join("nest.npy");
+        std::fs::write(&p, nested).unwrap();
+        let e = read_input(&p, &tiny(Precision::F16).view()).unwrap_err().to_string();
+        assert!(e.contains("nest.npy") && !e.contains('\n') && e.len() < 300, "{e}");
         // Not an .npy at all.
         std::fs::write(dir.path().join("png.npy"), b"\x89PNG\r\n\x1a\n").unwrap();
         assert!(err(&dir.path().join("png.npy")).contains("not a .npy"));
