@@ -602,7 +602,9 @@ fn conv2d_pixels(
 /// (`SXTAB16` removing the zero point) and multiplied lane by lane into four
 /// accumulators (`SMLABB`, `SMLATT`): 2.5 instructions per multiply-accumulate
 /// before the loop's own. The plain kernel's products summed modulo 2^32 in
-/// another order: its bytes.
+/// another order: its bytes. Never inlined: in a frame of its own its
+/// constants stay in registers (inlined into the dispatcher they were spilled).
+#[inline(never)]
 pub fn depthwise_conv2d_dsp(
     g: &ConvGeom,
     p: &Int8Params,
@@ -653,17 +655,29 @@ pub fn depthwise_conv2d_dsp(
                     let mut w_row = w0.add((ky0 * g.kernel_w + kx0) * c + ch);
                     for ky in ky0..ky1 {
                         let (mut xp, mut wp) = (x_row, w_row);
-                        for _ in 0..taps_w {
-                            let x = xp.cast::<u32>().read_unaligned();
-                            let wv = wp.cast::<u32>().read_unaligned();
+                        // One tap: a word of four channels' activations and weights.
+                        let mut tap = |x: u32, wv: u32| {
                             let (xe, xo) = (sxtab16(nzp, x), sxtab16_ror8(nzp, x));
                             let (we, wo) = (sxtb16(wv), sxtb16_ror8(wv));
                             acc[0] = smlabb(xe, we, acc[0]);
                             acc[2] = smlatt(xe, we, acc[2]);
                             acc[1] = smlabb(xo, wo, acc[1]);
                             acc[3] = smlatt(xo, wo, acc[3]);
-                            xp = xp.add(x_step);
-                            wp = wp.add(w_step);
+                        };
+                        if taps_w == 3 {
+                            // The 3-wide kernels of MobileNet and DS-CNN, unrolled.
+                            let word = |q: *const i8| q.cast::<u32>().read_unaligned();
+                            let (x0, x1, x2) = (word(xp), word(xp.add(x_step)), word(xp.add(2 * x_step)));
+                            let (w0, w1, w2) = (word(wp), word(wp.add(w_step)), word(wp.add(2 * w_step)));
+                            tap(x0, w0);
+                            tap(x1, w1);
+                            tap(x2, w2);
+                        } else {
+                            for _ in 0..taps_w {
+                                tap(xp.cast::<u32>().read_unaligned(), wp.cast::<u32>().read_unaligned());
+                                xp = xp.add(x_step);
+                                wp = wp.add(w_step);
+                            }
                         }
                         if ky + 1 < ky1 {
                             x_row = x_row.add(x_row_step);
