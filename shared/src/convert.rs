@@ -94,15 +94,11 @@ pub fn check_params(spec: &ModelSpec, params: &[FloatLayer<'_>]) -> Result<(), C
     }
     for ((i, layer, inp, _), p) in spec.shapes().zip(params) {
         match (*layer, *p) {
-            (Layer::Conv2D(c), FloatLayer::Conv2D { weights, bias }) => {
-                let k = c.kernel.h as usize * c.kernel.w as usize;
-                let per_group = inp.channels() as usize / c.groups.max(1) as usize;
-                len_ok(i, "weights", c.filters as usize * k * per_group, weights.len())?;
-                len_ok(i, "bias", c.filters as usize, bias.len())?;
-            }
-            (Layer::Dense { units, .. }, FloatLayer::Dense { weights, bias }) => {
-                len_ok(i, "weights", units as usize * inp.elements() as usize, weights.len())?;
-                len_ok(i, "bias", units as usize, bias.len())?;
+            (Layer::Conv2D(_), FloatLayer::Conv2D { weights, bias })
+            | (Layer::Dense { .. }, FloatLayer::Dense { weights, bias }) => {
+                let (w, c) = layer.weight_counts(inp).unwrap_or((0, 0));
+                len_ok(i, "weights", w as usize, weights.len())?;
+                len_ok(i, "bias", c as usize, bias.len())?;
             }
             (Layer::BatchNorm { .. }, FloatLayer::BatchNorm { gamma, beta, mean, var }) => {
                 let c = inp.channels() as usize;

@@ -529,39 +529,20 @@ pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
         let d = &data[i];
         let in_q = tensor_quant(model, model.spec.inputs()[i].main);
         let sizes = |n: u64| usize::try_from(n).map_err(|_| EngineError::TooLarge);
-        let (weights, channels) = match *layer {
-            Layer::Conv2D(c) => {
-                let k = c.kernel.h as u64 * c.kernel.w as u64;
-                let per_group = inp.channels() as u64 / c.groups.max(1) as u64;
-                (sizes(k * per_group * c.filters as u64)?, c.filters as usize)
+        let Some((weights, channels)) = layer.weight_counts(inp) else {
+            if d.weights != LayerWeights::None {
+                return Err(EngineError::UnexpectedWeights { layer: i });
             }
-            Layer::Dense { units, .. } => (sizes(inp.elements() * units as u64)?, units as usize),
-            Layer::BatchNorm { .. } => (inp.channels() as usize, inp.channels() as usize),
-            Layer::MaxPool2D { .. }
-            | Layer::AvgPool2D(_)
-            | Layer::GlobalAvgPool
-            | Layer::Flatten
-            | Layer::Dropout { .. }
-            | Layer::Activation(_) => {
-                if d.weights != LayerWeights::None {
-                    return Err(EngineError::UnexpectedWeights { layer: i });
-                }
-                if int8 && d.output != in_q {
-                    return Err(EngineError::QuantMismatch { layer: i });
-                }
-                continue;
+            if int8 && layer.is_binary() {
+                // Add and Concatenate requantize to their own output.
+                check_zp(Some(i), d.output)?;
+            } else if int8 && d.output != in_q {
+                // Pools, reshapes and a standalone activation cannot requantize.
+                return Err(EngineError::QuantMismatch { layer: i });
             }
-            // Requantizing, without weights.
-            Layer::Add { .. } | Layer::Concat => {
-                if d.weights != LayerWeights::None {
-                    return Err(EngineError::UnexpectedWeights { layer: i });
-                }
-                if int8 {
-                    check_zp(Some(i), d.output)?;
-                }
-                continue;
-            }
+            continue;
         };
+        let (weights, channels) = (sizes(weights)?, sizes(channels)?);
         match (&d.weights, model.precision) {
             (LayerWeights::None, _) => return Err(EngineError::MissingWeights { layer: i }),
             (LayerWeights::Int8(w), Precision::Int8) => check_int8(i, w, weights, channels)?,

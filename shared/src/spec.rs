@@ -582,6 +582,31 @@ impl Layer {
         })
     }
 
+    /// (weights, channels): the element counts of a layer's weight arrays
+    /// (kernel, and one bias/scale per output channel) given its input, or
+    /// `None` for a layer without weights. The one rule the model-file
+    /// parser and the engine's validation hold weights to; exact for the
+    /// layers of a [`ModelSpec`] (whose parameter count fits u64).
+    pub fn weight_counts(&self, input: Shape) -> Option<(u64, u64)> {
+        let cin = input.channels() as u64;
+        match *self {
+            Layer::Conv2D(c) => {
+                let k = c.kernel.h as u64 * c.kernel.w as u64;
+                Some((k * (cin / c.groups.max(1) as u64) * c.filters as u64, c.filters as u64))
+            }
+            Layer::Dense { units, .. } => Some((input.elements() * units as u64, units as u64)),
+            Layer::BatchNorm { .. } => Some((cin, cin)),
+            Layer::MaxPool2D { .. }
+            | Layer::AvgPool2D(_)
+            | Layer::GlobalAvgPool
+            | Layer::Flatten
+            | Layer::Dropout { .. }
+            | Layer::Add { .. }
+            | Layer::Concat
+            | Layer::Activation(_) => None,
+        }
+    }
+
     /// Multiply-accumulates per example at inference.
     ///
     /// Exact for the layers of a [`ModelSpec`]; saturates at `u64::MAX` otherwise.

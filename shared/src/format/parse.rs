@@ -584,28 +584,6 @@ fn read_transform<'a>(
     Ok(t)
 }
 
-/// (weights, channels) element counts a layer's sections must have, if it has any.
-/// Exact: `ModelSpec::new` checked that the stack's parameter count fits u64.
-fn expected_counts(layer: &Layer, input: Shape) -> Option<(u64, u64)> {
-    let cin = input.channels() as u64;
-    match *layer {
-        Layer::Conv2D(c) => {
-            let k = c.kernel.h as u64 * c.kernel.w as u64;
-            Some((k * (cin / c.groups.max(1) as u64) * c.filters as u64, c.filters as u64))
-        }
-        Layer::Dense { units, .. } => Some((cin * units as u64, units as u64)),
-        Layer::BatchNorm { .. } => Some((cin, cin)),
-        Layer::MaxPool2D { .. }
-        | Layer::AvgPool2D(_)
-        | Layer::GlobalAvgPool
-        | Layer::Flatten
-        | Layer::Dropout { .. }
-        | Layer::Add { .. }
-        | Layer::Concat
-        | Layer::Activation(_) => None,
-    }
-}
-
 /// Each slot's name and element size for a precision (size 0: unused).
 fn slots(precision: Precision) -> [(Section, u64); SECTION_SLOTS] {
     match precision {
@@ -637,7 +615,7 @@ fn read_layer_data<'a>(
     let base = offsets::layer_record(i);
     let l = Some(i);
     let output = read_quant(r, precision, base + rec::OUTPUT_SCALE, Field::OutputScale, Field::OutputZeroPoint, l)?;
-    let counts = expected_counts(layer, input);
+    let counts = layer.weight_counts(input);
     let mut raw: [(&'a [u8], usize); SECTION_SLOTS] = [(&[], 0); SECTION_SLOTS];
     for (s, ((section, size), out)) in slots(precision).into_iter().zip(raw.iter_mut()).enumerate() {
         let entry = base + rec::SECTIONS + 8 * s;
