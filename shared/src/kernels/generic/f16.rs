@@ -235,13 +235,7 @@ pub fn add(relu: bool, six: bool, a: &[f16], b: &[f16], out: &mut [f16]) {
 /// CONCATENATION on the last axis: each of `pixels` output pixels (1 for
 /// flat vectors) holds `a`'s channels, then `b`'s.
 pub fn concat(pixels: usize, a: &[f16], b: &[f16], out: &mut [f16]) {
-    assert!(pixels > 0, "concat: pixels");
-    let (ca, cb) = (a.len() / pixels, b.len() / pixels);
-    assert!(ca * pixels == a.len() && cb * pixels == b.len() && out.len() == a.len() + b.len(), "concat: length");
-    for (p, o) in out.chunks_exact_mut(ca + cb).enumerate() {
-        o[..ca].copy_from_slice(&a[p * ca..(p + 1) * ca]);
-        o[ca..].copy_from_slice(&b[p * cb..(p + 1) * cb]);
-    }
+    super::concat::concat_by(pixels, a, b, out, |x| x, |x| x);
 }
 
 /// A standalone ReLU (`relu`) and ReLU6 clamp (`six`), in place, with the

@@ -473,18 +473,7 @@ impl Requant {
 /// flat vectors) holds
 /// `a`'s channels, then `b`'s, each requantized to the output.
 pub fn concat(pixels: usize, ra: &Requant, rb: &Requant, a: &[i8], b: &[i8], out: &mut [i8]) {
-    assert!(pixels > 0, "concat: pixels");
-    let (ca, cb) = (a.len() / pixels, b.len() / pixels);
-    assert!(ca * pixels == a.len() && cb * pixels == b.len() && out.len() == a.len() + b.len(), "concat: length");
-    for (p, o) in out.chunks_exact_mut(ca + cb).enumerate() {
-        let (oa, ob) = o.split_at_mut(ca);
-        for (d, &x) in oa.iter_mut().zip(&a[p * ca..(p + 1) * ca]) {
-            *d = ra.apply(x);
-        }
-        for (d, &x) in ob.iter_mut().zip(&b[p * cb..(p + 1) * cb]) {
-            *d = rb.apply(x);
-        }
-    }
+    super::concat::concat_by(pixels, a, b, out, |x| ra.apply(x), |x| rb.apply(x));
 }
 
 /// A standalone ReLU or ReLU6 that keeps its input's quantization: a clamp

@@ -1,5 +1,5 @@
 //! The leaf of the kernels: the support functions (requantization, length
-//! checks, the max-pool walk, the kernels' scratch sizes) and the plain, obviously correct reference
+//! checks, the max-pool and concatenation walks, the kernels' scratch sizes) and the plain, obviously correct reference
 //! kernel of every op, plus portable reorderings of the int8 sums that any
 //! target can compile. Everything faster is tested against these on bytes.
 //!
@@ -8,6 +8,7 @@
 //! the ISA modules ([`super::x86`], `super::arm`) build on it, and
 //! [`super::dispatch`] picks among them.
 
+pub mod concat;
 pub mod f16;
 pub mod int8;
 pub mod pool;
