@@ -45,6 +45,27 @@ fn expected(name: &str) -> Expected {
     }
 }
 
+/// DS-CNN's fixture takes features, not images: Keras's float `inputs` and
+/// its `probabilities` for them, from `dscnn.expected.json`.
+fn dscnn_expected() -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let path = dir().join("dscnn.expected.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
+    let rows = |key: &str| -> Vec<Vec<f32>> {
+        let floats = |x: &serde_json::Value| {
+            x.as_array().expect("numbers").iter().map(|f| f.as_f64().expect("number") as f32).collect()
+        };
+        v[key].as_array().expect(key).iter().map(floats).collect()
+    };
+    (rows("inputs"), rows("probabilities"))
+}
+
+/// DS-CNN imported with its float inputs taken as they are (no input transform).
+fn dscnn_checkpoint() -> Checkpoint {
+    let mut m = import::import(&dir().join("dscnn.keras"), None).expect("dscnn");
+    m.preprocess = None;
+    m.into_checkpoint((0..12).map(|i| format!("class_{i}")).collect()).expect("checkpoint")
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("import-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).expect("temp dir");
@@ -517,17 +538,8 @@ fn functional_models_match_their_frameworks() {
     ] {
         assert_matches_framework(file, name, None, None);
     }
-    let path = dir().join("dscnn.expected.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
-    let floats = |x: &serde_json::Value| -> Vec<f32> {
-        x.as_array().expect("numbers").iter().map(|f| f.as_f64().expect("number") as f32).collect()
-    };
-    let inputs: Vec<Vec<f32>> = v["inputs"].as_array().expect("inputs").iter().map(floats).collect();
-    let want: Vec<Vec<f32>> = v["probabilities"].as_array().expect("probabilities").iter().map(floats).collect();
-    let classes: Vec<String> = (0..12).map(|i| format!("class_{i}")).collect();
-    let mut m = import::import(&dir().join("dscnn.keras"), None).expect("dscnn");
-    m.preprocess = None; // the float inputs as they are
-    let ck = m.into_checkpoint(classes).expect("checkpoint");
+    let (inputs, want) = dscnn_expected();
+    let ck = dscnn_checkpoint();
     let mut net = ck.network().expect("network");
     assert_eq!(inputs.len(), 2);
     for (i, (x, want)) in inputs.iter().zip(&want).enumerate() {
@@ -580,17 +592,7 @@ fn mlperf_tiny_graphs_run_on_the_cortex_m4_with_the_simulators_bytes() {
     {
         // The model, its calibration batches and two device inputs (as floats).
         let (ck, inputs): (Checkpoint, Vec<Vec<f32>>) = if name == "dscnn" {
-            let path = dir().join("dscnn.expected.json");
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
-            let inputs = v["inputs"]
-                .as_array()
-                .expect("inputs")
-                .iter()
-                .map(|x| x.as_array().expect("numbers").iter().map(|f| f.as_f64().expect("number") as f32).collect())
-                .collect();
-            let mut m = import::import(&dir().join(file), None).expect("dscnn");
-            m.preprocess = None;
-            (m.into_checkpoint((0..12).map(|i| format!("class_{i}")).collect()).expect("checkpoint"), inputs)
+            (dscnn_checkpoint(), dscnn_expected().0)
         } else {
             let e = expected(name);
             let ck = import_fixture(file, None, None, &e);
@@ -668,16 +670,7 @@ fn mlperf_tiny_graphs_run_on_the_cortex_m4_with_the_simulators_bytes() {
 /// input quantization covers the tensors' range.
 #[test]
 fn feature_models_quantize_and_run_from_npy_tensors() {
-    let e = {
-        let path = dir().join("dscnn.expected.json");
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
-        v["probabilities"]
-            .as_array()
-            .expect("probabilities")
-            .iter()
-            .map(|p| p.as_array().expect("row").iter().map(|x| x.as_f64().expect("number") as f32).collect())
-            .collect::<Vec<Vec<f32>>>()
-    };
+    let e = dscnn_expected().1;
     let out = scratch("dscnn-npy").join("imported.safetensors");
     let args = ImportArgs {
         file: dir().join("dscnn.keras"),
