@@ -91,6 +91,39 @@ pub fn greedy(buffers: &[Buffer], align: usize, offsets: &mut [usize]) -> usize 
     total
 }
 
+/// The buffers of `spec`'s tensors: `root[t]` is the tensor whose buffer
+/// tensor `t` lives in, and `buffers[r]` that buffer's size (`size(r)`) and
+/// lifetime, from the step that writes it to the last step reading any
+/// tensor in it (the output's to the end). `shares_input(i, root)` says
+/// whether layer `i`'s output lives in its main input's buffer, given the
+/// roots of tensors `0..=i`. Filled for tensors `0..=layers`.
+pub fn tensor_buffers(
+    spec: &ModelSpec,
+    size: impl Fn(usize) -> usize,
+    shares_input: impl Fn(usize, &[usize]) -> bool,
+    root: &mut [usize; MAX_BUFFERS],
+    buffers: &mut [Buffer; MAX_BUFFERS],
+) {
+    let n = spec.layers().len();
+    buffers[0] = Buffer { size: size(0), first: 0, last: 0 };
+    for (i, reads) in spec.inputs().iter().enumerate() {
+        let step = i + 1;
+        for t in [Some(reads.main), reads.other].into_iter().flatten() {
+            let r = root[t as usize];
+            buffers[r].last = buffers[r].last.max(step);
+        }
+        if shares_input(i, &root[..=i]) {
+            root[step] = root[reads.main as usize];
+            buffers[step] = Buffer::default();
+        } else {
+            root[step] = step;
+            buffers[step] = Buffer { size: size(step), first: step, last: step };
+        }
+    }
+    let result = root[n];
+    buffers[result].last = buffers[result].last.max(n);
+}
+
 /// The tensor arena TFLite Micro's greedy planner gives `spec`'s graph at
 /// `bytes_per` bytes an element: the input and every layer's output a buffer
 /// of its own, each rounded up to TFLite Micro's 16-byte buffer alignment,
@@ -99,34 +132,15 @@ pub fn greedy(buffers: &[Buffer], align: usize, offsets: &mut [usize]) -> usize 
 /// standalone activation count as operators (the converter folds BN into the
 /// conv before it; compare graphs without them).
 pub fn tflm_arena_bytes(spec: &ModelSpec, bytes_per: usize) -> usize {
-    let n = spec.layers().len();
-    // The buffer holding tensor t: itself, or (Dropout) its input's.
-    let mut root = [0usize; MAX_BUFFERS];
-    let mut buffers = [Buffer::default(); MAX_BUFFERS];
     let bytes = |t: usize| {
         let b = usize::try_from(spec.tensor(t).elements()).unwrap_or(usize::MAX).saturating_mul(bytes_per);
         b.saturating_add(15) / 16 * 16
     };
-    buffers[0] = Buffer { size: bytes(0), first: 0, last: 0 };
-    for (i, (layer, reads)) in spec.layers().iter().zip(spec.inputs()).enumerate() {
-        let step = i + 1;
-        for t in [Some(reads.main), reads.other].into_iter().flatten() {
-            let r = root[t as usize];
-            buffers[r].last = buffers[r].last.max(step);
-        }
-        if matches!(layer, Layer::Dropout { .. }) {
-            root[i + 1] = root[reads.main as usize];
-            buffers[i + 1] = Buffer::default();
-        } else {
-            root[i + 1] = i + 1;
-            buffers[i + 1] = Buffer { size: bytes(i + 1), first: step, last: step };
-        }
-    }
-    // The output stays until the end.
-    let out = root[n];
-    buffers[out].last = buffers[out].last.max(n);
+    let dropout = |i: usize, _: &[usize]| matches!(spec.layers()[i], Layer::Dropout { .. });
+    let (mut root, mut buffers) = ([0usize; MAX_BUFFERS], [Buffer::default(); MAX_BUFFERS]);
+    tensor_buffers(spec, bytes, dropout, &mut root, &mut buffers);
     let mut offsets = [0usize; MAX_BUFFERS];
-    greedy(&buffers[..=n], 1, &mut offsets)
+    greedy(&buffers[..=spec.layers().len()], 1, &mut offsets)
 }
 
 #[cfg(test)]

@@ -409,38 +409,29 @@ fn runs_in_place(layer: &Layer) -> bool {
 /// share it too when no later layer reads it, else they get their own.
 #[inline(never)]
 fn plan_graph(model: &QuantModel<'_>, out: &mut Plan) {
-    use crate::arena::{greedy, Buffer, MAX_BUFFERS};
+    use crate::arena::{greedy, tensor_buffers, Buffer, MAX_BUFFERS};
     let bytes = model.precision.activation_bytes();
     let spec = &model.spec;
     let (layers_in, inputs) = (spec.layers(), spec.inputs());
     let n = layers_in.len();
     let size = |t: usize| tensor_bytes(spec.tensor(t), bytes);
+    // Identity layers always share their input's buffer; BN and a standalone
+    // activation only when no later layer reads a tensor in that buffer.
+    let shares_input = |i: usize, root: &[usize]| {
+        let r = root[inputs[i].main as usize];
+        let read_later = || {
+            inputs[i + 1..].iter().any(|q| {
+                [Some(q.main), q.other]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| (t as usize) < root.len() && root[t as usize] == r)
+            })
+        };
+        is_identity(&layers_in[i]) || (runs_in_place(&layers_in[i]) && !read_later())
+    };
     // root[t]: the buffer tensor t lives in (the tensor that owns it).
-    let mut root = [0usize; MAX_BUFFERS];
-    let mut buffers = [Buffer::default(); MAX_BUFFERS];
-    let mut shared = [false; MAX_LAYERS];
-    buffers[0] = Buffer { size: size(0), first: 0, last: 0 };
-    for (i, (layer, reads)) in layers_in.iter().zip(inputs).enumerate() {
-        let step = i + 1;
-        for t in [Some(reads.main), reads.other].into_iter().flatten() {
-            let r = root[t as usize];
-            buffers[r].last = buffers[r].last.max(step);
-        }
-        let r = root[reads.main as usize];
-        // Does a later layer read any tensor in buffer `r`?
-        let read_later = inputs[step..]
-            .iter()
-            .any(|q| [Some(q.main), q.other].into_iter().flatten().any(|t| t as usize <= i && root[t as usize] == r));
-        if is_identity(layer) || (runs_in_place(layer) && !read_later) {
-            root[step] = r;
-            shared[i] = true;
-        } else {
-            root[step] = step;
-            buffers[step] = Buffer { size: size(step), first: step, last: step };
-        }
-    }
-    let result = root[n];
-    buffers[result].last = buffers[result].last.max(n);
+    let (mut root, mut buffers) = ([0usize; MAX_BUFFERS], [Buffer::default(); MAX_BUFFERS]);
+    tensor_buffers(spec, size, shares_input, &mut root, &mut buffers);
     let mut offsets = [0usize; MAX_BUFFERS];
     let need = greedy(&buffers[..=n], bytes, &mut offsets);
     let region = |t: usize| Region { offset: offsets[root[t]], len: size(t) };
@@ -448,11 +439,12 @@ fn plan_graph(model: &QuantModel<'_>, out: &mut Plan) {
     let (mut max_io, mut peak_layer) = (size(0), 0);
     for (i, (layer, reads)) in layers_in.iter().zip(inputs).enumerate() {
         let other = reads.other.map_or(Region::default(), |t| region(t as usize));
-        let lp = LayerPlan { input: region(reads.main as usize), other, output: region(i + 1), in_place: shared[i] };
+        let shared = root[i + 1] != i + 1;
+        let lp = LayerPlan { input: region(reads.main as usize), other, output: region(i + 1), in_place: shared };
         let io = if is_identity(layer) {
             lp.input.len
         } else {
-            lp.input.len.saturating_add(other.len).saturating_add(if shared[i] { 0 } else { lp.output.len })
+            lp.input.len.saturating_add(other.len).saturating_add(if shared { 0 } else { lp.output.len })
         };
         if io > max_io {
             (max_io, peak_layer) = (io, i);
