@@ -1,5 +1,6 @@
 //! `host import`: a model trained in Keras or PyTorch (`.keras`, `.h5`,
-//! weights-only `.h5`, `.onnx`) as a checkpoint every other command takes.
+//! weights-only `.h5`, `.onnx`) as a checkpoint every other command takes,
+//! or a full-integer TensorFlow Lite model (`.tflite`) as a model file.
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
@@ -11,9 +12,9 @@ use crate::preprocess::{self, Preprocess};
 /// `host import`'s arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ImportArgs {
-    /// The model file: .keras, .h5 (full model or weights only), or .onnx.
+    /// The model file: .keras, .h5 (full model or weights only), .onnx, or a full-integer .tflite.
     pub file: PathBuf,
-    /// Where to write the checkpoint (atomically).
+    /// Where to write the checkpoint (atomically); for a .tflite, the int8 model file.
     #[arg(long)]
     pub out: PathBuf,
     /// Class names: a file with one per line, or a comma-separated list (default class_0..class_N-1).
@@ -40,6 +41,9 @@ pub struct ImportArgs {
 /// Run `host import`.
 pub fn run(args: &ImportArgs) -> Result<()> {
     crate::atomic::refuse_input_as_output("--out", &args.out, &[&args.file])?;
+    if import::FileKind::detect(&args.file)? == import::FileKind::Tflite {
+        return run_tflite(args);
+    }
     let stack = match &args.arch {
         Some(a) => Some(a.build_with(args.input, args.classes).map_err(anyhow::Error::msg)?),
         None => None,
@@ -67,5 +71,34 @@ pub fn run(args: &ImportArgs) -> Result<()> {
     }
     crate::outln!("classes: {}", ck.class_names.join(", "))?;
     crate::outln!("wrote {}", args.out.display())?;
+    Ok(())
+}
+
+/// `host import model.tflite --out model.int8`: the converter's int8 model as
+/// our model file, its quantization kept.
+fn run_tflite(args: &ImportArgs) -> Result<()> {
+    if args.arch.is_some() || args.classes.is_some() || args.input.is_some() {
+        anyhow::bail!("--arch, --classes and --input are for weights-only .h5 files; a .tflite carries its graph");
+    }
+    let lowered = import::tflite::import_tflite(&args.file)?;
+    let mut model = lowered.model;
+    let outputs = model.spec.output().elements() as usize;
+    let names = import::class_names(args.class_names.as_deref(), outputs).map_err(anyhow::Error::msg)?;
+    model.labels = names.join("\n");
+    if !args.input_scale.is_empty() || !args.input_offset.is_empty() {
+        let c = model.spec.input().channels() as usize;
+        let p = Preprocess::from_lists(&args.input_scale, &args.input_offset, c).map_err(anyhow::Error::msg)?;
+        model.preprocess = p.map(|p| p.values().to_vec()).unwrap_or_default();
+    }
+    let bytes = crate::quantize::write_model_file(&model, &args.out)?;
+    crate::out!("{}", crate::summary::render(&model.spec, "tflite (int8)"))?;
+    for n in &lowered.notes {
+        crate::outln!("note: {n}")?;
+    }
+    crate::outln!("classes: {}", names.join(", "))?;
+    crate::outln!(
+        "wrote {} ({bytes} bytes, int8, the converter's scales, zero points and biases)",
+        args.out.display()
+    )?;
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod keras_h5;
 pub mod onnx;
 mod onnx_fold;
 pub mod tensors;
+pub mod tflite;
 
 pub use error::ImportError;
 pub use imported::Imported;
@@ -27,6 +28,8 @@ pub enum FileKind {
     Keras,
     H5,
     Onnx,
+    /// A TensorFlow Lite flatbuffer (becomes a model file, not a checkpoint).
+    Tflite,
 }
 
 impl FileKind {
@@ -44,11 +47,14 @@ impl FileKind {
         if head.starts_with(b"\x89HDF\r\n\x1a\n") {
             return Ok(FileKind::H5);
         }
+        if tflite::is_tflite(head) {
+            return Ok(FileKind::Tflite);
+        }
         match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
             Some("onnx") => Ok(FileKind::Onnx),
             _ => Err(ImportError::Format {
                 path: path.to_path_buf(),
-                what: "not a .keras (zip), .h5 (HDF5) or .onnx file".into(),
+                what: "not a .keras (zip), .h5 (HDF5), .tflite (TFL3) or .onnx file".into(),
             }),
         }
     }
@@ -60,6 +66,10 @@ pub fn import(path: &Path, stack: Option<(&ModelSpec, &str)>) -> Result<Imported
         FileKind::Keras => keras::import_keras_zip(path),
         FileKind::H5 => keras::import_h5(path, stack),
         FileKind::Onnx => onnx::import_onnx(path),
+        FileKind::Tflite => Err(ImportError::Format {
+            path: path.to_path_buf(),
+            what: "a .tflite model imports as a model file (tflite::import_tflite), not a checkpoint".into(),
+        }),
     }
 }
 

@@ -1,0 +1,42 @@
+//! TensorFlow Lite models (`.tflite`, the converter's full-integer output)
+//! as our int8 model file, keeping the converter's quantization exactly.
+//!
+//! [`read`] turns the flatbuffer into plain data through the published
+//! schema (the `tflite-schema` crate, planus-generated); [`lower`] maps its
+//! operators onto ours.
+pub mod lower;
+pub mod read;
+
+use std::path::Path;
+
+pub use lower::{Lowered, TFLITE_SUPPORTED};
+
+use super::ImportError;
+
+/// Read and lower the `.tflite` at `path`.
+pub fn import_tflite(path: &Path) -> Result<Lowered, ImportError> {
+    crate::budget::check_file("the .tflite model", path)
+        .map_err(|e| ImportError::Format { path: path.to_path_buf(), what: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Read { path: path.to_path_buf(), source })?;
+    import_tflite_bytes(&bytes, path)
+}
+
+/// [`import_tflite`] on a file already read (`path` names it in errors).
+pub fn import_tflite_bytes(bytes: &[u8], path: &Path) -> Result<Lowered, ImportError> {
+    let graph = read::read(bytes).map_err(|e| ImportError::Format { path: path.to_path_buf(), what: e.to_string() })?;
+    lower::lower(&graph).map_err(|e| match e {
+        lower::LowerError::Unsupported(u) => ImportError::Unsupported {
+            path: path.to_path_buf(),
+            name: format!("operator {}", u.op),
+            kind: u.name,
+            why: u.why,
+            supported: TFLITE_SUPPORTED,
+        },
+        lower::LowerError::Invalid(what) => ImportError::Format { path: path.to_path_buf(), what },
+    })
+}
+
+/// Whether `head` (a file's first bytes) is a TFLite flatbuffer: `TFL3` at byte 4.
+pub fn is_tflite(head: &[u8]) -> bool {
+    head.get(4..8) == Some(b"TFL3")
+}
