@@ -149,3 +149,110 @@ fn damaged_files_are_named_errors() {
     let e = tflite::import_tflite_bytes(&bytes[..bytes.len() / 2], &path).expect_err("half a file");
     assert!(e.to_string().contains("op_conv.tflite"), "{e}");
 }
+
+/// The model `host export --tflite` made `exported/NAME.tflite` from.
+fn export_source(name: &str) -> shared::convert::OwnedModel {
+    if name == "micro" {
+        let bytes = host::model_file::read_model_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/micro.int8"))
+            .expect("golden model");
+        let model = shared::format::parse(bytes.as_bytes()).expect("parses");
+        owned(&model)
+    } else {
+        tflite::import_tflite(&dir().join(format!("{name}.tflite"))).expect("imports").model
+    }
+}
+
+/// An owned copy of a parsed model (the exporter takes a view of either).
+fn owned(m: &shared::model::QuantModel<'_>) -> shared::convert::OwnedModel {
+    use shared::convert::OwnedWeights;
+    shared::convert::OwnedModel {
+        spec: m.spec,
+        precision: m.precision,
+        input: m.input,
+        layers: m
+            .layer_data()
+            .iter()
+            .map(|d| {
+                let w = match d.weights {
+                    LayerWeights::Int8(w) => OwnedWeights::Int8 {
+                        weights: w.weights.to_vec(),
+                        weight_scale: w.weight_scale.to_vec(),
+                        bias: w.bias.to_vec(),
+                        multiplier: w.multiplier.to_vec(),
+                        shift: w.shift.to_vec(),
+                    },
+                    LayerWeights::F16(w) => OwnedWeights::F16 { weights: w.weights.to_vec(), bias: w.bias.to_vec() },
+                    LayerWeights::None => OwnedWeights::None,
+                };
+                (w, d.output)
+            })
+            .collect(),
+        labels: m.labels.to_string(),
+        preprocess: m.preprocess.map(|p| p.values.to_vec()).unwrap_or_default(),
+    }
+}
+
+#[test]
+fn exported_tflite_files_give_our_bytes_in_tflites_interpreter() {
+    let out = dir().join("exported");
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .expect("tests/tflite/exported")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".tflite").map(String::from))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 20 && names.contains(&"micro".to_string()), "{names:?}");
+    let mut runs = 0;
+    for name in &names {
+        let model = export_source(name);
+        let file = host::export::tflite::to_tflite(&model.view()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let checked_in = std::fs::read(out.join(format!("{name}.tflite"))).expect("exported fixture");
+        assert!(file == checked_in, "{name}: the export changed since TFLite ran it (rerun make_tflite.py --exported)");
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(format!("{name}.outputs.json"))).expect("outputs")).expect("json");
+        for (k, want) in doc["outputs"].as_array().expect("outputs").iter().enumerate() {
+            let want: Vec<u8> = want.as_array().expect("bytes").iter().map(|v| v.as_i64().expect("int") as i8 as u8).collect();
+            let input = host::tensor_file::read_input(&out.join(format!("{name}_input_{k}.npy")), &model.view())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let run = host::simulate::simulate(&model.view(), &input, false).expect("runs");
+            assert_eq!(run.output, want, "{name} input {k}: our engine vs TFLite running our export");
+            runs += 1;
+        }
+    }
+    eprintln!("{} exported models, {runs} runs: TFLite's output bytes equal our engine's", names.len());
+}
+
+#[test]
+fn host_import_and_export_on_the_command_line() {
+    use host::commands::export::{run as export_command, ExportArgs};
+    use host::commands::import::{run as import_command, ImportArgs};
+    let tmp = std::env::temp_dir().join(format!("tflite-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let args = |file: PathBuf, out: PathBuf| ImportArgs {
+        file,
+        out,
+        class_names: None,
+        arch: None,
+        classes: None,
+        input: None,
+        input_scale: vec![],
+        input_offset: vec![],
+    };
+    let model = tmp.join("concat.int8");
+    import_command(&args(dir().join("op_concat.tflite"), model.clone())).expect("imports");
+    let bytes = host::model_file::read_model_file(&model).expect("written");
+    let parsed = shared::format::parse(bytes.as_bytes()).expect("a model file");
+    assert_eq!(parsed.spec.layers().len(), 3);
+    // The export reads back through the importer before it lands.
+    let exported = tmp.join("back.tflite");
+    export_command(&ExportArgs { model: model.clone(), tflite: exported.clone() }).expect("exports");
+    assert!(tflite::import_tflite(&exported).is_ok());
+    // An output onto the input is refused and nothing is written.
+    let e = export_command(&ExportArgs { model: model.clone(), tflite: model.clone() }).expect_err("same path");
+    assert!(e.to_string().contains("--tflite"), "{e}");
+    // An operator the engine lacks is named, with the operator's index and what is supported.
+    let bad = tmp.join("bad.int8");
+    let e = import_command(&args(dir().join("unsupported_logistic.tflite"), bad.clone())).expect_err("LOGISTIC");
+    let text = format!("{e:#}");
+    assert!(text.contains("LOGISTIC") && text.contains("operator 0") && text.contains("Supported:"), "{text}");
+    assert!(!bad.exists());
+}

@@ -1,6 +1,6 @@
 //! The host's readers of user files on arbitrary bytes: checkpoints, the
 //! importers (`.keras`, `.h5`, `.onnx`), the Keras config JSON, image
-//! decoding and `.npy` tensors. Each must end in an error or a result, never a panic, a hang or
+//! decoding, `.npy` tensors and `.tflite` flatbuffers. Each must end in an error or a result, never a panic, a hang or
 //! an allocation past the memory limit (issue 22's hostile-input rules).
 //!
 //! The readers take paths, so each input is written to a scratch file first.
@@ -74,6 +74,17 @@ pub fn npy_target(data: &[u8]) {
     let _ = host::tensor_file::read_values(&path, shared::spec::Shape::Flat(490));
 }
 
+/// A `.tflite` model as `host import` reads it; what imports is also
+/// prepared for the engine and exported back to a `.tflite`.
+pub fn tflite_target(data: &[u8]) {
+    setup();
+    if let Ok(lowered) = host::import::tflite::import_tflite_bytes(data, Path::new("fuzz.tflite")) {
+        let view = lowered.model.view();
+        let _ = host::simulate::prepare(&view);
+        let _ = host::export::tflite::to_tflite(&view);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +115,11 @@ mod tests {
         keras_config_target(&read("tests/import/keras3_rescaling.json"));
         for b in variants(read("tests/golden/images/circle.png")) {
             image_target(&b);
+        }
+        for file in ["tests/tflite/op_pad.tflite", "tests/tflite/resnet8.tflite", "tests/tflite/exported/micro.tflite"] {
+            for b in variants(read(file)) {
+                tflite_target(&b);
+            }
         }
         for b in variants(read("tests/import/dscnn_input_0.npy")) {
             npy_target(&[[48u8].as_slice(), &b].concat());

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod compare;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod flash;
 pub mod import;
 pub mod model_file;

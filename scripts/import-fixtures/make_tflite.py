@@ -2,6 +2,7 @@
 reference interpreter computes for every tensor (tests/tflite/, read by tests/tflite.rs).
 
 Run by make.sh (`--only-tflite`) in the fixture venv; not by CI: the outputs are checked in.
+`--exported HOST` instead runs our `host export --tflite` outputs through TFLite (see exported()).
 
 - One small model per operator the importer takes (CONV_2D, DEPTHWISE_CONV_2D,
   FULLY_CONNECTED, ADD, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, PAD, RESHAPE, CONCATENATION,
@@ -253,5 +254,70 @@ def main():
     save("autoencoder", model, rep, rep[:2])
 
 
+def exported(host):
+    """`host export --tflite` run through TFLite's interpreter: our golden AlexNet-micro model and
+    every fixture above re-exported after `host import` (`host` is the host binary). Writes
+    exported/NAME.tflite (the test re-exports and requires the same bytes), the int8 inputs
+    exported/NAME_input_K.npy and exported/NAME.outputs.json: TFLite's output bytes per input
+    under its reference kernels, and whether its default kernels agree."""
+    import subprocess
+    import tempfile
+
+    import tensorflow as tf
+
+    out = os.path.join(OUT, "exported")
+    os.makedirs(out, exist_ok=True)
+    names = sorted(f[: -len(".tflite")] for f in os.listdir(OUT) if f.endswith(".tflite") and not f.startswith("unsupported_"))
+    sources = [("micro", "tests/golden/micro.int8")] + [(n, os.path.join(OUT, f"{n}.tflite")) for n in names]
+    tmp = tempfile.mkdtemp()
+    for name, src in sources:
+        model = src
+        if src.endswith(".tflite"):
+            model = os.path.join(tmp, f"{name}.int8")
+            subprocess.run([host, "import", src, "--out", model], check=True, stdout=subprocess.DEVNULL)
+        path = os.path.join(out, f"{name}.tflite")
+        subprocess.run([host, "export", "--model", model, "--tflite", path], check=True, stdout=subprocess.DEVNULL)
+        content = open(path, "rb").read()
+        ref = interpreter(content, reference=True)
+        opt = interpreter(content, reference=False)
+        d = ref.get_input_details()[0]
+        if src.endswith(".tflite"):
+            inputs = [np.load(os.path.join(OUT, f"{name}_input_{k}.npy")) for k in range(3) if os.path.exists(os.path.join(OUT, f"{name}_input_{k}.npy"))]
+        else:
+            inputs = [rng.integers(-128, 128, d["shape"][1:]).astype(np.int8) for _ in range(2)]
+        outputs, agree = [], True
+        for k, x in enumerate(inputs):
+            np.save(os.path.join(out, f"{name}_input_{k}.npy"), x)
+            runs = []
+            for it in (ref, opt):
+                it.set_tensor(d["index"], x[None])
+                it.invoke()
+                runs.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1).astype(np.int8))
+            outputs.append([int(v) for v in runs[0]])
+            agree = agree and np.array_equal(runs[0], runs[1])
+        doc = {"tensorflow": tf.__version__, "source": src, "outputs": outputs, "optimized_agrees": bool(agree)}
+        with open(os.path.join(out, f"{name}.outputs.json"), "w") as f:
+            json.dump(doc, f)
+        print(f"exported/{name}.tflite: {len(content)} bytes, {len(ref._get_ops_details())} operators, TFLite ran it")
+
+
+def unsupported():
+    """unsupported_logistic.tflite: a Dense with a sigmoid (TFLite's LOGISTIC), which the
+    importer must name."""
+    import keras
+
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(4, activation="sigmoid")])
+    content = convert(model, [rng.normal(0, 1, (12,)).astype(np.float32) for _ in range(8)])
+    with open(os.path.join(OUT, "unsupported_logistic.tflite"), "wb") as f:
+        f.write(content)
+    print(f"unsupported_logistic.tflite: {len(content)} bytes")
+
+
 if __name__ == "__main__":
-    main()
+    if "--unsupported" in sys.argv:
+        unsupported()
+    elif "--exported" in sys.argv:
+        exported(sys.argv[sys.argv.index("--exported") + 1])
+    else:
+        main()

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod compare;
 pub mod dataset;
 pub mod eval;
+pub mod export;
 pub mod flash;
 pub mod import;
 pub mod inspect;
@@ -49,8 +50,10 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Run a model file with the shared engine on the desktop (what the firmware runs).
     Simulate(simulate::SimulateArgs),
-    /// Import a model trained in Keras or PyTorch (.keras, .h5, weights-only .h5, .onnx) as a checkpoint.
+    /// Import a model trained in Keras or PyTorch (.keras, .h5, weights-only .h5, .onnx) as a checkpoint, or a full-integer .tflite as a model file.
     Import(import::ImportArgs),
+    /// Write an int8 model file as a TensorFlow Lite flatbuffer (.tflite).
+    Export(export::ExportArgs),
     /// Compare quantized model files with the float checkpoint (accuracy, agreement, SQNR).
     Compare(compare::CompareArgs),
 }
@@ -96,5 +99,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Simulate(args) => simulate::run(&args),
         Command::Compare(args) => compare::run(&args),
         Command::Import(args) => import::run(&args),
+        Command::Export(args) => export::run(&args),
     }
 }

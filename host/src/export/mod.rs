@@ -1,0 +1,2 @@
+//! Our models in other tools' formats: `.tflite` for TensorFlow Lite (Micro).
+pub mod tflite;
