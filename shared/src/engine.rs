@@ -539,10 +539,8 @@ pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
                 // Add, Concatenate and the mean (TFLite's MEAN) requantize to their own output.
                 check_zp(Some(i), d.output)?;
             } else if int8 && matches!(layer, Layer::Softmax) {
-                k8::SoftmaxParams::new(in_q, d.output).map_err(|e| EngineError::SoftmaxQuant {
-                    layer: i,
-                    output: e == k8::SoftmaxQuantError::Output,
-                })?;
+                k8::SoftmaxParams::new(in_q, d.output)
+                    .map_err(|e| EngineError::SoftmaxQuant { layer: i, output: e == k8::SoftmaxQuantError::Output })?;
             } else if int8 && d.output != in_q {
                 // Pools, reshapes and a standalone activation cannot requantize.
                 return Err(EngineError::QuantMismatch { layer: i });

@@ -131,7 +131,8 @@ fn exp_nonpositive_is_close_to_f64_exp() {
 #[test]
 fn softmax_refuses_other_output_quantizations() {
     let in_q = TensorQuant { scale: 0.1, zero_point: 0 };
-    for out in [TensorQuant { scale: 1.0 / 256.0, zero_point: 0 }, TensorQuant { scale: 1.0 / 255.0, zero_point: -128 }] {
+    for out in [TensorQuant { scale: 1.0 / 256.0, zero_point: 0 }, TensorQuant { scale: 1.0 / 255.0, zero_point: -128 }]
+    {
         assert_eq!(k8::SoftmaxParams::new(in_q, out), Err(k8::SoftmaxQuantError::Output));
     }
     let tiny = TensorQuant { scale: 1e-9, zero_point: 0 };

@@ -546,8 +546,8 @@ impl SoftmaxParams {
 /// 2^31, where TFLite's reference kernel aborts: we give its rounded value,
 /// 0, so -128.
 pub fn softmax(p: &SoftmaxParams, depth: usize, input: &[i8], output: &mut [i8]) {
-    use crate::quant::{get_reciprocal, rounding_divide_by_pot, saturating_rounding_doubling_high_mul};
     use crate::quant::SOFTMAX_ACCUM_INTEGER_BITS as ACCUM;
+    use crate::quant::{get_reciprocal, rounding_divide_by_pot, saturating_rounding_doubling_high_mul};
     assert!(input.len() == output.len() && depth > 0 && input.len() % depth == 0, "softmax: length");
     for (row, out) in input.chunks_exact(depth).zip(output.chunks_exact_mut(depth)) {
         let max = row.iter().copied().max().unwrap_or(i8::MIN) as i32;
