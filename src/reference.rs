@@ -113,6 +113,17 @@ pub fn float_forward(
                 activate(&mut y, a);
                 y
             }
+            (Layer::Softmax, _) => {
+                // Over the last axis, in f64.
+                let mut y = x.to_vec();
+                for row in y.chunks_mut(inp.channels() as usize) {
+                    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+                    let e: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+                    let s: f64 = e.iter().sum();
+                    row.iter_mut().zip(&e).for_each(|(v, e)| *v = (e / s) as f32);
+                }
+                y
+            }
             _ => x.to_vec(),
         };
         outs.push(y);

@@ -60,7 +60,7 @@ fn stacks() -> Vec<(&'static str, ModelSpec, &'static str)> {
 /// The format version 3 layers in one small graph: a rectangular, dilated,
 /// padded ReLU6 conv, a depthwise conv, an average pool, a standalone
 /// activation, an Add reading an earlier tensor, a Concatenate, a global
-/// average pool and a ReLU6 Dense.
+/// average pool, a ReLU6 Dense and a Softmax layer.
 fn graph() -> ModelSpec {
     use shared::spec::{AvgPool2D, Hw, Inputs, Layer, Padding};
     let layers = [
@@ -72,6 +72,7 @@ fn graph() -> ModelSpec {
         Layer::AvgPool2D(AvgPool2D { pool: Hw::new(2, 1), stride: Hw::new(1, 1), padding: Padding::Same }),
         Layer::GlobalAvgPool,
         Layer::Dense { units: 2, activation: Activation::Relu6 },
+        Layer::Softmax,
     ];
     let st = Inputs::stack;
     let inputs = [
@@ -83,6 +84,7 @@ fn graph() -> ModelSpec {
         st(5),
         st(6),
         st(7),
+        st(8),
     ];
     ModelSpec::graph(Shape::image(4, 4, 2), &layers, &inputs).expect("a valid seed graph")
 }

@@ -1,7 +1,8 @@
 //! Whole-network gradient check: every parameter gradient of a small stack that
 //! holds each layer kind (conv valid/same/stride, BN in training mode, pooling,
 //! flatten, dense, dropout, softmax cross-entropy) against central differences,
-//! and of operator graphs (Add, Concatenate, Activation, residual blocks).
+//! and of operator graphs (Add, Concatenate, Activation, residual blocks) and
+//! the Softmax layer.
 
 use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
 use ndarray::Array4;
@@ -57,6 +58,23 @@ fn grouped_conv_gradients_match_finite_differences() {
         .conv2d(Conv2D::new(8, 3).groups(4).strides(2).same())
         .conv2d(Conv2D::new(6, 3).groups(2))
         .add(Layer::GlobalAvgPool)
+        .dense(4, Activation::Softmax)
+        .build()
+        .unwrap();
+    check_network(&spec, 8);
+}
+
+/// Softmax as a layer of its own: over each pixel's channels (between two
+/// convolutions) and over a flat vector (between two Dense layers).
+#[test]
+fn softmax_layer_gradients_match_finite_differences() {
+    let spec = Sequential::new(Shape::image(11, 11, 2))
+        .conv2d(Conv2D::new(4, 3))
+        .add(Layer::Softmax)
+        .conv2d(Conv2D::new(5, 3).strides(2))
+        .add(Layer::GlobalAvgPool)
+        .dense(6, Activation::None)
+        .add(Layer::Softmax)
         .dense(4, Activation::Softmax)
         .build()
         .unwrap();

@@ -623,6 +623,7 @@ pub fn spec_to_json(spec: &ModelSpec) -> Value {
                     Layer::Add { activation } => json!({"type": "Add", "activation": act(activation)}),
                     Layer::Concat => json!({"type": "Concatenate"}),
                     Layer::Activation(a) => json!({"type": "Activation", "activation": act(a)}),
+                    Layer::Softmax => json!({"type": "Softmax"}),
                 },
             )
         })
@@ -729,6 +730,7 @@ pub fn spec_from_json(v: &Value) -> Result<ModelSpec, String> {
             Some("Add") => Layer::Add { activation: act(l)? },
             Some("Concatenate") => Layer::Concat,
             Some("Activation") => Layer::Activation(act(l)?),
+            Some("Softmax") => Layer::Softmax,
             other => return Err(format!("unknown layer type {other:?}")),
         };
         layers.push(layer);

@@ -144,7 +144,8 @@ impl FloatParams {
                 | Layer::Dropout { .. }
                 | Layer::Add { .. }
                 | Layer::Concat
-                | Layer::Activation(_) => OwnedLayer::None,
+                | Layer::Activation(_)
+                | Layer::Softmax => OwnedLayer::None,
             });
         }
         Ok(FloatParams { owned, spec: *spec })

@@ -266,6 +266,9 @@ impl TractReference {
                     model.wire_node(&name, TypedConcat { axis }, &[wire, other]).ctx(|| format!("wiring {name}"))?[0]
                 }
                 Layer::Activation(act) => activation(&mut model, &name, act, false, wire)?,
+                Layer::Softmax => {
+                    return Err(ReferenceError::Unsupported { layer: name, what: "a Softmax layer" });
+                }
             };
             wires.push(out);
         }
@@ -511,7 +514,8 @@ mod tests {
                 | Layer::GlobalAvgPool
                 | Layer::Add { .. }
                 | Layer::Concat
-                | Layer::Activation(_) => unreachable!("classic stacks only"),
+                | Layer::Activation(_)
+                | Layer::Softmax => unreachable!("classic stacks only"),
                 Layer::Dense { units, activation } => {
                     let (kern, bias) = (p(&name, "kernel"), p(&name, "bias"));
                     let u = units as usize;

@@ -13,9 +13,13 @@
 //!   (exact), so a negative gamma stays negative;
 //! - Add and Concatenate: their own output quantization from the calibrated
 //!   range (the engine requantizes each input to it).
+//! - Softmax: its output quantized 1/256, zero point -128, the one int8
+//!   softmax output TFLite accepts.
 //! - MaxPool2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dropout,
 //!   a standalone activation
-//!   keep their input's quantization (TFLite's int8 pools do too).
+//!   keep their input's quantization (TFLite's int8 pools do too; the
+//!   engine runs GlobalAveragePooling2D as TFLite's MEAN, which may also
+//!   requantize to a quantization of its own, as an imported model's does).
 //!
 //! Activation ranges come from calibration: [`crate::convert::Ranges`] holds the min/max of
 //! every tensor over samples (the host's calibrator runs its float network;
@@ -115,7 +119,8 @@ pub fn check_params(spec: &ModelSpec, params: &[FloatLayer<'_>]) -> Result<(), C
                 | Layer::Dropout { .. }
                 | Layer::Add { .. }
                 | Layer::Concat
-                | Layer::Activation(_),
+                | Layer::Activation(_)
+                | Layer::Softmax,
                 FloatLayer::None,
             ) => {}
             _ => return Err(ConvertError::WrongKind { layer: i }),
@@ -305,6 +310,8 @@ pub fn quantize_int8(spec: &ModelSpec, params: &[FloatLayer<'_>], ranges: &Range
                 }
                 (o.into(), out_q)
             }
+            // A softmax's int8 output is always 1/256, -128 (TFLite's; its range is [0, 1)).
+            (Layer::Softmax, _) => (OwnedWeights::None, crate::kernels::int8::SOFTMAX_OUTPUT),
             // Add and Concatenate requantize to their own calibrated range.
             (Layer::Add { .. } | Layer::Concat, _) => (OwnedWeights::None, quant::choose_quant(r.0, r.1)),
             // The rest keep their input's quantization (a standalone ReLU

@@ -250,6 +250,10 @@ pub enum EngineError {
     TooLarge,
     /// A layer this engine cannot run yet.
     Unsupported { layer: usize },
+    /// An int8 Softmax whose output is not quantized with scale 1/256 and
+    /// zero point -128 (`output`), or whose input scale is below 2^-26: the
+    /// int8 softmax TFLite defines refuses both in its Prepare.
+    SoftmaxQuant { layer: usize, output: bool },
 }
 
 impl fmt::Display for EngineError {
@@ -285,6 +289,12 @@ impl fmt::Display for EngineError {
             }
             EngineError::TooLarge => f.write_str("a tensor does not fit this target's address space"),
             EngineError::Unsupported { layer } => write!(f, "layer {layer}: this engine cannot run it yet"),
+            EngineError::SoftmaxQuant { layer, output: true } => {
+                write!(f, "layer {layer}: an int8 Softmax's output must be quantized with scale 1/256, zero point -128")
+            }
+            EngineError::SoftmaxQuant { layer, output: false } => {
+                write!(f, "layer {layer}: an int8 Softmax's input scale must be at least 2^-26")
+            }
         }
     }
 }
@@ -525,9 +535,12 @@ pub fn validate(model: &QuantModel<'_>) -> Result<(), EngineError> {
             if d.weights != LayerWeights::None {
                 return Err(EngineError::UnexpectedWeights { layer: i });
             }
-            if int8 && layer.is_binary() {
-                // Add and Concatenate requantize to their own output.
+            if int8 && (layer.is_binary() || matches!(layer, Layer::GlobalAvgPool)) {
+                // Add, Concatenate and the mean (TFLite's MEAN) requantize to their own output.
                 check_zp(Some(i), d.output)?;
+            } else if int8 && matches!(layer, Layer::Softmax) {
+                k8::SoftmaxParams::new(in_q, d.output)
+                    .map_err(|e| EngineError::SoftmaxQuant { layer: i, output: e == k8::SoftmaxQuantError::Output })?;
             } else if int8 && d.output != in_q {
                 // Pools, reshapes and a standalone activation cannot requantize.
                 return Err(EngineError::QuantMismatch { layer: i });
@@ -637,8 +650,12 @@ pub(crate) enum Step {
     Dense { prm: Int8Params, relu: bool, six: bool },
     /// MaxPool2D.
     MaxPool { g: PoolGeom },
-    /// AveragePooling2D and the global average pool (a window over the whole image).
+    /// AveragePooling2D (and the f16 global average pool: a window over the whole image).
     AvgPool { g: ConvGeom },
+    /// GlobalAveragePooling2D: int8 TFLite's MEAN (`p`), f16 the average pool `g`.
+    Mean { p: k8::MeanParams, g: ConvGeom },
+    /// Softmax over rows of `depth` values (`p`: the int8 arithmetic).
+    Softmax { p: k8::SoftmaxParams, depth: usize },
     /// A standalone ReLU/ReLU6 in place (`prm`: the int8 clamp).
     Activation { prm: Int8Params, relu: bool, six: bool },
     /// Add of two tensors (`p`: the int8 arithmetic; `relu`/`six` for f16).
@@ -759,7 +776,19 @@ fn fill_steps(model: &QuantModel<'_>, steps: &mut [Step; MAX_LAYERS]) -> Result<
                 Step::MaxPool { g: PoolGeom::from_spec(pool, stride, inp).ok_or(EngineError::TooLarge)? }
             }
             Layer::AvgPool2D(p) => Step::AvgPool { g: avg_pool_geom(&p, inp).ok_or(EngineError::TooLarge)? },
-            Layer::GlobalAvgPool => Step::AvgPool { g: global_pool_geom(inp).ok_or(EngineError::TooLarge)? },
+            Layer::GlobalAvgPool => {
+                let g = global_pool_geom(inp).ok_or(EngineError::TooLarge)?;
+                Step::Mean { p: k8::MeanParams::new(in_q, d.output, g.in_h.saturating_mul(g.in_w)), g }
+            }
+            Layer::Softmax => Step::Softmax {
+                // f16 models carry no quantization: the int8 constants go unused.
+                p: match model.precision {
+                    Precision::Int8 => k8::SoftmaxParams::new(in_q, d.output)
+                        .map_err(|_| EngineError::SoftmaxQuant { layer: i, output: true })?,
+                    Precision::F16 => k8::SoftmaxParams { input_multiplier: 0, input_left_shift: 0, diff_min: 0 },
+                },
+                depth: inp.channels() as usize,
+            },
             Layer::Activation(a) => Step::Activation { prm: prm(a), relu: relu(a), six: a == Activation::Relu6 },
             Layer::Add { activation } => Step::Add {
                 p: k8::AddParams::new(in_q, other_q, d.output, activation),
@@ -1041,6 +1070,14 @@ pub(crate) fn run_layer(
                 (Step::AvgPool { g }, _) => match precision {
                     Precision::Int8 => k8::avg_pool(&g, as_i8(src), as_i8_mut(dst)),
                     Precision::F16 => k16::avg_pool(&g, as_f16(src), as_f16_mut(dst)),
+                },
+                (Step::Mean { p, g }, _) => match precision {
+                    Precision::Int8 => k8::mean(&p, as_i8(src), as_i8_mut(dst)),
+                    Precision::F16 => k16::avg_pool(&g, as_f16(src), as_f16_mut(dst)),
+                },
+                (Step::Softmax { p, depth }, _) => match precision {
+                    Precision::Int8 => k8::softmax(&p, depth, as_i8(src), as_i8_mut(dst)),
+                    Precision::F16 => k16::softmax(depth, as_f16(src), as_f16_mut(dst)),
                 },
                 // `prepare` (through `validate`) rejected every other pairing.
                 _ => return Err(EngineError::MissingWeights { layer: i }),

@@ -53,6 +53,10 @@
 //! |    +20 |    4 | `i32`     | output zero point (int8: -128..=127; f16: 0)                         |
 //! |    +24 |   40 | 5 x (`u32` offset, `u32` count) | the layer's sections, see below          |
 //!
+//! Version 3 adds kinds 6 AveragePooling2D, 7 GlobalAveragePooling2D, 8 Add,
+//! 9 Concatenate, 10 Activation and 11 Softmax (a layer of its own; no
+//! hyperparameters, its int8 output quantized 1/256, -128).
+//!
 //! The hyperparameters must pass [`ModelSpec::new`]. Section slots (an unused
 //! slot is offset 0, count 0; counts are in elements, not bytes):
 //!

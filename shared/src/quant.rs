@@ -123,6 +123,129 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
     rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
 }
 
+/// gemmlowp's `SaturatingRoundingMultiplyByPOT<exponent>` for `exponent >= 0`:
+/// `x * 2^exponent`, saturated to the i32 range (the `Rescale` to fewer
+/// integer bits in its fixed-point types).
+pub fn saturating_shift_left(x: i32, exponent: u32) -> i32 {
+    ((x as i64) << exponent.min(32)).clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// gemmlowp's `RoundingHalfSum` on int32: `(a + b + sign) / 2` in i64,
+/// rounded half away from zero.
+pub fn rounding_half_sum(a: i32, b: i32) -> i32 {
+    let sum = a as i64 + b as i64;
+    let sign = if sum >= 0 { 1 } else { -1 };
+    ((sum + sign) / 2) as i32
+}
+
+/// gemmlowp's `exp_on_interval_between_negative_one_quarter_and_0_excl`:
+/// `exp(a)` for `a` in `[-1/4, 0)`, both Q0.31 raws (a Taylor expansion
+/// around -1/8 to the fourth order).
+fn exp_on_quarter_interval(a: i32) -> i32 {
+    const EXP_MINUS_ONE_EIGHTH: i32 = 1_895_147_668; // exp(-1/8) in Q0.31
+    const ONE_THIRD: i32 = 715_827_883; // 1/3 in Q0.31
+    let mul = saturating_rounding_doubling_high_mul;
+    let x = a.wrapping_add(1 << 28); // a + 1/8
+    let x2 = mul(x, x);
+    let x3 = mul(x2, x);
+    let x4 = mul(x2, x2);
+    let x4_over_4 = rounding_divide_by_pot(x4, 2);
+    let poly = rounding_divide_by_pot(mul(x4_over_4.wrapping_add(x3), ONE_THIRD).wrapping_add(x2), 1);
+    EXP_MINUS_ONE_EIGHTH.wrapping_add(mul(EXP_MINUS_ONE_EIGHTH, x.wrapping_add(poly)))
+}
+
+/// Integer bits of the softmax's scaled input differences (TFLite's
+/// `kScaledDiffIntegerBits`): [`exp_on_negative_values`] takes Q5.26.
+pub const SOFTMAX_DIFF_INTEGER_BITS: i32 = 5;
+/// Integer bits of the softmax's sum of exponentials (`kAccumulationIntegerBits`): Q12.19.
+pub const SOFTMAX_ACCUM_INTEGER_BITS: i32 = 12;
+
+/// gemmlowp's `exp_on_negative_values` on `FixedPoint<int32, 5>`: `exp(a)`
+/// for a Q5.26 raw `a <= 0`, as a Q0.31 raw (`exp(0)` is `i32::MAX`). The
+/// fractional part modulo 1/4 goes through [`exp_on_quarter_interval`], and
+/// each set bit of the rest multiplies by the constant `exp(-2^k)`.
+pub fn exp_on_negative_values(a: i32) -> i32 {
+    const FRACTIONAL_BITS: i32 = 31 - SOFTMAX_DIFF_INTEGER_BITS;
+    const ONE_QUARTER: i32 = 1 << (FRACTIONAL_BITS - 2);
+    // exp(-2^k) in Q0.31 for k = -2..=4 (the integer bits of Q5.26 reach 2^4).
+    const BARREL: [(i32, i32); 7] = [
+        (-2, 1_672_461_947),
+        (-1, 1_302_514_674),
+        (0, 790_015_084),
+        (1, 290_630_308),
+        (2, 39_332_535),
+        (3, 720_401),
+        (4, 242),
+    ];
+    let a_mod_quarter_minus_quarter = (a & (ONE_QUARTER - 1)).wrapping_sub(ONE_QUARTER);
+    let mut result = exp_on_quarter_interval(saturating_shift_left(a_mod_quarter_minus_quarter, 5));
+    let remainder = a_mod_quarter_minus_quarter.wrapping_sub(a);
+    for (k, multiplier) in BARREL {
+        if remainder & (1 << (FRACTIONAL_BITS + k)) != 0 {
+            result = saturating_rounding_doubling_high_mul(result, multiplier);
+        }
+    }
+    if a == 0 {
+        i32::MAX
+    } else {
+        result
+    }
+}
+
+/// gemmlowp's `one_over_one_plus_x_for_x_in_0_1`: `1 / (1 + x)` for a Q0.31
+/// raw `x` in `[0, 1)`, as a Q0.31 raw (three Newton-Raphson steps from
+/// 48/17 - 32/17 d on the half denominator `d`, in Q2.29).
+pub fn one_over_one_plus_x_for_x_in_0_1(x: i32) -> i32 {
+    const F48_OVER_17: i32 = 1_515_870_810; // Q2.29
+    const NEG_F32_OVER_17: i32 = -1_010_580_540; // Q2.29
+    const ONE_Q2: i32 = 1 << 29;
+    let mul = saturating_rounding_doubling_high_mul;
+    let half_denominator = rounding_half_sum(x, i32::MAX);
+    let mut r = F48_OVER_17.wrapping_add(mul(half_denominator, NEG_F32_OVER_17));
+    for _ in 0..3 {
+        let one_minus = ONE_Q2.wrapping_sub(mul(half_denominator, r));
+        r = r.wrapping_add(saturating_shift_left(mul(r, one_minus), 2));
+    }
+    saturating_shift_left(r, 1)
+}
+
+/// TFLite's `GetReciprocal`: for a positive fixed-point `x` with
+/// `integer_digits` integer bits, `(1 / x` scaled into Q0.31 by
+/// `2^num_bits_over_unit`, `num_bits_over_unit)`. `x = 0` (which the softmax
+/// never sums to) gives the reciprocal of 1 with `integer_digits - 32` bits.
+pub fn get_reciprocal(x: i32, integer_digits: i32) -> (i32, i32) {
+    let headroom_plus_one = (x as u32).leading_zeros();
+    let num_bits_over_unit = integer_digits - headroom_plus_one as i32;
+    let shifted = (x as u32).checked_shl(headroom_plus_one).unwrap_or(0);
+    let shifted_minus_one = shifted.wrapping_sub(1 << 31) as i32;
+    (one_over_one_plus_x_for_x_in_0_1(shifted_minus_one), num_bits_over_unit)
+}
+
+/// TFLite's `PreprocessSoftmaxScaling` then `QuantizeMultiplierGreaterThanOne`
+/// (the double-rounding build): the multiplier taking an int8 input
+/// difference to Q5.26, `min(beta * input_scale * 2^26, 2^31 - 1)` as
+/// `(quantized, left_shift)`; `None` when that is not above 1 (TFLite
+/// aborts there: an input scale below 2^-26).
+pub fn softmax_input_multiplier(beta: f64, input_scale: f64) -> Option<(i32, i32)> {
+    let real = (beta * input_scale * (1u64 << (31 - SOFTMAX_DIFF_INTEGER_BITS)) as f64).min(2_147_483_647.0);
+    if !(real > 1.0) {
+        return None;
+    }
+    let (m, shift) = quantize_multiplier(real);
+    (shift >= 0).then_some((m, shift))
+}
+
+/// TFLite's `CalculateInputRadius(integer_bits, left_shift, 31)`: the largest
+/// input difference whose rescaled value still fits Q`integer_bits`
+/// (`floor((2^ib - 1) * 2^(31 - ib) / 2^left_shift)`); the softmax counts
+/// differences below `-radius` as probability 0.
+pub fn calculate_input_radius(integer_bits: i32, left_shift: i32) -> i32 {
+    let ib = integer_bits.clamp(0, 31);
+    let max = ((1u64 << ib) - 1) as f64 * (1u64 << (31 - ib)) as f64 / (1u64 << left_shift.clamp(0, 62)) as f64;
+    // Floor of a non-negative value below 2^31.
+    max as i32
+}
+
 /// Quantize one real value: `clamp(round_half_away(x / scale) + zp, -128, 127)`,
 /// the division in f32 as TFLite does. NaN maps to the zero point.
 pub fn quantize(x: f32, q: TensorQuant) -> i8 {

@@ -363,6 +363,10 @@ pub enum Layer {
     /// Keras `Activation`/`ReLU` as a layer of its own (after a
     /// BatchNormalization, say): ReLU or ReLU6 element-wise, or the identity.
     Activation(Activation),
+    /// Keras `Softmax()` as a layer of its own (TFLite's SOFTMAX, beta = 1):
+    /// over the last axis, of a flat vector or of each pixel's channels.
+    /// Unlike a Dense's softmax activation, the engine computes it.
+    Softmax,
 }
 
 /// The coarse kind of a layer, for names, tables and error messages.
@@ -379,6 +383,7 @@ pub enum LayerKind {
     Add,
     Concat,
     Activation,
+    Softmax,
 }
 
 impl LayerKind {
@@ -396,6 +401,7 @@ impl LayerKind {
             LayerKind::Add => "add",
             LayerKind::Concat => "concatenate",
             LayerKind::Activation => "activation",
+            LayerKind::Softmax => "softmax",
         }
     }
     /// Keras's class name (`Conv2D`, `BatchNormalization`, ...).
@@ -412,6 +418,7 @@ impl LayerKind {
             LayerKind::Add => "Add",
             LayerKind::Concat => "Concatenate",
             LayerKind::Activation => "Activation",
+            LayerKind::Softmax => "Softmax",
         }
     }
 }
@@ -431,6 +438,7 @@ impl Layer {
             Layer::Add { .. } => LayerKind::Add,
             Layer::Concat => LayerKind::Concat,
             Layer::Activation(_) => LayerKind::Activation,
+            Layer::Softmax => LayerKind::Softmax,
         }
     }
 
@@ -545,6 +553,8 @@ impl Layer {
                 }
                 Ok(input)
             }
+            // Over the last axis: the channels of each pixel, or the vector.
+            Layer::Softmax => Ok(input),
             // Two-input layers: see `output_shape2`.
             Layer::Add { .. } | Layer::Concat => Err(err(Problem::MissingOperand)),
         }
@@ -578,7 +588,8 @@ impl Layer {
             | Layer::GlobalAvgPool
             | Layer::Add { .. }
             | Layer::Concat
-            | Layer::Activation(_) => (0, 0),
+            | Layer::Activation(_)
+            | Layer::Softmax => (0, 0),
         })
     }
 
@@ -603,7 +614,8 @@ impl Layer {
             | Layer::Dropout { .. }
             | Layer::Add { .. }
             | Layer::Concat
-            | Layer::Activation(_) => None,
+            | Layer::Activation(_)
+            | Layer::Softmax => None,
         }
     }
 

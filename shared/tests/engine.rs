@@ -120,6 +120,8 @@ fn random_graph_spec(rng: &mut Rng) -> Option<ModelSpec> {
     let y = push(Layer::BatchNorm { epsilon: 1e-3, momentum: 0.99 }, added, None);
     let y = if rng.int(0, 1) == 1 { push(Layer::Concat, y, Some(added)) } else { y };
     let y = if rng.int(0, 1) == 1 { push(Layer::MaxPool2D { pool: 2, stride: 1 }, y, None) } else { y };
+    // A per-pixel softmax over the channels, sometimes.
+    let y = if rng.int(0, 2) == 2 { push(Layer::Softmax, y, None) } else { y };
     let y = if rng.int(0, 1) == 1 { push(Layer::GlobalAvgPool, y, None) } else { push(Layer::Flatten, y, None) };
     let d = push(Layer::Dense { units: rng.int(2, 8) as u32, activation: Activation::Relu }, y, None);
     // Flat concatenation of the hidden layer with itself, sometimes.
@@ -303,7 +305,12 @@ fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> 
             Layer::AvgPool2D(_) | Layer::GlobalAvgPool => {
                 let g = avg_geom(layer, inp);
                 let mut plain = vec![0i8; g.output_len()];
-                k8::avg_pool(&g, &prev, &mut plain);
+                if matches!(layer, Layer::GlobalAvgPool) {
+                    // TFLite's MEAN.
+                    k8::mean(&k8::MeanParams::new(in_q, *out_q, g.in_h * g.in_w), &prev, &mut plain);
+                } else {
+                    k8::avg_pool(&g, &prev, &mut plain);
+                }
                 prop_assert_eq!(&got, &plain);
                 prop_assert_eq!(*out_q, in_q);
                 // Within one step of the float mean of the dequantized input.
@@ -362,6 +369,12 @@ fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> 
                         prop_assert!((quant::quantize(r, *out_q) as i32 - g).abs() <= 1, "concat layer {}", i);
                     }
                 }
+            }
+            Layer::Softmax => {
+                prop_assert_eq!(*out_q, k8::SOFTMAX_OUTPUT);
+                let mut plain = vec![0i8; got.len()];
+                k8::softmax(&k8::SoftmaxParams::new(in_q, *out_q).unwrap(), inp.channels() as usize, &prev, &mut plain);
+                prop_assert_eq!(&got, &plain, "softmax layer {}", i);
             }
             Layer::Activation(a) => {
                 prop_assert_eq!(*out_q, in_q);
@@ -429,6 +442,7 @@ proptest! {
                     }
                 }
                 Layer::AvgPool2D(_) | Layer::GlobalAvgPool => k16::avg_pool(&avg_geom(layer, inp), &prev, &mut want),
+                Layer::Softmax => k16::softmax(inp.channels() as usize, &prev, &mut want),
                 Layer::BatchNorm { .. } => k16::batch_norm(&fw.unwrap(), &prev, &mut want),
                 Layer::MaxPool2D { pool, stride } => k16::max_pool(&PoolGeom::from_spec(pool, stride, inp).unwrap(), &prev, &mut want),
                 Layer::Add { activation } => {

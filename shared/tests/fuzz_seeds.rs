@@ -65,6 +65,7 @@ fn the_seeds_are_small_valid_and_cover_every_layer_kind_and_precision() {
         LayerKind::Add,
         LayerKind::Concat,
         LayerKind::Activation,
+        LayerKind::Softmax,
     ] {
         assert!(kinds.contains(&kind), "no seed has a {kind:?}");
     }

@@ -118,6 +118,10 @@ enum Node {
     Act {
         act: Activation,
     },
+    /// A standalone softmax over rows of `depth` values (the last axis).
+    Softmax {
+        depth: usize,
+    },
 }
 
 /// The trainable network of one [`ModelSpec`].
@@ -227,6 +231,7 @@ impl Network {
                     Node::Concat { a: input.channels() as usize, b: other.channels() as usize }
                 }
                 Layer::Activation(a) => Node::Act { act: a },
+                Layer::Softmax => Node::Softmax { depth: input.channels() as usize },
             };
             debug_assert!(output.elements() > 0);
             names.push(name);
@@ -405,6 +410,7 @@ impl Network {
                     concat_forward(*a, *b, x, o, y);
                 }
                 Node::Act { act } => act_forward(*act, x, y),
+                Node::Softmax { depth } => softmax_forward(*depth, x, y),
             }
             if let Some(p) = &mut self.profile {
                 p[i].0 += t0.elapsed().as_secs_f64();
@@ -682,6 +688,23 @@ fn act_forward(act: Activation, x: &[f32], y: &mut [f32]) {
         .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, x)| *y = x.max(lo).min(hi)));
 }
 
+/// Softmax over each row of `depth` values, shifted by the row's maximum.
+fn softmax_forward(depth: usize, x: &[f32], y: &mut [f32]) {
+    y.par_chunks_exact_mut(depth).zip(x.par_chunks_exact(depth)).with_min_len(64).for_each(|(y, x)| {
+        y.copy_from_slice(x);
+        shared::numeric::softmax_in_place(y);
+    });
+}
+
+/// Softmax's backward in place on `g` = dL/dy given its output `y`, per
+/// row: `dL/dx_i = y_i (g_i - sum_j g_j y_j)`.
+fn softmax_backward(depth: usize, g: &mut [f32], y: &[f32]) {
+    g.par_chunks_exact_mut(depth).zip(y.par_chunks_exact(depth)).with_min_len(64).for_each(|(g, y)| {
+        let dot: f64 = g.iter().zip(y).map(|(&g, &y)| g as f64 * y as f64).sum();
+        g.iter_mut().zip(y).for_each(|(g, &y)| *g = (y as f64 * (*g as f64 - dot)) as f32);
+    });
+}
+
 /// Concatenate on the last axis: each row of `y` is `a` values of `x`, then `b` of `o`.
 fn concat_forward(a: usize, b: usize, x: &[f32], o: &[f32], y: &mut [f32]) {
     y.par_chunks_exact_mut(a + b).zip(x.par_chunks_exact(a)).zip(o.par_chunks_exact(b)).with_min_len(1024).for_each(
@@ -809,6 +832,10 @@ fn unary_backward(
         }
         Node::Act { act } => {
             act_backward(*act, g, y);
+            false
+        }
+        Node::Softmax { depth } => {
+            softmax_backward(*depth, g, y);
             false
         }
         Node::Add { .. } | Node::Concat { .. } => unreachable!("two-input layers run in the graph backward"),

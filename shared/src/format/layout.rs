@@ -98,6 +98,7 @@ pub(crate) mod tag {
     pub const ADD: u8 = 8;
     pub const CONCAT: u8 = 9;
     pub const ACTIVATION: u8 = 10;
+    pub const SOFTMAX: u8 = 11;
     pub const ACT_NONE: u8 = 0;
     pub const ACT_RELU: u8 = 1;
     pub const ACT_SOFTMAX: u8 = 2;
@@ -113,7 +114,12 @@ pub(crate) fn layer_needs_geometry(layer: &Layer) -> bool {
     match layer {
         Layer::Conv2D(c) => !c.is_classic(),
         Layer::Dense { activation, .. } => *activation == Activation::Relu6,
-        Layer::AvgPool2D(_) | Layer::GlobalAvgPool | Layer::Add { .. } | Layer::Concat | Layer::Activation(_) => true,
+        Layer::AvgPool2D(_)
+        | Layer::GlobalAvgPool
+        | Layer::Add { .. }
+        | Layer::Concat
+        | Layer::Activation(_)
+        | Layer::Softmax => true,
         _ => false,
     }
 }

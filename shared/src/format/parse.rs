@@ -454,13 +454,14 @@ fn read_layer(r: &Reader<'_>, i: usize, ext_at: Option<usize>) -> Result<(Layer,
             let padding = read_padding(padding, &ext, base + rec::PADDING, ext_at, l)?;
             Layer::AvgPool2D(AvgPool2D { pool: Hw::new(a, ext[0]), stride: Hw::new(b, ext[1]), padding })
         }
-        tag::GLOBAL_AVG_POOL | tag::CONCAT | tag::ADD | tag::ACTIVATION if geometry => {
+        tag::GLOBAL_AVG_POOL | tag::CONCAT | tag::ADD | tag::ACTIVATION | tag::SOFTMAX if geometry => {
             expect_zero(a, hp, l, p)?;
             expect_zero(b, hp, l, p + 4)?;
             expect_zero(c, hp, l, p + 8)?;
             match kind {
                 tag::GLOBAL_AVG_POOL => Layer::GlobalAvgPool,
                 tag::CONCAT => Layer::Concat,
+                tag::SOFTMAX => Layer::Softmax,
                 tag::ADD => Layer::Add { activation: read_activation(r, base, i, geometry)? },
                 _ => Layer::Activation(read_activation(r, base, i, geometry)?),
             }

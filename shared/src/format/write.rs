@@ -202,6 +202,7 @@ fn encode_layer(layer: &Layer) -> (u8, u8, u8, [u32; 3], [u32; GEOMETRY_FIELDS])
         Layer::Add { activation } => (tag::ADD, act(activation), 0, [0; 3], none),
         Layer::Concat => (tag::CONCAT, 0, 0, [0; 3], none),
         Layer::Activation(a) => (tag::ACTIVATION, act(a), 0, [0; 3], none),
+        Layer::Softmax => (tag::SOFTMAX, 0, 0, [0; 3], none),
         Layer::BatchNorm { epsilon, momentum } => {
             (tag::BATCH_NORM, 0, 0, [epsilon.to_bits(), momentum.to_bits(), 0], none)
         }

@@ -132,9 +132,10 @@ pub fn random_spec(rng: &mut Rng) -> ModelSpec {
             // The graph layers: a second input, any earlier tensor that fits.
             let mut other = None;
             let l = match (shape, rng.range(0, 10)) {
-                (_, 7) => {
-                    Layer::Activation([Activation::None, Activation::Relu, Activation::Relu6][rng.range(0, 2) as usize])
-                }
+                (_, 7) => match rng.range(0, 3) {
+                    3 => Layer::Softmax,
+                    k => Layer::Activation([Activation::None, Activation::Relu, Activation::Relu6][k as usize]),
+                },
                 (_, 8) => {
                     let fits: Vec<usize> = (0..tensors.len()).filter(|&t| tensors[t] == shape).collect();
                     other = Some(fits[rng.range(0, fits.len() as u32 - 1) as usize] as u16);

@@ -250,3 +250,62 @@ pub fn activation_in_place(relu: bool, six: bool, data: &mut [f16]) {
         clamp6_in_place(data);
     }
 }
+
+/// `exp(d)` for `d <= 0` in f32, computed the same way on every target (no
+/// libm, whose last bit differs between platforms): `d = k ln 2 + r` with
+/// `k = round(d / ln 2)` and `ln 2` in two parts (Cody-Waite), a degree-7
+/// Taylor polynomial of `exp(r)` for `|r| <= ln 2 / 2` by Horner (separate
+/// multiplies and adds, never fused), times `2^k` built from its bits.
+/// Below -87 (where `exp` leaves f32's normal range) it is 0, so no
+/// subnormal ever appears; NaN stays NaN.
+pub fn exp_nonpositive(d: f32) -> f32 {
+    const LOG2E: f32 = core::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75; // 0x3F317200: 16 significant bits, k * LN2_HI exact
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    if d.is_nan() {
+        return d;
+    }
+    if d < -87.0 {
+        return 0.0;
+    }
+    let d = if d > 0.0 { 0.0 } else { d };
+    let k = -((-d * LOG2E + 0.5) as i32); // round half away, d <= 0
+    let kf = k as f32;
+    let r = (d - kf * LN2_HI) - kf * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = p * r + c;
+    }
+    p * f32::from_bits(((k + 127).clamp(1, 254) as u32) << 23)
+}
+
+/// Softmax (beta = 1) over rows of `depth` values. The f16 rule: each value
+/// widened to f32; the row's maximum `m`; `e_i = exp_nonpositive(x_i - m)`
+/// (f32 subtraction); `s` the f32 sum of the `e_i` in index order; each
+/// output `e_i / s` (one f32 division) rounded to f16 once ([`narrow`]). A
+/// row holding NaN or an infinity comes out NaN wherever the arithmetic
+/// makes it so, stored as [`CANONICAL_NAN`].
+pub fn softmax(depth: usize, input: &[f16], output: &mut [f16]) {
+    assert!(input.len() == output.len() && depth > 0 && input.len() % depth == 0, "softmax: length");
+    for (row, out) in input.chunks_exact(depth).zip(output.chunks_exact_mut(depth)) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, v| {
+            let v = v.to_f32();
+            if v.is_nan() || m.is_nan() {
+                f32::NAN
+            } else if v > m {
+                v
+            } else {
+                m
+            }
+        });
+        // The e_i are computed twice (the same bits both times) rather than
+        // kept: the f16 output cannot hold them in f32.
+        let mut sum = 0.0f32;
+        for x in row {
+            sum += exp_nonpositive(x.to_f32() - max);
+        }
+        for (o, x) in out.iter_mut().zip(row) {
+            *o = narrow(exp_nonpositive(x.to_f32() - max) / sum);
+        }
+    }
+}

@@ -484,3 +484,134 @@ pub fn clamp_in_place(p: &Int8Params, data: &mut [i8]) {
         *v = (*v).clamp(lo, hi);
     }
 }
+
+/// Why TFLite's int8 SOFTMAX cannot take a layer's quantization (its
+/// Prepare refuses the same models).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SoftmaxQuantError {
+    /// The output is not quantized with scale 1/256 (within 0.1 %) and zero
+    /// point -128, the only int8 softmax output TFLite accepts.
+    Output,
+    /// The input scale is so small (below 2^-26) that the difference
+    /// multiplier is not above 1.
+    InputScale,
+}
+
+/// The quantization of every int8 softmax output: scale 1/256, zero point -128.
+pub const SOFTMAX_OUTPUT: TensorQuant = TensorQuant { scale: 1.0 / 256.0, zero_point: -128 };
+
+/// TFLite's reference int8 SOFTMAX (beta = 1), its Prepare done once: the
+/// multiplier taking an input difference `x - max` to Q5.26, and the least
+/// difference that still counts ([`crate::quant::calculate_input_radius`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftmaxParams {
+    pub input_multiplier: i32,
+    pub input_left_shift: i32,
+    pub diff_min: i32,
+}
+
+impl SoftmaxParams {
+    /// Prepare for an input quantized as `input` and an output as `output`.
+    pub fn new(input: TensorQuant, output: TensorQuant) -> Result<Self, SoftmaxQuantError> {
+        let want = 1.0f32 / 256.0;
+        if output.zero_point != -128 || !((output.scale - want).abs() <= 0.001 * want) {
+            return Err(SoftmaxQuantError::Output);
+        }
+        let (input_multiplier, input_left_shift) =
+            crate::quant::softmax_input_multiplier(1.0, input.scale as f64).ok_or(SoftmaxQuantError::InputScale)?;
+        let diff_min = -crate::quant::calculate_input_radius(crate::quant::SOFTMAX_DIFF_INTEGER_BITS, input_left_shift);
+        Ok(SoftmaxParams { input_multiplier, input_left_shift, diff_min })
+    }
+
+    /// `exp(x - max)` in Q0.31 for a difference that counts (`diff >= diff_min`).
+    #[inline]
+    fn exp(&self, diff: i32) -> i32 {
+        use crate::quant::{exp_on_negative_values, saturating_rounding_doubling_high_mul};
+        // |diff| * 2^left_shift < 31 * 2^26 for diff >= diff_min: no overflow.
+        let scaled = saturating_rounding_doubling_high_mul(
+            diff.wrapping_mul(1 << self.input_left_shift.clamp(0, 30)),
+            self.input_multiplier,
+        );
+        exp_on_negative_values(scaled)
+    }
+}
+
+/// TFLite's reference int8 softmax over the last axis: `input` and `output`
+/// are rows of `depth` values. Per row, integer only: the maximum; each
+/// counted `exp(x - max)` (gemmlowp's `exp_on_negative_values`) summed in
+/// Q12.19; the sum's reciprocal ([`crate::quant::get_reciprocal`]); each output
+/// `RDBPOT(SRDHM(reciprocal, exp), num_bits_over_unit + 23) - 128`, clamped
+/// (differences below `diff_min` give -128). Where the exponentials sum to
+/// 256 or more (every probability below 1/256) the division is by more than
+/// 2^31, where TFLite's reference kernel aborts: we give its rounded value,
+/// 0, so -128.
+pub fn softmax(p: &SoftmaxParams, depth: usize, input: &[i8], output: &mut [i8]) {
+    use crate::quant::SOFTMAX_ACCUM_INTEGER_BITS as ACCUM;
+    use crate::quant::{get_reciprocal, rounding_divide_by_pot, saturating_rounding_doubling_high_mul};
+    assert!(input.len() == output.len() && depth > 0 && input.len() % depth == 0, "softmax: length");
+    for (row, out) in input.chunks_exact(depth).zip(output.chunks_exact_mut(depth)) {
+        let max = row.iter().copied().max().unwrap_or(i8::MIN) as i32;
+        let mut sum = 0i32;
+        for &x in row {
+            let diff = x as i32 - max;
+            if diff >= p.diff_min {
+                // Rescale<12> from Q0.31: a rounding division by 2^12.
+                sum = sum.wrapping_add(rounding_divide_by_pot(p.exp(diff), ACCUM));
+            }
+        }
+        let (reciprocal, bits_over_unit) = get_reciprocal(sum, ACCUM);
+        let exponent = bits_over_unit + 31 - 8;
+        for (o, &x) in out.iter_mut().zip(row) {
+            let diff = x as i32 - max;
+            *o = if diff >= p.diff_min {
+                let prod = saturating_rounding_doubling_high_mul(reciprocal, p.exp(diff));
+                // prod >= 0: past 2^31 the quotient rounds to 0.
+                let unsat = if exponent > 31 { 0 } else { rounding_divide_by_pot(prod, exponent) };
+                (unsat - 128).clamp(-128, 127) as i8
+            } else {
+                i8::MIN
+            };
+        }
+    }
+}
+
+/// TFLite's int8 MEAN over height and width (`reduce.cc` with the reference
+/// kernels, `reference_ops::QuantizedMeanOrSum`), its Prepare done once:
+/// `QuantizeMultiplier(in_scale / out_scale)` (f64 of the f32 scales) with
+/// `1 / count` folded in: `shift = min(floor(log2 count), 32, 31 + s)`,
+/// `multiplier = (m << shift) / count` (i64, truncating), `s - shift`. TFLite
+/// takes this path whether or not the two quantizations are equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeanParams {
+    pub in_zp: i32,
+    pub out_zp: i32,
+    /// Pixels averaged per channel.
+    pub count: i32,
+    pub multiplier: i32,
+    pub shift: i32,
+}
+
+impl MeanParams {
+    /// Prepare the mean of `count` (>= 1) values per output.
+    pub fn new(input: TensorQuant, output: TensorQuant, count: usize) -> Self {
+        let count = count.clamp(1, i32::MAX as usize) as i32;
+        let (m, s) = quantize_multiplier(input.scale as f64 / output.scale as f64);
+        let shift = (31 - (count as u32).leading_zeros() as i32).min(32).min(31 + s).max(0);
+        let multiplier = (((m as i64) << shift) / count as i64) as i32;
+        MeanParams { in_zp: input.zero_point, out_zp: output.zero_point, count, multiplier, shift: s - shift }
+    }
+}
+
+/// TFLite's int8 MEAN of `input` (`pixels x channels`, NHWC) over its pixels
+/// into `output` (`channels`): per channel `MBQM(sum - in_zp * count,
+/// multiplier, shift) + out_zp`, clamped; the sum is of the raw int8 values.
+pub fn mean(p: &MeanParams, input: &[i8], output: &mut [i8]) {
+    let c = output.len();
+    assert!(c > 0 && input.len() % c == 0, "mean: length");
+    for (ch, o) in output.iter_mut().enumerate() {
+        let sum: i32 = input[ch..].iter().step_by(c).map(|&x| x as i32).fold(0, i32::wrapping_add);
+        let shifted = (sum as i64 - p.in_zp as i64 * p.count as i64) as i32;
+        let v = multiply_by_quantized_multiplier(shifted, p.multiplier, p.shift).saturating_add(p.out_zp);
+        *o = v.clamp(-128, 127) as i8;
+    }
+}
