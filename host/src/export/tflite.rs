@@ -381,6 +381,10 @@ pub fn to_tflite(model: &QuantModel<'_>) -> Result<Vec<u8>, ExportError> {
                 let code = if a == Activation::Relu6 { t::BuiltinOperator::Relu6 } else { t::BuiltinOperator::Relu };
                 w.op(code, vec![x], vec![y], None);
             }
+            Layer::Softmax => {
+                let opts = t::SoftmaxOptions { beta: 1.0 };
+                w.op(t::BuiltinOperator::Softmax, vec![x], vec![y], Some(t::BuiltinOptions::SoftmaxOptions(Box::new(opts))));
+            }
             Layer::Dropout { .. } => unreachable!("handled above"),
         }
         of.push(y);

@@ -548,6 +548,19 @@ impl Lower<'_, '_> {
         Ok(())
     }
 
+    fn softmax(&mut self, op: &TflOp) -> Res<()> {
+        let (x_t, out_t) = (self.operand(op, 0)?, op.outputs[0]);
+        if let Some(BuiltinOptions::SoftmaxOptions(o)) = &op.options {
+            if o.beta != 1.0 {
+                return self.unsupported(format!("beta {} (only 1)", o.beta));
+            }
+        }
+        let x = self.ours(x_t)?;
+        let q = self.act_quant(out_t)?;
+        self.push(Layer::Softmax, x, None, OwnedWeights::None, q, Some(out_t))?;
+        Ok(())
+    }
+
     fn activation_op(&mut self, op: &TflOp, activation: Activation) -> Res<()> {
         let (x_t, out_t) = (self.operand(op, 0)?, op.outputs[0]);
         let x = self.ours(x_t)?;
@@ -675,6 +688,7 @@ pub fn lower(g: &Graph<'_>) -> Res<Lowered> {
             Op::Reshape | Op::Squeeze => lw.reshape(op)?,
             Op::Add => lw.add(op)?,
             Op::Concatenation => lw.concat(op)?,
+            Op::Softmax => lw.softmax(op)?,
             Op::Relu => lw.activation_op(op, Activation::Relu)?,
             Op::Relu6 => lw.activation_op(op, Activation::Relu6)?,
             _ => return lw.unsupported("not an operator the engine runs"),
