@@ -25,10 +25,24 @@ impl Prediction {
     /// float network and the quantized engine report in the same words. The
     /// class is [`shared::numeric::argmax`]'s (ties: first; NaN: first NaN).
     pub fn from_logits(path: &Path, class_names: &[String], logits: &[f32]) -> Prediction {
-        let mut order: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
+        Self::from_values(path, class_names, logits, false)
+    }
+
+    /// The prediction for a model's output: logits, or probabilities when
+    /// the model ends in its own Softmax layer (a converter's SOFTMAX), which
+    /// must not be applied twice.
+    pub fn from_output(path: &Path, class_names: &[String], values: &[f32], spec: &shared::spec::ModelSpec) -> Prediction {
+        let probabilities = matches!(spec.layers().last(), Some(shared::spec::Layer::Softmax));
+        Self::from_values(path, class_names, values, probabilities)
+    }
+
+    fn from_values(path: &Path, class_names: &[String], values: &[f32], probabilities: bool) -> Prediction {
+        let mut order: Vec<(usize, f32)> = values.iter().copied().enumerate().collect();
         order.sort_by(|a, b| rank(*a, *b));
-        let mut probs = logits.to_vec();
-        softmax_in_place(&mut probs);
+        let mut probs = values.to_vec();
+        if !probabilities {
+            softmax_in_place(&mut probs);
+        }
         let name =
             |i: usize| class_names.get(i).map(|n| crate::out::printable(n)).unwrap_or_else(|| format!("class {i}"));
         let top: Vec<(String, f32)> = order.iter().take(5).map(|&(i, _)| (name(i), 100.0 * probs[i])).collect();
@@ -71,7 +85,7 @@ pub fn predict_files(
             if let Some(&value) = logits.iter().find(|v| !v.is_finite()) {
                 return Err(NnError::NonFiniteOutput { what: p.display().to_string(), value }.into());
             }
-            Ok(Prediction::from_logits(p, class_names, &logits.row(0).to_vec()))
+            Ok(Prediction::from_output(p, class_names, &logits.row(0).to_vec(), net.spec()))
         })
         .collect()
 }
@@ -80,12 +94,24 @@ pub fn predict_files(
 pub fn predict_array(net: &mut Network, class_names: &[String], x: Array4<f32>, path: &Path) -> Prediction {
     let logits = net.forward(x.view(), Mode::Eval);
     let row: Vec<f32> = logits.row(0).to_vec();
-    Prediction::from_logits(path, class_names, &row)
+    Prediction::from_output(path, class_names, &row, net.spec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_models_own_softmax_is_not_applied_twice() {
+        use shared::spec::{Activation, Sequential, Shape};
+        let names: Vec<String> = (0..3).map(|i| format!("c{i}")).collect();
+        let with = Sequential::new(Shape::Flat(4)).dense(3, Activation::None).add(shared::spec::Layer::Softmax).build().unwrap();
+        let without = Sequential::new(Shape::Flat(4)).dense(3, Activation::None).build().unwrap();
+        let p = Prediction::from_output(Path::new("a"), &names, &[0.25, 0.5, 0.25], &with);
+        assert_eq!((p.class.as_str(), p.confidence), ("c1", 50.0));
+        let p = Prediction::from_output(Path::new("a"), &names, &[0.25, 0.5, 0.25], &without);
+        assert!(p.confidence < 40.0, "{}", p.confidence);
+    }
 
     #[test]
     fn sentence_matches_the_tutorial() {

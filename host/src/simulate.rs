@@ -115,7 +115,7 @@ pub fn simulate_prepared(prepared: &Prepared<'_>, input: &[u8], keep_layer_bytes
 /// JSON of one run: prediction, raw output, per-layer records. `host flash
 /// --json` reports a device run in the same shape.
 pub fn run_json(model: &QuantModel, path: &Path, run: &SimRun) -> serde_json::Value {
-    let pred = Prediction::from_logits(path, &class_names(model), &run.logits);
+    let pred = Prediction::from_output(path, &class_names(model), &run.logits, &model.spec);
     serde_json::json!({
         "image": path,
         "precision": model.precision.name(),

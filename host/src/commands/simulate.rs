@@ -85,7 +85,7 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         if args.json {
             all.push(run_json(&model, path, &run));
         } else {
-            let pred = Prediction::from_logits(path, &class_names(&model), &run.logits);
+            let pred = Prediction::from_output(path, &class_names(&model), &run.logits, &model.spec);
             crate::outln!("{}:", path.display())?;
             crate::out!("{}", pred.render())?;
             crate::out!("{}", layer_table(&run))?;

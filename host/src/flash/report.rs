@@ -68,7 +68,7 @@ impl DeviceReport {
         let (ticks, output) = run.output.clone().ok_or_else(|| anyhow!("the device sent no output frame"))?;
         let mut logits = vec![0f32; output.len() / model.precision.activation_bytes()];
         engine::dequantize_output(model, &output, &mut logits).map_err(|e| anyhow!("device output: {e}"))?;
-        let prediction = Prediction::from_logits(image, &class_names(model), &logits);
+        let prediction = Prediction::from_output(image, &class_names(model), &logits, &model.spec);
         let shapes: Vec<_> = model.spec.shapes().collect();
         let layers = run
             .layers
