@@ -153,8 +153,9 @@ fn damaged_files_are_named_errors() {
 /// The model `host export --tflite` made `exported/NAME.tflite` from.
 fn export_source(name: &str) -> shared::convert::OwnedModel {
     if name == "micro" {
-        let bytes = host::model_file::read_model_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/micro.int8"))
-            .expect("golden model");
+        let bytes =
+            host::model_file::read_model_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/micro.int8"))
+                .expect("golden model");
         let model = shared::format::parse(bytes.as_bytes()).expect("parses");
         owned(&model)
     } else {
@@ -208,9 +209,11 @@ fn exported_tflite_files_give_our_bytes_in_tflites_interpreter() {
         let checked_in = std::fs::read(out.join(format!("{name}.tflite"))).expect("exported fixture");
         assert!(file == checked_in, "{name}: the export changed since TFLite ran it (rerun make_tflite.py --exported)");
         let doc: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join(format!("{name}.outputs.json"))).expect("outputs")).expect("json");
+            serde_json::from_slice(&std::fs::read(out.join(format!("{name}.outputs.json"))).expect("outputs"))
+                .expect("json");
         for (k, want) in doc["outputs"].as_array().expect("outputs").iter().enumerate() {
-            let want: Vec<u8> = want.as_array().expect("bytes").iter().map(|v| v.as_i64().expect("int") as i8 as u8).collect();
+            let want: Vec<u8> =
+                want.as_array().expect("bytes").iter().map(|v| v.as_i64().expect("int") as i8 as u8).collect();
             let input = host::tensor_file::read_input(&out.join(format!("{name}_input_{k}.npy")), &model.view())
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let run = host::simulate::simulate(&model.view(), &input, false).expect("runs");
@@ -255,4 +258,74 @@ fn host_import_and_export_on_the_command_line() {
     let text = format!("{e:#}");
     assert!(text.contains("LOGISTIC") && text.contains("operator 1") && text.contains("Supported:"), "{text}");
     assert!(!bad.exists());
+}
+
+/// The converter's models on the emulated boards: MLPerf Tiny's four on the
+/// Cortex-M4 (`mps2-an386`), and the per-operator models and DS-CNN/ResNet-8
+/// on the Cortex-M33 (`mps3-an524`) and the STM32F405 (`netduinoplus2`),
+/// each from its `.npy` input: every layer's bytes on the device equal the
+/// simulator's, and the output equals TFLite's reference interpreter's.
+#[test]
+fn converter_models_run_on_the_emulated_boards_with_tflites_bytes() {
+    use host::flash::{self, Board, Step};
+    let mlperf = ["resnet8", "dscnn", "mobilenet_v1", "autoencoder"];
+    let mut plan: Vec<(Board, Vec<String>)> = vec![(Board::QemuAn386, mlperf.iter().map(|s| s.to_string()).collect())];
+    // One model per operator kind (and DS-CNN) on the other two boards; all of them run on the M4 too
+    // (through the MLPerf models) and in the simulator (above).
+    let small: Vec<String> =
+        ["dscnn", "op_depthwise_multiplier", "op_conv_relu_strided", "op_add_relu", "op_avgpool_same"]
+            .into_iter()
+            .chain(["op_maxpool", "op_mean", "op_pad", "op_concat", "op_softmax", "op_dense"])
+            .map(String::from)
+            .collect();
+    plan.push((Board::QemuAn524, small.clone()));
+    plan.push((Board::Stm32f405, small));
+    let work = std::env::temp_dir().join(format!("tflite-device-{}", std::process::id()));
+    std::fs::create_dir_all(&work).expect("temp dir");
+    let mut runs = 0;
+    for (board, names) in plan {
+        let elf = flash::build_firmware(board, &flash::default_firmware_dir())
+            .unwrap_or_else(|e| panic!("{}: firmware: {e:#}", board.name()));
+        for name in names {
+            let fx = Fixture::load(&name);
+            let lowered = tflite::import_tflite(&dir().join(format!("{name}.tflite"))).expect("imports");
+            let path = work.join(format!("{name}.int8"));
+            host::quantize::write_model_file(&lowered.model, &path).expect("model file");
+            let bytes = host::model_file::read_model_file(&path).expect("read");
+            let model = host::model_file::parse_model(&bytes, &path).expect("parse");
+            let inputs: Vec<Vec<u8>> = (0..fx.inputs())
+                .map(|k| {
+                    host::tensor_file::read_input(&dir().join(format!("{name}_input_{k}.npy")), &model).expect("npy")
+                })
+                .collect();
+            let steps: Vec<Step<'_>> = inputs.iter().map(|input| Step::Run { input, layer_bytes: true }).collect();
+            let session = flash::run_qemu(board, &elf, &path, &steps, std::time::Duration::from_secs(300), None)
+                .unwrap_or_else(|e| panic!("{name} on {}: {e:#}", board.name()));
+            let output_t = fx.doc["output_tensor"].as_u64().expect("output tensor") as usize;
+            for (k, input) in inputs.iter().enumerate() {
+                let desk = host::simulate::simulate(&model, input, true).expect("simulate");
+                let run = session.run(k).unwrap_or_else(|| panic!("{name} on {}: no answer {k}", board.name()));
+                run.ensure_success().unwrap_or_else(|e| panic!("{name} on {}: {e:#}", board.name()));
+                let (_, got) = run.output.clone().expect("output frame");
+                assert_eq!(run.layers.len(), desk.layers.len(), "{name} on {}", board.name());
+                for (i, (dev, sim)) in run.layers.iter().zip(&desk.layers).enumerate() {
+                    assert_eq!(
+                        dev.bytes,
+                        sim.bytes,
+                        "{name} on {}: layer {i} differs from the simulator",
+                        board.name()
+                    );
+                }
+                assert_eq!(
+                    Some(got.as_slice()),
+                    fx.tensor(output_t, k),
+                    "{name} on {}: output vs TFLite",
+                    board.name()
+                );
+                runs += 1;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    eprintln!("{runs} device runs equal the simulator on every layer and TFLite on the output");
 }
