@@ -329,3 +329,24 @@ fn converter_models_run_on_the_emulated_boards_with_tflites_bytes() {
     let _ = std::fs::remove_dir_all(&work);
     eprintln!("{runs} device runs equal the simulator on every layer and TFLite on the output");
 }
+
+/// TensorFlow Lite Micro itself ran every fixture (make_tflite.py --tflm):
+/// its outputs equal TFLite's reference interpreter's, which our engine's
+/// equal (above); and our arena is never larger than its arena, in total and
+/// for the activations alone (its "head", our arena less kernel scratch).
+#[test]
+fn our_arena_is_no_larger_than_tflite_micros() {
+    for name in fixtures() {
+        let fx = Fixture::load(&name);
+        let tflm = &fx.doc["tflm"];
+        assert_eq!(tflm["output_equals_reference"].as_bool(), Some(true), "{name}: TFLite Micro vs TFLite");
+        let lowered = tflite::import_tflite(&dir().join(format!("{name}.tflite"))).expect("imports");
+        let view = lowered.model.view();
+        let prepared = shared::engine::prepare(&view).expect("prepares");
+        let plan = prepared.plan();
+        let (total, head) = (tflm["arena_total"].as_u64().expect("total"), tflm["arena_head"].as_u64().expect("head"));
+        let activations = (plan.arena_bytes - plan.scratch_bytes - plan.align_slack) as u64;
+        assert!(plan.arena_bytes as u64 <= total, "{name}: our arena {} > TFLite Micro's {total}", plan.arena_bytes);
+        assert!(activations <= head, "{name}: our activations {activations} > TFLite Micro's {head}");
+    }
+}

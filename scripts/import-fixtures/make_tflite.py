@@ -2,7 +2,8 @@
 reference interpreter computes for every tensor (tests/tflite/, read by tests/tflite.rs).
 
 Run by make.sh (`--only-tflite`) in the fixture venv; not by CI: the outputs are checked in.
-`--exported HOST` instead runs our `host export --tflite` outputs through TFLite (see exported()).
+`--exported HOST` instead runs our `host export --tflite` outputs through TFLite (see exported()),
+`--tflm` runs every fixture in TensorFlow Lite Micro itself (see tflm()).
 
 - One small model per operator the importer takes (CONV_2D, DEPTHWISE_CONV_2D,
   FULLY_CONNECTED, ADD, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, PAD, RESHAPE, CONCATENATION,
@@ -301,6 +302,52 @@ def exported(host):
         print(f"exported/{name}.tflite: {len(content)} bytes, {len(ref._get_ops_details())} operators, TFLite ran it")
 
 
+def tflm():
+    """TensorFlow Lite Micro itself (the `tflite-micro` package's interpreter, its reference
+    kernels on this machine) on every fixture: its output bytes on the stored inputs, whether they
+    equal TFLite's reference interpreter's, and its arena (RecordingMicroAllocator's total, and
+    the head: the activations' planned part). Added to NAME.expected.json under "tflm"."""
+    import contextlib
+    import io
+    import re
+
+    from tflite_micro.python.tflite_micro import runtime
+
+    names = sorted(f[: -len(".tflite")] for f in os.listdir(OUT) if f.endswith(".tflite") and not f.startswith("unsupported_"))
+    for name in names:
+        path = os.path.join(OUT, f"{name}.expected.json")
+        with open(path) as f:
+            doc = json.load(f)
+        blob = open(os.path.join(OUT, f"{name}.tensors.bin"), "rb").read()
+        out = [t for t in doc["tensors"] if t["index"] == doc["output_tensor"]][0]
+        it = runtime.Interpreter.from_file(os.path.join(OUT, f"{name}.tflite"), arena_size=1 << 22)
+        equal = True
+        for k in range(doc["inputs"]):
+            x = np.load(os.path.join(OUT, f"{name}_input_{k}.npy"))
+            it.set_input(x[None], 0)
+            it.invoke()
+            got = it.get_output(0).reshape(-1).astype(np.int8).tobytes()
+            want = blob[out["offset"] + k * out["bytes"] : out["offset"] + (k + 1) * out["bytes"]]
+            equal = equal and got == want
+        # print_allocations logs from C++ (MicroPrintf): capture file descriptors 1 and 2.
+        r, w = os.pipe()
+        saved = (os.dup(1), os.dup(2))
+        sys.stdout.flush()
+        os.dup2(w, 1)
+        os.dup2(w, 2)
+        it.print_allocations()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(w)
+        text = os.read(r, 1 << 16).decode()
+        os.close(r)
+        grab = lambda what: int(re.search(rf"Arena allocation {what} (\d+) bytes", text).group(1))
+        doc["tflm"] = {"output_equals_reference": equal, "arena_total": grab("total"), "arena_head": grab("head")}
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"{name}: TFLite Micro output equals the reference: {equal}; arena {doc['tflm']['arena_total']} B")
+
+
 def unsupported():
     """unsupported_logistic.tflite: a Dense with a sigmoid (TFLite's LOGISTIC), which the
     importer must name."""
@@ -315,7 +362,9 @@ def unsupported():
 
 
 if __name__ == "__main__":
-    if "--unsupported" in sys.argv:
+    if "--tflm" in sys.argv:
+        tflm()
+    elif "--unsupported" in sys.argv:
         unsupported()
     elif "--exported" in sys.argv:
         exported(sys.argv[sys.argv.index("--exported") + 1])
