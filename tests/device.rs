@@ -203,7 +203,8 @@ fn cleanup(dir: &Path) {
 /// A ResNet-shaped graph with every graph operator: a residual block whose
 /// input is read again by the Add (through a strided 1x1 shortcut conv), a
 /// standalone ReLU after a BN, a ReLU6 Add, a BN that cannot run in place
-/// (its input is concatenated later), a concatenation, a global average pool.
+/// (its input is concatenated later), a concatenation, a per-pixel Softmax
+/// layer, a global average pool (TFLite's MEAN).
 fn residual_spec() -> ModelSpec {
     use shared::spec::{Inputs, Layer};
     let st = Inputs::stack;
@@ -224,7 +225,8 @@ fn residual_spec() -> ModelSpec {
         Layer::Add { activation: Activation::Relu }, // 8 -> t9 = t7 + t8
         bn,                                          // 9 -> t10 (t9 read again by 10)
         Layer::Concat,                               // 10 -> t11 = [t10, t9]
-        Layer::GlobalAvgPool,                        // 11 -> t12
+        Layer::Softmax,                              // 11 -> t12, over each pixel's 16 channels
+        Layer::GlobalAvgPool,                        // 12 -> t13
         Layer::Dense { units: 5, activation: Activation::Softmax },
     ];
     let mut inputs: Vec<Inputs> = (0..layers.len()).map(st).collect();

@@ -7,6 +7,9 @@
 # make_fixtures.py) and leaves the older ones alone; --only-groups likewise
 # writes only the grouped/depthwise/separable convolution fixtures, and --only-graphs
 # only the Functional (Add, Concatenate) fixtures.
+# tflite_op_vectors.py (run alone, same venv) writes tests/tflite/op_vectors.json:
+# SOFTMAX and MEAN bytes from TFLite's reference interpreter, which
+# tests/tflite_ops.rs holds the engine to byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv="${FIXTURE_VENV:-/tmp/import-fixtures-venv}"

@@ -21,7 +21,15 @@
 //! The engine returns the last layer's raw output: for a final
 //! `Dense(activation=Softmax)` these are the *logits*; Softmax is not applied.
 //! The consumer dequantizes them ([`dequantize_output`]) and applies softmax
-//! in f32 if it wants probabilities (argmax needs neither).
+//! in f32 if it wants probabilities (argmax needs neither). A `Softmax`
+//! *layer* (TFLite's SOFTMAX operator, as an imported model has) is another
+//! operator: the engine computes it (int8: TFLite's reference arithmetic,
+//! output 1/256, -128), out of place like every computing layer.
+//!
+//! GlobalAveragePooling2D runs int8 as TFLite's MEAN over height and width
+//! (the operator the converter makes of it): the integer
+//! `QuantizedMeanOrSum` of the reference kernels, to the layer's own output
+//! quantization, equal to the input's or not.
 
 use core::fmt;
 use core::mem::MaybeUninit;

@@ -228,7 +228,8 @@ pub fn get_reciprocal(x: i32, integer_digits: i32) -> (i32, i32) {
 /// aborts there: an input scale below 2^-26).
 pub fn softmax_input_multiplier(beta: f64, input_scale: f64) -> Option<(i32, i32)> {
     let real = (beta * input_scale * (1u64 << (31 - SOFTMAX_DIFF_INTEGER_BITS)) as f64).min(2_147_483_647.0);
-    if !(real > 1.0) {
+    // Not above 1, or NaN.
+    if real.partial_cmp(&1.0) != Some(core::cmp::Ordering::Greater) {
         return None;
     }
     let (m, shift) = quantize_multiplier(real);

@@ -672,10 +672,16 @@ impl Builder<'_> {
             "Activation" | "ReLU" | "Softmax" => {
                 let act = match kind {
                     "ReLU" => relu_layer(&c).map_err(|e| un(&e))?,
-                    "Softmax" => Activation::Softmax,
+                    "Softmax" => {
+                        // Over the last axis only (Keras's default, -1).
+                        match c.get("axis").map(|a| a.as_i64().or_else(|| a.get(0).and_then(Value::as_i64))) {
+                            None | Some(Some(-1)) => Activation::Softmax,
+                            _ => return Err(un("softmax over another axis than the last")),
+                        }
+                    }
                     _ => self.activation(&name, kind, &c)?,
                 };
-                self.fold_activation(&name, kind, act)?;
+                self.fold_activation(act);
             }
             "Add" | "Concatenate" => {
                 return Err(un("it merges tensors: supported in a Functional model, reading two or more layers"))
@@ -697,10 +703,11 @@ impl Builder<'_> {
 
     /// An activation layer: the activation of the Conv2D, Dense or Add
     /// before it when it is that layer's only reader and the layer has none,
-    /// else (ReLU, ReLU6) a layer of its own; softmax only on a Dense.
-    fn fold_activation(&mut self, name: &str, kind: &str, act: Activation) -> Result<(), ImportError> {
+    /// else a layer of its own (ReLU, ReLU6: Activation; softmax: Softmax,
+    /// which the engine computes where a Dense's softmax is left to the consumer).
+    fn fold_activation(&mut self, act: Activation) {
         if act == Activation::None {
-            return Ok(());
+            return;
         }
         let elementwise = matches!(act, Activation::Relu | Activation::Relu6);
         let fits = |l: &Layer| match l {
@@ -715,17 +722,9 @@ impl Builder<'_> {
                 Some(Layer::Dense { activation, .. } | Layer::Add { activation }) => *activation = act,
                 _ => {}
             }
-            return Ok(());
+            return;
         }
-        if !elementwise {
-            return Err(self.unsupported(
-                name,
-                kind,
-                "softmax is supported only as the activation of the last Dense, right after it",
-            ));
-        }
-        self.push(Layer::Activation(act));
-        Ok(())
+        self.push(if elementwise { Layer::Activation(act) } else { Layer::Softmax });
     }
 
     fn activation(&self, name: &str, kind: &str, c: &Value) -> Result<Activation, ImportError> {

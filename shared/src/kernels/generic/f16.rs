@@ -286,7 +286,7 @@ pub fn exp_nonpositive(d: f32) -> f32 {
 /// row holding NaN or an infinity comes out NaN wherever the arithmetic
 /// makes it so, stored as [`CANONICAL_NAN`].
 pub fn softmax(depth: usize, input: &[f16], output: &mut [f16]) {
-    assert!(input.len() == output.len() && depth > 0 && input.len() % depth == 0, "softmax: length");
+    assert!(input.len() == output.len() && depth > 0 && input.len().is_multiple_of(depth), "softmax: length");
     for (row, out) in input.chunks_exact(depth).zip(output.chunks_exact_mut(depth)) {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, v| {
             let v = v.to_f32();

@@ -514,7 +514,9 @@ impl SoftmaxParams {
     /// Prepare for an input quantized as `input` and an output as `output`.
     pub fn new(input: TensorQuant, output: TensorQuant) -> Result<Self, SoftmaxQuantError> {
         let want = 1.0f32 / 256.0;
-        if output.zero_point != -128 || !((output.scale - want).abs() <= 0.001 * want) {
+        // TFLite's TF_LITE_ENSURE_NEAR (a NaN scale is not near).
+        let near = (output.scale - want).abs() <= 0.001 * want;
+        if output.zero_point != -128 || !near {
             return Err(SoftmaxQuantError::Output);
         }
         let (input_multiplier, input_left_shift) =
@@ -548,7 +550,7 @@ impl SoftmaxParams {
 pub fn softmax(p: &SoftmaxParams, depth: usize, input: &[i8], output: &mut [i8]) {
     use crate::quant::SOFTMAX_ACCUM_INTEGER_BITS as ACCUM;
     use crate::quant::{get_reciprocal, rounding_divide_by_pot, saturating_rounding_doubling_high_mul};
-    assert!(input.len() == output.len() && depth > 0 && input.len() % depth == 0, "softmax: length");
+    assert!(input.len() == output.len() && depth > 0 && input.len().is_multiple_of(depth), "softmax: length");
     for (row, out) in input.chunks_exact(depth).zip(output.chunks_exact_mut(depth)) {
         let max = row.iter().copied().max().unwrap_or(i8::MIN) as i32;
         let mut sum = 0i32;
@@ -607,7 +609,7 @@ impl MeanParams {
 /// multiplier, shift) + out_zp`, clamped; the sum is of the raw int8 values.
 pub fn mean(p: &MeanParams, input: &[i8], output: &mut [i8]) {
     let c = output.len();
-    assert!(c > 0 && input.len() % c == 0, "mean: length");
+    assert!(c > 0 && input.len().is_multiple_of(c), "mean: length");
     for (ch, o) in output.iter_mut().enumerate() {
         let sum: i32 = input[ch..].iter().step_by(c).map(|&x| x as i32).fold(0, i32::wrapping_add);
         let shifted = (sum as i64 - p.in_zp as i64 * p.count as i64) as i32;
