@@ -70,7 +70,7 @@ impl Writer {
     ) -> i32 {
         let buffer = match data {
             Some(d) => {
-                self.buffers.push(t::Buffer { data: Some(d), ..Default::default() });
+                self.buffers.push(t::Buffer { data: Some(d) });
                 (self.buffers.len() - 1) as u32
             }
             None => 0,
@@ -244,7 +244,6 @@ pub fn to_tflite(model: &QuantModel<'_>) -> Result<Vec<u8>, ExportError> {
                         fused_activation_function: act,
                         dilation_w_factor: dw,
                         dilation_h_factor: dh,
-                        ..Default::default()
                     };
                     w.op(
                         t::BuiltinOperator::Conv2d,
