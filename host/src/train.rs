@@ -562,6 +562,15 @@ pub fn train(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome, Train
         Some((ck, meta)) => TrainState::resumed(cfg, ck, meta, &settings, &data)?,
         None => TrainState::fresh(cfg, &settings, &data)?,
     };
+    // The loss applies softmax to the logits itself: a Softmax layer at the
+    // end would apply it twice (a Dense(activation=softmax) is the form to train).
+    if matches!(st.net.spec().layers().last(), Some(shared::spec::Layer::Softmax)) {
+        return Err(TrainError::Arch(format!(
+            "{} ends in a Softmax layer; training's cross-entropy applies softmax itself: end it in \
+             Dense(activation=\"softmax\") instead",
+            st.arch
+        )));
+    }
     let class_names = data.class_names();
     crate::outln!(
         "{} on {}: {} training, {} validation images, {} classes ({})",

@@ -142,6 +142,26 @@ fn bad_arguments_give_clear_errors() {
     assert!(text(&r).1.contains("--lr-schedule"), "{:?}", text(&r));
     let r = host(&["predict", "--checkpoint", tmp.path().join("none.safetensors").to_str().unwrap(), "x.png"]);
     assert!(text(&r).1.contains("none.safetensors"), "{:?}", text(&r));
+    // A stack ending in its own Softmax layer would have softmax applied twice by the loss.
+    let stack = tmp.path().join("softmax.json");
+    std::fs::write(
+        &stack,
+        r#"{"input": [16, 16, 3], "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 6, "activation": "linear"}, {"type": "Softmax"}]}"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("sm");
+    let r = host(&[
+        "train",
+        "--arch",
+        stack.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = text(&r).1;
+    assert!(!r.status.success() && err.contains("Softmax layer") && err.contains("Dense(activation"), "{err}");
 }
 
 fn tiny_config(out: PathBuf, epochs: usize) -> TrainConfig {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 pub use lower::{Lowered, TFLITE_SUPPORTED};
 
-use super::ImportError;
+use super::error::ImportError;
 
 /// Read and lower the `.tflite` at `path`.
 pub fn import_tflite(path: &Path) -> Result<Lowered, ImportError> {
