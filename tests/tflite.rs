@@ -50,7 +50,7 @@ fn fixtures() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir())
         .expect("tests/tflite")
         .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".tflite").map(String::from))
-        .filter(|n| !n.starts_with("unsupported_"))
+        .filter(|n| !n.starts_with("unsupported_") && !n.starts_with("float_"))
         .collect();
     names.sort();
     names
@@ -349,4 +349,56 @@ fn our_arena_is_no_larger_than_tflite_micros() {
         assert!(plan.arena_bytes as u64 <= total, "{name}: our arena {} > TFLite Micro's {total}", plan.arena_bytes);
         assert!(activations <= head, "{name}: our activations {activations} > TFLite Micro's {head}");
     }
+}
+
+/// A float `.tflite` (the converter without quantization) imports as a
+/// checkpoint whose float network gives TFLite's outputs within 1e-4.
+#[test]
+fn float_tflite_files_import_as_checkpoints_that_compute_tflites_outputs() {
+    let mut names: Vec<String> = std::fs::read_dir(dir())
+        .expect("tests/tflite")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".tflite").map(String::from))
+        .filter(|n| n.starts_with("float_"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 18, "{names:?}");
+    let mut worst = 0f32;
+    for name in &names {
+        let path = dir().join(format!("{name}.tflite"));
+        let host::import::tflite::TfliteModel::Float(imported) = tflite::import_any(&path).expect("imports") else {
+            panic!("{name}: a float model")
+        };
+        let outputs = imported.spec.output().elements() as usize;
+        let ck = imported.into_checkpoint((0..outputs).map(|i| format!("c{i}")).collect()).expect("checkpoint");
+        let mut net = ck.network().expect("network");
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir().join(format!("{name}.expected.json"))).expect("json"))
+                .expect("json");
+        let shape: Vec<usize> =
+            doc["input_shape"].as_array().expect("shape").iter().map(|v| v.as_u64().expect("dim") as usize).collect();
+        let floats = |v: &serde_json::Value| -> Vec<f32> {
+            v.as_array().expect("list").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+        };
+        for (x, want) in
+            doc["inputs"].as_array().expect("inputs").iter().zip(doc["outputs"].as_array().expect("outputs"))
+        {
+            let x = floats(x);
+            let (h, w, c) = match shape.as_slice() {
+                [h, w, c] => (*h, *w, *c),
+                [n] => (1, 1, *n),
+                other => panic!("{name}: input shape {other:?}"),
+            };
+            let input = ndarray::Array4::from_shape_vec((1, h, w, c), x).expect("input");
+            let got = net.forward(input.view(), host::nn::Mode::Eval);
+            let want = floats(want);
+            let got: Vec<f32> = got.iter().copied().collect();
+            assert_eq!(got.len(), want.len(), "{name}");
+            for (g, w) in got.iter().zip(&want) {
+                let err = (g - w).abs() / w.abs().max(1.0);
+                worst = worst.max(err);
+                assert!(err < 1e-4, "{name}: {g} vs TFLite's {w}");
+            }
+        }
+    }
+    eprintln!("{} float models: within {worst:e} of TFLite", names.len());
 }

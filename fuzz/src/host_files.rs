@@ -74,14 +74,23 @@ pub fn npy_target(data: &[u8]) {
     let _ = host::tensor_file::read_values(&path, shared::spec::Shape::Flat(490));
 }
 
-/// A `.tflite` model as `host import` reads it; what imports is also
-/// prepared for the engine and exported back to a `.tflite`.
+/// A `.tflite` model as `host import` reads it, int8 or float; an int8
+/// model that imports is also prepared for the engine and exported back to
+/// a `.tflite`, a float one built as a checkpoint's network.
 pub fn tflite_target(data: &[u8]) {
     setup();
-    if let Ok(lowered) = host::import::tflite::import_tflite_bytes(data, Path::new("fuzz.tflite")) {
-        let view = lowered.model.view();
-        let _ = host::simulate::prepare(&view);
-        let _ = host::export::tflite::to_tflite(&view);
+    let path = scratch_file("fuzz.tflite", data);
+    match host::import::tflite::import_any(&path) {
+        Ok(host::import::tflite::TfliteModel::Int8(lowered)) => {
+            let view = lowered.model.view();
+            let _ = host::simulate::prepare(&view);
+            let _ = host::export::tflite::to_tflite(&view);
+        }
+        Ok(host::import::tflite::TfliteModel::Float(imported)) => {
+            let n = imported.spec.output().elements() as usize;
+            let _ = imported.into_checkpoint((0..n).map(|i| i.to_string()).collect());
+        }
+        Err(_) => {}
     }
 }
 
@@ -116,7 +125,12 @@ mod tests {
         for b in variants(read("tests/golden/images/circle.png")) {
             image_target(&b);
         }
-        for file in ["tests/tflite/op_pad.tflite", "tests/tflite/resnet8.tflite", "tests/tflite/exported/micro.tflite"] {
+        for file in [
+            "tests/tflite/op_pad.tflite",
+            "tests/tflite/resnet8.tflite",
+            "tests/tflite/exported/micro.tflite",
+            "tests/tflite/float_op_concat.tflite",
+        ] {
             for b in variants(read(file)) {
                 tflite_target(&b);
             }

@@ -3,7 +3,8 @@ reference interpreter computes for every tensor (tests/tflite/, read by tests/tf
 
 Run by make.sh (`--only-tflite`) in the fixture venv; not by CI: the outputs are checked in.
 `--exported HOST` instead runs our `host export --tflite` outputs through TFLite (see exported()),
-`--tflm` runs every fixture in TensorFlow Lite Micro itself (see tflm()).
+`--tflm` runs every fixture in TensorFlow Lite Micro itself (see tflm()), `--float` writes the float
+models a float .tflite import is checked on (see floats()).
 
 - One small model per operator the importer takes (CONV_2D, DEPTHWISE_CONV_2D,
   FULLY_CONNECTED, ADD, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, PAD, RESHAPE, CONCATENATION,
@@ -268,7 +269,7 @@ def exported(host):
 
     out = os.path.join(OUT, "exported")
     os.makedirs(out, exist_ok=True)
-    names = sorted(f[: -len(".tflite")] for f in os.listdir(OUT) if f.endswith(".tflite") and not f.startswith("unsupported_"))
+    names = sorted(f[: -len(".tflite")] for f in os.listdir(OUT) if f.endswith(".tflite") and not f.startswith(("unsupported_", "float_")))
     sources = [("micro", "tests/golden/micro.int8")] + [(n, os.path.join(OUT, f"{n}.tflite")) for n in names]
     tmp = tempfile.mkdtemp()
     for name, src in sources:
@@ -313,7 +314,7 @@ def tflm():
 
     from tflite_micro.python.tflite_micro import runtime
 
-    names = sorted(f[: -len(".tflite")] for f in os.listdir(OUT) if f.endswith(".tflite") and not f.startswith("unsupported_"))
+    names = sorted(f[: -len(".tflite")] for f in os.listdir(OUT) if f.endswith(".tflite") and not f.startswith(("unsupported_", "float_")))
     for name in names:
         path = os.path.join(OUT, f"{name}.expected.json")
         with open(path) as f:
@@ -348,6 +349,37 @@ def tflm():
         print(f"{name}: TFLite Micro output equals the reference: {equal}; arena {doc['tflm']['arena_total']} B")
 
 
+def floats():
+    """float_NAME.tflite: the same architectures converted without quantization (a float .tflite
+    imports as a checkpoint), with float_NAME.expected.json holding two float inputs and TFLite's
+    outputs for them."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(5)
+    models = [(n, m, sh) for n, m, sh in op_models(keras)]
+    models.append(("resnet8", without_rescaling(keras, os.path.join(SRC, "resnet8.keras")), (32, 32, 3)))
+    models.append(("dscnn", keras.saving.load_model(os.path.join(SRC, "dscnn.keras")), (49, 10, 1)))
+    for name, model, shape in models:
+        content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        with open(os.path.join(OUT, f"float_{name}.tflite"), "wb") as f:
+            f.write(content)
+        it = tf.lite.Interpreter(model_content=content)
+        it.allocate_tensors()
+        d, o = it.get_input_details()[0], it.get_output_details()[0]
+        inputs = [rng.normal(0, 1, shape).astype(np.float32) for _ in range(2)]
+        outputs = []
+        for x in inputs:
+            it.set_tensor(d["index"], x[None])
+            it.invoke()
+            outputs.append(it.get_tensor(o["index"]).reshape(-1).astype(float).tolist())
+        doc = {"tensorflow": tf.__version__, "input_shape": list(shape), "inputs": [x.reshape(-1).tolist() for x in inputs], "outputs": outputs}
+        with open(os.path.join(OUT, f"float_{name}.expected.json"), "w") as f:
+            json.dump(doc, f)
+        ops = sorted({op["op_name"] for op in it._get_ops_details()})
+        print(f"float_{name}.tflite: {len(content)} bytes, {ops}")
+
+
 def unsupported():
     """unsupported_logistic.tflite: a Dense with a sigmoid (TFLite's LOGISTIC), which the
     importer must name."""
@@ -362,7 +394,9 @@ def unsupported():
 
 
 if __name__ == "__main__":
-    if "--tflm" in sys.argv:
+    if "--float" in sys.argv:
+        floats()
+    elif "--tflm" in sys.argv:
         tflm()
     elif "--unsupported" in sys.argv:
         unsupported()

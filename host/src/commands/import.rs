@@ -14,7 +14,7 @@ use crate::preprocess::{self, Preprocess};
 pub struct ImportArgs {
     /// The model file: .keras, .h5 (full model or weights only), .onnx, or a full-integer .tflite.
     pub file: PathBuf,
-    /// Where to write the checkpoint (atomically); for a .tflite, the int8 model file.
+    /// Where to write the checkpoint (atomically); for a full-integer .tflite, the int8 model file.
     #[arg(long)]
     pub out: PathBuf,
     /// Class names: a file with one per line, or a comma-separated list (default class_0..class_N-1).
@@ -41,14 +41,21 @@ pub struct ImportArgs {
 /// Run `host import`.
 pub fn run(args: &ImportArgs) -> Result<()> {
     crate::atomic::refuse_input_as_output("--out", &args.out, &[&args.file])?;
-    if import::FileKind::detect(&args.file)? == import::FileKind::Tflite {
-        return run_tflite(args);
-    }
     let stack = match &args.arch {
         Some(a) => Some(a.build_with(args.input, args.classes).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let mut imported = import::import(&args.file, stack.as_ref().map(|s| (&s.spec, s.name.as_str())))?;
+    let mut imported = if import::FileKind::detect(&args.file)? == import::FileKind::Tflite {
+        if args.arch.is_some() || args.classes.is_some() || args.input.is_some() {
+            anyhow::bail!("--arch, --classes and --input are for weights-only .h5 files; a .tflite carries its graph");
+        }
+        match import::tflite::import_any(&args.file)? {
+            import::tflite::TfliteModel::Int8(lowered) => return write_tflite_int8(args, lowered),
+            import::tflite::TfliteModel::Float(imported) => imported,
+        }
+    } else {
+        import::import(&args.file, stack.as_ref().map(|s| (&s.spec, s.name.as_str())))?
+    };
     if let Some(s) = &stack {
         if imported.preprocess.is_none() {
             imported.preprocess = s.preprocess.clone();
@@ -76,11 +83,7 @@ pub fn run(args: &ImportArgs) -> Result<()> {
 
 /// `host import model.tflite --out model.int8`: the converter's int8 model as
 /// our model file, its quantization kept.
-fn run_tflite(args: &ImportArgs) -> Result<()> {
-    if args.arch.is_some() || args.classes.is_some() || args.input.is_some() {
-        anyhow::bail!("--arch, --classes and --input are for weights-only .h5 files; a .tflite carries its graph");
-    }
-    let lowered = import::tflite::import_tflite(&args.file)?;
+fn write_tflite_int8(args: &ImportArgs, lowered: import::tflite::Lowered) -> Result<()> {
     let mut model = lowered.model;
     let outputs = model.spec.output().elements() as usize;
     let names = import::class_names(args.class_names.as_deref(), outputs).map_err(anyhow::Error::msg)?;

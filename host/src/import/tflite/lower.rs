@@ -13,6 +13,8 @@
 //! stripped (our model takes and gives the int8 tensors).
 use std::collections::{HashMap, HashSet};
 
+use ndarray::ArrayD;
+
 use shared::convert::{OwnedModel, OwnedWeights};
 use shared::model::{Precision, TensorQuant};
 use shared::quant;
@@ -89,6 +91,10 @@ struct Lower<'g, 'f> {
     pads: HashMap<usize, (usize, [u32; 4])>,
     pairs: Vec<(usize, usize)>,
     notes: Vec<String>,
+    /// A float model: weights go to `float_weights` (Keras layouts), no quantization.
+    float: bool,
+    /// `(layer index, kernel, bias)` of a float model's Conv2D and Dense layers.
+    float_weights: Vec<(usize, ArrayD<f32>, ArrayD<f32>)>,
 }
 
 impl Lower<'_, '_> {
@@ -132,6 +138,12 @@ impl Lower<'_, '_> {
     /// The int8 quantization of activation tensor `t`.
     fn act_quant(&self, t: usize) -> Res<TensorQuant> {
         let x = self.tensor(t);
+        if self.float {
+            if x.dtype != TensorType::Float32 {
+                return self.unsupported(format!("tensor {t} ({:?}) is {:?} in a float model", x.name, x.dtype));
+            }
+            return Ok(TensorQuant::IDENTITY);
+        }
         if x.dtype != TensorType::Int8 {
             return self.unsupported(format!("tensor {t} ({:?}) is {:?}, not int8", x.name, x.dtype));
         }
@@ -279,6 +291,34 @@ impl Lower<'_, '_> {
         Ok(OwnedWeights::Int8 { weights, weight_scale: scales, bias, multiplier, shift })
     }
 
+    /// A float model's constant weights (file order, flat) and bias (`channels` values, zeros if absent).
+    fn float_weights(&self, w: usize, bias: Option<usize>, channels: usize) -> Res<(Vec<f32>, ArrayD<f32>)> {
+        let floats = |t: usize| -> Res<Vec<f32>> {
+            let x = self.tensor(t);
+            match (x.dtype, x.data) {
+                (TensorType::Float32, Some(d)) if d.len() == 4 * x.elements() => {
+                    Ok(d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+                }
+                _ => self.unsupported(format!(
+                    "tensor {t} ({:?}) is not a constant float32 tensor of shape {:?} ({:?})",
+                    x.name, x.shape, x.dtype
+                )),
+            }
+        };
+        let kernel = floats(w)?;
+        if let Some(bad) = kernel.iter().find(|v| !v.is_finite()) {
+            return self.invalid(format!("weights tensor {w} holds {bad}"));
+        }
+        let bias = match bias {
+            Some(b) => floats(b)?,
+            None => vec![0.0; channels],
+        };
+        if bias.len() != channels || bias.iter().any(|v| !v.is_finite()) {
+            return self.invalid(format!("bias of {channels} channels: {} values or a non-finite one", bias.len()));
+        }
+        Ok((kernel, ArrayD::from_shape_vec(vec![channels], bias).map_err(|e| LowerError::Invalid(e.to_string()))?))
+    }
+
     fn conv(&mut self, op: &TflOp, depthwise: bool) -> Res<()> {
         let (x_t, w_t, out_t) = (self.operand(op, 0)?, self.operand(op, 1)?, op.outputs[0]);
         let b_t = op.inputs.get(2).copied().flatten();
@@ -336,7 +376,28 @@ impl Lower<'_, '_> {
                 ))
             }
         };
-        let mut w = self.int8_weights(w_t, b_t, filters, channel_dim, in_q, out_q)?;
+        let mut w = if self.float {
+            // Keras's HWIO: TFLite's depthwise [1][kh][kw][out] is that already (I = 1);
+            // its conv OHWI is transposed.
+            let (kernel, bias) = self.float_weights(w_t, b_t, filters)?;
+            let per_in = kernel.len() / (kh * kw * filters);
+            let hwio = if depthwise {
+                kernel
+            } else {
+                (0..kernel.len())
+                    .map(|j| {
+                        let (o, rest) = (j % filters, j / filters);
+                        kernel[o * kh * kw * per_in + rest]
+                    })
+                    .collect()
+            };
+            let kernel = ArrayD::from_shape_vec(vec![kh, kw, per_in, filters], hwio)
+                .map_err(|e| LowerError::Invalid(e.to_string()))?;
+            self.float_weights.push((self.layers.len(), kernel, bias));
+            OwnedWeights::None
+        } else {
+            self.int8_weights(w_t, b_t, filters, channel_dim, in_q, out_q)?
+        };
         // Depthwise weights are [1][kh][kw][out]; ours are OHWI with I = 1.
         if let (true, OwnedWeights::Int8 { weights, .. }) = (depthwise, &mut w) {
             let taps = kh * kw;
@@ -380,7 +441,16 @@ impl Lower<'_, '_> {
             x = self.push(Layer::Flatten, x, None, OwnedWeights::None, in_q, None)?;
         }
         let out_q = self.act_quant(out_t)?;
-        let w = self.int8_weights(w_t, b_t, units, 0, in_q, out_q)?;
+        let w = if self.float {
+            // Keras's [in][units] from TFLite's [units][in].
+            let (kernel, bias) = self.float_weights(w_t, b_t, units)?;
+            let t: Vec<f32> = (0..kernel.len()).map(|j| kernel[(j % units) * k + j / units]).collect();
+            let kernel = ArrayD::from_shape_vec(vec![k, units], t).map_err(|e| LowerError::Invalid(e.to_string()))?;
+            self.float_weights.push((self.layers.len(), kernel, bias));
+            OwnedWeights::None
+        } else {
+            self.int8_weights(w_t, b_t, units, 0, in_q, out_q)?
+        };
         self.push(Layer::Dense { units: units as u32, activation }, x, None, w, out_q, Some(out_t))?;
         Ok(())
     }
@@ -602,8 +672,57 @@ fn shape_only_tensors(g: &Graph<'_>) -> HashSet<usize> {
     shape_only
 }
 
+/// A float `.tflite` lowered: the operator list and Keras-layout tensors under our layer names.
+#[derive(Debug)]
+pub struct LoweredFloat {
+    pub spec: ModelSpec,
+    pub tensors: HashMap<String, ArrayD<f32>>,
+    pub notes: Vec<String>,
+}
+
+/// Whether `g` is a float model (a float input that no QUANTIZE reads).
+pub fn is_float(g: &Graph<'_>) -> bool {
+    let Some(&input) = g.inputs.first() else { return false };
+    g.tensor(input).dtype == TensorType::Float32
+        && !g.ops.iter().any(|o| o.code == Op::Quantize && o.inputs.first() == Some(&Some(input)))
+}
+
+/// Lower a float `g` to our operator list and float tensors (a checkpoint's).
+pub fn lower_float(g: &Graph<'_>) -> Res<LoweredFloat> {
+    let (lw, spec) = lower_graph(g, true)?;
+    let mut tensors = HashMap::new();
+    for (i, kernel, bias) in lw.float_weights {
+        let name = spec.layer_name(i);
+        tensors.insert(format!("{name}/kernel"), kernel);
+        tensors.insert(format!("{name}/bias"), bias);
+    }
+    Ok(LoweredFloat { spec, tensors, notes: lw.notes })
+}
+
 /// Lower `g` (a full-integer model) to our operator list and weights.
 pub fn lower(g: &Graph<'_>) -> Res<Lowered> {
+    if is_float(g) {
+        return Err(LowerError::Unsupported(Unsupported {
+            op: 0,
+            name: "model".into(),
+            why: "a float model (it imports as a checkpoint, not a model file)".into(),
+        }));
+    }
+    let (lw, spec) = lower_graph(g, false)?;
+    let in_q = lw.quants[0];
+    let model = OwnedModel {
+        spec,
+        precision: Precision::Int8,
+        input: in_q,
+        layers: lw.data,
+        labels: String::new(),
+        preprocess: Vec::new(),
+    };
+    Ok(Lowered { model, tensors: lw.pairs, notes: lw.notes })
+}
+
+/// The operator walk both precisions share.
+fn lower_graph<'g, 'f>(g: &'g Graph<'f>, float: bool) -> Res<(Lower<'g, 'f>, ModelSpec)> {
     let invalid = |s: String| Err(LowerError::Invalid(s));
     if g.inputs.len() != 1 || g.outputs.len() != 1 {
         return Err(LowerError::Unsupported(Unsupported {
@@ -625,12 +744,14 @@ pub fn lower(g: &Graph<'_>) -> Res<Lowered> {
         pads: HashMap::new(),
         pairs: Vec::new(),
         notes: Vec::new(),
+        float,
+        float_weights: Vec::new(),
     };
     let shape_only = shape_only_tensors(g);
     // The model's input: the int8 input tensor, or the output of the QUANTIZE reading a float one.
     let mut input_t = g.inputs[0];
     let mut skip = HashSet::new();
-    if g.tensor(input_t).dtype == TensorType::Float32 {
+    if !float && g.tensor(input_t).dtype == TensorType::Float32 {
         let q = g.ops.iter().position(|o| o.code == Op::Quantize && o.inputs.first() == Some(&Some(input_t)));
         match q {
             Some(i) => {
@@ -651,7 +772,7 @@ pub fn lower(g: &Graph<'_>) -> Res<Lowered> {
         }
     }
     let mut output_t = g.outputs[0];
-    if g.tensor(output_t).dtype == TensorType::Float32 {
+    if !float && g.tensor(output_t).dtype == TensorType::Float32 {
         if let Some(i) = g.ops.iter().position(|o| o.code == Op::Dequantize && o.outputs.first() == Some(&output_t)) {
             if let Some(Some(src)) = g.ops[i].inputs.first() {
                 skip.insert(i);
@@ -703,15 +824,7 @@ pub fn lower(g: &Graph<'_>) -> Res<Lowered> {
         ));
     }
     let spec = ModelSpec::graph(in_shape, &lw.layers, &lw.inputs).map_err(|e| LowerError::Invalid(e.to_string()))?;
-    let model = OwnedModel {
-        spec,
-        precision: Precision::Int8,
-        input: in_q,
-        layers: lw.data,
-        labels: String::new(),
-        preprocess: Vec::new(),
-    };
-    Ok(Lowered { model, tensors: lw.pairs, notes: lw.notes })
+    Ok((lw, spec))
 }
 
 #[cfg(test)]
