@@ -153,8 +153,9 @@ fn damaged_files_are_named_errors() {
 /// The model `host export --tflite` made `exported/NAME.tflite` from.
 fn export_source(name: &str) -> shared::convert::OwnedModel {
     if name == "micro" {
-        let bytes = host::model_file::read_model_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/micro.int8"))
-            .expect("golden model");
+        let bytes =
+            host::model_file::read_model_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/micro.int8"))
+                .expect("golden model");
         let model = shared::format::parse(bytes.as_bytes()).expect("parses");
         owned(&model)
     } else {
@@ -208,9 +209,11 @@ fn exported_tflite_files_give_our_bytes_in_tflites_interpreter() {
         let checked_in = std::fs::read(out.join(format!("{name}.tflite"))).expect("exported fixture");
         assert!(file == checked_in, "{name}: the export changed since TFLite ran it (rerun make_tflite.py --exported)");
         let doc: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join(format!("{name}.outputs.json"))).expect("outputs")).expect("json");
+            serde_json::from_slice(&std::fs::read(out.join(format!("{name}.outputs.json"))).expect("outputs"))
+                .expect("json");
         for (k, want) in doc["outputs"].as_array().expect("outputs").iter().enumerate() {
-            let want: Vec<u8> = want.as_array().expect("bytes").iter().map(|v| v.as_i64().expect("int") as i8 as u8).collect();
+            let want: Vec<u8> =
+                want.as_array().expect("bytes").iter().map(|v| v.as_i64().expect("int") as i8 as u8).collect();
             let input = host::tensor_file::read_input(&out.join(format!("{name}_input_{k}.npy")), &model.view())
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let run = host::simulate::simulate(&model.view(), &input, false).expect("runs");

@@ -31,7 +31,12 @@ impl Prediction {
     /// The prediction for a model's output: logits, or probabilities when
     /// the model ends in its own Softmax layer (a converter's SOFTMAX), which
     /// must not be applied twice.
-    pub fn from_output(path: &Path, class_names: &[String], values: &[f32], spec: &shared::spec::ModelSpec) -> Prediction {
+    pub fn from_output(
+        path: &Path,
+        class_names: &[String],
+        values: &[f32],
+        spec: &shared::spec::ModelSpec,
+    ) -> Prediction {
         let probabilities = matches!(spec.layers().last(), Some(shared::spec::Layer::Softmax));
         Self::from_values(path, class_names, values, probabilities)
     }
@@ -105,7 +110,11 @@ mod tests {
     fn a_models_own_softmax_is_not_applied_twice() {
         use shared::spec::{Activation, Sequential, Shape};
         let names: Vec<String> = (0..3).map(|i| format!("c{i}")).collect();
-        let with = Sequential::new(Shape::Flat(4)).dense(3, Activation::None).add(shared::spec::Layer::Softmax).build().unwrap();
+        let with = Sequential::new(Shape::Flat(4))
+            .dense(3, Activation::None)
+            .add(shared::spec::Layer::Softmax)
+            .build()
+            .unwrap();
         let without = Sequential::new(Shape::Flat(4)).dense(3, Activation::None).build().unwrap();
         let p = Prediction::from_output(Path::new("a"), &names, &[0.25, 0.5, 0.25], &with);
         assert_eq!((p.class.as_str(), p.confidence), ("c1", 50.0));

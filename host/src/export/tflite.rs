@@ -383,7 +383,12 @@ pub fn to_tflite(model: &QuantModel<'_>) -> Result<Vec<u8>, ExportError> {
             }
             Layer::Softmax => {
                 let opts = t::SoftmaxOptions { beta: 1.0 };
-                w.op(t::BuiltinOperator::Softmax, vec![x], vec![y], Some(t::BuiltinOptions::SoftmaxOptions(Box::new(opts))));
+                w.op(
+                    t::BuiltinOperator::Softmax,
+                    vec![x],
+                    vec![y],
+                    Some(t::BuiltinOptions::SoftmaxOptions(Box::new(opts))),
+                );
             }
             Layer::Dropout { .. } => unreachable!("handled above"),
         }
