@@ -95,6 +95,103 @@ impl Channel {
     }
 }
 
+/// `QADD r, a, a`: `2 a`, saturated to the i32 range.
+#[cfg(arm_dsp)]
+#[inline(always)]
+fn qdouble(a: i32) -> i32 {
+    let r: i32;
+    // SAFETY: registers only; the sticky Q flag is not read by any code here.
+    unsafe { core::arch::asm!("qadd {r}, {a}, {a}", r = lateout(reg) r, a = in(reg) a, options(pure, nomem, nostack)) };
+    r
+}
+
+/// `SMMULR r, a, b`: `(a b + 2^31) >> 32`, the rounded high word.
+#[cfg(arm_dsp)]
+#[inline(always)]
+fn smmulr(a: i32, b: i32) -> i32 {
+    let r: i32;
+    // SAFETY: registers only, no flags.
+    unsafe {
+        core::arch::asm!("smmulr {r}, {a}, {b}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b,
+            options(pure, nomem, nostack, preserves_flags))
+    };
+    r
+}
+
+/// [`qdouble`] in plain Rust (the host's tests).
+#[cfg(not(arm_dsp))]
+#[inline(always)]
+fn qdouble(a: i32) -> i32 {
+    a.saturating_add(a)
+}
+
+/// [`smmulr`] in plain Rust (the host's tests).
+#[cfg(not(arm_dsp))]
+#[inline(always)]
+fn smmulr(a: i32, b: i32) -> i32 {
+    ((a as i64 * b as i64 + (1i64 << 31)) >> 32) as i32
+}
+
+/// [`requantize`] in about 8 instructions before the clamp, for the
+/// channels whose multiplier is normalized (`m >= 2^30`, as
+/// QuantizeMultiplier gives) and whose shift is a right shift by 1 to 21
+/// (every layer of the MLPerf Tiny models); [`Fast::new`] says `None` for
+/// the others, which take [`Channel`] or [`requantize`].
+///
+/// - `SaturatingRoundingDoublingHighMul(acc, m)` is `(2 acc m + 2^31) >> 32`,
+///   one `SMMULR` of `2 acc` (`QADD`) when `2 acc` fits an i32. When it does
+///   not (`|acc| >= 2^30`) the doubled value saturates; then both the exact
+///   high product and `SMMULR`'s have magnitude at least `2^29`, so after a
+///   right shift by at most 21 at least 256: the zero point cannot bring
+///   either back inside `[-128, 127]`, and both clamp to the same bound.
+/// - RoundingDivideByPOT(v, e) (ties away from zero) is
+///   `(v + (v < 0 ? -1 : 0) + 2^(e-1)) >> e` for `e >= 1` (with
+///   `v = q 2^e + r`, `0 <= r < 2^e`: both add 1 to `q` exactly when
+///   `r >= 2^(e-1)` for `v >= 0`, `r > 2^(e-1)` for `v < 0`); `|v| <= 2^30`
+///   here, so the sum never wraps.
+#[derive(Clone, Copy)]
+pub(crate) struct Fast {
+    multiplier: i32,
+    exponent: i32,
+    round: i32,
+}
+
+impl Fast {
+    /// The fast stage for `(multiplier, shift)`, or `None` outside its domain.
+    #[inline(always)]
+    pub(crate) fn new(multiplier: i32, shift: i32) -> Option<Self> {
+        if multiplier >= 1 << 30 && (-21..=-1).contains(&shift) {
+            let exponent = -shift;
+            Some(Fast { multiplier, exponent, round: 1 << (exponent - 1) })
+        } else {
+            None
+        }
+    }
+
+    /// A stage that [`Fast::new`] accepts, for filling arrays (never applied).
+    pub(crate) const PLACEHOLDER: Fast = Fast { multiplier: 1 << 30, exponent: 1, round: 1 };
+
+    /// `requantize(acc, multiplier, shift, p)` with `out_zp = p.out_zp`,
+    /// `lo..=hi` = `p.act_min.max(-128)..=p.act_max.min(127)`: the same byte.
+    #[inline(always)]
+    pub(crate) fn apply(&self, acc: i32, out_zp: i32, lo: i32, hi: i32) -> i8 {
+        let v = smmulr(qdouble(acc), self.multiplier);
+        let r = (v + (v >> 31) + self.round) >> self.exponent;
+        (r + out_zp).clamp(lo, hi) as i8
+    }
+}
+
+/// [`Fast::new`] for `N` consecutive channels from `first`, or `None` if any
+/// channel is outside its domain.
+#[inline(always)]
+pub(crate) fn fast_block<const N: usize>(multiplier: &[i32], shift: &[i32], first: usize) -> Option<[Fast; N]> {
+    let mut out = [Fast::PLACEHOLDER; N];
+    for (j, f) in out.iter_mut().enumerate() {
+        *f = Fast::new(multiplier[first + j], shift[first + j])?;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +233,45 @@ mod tests {
                 let m = if m & 1 == 0 { m.abs().max(1 << 30) } else { m };
                 assert_eq!(mbqm(x, m, shift), multiply_by_quantized_multiplier(x, m, shift), "{x} {m} {shift}");
             }
+        }
+    }
+
+    /// The fast stage against the plain requantization on its whole domain's
+    /// edges: accumulators near the doubling's saturation, every exponent,
+    /// the extreme multipliers, zero points and clamps.
+    #[test]
+    fn fast_gives_the_plain_byte() {
+        let mut state = 11u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 32) as i32
+        };
+        let accs = [
+            i32::MIN,
+            i32::MIN + 1,
+            -(1 << 30) - 1,
+            -(1 << 30),
+            -(1 << 30) + 1,
+            -1,
+            0,
+            1,
+            (1 << 30) - 1,
+            1 << 30,
+            (1 << 30) + 1,
+            i32::MAX,
+        ];
+        assert!(Fast::new((1 << 30) - 1, -5).is_none() && Fast::new(1 << 30, 0).is_none());
+        assert!(Fast::new(1 << 30, -22).is_none() && Fast::new(i32::MAX, -21).is_some());
+        for i in 0..400_000 {
+            let act = [Activation::None, Activation::Relu, Activation::Relu6][i % 3];
+            let p = Int8Params::new(next() % 129, next() % 129, act);
+            let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
+            let m = if i % 5 == 0 { [1 << 30, i32::MAX][i % 2] } else { (next() & i32::MAX).max(1 << 30) };
+            let s = -(1 + (next().rem_euclid(21)));
+            let acc =
+                if i % 4 == 0 { accs[(next() as u32 % accs.len() as u32) as usize] } else { next() >> (next() & 31) };
+            let f = Fast::new(m, s).expect("in the domain");
+            assert_eq!(f.apply(acc, p.out_zp, lo, hi), int8::requantize(acc, m, s, &p), "{acc} {m} {s} {p:?}");
         }
     }
 

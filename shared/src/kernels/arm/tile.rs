@@ -176,6 +176,32 @@ fn widen_pixel(
     // Every quad written (len.div_ceil(4) <= quads) lies inside `cols`.
     assert!(len.div_ceil(4) <= quads && 2 * (quads * PX) <= cols.0.len() && p < PX, "dsp conv tiles: widening");
     let (oy, ox) = (pix / g.out_w, pix % g.out_w);
+    if g.kernel() == 1 && len.is_multiple_of(4) {
+        // A 1 x 1 kernel (no padding: is_square keeps pads below the
+        // kernel): the taps are channels start..start + len of one input
+        // pixel, whole quads.
+        let at = (oy * g.stride() * g.in_w + ox * g.stride()) * g.in_c + start;
+        let src = &input[at..at + len];
+        let zp2 = neg_zp_pair(zp);
+        let base = cols.0.as_mut_ptr().wrapping_add(2 * p);
+        let q = len / 4;
+        for i in 0..quads {
+            let (e, o) = if i < q {
+                // SAFETY: 4 i + 4 <= len bytes of `src` (unaligned read).
+                let xv = unsafe { src.as_ptr().add(4 * i).cast::<u32>().read_unaligned() };
+                (sxtab16(zp2, xv), sxtab16_ror8(zp2, xv))
+            } else {
+                (0, 0)
+            };
+            // SAFETY: quad i < quads of tile pixel p < PX: words
+            // 2 (i PX + p) and the next, inside `cols` (asserted above).
+            unsafe {
+                base.add(2 * i * PX).write(e);
+                base.add(2 * i * PX + 1).write(o);
+            }
+        }
+        return;
+    }
     let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
     let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
     let row_len = g.kernel() * g.in_c;
