@@ -234,16 +234,7 @@ fn unsupported_layers_are_named_and_nothing_is_written() {
     std::fs::write(&transpose, config.replacen("\"Conv2D\"", "\"Conv2DTranspose\"", 1)).expect("write");
     let file = sigmoid.file_name().and_then(|f| f.to_str()).expect("name").to_string();
     let out = work.join("never.safetensors");
-    let args = ImportArgs {
-        file: sigmoid.clone(),
-        out: out.clone(),
-        class_names: None,
-        arch: None,
-        classes: None,
-        input: None,
-        input_scale: vec![],
-        input_offset: vec![],
-    };
+    let args = ImportArgs::new(sigmoid.clone(), out.clone());
     let e = format!("{:#}", import_command(&args).expect_err("unsupported"));
     assert!(e.contains(&file) && e.contains("Sigmoid") && e.contains("Supported:"), "{e}");
     assert!(!out.exists(), "a checkpoint was written");
@@ -672,16 +663,7 @@ fn mlperf_tiny_graphs_run_on_the_cortex_m4_with_the_simulators_bytes() {
 fn feature_models_quantize_and_run_from_npy_tensors() {
     let e = dscnn_expected().1;
     let out = scratch("dscnn-npy").join("imported.safetensors");
-    let args = ImportArgs {
-        file: dir().join("dscnn.keras"),
-        out: out.clone(),
-        class_names: None,
-        arch: None,
-        classes: None,
-        input: None,
-        input_scale: vec![],
-        input_offset: vec![],
-    };
+    let args = ImportArgs::new(dir().join("dscnn.keras"), out.clone());
     import_command(&args).expect("import");
     let ck = Checkpoint::load(&out).expect("checkpoint");
     let tensors: Vec<PathBuf> = (0..2).map(|i| dir().join(format!("dscnn_input_{i}.npy"))).collect();

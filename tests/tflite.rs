@@ -230,16 +230,7 @@ fn host_import_and_export_on_the_command_line() {
     use host::commands::import::{run as import_command, ImportArgs};
     let tmp = std::env::temp_dir().join(format!("tflite-cli-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("temp dir");
-    let args = |file: PathBuf, out: PathBuf| ImportArgs {
-        file,
-        out,
-        class_names: None,
-        arch: None,
-        classes: None,
-        input: None,
-        input_scale: vec![],
-        input_offset: vec![],
-    };
+    let args = ImportArgs::new;
     let model = tmp.join("concat.int8");
     import_command(&args(dir().join("op_concat.tflite"), model.clone())).expect("imports");
     let bytes = host::model_file::read_model_file(&model).expect("written");

@@ -38,6 +38,22 @@ pub struct ImportArgs {
     pub input_offset: Vec<f32>,
 }
 
+impl ImportArgs {
+    /// `host import FILE --out OUT` with every other option at its default.
+    pub fn new(file: PathBuf, out: PathBuf) -> Self {
+        ImportArgs {
+            file,
+            out,
+            class_names: None,
+            arch: None,
+            classes: None,
+            input: None,
+            input_scale: Vec::new(),
+            input_offset: Vec::new(),
+        }
+    }
+}
+
 /// Run `host import`.
 pub fn run(args: &ImportArgs) -> Result<()> {
     crate::atomic::refuse_input_as_output("--out", &args.out, &[&args.file])?;
