@@ -40,6 +40,6 @@ pub const ONNX_SUPPORTED: &str = "graphs with one input and one output, each nod
     the Conv, Gemm/MatMul or Add before them when they alone read it, else a layer of their own), \
     BatchNormalization, MaxPool (square, unpadded), AveragePool (count_include_pad=0, or no pads), \
     GlobalAveragePool, Add of two tensors of one shape, Concat on channels (axis 1 of NCHW), Flatten or Reshape to \
-    [batch, features], Transpose between NCHW and NHWC, Gemm or MatMul + Add, Dropout, Softmax after the last \
-    Gemm/MatMul, Identity; shape subgraphs over constants (ConstantOfShape, Concat, Reshape, Slice, Transpose, \
+    [batch, features], Transpose between NCHW and NHWC, Gemm or MatMul + Add, Dropout, Softmax over features or \
+    channels (fused into a Gemm/MatMul it alone follows, else a layer of its own), Identity; shape subgraphs over constants (ConstantOfShape, Concat, Reshape, Slice, Transpose, \
     Cast) are folded";

@@ -546,9 +546,16 @@ impl<'a> Chain<'a> {
 
     fn activation(&mut self, n: &NodeProto, act: Activation) -> Result<(), ImportError> {
         if act == Activation::Softmax {
+            // Over the features of a vector, or over the channels of each pixel (axis 1 of NCHW,
+            // the last of NHWC): our Softmax layer's last axis either way.
             let axis = attr(n, "axis").map_or(-1, |a| a.i);
-            if !matches!(self.layout, Layout::Flat(_)) || !(axis == 1 || axis == -1) {
-                return Err(self.unsupported(n, "softmax is supported over the features of a Dense output only"));
+            let over_channels = match self.layout {
+                Layout::Flat(_) => axis == 1 || axis == -1,
+                Layout::Nchw => axis == 1,
+                Layout::Nhwc => axis == 3 || axis == -1,
+            };
+            if !over_channels {
+                return Err(self.unsupported(n, format!("softmax over axis {axis}: only over features or channels")));
             }
         }
         let elementwise = matches!(act, Activation::Relu | Activation::Relu6);
@@ -559,10 +566,8 @@ impl<'a> Chain<'a> {
             Some(Layer::Add { activation }) if *activation == Activation::None && elementwise => *activation = act,
             Some(Layer::Dense { activation, .. }) if *activation == Activation::None => *activation = act,
             _ if elementwise => self.push_layer(Layer::Activation(act)),
-            _ => {
-                return Err(self
-                    .unsupported(n, "softmax is supported only right after the last Gemm/MatMul, as its only reader"))
-            }
+            // Not fused into a Dense it alone reads: TFLite's SOFTMAX, a layer of its own.
+            _ => self.push_layer(Layer::Softmax),
         }
         Ok(())
     }
@@ -1074,5 +1079,24 @@ mod tests {
             let e = build(node.clone()).err().expect(want).to_string();
             assert!(e.contains(&format!("{:?}", node.name)) && e.contains(want) && e.contains("Supported:"), "{e}");
         }
+    }
+
+    /// A Softmax over channels (axis 1 of NCHW) is a Softmax layer of its own
+    /// (TFLite's SOFTMAX, per pixel); over height or width it is named.
+    #[test]
+    fn softmax_over_channels_is_a_layer_and_over_another_axis_is_named() {
+        let path = Path::new("s.onnx");
+        let mut constants = HashMap::new();
+        constants
+            .insert("w".to_string(), Tensor { location: "w".into(), shape: vec![4, 3, 1, 1], data: vec![0.5; 12] });
+        let axis = |a: i64| vec![AttributeProto { name: "axis".into(), i: a, ..Default::default() }];
+        let mut chain = Chain::new(path, "x", &[1, 3, 8, 8], &constants).expect("chain");
+        chain.node(&op("Conv", "c", &["x", "w"], "a", vec![])).expect("conv");
+        chain.node(&op("Softmax", "sm", &["a"], "p", axis(1))).expect("softmax over channels");
+        assert_eq!(chain.layers, [Layer::Conv2D(Conv2D::new(4, 1)), Layer::Softmax]);
+        let mut chain = Chain::new(path, "x", &[1, 3, 8, 8], &constants).expect("chain");
+        chain.node(&op("Conv", "c", &["x", "w"], "a", vec![])).expect("conv");
+        let e = chain.node(&op("Softmax", "sm_h", &["a"], "p", axis(2))).expect_err("over height").to_string();
+        assert!(e.contains("sm_h") && e.contains("axis 2"), "{e}");
     }
 }
