@@ -546,6 +546,16 @@ pub fn conv2d_dsp_general(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, inp
 /// instructions a MAC cost what four cost one at a time (1.44).
 const PARTIAL: usize = 4;
 
+/// [`requantize`]'s byte through [`Fast`] where its domain holds (every
+/// MLPerf Tiny layer): ~10 instructions instead of ~30.
+#[inline(always)]
+fn output_stage(acc: i32, multiplier: i32, shift: i32, p: &Int8Params) -> i8 {
+    match Fast::new(multiplier, shift) {
+        Some(f) => f.apply(acc, p.out_zp, p.act_min.max(-128), p.act_max.min(127)),
+        None => requantize(acc, multiplier, shift, p),
+    }
+}
+
 /// Output pixels `range` (row-major) of [`conv2d_dsp`], one at a time.
 fn conv2d_pixels(
     g: &ConvGeom,
@@ -587,7 +597,7 @@ fn conv2d_pixels(
             }
             for (j, &a) in acc.iter().enumerate() {
                 let c = first + j;
-                out_px[c] = requantize(a, w.multiplier[c], w.shift[c], p);
+                out_px[c] = output_stage(a, w.multiplier[c], w.shift[c], p);
             }
         }
     }
@@ -907,7 +917,7 @@ pub fn dense_dsp(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut
         accumulate(runs, w.weights, n, 0, first, p.in_zp, acc, &mut wide);
         for (j, &a) in acc.iter().enumerate() {
             let c = first + j;
-            output[c] = requantize(a, w.multiplier[c], w.shift[c], p);
+            output[c] = output_stage(a, w.multiplier[c], w.shift[c], p);
         }
     }
 }
