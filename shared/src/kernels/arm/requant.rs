@@ -171,6 +171,15 @@ impl Fast {
     /// A stage that [`Fast::new`] accepts, for filling arrays (never applied).
     pub(crate) const PLACEHOLDER: Fast = Fast { multiplier: 1 << 30, exponent: 1, round: 1 };
 
+    /// [`mbqm`]`(x, multiplier, shift)` for `|x| < 2^30` (ADD's input
+    /// scaling): the doubling never saturates, so the rounded high product
+    /// and the rounding shift are exact (see the type's docs).
+    #[inline(always)]
+    pub(crate) fn scale(&self, x: i32) -> i32 {
+        let v = smmulr(x << 1, self.multiplier);
+        (v + (v >> 31) + self.round) >> self.exponent
+    }
+
     /// `requantize(acc, multiplier, shift, p)` with `out_zp = p.out_zp`,
     /// `lo..=hi` = `p.act_min.max(-128)..=p.act_max.min(127)`: the same byte.
     #[inline(always)]
@@ -178,6 +187,26 @@ impl Fast {
         let v = smmulr(qdouble(acc), self.multiplier);
         let r = (v + (v >> 31) + self.round) >> self.exponent;
         (r + out_zp).clamp(lo, hi) as i8
+    }
+}
+
+/// [`mbqm`]`(x, multiplier, 0)` for `|x| < 2^30` and `multiplier >= 2^30`
+/// (ADD's larger input: its real multiplier is exactly 1/2, shift 0): the
+/// rounded high product alone, one `SMMULR` of `2 x`.
+#[derive(Clone, Copy)]
+pub(crate) struct Unshifted(i32);
+
+impl Unshifted {
+    /// The stage for `(multiplier, 0)`, or `None` outside its domain.
+    #[inline(always)]
+    pub(crate) fn new(multiplier: i32, shift: i32) -> Option<Self> {
+        (multiplier >= 1 << 30 && shift == 0).then_some(Unshifted(multiplier))
+    }
+
+    /// [`mbqm`]`(x, multiplier, 0)`, `|x| < 2^30`.
+    #[inline(always)]
+    pub(crate) fn scale(&self, x: i32) -> i32 {
+        smmulr(x << 1, self.0)
     }
 }
 
@@ -272,6 +301,30 @@ mod tests {
                 if i % 4 == 0 { accs[(next() as u32 % accs.len() as u32) as usize] } else { next() >> (next() & 31) };
             let f = Fast::new(m, s).expect("in the domain");
             assert_eq!(f.apply(acc, p.out_zp, lo, hi), int8::requantize(acc, m, s, &p), "{acc} {m} {s} {p:?}");
+        }
+    }
+
+    /// [`Fast::scale`] against [`mbqm`] on its domain's edges and random values.
+    #[test]
+    fn fast_scale_gives_the_plain_result() {
+        let mut state = 5u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 32) as i32
+        };
+        let xs = [-(1 << 30) + 1, -(1 << 29), -1, 0, 1, 1 << 29, (1 << 30) - 1];
+        for i in 0..400_000 {
+            let m = if i % 5 == 0 { [1 << 30, i32::MAX][i % 2] } else { (next() & i32::MAX).max(1 << 30) };
+            let s = -(1 + (next().rem_euclid(21)));
+            let x = if i % 4 == 0 {
+                xs[(next() as u32 % xs.len() as u32) as usize]
+            } else {
+                (next() >> 2) >> (next() & 31)
+            };
+            let f = Fast::new(m, s).expect("in the domain");
+            assert_eq!(f.scale(x), mbqm(x, m, s), "{x} {m} {s}");
+            let u = Unshifted::new(m, 0).expect("in the domain");
+            assert_eq!(u.scale(x), mbqm(x, m, 0), "{x} {m} 0");
         }
     }
 
