@@ -393,3 +393,18 @@ fn float_tflite_files_import_as_checkpoints_that_compute_tflites_outputs() {
     }
     eprintln!("{} float models: within {worst:e} of TFLite", names.len());
 }
+
+/// Files the `tflite` fuzz target found a panic with, kept as regressions:
+/// each is a named error now.
+#[test]
+fn fuzz_findings_are_named_errors() {
+    let dir = dir().join("hostile");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/tflite/hostile") {
+        let path = entry.expect("entry").path();
+        let e = tflite::import_any(&path).err().unwrap_or_else(|| panic!("{}: imported", path.display()));
+        assert!(e.to_string().contains(path.file_name().and_then(|f| f.to_str()).unwrap_or("?")), "{e}");
+        n += 1;
+    }
+    assert!(n >= 1);
+}

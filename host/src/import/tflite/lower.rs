@@ -170,7 +170,13 @@ impl Lower<'_, '_> {
             _ => None,
         };
         match shape {
-            Some(s) => Ok(s),
+            Some(s) if s.checked_elements().is_some_and(|n| n <= shared::spec::MAX_TENSOR_ELEMENTS) => Ok(s),
+            Some(s) => self.invalid(format!(
+                "tensor {t} ({:?}) of shape {:?}: more than {} elements",
+                x.name,
+                s,
+                shared::spec::MAX_TENSOR_ELEMENTS
+            )),
             None => self.unsupported(format!(
                 "tensor {t} ({:?}) has shape {:?}: only [1, height, width, channels] and [1, features] are taken",
                 x.name, x.shape
@@ -215,7 +221,9 @@ impl Lower<'_, '_> {
         let id = self.layers.len();
         if let Some(t) = out {
             let want = self.shape_of(t)?;
-            if want.elements() != shape.elements() || (matches!(want, Shape::Image { .. }) && want != shape) {
+            if want.checked_elements() != shape.checked_elements()
+                || (matches!(want, Shape::Image { .. }) && want != shape)
+            {
                 return self.invalid(format!("computes {shape:?} where the file says {want:?} (tensor {t})"));
             }
             self.ours.insert(t, id);
@@ -270,7 +278,9 @@ impl Lower<'_, '_> {
             Some(b) => {
                 let bt = self.tensor(b);
                 match (bt.dtype, bt.data) {
-                    (TensorType::Int32, Some(d)) if d.len() == 4 * channels && bt.elements() == channels => {
+                    (TensorType::Int32, Some(d))
+                        if Some(d.len()) == channels.checked_mul(4) && bt.elements() == channels =>
+                    {
                         d.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
                     }
                     _ => {
@@ -296,7 +306,7 @@ impl Lower<'_, '_> {
         let floats = |t: usize| -> Res<Vec<f32>> {
             let x = self.tensor(t);
             match (x.dtype, x.data) {
-                (TensorType::Float32, Some(d)) if d.len() == 4 * x.elements() => {
+                (TensorType::Float32, Some(d)) if Some(d.len()) == x.elements().checked_mul(4) => {
                     Ok(d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
                 }
                 _ => self.unsupported(format!(
@@ -368,7 +378,9 @@ impl Lower<'_, '_> {
         let ws = &self.tensor(w_t).shape;
         let (filters, kh, kw, groups, channel_dim) = match (depthwise, ws.as_slice()) {
             (false, &[o, kh, kw, i]) if i > 0 && in_c % i == 0 => (o, kh, kw, in_c / i, 0),
-            (true, &[1, kh, kw, o]) if multiplier > 0 && o == in_c * multiplier as usize => (o, kh, kw, in_c, 3),
+            (true, &[1, kh, kw, o]) if multiplier > 0 && Some(o) == in_c.checked_mul(multiplier as usize) => {
+                (o, kh, kw, in_c, 3)
+            }
             _ => {
                 return self.unsupported(format!(
                     "weights of shape {ws:?} for {in_c} input channels{}",
@@ -376,6 +388,12 @@ impl Lower<'_, '_> {
                 ))
             }
         };
+        // Every size a layer holds is a u32 of at least 1 (the spec's); the kernel's bytes are held to
+        // the file's when they are read.
+        let fits = |d: usize| d >= 1 && u32::try_from(d).is_ok();
+        if ![filters, kh, kw].into_iter().all(fits) {
+            return self.invalid(format!("weights of shape {ws:?}"));
+        }
         let mut w = if self.float {
             // Keras's HWIO: TFLite's depthwise [1][kh][kw][out] is that already (I = 1);
             // its conv OHWI is transposed.
@@ -434,8 +452,11 @@ impl Lower<'_, '_> {
         let in_q = self.quants[x];
         let ws = self.tensor(w_t).shape.clone();
         let &[units, k] = ws.as_slice() else { return self.unsupported(format!("weights of shape {ws:?}")) };
-        if self.shapes[x].elements() != k as u64 {
-            return self.unsupported(format!("{} inputs for weights of shape {ws:?}", self.shapes[x].elements()));
+        if units == 0 || u32::try_from(units).is_err() {
+            return self.invalid(format!("weights of shape {ws:?}"));
+        }
+        if self.shapes[x].checked_elements() != Some(k as u64) {
+            return self.unsupported(format!("{:?} inputs for weights of shape {ws:?}", self.shapes[x]));
         }
         if matches!(self.shapes[x], Shape::Image { .. }) {
             x = self.push(Layer::Flatten, x, None, OwnedWeights::None, in_q, None)?;
@@ -507,7 +528,7 @@ impl Lower<'_, '_> {
     fn constant_i32(&self, t: usize) -> Res<Vec<i32>> {
         let x = self.tensor(t);
         match (x.dtype, x.data) {
-            (TensorType::Int32, Some(d)) if d.len() == 4 * x.elements() => {
+            (TensorType::Int32, Some(d)) if Some(d.len()) == x.elements().checked_mul(4) => {
                 Ok(d.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
             }
             _ => self.unsupported(format!("operand {t} ({:?}) is not a constant int32 tensor", x.name)),
@@ -556,7 +577,7 @@ impl Lower<'_, '_> {
         let (x_t, out_t) = (self.operand(op, 0)?, op.outputs[0]);
         let x = self.ours(x_t)?;
         let want = self.shape_of(out_t)?;
-        if want.elements() != self.shapes[x].elements() {
+        if want.checked_elements() != self.shapes[x].checked_elements() {
             return self.invalid(format!("reshapes {:?} to {want:?}", self.shapes[x]));
         }
         let q = self.same_quant(x, out_t)?;
