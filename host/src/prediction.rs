@@ -37,8 +37,7 @@ impl Prediction {
         values: &[f32],
         spec: &shared::spec::ModelSpec,
     ) -> Prediction {
-        let probabilities = matches!(spec.layers().last(), Some(shared::spec::Layer::Softmax));
-        Self::from_values(path, class_names, values, probabilities)
+        Self::from_values(path, class_names, values, spec.ends_in_softmax())
     }
 
     fn from_values(path: &Path, class_names: &[String], values: &[f32], probabilities: bool) -> Prediction {

@@ -564,7 +564,7 @@ pub fn train(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome, Train
     };
     // The loss applies softmax to the logits itself: a Softmax layer at the
     // end would apply it twice (a Dense(activation=softmax) is the form to train).
-    if matches!(st.net.spec().layers().last(), Some(shared::spec::Layer::Softmax)) {
+    if st.net.spec().ends_in_softmax() {
         return Err(TrainError::Arch(format!(
             "{} ends in a Softmax layer; training's cross-entropy applies softmax itself: end it in \
              Dense(activation=\"softmax\") instead",

@@ -966,6 +966,12 @@ impl ModelSpec {
         self.tensors[self.len]
     }
 
+    /// Whether the model ends in its own Softmax layer (a converter's
+    /// SOFTMAX), so that its output is probabilities rather than logits.
+    pub fn ends_in_softmax(&self) -> bool {
+        matches!(self.layers().last(), Some(Layer::Softmax))
+    }
+
     /// (trainable, non-trainable) parameters of the whole model.
     pub fn params(&self) -> (u64, u64) {
         self.shapes().fold((0, 0), |(t, n), (_, l, i, _)| {

@@ -25,17 +25,14 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let model = crate::model_file::parse_model(&bytes, &args.model)?;
     let file = to_tflite(&model).with_context(|| format!("{}: cannot export", args.model.display()))?;
     // Checked before it lands: our own importer must take it back.
-    crate::import::tflite::import_tflite_bytes(&file, &args.tflite)
+    let back = crate::import::tflite::import_tflite_bytes(&file, &args.tflite)
         .with_context(|| format!("{}: the exported file does not read back", args.tflite.display()))?;
     crate::atomic::write_atomic(&args.tflite, &file)?;
-    let ops = crate::import::tflite::read::read(&file).map(|g| g.ops.len()).unwrap_or(0);
-    crate::outln!("wrote {} ({} bytes, {ops} operators, int8)", args.tflite.display(), file.len())?;
-    if model.layer_data().last().is_some_and(|_| {
-        matches!(
-            model.spec.layers().last(),
-            Some(shared::spec::Layer::Dense { activation: shared::spec::Activation::Softmax, .. })
-        )
-    }) {
+    crate::outln!("wrote {} ({} bytes, {} operators, int8)", args.tflite.display(), file.len(), back.operators)?;
+    if matches!(
+        model.spec.layers().last(),
+        Some(shared::spec::Layer::Dense { activation: shared::spec::Activation::Softmax, .. })
+    ) {
         crate::outln!(
             "note: the last Dense's softmax is not exported: the .tflite gives the logits, as our engine does"
         )?;

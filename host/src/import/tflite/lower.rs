@@ -41,6 +41,8 @@ pub struct Lowered {
     pub tensors: Vec<(usize, usize)>,
     /// What was absorbed or stripped, for the user.
     pub notes: Vec<String>,
+    /// How many operators the file holds (absorbed ones included).
+    pub operators: usize,
 }
 
 /// Why an operator could not be lowered: `(operator index, TFLite name, why)`.
@@ -739,7 +741,7 @@ pub fn lower(g: &Graph<'_>) -> Res<Lowered> {
         labels: String::new(),
         preprocess: Vec::new(),
     };
-    Ok(Lowered { model, tensors: lw.pairs, notes: lw.notes })
+    Ok(Lowered { model, tensors: lw.pairs, notes: lw.notes, operators: g.ops.len() })
 }
 
 /// The operator walk both precisions share.

@@ -26,11 +26,8 @@ pub enum TfliteModel {
 
 /// Read the `.tflite` at `path`, int8 or float.
 pub fn import_any(path: &Path) -> Result<TfliteModel, ImportError> {
-    crate::budget::check_file("the .tflite model", path)
-        .map_err(|e| ImportError::Format { path: path.to_path_buf(), what: e.to_string() })?;
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Read { path: path.to_path_buf(), source })?;
-    let graph =
-        read::read(&bytes).map_err(|e| ImportError::Format { path: path.to_path_buf(), what: e.to_string() })?;
+    let bytes = read_file(path)?;
+    let graph = parse(&bytes, path)?;
     if lower::is_float(&graph) {
         let f = lower::lower_float(&graph).map_err(|e| lower_error(e, path))?;
         return Ok(TfliteModel::Float(Imported {
@@ -46,16 +43,23 @@ pub fn import_any(path: &Path) -> Result<TfliteModel, ImportError> {
 
 /// Read and lower the `.tflite` at `path`.
 pub fn import_tflite(path: &Path) -> Result<Lowered, ImportError> {
-    crate::budget::check_file("the .tflite model", path)
-        .map_err(|e| ImportError::Format { path: path.to_path_buf(), what: e.to_string() })?;
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Read { path: path.to_path_buf(), source })?;
-    import_tflite_bytes(&bytes, path)
+    import_tflite_bytes(&read_file(path)?, path)
 }
 
 /// [`import_tflite`] on a file already read (`path` names it in errors).
 pub fn import_tflite_bytes(bytes: &[u8], path: &Path) -> Result<Lowered, ImportError> {
-    let graph = read::read(bytes).map_err(|e| ImportError::Format { path: path.to_path_buf(), what: e.to_string() })?;
-    lower::lower(&graph).map_err(|e| lower_error(e, path))
+    lower::lower(&parse(bytes, path)?).map_err(|e| lower_error(e, path))
+}
+
+/// The file's bytes, its size first held to the memory budget.
+fn read_file(path: &Path) -> Result<Vec<u8>, ImportError> {
+    crate::budget::check_file("the .tflite model", path)
+        .map_err(|e| ImportError::Format { path: path.to_path_buf(), what: e.to_string() })?;
+    std::fs::read(path).map_err(|source| ImportError::Read { path: path.to_path_buf(), source })
+}
+
+fn parse<'f>(bytes: &'f [u8], path: &Path) -> Result<read::Graph<'f>, ImportError> {
+    read::read(bytes).map_err(|e| ImportError::Format { path: path.to_path_buf(), what: e.to_string() })
 }
 
 fn lower_error(e: lower::LowerError, path: &Path) -> ImportError {
