@@ -179,15 +179,104 @@ impl Fast {
         let v = smmulr(x << 1, self.multiplier);
         (v + (v >> 31) + self.round) >> self.exponent
     }
+}
 
-    /// `requantize(acc, multiplier, shift, p)` with `out_zp = p.out_zp`,
-    /// `lo..=hi` = `p.act_min.max(-128)..=p.act_max.min(127)`: the same byte.
+/// The output stage of a layer's channel: [`requantize`]'s byte in about 7
+/// instructions, for a normalized multiplier (`m >= 2^30`, as
+/// QuantizeMultiplier gives) and a right shift by 0 to 21 (every channel of
+/// the MLPerf Tiny models); [`Output::new`] says `None` for the others.
+///
+/// It is [`Fast`]'s arithmetic (see there) with the shift by 0 admitted
+/// (RoundingDivideByPOT by 1 is the identity: no rounding term, no sign
+/// correction, hence `neg`) and the zero point added before the shift:
+/// `((v + (v < 0 ? -1 : 0) + 2^(e-1)) >> e) + zp` is `(v + (v < 0 ? -1 : 0)
+/// + 2^(e-1) + zp 2^e) >> e` exactly (adding a multiple of `2^e` before an
+/// arithmetic shift), and `|v| <= 2^30`, `2^(e-1) <= 2^20`, `|zp 2^e| <=
+/// 2^28` never wrap. With the full int8 clamp (the converter's ReLU and
+/// ReLU6 outputs have zero point -128 and so clamp to `[-128, 127]` as
+/// well) the clamp is one `SSAT`.
+#[derive(Clone, Copy)]
+pub(crate) struct Output {
+    multiplier: i32,
+    exponent: i32,
+    /// `2^(e-1) + zp 2^e` (`zp` for `e = 0`).
+    offset: i32,
+    /// -1 where `e >= 1` (the sign correction applies), 0 for `e = 0`.
+    neg: i32,
+}
+
+impl Output {
+    /// The stage for `(multiplier, shift)` and the output zero point
+    /// `out_zp` (in `[-128, 127]`), or `None` outside its domain.
     #[inline(always)]
-    pub(crate) fn apply(&self, acc: i32, out_zp: i32, lo: i32, hi: i32) -> i8 {
-        let v = smmulr(qdouble(acc), self.multiplier);
-        let r = (v + (v >> 31) + self.round) >> self.exponent;
-        (r + out_zp).clamp(lo, hi) as i8
+    pub(crate) fn new(multiplier: i32, shift: i32, out_zp: i32) -> Option<Self> {
+        if multiplier >= 1 << 30 && (-21..=0).contains(&shift) {
+            let e = -shift;
+            let offset = ((1 << e) >> 1) + (out_zp << e);
+            Some(Output { multiplier, exponent: e, offset, neg: if e > 0 { -1 } else { 0 } })
+        } else {
+            None
+        }
     }
+
+    /// [`Output::new`] for `N` consecutive channels from `first`, or `None`
+    /// if any channel is outside its domain.
+    #[inline(always)]
+    pub(crate) fn block<const N: usize>(
+        multiplier: &[i32],
+        shift: &[i32],
+        first: usize,
+        out_zp: i32,
+    ) -> Option<[Output; N]> {
+        let mut out = [Output { multiplier: 1 << 30, exponent: 0, offset: 0, neg: 0 }; N];
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = Output::new(multiplier[first + j], shift[first + j], out_zp)?;
+        }
+        Some(out)
+    }
+
+    /// The stage's value before the clamp.
+    #[inline(always)]
+    fn value(&self, acc: i32) -> i32 {
+        let v = smmulr(qdouble(acc), self.multiplier);
+        (v + ((v >> 31) & self.neg) + self.offset) >> self.exponent
+    }
+
+    /// `requantize(acc, multiplier, shift, p)` with `lo..=hi` =
+    /// `p.act_min.max(-128)..=p.act_max.min(127)`: the same byte.
+    #[inline(always)]
+    pub(crate) fn apply(&self, acc: i32, lo: i32, hi: i32) -> i8 {
+        self.value(acc).clamp(lo, hi) as i8
+    }
+
+    /// [`Output::apply`] for the clamp `[-128, 127]`.
+    #[inline(always)]
+    pub(crate) fn apply_full(&self, acc: i32) -> i8 {
+        ssat8(self.value(acc))
+    }
+}
+
+/// Whether the clamp `lo..=hi` is the whole int8 range ([`Output::apply_full`]).
+#[inline(always)]
+pub(crate) fn is_full(lo: i32, hi: i32) -> bool {
+    lo == -128 && hi == 127
+}
+
+/// `SSAT r, #8, x`: `x` clamped to `[-128, 127]`.
+#[cfg(arm_dsp)]
+#[inline(always)]
+fn ssat8(x: i32) -> i8 {
+    let r: i32;
+    // SAFETY: registers only; the sticky Q flag is not read by any code here.
+    unsafe { core::arch::asm!("ssat {r}, #8, {x}", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack)) };
+    r as i8
+}
+
+/// [`ssat8`] in plain Rust (the host's tests).
+#[cfg(not(arm_dsp))]
+#[inline(always)]
+fn ssat8(x: i32) -> i8 {
+    x.clamp(-128, 127) as i8
 }
 
 /// [`mbqm`]`(x, multiplier, 0)` for `|x| < 2^30` and `multiplier >= 2^30`
@@ -208,17 +297,6 @@ impl Unshifted {
     pub(crate) fn scale(&self, x: i32) -> i32 {
         smmulr(x << 1, self.0)
     }
-}
-
-/// [`Fast::new`] for `N` consecutive channels from `first`, or `None` if any
-/// channel is outside its domain.
-#[inline(always)]
-pub(crate) fn fast_block<const N: usize>(multiplier: &[i32], shift: &[i32], first: usize) -> Option<[Fast; N]> {
-    let mut out = [Fast::PLACEHOLDER; N];
-    for (j, f) in out.iter_mut().enumerate() {
-        *f = Fast::new(multiplier[first + j], shift[first + j])?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -265,11 +343,11 @@ mod tests {
         }
     }
 
-    /// The fast stage against the plain requantization on its whole domain's
+    /// The output stage against the plain requantization on its whole domain's
     /// edges: accumulators near the doubling's saturation, every exponent,
     /// the extreme multipliers, zero points and clamps.
     #[test]
-    fn fast_gives_the_plain_byte() {
+    fn output_stage_gives_the_plain_byte() {
         let mut state = 11u64;
         let mut next = || {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -291,16 +369,24 @@ mod tests {
         ];
         assert!(Fast::new((1 << 30) - 1, -5).is_none() && Fast::new(1 << 30, 0).is_none());
         assert!(Fast::new(1 << 30, -22).is_none() && Fast::new(i32::MAX, -21).is_some());
+        assert!(Output::new((1 << 30) - 1, -5, 0).is_none() && Output::new(1 << 30, 1, 0).is_none());
+        assert!(Output::new(1 << 30, -22, 0).is_none() && Output::new(i32::MAX, -21, 0).is_some());
+        assert!(Output::new(1 << 30, 0, -128).is_some());
         for i in 0..400_000 {
             let act = [Activation::None, Activation::Relu, Activation::Relu6][i % 3];
             let p = Int8Params::new(next() % 129, next() % 129, act);
             let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
             let m = if i % 5 == 0 { [1 << 30, i32::MAX][i % 2] } else { (next() & i32::MAX).max(1 << 30) };
-            let s = -(1 + (next().rem_euclid(21)));
+            // Shifts -21..=0, 0 one time in seven.
+            let s = if i % 7 == 0 { 0 } else { -(1 + (next().rem_euclid(21))) };
             let acc =
                 if i % 4 == 0 { accs[(next() as u32 % accs.len() as u32) as usize] } else { next() >> (next() & 31) };
-            let f = Fast::new(m, s).expect("in the domain");
-            assert_eq!(f.apply(acc, p.out_zp, lo, hi), int8::requantize(acc, m, s, &p), "{acc} {m} {s} {p:?}");
+            let want = int8::requantize(acc, m, s, &p);
+            let o = Output::new(m, s, p.out_zp).expect("in the domain");
+            assert_eq!(o.apply(acc, lo, hi), want, "{acc} {m} {s} {p:?}");
+            if is_full(lo, hi) {
+                assert_eq!(o.apply_full(acc), want, "{acc} {m} {s} {p:?}");
+            }
         }
     }
 

@@ -18,7 +18,7 @@
 //! two `SXTB16`s split a weight word; the kernel then reads the six pixels'
 //! pairs of one quad as six consecutive `LDRD`s.
 
-use super::requant::Channel;
+use super::requant::{is_full, Channel, Output};
 use super::{neg_zp_pair, sxtab16, sxtab16_ror8};
 use crate::geometry::ConvGeom;
 use crate::kernels::generic::int8::Int8Params;
@@ -393,6 +393,7 @@ pub(super) fn conv2d_tiles(
     );
     let mut acc = [[0i32; PX]; GROUP];
     let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
+    let full = is_full(lo, hi);
     for t in 0..tiles {
         let pix0 = t * PX;
         for first in (0..g.out_c).step_by(GROUP) {
@@ -431,9 +432,22 @@ pub(super) fn conv2d_tiles(
                         }
                     }
                     if last {
-                        let ch = Channel::new(w.multiplier[c], w.shift[c]);
                         let out = &mut output[pix0 * g.out_c + c..];
-                        if ch.is_short() && end - pix0 == PX {
+                        let stage = Output::new(w.multiplier[c], w.shift[c], p.out_zp);
+                        if let (Some(o), true) = (stage, end - pix0 >= PX) {
+                            // Six outputs `out_c` apart, all inside `out`
+                            // (one check instead of six).
+                            assert!((PX - 1) * g.out_c < out.len(), "dsp conv tiles: output");
+                            let (y, step) = (out.as_mut_ptr(), g.out_c);
+                            for (px, &a) in a.iter().enumerate() {
+                                let v = if full { o.apply_full(a) } else { o.apply(a, lo, hi) };
+                                // SAFETY: px * step <= (PX - 1) * out_c < out.len() (asserted).
+                                unsafe { y.add(px * step).write(v) };
+                            }
+                            continue;
+                        }
+                        let ch = Channel::new(w.multiplier[c], w.shift[c]);
+                        if ch.is_short() && end - pix0 >= PX {
                             // Six outputs `out_c` apart, all inside `out`.
                             let tile_out = &mut out[..(PX - 1) * g.out_c + 1];
                             for (px, &a) in a.iter().enumerate() {
