@@ -231,6 +231,38 @@ fn neg_zp_pair(zp: i32) -> u32 {
     ((zp.wrapping_neg() as u16) as u32) * 0x0001_0001
 }
 
+/// One quad of [`dot4`]: the widened pair of activation words, then the
+/// four rows' weight words (rows 1 and 3 at `+ stride`), each split by the
+/// two `SXTB16`s into two `SMLAD`s.
+#[cfg(arm_dsp)]
+macro_rules! dot4_quad {
+    () => {
+        concat!(
+            "ldrd {xe}, {xo}, [{xp}], #8\n",
+            "ldr {t}, [{pa}, {s}]\n",
+            "sxtb16 {u}, {t}\n",
+            "sxtb16 {t}, {t}, ror #8\n",
+            "smlad {a1}, {u}, {xe}, {a1}\n",
+            "smlad {a1}, {t}, {xo}, {a1}\n",
+            "ldr {t}, [{pa}], #4\n",
+            "sxtb16 {u}, {t}\n",
+            "sxtb16 {t}, {t}, ror #8\n",
+            "smlad {a0}, {u}, {xe}, {a0}\n",
+            "smlad {a0}, {t}, {xo}, {a0}\n",
+            "ldr {t}, [{pb}, {s}]\n",
+            "sxtb16 {u}, {t}\n",
+            "sxtb16 {t}, {t}, ror #8\n",
+            "smlad {a3}, {u}, {xe}, {a3}\n",
+            "smlad {a3}, {t}, {xo}, {a3}\n",
+            "ldr {t}, [{pb}], #4\n",
+            "sxtb16 {u}, {t}\n",
+            "sxtb16 {t}, {t}, ror #8\n",
+            "smlad {a2}, {u}, {xe}, {a2}\n",
+            "smlad {a2}, {t}, {xo}, {a2}\n",
+        )
+    };
+}
+
 /// `acc[j] += sum_q` of the four products of weight word `q` of row `j` with
 /// widened words `2q, 2q + 1`, for `quads` words and the four weight rows
 /// starting at `w + j * stride`.
@@ -245,6 +277,41 @@ unsafe fn dot4(x: *const u32, quads: usize, w: *const i8, stride: usize, acc: &m
         return;
     }
     let [mut a0, mut a1, mut a2, mut a3] = *acc;
+    let (mut x, mut w, mut quads) = (x, w, quads);
+    if quads >= 4 {
+        // SAFETY: as the loop below, four quads a turn (86 instructions for
+        // 64 multiply-accumulates); it leaves the pointers after them.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                dot4_quad!(),
+                dot4_quad!(),
+                dot4_quad!(),
+                dot4_quad!(),
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                xp = inout(reg) x,
+                pa = inout(reg) w,
+                pb = inout(reg) w.wrapping_add(2 * stride) => _,
+                s = in(reg) stride,
+                n = inout(reg) quads / 4 => _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                a2 = inout(reg) a2,
+                a3 = inout(reg) a3,
+                xe = out(reg) _,
+                xo = out(reg) _,
+                t = out(reg) _,
+                u = out(reg) _,
+                options(nostack, readonly),
+            );
+        }
+        quads %= 4;
+        if quads == 0 {
+            *acc = [a0, a1, a2, a3];
+            return;
+        }
+    }
     // One hand-scheduled loop: 23 instructions for 16 multiply-accumulates.
     // Two pointers and one stride address the four rows (rows 1 and 3 at
     // `+ stride`), so with the 4 accumulators, the widened pair, 2 scratch
@@ -257,27 +324,7 @@ unsafe fn dot4(x: *const u32, quads: usize, w: *const i8, stride: usize, acc: &m
     unsafe {
         core::arch::asm!(
             "2:",
-            "ldrd {xe}, {xo}, [{xp}], #8",
-            "ldr {t}, [{pa}, {s}]",
-            "sxtb16 {u}, {t}",
-            "sxtb16 {t}, {t}, ror #8",
-            "smlad {a1}, {u}, {xe}, {a1}",
-            "smlad {a1}, {t}, {xo}, {a1}",
-            "ldr {t}, [{pa}], #4",
-            "sxtb16 {u}, {t}",
-            "sxtb16 {t}, {t}, ror #8",
-            "smlad {a0}, {u}, {xe}, {a0}",
-            "smlad {a0}, {t}, {xo}, {a0}",
-            "ldr {t}, [{pb}, {s}]",
-            "sxtb16 {u}, {t}",
-            "sxtb16 {t}, {t}, ror #8",
-            "smlad {a3}, {u}, {xe}, {a3}",
-            "smlad {a3}, {t}, {xo}, {a3}",
-            "ldr {t}, [{pb}], #4",
-            "sxtb16 {u}, {t}",
-            "sxtb16 {t}, {t}, ror #8",
-            "smlad {a2}, {u}, {xe}, {a2}",
-            "smlad {a2}, {t}, {xo}, {a2}",
+            dot4_quad!(),
             "subs {n}, {n}, #1",
             "bne 2b",
             xp = inout(reg) x => _,
@@ -554,20 +601,39 @@ const PARTIAL: usize = 4;
 #[inline(never)]
 fn requantize_run(acc: &[i32], multiplier: &[i32], shift: &[i32], p: &Int8Params, out: &mut [i8]) {
     let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
+    // One check of the run, then loops without the domain's branches.
+    // Branch-free, [`Output::accepts`] for all: a multiplier in [2^30, 2^31)
+    // has top bits 01, so `m ^ 2^30` has top bits 00; a shift in [-21, 0]
+    // has `s + 21` and `-s` both non-negative.
+    let (ms, ss) = multiplier
+        .iter()
+        .zip(shift)
+        .fold((0u32, 0i32), |(ms, ss), (&m, &s)| (ms | (m as u32 ^ (1 << 30)), ss | (s + 21) | s.wrapping_neg()));
+    let fast = ms >> 30 == 0 && ss >= 0;
     let run = out.iter_mut().zip(acc).zip(multiplier.iter().zip(shift));
-    if requant::is_full(lo, hi) {
-        for ((o, &a), (&m, &s)) in run {
-            *o = match Output::new(m, s, p.out_zp) {
-                Some(stage) => stage.apply_full(a),
-                None => requantize(a, m, s, p),
-            };
+    match (fast, requant::is_full(lo, hi)) {
+        (true, true) => {
+            for ((o, &a), (&m, &s)) in run {
+                // SAFETY: the check above: every shift is in [-21, 0] (so
+                // the stage's shifts need no masking).
+                unsafe { core::hint::assert_unchecked((-21..=0).contains(&s)) };
+                *o = Output::new_accepted(m, s, p.out_zp).apply_full(a);
+            }
         }
-    } else {
-        for ((o, &a), (&m, &s)) in run {
-            *o = match Output::new(m, s, p.out_zp) {
-                Some(stage) => stage.apply(a, lo, hi),
-                None => requantize(a, m, s, p),
-            };
+        (true, false) => {
+            for ((o, &a), (&m, &s)) in run {
+                // SAFETY: as above.
+                unsafe { core::hint::assert_unchecked((-21..=0).contains(&s)) };
+                *o = Output::new_accepted(m, s, p.out_zp).apply(a, lo, hi);
+            }
+        }
+        _ => {
+            for ((o, &a), (&m, &s)) in run {
+                *o = match Output::new(m, s, p.out_zp) {
+                    Some(stage) => stage.apply(a, lo, hi),
+                    None => requantize(a, m, s, p),
+                };
+            }
         }
     }
 }
@@ -734,6 +800,49 @@ unsafe fn dw3x3(x: *const i8, w: *const i8, c: usize, row_step: usize, nzp: u32,
     }
 }
 
+/// A run of `n` output pixels of four channels whose 3 x 3 windows lie
+/// wholly inside the image: [`dw3x3`] on each, then the four channels'
+/// output stages, the window `steps[2]` bytes further each pixel. Never
+/// inlined: in a frame of its own the loop keeps its pointers in registers
+/// (in the kernel's frame each pixel reloaded 40 spilled values).
+///
+/// `steps` is `[c, row_step, pixel_step]`; `clamp` is `(full, lo, hi)`.
+///
+/// # Safety
+/// For each pixel `i < n`, the nine words of [`dw3x3`] at `x + i *
+/// pixel_step` and `w` must be readable, and the four bytes at `out + i * c`
+/// writable.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+unsafe fn dw3x3_run(
+    x: *const i8,
+    w: *const i8,
+    steps: [usize; 3],
+    nzp: u32,
+    bias: &[i32; 4],
+    stages: &[Output; 4],
+    clamp: (bool, i32, i32),
+    out: *mut i8,
+    n: usize,
+) {
+    let [c, row_step, pixel_step] = steps;
+    let (full, lo, hi) = clamp;
+    let (mut x, mut out) = (x, out);
+    for _ in 0..n {
+        let mut acc = *bias;
+        // SAFETY: the caller's contract, pixel by pixel.
+        unsafe {
+            dw3x3(x, w, c, row_step, nzp, &mut acc);
+            for j in 0..4 {
+                let v = if full { stages[j].apply_full(acc[j]) } else { stages[j].apply(acc[j], lo, hi) };
+                out.add(j).write(v);
+            }
+            x = x.wrapping_add(pixel_step);
+            out = out.wrapping_add(c);
+        }
+    }
+}
+
 /// Depthwise Conv2D ([`ConvGeom::is_depthwise`]: depth multiplier 1, any
 /// kernel, stride, dilation, padding), CMSIS-NN's `arm_depthwise_conv_s8_opt`
 /// idea: the weights reordered tap-major into `scratch`
@@ -777,6 +886,12 @@ pub fn depthwise_conv2d_dsp(
             g.taps_w(ox)
         }
     };
+    // The output columns whose windows lie inside the image along the width.
+    let interior = {
+        let lo = g.pad_left.div_ceil(g.stride_w);
+        let hi = if g.in_w + g.pad_left >= span_w { (g.in_w + g.pad_left - span_w) / g.stride_w + 1 } else { 0 };
+        lo.min(g.out_w)..hi.min(g.out_w).max(lo.min(g.out_w))
+    };
     // Channel blocks outermost: each block's requantization constants are
     // computed once for all its output pixels.
     let mut ch = 0;
@@ -788,7 +903,40 @@ pub fn depthwise_conv2d_dsp(
         for oy in 0..g.out_h {
             let (ky0, ky1, iy0) = g.taps_h(oy);
             let rows_full = k3 && ky0 == 0 && ky1 == 3;
-            for ox in 0..g.out_w {
+            // The row's interior windows, one run through `dw3x3_run`.
+            let run = match &fast {
+                Some(stages) if rows_full && interior.start < interior.end => Some(stages),
+                _ => None,
+            };
+            let mut ox = 0;
+            while ox < g.out_w {
+                if let (Some(stages), true) = (run, ox == interior.start) {
+                    let ix0 = ox * g.stride_w - g.pad_left;
+                    let n = interior.end - interior.start;
+                    let out = &mut output[(oy * g.out_w + ox) * c + ch..];
+                    // The run's last output word lies inside `output`.
+                    assert!((n - 1) * c + 4 <= out.len(), "depthwise run: output");
+                    // SAFETY: every window of the run lies inside the image
+                    // (`interior`, rows_full) undilated along the width (k3):
+                    // its nine words of channels ch..ch + 4 lie inside
+                    // `input`, the nine tap words inside `wt` (ch + 4 <= c);
+                    // the outputs inside `out` (asserted).
+                    unsafe {
+                        dw3x3_run(
+                            x0.add((iy0 * g.in_w + ix0) * c + ch),
+                            w0.add(ch),
+                            [c, x_row_step, g.stride_w * c],
+                            nzp,
+                            &bias,
+                            stages,
+                            (full, lo, hi),
+                            out.as_mut_ptr(),
+                            n,
+                        )
+                    };
+                    ox = interior.end;
+                    continue;
+                }
                 let (kx0, kx1, ix0) = columns(ox);
                 let taps_w = kx1 - kx0;
                 let mut acc = bias;
@@ -861,6 +1009,7 @@ pub fn depthwise_conv2d_dsp(
                         }
                     }
                 }
+                ox += 1;
             }
         }
         ch += 4;

@@ -168,9 +168,6 @@ impl Fast {
         }
     }
 
-    /// A stage that [`Fast::new`] accepts, for filling arrays (never applied).
-    pub(crate) const PLACEHOLDER: Fast = Fast { multiplier: 1 << 30, exponent: 1, round: 1 };
-
     /// [`mbqm`]`(x, multiplier, shift)` for `|x| < 2^30` (ADD's input
     /// scaling): the doubling never saturates, so the rounded high product
     /// and the rounding shift are exact (see the type's docs).
@@ -210,13 +207,25 @@ impl Output {
     /// `out_zp` (in `[-128, 127]`), or `None` outside its domain.
     #[inline(always)]
     pub(crate) fn new(multiplier: i32, shift: i32, out_zp: i32) -> Option<Self> {
-        if multiplier >= 1 << 30 && (-21..=0).contains(&shift) {
-            let e = -shift;
-            let offset = ((1 << e) >> 1) + (out_zp << e);
-            Some(Output { multiplier, exponent: e, offset, neg: if e > 0 { -1 } else { 0 } })
-        } else {
-            None
-        }
+        Self::accepts(multiplier, shift).then(|| Self::new_accepted(multiplier, shift, out_zp))
+    }
+
+    /// Whether [`Output::new`] takes `(multiplier, shift)`.
+    #[inline(always)]
+    pub(crate) fn accepts(multiplier: i32, shift: i32) -> bool {
+        multiplier >= 1 << 30 && (-21..=0).contains(&shift)
+    }
+
+    /// [`Output::new`] for a pair that [`Output::accepts`] (outside it, a
+    /// stage with wrong bytes, never undefined behaviour).
+    #[inline(always)]
+    pub(crate) fn new_accepted(multiplier: i32, shift: i32, out_zp: i32) -> Self {
+        let e = shift.wrapping_neg() & 31;
+        // 2^(e-1) + zp 2^e, which is ((2 zp + 1) 2^e) / 2 exactly for e >= 1,
+        // and zp for e = 0 ((2 zp + 1) >> 1 rounds down to zp).
+        let offset = ((2 * out_zp + 1) << e) >> 1;
+        // -1 for shift < 0, 0 for shift 0: one arithmetic shift.
+        Output { multiplier, exponent: e, offset, neg: shift >> 31 }
     }
 
     /// [`Output::new`] for `N` consecutive channels from `first`, or `None`
