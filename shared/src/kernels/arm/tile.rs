@@ -370,6 +370,50 @@ fn tap(cols: &Cols<'_>, i: usize, p: usize) -> i32 {
     (word >> (16 * ((i % 4) / 2))) as u16 as i16 as i32
 }
 
+/// A whole tile's channels in one pass (the layer's taps all widened, its
+/// output stages all [`Output`]'s): for channel `c` of the slices, the bias,
+/// [`dot_px`] over the row at `w + c * filter`, and the six pixels' bytes at
+/// `out + c + px * out_c`. Never inlined: in a frame of its own the loop
+/// keeps its pointers in registers (inside [`conv2d_tiles`] each channel
+/// reloaded and rechecked ~80 instructions of spilled values).
+///
+/// `params` is `[bias, multiplier, shift]`, of one length; `clamp` is
+/// `(full, lo, hi)`.
+///
+/// # Safety
+/// `x` as [`dot_px`]'s for `pairs`; each channel's row must have `8 *
+/// pairs` readable bytes; the bytes `out + c + px * out_c` must be
+/// writable; every `(multiplier, shift)` must satisfy [`Output::accepts`].
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+unsafe fn one_pass_channels(
+    x: *const u32,
+    pairs: usize,
+    w: *const i8,
+    filter: usize,
+    params: [&[i32]; 3],
+    out_zp: i32,
+    clamp: (bool, i32, i32),
+    out: *mut i8,
+    out_c: usize,
+) {
+    let [bias, multiplier, shift] = params;
+    let (full, lo, hi) = clamp;
+    for (c, ((&b, &m), &s)) in bias.iter().zip(multiplier).zip(shift).enumerate() {
+        let mut a = [b; PX];
+        // SAFETY: the caller's contract, channel by channel.
+        unsafe {
+            dot_px(x, pairs, w.add(c * filter), &mut a);
+            core::hint::assert_unchecked((-21..=0).contains(&s));
+            let o = Output::new_accepted(m, s, out_zp);
+            let y = out.add(c);
+            for (px, &v) in a.iter().enumerate() {
+                y.add(px * out_c).write(if full { o.apply_full(v) } else { o.apply(v, lo, hi) });
+            }
+        }
+    }
+}
+
 /// Output pixels `0..end` (in row-major order) of
 /// [`crate::kernels::generic::int8::conv2d`], the same bytes, [`PX`] at a
 /// time in `tiles` tiles; a last partial tile (`end < tiles * PX`) repeats
@@ -394,6 +438,7 @@ pub(super) fn conv2d_tiles(
     let mut acc = [[0i32; PX]; GROUP];
     let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
     let full = is_full(lo, hi);
+    let stages_fit = w.multiplier.iter().zip(w.shift).all(|(&m, &s)| Output::accepts(m, s));
     for t in 0..tiles {
         let pix0 = t * PX;
         for first in (0..g.out_c).step_by(GROUP) {
@@ -409,7 +454,38 @@ pub(super) fn conv2d_tiles(
                     widen_pixel(g, input, p.in_zp, pix, start, len, 2 * pairs, px, cols);
                 }
                 let xw = cols.0.as_ptr();
-                for c in first..first + n {
+                let mut from = first;
+                if stages_fit && start == 0 && last && end - pix0 >= PX {
+                    // Channel c reads weight bytes c filter .. c filter + 8 pairs.
+                    let fit = match weights.len().checked_sub(8 * pairs) {
+                        Some(room) => (room / filter + 1).min(first + n),
+                        None => first,
+                    };
+                    if fit > first {
+                        let at = pix0 * g.out_c + first;
+                        assert!(at + (PX - 1) * g.out_c + (fit - first) <= output.len(), "dsp conv tiles: output");
+                        // SAFETY: `cols` holds 2 * pairs quads of PX pixels
+                        // (just widened); the rows' reads lie inside
+                        // `weights` (`fit`), the outputs inside `output`
+                        // (asserted); every channel's stage is accepted
+                        // (`stages_fit`).
+                        unsafe {
+                            one_pass_channels(
+                                xw,
+                                pairs,
+                                weights.as_ptr().add(first * filter),
+                                filter,
+                                [&w.bias[first..fit], &w.multiplier[first..fit], &w.shift[first..fit]],
+                                p.out_zp,
+                                (full, lo, hi),
+                                output.as_mut_ptr().add(at),
+                                g.out_c,
+                            )
+                        };
+                        from = fit;
+                    }
+                }
+                for c in from..first + n {
                     let row = c * filter + start;
                     let mut a = if start == 0 { [w.bias[c]; PX] } else { acc[c - first] };
                     if row + 8 * pairs <= weights.len() {
