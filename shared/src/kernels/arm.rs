@@ -600,16 +600,24 @@ const PARTIAL: usize = 4;
 /// kernels' loops they were spilled, 60 instructions an output).
 #[inline(never)]
 fn requantize_run(acc: &[i32], multiplier: &[i32], shift: &[i32], p: &Int8Params, out: &mut [i8]) {
-    let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
-    // One check of the run, then loops without the domain's branches.
+    requantize_run_checked(acc, multiplier, shift, p, out, stages_fit(multiplier, shift));
+}
+
+/// Whether [`Output::accepts`] every channel's `(multiplier, shift)`.
+fn stages_fit(multiplier: &[i32], shift: &[i32]) -> bool {
     // Branch-free, [`Output::accepts`] for all: a multiplier in [2^30, 2^31)
     // has top bits 01, so `m ^ 2^30` has top bits 00; a shift in [-21, 0]
     // has `s + 21` and `-s` both non-negative.
-    let (ms, ss) = multiplier
-        .iter()
-        .zip(shift)
-        .fold((0u32, 0i32), |(ms, ss), (&m, &s)| (ms | (m as u32 ^ (1 << 30)), ss | (s + 21) | s.wrapping_neg()));
-    let fast = ms >> 30 == 0 && ss >= 0;
+    let (ms, ss) = multiplier.iter().zip(shift).fold((0u32, 0i32), |(ms, ss), (&m, &s)| {
+        (ms | (m as u32 ^ (1 << 30)), ss | s.wrapping_add(21) | s.wrapping_neg())
+    });
+    ms >> 30 == 0 && ss >= 0
+}
+
+/// [`requantize_run`] with [`stages_fit`] already known (once per layer).
+#[inline(never)]
+fn requantize_run_checked(acc: &[i32], multiplier: &[i32], shift: &[i32], p: &Int8Params, out: &mut [i8], fast: bool) {
+    let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
     let run = out.iter_mut().zip(acc).zip(multiplier.iter().zip(shift));
     match (fast, requant::is_full(lo, hi)) {
         (true, true) => {
@@ -658,6 +666,7 @@ fn conv2d_pixels(
     let filter = kh * kw * g.in_c;
     let mut wide = Wide([0; CHUNK / 2]);
     let mut acc = [0i32; GROUP];
+    let fits = stages_fit(w.multiplier, w.shift);
     for pix in range {
         let (oy, ox) = (pix / g.out_w, pix % g.out_w);
         let (ky0, ky1, iy0) = g.taps_h(oy);
@@ -696,7 +705,8 @@ fn conv2d_pixels(
                 }
             }
             let channels = first..first + n;
-            requantize_run(acc, &w.multiplier[channels.clone()], &w.shift[channels.clone()], p, &mut out_px[channels]);
+            let (m, sh) = (&w.multiplier[channels.clone()], &w.shift[channels.clone()]);
+            requantize_run_checked(acc, m, sh, p, &mut out_px[channels], fits);
         }
     }
 }
@@ -974,6 +984,13 @@ pub fn depthwise_conv2d_dsp(
                                 tap(x0, w0);
                                 tap(x1, w1);
                                 tap(x2, w2);
+                            } else if taps_w == 2 {
+                                // Their windows at the left and right edges.
+                                let word = |q: *const i8| q.cast::<u32>().read_unaligned();
+                                let (x0, x1) = (word(xp), word(xp.add(x_step)));
+                                let (w0, w1) = (word(wp), word(wp.add(w_step)));
+                                tap(x0, w0);
+                                tap(x1, w1);
                             } else {
                                 for _ in 0..taps_w {
                                     tap(xp.cast::<u32>().read_unaligned(), wp.cast::<u32>().read_unaligned());
