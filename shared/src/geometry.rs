@@ -118,21 +118,28 @@ impl ConvGeom {
         self.out_c / self.groups
     }
 
-    /// A square kernel and stride, undilated, with each padding less than
-    /// the kernel: the geometry the fast kernels were written for (every
-    /// Keras `Conv2D(f, k, strides=s, padding=...)` of a stack). Everything
-    /// else runs on the plain kernels.
+    /// One group, undilated, each padding less than the kernel along its
+    /// axis: the geometry the Arm DSP conv's tiles take (every Keras
+    /// `Conv2D(f, (kh, kw), strides=(sh, sw), padding=...)`, DS-CNN's 10x4
+    /// first conv among them).
     #[inline]
-    pub fn is_square(&self) -> bool {
+    pub fn is_tileable(&self) -> bool {
         self.groups == 1
-            && self.kernel_h == self.kernel_w
-            && self.stride_h == self.stride_w
             && self.dilation_h == 1
             && self.dilation_w == 1
             && self.pad_top < self.kernel_h
             && self.pad_left < self.kernel_w
             && self.pad_bottom() < self.kernel_h
             && self.pad_right() < self.kernel_w
+    }
+
+    /// A square kernel and stride, undilated, with each padding less than
+    /// the kernel: the geometry the x86 fast kernels were written for (every
+    /// Keras `Conv2D(f, k, strides=s, padding=...)` of a stack). Everything
+    /// else runs on the plain kernels there.
+    #[inline]
+    pub fn is_square(&self) -> bool {
+        self.is_tileable() && self.kernel_h == self.kernel_w && self.stride_h == self.stride_w
     }
 
     /// A depthwise conv with a depth multiplier of 1 (each output channel

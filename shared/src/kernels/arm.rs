@@ -570,6 +570,7 @@ pub fn conv2d_dsp(
     scratch: &mut [u8],
 ) {
     check_conv(g, w, input, output);
+    assert!(g.is_tileable(), "conv2d_dsp: one group, undilated, pads below the kernel");
     let pixels = g.out_h * g.out_w;
     let tiles = pixels / tile::PX + usize::from(pixels % tile::PX >= PARTIAL);
     let tiled = pixels.min(tiles * tile::PX);
@@ -1500,6 +1501,47 @@ mod tests {
             conv2d_dsp(&g, &p, &o.view(), &x, &mut got, &mut scratch[skew..]);
             assert_eq!(got, want, "case {case}: {g:?} {p:?}");
         }
+    }
+
+    /// The tiles on rectangular kernels and strides and explicit pads below
+    /// the kernel (DS-CNN's 10x4 stride-2 first conv among them).
+    #[test]
+    fn conv2d_dsp_takes_rectangular_geometries_with_the_plain_bytes() {
+        use crate::spec::Hw;
+        let mut rng = Rng(43);
+        let mut ran = 0;
+        for case in 0..300 {
+            let (h, wd) = (rng.int(1, 50) as usize, rng.int(1, 12) as usize);
+            let c = if case % 7 == 0 { rng.int(30, 70) } else { rng.int(1, 9) } as usize;
+            let filters = rng.int(1, 70) as usize;
+            let kernel = Hw::new(rng.int(1, 10) as u32, rng.int(1, 5) as u32);
+            let stride = Hw::new(rng.int(1, 3) as u32, rng.int(1, 3) as u32);
+            let pad = match rng.int(0, 2) {
+                0 => Padding::Same,
+                1 => Padding::Valid,
+                _ => Padding::explicit(
+                    rng.int(0, 4) as u32,
+                    rng.int(0, 4) as u32,
+                    rng.int(0, 3) as u32,
+                    rng.int(0, 3) as u32,
+                ),
+            };
+            let Some(g) = ConvGeom::general((h, wd, c), filters, kernel, stride, Hw::ONE, pad) else { continue };
+            if !g.is_tileable() {
+                continue;
+            }
+            let p = params(&mut rng);
+            let x = rng.i8s(g.input_len(), -128, 127);
+            let o = Owned::random(&mut rng, g.weights_len(), filters);
+            let (mut want, mut got) = (std::vec![0i8; g.output_len()], std::vec![1i8; g.output_len()]);
+            conv2d(&g, &p, &o.view(), &x, &mut want);
+            let skew = case % 4;
+            let mut scratch = std::vec![0xa5u8; skew + conv2d_int8_scratch_bytes(&g)];
+            conv2d_dsp(&g, &p, &o.view(), &x, &mut got, &mut scratch[skew..]);
+            assert_eq!(got, want, "case {case}: {g:?} {p:?}");
+            ran += 1;
+        }
+        assert!(ran > 150, "{ran}");
     }
 
     #[test]

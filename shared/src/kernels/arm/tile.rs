@@ -176,11 +176,11 @@ fn widen_pixel(
     // Every quad written (len.div_ceil(4) <= quads) lies inside `cols`.
     assert!(len.div_ceil(4) <= quads && 2 * (quads * PX) <= cols.0.len() && p < PX, "dsp conv tiles: widening");
     let (oy, ox) = (pix / g.out_w, pix % g.out_w);
-    if g.kernel() == 1 && len.is_multiple_of(4) {
-        // A 1 x 1 kernel (no padding: is_square keeps pads below the
+    if g.kernel_h == 1 && g.kernel_w == 1 && len.is_multiple_of(4) {
+        // A 1 x 1 kernel (no padding: is_tileable keeps pads below the
         // kernel): the taps are channels start..start + len of one input
         // pixel, whole quads.
-        let at = (oy * g.stride() * g.in_w + ox * g.stride()) * g.in_c + start;
+        let at = (oy * g.stride_h * g.in_w + ox * g.stride_w) * g.in_c + start;
         let src = &input[at..at + len];
         let zp2 = neg_zp_pair(zp);
         let base = cols.0.as_mut_ptr().wrapping_add(2 * p);
@@ -202,9 +202,9 @@ fn widen_pixel(
         }
         return;
     }
-    let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
-    let (kx0, kx1, ix0) = g.taps(ox, g.pad_left, g.in_w);
-    let row_len = g.kernel() * g.in_c;
+    let (ky0, ky1, iy0) = g.taps_h(oy);
+    let (kx0, kx1, ix0) = g.taps_w(ox);
+    let row_len = g.kernel_w * g.in_c;
     let (a, b) = (kx0 * g.in_c, kx1 * g.in_c);
     let base = cols.0.as_mut_ptr().wrapping_add(2 * p);
     let mut sink = Sink { at: base, carry: [zp as i8; 4], held: 0, zp: zp as i8, zp2: neg_zp_pair(zp) };
@@ -429,7 +429,7 @@ pub(super) fn conv2d_tiles(
     tiles: usize,
     cols: &mut Cols<'_>,
 ) {
-    let filter = g.kernel() * g.kernel() * g.in_c;
+    let filter = g.kernel_h * g.kernel_w * g.in_c;
     let weights = w.weights;
     assert!(
         end <= g.out_h * g.out_w && end <= tiles * PX && end + PX > tiles * PX && weights.len() == g.out_c * filter,

@@ -39,7 +39,11 @@ pub fn conv2d_fast(
         return crate::kernels::generic::int8::depthwise_conv2d_portable(g, p, w, input, output, scratch);
     }
     #[cfg(arm_dsp)]
-    if !g.is_square() && g.groups == 1 && g.dilation_h == 1 && g.dilation_w == 1 {
+    if g.is_tileable() {
+        return arm::conv2d_dsp(g, p, w, input, output, scratch);
+    }
+    #[cfg(arm_dsp)]
+    if g.groups == 1 && g.dilation_h == 1 && g.dilation_w == 1 {
         let _ = scratch;
         return arm::conv2d_dsp_general(g, p, w, input, output);
     }

@@ -31,7 +31,7 @@ pub fn dsp_conv_words(g: &ConvGeom) -> usize {
 pub fn conv2d_int8_scratch_bytes(g: &ConvGeom) -> usize {
     if g.is_depthwise() {
         depthwise_weights_bytes(g)
-    } else if g.is_square() {
+    } else if g.is_tileable() {
         dsp_conv_words(g).saturating_mul(4).saturating_add(3)
     } else {
         0
