@@ -717,6 +717,38 @@ fn model_too_big_for_the_arena_and_wrong_input_are_refused() {
     cleanup(&dir);
 }
 
+/// A quiet RUN (`Step::Time`, the protocol's FLAG_QUIET, what `host flash`
+/// times a model with) answers its OUTPUT alone: the desktop's bytes, no
+/// LAYER frame, in fewer ticks than the run that hashes and reports every
+/// layer; the device serves a reported run after it as before.
+#[test]
+fn a_quiet_run_answers_the_same_output_alone_in_fewer_ticks() {
+    let (model, x) = build_model(&small_spec(), false, 8);
+    let file = format::write(&model.view()).expect("write");
+    let input = input_bytes(&model, &x);
+    let want = desktop(&model, &input).0;
+    let dir = scratch("quiet");
+    let s = session(
+        Board::QemuAn386,
+        &dir,
+        &file,
+        &[
+            Step::Run { input: &input, layer_bytes: false },
+            Step::Time { input: &input },
+            Step::Run { input: &input, layer_bytes: false },
+        ],
+    );
+    assert_eq!((s.exit_code, s.done), (Some(0), Some(0)));
+    let (reported, quiet, again) = (&s.answers[0], &s.answers[1], &s.answers[2]);
+    assert!(!reported.layers.is_empty() && quiet.layers.is_empty() && !again.layers.is_empty());
+    for a in [reported, quiet, again] {
+        assert_eq!(a.output.as_ref().map(|o| &o.1), Some(&want));
+    }
+    let ticks = |a: &flash::Answer| a.output.as_ref().expect("output").0;
+    assert!(ticks(quiet) < ticks(reported), "quiet {} vs reported {}", ticks(quiet), ticks(reported));
+    cleanup(&dir);
+}
+
 /// Garbled requests on the STM32F405 (through its HAL's USART): a RUN with
 /// a bad CRC, a header claiming more bytes than the device holds, a frame of
 /// an unknown kind, junk — each gets an ERROR frame of code BAD_REQUEST, and

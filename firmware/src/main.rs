@@ -37,7 +37,7 @@ use shared::format::FormatError;
 use shared::model::QuantModel;
 use shared::protocol::{
     exit_code, fnv1a64, fnv1a64_update, receive, Done, ErrorReport, Hello, LayerReport, ModelInfo, Output, Request,
-    Stats, FLAG_LAYER_BYTES, FNV1A64_START, PROTOCOL,
+    Stats, FLAG_LAYER_BYTES, FLAG_QUIET, FNV1A64_START, PROTOCOL,
 };
 use shared::spec::MAX_LAYERS;
 
@@ -325,7 +325,7 @@ fn serve<S: Read + Write>(serial: &mut S, model_region: &'static [u8]) -> u8 {
                     continue;
                 }
                 runs += 1;
-                run(serial, prepared, arena, flags & FLAG_LAYER_BYTES != 0, runs);
+                run(serial, prepared, arena, flags, runs);
             }
             Ok(Request::GetStats) => frame::send(serial, stats()),
             Ok(Request::Stop) => {
@@ -350,10 +350,13 @@ fn read_byte<S: Read>(serial: &mut S) -> Result<u8, S::Error> {
 }
 
 /// Run the input in the arena's input slot and send the layers and OUTPUT
-/// (or an ERROR).
+/// (or an ERROR); with FLAG_QUIET the OUTPUT alone, its ticks the inference's.
 #[inline(never)]
-fn run<S: Write>(serial: &mut S, prepared: &Banded<'_>, arena: &mut [u8], full: bool, n: u32) {
-    let mut reporter = Reporter { serial, start: 0, full, rows: [Rows::default(); MAX_LAYERS] };
+fn run<S: Write>(serial: &mut S, prepared: &Banded<'_>, arena: &mut [u8], flags: u16, n: u32) {
+    let (full, quiet) = (flags & FLAG_LAYER_BYTES != 0, flags & FLAG_QUIET != 0);
+    // One observer type for both (a second engine instance, for a no-op
+    // observer, would grow the firmware and its stack).
+    let mut reporter = Reporter { serial, start: 0, full, quiet, rows: [Rows::default(); MAX_LAYERS] };
     let t0 = board::now();
     let result = shared::band::run_banded_in_place(prepared, arena, &mut reporter);
     let ticks = board::now() - t0;
@@ -374,6 +377,8 @@ struct Reporter<'s, S> {
     serial: &'s mut S,
     start: u64,
     full: bool,
+    /// FLAG_QUIET: time nothing, hash nothing, send nothing.
+    quiet: bool,
     /// Layers run in bands of rows: their ticks, hash and length so far.
     rows: [Rows; MAX_LAYERS],
 }
@@ -389,10 +394,16 @@ struct Rows {
 
 impl<S: Write> shared::engine::Observer for Reporter<'_, S> {
     fn layer_start(&mut self, _index: usize) {
+        if self.quiet {
+            return;
+        }
         self.start = board::now();
     }
 
     fn layer_rows(&mut self, index: usize, _shape: shared::spec::Shape, _first_row: usize, rows: &[u8]) {
+        if self.quiet {
+            return;
+        }
         let ticks = board::now() - self.start;
         let r = &mut self.rows[index];
         r.fnv = fnv1a64_update(if r.seen { r.fnv } else { FNV1A64_START }, rows);
@@ -402,6 +413,9 @@ impl<S: Write> shared::engine::Observer for Reporter<'_, S> {
     }
 
     fn layer_done(&mut self, index: usize, _shape: shared::spec::Shape, output: &[u8]) {
+        if self.quiet {
+            return;
+        }
         let r = self.rows[index];
         let ticks = if r.seen { r.ticks } else { board::now() - self.start };
         // A banded conv or BN never had a whole tensor: the hash of its rows

@@ -30,9 +30,10 @@
 //!
 //! Host to device, requests in the same frames ([`Request`]), one at a
 //! time, each answered before the next is sent:
-//! - RUN ([`kind::RUN`]): flags `u16` ([`FLAG_LAYER_BYTES`]), 0 `u16`; tail:
+//! - RUN ([`kind::RUN`]): flags `u16` ([`FLAG_LAYER_BYTES`], [`FLAG_QUIET`]), 0 `u16`; tail:
 //!   the model input (int8 values, or f16 little-endian, NHWC). Answer: one
-//!   LAYER per layer, then OUTPUT, or an ERROR.
+//!   LAYER per layer, then OUTPUT, or an ERROR; with [`FLAG_QUIET`] the
+//!   OUTPUT alone.
 //! - GET_STATS ([`kind::GET_STATS`]), empty. Answer: STATS.
 //! - STOP ([`kind::STOP`]), empty. Answer: DONE, then the device stops.
 //!
@@ -54,8 +55,8 @@
 use crate::model::Precision;
 use core::fmt;
 
-/// Version of the frame protocol, sent in HELLO.
-pub const PROTOCOL: u16 = 3;
+/// Version of the frame protocol, sent in HELLO (4: RUN's [`FLAG_QUIET`]).
+pub const PROTOCOL: u16 = 4;
 /// The first two bytes of every frame.
 pub const FRAME_MAGIC: [u8; 2] = *b"AX";
 /// Bytes before a frame's payload: magic, kind, 0, length.
@@ -121,6 +122,12 @@ pub mod exit_code {
 
 /// RUN flag: send every layer's output bytes, not just their hashes.
 pub const FLAG_LAYER_BYTES: u16 = 1;
+
+/// RUN flag: no LAYER frames; the OUTPUT's ticks are then the inference
+/// alone, without the per-layer hashing and reports (what a benchmark
+/// figure counts). A firmware of protocol 3 or older ignores it and
+/// reports every layer as before (the host then keeps the reported run's ticks).
+pub const FLAG_QUIET: u16 = 2;
 
 /// CRC-32/ISO-HDLC (zlib's), the frame checksum; `CRC32.digest()` streams.
 pub const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);

@@ -113,6 +113,9 @@ pub struct DeviceRun {
     pub layers: Vec<LayerReport>,
     /// Ticks of the whole `engine::run` call, and the output tensor bytes.
     pub output: Option<(u64, Vec<u8>)>,
+    /// The same input run again with no per-layer reports (`Step::Time`):
+    /// its ticks, the inference alone, and its output bytes.
+    pub quiet: Option<(u64, Vec<u8>)>,
     /// The firmware's ERROR frame: code and message.
     pub error: Option<(u8, String)>,
     /// The DONE frame's code.

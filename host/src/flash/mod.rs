@@ -145,8 +145,12 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
         Some(e) => e.clone(),
         None => build_firmware_for(opts.board, build, opts.firmware_dir.as_deref().unwrap_or(&default_firmware_dir()))?,
     };
-    let steps: Vec<Step<'_>> =
-        inputs.iter().map(|(_, data)| Step::Run { input: data, layer_bytes: opts.layers }).collect();
+    // Each input twice: with its layers' reports (checked against the
+    // desktop), then quiet, for the inference's own ticks.
+    let steps: Vec<Step<'_>> = inputs
+        .iter()
+        .flat_map(|(_, data)| [Step::Run { input: data, layer_bytes: opts.layers }, Step::Time { input: data }])
+        .collect();
     let session = if opts.probe {
         flash_and_serve(&ProbeRs::default(), opts.board, &elf, &opts.model, &opts.port, &steps, opts.timeout)?
     } else {
@@ -166,7 +170,15 @@ pub fn flash(opts: &FlashOptions) -> Result<()> {
     }
     let mut json = Vec::new();
     for (i, (path, data)) in inputs.iter().enumerate() {
-        let run = session.run(i).with_context(|| format!("{}: the device sent no answer", path.display()))?;
+        let mut run = session.run(2 * i).with_context(|| format!("{}: the device sent no answer", path.display()))?;
+        let timed =
+            session.run(2 * i + 1).with_context(|| format!("{}: no answer to the timed run", path.display()))?;
+        timed.ensure_success().with_context(|| format!("{}: the timed run", path.display()))?;
+        // A firmware without FLAG_QUIET reports its layers: then its ticks
+        // count the reports too, and the reported run's stand.
+        if timed.layers.is_empty() {
+            run.quiet = timed.output;
+        }
         report_one(opts, &model, path, data, &run, &mut json).with_context(|| path.display().to_string())?;
     }
     if opts.json {

@@ -52,9 +52,14 @@ pub struct DeviceReport {
     /// Arena bytes the firmware ever wrote (STATS, painted high-water mark).
     pub arena_used_bytes: Option<u32>,
     pub layers: Vec<LayerRow>,
-    /// Ticks of the whole run and their instructions.
+    /// Ticks of the inference and their instructions: the quiet run's
+    /// where the device made one (no per-layer hashing and reports), else
+    /// the reported run's.
     pub ticks: u64,
     pub instructions: Option<u64>,
+    /// The reported run's ticks and instructions, when `ticks` are the
+    /// quiet run's.
+    pub reported: Option<(u64, Option<u64>)>,
     pub stack_bytes: Option<u32>,
     pub log: Vec<String>,
     pub log_warnings: Vec<String>,
@@ -65,7 +70,16 @@ impl DeviceReport {
     /// `image` names the input. With `with_bytes`, layers keep the output
     /// bytes the device sent.
     pub fn new(run: &DeviceRun, model: &QuantModel<'_>, image: &Path, with_bytes: bool) -> Result<DeviceReport> {
-        let (ticks, output) = run.output.clone().ok_or_else(|| anyhow!("the device sent no output frame"))?;
+        let (reported_ticks, output) = run.output.clone().ok_or_else(|| anyhow!("the device sent no output frame"))?;
+        let (ticks, reported) = match &run.quiet {
+            Some((quiet_ticks, quiet_output)) => {
+                if *quiet_output != output {
+                    return Err(anyhow!("the quiet run's output differs from the reported run's"));
+                }
+                (*quiet_ticks, Some((reported_ticks, run.instructions(reported_ticks))))
+            }
+            None => (reported_ticks, None),
+        };
         let mut logits = vec![0f32; output.len() / model.precision.activation_bytes()];
         engine::dequantize_output(model, &output, &mut logits).map_err(|e| anyhow!("device output: {e}"))?;
         let prediction = Prediction::from_output(image, &class_names(model), &logits, &model.spec);
@@ -112,6 +126,7 @@ impl DeviceReport {
             layers,
             ticks,
             instructions: run.instructions(ticks),
+            reported,
             stack_bytes: run.stack_used,
             log: run.log.clone(),
             log_warnings: run.log_warnings.clone(),
@@ -154,6 +169,8 @@ impl DeviceReport {
             "layers": layers,
             "ticks": self.ticks,
             "instructions": self.instructions,
+            "reported_ticks": self.reported.map(|(t, _)| t),
+            "reported_instructions": self.reported.and_then(|(_, n)| n),
             "stack_bytes": self.stack_bytes,
             "log": self.log,
             "log_warnings": self.log_warnings,
@@ -196,6 +213,13 @@ impl DeviceReport {
             self.instructions.unwrap_or(0) as f64 / self.layers.iter().map(|l| l.macs).sum::<u64>().max(1) as f64,
             self.stack_bytes.unwrap_or(0)
         );
+        if let Some((ticks, instructions)) = self.reported {
+            let _ = writeln!(
+                s,
+                "(the inference alone; the run that hashed and reported every layer: {ticks} ticks, ~{} instructions)",
+                instructions.unwrap_or(0)
+            );
+        }
         if let Some(arena) = self.arena_bytes {
             let _ = writeln!(
                 s,

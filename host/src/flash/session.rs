@@ -6,7 +6,7 @@
 
 use super::frames::{DeviceRun, Hello, LayerReport, ModelInfo, Reply};
 use anyhow::{anyhow, bail, Result};
-use shared::protocol::{ends_answer, kind, DecodeError, Frame, Request, FLAG_LAYER_BYTES, FRAME_MAGIC};
+use shared::protocol::{ends_answer, kind, DecodeError, Frame, Request, FLAG_LAYER_BYTES, FLAG_QUIET, FRAME_MAGIC};
 use std::time::{Duration, Instant};
 
 /// A byte pipe to a device.
@@ -23,6 +23,9 @@ pub trait Link {
 pub enum Step<'a> {
     /// Run this model input; with `layer_bytes`, every layer's output comes back.
     Run { input: &'a [u8], layer_bytes: bool },
+    /// Run this model input with no per-layer reports ([`FLAG_QUIET`]): the
+    /// answer's OUTPUT ticks are the inference alone.
+    Time { input: &'a [u8] },
     /// Send these bytes as they are (tests: a garbled request) and read the answer.
     Raw(&'a [u8]),
 }
@@ -76,6 +79,7 @@ impl DeviceSession {
             model: self.model,
             layers: a.layers.clone(),
             output: a.output.clone(),
+            quiet: None,
             error: a.error.clone(),
             done: self.done,
             unknown_frames: self.unknown_frames,
@@ -198,6 +202,11 @@ fn converse(
             Step::Run { input, layer_bytes } => {
                 let flags = if layer_bytes { FLAG_LAYER_BYTES } else { 0 };
                 Request::Run { flags, input }
+                    .write(|p| frame.extend_from_slice(p))
+                    .map_err(|e| anyhow!("input of {} bytes: {e}", input.len()))?;
+            }
+            Step::Time { input } => {
+                Request::Run { flags: FLAG_QUIET, input }
                     .write(|p| frame.extend_from_slice(p))
                     .map_err(|e| anyhow!("input of {} bytes: {e}", input.len()))?;
             }
