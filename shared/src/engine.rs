@@ -478,8 +478,8 @@ fn plan_graph(model: &QuantModel<'_>, out: &mut Plan) {
 }
 
 /// The most kernel scratch any layer of `model` takes (the int8 Conv2D's,
-/// [`k8::conv2d_scratch_bytes`]; the other kernels take none). Planned on
-/// every target, so the desktop's arena figures are the device's.
+/// [`k8::conv2d_scratch_bytes`], and ADD's table; the other kernels take
+/// none). Planned on every target, so the desktop's arena figures are the device's.
 pub fn scratch_bytes(model: &QuantModel<'_>) -> usize {
     if model.precision != Precision::Int8 {
         return 0;
@@ -489,6 +489,9 @@ pub fn scratch_bytes(model: &QuantModel<'_>) -> usize {
         if let Layer::Conv2D(c) = layer {
             let need = ConvGeom::from_spec(c, inp).map_or(usize::MAX, |g| k8::conv2d_scratch_bytes(&g));
             most = most.max(need);
+        }
+        if let Layer::Add { .. } = layer {
+            most = most.max(crate::kernels::generic::scratch::ADD_INT8_SCRATCH_BYTES);
         }
     }
     most
@@ -965,7 +968,7 @@ pub(crate) fn run_layer(
         (Step::Add { p, relu, six }, _) => {
             let (a, b, dst) = split2(work, lp.input, lp.other, lp.output);
             match precision {
-                Precision::Int8 => k8::add_fast(&p, as_i8(a), as_i8(b), as_i8_mut(dst)),
+                Precision::Int8 => k8::add_fast(&p, as_i8(a), as_i8(b), as_i8_mut(dst), scratch),
                 Precision::F16 => k16::add(relu, six, as_f16(a), as_f16(b), as_f16_mut(dst)),
             }
         }

@@ -500,12 +500,15 @@ proptest! {
             // A graph: no tensor's bytes overlap another's while both are alive.
             check_graph_plan(&spec, &plan, activations)?;
         }
-        // The scratch is the most any conv kernel takes (int8), none for f16.
-        let convs = spec.shapes().filter_map(|(_, l, inp, _)| match l {
-            shared::spec::Layer::Conv2D(c) => shared::kernels::ConvGeom::from_spec(c, inp),
+        // The scratch is the most any conv kernel or ADD takes (int8), none for f16.
+        let needs = spec.shapes().filter_map(|(_, l, inp, _)| match l {
+            shared::spec::Layer::Conv2D(c) => {
+                shared::kernels::ConvGeom::from_spec(c, inp).map(|g| shared::kernels::int8::conv2d_scratch_bytes(&g))
+            }
+            shared::spec::Layer::Add { .. } => Some(shared::kernels::generic::scratch::ADD_INT8_SCRATCH_BYTES),
             _ => None,
         });
-        let most = convs.map(|g| shared::kernels::int8::conv2d_scratch_bytes(&g)).max().unwrap_or(0);
+        let most = needs.max().unwrap_or(0);
         prop_assert_eq!(plan.scratch_bytes, if f16_model { 0 } else { most });
         // Every computing layer's input and output are disjoint and inside the activations.
         for (lp, layer) in plan.layers().iter().zip(spec.layers()) {

@@ -263,6 +263,83 @@ impl Output {
     pub(crate) fn apply_full(&self, acc: i32) -> i8 {
         ssat8(self.value(acc))
     }
+
+    /// Six accumulators' [`Output::apply_full`] bytes written `step` bytes
+    /// apart from `y`, for a stage that rounds (`neg` = -1, a right shift of
+    /// 1 to 21): 8 instructions a byte, its constants and pointer in
+    /// registers (as Rust, the six addresses and accumulators were spilled
+    /// around the dot product: ~15 a byte).
+    ///
+    /// # Safety
+    /// The six bytes `y + px * step` must be writable; `self.neg` must be -1.
+    #[cfg(arm_dsp)]
+    #[inline(always)]
+    pub(crate) unsafe fn store6_full(&self, a: [i32; 6], y: *mut i8, step: usize) {
+        macro_rules! one {
+            ($a:literal) => {
+                concat!(
+                    "qadd {t}, ",
+                    $a,
+                    ", ",
+                    $a,
+                    "\n",
+                    "smmulr {t}, {t}, {m}\n",
+                    "add {t}, {t}, {t}, asr #31\n",
+                    "add {t}, {t}, {off}\n",
+                    "asr {t}, {t}, {e}\n",
+                    "ssat {t}, #8, {t}\n",
+                    "strb {t}, [{y}]\n",
+                    "add {y}, {y}, {s}\n",
+                )
+            };
+        }
+        // SAFETY: six byte stores at y, y + step, ..., in bounds by the
+        // caller's contract; registers only otherwise (QADD's sticky Q flag
+        // is read by nothing here).
+        unsafe {
+            core::arch::asm!(
+                one!("{a0}"),
+                one!("{a1}"),
+                one!("{a2}"),
+                one!("{a3}"),
+                one!("{a4}"),
+                one!("{a5}"),
+                a0 = in(reg) a[0],
+                a1 = in(reg) a[1],
+                a2 = in(reg) a[2],
+                a3 = in(reg) a[3],
+                a4 = in(reg) a[4],
+                a5 = in(reg) a[5],
+                m = in(reg) self.multiplier,
+                off = in(reg) self.offset,
+                e = in(reg) self.exponent,
+                y = inout(reg) y => _,
+                s = in(reg) step,
+                t = out(reg) _,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+
+    /// [`Output::store6_full`] in plain Rust (the host's tests).
+    ///
+    /// # Safety
+    /// As the Arm version.
+    #[cfg(not(arm_dsp))]
+    pub(crate) unsafe fn store6_full(&self, a: [i32; 6], y: *mut i8, step: usize) {
+        debug_assert_eq!(self.neg, -1);
+        for (px, &v) in a.iter().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe { y.add(px * step).write(self.apply_full(v)) };
+        }
+    }
+
+    /// Whether the stage rounds (a right shift of 1 to 21): what
+    /// [`Output::store6_full`] takes.
+    #[inline(always)]
+    pub(crate) fn rounds(&self) -> bool {
+        self.neg == -1
+    }
 }
 
 /// Whether the clamp `lo..=hi` is the whole int8 range ([`Output::apply_full`]).

@@ -157,6 +157,61 @@ impl Sink {
     }
 }
 
+/// Widen `n` words of activations at `src` (unaligned) into consecutive
+/// quads of one tile pixel from `at` (two words a quad, `2 PX` words
+/// apart); returns the next quad's place. 6 instructions a quad.
+///
+/// # Safety
+/// `4 n` bytes at `src` readable; `n` quads from `at` writable.
+#[cfg(arm_dsp)]
+#[inline(always)]
+unsafe fn widen_quads(src: *const i8, n: usize, zp2: u32, at: *mut u32) -> *mut u32 {
+    if n == 0 {
+        return at;
+    }
+    let mut at = at;
+    // SAFETY: the caller's contract; `subs` sets the flags.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {t}, [{src}], #4",
+            "sxtab16 {u}, {zp2}, {t}",
+            "sxtab16 {t}, {zp2}, {t}, ror #8",
+            "strd {u}, {t}, [{at}], #{step}",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            src = inout(reg) src => _,
+            at = inout(reg) at,
+            n = inout(reg) n => _,
+            zp2 = in(reg) zp2,
+            t = out(reg) _,
+            u = out(reg) _,
+            step = const 8 * PX,
+            options(nostack),
+        );
+    }
+    at
+}
+
+/// [`widen_quads`] in plain Rust (the host's tests).
+///
+/// # Safety
+/// As the Arm version.
+#[cfg(not(arm_dsp))]
+unsafe fn widen_quads(src: *const i8, n: usize, zp2: u32, at: *mut u32) -> *mut u32 {
+    let mut at = at;
+    for q in 0..n {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let xv = src.cast::<u32>().add(q).read_unaligned();
+            at.write(sxtab16(zp2, xv));
+            at.add(1).write(sxtab16_ror8(zp2, xv));
+            at = at.add(2 * PX);
+        }
+    }
+    at
+}
+
 /// Widen taps `start..start + len` of output pixel `pix`'s patch (filter
 /// order: kernel row, column, input channel; padding taps as the zero
 /// point) into `cols` as tile pixel `p`, zero-padded to `quads` quads.
@@ -205,6 +260,35 @@ fn widen_pixel(
     let (ky0, ky1, iy0) = g.taps_h(oy);
     let (kx0, kx1, ix0) = g.taps_w(ox);
     let row_len = g.kernel_w * g.in_c;
+    if start == 0
+        && len == g.kernel_h * row_len
+        && (ky0, ky1, kx0, kx1) == (0, g.kernel_h, 0, g.kernel_w)
+        && row_len.is_multiple_of(4)
+    {
+        // A window inside the image, its kernel rows whole quads (ResNet-8's
+        // 3x3 convs of 16-64 channels), the whole filter in this pass: each
+        // row straight from the input, no carries and no padding (the
+        // general walk below cost ~250 instructions a window beyond its
+        // quads).
+        let zp2 = neg_zp_pair(zp);
+        let mut at = cols.0.as_mut_ptr().wrapping_add(2 * p);
+        for ky in 0..g.kernel_h {
+            let src = &input[((iy0 + ky) * g.in_w + ix0) * g.in_c..][..row_len];
+            // SAFETY: the row's row_len / 4 words are read (unaligned);
+            // len / 4 <= quads quads of tile pixel p < PX are written, inside
+            // `cols` (asserted above).
+            at = unsafe { widen_quads(src.as_ptr(), row_len / 4, zp2, at) };
+        }
+        for _ in len / 4..quads {
+            // SAFETY: as above, up to `quads` quads.
+            unsafe {
+                at.write(0);
+                at.add(1).write(0);
+                at = at.add(2 * PX);
+            }
+        }
+        return;
+    }
     let (a, b) = (kx0 * g.in_c, kx1 * g.in_c);
     let base = cols.0.as_mut_ptr().wrapping_add(2 * p);
     let mut sink = Sink { at: base, carry: [zp as i8; 4], held: 0, zp: zp as i8, zp2: neg_zp_pair(zp) };
@@ -407,8 +491,12 @@ unsafe fn one_pass_channels(
             core::hint::assert_unchecked((-21..=0).contains(&s));
             let o = Output::new_accepted(m, s, out_zp);
             let y = out.add(c);
-            for (px, &v) in a.iter().enumerate() {
-                y.add(px * out_c).write(if full { o.apply_full(v) } else { o.apply(v, lo, hi) });
+            if full && o.rounds() {
+                o.store6_full(a, y, out_c);
+            } else {
+                for (px, &v) in a.iter().enumerate() {
+                    y.add(px * out_c).write(if full { o.apply_full(v) } else { o.apply(v, lo, hi) });
+                }
             }
         }
     }

@@ -77,12 +77,18 @@ pub fn conv2d_fast(
 }
 
 /// ADD with the bytes of [`add`](crate::kernels::generic::int8::add):
-/// the Arm DSP kernels' output stage on those cores, else the plain kernel.
-pub fn add_fast(p: &crate::kernels::generic::int8::AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
+/// the Arm DSP kernels' output stage on those cores (one input's scalings
+/// tabulated in `scratch`, of
+/// [`ADD_INT8_SCRATCH_BYTES`](crate::kernels::generic::scratch::ADD_INT8_SCRATCH_BYTES)),
+/// else the plain kernel.
+pub fn add_fast(p: &crate::kernels::generic::int8::AddParams, a: &[i8], b: &[i8], out: &mut [i8], scratch: &mut [u8]) {
     #[cfg(arm_dsp)]
-    return arm::add_dsp(p, a, b, out);
+    return arm::add_dsp(p, a, b, out, scratch);
     #[cfg(not(arm_dsp))]
-    crate::kernels::generic::int8::add(p, a, b, out)
+    {
+        let _ = scratch;
+        crate::kernels::generic::int8::add(p, a, b, out)
+    }
 }
 
 /// Scratch bytes [`conv2d_fast`] takes for `g` (the Arm DSP kernel's widened

@@ -38,6 +38,12 @@ pub fn conv2d_int8_scratch_bytes(g: &ConvGeom) -> usize {
     }
 }
 
+/// Scratch bytes of the int8 ADD (`kernels::int8::add_fast`): on the Arm
+/// DSP, one input's 256 scaled values, one word per byte value, plus 3 bytes
+/// to align them to a word. Every model's scratch is the most any layer
+/// takes, so next to a conv's patches this adds nothing.
+pub const ADD_INT8_SCRATCH_BYTES: usize = 256 * 4 + 3;
+
 /// The depthwise kernels' weights reordered `[tap][channel]` (from OHWI's
 /// `[channel][tap]`), so that a word holds four channels of one tap.
 pub fn depthwise_weights_bytes(g: &ConvGeom) -> usize {
@@ -50,5 +56,9 @@ pub fn words(scratch: &mut [u8]) -> &mut [u32] {
     let skip = scratch.as_ptr().align_offset(4).min(scratch.len());
     let rest = &mut scratch[skip..];
     let n = rest.len() / 4 * 4;
+    if n == 0 {
+        // (An empty slice's dangling pointer need not be word-aligned.)
+        return &mut [];
+    }
     bytemuck::cast_slice_mut(&mut rest[..n])
 }
