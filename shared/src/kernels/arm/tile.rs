@@ -39,16 +39,18 @@ const GROUP: usize = 64;
 /// `KCHUNK / 4` quads of `PX` pixels, two words each, in the layer's
 /// scratch ([`scratch::conv2d_int8_scratch_bytes`]: 10.5 KiB at most, planned
 /// into the arena instead of the stack).
-pub(super) struct Cols<'s>(&'s mut [u32]);
+pub(super) struct Cols<'s>(&'s mut [u32], &'s mut [u32]);
 
 impl<'s> Cols<'s> {
     /// The patches buffer for `g` in `scratch`, which must hold
-    /// [`scratch::conv2d_int8_scratch_bytes`]`(g)` bytes.
+    /// [`scratch::conv2d_int8_scratch_bytes`]`(g)` bytes, and behind it the
+    /// window staging of [`scratch::dsp_conv_staging_words`].
     pub(super) fn new(g: &ConvGeom, scratch: &'s mut [u8]) -> Self {
-        let need = scratch::dsp_conv_words(g);
+        let (need, stage) = (scratch::dsp_conv_words(g), scratch::dsp_conv_staging_words(g));
         let words = scratch::words(scratch);
-        assert!(words.len() >= need, "dsp conv: scratch of {} words, {need} needed", words.len());
-        Cols(&mut words[..need])
+        assert!(words.len() >= need + stage, "dsp conv: scratch of {} words, {} needed", words.len(), need + stage);
+        let (cols, rest) = words.split_at_mut(need);
+        Cols(cols, &mut rest[..stage])
     }
 }
 
@@ -260,11 +262,39 @@ fn widen_pixel(
     let (ky0, ky1, iy0) = g.taps_h(oy);
     let (kx0, kx1, ix0) = g.taps_w(ox);
     let row_len = g.kernel_w * g.in_c;
-    if start == 0
-        && len == g.kernel_h * row_len
-        && (ky0, ky1, kx0, kx1) == (0, g.kernel_h, 0, g.kernel_w)
-        && row_len.is_multiple_of(4)
-    {
+    let inside = (ky0, ky1, kx0, kx1) == (0, g.kernel_h, 0, g.kernel_w);
+    if start == 0 && len == g.kernel_h * row_len && inside && 4 * cols.1.len() >= len.next_multiple_of(4) {
+        // A window inside the image whose short kernel rows are not whole
+        // quads (3 x 3 x 3 first convs: rows of 9 bytes; the staging exists
+        // only for those), the whole filter in this pass: its rows gathered
+        // into the staging words, then widened as whole quads (the general
+        // walk assembles the straddling quads byte by byte).
+        let stage: &mut [u8] = bytemuck::cast_slice_mut(&mut *cols.1);
+        for ky in 0..g.kernel_h {
+            let src = &input[((iy0 + ky) * g.in_w + ix0) * g.in_c..][..row_len];
+            for (d, &x) in stage[ky * row_len..][..row_len].iter_mut().zip(src) {
+                *d = x as u8;
+            }
+        }
+        // The last quad's spare taps: the zero point, widened to exactly 0.
+        for d in &mut stage[len..len.next_multiple_of(4)] {
+            *d = zp as u8;
+        }
+        let at = cols.0.as_mut_ptr().wrapping_add(2 * p);
+        // SAFETY: len.div_ceil(4) words of the staging are read; as many
+        // quads of tile pixel p < PX written, inside `cols` (asserted above).
+        let mut at = unsafe { widen_quads(cols.1.as_ptr().cast::<i8>(), len.div_ceil(4), neg_zp_pair(zp), at) };
+        for _ in len.div_ceil(4)..quads {
+            // SAFETY: as above, up to `quads` quads.
+            unsafe {
+                at.write(0);
+                at.add(1).write(0);
+                at = at.add(2 * PX);
+            }
+        }
+        return;
+    }
+    if start == 0 && len == g.kernel_h * row_len && inside && row_len.is_multiple_of(4) {
         // A window inside the image, its kernel rows whole quads (ResNet-8's
         // 3x3 convs of 16-64 channels), the whole filter in this pass: each
         // row straight from the input, no carries and no padding (the

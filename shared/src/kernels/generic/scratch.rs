@@ -24,6 +24,25 @@ pub fn dsp_conv_words(g: &ConvGeom) -> usize {
     taps.div_ceil(8).saturating_mul(4 * DSP_TILE_PIXELS)
 }
 
+/// The longest kernel row (bytes) the DSP int8 conv gathers before
+/// widening: longer rows are mostly whole quads, which the general walk
+/// widens straight from the input.
+pub const DSP_STAGED_ROW: usize = 16;
+
+/// u32 words in which the DSP int8 conv gathers one window's bytes before
+/// widening them, for a kernel whose rows are short and not whole quads (a
+/// first conv of 3 input channels: 3 x 3 x 3 taps in rows of 9 bytes) and
+/// whose filter fits one pass; 0 for the others.
+pub fn dsp_conv_staging_words(g: &ConvGeom) -> usize {
+    let taps = g.kernel_h.saturating_mul(g.kernel_w).saturating_mul(g.in_c);
+    let row = g.kernel_w.saturating_mul(g.in_c);
+    if !row.is_multiple_of(4) && row <= DSP_STAGED_ROW && taps <= DSP_TILE_TAPS {
+        taps.div_ceil(4)
+    } else {
+        0
+    }
+}
+
 /// Scratch bytes of the int8 Conv2D (`kernels::int8::conv2d_fast`): the DSP
 /// kernel's widened patches plus 3 bytes to align them to a word; for a
 /// depthwise conv the weights reordered tap-major ([`depthwise_weights_bytes`]);
@@ -32,7 +51,7 @@ pub fn conv2d_int8_scratch_bytes(g: &ConvGeom) -> usize {
     if g.is_depthwise() {
         depthwise_weights_bytes(g)
     } else if g.is_tileable() {
-        dsp_conv_words(g).saturating_mul(4).saturating_add(3)
+        dsp_conv_words(g).saturating_add(dsp_conv_staging_words(g)).saturating_mul(4).saturating_add(3)
     } else {
         0
     }
