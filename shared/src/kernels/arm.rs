@@ -647,10 +647,6 @@ fn requantize_run_checked(acc: &[i32], multiplier: &[i32], shift: &[i32], p: &In
     }
 }
 
-/// The most taps of a clipped window that [`conv2d_pixels`] gathers on the
-/// stack into one run.
-const PATCH: usize = 64;
-
 /// Output pixels `range` (row-major) of [`conv2d_dsp`], one at a time.
 fn conv2d_pixels(
     g: &ConvGeom,
@@ -684,20 +680,6 @@ fn conv2d_pixels(
                 // The full kernel width: all kernel rows' taps are one run of weights.
                 let runs = Runs { input, at, step, len: run, rows: ky1 - ky0 };
                 accumulate(runs, w.weights, filter, ky0 * kw * g.in_c, first, p.in_zp, acc, &mut wide);
-            } else if (ky1 - ky0) * kw * g.in_c <= PATCH {
-                // A window clipped at the left or right edge, small (DS-CNN's
-                // first conv: 10 x 4 taps of one channel): its rows gathered
-                // with the padding columns as the zero point (widened to
-                // exactly 0), so the whole window is again one run of
-                // weights instead of a few short runs with scalar tails.
-                let row = kw * g.in_c;
-                let mut patch = [p.in_zp as i8; PATCH];
-                for r in 0..ky1 - ky0 {
-                    let src = &input[at + r * step..][..run];
-                    patch[r * row + kx0 * g.in_c..][..run].copy_from_slice(src);
-                }
-                let runs = Runs { input: &patch, at: 0, step: row, len: (ky1 - ky0) * row, rows: 1 };
-                accumulate(runs, w.weights, filter, ky0 * row, first, p.in_zp, acc, &mut wide);
             } else {
                 for ky in ky0..ky1 {
                     let runs = Runs { input, at: at + (ky - ky0) * step, step, len: run, rows: 1 };
