@@ -775,7 +775,11 @@ fn lower_graph<'g, 'f>(g: &'g Graph<'f>, float: bool) -> Res<(Lower<'g, 'f>, Mod
     let mut input_t = g.inputs[0];
     let mut skip = HashSet::new();
     if !float && g.tensor(input_t).dtype == TensorType::Float32 {
-        let q = g.ops.iter().position(|o| o.code == Op::Quantize && o.inputs.first() == Some(&Some(input_t)));
+        // (One output: a QUANTIZE with none is no input's quantization.)
+        let q = g
+            .ops
+            .iter()
+            .position(|o| o.code == Op::Quantize && o.inputs.first() == Some(&Some(input_t)) && o.outputs.len() == 1);
         match q {
             Some(i) => {
                 skip.insert(i);
