@@ -1350,30 +1350,37 @@ mod tests {
         assert_eq!(smlatt(halves(7, -255), halves(9, 127), i32::MAX), i32::MAX.wrapping_sub(255 * 127));
     }
 
+    /// A random geometry of the rectangular kind (kernels up to 10x5, strides
+    /// up to 3x3, SAME, VALID or explicit pads; many channels one case in
+    /// seven) and its filter count, or `None` where it has no output.
+    fn rectangular_geometry(rng: &mut Rng, case: usize) -> Option<(ConvGeom, usize)> {
+        use crate::spec::Hw;
+        let (h, wd) = (rng.int(1, 50) as usize, rng.int(1, 12) as usize);
+        let c = if case % 7 == 0 { rng.int(30, 70) } else { rng.int(1, 9) } as usize;
+        let filters = rng.int(1, 70) as usize;
+        let kernel = Hw::new(rng.int(1, 10) as u32, rng.int(1, 5) as u32);
+        let stride = Hw::new(rng.int(1, 3) as u32, rng.int(1, 3) as u32);
+        let pad = match rng.int(0, 2) {
+            0 => Padding::Same,
+            1 => Padding::Valid,
+            _ => Padding::explicit(
+                rng.int(0, 4) as u32,
+                rng.int(0, 4) as u32,
+                rng.int(0, 3) as u32,
+                rng.int(0, 3) as u32,
+            ),
+        };
+        ConvGeom::general((h, wd, c), filters, kernel, stride, Hw::ONE, pad).map(|g| (g, filters))
+    }
+
     /// Rectangular kernels and strides, explicit pads (DS-CNN's 10x4 stride-2
     /// first conv among them) through the pixel path, against the plain kernel.
     #[test]
     fn conv2d_dsp_general_gives_the_plain_bytes() {
-        use crate::spec::Hw;
         let mut rng = Rng(41);
         let mut ran = 0;
         for case in 0..300 {
-            let (h, wd) = (rng.int(1, 50) as usize, rng.int(1, 12) as usize);
-            let c = if case % 7 == 0 { rng.int(30, 70) } else { rng.int(1, 9) } as usize;
-            let filters = rng.int(1, 70) as usize;
-            let kernel = Hw::new(rng.int(1, 10) as u32, rng.int(1, 5) as u32);
-            let stride = Hw::new(rng.int(1, 3) as u32, rng.int(1, 3) as u32);
-            let pad = match rng.int(0, 2) {
-                0 => Padding::Same,
-                1 => Padding::Valid,
-                _ => Padding::explicit(
-                    rng.int(0, 4) as u32,
-                    rng.int(0, 4) as u32,
-                    rng.int(0, 3) as u32,
-                    rng.int(0, 3) as u32,
-                ),
-            };
-            let Some(g) = ConvGeom::general((h, wd, c), filters, kernel, stride, Hw::ONE, pad) else { continue };
+            let Some((g, filters)) = rectangular_geometry(&mut rng, case) else { continue };
             let p = params(&mut rng);
             let x = rng.i8s(g.input_len(), -128, 127);
             let o = Owned::random(&mut rng, g.weights_len(), filters);
@@ -1538,26 +1545,10 @@ mod tests {
     /// the kernel (DS-CNN's 10x4 stride-2 first conv among them).
     #[test]
     fn conv2d_dsp_takes_rectangular_geometries_with_the_plain_bytes() {
-        use crate::spec::Hw;
         let mut rng = Rng(43);
         let mut ran = 0;
         for case in 0..300 {
-            let (h, wd) = (rng.int(1, 50) as usize, rng.int(1, 12) as usize);
-            let c = if case % 7 == 0 { rng.int(30, 70) } else { rng.int(1, 9) } as usize;
-            let filters = rng.int(1, 70) as usize;
-            let kernel = Hw::new(rng.int(1, 10) as u32, rng.int(1, 5) as u32);
-            let stride = Hw::new(rng.int(1, 3) as u32, rng.int(1, 3) as u32);
-            let pad = match rng.int(0, 2) {
-                0 => Padding::Same,
-                1 => Padding::Valid,
-                _ => Padding::explicit(
-                    rng.int(0, 4) as u32,
-                    rng.int(0, 4) as u32,
-                    rng.int(0, 3) as u32,
-                    rng.int(0, 3) as u32,
-                ),
-            };
-            let Some(g) = ConvGeom::general((h, wd, c), filters, kernel, stride, Hw::ONE, pad) else { continue };
+            let Some((g, filters)) = rectangular_geometry(&mut rng, case) else { continue };
             if !g.is_tileable() {
                 continue;
             }

@@ -195,6 +195,24 @@ unsafe fn widen_quads(src: *const i8, n: usize, zp2: u32, at: *mut u32) -> *mut 
     at
 }
 
+/// Zero `n` quads of one tile pixel from `at` (padding past the pass's taps,
+/// widened to exactly 0).
+///
+/// # Safety
+/// `n` quads from `at` writable.
+#[inline(always)]
+unsafe fn zero_quads(at: *mut u32, n: usize) {
+    let mut at = at;
+    for _ in 0..n {
+        // SAFETY: the caller's contract.
+        unsafe {
+            at.write(0);
+            at.add(1).write(0);
+            at = at.add(2 * PX);
+        }
+    }
+}
+
 /// [`widen_quads`] in plain Rust (the host's tests).
 ///
 /// # Safety
@@ -283,15 +301,9 @@ fn widen_pixel(
         let at = cols.0.as_mut_ptr().wrapping_add(2 * p);
         // SAFETY: len.div_ceil(4) words of the staging are read; as many
         // quads of tile pixel p < PX written, inside `cols` (asserted above).
-        let mut at = unsafe { widen_quads(cols.1.as_ptr().cast::<i8>(), len.div_ceil(4), neg_zp_pair(zp), at) };
-        for _ in len.div_ceil(4)..quads {
-            // SAFETY: as above, up to `quads` quads.
-            unsafe {
-                at.write(0);
-                at.add(1).write(0);
-                at = at.add(2 * PX);
-            }
-        }
+        let at = unsafe { widen_quads(cols.1.as_ptr().cast::<i8>(), len.div_ceil(4), neg_zp_pair(zp), at) };
+        // SAFETY: as above, up to `quads` quads.
+        unsafe { zero_quads(at, quads - len.div_ceil(4)) };
         return;
     }
     if start == 0 && len == g.kernel_h * row_len && inside && row_len.is_multiple_of(4) {
@@ -309,14 +321,8 @@ fn widen_pixel(
             // `cols` (asserted above).
             at = unsafe { widen_quads(src.as_ptr(), row_len / 4, zp2, at) };
         }
-        for _ in len / 4..quads {
-            // SAFETY: as above, up to `quads` quads.
-            unsafe {
-                at.write(0);
-                at.add(1).write(0);
-                at = at.add(2 * PX);
-            }
-        }
+        // SAFETY: as above, up to `quads` quads.
+        unsafe { zero_quads(at, quads - len / 4) };
         return;
     }
     let (a, b) = (kx0 * g.in_c, kx1 * g.in_c);
