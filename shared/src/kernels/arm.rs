@@ -1356,7 +1356,7 @@ mod tests {
     fn rectangular_geometry(rng: &mut Rng, case: usize) -> Option<(ConvGeom, usize)> {
         use crate::spec::Hw;
         let (h, wd) = (rng.int(1, 50) as usize, rng.int(1, 12) as usize);
-        let c = if case % 7 == 0 { rng.int(30, 70) } else { rng.int(1, 9) } as usize;
+        let c = if case.is_multiple_of(7) { rng.int(30, 70) } else { rng.int(1, 9) } as usize;
         let filters = rng.int(1, 70) as usize;
         let kernel = Hw::new(rng.int(1, 10) as u32, rng.int(1, 5) as u32);
         let stride = Hw::new(rng.int(1, 3) as u32, rng.int(1, 3) as u32);

@@ -186,12 +186,12 @@ impl Fast {
 /// It is [`Fast`]'s arithmetic (see there) with the shift by 0 admitted
 /// (RoundingDivideByPOT by 1 is the identity: no rounding term, no sign
 /// correction, hence `neg`) and the zero point added before the shift:
-/// `((v + (v < 0 ? -1 : 0) + 2^(e-1)) >> e) + zp` is `(v + (v < 0 ? -1 : 0)
-/// + 2^(e-1) + zp 2^e) >> e` exactly (adding a multiple of `2^e` before an
-/// arithmetic shift), and `|v| <= 2^30`, `2^(e-1) <= 2^20`, `|zp 2^e| <=
-/// 2^28` never wrap. With the full int8 clamp (the converter's ReLU and
-/// ReLU6 outputs have zero point -128 and so clamp to `[-128, 127]` as
-/// well) the clamp is one `SSAT`.
+/// `((v + (v < 0 ? -1 : 0) + 2^(e-1)) >> e) + zp` is
+/// `(v + (v < 0 ? -1 : 0) + 2^(e-1) + zp 2^e) >> e` exactly (adding a
+/// multiple of `2^e` before an arithmetic shift), and `|v| <= 2^30`,
+/// `2^(e-1) <= 2^20`, `|zp 2^e| <= 2^28` never wrap. With the full int8
+/// clamp (the converter's ReLU and ReLU6 outputs have zero point -128 and so
+/// clamp to `[-128, 127]` as well) the clamp is one `SSAT`.
 #[derive(Clone, Copy)]
 pub(crate) struct Output {
     multiplier: i32,
