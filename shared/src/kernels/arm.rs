@@ -560,7 +560,10 @@ fn accumulate(
 /// time with [`BLOCK`] channels sharing each widened input word. The tiles'
 /// widened patches live in `scratch`, of at least
 /// [`crate::kernels::generic::scratch::conv2d_int8_scratch_bytes`]`(g)` bytes
-/// (the engine plans it into the arena), not on the stack.
+/// (the engine plans it into the arena), not on the stack. Never inlined,
+/// like [`conv2d_dsp_general`]: each kernel's frame is then a sibling of the
+/// others under the dispatcher, not one frame summing them.
+#[inline(never)]
 pub fn conv2d_dsp(
     g: &ConvGeom,
     p: &Int8Params,
@@ -577,13 +580,16 @@ pub fn conv2d_dsp(
     if tiles > 0 {
         tile::conv2d_tiles(g, p, w, input, output, tiled, tiles, &mut tile::Cols::new(g, scratch));
     }
-    conv2d_pixels(g, p, w, input, output, tiled..pixels);
+    if tiled < pixels {
+        conv2d_pixels(g, p, w, input, output, tiled..pixels);
+    }
 }
 
 /// [`conv2d_dsp`] for the geometries its tiles do not take: rectangular
 /// kernels and strides, pads beyond the kernel (one group, undilated), one
 /// output pixel at a time through the same SMLAD dot products. The plain
-/// kernel's bytes.
+/// kernel's bytes. Never inlined (see [`conv2d_dsp`]).
+#[inline(never)]
 pub fn conv2d_dsp_general(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
     check_conv(g, w, input, output);
     assert!(g.groups == 1 && g.dilation_h == 1 && g.dilation_w == 1, "conv2d_dsp_general: one group, undilated");
@@ -648,6 +654,10 @@ fn requantize_run_checked(acc: &[i32], multiplier: &[i32], shift: &[i32], p: &In
 }
 
 /// Output pixels `range` (row-major) of [`conv2d_dsp`], one at a time.
+/// Always inlined: its widened-input buffer and the tiles' accumulators then
+/// share one stack slot in [`conv2d_dsp`]'s frame (as a frame of its own
+/// under the tiles' it added 2.1 KB to the stack's high-water mark).
+#[inline(always)]
 fn conv2d_pixels(
     g: &ConvGeom,
     p: &Int8Params,
@@ -1049,6 +1059,7 @@ pub fn add_dsp(p: &AddParams, a: &[i8], b: &[i8], out: &mut [i8], scratch: &mut 
         Channel::new(p.out_multiplier, p.out_shift),
     );
     let (lo, hi) = (p.out.act_min.max(-128), p.out.act_max.min(127));
+    let full = requant::is_full(lo, hi);
     if let Some(fo) = Output::new(p.out_multiplier, p.out_shift, p.out.out_zp) {
         // The inputs' `(x + offset) << 20` have magnitude below 2^28 (offsets
         // are zero points negated, in [-127, 128]), inside the scalings'
@@ -1065,10 +1076,16 @@ pub fn add_dsp(p: &AddParams, a: &[i8], b: &[i8], out: &mut [i8], scratch: &mut 
             (Some(ua), Some(ub), ..) => return add_fast(p, a, b, out, fo, |x| ua.scale(sa(x)), |y| ub.scale(sb(y))),
             (Some(ua), _, _, Some(fb), Some(t)) => {
                 let tb = ScaledBytes::fill(t, |y| fb.scale(sb(y)));
+                if full && fo.rounds() {
+                    return add_table_rounding(&tb, b, a, p.a_offset, ua, fo, out);
+                }
                 return add_fast(p, a, b, out, fo, |x| ua.scale(sa(x)), |y| tb.get(y));
             }
             (_, Some(ub), Some(fa), _, Some(t)) => {
                 let ta = ScaledBytes::fill(t, |x| fa.scale(sa(x)));
+                if full && fo.rounds() {
+                    return add_table_rounding(&ta, a, b, p.b_offset, ub, fo, out);
+                }
                 return add_fast(p, a, b, out, fo, |x| ta.get(x), |y| ub.scale(sb(y)));
             }
             (_, _, Some(fa), Some(fb), Some(t)) => {
@@ -1113,6 +1130,12 @@ impl<'t> ScaledBytes<'t> {
         ScaledBytes(table)
     }
 
+    /// The word of byte 0 (the assembly indexes it with signed bytes).
+    #[cfg(arm_dsp)]
+    fn middle(&self) -> *const u32 {
+        self.0[128..].as_ptr()
+    }
+
     /// `scale(x)`.
     #[inline(always)]
     fn get(&self, x: i8) -> i32 {
@@ -1144,6 +1167,111 @@ fn add_fast(
         for ((o, &x), &y) in pairs {
             *o = fo.apply(sa(x) + sb(y), lo, hi);
         }
+    }
+}
+
+/// [`add_fast`] for one input tabulated (`t`, its scaled values in `table`),
+/// the other scaled by an [`Unshifted`] stage (`u`, `u_offset`), an output
+/// stage that [`Output::rounds`] and the clamp the whole int8 range (ResNet's
+/// ADD + ReLU): [`Output::apply_full_rounding`] of the sum, the same bytes.
+/// The sum commutes, so either input may be the tabulated one.
+fn add_table_rounding(
+    table: &ScaledBytes<'_>,
+    t: &[i8],
+    u: &[i8],
+    u_offset: i32,
+    us: Unshifted,
+    o: Output,
+    out: &mut [i8],
+) {
+    use crate::kernels::generic::int8::ADD_LEFT_SHIFT;
+    assert!(t.len() == out.len() && u.len() == out.len() && o.rounds(), "add: length, stage");
+    let one = |x: i8, y: i8| o.apply_full_rounding(table.get(x) + us.scale((y as i32 + u_offset) << ADD_LEFT_SHIFT));
+    #[cfg(arm_dsp)]
+    {
+        let pairs = out.len() / 2;
+        if pairs > 0 {
+            // SAFETY: 2 pairs <= len bytes read from `t` and `u` and written to
+            // `out`; the table's words at -128..128 around its middle (every
+            // byte value); registers otherwise.
+            unsafe {
+                add_table_rounding_pairs(table, t.as_ptr(), u.as_ptr(), u_offset, us, o, out.as_mut_ptr(), pairs)
+            };
+        }
+        if out.len() % 2 == 1 {
+            let i = out.len() - 1;
+            out[i] = one(t[i], u[i]);
+        }
+    }
+    #[cfg(not(arm_dsp))]
+    for ((y, &a), &b) in out.iter_mut().zip(t).zip(u) {
+        *y = one(a, b);
+    }
+}
+
+/// [`add_table_rounding`]'s loop in assembly, two elements a turn: 14
+/// instructions an element (as Rust, ~21: three constants were spilled).
+///
+/// # Safety
+/// `t`, `u` readable and `out` writable for `2 pairs` bytes, `pairs >= 1`.
+#[cfg(arm_dsp)]
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+unsafe fn add_table_rounding_pairs(
+    table: &ScaledBytes<'_>,
+    t: *const i8,
+    u: *const i8,
+    u_offset: i32,
+    us: Unshifted,
+    o: Output,
+    out: *mut i8,
+    pairs: usize,
+) {
+    use crate::kernels::generic::int8::ADD_LEFT_SHIFT;
+    macro_rules! element {
+        () => {
+            concat!(
+                "ldrsb {x}, [{pt}], #1\n",
+                "ldrsb {y}, [{pu}], #1\n",
+                "ldr {x}, [{tab}, {x}, lsl #2]\n",
+                "add {y}, {y}, {uoff}\n",
+                "lsl {y}, {y}, #{sh}\n",
+                "smmulr {y}, {y}, {um}\n",
+                "add {x}, {x}, {y}\n",
+                "qadd {y}, {x}, {x}\n",
+                "smmlar {y}, {y}, {m}, {off}\n",
+                "add {y}, {y}, {x}, asr #31\n",
+                "asr {y}, {y}, {e}\n",
+                "ssat {y}, #8, {y}\n",
+                "strb {y}, [{po}], #1\n",
+            )
+        };
+    }
+    let (m, off, e) = o.parts();
+    // SAFETY: the caller's contract; `subs` sets the flags (QADD's sticky Q
+    // flag is read by nothing here).
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            element!(),
+            element!(),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            pt = inout(reg) t => _,
+            pu = inout(reg) u => _,
+            po = inout(reg) out => _,
+            n = inout(reg) pairs => _,
+            tab = in(reg) table.middle(),
+            uoff = in(reg) u_offset,
+            um = in(reg) us.multiplier(),
+            m = in(reg) m,
+            off = in(reg) off,
+            e = in(reg) e,
+            x = out(reg) _,
+            y = out(reg) _,
+            sh = const ADD_LEFT_SHIFT + 1,
+            options(nostack),
+        );
     }
 }
 

@@ -264,9 +264,21 @@ impl Output {
         ssat8(self.value(acc))
     }
 
-    /// Six accumulators' [`Output::apply_full`] bytes written `step` bytes
-    /// apart from `y`, for a stage that rounds (`neg` = -1, a right shift of
-    /// 1 to 21): 8 instructions a byte, its constants and pointer in
+    /// [`Output::apply_full`] for a stage that [`Output::rounds`], the way
+    /// the assembly computes it: `SSAT8((SMMLAR(QADD(a, a), m, offset) + (a
+    /// >> 31)) >> e)`, the offset added inside the multiply and the rounding's
+    /// sign correction taken from the accumulator instead of the product.
+    /// The two signs differ only when the product rounds to 0, and there both
+    /// give the zero point (`(2^(e-1) + zp 2^e - 1) >> e = zp` for `e >= 1`).
+    #[inline(always)]
+    pub(crate) fn apply_full_rounding(&self, acc: i32) -> i8 {
+        let v = self.offset.wrapping_add(smmulr(qdouble(acc), self.multiplier));
+        ssat8(v.wrapping_add(acc >> 31) >> self.exponent)
+    }
+
+    /// Six accumulators' [`Output::apply_full_rounding`] bytes written `step`
+    /// bytes apart from `y`, for a stage that rounds (`neg` = -1, a right
+    /// shift of 1 to 21): 7 instructions a byte, its constants and pointer in
     /// registers (as Rust, the six addresses and accumulators were spilled
     /// around the dot product: ~15 a byte).
     ///
@@ -283,9 +295,10 @@ impl Output {
                     ", ",
                     $a,
                     "\n",
-                    "smmulr {t}, {t}, {m}\n",
-                    "add {t}, {t}, {t}, asr #31\n",
-                    "add {t}, {t}, {off}\n",
+                    "smmlar {t}, {t}, {m}, {off}\n",
+                    "add {t}, {t}, ",
+                    $a,
+                    ", asr #31\n",
                     "asr {t}, {t}, {e}\n",
                     "ssat {t}, #8, {t}\n",
                     "strb {t}, [{y}]\n",
@@ -330,8 +343,15 @@ impl Output {
         debug_assert_eq!(self.neg, -1);
         for (px, &v) in a.iter().enumerate() {
             // SAFETY: the caller's contract.
-            unsafe { y.add(px * step).write(self.apply_full(v)) };
+            unsafe { y.add(px * step).write(self.apply_full_rounding(v)) };
         }
+    }
+
+    /// `(multiplier, offset, exponent)`: what the assembly loops load.
+    #[cfg(arm_dsp)]
+    #[inline(always)]
+    pub(crate) fn parts(&self) -> (i32, i32, i32) {
+        (self.multiplier, self.offset, self.exponent)
     }
 
     /// Whether the stage rounds (a right shift of 1 to 21): what
@@ -376,6 +396,13 @@ impl Unshifted {
     #[inline(always)]
     pub(crate) fn new(multiplier: i32, shift: i32) -> Option<Self> {
         (multiplier >= 1 << 30 && shift == 0).then_some(Unshifted(multiplier))
+    }
+
+    /// The multiplier (the assembly's `SMMULR` operand).
+    #[cfg(arm_dsp)]
+    #[inline(always)]
+    pub(crate) fn multiplier(&self) -> i32 {
+        self.0
     }
 
     /// [`mbqm`]`(x, multiplier, 0)`, `|x| < 2^30`.
@@ -472,6 +499,27 @@ mod tests {
             assert_eq!(o.apply(acc, lo, hi), want, "{acc} {m} {s} {p:?}");
             if is_full(lo, hi) {
                 assert_eq!(o.apply_full(acc), want, "{acc} {m} {s} {p:?}");
+                if o.rounds() {
+                    assert_eq!(o.apply_full_rounding(acc), want, "{acc} {m} {s} {p:?}");
+                }
+            }
+        }
+    }
+
+    /// [`Output::apply_full_rounding`]'s sign correction from the accumulator:
+    /// where the product rounds to 0 from below (small negative accumulators,
+    /// every exponent and zero point), the byte is still the plain one.
+    #[test]
+    fn output_rounding_by_the_accumulators_sign() {
+        for s in -21..=-1 {
+            for zp in [-128, -1, 0, 5, 127] {
+                let p = Int8Params::new(0, zp, Activation::None);
+                for m in [1 << 30, (1 << 30) + 12345, i32::MAX] {
+                    let o = Output::new(m, s, zp).expect("in the domain");
+                    for acc in (-4096..=4096).chain([i32::MIN, i32::MIN + 1, i32::MAX]) {
+                        assert_eq!(o.apply_full_rounding(acc), int8::requantize(acc, m, s, &p), "{acc} {m} {s} {zp}");
+                    }
+                }
             }
         }
     }

@@ -538,6 +538,169 @@ unsafe fn one_pass_channels(
     }
 }
 
+/// The state of [`rounding_channels`]' loop, which its assembly reads and
+/// advances through one pointer (all thirteen free registers hold the dot
+/// product's values, so the per-channel values live here, not in registers).
+#[cfg(arm_dsp)]
+#[repr(C)]
+struct ChannelRun {
+    /// The widened patches.
+    x: *const u32,
+    /// Four-quad turns of the dot product (`pairs / 2`).
+    turns: usize,
+    /// The next channel's weight row.
+    w: *const i8,
+    /// Bytes from the end of one row's `8 pairs` to the next row.
+    skip: usize,
+    /// The next channel's bias, multiplier and shift.
+    bias: *const i32,
+    multiplier: *const i32,
+    shift: *const i32,
+    /// The next channel's first output byte, and the bytes between pixels.
+    y: *mut i8,
+    step: usize,
+    /// `2 out_zp + 1`, shifted by each channel's exponent into its offset.
+    zp21: i32,
+    /// Channels left.
+    left: usize,
+}
+
+/// One output byte of [`rounding_channels`]: [`Output::apply_full`] as
+/// `SSAT8((SMMLAR(QADD(a, a), m, offset) + (a >> 31)) >> e)`, 6 instructions.
+/// The sign correction takes the accumulator's sign instead of the product's:
+/// they differ only when the product rounds to 0, where both give the zero
+/// point (for `e >= 1`; the unit test `output_rounding_by_the_accumulators_sign`
+/// holds the identity).
+#[cfg(arm_dsp)]
+macro_rules! out_byte {
+    ($a:literal, $store:literal) => {
+        concat!(
+            "qadd {t}, ",
+            $a,
+            ", ",
+            $a,
+            "\n",
+            "smmlar {t}, {t}, {xe}, {xo}\n",
+            "add {t}, {t}, ",
+            $a,
+            ", asr #31\n",
+            "asr {t}, {t}, {u}\n",
+            "ssat {t}, #8, {t}\n",
+            $store,
+            "\n",
+        )
+    };
+}
+
+/// A whole tile's channels in one pass, all in assembly, for layers whose
+/// every stage [`Output::rounds`] and whose clamp is the whole int8 range
+/// (every ReLU and linear layer of the MLPerf Tiny models): per channel the
+/// bias into six accumulators, [`dot_px`]'s loop, and six bytes through
+/// [`out_byte`], with ~30 instructions of bookkeeping around them (in Rust
+/// the stage's constants and the spilled pointers cost ~55). `TURNS`: the
+/// dot product has four-quad turns (`pairs >= 2`); `TAIL`: two more quads
+/// (`pairs` odd).
+///
+/// # Safety
+/// As [`one_pass_channels`], with `run.left >= 1`, every channel's shift in
+/// `-21..=-1` and multiplier at least `2^30`.
+#[cfg(arm_dsp)]
+#[inline(never)]
+unsafe fn rounding_channels<const TURNS: bool, const TAIL: bool>(run: &mut ChannelRun) {
+    use core::mem::offset_of;
+    macro_rules! channel_loop {
+        ($($body:tt)*) => {
+            // SAFETY: the caller's contract: reads of the patches, weights and
+            // stage arrays, byte writes of the outputs, all in bounds; the
+            // state through `run`; one word pushed and popped.
+            unsafe {
+                core::arch::asm!(
+                    "push {{{pw}}}",
+                    "3:",
+                    // The channel's bias into the six accumulators.
+                    "ldr {t}, [{pw}, #{bias}]",
+                    "ldr {a0}, [{t}], #4",
+                    "str {t}, [{pw}, #{bias}]",
+                    "mov {a1}, {a0}",
+                    "mov {a2}, {a0}",
+                    "mov {a3}, {a0}",
+                    "mov {a4}, {a0}",
+                    "mov {a5}, {a0}",
+                    "ldr {xp}, [{pw}, #{x}]",
+                    "ldr {n}, [{pw}, #{turns}]",
+                    "ldr {pw}, [{pw}, #{w}]",
+                    $($body)*,
+                    // Back to the state: the next row, then this channel's stage
+                    // (xe: multiplier, u: exponent, xo: offset; xp: output, n: step).
+                    "ldr {t}, [sp]",
+                    "ldr {u}, [{t}, #{skip}]",
+                    "add {pw}, {pw}, {u}",
+                    "str {pw}, [{t}, #{w}]",
+                    "mov {pw}, {t}",
+                    "ldr {t}, [{pw}, #{multiplier}]",
+                    "ldr {xe}, [{t}], #4",
+                    "str {t}, [{pw}, #{multiplier}]",
+                    "ldr {t}, [{pw}, #{shift}]",
+                    "ldr {u}, [{t}], #4",
+                    "str {t}, [{pw}, #{shift}]",
+                    "rsb {u}, {u}, #0",
+                    "ldr {xo}, [{pw}, #{zp21}]",
+                    "lsl {xo}, {xo}, {u}",
+                    "asr {xo}, {xo}, #1",
+                    "ldr {xp}, [{pw}, #{y}]",
+                    "ldr {n}, [{pw}, #{step}]",
+                    "add {t}, {xp}, #1",
+                    "str {t}, [{pw}, #{y}]",
+                    out_byte!("{a0}", "strb {t}, [{xp}]"),
+                    out_byte!("{a1}", "strb {t}, [{xp}, {n}]"),
+                    "add {xp}, {xp}, {n}, lsl #1",
+                    out_byte!("{a2}", "strb {t}, [{xp}]"),
+                    out_byte!("{a3}", "strb {t}, [{xp}, {n}]"),
+                    "add {xp}, {xp}, {n}, lsl #1",
+                    out_byte!("{a4}", "strb {t}, [{xp}]"),
+                    out_byte!("{a5}", "strb {t}, [{xp}, {n}]"),
+                    "ldr {t}, [{pw}, #{left}]",
+                    "subs {t}, {t}, #1",
+                    "str {t}, [{pw}, #{left}]",
+                    "bne 3b",
+                    "add sp, sp, #4",
+                    pw = inout(reg) run as *mut ChannelRun => _,
+                    xp = out(reg) _,
+                    n = out(reg) _,
+                    a0 = out(reg) _,
+                    a1 = out(reg) _,
+                    a2 = out(reg) _,
+                    a3 = out(reg) _,
+                    a4 = out(reg) _,
+                    a5 = out(reg) _,
+                    xe = out(reg) _,
+                    xo = out(reg) _,
+                    t = out(reg) _,
+                    u = out(reg) _,
+                    x = const offset_of!(ChannelRun, x),
+                    turns = const offset_of!(ChannelRun, turns),
+                    w = const offset_of!(ChannelRun, w),
+                    skip = const offset_of!(ChannelRun, skip),
+                    bias = const offset_of!(ChannelRun, bias),
+                    multiplier = const offset_of!(ChannelRun, multiplier),
+                    shift = const offset_of!(ChannelRun, shift),
+                    y = const offset_of!(ChannelRun, y),
+                    step = const offset_of!(ChannelRun, step),
+                    zp21 = const offset_of!(ChannelRun, zp21),
+                    left = const offset_of!(ChannelRun, left),
+                );
+            }
+        };
+    }
+    match (TURNS, TAIL) {
+        (true, false) => channel_loop!("2:", quad!(), quad!(), quad!(), quad!(), "subs {n}, {n}, #1", "bne 2b"),
+        (true, true) => {
+            channel_loop!("2:", quad!(), quad!(), quad!(), quad!(), "subs {n}, {n}, #1", "bne 2b", quad!(), quad!())
+        }
+        (false, _) => channel_loop!(quad!(), quad!()),
+    }
+}
+
 /// Output pixels `0..end` (in row-major order) of
 /// [`crate::kernels::generic::int8::conv2d`], the same bytes, [`PX`] at a
 /// time in `tiles` tiles; a last partial tile (`end < tiles * PX`) repeats
@@ -563,6 +726,9 @@ pub(super) fn conv2d_tiles(
     let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
     let full = is_full(lo, hi);
     let stages_fit = w.multiplier.iter().zip(w.shift).all(|(&m, &s)| Output::accepts(m, s));
+    // Every stage rounds and the clamp is the whole range: the assembly's channel loop.
+    #[cfg(arm_dsp)]
+    let rounding = stages_fit && full && w.shift.iter().all(|&s| s < 0);
     for t in 0..tiles {
         let pix0 = t * PX;
         for first in (0..g.out_c).step_by(GROUP) {
@@ -588,24 +754,54 @@ pub(super) fn conv2d_tiles(
                     if fit > first {
                         let at = pix0 * g.out_c + first;
                         assert!(at + (PX - 1) * g.out_c + (fit - first) <= output.len(), "dsp conv tiles: output");
+                        #[cfg(arm_dsp)]
+                        if rounding {
+                            let mut run = ChannelRun {
+                                x: xw,
+                                turns: pairs / 2,
+                                // SAFETY: inside `weights` (first < fit).
+                                w: unsafe { weights.as_ptr().add(first * filter) },
+                                skip: filter.wrapping_sub(8 * pairs),
+                                bias: w.bias[first..fit].as_ptr(),
+                                multiplier: w.multiplier[first..fit].as_ptr(),
+                                shift: w.shift[first..fit].as_ptr(),
+                                // SAFETY: inside `output` (asserted).
+                                y: unsafe { output.as_mut_ptr().add(at) },
+                                step: g.out_c,
+                                zp21: 2 * p.out_zp + 1,
+                                left: fit - first,
+                            };
+                            // SAFETY: as below, and every stage rounds
+                            // (`rounding`) with the clamp the whole range.
+                            unsafe {
+                                match (pairs >= 2, pairs % 2 == 1) {
+                                    (true, false) => rounding_channels::<true, false>(&mut run),
+                                    (true, true) => rounding_channels::<true, true>(&mut run),
+                                    (false, _) => rounding_channels::<false, true>(&mut run),
+                                }
+                            }
+                            from = fit;
+                        }
                         // SAFETY: `cols` holds 2 * pairs quads of PX pixels
                         // (just widened); the rows' reads lie inside
                         // `weights` (`fit`), the outputs inside `output`
                         // (asserted); every channel's stage is accepted
                         // (`stages_fit`).
-                        unsafe {
-                            one_pass_channels(
-                                xw,
-                                pairs,
-                                weights.as_ptr().add(first * filter),
-                                filter,
-                                [&w.bias[first..fit], &w.multiplier[first..fit], &w.shift[first..fit]],
-                                p.out_zp,
-                                (full, lo, hi),
-                                output.as_mut_ptr().add(at),
-                                g.out_c,
-                            )
-                        };
+                        if from < fit {
+                            unsafe {
+                                one_pass_channels(
+                                    xw,
+                                    pairs,
+                                    weights.as_ptr().add(first * filter),
+                                    filter,
+                                    [&w.bias[first..fit], &w.multiplier[first..fit], &w.shift[first..fit]],
+                                    p.out_zp,
+                                    (full, lo, hi),
+                                    output.as_mut_ptr().add(at),
+                                    g.out_c,
+                                )
+                            };
+                        }
                         from = fit;
                     }
                 }
