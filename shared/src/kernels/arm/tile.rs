@@ -397,6 +397,14 @@ macro_rules! quad {
     };
 }
 
+/// Four [`quad!`]s: one turn of [`dot_px`]'s loop, [`BLOCK_BYTES`] of code.
+#[cfg(arm_dsp)]
+macro_rules! block {
+    () => {
+        concat!(quad!(), quad!(), quad!(), quad!())
+    };
+}
+
 /// `acc[p] += sum over quads` of weight word `q` (split by the two
 /// `SXTB16`s) times pixel `p`'s widened words of quad `q`, for `2 * pairs`
 /// quads: four quads a turn (90 instructions for 96 multiply-accumulates,
@@ -546,8 +554,13 @@ unsafe fn one_pass_channels(
 struct ChannelRun {
     /// The widened patches.
     x: *const u32,
-    /// Four-quad turns of the dot product (`pairs / 2`).
-    turns: usize,
+    /// Passes through the unrolled dot product's [`UNROLLED`] blocks of four
+    /// quads (`(pairs / 2).div_ceil(UNROLLED)`).
+    passes: usize,
+    /// Bytes into the unrolled blocks where a channel's first pass enters
+    /// (plus 1, the Thumb bit of the `BX`), so that it runs the blocks left
+    /// over by the whole passes: [`ChannelRun::entry`].
+    entry: usize,
     /// The next channel's weight row.
     w: *const i8,
     /// Bytes from the end of one row's `8 pairs` to the next row.
@@ -563,6 +576,30 @@ struct ChannelRun {
     zp21: i32,
     /// Channels left.
     left: usize,
+}
+
+/// Blocks of four quads that [`rounding_channels`] unrolls: ResNet-8's 3 x 3
+/// x 16 filters (144 taps, 9 blocks) in one pass, its 3 x 3 x 32 and 3 x 3 x
+/// 64 in two and four; ~3 KB of code.
+#[cfg(arm_dsp)]
+const UNROLLED: usize = 9;
+
+/// Code bytes of one [`block!`]: 4 quads of 21 instructions, every one of
+/// them a 32-bit encoding (post-indexed loads, `SXTB16`, `LDRD`, `SMLAD`;
+/// the assembly checks the total).
+#[cfg(arm_dsp)]
+const BLOCK_BYTES: usize = 4 * 21 * 4;
+
+#[cfg(arm_dsp)]
+impl ChannelRun {
+    /// [`ChannelRun::entry`] for `turns >= 1` blocks a channel.
+    fn entry(turns: usize) -> usize {
+        let first = match turns % UNROLLED {
+            0 => UNROLLED,
+            r => r,
+        };
+        (UNROLLED - first) * BLOCK_BYTES + 1
+    }
 }
 
 /// One output byte of [`rounding_channels`]: [`Output::apply_full`] as
@@ -615,6 +652,7 @@ unsafe fn rounding_channels<const TURNS: bool, const TAIL: bool>(run: &mut Chann
             // state through `run`; one word pushed and popped.
             unsafe {
                 core::arch::asm!(
+                    "@ {unrolled_bytes} bytes of unrolled blocks",
                     "push {{{pw}}}",
                     "3:",
                     // The channel's bias into the six accumulators.
@@ -627,7 +665,8 @@ unsafe fn rounding_channels<const TURNS: bool, const TAIL: bool>(run: &mut Chann
                     "mov {a4}, {a0}",
                     "mov {a5}, {a0}",
                     "ldr {xp}, [{pw}, #{x}]",
-                    "ldr {n}, [{pw}, #{turns}]",
+                    "ldr {n}, [{pw}, #{passes}]",
+                    "ldr {u}, [{pw}, #{entry}]",
                     "ldr {pw}, [{pw}, #{w}]",
                     $($body)*,
                     // Back to the state: the next row, then this channel's stage
@@ -678,7 +717,8 @@ unsafe fn rounding_channels<const TURNS: bool, const TAIL: bool>(run: &mut Chann
                     t = out(reg) _,
                     u = out(reg) _,
                     x = const offset_of!(ChannelRun, x),
-                    turns = const offset_of!(ChannelRun, turns),
+                    passes = const offset_of!(ChannelRun, passes),
+                    entry = const offset_of!(ChannelRun, entry),
                     w = const offset_of!(ChannelRun, w),
                     skip = const offset_of!(ChannelRun, skip),
                     bias = const offset_of!(ChannelRun, bias),
@@ -688,15 +728,36 @@ unsafe fn rounding_channels<const TURNS: bool, const TAIL: bool>(run: &mut Chann
                     step = const offset_of!(ChannelRun, step),
                     zp21 = const offset_of!(ChannelRun, zp21),
                     left = const offset_of!(ChannelRun, left),
+                    unrolled_bytes = const UNROLLED * BLOCK_BYTES,
                 );
             }
         };
     }
+    // UNROLLED blocks of four quads, entered at `entry` (a computed `BX`:
+    // the first pass runs the blocks left over, every later pass all of
+    // them), then the loop back to the first block: 2 instructions of loop a
+    // pass instead of 2 a block.
+    macro_rules! unrolled {
+        ($($tail:tt)*) => {
+            channel_loop!(
+                "adr {t}, 4f",
+                "add {t}, {t}, {u}",
+                "bx {t}",
+                "4:",
+                block!(), block!(), block!(), block!(), block!(), block!(), block!(), block!(), block!(),
+                "5:",
+                "subs {n}, {n}, #1",
+                "bne 4b",
+                ".if 5b - 4b != {unrolled_bytes}",
+                ".error \"the unrolled blocks' size\"",
+                ".endif",
+                $($tail)*
+            )
+        };
+    }
     match (TURNS, TAIL) {
-        (true, false) => channel_loop!("2:", quad!(), quad!(), quad!(), quad!(), "subs {n}, {n}, #1", "bne 2b"),
-        (true, true) => {
-            channel_loop!("2:", quad!(), quad!(), quad!(), quad!(), "subs {n}, {n}, #1", "bne 2b", quad!(), quad!())
-        }
+        (true, false) => unrolled!(""),
+        (true, true) => unrolled!(quad!(), quad!()),
         (false, _) => channel_loop!(quad!(), quad!()),
     }
 }
@@ -758,7 +819,8 @@ pub(super) fn conv2d_tiles(
                         if rounding {
                             let mut run = ChannelRun {
                                 x: xw,
-                                turns: pairs / 2,
+                                passes: (pairs / 2).div_ceil(UNROLLED),
+                                entry: ChannelRun::entry(pairs / 2),
                                 // SAFETY: inside `weights` (first < fit).
                                 w: unsafe { weights.as_ptr().add(first * filter) },
                                 skip: filter.wrapping_sub(8 * pairs),
