@@ -595,6 +595,31 @@ fn dsp_kernel_edge_cases_give_the_desktop_bytes_on_both_cores() {
     }
 }
 
+/// The conv tiles' window widening on inputs of whole quads of channels
+/// (4, 8 and 12: kernel rows of odd and even quad counts, inside the image
+/// and clipped by the padding, which the assembly widens two quads at a time
+/// or one), strided and not, on both DSP cores.
+#[test]
+fn conv_window_widening_gives_the_desktop_bytes_on_both_cores() {
+    let spec = Sequential::new(Shape::image(11, 9, 4))
+        .conv2d(Conv2D::new(12, 3).same())
+        .conv2d(Conv2D::new(8, 3).same().relu())
+        .conv2d(Conv2D::new(4, 3).strides(2).same())
+        .conv2d(Conv2D::new(6, 5).same())
+        .flatten()
+        .dense(3, Activation::None)
+        .build()
+        .expect("valid test stack");
+    for (seed, board) in [(31, Board::QemuAn386), (32, Board::QemuAn524)] {
+        let mut rng = Rng::new(seed);
+        let params = random_params(&spec, &mut rng);
+        let views = views(&params);
+        let model = convert::quantize_int8(&spec, &views, &Ranges::new(&spec)).expect("int8 model");
+        let x = rng.vec(spec.input().elements() as usize, -1.0, 1.0);
+        assert_same_bytes(board, &model, &x, &format!("widening-{}", board.name()));
+    }
+}
+
 #[test]
 fn corrupted_model_is_refused_with_its_error_and_exit_code() {
     for board in [Board::QemuAn386, Board::Stm32f405] {

@@ -161,7 +161,7 @@ impl Sink {
 
 /// Widen `n` words of activations at `src` (unaligned) into consecutive
 /// quads of one tile pixel from `at` (two words a quad, `2 PX` words
-/// apart); returns the next quad's place. 6 instructions a quad.
+/// apart); returns the next quad's place. 5 instructions a quad.
 ///
 /// # Safety
 /// `4 n` bytes at `src` readable; `n` quads from `at` writable.
@@ -171,26 +171,51 @@ unsafe fn widen_quads(src: *const i8, n: usize, zp2: u32, at: *mut u32) -> *mut 
     if n == 0 {
         return at;
     }
-    let mut at = at;
-    // SAFETY: the caller's contract; `subs` sets the flags.
-    unsafe {
-        core::arch::asm!(
-            "2:",
-            "ldr {t}, [{src}], #4",
-            "sxtab16 {u}, {zp2}, {t}",
-            "sxtab16 {t}, {zp2}, {t}, ror #8",
-            "strd {u}, {t}, [{at}], #{step}",
-            "subs {n}, {n}, #1",
-            "bne 2b",
-            src = inout(reg) src => _,
-            at = inout(reg) at,
-            n = inout(reg) n => _,
-            zp2 = in(reg) zp2,
-            t = out(reg) _,
-            u = out(reg) _,
-            step = const 8 * PX,
-            options(nostack),
-        );
+    let (mut at, mut src) = (at, src);
+    // SAFETY (both blocks): the caller's contract; `subs` sets the flags.
+    if n % 2 == 1 {
+        unsafe {
+            core::arch::asm!(
+                "ldr {t}, [{src}], #4",
+                "sxtab16 {u}, {zp2}, {t}",
+                "sxtab16 {t}, {zp2}, {t}, ror #8",
+                "strd {u}, {t}, [{at}], #{step}",
+                src = inout(reg) src,
+                at = inout(reg) at,
+                zp2 = in(reg) zp2,
+                t = out(reg) _,
+                u = out(reg) _,
+                step = const 8 * PX,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+    if n >= 2 {
+        // Two quads a turn: 10 instructions instead of 12.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldr {t}, [{src}], #4",
+                "ldr {v}, [{src}], #4",
+                "sxtab16 {u}, {zp2}, {t}",
+                "sxtab16 {t}, {zp2}, {t}, ror #8",
+                "strd {u}, {t}, [{at}], #{step}",
+                "sxtab16 {u}, {zp2}, {v}",
+                "sxtab16 {v}, {zp2}, {v}, ror #8",
+                "strd {u}, {v}, [{at}], #{step}",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                src = inout(reg) src => _,
+                at = inout(reg) at,
+                n = inout(reg) n / 2 => _,
+                zp2 = in(reg) zp2,
+                t = out(reg) _,
+                u = out(reg) _,
+                v = out(reg) _,
+                step = const 8 * PX,
+                options(nostack),
+            );
+        }
     }
     at
 }
@@ -198,10 +223,12 @@ unsafe fn widen_quads(src: *const i8, n: usize, zp2: u32, at: *mut u32) -> *mut 
 /// Zero `n` quads of one tile pixel from `at` (padding past the pass's taps,
 /// widened to exactly 0).
 ///
+/// Returns the next quad's place.
+///
 /// # Safety
 /// `n` quads from `at` writable.
 #[inline(always)]
-unsafe fn zero_quads(at: *mut u32, n: usize) {
+unsafe fn zero_quads(at: *mut u32, n: usize) -> *mut u32 {
     let mut at = at;
     for _ in 0..n {
         // SAFETY: the caller's contract.
@@ -209,6 +236,125 @@ unsafe fn zero_quads(at: *mut u32, n: usize) {
             at.write(0);
             at.add(1).write(0);
             at = at.add(2 * PX);
+        }
+    }
+    at
+}
+
+/// [`ConvGeom::taps_h`] for an undilated axis whose padding is less than the
+/// kernel (every tileable geometry, [`ConvGeom::is_tileable`]): `(first tap,
+/// one past the last, input index of the first)` of the window at padded
+/// coordinate `at`, without the general version's divisions.
+#[inline(always)]
+fn undilated_taps(at: usize, pad: usize, n: usize, k: usize) -> (usize, usize, usize) {
+    let k0 = pad.saturating_sub(at);
+    let k1 = k.min((n + pad).saturating_sub(at)).max(k0);
+    (k0, k1, (at + k0).saturating_sub(pad))
+}
+
+/// The in-image part of a window for [`widen_window`]: `rows` runs of `run`
+/// words, `src_skip` bytes apart in the input (end to start) and
+/// `quad_skip` quads apart in the pixel's taps.
+struct Window {
+    rows: usize,
+    run: usize,
+    src_skip: usize,
+    quad_skip: usize,
+}
+
+/// Widen a window's in-image rows into one tile pixel's quads from `at`
+/// (see [`widen_quads`]): one loop over the rows and their words, 5
+/// instructions a quad and 4 a row (row by row through [`widen_quads`],
+/// each row's call cost ~15).
+///
+/// # Safety
+/// `w.rows >= 1` runs of `4 w.run >= 4` bytes readable from `src`, `w.src_skip`
+/// bytes between them; `w.rows (w.run + w.quad_skip)` quads from `at` writable.
+#[cfg(arm_dsp)]
+#[inline(always)]
+unsafe fn widen_window(src: *const i8, w: &Window, zp2: u32, at: *mut u32) {
+    let (src_skip, at_skip) = (w.src_skip, 8 * PX * w.quad_skip);
+    // SAFETY (both blocks): the caller's contract; `subs` sets the flags.
+    if w.run.is_multiple_of(2) {
+        unsafe {
+            core::arch::asm!(
+                "1:",
+                "mov {k}, {half}",
+                "2:",
+                "ldr {t}, [{src}], #4",
+                "ldr {v}, [{src}], #4",
+                "sxtab16 {u}, {zp2}, {t}",
+                "sxtab16 {t}, {zp2}, {t}, ror #8",
+                "strd {u}, {t}, [{at}], #{step}",
+                "sxtab16 {u}, {zp2}, {v}",
+                "sxtab16 {v}, {zp2}, {v}, ror #8",
+                "strd {u}, {v}, [{at}], #{step}",
+                "subs {k}, {k}, #1",
+                "bne 2b",
+                "add {src}, {src}, {src_skip}",
+                "add {at}, {at}, {at_skip}",
+                "subs {rows}, {rows}, #1",
+                "bne 1b",
+                src = inout(reg) src => _,
+                at = inout(reg) at => _,
+                rows = inout(reg) w.rows => _,
+                half = in(reg) w.run / 2,
+                src_skip = in(reg) src_skip,
+                at_skip = in(reg) at_skip,
+                zp2 = in(reg) zp2,
+                k = out(reg) _,
+                t = out(reg) _,
+                u = out(reg) _,
+                v = out(reg) _,
+                step = const 8 * PX,
+                options(nostack),
+            );
+        }
+    } else {
+        unsafe {
+            core::arch::asm!(
+                "1:",
+                "mov {k}, {run}",
+                "2:",
+                "ldr {t}, [{src}], #4",
+                "sxtab16 {u}, {zp2}, {t}",
+                "sxtab16 {t}, {zp2}, {t}, ror #8",
+                "strd {u}, {t}, [{at}], #{step}",
+                "subs {k}, {k}, #1",
+                "bne 2b",
+                "add {src}, {src}, {src_skip}",
+                "add {at}, {at}, {at_skip}",
+                "subs {rows}, {rows}, #1",
+                "bne 1b",
+                src = inout(reg) src => _,
+                at = inout(reg) at => _,
+                rows = inout(reg) w.rows => _,
+                run = in(reg) w.run,
+                src_skip = in(reg) src_skip,
+                at_skip = in(reg) at_skip,
+                zp2 = in(reg) zp2,
+                k = out(reg) _,
+                t = out(reg) _,
+                u = out(reg) _,
+                step = const 8 * PX,
+                options(nostack),
+            );
+        }
+    }
+}
+
+/// [`widen_window`] in plain Rust (the host's tests).
+///
+/// # Safety
+/// As the Arm version.
+#[cfg(not(arm_dsp))]
+unsafe fn widen_window(src: *const i8, w: &Window, zp2: u32, at: *mut u32) {
+    let (mut src, mut at) = (src, at);
+    for _ in 0..w.rows {
+        // SAFETY: the caller's contract.
+        unsafe {
+            at = widen_quads(src, w.run, zp2, at).add(2 * PX * w.quad_skip);
+            src = src.add(4 * w.run + w.src_skip);
         }
     }
 }
@@ -277,8 +423,8 @@ fn widen_pixel(
         }
         return;
     }
-    let (ky0, ky1, iy0) = g.taps_h(oy);
-    let (kx0, kx1, ix0) = g.taps_w(ox);
+    let (ky0, ky1, iy0) = undilated_taps(oy * g.stride_h, g.pad_top, g.in_h, g.kernel_h);
+    let (kx0, kx1, ix0) = undilated_taps(ox * g.stride_w, g.pad_left, g.in_w, g.kernel_w);
     let row_len = g.kernel_w * g.in_c;
     let inside = (ky0, ky1, kx0, kx1) == (0, g.kernel_h, 0, g.kernel_w);
     if start == 0 && len == g.kernel_h * row_len && inside && 4 * cols.1.len() >= len.next_multiple_of(4) {
@@ -306,23 +452,38 @@ fn widen_pixel(
         unsafe { zero_quads(at, quads - len.div_ceil(4)) };
         return;
     }
-    if start == 0 && len == g.kernel_h * row_len && inside && row_len.is_multiple_of(4) {
-        // A window inside the image, its kernel rows whole quads (ResNet-8's
-        // 3x3 convs of 16-64 channels), the whole filter in this pass: each
-        // row straight from the input, no carries and no padding (the
-        // general walk below cost ~250 instructions a window beyond its
-        // quads).
-        let zp2 = neg_zp_pair(zp);
-        let mut at = cols.0.as_mut_ptr().wrapping_add(2 * p);
-        for ky in 0..g.kernel_h {
-            let src = &input[((iy0 + ky) * g.in_w + ix0) * g.in_c..][..row_len];
-            // SAFETY: the row's row_len / 4 words are read (unaligned);
-            // len / 4 <= quads quads of tile pixel p < PX are written, inside
-            // `cols` (asserted above).
-            at = unsafe { widen_quads(src.as_ptr(), row_len / 4, zp2, at) };
+    if start == 0 && len == g.kernel_h * row_len && g.in_c.is_multiple_of(4) {
+        // Whole quads of channels (ResNet-8's 3x3 convs of 16-64 channels),
+        // the whole filter in this pass: the window's in-image rows straight
+        // from the input in one call, the padding as zero quads (the general
+        // walk below cost ~250 instructions a window beyond its quads).
+        let q = g.in_c / 4;
+        let (rows, run) = (ky1 - ky0, (kx1 - kx0) * q);
+        let base = cols.0.as_mut_ptr().wrapping_add(2 * p);
+        // SAFETY (both): `quads` quads of tile pixel p < PX are inside `cols`
+        // (asserted above), len / 4 <= quads of them the window's.
+        if rows == g.kernel_h && run == g.kernel_w * q {
+            unsafe { zero_quads(base.wrapping_add(2 * PX * (len / 4)), quads - len / 4) };
+        } else {
+            unsafe { zero_quads(base, quads) };
         }
-        // SAFETY: as above, up to `quads` quads.
-        unsafe { zero_quads(at, quads - len / 4) };
+        if rows > 0 && run > 0 {
+            let step = g.in_w * g.in_c;
+            let first = (iy0 * g.in_w + ix0) * g.in_c;
+            assert!(first + (rows - 1) * step + 4 * run <= input.len(), "dsp conv tiles: window");
+            let window = Window { rows, run, src_skip: step - 4 * run, quad_skip: g.kernel_w * q - run };
+            // SAFETY: the rows' runs lie inside `input` (asserted); the
+            // quads written are the window's in-image taps' places, inside
+            // the pixel's len / 4 (the skips step over the padding's).
+            unsafe {
+                widen_window(
+                    input.as_ptr().add(first),
+                    &window,
+                    neg_zp_pair(zp),
+                    base.wrapping_add(2 * PX * ((ky0 * g.kernel_w + kx0) * q)),
+                )
+            };
+        }
         return;
     }
     let (a, b) = (kx0 * g.in_c, kx1 * g.in_c);
@@ -557,9 +718,9 @@ struct ChannelRun {
     /// Passes through the unrolled dot product's [`UNROLLED`] blocks of four
     /// quads (`(pairs / 2).div_ceil(UNROLLED)`).
     passes: usize,
-    /// Bytes into the unrolled blocks where a channel's first pass enters
-    /// (plus 1, the Thumb bit of the `BX`), so that it runs the blocks left
-    /// over by the whole passes: [`ChannelRun::entry`].
+    /// The unrolled block where a channel's first pass enters (the table
+    /// branch's index), so that it runs the blocks left over by the whole
+    /// passes: [`ChannelRun::entry`].
     entry: usize,
     /// The next channel's weight row.
     w: *const i8,
@@ -583,6 +744,9 @@ struct ChannelRun {
 /// 64 in two and four; ~3 KB of code.
 #[cfg(arm_dsp)]
 const UNROLLED: usize = 9;
+// The table branch in `rounding_channels` lists nine blocks.
+#[cfg(arm_dsp)]
+const _: () = assert!(UNROLLED == 9);
 
 /// Code bytes of one [`block!`]: 4 quads of 21 instructions, every one of
 /// them a 32-bit encoding (post-indexed loads, `SXTB16`, `LDRD`, `SMLAD`;
@@ -598,7 +762,7 @@ impl ChannelRun {
             0 => UNROLLED,
             r => r,
         };
-        (UNROLLED - first) * BLOCK_BYTES + 1
+        UNROLLED - first
     }
 }
 
@@ -740,11 +904,18 @@ unsafe fn rounding_channels<const TURNS: bool, const TAIL: bool>(run: &mut Chann
     macro_rules! unrolled {
         ($($tail:tt)*) => {
             channel_loop!(
-                "adr {t}, 4f",
-                "add {t}, {t}, {u}",
-                "bx {t}",
+                // A table branch into the blocks (TBH reads its table at
+                // its own address + 4, whatever the function's alignment: an
+                // `ADR` is assembled for a 4-aligned section and was 2 bytes
+                // off in a function at 2 mod 4).
+                "tbh [pc, {u}, lsl #1]",
+                // (Its own label: "3" is the channel loop's.)
+                "39:",
+                ".hword (40f - 39b) / 2, (41f - 39b) / 2, (42f - 39b) / 2, (43f - 39b) / 2, (44f - 39b) / 2",
+                ".hword (45f - 39b) / 2, (46f - 39b) / 2, (47f - 39b) / 2, (48f - 39b) / 2",
                 "4:",
-                block!(), block!(), block!(), block!(), block!(), block!(), block!(), block!(), block!(),
+                "40:", block!(), "41:", block!(), "42:", block!(), "43:", block!(), "44:", block!(),
+                "45:", block!(), "46:", block!(), "47:", block!(), "48:", block!(),
                 "5:",
                 "subs {n}, {n}, #1",
                 "bne 4b",
