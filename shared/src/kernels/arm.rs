@@ -556,8 +556,8 @@ fn accumulate(
 
 /// Conv2D with the bytes of [`crate::kernels::generic::int8::conv2d`], through the DSP instructions:
 /// tiles of [`tile::PX`] output pixels through [`tile::conv2d_tiles`] (a last
-/// tile of at least [`PARTIAL`] pixels too); fewer remaining pixels one at a
-/// time with [`BLOCK`] channels sharing each widened input word. The tiles'
+/// [`PARTIAL`] or more pixels too, as a tile overlapping the one before);
+/// fewer remaining pixels one at a time with [`BLOCK`] channels sharing each widened input word. The tiles'
 /// widened patches live in `scratch`, of at least
 /// [`crate::kernels::generic::scratch::conv2d_int8_scratch_bytes`]`(g)` bytes
 /// (the engine plans it into the arena), not on the stack. Never inlined,

@@ -935,8 +935,9 @@ unsafe fn rounding_channels<const TURNS: bool, const TAIL: bool>(run: &mut Chann
 
 /// Output pixels `0..end` (in row-major order) of
 /// [`crate::kernels::generic::int8::conv2d`], the same bytes, [`PX`] at a
-/// time in `tiles` tiles; a last partial tile (`end < tiles * PX`) repeats
-/// pixel `end - 1` in its spare lanes and drops their results.
+/// time in `tiles` tiles; with `end >= PX` the last tile overlaps the one
+/// before, else the one partial tile repeats pixel `end - 1` in its spare
+/// lanes and drops their results.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv2d_tiles(
     g: &ConvGeom,
@@ -962,7 +963,11 @@ pub(super) fn conv2d_tiles(
     #[cfg(arm_dsp)]
     let rounding = stages_fit && full && w.shift.iter().all(|&s| s < 0);
     for t in 0..tiles {
-        let pix0 = t * PX;
+        // The last of several tiles ends at `end`, overlapping the tile
+        // before it: its first pixels are computed again and written with
+        // the same bytes, and all its lanes are pixels (a partial tile's
+        // spare lanes cost as much and take the general path).
+        let pix0 = if end >= PX { (t * PX).min(end - PX) } else { t * PX };
         for first in (0..g.out_c).step_by(GROUP) {
             let n = GROUP.min(g.out_c - first);
             let mut start = 0;
