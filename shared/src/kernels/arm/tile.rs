@@ -434,9 +434,20 @@ fn widen_pixel(
         // into the staging words, then widened as whole quads (the general
         // walk assembles the straddling quads byte by byte).
         let stage: &mut [u8] = bytemuck::cast_slice_mut(&mut *cols.1);
+        let (words, rest) = (row_len / 4, row_len % 4);
         for ky in 0..g.kernel_h {
             let src = &input[((iy0 + ky) * g.in_w + ix0) * g.in_c..][..row_len];
-            for (d, &x) in stage[ky * row_len..][..row_len].iter_mut().zip(src) {
+            let dst = &mut stage[ky * row_len..][..row_len];
+            // Whole words (unaligned loads and stores), then the last bytes:
+            // ~8 instructions a 9-byte row instead of ~30 byte by byte.
+            for i in 0..words {
+                // SAFETY: bytes 4 i .. 4 i + 4 <= row_len of both rows.
+                unsafe {
+                    let v = src.as_ptr().add(4 * i).cast::<u32>().read_unaligned();
+                    dst.as_mut_ptr().add(4 * i).cast::<u32>().write_unaligned(v);
+                }
+            }
+            for (d, &x) in dst[4 * words..].iter_mut().zip(&src[4 * words..][..rest]) {
                 *d = x as u8;
             }
         }
