@@ -232,4 +232,8 @@ fn presets_run_banded_with_the_whole_tensor_bytes_in_the_target_arenas() {
     let plan = band::plan_banded(&view, InputRows::Resident);
     assert_eq!(plan.whole_tensor_bytes - plan.scratch_bytes, 444_987);
     assert!(plan.arena_bytes - plan.scratch_bytes <= 256 * 1024, "{plan:?}");
+    // The DSP conv's scratch: conv2's 5 x 5 x 96 filter in passes of 896
+    // taps (10,752 bytes of widened patches) and the 64 channels' accumulators
+    // between its passes (1,536), word-aligned (+3).
+    assert_eq!(plan.scratch_bytes, 12_291);
 }

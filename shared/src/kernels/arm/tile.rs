@@ -32,25 +32,31 @@ pub(super) const PX: usize = scratch::DSP_TILE_PIXELS;
 /// a turn): one pass for every alexnet-micro layer (at most 3 x 3 x 96 = 864
 /// taps), three for the full AlexNet's 5 x 5 x 96 conv2.
 const KCHUNK: usize = scratch::DSP_TILE_TAPS;
-/// Output channels whose accumulators stay on the stack between passes.
-const GROUP: usize = 64;
+/// Output channels whose accumulators stay in the scratch between passes.
+const GROUP: usize = scratch::DSP_TILE_GROUP;
 
 /// One pass's widened patches of a tile (see the module docs): up to
 /// `KCHUNK / 4` quads of `PX` pixels, two words each, in the layer's
 /// scratch ([`scratch::conv2d_int8_scratch_bytes`]: 10.5 KiB at most, planned
-/// into the arena instead of the stack).
-pub(super) struct Cols<'s>(&'s mut [u32], &'s mut [u32]);
+/// into the arena instead of the stack); behind them the window staging and
+/// the multi-pass accumulators, where the geometry takes them.
+pub(super) struct Cols<'s>(&'s mut [u32], &'s mut [u32], &'s mut [[i32; PX]]);
 
 impl<'s> Cols<'s> {
     /// The patches buffer for `g` in `scratch`, which must hold
     /// [`scratch::conv2d_int8_scratch_bytes`]`(g)` bytes, and behind it the
-    /// window staging of [`scratch::dsp_conv_staging_words`].
+    /// window staging of [`scratch::dsp_conv_staging_words`] and the
+    /// accumulators of [`scratch::dsp_conv_acc_words`].
     pub(super) fn new(g: &ConvGeom, scratch: &'s mut [u8]) -> Self {
-        let (need, stage) = (scratch::dsp_conv_words(g), scratch::dsp_conv_staging_words(g));
+        let (need, stage, acc) =
+            (scratch::dsp_conv_words(g), scratch::dsp_conv_staging_words(g), scratch::dsp_conv_acc_words(g));
         let words = scratch::words(scratch);
-        assert!(words.len() >= need + stage, "dsp conv: scratch of {} words, {} needed", words.len(), need + stage);
+        let total = need + stage + acc;
+        assert!(words.len() >= total, "dsp conv: scratch of {} words, {total} needed", words.len());
         let (cols, rest) = words.split_at_mut(need);
-        Cols(cols, &mut rest[..stage])
+        let (stage, rest) = rest.split_at_mut(stage);
+        let acc: &mut [i32] = bytemuck::cast_slice_mut(&mut rest[..acc]);
+        Cols(cols, stage, bytemuck::cast_slice_mut(acc))
     }
 }
 
@@ -966,7 +972,6 @@ pub(super) fn conv2d_tiles(
         end <= g.out_h * g.out_w && end <= tiles * PX && end + PX > tiles * PX && weights.len() == g.out_c * filter,
         "dsp conv tiles: bounds"
     );
-    let mut acc = [[0i32; PX]; GROUP];
     let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
     let full = is_full(lo, hi);
     let stages_fit = w.multiplier.iter().zip(w.shift).all(|(&m, &s)| Output::accepts(m, s));
@@ -1056,7 +1061,7 @@ pub(super) fn conv2d_tiles(
                 }
                 for c in from..first + n {
                     let row = c * filter + start;
-                    let mut a = if start == 0 { [w.bias[c]; PX] } else { acc[c - first] };
+                    let mut a = if start == 0 { [w.bias[c]; PX] } else { cols.2[c - first] };
                     if row + 8 * pairs <= weights.len() {
                         // The padded taps read up to 7 weight bytes past this
                         // pass (the next channel's): times 0, exactly 0.
@@ -1104,7 +1109,7 @@ pub(super) fn conv2d_tiles(
                             }
                         }
                     } else {
-                        acc[c - first] = a;
+                        cols.2[c - first] = a;
                     }
                 }
                 start += len;

@@ -43,15 +43,37 @@ pub fn dsp_conv_staging_words(g: &ConvGeom) -> usize {
     }
 }
 
+/// Output channels whose accumulators the DSP int8 conv keeps between the
+/// passes of a filter longer than [`DSP_TILE_TAPS`].
+pub const DSP_TILE_GROUP: usize = 64;
+
+/// u32 words of those accumulators ([`DSP_TILE_GROUP`] channels of
+/// [`DSP_TILE_PIXELS`] pixels) for a filter of more than one pass, 0 for
+/// the others: in the arena, not on the stack (1.5 KB of every conv's frame
+/// before).
+pub fn dsp_conv_acc_words(g: &ConvGeom) -> usize {
+    let taps = g.kernel_h.saturating_mul(g.kernel_w).saturating_mul(g.in_c);
+    if taps > DSP_TILE_TAPS {
+        DSP_TILE_GROUP * DSP_TILE_PIXELS
+    } else {
+        0
+    }
+}
+
 /// Scratch bytes of the int8 Conv2D (`kernels::int8::conv2d_fast`): the DSP
-/// kernel's widened patches plus 3 bytes to align them to a word; for a
+/// kernel's widened patches (and staging words and multi-pass accumulators,
+/// where it takes them) plus 3 bytes to align them to a word; for a
 /// depthwise conv the weights reordered tap-major ([`depthwise_weights_bytes`]);
 /// none for the other geometries, which run on the plain kernel.
 pub fn conv2d_int8_scratch_bytes(g: &ConvGeom) -> usize {
     if g.is_depthwise() {
         depthwise_weights_bytes(g)
     } else if g.is_tileable() {
-        dsp_conv_words(g).saturating_add(dsp_conv_staging_words(g)).saturating_mul(4).saturating_add(3)
+        dsp_conv_words(g)
+            .saturating_add(dsp_conv_staging_words(g))
+            .saturating_add(dsp_conv_acc_words(g))
+            .saturating_mul(4)
+            .saturating_add(3)
     } else {
         0
     }
