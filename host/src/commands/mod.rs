@@ -27,6 +27,19 @@ pub struct Cli {
     /// (bytes, or with a K/M/G/T suffix; default: $HOST_MAX_MEMORY, else 8G).
     #[arg(long, global = true, value_parser = crate::budget::parse_size)]
     pub max_memory: Option<u64>,
+    /// The float stride-1 3x3 convolutions' arithmetic (training, predict, eval, calibration):
+    /// `direct` (im2col + GEMM), `winograd` (F(2x2, 3x3): 2.25x fewer multiplies, other
+    /// rounding), or `auto` (per layer and pass, whichever ran faster when first timed).
+    #[arg(long, global = true, value_enum, default_value_t = Conv::Direct)]
+    pub conv: Conv,
+}
+
+/// `--conv`'s values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv {
+    Direct,
+    Winograd,
+    Auto,
 }
 
 /// The subcommands.
@@ -87,6 +100,11 @@ pub fn run(cli: Cli) -> Result<()> {
     if let Some(bytes) = cli.max_memory {
         crate::budget::set_limit(bytes);
     }
+    crate::nn::conv::set_algo(match cli.conv {
+        Conv::Direct => crate::nn::conv::ConvAlgo::Direct,
+        Conv::Winograd => crate::nn::conv::ConvAlgo::Winograd,
+        Conv::Auto => crate::nn::conv::ConvAlgo::Auto,
+    });
     match cli.command {
         Command::Summary(args) => summary::run(&args),
         Command::Flash(args) => flash::run(args),

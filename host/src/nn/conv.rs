@@ -223,11 +223,91 @@ pub fn forward(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32]
     forward_with(g, &Epilogue { bias, relu, affine: None }, kernel, x, batch, y)
 }
 
+/// The arithmetic of the stride-1 3x3 convolutions (`--conv`): the direct
+/// im2col + GEMM, Winograd's F(2x2, 3x3) ([`super::winograd`], 2.25x fewer
+/// multiplies, other rounding), or per layer and batch size whichever ran
+/// faster the first time it was timed on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgo {
+    Direct,
+    Winograd,
+    Auto,
+}
+
+static ALGO: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Sets the process's [`ConvAlgo`] (the commands' `--conv`).
+pub fn set_algo(algo: ConvAlgo) {
+    ALGO.store(algo as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The process's [`ConvAlgo`] (direct unless set).
+pub fn algo() -> ConvAlgo {
+    match ALGO.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => ConvAlgo::Winograd,
+        2 => ConvAlgo::Auto,
+        _ => ConvAlgo::Direct,
+    }
+}
+
+/// A layer's shape, batch and pass (forward or backward), the key of
+/// [`ConvAlgo::Auto`]'s choices.
+type AutoKey = (usize, usize, usize, usize, usize, usize, usize, bool);
+
+/// [`ConvAlgo::Auto`]'s measured choices: `true` where Winograd ran faster.
+static AUTO: std::sync::Mutex<Vec<(AutoKey, bool)>> = std::sync::Mutex::new(Vec::new());
+
+fn auto_key(g: &ConvGeom, batch: usize, backward: bool) -> AutoKey {
+    (g.in_h, g.in_w, g.in_c, g.out_c, g.pad_top, g.pad_left, batch, backward)
+}
+
+/// Whether this layer at this batch runs Winograd's arithmetic now in this
+/// pass, and for [`ConvAlgo::Auto`] the choice if it was already measured.
+fn winograd_choice(g: &ConvGeom, batch: usize, backward: bool) -> Option<bool> {
+    if !super::winograd::serves(g) {
+        return Some(false);
+    }
+    match algo() {
+        ConvAlgo::Direct => Some(false),
+        ConvAlgo::Winograd => Some(true),
+        ConvAlgo::Auto => {
+            let key = auto_key(g, batch, backward);
+            let table = AUTO.lock().unwrap_or_else(|e| e.into_inner());
+            table.iter().find(|(k, _)| *k == key).map(|&(_, w)| w)
+        }
+    }
+}
+
 /// [`forward`] with any [`Epilogue`]: an inference BatchNormalization that
 /// follows the conv is folded in here, saving a pass over the output.
 pub fn forward_with(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(y.len(), batch * g.output_len());
+    match winograd_choice(g, batch, false) {
+        Some(true) => return super::winograd::forward(g, ep, kernel, x, batch, y),
+        Some(false) => {}
+        None => {
+            // First sight under Auto: time both on this call's data, keep the
+            // faster, and leave its output in `y`.
+            let t = std::time::Instant::now();
+            super::winograd::forward(g, ep, kernel, x, batch, y);
+            let wino = t.elapsed();
+            let t = std::time::Instant::now();
+            forward_direct(g, ep, kernel, x, batch, y);
+            let direct = t.elapsed();
+            let use_wino = wino < direct;
+            AUTO.lock().unwrap_or_else(|e| e.into_inner()).push((auto_key(g, batch, false), use_wino));
+            if use_wino {
+                super::winograd::forward(g, ep, kernel, x, batch, y);
+            }
+            return;
+        }
+    }
+    forward_direct(g, ep, kernel, x, batch, y)
+}
+
+/// [`forward_with`] through the direct im2col + GEMM.
+fn forward_direct(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     if g.groups > 1 {
         return forward_grouped(g, ep, kernel, x, y);
     }
@@ -239,7 +319,7 @@ pub fn forward_with(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batc
 }
 
 /// The epilogue over whole output pixels, after the plain GEMM.
-fn epilogue(px: &mut [f32], ep: &Epilogue) {
+pub(super) fn epilogue(px: &mut [f32], ep: &Epilogue) {
     let (bias, relu) = (ep.bias, ep.relu);
     for px in px.chunks_exact_mut(bias.len()) {
         for (v, b) in px.iter_mut().zip(bias) {
@@ -394,6 +474,42 @@ pub fn backward(
     if g.groups > 1 {
         return backward_grouped(g, kernel, x, dy, dkernel, dbias, dx);
     }
+    match winograd_choice(g, batch, true) {
+        Some(true) => return super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx),
+        Some(false) => {}
+        None => {
+            // First sight under Auto: time both (each overwrites the
+            // gradients), keep the faster, and leave its gradients.
+            let mut dx = dx;
+            let t = std::time::Instant::now();
+            super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx.as_deref_mut());
+            let wino = t.elapsed();
+            let t = std::time::Instant::now();
+            backward_direct(g, kernel, x, dy, batch, dkernel, dbias, dx.as_deref_mut(), partials);
+            let use_wino = wino < t.elapsed();
+            AUTO.lock().unwrap_or_else(|e| e.into_inner()).push((auto_key(g, batch, true), use_wino));
+            if use_wino {
+                super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx);
+            }
+            return;
+        }
+    }
+    backward_direct(g, kernel, x, dy, batch, dkernel, dbias, dx, partials)
+}
+
+/// [`backward`]'s direct im2col + GEMM, after the mask.
+#[allow(clippy::too_many_arguments)]
+fn backward_direct(
+    g: &ConvGeom,
+    kernel: &[f32],
+    x: &[f32],
+    dy: &[f32],
+    batch: usize,
+    dkernel: &mut [f32],
+    dbias: &mut [f32],
+    dx: Option<&mut [f32]>,
+    partials: &mut Vec<Vec<f32>>,
+) {
     let kd = g.kdim();
     let tile = g.tile_images(batch);
     let tiles = batch.div_ceil(tile);

@@ -20,6 +20,7 @@ pub mod loss;
 mod micro;
 pub mod pool;
 mod scratch;
+pub mod winograd;
 
 pub use error::NnError;
 pub use loss::{softmax, softmax_cross_entropy, try_softmax_cross_entropy};

@@ -1,0 +1,62 @@
+//! The stride-1 3x3 convolutions through the direct im2col + GEMM and through
+//! Winograd's F(2x2, 3x3), side by side in one sitting: AlexNet's conv 3-5
+//! (13x13, 256/384 channels) forward and backward at the training batch, and
+//! forward at batch 1. `cargo bench --bench winograd`.
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use host::nn::conv::{self, ConvAlgo, Epilogue};
+use shared::geometry::ConvGeom;
+use shared::spec::{Conv2D, Shape};
+use std::time::Duration;
+
+fn layer(c: &mut Criterion, name: &str, cin: u32, cout: u32, batch: usize) {
+    let g = ConvGeom::from_spec(&Conv2D::new(cout, 3).same(), Shape::image(13, 13, cin)).expect("geometry");
+    let x: Vec<f32> = (0..batch * g.input_len()).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let kernel: Vec<f32> = (0..9 * g.in_c * g.out_c).map(|i| ((i * 104729) % 1000) as f32 / 20000.0 - 0.025).collect();
+    let bias = vec![0.01f32; g.out_c];
+    let ep = Epilogue { bias: &bias, relu: true, affine: None };
+    let mut y = vec![0.0f32; batch * g.output_len()];
+    let mut group = c.benchmark_group("winograd");
+    group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    group.sampling_mode(SamplingMode::Flat);
+    for (algo, label) in [(ConvAlgo::Direct, "direct"), (ConvAlgo::Winograd, "winograd")] {
+        conv::set_algo(algo);
+        group.bench_function(format!("{name}/batch{batch}/forward/{label}"), |b| {
+            b.iter(|| conv::forward_with(&g, &ep, &kernel, &x, batch, &mut y))
+        });
+        if batch > 1 {
+            let (mut dk, mut db, mut dx) = (vec![0.0; kernel.len()], vec![0.0; g.out_c], vec![0.0; x.len()]);
+            let mut dy = y.clone();
+            let mut partials = Vec::new();
+            group.bench_function(format!("{name}/batch{batch}/backward/{label}"), |b| {
+                b.iter(|| {
+                    conv::backward(
+                        &g,
+                        false,
+                        &kernel,
+                        &x,
+                        &y,
+                        &mut dy,
+                        batch,
+                        &mut dk,
+                        &mut db,
+                        Some(&mut dx),
+                        &mut partials,
+                    )
+                })
+            });
+        }
+    }
+    conv::set_algo(ConvAlgo::Direct);
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    for batch in [32, 1] {
+        layer(c, "conv3_256_384", 256, 384, batch);
+        layer(c, "conv4_384_384", 384, 384, batch);
+    }
+}
+
+criterion_group!(winograd, benches);
+criterion_main!(winograd);

@@ -1,0 +1,157 @@
+//! Winograd's F(2x2, 3x3) against the f64 reference convolution and the
+//! direct path: forward outputs, the three gradients, and a network's
+//! gradients against finite differences with the arithmetic forced. Its own
+//! test binary: `--conv` is a process-wide setting.
+
+use host::nn::conv::{self, ConvAlgo, Epilogue};
+use host::nn::winograd;
+use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
+use ndarray::Array4;
+use rand::SeedableRng;
+use shared::geometry::ConvGeom;
+use shared::spec::{Activation, Conv2D, Sequential, Shape};
+use suite::Rng;
+
+/// `--conv` is process-wide: the tests that set it take turns.
+static ALGO_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The relative error bound this file holds every Winograd output and
+/// gradient to: the largest absolute difference from the f64 reference over
+/// the largest reference magnitude (measured: below 3e-7 on these shapes;
+/// the direct path's own is below 2e-7).
+const REL: f64 = 2e-6;
+
+fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs())).max(1e-30);
+    got.iter().zip(want).fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs())) / scale
+}
+
+/// HWIO (the host's kernels) to OHWI (the reference's).
+fn ohwi(g: &ConvGeom, hwio: &[f32]) -> Vec<f32> {
+    let (cn, kn) = (g.in_c, g.out_c);
+    let mut w = vec![0.0; hwio.len()];
+    for t in 0..9 {
+        for c in 0..cn {
+            for k in 0..kn {
+                w[(k * 9 + t) * cn + c] = hwio[(t * cn + c) * kn + k];
+            }
+        }
+    }
+    w
+}
+
+fn geometries(rng: &mut Rng) -> Vec<ConvGeom> {
+    let mut out = Vec::new();
+    for case in 0..24 {
+        let (h, w) = (rng.int(1, 17) as usize, rng.int(1, 17) as usize);
+        let c = if case % 6 == 0 { rng.int(40, 70) } else { rng.int(1, 9) } as u32;
+        let k = if case % 5 == 0 { rng.int(30, 66) } else { rng.int(1, 9) } as u32;
+        let conv = if case % 2 == 0 { Conv2D::new(k, 3).same() } else { Conv2D::new(k, 3) };
+        if let Some(g) = ConvGeom::from_spec(&conv, Shape::image(h as u32, w as u32, c)) {
+            assert!(winograd::serves(&g), "{g:?}");
+            out.push(g);
+        }
+    }
+    assert!(out.len() > 15, "{}", out.len());
+    out
+}
+
+#[test]
+fn forward_matches_the_f64_reference() {
+    let mut rng = Rng::new(3);
+    let mut worst = 0.0f64;
+    for g in geometries(&mut rng) {
+        let batch = 2;
+        let x = rng.vec(batch * g.input_len(), -1.0, 1.0);
+        let kernel = rng.vec(9 * g.in_c * g.out_c, -0.5, 0.5);
+        let bias = rng.vec(g.out_c, -0.2, 0.2);
+        let ep = Epilogue { bias: &bias, relu: false, affine: None };
+        let mut y = vec![0.0; batch * g.output_len()];
+        winograd::forward(&g, &ep, &kernel, &x, batch, &mut y);
+        let w = ohwi(&g, &kernel);
+        for i in 0..batch {
+            let want = suite::reference_conv(&g, &w, &bias, &x[i * g.input_len()..][..g.input_len()]);
+            let got = &y[i * g.output_len()..][..g.output_len()];
+            let e = rel_err(got, &want);
+            assert!(e < REL, "{g:?}: relative error {e:e}");
+            worst = worst.max(e);
+        }
+    }
+    eprintln!("forward: worst relative error {worst:e}");
+}
+
+#[test]
+fn gradients_match_the_direct_paths() {
+    let _turn = ALGO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = Rng::new(4);
+    let mut worst = 0.0f64;
+    for g in geometries(&mut rng) {
+        let batch = 3;
+        let x = rng.vec(batch * g.input_len(), -1.0, 1.0);
+        let kernel = rng.vec(9 * g.in_c * g.out_c, -0.5, 0.5);
+        let dy = rng.vec(batch * g.output_len(), -1.0, 1.0);
+        let y = vec![1.0; dy.len()];
+        let (mut dk, mut db, mut dx) = (vec![0.0; kernel.len()], vec![0.0; g.out_c], vec![0.0; x.len()]);
+        conv::set_algo(ConvAlgo::Direct);
+        let mut d = dy.clone();
+        conv::backward(&g, false, &kernel, &x, &y, &mut d, batch, &mut dk, &mut db, Some(&mut dx), &mut Vec::new());
+        let (mut wk, mut wb, mut wx) = (vec![7.0; kernel.len()], vec![7.0; g.out_c], vec![7.0; x.len()]);
+        winograd::backward(&g, &kernel, &x, &dy, batch, &mut wk, &mut wb, Some(&mut wx));
+        for (name, got, want) in [("kernel", &wk, &dk), ("bias", &wb, &db), ("input", &wx, &dx)] {
+            let e = rel_err(got, want);
+            assert!(e < REL, "{g:?} d{name}: relative error {e:e}");
+            worst = worst.max(e);
+        }
+    }
+    eprintln!("gradients: worst relative difference from the direct path {worst:e}");
+}
+
+/// A network whose 3x3 stride-1 convs (same and valid, ReLU and linear) run
+/// Winograd's arithmetic: every parameter gradient against central
+/// differences, as `tests/gradcheck.rs` checks the direct path.
+#[test]
+fn network_gradients_under_winograd_match_finite_differences() {
+    let _turn = ALGO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    conv::set_algo(ConvAlgo::Winograd);
+    let spec = Sequential::new(Shape::image(9, 9, 3))
+        .conv2d(Conv2D::new(4, 3).same())
+        .conv2d(Conv2D::new(5, 3))
+        .flatten()
+        .dense(4, Activation::Softmax)
+        .build()
+        .unwrap();
+    let batch = 2;
+    let x = Array4::from_shape_fn((batch, 9, 9, 3), |(n, h, w, c)| {
+        (((n * 131 + h * 17 + w * 5 + c * 3) * 2654435761usize) % 1000) as f32 / 1000.0 - 0.5
+    });
+    let labels = [1, 3];
+    let mut net = Network::new(&spec, 42);
+    let rng = ChaCha8Rng::seed_from_u64(7);
+    let loss = |net: &mut Network| -> f64 {
+        let logits = net.forward(x.view(), Mode::Train(&mut rng.clone()));
+        softmax_cross_entropy(logits.view(), &labels).0 as f64
+    };
+    let logits = net.forward(x.view(), Mode::Train(&mut rng.clone()));
+    let (_, g, _) = softmax_cross_entropy(logits.view(), &labels);
+    net.backward(g.view());
+    let grads: Vec<(String, Vec<f32>)> = net.params().iter().map(|p| (p.name.clone(), p.grad.clone())).collect();
+    let h = 3e-3f32;
+    for (pi, (name, ana)) in grads.iter().enumerate() {
+        let (mut err, mut norm) = (0.0f64, 0.0f64);
+        for i in (0..ana.len()).step_by((ana.len() / 40).max(1)) {
+            let orig = net.params()[pi].value[i];
+            net.params_mut()[pi].value[i] = orig + h;
+            let lp = loss(&mut net);
+            net.params_mut()[pi].value[i] = orig - h;
+            let lm = loss(&mut net);
+            net.params_mut()[pi].value[i] = orig;
+            let num = (lp - lm) / (2.0 * h as f64);
+            err += (num - ana[i] as f64).powi(2);
+            norm += num.powi(2) + (ana[i] as f64).powi(2);
+        }
+        let rel = (err / norm.max(1e-12)).sqrt();
+        assert!(rel < 1e-2, "{name}: relative gradient error {rel:e}");
+    }
+    conv::set_algo(ConvAlgo::Direct);
+}
