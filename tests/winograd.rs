@@ -97,7 +97,7 @@ fn gradients_match_the_direct_paths() {
         let mut d = dy.clone();
         conv::backward(&g, false, &kernel, &x, &y, &mut d, batch, &mut dk, &mut db, Some(&mut dx), &mut Vec::new());
         let (mut wk, mut wb, mut wx) = (vec![7.0; kernel.len()], vec![7.0; g.out_c], vec![7.0; x.len()]);
-        winograd::backward(&g, &kernel, &x, &dy, batch, &mut wk, &mut wb, Some(&mut wx));
+        winograd::backward(&g, &kernel, &x, &dy, batch, &mut wk, &mut wb, Some(&mut wx), &mut Vec::new());
         for (name, got, want) in [("kernel", &wk, &dk), ("bias", &wb, &db), ("input", &wx, &dx)] {
             let e = rel_err(got, want);
             assert!(e < REL, "{g:?} d{name}: relative error {e:e}");

@@ -475,21 +475,21 @@ pub fn backward(
         return backward_grouped(g, kernel, x, dy, dkernel, dbias, dx);
     }
     match winograd_choice(g, batch, true) {
-        Some(true) => return super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx),
+        Some(true) => return super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx, partials),
         Some(false) => {}
         None => {
             // First sight under Auto: time both (each overwrites the
             // gradients), keep the faster, and leave its gradients.
             let mut dx = dx;
             let t = std::time::Instant::now();
-            super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx.as_deref_mut());
+            super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx.as_deref_mut(), partials);
             let wino = t.elapsed();
             let t = std::time::Instant::now();
             backward_direct(g, kernel, x, dy, batch, dkernel, dbias, dx.as_deref_mut(), partials);
             let use_wino = wino < t.elapsed();
             AUTO.lock().unwrap_or_else(|e| e.into_inner()).push((auto_key(g, batch, true), use_wino));
             if use_wino {
-                super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx);
+                super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx, partials);
             }
             return;
         }

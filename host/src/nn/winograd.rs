@@ -13,7 +13,7 @@
 
 use super::conv::Epilogue;
 use super::gemm::{matmul, Mat, Par};
-use super::scratch::with_scratch;
+use super::scratch::{with_padded, with_scratch};
 use rayon::prelude::*;
 use shared::geometry::ConvGeom;
 
@@ -43,32 +43,50 @@ fn tiles(g: &ConvGeom) -> (usize, usize) {
 }
 
 /// `U_xi[c][k]` for the 16 points `xi` (`[16][cin][cout]`): `G g G^T` of
-/// each filter, from Keras's HWIO kernel.
-pub fn filter_transform(g: &ConvGeom, kernel: &[f32]) -> Vec<f32> {
+/// each filter, from Keras's HWIO kernel, over runs of output channels,
+/// into `u` (`16 cin cout` values, all written).
+fn filter_transform_into(g: &ConvGeom, kernel: &[f32], u: &mut [f32]) {
     let (cn, kn) = (g.in_c, g.out_c);
     assert_eq!(kernel.len(), 9 * cn * kn, "winograd: kernel length");
-    let mut u = vec![0.0f32; XI * cn * kn];
-    let w = |ky: usize, kx: usize, c: usize| &kernel[((ky * 3 + kx) * cn + c) * kn..][..kn];
+    assert_eq!(u.len(), XI * cn * kn, "winograd: transformed filters' length");
+    // t[i][kx] = (G w[.][kx])_i, then U[i][j] = (G t[i][.])_j.
+    let mut t = vec![0.0f32; 12 * kn];
     for c in 0..cn {
-        for k in 0..kn {
-            // G w: rows (w0, (w0 + w1 + w2) / 2, (w0 - w1 + w2) / 2, w2).
-            let mut t = [[0.0f32; 3]; 4];
-            for (kx, col) in (0..3).map(|kx| (kx, [w(0, kx, c)[k], w(1, kx, c)[k], w(2, kx, c)[k]])) {
-                let [a, b, e] = col;
-                t[0][kx] = a;
-                t[1][kx] = 0.5 * (a + b + e);
-                t[2][kx] = 0.5 * (a - b + e);
-                t[3][kx] = e;
+        let w = |ky: usize, kx: usize| &kernel[((ky * 3 + kx) * cn + c) * kn..][..kn];
+        for kx in 0..3 {
+            let col = [w(0, kx), w(1, kx), w(2, kx)];
+            for i in 0..4 {
+                gm(i, &mut t[(i * 3 + kx) * kn..][..kn], col);
             }
-            for (i, [a, b, e]) in t.into_iter().enumerate() {
-                let row = [a, 0.5 * (a + b + e), 0.5 * (a - b + e), e];
-                for (j, v) in row.into_iter().enumerate() {
-                    u[((i * 4 + j) * cn + c) * kn + k] = v;
-                }
+        }
+        for i in 0..4 {
+            let row: [&[f32]; 3] = runs(&t[i * 3 * kn..], kn);
+            for j in 0..4 {
+                gm(j, &mut u[((i * 4 + j) * cn + c) * kn..][..kn], row);
             }
         }
     }
-    u
+}
+
+/// `(G w)_i` for the three runs `w`: `w0, (w0 + w1 + w2) / 2, (w0 - w1 + w2) / 2, w2`.
+fn gm(i: usize, o: &mut [f32], w: [&[f32]; 3]) {
+    match i {
+        0 => o.copy_from_slice(w[0]),
+        1 => o.iter_mut().zip(w[0].iter().zip(w[1]).zip(w[2])).for_each(|(o, ((a, b), c))| *o = 0.5 * (a + b + c)),
+        2 => o.iter_mut().zip(w[0].iter().zip(w[1]).zip(w[2])).for_each(|(o, ((a, b), c))| *o = 0.5 * (a - b + c)),
+        _ => o.copy_from_slice(w[2]),
+    }
+}
+
+/// `(G^T u)_i`, the adjoint of [`gm`] (four runs to three): `u0 + (u1 + u2) / 2,
+/// (u1 - u2) / 2, (u1 + u2) / 2 + u3`.
+fn gtm(i: usize, o: &mut [f32], u: [&[f32]; 4]) {
+    let z = u[1].iter().zip(u[2]);
+    match i {
+        0 => o.iter_mut().zip(u[0].iter().zip(z)).for_each(|(o, (a, (b, c)))| *o = a + 0.5 * (b + c)),
+        1 => o.iter_mut().zip(z).for_each(|(o, (b, c))| *o = 0.5 * (b - c)),
+        _ => o.iter_mut().zip(z.zip(u[3])).for_each(|(o, ((b, c), d))| *o = 0.5 * (b + c) + d),
+    }
 }
 
 // Element-wise steps of the transforms over a run of channels (each
@@ -150,13 +168,6 @@ fn runs<const N: usize>(buf: &[f32], len: usize) -> [&[f32]; N] {
     core::array::from_fn(|i| &buf[i * len..][..len])
 }
 
-/// The adjoint of the filter transform along one axis (`G^T u`: four values
-/// to three).
-#[inline(always)]
-fn gt(u: [f32; 4]) -> [f32; 3] {
-    [u[0] + 0.5 * (u[1] + u[2]), 0.5 * (u[1] - u[2]), 0.5 * (u[1] + u[2]) + u[3]]
-}
-
 /// A tile's place: image, tile row and column.
 #[derive(Clone, Copy)]
 struct Tile {
@@ -211,10 +222,19 @@ fn input_transform(g: &ConvGeom, x: &[f32], first: usize, n: usize, v: &mut [f32
     }
 }
 
-/// `(u, v) -> m`: the 16 GEMMs `m_xi [n, cout] = v_xi [n, cin] u_xi [cin, cout]`.
+/// `(u, v) -> m`: the 16 GEMMs `m_xi [n, cout] = v_xi [n, cin] u_xi [cin, cout]`,
+/// through the AVX-512 micro-kernel where it applies (it reads `u_xi` in
+/// place; the `gemm` crate packs all of it again on every call, which at
+/// batch 1 cost more than the multiplies).
 fn multiply(g: &ConvGeom, u: &[f32], v: &[f32], n: usize, m: &mut [f32]) {
     let (cn, kn) = (g.in_c, g.out_c);
+    let zeros = vec![0.0f32; kn];
+    let plain = Epilogue { bias: &zeros, relu: false, affine: None };
     for xi in 0..XI {
+        let (vx, ux, mx) = (&v[xi * n * cn..][..n * cn], &u[xi * cn * kn..][..cn * kn], &mut m[xi * n * kn..][..n * kn]);
+        if super::micro::gemm(vx, n, cn, ux, kn, mx, &plain) {
+            continue;
+        }
         matmul(
             Mat::new(&v[xi * n * cn..][..n * cn], n, cn),
             Mat::new(&u[xi * cn * kn..][..cn * kn], cn, kn),
@@ -233,7 +253,16 @@ pub fn forward(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: us
     assert!(serves(g), "winograd: not a stride-1 3x3 conv");
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(y.len(), batch * g.output_len());
-    let u = filter_transform(g, kernel);
+    // The transformed filters in the calling thread's second buffer (a fresh
+    // 10 MB per call was page-faulted in every time).
+    with_padded(XI * g.in_c * g.out_c, |u| {
+        filter_transform_into(g, kernel, u);
+        forward_tiles(g, ep, u, x, batch, y)
+    })
+}
+
+/// [`forward`] with the transformed filters `u`.
+fn forward_tiles(g: &ConvGeom, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     let (th, tw) = tiles(g);
     // Tasks of whole tile rows: each writes output rows of its own.
     let rows_total = batch * th;
@@ -262,7 +291,7 @@ pub fn forward(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: us
         with_scratch(XI * n * (cn + kn), |buf| {
             let (v, m) = buf.split_at_mut(XI * n * cn);
             input_transform(g, x, first, n, v);
-            multiply(g, &u, v, n, m);
+            multiply(g, u, v, n, m);
             let base = row_start(r0);
             // s[i][bx] = (A^T m[i][.])_bx; then a pixel's (A^T s[.][bx])_ay.
             let mut s8 = vec![0.0f32; 8 * kn];
@@ -302,18 +331,44 @@ pub fn backward(
     dkernel: &mut [f32],
     dbias: &mut [f32],
     dx: Option<&mut [f32]>,
+    partials: &mut Vec<Vec<f32>>,
 ) {
     assert!(serves(g), "winograd: not a stride-1 3x3 conv");
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(dy.len(), batch * g.output_len());
+    with_padded(XI * g.in_c * g.out_c, |u| {
+        filter_transform_into(g, kernel, u);
+        backward_tiles(g, u, x, dy, batch, dkernel, dbias, dx, partials)
+    })
+}
+
+/// [`backward`] with the transformed filters `u`; each group's `dU` partial
+/// in one of `partials` (kept in the layer between steps, as the direct
+/// path's: fresh ones were page-faulted in every step).
+#[allow(clippy::too_many_arguments)]
+fn backward_tiles(
+    g: &ConvGeom,
+    u: &[f32],
+    x: &[f32],
+    dy: &[f32],
+    batch: usize,
+    dkernel: &mut [f32],
+    dbias: &mut [f32],
+    dx: Option<&mut [f32]>,
+    partials: &mut Vec<Vec<f32>>,
+) {
     let (cn, kn) = (g.in_c, g.out_c);
-    let u = filter_transform(g, kernel);
     let (th, tw) = tiles(g);
     let per_image = th * tw;
     let group_images = batch.div_ceil(MAX_GROUPS).max(1);
     let imgs_per_task = TASK_TILES.div_ceil(per_image).clamp(1, group_images);
-    let group = |xg: &[f32], dyg: &[f32], mut dxg: Option<&mut [f32]>| -> (Vec<f32>, Vec<f64>) {
-        let mut du = vec![0.0f32; XI * cn * kn];
+    let groups = batch.div_ceil(group_images);
+    partials.resize_with(groups, Vec::new);
+    for p in partials.iter_mut() {
+        p.clear();
+        p.resize(XI * cn * kn, 0.0);
+    }
+    let group = |xg: &[f32], dyg: &[f32], mut dxg: Option<&mut [f32]>, du: &mut Vec<f32>| -> Vec<f64> {
         let mut db = vec![0.0f64; kn];
         for px in dyg.chunks_exact(kn) {
             db.iter_mut().zip(px).for_each(|(b, &d)| *b += d as f64);
@@ -400,38 +455,45 @@ pub fn backward(
                 }
             });
         }
-        (du, db)
+        db
     };
     let xs = x.par_chunks(group_images * g.input_len());
     let dys = dy.par_chunks(group_images * g.output_len());
-    let parts: Vec<(Vec<f32>, Vec<f64>)> = match dx {
+    let parts: Vec<Vec<f64>> = match dx {
         Some(dx) => {
             assert_eq!(dx.len(), x.len());
             dx.fill(0.0);
             xs.zip(dys)
                 .zip(dx.par_chunks_mut(group_images * g.input_len()))
-                .map(|((a, b), c)| group(a, b, Some(c)))
+                .zip(partials.par_iter_mut())
+                .map(|(((a, b), c), p)| group(a, b, Some(c), p))
                 .collect()
         }
-        None => xs.zip(dys).map(|(a, b)| group(a, b, None)).collect(),
+        None => xs.zip(dys).zip(partials.par_iter_mut()).map(|((a, b), p)| group(a, b, None, p)).collect(),
     };
-    // The groups' sums in group order, then G^T dU G into the kernel gradient.
-    let mut du = vec![0.0f32; XI * cn * kn];
-    let mut db = vec![0.0f64; kn];
-    for (p, q) in &parts {
+    // The groups' sums in group order (into the first partial), then G^T dU G
+    // into the kernel gradient.
+    let (du, rest) = partials.split_first_mut().expect("at least one group");
+    for p in rest.iter() {
         du.iter_mut().zip(p).for_each(|(s, v)| *s += v);
+    }
+    let mut db = vec![0.0f64; kn];
+    for q in &parts {
         db.iter_mut().zip(q).for_each(|(s, v)| *s += v);
     }
-    dkernel.fill(0.0);
+    // dkernel = G^T dU G: r[i][kx] = (G^T dU[i][.])_kx, then (G^T r[.][kx])_ky.
+    let mut r = vec![0.0f32; 12 * kn];
     for c in 0..cn {
-        for k in 0..kn {
-            let d = |i: usize, j: usize| du[((i * 4 + j) * cn + c) * kn + k];
-            let rows: Vec<[f32; 3]> = (0..4).map(|i| gt([d(i, 0), d(i, 1), d(i, 2), d(i, 3)])).collect();
+        for i in 0..4 {
+            let row: [&[f32]; 4] = core::array::from_fn(|j| &du[((i * 4 + j) * cn + c) * kn..][..kn]);
             for kx in 0..3 {
-                let col = gt([rows[0][kx], rows[1][kx], rows[2][kx], rows[3][kx]]);
-                for (ky, val) in col.into_iter().enumerate() {
-                    dkernel[((ky * 3 + kx) * cn + c) * kn + k] += val;
-                }
+                gtm(kx, &mut r[(i * 3 + kx) * kn..][..kn], row);
+            }
+        }
+        for kx in 0..3 {
+            let col: [&[f32]; 4] = core::array::from_fn(|i| &r[(i * 3 + kx) * kn..][..kn]);
+            for ky in 0..3 {
+                gtm(ky, &mut dkernel[((ky * 3 + kx) * cn + c) * kn..][..kn], col);
             }
         }
     }
