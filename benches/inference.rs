@@ -110,6 +110,8 @@ fn f16(c: &mut Criterion) {
 /// tract-core (the independent reference) with the same weights, on the engine
 /// groups' image.
 fn f32(c: &mut Criterion) {
+    // `HOST_CONV=direct|winograd|auto`: the 3x3 convolutions' arithmetic (as `--conv`).
+    host::nn::conv::ConvAlgo::set_from_env();
     let spec = spec::alexnet(227, 1000).expect("alexnet spec");
     let image = Fixture::new().image;
     let mut net = Network::new(&spec, 42);

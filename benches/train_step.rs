@@ -2,6 +2,7 @@
 //!
 //! `cargo bench --bench train_step`: the full 227x227 AlexNet at 1000 classes and
 //! batch 32 (about 6.6 GFLOP per image for forward + backward), and alexnet-micro.
+//! `HOST_CONV=auto` (or `winograd`) runs the 3x3 convolutions as `--conv` would.
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
@@ -39,6 +40,8 @@ fn step_bench(c: &mut Criterion, name: &str, spec: ModelSpec, batch: usize, samp
 }
 
 fn train_step(c: &mut Criterion) {
+    // `HOST_CONV=direct|winograd|auto`: the 3x3 convolutions' arithmetic (as `--conv`).
+    host::nn::conv::ConvAlgo::set_from_env();
     step_bench(c, "alexnet-micro", alexnet_micro(99, 10).unwrap(), 32, 20, 10);
     step_bench(c, "alexnet", alexnet(227, 1000).unwrap(), 32, 10, 30);
 }

@@ -1,12 +1,17 @@
 //! The stride-1 3x3 convolutions through the direct im2col + GEMM and through
 //! Winograd's F(2x2, 3x3), side by side in one sitting: AlexNet's conv 3-5
 //! (13x13, 256/384 channels) forward and backward at the training batch, and
-//! forward at batch 1. `cargo bench --bench winograd`.
+//! forward at batch 1; then a whole AlexNet training step (batch 32, Adam)
+//! with `--conv direct` and with `--conv auto`. `cargo bench --bench winograd`.
 
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use host::nn::conv::{self, ConvAlgo, Epilogue};
+use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
+use host::optim::{Optimizer, OptimizerKind};
+use ndarray::Array4;
+use rand::SeedableRng;
 use shared::geometry::ConvGeom;
-use shared::spec::{Conv2D, Shape};
+use shared::spec::{alexnet, Conv2D, Shape};
 use std::time::Duration;
 
 fn layer(c: &mut Criterion, name: &str, cin: u32, cout: u32, batch: usize) {
@@ -51,11 +56,43 @@ fn layer(c: &mut Criterion, name: &str, cin: u32, cout: u32, batch: usize) {
     group.finish();
 }
 
+/// One training step of the full AlexNet (1000 classes, batch 32) under each
+/// arithmetic; `auto` times both paths of every 3x3 layer on its first step
+/// (in the warm-up) and keeps the faster.
+fn train_step(c: &mut Criterion) {
+    let batch = 32;
+    let spec = alexnet(227, 1000).expect("alexnet");
+    let x =
+        Array4::from_shape_fn((batch, 227, 227, 3), |(n, y, x, c)| ((n * 7 + y * 3 + x * 5 + c) % 256) as f32 / 255.0);
+    let labels: Vec<usize> = (0..batch).map(|i| (i * 37) % 1000).collect();
+    let mut group = c.benchmark_group("winograd");
+    group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(5));
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Elements(batch as u64));
+    for (algo, label) in [(ConvAlgo::Direct, "direct"), (ConvAlgo::Auto, "auto")] {
+        conv::set_algo(algo);
+        let mut net = Network::new(&spec, 0);
+        let mut opt = Optimizer::new(OptimizerKind::adam());
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        group.bench_function(format!("alexnet_train_step/batch{batch}/{label}"), |b| {
+            b.iter(|| {
+                let logits = net.forward(x.view(), Mode::Train(&mut rng));
+                let (_, g, _) = softmax_cross_entropy(logits.view(), &labels);
+                net.backward(g.view());
+                opt.step(&mut net);
+            })
+        });
+    }
+    conv::set_algo(ConvAlgo::Direct);
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     for batch in [32, 1] {
         layer(c, "conv3_256_384", 256, 384, batch);
         layer(c, "conv4_384_384", 384, 384, batch);
     }
+    train_step(c);
 }
 
 criterion_group!(winograd, benches);

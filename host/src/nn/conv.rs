@@ -236,6 +236,29 @@ pub enum ConvAlgo {
 
 static ALGO: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
+impl ConvAlgo {
+    /// `direct`, `winograd` or `auto` (the benches' `HOST_CONV`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "direct" => Some(ConvAlgo::Direct),
+            "winograd" => Some(ConvAlgo::Winograd),
+            "auto" => Some(ConvAlgo::Auto),
+            _ => None,
+        }
+    }
+
+    /// [`ConvAlgo::parse`] of `$HOST_CONV`, set for the process if given
+    /// (the criterion benches take no flags of their own).
+    ///
+    /// # Panics
+    /// On any other value.
+    pub fn set_from_env() {
+        if let Ok(v) = std::env::var("HOST_CONV") {
+            set_algo(ConvAlgo::parse(&v).unwrap_or_else(|| panic!("HOST_CONV={v}: not direct, winograd or auto")));
+        }
+    }
+}
+
 /// Sets the process's [`ConvAlgo`] (the commands' `--conv`).
 pub fn set_algo(algo: ConvAlgo) {
     ALGO.store(algo as u8, std::sync::atomic::Ordering::Relaxed);

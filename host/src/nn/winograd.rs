@@ -231,7 +231,8 @@ fn multiply(g: &ConvGeom, u: &[f32], v: &[f32], n: usize, m: &mut [f32]) {
     let zeros = vec![0.0f32; kn];
     let plain = Epilogue { bias: &zeros, relu: false, affine: None };
     for xi in 0..XI {
-        let (vx, ux, mx) = (&v[xi * n * cn..][..n * cn], &u[xi * cn * kn..][..cn * kn], &mut m[xi * n * kn..][..n * kn]);
+        let (vx, ux, mx) =
+            (&v[xi * n * cn..][..n * cn], &u[xi * cn * kn..][..cn * kn], &mut m[xi * n * kn..][..n * kn]);
         if super::micro::gemm(vx, n, cn, ux, kn, mx, &plain) {
             continue;
         }
