@@ -155,3 +155,41 @@ fn network_gradients_under_winograd_match_finite_differences() {
     }
     conv::set_algo(ConvAlgo::Direct);
 }
+
+/// `auto` leaves exactly one path's bytes: on first sight it times both and
+/// then runs the faster (its output, its gradients), and later calls repeat
+/// that choice.
+#[test]
+fn auto_gives_one_paths_exact_results() {
+    let _turn = ALGO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = Rng::new(5);
+    let g = ConvGeom::from_spec(&Conv2D::new(24, 3).same(), Shape::image(9, 11, 16)).expect("geometry");
+    let batch = 4;
+    let x = rng.vec(batch * g.input_len(), -1.0, 1.0);
+    let kernel = rng.vec(9 * g.in_c * g.out_c, -0.5, 0.5);
+    let bias = rng.vec(g.out_c, -0.2, 0.2);
+    let ep = Epilogue { bias: &bias, relu: true, affine: None };
+    let dy = rng.vec(batch * g.output_len(), -1.0, 1.0);
+    let run = |algo: ConvAlgo| {
+        conv::set_algo(algo);
+        let mut y = vec![0.0; batch * g.output_len()];
+        conv::forward_with(&g, &ep, &kernel, &x, batch, &mut y);
+        let (mut dk, mut db, mut dx) = (vec![0.0; kernel.len()], vec![0.0; g.out_c], vec![0.0; x.len()]);
+        let mut d = dy.clone();
+        conv::backward(&g, true, &kernel, &x, &y, &mut d, batch, &mut dk, &mut db, Some(&mut dx), &mut Vec::new());
+        (y, dk, db, dx)
+    };
+    let direct = run(ConvAlgo::Direct);
+    let wino = run(ConvAlgo::Winograd);
+    assert_ne!(direct.0, wino.0, "the two paths round differently");
+    for _ in 0..2 {
+        let auto = run(ConvAlgo::Auto);
+        assert!(auto.0 == direct.0 || auto.0 == wino.0, "forward: neither path's bytes");
+        assert!(
+            (auto.1 == direct.1 && auto.3 == direct.3) || (auto.1 == wino.1 && auto.3 == wino.3),
+            "backward: neither path's bytes"
+        );
+        assert!(auto.2 == direct.2 || auto.2 == wino.2);
+    }
+    conv::set_algo(ConvAlgo::Direct);
+}
