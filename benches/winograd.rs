@@ -1,6 +1,7 @@
-//! The stride-1 3x3 convolutions through the direct im2col + GEMM and through
-//! Winograd's F(2x2, 3x3), side by side in one sitting: AlexNet's conv 3-5
-//! (13x13, 256/384 channels) forward and backward at the training batch, and
+//! The stride-1 convolutions through the direct im2col + GEMM and through
+//! Winograd's F(2x2, 3x3) and F(2x2, 5x5), side by side in one sitting:
+//! AlexNet's conv 2 (27x27, 5x5, 96 -> 256) and conv 3-4 (13x13, 3x3, 256/384
+//! channels) forward and backward at the training batch, and
 //! forward at batch 1; then a whole AlexNet training step (batch 32, Adam)
 //! with `--conv direct` and with `--conv auto`. `cargo bench --bench winograd`.
 
@@ -14,10 +15,11 @@ use shared::geometry::ConvGeom;
 use shared::spec::{alexnet, Conv2D, Shape};
 use std::time::Duration;
 
-fn layer(c: &mut Criterion, name: &str, cin: u32, cout: u32, batch: usize) {
-    let g = ConvGeom::from_spec(&Conv2D::new(cout, 3).same(), Shape::image(13, 13, cin)).expect("geometry");
+fn layer(c: &mut Criterion, name: &str, (size, k): (u32, u32), cin: u32, cout: u32, batch: usize) {
+    let g = ConvGeom::from_spec(&Conv2D::new(cout, k).same(), Shape::image(size, size, cin)).expect("geometry");
     let x: Vec<f32> = (0..batch * g.input_len()).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-    let kernel: Vec<f32> = (0..9 * g.in_c * g.out_c).map(|i| ((i * 104729) % 1000) as f32 / 20000.0 - 0.025).collect();
+    let kernel: Vec<f32> =
+        (0..g.filter_len() * g.out_c).map(|i| ((i * 104729) % 1000) as f32 / 20000.0 - 0.025).collect();
     let bias = vec![0.01f32; g.out_c];
     let ep = Epilogue { bias: &bias, relu: true, affine: None };
     let mut y = vec![0.0f32; batch * g.output_len()];
@@ -89,8 +91,9 @@ fn train_step(c: &mut Criterion) {
 
 fn benches(c: &mut Criterion) {
     for batch in [32, 1] {
-        layer(c, "conv3_256_384", 256, 384, batch);
-        layer(c, "conv4_384_384", 384, 384, batch);
+        layer(c, "conv2_96_256_5x5", (27, 5), 96, 256, batch);
+        layer(c, "conv3_256_384", (13, 3), 256, 384, batch);
+        layer(c, "conv4_384_384", (13, 3), 384, 384, batch);
     }
     train_step(c);
 }

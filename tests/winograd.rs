@@ -15,11 +15,19 @@ use suite::Rng;
 /// `--conv` is process-wide: the tests that set it take turns.
 static ALGO_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The relative error bound this file holds every Winograd output and
-/// gradient to: the largest absolute difference from the f64 reference over
-/// the largest reference magnitude (measured: below 3e-7 on these shapes;
-/// the direct path's own is below 2e-7).
-const REL: f64 = 2e-6;
+/// The relative error bounds this file holds every Winograd output and
+/// gradient to, for F(2x2, 3x3) and F(2x2, 5x5): the largest absolute
+/// difference from the reference over the largest reference magnitude.
+/// Measured 2026-12-05 on these 34 geometries: 3x3, the forward at most
+/// 2.0e-7 from the f64 reference and the gradients 5.6e-7 from the direct
+/// path's; 5x5 (whose transforms hold 4s, 5s and sixths), 3.4e-6 and 7.5e-6.
+fn bound(g: &ConvGeom) -> f64 {
+    if g.kernel_h == 3 {
+        2e-6
+    } else {
+        2e-5
+    }
+}
 
 fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len());
@@ -29,42 +37,44 @@ fn rel_err(got: &[f32], want: &[f32]) -> f64 {
 
 /// HWIO (the host's kernels) to OHWI (the reference's).
 fn ohwi(g: &ConvGeom, hwio: &[f32]) -> Vec<f32> {
-    let (cn, kn) = (g.in_c, g.out_c);
+    let (cn, kn, taps) = (g.in_c, g.out_c, g.kernel_h * g.kernel_w);
     let mut w = vec![0.0; hwio.len()];
-    for t in 0..9 {
+    for t in 0..taps {
         for c in 0..cn {
             for k in 0..kn {
-                w[(k * 9 + t) * cn + c] = hwio[(t * cn + c) * kn + k];
+                w[(k * taps + t) * cn + c] = hwio[(t * cn + c) * kn + k];
             }
         }
     }
     w
 }
 
+/// Random stride-1 geometries, 3x3 and 5x5 kernels, same and valid.
 fn geometries(rng: &mut Rng) -> Vec<ConvGeom> {
     let mut out = Vec::new();
-    for case in 0..24 {
+    for case in 0..40 {
         let (h, w) = (rng.int(1, 17) as usize, rng.int(1, 17) as usize);
         let c = if case % 6 == 0 { rng.int(40, 70) } else { rng.int(1, 9) } as u32;
         let k = if case % 5 == 0 { rng.int(30, 66) } else { rng.int(1, 9) } as u32;
-        let conv = if case % 2 == 0 { Conv2D::new(k, 3).same() } else { Conv2D::new(k, 3) };
+        let kernel = if case % 3 == 0 { 5 } else { 3 };
+        let conv = if case % 2 == 0 { Conv2D::new(k, kernel).same() } else { Conv2D::new(k, kernel) };
         if let Some(g) = ConvGeom::from_spec(&conv, Shape::image(h as u32, w as u32, c)) {
             assert!(winograd::serves(&g), "{g:?}");
             out.push(g);
         }
     }
-    assert!(out.len() > 15, "{}", out.len());
+    assert!(out.len() > 25 && out.iter().any(|g| g.kernel_h == 5), "{}", out.len());
     out
 }
 
 #[test]
 fn forward_matches_the_f64_reference() {
     let mut rng = Rng::new(3);
-    let mut worst = 0.0f64;
+    let mut worst = [0.0f64; 2];
     for g in geometries(&mut rng) {
         let batch = 2;
         let x = rng.vec(batch * g.input_len(), -1.0, 1.0);
-        let kernel = rng.vec(9 * g.in_c * g.out_c, -0.5, 0.5);
+        let kernel = rng.vec(g.filter_len() * g.out_c, -0.5, 0.5);
         let bias = rng.vec(g.out_c, -0.2, 0.2);
         let ep = Epilogue { bias: &bias, relu: false, affine: None };
         let mut y = vec![0.0; batch * g.output_len()];
@@ -74,22 +84,23 @@ fn forward_matches_the_f64_reference() {
             let want = suite::reference_conv(&g, &w, &bias, &x[i * g.input_len()..][..g.input_len()]);
             let got = &y[i * g.output_len()..][..g.output_len()];
             let e = rel_err(got, &want);
-            assert!(e < REL, "{g:?}: relative error {e:e}");
-            worst = worst.max(e);
+            assert!(e < bound(&g), "{g:?}: relative error {e:e}");
+            let w = &mut worst[usize::from(g.kernel_h == 5)];
+            *w = w.max(e);
         }
     }
-    eprintln!("forward: worst relative error {worst:e}");
+    eprintln!("forward: worst relative error 3x3 {:e}, 5x5 {:e}", worst[0], worst[1]);
 }
 
 #[test]
 fn gradients_match_the_direct_paths() {
     let _turn = ALGO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut rng = Rng::new(4);
-    let mut worst = 0.0f64;
+    let mut worst = [0.0f64; 2];
     for g in geometries(&mut rng) {
         let batch = 3;
         let x = rng.vec(batch * g.input_len(), -1.0, 1.0);
-        let kernel = rng.vec(9 * g.in_c * g.out_c, -0.5, 0.5);
+        let kernel = rng.vec(g.filter_len() * g.out_c, -0.5, 0.5);
         let dy = rng.vec(batch * g.output_len(), -1.0, 1.0);
         let y = vec![1.0; dy.len()];
         let (mut dk, mut db, mut dx) = (vec![0.0; kernel.len()], vec![0.0; g.out_c], vec![0.0; x.len()]);
@@ -100,14 +111,15 @@ fn gradients_match_the_direct_paths() {
         winograd::backward(&g, &kernel, &x, &dy, batch, &mut wk, &mut wb, Some(&mut wx), &mut Vec::new());
         for (name, got, want) in [("kernel", &wk, &dk), ("bias", &wb, &db), ("input", &wx, &dx)] {
             let e = rel_err(got, want);
-            assert!(e < REL, "{g:?} d{name}: relative error {e:e}");
-            worst = worst.max(e);
+            assert!(e < bound(&g), "{g:?} d{name}: relative error {e:e}");
+            let w = &mut worst[usize::from(g.kernel_h == 5)];
+            *w = w.max(e);
         }
     }
-    eprintln!("gradients: worst relative difference from the direct path {worst:e}");
+    eprintln!("gradients: worst relative difference from the direct path 3x3 {:e}, 5x5 {:e}", worst[0], worst[1]);
 }
 
-/// A network whose 3x3 stride-1 convs (same and valid, ReLU and linear) run
+/// A network whose stride-1 convs (3x3 same and valid, 5x5 same) run
 /// Winograd's arithmetic: every parameter gradient against central
 /// differences, as `tests/gradcheck.rs` checks the direct path.
 #[test]
@@ -116,6 +128,7 @@ fn network_gradients_under_winograd_match_finite_differences() {
     conv::set_algo(ConvAlgo::Winograd);
     let spec = Sequential::new(Shape::image(9, 9, 3))
         .conv2d(Conv2D::new(4, 3).same())
+        .conv2d(Conv2D::new(4, 5).same())
         .conv2d(Conv2D::new(5, 3))
         .flatten()
         .dense(4, Activation::Softmax)

@@ -27,8 +27,9 @@ pub struct Cli {
     /// (bytes, or with a K/M/G/T suffix; default: $HOST_MAX_MEMORY, else 8G).
     #[arg(long, global = true, value_parser = crate::budget::parse_size)]
     pub max_memory: Option<u64>,
-    /// The float stride-1 3x3 convolutions' arithmetic (training, predict, eval, calibration):
-    /// `direct` (im2col + GEMM), `winograd` (F(2x2, 3x3): 2.25x fewer multiplies, other
+    /// The float stride-1 3x3 and 5x5 convolutions' arithmetic (training, predict, eval,
+    /// calibration): `direct` (im2col + GEMM), `winograd` (F(2x2, 3x3) and F(2x2, 5x5): 2.25x
+    /// and 2.8x fewer multiplies, other
     /// rounding), or `auto` (per layer and pass, whichever ran faster when first timed).
     #[arg(long, global = true, value_enum, default_value_t = Conv::Direct)]
     pub conv: Conv,

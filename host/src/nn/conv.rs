@@ -223,8 +223,9 @@ pub fn forward(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32]
     forward_with(g, &Epilogue { bias, relu, affine: None }, kernel, x, batch, y)
 }
 
-/// The arithmetic of the stride-1 3x3 convolutions (`--conv`): the direct
-/// im2col + GEMM, Winograd's F(2x2, 3x3) ([`super::winograd`], 2.25x fewer
+/// The arithmetic of the stride-1 3x3 and 5x5 convolutions (`--conv`): the
+/// direct im2col + GEMM, Winograd's F(2x2, 3x3) or F(2x2, 5x5)
+/// ([`super::winograd`], 2.25x or 2.8x fewer
 /// multiplies, other rounding), or per layer and batch size whichever ran
 /// faster the first time it was timed on this machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,15 +1,16 @@
-//! Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016) for
-//! stride-1 3x3 convolutions: each 2x2 block of output pixels from its 4x4
-//! input tile with 16 multiplies per input and output channel instead of 36
-//! (2.25x fewer), as 16 GEMMs `V_xi [tiles, cin] x U_xi [cin, cout]` on the
-//! same GEMM as the direct path.
+//! Winograd's minimal filtering (Lavin and Gray, 2016) for stride-1
+//! convolutions: F(2x2, 3x3) for 3x3 kernels (each 2x2 block of outputs from
+//! its 4x4 input tile, 16 multiplies per input and output channel instead of
+//! 36) and F(2x2, 5x5) for 5x5 kernels (6x6 tiles, 36 instead of 100), as
+//! one GEMM per transform point, `V_xi [tiles, cin] x U_xi [cin, cout]`, on
+//! the same GEMM kernels as the direct path.
 //!
 //! `U = G g G^T` (the filters), `V = B^T d B` (the input tiles, zeros outside
-//! the image), `Y = A^T M A` (the output tiles); the backward pass runs the
-//! adjoints of the same linear maps, so its gradients are those of the
-//! function the forward computed (the direct convolution's up to rounding).
-//! The transforms are exact in binary (their entries are 0, +-1 and +-1/2),
-//! so the only extra rounding is that of the sums they add.
+//! the image), `Y = A^T M A` (the output tiles), with the Toom-Cook matrices
+//! of the points 0, 1, -1 (and 2, -2 for the 6x6 tiles) and infinity. The
+//! backward pass runs the adjoints of the same linear maps, so its gradients
+//! are those of the function the forward computed (the direct convolution's
+//! up to rounding).
 
 use super::conv::Epilogue;
 use super::gemm::{matmul, Mat, Par};
@@ -17,155 +18,184 @@ use super::scratch::{with_padded, with_scratch};
 use rayon::prelude::*;
 use shared::geometry::ConvGeom;
 
-/// Transform points of a tile (4 x 4).
-const XI: usize = 16;
-/// Tiles one task's 16 GEMMs take as rows (about the direct path's tile of
-/// 512 output pixels in 128 tiles of four).
+/// One F(m x m, r x r): `m` outputs a tile side, an `r`-tap kernel, tiles of
+/// `t = m + r - 1`; the matrices row-major.
+pub struct Variant {
+    m: usize,
+    r: usize,
+    t: usize,
+    /// `A^T`, `m x t`.
+    at: &'static [f32],
+    /// `G`, `t x r`.
+    g: &'static [f32],
+    /// `B^T`, `t x t`.
+    bt: &'static [f32],
+}
+
+/// F(2x2, 3x3): points 0, 1, -1, infinity; every entry 0, +-1 or +-1/2 (exact).
+const F2_3: Variant = Variant {
+    m: 2,
+    r: 3,
+    t: 4,
+    at: &[1.0, 1.0, 1.0, 0.0, 0.0, 1.0, -1.0, -1.0],
+    g: &[1.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0.0, 0.0, 1.0],
+    bt: &[1.0, 0.0, -1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 1.0, 0.0, -1.0],
+};
+
+/// F(2x2, 5x5): points 0, 1, -1, 2, -2, infinity (`G`'s sixths and twelfths
+/// round; the rest are exact).
+const F2_5: Variant = Variant {
+    m: 2,
+    r: 5,
+    t: 6,
+    at: &[1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, -1.0, 2.0, -2.0, 1.0],
+    g: &[
+        1.0 / 4.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        -1.0 / 6.0,
+        -1.0 / 6.0,
+        -1.0 / 6.0,
+        -1.0 / 6.0,
+        -1.0 / 6.0,
+        -1.0 / 6.0,
+        1.0 / 6.0,
+        -1.0 / 6.0,
+        1.0 / 6.0,
+        -1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 12.0,
+        1.0 / 6.0,
+        1.0 / 3.0,
+        2.0 / 3.0,
+        1.0 / 24.0,
+        -1.0 / 12.0,
+        1.0 / 6.0,
+        -1.0 / 3.0,
+        2.0 / 3.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        1.0,
+    ],
+    bt: &[
+        4.0, 0.0, -5.0, 0.0, 1.0, 0.0, //
+        0.0, -4.0, -4.0, 1.0, 1.0, 0.0, //
+        0.0, 4.0, -4.0, -1.0, 1.0, 0.0, //
+        0.0, -2.0, -1.0, 2.0, 1.0, 0.0, //
+        0.0, 2.0, -1.0, -2.0, 1.0, 0.0, //
+        0.0, 4.0, 0.0, -5.0, 0.0, 1.0,
+    ],
+};
+
+/// Tiles one task's GEMMs take as rows (about the direct path's tile of 512
+/// output pixels).
 const TASK_TILES: usize = 128;
 /// Groups whose filter-gradient partials are summed at the end, in order
 /// (thread-count independent, as the direct path's).
 const MAX_GROUPS: usize = 8;
 
-/// Whether F(2x2, 3x3) computes this convolution: one group, a 3x3 kernel,
-/// stride 1, undilated, each padding at most 2.
+/// The variant that computes this convolution, if any: one group, a 3x3 or
+/// 5x5 kernel, stride 1, undilated, each padding less than the kernel.
+pub fn variant(g: &ConvGeom) -> Option<&'static Variant> {
+    let plain = g.groups == 1 && (g.stride_h, g.stride_w) == (1, 1) && (g.dilation_h, g.dilation_w) == (1, 1);
+    let v = match (g.kernel_h, g.kernel_w) {
+        (3, 3) => &F2_3,
+        (5, 5) => &F2_5,
+        _ => return None,
+    };
+    (plain && g.pad_top < v.r && g.pad_left < v.r).then_some(v)
+}
+
+/// Whether Winograd's arithmetic computes this convolution ([`variant`]).
 pub fn serves(g: &ConvGeom) -> bool {
-    g.groups == 1
-        && (g.kernel_h, g.kernel_w) == (3, 3)
-        && (g.stride_h, g.stride_w) == (1, 1)
-        && (g.dilation_h, g.dilation_w) == (1, 1)
-        && g.pad_top <= 2
-        && g.pad_left <= 2
+    variant(g).is_some()
+}
+
+/// `o = sum_j coefs[j] inp[j]` over runs of channels (each term one
+/// vectorized pass; zero coefficients skipped, +-1 as additions).
+fn combine(coefs: &[f32], inp: &[&[f32]], o: &mut [f32]) {
+    let mut first = true;
+    for (&c, x) in coefs.iter().zip(inp) {
+        if c == 0.0 {
+            continue;
+        }
+        match (first, c) {
+            (true, 1.0) => o.copy_from_slice(x),
+            (true, _) => o.iter_mut().zip(*x).for_each(|(o, x)| *o = c * x),
+            (false, 1.0) => o.iter_mut().zip(*x).for_each(|(o, x)| *o += x),
+            (false, -1.0) => o.iter_mut().zip(*x).for_each(|(o, x)| *o -= x),
+            (false, _) => o.iter_mut().zip(*x).for_each(|(o, x)| *o += c * x),
+        }
+        first = false;
+    }
+    if first {
+        o.fill(0.0);
+    }
+}
+
+/// Row `i` of `mat` (`rows x cols`), or column `i` for the transpose.
+fn coefs(mat: &[f32], cols: usize, i: usize, transpose: bool) -> Vec<f32> {
+    if transpose {
+        mat.chunks_exact(cols).map(|row| row[i]).collect()
+    } else {
+        mat[i * cols..][..cols].to_vec()
+    }
+}
+
+/// Both sides of a separable transform `out = L in R` over runs of `len`
+/// channels: `inp` holds `a x b` runs (row-major), `out` gets `p x q` runs,
+/// `left` is `p x a` and `right^T` is `q x b` (each given as rows of
+/// coefficients). `tmp` holds `p x b` runs.
+fn transform2(
+    left: &[Vec<f32>],
+    right_t: &[Vec<f32>],
+    inp: &[&[f32]],
+    b: usize,
+    tmp: &mut [f32],
+    len: usize,
+    mut out: impl FnMut(usize, usize, &[&[f32]], &[f32]),
+) {
+    let a = inp.len() / b;
+    // tmp[i][y] = sum_x left[i][x] inp[x][y]
+    for (i, li) in left.iter().enumerate() {
+        for y in 0..b {
+            let col: Vec<&[f32]> = (0..a).map(|x| inp[x * b + y]).collect();
+            combine(li, &col, &mut tmp[(i * b + y) * len..][..len]);
+        }
+    }
+    // out[i][j] = sum_y tmp[i][y] right_t[j][y]
+    for i in 0..left.len() {
+        let row: Vec<&[f32]> = (0..b).map(|y| &tmp[(i * b + y) * len..][..len]).collect();
+        for (j, rj) in right_t.iter().enumerate() {
+            out(i, j, &row, rj);
+        }
+    }
 }
 
 /// Tiles along the height and the width of one image.
-fn tiles(g: &ConvGeom) -> (usize, usize) {
-    (g.out_h.div_ceil(2), g.out_w.div_ceil(2))
+fn tiles(g: &ConvGeom, v: &Variant) -> (usize, usize) {
+    (g.out_h.div_ceil(v.m), g.out_w.div_ceil(v.m))
 }
 
-/// `U_xi[c][k]` for the 16 points `xi` (`[16][cin][cout]`): `G g G^T` of
-/// each filter, from Keras's HWIO kernel, over runs of output channels,
-/// into `u` (`16 cin cout` values, all written).
-fn filter_transform_into(g: &ConvGeom, kernel: &[f32], u: &mut [f32]) {
-    let (cn, kn) = (g.in_c, g.out_c);
-    assert_eq!(kernel.len(), 9 * cn * kn, "winograd: kernel length");
-    assert_eq!(u.len(), XI * cn * kn, "winograd: transformed filters' length");
-    // t[i][kx] = (G w[.][kx])_i, then U[i][j] = (G t[i][.])_j.
-    let mut t = vec![0.0f32; 12 * kn];
+/// `U_xi[c][k]` for the `t^2` points (`[t^2][cin][cout]`), `G w G^T` of each
+/// filter from Keras's HWIO kernel, over runs of output channels, into `u`
+/// (all written).
+fn filter_transform_into(g: &ConvGeom, v: &Variant, kernel: &[f32], u: &mut [f32]) {
+    let (cn, kn, r, t) = (g.in_c, g.out_c, v.r, v.t);
+    assert_eq!(kernel.len(), r * r * cn * kn, "winograd: kernel length");
+    assert_eq!(u.len(), t * t * cn * kn, "winograd: transformed filters' length");
+    let gl: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.g, r, i, false)).collect();
+    let mut tmp = vec![0.0f32; t * r * kn];
     for c in 0..cn {
-        let w = |ky: usize, kx: usize| &kernel[((ky * 3 + kx) * cn + c) * kn..][..kn];
-        for kx in 0..3 {
-            let col = [w(0, kx), w(1, kx), w(2, kx)];
-            for i in 0..4 {
-                gm(i, &mut t[(i * 3 + kx) * kn..][..kn], col);
-            }
-        }
-        for i in 0..4 {
-            let row: [&[f32]; 3] = runs(&t[i * 3 * kn..], kn);
-            for j in 0..4 {
-                gm(j, &mut u[((i * 4 + j) * cn + c) * kn..][..kn], row);
-            }
-        }
+        let w: Vec<&[f32]> = (0..r * r).map(|tap| &kernel[(tap * cn + c) * kn..][..kn]).collect();
+        transform2(&gl, &gl, &w, r, &mut tmp, kn, |i, j, row, rj| {
+            combine(rj, row, &mut u[((i * t + j) * cn + c) * kn..][..kn]);
+        });
     }
-}
-
-/// `(G w)_i` for the three runs `w`: `w0, (w0 + w1 + w2) / 2, (w0 - w1 + w2) / 2, w2`.
-fn gm(i: usize, o: &mut [f32], w: [&[f32]; 3]) {
-    match i {
-        0 => o.copy_from_slice(w[0]),
-        1 => o.iter_mut().zip(w[0].iter().zip(w[1]).zip(w[2])).for_each(|(o, ((a, b), c))| *o = 0.5 * (a + b + c)),
-        2 => o.iter_mut().zip(w[0].iter().zip(w[1]).zip(w[2])).for_each(|(o, ((a, b), c))| *o = 0.5 * (a - b + c)),
-        _ => o.copy_from_slice(w[2]),
-    }
-}
-
-/// `(G^T u)_i`, the adjoint of [`gm`] (four runs to three): `u0 + (u1 + u2) / 2,
-/// (u1 - u2) / 2, (u1 + u2) / 2 + u3`.
-fn gtm(i: usize, o: &mut [f32], u: [&[f32]; 4]) {
-    let z = u[1].iter().zip(u[2]);
-    match i {
-        0 => o.iter_mut().zip(u[0].iter().zip(z)).for_each(|(o, (a, (b, c)))| *o = a + 0.5 * (b + c)),
-        1 => o.iter_mut().zip(z).for_each(|(o, (b, c))| *o = 0.5 * (b - c)),
-        _ => o.iter_mut().zip(z.zip(u[3])).for_each(|(o, ((b, c), d))| *o = 0.5 * (b + c) + d),
-    }
-}
-
-// Element-wise steps of the transforms over a run of channels (each
-// vectorizes): every transform is a few of these per tile, along the rows
-// and then along the columns.
-
-fn add(o: &mut [f32], a: &[f32], b: &[f32]) {
-    o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = a + b);
-}
-
-fn sub(o: &mut [f32], a: &[f32], b: &[f32]) {
-    o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = a - b);
-}
-
-/// `a + b + c`.
-fn add3(o: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-    o.iter_mut().zip(a.iter().zip(b).zip(c)).for_each(|(o, ((a, b), c))| *o = a + b + c);
-}
-
-/// `a - b - c`.
-fn sub3(o: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-    o.iter_mut().zip(a.iter().zip(b).zip(c)).for_each(|(o, ((a, b), c))| *o = a - b - c);
-}
-
-/// `a - b + c`.
-fn sub_add(o: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-    o.iter_mut().zip(a.iter().zip(b).zip(c)).for_each(|(o, ((a, b), c))| *o = a - b + c);
-}
-
-/// `a + b - c`.
-fn add_sub(o: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-    o.iter_mut().zip(a.iter().zip(b).zip(c)).for_each(|(o, ((a, b), c))| *o = a + b - c);
-}
-
-fn neg(o: &mut [f32], a: &[f32]) {
-    o.iter_mut().zip(a).for_each(|(o, a)| *o = -a);
-}
-
-/// `(B^T d)_i` for the four runs `d`: `d0 - d2, d1 + d2, d2 - d1, d1 - d3`.
-fn bt(i: usize, o: &mut [f32], d: [&[f32]; 4]) {
-    match i {
-        0 => sub(o, d[0], d[2]),
-        1 => add(o, d[1], d[2]),
-        2 => sub(o, d[2], d[1]),
-        _ => sub(o, d[1], d[3]),
-    }
-}
-
-/// `(B e)_i`, the adjoint of [`bt`]: `e0, e1 - e2 + e3, e1 + e2 - e0, -e3`.
-fn b(i: usize, o: &mut [f32], e: [&[f32]; 4]) {
-    match i {
-        0 => o.copy_from_slice(e[0]),
-        1 => sub_add(o, e[1], e[2], e[3]),
-        2 => add_sub(o, e[1], e[2], e[0]),
-        _ => neg(o, e[3]),
-    }
-}
-
-/// `(A^T m)_i`: `m0 + m1 + m2, m1 - m2 - m3`.
-fn at(i: usize, o: &mut [f32], m: [&[f32]; 4]) {
-    match i {
-        0 => add3(o, m[0], m[1], m[2]),
-        _ => sub3(o, m[1], m[2], m[3]),
-    }
-}
-
-/// `(A y)_i`, the adjoint of [`at`]: `y0, y0 + y1, y0 - y1, -y1`.
-fn a(i: usize, o: &mut [f32], y: [&[f32]; 2]) {
-    match i {
-        0 => o.copy_from_slice(y[0]),
-        1 => add(o, y[0], y[1]),
-        2 => sub(o, y[0], y[1]),
-        _ => neg(o, y[1]),
-    }
-}
-
-/// Runs `0..N` of length `len` in `buf` as slices.
-fn runs<const N: usize>(buf: &[f32], len: usize) -> [&[f32]; N] {
-    core::array::from_fn(|i| &buf[i * len..][..len])
 }
 
 /// A tile's place: image, tile row and column.
@@ -177,94 +207,86 @@ struct Tile {
 }
 
 impl Tile {
-    fn of(g: &ConvGeom, index: usize) -> Self {
-        let (th, tw) = tiles(g);
+    fn of(g: &ConvGeom, v: &Variant, index: usize) -> Self {
+        let (th, tw) = tiles(g, v);
         Tile { img: index / (th * tw), ty: index / tw % th, tx: index % tw }
     }
 
     /// The input pixel (row, column) under tap `(y, x)` of the tile, if inside.
-    fn input(&self, g: &ConvGeom, y: usize, x: usize) -> Option<(usize, usize)> {
-        let iy = (2 * self.ty + y).checked_sub(g.pad_top)?;
-        let ix = (2 * self.tx + x).checked_sub(g.pad_left)?;
+    fn input(&self, g: &ConvGeom, v: &Variant, y: usize, x: usize) -> Option<(usize, usize)> {
+        let iy = (v.m * self.ty + y).checked_sub(g.pad_top)?;
+        let ix = (v.m * self.tx + x).checked_sub(g.pad_left)?;
         (iy < g.in_h && ix < g.in_w).then_some((iy, ix))
+    }
+
+    /// The output pixel (row, column) of output `(a, b)` of the tile, if inside.
+    fn output(&self, g: &ConvGeom, v: &Variant, a: usize, b: usize) -> Option<(usize, usize)> {
+        let (oy, ox) = (v.m * self.ty + a, v.m * self.tx + b);
+        (oy < g.out_h && ox < g.out_w).then_some((oy, ox))
     }
 }
 
-/// `V_xi` rows `0..n` of tiles `first..first + n` into `v` (`[16][n][cin]`).
-fn input_transform(g: &ConvGeom, x: &[f32], first: usize, n: usize, v: &mut [f32]) {
-    let cn = g.in_c;
-    // d: the tile's 16 input pixels (zeros outside); t: B^T d (rows).
-    let mut d = vec![0.0f32; 2 * XI * cn];
-    let (d, t) = d.split_at_mut(XI * cn);
+/// `V_xi` rows `0..n` of tiles `first..first + n` into `vv` (`[t^2][n][cin]`).
+fn input_transform(g: &ConvGeom, v: &Variant, x: &[f32], first: usize, n: usize, vv: &mut [f32]) {
+    let (cn, t) = (g.in_c, v.t);
+    let bl: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.bt, t, i, false)).collect();
+    let mut buf = vec![0.0f32; 2 * t * t * cn];
+    let (d, tmp) = buf.split_at_mut(t * t * cn);
     for r in 0..n {
-        let tile = Tile::of(g, first + r);
+        let tile = Tile::of(g, v, first + r);
         let img = &x[tile.img * g.input_len()..][..g.input_len()];
         for (pos, dp) in d.chunks_exact_mut(cn).enumerate() {
-            match tile.input(g, pos / 4, pos % 4) {
+            match tile.input(g, v, pos / t, pos % t) {
                 Some((iy, ix)) => dp.copy_from_slice(&img[(iy * g.in_w + ix) * cn..][..cn]),
                 None => dp.fill(0.0),
             }
         }
-        // t[i][x] = (B^T d[.][x])_i: column x's four pixels.
-        for xc in 0..4 {
-            let col: [&[f32]; 4] = core::array::from_fn(|y| &d[(y * 4 + xc) * cn..][..cn]);
-            for i in 0..4 {
-                bt(i, &mut t[(i * 4 + xc) * cn..][..cn], col);
-            }
-        }
-        // V[i][j] = (B^T t[i][.])_j, straight into the GEMMs' rows.
-        for i in 0..4 {
-            let row: [&[f32]; 4] = runs(&t[i * 4 * cn..], cn);
-            for j in 0..4 {
-                bt(j, &mut v[((i * 4 + j) * n + r) * cn..][..cn], row);
-            }
-        }
+        let runs: Vec<&[f32]> = d.chunks_exact(cn).collect();
+        transform2(&bl, &bl, &runs, t, tmp, cn, |i, j, row, rj| {
+            combine(rj, row, &mut vv[((i * t + j) * n + r) * cn..][..cn]);
+        });
     }
 }
 
-/// `(u, v) -> m`: the 16 GEMMs `m_xi [n, cout] = v_xi [n, cin] u_xi [cin, cout]`,
-/// through the AVX-512 micro-kernel where it applies (it reads `u_xi` in
-/// place; the `gemm` crate packs all of it again on every call, which at
-/// batch 1 cost more than the multiplies).
-fn multiply(g: &ConvGeom, u: &[f32], v: &[f32], n: usize, m: &mut [f32]) {
+/// The GEMMs `m_xi [n, cout] = v_xi [n, cin] u_xi [cin, cout]`, through the
+/// AVX-512 micro-kernel where it applies (it reads `u_xi` in place; the
+/// `gemm` crate packs all of it again on every call, which at batch 1 cost
+/// more than the multiplies).
+fn multiply(g: &ConvGeom, v: &Variant, u: &[f32], vv: &[f32], n: usize, m: &mut [f32]) {
     let (cn, kn) = (g.in_c, g.out_c);
     let zeros = vec![0.0f32; kn];
     let plain = Epilogue { bias: &zeros, relu: false, affine: None };
-    for xi in 0..XI {
+    for xi in 0..v.t * v.t {
         let (vx, ux, mx) =
-            (&v[xi * n * cn..][..n * cn], &u[xi * cn * kn..][..cn * kn], &mut m[xi * n * kn..][..n * kn]);
+            (&vv[xi * n * cn..][..n * cn], &u[xi * cn * kn..][..cn * kn], &mut m[xi * n * kn..][..n * kn]);
         if super::micro::gemm(vx, n, cn, ux, kn, mx, &plain) {
             continue;
         }
-        matmul(
-            Mat::new(&v[xi * n * cn..][..n * cn], n, cn),
-            Mat::new(&u[xi * cn * kn..][..cn * kn], cn, kn),
-            &mut m[xi * n * kn..][..n * kn],
-            false,
-            Par::Seq,
-        );
+        matmul(Mat::new(vx, n, cn), Mat::new(ux, cn, kn), mx, false, Par::Seq);
     }
 }
 
-/// `y = epilogue(conv(x, kernel))` for `batch` NHWC images through F(2x2, 3x3).
+/// `y = epilogue(conv(x, kernel))` for `batch` NHWC images through Winograd's
+/// arithmetic.
 ///
 /// # Panics
 /// If [`serves`] does not hold or the lengths do not match.
 pub fn forward(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
-    assert!(serves(g), "winograd: not a stride-1 3x3 conv");
+    let v = variant(g).expect("winograd: not a stride-1 3x3 or 5x5 conv");
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(y.len(), batch * g.output_len());
     // The transformed filters in the calling thread's second buffer (a fresh
     // 10 MB per call was page-faulted in every time).
-    with_padded(XI * g.in_c * g.out_c, |u| {
-        filter_transform_into(g, kernel, u);
-        forward_tiles(g, ep, u, x, batch, y)
+    with_padded(v.t * v.t * g.in_c * g.out_c, |u| {
+        filter_transform_into(g, v, kernel, u);
+        forward_tiles(g, v, ep, u, x, batch, y)
     })
 }
 
 /// [`forward`] with the transformed filters `u`.
-fn forward_tiles(g: &ConvGeom, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
-    let (th, tw) = tiles(g);
+fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
+    let (th, tw) = tiles(g, v);
+    let (t, mm) = (v.t, v.m);
     // Tasks of whole tile rows: each writes output rows of its own.
     let rows_total = batch * th;
     // At least one task a thread (batch 1: a 13x13 layer's 7 tile rows over
@@ -272,7 +294,7 @@ fn forward_tiles(g: &ConvGeom, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize
     let rows_per_task = TASK_TILES.div_ceil(tw).min(rows_total.div_ceil(rayon::current_num_threads())).max(1);
     let row_start = |r: usize| {
         let (img, ty) = (r / th, r % th);
-        img * g.output_len() + (2 * ty).min(g.out_h) * g.out_w * g.out_c
+        img * g.output_len() + (mm * ty).min(g.out_h) * g.out_w * g.out_c
     };
     let mut parts: Vec<(usize, &mut [f32])> = Vec::new();
     let mut rest = y;
@@ -286,34 +308,27 @@ fn forward_tiles(g: &ConvGeom, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize
         at_r = next;
     }
     let (cn, kn) = (g.in_c, g.out_c);
+    let al: Vec<Vec<f32>> = (0..mm).map(|i| coefs(v.at, t, i, false)).collect();
     parts.into_par_iter().for_each(|(r0, yc)| {
         let n = rows_per_task.min(rows_total - r0) * tw;
         let first = r0 * tw;
-        with_scratch(XI * n * (cn + kn), |buf| {
-            let (v, m) = buf.split_at_mut(XI * n * cn);
-            input_transform(g, x, first, n, v);
-            multiply(g, u, v, n, m);
+        with_scratch(t * t * n * (cn + kn), |buf| {
+            let (vv, m) = buf.split_at_mut(t * t * n * cn);
+            input_transform(g, v, x, first, n, vv);
+            multiply(g, v, u, vv, n, m);
             let base = row_start(r0);
-            // s[i][bx] = (A^T m[i][.])_bx; then a pixel's (A^T s[.][bx])_ay.
-            let mut s8 = vec![0.0f32; 8 * kn];
+            let mut tmp = vec![0.0f32; mm * t * kn];
             for r in 0..n {
-                let t = Tile::of(g, first + r);
-                for i in 0..4 {
-                    let row: [&[f32]; 4] = core::array::from_fn(|j| &m[((i * 4 + j) * n + r) * kn..][..kn]);
-                    for bx in 0..2 {
-                        at(bx, &mut s8[(i * 2 + bx) * kn..][..kn], row);
-                    }
-                }
-                for (ay, bx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                    let (oy, ox) = (2 * t.ty + ay, 2 * t.tx + bx);
-                    if oy < g.out_h && ox < g.out_w {
-                        let at_px = t.img * g.output_len() + (oy * g.out_w + ox) * kn - base;
-                        let col: [&[f32]; 4] = core::array::from_fn(|i| &s8[(i * 2 + bx) * kn..][..kn]);
+                let tile = Tile::of(g, v, first + r);
+                let runs: Vec<&[f32]> = (0..t * t).map(|xi| &m[(xi * n + r) * kn..][..kn]).collect();
+                transform2(&al, &al, &runs, t, &mut tmp, kn, |a, b, row, rb| {
+                    if let Some((oy, ox)) = tile.output(g, v, a, b) {
+                        let at_px = tile.img * g.output_len() + (oy * g.out_w + ox) * kn - base;
                         let px = &mut yc[at_px..][..kn];
-                        at(ay, px, col);
+                        combine(rb, row, px);
                         super::conv::epilogue(px, ep);
                     }
-                }
+                });
             }
         });
     });
@@ -321,7 +336,9 @@ fn forward_tiles(g: &ConvGeom, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize
 
 /// Gradients of [`forward`] (its epilogue a bias and an optional ReLU, whose
 /// mask the caller has applied to `dy`): writes `dL/dkernel` into
-/// `dkernel`, `dbias` and, when given, `dx`.
+/// `dkernel`, `dbias` and, when given, `dx`. Each group's `dU` partial lives
+/// in one of `partials` (kept in the layer between steps, as the direct
+/// path's: fresh ones were page-faulted in every step).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     g: &ConvGeom,
@@ -334,21 +351,20 @@ pub fn backward(
     dx: Option<&mut [f32]>,
     partials: &mut Vec<Vec<f32>>,
 ) {
-    assert!(serves(g), "winograd: not a stride-1 3x3 conv");
+    let v = variant(g).expect("winograd: not a stride-1 3x3 or 5x5 conv");
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(dy.len(), batch * g.output_len());
-    with_padded(XI * g.in_c * g.out_c, |u| {
-        filter_transform_into(g, kernel, u);
-        backward_tiles(g, u, x, dy, batch, dkernel, dbias, dx, partials)
+    with_padded(v.t * v.t * g.in_c * g.out_c, |u| {
+        filter_transform_into(g, v, kernel, u);
+        backward_tiles(g, v, u, x, dy, batch, dkernel, dbias, dx, partials)
     })
 }
 
-/// [`backward`] with the transformed filters `u`; each group's `dU` partial
-/// in one of `partials` (kept in the layer between steps, as the direct
-/// path's: fresh ones were page-faulted in every step).
+/// [`backward`] with the transformed filters `u`.
 #[allow(clippy::too_many_arguments)]
 fn backward_tiles(
     g: &ConvGeom,
+    v: &Variant,
     u: &[f32],
     x: &[f32],
     dy: &[f32],
@@ -358,8 +374,9 @@ fn backward_tiles(
     dx: Option<&mut [f32]>,
     partials: &mut Vec<Vec<f32>>,
 ) {
-    let (cn, kn) = (g.in_c, g.out_c);
-    let (th, tw) = tiles(g);
+    let (cn, kn, t, mm) = (g.in_c, g.out_c, v.t, v.m);
+    let xis = t * t;
+    let (th, tw) = tiles(g, v);
     let per_image = th * tw;
     let group_images = batch.div_ceil(MAX_GROUPS).max(1);
     let imgs_per_task = TASK_TILES.div_ceil(per_image).clamp(1, group_images);
@@ -367,8 +384,11 @@ fn backward_tiles(
     partials.resize_with(groups, Vec::new);
     for p in partials.iter_mut() {
         p.clear();
-        p.resize(XI * cn * kn, 0.0);
+        p.resize(xis * cn * kn, 0.0);
     }
+    // The adjoints: dM = A dY A^T (A = (A^T)^T), dX = B dV B^T.
+    let a_adj: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.at, t, i, true)).collect();
+    let b_adj: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.bt, t, i, true)).collect();
     let group = |xg: &[f32], dyg: &[f32], mut dxg: Option<&mut [f32]>, du: &mut Vec<f32>| -> Vec<f64> {
         let mut db = vec![0.0f64; kn];
         for px in dyg.chunks_exact(kn) {
@@ -380,40 +400,31 @@ fn backward_tiles(
             let n = imgs * per_image;
             let xs = &xg[i0 * g.input_len()..][..imgs * g.input_len()];
             let dys = &dyg[i0 * g.output_len()..][..imgs * g.output_len()];
-            with_scratch(XI * n * (cn + kn), |buf| {
-                let (v, dm) = buf.split_at_mut(XI * n * cn);
-                input_transform(g, xs, 0, n, v);
-                // dM = A dY A^T of each tile (zeros past the image): q[i][bx]
-                // = (A dY[.][bx])_i, then dM[i][j] = (A q[i][.])_j.
-                let mut tmp = vec![0.0f32; 12 * kn];
-                let (dyt, q) = tmp.split_at_mut(4 * kn);
+            with_scratch(xis * n * (cn + kn), |buf| {
+                let (vv, dm) = buf.split_at_mut(xis * n * cn);
+                input_transform(g, v, xs, 0, n, vv);
+                // dM = A dY A^T of each tile (zeros past the image).
+                let mut dyt = vec![0.0f32; mm * mm * kn];
+                let mut tmp = vec![0.0f32; t * mm * kn];
                 for r in 0..n {
-                    let t = Tile::of(g, r);
+                    let tile = Tile::of(g, v, r);
                     for (p, dp) in dyt.chunks_exact_mut(kn).enumerate() {
-                        let (oy, ox) = (2 * t.ty + p / 2, 2 * t.tx + p % 2);
-                        if oy < g.out_h && ox < g.out_w {
-                            dp.copy_from_slice(&dys[t.img * g.output_len() + (oy * g.out_w + ox) * kn..][..kn]);
-                        } else {
-                            dp.fill(0.0);
+                        match tile.output(g, v, p / mm, p % mm) {
+                            Some((oy, ox)) => {
+                                dp.copy_from_slice(&dys[tile.img * g.output_len() + (oy * g.out_w + ox) * kn..][..kn])
+                            }
+                            None => dp.fill(0.0),
                         }
                     }
-                    for bx in 0..2 {
-                        let col = [&dyt[bx * kn..][..kn], &dyt[(2 + bx) * kn..][..kn]];
-                        for i in 0..4 {
-                            a(i, &mut q[(i * 2 + bx) * kn..][..kn], col);
-                        }
-                    }
-                    for i in 0..4 {
-                        let row: [&[f32]; 2] = runs(&q[i * 2 * kn..], kn);
-                        for j in 0..4 {
-                            a(j, &mut dm[((i * 4 + j) * n + r) * kn..][..kn], row);
-                        }
-                    }
+                    let runs: Vec<&[f32]> = dyt.chunks_exact(kn).collect();
+                    transform2(&a_adj, &a_adj, &runs, mm, &mut tmp, kn, |i, j, row, rj| {
+                        combine(rj, row, &mut dm[((i * t + j) * n + r) * kn..][..kn]);
+                    });
                 }
                 // dU_xi += V_xi^T dM_xi.
-                for xi in 0..XI {
+                for xi in 0..xis {
                     matmul(
-                        Mat::new(&v[xi * n * cn..][..n * cn], n, cn).t(),
+                        Mat::new(&vv[xi * n * cn..][..n * cn], n, cn).t(),
                         Mat::new(&dm[xi * n * kn..][..n * kn], n, kn),
                         &mut du[xi * cn * kn..][..cn * kn],
                         true,
@@ -421,37 +432,30 @@ fn backward_tiles(
                     );
                 }
                 if let Some(dxg) = dxg.as_deref_mut() {
-                    // dV_xi = dM_xi U_xi^T (into v's room), then B dV B^T
-                    // scattered into the input.
-                    for xi in 0..XI {
+                    // dV_xi = dM_xi U_xi^T (into vv's room), then B dV B^T
+                    // added into the input.
+                    for xi in 0..xis {
                         matmul(
                             Mat::new(&dm[xi * n * kn..][..n * kn], n, kn),
                             Mat::new(&u[xi * cn * kn..][..cn * kn], cn, kn).t(),
-                            &mut v[xi * n * cn..][..n * cn],
+                            &mut vv[xi * n * cn..][..n * cn],
                             false,
                             Par::Seq,
                         );
                     }
                     let dxs = &mut dxg[i0 * g.input_len()..][..imgs * g.input_len()];
-                    // w[i][xc] = (B dV[i][.])_xc, then a pixel's (B w[.][xc])_y.
-                    let mut w = vec![0.0f32; XI * cn + cn];
-                    let (w, px) = w.split_at_mut(XI * cn);
+                    let mut tmp = vec![0.0f32; t * t * cn];
+                    let mut px = vec![0.0f32; cn];
                     for r in 0..n {
-                        let t = Tile::of(g, r);
-                        for i in 0..4 {
-                            let row: [&[f32]; 4] = core::array::from_fn(|j| &v[((i * 4 + j) * n + r) * cn..][..cn]);
-                            for xc in 0..4 {
-                                b(xc, &mut w[(i * 4 + xc) * cn..][..cn], row);
+                        let tile = Tile::of(g, v, r);
+                        let runs: Vec<&[f32]> = (0..xis).map(|xi| &vv[(xi * n + r) * cn..][..cn]).collect();
+                        transform2(&b_adj, &b_adj, &runs, t, &mut tmp, cn, |yy, xx, row, rx| {
+                            if let Some((iy, ix)) = tile.input(g, v, yy, xx) {
+                                combine(rx, row, &mut px);
+                                let dst = &mut dxs[tile.img * g.input_len() + (iy * g.in_w + ix) * cn..][..cn];
+                                dst.iter_mut().zip(&px).for_each(|(d, s)| *d += s);
                             }
-                        }
-                        for (y, xc) in (0..4).flat_map(|y| (0..4).map(move |xc| (y, xc))) {
-                            if let Some((iy, ix)) = t.input(g, y, xc) {
-                                let col: [&[f32]; 4] = core::array::from_fn(|i| &w[(i * 4 + xc) * cn..][..cn]);
-                                b(y, px, col);
-                                let dst = &mut dxs[t.img * g.input_len() + (iy * g.in_w + ix) * cn..][..cn];
-                                dst.iter_mut().zip(px.iter()).for_each(|(d, s)| *d += s);
-                            }
-                        }
+                        });
                     }
                 }
             });
@@ -472,8 +476,8 @@ fn backward_tiles(
         }
         None => xs.zip(dys).zip(partials.par_iter_mut()).map(|((a, b), p)| group(a, b, None, p)).collect(),
     };
-    // The groups' sums in group order (into the first partial), then G^T dU G
-    // into the kernel gradient.
+    // The groups' sums in group order (into the first partial), then
+    // dkernel = G^T dU G.
     let (du, rest) = partials.split_first_mut().expect("at least one group");
     for p in rest.iter() {
         du.iter_mut().zip(p).for_each(|(s, v)| *s += v);
@@ -482,21 +486,13 @@ fn backward_tiles(
     for q in &parts {
         db.iter_mut().zip(q).for_each(|(s, v)| *s += v);
     }
-    // dkernel = G^T dU G: r[i][kx] = (G^T dU[i][.])_kx, then (G^T r[.][kx])_ky.
-    let mut r = vec![0.0f32; 12 * kn];
+    let g_adj: Vec<Vec<f32>> = (0..v.r).map(|i| coefs(v.g, v.r, i, true)).collect();
+    let mut tmp = vec![0.0f32; v.r * t * kn];
     for c in 0..cn {
-        for i in 0..4 {
-            let row: [&[f32]; 4] = core::array::from_fn(|j| &du[((i * 4 + j) * cn + c) * kn..][..kn]);
-            for kx in 0..3 {
-                gtm(kx, &mut r[(i * 3 + kx) * kn..][..kn], row);
-            }
-        }
-        for kx in 0..3 {
-            let col: [&[f32]; 4] = core::array::from_fn(|i| &r[(i * 3 + kx) * kn..][..kn]);
-            for ky in 0..3 {
-                gtm(ky, &mut dkernel[((ky * 3 + kx) * cn + c) * kn..][..kn], col);
-            }
-        }
+        let runs: Vec<&[f32]> = (0..xis).map(|xi| &du[(xi * cn + c) * kn..][..kn]).collect();
+        transform2(&g_adj, &g_adj, &runs, t, &mut tmp, kn, |ky, kx, row, rx| {
+            combine(rx, row, &mut dkernel[((ky * v.r + kx) * cn + c) * kn..][..kn]);
+        });
     }
     dbias.iter_mut().zip(&db).for_each(|(b, &v)| *b = v as f32);
 }
