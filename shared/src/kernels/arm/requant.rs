@@ -202,6 +202,57 @@ pub(crate) struct Output {
     neg: i32,
 }
 
+/// One output byte of a rounding [`Output`] stage in assembly,
+/// [`Output::apply_full_rounding`]'s `SSAT8((SMMLAR(QADD(a, a), m, offset) +
+/// (a >> 31)) >> e)` in 5 instructions, then `$store`: the register names
+/// are the caller's (accumulator, scratch, multiplier, offset, exponent).
+#[cfg(arm_dsp)]
+macro_rules! rounding_byte {
+    ($a:literal, $t:literal, $m:literal, $off:literal, $e:literal, $store:literal) => {
+        concat!(
+            "qadd ",
+            $t,
+            ", ",
+            $a,
+            ", ",
+            $a,
+            "\n",
+            "smmlar ",
+            $t,
+            ", ",
+            $t,
+            ", ",
+            $m,
+            ", ",
+            $off,
+            "\n",
+            "add ",
+            $t,
+            ", ",
+            $t,
+            ", ",
+            $a,
+            ", asr #31\n",
+            "asr ",
+            $t,
+            ", ",
+            $t,
+            ", ",
+            $e,
+            "\n",
+            "ssat ",
+            $t,
+            ", #8, ",
+            $t,
+            "\n",
+            $store,
+            "\n",
+        )
+    };
+}
+#[cfg(arm_dsp)]
+pub(crate) use rounding_byte;
+
 impl Output {
     /// The stage for `(multiplier, shift)` and the output zero point
     /// `out_zp` (in `[-128, 127]`), or `None` outside its domain.
@@ -289,21 +340,7 @@ impl Output {
     pub(crate) unsafe fn store6_full(&self, a: [i32; 6], y: *mut i8, step: usize) {
         macro_rules! one {
             ($a:literal) => {
-                concat!(
-                    "qadd {t}, ",
-                    $a,
-                    ", ",
-                    $a,
-                    "\n",
-                    "smmlar {t}, {t}, {m}, {off}\n",
-                    "add {t}, {t}, ",
-                    $a,
-                    ", asr #31\n",
-                    "asr {t}, {t}, {e}\n",
-                    "ssat {t}, #8, {t}\n",
-                    "strb {t}, [{y}]\n",
-                    "add {y}, {y}, {s}\n",
-                )
+                concat!(rounding_byte!($a, "{t}", "{m}", "{off}", "{e}", "strb {t}, [{y}]"), "add {y}, {y}, {s}\n")
             };
         }
         // SAFETY: six byte stores at y, y + step, ..., in bounds by the

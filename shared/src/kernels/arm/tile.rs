@@ -18,6 +18,8 @@
 //! two `SXTB16`s split a weight word; the kernel then reads the six pixels'
 //! pairs of one quad as six consecutive `LDRD`s.
 
+#[cfg(arm_dsp)]
+use super::requant::rounding_byte;
 use super::requant::{is_full, Channel, Output};
 use super::{neg_zp_pair, sxtab16, sxtab16_ror8};
 use crate::geometry::ConvGeom;
@@ -165,67 +167,6 @@ impl Sink {
     }
 }
 
-/// Widen `n` words of activations at `src` (unaligned) into consecutive
-/// quads of one tile pixel from `at` (two words a quad, `2 PX` words
-/// apart); returns the next quad's place. 5 instructions a quad.
-///
-/// # Safety
-/// `4 n` bytes at `src` readable; `n` quads from `at` writable.
-#[cfg(arm_dsp)]
-#[inline(always)]
-unsafe fn widen_quads(src: *const i8, n: usize, zp2: u32, at: *mut u32) -> *mut u32 {
-    if n == 0 {
-        return at;
-    }
-    let (mut at, mut src) = (at, src);
-    // SAFETY (both blocks): the caller's contract; `subs` sets the flags.
-    if n % 2 == 1 {
-        unsafe {
-            core::arch::asm!(
-                "ldr {t}, [{src}], #4",
-                "sxtab16 {u}, {zp2}, {t}",
-                "sxtab16 {t}, {zp2}, {t}, ror #8",
-                "strd {u}, {t}, [{at}], #{step}",
-                src = inout(reg) src,
-                at = inout(reg) at,
-                zp2 = in(reg) zp2,
-                t = out(reg) _,
-                u = out(reg) _,
-                step = const 8 * PX,
-                options(nostack, preserves_flags),
-            );
-        }
-    }
-    if n >= 2 {
-        // Two quads a turn: 10 instructions instead of 12.
-        unsafe {
-            core::arch::asm!(
-                "2:",
-                "ldr {t}, [{src}], #4",
-                "ldr {v}, [{src}], #4",
-                "sxtab16 {u}, {zp2}, {t}",
-                "sxtab16 {t}, {zp2}, {t}, ror #8",
-                "strd {u}, {t}, [{at}], #{step}",
-                "sxtab16 {u}, {zp2}, {v}",
-                "sxtab16 {v}, {zp2}, {v}, ror #8",
-                "strd {u}, {v}, [{at}], #{step}",
-                "subs {n}, {n}, #1",
-                "bne 2b",
-                src = inout(reg) src => _,
-                at = inout(reg) at,
-                n = inout(reg) n / 2 => _,
-                zp2 = in(reg) zp2,
-                t = out(reg) _,
-                u = out(reg) _,
-                v = out(reg) _,
-                step = const 8 * PX,
-                options(nostack),
-            );
-        }
-    }
-    at
-}
-
 /// Zero `n` quads of one tile pixel from `at` (padding past the pass's taps,
 /// widened to exactly 0).
 ///
@@ -269,9 +210,9 @@ struct Window {
 }
 
 /// Widen a window's in-image rows into one tile pixel's quads from `at`
-/// (see [`widen_quads`]): one loop over the rows and their words, 5
-/// instructions a quad and 4 a row (row by row through [`widen_quads`],
-/// each row's call cost ~15).
+/// (two words a quad, `2 PX` words apart, the zero point removed): one loop
+/// over the rows and their words, 5 instructions a quad and 4 a row (a call
+/// a row cost ~15 more).
 ///
 /// # Safety
 /// `w.rows >= 1` runs of `4 w.run >= 4` bytes readable from `src`, `w.src_skip`
@@ -357,31 +298,22 @@ unsafe fn widen_window(src: *const i8, w: &Window, zp2: u32, at: *mut u32) {
 unsafe fn widen_window(src: *const i8, w: &Window, zp2: u32, at: *mut u32) {
     let (mut src, mut at) = (src, at);
     for _ in 0..w.rows {
+        for _ in 0..w.run {
+            // SAFETY: the caller's contract.
+            unsafe {
+                let xv = src.cast::<u32>().read_unaligned();
+                at.write(sxtab16(zp2, xv));
+                at.add(1).write(sxtab16_ror8(zp2, xv));
+                at = at.add(2 * PX);
+                src = src.add(4);
+            }
+        }
         // SAFETY: the caller's contract.
         unsafe {
-            at = widen_quads(src, w.run, zp2, at).add(2 * PX * w.quad_skip);
-            src = src.add(4 * w.run + w.src_skip);
+            at = at.add(2 * PX * w.quad_skip);
+            src = src.add(w.src_skip);
         }
     }
-}
-
-/// [`widen_quads`] in plain Rust (the host's tests).
-///
-/// # Safety
-/// As the Arm version.
-#[cfg(not(arm_dsp))]
-unsafe fn widen_quads(src: *const i8, n: usize, zp2: u32, at: *mut u32) -> *mut u32 {
-    let mut at = at;
-    for q in 0..n {
-        // SAFETY: the caller's contract.
-        unsafe {
-            let xv = src.cast::<u32>().add(q).read_unaligned();
-            at.write(sxtab16(zp2, xv));
-            at.add(1).write(sxtab16_ror8(zp2, xv));
-            at = at.add(2 * PX);
-        }
-    }
-    at
 }
 
 /// Widen taps `start..start + len` of output pixel `pix`'s patch (filter
@@ -461,12 +393,15 @@ fn widen_pixel(
         for d in &mut stage[len..len.next_multiple_of(4)] {
             *d = zp as u8;
         }
-        let at = cols.0.as_mut_ptr().wrapping_add(2 * p);
-        // SAFETY: len.div_ceil(4) words of the staging are read; as many
-        // quads of tile pixel p < PX written, inside `cols` (asserted above).
-        let at = unsafe { widen_quads(cols.1.as_ptr().cast::<i8>(), len.div_ceil(4), neg_zp_pair(zp), at) };
-        // SAFETY: as above, up to `quads` quads.
-        unsafe { zero_quads(at, quads - len.div_ceil(4)) };
+        let (at, q) = (cols.0.as_mut_ptr().wrapping_add(2 * p), len.div_ceil(4));
+        let staged = Window { rows: 1, run: q, src_skip: 0, quad_skip: 0 };
+        // SAFETY: q words of the staging are read; as many quads of tile
+        // pixel p < PX written, then zeros up to `quads`, inside `cols`
+        // (asserted above).
+        unsafe {
+            widen_window(cols.1.as_ptr().cast::<i8>(), &staged, neg_zp_pair(zp), at);
+            zero_quads(at.wrapping_add(2 * PX * q), quads - q);
+        }
         return;
     }
     if start == 0 && len == g.kernel_h * row_len && g.in_c.is_multiple_of(4) {
@@ -783,30 +718,16 @@ impl ChannelRun {
     }
 }
 
-/// One output byte of [`rounding_channels`]: [`Output::apply_full`] as
-/// `SSAT8((SMMLAR(QADD(a, a), m, offset) + (a >> 31)) >> e)`, 6 instructions.
-/// The sign correction takes the accumulator's sign instead of the product's:
-/// they differ only when the product rounds to 0, where both give the zero
-/// point (for `e >= 1`; the unit test `output_rounding_by_the_accumulators_sign`
+/// One output byte of [`rounding_channels`]: [`rounding_byte!`] with the
+/// loop's registers (xe: multiplier, xo: offset, u: exponent). The sign
+/// correction takes the accumulator's sign instead of the product's: they
+/// differ only when the product rounds to 0, where both give the zero point
+/// (for `e >= 1`; the unit test `output_rounding_by_the_accumulators_sign`
 /// holds the identity).
 #[cfg(arm_dsp)]
 macro_rules! out_byte {
     ($a:literal, $store:literal) => {
-        concat!(
-            "qadd {t}, ",
-            $a,
-            ", ",
-            $a,
-            "\n",
-            "smmlar {t}, {t}, {xe}, {xo}\n",
-            "add {t}, {t}, ",
-            $a,
-            ", asr #31\n",
-            "asr {t}, {t}, {u}\n",
-            "ssat {t}, #8, {t}\n",
-            $store,
-            "\n",
-        )
+        rounding_byte!($a, "{t}", "{xe}", "{xo}", "{u}", $store)
     };
 }
 
