@@ -348,19 +348,8 @@ fn forward_direct(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch:
 }
 
 /// The epilogue over whole output pixels, after the plain GEMM.
-pub(super) fn epilogue(px: &mut [f32], ep: &Epilogue) {
-    let (bias, relu) = (ep.bias, ep.relu);
-    for px in px.chunks_exact_mut(bias.len()) {
-        for (v, b) in px.iter_mut().zip(bias) {
-            let s = *v + b;
-            *v = if relu && s < 0.0 { 0.0 } else { s };
-        }
-        if let Some((scale, shift)) = ep.affine {
-            for ((v, s), t) in px.iter_mut().zip(scale).zip(shift) {
-                *v = *v * s + t;
-            }
-        }
-    }
+fn epilogue(px: &mut [f32], ep: &Epilogue) {
+    ep.apply_pixels(px)
 }
 
 /// Training batches: one task per tile of whole images, single-threaded GEMMs.

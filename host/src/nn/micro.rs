@@ -25,6 +25,23 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// The epilogue of whole output pixels (`bias.len()` values each), in
+    /// place, after a plain GEMM.
+    pub fn apply_pixels(&self, px: &mut [f32]) {
+        let (bias, relu) = (self.bias, self.relu);
+        for px in px.chunks_exact_mut(bias.len()) {
+            for (v, b) in px.iter_mut().zip(bias) {
+                let s = *v + b;
+                *v = if relu && s < 0.0 { 0.0 } else { s };
+            }
+            if let Some((scale, shift)) = self.affine {
+                for ((v, s), t) in px.iter_mut().zip(scale).zip(shift) {
+                    *v = *v * s + t;
+                }
+            }
+        }
+    }
+
     /// The epilogue of one value of channel `j`, for the plain path and tests.
     pub fn apply(&self, j: usize, v: f32) -> f32 {
         let s = v + self.bias[j];

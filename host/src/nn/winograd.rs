@@ -12,8 +12,8 @@
 //! are those of the function the forward computed (the direct convolution's
 //! up to rounding).
 
-use super::conv::Epilogue;
 use super::gemm::{matmul, Mat, Par};
+use super::micro::Epilogue;
 use super::scratch::{with_padded, with_scratch};
 use rayon::prelude::*;
 use shared::geometry::ConvGeom;
@@ -326,7 +326,7 @@ fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32],
                         let at_px = tile.img * g.output_len() + (oy * g.out_w + ox) * kn - base;
                         let px = &mut yc[at_px..][..kn];
                         combine(rb, row, px);
-                        super::conv::epilogue(px, ep);
+                        ep.apply_pixels(px);
                     }
                 });
             }
