@@ -124,8 +124,25 @@ fn check_preamble(bytes: &[u8]) -> Result<()> {
     if header > MAX_HEADER || start + header > bytes.len() {
         bail!("a {header}-byte header in a {}-byte file (at most {MAX_HEADER})", bytes.len());
     }
+    // numpy's header is one dict holding a shape tuple (brackets two deep):
+    // deeper nesting is refused before `npyz` parses it (its parser took
+    // minutes on 88 unclosed braces, a fuzz finding).
+    let mut depth = 0usize;
+    for (i, &b) in bytes[start..start + header].iter().enumerate() {
+        match b {
+            b'{' | b'[' | b'(' => depth += 1,
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_HEADER_NESTING {
+            bail!("its header nests brackets more than {MAX_HEADER_NESTING} deep (at byte {})", start + i);
+        }
+    }
     Ok(())
 }
+
+/// The deepest bracket nesting a `.npy` header may have (numpy writes 2).
+const MAX_HEADER_NESTING: usize = 8;
 
 /// Whether `shape` lays out `input`: its own dimensions, with a leading batch of 1, or flat.
 fn shape_fits(shape: &[u64], input: Shape) -> bool {
@@ -228,6 +245,15 @@ mod tests {
         std::fs::write(&p, nested).unwrap();
         let e = read_input(&p, &tiny(Precision::F16).view()).unwrap_err().to_string();
         assert!(e.contains("nest.npy") && !e.contains('\n') && e.len() < 300, "{e}");
+        // The fuzzer's hang (npyz's parser on unclosed braces): refused at once, naming the byte.
+        let mut braces = b"\x93NUMPY\x01\x00".to_vec();
+        let text = format!("{}'descr': '|i1', 'fortran_order': False, 'shape': (2,), }}\n", "{".repeat(88));
+        braces.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        braces.extend_from_slice(text.as_bytes());
+        let p = dir.path().join("braces.npy");
+        std::fs::write(&p, braces).unwrap();
+        let e = format!("{:#}", read_input(&p, &tiny(Precision::F16).view()).unwrap_err());
+        assert!(e.contains("braces.npy") && e.contains("more than 8 deep (at byte 18)"), "{e}");
         // Not an .npy at all.
         std::fs::write(dir.path().join("png.npy"), b"\x89PNG\r\n\x1a\n").unwrap();
         assert!(err(&dir.path().join("png.npy")).contains("not a .npy"));
