@@ -11,7 +11,7 @@
 use super::gemm::{matmul, Mat, Par};
 use super::micro;
 pub use super::micro::Epilogue;
-use super::scratch::{with_padded, with_scratch};
+use super::scratch::{with_padded, with_scratch, zeroed_partials};
 use rayon::prelude::*;
 use shared::spec::{Conv2D, Shape};
 
@@ -543,11 +543,7 @@ fn backward_direct(
     // Kernel-gradient partials live in the layer between steps: fresh ones would
     // be page-faulted in (tens of MB per step on AlexNet).
     let n_groups = batch.div_ceil(group_images);
-    partials.resize_with(n_groups, Vec::new);
-    for p in partials.iter_mut() {
-        p.clear();
-        p.resize(kd * g.out_c, 0.0);
-    }
+    zeroed_partials(partials, n_groups, kd * g.out_c);
     let group_job = |xg: &[f32], dyg: &[f32], dxg: Option<&mut [f32]>, dk: &mut Vec<f32>| -> Vec<f64> {
         let mut db = vec![0.0f64; g.out_c];
         for px in dyg.chunks_exact(g.out_c) {

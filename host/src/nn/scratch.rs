@@ -36,3 +36,13 @@ fn with<R>(key: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: impl FnOnce
         Err(_) => f(&mut vec![0.0; len]),
     })
 }
+
+/// `partials` as `groups` zeroed buffers of `len` values, their allocations
+/// kept from the last step (fresh ones were page-faulted in every step).
+pub(crate) fn zeroed_partials(partials: &mut Vec<Vec<f32>>, groups: usize, len: usize) {
+    partials.resize_with(groups, Vec::new);
+    for p in partials.iter_mut() {
+        p.clear();
+        p.resize(len, 0.0);
+    }
+}

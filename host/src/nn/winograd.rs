@@ -14,7 +14,7 @@
 
 use super::gemm::{matmul, Mat, Par};
 use super::micro::Epilogue;
-use super::scratch::{with_padded, with_scratch};
+use super::scratch::{with_padded, with_scratch, zeroed_partials};
 use rayon::prelude::*;
 use shared::geometry::ConvGeom;
 
@@ -137,6 +137,21 @@ fn combine(coefs: &[f32], inp: &[&[f32]], o: &mut [f32]) {
     }
 }
 
+/// Transform points of the largest tile (6 x 6).
+const MAX_POINTS: usize = 36;
+
+/// Runs `f(0..n)` as a stack array (`n <= MAX_POINTS`): the transforms run
+/// per tile and per channel, where a collected `Vec` was a heap allocation
+/// each time.
+fn gather<'a>(n: usize, f: impl Fn(usize) -> &'a [f32]) -> [&'a [f32]; MAX_POINTS] {
+    assert!(n <= MAX_POINTS, "winograd: {n} runs");
+    let mut out: [&[f32]; MAX_POINTS] = [&[]; MAX_POINTS];
+    for (i, o) in out.iter_mut().enumerate().take(n) {
+        *o = f(i);
+    }
+    out
+}
+
 /// Row `i` of `mat` (`rows x cols`), or column `i` for the transpose.
 fn coefs(mat: &[f32], cols: usize, i: usize, transpose: bool) -> Vec<f32> {
     if transpose {
@@ -163,15 +178,15 @@ fn transform2(
     // tmp[i][y] = sum_x left[i][x] inp[x][y]
     for (i, li) in left.iter().enumerate() {
         for y in 0..b {
-            let col: Vec<&[f32]> = (0..a).map(|x| inp[x * b + y]).collect();
-            combine(li, &col, &mut tmp[(i * b + y) * len..][..len]);
+            let col = gather(a, |x| inp[x * b + y]);
+            combine(li, &col[..a], &mut tmp[(i * b + y) * len..][..len]);
         }
     }
     // out[i][j] = sum_y tmp[i][y] right_t[j][y]
     for i in 0..left.len() {
-        let row: Vec<&[f32]> = (0..b).map(|y| &tmp[(i * b + y) * len..][..len]).collect();
+        let row = gather(b, |y| &tmp[(i * b + y) * len..][..len]);
         for (j, rj) in right_t.iter().enumerate() {
-            out(i, j, &row, rj);
+            out(i, j, &row[..b], rj);
         }
     }
 }
@@ -191,8 +206,8 @@ fn filter_transform_into(g: &ConvGeom, v: &Variant, kernel: &[f32], u: &mut [f32
     let gl: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.g, r, i, false)).collect();
     let mut tmp = vec![0.0f32; t * r * kn];
     for c in 0..cn {
-        let w: Vec<&[f32]> = (0..r * r).map(|tap| &kernel[(tap * cn + c) * kn..][..kn]).collect();
-        transform2(&gl, &gl, &w, r, &mut tmp, kn, |i, j, row, rj| {
+        let w = gather(r * r, |tap| &kernel[(tap * cn + c) * kn..][..kn]);
+        transform2(&gl, &gl, &w[..r * r], r, &mut tmp, kn, |i, j, row, rj| {
             combine(rj, row, &mut u[((i * t + j) * cn + c) * kn..][..kn]);
         });
     }
@@ -241,8 +256,8 @@ fn input_transform(g: &ConvGeom, v: &Variant, x: &[f32], first: usize, n: usize,
                 None => dp.fill(0.0),
             }
         }
-        let runs: Vec<&[f32]> = d.chunks_exact(cn).collect();
-        transform2(&bl, &bl, &runs, t, tmp, cn, |i, j, row, rj| {
+        let runs = gather(t * t, |pos| &d[pos * cn..][..cn]);
+        transform2(&bl, &bl, &runs[..t * t], t, tmp, cn, |i, j, row, rj| {
             combine(rj, row, &mut vv[((i * t + j) * n + r) * cn..][..cn]);
         });
     }
@@ -320,8 +335,8 @@ fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32],
             let mut tmp = vec![0.0f32; mm * t * kn];
             for r in 0..n {
                 let tile = Tile::of(g, v, first + r);
-                let runs: Vec<&[f32]> = (0..t * t).map(|xi| &m[(xi * n + r) * kn..][..kn]).collect();
-                transform2(&al, &al, &runs, t, &mut tmp, kn, |a, b, row, rb| {
+                let runs = gather(t * t, |xi| &m[(xi * n + r) * kn..][..kn]);
+                transform2(&al, &al, &runs[..t * t], t, &mut tmp, kn, |a, b, row, rb| {
                     if let Some((oy, ox)) = tile.output(g, v, a, b) {
                         let at_px = tile.img * g.output_len() + (oy * g.out_w + ox) * kn - base;
                         let px = &mut yc[at_px..][..kn];
@@ -381,11 +396,7 @@ fn backward_tiles(
     let group_images = batch.div_ceil(MAX_GROUPS).max(1);
     let imgs_per_task = TASK_TILES.div_ceil(per_image).clamp(1, group_images);
     let groups = batch.div_ceil(group_images);
-    partials.resize_with(groups, Vec::new);
-    for p in partials.iter_mut() {
-        p.clear();
-        p.resize(xis * cn * kn, 0.0);
-    }
+    zeroed_partials(partials, groups, xis * cn * kn);
     // The adjoints: dM = A dY A^T (A = (A^T)^T), dX = B dV B^T.
     let a_adj: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.at, t, i, true)).collect();
     let b_adj: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.bt, t, i, true)).collect();
@@ -416,8 +427,8 @@ fn backward_tiles(
                             None => dp.fill(0.0),
                         }
                     }
-                    let runs: Vec<&[f32]> = dyt.chunks_exact(kn).collect();
-                    transform2(&a_adj, &a_adj, &runs, mm, &mut tmp, kn, |i, j, row, rj| {
+                    let runs = gather(mm * mm, |p| &dyt[p * kn..][..kn]);
+                    transform2(&a_adj, &a_adj, &runs[..mm * mm], mm, &mut tmp, kn, |i, j, row, rj| {
                         combine(rj, row, &mut dm[((i * t + j) * n + r) * kn..][..kn]);
                     });
                 }
@@ -448,8 +459,8 @@ fn backward_tiles(
                     let mut px = vec![0.0f32; cn];
                     for r in 0..n {
                         let tile = Tile::of(g, v, r);
-                        let runs: Vec<&[f32]> = (0..xis).map(|xi| &vv[(xi * n + r) * cn..][..cn]).collect();
-                        transform2(&b_adj, &b_adj, &runs, t, &mut tmp, cn, |yy, xx, row, rx| {
+                        let runs = gather(xis, |xi| &vv[(xi * n + r) * cn..][..cn]);
+                        transform2(&b_adj, &b_adj, &runs[..xis], t, &mut tmp, cn, |yy, xx, row, rx| {
                             if let Some((iy, ix)) = tile.input(g, v, yy, xx) {
                                 combine(rx, row, &mut px);
                                 let dst = &mut dxs[tile.img * g.input_len() + (iy * g.in_w + ix) * cn..][..cn];
@@ -489,8 +500,8 @@ fn backward_tiles(
     let g_adj: Vec<Vec<f32>> = (0..v.r).map(|i| coefs(v.g, v.r, i, true)).collect();
     let mut tmp = vec![0.0f32; v.r * t * kn];
     for c in 0..cn {
-        let runs: Vec<&[f32]> = (0..xis).map(|xi| &du[(xi * cn + c) * kn..][..kn]).collect();
-        transform2(&g_adj, &g_adj, &runs, t, &mut tmp, kn, |ky, kx, row, rx| {
+        let runs = gather(xis, |xi| &du[(xi * cn + c) * kn..][..kn]);
+        transform2(&g_adj, &g_adj, &runs[..xis], t, &mut tmp, kn, |ky, kx, row, rx| {
             combine(rx, row, &mut dkernel[((ky * v.r + kx) * cn + c) * kn..][..kn]);
         });
     }
