@@ -29,8 +29,9 @@ pub struct Cli {
     pub max_memory: Option<u64>,
     /// The float stride-1 3x3 and 5x5 convolutions' arithmetic (training, predict, eval,
     /// calibration): `direct` (im2col + GEMM), `winograd` (F(2x2, 3x3) and F(2x2, 5x5): 2.25x
-    /// and 2.8x fewer multiplies, other
-    /// rounding), or `auto` (per layer and pass, whichever ran faster when first timed).
+    /// and 2.8x fewer multiplies, other rounding), `winograd-4x4` (F(4x4, 3x3) for the 3x3s: 4x
+    /// fewer, coarser rounding), or `auto` (per layer, batch and pass, whichever of these ran
+    /// fastest when first timed).
     #[arg(long, global = true, value_enum, default_value_t = Conv::Direct)]
     pub conv: Conv,
 }
@@ -40,6 +41,8 @@ pub struct Cli {
 pub enum Conv {
     Direct,
     Winograd,
+    #[value(name = "winograd-4x4")]
+    Winograd4x4,
     Auto,
 }
 
@@ -104,6 +107,7 @@ pub fn run(cli: Cli) -> Result<()> {
     crate::nn::conv::set_algo(match cli.conv {
         Conv::Direct => crate::nn::conv::ConvAlgo::Direct,
         Conv::Winograd => crate::nn::conv::ConvAlgo::Winograd,
+        Conv::Winograd4x4 => crate::nn::conv::ConvAlgo::Winograd4x4,
         Conv::Auto => crate::nn::conv::ConvAlgo::Auto,
     });
     match cli.command {

@@ -12,6 +12,7 @@ use super::gemm::{matmul, Mat, Par};
 use super::micro;
 pub use super::micro::Epilogue;
 use super::scratch::{with_padded, with_scratch, zeroed_partials};
+use super::winograd::{FilterCache, Variant};
 use rayon::prelude::*;
 use shared::spec::{Conv2D, Shape};
 
@@ -224,25 +225,29 @@ pub fn forward(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32]
 }
 
 /// The arithmetic of the stride-1 3x3 and 5x5 convolutions (`--conv`): the
-/// direct im2col + GEMM, Winograd's F(2x2, 3x3) or F(2x2, 5x5)
-/// ([`super::winograd`], 2.25x or 2.8x fewer
-/// multiplies, other rounding), or per layer and batch size whichever ran
-/// faster the first time it was timed on this machine.
+/// direct im2col + GEMM; Winograd's F(2x2, 3x3) or F(2x2, 5x5)
+/// ([`super::winograd`], 2.25x or 2.8x fewer multiplies, other rounding);
+/// F(4x4, 3x3) for the 3x3s (4x fewer, coarser rounding); or per layer, batch
+/// size and pass whichever of these ran fastest the first time it was timed
+/// on this machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvAlgo {
     Direct,
     Winograd,
+    Winograd4x4,
     Auto,
 }
 
 static ALGO: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 impl ConvAlgo {
-    /// `direct`, `winograd` or `auto` (the benches' `HOST_CONV`).
+    /// `direct`, `winograd`, `winograd-4x4` or `auto` (the benches'
+    /// `HOST_CONV`).
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "direct" => Some(ConvAlgo::Direct),
             "winograd" => Some(ConvAlgo::Winograd),
+            "winograd-4x4" => Some(ConvAlgo::Winograd4x4),
             "auto" => Some(ConvAlgo::Auto),
             _ => None,
         }
@@ -255,7 +260,10 @@ impl ConvAlgo {
     /// On any other value.
     pub fn set_from_env() {
         if let Ok(v) = std::env::var("HOST_CONV") {
-            set_algo(ConvAlgo::parse(&v).unwrap_or_else(|| panic!("HOST_CONV={v}: not direct, winograd or auto")));
+            set_algo(
+                ConvAlgo::parse(&v)
+                    .unwrap_or_else(|| panic!("HOST_CONV={v}: not direct, winograd, winograd-4x4 or auto")),
+            );
         }
     }
 }
@@ -269,8 +277,31 @@ pub fn set_algo(algo: ConvAlgo) {
 pub fn algo() -> ConvAlgo {
     match ALGO.load(std::sync::atomic::Ordering::Relaxed) {
         1 => ConvAlgo::Winograd,
-        2 => ConvAlgo::Auto,
+        2 => ConvAlgo::Winograd4x4,
+        3 => ConvAlgo::Auto,
         _ => ConvAlgo::Direct,
+    }
+}
+
+/// How one conv computes: the direct path or a Winograd variant.
+#[derive(Clone, Copy, Debug)]
+pub enum ConvPath {
+    Direct,
+    Winograd(&'static Variant),
+}
+
+impl ConvPath {
+    /// The paths that compute `g`: the direct one, then each Winograd variant.
+    fn candidates(g: &ConvGeom) -> impl Iterator<Item = ConvPath> {
+        std::iter::once(ConvPath::Direct).chain(super::winograd::variants(g).iter().map(|&v| ConvPath::Winograd(v)))
+    }
+
+    /// `direct` or the variant's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConvPath::Direct => "direct",
+            ConvPath::Winograd(v) => v.name,
+        }
     }
 }
 
@@ -278,61 +309,97 @@ pub fn algo() -> ConvAlgo {
 /// [`ConvAlgo::Auto`]'s choices.
 type AutoKey = (usize, usize, usize, usize, usize, usize, usize, bool);
 
-/// [`ConvAlgo::Auto`]'s measured choices: `true` where Winograd ran faster.
-static AUTO: std::sync::Mutex<Vec<(AutoKey, bool)>> = std::sync::Mutex::new(Vec::new());
+/// [`ConvAlgo::Auto`]'s measured choices.
+static AUTO: std::sync::Mutex<Vec<(AutoKey, ConvPath)>> = std::sync::Mutex::new(Vec::new());
 
 fn auto_key(g: &ConvGeom, batch: usize, backward: bool) -> AutoKey {
     (g.in_h, g.in_w, g.in_c, g.out_c, g.pad_top, g.pad_left, batch, backward)
 }
 
-/// Whether this layer at this batch runs Winograd's arithmetic now in this
-/// pass, and for [`ConvAlgo::Auto`] the choice if it was already measured.
-fn winograd_choice(g: &ConvGeom, batch: usize, backward: bool) -> Option<bool> {
-    if !super::winograd::serves(g) {
-        return Some(false);
-    }
+/// The path this layer at this batch takes now in this pass; `None` under
+/// [`ConvAlgo::Auto`] until it was measured.
+pub fn path(g: &ConvGeom, batch: usize, backward: bool) -> Option<ConvPath> {
+    let vs = super::winograd::variants(g);
+    let (Some(&finest), Some(&coarsest)) = (vs.first(), vs.last()) else {
+        return Some(ConvPath::Direct);
+    };
     match algo() {
-        ConvAlgo::Direct => Some(false),
-        ConvAlgo::Winograd => Some(true),
+        ConvAlgo::Direct => Some(ConvPath::Direct),
+        ConvAlgo::Winograd => Some(ConvPath::Winograd(finest)),
+        ConvAlgo::Winograd4x4 => Some(ConvPath::Winograd(coarsest)),
         ConvAlgo::Auto => {
             let key = auto_key(g, batch, backward);
             let table = AUTO.lock().unwrap_or_else(|e| e.into_inner());
-            table.iter().find(|(k, _)| *k == key).map(|&(_, w)| w)
+            table.iter().find(|(k, _)| *k == key).map(|&(_, p)| p)
         }
     }
+}
+
+/// Times `run` on every candidate path of `g`, twice each in alternation (a
+/// first call also pays for its buffers' page faults), records the fastest
+/// for [`ConvAlgo::Auto`] and returns it (`run` must leave its results to be
+/// overwritten by the next call).
+fn measure(g: &ConvGeom, batch: usize, backward: bool, mut run: impl FnMut(ConvPath)) -> ConvPath {
+    let paths: Vec<ConvPath> = ConvPath::candidates(g).collect();
+    let mut best = vec![std::time::Duration::MAX; paths.len()];
+    for _ in 0..2 {
+        for (p, b) in paths.iter().zip(best.iter_mut()) {
+            let t = std::time::Instant::now();
+            run(*p);
+            *b = (*b).min(t.elapsed());
+        }
+    }
+    let fastest = best.iter().enumerate().min_by_key(|(_, b)| **b).map_or(0, |(i, _)| i);
+    let chosen = paths[fastest];
+    AUTO.lock().unwrap_or_else(|e| e.into_inner()).push((auto_key(g, batch, backward), chosen));
+    chosen
 }
 
 /// [`forward`] with any [`Epilogue`]: an inference BatchNormalization that
 /// follows the conv is folded in here, saving a pass over the output.
 pub fn forward_with(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
+    forward_any(g, ep, kernel, x, batch, y, None)
+}
+
+/// [`forward_with`] for inference: a Winograd path takes its transformed
+/// filters from the layer's `cache` (the weights do not change between
+/// calls).
+pub fn forward_inference(
+    g: &ConvGeom,
+    ep: &Epilogue,
+    kernel: &[f32],
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+    cache: &mut FilterCache,
+) {
+    forward_any(g, ep, kernel, x, batch, y, Some(cache))
+}
+
+fn forward_any(
+    g: &ConvGeom,
+    ep: &Epilogue,
+    kernel: &[f32],
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+    mut cache: Option<&mut FilterCache>,
+) {
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(y.len(), batch * g.output_len());
-    match winograd_choice(g, batch, false) {
-        Some(true) => return super::winograd::forward(g, ep, kernel, x, batch, y),
-        Some(false) => {}
-        None => {
-            // First sight under Auto: time both on this call's data, twice
-            // each and alternating (a first call also pays for its buffers'
-            // page faults), keep the faster, and leave its output in `y`.
-            let mut best = [std::time::Duration::MAX; 2];
-            for run in 0..4 {
-                let t = std::time::Instant::now();
-                if run % 2 == 0 {
-                    super::winograd::forward(g, ep, kernel, x, batch, y);
-                } else {
-                    forward_direct(g, ep, kernel, x, batch, y);
-                }
-                best[run % 2] = best[run % 2].min(t.elapsed());
-            }
-            let use_wino = best[0] < best[1];
-            AUTO.lock().unwrap_or_else(|e| e.into_inner()).push((auto_key(g, batch, false), use_wino));
-            if use_wino {
-                super::winograd::forward(g, ep, kernel, x, batch, y);
-            }
-            return;
-        }
-    }
-    forward_direct(g, ep, kernel, x, batch, y)
+    let mut run = |p: ConvPath, y: &mut [f32]| match (p, cache.as_deref_mut()) {
+        (ConvPath::Direct, _) => forward_direct(g, ep, kernel, x, batch, y),
+        (ConvPath::Winograd(v), None) => super::winograd::forward(g, v, ep, kernel, x, batch, y),
+        (ConvPath::Winograd(v), Some(c)) => super::winograd::forward_cached(g, v, ep, kernel, x, batch, y, c),
+    };
+    let chosen = match path(g, batch, false) {
+        Some(p) => p,
+        // First sight under Auto: time every path on this call's data (a
+        // cached path's first run fills its cache; the faster second run
+        // counts).
+        None => measure(g, batch, false, |p| run(p, y)),
+    };
+    run(chosen, y)
 }
 
 /// [`forward_with`] through the direct im2col + GEMM.
@@ -492,32 +559,20 @@ pub fn backward(
     if g.groups > 1 {
         return backward_grouped(g, kernel, x, dy, dkernel, dbias, dx);
     }
-    match winograd_choice(g, batch, true) {
-        Some(true) => return super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx, partials),
-        Some(false) => {}
-        None => {
-            // First sight under Auto: time both twice, alternating (each
-            // overwrites the gradients), keep the faster, leave its gradients.
-            let mut dx = dx;
-            let mut best = [std::time::Duration::MAX; 2];
-            for run in 0..4 {
-                let t = std::time::Instant::now();
-                if run % 2 == 0 {
-                    super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx.as_deref_mut(), partials);
-                } else {
-                    backward_direct(g, kernel, x, dy, batch, dkernel, dbias, dx.as_deref_mut(), partials);
-                }
-                best[run % 2] = best[run % 2].min(t.elapsed());
-            }
-            let use_wino = best[0] < best[1];
-            AUTO.lock().unwrap_or_else(|e| e.into_inner()).push((auto_key(g, batch, true), use_wino));
-            if use_wino {
-                super::winograd::backward(g, kernel, x, dy, batch, dkernel, dbias, dx, partials);
-            }
-            return;
+    let mut dx = dx;
+    let mut run = |p: ConvPath| match p {
+        ConvPath::Direct => backward_direct(g, kernel, x, dy, batch, dkernel, dbias, dx.as_deref_mut(), partials),
+        ConvPath::Winograd(v) => {
+            super::winograd::backward(g, v, kernel, x, dy, batch, dkernel, dbias, dx.as_deref_mut(), partials)
         }
-    }
-    backward_direct(g, kernel, x, dy, batch, dkernel, dbias, dx, partials)
+    };
+    let chosen = match path(g, batch, true) {
+        Some(p) => p,
+        // First sight under Auto: time every path (each overwrites the
+        // gradients).
+        None => measure(g, batch, true, &mut run),
+    };
+    run(chosen)
 }
 
 /// [`backward`]'s direct im2col + GEMM, after the mask.

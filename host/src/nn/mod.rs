@@ -74,6 +74,8 @@ enum Node {
         kernel: Param,
         bias: Param,
         partials: Vec<Vec<f32>>,
+        /// Inference's transformed Winograd filters.
+        filters: winograd::FilterCache,
     },
     Bn {
         c: usize,
@@ -188,6 +190,7 @@ impl Network {
                         kernel: Param::new(format!("{name}/kernel"), vec![kh, kw, cin, cout], kernel),
                         bias: Param::new(format!("{name}/bias"), vec![cout], vec![0.0; cout]),
                         partials: Vec::new(),
+                        filters: winograd::FilterCache::default(),
                     }
                 }
                 Layer::BatchNorm { epsilon, momentum } => {
@@ -365,11 +368,15 @@ impl Network {
             let y = if folded.is_some() { &mut tail[1] } else { &mut tail[0] };
             ensure_len(y, batch * shapes[i].elements() as usize);
             match &mut self.nodes[i] {
-                Node::Conv { geom, relu, six, kernel, bias, .. } => {
+                Node::Conv { geom, relu, six, kernel, bias, filters, .. } => {
                     let affine = folded.as_ref().map(|(s, t)| (&s[..], &t[..]));
                     skip = affine.is_some();
                     let ep = conv::Epilogue { bias: &bias.value, relu: *relu, affine };
-                    conv::forward_with(geom, &ep, &kernel.value, x, batch, y);
+                    if training {
+                        conv::forward_with(geom, &ep, &kernel.value, x, batch, y);
+                    } else {
+                        conv::forward_inference(geom, &ep, &kernel.value, x, batch, y, filters);
+                    }
                     if *six {
                         y.iter_mut().for_each(|v| *v = v.min(6.0));
                     }
@@ -789,7 +796,7 @@ fn unary_backward(
 ) -> bool {
     ensure_len(dx, x.len());
     match node {
-        Node::Conv { geom, relu, six, kernel, bias, partials } => {
+        Node::Conv { geom, relu, six, kernel, bias, partials, .. } => {
             if *six {
                 dense::relu6_mask(g, y);
             }

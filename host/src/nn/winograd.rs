@@ -1,9 +1,10 @@
 //! Winograd's minimal filtering (Lavin and Gray, 2016) for stride-1
 //! convolutions: F(2x2, 3x3) for 3x3 kernels (each 2x2 block of outputs from
 //! its 4x4 input tile, 16 multiplies per input and output channel instead of
-//! 36) and F(2x2, 5x5) for 5x5 kernels (6x6 tiles, 36 instead of 100), as
-//! one GEMM per transform point, `V_xi [tiles, cin] x U_xi [cin, cout]`, on
-//! the same GEMM kernels as the direct path.
+//! 36), F(4x4, 3x3) (6x6 tiles, 36 instead of 144, coarser rounding) and
+//! F(2x2, 5x5) for 5x5 kernels (6x6 tiles, 36 instead of 100), as one GEMM
+//! per transform point, `V_xi [tiles, cin] x U_xi [cin, cout]`, on the same
+//! GEMM kernels as the direct path.
 //!
 //! `U = G g G^T` (the filters), `V = B^T d B` (the input tiles, zeros outside
 //! the image), `Y = A^T M A` (the output tiles), with the Toom-Cook matrices
@@ -20,7 +21,10 @@ use shared::geometry::ConvGeom;
 
 /// One F(m x m, r x r): `m` outputs a tile side, an `r`-tap kernel, tiles of
 /// `t = m + r - 1`; the matrices row-major.
+#[derive(Debug)]
 pub struct Variant {
+    /// `F(2x2, 3x3)` and so on, for reports.
+    pub name: &'static str,
     m: usize,
     r: usize,
     t: usize,
@@ -33,7 +37,8 @@ pub struct Variant {
 }
 
 /// F(2x2, 3x3): points 0, 1, -1, infinity; every entry 0, +-1 or +-1/2 (exact).
-const F2_3: Variant = Variant {
+pub static F2_3: Variant = Variant {
+    name: "F(2x2, 3x3)",
     m: 2,
     r: 3,
     t: 4,
@@ -42,9 +47,57 @@ const F2_3: Variant = Variant {
     bt: &[1.0, 0.0, -1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 1.0, 0.0, -1.0],
 };
 
+/// The input transform `B^T` of the 6x6 tiles (points 0, 1, -1, 2, -2,
+/// infinity), shared by F(4x4, 3x3) and F(2x2, 5x5).
+const BT_6: [f32; 36] = [
+    4.0, 0.0, -5.0, 0.0, 1.0, 0.0, //
+    0.0, -4.0, -4.0, 1.0, 1.0, 0.0, //
+    0.0, 4.0, -4.0, -1.0, 1.0, 0.0, //
+    0.0, -2.0, -1.0, 2.0, 1.0, 0.0, //
+    0.0, 2.0, -1.0, -2.0, 1.0, 0.0, //
+    0.0, 4.0, 0.0, -5.0, 0.0, 1.0,
+];
+
+/// F(4x4, 3x3): points 0, 1, -1, 2, -2, infinity (`G`'s sixths and twelfths
+/// round; `A^T` holds 4s and 8s).
+pub static F4_3: Variant = Variant {
+    name: "F(4x4, 3x3)",
+    m: 4,
+    r: 3,
+    t: 6,
+    at: &[
+        1.0, 1.0, 1.0, 1.0, 1.0, 0.0, //
+        0.0, 1.0, -1.0, 2.0, -2.0, 0.0, //
+        0.0, 1.0, 1.0, 4.0, 4.0, 0.0, //
+        0.0, 1.0, -1.0, 8.0, -8.0, 1.0,
+    ],
+    g: &[
+        1.0 / 4.0,
+        0.0,
+        0.0,
+        -1.0 / 6.0,
+        -1.0 / 6.0,
+        -1.0 / 6.0,
+        -1.0 / 6.0,
+        1.0 / 6.0,
+        -1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 12.0,
+        1.0 / 6.0,
+        1.0 / 24.0,
+        -1.0 / 12.0,
+        1.0 / 6.0,
+        0.0,
+        0.0,
+        1.0,
+    ],
+    bt: &BT_6,
+};
+
 /// F(2x2, 5x5): points 0, 1, -1, 2, -2, infinity (`G`'s sixths and twelfths
 /// round; the rest are exact).
-const F2_5: Variant = Variant {
+pub static F2_5: Variant = Variant {
+    name: "F(2x2, 5x5)",
     m: 2,
     r: 5,
     t: 6,
@@ -81,14 +134,7 @@ const F2_5: Variant = Variant {
         0.0,
         1.0,
     ],
-    bt: &[
-        4.0, 0.0, -5.0, 0.0, 1.0, 0.0, //
-        0.0, -4.0, -4.0, 1.0, 1.0, 0.0, //
-        0.0, 4.0, -4.0, -1.0, 1.0, 0.0, //
-        0.0, -2.0, -1.0, 2.0, 1.0, 0.0, //
-        0.0, 2.0, -1.0, -2.0, 1.0, 0.0, //
-        0.0, 4.0, 0.0, -5.0, 0.0, 1.0,
-    ],
+    bt: &BT_6,
 };
 
 /// Tiles one task's GEMMs take as rows (about the direct path's tile of 512
@@ -98,21 +144,36 @@ const TASK_TILES: usize = 128;
 /// (thread-count independent, as the direct path's).
 const MAX_GROUPS: usize = 8;
 
-/// The variant that computes this convolution, if any: one group, a 3x3 or
-/// 5x5 kernel, stride 1, undilated, each padding less than the kernel.
-pub fn variant(g: &ConvGeom) -> Option<&'static Variant> {
+/// The 3x3 variants, finest rounding first.
+static THREE: [&Variant; 2] = [&F2_3, &F4_3];
+/// The 5x5 variant.
+static FIVE: [&Variant; 1] = [&F2_5];
+
+/// The variants that compute this convolution, finest rounding first (empty
+/// unless one group, a 3x3 or 5x5 kernel, stride 1, undilated, each padding
+/// less than the kernel).
+pub fn variants(g: &ConvGeom) -> &'static [&'static Variant] {
     let plain = g.groups == 1 && (g.stride_h, g.stride_w) == (1, 1) && (g.dilation_h, g.dilation_w) == (1, 1);
-    let v = match (g.kernel_h, g.kernel_w) {
-        (3, 3) => &F2_3,
-        (5, 5) => &F2_5,
-        _ => return None,
+    let (vs, r): (&'static [&'static Variant], usize) = match (g.kernel_h, g.kernel_w) {
+        (3, 3) => (&THREE, 3),
+        (5, 5) => (&FIVE, 5),
+        _ => return &[],
     };
-    (plain && g.pad_top < v.r && g.pad_left < v.r).then_some(v)
+    if plain && g.pad_top < r && g.pad_left < r {
+        vs
+    } else {
+        &[]
+    }
 }
 
-/// Whether Winograd's arithmetic computes this convolution ([`variant`]).
+/// Whether Winograd's arithmetic computes this convolution ([`variants`]).
 pub fn serves(g: &ConvGeom) -> bool {
-    variant(g).is_some()
+    !variants(g).is_empty()
+}
+
+/// Whether `v` computes this convolution.
+fn check(g: &ConvGeom, v: &Variant) {
+    assert!(variants(g).iter().any(|w| std::ptr::eq(*w, v)), "winograd: {} does not serve {g:?}", v.name);
 }
 
 /// `o = sum_j coefs[j] inp[j]` over runs of channels (each term one
@@ -282,12 +343,13 @@ fn multiply(g: &ConvGeom, v: &Variant, u: &[f32], vv: &[f32], n: usize, m: &mut 
 }
 
 /// `y = epilogue(conv(x, kernel))` for `batch` NHWC images through Winograd's
-/// arithmetic.
+/// arithmetic in variant `v`, the filters transformed on this call (training:
+/// the weights change every step).
 ///
 /// # Panics
-/// If [`serves`] does not hold or the lengths do not match.
-pub fn forward(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
-    let v = variant(g).expect("winograd: not a stride-1 3x3 or 5x5 conv");
+/// If `v` is not one of [`variants`] or the lengths do not match.
+pub fn forward(g: &ConvGeom, v: &Variant, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
+    check(g, v);
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(y.len(), batch * g.output_len());
     // The transformed filters in the calling thread's second buffer (a fresh
@@ -296,6 +358,61 @@ pub fn forward(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: us
         filter_transform_into(g, v, kernel, u);
         forward_tiles(g, v, ep, u, x, batch, y)
     })
+}
+
+/// One inference layer's transformed filters, kept with a copy of the kernel
+/// they came from: a batch-1 inference otherwise transforms the filters on
+/// every call, which for AlexNet's conv 4 takes as long as its multiplies.
+/// A hit needs the same variant, shape and kernel bits, compared on each
+/// call rather than tracked, so nothing that writes weights has to know of
+/// the cache.
+#[derive(Clone, Debug, Default)]
+pub struct FilterCache {
+    key: Option<(&'static str, usize, usize)>,
+    kernel: Vec<f32>,
+    u: Vec<f32>,
+}
+
+impl FilterCache {
+    /// `U` of `kernel` in variant `v`, transformed again only if the key or
+    /// the kernel's bits changed since the last call.
+    fn filters(&mut self, g: &ConvGeom, v: &Variant, kernel: &[f32]) -> &[f32] {
+        let key = Some((v.name, g.in_c, g.out_c));
+        let same = self.key == key
+            && self.kernel.len() == kernel.len()
+            && self.kernel.iter().zip(kernel).all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same {
+            self.kernel.clear();
+            self.kernel.extend_from_slice(kernel);
+            self.u.resize(v.t * v.t * g.in_c * g.out_c, 0.0);
+            filter_transform_into(g, v, kernel, &mut self.u);
+            self.key = key;
+        }
+        &self.u
+    }
+}
+
+/// [`forward`] with the transformed filters from `cache` (inference: the
+/// same weights call after call).
+///
+/// # Panics
+/// As [`forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn forward_cached(
+    g: &ConvGeom,
+    v: &Variant,
+    ep: &Epilogue,
+    kernel: &[f32],
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+    cache: &mut FilterCache,
+) {
+    check(g, v);
+    assert_eq!(x.len(), batch * g.input_len());
+    assert_eq!(y.len(), batch * g.output_len());
+    let u = cache.filters(g, v, kernel);
+    forward_tiles(g, v, ep, u, x, batch, y)
 }
 
 /// [`forward`] with the transformed filters `u`.
@@ -357,6 +474,7 @@ fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32],
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     g: &ConvGeom,
+    v: &Variant,
     kernel: &[f32],
     x: &[f32],
     dy: &[f32],
@@ -366,7 +484,7 @@ pub fn backward(
     dx: Option<&mut [f32]>,
     partials: &mut Vec<Vec<f32>>,
 ) {
-    let v = variant(g).expect("winograd: not a stride-1 3x3 or 5x5 conv");
+    check(g, v);
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(dy.len(), batch * g.output_len());
     with_padded(v.t * v.t * g.in_c * g.out_c, |u| {
