@@ -2,11 +2,12 @@
 //! Winograd's F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5), side by side in one sitting:
 //! AlexNet's conv 2 (27x27, 5x5, 96 -> 256) and conv 3-4 (13x13, 3x3, 256/384
 //! channels) forward and backward at the training batch, and
-//! forward at batch 1; then a whole AlexNet training step (batch 32, Adam)
+//! forward at batch 1 (as inference runs it: transformed filters kept); then a whole AlexNet training step (batch 32, Adam)
 //! with `--conv direct` and with `--conv auto`. `cargo bench --bench winograd`.
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use host::nn::conv::{self, ConvAlgo, Epilogue};
+use host::nn::winograd::FilterCache;
 use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
 use host::optim::{Optimizer, OptimizerKind};
 use ndarray::Array4;
@@ -32,8 +33,16 @@ fn layer(c: &mut Criterion, name: &str, (size, k): (u32, u32), cin: u32, cout: u
     }
     for (algo, label) in algos {
         conv::set_algo(algo);
+        // Batch 1 is inference: the transformed filters are kept between calls.
+        let mut filters = FilterCache::default();
         group.bench_function(format!("{name}/batch{batch}/forward/{label}"), |b| {
-            b.iter(|| conv::forward_with(&g, &ep, &kernel, &x, batch, &mut y))
+            b.iter(|| {
+                if batch == 1 {
+                    conv::forward_inference(&g, &ep, &kernel, &x, batch, &mut y, &mut filters)
+                } else {
+                    conv::forward_with(&g, &ep, &kernel, &x, batch, &mut y)
+                }
+            })
         });
         if batch > 1 {
             let (mut dk, mut db, mut dx) = (vec![0.0; kernel.len()], vec![0.0; g.out_c], vec![0.0; x.len()]);
