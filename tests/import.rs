@@ -14,36 +14,11 @@ use host::quantize::{self, Calibration};
 use shared::engine::{self, Observer};
 use shared::model::Precision;
 use shared::spec::Shape;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import")
-}
-
-/// What the framework computed, from `NAME.expected.json`.
-struct Expected {
-    classes: Vec<String>,
-    images: Vec<PathBuf>,
-    probabilities: Vec<Vec<f32>>,
-    scale: Vec<f32>,
-    offset: Vec<f32>,
-}
-
-fn expected(name: &str) -> Expected {
-    let path = dir().join(format!("{name}.expected.json"));
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
-    let floats = |x: &serde_json::Value| -> Vec<f32> {
-        x.as_array().map(|a| a.iter().map(|f| f.as_f64().expect("number") as f32).collect()).unwrap_or_default()
-    };
-    Expected {
-        classes: v["classes"].as_array().expect("classes").iter().map(|c| c.as_str().expect("name").into()).collect(),
-        images: v["images"].as_array().expect("images").iter().map(|i| dir().join(i.as_str().expect("file"))).collect(),
-        probabilities: v["probabilities"].as_array().expect("probabilities").iter().map(floats).collect(),
-        scale: floats(&v["input_scale"]),
-        offset: floats(&v["input_offset"]),
-    }
-}
+mod import_support;
+use import_support::{dir, expected, import_fixture, probabilities, scratch, worst_difference, Expected};
 
 /// DS-CNN's fixture takes features, not images: Keras's float `inputs` and
 /// its `probabilities` for them, from `dscnn.expected.json`.
@@ -66,52 +41,13 @@ fn dscnn_checkpoint() -> Checkpoint {
     m.into_checkpoint((0..12).map(|i| format!("class_{i}")).collect()).expect("checkpoint")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("import-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
-/// Import a fixture as `host import` does and load the written checkpoint back.
-fn import_fixture(file: &str, arch: Option<&str>, classes: Option<u32>, e: &Expected) -> Checkpoint {
-    let out = scratch(file).join("imported.safetensors");
-    let args = ImportArgs {
-        file: dir().join(file),
-        out: out.clone(),
-        class_names: Some(e.classes.join(",")),
-        arch: arch.map(|a| ArchSource::parse(a).expect("arch")),
-        classes,
-        input: None,
-        input_scale: e.scale.clone(),
-        input_offset: e.offset.clone(),
-    };
-    import_command(&args).unwrap_or_else(|err| panic!("importing {file}: {err:#}"));
-    Checkpoint::load(&out).expect("the imported checkpoint loads")
-}
-
-/// Softmax probabilities of the float network, images read as every command reads them.
-fn probabilities(ck: &Checkpoint, images: &[PathBuf]) -> Vec<Vec<f32>> {
-    let mut net = ck.network().expect("network");
-    let (h, w) = ck.input_hw();
-    images
-        .iter()
-        .map(|p| {
-            let img = host::data::load_image_file(p, h, w).expect("image");
-            let logits = net.forward(img.insert_axis(ndarray::Axis(0)).view(), Mode::Eval);
-            let mut row = logits.row(0).to_vec();
-            shared::numeric::softmax_in_place(&mut row);
-            row
-        })
-        .collect()
-}
-
 fn assert_matches_framework(file: &str, name: &str, arch: Option<&str>, classes: Option<u32>) -> Checkpoint {
     let e = expected(name);
     let ck = import_fixture(file, arch, classes, &e);
     assert_eq!(ck.class_names, e.classes);
     let got = probabilities(&ck, &e.images);
     for (i, (g, want)) in got.iter().zip(&e.probabilities).enumerate() {
-        let worst = g.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let worst = worst_difference(g, want);
         assert!(worst <= 1e-4, "{file}, image {i}: probabilities differ by {worst} ({g:?} vs {want:?})");
         assert_eq!(
             shared::numeric::argmax(g.iter().copied()),

@@ -12,6 +12,8 @@ use shared::geometry::ConvGeom;
 use shared::spec::{Activation, Conv2D, Sequential, Shape};
 use suite::Rng;
 
+mod import_support;
+
 /// `--conv` is process-wide: the tests that set it take turns.
 static ALGO_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -294,6 +296,33 @@ fn inference_follows_weight_changes_under_winograd() {
         let after = warm.forward(x.view(), Mode::Eval).to_owned();
         assert_ne!(before, after, "{algo:?}");
         assert_eq!(after, fresh.forward(x.view(), Mode::Eval).to_owned(), "{algo:?}: stale filters");
+    }
+    conv::set_algo(ConvAlgo::Direct);
+}
+
+/// The frameworks' cross-check under Winograd: models trained in PyTorch and
+/// Keras, imported, still give the framework's probabilities within 1e-4 and
+/// its top-1 with every variant forced and with `auto`.
+#[test]
+fn imported_models_match_their_frameworks_under_winograd() {
+    let _turn = ALGO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for (file, name) in [("torch.onnx", "torch"), ("torch_alexnet.onnx", "torch_alexnet"), ("keras2.h5", "keras2")] {
+        let e = import_support::expected(name);
+        let ck = import_support::import_fixture(file, None, None, &e);
+        for algo in [ConvAlgo::Winograd, ConvAlgo::Winograd4x4, ConvAlgo::Auto] {
+            conv::set_algo(algo);
+            let got = import_support::probabilities(&ck, &e.images);
+            assert_eq!(got.len(), e.probabilities.len());
+            for (i, (g, want)) in got.iter().zip(&e.probabilities).enumerate() {
+                let worst = import_support::worst_difference(g, want);
+                assert!(worst <= 1e-4, "{file} {algo:?}, image {i}: probabilities differ by {worst}");
+                assert_eq!(
+                    shared::numeric::argmax(g.iter().copied()),
+                    shared::numeric::argmax(want.iter().copied()),
+                    "{file} {algo:?}, image {i}: top-1"
+                );
+            }
+        }
     }
     conv::set_algo(ConvAlgo::Direct);
 }
