@@ -9,11 +9,15 @@
 //! the conv layers at the peak multiply rate plus the dense weights streamed
 //! once at the measured bandwidth (batch-1 dense layers are memory-bound). A
 //! latency target below its floor cannot be met by a faster kernel of the same
-//! arithmetic, only by doing less of it (Winograd, pruning).
+//! arithmetic, only by doing less of it (Winograd, pruning). The f32 floors
+//! are also given for Winograd's arithmetic (`--conv`): each stride-1 3x3
+//! and 5x5 conv at its fewest-multiply variant's element-wise multiplies.
 //!
 //! Like every figure on these shared machines, the absolute numbers move from
 //! day to day; compare floors with benches run in the same sitting.
 
+use host::nn::winograd;
+use shared::geometry::ConvGeom;
 use shared::spec::{self, Layer};
 use std::hint::black_box;
 use std::time::Instant;
@@ -124,17 +128,26 @@ fn bandwidth(buf: &[u64], threads: usize) -> f64 {
 fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let net = spec::alexnet(227, 1000).expect("alexnet spec");
-    let (mut conv, mut dense) = (0u64, 0u64);
+    let (mut conv, mut dense, mut conv_winograd) = (0u64, 0u64, 0u64);
     for (_, layer, inp, out) in net.shapes() {
         match layer {
-            Layer::Conv2D(_) => conv += layer.macs(inp, out),
+            Layer::Conv2D(c) => {
+                conv += layer.macs(inp, out);
+                let g = ConvGeom::from_spec(c, inp).expect("alexnet's conv geometry");
+                conv_winograd += winograd::variants(&g)
+                    .iter()
+                    .map(|v| v.multiplies(&g))
+                    .min()
+                    .unwrap_or_else(|| layer.macs(inp, out));
+            }
             Layer::Dense { .. } => dense += layer.macs(inp, out),
             _ => {}
         }
     }
     println!(
-        "# Roofline, {cores} cores; full AlexNet: conv {:.3} GMAC, dense {:.1} M weights",
+        "# Roofline, {cores} cores; full AlexNet: conv {:.3} GMAC ({:.3} G multiplies under Winograd), dense {:.1} M weights",
         conv as f64 / 1e9,
+        conv_winograd as f64 / 1e9,
         dense as f64 / 1e6
     );
 
@@ -171,9 +184,17 @@ fn main() {
                 conv as f64 / fnn * 1e3,
                 4.0 * dense as f64 / bwn * 1e3
             );
+            let floor = conv_winograd as f64 / fnn + 4.0 * dense as f64 / bwn;
+            println!(
+                "fp32 batch-1 floor under Winograd: {:.2} ms (conv at peak {:.2} + dense as above)",
+                floor * 1e3,
+                conv_winograd as f64 / fnn * 1e3
+            );
             // Forward, then the input and the weight gradients: three products of each layer's size.
             let step = 3.0 * (conv + dense) as f64 / fnn;
             println!("training floor (3 x the forward multiply-adds at the f32 peak): {:.1} ms per image", step * 1e3);
+            let step = 3.0 * (conv_winograd + dense) as f64 / fnn;
+            println!("training floor under Winograd (the same, its multiplies): {:.1} ms per image", step * 1e3);
         } else {
             println!("f32 FMA peak: no AVX-512F on this CPU");
         }

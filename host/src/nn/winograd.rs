@@ -171,6 +171,16 @@ pub fn serves(g: &ConvGeom) -> bool {
     !variants(g).is_empty()
 }
 
+impl Variant {
+    /// Multiplies of the element-wise stage for one image of `g` (`t^2` per
+    /// tile, input and output channel; the transforms' additions not
+    /// counted): the roofline's Winograd floor.
+    pub fn multiplies(&self, g: &ConvGeom) -> u64 {
+        let (th, tw) = tiles(g, self);
+        (th * tw * self.t * self.t) as u64 * g.in_c as u64 * g.out_c as u64
+    }
+}
+
 /// Whether `v` computes this convolution.
 fn check(g: &ConvGeom, v: &Variant) {
     assert!(variants(g).iter().any(|w| std::ptr::eq(*w, v)), "winograd: {} does not serve {g:?}", v.name);
