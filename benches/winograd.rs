@@ -1,5 +1,5 @@
 //! The stride-1 convolutions through the direct im2col + GEMM and through
-//! Winograd's F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5), side by side in one sitting:
+//! Winograd's F(2x2) and F(4x4) variants (3x3 and 5x5), side by side in one sitting:
 //! AlexNet's conv 2 (27x27, 5x5, 96 -> 256) and conv 3-4 (13x13, 3x3, 256/384
 //! channels) forward and backward at the training batch, and
 //! forward at batch 1 (as inference runs it: transformed filters kept); then a whole AlexNet training step (batch 32, Adam)
@@ -27,10 +27,8 @@ fn layer(c: &mut Criterion, name: &str, (size, k): (u32, u32), cin: u32, cout: u
     let mut group = c.benchmark_group("winograd");
     group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
     group.sampling_mode(SamplingMode::Flat);
-    let mut algos = vec![(ConvAlgo::Direct, "direct"), (ConvAlgo::Winograd, "winograd")];
-    if k == 3 {
-        algos.push((ConvAlgo::Winograd4x4, "winograd-4x4"));
-    }
+    let algos =
+        [(ConvAlgo::Direct, "direct"), (ConvAlgo::Winograd, "winograd"), (ConvAlgo::Winograd4x4, "winograd-4x4")];
     for (algo, label) in algos {
         conv::set_algo(algo);
         // Batch 1 is inference: the transformed filters are kept between calls.

@@ -29,8 +29,8 @@ pub struct Cli {
     pub max_memory: Option<u64>,
     /// The float stride-1 3x3 and 5x5 convolutions' arithmetic (training, predict, eval,
     /// calibration): `direct` (im2col + GEMM), `winograd` (F(2x2, 3x3) and F(2x2, 5x5): 2.25x
-    /// and 2.8x fewer multiplies, other rounding), `winograd-4x4` (F(4x4, 3x3) for the 3x3s: 4x
-    /// fewer, coarser rounding), or `auto` (per layer, batch and pass, whichever of these ran
+    /// and 2.8x fewer multiplies, other rounding), `winograd-4x4` (F(4x4, 3x3) and F(4x4, 5x5):
+    /// 4x and 6.25x fewer, coarser rounding), or `auto` (per layer, batch and pass, whichever of these ran
     /// fastest when first timed).
     #[arg(long, global = true, value_enum, default_value_t = Conv::Direct)]
     pub conv: Conv,

@@ -227,7 +227,7 @@ pub fn forward(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32]
 /// The arithmetic of the stride-1 3x3 and 5x5 convolutions (`--conv`): the
 /// direct im2col + GEMM; Winograd's F(2x2, 3x3) or F(2x2, 5x5)
 /// ([`super::winograd`], 2.25x or 2.8x fewer multiplies, other rounding);
-/// F(4x4, 3x3) for the 3x3s (4x fewer, coarser rounding); or per layer, batch
+/// F(4x4, 3x3) or F(4x4, 5x5) (4x or 6.25x fewer, coarser rounding); or per layer, batch
 /// size and pass whichever of these ran fastest the first time it was timed
 /// on this machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,14 +1,16 @@
 //! Winograd's minimal filtering (Lavin and Gray, 2016) for stride-1
 //! convolutions: F(2x2, 3x3) for 3x3 kernels (each 2x2 block of outputs from
 //! its 4x4 input tile, 16 multiplies per input and output channel instead of
-//! 36), F(4x4, 3x3) (6x6 tiles, 36 instead of 144, coarser rounding) and
-//! F(2x2, 5x5) for 5x5 kernels (6x6 tiles, 36 instead of 100), as one GEMM
-//! per transform point, `V_xi [tiles, cin] x U_xi [cin, cout]`, on the same
-//! GEMM kernels as the direct path.
+//! 36) and F(4x4, 3x3) (6x6 tiles, 36 instead of 144, coarser rounding);
+//! F(2x2, 5x5) (6x6 tiles, 36 instead of 100) and F(4x4, 5x5) (8x8 tiles,
+//! 64 instead of 400) for 5x5 kernels; as one GEMM per transform point,
+//! `V_xi [tiles, cin] x U_xi [cin, cout]`, on the same GEMM kernels as the
+//! direct path.
 //!
 //! `U = G g G^T` (the filters), `V = B^T d B` (the input tiles, zeros outside
 //! the image), `Y = A^T M A` (the output tiles), with the Toom-Cook matrices
-//! of the points 0, 1, -1 (and 2, -2 for the 6x6 tiles) and infinity. The
+//! of the points 0, 1, -1 (and 2, -2 for the 6x6 tiles, and 1/2, -1/2 for the
+//! 8x8) and infinity. The
 //! backward pass runs the adjoints of the same linear maps, so its gradients
 //! are those of the function the forward computed (the direct convolution's
 //! up to rounding).
@@ -94,6 +96,74 @@ pub static F4_3: Variant = Variant {
     bt: &BT_6,
 };
 
+/// F(4x4, 5x5): points 0, 1, -1, 2, -2, 1/2, -1/2, infinity (8x8 tiles, 64
+/// multiplies instead of 400; `G`'s ninths and 45ths round, `B^T` holds
+/// 21/4 and 17/4).
+pub static F4_5: Variant = Variant {
+    name: "F(4x4, 5x5)",
+    m: 4,
+    r: 5,
+    t: 8,
+    at: &[
+        1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, //
+        0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 0.0, //
+        0.0, 1.0, 1.0, 4.0, 4.0, 0.25, 0.25, 0.0, //
+        0.0, 1.0, -1.0, 8.0, -8.0, 0.125, -0.125, 1.0,
+    ],
+    g: &[
+        -1.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0, //
+        -2.0 / 9.0,
+        -2.0 / 9.0,
+        -2.0 / 9.0,
+        -2.0 / 9.0,
+        -2.0 / 9.0, //
+        -2.0 / 9.0,
+        2.0 / 9.0,
+        -2.0 / 9.0,
+        2.0 / 9.0,
+        -2.0 / 9.0, //
+        1.0 / 90.0,
+        1.0 / 45.0,
+        2.0 / 45.0,
+        4.0 / 45.0,
+        8.0 / 45.0, //
+        1.0 / 90.0,
+        -1.0 / 45.0,
+        2.0 / 45.0,
+        -4.0 / 45.0,
+        8.0 / 45.0, //
+        32.0 / 45.0,
+        16.0 / 45.0,
+        8.0 / 45.0,
+        4.0 / 45.0,
+        2.0 / 45.0, //
+        32.0 / 45.0,
+        -16.0 / 45.0,
+        8.0 / 45.0,
+        -4.0 / 45.0,
+        2.0 / 45.0, //
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        1.0,
+    ],
+    bt: &[
+        -1.0, 0.0, 5.25, 0.0, -5.25, 0.0, 1.0, 0.0, //
+        0.0, 1.0, 1.0, -4.25, -4.25, 1.0, 1.0, 0.0, //
+        0.0, -1.0, 1.0, 4.25, -4.25, -1.0, 1.0, 0.0, //
+        0.0, 0.5, 0.25, -2.5, -1.25, 2.0, 1.0, 0.0, //
+        0.0, -0.5, 0.25, 2.5, -1.25, -2.0, 1.0, 0.0, //
+        0.0, 2.0, 4.0, -2.5, -5.0, 0.5, 1.0, 0.0, //
+        0.0, -2.0, 4.0, 2.5, -5.0, -0.5, 1.0, 0.0, //
+        0.0, -1.0, 0.0, 5.25, 0.0, -5.25, 0.0, 1.0,
+    ],
+};
+
 /// F(2x2, 5x5): points 0, 1, -1, 2, -2, infinity (`G`'s sixths and twelfths
 /// round; the rest are exact).
 pub static F2_5: Variant = Variant {
@@ -146,8 +216,8 @@ const MAX_GROUPS: usize = 8;
 
 /// The 3x3 variants, finest rounding first.
 static THREE: [&Variant; 2] = [&F2_3, &F4_3];
-/// The 5x5 variant.
-static FIVE: [&Variant; 1] = [&F2_5];
+/// The 5x5 variants, finest rounding first.
+static FIVE: [&Variant; 2] = [&F2_5, &F4_5];
 
 /// The variants that compute this convolution, finest rounding first (empty
 /// unless one group, a 3x3 or 5x5 kernel, stride 1, undilated, each padding
@@ -208,8 +278,8 @@ fn combine(coefs: &[f32], inp: &[&[f32]], o: &mut [f32]) {
     }
 }
 
-/// Transform points of the largest tile (6 x 6).
-const MAX_POINTS: usize = 36;
+/// Transform points of the largest tile (8 x 8).
+const MAX_POINTS: usize = 64;
 
 /// Runs `f(0..n)` as a stack array (`n <= MAX_POINTS`): the transforms run
 /// per tile and per channel, where a collected `Vec` was a heap allocation
