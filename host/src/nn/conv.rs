@@ -335,15 +335,17 @@ pub fn path(g: &ConvGeom, batch: usize, backward: bool) -> Option<ConvPath> {
     }
 }
 
-/// Times `run` on every candidate path of `g`, twice each in alternation (a
-/// first call also pays for its buffers' page faults), records the fastest
-/// for [`ConvAlgo::Auto`] and returns it (`run` must leave its results to be
+/// Times `run` on every candidate path of `g`, twice each and back to back
+/// (the first run also pays for its buffers' page faults and, in inference,
+/// for filling the layer's transformed-filter cache, which alternating
+/// variants would empty each time), records the fastest for
+/// [`ConvAlgo::Auto`] and returns it (`run` must leave its results to be
 /// overwritten by the next call).
 fn measure(g: &ConvGeom, batch: usize, backward: bool, mut run: impl FnMut(ConvPath)) -> ConvPath {
     let paths: Vec<ConvPath> = ConvPath::candidates(g).collect();
     let mut best = vec![std::time::Duration::MAX; paths.len()];
-    for _ in 0..2 {
-        for (p, b) in paths.iter().zip(best.iter_mut()) {
+    for (p, b) in paths.iter().zip(best.iter_mut()) {
+        for _ in 0..2 {
             let t = std::time::Instant::now();
             run(*p);
             *b = (*b).min(t.elapsed());
@@ -394,9 +396,7 @@ fn forward_any(
     };
     let chosen = match path(g, batch, false) {
         Some(p) => p,
-        // First sight under Auto: time every path on this call's data (a
-        // cached path's first run fills its cache; the faster second run
-        // counts).
+        // First sight under Auto: time every path on this call's data.
         None => measure(g, batch, false, |p| run(p, y)),
     };
     run(chosen, y)
