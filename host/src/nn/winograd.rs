@@ -570,6 +570,7 @@ fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32],
 vectorized! {
     /// `Y = A^T M A` of tiles `first..first + n` (`m` is `[t^2][n][cout]`),
     /// the epilogue applied, into `yc`, which starts at output value `base`.
+    #[allow(clippy::too_many_arguments)]
     fn output_transform(
         g: &ConvGeom,
         v: &Variant,
