@@ -17,6 +17,8 @@ fn main() {
     // `cargo bench` passes `--bench`; the numbers given are batch and steps.
     let nums: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let (batch, steps) = (nums.first().copied().unwrap_or(32), nums.get(1).copied().unwrap_or(5));
+    // `HOST_CONV=direct|winograd|winograd-4x4|auto`, as `--conv` (auto measures in the warm-up).
+    host::nn::conv::ConvAlgo::set_from_env();
     let spec = shared::spec::alexnet(227, 1000).expect("alexnet");
     let mut net = Network::new(&spec, 0);
     if std::env::args().any(|a| a == "eval") {
