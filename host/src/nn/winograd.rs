@@ -386,6 +386,32 @@ fn filter_transform_into(g: &ConvGeom, v: &Variant, kernel: &[f32], u: &mut [f32
     }
 }
 
+/// `U_xi^T` (`[t^2][cout][cin]`), the filter transform over runs of input
+/// channels: the backward's `dV = dM U^T` then runs on the micro-kernel,
+/// which reads its right operand in place (the `gemm` crate packed all of
+/// `U` again for every transform point of every task).
+fn filter_transform_t_into(g: &ConvGeom, v: &Variant, kernel: &[f32], ut: &mut [f32]) {
+    let (cn, kn, r, t) = (g.in_c, g.out_c, v.r, v.t);
+    assert_eq!(kernel.len(), r * r * cn * kn, "winograd: kernel length");
+    assert_eq!(ut.len(), t * t * cn * kn, "winograd: transformed filters' length");
+    // The kernel as [cout][tap][cin].
+    let mut wt = vec![0.0f32; kernel.len()];
+    for (tc, row) in kernel.chunks_exact(kn).enumerate() {
+        let (tap, c) = (tc / cn, tc % cn);
+        for (k, &w) in row.iter().enumerate() {
+            wt[(k * r * r + tap) * cn + c] = w;
+        }
+    }
+    let gl: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.g, r, i, false)).collect();
+    let mut tmp = vec![0.0f32; t * r * cn];
+    for k in 0..kn {
+        let w = gather(r * r, |tap| &wt[(k * r * r + tap) * cn..][..cn]);
+        transform2(&gl, &gl, &w[..r * r], r, &mut tmp, cn, |i, j, row, rj| {
+            combine(rj, row, &mut ut[((i * t + j) * kn + k) * cn..][..cn]);
+        });
+    }
+}
+
 /// A tile's place: image, tile row and column.
 #[derive(Clone, Copy)]
 struct Tile {
@@ -620,9 +646,9 @@ pub fn backward(
     check(g, v);
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(dy.len(), batch * g.output_len());
-    with_padded(v.t * v.t * g.in_c * g.out_c, |u| {
-        filter_transform_into(g, v, kernel, u);
-        backward_tiles(g, v, u, x, dy, batch, dkernel, dbias, dx, partials)
+    with_padded(v.t * v.t * g.in_c * g.out_c, |ut| {
+        filter_transform_t_into(g, v, kernel, ut);
+        backward_tiles(g, v, ut, x, dy, batch, dkernel, dbias, dx, partials)
     })
 }
 
@@ -672,12 +698,12 @@ vectorized! {
     }
 }
 
-/// [`backward`] with the transformed filters `u`.
+/// [`backward`] with the transposed transformed filters `ut`.
 #[allow(clippy::too_many_arguments)]
 fn backward_tiles(
     g: &ConvGeom,
     v: &Variant,
-    u: &[f32],
+    ut: &[f32],
     x: &[f32],
     dy: &[f32],
     batch: usize,
@@ -725,14 +751,14 @@ fn backward_tiles(
                 if let Some(dxg) = dxg.as_deref_mut() {
                     // dV_xi = dM_xi U_xi^T (into vv's room), then B dV B^T
                     // added into the input.
+                    let zeros = vec![0.0f32; cn];
+                    let plain = Epilogue { bias: &zeros, relu: false, affine: None };
                     for xi in 0..xis {
-                        matmul(
-                            Mat::new(&dm[xi * n * kn..][..n * kn], n, kn),
-                            Mat::new(&u[xi * cn * kn..][..cn * kn], cn, kn).t(),
-                            &mut vv[xi * n * cn..][..n * cn],
-                            false,
-                            Par::Seq,
-                        );
+                        let (a, w) = (&dm[xi * n * kn..][..n * kn], &ut[xi * kn * cn..][..kn * cn]);
+                        let c = &mut vv[xi * n * cn..][..n * cn];
+                        if !super::micro::gemm(a, n, kn, w, cn, c, &plain) {
+                            matmul(Mat::new(a, n, kn), Mat::new(w, kn, cn), c, false, Par::Seq);
+                        }
                     }
                     let dxs = &mut dxg[i0 * g.input_len()..][..imgs * g.input_len()];
                     input_adjoint(g, v, &b_adj, vv, n, dxs);
