@@ -10,10 +10,9 @@
 //! `U = G g G^T` (the filters), `V = B^T d B` (the input tiles, zeros outside
 //! the image), `Y = A^T M A` (the output tiles), with the Toom-Cook matrices
 //! of the points 0, 1, -1 (and 2, -2 for the 6x6 tiles, and 1/2, -1/2 for the
-//! 8x8) and infinity. The
-//! backward pass runs the adjoints of the same linear maps, so its gradients
-//! are those of the function the forward computed (the direct convolution's
-//! up to rounding).
+//! 8x8) and infinity. A variant's backward pass runs the adjoints of its own
+//! linear maps, so its gradients are those of the function that variant
+//! computes (the direct convolution's up to rounding).
 
 use super::gemm::{matmul, Mat, Par};
 use super::micro::Epilogue;
@@ -23,8 +22,8 @@ use shared::geometry::ConvGeom;
 
 /// Defines `fn $name` whose body is compiled for AVX-512 where the CPU has
 /// it: the transforms are plain loops over channel runs, which a generic
-/// x86-64 build compiles to 4-wide SSE2 (they took 40 % of F(4x4, 5x5)'s
-/// forward). The helpers they call are `#[inline(always)]` so that they are
+/// x86-64 build compiles to 4-wide SSE2 (with their copies, they took 40 %
+/// of F(4x4, 5x5)'s forward). The helpers they call are `#[inline(always)]` so that they are
 /// compiled into the wide copy too.
 macro_rules! vectorized {
     ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
