@@ -472,12 +472,17 @@ proptest! {
             prop_assert_eq!(&got, &want, "layer {}", i);
             tensors.push(got);
         }
-        // End to end against the float model: f16 keeps ~3 decimal digits per layer.
+        // End to end against the float model: f16 keeps ~3 decimal digits per
+        // layer, relative to the values each layer handles. The scale is the
+        // largest value anywhere in the float network, not only in the logits:
+        // a last Dense layer can cancel activations of 15 down to logits of
+        // 0.07 (seed 2740698589644358600, kept in the regression file), and
+        // its f16 rounding error is relative to the 15.
         let float = suite::float_forward(&spec, &v, &x).unwrap();
         let logits = float.last().unwrap();
         let mut deq = vec![0.0f32; logits.len()];
         engine::dequantize_output(&m.view(), &out, &mut deq).unwrap();
-        let scale = logits.iter().fold(1e-3f32, |a, &b| a.max(b.abs()));
+        let scale = float.iter().flatten().fold(1e-3f32, |a, &b| a.max(b.abs()));
         for (a, b) in deq.iter().zip(logits) {
             prop_assert!((a - b).abs() <= 0.02 * scale, "{} vs {}", a, b);
         }
