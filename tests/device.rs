@@ -473,9 +473,17 @@ fn soak(n: usize, seed: u64) -> (u32, u32) {
             Want::Stats => marks.push((a.stack_used.expect("stack mark"), a.arena_used.expect("arena mark"))),
         }
     }
-    let (first, last) = (marks[0], marks[marks.len() - 1]);
-    assert_eq!(first, last, "the stack and arena high-water marks grew during the soak: {marks:?}");
-    assert!(marks.iter().all(|m| *m == first), "{marks:?}");
+    // A SysTick taken at a request's deepest point writes its exception frame
+    // (8 words; lazy stacking reserves the FP area without writing it) and
+    // the handler's push below that point, when QEMU's timing decides: a CI
+    // run beside other load saw 4,592 -> 4,624 bytes at request 42. Anything
+    // that grows with the requests goes past this slack within 500 of them.
+    const IRQ_SLACK: u32 = 64;
+    let first = marks[0];
+    assert!(
+        marks.iter().all(|m| m.1 == first.1 && m.0 >= first.0 && m.0 as u32 <= first.0 as u32 + IRQ_SLACK),
+        "the stack and arena high-water marks grew during the soak: {marks:?}"
+    );
     let arena = s.model.as_ref().expect("MODEL").arena_needed;
     assert!(first.1 <= arena, "the device wrote {} arena bytes past its plan of {arena}", first.1 - arena);
     assert_eq!((s.exit_code, s.done), (Some(0), Some(0)));
