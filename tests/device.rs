@@ -481,7 +481,7 @@ fn soak(n: usize, seed: u64) -> (u32, u32) {
     const IRQ_SLACK: u32 = 64;
     let first = marks[0];
     assert!(
-        marks.iter().all(|m| m.1 == first.1 && m.0 >= first.0 && m.0 as u32 <= first.0 as u32 + IRQ_SLACK),
+        marks.iter().all(|m| m.1 == first.1 && m.0 >= first.0 && m.0 <= first.0 + IRQ_SLACK),
         "the stack and arena high-water marks grew during the soak: {marks:?}"
     );
     let arena = s.model.as_ref().expect("MODEL").arena_needed;
