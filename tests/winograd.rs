@@ -97,7 +97,7 @@ fn forward_matches_the_f64_reference() {
         let w = ohwi(&g, &kernel);
         for &v in winograd::variants(&g) {
             let mut y = vec![0.0; batch * g.output_len()];
-            winograd::forward(&g, v, &ep, &kernel, &x, batch, &mut y);
+            winograd::forward(&g, v, &ep, &kernel, &x, batch, &mut y, None);
             for i in 0..batch {
                 let want = suite::reference_conv(&g, &w, &bias, &x[i * g.input_len()..][..g.input_len()]);
                 let got = &y[i * g.output_len()..][..g.output_len()];
@@ -257,11 +257,11 @@ fn cached_filters_give_the_uncached_bytes_and_follow_the_kernel() {
     for round in 0..3 {
         for (&v, own) in winograd::variants(&g).iter().zip(own.iter_mut()) {
             let mut plain = vec![0.0; batch * g.output_len()];
-            winograd::forward(&g, v, &ep, &kernel, &x, batch, &mut plain);
+            winograd::forward(&g, v, &ep, &kernel, &x, batch, &mut plain, None);
             for cache in [own, &mut shared] {
                 for _ in 0..2 {
                     let mut cached = vec![0.0; plain.len()];
-                    winograd::forward_cached(&g, v, &ep, &kernel, &x, batch, &mut cached, cache);
+                    winograd::forward(&g, v, &ep, &kernel, &x, batch, &mut cached, Some(cache));
                     assert!(cached == plain, "round {round}, {}: cached filters differ", v.name);
                 }
             }

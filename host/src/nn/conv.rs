@@ -389,10 +389,9 @@ fn forward_any(
 ) {
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(y.len(), batch * g.output_len());
-    let mut run = |p: ConvPath, y: &mut [f32]| match (p, cache.as_deref_mut()) {
-        (ConvPath::Direct, _) => forward_direct(g, ep, kernel, x, batch, y),
-        (ConvPath::Winograd(v), None) => super::winograd::forward(g, v, ep, kernel, x, batch, y),
-        (ConvPath::Winograd(v), Some(c)) => super::winograd::forward_cached(g, v, ep, kernel, x, batch, y, c),
+    let mut run = |p: ConvPath, y: &mut [f32]| match p {
+        ConvPath::Direct => forward_direct(g, ep, kernel, x, batch, y),
+        ConvPath::Winograd(v) => super::winograd::forward(g, v, ep, kernel, x, batch, y, cache.as_deref_mut()),
     };
     let chosen = match path(g, batch, false) {
         Some(p) => p,

@@ -104,19 +104,19 @@ pub static F4_3: Variant = Variant {
     g: &[
         1.0 / 4.0,
         0.0,
-        0.0,
+        0.0, //
         -1.0 / 6.0,
         -1.0 / 6.0,
-        -1.0 / 6.0,
+        -1.0 / 6.0, //
         -1.0 / 6.0,
         1.0 / 6.0,
-        -1.0 / 6.0,
+        -1.0 / 6.0, //
         1.0 / 24.0,
         1.0 / 12.0,
-        1.0 / 6.0,
+        1.0 / 6.0, //
         1.0 / 24.0,
         -1.0 / 12.0,
-        1.0 / 6.0,
+        1.0 / 6.0, //
         0.0,
         0.0,
         1.0,
@@ -205,27 +205,27 @@ pub static F2_5: Variant = Variant {
         0.0,
         0.0,
         0.0,
-        0.0,
+        0.0, //
         -1.0 / 6.0,
         -1.0 / 6.0,
         -1.0 / 6.0,
         -1.0 / 6.0,
-        -1.0 / 6.0,
-        -1.0 / 6.0,
-        1.0 / 6.0,
+        -1.0 / 6.0, //
         -1.0 / 6.0,
         1.0 / 6.0,
         -1.0 / 6.0,
+        1.0 / 6.0,
+        -1.0 / 6.0, //
         1.0 / 24.0,
         1.0 / 12.0,
         1.0 / 6.0,
         1.0 / 3.0,
-        2.0 / 3.0,
+        2.0 / 3.0, //
         1.0 / 24.0,
         -1.0 / 12.0,
         1.0 / 6.0,
         -1.0 / 3.0,
-        2.0 / 3.0,
+        2.0 / 3.0, //
         0.0,
         0.0,
         0.0,
@@ -368,47 +368,53 @@ fn tiles(g: &ConvGeom, v: &Variant) -> (usize, usize) {
     (g.out_h.div_ceil(v.m), g.out_w.div_ceil(v.m))
 }
 
-/// `U_xi[c][k]` for the `t^2` points (`[t^2][cin][cout]`), `G w G^T` of each
-/// filter from Keras's HWIO kernel, over runs of output channels, into `u`
-/// (all written).
-fn filter_transform_into(g: &ConvGeom, v: &Variant, kernel: &[f32], u: &mut [f32]) {
-    let (cn, kn, r, t) = (g.in_c, g.out_c, v.r, v.t);
-    assert_eq!(kernel.len(), r * r * cn * kn, "winograd: kernel length");
-    assert_eq!(u.len(), t * t * cn * kn, "winograd: transformed filters' length");
+/// `G w G^T` of `outer` filters' taps into `out` (`[t^2][outer][len]`, all
+/// written), over runs of `len` channels: `taps(o, tap)` is filter `o`'s run
+/// at `tap`. [`filter_transform_into`] and [`filter_transform_t_into`] differ
+/// only in which channel axis is the run.
+fn transform_filters<'a>(
+    v: &Variant,
+    outer: usize,
+    len: usize,
+    taps: impl Fn(usize, usize) -> &'a [f32],
+    out: &mut [f32],
+) {
+    let (r, t) = (v.r, v.t);
+    assert_eq!(out.len(), t * t * outer * len, "winograd: transformed filters' length");
     let gl: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.g, r, i, false)).collect();
-    let mut tmp = vec![0.0f32; t * r * kn];
-    for c in 0..cn {
-        let w = gather(r * r, |tap| &kernel[(tap * cn + c) * kn..][..kn]);
-        transform2(&gl, &gl, &w[..r * r], r, &mut tmp, kn, |i, j, row, rj| {
-            combine(rj, row, &mut u[((i * t + j) * cn + c) * kn..][..kn]);
+    let mut tmp = vec![0.0f32; t * r * len];
+    for o in 0..outer {
+        let w = gather(r * r, |tap| taps(o, tap));
+        transform2(&gl, &gl, &w[..r * r], r, &mut tmp, len, |i, j, row, rj| {
+            combine(rj, row, &mut out[((i * t + j) * outer + o) * len..][..len]);
         });
     }
 }
 
-/// `U_xi^T` (`[t^2][cout][cin]`), the filter transform over runs of input
-/// channels: the backward's `dV = dM U^T` then runs on the micro-kernel,
-/// which reads its right operand in place (the `gemm` crate packed all of
-/// `U` again for every transform point of every task).
+/// `U_xi[c][k]` for the `t^2` points (`[t^2][cin][cout]`) from Keras's HWIO
+/// kernel, over runs of output channels, into `u`.
+fn filter_transform_into(g: &ConvGeom, v: &Variant, kernel: &[f32], u: &mut [f32]) {
+    let (cn, kn) = (g.in_c, g.out_c);
+    assert_eq!(kernel.len(), v.r * v.r * cn * kn, "winograd: kernel length");
+    transform_filters(v, cn, kn, |c, tap| &kernel[(tap * cn + c) * kn..][..kn], u);
+}
+
+/// `U_xi^T` (`[t^2][cout][cin]`), over runs of input channels: the
+/// backward's `dV = dM U^T` then runs on the micro-kernel, which reads its
+/// right operand in place (the `gemm` crate packed all of `U` again for
+/// every transform point of every task).
 fn filter_transform_t_into(g: &ConvGeom, v: &Variant, kernel: &[f32], ut: &mut [f32]) {
-    let (cn, kn, r, t) = (g.in_c, g.out_c, v.r, v.t);
-    assert_eq!(kernel.len(), r * r * cn * kn, "winograd: kernel length");
-    assert_eq!(ut.len(), t * t * cn * kn, "winograd: transformed filters' length");
+    let (cn, kn, taps) = (g.in_c, g.out_c, v.r * v.r);
+    assert_eq!(kernel.len(), taps * cn * kn, "winograd: kernel length");
     // The kernel as [cout][tap][cin].
     let mut wt = vec![0.0f32; kernel.len()];
     for (tc, row) in kernel.chunks_exact(kn).enumerate() {
         let (tap, c) = (tc / cn, tc % cn);
         for (k, &w) in row.iter().enumerate() {
-            wt[(k * r * r + tap) * cn + c] = w;
+            wt[(k * taps + tap) * cn + c] = w;
         }
     }
-    let gl: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.g, r, i, false)).collect();
-    let mut tmp = vec![0.0f32; t * r * cn];
-    for k in 0..kn {
-        let w = gather(r * r, |tap| &wt[(k * r * r + tap) * cn..][..cn]);
-        transform2(&gl, &gl, &w[..r * r], r, &mut tmp, cn, |i, j, row, rj| {
-            combine(rj, row, &mut ut[((i * t + j) * kn + k) * cn..][..cn]);
-        });
-    }
+    transform_filters(v, kn, cn, |k, tap| &wt[(k * taps + tap) * cn..][..cn], ut);
 }
 
 /// A tile's place: image, tile row and column.
@@ -463,40 +469,64 @@ vectorized! {
 }
 }
 
-/// The GEMMs `m_xi [n, cout] = v_xi [n, cin] u_xi [cin, cout]`, through the
-/// AVX-512 micro-kernel where it applies (it reads `u_xi` in place; the
+/// `c = a w` (`a` is `rows x k`, `w` is `k x n`, both row-major) through
+/// the AVX-512 micro-kernel where it applies (it reads `w` in place; the
 /// `gemm` crate packs all of it again on every call, which at batch 1 cost
-/// more than the multiplies).
+/// more than the multiplies), else the `gemm` crate; `zeros` holds `n`
+/// zeros, the micro-kernel's bias.
+fn product(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32], zeros: &[f32]) {
+    let plain = Epilogue { bias: zeros, relu: false, affine: None };
+    if !super::micro::gemm(a, rows, k, w, n, c, &plain) {
+        matmul(Mat::new(a, rows, k), Mat::new(w, k, n), c, false, Par::Seq);
+    }
+}
+
+/// The GEMMs `m_xi [n, cout] = v_xi [n, cin] u_xi [cin, cout]`.
 fn multiply(g: &ConvGeom, v: &Variant, u: &[f32], vv: &[f32], n: usize, m: &mut [f32]) {
     let (cn, kn) = (g.in_c, g.out_c);
     let zeros = vec![0.0f32; kn];
-    let plain = Epilogue { bias: &zeros, relu: false, affine: None };
     for xi in 0..v.t * v.t {
-        let (vx, ux, mx) =
-            (&vv[xi * n * cn..][..n * cn], &u[xi * cn * kn..][..cn * kn], &mut m[xi * n * kn..][..n * kn]);
-        if super::micro::gemm(vx, n, cn, ux, kn, mx, &plain) {
-            continue;
-        }
-        matmul(Mat::new(vx, n, cn), Mat::new(ux, cn, kn), mx, false, Par::Seq);
+        product(
+            &vv[xi * n * cn..][..n * cn],
+            n,
+            cn,
+            &u[xi * cn * kn..][..cn * kn],
+            kn,
+            &mut m[xi * n * kn..][..n * kn],
+            &zeros,
+        );
     }
 }
 
 /// `y = epilogue(conv(x, kernel))` for `batch` NHWC images through Winograd's
-/// arithmetic in variant `v`, the filters transformed on this call (training:
-/// the weights change every step).
+/// arithmetic in variant `v`. Inference passes the layer's `cache` (the same
+/// weights call after call); training passes none, and the filters are
+/// transformed on this call into the calling thread's second buffer (a fresh
+/// 10 MB per call was page-faulted in every time).
 ///
 /// # Panics
 /// If `v` is not one of [`variants`] or the lengths do not match.
-pub fn forward(g: &ConvGeom, v: &Variant, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    g: &ConvGeom,
+    v: &Variant,
+    ep: &Epilogue,
+    kernel: &[f32],
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+    cache: Option<&mut FilterCache>,
+) {
     check(g, v);
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(y.len(), batch * g.output_len());
-    // The transformed filters in the calling thread's second buffer (a fresh
-    // 10 MB per call was page-faulted in every time).
-    with_padded(v.t * v.t * g.in_c * g.out_c, |u| {
-        filter_transform_into(g, v, kernel, u);
-        forward_tiles(g, v, ep, u, x, batch, y)
-    })
+    match cache {
+        Some(cache) => forward_tiles(g, v, ep, cache.filters(g, v, kernel), x, batch, y),
+        None => with_padded(v.t * v.t * g.in_c * g.out_c, |u| {
+            filter_transform_into(g, v, kernel, u);
+            forward_tiles(g, v, ep, u, x, batch, y)
+        }),
+    }
 }
 
 /// One inference layer's transformed filters, kept with a copy of the kernel
@@ -529,29 +559,6 @@ impl FilterCache {
         }
         &self.u
     }
-}
-
-/// [`forward`] with the transformed filters from `cache` (inference: the
-/// same weights call after call).
-///
-/// # Panics
-/// As [`forward`].
-#[allow(clippy::too_many_arguments)]
-pub fn forward_cached(
-    g: &ConvGeom,
-    v: &Variant,
-    ep: &Epilogue,
-    kernel: &[f32],
-    x: &[f32],
-    batch: usize,
-    y: &mut [f32],
-    cache: &mut FilterCache,
-) {
-    check(g, v);
-    assert_eq!(x.len(), batch * g.input_len());
-    assert_eq!(y.len(), batch * g.output_len());
-    let u = cache.filters(g, v, kernel);
-    forward_tiles(g, v, ep, u, x, batch, y)
 }
 
 /// [`forward`] with the transformed filters `u`.
@@ -751,13 +758,9 @@ fn backward_tiles(
                     // dV_xi = dM_xi U_xi^T (into vv's room), then B dV B^T
                     // added into the input.
                     let zeros = vec![0.0f32; cn];
-                    let plain = Epilogue { bias: &zeros, relu: false, affine: None };
                     for xi in 0..xis {
                         let (a, w) = (&dm[xi * n * kn..][..n * kn], &ut[xi * kn * cn..][..kn * cn]);
-                        let c = &mut vv[xi * n * cn..][..n * cn];
-                        if !super::micro::gemm(a, n, kn, w, cn, c, &plain) {
-                            matmul(Mat::new(a, n, kn), Mat::new(w, kn, cn), c, false, Par::Seq);
-                        }
+                        product(a, n, kn, w, cn, &mut vv[xi * n * cn..][..n * cn], &zeros);
                     }
                     let dxs = &mut dxg[i0 * g.input_len()..][..imgs * g.input_len()];
                     input_adjoint(g, v, &b_adj, vv, n, dxs);
