@@ -237,9 +237,54 @@ fn auto_gives_one_paths_exact_results() {
     conv::set_algo(ConvAlgo::Direct);
 }
 
+/// Batch 1 (all tiles one task) splits the output channels across the
+/// threads instead of the tiles: each image's bytes must be those of a batch
+/// large enough for the tile split, with every epilogue part (bias, ReLU,
+/// the folded affine) applied to the right channels, for 3x3 and 5x5 in each
+/// variant, with the cached filters as inference runs it.
+#[test]
+fn batch_one_splits_channels_with_the_tile_paths_bytes() {
+    let mut rng = Rng::new(9);
+    // Two threads whatever the machine, so that the channel split runs.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+    for (kernel_size, out_c) in [(3, 96), (5, 160)] {
+        let g =
+            ConvGeom::from_spec(&Conv2D::new(out_c, kernel_size).same(), Shape::image(13, 13, 40)).expect("geometry");
+        let batch = 9;
+        let x = rng.vec(batch * g.input_len(), -1.0, 1.0);
+        let kernel = rng.vec(g.filter_len() * g.out_c, -0.5, 0.5);
+        let bias = rng.vec(g.out_c, -0.2, 0.2);
+        let (scale, shift) = (rng.vec(g.out_c, 0.5, 1.5), rng.vec(g.out_c, -0.3, 0.3));
+        let ep = Epilogue { bias: &bias, relu: true, affine: Some((&scale, &shift)) };
+        for &v in winograd::variants(&g) {
+            pool.install(|| {
+                let mut all = vec![0.0; batch * g.output_len()];
+                winograd::forward(&g, v, &ep, &kernel, &x, batch, &mut all, None);
+                let mut cache = winograd::FilterCache::default();
+                for i in [0, 4, 8] {
+                    let mut one = vec![0.0; g.output_len()];
+                    winograd::forward(
+                        &g,
+                        v,
+                        &ep,
+                        &kernel,
+                        &x[i * g.input_len()..][..g.input_len()],
+                        1,
+                        &mut one,
+                        Some(&mut cache),
+                    );
+                    let want = &all[i * g.output_len()..][..g.output_len()];
+                    assert!(one == want, "{} {g:?}: image {i} alone differs from its batch", v.name);
+                }
+            });
+        }
+    }
+}
+
 /// Inference keeps each layer's transformed filters: the cached forward gives
-/// the uncached one's bytes, and a changed kernel (or another variant on the
-/// same cache) is transformed again rather than served stale.
+/// the uncached one's bytes; after `clear` (what the network does when its
+/// weights may change) a changed kernel is transformed again; another variant
+/// or another kernel buffer on the same cache is never served the old filters.
 #[test]
 fn cached_filters_give_the_uncached_bytes_and_follow_the_kernel() {
     let mut rng = Rng::new(6);
@@ -266,14 +311,24 @@ fn cached_filters_give_the_uncached_bytes_and_follow_the_kernel() {
                 }
             }
             assert!(plain != last, "round {round}, {}: the change did not show", v.name);
+            // Another kernel's buffer, through the same cache, uncleared.
+            let other: Vec<f32> = kernel.iter().map(|w| -w).collect();
+            let mut want = vec![0.0; plain.len()];
+            winograd::forward(&g, v, &ep, &other, &x, batch, &mut want, None);
+            let mut got = vec![0.0; plain.len()];
+            winograd::forward(&g, v, &ep, &other, &x, batch, &mut got, Some(&mut shared));
+            assert!(got == want, "round {round}, {}: another kernel got stale filters", v.name);
             last = plain;
         }
         kernel[round * 37] += 0.25;
+        own.iter_mut().for_each(winograd::FilterCache::clear);
+        shared.clear();
     }
 }
 
 /// A network in inference under Winograd: after its weights change through
-/// `params_mut`, its output is that of a network built with those weights.
+/// `params_mut` or `load_tensors`, its output is that of a network built with
+/// those weights.
 #[test]
 fn inference_follows_weight_changes_under_winograd() {
     let _turn = ALGO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -297,6 +352,10 @@ fn inference_follows_weight_changes_under_winograd() {
         let after = warm.forward(x.view(), Mode::Eval).to_owned();
         assert_ne!(before, after, "{algo:?}");
         assert_eq!(after, fresh.forward(x.view(), Mode::Eval).to_owned(), "{algo:?}: stale filters");
+        // And back through `load_tensors` (as a checkpoint loads).
+        let original: std::collections::HashMap<_, _> = Network::new(&spec, 9).tensors().into_iter().collect();
+        warm.load_tensors(&original).expect("same network");
+        assert_eq!(before, warm.forward(x.view(), Mode::Eval).to_owned(), "{algo:?}: stale filters after a load");
     }
     conv::set_algo(ConvAlgo::Direct);
 }

@@ -42,6 +42,16 @@ impl Epilogue<'_> {
         }
     }
 
+    /// The epilogue of the output channels `cols` alone (for a GEMM or
+    /// transform that writes only those).
+    pub fn cols(&self, cols: Range<usize>) -> Epilogue<'_> {
+        Epilogue {
+            bias: &self.bias[cols.clone()],
+            relu: self.relu,
+            affine: self.affine.map(|(s, t)| (&s[cols.clone()], &t[cols])),
+        }
+    }
+
     /// The epilogue of one value of channel `j`, for the plain path and tests.
     pub fn apply(&self, j: usize, v: f32) -> f32 {
         let s = v + self.bias[j];
@@ -66,22 +76,45 @@ const MR: usize = 6;
 /// or `false` without touching `c` when this path does not apply: no AVX-512F
 /// on this CPU, or `n` not a multiple of 16 (the plain GEMM serves those).
 pub fn gemm(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32], ep: &Epilogue) -> bool {
-    assert_eq!(a.len(), rows * k, "a has the wrong size");
-    assert_eq!(c.len(), rows * n, "c has the wrong size");
+    gemm_cols(a, rows, k, k, w, n, 0..n, c, n, ep)
+}
+
+/// [`gemm`] for the output channels `cols` only, row `i` of `a` at `i * lda`
+/// and of `c` at `i * ldc` (`cols.len()` values each; `cols` must start and
+/// end at multiples of 16). Each value is the same
+/// ascending sum as in [`gemm`], so splitting a product by columns across
+/// threads (each reading its part of `w` once) gives the same bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_cols(
+    a: &[f32],
+    rows: usize,
+    k: usize,
+    lda: usize,
+    w: &[f32],
+    n: usize,
+    cols: Range<usize>,
+    c: &mut [f32],
+    ldc: usize,
+    ep: &Epilogue,
+) -> bool {
+    assert!(lda >= k && (rows == 0 || a.len() >= (rows - 1) * lda + k), "a has the wrong size");
+    assert!(cols.start <= cols.end && cols.end <= n, "channels out of range");
+    assert!(ldc >= cols.len() && (rows == 0 || c.len() >= (rows - 1) * ldc + cols.len()), "c has the wrong size");
     check(k, w, n, ep);
-    if !available(k, n) {
+    if !available(k, n) || !cols.start.is_multiple_of(16) || !cols.len().is_multiple_of(16) {
         return false;
     }
     let blocks: Vec<(usize, usize)> = (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0))).collect();
     let a = a.as_ptr();
     // SAFETY: AVX-512F is present (`available`); row `i` of `a` has `k` values
-    // from `a + i * k`, so every block `k0 .. k0 + kc` of it is in bounds, and
-    // `check` verified `w` and `c`.
+    // from `a + i * lda` (asserted), so every block `k0 .. k0 + kc` of it is in
+    // bounds; `check` verified `w`, `c` holds rows of `cols.len()` values
+    // `ldc` apart (asserted) and `cols` is inside `0 .. n` at multiples of 16.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::drive(rows, &blocks, |i, k0| a.wrapping_add(i * k + k0), None, w, n, 0..n, c, ep)
+        x86::drive(rows, &blocks, |i, k0| a.wrapping_add(i * lda + k0), None, w, n, cols.clone(), c, ldc, ep)
     };
-    let _ = (a, blocks);
+    let _ = (a, blocks, cols);
     true
 }
 
@@ -155,7 +188,8 @@ pub fn conv(
     // put inside image `n_img` of `data`; `check` verified `w` and `out`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::drive(rows, &blocks, a_row, seg, w, n, cols, out, ep)
+        let ldc = cols.len();
+        x86::drive(rows, &blocks, a_row, seg, w, n, cols, out, ldc, ep)
     };
     let _ = (a_row, blocks, seg);
     true
@@ -176,7 +210,7 @@ fn check(k: usize, w: &[f32], n: usize, ep: &Epilogue) {
 }
 
 /// Whether the AVX-512 kernel serves a depth `k`, `n`-channel product here.
-fn available(k: usize, n: usize) -> bool {
+pub(crate) fn available(k: usize, n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         n.is_multiple_of(16) && k > 0 && is_x86_feature_detected!("avx512f")
@@ -215,12 +249,12 @@ mod x86 {
     /// `c[rows, cols] = epilogue(a w[:, cols])` over the depth blocks `(k0, kc)`
     /// in order (together `0 .. k`), row `i`'s values `k0 .. k0 + kc` read from
     /// `a_row(i, k0)`, or with `seg` = `(len, stride)` in segments of `len`
-    /// values `stride` apart from there; `c` is `[rows, cols.len()]`.
+    /// values `stride` apart from there; row `i` of `c` at `i * ldc`.
     ///
     /// # Safety
     /// AVX-512F must be present; `a_row(i, k0)` must be valid for `kc` reads for
     /// every row and block (each segment when `seg` is given, `len` dividing
-    /// every `kc`), `w` for `k x n`, `c` for `rows x cols.len()`,
+    /// every `kc`), `w` for `k x n`, `c` for `rows` rows of `cols.len()` values `ldc` apart,
     /// `cols` inside `0 .. n`, its start and length multiples of 16.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
@@ -233,9 +267,10 @@ mod x86 {
         n: usize,
         cols: Range<usize>,
         c: &mut [f32],
+        ldc: usize,
         ep: &Epilogue,
     ) {
-        let (w, c, ldc) = (w.as_ptr(), c.as_mut_ptr(), cols.len());
+        let (w, c) = (w.as_ptr(), c.as_mut_ptr());
         for (b, &(k0, kc)) in blocks.iter().enumerate() {
             let last = b + 1 == blocks.len();
             for j0 in cols.clone().step_by(64) {

@@ -557,11 +557,17 @@ impl Network {
     }
 
     /// Mutable access for the optimizer (same order as [`Network::params`]).
+    /// Clears the layers' kept Winograd filters, which the caller may make
+    /// stale.
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
         let mut v = Vec::new();
         for n in &mut self.nodes {
             match n {
-                Node::Conv { kernel, bias, .. } | Node::Dense { kernel, bias, .. } => v.extend([kernel, bias]),
+                Node::Conv { kernel, bias, filters, .. } => {
+                    filters.clear();
+                    v.extend([kernel, bias])
+                }
+                Node::Dense { kernel, bias, .. } => v.extend([kernel, bias]),
                 Node::Bn { gamma, beta, .. } => v.extend([gamma, beta]),
                 _ => {}
             }
@@ -614,7 +620,12 @@ impl Network {
         let get = |name: &str| -> Vec<f32> { tensors[name].iter().copied().collect() };
         for (name, n) in self.names.iter().zip(&mut self.nodes) {
             match n {
-                Node::Conv { kernel, bias, .. } | Node::Dense { kernel, bias, .. } => {
+                Node::Conv { kernel, bias, filters, .. } => {
+                    kernel.value = get(&kernel.name);
+                    bias.value = get(&bias.name);
+                    filters.clear();
+                }
+                Node::Dense { kernel, bias, .. } => {
                     kernel.value = get(&kernel.name);
                     bias.value = get(&bias.name);
                 }

@@ -9,6 +9,7 @@ use std::thread::LocalKey;
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static STAGED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Run `f` with this thread's scratch buffer of exactly `len` elements (contents unspecified).
@@ -21,6 +22,13 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// use their [`with_scratch`] buffers.
 pub fn with_padded<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     with(&PADDED, len, f)
+}
+
+/// A third buffer, held by the calling thread beside [`with_padded`]: data
+/// computed once and then read by all of a layer's parallel jobs (Winograd's
+/// transformed input tiles when the jobs split the output channels).
+pub fn with_staged<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with(&STAGED, len, f)
 }
 
 fn with<R>(key: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {

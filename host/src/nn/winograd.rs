@@ -16,9 +16,10 @@
 
 use super::gemm::{matmul, Mat, Par};
 use super::micro::Epilogue;
-use super::scratch::{with_padded, with_scratch, zeroed_partials};
+use super::scratch::{with_padded, with_scratch, with_staged, zeroed_partials};
 use rayon::prelude::*;
 use shared::geometry::ConvGeom;
+use std::ops::Range;
 
 /// Defines `fn $name` whose body is compiled for AVX-512 where the CPU has
 /// it: the transforms are plain loops over channel runs, which a generic
@@ -378,25 +379,58 @@ fn transform_filters<'a>(
     len: usize,
     taps: impl Fn(usize, usize) -> &'a [f32],
     out: &mut [f32],
+    packed: bool,
 ) {
     let (r, t) = (v.r, v.t);
     assert_eq!(out.len(), t * t * outer * len, "winograd: transformed filters' length");
     let gl: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.g, r, i, false)).collect();
     let mut tmp = vec![0.0f32; t * r * len];
+    let mut run = vec![0.0f32; len];
     for o in 0..outer {
         let w = gather(r * r, |tap| taps(o, tap));
         transform2(&gl, &gl, &w[..r * r], r, &mut tmp, len, |i, j, row, rj| {
-            combine(rj, row, &mut out[((i * t + j) * outer + o) * len..][..len]);
+            let point = &mut out[(i * t + j) * outer * len..][..outer * len];
+            if packed {
+                combine(rj, row, &mut run);
+                for cols in panels(len) {
+                    point[outer * cols.start + o * cols.len()..][..cols.len()].copy_from_slice(&run[cols]);
+                }
+            } else {
+                combine(rj, row, &mut point[o * len..][..len]);
+            }
         });
     }
 }
 
-/// `U_xi[c][k]` for the `t^2` points (`[t^2][cin][cout]`) from Keras's HWIO
-/// kernel, over runs of output channels, into `u`.
+/// The micro-kernel's column panels of `n` channels: [`PANEL`] each, the
+/// last what is left.
+fn panels(n: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..n).step_by(PANEL).map(move |c0| c0..n.min(c0 + PANEL))
+}
+
+/// Whether this layer's `U` is kept in panels ([`filter_transform_into`]):
+/// wherever the micro-kernel computes its products.
+fn panelled(g: &ConvGeom) -> bool {
+    super::micro::available(g.in_c, g.out_c)
+}
+
+/// Panel `cols` of point `xi` of panelled filters `u` (`cin` rows of
+/// `cols.len()` values).
+fn panel<'a>(g: &ConvGeom, u: &'a [f32], xi: usize, cols: &Range<usize>) -> &'a [f32] {
+    &u[xi * g.in_c * g.out_c + g.in_c * cols.start..][..g.in_c * cols.len()]
+}
+
+/// `U_xi[c][k]` for the `t^2` points from Keras's HWIO kernel, over runs of
+/// output channels, into `u`: `[t^2][cin][cout]`, or where [`panelled`],
+/// each point's matrix as column panels of [`PANEL`] channels one after the
+/// other (`[t^2][panel][cin][64]`), so that the micro-kernel streams each
+/// panel from contiguous memory. Read in place from the `[cin][cout]`
+/// layout, a panel was 384 rows 1.5 KB apart, which the prefetchers did not
+/// follow: conv 4's F(4x4) forward at batch 1 read `U` at 6 GB/s.
 fn filter_transform_into(g: &ConvGeom, v: &Variant, kernel: &[f32], u: &mut [f32]) {
     let (cn, kn) = (g.in_c, g.out_c);
     assert_eq!(kernel.len(), v.r * v.r * cn * kn, "winograd: kernel length");
-    transform_filters(v, cn, kn, |c, tap| &kernel[(tap * cn + c) * kn..][..kn], u);
+    transform_filters(v, cn, kn, |c, tap| &kernel[(tap * cn + c) * kn..][..kn], u, panelled(g));
 }
 
 /// `U_xi^T` (`[t^2][cout][cin]`), over runs of input channels: the
@@ -414,7 +448,7 @@ fn filter_transform_t_into(g: &ConvGeom, v: &Variant, kernel: &[f32], ut: &mut [
             wt[(k * taps + tap) * cn + c] = w;
         }
     }
-    transform_filters(v, kn, cn, |k, tap| &wt[(k * taps + tap) * cn..][..cn], ut);
+    transform_filters(v, kn, cn, |k, tap| &wt[(k * taps + tap) * cn..][..cn], ut, false);
 }
 
 /// A tile's place: image, tile row and column.
@@ -446,8 +480,9 @@ impl Tile {
 }
 
 vectorized! {
-    /// `V_xi` rows `0..n` of tiles `first..first + n` into `vv` (`[t^2][n][cin]`).
-    fn input_transform(g: &ConvGeom, v: &Variant, x: &[f32], first: usize, n: usize, vv: &mut [f32]) {
+    /// `V_xi` rows `0..n` of tiles `first..first + n` into `vv`: `[t^2][n][cin]`
+    /// when `by_point`, else `[n][t^2][cin]` (each tile's points together).
+    fn input_transform(g: &ConvGeom, v: &Variant, x: &[f32], first: usize, n: usize, vv: &mut [f32], by_point: bool) {
     let (cn, t) = (g.in_c, v.t);
     let bl: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.bt, t, i, false)).collect();
     let mut buf = vec![0.0f32; 2 * t * t * cn];
@@ -463,7 +498,8 @@ vectorized! {
         }
         let runs = gather(t * t, |pos| &d[pos * cn..][..cn]);
         transform2(&bl, &bl, &runs[..t * t], t, tmp, cn, |i, j, row, rj| {
-            combine(rj, row, &mut vv[((i * t + j) * n + r) * cn..][..cn]);
+            let at = if by_point { (i * t + j) * n + r } else { r * t * t + i * t + j };
+            combine(rj, row, &mut vv[at * cn..][..cn]);
         });
     }
 }
@@ -485,6 +521,29 @@ fn product(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32],
 fn multiply(g: &ConvGeom, v: &Variant, u: &[f32], vv: &[f32], n: usize, m: &mut [f32]) {
     let (cn, kn) = (g.in_c, g.out_c);
     let zeros = vec![0.0f32; kn];
+    if panelled(g) {
+        for xi in 0..v.t * v.t {
+            let (a, c) = (&vv[xi * n * cn..][..n * cn], &mut m[xi * n * kn..][..n * kn]);
+            for cols in panels(kn) {
+                let w = cols.len();
+                let plain = Epilogue { bias: &zeros[..w], relu: false, affine: None };
+                let done = super::micro::gemm_cols(
+                    a,
+                    n,
+                    cn,
+                    cn,
+                    panel(g, u, xi, &cols),
+                    w,
+                    0..w,
+                    &mut c[cols.start..],
+                    kn,
+                    &plain,
+                );
+                assert!(done, "winograd: the micro-kernel serves panelled filters");
+            }
+        }
+        return;
+    }
     for xi in 0..v.t * v.t {
         product(
             &vv[xi * n * cn..][..n * cn],
@@ -529,30 +588,32 @@ pub fn forward(
     }
 }
 
-/// One inference layer's transformed filters, kept with a copy of the kernel
-/// they came from: a batch-1 inference otherwise transforms the filters on
-/// every call, which for AlexNet's conv 4 takes as long as its multiplies.
-/// A hit needs the same variant, shape and kernel bits, compared on each
-/// call rather than tracked, so nothing that writes weights has to know of
-/// the cache.
+/// One inference layer's transformed filters, kept until [`FilterCache::clear`]:
+/// a batch-1 inference otherwise transforms the filters on every call, which
+/// for AlexNet's conv 4 takes as long as its multiplies. Comparing the kernel
+/// with a kept copy on every call (as this did at first) read 10 MB per call
+/// for conv 4, a fifth of Winograd's batch-1 time, so validity is tracked
+/// instead: whoever owns the kernel clears the cache whenever it may have
+/// been written (the network does in `params_mut` and `load_tensors`, the
+/// only ways to write its weights). A hit also needs the same variant, shape
+/// and kernel buffer (address and length), so another kernel is never served.
 #[derive(Clone, Debug, Default)]
 pub struct FilterCache {
-    key: Option<(&'static str, usize, usize)>,
-    kernel: Vec<f32>,
+    key: Option<(&'static str, usize, usize, usize, usize)>,
     u: Vec<f32>,
 }
 
 impl FilterCache {
-    /// `U` of `kernel` in variant `v`, transformed again only if the key or
-    /// the kernel's bits changed since the last call.
+    /// Forget the filters: the kernel may have changed.
+    pub fn clear(&mut self) {
+        self.key = None;
+    }
+
+    /// `U` of `kernel` in variant `v`, transformed again only if the key
+    /// changed or the cache was cleared since the last call.
     fn filters(&mut self, g: &ConvGeom, v: &Variant, kernel: &[f32]) -> &[f32] {
-        let key = Some((v.name, g.in_c, g.out_c));
-        let same = self.key == key
-            && self.kernel.len() == kernel.len()
-            && self.kernel.iter().zip(kernel).all(|(a, b)| a.to_bits() == b.to_bits());
-        if !same {
-            self.kernel.clear();
-            self.kernel.extend_from_slice(kernel);
+        let key = Some((v.name, g.in_c, g.out_c, kernel.as_ptr() as usize, kernel.len()));
+        if self.key != key {
             self.u.resize(v.t * v.t * g.in_c * g.out_c, 0.0);
             filter_transform_into(g, v, kernel, &mut self.u);
             self.key = key;
@@ -561,9 +622,16 @@ impl FilterCache {
     }
 }
 
+/// Output channels of one panel of the kept filters ([`filter_transform_into`]),
+/// and of one job of [`forward_by_channels`]: the micro-kernel's panel width.
+const PANEL: usize = 64;
+
 /// [`forward`] with the transformed filters `u`.
 fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     let (th, tw) = tiles(g, v);
+    if batch * th * tw <= TASK_TILES && g.out_c > PANEL && rayon::current_num_threads() > 1 && panelled(g) {
+        return forward_by_channels(g, v, ep, u, x, batch, y);
+    }
     let (t, mm) = (v.t, v.m);
     // Tasks of whole tile rows: each writes output rows of its own.
     let rows_total = batch * th;
@@ -592,16 +660,65 @@ fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32],
         let first = r0 * tw;
         with_scratch(t * t * n * (cn + kn), |buf| {
             let (vv, m) = buf.split_at_mut(t * t * n * cn);
-            input_transform(g, v, x, first, n, vv);
+            input_transform(g, v, x, first, n, vv, true);
             multiply(g, v, u, vv, n, m);
             output_transform(g, v, ep, &al, m, first, n, yc, row_start(r0));
         });
     });
 }
 
+/// [`forward_tiles`] when all the tiles make one task (batch 1): split by
+/// tiles, every thread would read all of `U` (conv 4's 9.4 MB under F(2x2),
+/// from memory, for 49 tiles), which made Winograd slower than direct there.
+/// Instead the input is transformed once and jobs split the output channels:
+/// each reads only its columns of `U` and transforms only its channels of
+/// `M`. Each value is the same sum as on the tile path (the micro-kernel's
+/// sums do not depend on the column split), so the bytes are the same.
+fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
+    let (th, tw) = tiles(g, v);
+    let (n, t, cn, kn) = (batch * th * tw, v.t, g.in_c, g.out_c);
+    let al: Vec<Vec<f32>> = (0..v.m).map(|i| coefs(v.at, t, i, false)).collect();
+    let jobs: Vec<Range<usize>> = panels(kn).collect();
+    let zeros = vec![0.0f32; PANEL];
+    with_staged(t * t * n * cn, |vv| {
+        // Tiles laid out whole ([n][t^2][cin]) so that the threads transform
+        // disjoint runs of them; the GEMMs read point xi's rows t^2 cin apart.
+        let per = n.div_ceil(rayon::current_num_threads());
+        vv.par_chunks_mut(per * t * t * cn)
+            .enumerate()
+            .for_each(|(i, chunk)| input_transform(g, v, x, i * per, chunk.len() / (t * t * cn), chunk, false));
+        let vv = &*vv;
+        let outs: Vec<Vec<f32>> = jobs
+            .par_iter()
+            .map(|cols| {
+                let cw = cols.len();
+                let mut out = vec![0.0f32; batch * g.out_h * g.out_w * cw];
+                with_scratch(t * t * n * cw, |m| {
+                    for xi in 0..t * t {
+                        let (a, c) = (&vv[xi * cn..], &mut m[xi * n * cw..][..n * cw]);
+                        let plain = Epilogue { bias: &zeros[..cw], relu: false, affine: None };
+                        let w = panel(g, u, xi, cols);
+                        let done = super::micro::gemm_cols(a, n, cn, t * t * cn, w, cw, 0..cw, c, cw, &plain);
+                        assert!(done, "winograd: the micro-kernel serves this product (checked by the caller)");
+                    }
+                    output_transform(g, v, &ep.cols(cols.clone()), &al, m, 0, n, &mut out, 0);
+                });
+                out
+            })
+            .collect();
+        for (cols, out) in jobs.iter().zip(&outs) {
+            for (px, o) in y.chunks_exact_mut(kn).zip(out.chunks_exact(cols.len())) {
+                px[cols.clone()].copy_from_slice(o);
+            }
+        }
+    });
+}
+
 vectorized! {
-    /// `Y = A^T M A` of tiles `first..first + n` (`m` is `[t^2][n][cout]`),
-    /// the epilogue applied, into `yc`, which starts at output value `base`.
+    /// `Y = A^T M A` of tiles `first..first + n` (`m` is `[t^2][n][len]`,
+    /// `len` the epilogue's channels: all or some of the layer's), the
+    /// epilogue applied, into `yc` (`len` values a pixel), which starts at
+    /// output value `base`.
     #[allow(clippy::too_many_arguments)]
     fn output_transform(
         g: &ConvGeom,
@@ -614,14 +731,14 @@ vectorized! {
         yc: &mut [f32],
         base: usize,
     ) {
-        let (t, kn) = (v.t, g.out_c);
+        let (t, kn) = (v.t, ep.bias.len());
         let mut tmp = vec![0.0f32; v.m * t * kn];
         for r in 0..n {
             let tile = Tile::of(g, v, first + r);
             let runs = gather(t * t, |xi| &m[(xi * n + r) * kn..][..kn]);
             transform2(al, al, &runs[..t * t], t, &mut tmp, kn, |a, b, row, rb| {
                 if let Some((oy, ox)) = tile.output(g, v, a, b) {
-                    let at_px = tile.img * g.output_len() + (oy * g.out_w + ox) * kn - base;
+                    let at_px = (tile.img * g.out_h * g.out_w + oy * g.out_w + ox) * kn - base;
                     let px = &mut yc[at_px..][..kn];
                     combine(rb, row, px);
                     ep.apply_pixels(px);
@@ -742,7 +859,7 @@ fn backward_tiles(
             let dys = &dyg[i0 * g.output_len()..][..imgs * g.output_len()];
             with_scratch(xis * n * (cn + kn), |buf| {
                 let (vv, dm) = buf.split_at_mut(xis * n * cn);
-                input_transform(g, v, xs, 0, n, vv);
+                input_transform(g, v, xs, 0, n, vv, true);
                 output_adjoint(g, v, &a_adj, dys, n, dm);
                 // dU_xi += V_xi^T dM_xi.
                 for xi in 0..xis {

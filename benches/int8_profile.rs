@@ -1,0 +1,77 @@
+//! Where batch-1 int8 inference of the full AlexNet-227 spends its time, layer
+//! by layer, on rayon's pool as `host simulate` and the `inference` bench's
+//! `alexnet227_int8_rayon` run it: `cargo bench --bench int8_profile [-- RUNS]`
+//! (default 50). Each layer's figure is its fastest of the runs (the run's
+//! noise only adds), beside the whole run's fastest; `roofline` gives the
+//! floors to hold them to.
+
+use shared::convert::{self, Ranges};
+use shared::engine::{self, Observer};
+use shared::spec::{self, Shape};
+use std::time::{Duration, Instant};
+use suite::Rng;
+
+/// Each layer's start and its fastest time so far.
+struct Timer {
+    started: Instant,
+    fastest: Vec<(Duration, Shape)>,
+    this_run: Vec<(Duration, Shape)>,
+}
+
+impl Observer for Timer {
+    fn layer_start(&mut self, _index: usize) {
+        self.started = Instant::now();
+    }
+
+    fn layer_done(&mut self, index: usize, shape: Shape, _output: &[u8]) {
+        let took = self.started.elapsed();
+        if self.this_run.len() <= index {
+            self.this_run.resize(index + 1, (Duration::ZERO, shape));
+        }
+        self.this_run[index] = (took, shape);
+    }
+}
+
+fn main() {
+    let runs: usize =
+        std::env::args().skip(1).find(|a| !a.starts_with('-')).map(|a| a.parse().expect("RUNS: a count")).unwrap_or(50);
+    let spec = spec::alexnet(227, 1000).expect("alexnet spec");
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
+    let params = suite::random_params(&spec, &mut rng);
+    let image = rng.vec(spec.input().elements() as usize, -1.0, 1.0);
+    let views = suite::views(&params);
+    let mut ranges = Ranges::new(&spec);
+    suite::observe(&mut ranges, &spec, &views, &image).expect("calibrate");
+    let model = convert::quantize_int8(&spec, &views, &ranges).expect("quantize");
+    let view = model.view();
+    let prepared = engine::prepare(&view).expect("prepare");
+    let mut arena = vec![0u8; prepared.plan().arena_bytes];
+    let mut input = vec![0u8; image.len()];
+    engine::quantize_input(&image, model.input, &mut input).expect("input");
+    let mut timer = Timer { started: Instant::now(), fastest: Vec::new(), this_run: Vec::new() };
+    let mut whole = Duration::MAX;
+    for _ in 0..runs {
+        let t = Instant::now();
+        engine::run_with(&prepared, &input, &mut arena, &mut timer, &host::simulate::RayonPool).expect("run");
+        whole = whole.min(t.elapsed());
+        if timer.fastest.is_empty() {
+            timer.fastest = timer.this_run.clone();
+        }
+        for (f, r) in timer.fastest.iter_mut().zip(&timer.this_run) {
+            f.0 = f.0.min(r.0);
+        }
+    }
+    println!(
+        "int8 AlexNet-227, batch 1, {} threads, fastest of {runs} runs per layer:",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    for (i, (d, shape)) in timer.fastest.iter().enumerate() {
+        println!("  layer {i:>2} -> {shape:?}: {:.3} ms", d.as_secs_f64() * 1e3);
+    }
+    let sum: Duration = timer.fastest.iter().map(|f| f.0).sum();
+    println!(
+        "  sum of the layers' fastest {:.3} ms; the fastest whole run {:.3} ms",
+        sum.as_secs_f64() * 1e3,
+        whole.as_secs_f64() * 1e3
+    );
+}
