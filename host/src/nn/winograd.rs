@@ -239,9 +239,6 @@ pub static F2_5: Variant = Variant {
 /// Tiles one task's GEMMs take as rows (about the direct path's tile of 512
 /// output pixels).
 const TASK_TILES: usize = 128;
-/// Groups whose filter-gradient partials are summed at the end, in order
-/// (thread-count independent, as the direct path's).
-const MAX_GROUPS: usize = 8;
 
 /// The 3x3 variants, finest rounding first.
 static THREE: [&Variant; 2] = [&F2_3, &F4_3];
@@ -776,14 +773,14 @@ pub fn backward(
 }
 
 vectorized! {
-    /// `dM = A dY A^T` of tiles `0..n` of the images in `dys` (zeros past the
-    /// image) into `dm` (`[t^2][n][cout]`).
-    fn output_adjoint(g: &ConvGeom, v: &Variant, a_adj: &[Vec<f32>], dys: &[f32], n: usize, dm: &mut [f32]) {
+    /// `dM = A dY A^T` of tiles `first..first + n` of the images in `dys`
+    /// (zeros past the image) into `dm`, tile after tile (`[n][t^2][cout]`).
+    fn output_adjoint(g: &ConvGeom, v: &Variant, a_adj: &[Vec<f32>], dys: &[f32], first: usize, n: usize, dm: &mut [f32]) {
         let (t, mm, kn) = (v.t, v.m, g.out_c);
         let mut dyt = vec![0.0f32; mm * mm * kn];
         let mut tmp = vec![0.0f32; t * mm * kn];
         for r in 0..n {
-            let tile = Tile::of(g, v, r);
+            let tile = Tile::of(g, v, first + r);
             for (p, dp) in dyt.chunks_exact_mut(kn).enumerate() {
                 match tile.output(g, v, p / mm, p % mm) {
                     Some((oy, ox)) => {
@@ -794,34 +791,73 @@ vectorized! {
             }
             let runs = gather(mm * mm, |p| &dyt[p * kn..][..kn]);
             transform2(a_adj, a_adj, &runs[..mm * mm], mm, &mut tmp, kn, |i, j, row, rj| {
-                combine(rj, row, &mut dm[((i * t + j) * n + r) * kn..][..kn]);
+                combine(rj, row, &mut dm[(r * t * t + i * t + j) * kn..][..kn]);
             });
         }
     }
 }
 
 vectorized! {
-    /// `B dV B^T` of tiles `0..n` (`vv` is `[t^2][n][cin]`) added into the
-    /// images' input gradient `dxs` (the parts inside the image).
-    fn input_adjoint(g: &ConvGeom, v: &Variant, b_adj: &[Vec<f32>], vv: &[f32], n: usize, dxs: &mut [f32]) {
+    /// `B dV B^T` of tiles `first..first + n` (`vv` is `[t^2][rows][cin]`,
+    /// tile `first + r` its row `first + r`) added into the input gradient
+    /// `dxs` of their images (the parts inside the image), `dxs` starting at
+    /// tile `first`'s image.
+    #[allow(clippy::too_many_arguments)]
+    fn input_adjoint(
+        g: &ConvGeom,
+        v: &Variant,
+        b_adj: &[Vec<f32>],
+        vv: &[f32],
+        rows: usize,
+        first: usize,
+        n: usize,
+        dxs: &mut [f32],
+    ) {
         let (t, cn) = (v.t, g.in_c);
+        let base = Tile::of(g, v, first).img;
         let mut tmp = vec![0.0f32; t * t * cn];
         let mut px = vec![0.0f32; cn];
-        for r in 0..n {
+        for r in first..first + n {
             let tile = Tile::of(g, v, r);
-            let runs = gather(t * t, |xi| &vv[(xi * n + r) * cn..][..cn]);
+            let runs = gather(t * t, |xi| &vv[(xi * rows + r) * cn..][..cn]);
             transform2(b_adj, b_adj, &runs[..t * t], t, &mut tmp, cn, |yy, xx, row, rx| {
                 if let Some((iy, ix)) = tile.input(g, v, yy, xx) {
                     combine(rx, row, &mut px);
-                    let dst = &mut dxs[tile.img * g.input_len() + (iy * g.in_w + ix) * cn..][..cn];
-                    dst.iter_mut().zip(&px).for_each(|(d, s)| *d += s);
+                    let at = (tile.img - base) * g.input_len() + (iy * g.in_w + ix) * cn;
+                    dxs[at..][..cn].iter_mut().zip(&px).for_each(|(d, s)| *d += s);
                 }
             });
         }
     }
 }
 
-/// [`backward`] with the transposed transformed filters `ut`.
+/// `c = a w` with row `i` of `a` (`rows x k`) at `i * lda` and `w` (`k x n`)
+/// row-major: [`product`] for a strided `a`.
+#[allow(clippy::too_many_arguments)]
+fn product_strided(a: &[f32], rows: usize, k: usize, lda: usize, w: &[f32], n: usize, c: &mut [f32], zeros: &[f32]) {
+    let plain = Epilogue { bias: zeros, relu: false, affine: None };
+    if !super::micro::gemm_cols(a, rows, k, lda, w, n, 0..n, c, n, &plain) {
+        let a = Mat { data: a, rows, cols: k, rs: lda, cs: 1 };
+        matmul(a, Mat::new(w, k, n), c, false, Par::Seq);
+    }
+}
+
+/// Tiles of one round of [`backward_tiles`]: whole images, about this many.
+/// A round's `dU` GEMMs run over all its tiles at once: rounds of 64, 128,
+/// 256, 512 and 1024 tiles gave conv 4's F(4x4) backward 103, 98, 84, 79 and
+/// 82 ms at batch 32 (conv 3 and conv 2 moved less).
+const ROUND_TILES: usize = 4 * TASK_TILES;
+
+/// [`backward`] with the transposed transformed filters `ut`, in rounds of
+/// whole images, each in three parallel steps:
+/// 1. over tiles: `V = B^T d B` and `dM = A dY A^T`, tile after tile;
+/// 2. over the transform points: `dU_xi (+)= V_xi^T dM_xi` (one GEMM over
+///    all of the round's tiles) and `dV_xi = dM_xi U_xi^T`;
+/// 3. over images: `dX += B dV B^T`.
+///
+/// Each point's `dU_xi` belongs to one job, so there are no per-thread
+/// partials to zero and sum (eight of conv 4's 21 MB partials were, a
+/// seventh of its backward), and the sums do not depend on the thread count.
 #[allow(clippy::too_many_arguments)]
 fn backward_tiles(
     g: &ConvGeom,
@@ -832,81 +868,83 @@ fn backward_tiles(
     batch: usize,
     dkernel: &mut [f32],
     dbias: &mut [f32],
-    dx: Option<&mut [f32]>,
+    mut dx: Option<&mut [f32]>,
     partials: &mut Vec<Vec<f32>>,
 ) {
     let (cn, kn, t) = (g.in_c, g.out_c, v.t);
     let xis = t * t;
     let (th, tw) = tiles(g, v);
     let per_image = th * tw;
-    let group_images = batch.div_ceil(MAX_GROUPS).max(1);
-    let imgs_per_task = TASK_TILES.div_ceil(per_image).clamp(1, group_images);
-    let groups = batch.div_ceil(group_images);
-    // Not zeroed: each group's first task writes its partial whole (zeroing
-    // 8 of conv 4's 21 MB partials took 4 % of its backward).
-    sized_partials(partials, groups, xis * cn * kn);
-    // The adjoints: dM = A dY A^T (A = (A^T)^T), dX = B dV B^T.
-    let a_adj: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.at, t, i, true)).collect();
-    let b_adj: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.bt, t, i, true)).collect();
-    let group = |xg: &[f32], dyg: &[f32], mut dxg: Option<&mut [f32]>, du: &mut Vec<f32>| -> Vec<f64> {
-        let mut db = vec![0.0f64; kn];
-        for px in dyg.chunks_exact(kn) {
-            db.iter_mut().zip(px).for_each(|(b, &d)| *b += d as f64);
-        }
-        let images = xg.len() / g.input_len();
-        for i0 in (0..images).step_by(imgs_per_task) {
-            let imgs = imgs_per_task.min(images - i0);
-            let n = imgs * per_image;
-            let xs = &xg[i0 * g.input_len()..][..imgs * g.input_len()];
-            let dys = &dyg[i0 * g.output_len()..][..imgs * g.output_len()];
-            with_scratch(xis * n * (cn + kn), |buf| {
-                let (vv, dm) = buf.split_at_mut(xis * n * cn);
-                input_transform(g, v, xs, 0, n, vv, true);
-                output_adjoint(g, v, &a_adj, dys, n, dm);
-                // dU_xi += V_xi^T dM_xi (= on the group's first task).
-                for xi in 0..xis {
-                    matmul(
-                        Mat::new(&vv[xi * n * cn..][..n * cn], n, cn).t(),
-                        Mat::new(&dm[xi * n * kn..][..n * kn], n, kn),
-                        &mut du[xi * cn * kn..][..cn * kn],
-                        i0 > 0,
-                        Par::Seq,
-                    );
-                }
-                if let Some(dxg) = dxg.as_deref_mut() {
-                    // dV_xi = dM_xi U_xi^T (into vv's room), then B dV B^T
-                    // added into the input.
-                    let zeros = vec![0.0f32; cn];
-                    for xi in 0..xis {
-                        let (a, w) = (&dm[xi * n * kn..][..n * kn], &ut[xi * kn * cn..][..kn * cn]);
-                        product(a, n, kn, w, cn, &mut vv[xi * n * cn..][..n * cn], &zeros);
-                    }
-                    let dxs = &mut dxg[i0 * g.input_len()..][..imgs * g.input_len()];
-                    input_adjoint(g, v, &b_adj, vv, n, dxs);
-                }
-            });
-        }
-        db
-    };
-    let xs = x.par_chunks(group_images * g.input_len());
-    let dys = dy.par_chunks(group_images * g.output_len());
-    let parts: Vec<Vec<f64>> = match dx {
-        Some(dx) => {
-            assert_eq!(dx.len(), x.len());
-            dx.fill(0.0);
-            xs.zip(dys)
-                .zip(dx.par_chunks_mut(group_images * g.input_len()))
-                .zip(partials.par_iter_mut())
-                .map(|(((a, b), c), p)| group(a, b, Some(c), p))
-                .collect()
-        }
-        None => xs.zip(dys).zip(partials.par_iter_mut()).map(|((a, b), p)| group(a, b, None, p)).collect(),
-    };
+    let round_images = ROUND_TILES.div_ceil(per_image).clamp(1, batch.max(1));
+    // Tiles a job of steps 1 and 3 takes: whole images, at least one job a
+    // thread.
+    let job_images = |imgs: usize| imgs.div_ceil(rayon::current_num_threads()).max(1);
+    // The bias gradient: per-pixel sums in f64 over fixed runs, in order.
+    let parts: Vec<Vec<f64>> = dy
+        .par_chunks(kn * 1024)
+        .map(|run| {
+            let mut db = vec![0.0f64; kn];
+            for px in run.chunks_exact(kn) {
+                db.iter_mut().zip(px).for_each(|(b, &d)| *b += d as f64);
+            }
+            db
+        })
+        .collect();
     let mut db = vec![0.0f64; kn];
     for q in &parts {
         db.iter_mut().zip(q).for_each(|(s, v)| *s += v);
     }
     dbias.iter_mut().zip(&db).for_each(|(b, &v)| *b = v as f32);
+    // dU lives in the layer's kept buffer; the first round writes it whole.
+    sized_partials(partials, 1, xis * cn * kn);
+    let du = &mut partials[0];
+    if let Some(dx) = dx.as_deref_mut() {
+        assert_eq!(dx.len(), x.len());
+        dx.fill(0.0);
+    }
+    let a_adj: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.at, t, i, true)).collect();
+    let b_adj: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.bt, t, i, true)).collect();
+    let zeros = vec![0.0f32; cn];
+    let want_dx = dx.is_some();
+    for i0 in (0..batch).step_by(round_images) {
+        let imgs = round_images.min(batch - i0);
+        let n = imgs * per_image;
+        let xs = &x[i0 * g.input_len()..][..imgs * g.input_len()];
+        let dys = &dy[i0 * g.output_len()..][..imgs * g.output_len()];
+        let per_job = job_images(imgs);
+        with_staged(xis * n * (2 * cn + kn), |buf| {
+            let (vv, rest) = buf.split_at_mut(xis * n * cn);
+            let (dm, dv) = rest.split_at_mut(xis * n * kn);
+            // 1. Tile after tile, so that the jobs write disjoint runs.
+            vv.par_chunks_mut(per_job * per_image * xis * cn)
+                .zip(dm.par_chunks_mut(per_job * per_image * xis * kn))
+                .enumerate()
+                .for_each(|(j, (vj, dmj))| {
+                    let (first, count) = (j * per_job * per_image, vj.len() / (xis * cn));
+                    input_transform(g, v, xs, first, count, vj, false);
+                    output_adjoint(g, v, &a_adj, dys, first, count, dmj);
+                });
+            let (vv, dm) = (&*vv, &*dm);
+            // 2. Point by point.
+            du.par_chunks_mut(cn * kn).zip(dv.par_chunks_mut(n * cn)).enumerate().for_each(|(xi, (du_xi, dv_xi))| {
+                let v_xi = Mat { data: &vv[xi * cn..], rows: n, cols: cn, rs: xis * cn, cs: 1 };
+                let dm_xi = Mat { data: &dm[xi * kn..], rows: n, cols: kn, rs: xis * kn, cs: 1 };
+                matmul(v_xi.t(), dm_xi, du_xi, i0 > 0, Par::Seq);
+                if want_dx {
+                    product_strided(&dm[xi * kn..], n, kn, xis * kn, &ut[xi * kn * cn..][..kn * cn], cn, dv_xi, &zeros);
+                }
+            });
+            // 3. Image by image.
+            if let Some(dx) = dx.as_deref_mut() {
+                let dxs = &mut dx[i0 * g.input_len()..][..imgs * g.input_len()];
+                let dv = &*dv;
+                dxs.par_chunks_mut(per_job * g.input_len()).enumerate().for_each(|(j, dxj)| {
+                    let (first, count) = (j * per_job * per_image, dxj.len() / g.input_len() * per_image);
+                    input_adjoint(g, v, &b_adj, dv, n, first, count, dxj);
+                });
+            }
+        });
+    }
     filter_gradient(g, v, partials, dkernel);
 }
 
