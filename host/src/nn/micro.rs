@@ -118,6 +118,52 @@ pub fn gemm_cols(
     true
 }
 
+/// `c = a w` (all row-major and contiguous, `c` `[rows, n]`) on the
+/// micro-kernel across rayon's pool, or `false` without touching `c` where
+/// it does not serve `k x n` ([`gemm`]). Few rows (a dense layer's batch)
+/// are split by column panels, each job reading only its columns of `w` and
+/// writing its own buffer; many rows by runs of rows. Each value is the
+/// kernel's ascending sum over `k`, whatever the split or thread count.
+pub fn gemm_par(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32]) -> bool {
+    use rayon::prelude::*;
+    assert_eq!(a.len(), rows * k, "a has the wrong size");
+    assert_eq!(c.len(), rows * n, "c has the wrong size");
+    assert_eq!(w.len(), k * n, "w has the wrong size");
+    if !available(k, n) || rows == 0 {
+        return false;
+    }
+    let zeros = vec![0.0f32; n];
+    let plain = Epilogue { bias: &zeros, relu: false, affine: None };
+    let threads = rayon::current_num_threads();
+    let panels = n.div_ceil(64);
+    if rows < 16 * MR && panels >= 2 * threads {
+        let per = panels.div_ceil(2 * threads) * 64;
+        let jobs: Vec<Range<usize>> = (0..n).step_by(per).map(|c0| c0..n.min(c0 + per)).collect();
+        let outs: Vec<Vec<f32>> = jobs
+            .par_iter()
+            .map(|cols| {
+                let mut out = vec![0.0f32; rows * cols.len()];
+                let done = gemm_cols(a, rows, k, k, w, n, cols.clone(), &mut out, cols.len(), &plain);
+                assert!(done, "served (checked above)");
+                out
+            })
+            .collect();
+        for (cols, out) in jobs.iter().zip(&outs) {
+            for (row, o) in c.chunks_exact_mut(n).zip(out.chunks_exact(cols.len())) {
+                row[cols.clone()].copy_from_slice(o);
+            }
+        }
+    } else {
+        let per = rows.div_ceil(4 * threads).next_multiple_of(MR);
+        c.par_chunks_mut(per * n).enumerate().for_each(|(j, cj)| {
+            let nr = cj.len() / n;
+            let done = gemm_cols(&a[j * per * k..][..nr * k], nr, k, k, w, n, 0..n, cj, n, &plain);
+            assert!(done, "served (checked above)");
+        });
+    }
+    true
+}
+
 /// A batch of NHWC images with the conv's zero padding already in place: every
 /// receptive field of the output lies inside its image, so each kernel row of
 /// it is one contiguous run of `kernel * c` values.
