@@ -7,6 +7,7 @@
 //! factor m/(m-1) in the moving variance, negligible at AlexNet's m >= 5408).
 //! Inference uses the moving statistics.
 
+use super::wide::vectorized;
 use rayon::prelude::*;
 
 /// Rows per parallel chunk of the reductions; fixed so sums do not depend on thread count.
@@ -19,17 +20,36 @@ pub struct BnCache {
     pub inv_std: Vec<f32>,
 }
 
-/// Per-channel sums over rows of a `[rows, c]` matrix, in f64, deterministic.
-fn channel_sums(x: &[f32], c: usize, f: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
+vectorized! {
+    /// Adds each channel's values of the `c`-channel rows of `x` into `s`
+    /// (in f64, row after row).
+    fn add_sums(x: &[f32], c: usize, s: &mut [f64]) {
+        for row in x.chunks_exact(c) {
+            s.iter_mut().zip(row).for_each(|(acc, &v)| *acc += v as f64);
+        }
+    }
+}
+
+vectorized! {
+    /// Adds each channel's squared deviations from `mean` into `s` (f64).
+    fn add_squared_deviations(x: &[f32], c: usize, mean: &[f64], s: &mut [f64]) {
+        for row in x.chunks_exact(c) {
+            for ((acc, &v), &m) in s.iter_mut().zip(row).zip(mean) {
+                *acc += (v as f64 - m).powi(2);
+            }
+        }
+    }
+}
+
+/// Per-channel f64 sums over the rows of a `[rows, c]` matrix: `add(chunk,
+/// partial)` over fixed chunks of rows in parallel, then the partials in
+/// chunk order (deterministic, whatever the thread count).
+fn channel_sums(x: &[f32], c: usize, add: impl Fn(&[f32], &mut [f64]) + Sync) -> Vec<f64> {
     let parts: Vec<Vec<f64>> = x
         .par_chunks(CHUNK_ROWS * c)
         .map(|chunk| {
             let mut s = vec![0.0f64; c];
-            for row in chunk.chunks_exact(c) {
-                for (j, (acc, &v)) in s.iter_mut().zip(row).enumerate() {
-                    *acc += f(j, v);
-                }
-            }
+            add(chunk, &mut s);
             s
         })
         .collect();
@@ -55,8 +75,9 @@ pub fn forward_train(
 ) -> BnCache {
     let rows = x.len() / c;
     let m = rows.max(1) as f64;
-    let mean: Vec<f64> = channel_sums(x, c, |_, v| v as f64).into_iter().map(|s| s / m).collect();
-    let var: Vec<f64> = channel_sums(x, c, |j, v| (v as f64 - mean[j]).powi(2)).into_iter().map(|s| s / m).collect();
+    let mean: Vec<f64> = channel_sums(x, c, |x, s| add_sums(x, c, s)).into_iter().map(|s| s / m).collect();
+    let var: Vec<f64> =
+        channel_sums(x, c, |x, s| add_squared_deviations(x, c, &mean, s)).into_iter().map(|s| s / m).collect();
     for j in 0..c {
         moving_mean[j] = moving_mean[j] * momentum + mean[j] as f32 * (1.0 - momentum);
         moving_var[j] = moving_var[j] * momentum + var[j] as f32 * (1.0 - momentum);
@@ -114,14 +135,21 @@ fn apply_affine(x: &[f32], c: usize, scale: &[f32], shift: &[f32], y: &mut [f32]
     // Elementwise, so any chunking gives the same result: small chunks let one
     // image's 13x13 maps use both cores too.
     const APPLY_ROWS: usize = 128;
-    y.par_chunks_mut(APPLY_ROWS * c).zip(x.par_chunks(APPLY_ROWS * c)).for_each(|(yc, xc)| {
-        for (yr, xr) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
-            // Zipped iterators: no bounds checks, so the row vectorises.
+    y.par_chunks_mut(APPLY_ROWS * c)
+        .zip(x.par_chunks(APPLY_ROWS * c))
+        .for_each(|(yc, xc)| affine_rows(xc, c, scale, shift, yc));
+}
+
+vectorized! {
+    /// `y = x * scale + shift` over `c`-channel rows (zipped iterators: no
+    /// bounds checks, so the row vectorises).
+    fn affine_rows(x: &[f32], c: usize, scale: &[f32], shift: &[f32], y: &mut [f32]) {
+        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
             for (((y, &x), &s), &t) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
                 *y = x * s + t;
             }
         }
-    });
+    }
 }
 
 /// Backward of the training forward: writes `dgamma`, `dbeta` and `dx`.
@@ -141,18 +169,14 @@ pub fn backward(
     let rows = x.len() / c;
     let m = rows.max(1) as f64;
     let (mean, inv_std) = (&cache.mean, &cache.inv_std);
-    let sum_dy = channel_sums(dy, c, |_, v| v as f64);
+    let sum_dy = channel_sums(dy, c, |d, s| add_sums(d, c, s));
     // Sum of dy * xhat, pairing each dy row with its x row.
     let parts: Vec<Vec<f64>> = dy
         .par_chunks(CHUNK_ROWS * c)
         .zip(x.par_chunks(CHUNK_ROWS * c))
         .map(|(dc, xc)| {
             let mut s = vec![0.0f64; c];
-            for (dr, xr) in dc.chunks_exact(c).zip(xc.chunks_exact(c)) {
-                for j in 0..c {
-                    s[j] += (dr[j] * (xr[j] - mean[j]) * inv_std[j]) as f64;
-                }
-            }
+            add_dy_xhat(dc, xc, c, mean, inv_std, &mut s);
             s
         })
         .collect();
@@ -167,16 +191,44 @@ pub fn backward(
     let k: Vec<f32> = (0..c).map(|j| gamma[j] * inv_std[j]).collect();
     let mdy: Vec<f32> = sum_dy.iter().map(|s| (s / m) as f32).collect();
     let mdyx: Vec<f32> = sum_dy_xhat.iter().map(|s| (s / m) as f32).collect();
-    dx.par_chunks_mut(CHUNK_ROWS * c).zip(dy.par_chunks(CHUNK_ROWS * c)).zip(x.par_chunks(CHUNK_ROWS * c)).for_each(
-        |((dxc, dc), xc)| {
-            for ((dxr, dr), xr) in dxc.chunks_exact_mut(c).zip(dc.chunks_exact(c)).zip(xc.chunks_exact(c)) {
-                for j in 0..c {
-                    let xhat = (xr[j] - mean[j]) * inv_std[j];
-                    dxr[j] = k[j] * (dr[j] - mdy[j] - xhat * mdyx[j]);
-                }
+    dx.par_chunks_mut(CHUNK_ROWS * c)
+        .zip(dy.par_chunks(CHUNK_ROWS * c))
+        .zip(x.par_chunks(CHUNK_ROWS * c))
+        .for_each(|((dxc, dc), xc)| input_gradient_rows(dc, xc, c, mean, inv_std, &k, &mdy, &mdyx, dxc));
+}
+
+vectorized! {
+    /// Adds `dy * xhat` per channel into `s` (f64), `xhat = (x - mean) * inv_std`.
+    fn add_dy_xhat(dy: &[f32], x: &[f32], c: usize, mean: &[f32], inv_std: &[f32], s: &mut [f64]) {
+        for (dr, xr) in dy.chunks_exact(c).zip(x.chunks_exact(c)) {
+            for j in 0..c {
+                s[j] += (dr[j] * (xr[j] - mean[j]) * inv_std[j]) as f64;
             }
-        },
-    );
+        }
+    }
+}
+
+vectorized! {
+    /// `dx = k (dy - mean(dy) - xhat mean(dy xhat))` over `c`-channel rows.
+    #[allow(clippy::too_many_arguments)]
+    fn input_gradient_rows(
+        dy: &[f32],
+        x: &[f32],
+        c: usize,
+        mean: &[f32],
+        inv_std: &[f32],
+        k: &[f32],
+        mdy: &[f32],
+        mdyx: &[f32],
+        dx: &mut [f32],
+    ) {
+        for ((dxr, dr), xr) in dx.chunks_exact_mut(c).zip(dy.chunks_exact(c)).zip(x.chunks_exact(c)) {
+            for j in 0..c {
+                let xhat = (xr[j] - mean[j]) * inv_std[j];
+                dxr[j] = k[j] * (dr[j] - mdy[j] - xhat * mdyx[j]);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,38 +17,10 @@
 use super::gemm::{matmul, Mat, Par};
 use super::micro::Epilogue;
 use super::scratch::{sized_partials, with_padded, with_scratch, with_staged};
+use super::wide::vectorized;
 use rayon::prelude::*;
 use shared::geometry::ConvGeom;
 use std::ops::Range;
-
-/// Defines `fn $name` whose body is compiled for AVX-512 where the CPU has
-/// it: the transforms are plain loops over channel runs, which a generic
-/// x86-64 build compiles to 4-wide SSE2 (with their copies, they took 40 %
-/// of F(4x4, 5x5)'s forward). The helpers they call are `#[inline(always)]` so that they are
-/// compiled into the wide copy too.
-macro_rules! vectorized {
-    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        fn $name($($a: $t),*) {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn body($($a: $t),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                #[allow(clippy::too_many_arguments)]
-                fn wide($($a: $t),*) {
-                    body($($a),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the running CPU has AVX-512F (checked just above).
-                    return unsafe { wide($($a),*) };
-                }
-            }
-            body($($a),*)
-        }
-    };
-}
 
 /// One F(m x m, r x r): `m` outputs a tile side, an `r`-tap kernel, tiles of
 /// `t = m + r - 1`; the matrices row-major.
