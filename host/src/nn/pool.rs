@@ -1,6 +1,7 @@
 //! MaxPool2D with valid padding on NHWC data. The forward pass records which
 //! input won each window so the backward pass is a scatter, not a search.
 
+use super::wide::vectorized;
 use rayon::prelude::*;
 
 /// Input and output geometry of one pooling layer.
@@ -37,9 +38,25 @@ impl PoolGeom {
 pub fn forward(g: &PoolGeom, x: &[f32], y: &mut [f32], argmax: Option<&mut [u32]>) {
     assert_eq!(x.len() / g.in_len(), y.len() / g.out_len());
     let row_len = g.ow * g.c;
-    let job = |r: usize, yr: &mut [f32], mut ar: Option<&mut [u32]>| {
+    let job = |r: usize, yr: &mut [f32], ar: Option<&mut [u32]>| {
         let (n, oy) = (r / g.oh, r % g.oh);
-        let xi = &x[n * g.in_len()..][..g.in_len()];
+        max_row(g, &x[n * g.in_len()..][..g.in_len()], oy, yr, ar)
+    };
+    let out = y.len();
+    let rows = y.par_chunks_mut(row_len).enumerate();
+    match argmax {
+        Some(a) => {
+            assert_eq!(a.len(), out);
+            rows.zip(a.par_chunks_mut(row_len)).for_each(|((r, yr), ar)| job(r, yr, Some(ar)))
+        }
+        None => rows.for_each(|(r, yr)| job(r, yr, None)),
+    }
+}
+
+vectorized! {
+    /// Output row `oy` of one image `xi` into `yr` (and the winners into `ar`).
+    fn max_row(g: &PoolGeom, xi: &[f32], oy: usize, yr: &mut [f32], ar: Option<&mut [u32]>) {
+        let mut ar = ar;
         for ox in 0..g.ow {
             let yo = &mut yr[ox * g.c..][..g.c];
             let first = ((oy * g.stride) * g.w + ox * g.stride) * g.c;
@@ -74,15 +91,6 @@ pub fn forward(g: &PoolGeom, x: &[f32], y: &mut [f32], argmax: Option<&mut [u32]
                 }
             }
         }
-    };
-    let out = y.len();
-    let rows = y.par_chunks_mut(row_len).enumerate();
-    match argmax {
-        Some(a) => {
-            assert_eq!(a.len(), out);
-            rows.zip(a.par_chunks_mut(row_len)).for_each(|((r, yr), ar)| job(r, yr, Some(ar)))
-        }
-        None => rows.for_each(|(r, yr)| job(r, yr, None)),
     }
 }
 
