@@ -1,9 +1,9 @@
 //! Where batch-1 int8 inference of the full AlexNet-227 spends its time, layer
 //! by layer, on rayon's pool as `host simulate` and the `inference` bench's
 //! `alexnet227_int8_rayon` run it: `cargo bench --bench int8_profile [-- RUNS]`
-//! (default 50). Each layer's figure is its fastest of the runs (the run's
-//! noise only adds), beside the whole run's fastest; `roofline` gives the
-//! floors to hold them to.
+//! (default 50). Each layer's figures are its fastest and median time over
+//! the runs, beside the whole run's fastest; `roofline` gives the floors to
+//! hold them to.
 
 use shared::convert::{self, Ranges};
 use shared::engine::{self, Observer};
@@ -16,6 +16,7 @@ struct Timer {
     started: Instant,
     fastest: Vec<(Duration, Shape)>,
     this_run: Vec<(Duration, Shape)>,
+    all: Vec<Vec<Duration>>,
 }
 
 impl Observer for Timer {
@@ -48,7 +49,7 @@ fn main() {
     let mut arena = vec![0u8; prepared.plan().arena_bytes];
     let mut input = vec![0u8; image.len()];
     engine::quantize_input(&image, model.input, &mut input).expect("input");
-    let mut timer = Timer { started: Instant::now(), fastest: Vec::new(), this_run: Vec::new() };
+    let mut timer = Timer { started: Instant::now(), fastest: Vec::new(), this_run: Vec::new(), all: Vec::new() };
     let mut whole = Duration::MAX;
     for _ in 0..runs {
         let t = Instant::now();
@@ -60,14 +61,29 @@ fn main() {
         for (f, r) in timer.fastest.iter_mut().zip(&timer.this_run) {
             f.0 = f.0.min(r.0);
         }
+        timer.all.resize(timer.this_run.len(), Vec::new());
+        for (a, r) in timer.all.iter_mut().zip(&timer.this_run) {
+            a.push(r.0);
+        }
     }
     println!(
         "int8 AlexNet-227, batch 1, {} threads, fastest of {runs} runs per layer:",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    for (i, (d, shape)) in timer.fastest.iter().enumerate() {
-        println!("  layer {i:>2} -> {shape:?}: {:.3} ms", d.as_secs_f64() * 1e3);
+    let median = |v: &[Duration]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v[v.len() / 2]
+    };
+    for (i, ((d, shape), all)) in timer.fastest.iter().zip(&timer.all).enumerate() {
+        println!(
+            "  layer {i:>2} -> {shape:?}: fastest {:.3} ms, median {:.3} ms",
+            d.as_secs_f64() * 1e3,
+            median(all).as_secs_f64() * 1e3
+        );
     }
+    let medians: Duration = timer.all.iter().map(|a| median(a)).sum();
+    println!("  sum of the layers' medians {:.3} ms", medians.as_secs_f64() * 1e3);
     let sum: Duration = timer.fastest.iter().map(|f| f.0).sum();
     println!(
         "  sum of the layers' fastest {:.3} ms; the fastest whole run {:.3} ms",
