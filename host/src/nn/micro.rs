@@ -42,6 +42,11 @@ impl Epilogue<'_> {
         }
     }
 
+    /// No epilogue: a plain product (`zeros` holds the channels' zero bias).
+    pub fn plain(zeros: &[f32]) -> Epilogue<'_> {
+        Epilogue { bias: zeros, relu: false, affine: None }
+    }
+
     /// The epilogue of the output channels `cols` alone (for a GEMM or
     /// transform that writes only those).
     pub fn cols(&self, cols: Range<usize>) -> Epilogue<'_> {
@@ -133,7 +138,7 @@ pub fn gemm_par(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [
         return false;
     }
     let zeros = vec![0.0f32; n];
-    let plain = Epilogue { bias: &zeros, relu: false, affine: None };
+    let plain = Epilogue::plain(&zeros);
     let threads = rayon::current_num_threads();
     let panels = n.div_ceil(64);
     if rows < 16 * MR && panels >= 2 * threads {

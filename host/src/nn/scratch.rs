@@ -54,12 +54,3 @@ pub(crate) fn zeroed_partials(partials: &mut Vec<Vec<f32>>, groups: usize, len: 
         p.resize(len, 0.0);
     }
 }
-
-/// `partials` as `groups` buffers of `len` values, contents unspecified (for
-/// callers that write each whole before reading it), their allocations kept.
-pub(crate) fn sized_partials(partials: &mut Vec<Vec<f32>>, groups: usize, len: usize) {
-    partials.resize_with(groups, Vec::new);
-    for p in partials.iter_mut() {
-        p.resize(len, 0.0);
-    }
-}

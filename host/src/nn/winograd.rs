@@ -16,7 +16,7 @@
 
 use super::gemm::{matmul, Mat, Par};
 use super::micro::Epilogue;
-use super::scratch::{sized_partials, with_padded, with_scratch, with_staged};
+use super::scratch::{with_padded, with_scratch, with_staged};
 use super::wide::vectorized;
 use rayon::prelude::*;
 use shared::geometry::ConvGeom;
@@ -473,15 +473,15 @@ vectorized! {
 }
 }
 
-/// `c = a w` (`a` is `rows x k`, `w` is `k x n`, both row-major) through
-/// the AVX-512 micro-kernel where it applies (it reads `w` in place; the
-/// `gemm` crate packs all of it again on every call, which at batch 1 cost
-/// more than the multiplies), else the `gemm` crate; `zeros` holds `n`
-/// zeros, the micro-kernel's bias.
-fn product(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32], zeros: &[f32]) {
-    let plain = Epilogue { bias: zeros, relu: false, affine: None };
-    if !super::micro::gemm(a, rows, k, w, n, c, &plain) {
-        matmul(Mat::new(a, rows, k), Mat::new(w, k, n), c, false, Par::Seq);
+/// `c = a w` (row `i` of `a`, `k` values, at `i * lda`; `w` is `k x n`
+/// row-major) through the AVX-512 micro-kernel where it applies (it reads
+/// `w` in place; the `gemm` crate packs all of it again on every call, which
+/// at batch 1 cost more than the multiplies), else the `gemm` crate; `zeros`
+/// holds `n` zeros, the micro-kernel's bias.
+#[allow(clippy::too_many_arguments)]
+fn product(a: &[f32], rows: usize, k: usize, lda: usize, w: &[f32], n: usize, c: &mut [f32], zeros: &[f32]) {
+    if !super::micro::gemm_cols(a, rows, k, lda, w, n, 0..n, c, n, &Epilogue::plain(zeros)) {
+        matmul(Mat { data: a, rows, cols: k, rs: lda, cs: 1 }, Mat::new(w, k, n), c, false, Par::Seq);
     }
 }
 
@@ -494,7 +494,7 @@ fn multiply(g: &ConvGeom, v: &Variant, u: &[f32], vv: &[f32], n: usize, m: &mut 
             let (a, c) = (&vv[xi * n * cn..][..n * cn], &mut m[xi * n * kn..][..n * kn]);
             for cols in panels(kn) {
                 let w = cols.len();
-                let plain = Epilogue { bias: &zeros[..w], relu: false, affine: None };
+                let plain = Epilogue::plain(&zeros[..w]);
                 let done = super::micro::gemm_cols(
                     a,
                     n,
@@ -516,6 +516,7 @@ fn multiply(g: &ConvGeom, v: &Variant, u: &[f32], vv: &[f32], n: usize, m: &mut 
         product(
             &vv[xi * n * cn..][..n * cn],
             n,
+            cn,
             cn,
             &u[xi * cn * kn..][..cn * kn],
             kn,
@@ -564,10 +565,11 @@ pub fn forward(
 /// instead: whoever owns the kernel clears the cache whenever it may have
 /// been written (the network does in `params_mut` and `load_tensors`, the
 /// only ways to write its weights). A hit also needs the same variant, shape
-/// and kernel buffer (address and length), so another kernel is never served.
+/// and kernel buffer (its address; the variant and shape fix its length), so
+/// another kernel is never served.
 #[derive(Clone, Debug, Default)]
 pub struct FilterCache {
-    key: Option<(&'static str, usize, usize, usize, usize)>,
+    key: Option<(&'static str, usize, usize, usize)>,
     u: Vec<f32>,
 }
 
@@ -580,7 +582,7 @@ impl FilterCache {
     /// `U` of `kernel` in variant `v`, transformed again only if the key
     /// changed or the cache was cleared since the last call.
     fn filters(&mut self, g: &ConvGeom, v: &Variant, kernel: &[f32]) -> &[f32] {
-        let key = Some((v.name, g.in_c, g.out_c, kernel.as_ptr() as usize, kernel.len()));
+        let key = Some((v.name, g.in_c, g.out_c, kernel.as_ptr() as usize));
         if self.key != key {
             self.u.resize(v.t * v.t * g.in_c * g.out_c, 0.0);
             filter_transform_into(g, v, kernel, &mut self.u);
@@ -664,7 +666,7 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
                 with_scratch(t * t * n * cw, |m| {
                     for xi in 0..t * t {
                         let (a, c) = (&vv[xi * cn..], &mut m[xi * n * cw..][..n * cw]);
-                        let plain = Epilogue { bias: &zeros[..cw], relu: false, affine: None };
+                        let plain = Epilogue::plain(&zeros[..cw]);
                         let w = panel(g, u, xi, cols);
                         let done = super::micro::gemm_cols(a, n, cn, t * t * cn, w, cw, 0..cw, c, cw, &plain);
                         assert!(done, "winograd: the micro-kernel serves this product (checked by the caller)");
@@ -797,17 +799,6 @@ vectorized! {
     }
 }
 
-/// `c = a w` with row `i` of `a` (`rows x k`) at `i * lda` and `w` (`k x n`)
-/// row-major: [`product`] for a strided `a`.
-#[allow(clippy::too_many_arguments)]
-fn product_strided(a: &[f32], rows: usize, k: usize, lda: usize, w: &[f32], n: usize, c: &mut [f32], zeros: &[f32]) {
-    let plain = Epilogue { bias: zeros, relu: false, affine: None };
-    if !super::micro::gemm_cols(a, rows, k, lda, w, n, 0..n, c, n, &plain) {
-        let a = Mat { data: a, rows, cols: k, rs: lda, cs: 1 };
-        matmul(a, Mat::new(w, k, n), c, false, Par::Seq);
-    }
-}
-
 /// Tiles of one round of [`backward_tiles`]: whole images, about this many.
 /// A round's `dU` GEMMs run over all its tiles at once: rounds of 64, 128,
 /// 256, 512 and 1024 tiles gave conv 4's F(4x4) backward 103, 98, 84, 79 and
@@ -861,9 +852,11 @@ fn backward_tiles(
         db.iter_mut().zip(q).for_each(|(s, v)| *s += v);
     }
     dbias.iter_mut().zip(&db).for_each(|(b, &v)| *b = v as f32);
-    // dU lives in the layer's kept buffer; the first round writes it whole.
-    sized_partials(partials, 1, xis * cn * kn);
+    // dU lives in the layer's kept buffer (the direct path keeps its
+    // per-group partials there); the first round writes it whole.
+    partials.resize_with(1, Vec::new);
     let du = &mut partials[0];
+    du.resize(xis * cn * kn, 0.0);
     if let Some(dx) = dx.as_deref_mut() {
         assert_eq!(dx.len(), x.len());
         dx.fill(0.0);
@@ -897,7 +890,7 @@ fn backward_tiles(
                 let dm_xi = Mat { data: &dm[xi * kn..], rows: n, cols: kn, rs: xis * kn, cs: 1 };
                 matmul(v_xi.t(), dm_xi, du_xi, i0 > 0, Par::Seq);
                 if want_dx {
-                    product_strided(&dm[xi * kn..], n, kn, xis * kn, &ut[xi * kn * cn..][..kn * cn], cn, dv_xi, &zeros);
+                    product(&dm[xi * kn..], n, kn, xis * kn, &ut[xi * kn * cn..][..kn * cn], cn, dv_xi, &zeros);
                 }
             });
             // 3. Image by image.
@@ -911,28 +904,18 @@ fn backward_tiles(
             }
         });
     }
-    filter_gradient(g, v, partials, dkernel);
+    filter_gradient(g, v, &partials[0], dkernel);
 }
 
-/// `dkernel = G^T dU G` with `dU` the sum of the groups' `partials` in group
-/// order, in one pass over them, in parallel over the input channels (summed
-/// first, on one thread, they were 10 % of conv 4's backward).
-fn filter_gradient(g: &ConvGeom, v: &Variant, partials: &[Vec<f32>], dkernel: &mut [f32]) {
+/// `dkernel = G^T dU G`, in parallel over the input channels.
+fn filter_gradient(g: &ConvGeom, v: &Variant, du: &[f32], dkernel: &mut [f32]) {
     let (cn, kn, t, r) = (g.in_c, g.out_c, v.t, v.r);
     let xis = t * t;
     let g_adj: Vec<Vec<f32>> = (0..r).map(|i| coefs(v.g, r, i, true)).collect();
     // Channel-major ([cin][tap][cout]) so that the channels are disjoint chunks.
     let mut by_channel = vec![0.0f32; cn * r * r * kn];
     by_channel.par_chunks_mut(r * r * kn).enumerate().for_each(|(c, dk)| {
-        let mut du = vec![0.0f32; xis * kn];
-        for (xi, run) in du.chunks_exact_mut(kn).enumerate() {
-            let at = (xi * cn + c) * kn;
-            run.copy_from_slice(&partials[0][at..][..kn]);
-            for p in &partials[1..] {
-                run.iter_mut().zip(&p[at..][..kn]).for_each(|(s, v)| *s += v);
-            }
-        }
-        let runs = gather(xis, |xi| &du[xi * kn..][..kn]);
+        let runs = gather(xis, |xi| &du[(xi * cn + c) * kn..][..kn]);
         let mut tmp = vec![0.0f32; r * t * kn];
         transform2(&g_adj, &g_adj, &runs[..xis], t, &mut tmp, kn, |ky, kx, row, rx| {
             combine(rx, row, &mut dk[(ky * r + kx) * kn..][..kn]);
