@@ -144,20 +144,12 @@ pub fn gemm_par(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [
     if rows < 16 * MR && panels >= 2 * threads {
         let per = panels.div_ceil(2 * threads) * 64;
         let jobs: Vec<Range<usize>> = (0..n).step_by(per).map(|c0| c0..n.min(c0 + per)).collect();
-        let outs: Vec<Vec<f32>> = jobs
-            .par_iter()
-            .map(|cols| {
-                let mut out = vec![0.0f32; rows * cols.len()];
-                let done = gemm_cols(a, rows, k, k, w, n, cols.clone(), &mut out, cols.len(), &plain);
-                assert!(done, "served (checked above)");
-                out
-            })
-            .collect();
-        for (cols, out) in jobs.iter().zip(&outs) {
-            for (row, o) in c.chunks_exact_mut(n).zip(out.chunks_exact(cols.len())) {
-                row[cols.clone()].copy_from_slice(o);
-            }
-        }
+        par_column_blocks(c, n, &jobs, |cols| {
+            let mut out = vec![0.0f32; rows * cols.len()];
+            let done = gemm_cols(a, rows, k, k, w, n, cols.clone(), &mut out, cols.len(), &plain);
+            assert!(done, "served (checked above)");
+            out
+        });
     } else {
         let per = rows.div_ceil(4 * threads).next_multiple_of(MR);
         c.par_chunks_mut(per * n).enumerate().for_each(|(j, cj)| {
@@ -167,6 +159,26 @@ pub fn gemm_par(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [
         });
     }
     true
+}
+
+/// Runs `job(cols)` for each column range of `jobs` on rayon's pool, each
+/// returning its `[rows, cols.len()]` block, and copies the blocks into the
+/// rows of `c` (`n` values each): a product split by output channels, each
+/// job reading only its columns of the weights ([`gemm_par`], Winograd at
+/// batch 1).
+pub fn par_column_blocks(
+    c: &mut [f32],
+    n: usize,
+    jobs: &[Range<usize>],
+    job: impl Fn(&Range<usize>) -> Vec<f32> + Sync,
+) {
+    use rayon::prelude::*;
+    let blocks: Vec<Vec<f32>> = jobs.par_iter().map(&job).collect();
+    for (cols, block) in jobs.iter().zip(&blocks) {
+        for (row, b) in c.chunks_exact_mut(n).zip(block.chunks_exact(cols.len())) {
+            row[cols.clone()].copy_from_slice(b);
+        }
+    }
 }
 
 /// A batch of NHWC images with the conv's zero padding already in place: every

@@ -658,29 +658,18 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
             .enumerate()
             .for_each(|(i, chunk)| input_transform(g, v, x, i * per, chunk.len() / (t * t * cn), chunk, false));
         let vv = &*vv;
-        let outs: Vec<Vec<f32>> = jobs
-            .par_iter()
-            .map(|cols| {
-                let cw = cols.len();
-                let mut out = vec![0.0f32; batch * g.out_h * g.out_w * cw];
-                with_scratch(t * t * n * cw, |m| {
-                    for xi in 0..t * t {
-                        let (a, c) = (&vv[xi * cn..], &mut m[xi * n * cw..][..n * cw]);
-                        let plain = Epilogue::plain(&zeros[..cw]);
-                        let w = panel(g, u, xi, cols);
-                        let done = super::micro::gemm_cols(a, n, cn, t * t * cn, w, cw, 0..cw, c, cw, &plain);
-                        assert!(done, "winograd: the micro-kernel serves this product (checked by the caller)");
-                    }
-                    output_transform(g, v, &ep.cols(cols.clone()), &al, m, 0, n, &mut out, 0);
-                });
-                out
-            })
-            .collect();
-        for (cols, out) in jobs.iter().zip(&outs) {
-            for (px, o) in y.chunks_exact_mut(kn).zip(out.chunks_exact(cols.len())) {
-                px[cols.clone()].copy_from_slice(o);
-            }
-        }
+        super::micro::par_column_blocks(y, kn, &jobs, |cols| {
+            let cw = cols.len();
+            let mut out = vec![0.0f32; batch * g.out_h * g.out_w * cw];
+            with_scratch(t * t * n * cw, |m| {
+                for xi in 0..t * t {
+                    let c = &mut m[xi * n * cw..][..n * cw];
+                    product(&vv[xi * cn..], n, cn, t * t * cn, panel(g, u, xi, cols), cw, c, &zeros[..cw]);
+                }
+                output_transform(g, v, &ep.cols(cols.clone()), &al, m, 0, n, &mut out, 0);
+            });
+            out
+        });
     });
 }
 
