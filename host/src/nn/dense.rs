@@ -113,15 +113,16 @@ pub fn backward(
     }
 }
 
-/// The transpose of the row-major `rows x cols` matrix `m`.
+/// The transpose of the row-major `rows x cols` matrix `m` (ndarray's copy
+/// into standard layout).
 fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0f32; m.len()];
-    for (i, row) in m.chunks_exact(cols).enumerate().take(rows) {
-        for (j, &v) in row.iter().enumerate() {
-            t[j * rows + i] = v;
-        }
-    }
-    t
+    ndarray::ArrayView2::from_shape((rows, cols), m)
+        .expect("rows x cols values")
+        .t()
+        .as_standard_layout()
+        .into_owned()
+        .into_raw_vec_and_offset()
+        .0
 }
 
 #[cfg(test)]
