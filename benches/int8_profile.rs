@@ -1,9 +1,12 @@
 //! Where batch-1 int8 inference of the full AlexNet-227 spends its time, layer
 //! by layer, on rayon's pool as `host simulate` and the `inference` bench's
-//! `alexnet227_int8_rayon` run it: `cargo bench --bench int8_profile [-- RUNS]`
-//! (default 50). Each layer's figures are its fastest and median time over
-//! the runs, beside the whole run's fastest; `roofline` gives the floors to
-//! hold them to.
+//! `alexnet227_int8_rayon` run it: `cargo bench --bench int8_profile [-- RUNS
+//! [unfused]]` (default 50). Each layer's figures are its fastest and median
+//! time over the runs, beside the whole run's fastest; `roofline` gives the
+//! floors to hold them to. Like the `inference` bench, the engine runs a
+//! Conv2D and a small BatchNormalization after it as one layer (the pair's
+//! time shows on the conv); `unfused` asks for every layer's own output,
+//! as `host simulate` does, so each runs on its own.
 
 use shared::convert::{self, Ranges};
 use shared::engine::{self, Observer};
@@ -13,6 +16,7 @@ use suite::Rng;
 
 /// Each layer's start and its fastest time so far.
 struct Timer {
+    unfused: bool,
     started: Instant,
     fastest: Vec<(Duration, Shape)>,
     this_run: Vec<(Duration, Shape)>,
@@ -31,11 +35,18 @@ impl Observer for Timer {
         }
         self.this_run[index] = (took, shape);
     }
+    /// Only times, unless asked for every layer on its own.
+    fn sees_each_output(&self) -> bool {
+        self.unfused
+    }
 }
 
 fn main() {
-    let runs: usize =
-        std::env::args().skip(1).find(|a| !a.starts_with('-')).map(|a| a.parse().expect("RUNS: a count")).unwrap_or(50);
+    let runs: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-') && a != "unfused")
+        .map(|a| a.parse().expect("RUNS: a count"))
+        .unwrap_or(50);
     let spec = spec::alexnet(227, 1000).expect("alexnet spec");
     let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     let params = suite::random_params(&spec, &mut rng);
@@ -49,7 +60,9 @@ fn main() {
     let mut arena = vec![0u8; prepared.plan().arena_bytes];
     let mut input = vec![0u8; image.len()];
     engine::quantize_input(&image, model.input, &mut input).expect("input");
-    let mut timer = Timer { started: Instant::now(), fastest: Vec::new(), this_run: Vec::new(), all: Vec::new() };
+    let unfused = std::env::args().skip(1).any(|a| a == "unfused");
+    let mut timer =
+        Timer { unfused, started: Instant::now(), fastest: Vec::new(), this_run: Vec::new(), all: Vec::new() };
     let mut whole = Duration::MAX;
     for _ in 0..runs {
         let t = Instant::now();

@@ -38,6 +38,7 @@ pub struct LayerRun {
     pub shape: Shape,
     pub nanos: u64,
     pub macs: u64,
+    /// FNV-1a of the output bytes; 0 in an accuracy run over a folder, which hashes nothing.
     pub hash: u64,
     /// The output bytes, when asked for.
     pub bytes: Option<Vec<u8>>,
@@ -56,6 +57,9 @@ pub struct SimRun {
 
 struct Recorder<'m> {
     model: &'m QuantModel<'m>,
+    /// Hash each layer's output (for comparison with a device); without,
+    /// the engine may fuse layers and `hash` stays 0.
+    hash: bool,
     keep_bytes: bool,
     started: Instant,
     layers: Vec<LayerRun>,
@@ -76,9 +80,12 @@ impl Observer for Recorder<'_> {
             shape,
             nanos,
             macs: layer.macs(input, out),
-            hash: shared::protocol::fnv1a64(output),
+            hash: if self.hash { shared::protocol::fnv1a64(output) } else { 0 },
             bytes: self.keep_bytes.then(|| output.to_vec()),
         });
+    }
+    fn sees_each_output(&self) -> bool {
+        self.hash || self.keep_bytes
     }
 }
 
@@ -95,12 +102,20 @@ pub fn simulate(model: &QuantModel, input: &[u8], keep_layer_bytes: bool) -> Res
     simulate_prepared(&prepare(model)?, input, keep_layer_bytes)
 }
 
-/// Run one example through an already prepared model.
+/// Run one example through an already prepared model, every layer's output
+/// hashed (and kept, if asked) for comparison with a device run.
 pub fn simulate_prepared(prepared: &Prepared<'_>, input: &[u8], keep_layer_bytes: bool) -> Result<SimRun> {
+    run_recorded(prepared, input, true, keep_layer_bytes)
+}
+
+/// [`simulate_prepared`], hashing the layers' outputs only if `hash` (an
+/// accuracy run needs the output and the times: the engine may then fuse a
+/// Conv2D with its BatchNormalization).
+fn run_recorded(prepared: &Prepared<'_>, input: &[u8], hash: bool, keep_layer_bytes: bool) -> Result<SimRun> {
     let model = prepared.model();
     let arena_bytes = prepared.plan().arena_bytes;
     let mut arena = vec![0u8; arena_bytes];
-    let mut rec = Recorder { model, keep_bytes: keep_layer_bytes, started: Instant::now(), layers: Vec::new() };
+    let mut rec = Recorder { model, hash, keep_bytes: keep_layer_bytes, started: Instant::now(), layers: Vec::new() };
     let output = engine::run_with(prepared, input, &mut arena, &mut rec, &RayonPool)
         .map_err(|e| anyhow!("engine: {e}"))?
         .to_vec();
@@ -163,7 +178,7 @@ pub fn simulate_folder(model: &QuantModel, dir: &Path) -> Result<FolderAccuracy>
     let (mut correct, mut images, mut nanos) = (0usize, 0usize, 0u64);
     for (path, label) in data.files() {
         let input = image_input(model, path)?;
-        let run = simulate_prepared(&prepared, &input, false)?;
+        let run = run_recorded(&prepared, &input, false, false)?;
         nanos += run.layers.iter().map(|l| l.nanos).sum::<u64>();
         correct += usize::from(shared::numeric::argmax(run.logits.iter().copied()) == Some(*label));
         images += 1;

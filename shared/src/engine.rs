@@ -64,6 +64,17 @@ pub trait Observer {
     fn layer_rows(&mut self, index: usize, shape: Shape, first_row: usize, rows: &[u8]) {
         let _ = (index, shape, first_row, rows);
     }
+    /// Whether this observer reads every layer's own output in
+    /// [`Observer::layer_done`] (the default). One that only times or counts
+    /// layers says no, and the engine may then run an int8 Conv2D and the
+    /// BatchNormalization after it as one layer where the CPU's kernel can
+    /// (the BatchNormalization in the conv's output stage, one pass instead
+    /// of two): the conv's `layer_done` then gets the pair's output, and
+    /// the BatchNormalization's comes straight after. The model's output
+    /// bytes are the same either way.
+    fn sees_each_output(&self) -> bool {
+        true
+    }
 }
 
 /// Runs independent jobs, possibly on several threads: the engine's only
@@ -164,7 +175,11 @@ fn share(n: usize, jobs: usize, i: usize) -> (usize, usize) {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoObserver;
 
-impl Observer for NoObserver {}
+impl Observer for NoObserver {
+    fn sees_each_output(&self) -> bool {
+        false
+    }
+}
 
 /// A byte range of the arena, relative to its (aligned) start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -923,14 +938,71 @@ fn run_layers<'a>(
     }
     let data = model.layer_data();
     let mut last = first;
+    let fuse = !observer.sees_each_output();
+    let mut fused = false;
     for ((i, _, _, out), (lp, step)) in model.spec.shapes().zip(p.layers().iter().zip(&prepared.steps)) {
         observer.layer_start(i);
-        run_layer(model.precision, i, *step, data[i].weights, work, scratch, lp, par)?;
+        if fused {
+            // This BatchNormalization ran in the conv before it.
+            fused = false;
+        } else if let Some(then) = fuse.then(|| batch_norm_after(prepared, i)).flatten() {
+            run_conv_then_batch_norm(*step, data[i].weights, &then, work, lp, par);
+            fused = true;
+        } else {
+            run_layer(model.precision, i, *step, data[i].weights, work, scratch, lp, par)?;
+        }
         last = lp.output;
         observer.layer_done(i, out, &work[last.offset..last.end()]);
     }
     let arena: &'a [u8] = arena;
     Ok(&arena[base + last.offset..base + last.end()])
+}
+
+/// The BatchNormalization that layer `i`, an int8 Conv2D, may apply in its
+/// output stage: layer `i + 1` is one, works in place on the conv's output
+/// (so nothing else reads the conv's own bytes), and this CPU's kernel for
+/// the conv fuses it ([`k8::fuses_batch_norm`]).
+fn batch_norm_after<'m>(prepared: &Prepared<'m>, i: usize) -> Option<k8::ThenBatchNorm<'m>> {
+    let (Step::Conv { g, prm, relu, six }, Step::BatchNorm { prm: bn_prm }) =
+        (prepared.steps[i], *prepared.steps.get(i + 1)?)
+    else {
+        return None;
+    };
+    let layers = prepared.plan.layers();
+    let (conv, bn) = (layers[i], *layers.get(i + 1)?);
+    let data = prepared.model.layer_data();
+    let (LayerWeights::Int8(_), LayerWeights::Int8(w)) = (data[i].weights, data[i + 1].weights) else {
+        return None;
+    };
+    let in_place = bn.input == conv.output && bn.output == conv.output;
+    // Tensor i + 1 is layer i's output.
+    let reads_conv = prepared.model.spec.inputs()[i + 1].is_stack(i + 1);
+    (in_place
+        && reads_conv
+        && w.weights.len() == g.out_c
+        && k8::fuses_batch_norm(&g, &with_constant_clamp(prm, relu, six)))
+    .then_some(k8::ThenBatchNorm { p: with_constant_clamp(bn_prm, false, false), w })
+}
+
+/// An int8 Conv2D and the BatchNormalization [`batch_norm_after`] found for
+/// it, as one layer: split by output pixels as [`run_layer`] splits the conv.
+fn run_conv_then_batch_norm(
+    step: Step,
+    weights: LayerWeights<'_>,
+    then: &k8::ThenBatchNorm<'_>,
+    work: &mut [u8],
+    lp: &LayerPlan,
+    par: &dyn Parallel,
+) {
+    let (Step::Conv { g, prm, relu, six }, LayerWeights::Int8(w)) = (step, weights) else {
+        return;
+    };
+    let prm = with_constant_clamp(prm, relu, six);
+    let (src, dst) = split(work, lp.input, lp.output);
+    let (x, pixels) = (as_i8(src), g.out_h * g.out_w);
+    split_jobs(par, par.jobs().min(pixels).max(1), pixels, g.out_c, as_i8_mut(dst), &|first, part| {
+        k8::conv2d_pixels(&g, &prm, &w, x, part, first, Some(then))
+    });
 }
 
 /// Fewest pixels per BatchNormalization job: below this a thread hand-off
@@ -1011,7 +1083,7 @@ pub(crate) fn run_layer(
                     // them, else by whole rows, else not at all.
                     if par.jobs().min(pixels) > 1 && k8::can_split_conv_pixels(&g, &prm) {
                         split_jobs(par, par.jobs().min(pixels), pixels, g.out_c, as_i8_mut(dst), &|first, part| {
-                            k8::conv2d_pixels(&g, &prm, &w, x, part, first)
+                            k8::conv2d_pixels(&g, &prm, &w, x, part, first, None)
                         });
                     } else if par.jobs().min(g.out_h) > 1 && k8::can_split_conv(&g) {
                         split_jobs(

@@ -46,6 +46,54 @@ impl Observer for Record {
     }
 }
 
+/// A [`Record`] that tells the engine it does not look at each layer's own
+/// output, so the engine may fuse a Conv2D and the BatchNormalization after it.
+#[derive(Default)]
+struct Blind(Record);
+
+impl Observer for Blind {
+    fn layer_start(&mut self, index: usize) {
+        self.0.layer_start(index);
+    }
+    fn layer_done(&mut self, index: usize, shape: Shape, output: &[u8]) {
+        self.0.layer_done(index, shape, output);
+    }
+    fn sees_each_output(&self) -> bool {
+        false
+    }
+}
+
+/// Run `m` with a [`Blind`] observer and check it against the seeing run
+/// `seen` (output `out`): the same output bytes and the same layer calls,
+/// every layer's bytes the same but where a Conv2D ran fused, whose bytes
+/// are the BatchNormalization's after it. Returns how many convs fused.
+fn check_fused_run(m: &OwnedModel, input: &[u8], out: &[u8], seen: &Record) -> Result<usize, TestCaseError> {
+    let view = m.view();
+    let prepared = engine::prepare(&view).unwrap();
+    let mut arena = vec![0u8; prepared.plan().arena_bytes];
+    let mut blind = Blind::default();
+    let got = engine::run(&prepared, input, &mut arena, &mut blind).unwrap().to_vec();
+    prop_assert_eq!(&got, out);
+    prop_assert_eq!(&blind.0.started, &seen.started);
+    prop_assert_eq!(blind.0.done.len(), seen.done.len());
+    let layers = m.spec.layers();
+    let mut fused = 0;
+    for (i, (b, s)) in blind.0.done.iter().zip(&seen.done).enumerate() {
+        prop_assert_eq!((b.0, b.1), (s.0, s.1));
+        if b.2 != s.2 {
+            let next = seen.done.get(i + 1).map(|n| &n.2);
+            prop_assert!(
+                matches!(layers[i], Layer::Conv2D(_))
+                    && matches!(layers.get(i + 1), Some(Layer::BatchNorm { .. }))
+                    && Some(&b.2) == next,
+                "layer {i}: bytes differ without a fusion"
+            );
+            fused += 1;
+        }
+    }
+    Ok(fused)
+}
+
 fn i8s(b: &[u8]) -> Vec<i8> {
     b.iter().map(|&x| x as i8).collect()
 }
@@ -229,6 +277,7 @@ fn run_recorded(m: &OwnedModel, input: &[u8]) -> (Vec<u8>, Record) {
 
 fn check_int8_layers(m: &OwnedModel, input: &[u8]) -> Result<(), TestCaseError> {
     let (out, rec) = run_recorded(m, input);
+    check_fused_run(m, input, &out, &rec)?;
     let n = m.spec.layers().len();
     prop_assert_eq!(&rec.started, &(0..n).collect::<Vec<_>>());
     prop_assert_eq!(rec.done.len(), n);
@@ -766,9 +815,19 @@ fn alexnet_micro_runs_int8_and_f16() {
     engine::quantize_input(&x, m.input, &mut input).unwrap();
     let mut arena = vec![0u8; plan.arena_bytes];
     let mut rec = Record::default();
-    let out = engine::run(&engine::prepare(&view).unwrap(), &input, &mut arena, &mut rec).unwrap();
+    let out = engine::run(&engine::prepare(&view).unwrap(), &input, &mut arena, &mut rec).unwrap().to_vec();
     assert_eq!(out.len(), 10);
     assert_eq!(rec.done.len(), spec.layers().len());
+    // Unobserved, the Conv2D + BatchNormalization pairs run as one where the
+    // CPU has the fusing kernel (x86 with AVX-512 VNNI), with the same output
+    // bytes: conv 2 to 5 (11x11 and 5x5 outputs); conv 1's 23x23 output keeps
+    // its separate, tabled BatchNormalization.
+    let fused = check_fused_run(&m, &input, &out, &rec).unwrap();
+    #[cfg(x86_simd)]
+    if shared::kernels::x86::has_vnni() {
+        assert_eq!(fused, 4);
+    }
+    let _ = fused;
     let f = convert::convert_f16(&spec, &views(&p)).unwrap();
     let fplan = engine::plan(&f.view());
     assert_eq!(fplan.scratch_bytes, 0);

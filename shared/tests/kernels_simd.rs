@@ -39,6 +39,24 @@ impl Raw {
                 .collect(),
         }
     }
+    /// A BatchNormalization's parameters over its whole domain: zero scales,
+    /// biases and multipliers at the i32 extremes, any shift the engine accepts.
+    fn batch_norm(rng: &mut Rng, c: usize) -> Raw {
+        let pick = |rng: &mut Rng, edge: [i32; 4]| {
+            if rng.int(0, 4) == 0 {
+                edge[rng.int(0, 3) as usize]
+            } else {
+                rng.next_u64() as i32
+            }
+        };
+        Raw {
+            weights: (0..c).map(|_| if rng.int(0, 2) == 0 { 0 } else { rng.i8() }).collect(),
+            scales: vec![1.0; c],
+            bias: (0..c).map(|_| pick(rng, [i32::MIN, i32::MAX, 0, -1])).collect(),
+            multiplier: (0..c).map(|_| pick(rng, [i32::MIN, i32::MAX, 1 << 30, 0])).collect(),
+            shift: (0..c).map(|_| rng.int(-31, 30)).collect(),
+        }
+    }
     fn view(&self) -> Int8Weights<'_> {
         Int8Weights {
             weights: &self.weights,
@@ -95,7 +113,7 @@ fn conv_variants() -> Vec<(&'static str, Conv8)> {
             }));
             v.push(("vnni-patches", |g, p, w, x, o| {
                 if x86::int8::patches_fit(g, p) {
-                    unsafe { x86::int8::conv2d_vnni_patch_pixels(g, p, w, x, o, 0) }
+                    unsafe { x86::int8::conv2d_vnni_patch_pixels(g, p, w, x, o, 0, None) }
                 } else {
                     unsafe { x86::int8::conv2d_vnni(g, p, w, x, o) }
                 }
@@ -136,6 +154,22 @@ fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError>
         let mut got = vec![0x55i8; g.output_len()];
         f(g, &p, &raw.view(), &x, &mut got);
         prop_assert!(got == want, "{name} differs: {g:?} {p:?}");
+    }
+    // The engine's fused Conv2D + BatchNormalization, whole and cut in two
+    // at an odd pixel: the conv's bytes, then the plain BatchNormalization.
+    if k8::can_split_conv_pixels(g, &p) {
+        let bn = Raw::batch_norm(&mut rng, g.out_c);
+        let then = k8::ThenBatchNorm { p: params(&mut rng, false), w: bn.view() };
+        k8::batch_norm_in_place(&then.p, &then.w, &mut want);
+        let pixels = g.out_h * g.out_w;
+        for cut in [0, pixels / 2 | 1] {
+            let cut = cut.min(pixels);
+            let mut got = vec![0x55i8; g.output_len()];
+            let (a, b) = got.split_at_mut(cut * g.out_c);
+            k8::conv2d_pixels(g, &p, &raw.view(), &x, a, 0, Some(&then));
+            k8::conv2d_pixels(g, &p, &raw.view(), &x, b, cut, Some(&then));
+            prop_assert!(got == want, "fused batch norm differs: {g:?} {p:?} cut at {cut}");
+        }
     }
     Ok(())
 }
@@ -281,15 +315,8 @@ proptest! {
         // More than 256 pixels: the x86 kernel tables each channel's 256 results.
         let pixels = if many { 250 + 7 * pixels } else { pixels };
         let mut rng = Rng::new(seed);
-        let pick = |rng: &mut Rng, edge: [i32; 4]| {
-            if rng.int(0, 4) == 0 { edge[rng.int(0, 3) as usize] } else { rng.next_u64() as i32 }
-        };
-        let weights: Vec<i8> = (0..c).map(|_| if rng.int(0, 2) == 0 { 0 } else { rng.i8() }).collect();
-        let bias: Vec<i32> = (0..c).map(|_| pick(&mut rng, [i32::MIN, i32::MAX, 0, -1])).collect();
-        let multiplier: Vec<i32> = (0..c).map(|_| pick(&mut rng, [i32::MIN, i32::MAX, 1 << 30, 0])).collect();
-        let shift: Vec<i32> = (0..c).map(|_| rng.int(-31, 30)).collect();
-        let scales = vec![1.0; c];
-        let w = Int8Weights { weights: &weights, weight_scale: &scales, bias: &bias, multiplier: &multiplier, shift: &shift };
+        let raw = Raw::batch_norm(&mut rng, c);
+        let w = raw.view();
         let p = params(&mut rng, relu);
         let x = rng.i8s(pixels * c);
         let mut want = x.clone();

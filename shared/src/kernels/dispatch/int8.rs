@@ -7,9 +7,9 @@ use crate::geometry::{ConvGeom, PoolGeom};
 use crate::kernels::arm;
 #[cfg(not(arm_dsp))]
 use crate::kernels::generic::int8::batch_norm_in_place;
-use crate::kernels::generic::int8::Int8Params;
 #[cfg(not(arm_dsp))]
 use crate::kernels::generic::int8::{conv2d_portable, dense_portable};
+use crate::kernels::generic::int8::{Int8Params, ThenBatchNorm};
 #[cfg(all(feature = "std", x86_simd))]
 use crate::kernels::x86::{self, int8 as x86_8};
 use crate::model::Int8Weights;
@@ -140,18 +140,41 @@ pub fn can_split_conv_pixels(g: &ConvGeom, p: &Int8Params) -> bool {
     false
 }
 
+/// Whether [`conv2d_pixels`] should run this layer with the
+/// BatchNormalization after it ([`ThenBatchNorm`]) on this CPU: it can
+/// ([`can_split_conv_pixels`]), and that saves time, which it does unless
+/// the separate BatchNormalization would look its values up in per-channel
+/// tables (a large tensor with few channels, like AlexNet's conv1 and conv2).
+pub fn fuses_batch_norm(g: &ConvGeom, p: &Int8Params) -> bool {
+    #[cfg(all(feature = "std", x86_simd))]
+    if can_split_conv_pixels(g, p) && !x86_8::batch_norm_tables(g.out_h * g.out_w, g.out_c) {
+        return true;
+    }
+    let _ = (g, p);
+    false
+}
+
 /// Output pixels `first..` (row-major) of [`conv2d`](crate::kernels::generic::int8::conv2d)
-/// (`output` holds whole pixels), the same bytes as the full kernel. Panics
-/// unless [`can_split_conv_pixels`].
-pub fn conv2d_pixels(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8], first: usize) {
+/// (`output` holds whole pixels), the same bytes as the full kernel, and
+/// with `then` the bytes of that BatchNormalization applied to them after
+/// (it has `g.out_c` channels; asserted). Panics unless [`can_split_conv_pixels`].
+pub fn conv2d_pixels(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    input: &[i8],
+    output: &mut [i8],
+    first: usize,
+    then: Option<&ThenBatchNorm<'_>>,
+) {
     assert!(can_split_conv_pixels(g, p), "conv2d_pixels: not supported on this CPU");
     #[cfg(all(feature = "std", x86_simd))]
     // SAFETY: `can_split_conv_pixels` checked AVX-512F/BW/VNNI and that the patches fit.
     unsafe {
-        x86_8::conv2d_vnni_patch_pixels(g, p, w, input, output, first)
+        x86_8::conv2d_vnni_patch_pixels(g, p, w, input, output, first, then)
     }
     #[cfg(not(all(feature = "std", x86_simd)))]
-    let _ = (w, input, output, first);
+    let _ = (w, input, output, first, then);
 }
 
 /// Whether [`dense_units`] is available on this CPU.

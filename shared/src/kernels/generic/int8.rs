@@ -296,6 +296,17 @@ fn bn_one(x: i8, c: usize, p: &Int8Params, w: &Int8Weights<'_>) -> i8 {
     requantize(acc, w.multiplier[c], w.shift[c], p)
 }
 
+/// A BatchNormalization applied in the output stage of the Conv2D before it
+/// (its input is that conv's output, its `p` the no-activation clamp): the
+/// bytes of [`batch_norm_in_place`] on the conv's output, without a second
+/// pass over the tensor. The engine fuses the pair only when no observer
+/// looks at the conv's own output, since it never exists.
+#[derive(Clone, Copy, Debug)]
+pub struct ThenBatchNorm<'a> {
+    pub p: Int8Params,
+    pub w: Int8Weights<'a>,
+}
+
 /// BatchNormalization as a per-channel int8 affine (the channel is the last
 /// axis): `y = clamp(out_zp + MBQM(w[c] * (x - in_zp) + bias[c]))`.
 ///

@@ -31,7 +31,9 @@
 use core::arch::x86_64::*;
 
 use crate::geometry::ConvGeom;
-use crate::kernels::generic::int8::{check_conv, check_dense, conv2d_portable, dense_portable, requantize, Int8Params};
+use crate::kernels::generic::int8::{
+    check_conv, check_dense, conv2d_portable, dense_portable, requantize, Int8Params, ThenBatchNorm,
+};
 use crate::kernels::generic::pool::for_each_window;
 use crate::model::Int8Weights;
 
@@ -114,6 +116,11 @@ fn reduce16(v: [__m512i; 16]) -> __m512i {
 /// [`requantize`] on 16 lanes, bit for bit: `MultiplyByQuantizedMultiplier`
 /// (saturating left shift, SRDHM with its one saturating case, RDBPOT),
 /// saturating `+ out_zp`, clamp. Returns the 16 results as i32.
+///
+/// The cases that need extra work are tested for once per call and skipped
+/// when no lane has them: a left shift (valid conv and BN multipliers shift
+/// right), the multiplier `i32::MIN`, and a zero point so far out that
+/// moving the clamp bounds by it would overflow.
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn requantize16(x: __m512i, m: __m512i, shift: __m512i, p: &Int8Params) -> __m512i {
@@ -121,31 +128,28 @@ fn requantize16(x: __m512i, m: __m512i, shift: __m512i, p: &Int8Params) -> __m51
     let min = _mm512_set1_epi32(i32::MIN);
     let max = _mm512_set1_epi32(i32::MAX);
     // Saturating x * 2^left, left = clamp(shift, 0, 31).
-    let left = _mm512_min_epi32(_mm512_max_epi32(shift, zero), _mm512_set1_epi32(31));
-    let sh = _mm512_sllv_epi32(x, left);
-    let ovf = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(sh, left), x);
-    let sat = _mm512_xor_si512(_mm512_srai_epi32::<31>(x), max);
-    let a = _mm512_mask_blend_epi32(ovf, sh, sat);
-    // SRDHM(a, m): (a*m + nudge) / 2^31 truncating, in i64, even and odd lanes.
-    let srdhm64 = |a: __m512i, b: __m512i| {
-        let ab = _mm512_mul_epi32(a, b);
-        let neg = _mm512_cmplt_epi64_mask(ab, _mm512_setzero_si512());
-        let nudge = _mm512_mask_blend_epi64(neg, _mm512_set1_epi64(1 << 30), _mm512_set1_epi64(1 - (1 << 30)));
-        let v = _mm512_add_epi64(ab, nudge);
-        // Truncating division by 2^31: add 2^31 - 1 to negative values first.
-        let v = _mm512_mask_add_epi64(
-            v,
-            _mm512_cmplt_epi64_mask(v, _mm512_setzero_si512()),
-            v,
-            _mm512_set1_epi64((1 << 31) - 1),
-        );
-        _mm512_srai_epi64::<31>(v)
+    let a = if _mm512_cmpgt_epi32_mask(shift, zero) == 0 {
+        x
+    } else {
+        let left = _mm512_min_epi32(_mm512_max_epi32(shift, zero), _mm512_set1_epi32(31));
+        let sh = _mm512_sllv_epi32(x, left);
+        let ovf = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(sh, left), x);
+        let sat = _mm512_xor_si512(_mm512_srai_epi32::<31>(x), max);
+        _mm512_mask_blend_epi32(ovf, sh, sat)
     };
-    let even = srdhm64(a, m);
-    let odd = srdhm64(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m));
-    let hm = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<32>(odd));
-    let both_min = _mm512_cmpeq_epi32_mask(a, min) & _mm512_cmpeq_epi32_mask(m, min);
-    let hm = _mm512_mask_blend_epi32(both_min, hm, max);
+    // SRDHM(a, m): gemmlowp adds 2^30 (or 1 - 2^30 below zero) to the i64
+    // product and divides by 2^31 truncating; both cases equal
+    // floor((a*m + 2^30) / 2^31), bits 31..62 of the sum: shifted down to
+    // the low half in the even lanes, up to the high half in the odd ones.
+    let half = _mm512_set1_epi64(1 << 30);
+    let even = _mm512_srli_epi64::<31>(_mm512_add_epi64(_mm512_mul_epi32(a, m), half));
+    let odd = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m));
+    let odd = _mm512_slli_epi64::<1>(_mm512_add_epi64(odd, half));
+    let mut hm = _mm512_mask_blend_epi32(0xAAAA, even, odd);
+    let m_min = _mm512_cmpeq_epi32_mask(m, min);
+    if m_min != 0 {
+        hm = _mm512_mask_blend_epi32(m_min & _mm512_cmpeq_epi32_mask(a, min), hm, max);
+    }
     // RDBPOT(hm, right), right = clamp(-shift, 0, 31) (shift >= -31 first, as saturating_neg does).
     let right = _mm512_max_epi32(_mm512_sub_epi32(zero, _mm512_max_epi32(shift, _mm512_set1_epi32(-31))), zero);
     let mask = _mm512_sub_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), right), _mm512_set1_epi32(1));
@@ -153,26 +157,35 @@ fn requantize16(x: __m512i, m: __m512i, shift: __m512i, p: &Int8Params) -> __m51
     let neg = _mm512_srli_epi32::<31>(hm);
     let threshold = _mm512_add_epi32(_mm512_srai_epi32::<1>(mask), neg);
     let up = _mm512_cmpgt_epi32_mask(rem, threshold);
-    let v = _mm512_mask_add_epi32(_mm512_srav_epi32(hm, right), up, _mm512_srav_epi32(hm, right), _mm512_set1_epi32(1));
+    let q = _mm512_srav_epi32(hm, right);
+    let v = _mm512_mask_add_epi32(q, up, q, _mm512_set1_epi32(1));
+    let (lo, hi) = (p.act_min.max(-128), p.act_max.min(127));
+    if let (Some(lo_v), Some(hi_v)) = (lo.checked_sub(p.out_zp), hi.checked_sub(p.out_zp)) {
+        // clamp(v + zp, lo, hi) with a saturating add is clamp(v, lo - zp, hi - zp) + zp
+        // whenever those bounds exist: a saturated sum lands on the same bound.
+        let v = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_set1_epi32(lo_v)), _mm512_set1_epi32(hi_v));
+        return _mm512_add_epi32(v, _mm512_set1_epi32(p.out_zp));
+    }
     // Saturating + out_zp.
     let zp = _mm512_set1_epi32(p.out_zp);
     let sum = _mm512_add_epi32(v, zp);
     let ovf = _mm512_cmplt_epi32_mask(_mm512_and_si512(_mm512_xor_si512(v, sum), _mm512_xor_si512(zp, sum)), zero);
     let sat = _mm512_xor_si512(_mm512_srai_epi32::<31>(v), max);
     let sum = _mm512_mask_blend_epi32(ovf, sum, sat);
-    let lo = _mm512_set1_epi32(p.act_min.max(-128));
-    let hi = _mm512_set1_epi32(p.act_max.min(127));
-    _mm512_min_epi32(_mm512_max_epi32(sum, lo), hi)
+    _mm512_min_epi32(_mm512_max_epi32(sum, _mm512_set1_epi32(lo)), _mm512_set1_epi32(hi))
 }
 
 /// `out[i] = requantize(acc[i] - zc * sw[i] + bias[i], mult[i], shift[i])` for
-/// the `out.len() <= 16` lanes (wrapping i32, as the plain kernel).
+/// the `out.len() <= 16` lanes (wrapping i32, as the plain kernel), then
+/// `then`'s BatchNormalization on those values where the engine fused one
+/// (the same arithmetic as [`batch_norm_in_place_avx512`]).
 ///
 /// # Safety
-/// AVX-512F/BW; `acc` and `sw` have 16 elements; `bias`, `mult`, `shift` at
-/// least `out.len()`.
+/// AVX-512F/BW; `acc` and `sw` have 16 elements; `bias`, `mult`, `shift` (and
+/// `then`'s weights, bias, multiplier, shift) at least `o + out.len()`.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
+#[allow(clippy::too_many_arguments)]
 unsafe fn finish16(
     acc: &[i32; 16],
     sw: &[i32; 16],
@@ -181,6 +194,7 @@ unsafe fn finish16(
     o: usize,
     p: &Int8Params,
     out: &mut [i8],
+    then: Option<&ThenBatchNorm<'_>>,
 ) {
     let n = out.len();
     let k: __mmask16 = if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
@@ -193,7 +207,15 @@ unsafe fn finish16(
         let m = _mm512_maskz_loadu_epi32(k, w.multiplier[o..].as_ptr());
         let sh = _mm512_maskz_loadu_epi32(k, w.shift[o..].as_ptr());
         let a = _mm512_add_epi32(_mm512_sub_epi32(d, _mm512_mullo_epi32(_mm512_set1_epi32(zc), s)), b);
-        let r = requantize16(a, m, sh, p);
+        let mut r = requantize16(a, m, sh, p);
+        if let Some(bn) = then {
+            let wv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, bn.w.weights[o..].as_ptr()));
+            let b = _mm512_maskz_loadu_epi32(k, bn.w.bias[o..].as_ptr());
+            let m = _mm512_maskz_loadu_epi32(k, bn.w.multiplier[o..].as_ptr());
+            let sh = _mm512_maskz_loadu_epi32(k, bn.w.shift[o..].as_ptr());
+            let acc = _mm512_add_epi32(_mm512_mullo_epi32(wv, _mm512_sub_epi32(r, _mm512_set1_epi32(bn.p.in_zp))), b);
+            r = requantize16(acc, m, sh, &bn.p);
+        }
         _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().cast(), k, r);
     }
 }
@@ -343,7 +365,7 @@ pub unsafe fn conv2d_vnni_rows(
 ) {
     // SAFETY (both): this function's contract.
     if patches_fit(g, p) {
-        unsafe { conv2d_vnni_patch_pixels(g, p, w, input, output, oy_first * g.out_w) }
+        unsafe { conv2d_vnni_patch_pixels(g, p, w, input, output, oy_first * g.out_w, None) }
     } else {
         unsafe { conv2d_vnni_clipped_rows(g, p, w, input, output, oy_first) }
     }
@@ -383,7 +405,8 @@ pub fn patches_fit(g: &ConvGeom, p: &Int8Params) -> bool {
 /// conv1 has 33-byte kernel rows: half of every 64-byte load was masked off),
 /// and the correction is one whole-filter weight sum per channel:
 /// `(zp + 128) * w - (128 + zp) * w = 0` for a padding tap, exactly what the
-/// plain kernel's skipped tap adds. The same bytes as the plain kernel.
+/// plain kernel's skipped tap adds. The same bytes as the plain kernel;
+/// with `then`, the bytes of that BatchNormalization run on them after.
 ///
 /// # Safety
 /// As [`conv2d_vnni`]; and [`patches_fit`]`(g, p)` (asserted).
@@ -395,11 +418,19 @@ pub unsafe fn conv2d_vnni_patch_pixels(
     input: &[i8],
     output: &mut [i8],
     first_px: usize,
+    then: Option<&ThenBatchNorm<'_>>,
 ) {
     let total = output.len() / g.out_c.max(1);
     assert!(output.len().is_multiple_of(g.out_c) && first_px + total <= g.out_h * g.out_w, "conv2d: output pixels");
     check_conv_inputs(g, w, input);
     assert!(patches_fit(g, p), "conv2d: patches do not fit");
+    if let Some(bn) = then {
+        let c = bn.w.weights.len();
+        assert!(
+            c == g.out_c && bn.w.bias.len() == c && bn.w.multiplier.len() == c && bn.w.shift.len() == c,
+            "conv2d: the fused BatchNormalization's channels"
+        );
+    }
     let (k, cin) = (g.kernel(), g.in_c);
     let filter = k * k * cin;
     let zc = 128 + p.in_zp;
@@ -431,7 +462,7 @@ pub unsafe fn conv2d_vnni_patch_pixels(
         if broadcast {
             // SAFETY: `n` patches of `stride` bytes in `buf`; `packed` as
             // `pack_for_broadcast` laid it out; CPU features: this function's contract.
-            unsafe { broadcast_patches(g, p, w, &buf[..n * stride], stride, &packed, &sums, out) };
+            unsafe { broadcast_patches(g, p, w, &buf[..n * stride], stride, &packed, &sums, out, then) };
             done += n;
             continue;
         }
@@ -474,7 +505,16 @@ pub unsafe fn conv2d_vnni_patch_pixels(
                         // SAFETY: 16-element views; bias/multiplier/shift have out_c
                         // elements, `m` of them from oc0 + h; AVX-512F/BW: contract.
                         unsafe {
-                            finish16(acc[q][h..h + 16].try_into().unwrap(), &sw, zc, w, oc0 + h, p, &mut out[h..h + m])
+                            finish16(
+                                acc[q][h..h + 16].try_into().unwrap(),
+                                &sw,
+                                zc,
+                                w,
+                                oc0 + h,
+                                p,
+                                &mut out[h..h + m],
+                                then,
+                            )
                         };
                         h += m;
                     }
@@ -576,6 +616,7 @@ unsafe fn broadcast_patches(
     packed: &[i8; PACK_BYTES],
     sums: &[i32; PATCH_MAX_OUT_C],
     out: &mut [i8],
+    then: Option<&ThenBatchNorm<'_>>,
 ) {
     let n = patches.len() / stride;
     let ocp = g.out_c.next_multiple_of(16);
@@ -613,7 +654,7 @@ unsafe fn broadcast_patches(
                     let o = &mut out[(px + q) * g.out_c + oc..][..m];
                     // SAFETY: 16-lane views; bias/multiplier/shift have out_c
                     // elements, `m` of them from `oc`; AVX-512F/BW: contract.
-                    unsafe { finish16(&acc[q][v], &sw, zc, w, oc, p, o) };
+                    unsafe { finish16(&acc[q][v], &sw, zc, w, oc, p, o, then) };
                 }
             }
         }
@@ -764,6 +805,7 @@ pub unsafe fn conv2d_vnni_clipped_rows(
                                     oc0 + h,
                                     p,
                                     &mut out[h..h + n],
+                                    None,
                                 )
                             };
                             h += n;
@@ -788,7 +830,7 @@ pub unsafe fn batch_norm_in_place_avx512(p: &Int8Params, w: &Int8Weights<'_>, da
     let c = w.weights.len();
     assert!(c > 0 && data.len().is_multiple_of(c), "batch_norm: length not a multiple of the channels");
     assert!(w.bias.len() == c && w.multiplier.len() == c && w.shift.len() == c, "batch_norm: channels");
-    if c <= BN_TABLE_CHANNELS && data.len() / c > 256 {
+    if batch_norm_tables(data.len() / c, c) {
         // SAFETY: this function's contract.
         return unsafe { batch_norm_by_table(p, w, data) };
     }
@@ -816,6 +858,15 @@ pub unsafe fn batch_norm_in_place_avx512(p: &Int8Params, w: &Int8Weights<'_>, da
 
 /// Most channels [`batch_norm_by_table`] tables (256 bytes each, on the stack).
 const BN_TABLE_CHANNELS: usize = 256;
+
+/// Whether [`batch_norm_in_place_avx512`] tables each channel's 256 results
+/// for a tensor of `pixels` x `channels`: more pixels than table entries per
+/// channel, and few enough channels for the stack. Where it does, that pass
+/// costs less than requantizing every value again in a conv's output stage,
+/// so the engine keeps the two layers apart.
+pub fn batch_norm_tables(pixels: usize, channels: usize) -> bool {
+    channels <= BN_TABLE_CHANNELS && pixels > 256
+}
 
 /// [`batch_norm_in_place_avx512`] for tensors of more than 256 pixels: each
 /// channel maps an int8 to an int8, so its 256 results are computed once
