@@ -20,7 +20,7 @@ pub mod loss;
 mod micro;
 pub mod pool;
 mod scratch;
-mod wide;
+pub(crate) mod wide;
 pub mod winograd;
 
 pub use error::NnError;
