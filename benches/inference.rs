@@ -92,8 +92,10 @@ fn int8(c: &mut Criterion) {
     bench_engine(c, "alexnet227_int8", &model, &input, &SingleThread);
     // The latency setting: 2 threads (int8 Conv2D/Dense split by rows/units).
     bench_engine(c, "alexnet227_int8_2threads", &model, &input, &ScopedThreads(2));
-    // The same split on rayon's existing pool (what `host simulate` uses): no thread spawn per layer.
-    bench_engine(c, "alexnet227_int8_rayon", &model, &input, &host::simulate::RayonPool);
+    // The same split on rayon's existing pool: no thread spawn per layer, but idle threads sleep.
+    bench_engine(c, "alexnet227_int8_rayon", &model, &input, &host::engine_threads::RayonPool);
+    // On spinning helpers (what `host simulate` uses).
+    bench_engine(c, "alexnet227_int8_spin", &model, &input, host::engine_threads::SpinPool::global());
 }
 
 fn f16(c: &mut Criterion) {
@@ -103,7 +105,8 @@ fn f16(c: &mut Criterion) {
     engine::encode_f16_input(&fx.image, &mut input).expect("input");
     bench_engine(c, "alexnet227_f16", &model, &input, &SingleThread);
     // Conv2D split by rows and Dense by units on rayon's pool, as int8's.
-    bench_engine(c, "alexnet227_f16_rayon", &model, &input, &host::simulate::RayonPool);
+    bench_engine(c, "alexnet227_f16_rayon", &model, &input, &host::engine_threads::RayonPool);
+    bench_engine(c, "alexnet227_f16_spin", &model, &input, host::engine_threads::SpinPool::global());
 }
 
 /// The float executors on the host: `host::nn` (as `eval`/`predict` run it) and

@@ -1,12 +1,13 @@
 //! Where batch-1 int8 inference of the full AlexNet-227 spends its time, layer
-//! by layer, on rayon's pool as `host simulate` and the `inference` bench's
-//! `alexnet227_int8_rayon` run it: `cargo bench --bench int8_profile [-- RUNS
-//! [unfused]]` (default 50). Each layer's figures are its fastest and median
-//! time over the runs, beside the whole run's fastest; `roofline` gives the
-//! floors to hold them to. Like the `inference` bench, the engine runs a
-//! Conv2D and a small BatchNormalization after it as one layer (the pair's
-//! time shows on the conv); `unfused` asks for every layer's own output,
-//! as `host simulate` does, so each runs on its own.
+//! by layer, on the engine's spinning helper threads as `host simulate` and
+//! the `inference` bench's `alexnet227_int8_spin` run it: `cargo bench
+//! --bench int8_profile [-- RUNS [unfused]]` (default 50). Each layer's
+//! figures are its fastest and median time over the runs, beside the whole
+//! run's fastest; `roofline` gives the floors to hold them to. Like the
+//! `inference` bench, the engine runs a Conv2D and a small
+//! BatchNormalization after it as one layer (the pair's time shows on the
+//! conv); `unfused` asks for every layer's own output, as `host simulate`
+//! does, so each runs on its own.
 
 use shared::convert::{self, Ranges};
 use shared::engine::{self, Observer};
@@ -66,7 +67,8 @@ fn main() {
     let mut whole = Duration::MAX;
     for _ in 0..runs {
         let t = Instant::now();
-        engine::run_with(&prepared, &input, &mut arena, &mut timer, &host::simulate::RayonPool).expect("run");
+        engine::run_with(&prepared, &input, &mut arena, &mut timer, host::engine_threads::SpinPool::global())
+            .expect("run");
         whole = whole.min(t.elapsed());
         if timer.fastest.is_empty() {
             timer.fastest = timer.this_run.clone();

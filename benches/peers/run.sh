@@ -44,9 +44,9 @@ PY
 
 for round in $(seq "$rounds"); do
   echo "== round $round of $rounds"
-  cargo bench --bench inference -- 'alexnet227_int8/|alexnet227_int8_rayon|alexnet227_f16|alexnet227_f32_host'
-  ours alexnet227_int8_rayon engine ours_int8 1
-  ours alexnet227_f16_rayon engine ours_f16 1
+  cargo bench --bench inference -- 'alexnet227_int8/|alexnet227_int8_spin|alexnet227_f16/|alexnet227_f16_spin|alexnet227_f32_host'
+  ours alexnet227_int8_spin engine ours_int8 1
+  ours alexnet227_f16_spin engine ours_f16 1
   ours alexnet227_int8 engine ours_int8_1thread 1
   ours alexnet227_f16 engine ours_f16_1thread 1
   ours alexnet227_f32_host nn ours_fp32 1

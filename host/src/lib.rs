@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod commands;
 pub mod compare;
 pub mod data;
+pub mod engine_threads;
 pub mod eval;
 pub mod export;
 pub mod flash;

@@ -10,24 +10,9 @@ use shared::engine::{self, Observer, Prepared};
 use shared::model::QuantModel;
 use shared::spec::Shape;
 
+use crate::engine_threads::SpinPool;
 use crate::model_file::{class_names, image_input, output_values};
 use crate::prediction::Prediction;
-
-/// Runs the engine's split layers (int8 Conv2D/Dense rows and units) on
-/// rayon's thread pool: the threads already exist, so a layer pays no spawn.
-/// The engine gives the same bytes whatever the split.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RayonPool;
-
-impl engine::Parallel for RayonPool {
-    fn jobs(&self) -> usize {
-        rayon::current_num_threads()
-    }
-    fn run(&self, jobs: usize, job: &(dyn Fn(usize) + Sync)) {
-        use rayon::prelude::*;
-        (0..jobs).into_par_iter().for_each(job);
-    }
-}
 
 /// One layer of a simulated run.
 #[derive(Clone, Debug)]
@@ -116,7 +101,7 @@ fn run_recorded(prepared: &Prepared<'_>, input: &[u8], hash: bool, keep_layer_by
     let arena_bytes = prepared.plan().arena_bytes;
     let mut arena = vec![0u8; arena_bytes];
     let mut rec = Recorder { model, hash, keep_bytes: keep_layer_bytes, started: Instant::now(), layers: Vec::new() };
-    let output = engine::run_with(prepared, input, &mut arena, &mut rec, &RayonPool)
+    let output = engine::run_with(prepared, input, &mut arena, &mut rec, SpinPool::global())
         .map_err(|e| anyhow!("engine: {e}"))?
         .to_vec();
     let mut logits = vec![0f32; output.len() / model.precision.activation_bytes()];

@@ -1,0 +1,48 @@
+//! The host's thread pools for the engine's split layers give the bytes of
+//! one thread: the spinning helpers (what `host simulate` uses), over runs
+//! spaced so that the helpers park between some of them, and rayon's pool.
+
+use host::engine_threads::{RayonPool, SpinPool};
+use shared::convert::{self, Ranges};
+use shared::engine::{self, NoObserver, Parallel};
+use shared::spec;
+use suite::Rng;
+
+#[test]
+fn host_pools_give_the_single_thread_bytes() {
+    let spec = spec::alexnet_micro(67, 7).unwrap();
+    let mut rng = Rng::new(11);
+    let params = suite::random_params(&spec, &mut rng);
+    let views = suite::views(&params);
+    let mut ranges = Ranges::new(&spec);
+    let images: Vec<Vec<f32>> = (0..4).map(|_| rng.vec(spec.input().elements() as usize, -1.0, 1.0)).collect();
+    for image in &images {
+        suite::observe(&mut ranges, &spec, &views, image).unwrap();
+    }
+    let int8 = convert::quantize_int8(&spec, &views, &ranges).unwrap();
+    let f16 = convert::convert_f16(&spec, &views).unwrap();
+    let three = SpinPool::new(3);
+    let pools: [&dyn Parallel; 3] = [SpinPool::global(), &three, &RayonPool];
+    for model in [&int8, &f16] {
+        let view = model.view();
+        let prepared = engine::prepare(&view).unwrap();
+        let mut arena = vec![0u8; prepared.plan().arena_bytes];
+        for (k, image) in images.iter().enumerate() {
+            let mut input = vec![0u8; image.len() * model.precision.activation_bytes()];
+            match model.precision {
+                shared::model::Precision::Int8 => engine::quantize_input(image, model.input, &mut input).unwrap(),
+                shared::model::Precision::F16 => engine::encode_f16_input(image, &mut input).unwrap(),
+            }
+            let want = engine::run(&prepared, &input, &mut arena, &mut NoObserver).unwrap().to_vec();
+            for (p, par) in pools.iter().enumerate() {
+                for run in 0..3 {
+                    arena.fill(0x5a);
+                    let got = engine::run_with(&prepared, &input, &mut arena, &mut NoObserver, *par).unwrap();
+                    assert_eq!(got, &want[..], "{:?} image {k}, pool {p}, run {run}", model.precision);
+                }
+            }
+            // Long enough for the spinning helpers to park before the next image.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
