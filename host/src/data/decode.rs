@@ -4,6 +4,7 @@ use ndarray::{Array3, Array4, Axis};
 use std::path::Path;
 
 use super::error::DataError;
+use crate::nn::wide::vectorized;
 
 /// Stack `[h, w, 3]` images into one `[n, h, w, 3]` array.
 pub fn stack(images: &[Array3<f32>], h: usize, w: usize) -> Result<Array4<f32>, DataError> {
@@ -91,22 +92,55 @@ pub fn resize_bilinear(img: &image::RgbImage, h: usize, w: usize) -> Array3<f32>
     };
     let xs = axis(w, sw);
     let ys = axis(h, sh);
-    // Rows of the source and the output as slices: this runs on the loader
-    // threads beside a training step, per pixel, and indexing the arrays
-    // element by element cost more than the arithmetic.
-    let dst = out.as_slice_mut().expect("a new array is contiguous");
-    for (row, &(y0, y1, fy)) in dst.chunks_exact_mut(w * 3).zip(&ys) {
-        let (r0, r1) = (&raw[y0 * sw * 3..][..sw * 3], &raw[y1 * sw * 3..][..sw * 3]);
-        for (o, &(x0, x1, fx)) in row.chunks_exact_mut(3).zip(&xs) {
-            for (ch, o) in o.iter_mut().enumerate() {
-                let px = |r: &[u8], x: usize| r[x * 3 + ch] as f32;
-                let top = px(r0, x0) * (1.0 - fx) + px(r0, x1) * fx;
-                let bot = px(r1, x0) * (1.0 - fx) + px(r1, x1) * fx;
-                *o = (top * (1.0 - fy) + bot * fy) / 255.0;
+    // This runs on the loader threads beside a training step. Each source
+    // row is interpolated across once (neighbouring output rows share source
+    // rows), then each output row blends two such rows: a plain loop over
+    // contiguous values, compiled for the CPU's widest vectors. The same
+    // operations in the same order as pixel by pixel, so the same bits.
+    let mut source_row = vec![0f32; sw * 3];
+    let mut across = |y: usize, dst: &mut [f32]| {
+        widen_row(&raw[y * sw * 3..][..sw * 3], &mut source_row);
+        for (o, &(x0, x1, fx)) in dst.chunks_exact_mut(3).zip(&xs) {
+            let (p0, p1) = (&source_row[x0 * 3..][..3], &source_row[x1 * 3..][..3]);
+            for ((o, &a), &b) in o.iter_mut().zip(p0).zip(p1) {
+                *o = a * (1.0 - fx) + b * fx;
             }
         }
+    };
+    // The two most recent source rows, interpolated across.
+    let mut kept = [(usize::MAX, vec![0f32; w * 3]), (usize::MAX, vec![0f32; w * 3])];
+    let dst = out.as_slice_mut().expect("a new array is contiguous");
+    for (row, &(y0, y1, fy)) in dst.chunks_exact_mut(w * 3).zip(&ys) {
+        for y in [y0, y1] {
+            if kept[0].0 != y && kept[1].0 != y {
+                // Replace the one this output row does not need.
+                let slot = if kept[0].0 == y0 || kept[0].0 == y1 { 1 } else { 0 };
+                across(y, &mut kept[slot].1);
+                kept[slot].0 = y;
+            }
+        }
+        let at = |y: usize| if kept[0].0 == y { &kept[0].1 } else { &kept[1].1 };
+        blend_rows(at(y0), at(y1), fy, row);
     }
     out
+}
+
+vectorized! {
+    /// `out = src as f32`, value by value (exact).
+    fn widen_row(src: &[u8], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(src) {
+            *o = v as f32;
+        }
+    }
+}
+
+vectorized! {
+    /// `out = (top * (1 - fy) + bottom * fy) / 255`, value by value.
+    fn blend_rows(top: &[f32], bottom: &[f32], fy: f32, out: &mut [f32]) {
+        for ((o, &t), &b) in out.iter_mut().zip(top).zip(bottom) {
+            *o = (t * (1.0 - fy) + b * fy) / 255.0;
+        }
+    }
 }
 
 #[cfg(test)]
