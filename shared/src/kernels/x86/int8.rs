@@ -81,11 +81,13 @@ pub unsafe fn dense_avx512bw(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], 
 
 /// Output pixels of one register block.
 const NP: usize = 4;
-/// Output channels of one register block (`NP * NC` = 16 accumulators, one
-/// vector of sums after [`reduce16`]).
-const NC: usize = 4;
+/// Output channels of one register block (`NP * NC` = 24 accumulators, two
+/// vectors of sums after [`reduce16`]; with the 4 pixel vectors and a filter
+/// vector, 29 of the 32 registers: 10 loads per 24 `vpdpbusd` instead of 8
+/// per 16 with 4 x 4, 3-5 % faster on conv 2-5).
+const NC: usize = 6;
 /// Output channels whose per-tap weight sums are tabled at a time.
-const OCB: usize = 32;
+const OCB: usize = 48;
 /// Largest `kernel * kernel` the VNNI conv tables (larger kernels use AVX-512BW).
 pub const MAX_TAPS: usize = 256;
 
@@ -248,7 +250,7 @@ struct Block {
 /// `c < C`, `r < rows`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn dot_block<const P: usize, const C: usize, const FLIP: bool>(b: Block) -> __m512i {
+unsafe fn dot_block<const P: usize, const C: usize, const FLIP: bool>(b: Block) -> [__m512i; 2] {
     let flip = if FLIP { _mm512_set1_epi8(i8::MIN) } else { _mm512_setzero_si512() };
     let mut acc = [[_mm512_setzero_si512(); C]; P];
     let full = b.len / 64;
@@ -289,13 +291,15 @@ unsafe fn dot_block<const P: usize, const C: usize, const FLIP: bool>(b: Block) 
             }
         }
     }
-    let mut all = [_mm512_setzero_si512(); 16];
+    let mut all = [_mm512_setzero_si512(); 32];
     for p in 0..P {
         for c in 0..C {
             all[p * NC + c] = acc[p][c];
         }
     }
-    reduce16(all)
+    let (lo, hi) = all.split_at(16);
+    let hi = if P * NC > 16 { reduce16(hi.try_into().unwrap()) } else { _mm512_setzero_si512() };
+    [reduce16(lo.try_into().unwrap()), hi]
 }
 
 /// Run [`dot_block`] for `np <= NP` pixels and `nc <= NC` filters, writing
@@ -316,15 +320,18 @@ unsafe fn dot_any<const FLIP: bool>(b: Block, np: usize, nc: usize, sums: &mut [
         };
     }
     let v = match np {
-        1 => go!(1, 1 2 3 4),
-        2 => go!(2, 1 2 3 4),
-        3 => go!(3, 1 2 3 4),
-        4 => go!(4, 1 2 3 4),
+        1 => go!(1, 1 2 3 4 5 6),
+        2 => go!(2, 1 2 3 4 5 6),
+        3 => go!(3, 1 2 3 4 5 6),
+        4 => go!(4, 1 2 3 4 5 6),
         _ => unreachable!(),
     };
-    let mut lanes = [0i32; 16];
-    // SAFETY: 64 writable bytes.
-    unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), v) };
+    let mut lanes = [0i32; 32];
+    // SAFETY: 128 writable bytes.
+    unsafe {
+        _mm512_storeu_si512(lanes.as_mut_ptr().cast(), v[0]);
+        _mm512_storeu_si512(lanes[16..].as_mut_ptr().cast(), v[1]);
+    }
     for q in 0..np {
         sums[q][j..j + nc].copy_from_slice(&lanes[q * NC..q * NC + nc]);
     }
