@@ -17,7 +17,7 @@
 //!   hold the input zero point, so every window is full and the correction is
 //!   one whole-filter sum per channel. Small layers (filters repacked in
 //!   64 KB, like AlexNet's conv1) then run a broadcast kernel with channels
-//!   across the lanes; the others a 4-pixel x 4-filter dot-product kernel
+//!   across the lanes; the others a 4-pixel x 6-filter dot-product kernel
 //!   on the filters as stored.
 //! - [`conv2d_vnni_clipped_rows`], for filters too large for the patch
 //!   buffer: kernel row by kernel row over the in-image taps.
