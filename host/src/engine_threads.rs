@@ -7,7 +7,7 @@
 //! A pool whose idle threads go to sleep (rayon's) wakes them for each layer,
 //! and a late helper holds back the layer's end. ONNX Runtime's intra-op
 //! threads spin between operators for the same reason. Here each helper
-//! spins for up to [`SPIN`] after its last job, then parks until the next
+//! spins for up to 300 µs (`SPIN`) after its last job, then parks until the next
 //! dispatch, so between inferences (decoding the next image) it costs
 //! nothing. The jobs of one dispatch write disjoint parts of one output,
 //! so the bytes do not depend on which thread runs which job.

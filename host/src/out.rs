@@ -1,6 +1,6 @@
 //! Standard output for command rendering: every write reports its error
 //! instead of panicking as `println!` does ("failed printing to stdout");
-//! standard error through [`errln!`], which never panics.
+//! standard error through `errln!`, which never panics.
 //!
 //! A reader that went away (`host summary | head`) is [`StdoutError`] with
 //! [`std::io::ErrorKind::BrokenPipe`], which `main` ends quietly on; any

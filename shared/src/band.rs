@@ -438,7 +438,7 @@ fn graph_stages<'s>(whole: &Plan, n: usize, slot: &'s mut MaybeUninit<BandedPlan
     out
 }
 
-/// A model prepared for banded runs: [`prepare`]'s checks and constants and
+/// A model prepared for banded runs: [`prepare`](crate::engine::prepare)'s checks and constants and
 /// a [`BandedPlan`].
 #[derive(Clone, Debug)]
 pub struct Banded<'m> {
@@ -457,7 +457,7 @@ impl<'m> Banded<'m> {
     }
 }
 
-/// [`prepare`] and [`plan_banded`], once.
+/// [`prepare`](crate::engine::prepare) and [`plan_banded`], once.
 pub fn prepare_banded<'m>(model: &'m QuantModel<'m>, input: InputRows) -> Result<Banded<'m>, EngineError> {
     let mut slot = MaybeUninit::uninit();
     prepare_banded_into(model, input, &mut slot)?;

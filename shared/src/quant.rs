@@ -162,7 +162,7 @@ pub const SOFTMAX_ACCUM_INTEGER_BITS: i32 = 12;
 
 /// gemmlowp's `exp_on_negative_values` on `FixedPoint<int32, 5>`: `exp(a)`
 /// for a Q5.26 raw `a <= 0`, as a Q0.31 raw (`exp(0)` is `i32::MAX`). The
-/// fractional part modulo 1/4 goes through [`exp_on_quarter_interval`], and
+/// fractional part modulo 1/4 goes through `exp_on_quarter_interval`, and
 /// each set bit of the rest multiplies by the constant `exp(-2^k)`.
 pub fn exp_on_negative_values(a: i32) -> i32 {
     const FRACTIONAL_BITS: i32 = 31 - SOFTMAX_DIFF_INTEGER_BITS;

@@ -5,7 +5,7 @@
 //! matrix into its own blocked layout, which reads and writes it once more than
 //! the product needs. Here every weight is loaded exactly once, straight from
 //! Keras's `[in, out]` layout (the layout training uses, so nothing is kept
-//! twice). The rows of `W` are cut into [`KPARTS`] fixed depth parts, each a
+//! twice). The rows of `W` are cut into `KPARTS` fixed depth parts, each a
 //! contiguous run of memory that one task streams front to back (whole rows,
 //! four at a time, adding `x[b, i] * W[i, cols]` into accumulators that stay
 //! in L1); the parts' partial sums are then added in part order. Cutting by

@@ -130,7 +130,7 @@ pub(crate) fn depthwise_reorder<'s>(g: &ConvGeom, w: &Int8Weights<'_>, scratch: 
 
 /// [`conv2d`]'s sums for a depthwise geometry ([`ConvGeom::is_depthwise`])
 /// in a faster order: for each output pixel and in-image tap, a run of
-/// channels against the tap's reordered weights ([`depthwise_reorder`],
+/// channels against the tap's reordered weights (`depthwise_reorder`,
 /// in `scratch`). The same products summed modulo 2^32 in another order:
 /// the same bytes.
 pub fn depthwise_conv2d_portable(
