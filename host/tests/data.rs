@@ -65,6 +65,13 @@ fn skip_bad_counts_unreadable_images() {
     assert_eq!(skipped.len(), 3);
     assert!(skipped.iter().any(|s| s.contains("bad2.gif")));
     assert_eq!(batches.iter().map(|b| b.labels.len()).sum::<usize>(), 12);
+    // The images kept are in their slots, the gaps of the skipped ones closed.
+    for b in &batches {
+        assert_eq!(b.x.dim().0, b.indices.len());
+        for (k, &i) in b.indices.iter().enumerate() {
+            assert_eq!(b.x.index_axis(ndarray::Axis(0), k), d.source.load(i, 16, 16).unwrap(), "image {i}");
+        }
+    }
     // Without --skip-bad the first bad file is an error naming it.
     let strict = host::data::LoaderConfig { skip_bad: false, ..cfg };
     let err = host::data::Prefetcher::spawn(d.source.clone(), plans, strict).find_map(|b| b.err()).unwrap();

@@ -62,18 +62,25 @@ impl AugmentConfig {
 
 /// Apply `p` to an `[h, w, c]` image.
 pub fn apply(img: ArrayView3<f32>, p: &AugParams) -> Array3<f32> {
+    let mut out = Array3::<f32>::zeros(img.dim());
+    apply_into(img, p, out.as_slice_mut().expect("a new array is contiguous"));
+    out
+}
+
+/// [`apply`] into `out`, the image's `h * w * c` values in NHWC order (a
+/// batch's slot: the loader writes each image where the batch keeps it).
+///
+/// Panics if `out` has another length.
+pub fn apply_into(img: ArrayView3<f32>, p: &AugParams, out: &mut [f32]) {
     let (h, w, c) = img.dim();
-    if *p == AugParams::IDENTITY {
-        return img.to_owned();
-    }
-    let mut out = Array3::<f32>::zeros((h, w, c));
-    if c == 0 {
-        return out;
-    }
+    assert_eq!(out.len(), h * w * c, "augment: output length");
     let src = img.as_standard_layout();
     let src = src.as_slice().expect("standard layout is contiguous");
-    warp(src, out.as_slice_mut().expect("a new array is contiguous"), h, w, c, p);
-    out
+    if *p == AugParams::IDENTITY || c == 0 {
+        out.copy_from_slice(src);
+        return;
+    }
+    warp(src, out, h, w, c, p);
 }
 
 vectorized! {

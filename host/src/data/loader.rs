@@ -9,7 +9,7 @@ use super::augment::{self, AugmentConfig};
 use super::error::DataError;
 use super::rng::{mix, stream_rng, tag};
 use super::source::ImageSource;
-use ndarray::{Array3, Array4, Axis};
+use ndarray::Array4;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -72,33 +72,45 @@ pub struct LoaderConfig {
     pub prefetch: usize,
 }
 
-/// Build one batch on the calling thread.
+/// Build one batch on the calling thread. Each image is decoded and
+/// augmented straight into its slot of the batch (no image-sized copy per
+/// image; the loader shares the cores with the training step).
 pub fn load_batch(source: &dyn ImageSource, plan: &BatchPlan, cfg: &LoaderConfig) -> Result<Batch, DataError> {
-    let loaded: Vec<(usize, Result<Array3<f32>, DataError>)> = plan
-        .indices
-        .par_iter()
+    let per = cfg.h * cfg.w * 3;
+    let mut x = vec![0f32; plan.indices.len() * per];
+    // One slot per image (empty ones if the images have no pixels).
+    let slots: Vec<&mut [f32]> = match per {
+        0 => plan.indices.iter().map(|_| <&mut [f32]>::default()).collect(),
+        _ => x.chunks_mut(per).collect(),
+    };
+    let loaded: Vec<Result<(), DataError>> = slots
+        .into_par_iter()
+        .zip(plan.indices.par_iter())
         .enumerate()
-        .map(|(k, &i)| {
-            let img = source.load(i, cfg.h, cfg.w).map(|img| match &cfg.augment {
-                Some(aug) => {
-                    // Each image's draw depends only on the batch seed and its
-                    // slot, so parallel decoding cannot reorder the randomness.
-                    let p = aug.sample(&mut stream_rng(&[plan.aug_seed, k as u64]));
-                    augment::apply(img.view(), &p)
-                }
-                None => img,
-            });
-            (i, img)
+        .map(|(k, (slot, &i))| {
+            let img = source.load(i, cfg.h, cfg.w)?;
+            // Each image's draw depends only on the batch seed and its
+            // slot, so parallel decoding cannot reorder the randomness.
+            let p = match &cfg.augment {
+                Some(aug) => aug.sample(&mut stream_rng(&[plan.aug_seed, k as u64])),
+                None => augment::AugParams::IDENTITY,
+            };
+            augment::apply_into(img.view(), &p, slot);
+            Ok(())
         })
         .collect();
-    let mut images = Vec::with_capacity(loaded.len());
     let mut labels = Vec::with_capacity(loaded.len());
     let mut indices = Vec::with_capacity(loaded.len());
     let mut skipped = Vec::new();
-    for (i, r) in loaded {
+    let mut kept = 0;
+    for (k, (r, &i)) in loaded.into_iter().zip(&plan.indices).enumerate() {
         match r {
-            Ok(img) => {
-                images.push(img);
+            Ok(()) => {
+                // Close the gaps that skipped images left (rare: --skip-bad).
+                if kept != k {
+                    x.copy_within(k * per..(k + 1) * per, kept * per);
+                }
+                kept += 1;
                 labels.push(source.label(i));
                 indices.push(i);
             }
@@ -106,10 +118,8 @@ pub fn load_batch(source: &dyn ImageSource, plan: &BatchPlan, cfg: &LoaderConfig
             Err(e) => return Err(e),
         }
     }
-    let mut x = Array4::<f32>::zeros((images.len(), cfg.h, cfg.w, 3));
-    for (mut dst, src) in x.axis_iter_mut(Axis(0)).zip(&images) {
-        dst.assign(src);
-    }
+    x.truncate(kept * per);
+    let x = Array4::from_shape_vec((kept, cfg.h, cfg.w, 3), x).expect("kept images fill the batch");
     Ok(Batch { x, labels, indices, skipped })
 }
 
