@@ -997,11 +997,25 @@ fn run_conv_then_batch_norm(
     let (Step::Conv { g, prm, relu, six }, LayerWeights::Int8(w)) = (step, weights) else {
         return;
     };
-    let prm = with_constant_clamp(prm, relu, six);
     let (src, dst) = split(work, lp.input, lp.output);
-    let (x, pixels) = (as_i8(src), g.out_h * g.out_w);
-    split_jobs(par, par.jobs().min(pixels).max(1), pixels, g.out_c, as_i8_mut(dst), &|first, part| {
-        k8::conv2d_pixels(&g, &prm, &w, x, part, first, Some(then))
+    conv_by_pixels(&g, &with_constant_clamp(prm, relu, six), &w, as_i8(src), as_i8_mut(dst), par, Some(then));
+}
+
+/// An int8 Conv2D through [`k8::conv2d_pixels`] (only where
+/// [`k8::can_split_conv_pixels`]), its output pixels cut into `par`'s jobs,
+/// with `then` applied in its output stage.
+fn conv_by_pixels(
+    g: &ConvGeom,
+    prm: &Int8Params,
+    w: &Int8Weights<'_>,
+    x: &[i8],
+    dst: &mut [i8],
+    par: &dyn Parallel,
+    then: Option<&k8::ThenBatchNorm<'_>>,
+) {
+    let pixels = g.out_h * g.out_w;
+    split_jobs(par, par.jobs().min(pixels).max(1), pixels, g.out_c, dst, &|first, part| {
+        k8::conv2d_pixels(g, prm, w, x, part, first, then)
     });
 }
 
@@ -1082,9 +1096,7 @@ pub(crate) fn run_layer(
                     // Cut by output pixels where the CPU's kernel takes any run of
                     // them, else by whole rows, else not at all.
                     if par.jobs().min(pixels) > 1 && k8::can_split_conv_pixels(&g, &prm) {
-                        split_jobs(par, par.jobs().min(pixels), pixels, g.out_c, as_i8_mut(dst), &|first, part| {
-                            k8::conv2d_pixels(&g, &prm, &w, x, part, first, None)
-                        });
+                        conv_by_pixels(&g, &prm, &w, x, as_i8_mut(dst), par, None);
                     } else if par.jobs().min(g.out_h) > 1 && k8::can_split_conv(&g) {
                         split_jobs(
                             par,

@@ -32,7 +32,7 @@ use core::arch::x86_64::*;
 
 use crate::geometry::ConvGeom;
 use crate::kernels::generic::int8::{
-    check_conv, check_dense, conv2d_portable, dense_portable, requantize, Int8Params, ThenBatchNorm,
+    check_bn, check_conv, check_dense, conv2d_portable, dense_portable, requantize, Int8Params, ThenBatchNorm,
 };
 use crate::kernels::generic::pool::for_each_window;
 use crate::model::Int8Weights;
@@ -177,6 +177,26 @@ fn requantize16(x: __m512i, m: __m512i, shift: __m512i, p: &Int8Params) -> __m51
     _mm512_min_epi32(_mm512_max_epi32(sum, _mm512_set1_epi32(lo)), _mm512_set1_epi32(hi))
 }
 
+/// The BatchNormalization of channels `o..o + 16` (lanes past `k` zero) on
+/// the int8 values `x` (as i32): [`crate::kernels::generic::int8::batch_norm`]'s
+/// arithmetic on 16 lanes. Returns the results as i32.
+///
+/// # Safety
+/// AVX-512F/BW (inlined into functions that enable them); `w`'s weights,
+/// bias, multiplier and shift hold the lanes of `k` from `o`.
+#[inline(always)]
+unsafe fn batch_norm16(x: __m512i, k: __mmask16, w: &Int8Weights<'_>, o: usize, p: &Int8Params) -> __m512i {
+    // SAFETY: masked loads of the lanes the caller vouches for.
+    unsafe {
+        let wv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, w.weights[o..].as_ptr()));
+        let b = _mm512_maskz_loadu_epi32(k, w.bias[o..].as_ptr());
+        let m = _mm512_maskz_loadu_epi32(k, w.multiplier[o..].as_ptr());
+        let sh = _mm512_maskz_loadu_epi32(k, w.shift[o..].as_ptr());
+        let acc = _mm512_add_epi32(_mm512_mullo_epi32(wv, _mm512_sub_epi32(x, _mm512_set1_epi32(p.in_zp))), b);
+        requantize16(acc, m, sh, p)
+    }
+}
+
 /// `out[i] = requantize(acc[i] - zc * sw[i] + bias[i], mult[i], shift[i])` for
 /// the `out.len() <= 16` lanes (wrapping i32, as the plain kernel), then
 /// `then`'s BatchNormalization on those values where the engine fused one
@@ -214,12 +234,7 @@ unsafe fn finish16(
         let a = _mm512_add_epi32(_mm512_sub_epi32(d, _mm512_mullo_epi32(_mm512_set1_epi32(zc), s)), b);
         let mut r = requantize16(a, m, sh, p);
         if let Some(bn) = then {
-            let wv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, bn.w.weights[o..].as_ptr()));
-            let b = _mm512_maskz_loadu_epi32(k, bn.w.bias[o..].as_ptr());
-            let m = _mm512_maskz_loadu_epi32(k, bn.w.multiplier[o..].as_ptr());
-            let sh = _mm512_maskz_loadu_epi32(k, bn.w.shift[o..].as_ptr());
-            let acc = _mm512_add_epi32(_mm512_mullo_epi32(wv, _mm512_sub_epi32(r, _mm512_set1_epi32(bn.p.in_zp))), b);
-            r = requantize16(acc, m, sh, &bn.p);
+            r = batch_norm16(r, k, &bn.w, o, &bn.p);
         }
         _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().cast(), k, r);
     }
@@ -435,11 +450,7 @@ pub unsafe fn conv2d_vnni_patch_pixels(
     check_conv_inputs(g, w, input);
     assert!(patches_fit(g, p), "conv2d: patches do not fit");
     if let Some(bn) = then {
-        let c = bn.w.weights.len();
-        assert!(
-            c == g.out_c && bn.w.bias.len() == c && bn.w.multiplier.len() == c && bn.w.shift.len() == c,
-            "conv2d: the fused BatchNormalization's channels"
-        );
+        assert_eq!(check_bn(&bn.w, output.len()), g.out_c, "conv2d: the fused BatchNormalization's channels");
     }
     let (k, cin) = (g.kernel(), g.in_c);
     let filter = k * k * cin;
@@ -846,28 +857,21 @@ pub unsafe fn conv2d_vnni_clipped_rows(
 /// The CPU must support AVX-512F and AVX-512BW.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn batch_norm_in_place_avx512(p: &Int8Params, w: &Int8Weights<'_>, data: &mut [i8]) {
-    let c = w.weights.len();
-    assert!(c > 0 && data.len().is_multiple_of(c), "batch_norm: length not a multiple of the channels");
-    assert!(w.bias.len() == c && w.multiplier.len() == c && w.shift.len() == c, "batch_norm: channels");
+    let c = check_bn(w, data.len());
     if batch_norm_tables(data.len() / c, c) {
         // SAFETY: this function's contract.
         return unsafe { batch_norm_by_table(p, w, data) };
     }
-    let zp = _mm512_set1_epi32(p.in_zp);
     for px in data.chunks_exact_mut(c) {
         let mut h = 0;
         while h < c {
             let n = 16.min(c - h);
             let k: __mmask16 = if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
-            // SAFETY: masked loads/stores touch `n` elements from `h`, all in bounds.
+            // SAFETY: masked loads/stores touch `n` elements from `h`, all in
+            // bounds (`check_bn`); AVX-512F/BW: this function's contract.
             unsafe {
                 let x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, px[h..].as_ptr()));
-                let wv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, w.weights[h..].as_ptr()));
-                let b = _mm512_maskz_loadu_epi32(k, w.bias[h..].as_ptr());
-                let m = _mm512_maskz_loadu_epi32(k, w.multiplier[h..].as_ptr());
-                let sh = _mm512_maskz_loadu_epi32(k, w.shift[h..].as_ptr());
-                let acc = _mm512_add_epi32(_mm512_mullo_epi32(wv, _mm512_sub_epi32(x, zp)), b);
-                let r = requantize16(acc, m, sh, p);
+                let r = batch_norm16(x, k, w, h, p);
                 _mm512_mask_cvtepi32_storeu_epi8(px[h..].as_mut_ptr().cast(), k, r);
             }
             h += n;
