@@ -5,8 +5,8 @@
 //! and the `alexnet227_f32_host` latency bench run): `-- 1 50 eval` gives the
 //! batch-1 latency layer by layer, the minimum over the steps as well as the
 //! mean, since a shared machine's noise only ever adds time.
-//! For hot functions inside a layer, run it under `perf record -g` (see
-//! benches/peers/README.md).
+//! For hot functions inside a layer, build it with `--profile profiling`
+//! (release code with debug info) and run it under `perf record -g`.
 use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
 use host::optim::{Optimizer, OptimizerKind};
 use ndarray::Array4;
