@@ -5,9 +5,13 @@
 //! It measures, on 1 core and on every core at once: the int8 multiply-add
 //! rate of AVX-512 VNNI (`vpdpbusd` on registers, 64 per instruction), the
 //! f32 rate of AVX-512 FMA (16 per instruction), and the read bandwidth of a
-//! 256 MB buffer. From the model's own layer sizes it then prints the floors:
-//! the conv layers at the peak multiply rate plus the dense weights streamed
-//! once at the measured bandwidth (batch-1 dense layers are memory-bound). A
+//! buffer the size of the dense weights, at each precision (int8 54 MB, f32
+//! 218 MB), read whole again and again as back-to-back inferences read them:
+//! where a last-level cache holds the int8 weights (260 MB on some of these
+//! Xeons) that bandwidth is the cache's, and a floor computed from DRAM's would
+//! sit above what the bench measures. From the model's own layer sizes it then
+//! prints the floors: the conv layers at the peak multiply rate plus the dense
+//! weights streamed once at that bandwidth (batch-1 dense layers are memory-bound). A
 //! latency target below its floor cannot be met by a faster kernel of the same
 //! arithmetic, only by doing less of it (Winograd, pruning). The f32 floors
 //! are also given for Winograd's arithmetic (`--conv`): each stride-1 3x3
@@ -66,6 +70,28 @@ mod peaks {
         acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
     }
 
+    /// [`super::read_all`] with 512-bit loads, in 8 streams at once (eighths
+    /// of `words`), as the dense kernels read 8 weight rows at once: one
+    /// stream read 25-45 % slower from a last-level cache here.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn read_all_512(words: &[u64]) -> u64 {
+        const STREAMS: usize = 8;
+        let mut acc = [_mm512_setzero_si512(); STREAMS];
+        let part = words.len() / STREAMS / 8 * 8;
+        let p = words.as_ptr();
+        for i in (0..part).step_by(8) {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: k * part + i + 8 <= STREAMS * part <= words.len().
+                *a = _mm512_add_epi64(*a, unsafe { _mm512_loadu_si512(p.add(k * part + i).cast()) });
+            }
+        }
+        let tail = words[STREAMS * part..].iter().fold(0u64, |s, &w| s.wrapping_add(w));
+        acc.iter().fold(tail, |s, &a| s ^ _mm512_reduce_add_epi64(a) as u64)
+    }
+
     pub fn has_vnni() -> bool {
         is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
@@ -95,9 +121,15 @@ fn rate(threads: usize, per_iter: usize, kernel: fn(usize) -> f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Every word of `words` read once, into eight independent sums (the
-/// compiler vectorises it; no chain of dependent loads).
+/// Every word of `words` read once, into eight independent sums (no chain of
+/// dependent loads); with 512-bit loads in 8 streams where the CPU has
+/// AVX-512F, as the dense kernels read.
 fn read_all(words: &[u64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if peaks::has_avx512f() {
+        // SAFETY: AVX-512F was checked just above.
+        return unsafe { peaks::read_all_512(words) };
+    }
     let mut acc = [0u64; 8];
     for line in words.chunks_exact(8) {
         for (a, &w) in acc.iter_mut().zip(line) {
@@ -108,9 +140,9 @@ fn read_all(words: &[u64]) -> u64 {
 }
 
 /// Read bandwidth (bytes/s) of `buf` split over `threads`, every byte read
-/// once; best of 5.
+/// once per pass: the best of 5 passes after one that warms what caches can hold.
 fn bandwidth(buf: &[u64], threads: usize) -> f64 {
-    (0..5)
+    (0..6)
         .map(|_| {
             let t = Instant::now();
             std::thread::scope(|s| {
@@ -122,7 +154,21 @@ fn bandwidth(buf: &[u64], threads: usize) -> f64 {
             });
             (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
         })
+        .skip(1)
         .fold(0.0, f64::max)
+}
+
+/// [`bandwidth`] on 1 core and on `cores` of a buffer of `bytes`, printed.
+fn weights_bandwidth(what: &str, bytes: u64, cores: usize) -> f64 {
+    let buf: Vec<u64> = (0..bytes / 8).collect();
+    let (bw1, bwn) = (bandwidth(&buf, 1), bandwidth(&buf, cores));
+    println!(
+        "read bandwidth, {what} dense weights ({:.0} MB, again and again): {:.1} GB/s on 1 core, {:.1} GB/s on {cores}",
+        bytes as f64 / 1e6,
+        bw1 / 1e9,
+        bwn / 1e9
+    );
+    bwn
 }
 
 fn main() {
@@ -151,10 +197,8 @@ fn main() {
         dense as f64 / 1e6
     );
 
-    let buf: Vec<u64> = (0..(256usize << 20) / 8).map(|i| i as u64).collect();
-    let bw1 = bandwidth(&buf, 1);
-    let bwn = bandwidth(&buf, cores);
-    println!("read bandwidth: {:.1} GB/s on 1 core, {:.1} GB/s on {cores}", bw1 / 1e9, bwn / 1e9);
+    let bw8 = weights_bandwidth("int8", dense, cores);
+    let bw32 = weights_bandwidth("f32", 4 * dense, cores);
 
     #[cfg(target_arch = "x86_64")]
     {
@@ -163,12 +207,12 @@ fn main() {
             let k: fn(usize) -> f64 = |n| unsafe { peaks::vnni(n) } as f64;
             let (v1, vn) = (rate(1, CHAINS * 64, k), rate(cores, CHAINS * 64, k));
             println!("int8 VNNI peak: {:.0} GMAC/s on 1 core, {:.0} on {cores}", v1 / 1e9, vn / 1e9);
-            let floor = conv as f64 / vn + dense as f64 / bwn;
+            let floor = conv as f64 / vn + dense as f64 / bw8;
             println!(
                 "int8 batch-1 floor on {cores} cores: {:.2} ms (conv at peak {:.2} + dense int8 weights at bandwidth {:.2})",
                 floor * 1e3,
                 conv as f64 / vn * 1e3,
-                dense as f64 / bwn * 1e3
+                dense as f64 / bw8 * 1e3
             );
         } else {
             println!("int8 VNNI peak: no AVX-512 VNNI on this CPU");
@@ -177,14 +221,14 @@ fn main() {
             let k: fn(usize) -> f64 = |n| unsafe { peaks::fma(n) } as f64;
             let (f1, fnn) = (rate(1, CHAINS * 16, k), rate(cores, CHAINS * 16, k));
             println!("f32 FMA peak: {:.1} GMAC/s on 1 core, {:.1} on {cores}", f1 / 1e9, fnn / 1e9);
-            let floor = conv as f64 / fnn + 4.0 * dense as f64 / bwn;
+            let floor = conv as f64 / fnn + 4.0 * dense as f64 / bw32;
             println!(
                 "fp32 batch-1 floor on {cores} cores: {:.2} ms (conv at peak {:.2} + dense f32 weights at bandwidth {:.2})",
                 floor * 1e3,
                 conv as f64 / fnn * 1e3,
-                4.0 * dense as f64 / bwn * 1e3
+                4.0 * dense as f64 / bw32 * 1e3
             );
-            let floor = conv_winograd as f64 / fnn + 4.0 * dense as f64 / bwn;
+            let floor = conv_winograd as f64 / fnn + 4.0 * dense as f64 / bw32;
             println!(
                 "fp32 batch-1 floor under Winograd: {:.2} ms (conv at peak {:.2} + dense as above)",
                 floor * 1e3,
