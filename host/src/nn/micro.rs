@@ -78,8 +78,9 @@ const KC: usize = 384;
 /// measured about halfway.
 const PFK: usize = 8;
 /// Deepest single depth block whose tiles the driver runs row group by row
-/// group (see there): there a tile's stores, not its multiplies, set the pace. Deeper
-/// single blocks (conv 1's 363) kept the panel order: 5 % faster at batch 1.
+/// group: at that depth a tile's stores, not its multiplies, set the pace.
+/// Deeper single blocks (conv 1's 363) keep the panel order, which was 5 %
+/// faster for them at batch 1.
 const SHALLOW: usize = 128;
 
 use shared::geometry::ConvGeom;
@@ -380,7 +381,7 @@ mod x86 {
             // row groups outside, so each writes its rows whole, front to
             // back. Panels outside wrote every row 256 bytes at a time, one
             // panel's pass after another, and FC6's weight gradient ran at
-            // 26 GMAC/s (batch 32; 35 -> 63 ms of its backward).
+            // 26 GMAC/s (batch 32: its backward took 68 ms, now 43).
             for i0 in (0..rows).step_by(MR) {
                 for j0 in cols.clone().step_by(64) {
                     run(0, j0, i0);
