@@ -162,7 +162,7 @@ fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError>
         let then = k8::ThenBatchNorm { p: params(&mut rng, false), w: bn.view() };
         k8::batch_norm_in_place(&then.p, &then.w, &mut want);
         let pixels = g.out_h * g.out_w;
-        for cut in [0, pixels / 2 | 1] {
+        for cut in [0, (pixels / 2) | 1] {
             let cut = cut.min(pixels);
             let mut got = vec![0x55i8; g.output_len()];
             let (a, b) = got.split_at_mut(cut * g.out_c);
