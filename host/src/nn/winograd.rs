@@ -255,25 +255,36 @@ fn check(g: &ConvGeom, v: &Variant) {
 }
 
 /// `o = sum_j coefs[j] inp[j]` over runs of channels (each term one
-/// vectorized pass; zero coefficients skipped, +-1 as additions).
+/// vectorized pass; zero coefficients skipped, +-1 as additions). The first
+/// two terms make one pass: a copy of the first as its own pass was a
+/// `memcpy` call per run (3.6 % of the batch-1 forward in `perf`). The sums
+/// are the same as term by term: `c0 x0` (or `x0`) rounded, plus `c1 x1`
+/// rounded (or `+- x1`), rounded.
 #[inline(always)]
 fn combine(coefs: &[f32], inp: &[&[f32]], o: &mut [f32]) {
-    let mut first = true;
-    for (&c, x) in coefs.iter().zip(inp) {
-        if c == 0.0 {
-            continue;
+    let mut terms = coefs.iter().zip(inp).filter(|(&c, _)| c != 0.0).map(|(&c, &x)| (c, x));
+    match (terms.next(), terms.next()) {
+        (None, _) => o.fill(0.0),
+        (Some((1.0, x)), None) => o.copy_from_slice(x),
+        (Some((c, x)), None) => o.iter_mut().zip(x).for_each(|(o, x)| *o = c * x),
+        (Some((c0, x0)), Some((c1, x1))) => {
+            let pairs = o.iter_mut().zip(x0.iter().zip(x1));
+            match (c0 == 1.0, c1) {
+                (true, 1.0) => pairs.for_each(|(o, (a, b))| *o = a + b),
+                (true, -1.0) => pairs.for_each(|(o, (a, b))| *o = a - b),
+                (true, _) => pairs.for_each(|(o, (a, b))| *o = a + c1 * b),
+                (false, 1.0) => pairs.for_each(|(o, (a, b))| *o = c0 * a + b),
+                (false, -1.0) => pairs.for_each(|(o, (a, b))| *o = c0 * a - b),
+                (false, _) => pairs.for_each(|(o, (a, b))| *o = c0 * a + c1 * b),
+            }
         }
-        match (first, c) {
-            (true, 1.0) => o.copy_from_slice(x),
-            (true, _) => o.iter_mut().zip(*x).for_each(|(o, x)| *o = c * x),
-            (false, 1.0) => o.iter_mut().zip(*x).for_each(|(o, x)| *o += x),
-            (false, -1.0) => o.iter_mut().zip(*x).for_each(|(o, x)| *o -= x),
-            (false, _) => o.iter_mut().zip(*x).for_each(|(o, x)| *o += c * x),
-        }
-        first = false;
     }
-    if first {
-        o.fill(0.0);
+    for (c, x) in terms {
+        match c {
+            1.0 => o.iter_mut().zip(x).for_each(|(o, x)| *o += x),
+            -1.0 => o.iter_mut().zip(x).for_each(|(o, x)| *o -= x),
+            _ => o.iter_mut().zip(x).for_each(|(o, x)| *o += c * x),
+        }
     }
 }
 
