@@ -290,14 +290,17 @@ fn combine(coefs: &[f32], inp: &[&[f32]], o: &mut [f32]) {
 
 /// Transform points of the largest tile (8 x 8).
 const MAX_POINTS: usize = 64;
+/// Points along one side of the largest tile.
+const MAX_SIDE: usize = 8;
 
-/// Runs `f(0..n)` as a stack array (`n <= MAX_POINTS`): the transforms run
-/// per tile and per channel, where a collected `Vec` was a heap allocation
-/// each time.
+/// Runs `f(0..n)` as a stack array (`n <= N`): the transforms run per tile
+/// and per channel, where a collected `Vec` was a heap allocation each time.
+/// `N` is [`MAX_POINTS`] for a tile's runs and [`MAX_SIDE`] for one row or
+/// column of them (a 64-entry array is 1 KB to fill and return).
 #[inline(always)]
-fn gather<'a>(n: usize, f: impl Fn(usize) -> &'a [f32]) -> [&'a [f32]; MAX_POINTS] {
-    assert!(n <= MAX_POINTS, "winograd: {n} runs");
-    let mut out: [&[f32]; MAX_POINTS] = [&[]; MAX_POINTS];
+fn gather<'a, const N: usize>(n: usize, f: impl Fn(usize) -> &'a [f32]) -> [&'a [f32]; N] {
+    assert!(n <= N, "winograd: {n} runs");
+    let mut out: [&[f32]; N] = [&[]; N];
     for (i, o) in out.iter_mut().enumerate().take(n) {
         *o = f(i);
     }
@@ -331,13 +334,13 @@ fn transform2(
     // tmp[i][y] = sum_x left[i][x] inp[x][y]
     for (i, li) in left.iter().enumerate() {
         for y in 0..b {
-            let col = gather(a, |x| inp[x * b + y]);
+            let col = gather::<MAX_SIDE>(a, |x| inp[x * b + y]);
             combine(li, &col[..a], &mut tmp[(i * b + y) * len..][..len]);
         }
     }
     // out[i][j] = sum_y tmp[i][y] right_t[j][y]
     for i in 0..left.len() {
-        let row = gather(b, |y| &tmp[(i * b + y) * len..][..len]);
+        let row = gather::<MAX_SIDE>(b, |y| &tmp[(i * b + y) * len..][..len]);
         for (j, rj) in right_t.iter().enumerate() {
             out(i, j, &row[..b], rj);
         }
@@ -367,7 +370,7 @@ fn transform_filters<'a>(
     let mut tmp = vec![0.0f32; t * r * len];
     let mut run = vec![0.0f32; len];
     for o in 0..outer {
-        let w = gather(r * r, |tap| taps(o, tap));
+        let w = gather::<MAX_POINTS>(r * r, |tap| taps(o, tap));
         transform2(&gl, &gl, &w[..r * r], r, &mut tmp, len, |i, j, row, rj| {
             let point = &mut out[(i * t + j) * outer * len..][..outer * len];
             if packed {
@@ -472,7 +475,7 @@ vectorized! {
         let img = &x[tile.img * g.input_len()..][..g.input_len()];
         // The tile's pixels read in place (a copy of each was a tenth of
         // conv 2's batch-1 forward), zeros outside the image.
-        let runs = gather(t * t, |pos| match tile.input(g, v, pos / t, pos % t) {
+        let runs = gather::<MAX_POINTS>(t * t, |pos| match tile.input(g, v, pos / t, pos % t) {
             Some((iy, ix)) => &img[(iy * g.in_w + ix) * cn..][..cn],
             None => &zeros,
         });
@@ -705,7 +708,7 @@ vectorized! {
         let mut tmp = vec![0.0f32; v.m * t * kn];
         for r in 0..n {
             let tile = Tile::of(g, v, first + r);
-            let runs = gather(t * t, |xi| &m[(xi * n + r) * kn..][..kn]);
+            let runs = gather::<MAX_POINTS>(t * t, |xi| &m[(xi * n + r) * kn..][..kn]);
             transform2(al, al, &runs[..t * t], t, &mut tmp, kn, |a, b, row, rb| {
                 if let Some((oy, ox)) = tile.output(g, v, a, b) {
                     let at_px = (tile.img * g.out_h * g.out_w + oy * g.out_w + ox) * kn - base;
@@ -754,7 +757,7 @@ vectorized! {
         let mut tmp = vec![0.0f32; t * mm * kn];
         for r in 0..n {
             let tile = Tile::of(g, v, first + r);
-            let runs = gather(mm * mm, |p| match tile.output(g, v, p / mm, p % mm) {
+            let runs = gather::<MAX_POINTS>(mm * mm, |p| match tile.output(g, v, p / mm, p % mm) {
                 Some((oy, ox)) => &dys[tile.img * g.output_len() + (oy * g.out_w + ox) * kn..][..kn],
                 None => &zeros,
             });
@@ -787,7 +790,7 @@ vectorized! {
         let mut px = vec![0.0f32; cn];
         for r in first..first + n {
             let tile = Tile::of(g, v, r);
-            let runs = gather(t * t, |xi| &vv[(xi * rows + r) * cn..][..cn]);
+            let runs = gather::<MAX_POINTS>(t * t, |xi| &vv[(xi * rows + r) * cn..][..cn]);
             transform2(b_adj, b_adj, &runs[..t * t], t, &mut tmp, cn, |yy, xx, row, rx| {
                 if let Some((iy, ix)) = tile.input(g, v, yy, xx) {
                     combine(rx, row, &mut px);
@@ -915,7 +918,7 @@ fn filter_gradient(g: &ConvGeom, v: &Variant, du: &[f32], dkernel: &mut [f32]) {
     // Channel-major ([cin][tap][cout]) so that the channels are disjoint chunks.
     let mut by_channel = vec![0.0f32; cn * r * r * kn];
     by_channel.par_chunks_mut(r * r * kn).enumerate().for_each(|(c, dk)| {
-        let runs = gather(xis, |xi| &du[(xi * cn + c) * kn..][..kn]);
+        let runs = gather::<MAX_POINTS>(xis, |xi| &du[(xi * cn + c) * kn..][..kn]);
         let mut tmp = vec![0.0f32; r * t * kn];
         transform2(&g_adj, &g_adj, &runs[..xis], t, &mut tmp, kn, |ky, kx, row, rx| {
             combine(rx, row, &mut dk[(ky * r + kx) * kn..][..kn]);
