@@ -646,7 +646,7 @@ fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32],
             let (vv, m) = buf.split_at_mut(t * t * n * cn);
             input_transform(g, v, x, first, n, vv, true);
             multiply(g, v, u, vv, n, m);
-            output_transform(g, v, ep, &al, m, first, n, yc, row_start(r0));
+            output_transform(g, v, ep, &al, m, first, n, OutPixels::of(yc, kn), row_start(r0) / kn);
         });
     });
 }
@@ -672,26 +672,75 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
             .enumerate()
             .for_each(|(i, chunk)| input_transform(g, v, x, i * per, chunk.len() / (t * t * cn), chunk, false));
         let vv = &*vv;
-        super::micro::par_column_blocks(y, kn, &jobs, |cols| {
+        let out = OutPixels::of(y, kn);
+        jobs.par_iter().for_each(|cols| {
             let cw = cols.len();
-            let mut out = vec![0.0f32; batch * g.out_h * g.out_w * cw];
+            // SAFETY: each job writes only its own channels `cols` of every
+            // pixel (the jobs' ranges are disjoint panels), and `y` outlives
+            // the jobs.
+            let out = unsafe { out.columns(cols.start) };
             with_scratch(t * t * n * cw, |m| {
                 for xi in 0..t * t {
                     let c = &mut m[xi * n * cw..][..n * cw];
                     product(&vv[xi * cn..], n, cn, t * t * cn, panel(g, u, xi, cols), cw, c, &zeros[..cw]);
                 }
-                output_transform(g, v, &ep.cols(cols.clone()), &al, m, 0, n, &mut out, 0);
+                output_transform(g, v, &ep.cols(cols.clone()), &al, m, 0, n, out, 0);
             });
-            out
         });
     });
+}
+
+/// Where [`output_transform`] writes: output pixels `ld` values apart from
+/// `ptr` (`len` values there), each call its epilogue's channels of every
+/// pixel. Jobs that split a layer's output channels write one output buffer
+/// in place this way; each used to fill a buffer of its own that was then
+/// copied into the output (a `memcpy` and fresh pages every call).
+#[derive(Clone, Copy)]
+struct OutPixels {
+    ptr: *mut f32,
+    len: usize,
+    ld: usize,
+}
+
+// SAFETY: an `OutPixels` is a view of a buffer the caller borrows mutably
+// for as long as the view is used; jobs that share one write disjoint
+// channels (see `columns`).
+unsafe impl Send for OutPixels {}
+unsafe impl Sync for OutPixels {}
+
+impl OutPixels {
+    /// All of `y`, pixels of `ld` values.
+    fn of(y: &mut [f32], ld: usize) -> Self {
+        OutPixels { ptr: y.as_mut_ptr(), len: y.len(), ld }
+    }
+
+    /// The channels from `col` of every pixel.
+    ///
+    /// # Safety
+    /// Views used at the same time must write disjoint channels, and the
+    /// buffer must stay borrowed while they are used.
+    unsafe fn columns(self, col: usize) -> Self {
+        assert!(col <= self.ld && col <= self.len, "winograd: column out of range");
+        // SAFETY: `col <= len`: inside the buffer or one past its end.
+        OutPixels { ptr: unsafe { self.ptr.add(col) }, len: self.len - col, ..self }
+    }
+
+    /// The `kn` values of pixel `at` (counted from the view's start).
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    fn pixel(&self, at: usize, kn: usize) -> &mut [f32] {
+        assert!(at * self.ld + kn <= self.len, "winograd: output pixel out of range");
+        // SAFETY: in bounds (asserted); no other view writes these values
+        // (`columns`' contract) and this one hands out each pixel once per write.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at * self.ld), kn) }
+    }
 }
 
 vectorized! {
     /// `Y = A^T M A` of tiles `first..first + n` (`m` is `[t^2][n][len]`,
     /// `len` the epilogue's channels: all or some of the layer's), the
-    /// epilogue applied, into `yc` (`len` values a pixel), which starts at
-    /// output value `base`.
+    /// epilogue applied, into `out`'s pixels, counted from output pixel
+    /// `base`.
     #[allow(clippy::too_many_arguments)]
     fn output_transform(
         g: &ConvGeom,
@@ -701,7 +750,7 @@ vectorized! {
         m: &[f32],
         first: usize,
         n: usize,
-        yc: &mut [f32],
+        out: OutPixels,
         base: usize,
     ) {
         let (t, kn) = (v.t, ep.bias.len());
@@ -711,8 +760,7 @@ vectorized! {
             let runs = gather::<MAX_POINTS>(t * t, |xi| &m[(xi * n + r) * kn..][..kn]);
             transform2(al, al, &runs[..t * t], t, &mut tmp, kn, |a, b, row, rb| {
                 if let Some((oy, ox)) = tile.output(g, v, a, b) {
-                    let at_px = (tile.img * g.out_h * g.out_w + oy * g.out_w + ox) * kn - base;
-                    let px = &mut yc[at_px..][..kn];
+                    let px = out.pixel(tile.img * g.out_h * g.out_w + oy * g.out_w + ox - base, kn);
                     combine(rb, row, px);
                     ep.apply_pixels(px);
                 }
