@@ -20,6 +20,7 @@ use super::scratch::{with_padded, with_scratch, with_staged};
 use super::wide::vectorized;
 use rayon::prelude::*;
 use shared::geometry::ConvGeom;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 /// One F(m x m, r x r): `m` outputs a tile side, an `r`-tap kernel, tiles of
@@ -696,29 +697,30 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
 /// in place this way; each used to fill a buffer of its own that was then
 /// copied into the output (a `memcpy` and fresh pages every call).
 #[derive(Clone, Copy)]
-struct OutPixels {
+struct OutPixels<'y> {
     ptr: *mut f32,
     len: usize,
     ld: usize,
+    /// The buffer stays borrowed (mutably) while any view of it lives.
+    _y: PhantomData<&'y mut [f32]>,
 }
 
 // SAFETY: an `OutPixels` is a view of a buffer the caller borrows mutably
 // for as long as the view is used; jobs that share one write disjoint
 // channels (see `columns`).
-unsafe impl Send for OutPixels {}
-unsafe impl Sync for OutPixels {}
+unsafe impl Send for OutPixels<'_> {}
+unsafe impl Sync for OutPixels<'_> {}
 
-impl OutPixels {
+impl<'y> OutPixels<'y> {
     /// All of `y`, pixels of `ld` values.
-    fn of(y: &mut [f32], ld: usize) -> Self {
-        OutPixels { ptr: y.as_mut_ptr(), len: y.len(), ld }
+    fn of(y: &'y mut [f32], ld: usize) -> Self {
+        OutPixels { ptr: y.as_mut_ptr(), len: y.len(), ld, _y: PhantomData }
     }
 
     /// The channels from `col` of every pixel.
     ///
     /// # Safety
-    /// Views used at the same time must write disjoint channels, and the
-    /// buffer must stay borrowed while they are used.
+    /// Views used at the same time must write disjoint channels.
     unsafe fn columns(self, col: usize) -> Self {
         assert!(col <= self.ld && col <= self.len, "winograd: column out of range");
         // SAFETY: `col <= len`: inside the buffer or one past its end.
@@ -750,7 +752,7 @@ vectorized! {
         m: &[f32],
         first: usize,
         n: usize,
-        out: OutPixels,
+        out: OutPixels<'_>,
         base: usize,
     ) {
         let (t, kn) = (v.t, ep.bias.len());
