@@ -175,8 +175,7 @@ pub fn gemm_par(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [
 /// Runs `job(cols)` for each column range of `jobs` on rayon's pool, each
 /// returning its `[rows, cols.len()]` block, and copies the blocks into the
 /// rows of `c` (`n` values each): a product split by output channels, each
-/// job reading only its columns of the weights ([`gemm_par`], Winograd at
-/// batch 1).
+/// job reading only its columns of the weights ([`gemm_par`]).
 pub fn par_column_blocks(
     c: &mut [f32],
     n: usize,

@@ -467,7 +467,7 @@ pub unsafe fn conv2d_vnni_patch_pixels(
     // The padding byte, offset like the pixels: zp + 128 as u8.
     let fill = (p.in_zp as i8 as u8) ^ 0x80;
     let mut sums = [0i32; PATCH_MAX_OUT_C];
-    filter_sums(w.weights, filter, &mut sums[..g.out_c]);
+    run_sums(w.weights, filter, filter, &mut sums[..g.out_c]);
     // Patches start 4-byte aligned for the broadcast kernel; the bytes past
     // a filter meet zero weights there and are never read by the dot kernel.
     let stride = filter.next_multiple_of(4);
@@ -556,24 +556,25 @@ pub unsafe fn conv2d_vnni_patch_pixels(
     }
 }
 
-/// Each filter's byte sum (wrapping i32), `sums.len()` filters of `filter`
-/// bytes from the start of `filters`: 16 filters at a time, 64 bytes a
-/// `vpdpbusd` against ones, one reduction per 16. Every call of
-/// [`conv2d_vnni_patch_pixels`] needs them (its correction term), and each
-/// thread sums all the layer's filters: widening 16 bytes an instruction pair
-/// took 4 % of the convs' time (`perf`, `int8_profile`).
+/// The byte sums (wrapping i32) of `sums.len()` runs of `len` bytes, run
+/// `j` at `j * stride` in `bytes`: whole filters for
+/// [`conv2d_vnni_patch_pixels`] (its correction term, summed by every thread
+/// on every call), one tap of each filter for [`conv2d_vnni_clipped_rows`].
+/// 16 runs at a time, 64 bytes a `vpdpbusd` against ones, one reduction per
+/// 16: widening 16 bytes an instruction pair took 4 % of the convs' time
+/// (`perf`, `int8_profile`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn filter_sums(filters: &[i8], filter: usize, sums: &mut [i32]) {
-    assert!(filters.len() >= sums.len() * filter, "filter_sums: too few filters");
+fn run_sums(bytes: &[i8], stride: usize, len: usize, sums: &mut [i32]) {
+    assert!(sums.is_empty() || bytes.len() >= (sums.len() - 1) * stride + len, "run_sums: too few bytes");
     let ones = _mm512_set1_epi8(1);
-    let (full, tail) = (filter / 64, filter % 64);
+    let (full, tail) = (len / 64, len % 64);
     let mask: __mmask64 = if tail == 0 { 0 } else { (1u64 << tail) - 1 };
     for (o0, out) in (0..sums.len()).step_by(16).zip(sums.chunks_mut(16)) {
         let mut acc = [_mm512_setzero_si512(); 16];
         for (j, a) in acc[..out.len()].iter_mut().enumerate() {
-            let f = &filters[(o0 + j) * filter..][..filter];
+            let f = &bytes[(o0 + j) * stride..][..len];
             for i in 0..full {
-                // SAFETY: bytes 64 i .. 64 (i + 1) of the filter's `filter`.
+                // SAFETY: bytes 64 i .. 64 (i + 1) of the run's `len`.
                 let v = unsafe { _mm512_loadu_si512(f.as_ptr().add(64 * i).cast()) };
                 *a = _mm512_dpbusd_epi32(*a, ones, v);
             }
@@ -800,10 +801,7 @@ pub unsafe fn conv2d_vnni_clipped_rows(
     while oc0 < g.out_c {
         let nb = OCB.min(g.out_c - oc0);
         for (t, row) in taps[..k * k].iter_mut().enumerate() {
-            for (j, s) in row[..nb].iter_mut().enumerate() {
-                let f = &w.weights[(oc0 + j) * filter + t * cin..][..cin];
-                *s = f.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32));
-            }
+            run_sums(&w.weights[oc0 * filter + t * cin..], filter, cin, &mut row[..nb]);
         }
         for oy in oy_first..oy_end {
             let (ky0, ky1, iy0) = g.taps(oy, g.pad_top, g.in_h);
