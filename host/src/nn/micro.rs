@@ -27,6 +27,7 @@ pub struct Epilogue<'a> {
 impl Epilogue<'_> {
     /// The epilogue of whole output pixels (`bias.len()` values each), in
     /// place, after a plain GEMM.
+    #[inline(always)]
     pub fn apply_pixels(&self, px: &mut [f32]) {
         let (bias, relu) = (self.bias, self.relu);
         for px in px.chunks_exact_mut(bias.len()) {
@@ -113,6 +114,29 @@ pub fn gemm_cols(
     ldc: usize,
     ep: &Epilogue,
 ) -> bool {
+    gemm_cols_ahead(a, rows, k, lda, w, n, cols, c, ldc, ep, &[])
+}
+
+/// [`gemm_cols`], asking the cache for `next` (the weights of the caller's
+/// next product) while the tiles after the first row group run. Those tiles
+/// find their weights in cache already; without the hint, a product with few
+/// rows (Winograd at batch 1: 16 tiles, three row groups) streamed each panel
+/// from memory in its first row group and left memory idle in the others.
+/// A hint only: the values are the same.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_cols_ahead(
+    a: &[f32],
+    rows: usize,
+    k: usize,
+    lda: usize,
+    w: &[f32],
+    n: usize,
+    cols: Range<usize>,
+    c: &mut [f32],
+    ldc: usize,
+    ep: &Epilogue,
+    next: &[f32],
+) -> bool {
     assert!(lda >= k && (rows == 0 || a.len() >= (rows - 1) * lda + k), "a has the wrong size");
     assert!(cols.start <= cols.end && cols.end <= n, "channels out of range");
     assert!(ldc >= cols.len() && (rows == 0 || c.len() >= (rows - 1) * ldc + cols.len()), "c has the wrong size");
@@ -128,7 +152,7 @@ pub fn gemm_cols(
     // `ldc` apart (asserted) and `cols` is inside `0 .. n` at multiples of 16.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::drive(rows, &blocks, |i, k0| a.wrapping_add(i * lda + k0), None, w, n, cols.clone(), c, ldc, ep)
+        x86::drive(rows, &blocks, |i, k0| a.wrapping_add(i * lda + k0), None, w, n, cols.clone(), c, ldc, ep, next)
     };
     let _ = (a, blocks, cols);
     true
@@ -262,7 +286,7 @@ pub fn conv(
     #[cfg(target_arch = "x86_64")]
     unsafe {
         let ldc = cols.len();
-        x86::drive(rows, &blocks, a_row, seg, w, n, cols, out, ldc, ep)
+        x86::drive(rows, &blocks, a_row, seg, w, n, cols, out, ldc, ep, &[])
     };
     let _ = (a_row, blocks, seg);
     true
@@ -315,8 +339,22 @@ mod x86 {
         seg: usize,
         seg_stride: usize,
         first: bool,
+        /// What the tile asks the cache for, one line per 16 values of a
+        /// depth step ([`Ahead`]).
+        ahead: Ahead,
         /// Bias, scale and shift at the tile's first channel; scale null without affine.
         last: Option<(*const f32, bool, *const f32, *const f32)>,
+    }
+
+    /// The lines a tile prefetches: at depth step `p < steps`, `lanes` lines
+    /// (16 values each) from `at + p * step`, into L1 (`l1`, its own weights'
+    /// next rows) or L2 (the caller's next weights).
+    #[derive(Clone, Copy)]
+    pub(super) struct Ahead {
+        at: *const f32,
+        step: usize,
+        steps: usize,
+        l1: bool,
     }
 
     /// `c[rows, cols] = epilogue(a w[:, cols])` over the depth blocks `(k0, kc)`
@@ -328,7 +366,8 @@ mod x86 {
     /// AVX-512F must be present; `a_row(i, k0)` must be valid for `kc` reads for
     /// every row and block (each segment when `seg` is given, `len` dividing
     /// every `kc`), `w` for `k x n`, `c` for `rows` rows of `cols.len()` values `ldc` apart,
-    /// `cols` inside `0 .. n`, its start and length multiples of 16.
+    /// `cols` inside `0 .. n`, its start and length multiples of 16. `next`
+    /// is only prefetched (any slice).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn drive(
@@ -342,7 +381,21 @@ mod x86 {
         c: &mut [f32],
         ldc: usize,
         ep: &Epilogue,
+        next: &[f32],
     ) {
+        // `next`'s lines, shared out in order among the tiles after the
+        // first row group (the first one streams the weights themselves).
+        let groups = rows.div_ceil(MR);
+        let later = (groups.saturating_sub(1)) * blocks.len() * cols.len().div_ceil(64);
+        let per_tile = next.len().div_ceil(16).div_ceil(later.max(1));
+        let mut handed = 0usize;
+        let mut ahead_of_later = |v: usize| {
+            let steps = per_tile.div_ceil(v);
+            let at = next.as_ptr().wrapping_add(16 * handed.min(next.len().div_ceil(16)));
+            let left = next.len().div_ceil(16).saturating_sub(handed);
+            handed += steps * v;
+            Ahead { at, step: 16 * v, steps: steps.min(left.div_ceil(v)), l1: false }
+        };
         let (w, c) = (w.as_ptr(), c.as_mut_ptr());
         // SAFETY (the closure's body): the caller's contract covers every
         // block, panel and row group of the loops below.
@@ -358,8 +411,14 @@ mod x86 {
             });
             (v, last)
         };
-        let run = |b: usize, j0: usize, (v, last): (usize, Option<_>), i0: usize| unsafe {
+        let mut run = |b: usize, j0: usize, (v, last): (usize, Option<_>), i0: usize| unsafe {
             let (k0, kc) = blocks[b];
+            let ahead = if i0 == 0 {
+                // A hint, never a read: past the last row it names other memory.
+                Ahead { at: w.wrapping_add((k0 + PFK) * n + j0), step: n, steps: kc, l1: true }
+            } else {
+                ahead_of_later(v)
+            };
             let m = MR.min(rows - i0);
             let mut a = [std::ptr::null(); MR];
             for (i, a) in a.iter_mut().enumerate().take(m) {
@@ -375,6 +434,7 @@ mod x86 {
                 seg: seg.map_or(kc, |s| s.0),
                 seg_stride: seg.map_or(0, |s| s.1),
                 first: b == 0,
+                ahead,
                 last,
             };
             dispatch(m, v, &t);
@@ -441,9 +501,16 @@ mod x86 {
             let (a0, w0) = (s * t.seg_stride, t.w.add(s * t.seg * t.ldw));
             for p in 0..t.seg {
                 let wp = w0.add(p * t.ldw);
-                for v in 0..V {
-                    // A hint, never a read: past the last row it names other memory.
-                    _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(PFK * t.ldw + 16 * v).cast());
+                let step = s * t.seg + p;
+                if step < t.ahead.steps {
+                    let at = t.ahead.at.wrapping_add(step * t.ahead.step);
+                    for v in 0..V {
+                        if t.ahead.l1 {
+                            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(16 * v).cast());
+                        } else {
+                            _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(16 * v).cast());
+                        }
+                    }
                 }
                 let mut b = [_mm512_setzero_ps(); V];
                 for (v, b) in b.iter_mut().enumerate() {

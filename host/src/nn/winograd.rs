@@ -255,38 +255,57 @@ fn check(g: &ConvGeom, v: &Variant) {
     assert!(variants(g).iter().any(|w| std::ptr::eq(*w, v)), "winograd: {} does not serve {g:?}", v.name);
 }
 
-/// `o = sum_j coefs[j] inp[j]` over runs of channels (each term one
-/// vectorized pass; zero coefficients skipped, +-1 as additions). The first
-/// two terms make one pass: a copy of the first as its own pass was a
-/// `memcpy` call per run (3.6 % of the batch-1 forward in `perf`). The sums
-/// are the same as term by term: `c0 x0` (or `x0`) rounded, plus `c1 x1`
-/// rounded (or `+- x1`), rounded.
+/// `o = sum_j coefs[j] inp[j]` over runs of channels, zero coefficients
+/// skipped: `c0 x0` rounded, plus `c1 x1` rounded, rounded, and so on in
+/// order (a multiply and an add each, never fused). Blocks of channels are summed over all the terms in registers and stored once;
+/// a pass over the whole run per term (as this was) loaded and stored `o`
+/// again for every term, and the output transform of F(4x4, 5x5) spent a
+/// third of its time there (`perf`). The sums are the same: `1 x` and
+/// `-1 x` are exact, so the additions the passes made for +-1 are these.
 #[inline(always)]
 fn combine(coefs: &[f32], inp: &[&[f32]], o: &mut [f32]) {
-    let mut terms = coefs.iter().zip(inp).filter(|(&c, _)| c != 0.0).map(|(&c, &x)| (c, x));
-    match (terms.next(), terms.next()) {
-        (None, _) => o.fill(0.0),
-        (Some((1.0, x)), None) => o.copy_from_slice(x),
-        (Some((c, x)), None) => o.iter_mut().zip(x).for_each(|(o, x)| *o = c * x),
-        (Some((c0, x0)), Some((c1, x1))) => {
-            let pairs = o.iter_mut().zip(x0.iter().zip(x1));
-            match (c0 == 1.0, c1) {
-                (true, 1.0) => pairs.for_each(|(o, (a, b))| *o = a + b),
-                (true, -1.0) => pairs.for_each(|(o, (a, b))| *o = a - b),
-                (true, _) => pairs.for_each(|(o, (a, b))| *o = a + c1 * b),
-                (false, 1.0) => pairs.for_each(|(o, (a, b))| *o = c0 * a + b),
-                (false, -1.0) => pairs.for_each(|(o, (a, b))| *o = c0 * a - b),
-                (false, _) => pairs.for_each(|(o, (a, b))| *o = c0 * a + c1 * b),
+    let mut cs = [0.0f32; MAX_SIDE];
+    let mut xs: [&[f32]; MAX_SIDE] = [&[]; MAX_SIDE];
+    let mut terms = 0;
+    for (&c, &x) in coefs.iter().zip(inp) {
+        if c != 0.0 {
+            assert!(terms < MAX_SIDE && x.len() >= o.len(), "winograd: a combination of {} runs", inp.len());
+            (cs[terms], xs[terms]) = (c, x);
+            terms += 1;
+        }
+    }
+    let (cs, xs) = (&cs[..terms], &xs[..terms]);
+    if terms == 0 {
+        o.fill(0.0);
+        return;
+    }
+    // 64 channels a block (four zmm registers), then 16, then one.
+    let done = combine_blocks::<64>(cs, xs, 0, o);
+    let done = combine_blocks::<16>(cs, xs, done, o);
+    combine_blocks::<1>(cs, xs, done, o);
+}
+
+/// [`combine`]'s sums for the whole blocks of `B` channels of `o[from..]`,
+/// each over all the terms (at least one) in registers; returns where the
+/// blocks ended.
+#[inline(always)]
+fn combine_blocks<const B: usize>(cs: &[f32], xs: &[&[f32]], from: usize, o: &mut [f32]) -> usize {
+    let mut blocks = o[from..].chunks_exact_mut(B);
+    let mut at = from;
+    for ob in blocks.by_ref() {
+        let mut acc = [0.0f32; B];
+        for (a, x) in acc.iter_mut().zip(&xs[0][at..][..B]) {
+            *a = cs[0] * x;
+        }
+        for (&c, x) in cs.iter().zip(xs).skip(1) {
+            for (a, x) in acc.iter_mut().zip(&x[at..][..B]) {
+                *a += c * x;
             }
         }
+        ob.copy_from_slice(&acc);
+        at += B;
     }
-    for (c, x) in terms {
-        match c {
-            1.0 => o.iter_mut().zip(x).for_each(|(o, x)| *o += x),
-            -1.0 => o.iter_mut().zip(x).for_each(|(o, x)| *o -= x),
-            _ => o.iter_mut().zip(x).for_each(|(o, x)| *o += c * x),
-        }
-    }
+    at
 }
 
 /// Transform points of the largest tile (8 x 8).
@@ -494,8 +513,18 @@ vectorized! {
 /// at batch 1 cost more than the multiplies), else the `gemm` crate; `zeros`
 /// holds `n` zeros, the micro-kernel's bias.
 #[allow(clippy::too_many_arguments)]
-fn product(a: &[f32], rows: usize, k: usize, lda: usize, w: &[f32], n: usize, c: &mut [f32], zeros: &[f32]) {
-    if !super::micro::gemm_cols(a, rows, k, lda, w, n, 0..n, c, n, &Epilogue::plain(zeros)) {
+fn product(
+    a: &[f32],
+    rows: usize,
+    k: usize,
+    lda: usize,
+    w: &[f32],
+    n: usize,
+    c: &mut [f32],
+    zeros: &[f32],
+    next: &[f32],
+) {
+    if !super::micro::gemm_cols_ahead(a, rows, k, lda, w, n, 0..n, c, n, &Epilogue::plain(zeros), next) {
         matmul(Mat { data: a, rows, cols: k, rs: lda, cs: 1 }, Mat::new(w, k, n), c, false, Par::Seq);
     }
 }
@@ -537,6 +566,7 @@ fn multiply(g: &ConvGeom, v: &Variant, u: &[f32], vv: &[f32], n: usize, m: &mut 
             kn,
             &mut m[xi * n * kn..][..n * kn],
             &zeros,
+            &[],
         );
     }
 }
@@ -683,7 +713,9 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
             with_scratch(t * t * n * cw, |m| {
                 for xi in 0..t * t {
                     let c = &mut m[xi * n * cw..][..n * cw];
-                    product(&vv[xi * cn..], n, cn, t * t * cn, panel(g, u, xi, cols), cw, c, &zeros[..cw]);
+                    // The next point's panel is asked for while this one's later row groups run.
+                    let next = if xi + 1 < t * t { panel(g, u, xi + 1, cols) } else { &[] };
+                    product(&vv[xi * cn..], n, cn, t * t * cn, panel(g, u, xi, cols), cw, c, &zeros[..cw], next);
                 }
                 output_transform(g, v, &ep.cols(cols.clone()), &al, m, 0, n, out, 0);
             });
@@ -943,7 +975,7 @@ fn backward_tiles(
                 let dm_xi = Mat { data: &dm[xi * kn..], rows: n, cols: kn, rs: xis * kn, cs: 1 };
                 matmul(v_xi.t(), dm_xi, du_xi, i0 > 0, Par::Seq);
                 if want_dx {
-                    product(&dm[xi * kn..], n, kn, xis * kn, &ut[xi * kn * cn..][..kn * cn], cn, dv_xi, &zeros);
+                    product(&dm[xi * kn..], n, kn, xis * kn, &ut[xi * kn * cn..][..kn * cn], cn, dv_xi, &zeros, &[]);
                 }
             });
             // 3. Image by image.
