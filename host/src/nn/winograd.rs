@@ -264,6 +264,16 @@ fn check(g: &ConvGeom, v: &Variant) {
 /// `-1 x` are exact, so the additions the passes made for +-1 are these.
 #[inline(always)]
 fn combine(coefs: &[f32], inp: &[&[f32]], o: &mut [f32]) {
+    combine_then(coefs, inp, o, None)
+}
+
+/// [`combine`], then `ep` (its channels `o`'s) applied to each block
+/// before it is stored. Applied as a pass of its own, the epilogue reloaded
+/// each output pixel just stored, and those loads stalled: a third of the
+/// output transform in the batch-1 network (`perf`). Same operations, so
+/// the same bits as the pass.
+#[inline(always)]
+fn combine_then(coefs: &[f32], inp: &[&[f32]], o: &mut [f32], ep: Option<&Epilogue>) {
     let mut cs = [0.0f32; MAX_SIDE];
     let mut xs: [&[f32]; MAX_SIDE] = [&[]; MAX_SIDE];
     let mut terms = 0;
@@ -280,16 +290,22 @@ fn combine(coefs: &[f32], inp: &[&[f32]], o: &mut [f32]) {
         return;
     }
     // 64 channels a block (four zmm registers), then 16, then one.
-    let done = combine_blocks::<64>(cs, xs, 0, o);
-    let done = combine_blocks::<16>(cs, xs, done, o);
-    combine_blocks::<1>(cs, xs, done, o);
+    let done = combine_blocks::<64>(cs, xs, 0, o, ep);
+    let done = combine_blocks::<16>(cs, xs, done, o, ep);
+    combine_blocks::<1>(cs, xs, done, o, ep);
 }
 
 /// [`combine`]'s sums for the whole blocks of `B` channels of `o[from..]`,
 /// each over all the terms (at least one) in registers; returns where the
 /// blocks ended.
 #[inline(always)]
-fn combine_blocks<const B: usize>(cs: &[f32], xs: &[&[f32]], from: usize, o: &mut [f32]) -> usize {
+fn combine_blocks<const B: usize>(
+    cs: &[f32],
+    xs: &[&[f32]],
+    from: usize,
+    o: &mut [f32],
+    ep: Option<&Epilogue>,
+) -> usize {
     let mut blocks = o[from..].chunks_exact_mut(B);
     let mut at = from;
     for ob in blocks.by_ref() {
@@ -300,6 +316,18 @@ fn combine_blocks<const B: usize>(cs: &[f32], xs: &[&[f32]], from: usize, o: &mu
         for (&c, x) in cs.iter().zip(xs).skip(1) {
             for (a, x) in acc.iter_mut().zip(&x[at..][..B]) {
                 *a += c * x;
+            }
+        }
+        if let Some(ep) = ep {
+            // As `Epilogue::apply_pixels`: bias, ReLU, then the affine map.
+            for (a, b) in acc.iter_mut().zip(&ep.bias[at..][..B]) {
+                let s = *a + b;
+                *a = if ep.relu && s < 0.0 { 0.0 } else { s };
+            }
+            if let Some((scale, shift)) = ep.affine {
+                for ((a, s), t) in acc.iter_mut().zip(&scale[at..][..B]).zip(&shift[at..][..B]) {
+                    *a = *a * s + t;
+                }
             }
         }
         ob.copy_from_slice(&acc);
@@ -795,8 +823,7 @@ vectorized! {
             transform2(al, al, &runs[..t * t], t, &mut tmp, kn, |a, b, row, rb| {
                 if let Some((oy, ox)) = tile.output(g, v, a, b) {
                     let px = out.pixel(tile.img * g.out_h * g.out_w + oy * g.out_w + ox - base, kn);
-                    combine(rb, row, px);
-                    ep.apply_pixels(px);
+                    combine_then(rb, row, px, Some(ep));
                 }
             });
         }
