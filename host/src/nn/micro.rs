@@ -346,9 +346,10 @@ mod x86 {
         last: Option<(*const f32, bool, *const f32, *const f32)>,
     }
 
-    /// The lines a tile prefetches: at depth step `p < steps`, `lanes` lines
-    /// (16 values each) from `at + p * step`, into L1 (`l1`, its own weights'
-    /// next rows) or L2 (the caller's next weights).
+    /// The lines a tile prefetches: at depth step `p < steps`, one line per
+    /// 16-value vector of the tile (`V`) from `at + p * step`, into L1 (`l1`:
+    /// its own weights' rows `PFK` ahead) or L2 (its share of the caller's
+    /// next weights).
     #[derive(Clone, Copy)]
     pub(super) struct Ahead {
         at: *const f32,

@@ -257,11 +257,12 @@ fn check(g: &ConvGeom, v: &Variant) {
 
 /// `o = sum_j coefs[j] inp[j]` over runs of channels, zero coefficients
 /// skipped: `c0 x0` rounded, plus `c1 x1` rounded, rounded, and so on in
-/// order (a multiply and an add each, never fused). Blocks of channels are summed over all the terms in registers and stored once;
-/// a pass over the whole run per term (as this was) loaded and stored `o`
-/// again for every term, and the output transform of F(4x4, 5x5) spent a
-/// third of its time there (`perf`). The sums are the same: `1 x` and
-/// `-1 x` are exact, so the additions the passes made for +-1 are these.
+/// order (a multiply and an add each, never fused). Each block of channels
+/// is summed over all the terms in registers and stored once; a pass over
+/// the whole run per term (as this was) loaded and stored `o` again for
+/// every term, and the output transform of F(4x4, 5x5) spent a third of its
+/// time there (`perf`). The sums are the same: `1 x` and `-1 x` are exact,
+/// so the additions the passes made for +-1 are these.
 #[inline(always)]
 fn combine(coefs: &[f32], inp: &[&[f32]], o: &mut [f32]) {
     combine_then(coefs, inp, o, None)
