@@ -27,18 +27,26 @@ pub struct Epilogue<'a> {
 impl Epilogue<'_> {
     /// The epilogue of whole output pixels (`bias.len()` values each), in
     /// place, after a plain GEMM.
-    #[inline(always)]
     pub fn apply_pixels(&self, px: &mut [f32]) {
-        let (bias, relu) = (self.bias, self.relu);
-        for px in px.chunks_exact_mut(bias.len()) {
-            for (v, b) in px.iter_mut().zip(bias) {
-                let s = *v + b;
-                *v = if relu && s < 0.0 { 0.0 } else { s };
-            }
-            if let Some((scale, shift)) = self.affine {
-                for ((v, s), t) in px.iter_mut().zip(scale).zip(shift) {
-                    *v = *v * s + t;
-                }
+        for px in px.chunks_exact_mut(self.bias.len()) {
+            self.apply_run(0, px);
+        }
+    }
+
+    /// The epilogue of channels `at .. at + vals.len()`, in place: one
+    /// pixel's run, or a block of it still in registers (Winograd's output
+    /// transform applies it before the store). Inlined always, so that the
+    /// AVX-512 copies of its callers compile it 16 wide.
+    #[inline(always)]
+    pub fn apply_run(&self, at: usize, vals: &mut [f32]) {
+        let n = vals.len();
+        for (v, b) in vals.iter_mut().zip(&self.bias[at..][..n]) {
+            let s = *v + b;
+            *v = if self.relu && s < 0.0 { 0.0 } else { s };
+        }
+        if let Some((scale, shift)) = self.affine {
+            for ((v, s), t) in vals.iter_mut().zip(&scale[at..][..n]).zip(&shift[at..][..n]) {
+                *v = *v * s + t;
             }
         }
     }
@@ -93,7 +101,7 @@ const MR: usize = 6;
 /// or `false` without touching `c` when this path does not apply: no AVX-512F
 /// on this CPU, or `n` not a multiple of 16 (the plain GEMM serves those).
 pub fn gemm(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32], ep: &Epilogue) -> bool {
-    gemm_cols(a, rows, k, k, w, n, 0..n, c, n, ep)
+    gemm_cols(a, rows, k, k, w, n, 0..n, c, n, ep, &[])
 }
 
 /// [`gemm`] for the output channels `cols` only, row `i` of `a` at `i * lda`
@@ -101,30 +109,15 @@ pub fn gemm(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32]
 /// end at multiples of 16). Each value is the same
 /// ascending sum as in [`gemm`], so splitting a product by columns across
 /// threads (each reading its part of `w` once) gives the same bytes.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_cols(
-    a: &[f32],
-    rows: usize,
-    k: usize,
-    lda: usize,
-    w: &[f32],
-    n: usize,
-    cols: Range<usize>,
-    c: &mut [f32],
-    ldc: usize,
-    ep: &Epilogue,
-) -> bool {
-    gemm_cols_ahead(a, rows, k, lda, w, n, cols, c, ldc, ep, &[])
-}
-
-/// [`gemm_cols`], asking the cache for `next` (the weights of the caller's
-/// next product) while the tiles after the first row group run. Those tiles
-/// find their weights in cache already; without the hint, a product with few
-/// rows (Winograd at batch 1: 16 tiles, three row groups) streamed each panel
+///
+/// `next` (the weights of the caller's next product, or empty) is asked
+/// for while the tiles after the first row group run: they find their own
+/// weights in cache already, and without the hint a product with few rows
+/// (Winograd at batch 1: 16 tiles, three row groups) streamed each panel
 /// from memory in its first row group and left memory idle in the others.
 /// A hint only: the values are the same.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_cols_ahead(
+pub fn gemm_cols(
     a: &[f32],
     rows: usize,
     k: usize,
@@ -181,7 +174,7 @@ pub fn gemm_par(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [
         let jobs: Vec<Range<usize>> = (0..n).step_by(per).map(|c0| c0..n.min(c0 + per)).collect();
         par_column_blocks(c, n, &jobs, |cols| {
             let mut out = vec![0.0f32; rows * cols.len()];
-            let done = gemm_cols(a, rows, k, k, w, n, cols.clone(), &mut out, cols.len(), &plain);
+            let done = gemm_cols(a, rows, k, k, w, n, cols.clone(), &mut out, cols.len(), &plain, &[]);
             assert!(done, "served (checked above)");
             out
         });
@@ -189,7 +182,7 @@ pub fn gemm_par(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [
         let per = rows.div_ceil(4 * threads).next_multiple_of(MR);
         c.par_chunks_mut(per * n).enumerate().for_each(|(j, cj)| {
             let nr = cj.len() / n;
-            let done = gemm_cols(&a[j * per * k..][..nr * k], nr, k, k, w, n, 0..n, cj, n, &plain);
+            let done = gemm_cols(&a[j * per * k..][..nr * k], nr, k, k, w, n, 0..n, cj, n, &plain, &[]);
             assert!(done, "served (checked above)");
         });
     }
@@ -386,14 +379,14 @@ mod x86 {
     ) {
         // `next`'s lines, shared out in order among the tiles after the
         // first row group (the first one streams the weights themselves).
-        let groups = rows.div_ceil(MR);
-        let later = (groups.saturating_sub(1)) * blocks.len() * cols.len().div_ceil(64);
-        let per_tile = next.len().div_ceil(16).div_ceil(later.max(1));
+        let lines = next.len().div_ceil(16);
+        let later = rows.div_ceil(MR).saturating_sub(1) * blocks.len() * cols.len().div_ceil(64);
+        let per_tile = lines.div_ceil(later.max(1));
         let mut handed = 0usize;
         let mut ahead_of_later = |v: usize| {
             let steps = per_tile.div_ceil(v);
-            let at = next.as_ptr().wrapping_add(16 * handed.min(next.len().div_ceil(16)));
-            let left = next.len().div_ceil(16).saturating_sub(handed);
+            let at = next.as_ptr().wrapping_add(16 * handed.min(lines));
+            let left = lines.saturating_sub(handed);
             handed += steps * v;
             Ahead { at, step: 16 * v, steps: steps.min(left.div_ceil(v)), l1: false }
         };

@@ -320,16 +320,7 @@ fn combine_blocks<const B: usize>(
             }
         }
         if let Some(ep) = ep {
-            // As `Epilogue::apply_pixels`: bias, ReLU, then the affine map.
-            for (a, b) in acc.iter_mut().zip(&ep.bias[at..][..B]) {
-                let s = *a + b;
-                *a = if ep.relu && s < 0.0 { 0.0 } else { s };
-            }
-            if let Some((scale, shift)) = ep.affine {
-                for ((a, s), t) in acc.iter_mut().zip(&scale[at..][..B]).zip(&shift[at..][..B]) {
-                    *a = *a * s + t;
-                }
-            }
+            ep.apply_run(at, &mut acc);
         }
         ob.copy_from_slice(&acc);
         at += B;
@@ -553,7 +544,7 @@ fn product(
     zeros: &[f32],
     next: &[f32],
 ) {
-    if !super::micro::gemm_cols_ahead(a, rows, k, lda, w, n, 0..n, c, n, &Epilogue::plain(zeros), next) {
+    if !super::micro::gemm_cols(a, rows, k, lda, w, n, 0..n, c, n, &Epilogue::plain(zeros), next) {
         matmul(Mat { data: a, rows, cols: k, rs: lda, cs: 1 }, Mat::new(w, k, n), c, false, Par::Seq);
     }
 }
@@ -579,6 +570,7 @@ fn multiply(g: &ConvGeom, v: &Variant, u: &[f32], vv: &[f32], n: usize, m: &mut 
                     &mut c[cols.start..],
                     kn,
                     &plain,
+                    &[],
                 );
                 assert!(done, "winograd: the micro-kernel serves panelled filters");
             }

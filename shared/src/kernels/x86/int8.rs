@@ -614,14 +614,14 @@ fn pack_for_broadcast(g: &ConvGeom, w: &Int8Weights<'_>, packed: &mut [i8; PACK_
     packed[..k4 * ocp * 4].fill(0);
     // Whole groups of 4 taps move as one 4-byte word (a byte at a time this
     // was ~35,000 scattered stores per call for conv1, on every thread).
-    let whole = filter / 4;
     for (o, f) in w.weights.chunks_exact(filter).enumerate() {
-        for (t4, taps) in f.chunks_exact(4).enumerate() {
+        let mut groups = f.chunks_exact(4);
+        for (t4, taps) in groups.by_ref().enumerate() {
             packed[(t4 * ocp + o) * 4..][..4].copy_from_slice(taps);
         }
-        for (t, &v) in f.iter().enumerate().skip(4 * whole) {
-            packed[(whole * ocp + o) * 4 + t % 4] = v;
-        }
+        // A short last group: its missing taps stay zero.
+        let rest = groups.remainder();
+        packed[(filter / 4 * ocp + o) * 4..][..rest.len()].copy_from_slice(rest);
     }
     true
 }
