@@ -619,9 +619,12 @@ fn pack_for_broadcast(g: &ConvGeom, w: &Int8Weights<'_>, packed: &mut [i8; PACK_
         for (t4, taps) in groups.by_ref().enumerate() {
             packed[(t4 * ocp + o) * 4..][..4].copy_from_slice(taps);
         }
-        // A short last group: its missing taps stay zero.
+        // A short last group: its missing taps stay zero. (None when the
+        // filter is whole groups: then its index may lie past `packed`.)
         let rest = groups.remainder();
-        packed[(filter / 4 * ocp + o) * 4..][..rest.len()].copy_from_slice(rest);
+        if !rest.is_empty() {
+            packed[(filter / 4 * ocp + o) * 4..][..rest.len()].copy_from_slice(rest);
+        }
     }
     true
 }
