@@ -18,7 +18,15 @@
 //!   steps.
 //!
 //! `HOST_CONV` picks the convolutions' arithmetic for both, as `--conv`.
+//!
+//! `cargo bench --bench jpeg_train -- loader` measures the loader alone
+//! instead: the CPU time per image of a training batch (decode, resize and
+//! augment) and of a validation batch (decode and resize), on one thread,
+//! fastest of `JPEG_TRAIN_ROUNDS` passes over the folder.
 
+use host::data::augment::AugmentConfig;
+use host::data::loader::load_batch;
+use host::data::{BatchPlan, FolderDataset, LoaderConfig};
 use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
 use host::optim::{Optimizer, OptimizerKind};
 use host::train::{train, TrainConfig};
@@ -124,6 +132,33 @@ fn train_data(dir: &Path, out: PathBuf) -> f64 {
     images / later.iter().map(|r| r.seconds).sum::<f64>()
 }
 
+/// Milliseconds of one thread's time per image that the loader spends on
+/// `plans`, fastest of `rounds` passes.
+fn loader_ms(source: &FolderDataset, plans: &[BatchPlan], cfg: &LoaderConfig, rounds: usize) -> f64 {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let images: usize = plans.iter().map(|p| p.indices.len()).sum();
+    (0..rounds.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            for plan in plans {
+                pool.install(|| load_batch(source, plan, cfg)).expect("loading a batch");
+            }
+            t.elapsed().as_secs_f64() * 1e3 / images as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The loader alone: training batches (augmented) and validation batches.
+fn loader_only(photos: &Path, rounds: usize) {
+    let source = FolderDataset::open(photos).expect("the JPEG folder");
+    let all: Vec<usize> = (0..source.files().len()).collect();
+    let cfg = |augment| LoaderConfig { h: 227, w: 227, augment, skip_bad: false, prefetch: 1 };
+    let augmented =
+        loader_ms(&source, &BatchPlan::epoch(&all, BATCH, 123, 0), &cfg(Some(AugmentConfig::default())), rounds);
+    let plain = loader_ms(&source, &BatchPlan::sequential(&all, BATCH), &cfg(None), rounds);
+    println!("loader, one thread, ms per image: training (augmented) {augmented:.3}, validation {plain:.3}");
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a test run (`cargo test --benches`)
     // passes nothing and should not spend minutes here.
@@ -136,6 +171,11 @@ fn main() {
     let photos = dir.join("photos");
     make_folder(&photos).expect("writing the JPEG folder");
     println!("{} JPEGs of {W}x{H} in {}, batch {BATCH}", CLASSES * PER_CLASS, photos.display());
+    if std::env::args().any(|a| a == "loader") {
+        loader_only(&photos, rounds);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     for round in 1..=rounds {
         let step = bare_step();
         let data = train_data(&photos, dir.join(format!("run{round}")));

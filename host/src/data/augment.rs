@@ -99,22 +99,49 @@ vectorized! {
     }
 }
 
+/// Where output pixel `(x, y)` of an `h x w` image samples its input under an
+/// [`AugParams`], before reflection: zoom, then rotate, then flip (the
+/// inverse maps of the Keras layers, applied in reverse). One definition
+/// for the f32 warp here and the 8-bit one of [`super::resample`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InverseMap {
+    pub cos: f32,
+    pub sin: f32,
+    pub zoom: f32,
+    pub cx: f32,
+    pub cy: f32,
+    pub flip: bool,
+    /// `w - 1`: a flip maps `x` to `w - 1 - x`.
+    pub w_last: f32,
+}
+
+impl InverseMap {
+    pub fn new(p: &AugParams, h: usize, w: usize) -> InverseMap {
+        let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
+        let (cos, sin) = (p.angle.cos(), p.angle.sin());
+        InverseMap { cos, sin, zoom: p.zoom, cx, cy, flip: p.flip, w_last: w as f32 - 1.0 }
+    }
+
+    /// The input point of output pixel `(x, y)`.
+    #[inline(always)]
+    pub fn point(&self, x: f32, y: f32) -> (f32, f32) {
+        let (dx, dy) = ((x - self.cx) * self.zoom, (y - self.cy) * self.zoom);
+        let rx = self.cos * dx - self.sin * dy + self.cx;
+        let ry = self.sin * dx + self.cos * dy + self.cy;
+        (if self.flip { self.w_last - rx } else { rx }, ry)
+    }
+}
+
 /// [`warp`]'s loop for `C` channels (`C == c`), or any `c` with `C == 0`.
 #[inline(always)]
 fn warp_channels<const C: usize>(src: &[f32], dst: &mut [f32], h: usize, w: usize, c: usize, p: &AugParams) {
     let c = if C > 0 { C } else { c };
-    let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
-    let (cos, sin) = (p.angle.cos(), p.angle.sin());
+    let map = InverseMap::new(p, h, w);
     let at = |y: usize, x: usize| &src[(y * w + x) * c..][..c];
     for (y, row) in dst.chunks_exact_mut(w * c).enumerate() {
         for (x, o) in row.chunks_exact_mut(c).enumerate() {
-            // Output pixel -> input point: zoom, then rotate, then flip
-            // (the inverse maps of the Keras layers, applied in reverse).
-            let (dx, dy) = ((x as f32 - cx) * p.zoom, (y as f32 - cy) * p.zoom);
-            let rx = cos * dx - sin * dy + cx;
-            let ry = sin * dx + cos * dy + cy;
-            let sx = if p.flip { (w as f32 - 1.0) - rx } else { rx };
-            let (sx, sy) = (reflect(sx, w), reflect(ry, h));
+            let (sx, sy) = map.point(x as f32, y as f32);
+            let (sx, sy) = (reflect(sx, w), reflect(sy, h));
             let (x0, y0) = (sx.floor(), sy.floor());
             let (fx, fy) = (sx - x0, sy - y0);
             let (x0, y0) = (x0 as usize, y0 as usize);
@@ -137,7 +164,7 @@ fn warp_channels<const C: usize>(src: &[f32], dst: &mut [f32], h: usize, w: usiz
 /// Map a coordinate outside `[0, len - 1]` back inside by reflection, as
 /// TensorFlow's `ImageProjectiveTransformV3` does for `fill_mode="reflect"`.
 #[inline(always)]
-fn reflect(mut v: f32, len: usize) -> f32 {
+pub(crate) fn reflect(mut v: f32, len: usize) -> f32 {
     let n = len as f32;
     if len <= 1 {
         return 0.0;

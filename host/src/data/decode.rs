@@ -18,6 +18,12 @@ pub fn stack(images: &[Array3<f32>], h: usize, w: usize) -> Result<Array4<f32>, 
 /// Decode the image file at `path` and resize it to `h x w` (bilinear), RGB
 /// f32 in [0, 1]: the one preprocessing shared by training, eval and predict.
 pub fn load_image_file(path: &Path, h: usize, w: usize) -> Result<Array3<f32>, DataError> {
+    Ok(resize_bilinear(&decode_image_file(path)?, h, w))
+}
+
+/// Decode the image file at `path` to 8-bit RGB, whatever its format, after
+/// holding its length and its declared size to the memory limit.
+pub fn decode_image_file(path: &Path) -> Result<image::RgbImage, DataError> {
     let bad = |source| DataError::BadImage { path: path.to_path_buf(), source };
     let io = |source| DataError::Io { path: path.to_path_buf(), source };
     // The file is read whole (its header is looked at twice): its length is
@@ -38,8 +44,7 @@ pub fn load_image_file(path: &Path, h: usize, w: usize) -> Result<Array3<f32>, D
         return Err(DataError::Truncated(path.to_path_buf()));
     }
     let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(io)?;
-    let img = reader.decode().map_err(bad)?.to_rgb8();
-    Ok(resize_bilinear(&img, h, w))
+    Ok(reader.decode().map_err(bad)?.into_rgb8())
 }
 
 /// Bytes per decoded pixel at worst: 16-bit RGBA (8) plus the 8-bit RGB copy (3), rounded up.
@@ -73,17 +78,28 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 /// `tf.image.resize(..., "bilinear")` does inside `image_dataset_from_directory`,
 /// so the network sees images the way the Keras tutorial's network did.
 pub fn resize_bilinear(img: &image::RgbImage, h: usize, w: usize) -> Array3<f32> {
+    let mut out = Array3::<f32>::zeros((h, w, 3));
+    resize_bilinear_into(img, h, w, out.as_slice_mut().expect("a new array is contiguous"));
+    out
+}
+
+/// [`resize_bilinear`] into `out`, the image's `h * w * 3` values (a batch's
+/// slot); an image without pixels gives zeros.
+///
+/// Panics if `out` has another length.
+pub fn resize_bilinear_into(img: &image::RgbImage, h: usize, w: usize, out: &mut [f32]) {
+    assert_eq!(out.len(), h * w * 3, "resize: output length");
     let (sw, sh) = (img.width() as usize, img.height() as usize);
     let raw = img.as_raw();
-    let mut out = Array3::<f32>::zeros((h, w, 3));
-    if sw == 0 || sh == 0 {
-        return out;
+    if sw == 0 || sh == 0 || h == 0 || w == 0 {
+        out.fill(0.0);
+        return;
     }
     let axis = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
         let scale = n_in as f32 / n_out as f32;
         (0..n_out)
             .map(|o| {
-                let c = ((o as f32 + 0.5) * scale - 0.5).clamp(0.0, (n_in - 1) as f32);
+                let c = source_coordinate(o as f32, scale, (n_in - 1) as f32);
                 let i0 = c.floor() as usize;
                 let i1 = (i0 + 1).min(n_in - 1);
                 (i0, i1, c - i0 as f32)
@@ -109,8 +125,7 @@ pub fn resize_bilinear(img: &image::RgbImage, h: usize, w: usize) -> Array3<f32>
     };
     // The two most recent source rows, interpolated across.
     let mut kept = [(usize::MAX, vec![0f32; w * 3]), (usize::MAX, vec![0f32; w * 3])];
-    let dst = out.as_slice_mut().expect("a new array is contiguous");
-    for (row, &(y0, y1, fy)) in dst.chunks_exact_mut(w * 3).zip(&ys) {
+    for (row, &(y0, y1, fy)) in out.chunks_exact_mut(w * 3).zip(&ys) {
         for y in [y0, y1] {
             if kept[0].0 != y && kept[1].0 != y {
                 // Replace the one this output row does not need.
@@ -122,7 +137,14 @@ pub fn resize_bilinear(img: &image::RgbImage, h: usize, w: usize) -> Array3<f32>
         let at = |y: usize| if kept[0].0 == y { &kept[0].1 } else { &kept[1].1 };
         blend_rows(at(y0), at(y1), fy, row);
     }
-    out
+}
+
+/// The input coordinate that output coordinate `o` samples when a side of
+/// `n_in` pixels is resized by `scale = n_in / n_out`: half-pixel centres,
+/// clamped to the first and last pixel (`last = n_in - 1`).
+#[inline(always)]
+pub(crate) fn source_coordinate(o: f32, scale: f32, last: f32) -> f32 {
+    ((o + 0.5) * scale - 0.5).clamp(0.0, last)
 }
 
 vectorized! {

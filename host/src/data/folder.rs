@@ -1,7 +1,9 @@
 //! A class-folder dataset, laid out as Keras's `image_dataset_from_directory`
 //! expects: `root/<class>/.../<image>`, one subfolder per class.
-use super::decode::load_image_file;
+use super::augment::AugParams;
+use super::decode::{decode_image_file, load_image_file, resize_bilinear_into};
 use super::error::DataError;
+use super::resample::{resize_augment_into, Rgb8};
 use super::source::ImageSource;
 use ndarray::Array3;
 use std::path::{Path, PathBuf};
@@ -184,6 +186,22 @@ impl ImageSource for FolderDataset {
     }
     fn load(&self, index: usize, h: usize, w: usize) -> Result<Array3<f32>, DataError> {
         load_image_file(&self.files[index].0, h, w)
+    }
+    fn load_augmented_into(
+        &self,
+        index: usize,
+        h: usize,
+        w: usize,
+        p: &AugParams,
+        out: &mut [f32],
+    ) -> Result<(), DataError> {
+        let photo = decode_image_file(&self.files[index].0)?;
+        if *p == AugParams::IDENTITY {
+            resize_bilinear_into(&photo, h, w, out);
+        } else {
+            resize_augment_into(&Rgb8::new(photo), p, h, w, out);
+        }
+        Ok(())
     }
     fn describe(&self, index: usize) -> String {
         self.files[index].0.display().to_string()

@@ -88,15 +88,13 @@ pub fn load_batch(source: &dyn ImageSource, plan: &BatchPlan, cfg: &LoaderConfig
         .zip(plan.indices.par_iter())
         .enumerate()
         .map(|(k, (slot, &i))| {
-            let img = source.load(i, cfg.h, cfg.w)?;
             // Each image's draw depends only on the batch seed and its
             // slot, so parallel decoding cannot reorder the randomness.
             let p = match &cfg.augment {
                 Some(aug) => aug.sample(&mut stream_rng(&[plan.aug_seed, k as u64])),
                 None => augment::AugParams::IDENTITY,
             };
-            augment::apply_into(img.view(), &p, slot);
-            Ok(())
+            source.load_augmented_into(i, cfg.h, cfg.w, &p, slot)
         })
         .collect();
     let mut labels = Vec::with_capacity(loaded.len());

@@ -14,6 +14,7 @@ pub mod decode;
 pub mod error;
 pub mod folder;
 pub mod loader;
+pub mod resample;
 pub mod rng;
 pub mod source;
 pub mod synthetic;
