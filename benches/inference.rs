@@ -11,7 +11,9 @@
 //!   (`host::reference::TractReference`).
 //!
 //! The engine groups use the fixture's random weights; the two f32 groups share
-//! `Network::new`'s Glorot initialisation (latency does not depend on the values).
+//! `Network::new`'s Glorot initialisation with trained-like BatchNormalization
+//! state (`support/trained_bn.rs`). Latency depends on the values in one way
+//! only: the dense layers skip the weight rows of zero inputs (after a ReLU).
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
@@ -25,6 +27,9 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 use suite::Rng;
+
+#[path = "support/trained_bn.rs"]
+mod trained_bn;
 
 /// The full AlexNet, its He-like random float parameters and one input image.
 struct Fixture {
@@ -118,6 +123,7 @@ fn f32(c: &mut Criterion) {
     let spec = spec::alexnet(227, 1000).expect("alexnet spec");
     let image = Fixture::new().image;
     let mut net = Network::new(&spec, 42);
+    trained_bn::trained_batchnorm(&mut net, 42);
     let tensors: HashMap<_, _> = net.tensors().into_iter().collect();
     let tract = TractReference::new(&spec, &tensors, 1).expect("tract graph builds");
     drop(tensors);

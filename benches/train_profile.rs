@@ -4,7 +4,8 @@
 //! With `eval`, the inference forward instead (`Mode::Eval`, what `predict`
 //! and the `alexnet227_f32_host` latency bench run): `-- 1 50 eval` gives the
 //! batch-1 latency layer by layer, the minimum over the steps as well as the
-//! mean, since a shared machine's noise only ever adds time.
+//! mean, since a shared machine's noise only ever adds time. Its
+//! BatchNormalizations get trained-like statistics (`support/trained_bn.rs`).
 //! For hot functions inside a layer, build it with `--profile profiling`
 //! (release code with debug info) and run it under `perf record -g`.
 use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
@@ -12,6 +13,9 @@ use host::optim::{Optimizer, OptimizerKind};
 use ndarray::Array4;
 use rand::SeedableRng;
 use std::time::Instant;
+
+#[path = "support/trained_bn.rs"]
+mod trained_bn;
 
 fn main() {
     // `cargo bench` passes `--bench`; the numbers given are batch and steps.
@@ -22,6 +26,7 @@ fn main() {
     let spec = shared::spec::alexnet(227, 1000).expect("alexnet");
     let mut net = Network::new(&spec, 0);
     if std::env::args().any(|a| a == "eval") {
+        trained_bn::trained_batchnorm(&mut net, 1);
         return eval_profile(&mut net, batch, steps.max(1));
     }
     let mut opt = Optimizer::new(OptimizerKind::adam());
