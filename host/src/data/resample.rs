@@ -116,7 +116,7 @@ fn sample(src: &Rgb8, m: &PhotoMap, x: usize, y: usize, o: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{sample, PhotoMap, Rgb8};
+    use crate::data::resample::{sample, PhotoMap, Rgb8};
     use std::arch::x86_64::*;
 
     /// Whether [`rows`] may run: AVX-512F, sides of two pixels or more
