@@ -1,13 +1,15 @@
 //! Where batch-1 int8 inference of the full AlexNet-227 spends its time, layer
 //! by layer, on the engine's spinning helper threads as `host simulate` and
 //! the `inference` bench's `alexnet227_int8_spin` run it: `cargo bench
-//! --bench int8_profile [-- RUNS [unfused]]` (default 50). Each layer's
+//! --bench int8_profile [-- RUNS [unfused] [dense-rows]]` (default 50). Each layer's
 //! figures are its fastest and median time over the runs, beside the whole
 //! run's fastest; `roofline` gives the floors to hold them to. Like the
 //! `inference` bench, the engine runs a Conv2D and a small
 //! BatchNormalization after it as one layer (the pair's time shows on the
 //! conv); `unfused` asks for every layer's own output, as `host simulate`
-//! does, so each runs on its own.
+//! does, so each runs on its own. The dense layers after a ReLU read their
+//! input-major copies, skipping zero inputs (`engine::InputMajorCopies`, as
+//! the host's commands do); `dense-rows` runs them from the model's rows.
 
 use shared::convert::{self, Ranges};
 use shared::engine::{self, Observer};
@@ -57,7 +59,11 @@ fn main() {
     suite::observe(&mut ranges, &spec, &views, &image).expect("calibrate");
     let model = convert::quantize_int8(&spec, &views, &ranges).expect("quantize");
     let view = model.view();
-    let prepared = engine::prepare(&view).expect("prepare");
+    let mut prepared = engine::prepare(&view).expect("prepare");
+    let copies = engine::InputMajorCopies::new(&prepared);
+    if !std::env::args().any(|a| a == "dense-rows") {
+        prepared.with_input_major(&copies).expect("input-major copies");
+    }
     let mut arena = vec![0u8; prepared.plan().arena_bytes];
     let mut input = vec![0u8; image.len()];
     engine::quantize_input(&image, model.input, &mut input).expect("input");

@@ -46,3 +46,42 @@ fn host_pools_give_the_single_thread_bytes() {
         }
     }
 }
+
+/// The dense layers after a ReLU, run from their input-major copies (rows of
+/// zero-point inputs skipped, as the host's commands run them), give every
+/// layer's bytes of the model's own rows: one thread and the helpers, over
+/// images whose dense inputs are part zero.
+#[test]
+fn input_major_dense_gives_the_row_bytes() {
+    let spec = spec::alexnet_micro(67, 7).unwrap();
+    let mut rng = Rng::new(12);
+    let params = suite::random_params(&spec, &mut rng);
+    let views = suite::views(&params);
+    let mut ranges = Ranges::new(&spec);
+    let images: Vec<Vec<f32>> = (0..4).map(|_| rng.vec(spec.input().elements() as usize, -1.0, 1.0)).collect();
+    for image in &images {
+        suite::observe(&mut ranges, &spec, &views, image).unwrap();
+    }
+    let int8 = convert::quantize_int8(&spec, &views, &ranges).unwrap();
+    let view = int8.view();
+    let rows = engine::prepare(&view).unwrap();
+    let copies = engine::InputMajorCopies::new(&rows);
+    let mut copied = engine::prepare(&view).unwrap();
+    copied.with_input_major(&copies).unwrap();
+    let lent = (0..spec.layers().len()).filter(|&i| !engine::InputMajorWeights::layer(&copies, i).is_empty()).count();
+    if shared::kernels::int8::can_skip_dense_inputs(-128) {
+        assert!(lent >= 2, "the dense layers after a ReLU get copies ({lent})");
+    }
+    for (k, image) in images.iter().enumerate() {
+        let mut input = vec![0u8; image.len()];
+        engine::quantize_input(image, int8.input, &mut input).unwrap();
+        let want = host::simulate::simulate_prepared(&rows, &input, true).unwrap();
+        let got = host::simulate::simulate_prepared(&copied, &input, true).unwrap();
+        let hashes = |r: &host::simulate::SimRun| r.layers.iter().map(|l| l.hash).collect::<Vec<_>>();
+        assert_eq!(hashes(&got), hashes(&want), "image {k}: layer hashes");
+        assert_eq!(got.output, want.output, "image {k}");
+        let mut arena = vec![0u8; copied.plan().arena_bytes];
+        let one = engine::run(&copied, &input, &mut arena, &mut NoObserver).unwrap().to_vec();
+        assert_eq!(one, want.output, "image {k}: one thread, layers fused");
+    }
+}

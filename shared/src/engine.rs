@@ -727,6 +727,8 @@ pub struct Prepared<'m> {
     model: &'m QuantModel<'m>,
     plan: Plan,
     pub(crate) steps: [Step; MAX_LAYERS],
+    /// Input-major dense weights the host lent ([`Prepared::with_input_major`]).
+    input_major: Option<&'m dyn InputMajorWeights>,
 }
 
 impl<'m> Prepared<'m> {
@@ -737,6 +739,89 @@ impl<'m> Prepared<'m> {
     /// Its arena plan ([`Plan::arena_bytes`] is what [`run`] needs).
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// Run the int8 Dense layers that `layouts` has copies of through the
+    /// kernel that reads only the weight rows of inputs other than the zero
+    /// point ([`k8::dense_units_input_major`], where the CPU has it): the
+    /// same bytes. Each copy must be the transpose of its layer's weights.
+    pub fn with_input_major(&mut self, layouts: &'m dyn InputMajorWeights) -> Result<(), EngineError> {
+        for (layer, d) in self.model.layer_data().iter().enumerate() {
+            let copy = layouts.layer(layer);
+            if copy.is_empty() {
+                continue;
+            }
+            let (Step::Dense { .. }, LayerWeights::Int8(w)) = (self.steps[layer], d.weights) else {
+                return Err(EngineError::UnexpectedWeights { layer });
+            };
+            if copy.len() != w.weights.len() {
+                let (expected, got) = (w.weights.len(), copy.len());
+                return Err(EngineError::WeightLength { layer, what: "input-major dense weights", expected, got });
+            }
+        }
+        self.input_major = Some(layouts);
+        Ok(())
+    }
+
+    /// Layer `i`'s input-major weights, where lent and this CPU's kernel
+    /// takes its input's zero point.
+    fn input_major_of(&self, i: usize) -> Option<&'m [i8]> {
+        let copy = self.input_major?.layer(i);
+        let Step::Dense { prm, .. } = self.steps[i] else { return None };
+        (!copy.is_empty() && k8::can_skip_dense_inputs(prm.in_zp)).then_some(copy)
+    }
+}
+
+/// Dense weights laid out input-major (`[inputs][units]`, the transpose of
+/// the model's `[units][inputs]`), lent to [`Prepared::with_input_major`]. A
+/// host-side layout: in that order a run of zero inputs is a run of weight
+/// rows that need not be read. The host builds them ([`InputMajorCopies`]);
+/// nothing here allocates.
+pub trait InputMajorWeights: Sync + fmt::Debug {
+    /// Layer `i`'s copy, empty for none.
+    fn layer(&self, i: usize) -> &[i8];
+}
+
+/// Input-major copies of the int8 Dense layers worth one: those whose input's
+/// zero point is -128, the bottom of the range, as after a ReLU (whose zeros
+/// are frequent: about half of AlexNet's FC7 and FC8 inputs). Only on a CPU
+/// with the kernel ([`k8::can_skip_dense_inputs`]); none elsewhere.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug, Default)]
+pub struct InputMajorCopies(alloc::vec::Vec<alloc::vec::Vec<i8>>);
+
+#[cfg(feature = "alloc")]
+impl InputMajorCopies {
+    /// The copies for `model` (prepared here to learn its zero points).
+    pub fn of(model: &QuantModel<'_>) -> Result<InputMajorCopies, EngineError> {
+        Ok(InputMajorCopies::new(&prepare(model)?))
+    }
+
+    pub fn new(prepared: &Prepared<'_>) -> InputMajorCopies {
+        let data = prepared.model.layer_data();
+        let copies = prepared.steps.iter().zip(data).map(|(step, d)| match (step, d.weights) {
+            (Step::Dense { prm, .. }, LayerWeights::Int8(w))
+                if prm.in_zp == -128 && k8::can_skip_dense_inputs(prm.in_zp) && !w.bias.is_empty() =>
+            {
+                let (units, n) = (w.bias.len(), w.weights.len() / w.bias.len());
+                let mut t = alloc::vec![0i8; units * n];
+                for (u, row) in w.weights.chunks_exact(n).enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        t[j * units + u] = v;
+                    }
+                }
+                t
+            }
+            _ => alloc::vec::Vec::new(),
+        });
+        InputMajorCopies(copies.collect())
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl InputMajorWeights for InputMajorCopies {
+    fn layer(&self, i: usize) -> &[i8] {
+        self.0.get(i).map_or(&[], |c| c)
     }
 }
 
@@ -761,7 +846,7 @@ pub fn prepare_into<'s, 'm>(
     let at = slot.as_mut_ptr();
     // SAFETY: `at` points to a whole `Prepared`; each field is written
     // through a raw pointer before anything reads it, and the whole is
-    // assumed initialised only once all three are.
+    // assumed initialised only once all four are.
     unsafe {
         (&raw mut (*at).model).write(model);
         let plan_at = &raw mut (*at).plan;
@@ -772,6 +857,7 @@ pub fn prepare_into<'s, 'm>(
         let steps = &raw mut (*at).steps;
         steps.write([Step::Identity; MAX_LAYERS]);
         fill_steps(model, &mut *steps)?;
+        (&raw mut (*at).input_major).write(None);
         Ok(slot.assume_init_mut())
     }
 }
@@ -948,6 +1034,8 @@ fn run_layers<'a>(
         } else if let Some(then) = fuse.then(|| batch_norm_after(prepared, i)).flatten() {
             run_conv_then_batch_norm(*step, data[i].weights, &then, work, lp, par);
             fused = true;
+        } else if let Some(wt) = prepared.input_major_of(i) {
+            run_dense_input_major(*step, data[i].weights, wt, work, lp, par);
         } else {
             run_layer(model.precision, i, *step, data[i].weights, work, scratch, lp, par)?;
         }
@@ -999,6 +1087,27 @@ fn run_conv_then_batch_norm(
     };
     let (src, dst) = split(work, lp.input, lp.output);
     conv_by_pixels(&g, &with_constant_clamp(prm, relu, six), &w, as_i8(src), as_i8_mut(dst), par, Some(then));
+}
+
+/// An int8 Dense through [`k8::dense_units_input_major`], its units cut
+/// into `par`'s jobs.
+fn run_dense_input_major(
+    step: Step,
+    weights: LayerWeights<'_>,
+    wt: &[i8],
+    work: &mut [u8],
+    lp: &LayerPlan,
+    par: &dyn Parallel,
+) {
+    let (Step::Dense { prm, relu, six }, LayerWeights::Int8(w)) = (step, weights) else {
+        return;
+    };
+    let prm = with_constant_clamp(prm, relu, six);
+    let (src, dst) = split(work, lp.input, lp.output);
+    let (x, units) = (as_i8(src), dst.len());
+    split_jobs(par, par.jobs().min(units).max(1), units, 1, as_i8_mut(dst), &|first, part| {
+        k8::dense_units_input_major(&prm, &w, wt, x, part, first)
+    });
 }
 
 /// An int8 Conv2D through [`k8::conv2d_pixels`] (only where

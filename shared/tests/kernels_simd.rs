@@ -189,6 +189,42 @@ fn check_dense8(n: usize, units: usize, seed: u64, relu: bool) -> Result<(), Tes
     Ok(())
 }
 
+/// The input-major dense kernel (rows of zero-point inputs skipped) against
+/// the plain dense: every unit, and the units cut in two at `cut`, with
+/// `dead` of every 8 inputs set to the zero point (0: as drawn; 8: all).
+fn check_dense8_input_major(n: usize, units: usize, seed: u64, relu: bool, dead: u64) -> Result<(), TestCaseError> {
+    let mut rng = Rng::new(seed);
+    let raw = Raw::new(&mut rng, n * units, units, n);
+    let p = params(&mut rng, relu);
+    if !k8::can_skip_dense_inputs(p.in_zp) {
+        return Ok(());
+    }
+    let mut x = rng.i8s(n);
+    for v in x.iter_mut() {
+        if (rng.next_u64() % 8) < dead {
+            *v = p.in_zp as i8;
+        }
+    }
+    let mut wt = vec![0i8; n * units];
+    for (u, row) in raw.weights.chunks_exact(n).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            wt[j * units + u] = v;
+        }
+    }
+    let mut want = vec![0i8; units];
+    k8::dense(&p, &raw.view(), &x, &mut want);
+    let mut got = vec![0x55i8; units];
+    k8::dense_units_input_major(&p, &raw.view(), &wt, &x, &mut got, 0);
+    prop_assert!(got == want, "input-major differs: n={n} units={units} dead={dead}/8 {p:?}");
+    let cut = (seed as usize) % (units + 1);
+    let mut got = vec![0x55i8; units];
+    let (a, b) = got.split_at_mut(cut);
+    k8::dense_units_input_major(&p, &raw.view(), &wt, &x, a, 0);
+    k8::dense_units_input_major(&p, &raw.view(), &wt, &x, b, cut);
+    prop_assert!(got == want, "input-major cut at {cut} differs: n={n} units={units} dead={dead}/8 {p:?}");
+    Ok(())
+}
+
 /// Random f16 values, some zero, subnormal, large (overflowing sums),
 /// infinite or NaN (negative, with a payload).
 fn halves(rng: &mut Rng, n: usize, scale: f32, specials: bool) -> Vec<f16> {
@@ -348,6 +384,11 @@ proptest! {
     }
 
     #[test]
+    fn int8_dense_input_major_equals_plain(seed: u64, n in 1usize..300, units in 1usize..200, relu: bool, dead in 0u64..9) {
+        check_dense8_input_major(n, units, seed, relu, dead)?;
+    }
+
+    #[test]
     fn f16_conv_variants_equal_plain(
         seed: u64, h in 1usize..12, w in 1usize..12, c in 1usize..40, filters in 1usize..30,
         k in 1usize..6, stride in 1usize..4, same: bool, relu: bool, specials: bool,
@@ -394,6 +435,7 @@ fn alexnet_like_shapes() {
     }
     for (n, u) in [(9216, 9), (4096, 17), (63, 8), (64, 16), (65, 7), (1, 1)] {
         check_dense8(n, u, n as u64, true).unwrap();
+        check_dense8_input_major(n, u, n as u64, true, 4).unwrap();
         check_dense16(n, u, n as u64, false, false).unwrap();
     }
 }
@@ -434,6 +476,18 @@ proptest! {
             let mut got = vec![0x55i8; g.output_len()];
             k8::max_pool_fast(&g, &x8, &mut got);
             prop_assert_eq!(&got, &want, "int8 max_pool differs: {:?}", g);
+        }
+    }
+}
+
+/// The input-major dense kernel over more units than one pass holds (2048),
+/// half and all of its inputs dead, every zero point class.
+#[test]
+fn int8_dense_input_major_wide_layers() {
+    for (seed, (n, units, dead)) in [(130, 4100, 4), (77, 2048, 8), (40, 2111, 0), (5, 1000, 5)].into_iter().enumerate()
+    {
+        for relu in [false, true] {
+            check_dense8_input_major(n, units, seed as u64 * 2 + relu as u64, relu, dead).unwrap();
         }
     }
 }

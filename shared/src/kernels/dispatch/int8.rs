@@ -199,6 +199,38 @@ pub fn dense_units(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &m
     let _ = (p, w, input, output, first);
 }
 
+/// Whether [`dense_units_input_major`] runs on this CPU for a layer whose
+/// input has zero point `in_zp`.
+pub fn can_skip_dense_inputs(in_zp: i32) -> bool {
+    #[cfg(all(feature = "std", x86_simd))]
+    if x86::has_vnni() && i8::try_from(in_zp).is_ok() {
+        return true;
+    }
+    let _ = in_zp;
+    false
+}
+
+/// [`dense_units`] from input-major weights (`wt`, the transpose of
+/// `w.weights`), reading only the rows of inputs that are not the zero
+/// point; the same bytes. Panics unless [`can_skip_dense_inputs`].
+pub fn dense_units_input_major(
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    wt: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+    first: usize,
+) {
+    assert!(can_skip_dense_inputs(p.in_zp), "dense_units_input_major: not supported on this CPU");
+    #[cfg(all(feature = "std", x86_simd))]
+    // SAFETY: `can_skip_dense_inputs` checked AVX-512F/BW/VNNI and the zero point.
+    unsafe {
+        x86_8::dense_vnni_input_major_units(p, w, wt, input, output, first)
+    }
+    #[cfg(not(all(feature = "std", x86_simd)))]
+    let _ = (p, w, wt, input, output, first);
+}
+
 /// Dense with the bytes of [`dense`](crate::kernels::generic::int8::dense),
 /// faster: x86 SIMD under `std`, `crate::kernels::arm`'s SMLAD kernel on
 /// Arm cores with DSP, elsewhere

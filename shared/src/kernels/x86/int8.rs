@@ -1070,6 +1070,153 @@ pub unsafe fn dense_vnni_units(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8]
     }
 }
 
+/// Units per pass of [`dense_vnni_input_major_units`]: its accumulators
+/// (two `i32` per unit, 16 KB) stay in L1 while the live rows stream by.
+const IM_CHUNK: usize = 2048;
+/// Live inputs gathered per batch by [`dense_vnni_input_major_units`].
+const IM_LIVE: usize = 1024;
+/// How many quads of live inputs ahead it asks for the weight rows.
+const IM_AHEAD: usize = 2;
+
+/// [`dense_vnni_units`] over weights laid out input-major (`wt[j * units + u]`,
+/// the transpose of `w.weights`), reading only the rows of live inputs (`x !=
+/// in_zp`): a dead input adds `(x - in_zp) * w = 0` to every unit, so after a
+/// ReLU (zero point at the bottom of the range) about half of the layer's
+/// weights need not be streamed. The same integer sums, so the same bytes.
+///
+/// Live inputs go in fours: each unit's four weights are interleaved into
+/// one 32-bit group by byte and word unpacks (lane order `16 (i / 4) + 4 k +
+/// i % 4` for register `k`, lane `i`, undone when the units are written) and
+/// meet the four inputs, broadcast, in one `vpdpbusd`. A last group of fewer
+/// than four is padded with a dead input, which adds nothing.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX-512BW and AVX-512VNNI; `p.in_zp` must
+/// fit an i8.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn dense_vnni_input_major_units(
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    wt: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+    first: usize,
+) {
+    let n = input.len();
+    let units = w.bias.len();
+    assert!(wt.len() == n * units, "dense: input-major weight length");
+    assert!(w.multiplier.len() == units && w.shift.len() == units, "dense: units");
+    assert!(first + output.len() <= units, "dense: unit range");
+    let zp = i8::try_from(p.in_zp).expect("dense: input zero point fits an i8");
+    let zc = 128 + p.in_zp;
+    let dead = _mm512_set1_epi8(zp);
+    let ones = _mm512_set1_epi8(1);
+    let mut c0 = 0;
+    while c0 < output.len() {
+        let cn = IM_CHUNK.min(output.len() - c0);
+        let blocks = cn.div_ceil(64);
+        let u0 = first + c0;
+        // Per 64-unit block: 4 registers of sums `(x + 128) * w`, 4 of `w`.
+        let mut d = [[_mm512_setzero_si512(); 4]; IM_CHUNK / 64];
+        let mut s = [[_mm512_setzero_si512(); 4]; IM_CHUNK / 64];
+        // Fold one quad of live inputs (`bytes`: their `x + 128`) into every
+        // block, asking for the rows of the quad `ahead` meanwhile: live rows
+        // are runs of `cn` bytes with gaps, which the hardware prefetcher
+        // does not follow.
+        let mut fold = |quad: &[usize], bytes: u32, ahead: Option<&[usize]>| {
+            let xq = _mm512_set1_epi32(bytes as i32);
+            for b in 0..blocks {
+                let off = u0 + b * 64;
+                let left = cn - b * 64;
+                let mask: __mmask64 = if left >= 64 { u64::MAX } else { (1u64 << left) - 1 };
+                if let Some(next) = ahead {
+                    for &j in next {
+                        // SAFETY: inside row `j` (a hint; it never faults).
+                        _mm_prefetch::<_MM_HINT_T0>(unsafe { wt.as_ptr().add(j * units + off) }.cast());
+                    }
+                }
+                // SAFETY: row `quad[r]` has `units` bytes from `quad[r] * units`;
+                // the masked loads read the block's `min(64, left)` of them.
+                let row = |r: usize| unsafe { _mm512_maskz_loadu_epi8(mask, wt.as_ptr().add(quad[r] * units + off)) };
+                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                let (lo01, hi01) = (_mm512_unpacklo_epi8(r0, r1), _mm512_unpackhi_epi8(r0, r1));
+                let (lo23, hi23) = (_mm512_unpacklo_epi8(r2, r3), _mm512_unpackhi_epi8(r2, r3));
+                let q = [
+                    _mm512_unpacklo_epi16(lo01, lo23),
+                    _mm512_unpackhi_epi16(lo01, lo23),
+                    _mm512_unpacklo_epi16(hi01, hi23),
+                    _mm512_unpackhi_epi16(hi01, hi23),
+                ];
+                for k in 0..4 {
+                    d[b][k] = _mm512_dpbusd_epi32(d[b][k], xq, q[k]);
+                    s[b][k] = _mm512_dpbusd_epi32(s[b][k], ones, q[k]);
+                }
+            }
+        };
+        let u8_of = |j: usize| (input[j] as u8 ^ 0x80) as u32;
+        let bytes_of = |quad: &[usize]| quad.iter().enumerate().fold(0u32, |a, (r, &j)| a | u8_of(j) << (8 * r));
+        // The live inputs, a batch at a time (the 0-3 a batch leaves over
+        // start the next).
+        let mut live = [0usize; IM_LIVE + 64];
+        let (mut count, mut j0) = (0, 0);
+        loop {
+            while j0 < n && count + 64 <= live.len() {
+                let m = 64.min(n - j0);
+                let mask: __mmask64 = if m == 64 { u64::MAX } else { (1u64 << m) - 1 };
+                // SAFETY: the masked load reads `m` bytes of `input` from `j0`.
+                let x = unsafe { _mm512_maskz_loadu_epi8(mask, input.as_ptr().add(j0)) };
+                let mut bits = _mm512_mask_cmpneq_epi8_mask(mask, x, dead);
+                while bits != 0 {
+                    live[count] = j0 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    count += 1;
+                }
+                j0 += 64;
+            }
+            let quads = count / 4;
+            for q in 0..quads {
+                let quad = &live[4 * q..4 * q + 4];
+                let ahead = (q + IM_AHEAD < quads).then(|| &live[4 * (q + IM_AHEAD)..4 * (q + IM_AHEAD) + 4]);
+                fold(quad, bytes_of(quad), ahead);
+            }
+            live.copy_within(4 * quads..count, 0);
+            count -= 4 * quads;
+            if j0 >= n {
+                break;
+            }
+        }
+        if count > 0 {
+            // Pad with the first live input's row, at the dead value.
+            let mut quad = [live[0]; 4];
+            quad[..count].copy_from_slice(&live[..count]);
+            let bytes =
+                bytes_of(&quad[..count]) | (0..4).filter(|&r| r >= count).fold(0, |a, r| a | (zc as u32) << (8 * r));
+            fold(&quad, bytes, None);
+        }
+        for b in 0..blocks {
+            let (mut dv, mut sv) = ([0i32; 64], [0i32; 64]);
+            for k in 0..4 {
+                // SAFETY: 16 i32 each into 64-value arrays at 16 k.
+                unsafe {
+                    _mm512_storeu_si512(dv.as_mut_ptr().add(16 * k).cast(), d[b][k]);
+                    _mm512_storeu_si512(sv.as_mut_ptr().add(16 * k).cast(), s[b][k]);
+                }
+            }
+            for slot in 0..64 {
+                let (k, i) = (slot / 16, slot % 16);
+                let unit = b * 64 + 16 * (i / 4) + 4 * k + i % 4;
+                if unit >= cn {
+                    continue;
+                }
+                let o = u0 + unit;
+                let acc = dv[slot].wrapping_sub(zc.wrapping_mul(sv[slot])).wrapping_add(w.bias[o]);
+                output[c0 + unit] = requantize(acc, w.multiplier[o], w.shift[o], p);
+            }
+        }
+        c0 += cn;
+    }
+}
+
 /// int8 MaxPool2D with the bytes of [`crate::kernels::generic::int8::max_pool`], 64 channels
 /// per vector (`max` of integers is exact in any order).
 ///
