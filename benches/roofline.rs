@@ -11,7 +11,9 @@
 //! Xeons) that bandwidth is the cache's, and a floor computed from DRAM's would
 //! sit above what the bench measures. From the model's own layer sizes it then
 //! prints the floors: the conv layers at the peak multiply rate plus the dense
-//! weights streamed once at that bandwidth (batch-1 dense layers are memory-bound). A
+//! weights streamed once at that bandwidth (batch-1 dense layers are memory-bound),
+//! and again with the dense layers after a ReLU reading half their rows (as
+//! they do on the benches' inputs, skipping the rows of zero inputs). A
 //! latency target below its floor cannot be met by a faster kernel of the same
 //! arithmetic, only by doing less of it (Winograd, pruning). The f32 floors
 //! are also given for Winograd's arithmetic (`--conv`): each stride-1 3x3
@@ -22,7 +24,7 @@
 
 use host::nn::winograd;
 use shared::geometry::ConvGeom;
-use shared::spec::{self, Layer};
+use shared::spec::{self, Activation, Layer};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -175,7 +177,21 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let net = spec::alexnet(227, 1000).expect("alexnet spec");
     let (mut conv, mut dense, mut conv_winograd) = (0u64, 0u64, 0u64);
+    // The dense weights batch-1 inference reads: a dense layer whose input
+    // comes straight from a ReLU (through Dropout or Flatten) skips the rows
+    // of zero inputs, half of them on the benches' inputs (FC7, FC8).
+    let (mut dense_read, mut after_relu) = (0f64, false);
     for (_, layer, inp, out) in net.shapes() {
+        if let Layer::Dense { .. } = layer {
+            let share = if after_relu { 0.5 } else { 1.0 };
+            dense_read += share * layer.macs(inp, out) as f64;
+        }
+        after_relu = match layer {
+            Layer::Conv2D(c) => c.activation == Activation::Relu,
+            Layer::Dense { activation, .. } => *activation == Activation::Relu,
+            Layer::Dropout { .. } | Layer::Flatten => after_relu,
+            _ => false,
+        };
         match layer {
             Layer::Conv2D(c) => {
                 conv += layer.macs(inp, out);
@@ -214,6 +230,11 @@ fn main() {
                 conv as f64 / vn * 1e3,
                 dense as f64 / bw8 * 1e3
             );
+            println!(
+                "  reading half the rows after a ReLU ({:.1} M weights): {:.2} ms",
+                dense_read / 1e6,
+                (conv as f64 / vn + dense_read / bw8) * 1e3
+            );
         } else {
             println!("int8 VNNI peak: no AVX-512 VNNI on this CPU");
         }
@@ -233,6 +254,10 @@ fn main() {
                 "fp32 batch-1 floor under Winograd: {:.2} ms (conv at peak {:.2} + dense as above)",
                 floor * 1e3,
                 conv_winograd as f64 / fnn * 1e3
+            );
+            println!(
+                "  reading half the rows after a ReLU: {:.2} ms",
+                (conv_winograd as f64 / fnn + 4.0 * dense_read / bw32) * 1e3
             );
             // Forward, then the input and the weight gradients: three products of each layer's size.
             let step = 3.0 * (conv + dense) as f64 / fnn;

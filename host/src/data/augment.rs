@@ -5,7 +5,9 @@
 //! once with bilinear interpolation and `fill_mode="reflect"` (Keras's
 //! default, `d c b a | a b c d | d c b a`). One resampling instead of
 //! Keras's two keeps the image sharper; the distribution of transforms is
-//! the same.
+//! the same. Photos from a folder go further: their resize to the input
+//! size and this map are one sampling of the decoded photo
+//! ([`super::resample`]).
 use ndarray::{Array3, ArrayView3};
 use rand::Rng;
 
