@@ -3,15 +3,16 @@
 //! spaced so that the helpers park between some of them, and rayon's pool.
 
 use host::engine_threads::{RayonPool, SpinPool};
-use shared::convert::{self, Ranges};
+use shared::convert::{self, OwnedModel, Ranges};
 use shared::engine::{self, NoObserver, Parallel};
 use shared::spec;
 use suite::Rng;
 
-#[test]
-fn host_pools_give_the_single_thread_bytes() {
+/// alexnet-micro at 67x67 with random parameters: its int8 model (calibrated
+/// on the four random images), its f16 model, and the images.
+fn micro(seed: u64) -> (OwnedModel, OwnedModel, Vec<Vec<f32>>) {
     let spec = spec::alexnet_micro(67, 7).unwrap();
-    let mut rng = Rng::new(11);
+    let mut rng = Rng::new(seed);
     let params = suite::random_params(&spec, &mut rng);
     let views = suite::views(&params);
     let mut ranges = Ranges::new(&spec);
@@ -20,7 +21,12 @@ fn host_pools_give_the_single_thread_bytes() {
         suite::observe(&mut ranges, &spec, &views, image).unwrap();
     }
     let int8 = convert::quantize_int8(&spec, &views, &ranges).unwrap();
-    let f16 = convert::convert_f16(&spec, &views).unwrap();
+    (int8, convert::convert_f16(&spec, &views).unwrap(), images)
+}
+
+#[test]
+fn host_pools_give_the_single_thread_bytes() {
+    let (int8, f16, images) = micro(11);
     let three = SpinPool::new(3);
     let pools: [&dyn Parallel; 3] = [SpinPool::global(), &three, &RayonPool];
     for model in [&int8, &f16] {
@@ -53,22 +59,14 @@ fn host_pools_give_the_single_thread_bytes() {
 /// images whose dense inputs are part zero.
 #[test]
 fn input_major_dense_gives_the_row_bytes() {
-    let spec = spec::alexnet_micro(67, 7).unwrap();
-    let mut rng = Rng::new(12);
-    let params = suite::random_params(&spec, &mut rng);
-    let views = suite::views(&params);
-    let mut ranges = Ranges::new(&spec);
-    let images: Vec<Vec<f32>> = (0..4).map(|_| rng.vec(spec.input().elements() as usize, -1.0, 1.0)).collect();
-    for image in &images {
-        suite::observe(&mut ranges, &spec, &views, image).unwrap();
-    }
-    let int8 = convert::quantize_int8(&spec, &views, &ranges).unwrap();
+    let (int8, _, images) = micro(12);
     let view = int8.view();
     let rows = engine::prepare(&view).unwrap();
     let copies = engine::InputMajorCopies::new(&rows);
     let mut copied = engine::prepare(&view).unwrap();
     copied.with_input_major(&copies).unwrap();
-    let lent = (0..spec.layers().len()).filter(|&i| !engine::InputMajorWeights::layer(&copies, i).is_empty()).count();
+    let lent =
+        (0..int8.spec.layers().len()).filter(|&i| !engine::InputMajorWeights::layer(&copies, i).is_empty()).count();
     if shared::kernels::int8::can_skip_dense_inputs(-128) {
         assert!(lent >= 2, "the dense layers after a ReLU get copies ({lent})");
     }
