@@ -413,8 +413,18 @@ fn check_conv_inputs(g: &ConvGeom, w: &Int8Weights<'_>, input: &[i8]) {
 }
 
 /// Bytes of the stack buffer [`conv2d_vnni_patch_pixels`] gathers patches in
-/// (a whole 27-pixel row of AlexNet's 5x5x96 conv2 fits).
-const PATCH_BYTES: usize = 64 * 1024;
+/// (a whole 27-pixel row of AlexNet's 5x5x96 conv2 fits, 2,432 bytes a patch).
+const PATCH_BYTES: usize = 68 * 1024;
+
+/// A patch's stride in the buffer: whole cache lines, so that the dot
+/// kernel's 64-byte loads of a patch never straddle two.
+fn patch_stride(filter: usize) -> usize {
+    filter.next_multiple_of(64)
+}
+
+/// The patch buffer, on cache-line boundaries.
+#[repr(C, align(64))]
+struct PatchBuf([u8; PATCH_BYTES]);
 /// Most output channels [`conv2d_vnni_patch_pixels`] tables whole-filter sums for.
 const PATCH_MAX_OUT_C: usize = 1024;
 
@@ -423,10 +433,7 @@ const PATCH_MAX_OUT_C: usize = 1024;
 /// an int8 value (it fills the padding).
 pub fn patches_fit(g: &ConvGeom, p: &Int8Params) -> bool {
     let filter = g.kernel() * g.kernel() * g.in_c;
-    filter > 0
-        && filter.next_multiple_of(4) <= PATCH_BYTES
-        && g.out_c <= PATCH_MAX_OUT_C
-        && i8::try_from(p.in_zp).is_ok()
+    filter > 0 && patch_stride(filter) <= PATCH_BYTES && g.out_c <= PATCH_MAX_OUT_C && i8::try_from(p.in_zp).is_ok()
 }
 
 /// [`conv2d_vnni_rows`] through gathered patches, for the output pixels
@@ -468,9 +475,10 @@ pub unsafe fn conv2d_vnni_patch_pixels(
     let fill = (p.in_zp as i8 as u8) ^ 0x80;
     let mut sums = [0i32; PATCH_MAX_OUT_C];
     run_sums(w.weights, filter, filter, &mut sums[..g.out_c]);
-    // Patches start 4-byte aligned for the broadcast kernel; the bytes past
-    // a filter meet zero weights there and are never read by the dot kernel.
-    let stride = filter.next_multiple_of(4);
+    // Patches start on cache lines (4-byte aligned is all the broadcast
+    // kernel needs); the bytes past a filter meet zero weights there and are
+    // never read by the dot kernel.
+    let stride = patch_stride(filter);
     let mut packed = [0i8; PACK_BYTES];
     let broadcast = pack_for_broadcast(g, w, &mut packed);
     // The pixels in gathers that fit the buffer (a gather may span rows:
@@ -480,7 +488,8 @@ pub unsafe fn conv2d_vnni_patch_pixels(
     let most = PATCH_BYTES / stride;
     let per =
         if broadcast || most < NP { total.div_ceil(total.div_ceil(most).max(1)) } else { (most / NP * NP).min(total) };
-    let mut buf = [0u8; PATCH_BYTES];
+    let mut buf = PatchBuf([0u8; PATCH_BYTES]);
+    let buf = &mut buf.0;
     let mut done = 0;
     while done < total {
         let n = per.min(total - done);
