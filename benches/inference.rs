@@ -77,10 +77,9 @@ fn group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
 /// built outside the loop.
 fn bench_engine(c: &mut Criterion, name: &str, model: &OwnedModel, input: &[u8], par: &dyn Parallel) {
     let view = model.view();
-    let mut prepared = engine::prepare(&view).expect("prepare");
-    // What the host's commands run: dense layers after a ReLU skip zero inputs.
-    let copies = engine::InputMajorCopies::new(&prepared);
-    prepared.with_input_major(&copies).expect("input-major copies");
+    // As the host's commands prepare it: dense layers after a ReLU skip zero inputs.
+    let mut copies = engine::InputMajorCopies::default();
+    let prepared = host::simulate::prepare(&view, &mut copies).expect("prepare");
     let mut arena = vec![0u8; prepared.plan().arena_bytes];
     let mut g = group(c, name);
     g.bench_function("engine", |b| {

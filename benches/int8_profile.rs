@@ -59,11 +59,12 @@ fn main() {
     suite::observe(&mut ranges, &spec, &views, &image).expect("calibrate");
     let model = convert::quantize_int8(&spec, &views, &ranges).expect("quantize");
     let view = model.view();
-    let mut prepared = engine::prepare(&view).expect("prepare");
-    let copies = engine::InputMajorCopies::new(&prepared);
-    if !std::env::args().any(|a| a == "dense-rows") {
-        prepared.with_input_major(&copies).expect("input-major copies");
-    }
+    let mut copies = engine::InputMajorCopies::default();
+    let prepared = if std::env::args().any(|a| a == "dense-rows") {
+        engine::prepare(&view).expect("prepare")
+    } else {
+        host::simulate::prepare(&view, &mut copies).expect("prepare")
+    };
     let mut arena = vec![0u8; prepared.plan().arena_bytes];
     let mut input = vec![0u8; image.len()];
     engine::quantize_input(&image, model.input, &mut input).expect("input");

@@ -15,10 +15,9 @@ use std::collections::HashMap;
 /// Give every BatchNormalization of `net` random trained-like state.
 pub fn trained_batchnorm(net: &mut Network, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut tensors: HashMap<_, _> = net.tensors().into_iter().collect();
-    let mut names: Vec<String> = tensors.keys().cloned().collect();
-    names.sort();
-    for name in names {
+    // `tensors` lists them in the network's order, so the draws are reproducible.
+    let mut tensors = net.tensors();
+    for (name, t) in &mut tensors {
         let range = match name.rsplit('/').next() {
             Some("moving_mean") => -0.5..0.5,
             Some("moving_variance") => 0.5..2.0,
@@ -26,9 +25,8 @@ pub fn trained_batchnorm(net: &mut Network, seed: u64) {
             Some("beta") => -0.2..0.2,
             _ => continue,
         };
-        if let Some(t) = tensors.get_mut(&name) {
-            t.iter_mut().for_each(|v| *v = rng.random_range(range.clone()));
-        }
+        t.iter_mut().for_each(|v| *v = rng.random_range(range.clone()));
     }
+    let tensors: HashMap<_, _> = tensors.into_iter().collect();
     net.load_tensors(&tensors).expect("the network's own tensors load back");
 }

@@ -13,7 +13,8 @@ use shared::numeric::argmax;
 
 use crate::data::loader::{BatchPlan, LoaderConfig, Prefetcher};
 use crate::model_file::encode_input;
-use crate::simulate::{dense_copies, prepare, simulate_prepared};
+use crate::simulate::{prepare, simulate_prepared};
+use shared::engine::InputMajorCopies;
 
 /// Noise and signal energy of one layer, summed over images.
 #[derive(Clone, Copy, Debug, Default)]
@@ -102,8 +103,8 @@ pub fn compare(
             energy: vec![Energy::default(); n_layers],
         })
         .collect();
-    let copies: Vec<_> = models.iter().map(|(_, m)| dense_copies(m)).collect::<Result<_>>()?;
-    let prepared: Vec<_> = models.iter().zip(&copies).map(|((_, m), c)| prepare(m, c)).collect::<Result<_>>()?;
+    let mut copies = vec![InputMajorCopies::default(); models.len()];
+    let prepared: Vec<_> = models.iter().zip(&mut copies).map(|((_, m), c)| prepare(m, c)).collect::<Result<_>>()?;
     let (mut float_correct, mut images) = (0usize, 0usize);
     let plans = BatchPlan::sequential(indices, 32);
     let cfg = LoaderConfig { h, w, augment: None, skip_bad: false, prefetch: 2 };

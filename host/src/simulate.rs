@@ -75,26 +75,24 @@ impl Observer for Recorder<'_> {
 }
 
 /// Validate and plan `model` once for many [`simulate_prepared`] runs. Its
-/// int8 dense layers after a ReLU read `copies` (from [`dense_copies`]),
-/// skipping the weight rows of zero inputs: the same bytes, fewer read.
-pub fn prepare<'m>(model: &'m QuantModel<'m>, copies: &'m InputMajorCopies) -> Result<Prepared<'m>> {
+/// int8 dense layers after a ReLU read input-major copies of their weights,
+/// made here into `copies` (held to the memory limit first), skipping the
+/// weight rows of zero inputs: the same bytes, fewer read.
+pub fn prepare<'m>(model: &'m QuantModel<'m>, copies: &'m mut InputMajorCopies) -> Result<Prepared<'m>> {
     crate::model_file::check_runnable(model)?;
     let mut prepared = engine::prepare(model).map_err(|e| anyhow!("engine: {e}"))?;
+    let bytes = InputMajorCopies::bytes(&prepared) as u64;
+    crate::budget::check("input-major copies of the dense layers", bytes)?;
+    *copies = InputMajorCopies::new(&prepared);
     prepared.with_input_major(copies).map_err(|e| anyhow!("engine: {e}"))?;
     Ok(prepared)
-}
-
-/// The input-major copies of `model`'s dense layers that [`prepare`] lends
-/// the engine (none where the CPU has no kernel for them).
-pub fn dense_copies(model: &QuantModel) -> Result<InputMajorCopies> {
-    InputMajorCopies::of(model).map_err(|e| anyhow!("engine: {e}"))
 }
 
 /// Run one example through the engine (preparing the model for this run
 /// only; loops over many inputs call [`prepare`] once and
 /// [`simulate_prepared`]).
 pub fn simulate(model: &QuantModel, input: &[u8], keep_layer_bytes: bool) -> Result<SimRun> {
-    simulate_prepared(&prepare(model, &dense_copies(model)?)?, input, keep_layer_bytes)
+    simulate_prepared(&prepare(model, &mut InputMajorCopies::default())?, input, keep_layer_bytes)
 }
 
 /// Run one example through an already prepared model, every layer's output
@@ -169,8 +167,8 @@ pub fn simulate_folder(model: &QuantModel, dir: &Path) -> Result<FolderAccuracy>
     if !names.is_empty() && names != data.class_names() {
         bail!("{}: class folders {:?} do not match the model's classes {:?}", dir.display(), data.class_names(), names);
     }
-    let copies = dense_copies(model)?;
-    let prepared = prepare(model, &copies)?;
+    let mut copies = InputMajorCopies::default();
+    let prepared = prepare(model, &mut copies)?;
     let (mut correct, mut images, mut nanos) = (0usize, 0usize, 0u64);
     for (path, label) in data.files() {
         let input = image_input(model, path)?;

@@ -792,17 +792,9 @@ pub struct InputMajorCopies(alloc::vec::Vec<alloc::vec::Vec<i8>>);
 
 #[cfg(feature = "alloc")]
 impl InputMajorCopies {
-    /// The copies for `model` (prepared here to learn its zero points).
-    pub fn of(model: &QuantModel<'_>) -> Result<InputMajorCopies, EngineError> {
-        Ok(InputMajorCopies::new(&prepare(model)?))
-    }
-
     pub fn new(prepared: &Prepared<'_>) -> InputMajorCopies {
-        let data = prepared.model.layer_data();
-        let copies = prepared.steps.iter().zip(data).map(|(step, d)| match (step, d.weights) {
-            (Step::Dense { prm, .. }, LayerWeights::Int8(w))
-                if prm.in_zp == -128 && k8::can_skip_dense_inputs(prm.in_zp) && !w.bias.is_empty() =>
-            {
+        let copies = (0..prepared.model.layer_data().len()).map(|i| match worth_input_major(prepared, i) {
+            Some(w) => {
                 let (units, n) = (w.bias.len(), w.weights.len() / w.bias.len());
                 let mut t = alloc::vec![0i8; units * n];
                 for (u, row) in w.weights.chunks_exact(n).enumerate() {
@@ -812,9 +804,32 @@ impl InputMajorCopies {
                 }
                 t
             }
-            _ => alloc::vec::Vec::new(),
+            None => alloc::vec::Vec::new(),
         });
         InputMajorCopies(copies.collect())
+    }
+
+    /// The bytes [`InputMajorCopies::new`] would allocate for `prepared`
+    /// (for a memory budget to hold them to first).
+    pub fn bytes(prepared: &Prepared<'_>) -> usize {
+        (0..prepared.model.layer_data().len())
+            .filter_map(|i| worth_input_major(prepared, i))
+            .map(|w| w.weights.len())
+            .sum()
+    }
+}
+
+/// Layer `i`'s weights if it is worth an input-major copy (see
+/// [`InputMajorCopies`]).
+#[cfg(feature = "alloc")]
+fn worth_input_major<'m>(prepared: &Prepared<'m>, i: usize) -> Option<crate::model::Int8Weights<'m>> {
+    match (prepared.steps[i], prepared.model.layer_data()[i].weights) {
+        (Step::Dense { prm, .. }, LayerWeights::Int8(w))
+            if prm.in_zp == -128 && k8::can_skip_dense_inputs(prm.in_zp) && !w.bias.is_empty() =>
+        {
+            Some(w)
+        }
+        _ => None,
     }
 }
 
@@ -1034,12 +1049,10 @@ fn run_layers<'a>(
         } else if let Some(then) = fuse.then(|| batch_norm_after(prepared, i)).flatten() {
             run_conv_then_batch_norm(*step, data[i].weights, &then, work, lp, par);
             fused = true;
-        } else if prepared
+        } else if !prepared
             .input_major_of(i)
             .is_some_and(|wt| run_dense_input_major(*step, data[i].weights, wt, work, lp, par))
         {
-            // Ran from the input-major copy.
-        } else {
             run_layer(model.precision, i, *step, data[i].weights, work, scratch, lp, par)?;
         }
         last = lp.output;

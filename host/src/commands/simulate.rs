@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::model_file::{class_names, image_input, parse_model, read_model_file};
 use crate::prediction::Prediction;
-use crate::simulate::{dense_copies, dump_layers, prepare, run_json, simulate_folder, simulate_prepared, SimRun};
+use crate::simulate::{dump_layers, prepare, run_json, simulate_folder, simulate_prepared, SimRun};
 use crate::summary::thousands;
 use crate::tensor_file::{read_input, write_output};
 
@@ -70,8 +70,8 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         let ins: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).chain([args.model.as_path()]).collect();
         crate::atomic::refuse_input_as_output("output", out, &ins)?;
     }
-    let copies = dense_copies(&model).with_context(|| args.model.display().to_string())?;
-    let prepared = prepare(&model, &copies).with_context(|| args.model.display().to_string())?;
+    let mut copies = shared::engine::InputMajorCopies::default();
+    let prepared = prepare(&model, &mut copies).with_context(|| args.model.display().to_string())?;
     let mut all = Vec::new();
     for path in inputs {
         let input = if args.tensor.is_empty() { image_input(&model, path)? } else { read_input(path, &model)? };

@@ -1198,8 +1198,7 @@ pub unsafe fn dense_vnni_input_major_units(
             // Pad with the first live input's row, at the dead value.
             let mut quad = [live[0]; 4];
             quad[..count].copy_from_slice(&live[..count]);
-            let bytes =
-                bytes_of(&quad[..count]) | (0..4).filter(|&r| r >= count).fold(0, |a, r| a | (zc as u32) << (8 * r));
+            let bytes = bytes_of(&quad[..count]) | (count..4).fold(0, |a, r| a | (zc as u32) << (8 * r));
             fold(&quad, bytes, None);
         }
         for b in 0..blocks {
