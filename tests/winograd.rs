@@ -139,6 +139,44 @@ fn gradients_match_the_direct_paths() {
     eprintln!("gradients: worst relative difference from the direct path {:?}", worst.0);
 }
 
+/// The filter gradient summed over several rounds of tiles (each round's
+/// `dU` added to the last), with output channels the micro-kernel serves
+/// (the geometries above are one round each and mostly ragged), and the
+/// same bits on one, two and three threads.
+#[test]
+fn filter_gradients_over_several_rounds_match_the_direct_path() {
+    let _turn = ALGO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = Rng::new(5);
+    for (size, kernel, batch) in [(17u32, 3u32, 8usize), (17, 3, 24), (15, 5, 12)] {
+        let g = ConvGeom::from_spec(&Conv2D::new(32, kernel).same(), Shape::image(size, size, 24)).expect("geometry");
+        let x = rng.vec(batch * g.input_len(), -1.0, 1.0);
+        let kernel = rng.vec(g.filter_len() * g.out_c, -0.5, 0.5);
+        let dy = rng.vec(batch * g.output_len(), -1.0, 1.0);
+        let y = vec![1.0; dy.len()];
+        let (mut dk, mut db) = (vec![0.0; kernel.len()], vec![0.0; g.out_c]);
+        conv::set_algo(ConvAlgo::Direct);
+        let mut d = dy.clone();
+        conv::backward(&g, false, &kernel, &x, &y, &mut d, batch, &mut dk, &mut db, None, &mut Vec::new());
+        for &v in winograd::variants(&g) {
+            // The jobs cut the tiles into runs by the thread count; the sums must not care.
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+                let (mut wk, mut wb) = (vec![7.0; kernel.len()], vec![7.0; g.out_c]);
+                pool.install(|| {
+                    winograd::backward(&g, v, &kernel, &x, &dy, batch, &mut wk, &mut wb, None, &mut Vec::new())
+                });
+                wk
+            };
+            let wk = on(2);
+            let e = rel_err(&wk, &dk);
+            assert!(e < bound(v), "{} {g:?} batch {batch} dkernel: relative error {e:e}", v.name);
+            let bits = |k: &[f32]| k.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&on(1)), bits(&wk), "{} batch {batch}: one thread gave other bits", v.name);
+            assert_eq!(bits(&on(3)), bits(&wk), "{} batch {batch}: three threads gave other bits", v.name);
+        }
+    }
+}
+
 /// A network whose stride-1 convs (3x3 same and valid, 5x5 same) run
 /// Winograd's arithmetic: every parameter gradient against central
 /// differences, as `tests/gradcheck.rs` checks the direct path.

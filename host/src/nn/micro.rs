@@ -145,9 +145,67 @@ pub fn gemm_cols(
     // `ldc` apart (asserted) and `cols` is inside `0 .. n` at multiples of 16.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::drive(rows, &blocks, |i, k0| a.wrapping_add(i * lda + k0), None, w, n, cols.clone(), c, ldc, ep, next)
+        x86::drive(
+            rows,
+            &blocks,
+            |i, k0| a.wrapping_add(i * lda + k0),
+            None,
+            w,
+            n,
+            cols.clone(),
+            c,
+            ldc,
+            ep,
+            next,
+            false,
+        )
     };
     let _ = (a, blocks, cols);
+    true
+}
+
+/// `c (+)= a^T w` on the calling thread, with `a` given as its transpose:
+/// `k` rows of `rows` values `lda` apart, and `w` as `k` rows of `n` values
+/// `ldw` apart; `c` is `[rows, n]` contiguous, added to when `accumulate`.
+/// The weight gradient of a Winograd point, `dU = V^T dM`, has this shape
+/// with `k` the tiles, and both operands are read in place; the `gemm`
+/// crate packed both again on every call, a tenth of conv 2's backward.
+/// `false` without touching `c` where the micro-kernel does not serve `n`
+/// ([`gemm`]). Each value is one chain of fused multiply-adds in ascending
+/// `p`, from zero or from `c`'s value, so a product split along `k` into
+/// calls that accumulate gives the same bits as one call.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_at(
+    a: &[f32],
+    rows: usize,
+    k: usize,
+    lda: usize,
+    w: &[f32],
+    n: usize,
+    ldw: usize,
+    c: &mut [f32],
+    accumulate: bool,
+) -> bool {
+    assert!(lda >= rows && (k == 0 || a.len() >= (k - 1) * lda + rows), "a has the wrong size");
+    assert!(ldw >= n && (k == 0 || w.len() >= (k - 1) * ldw + n), "w has the wrong size");
+    assert_eq!(c.len(), rows * n, "c has the wrong size");
+    if !available(k, n) || rows == 0 {
+        return false;
+    }
+    let blocks: Vec<(usize, usize)> = (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0))).collect();
+    let zeros = vec![0.0f32; n];
+    let a = a.as_ptr();
+    // SAFETY: AVX-512F is present (`available`). Row `i` of `a^T` is column `i`
+    // of `a`: the values `a[p * lda + i]`, read as `kc` one-value segments
+    // `lda` apart from `a_row(i, k0)`, in bounds for every `p < k` and
+    // `i < rows <= lda` (asserted); `w` has `k` rows of `n` values `ldw`
+    // apart (asserted), `c` `rows` rows of `n` and `n` is a multiple of 16.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        let a_row = |i: usize, k0: usize| a.wrapping_add(k0 * lda + i);
+        x86::drive(rows, &blocks, a_row, Some((1, lda)), w, ldw, 0..n, c, n, &Epilogue::plain(&zeros), &[], accumulate)
+    };
+    let _ = (a, blocks, zeros, lda, ldw, accumulate);
     true
 }
 
@@ -279,7 +337,7 @@ pub fn conv(
     #[cfg(target_arch = "x86_64")]
     unsafe {
         let ldc = cols.len();
-        x86::drive(rows, &blocks, a_row, seg, w, n, cols, out, ldc, ep, &[])
+        x86::drive(rows, &blocks, a_row, seg, w, n, cols, out, ldc, ep, &[], false)
     };
     let _ = (a_row, blocks, seg);
     true
@@ -354,13 +412,14 @@ mod x86 {
     /// `c[rows, cols] = epilogue(a w[:, cols])` over the depth blocks `(k0, kc)`
     /// in order (together `0 .. k`), row `i`'s values `k0 .. k0 + kc` read from
     /// `a_row(i, k0)`, or with `seg` = `(len, stride)` in segments of `len`
-    /// values `stride` apart from there; row `i` of `c` at `i * ldc`.
+    /// values `stride` apart from there; row `i` of `c` at `i * ldc`. With
+    /// `accumulate`, the products are added to what `c` holds.
     ///
     /// # Safety
     /// AVX-512F must be present; `a_row(i, k0)` must be valid for `kc` reads for
     /// every row and block (each segment when `seg` is given, `len` dividing
-    /// every `kc`), `w` for `k x n`, `c` for `rows` rows of `cols.len()` values `ldc` apart,
-    /// `cols` inside `0 .. n`, its start and length multiples of 16. `next`
+    /// every `kc`), `w` for `k` rows `ldw` apart, `c` for `rows` rows of `cols.len()` values `ldc` apart,
+    /// `cols` inside `0 .. ldw`, its start and length multiples of 16. `next`
     /// is only prefetched (any slice).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
@@ -370,12 +429,13 @@ mod x86 {
         a_row: impl Fn(usize, usize) -> *const f32,
         seg: Option<(usize, usize)>,
         w: &[f32],
-        n: usize,
+        ldw: usize,
         cols: Range<usize>,
         c: &mut [f32],
         ldc: usize,
         ep: &Epilogue,
         next: &[f32],
+        accumulate: bool,
     ) {
         // `next`'s lines, shared out in order among the tiles after the
         // first row group (the first one streams the weights themselves).
@@ -409,7 +469,7 @@ mod x86 {
             let (k0, kc) = blocks[b];
             let ahead = if i0 == 0 {
                 // A hint, never a read: past the last row it names other memory.
-                Ahead { at: w.wrapping_add((k0 + PFK) * n + j0), step: n, steps: kc, l1: true }
+                Ahead { at: w.wrapping_add((k0 + PFK) * ldw + j0), step: ldw, steps: kc, l1: true }
             } else {
                 ahead_of_later(v)
             };
@@ -420,14 +480,14 @@ mod x86 {
             }
             let t = Tile {
                 a,
-                w: w.add(k0 * n + j0),
-                ldw: n,
+                w: w.add(k0 * ldw + j0),
+                ldw,
                 c: c.add(i0 * ldc + j0 - cols.start),
                 ldc,
                 kc,
                 seg: seg.map_or(kc, |s| s.0),
                 seg_stride: seg.map_or(0, |s| s.1),
-                first: b == 0,
+                first: b == 0 && !accumulate,
                 ahead,
                 last,
             };
@@ -592,5 +652,36 @@ mod tests {
             &mut c,
             &Epilogue { bias: &[0.0; 8], relu: false, affine: None }
         ));
+    }
+
+    /// `gemm_at` against an f64 reference: strided operands, ragged rows,
+    /// depths past one block, and accumulation onto what `c` holds.
+    #[test]
+    fn transposed_product_matches_f64_reference() {
+        for (rows, k, n, lda, ldw) in
+            [(1, 1, 16, 1, 16), (7, 5, 32, 9, 48), (13, 400, 96, 13, 96), (20, 800, 64, 41, 80), (6, 385, 112, 6, 128)]
+        {
+            let a: Vec<f32> = (0..k * lda).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
+            let w: Vec<f32> = (0..k * ldw).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
+            let start: Vec<f32> = (0..rows * n).map(|i| (i % 11) as f32 * 0.25 - 1.0).collect();
+            for accumulate in [false, true] {
+                let mut c = if accumulate { start.clone() } else { vec![f32::NAN; rows * n] };
+                if !gemm_at(&a, rows, k, lda, &w, n, ldw, &mut c, accumulate) {
+                    return; // no AVX-512 here
+                }
+                for i in 0..rows {
+                    for j in 0..n {
+                        let s: f64 = (0..k).map(|p| a[p * lda + i] as f64 * w[p * ldw + j] as f64).sum();
+                        let want = if accumulate { s + start[i * n + j] as f64 } else { s };
+                        let got = c[i * n + j] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4 * (1.0 + k as f64).sqrt(),
+                            "{rows}x{k}x{n} acc {accumulate} [{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(!gemm_at(&[1.0; 8], 1, 8, 1, &[1.0; 64], 8, 8, &mut [0.0; 8], false));
     }
 }

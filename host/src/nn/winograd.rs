@@ -852,8 +852,19 @@ pub fn backward(
 
 vectorized! {
     /// `dM = A dY A^T` of tiles `first..first + n` of the images in `dys`
-    /// (zeros past the image) into `dm`, tile after tile (`[n][t^2][cout]`).
-    fn output_adjoint(g: &ConvGeom, v: &Variant, a_adj: &[Vec<f32>], dys: &[f32], first: usize, n: usize, dm: &mut [f32]) {
+    /// (zeros past the image) into `dm`: `[t^2][n][cout]` when `by_point`,
+    /// else tile after tile (`[n][t^2][cout]`).
+    #[allow(clippy::too_many_arguments)]
+    fn output_adjoint(
+        g: &ConvGeom,
+        v: &Variant,
+        a_adj: &[Vec<f32>],
+        dys: &[f32],
+        first: usize,
+        n: usize,
+        dm: &mut [f32],
+        by_point: bool,
+    ) {
         let (t, mm, kn) = (v.t, v.m, g.out_c);
         let zeros = vec![0.0f32; kn];
         let mut tmp = vec![0.0f32; t * mm * kn];
@@ -864,7 +875,8 @@ vectorized! {
                 None => &zeros,
             });
             transform2(a_adj, a_adj, &runs[..mm * mm], mm, &mut tmp, kn, |i, j, row, rj| {
-                combine(rj, row, &mut dm[(r * t * t + i * t + j) * kn..][..kn]);
+                let at = if by_point { (i * t + j) * n + r } else { r * t * t + i * t + j };
+                combine(rj, row, &mut dm[at * kn..][..kn]);
             });
         }
     }
@@ -912,14 +924,18 @@ const ROUND_TILES: usize = 4 * TASK_TILES;
 
 /// [`backward`] with the transposed transformed filters `ut`, in rounds of
 /// whole images, each in three parallel steps:
-/// 1. over tiles: `V = B^T d B` and `dM = A dY A^T`, tile after tile;
-/// 2. over the transform points: `dU_xi (+)= V_xi^T dM_xi` (one GEMM over
-///    all of the round's tiles) and `dV_xi = dM_xi U_xi^T`;
+/// 1. over tiles: `V = B^T d B` and `dM = A dY A^T`, each job's run of
+///    tiles laid out point by point;
+/// 2. over the transform points: `dU_xi (+)= V_xi^T dM_xi` over all of the
+///    round's tiles, one run after another on the micro-kernel
+///    ([`super::micro::gemm_at`]), and `dV_xi = dM_xi U_xi^T`;
 /// 3. over images: `dX += B dV B^T`.
 ///
 /// Each point's `dU_xi` belongs to one job, so there are no per-thread
 /// partials to zero and sum (eight of conv 4's 21 MB partials were, a
-/// seventh of its backward), and the sums do not depend on the thread count.
+/// seventh of its backward). On the micro-kernel the sums do not depend on
+/// the thread count either: each is one ascending chain over the tiles,
+/// however the jobs cut them into runs.
 #[allow(clippy::too_many_arguments)]
 fn backward_tiles(
     g: &ConvGeom,
@@ -979,23 +995,31 @@ fn backward_tiles(
         with_staged(xis * n * (2 * cn + kn), |buf| {
             let (vv, rest) = buf.split_at_mut(xis * n * cn);
             let (dm, dv) = rest.split_at_mut(xis * n * kn);
-            // 1. Tile after tile, so that the jobs write disjoint runs.
-            vv.par_chunks_mut(per_job * per_image * xis * cn)
-                .zip(dm.par_chunks_mut(per_job * per_image * xis * kn))
-                .enumerate()
-                .for_each(|(j, (vj, dmj))| {
-                    let (first, count) = (j * per_job * per_image, vj.len() / (xis * cn));
-                    input_transform(g, v, xs, first, count, vj, false);
-                    output_adjoint(g, v, &a_adj, dys, first, count, dmj);
-                });
+            // 1. Each job its run of tiles, point by point within the run
+            //    (`[t^2][count][c]`), so that a point's rows are contiguous.
+            let job_tiles = per_job * per_image;
+            vv.par_chunks_mut(job_tiles * xis * cn).zip(dm.par_chunks_mut(job_tiles * xis * kn)).enumerate().for_each(
+                |(j, (vj, dmj))| {
+                    let (first, count) = (j * job_tiles, vj.len() / (xis * cn));
+                    input_transform(g, v, xs, first, count, vj, true);
+                    output_adjoint(g, v, &a_adj, dys, first, count, dmj, true);
+                },
+            );
             let (vv, dm) = (&*vv, &*dm);
-            // 2. Point by point.
+            // 2. Point by point, over the jobs' runs in tile order.
             du.par_chunks_mut(cn * kn).zip(dv.par_chunks_mut(n * cn)).enumerate().for_each(|(xi, (du_xi, dv_xi))| {
-                let v_xi = Mat { data: &vv[xi * cn..], rows: n, cols: cn, rs: xis * cn, cs: 1 };
-                let dm_xi = Mat { data: &dm[xi * kn..], rows: n, cols: kn, rs: xis * kn, cs: 1 };
-                matmul(v_xi.t(), dm_xi, du_xi, i0 > 0, Par::Seq);
-                if want_dx {
-                    product(&dm[xi * kn..], n, kn, xis * kn, &ut[xi * kn * cn..][..kn * cn], cn, dv_xi, &zeros, &[]);
+                for first in (0..n).step_by(job_tiles) {
+                    let count = job_tiles.min(n - first);
+                    let v_xi = &vv[(first * xis + xi * count) * cn..][..count * cn];
+                    let dm_xi = &dm[(first * xis + xi * count) * kn..][..count * kn];
+                    let accumulate = i0 > 0 || first > 0;
+                    if !super::micro::gemm_at(v_xi, cn, count, cn, dm_xi, kn, kn, du_xi, accumulate) {
+                        matmul(Mat::new(v_xi, count, cn).t(), Mat::new(dm_xi, count, kn), du_xi, accumulate, Par::Seq);
+                    }
+                    if want_dx {
+                        let ut_xi = &ut[xi * kn * cn..][..kn * cn];
+                        product(dm_xi, count, kn, kn, ut_xi, cn, &mut dv_xi[first * cn..][..count * cn], &zeros, &[]);
+                    }
                 }
             });
             // 3. Image by image.
