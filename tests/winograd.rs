@@ -273,6 +273,49 @@ fn auto_gives_one_paths_exact_results() {
         assert!(auto.0 == fwd.0, "forward: not the chosen path's bytes");
         assert!(auto.1 == bwd.1 && auto.2 == bwd.2 && auto.3 == bwd.3, "backward: not the chosen path's bytes");
     }
+    // What a user is shown: one decision per pass, every candidate's time,
+    // the fastest taken.
+    let mine: Vec<_> = conv::auto_choices().into_iter().filter(|c| c.geometry == g && c.batch == batch).collect();
+    assert_eq!(mine.len(), 2, "one decision per pass: {mine:?}");
+    for c in &mine {
+        assert_eq!(conv::path(&g, batch, c.backward).map(|p| p.name()), Some(c.chosen.name()));
+        let names: Vec<_> = c.timings.iter().map(|(p, _)| p.name()).collect();
+        assert_eq!(names, ["direct", winograd::F2_3.name, winograd::F4_3.name]);
+        let fastest = c.timings.iter().min_by_key(|(_, t)| *t).map(|(p, _)| p.name());
+        assert_eq!(fastest, Some(c.chosen.name()));
+        let line = c.to_string();
+        assert!(line.starts_with("9x11x16 -> 24 (3x3), batch 4, ") && line.contains(c.chosen.name()), "{line}");
+    }
+    conv::set_algo(ConvAlgo::Direct);
+}
+
+/// A 3x3 and a 5x5 `valid` conv of one input shape and width are separate
+/// decisions: keyed without the kernel, the second took the first's path
+/// unmeasured, and where that was a Winograd variant (for the other kernel
+/// size) it panicked.
+#[test]
+fn auto_keeps_kernel_sizes_apart() {
+    let _turn = ALGO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = Rng::new(6);
+    conv::set_algo(ConvAlgo::Auto);
+    for size in [3, 5] {
+        let g = ConvGeom::from_spec(&Conv2D::new(16, size), Shape::image(10, 10, 8)).expect("geometry");
+        let x = rng.vec(2 * g.input_len(), -1.0, 1.0);
+        let kernel = rng.vec(g.filter_len() * g.out_c, -0.5, 0.5);
+        let bias = vec![0.0; g.out_c];
+        let mut y = vec![0.0; 2 * g.output_len()];
+        conv::forward_with(&g, &Epilogue { bias: &bias, relu: false, affine: None }, &kernel, &x, 2, &mut y);
+        let w = ohwi(&g, &kernel);
+        let want = suite::reference_conv(&g, &w, &bias, &x[..g.input_len()]);
+        assert!(rel_err(&y[..g.output_len()], &want) < 1e-3, "{size}x{size}");
+    }
+    let mut kernels: Vec<usize> = conv::auto_choices()
+        .iter()
+        .filter(|c| (c.geometry.in_h, c.geometry.in_c, c.geometry.out_c, c.batch) == (10, 8, 16, 2))
+        .map(|c| c.geometry.kernel_h)
+        .collect();
+    kernels.sort_unstable();
+    assert_eq!(kernels, [3, 5], "one decision per kernel size");
     conv::set_algo(ConvAlgo::Direct);
 }
 

@@ -84,6 +84,15 @@ fn train_eval_predict_on_an_exported_folder() {
     let r = host(&["predict", "--checkpoint", ckp.to_str().unwrap(), "--json", img.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v[0]["top"].as_array().unwrap().len(), 5);
+    // `--conv auto` tells on stderr what it timed and took; stdout stays JSON.
+    let r =
+        host(&["predict", "--conv", "auto", "--checkpoint", ckp.to_str().unwrap(), "--json", img.to_str().unwrap()]);
+    let (_, stderr) = text(&r);
+    assert!(r.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v[0]["top"].as_array().unwrap().len(), 5);
+    assert!(stderr.contains("--conv auto, as timed on this machine:\n  "), "{stderr}");
+    assert!(stderr.contains(", batch 1, forward: ") && stderr.contains(" ms ("), "{stderr}");
 
     // eval on the whole folder (not the training data of the run -> all images).
     let r = host(&["eval", "--checkpoint", ckp.to_str().unwrap(), "--data", d, "--json"]);

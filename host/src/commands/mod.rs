@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Conv::Winograd4x4 => crate::nn::conv::ConvAlgo::Winograd4x4,
         Conv::Auto => crate::nn::conv::ConvAlgo::Auto,
     });
-    match cli.command {
+    let done = match cli.command {
         Command::Summary(args) => summary::run(&args),
         Command::Flash(args) => flash::run(args),
         Command::Train(args) => train::run(&args),
@@ -123,5 +123,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compare(args) => compare::run(&args),
         Command::Import(args) => import::run(&args),
         Command::Export(args) => export::run(&args),
+    };
+    if cli.conv == Conv::Auto {
+        // What `auto` timed on this machine and took, layer shape by shape.
+        let choices = crate::nn::conv::auto_choices();
+        if !choices.is_empty() {
+            crate::errln!("--conv auto, as timed on this machine:");
+            for c in &choices {
+                crate::errln!("  {c}");
+            }
+        }
     }
+    done
 }

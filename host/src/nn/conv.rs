@@ -305,15 +305,79 @@ impl ConvPath {
     }
 }
 
-/// A layer's shape, batch and pass (forward or backward), the key of
-/// [`ConvAlgo::Auto`]'s choices.
-type AutoKey = (usize, usize, usize, usize, usize, usize, usize, bool);
+/// One of [`ConvAlgo::Auto`]'s decisions: the layer's shape, batch and
+/// pass, the path it took from then on, and what each candidate measured
+/// (the faster of two runs), so that a user can see why.
+#[derive(Clone, Debug)]
+pub struct AutoChoice {
+    /// The layer's geometry (the key, with the batch and the pass).
+    pub geometry: ConvGeom,
+    pub batch: usize,
+    pub backward: bool,
+    pub chosen: ConvPath,
+    pub timings: Vec<(ConvPath, std::time::Duration)>,
+}
 
-/// [`ConvAlgo::Auto`]'s measured choices.
-static AUTO: std::sync::Mutex<Vec<(AutoKey, ConvPath)>> = std::sync::Mutex::new(Vec::new());
+impl AutoChoice {
+    fn is_for(&self, g: &ConvGeom, batch: usize, backward: bool) -> bool {
+        self.geometry == *g && self.batch == batch && self.backward == backward
+    }
+}
 
-fn auto_key(g: &ConvGeom, batch: usize, backward: bool) -> AutoKey {
-    (g.in_h, g.in_w, g.in_c, g.out_c, g.pad_top, g.pad_left, batch, backward)
+/// `27x27x96 -> 256 (5x5), batch 32, backward: F(4x4, 5x5) 100 ms (direct
+/// 313, F(2x2, 5x5) 200)`.
+impl std::fmt::Display for AutoChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = &self.geometry;
+        // Three significant figures: small layers take microseconds.
+        let ms = |d: &std::time::Duration| {
+            let v = d.as_secs_f64() * 1e3;
+            let places = if v >= 100.0 {
+                0
+            } else if v >= 10.0 {
+                1
+            } else if v >= 1.0 {
+                2
+            } else {
+                3
+            };
+            format!("{v:.places$}")
+        };
+        write!(
+            f,
+            "{}x{}x{} -> {} ({}x{}), batch {}, {}: {}",
+            g.in_h,
+            g.in_w,
+            g.in_c,
+            g.out_c,
+            g.kernel_h,
+            g.kernel_w,
+            self.batch,
+            if self.backward { "backward" } else { "forward" },
+            self.chosen.name()
+        )?;
+        if let Some((_, t)) = self.timings.iter().find(|(p, _)| p.name() == self.chosen.name()) {
+            write!(f, " {} ms", ms(t))?;
+        }
+        let others: Vec<String> = self
+            .timings
+            .iter()
+            .filter(|(p, _)| p.name() != self.chosen.name())
+            .map(|(p, t)| format!("{} {}", p.name(), ms(t)))
+            .collect();
+        if !others.is_empty() {
+            write!(f, " ({})", others.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// [`ConvAlgo::Auto`]'s measured choices, in the order they were made.
+static AUTO: std::sync::Mutex<Vec<AutoChoice>> = std::sync::Mutex::new(Vec::new());
+
+/// Every choice [`ConvAlgo::Auto`] has made in this process, in order.
+pub fn auto_choices() -> Vec<AutoChoice> {
+    AUTO.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// The path this layer at this batch takes now in this pass; `None` under
@@ -328,9 +392,8 @@ pub fn path(g: &ConvGeom, batch: usize, backward: bool) -> Option<ConvPath> {
         ConvAlgo::Winograd => Some(ConvPath::Winograd(finest)),
         ConvAlgo::Winograd4x4 => Some(ConvPath::Winograd(coarsest)),
         ConvAlgo::Auto => {
-            let key = auto_key(g, batch, backward);
             let table = AUTO.lock().unwrap_or_else(|e| e.into_inner());
-            table.iter().find(|(k, _)| *k == key).map(|&(_, p)| p)
+            table.iter().find(|c| c.is_for(g, batch, backward)).map(|c| c.chosen)
         }
     }
 }
@@ -342,18 +405,22 @@ pub fn path(g: &ConvGeom, batch: usize, backward: bool) -> Option<ConvPath> {
 /// [`ConvAlgo::Auto`] and returns it (`run` must leave its results to be
 /// overwritten by the next call).
 fn measure(g: &ConvGeom, batch: usize, backward: bool, mut run: impl FnMut(ConvPath)) -> ConvPath {
-    let paths: Vec<ConvPath> = ConvPath::candidates(g).collect();
-    let mut best = vec![std::time::Duration::MAX; paths.len()];
-    for (p, b) in paths.iter().zip(best.iter_mut()) {
-        for _ in 0..2 {
-            let t = std::time::Instant::now();
-            run(*p);
-            *b = (*b).min(t.elapsed());
-        }
-    }
-    let fastest = best.iter().enumerate().min_by_key(|(_, b)| **b).map_or(0, |(i, _)| i);
-    let chosen = paths[fastest];
-    AUTO.lock().unwrap_or_else(|e| e.into_inner()).push((auto_key(g, batch, backward), chosen));
+    let timings: Vec<(ConvPath, std::time::Duration)> = ConvPath::candidates(g)
+        .map(|p| {
+            let best = (0..2)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    run(p);
+                    t.elapsed()
+                })
+                .min()
+                .unwrap_or_default();
+            (p, best)
+        })
+        .collect();
+    let chosen = timings.iter().min_by_key(|(_, t)| *t).map_or(ConvPath::Direct, |&(p, _)| p);
+    let choice = AutoChoice { geometry: *g, batch, backward, chosen, timings };
+    AUTO.lock().unwrap_or_else(|e| e.into_inner()).push(choice);
     chosen
 }
 
