@@ -209,9 +209,20 @@ pub static F2_5: Variant = Variant {
     bt: &BT_6,
 };
 
-/// Tiles one task's GEMMs take as rows (about the direct path's tile of 512
-/// output pixels).
-const TASK_TILES: usize = 128;
+/// Tiles one task of the forward takes (whole tile rows, at least this
+/// many): its transformed inputs and products then stay near the core
+/// between the transforms and the GEMMs. At 128 (a task about the direct
+/// path's tile of 512 output pixels) conv 2's F(4x4, 5x5) products were
+/// 8 MB a task; 32 took its batch-32 forward from 50-52 to 37-40 ms, conv 3
+/// from 29-30 to 25-27, conv 4 level (`cargo bench --bench winograd`, two
+/// sweeps of 8-256). In the training step (`train_profile -- 32 3`, three
+/// alternating pairs) conv 2's forward went 48.8/55.5/51.4 -> 40.7/38.8/40.6
+/// ms and conv 4's 38.5/42.7/39.6 -> 44.0/41.5/43.0: conv 4's 21 MB of
+/// transformed filters are read once a task, four times as often.
+const TASK_TILES: usize = 32;
+/// Tiles up to which a forward is one task ([`forward_by_channels`]: batch
+/// 1, where the jobs split the output channels instead).
+const ONE_TASK_TILES: usize = 128;
 
 /// The 3x3 variants, finest rounding first.
 static THREE: [&Variant; 2] = [&F2_3, &F4_3];
@@ -665,7 +676,7 @@ const PANEL: usize = 64;
 /// [`forward`] with the transformed filters `u`.
 fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     let (th, tw) = tiles(g, v);
-    if batch * th * tw <= TASK_TILES && g.out_c > PANEL && rayon::current_num_threads() > 1 && panelled(g) {
+    if batch * th * tw <= ONE_TASK_TILES && g.out_c > PANEL && rayon::current_num_threads() > 1 && panelled(g) {
         return forward_by_channels(g, v, ep, u, x, batch, y);
     }
     let (t, mm) = (v.t, v.m);
@@ -920,7 +931,7 @@ vectorized! {
 /// A round's `dU` GEMMs run over all its tiles at once: rounds of 64, 128,
 /// 256, 512 and 1024 tiles gave conv 4's F(4x4) backward 103, 98, 84, 79 and
 /// 82 ms at batch 32 (conv 3 and conv 2 moved less).
-const ROUND_TILES: usize = 4 * TASK_TILES;
+const ROUND_TILES: usize = 512;
 
 /// [`backward`] with the transposed transformed filters `ut`, in rounds of
 /// whole images, each in three parallel steps:
