@@ -1049,11 +1049,15 @@ fn run_layers<'a>(
         } else if let Some(then) = fuse.then(|| batch_norm_after(prepared, i)).flatten() {
             run_conv_then_batch_norm(*step, data[i].weights, &then, work, lp, par);
             fused = true;
-        } else if !prepared
-            .input_major_of(i)
-            .is_some_and(|wt| run_dense_input_major(*step, data[i].weights, wt, work, lp, par))
-        {
-            run_layer(model.precision, i, *step, data[i].weights, work, scratch, lp, par)?;
+        } else {
+            // An int8 Dense with a lent input-major copy reads the copy when
+            // enough of its inputs are dead; every other layer runs as planned.
+            let on_copy = prepared
+                .input_major_of(i)
+                .is_some_and(|wt| run_dense_input_major(*step, data[i].weights, wt, work, lp, par));
+            if !on_copy {
+                run_layer(model.precision, i, *step, data[i].weights, work, scratch, lp, par)?;
+            }
         }
         last = lp.output;
         observer.layer_done(i, out, &work[last.offset..last.end()]);

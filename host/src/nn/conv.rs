@@ -356,16 +356,12 @@ impl std::fmt::Display for AutoChoice {
             if self.backward { "backward" } else { "forward" },
             self.chosen.name()
         )?;
-        if let Some((_, t)) = self.timings.iter().find(|(p, _)| p.name() == self.chosen.name()) {
+        let (chosen, others): (Vec<_>, Vec<_>) = self.timings.iter().partition(|(p, _)| p.name() == self.chosen.name());
+        if let Some((_, t)) = chosen.first() {
             write!(f, " {} ms", ms(t))?;
         }
-        let others: Vec<String> = self
-            .timings
-            .iter()
-            .filter(|(p, _)| p.name() != self.chosen.name())
-            .map(|(p, t)| format!("{} {}", p.name(), ms(t)))
-            .collect();
         if !others.is_empty() {
+            let others: Vec<String> = others.iter().map(|(p, t)| format!("{} {}", p.name(), ms(t))).collect();
             write!(f, " ({})", others.join(", "))?;
         }
         Ok(())
