@@ -281,6 +281,49 @@ mod tests {
         assert_eq!(own(), before);
     }
 
+    /// A source that notes the nice value of every thread that loads from it.
+    #[cfg(target_os = "linux")]
+    struct NotesPriority {
+        inner: SyntheticDataset,
+        seen: std::sync::Mutex<Vec<i32>>,
+    }
+
+    #[cfg(target_os = "linux")]
+    impl ImageSource for NotesPriority {
+        fn len(&self) -> usize {
+            self.inner.len()
+        }
+        fn class_names(&self) -> &[String] {
+            self.inner.class_names()
+        }
+        fn label(&self, index: usize) -> usize {
+            self.inner.label(index)
+        }
+        fn load(&self, index: usize, h: usize, w: usize) -> Result<ndarray::Array3<f32>, DataError> {
+            // SAFETY: getpriority only reads its arguments; 0 names the calling thread.
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            self.seen.lock().unwrap_or_else(|e| e.into_inner()).push(nice);
+            self.inner.load(index, h, w)
+        }
+        fn describe(&self, index: usize) -> String {
+            self.inner.describe(index)
+        }
+        fn summary(&self) -> String {
+            self.inner.summary()
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn prefetched_images_load_on_the_low_priority_threads() {
+        let src = Arc::new(NotesPriority { inner: SyntheticDataset::new(4, 3), seen: Default::default() });
+        let plans = BatchPlan::epoch(&(0..24).collect::<Vec<_>>(), 5, 11, 0);
+        let batches = Prefetcher::spawn(src.clone(), plans, cfg(Some(AugmentConfig::default()))).count();
+        assert_eq!(batches, 5);
+        let seen = src.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(seen, vec![19; 24], "every image is decoded on a loader thread");
+    }
+
     #[test]
     fn dropping_early_stops_the_thread() {
         let src: Arc<dyn ImageSource> = Arc::new(SyntheticDataset::new(50, 3));
