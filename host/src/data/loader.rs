@@ -133,14 +133,15 @@ pub fn load_batch(source: &dyn ImageSource, plan: &BatchPlan, cfg: &LoaderConfig
 /// (0.6 ms of CPU a 227x227 training image) competes with it. On rayon's
 /// global pool, a worker that took a loader job in the middle of a step's
 /// parallel layer held that layer's end until the job finished, while the
-/// other worker waited; at normal priority on threads of their own, the
-/// loader's time slices did the same. At the lowest priority the loader
-/// runs mostly where the step leaves a core idle (its serial parts, the
-/// ends of its parallel layers), and on every core at once when the step
-/// waits for a batch. `cargo bench --bench jpeg_train` under `auto`, ten
+/// other worker waited; at normal priority on threads of their own, its
+/// time slices still take a worker away mid-layer. At the lowest priority
+/// the loader runs mostly where the step leaves a core idle (its serial
+/// parts, the ends of its parallel layers), and on every core at once when
+/// the step waits for a batch. `cargo bench --bench jpeg_train` under `auto`, ten
 /// alternating rounds each on an AMD EPYC: `train --data` / step 0.946 on
 /// average on the global pool (4 rounds of 10 within 5 %), 0.990 here (9 of
-/// 10); beside two busy processes, level (README, 2026-12-06 evening).
+/// 10), 0.985 on threads of their own at normal priority (4 rounds); beside
+/// two busy processes, level (README, 2026-12-06 evening).
 /// `None` if the pool cannot be built: the loader then runs on rayon's
 /// global pool.
 fn loader_pool() -> Option<&'static rayon::ThreadPool> {
