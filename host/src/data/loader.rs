@@ -269,60 +269,64 @@ mod tests {
         assert_eq!(a[4].x.shape(), &[4, 16, 16, 3]);
     }
 
+    /// The loader's priority, where a thread can have its own (Linux).
     #[cfg(target_os = "linux")]
-    #[test]
-    fn loader_threads_run_at_the_lowest_priority() {
-        // SAFETY: getpriority only reads its arguments; 0 names the calling thread.
-        let own = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        let before = own();
-        let pool = loader_pool().expect("the loader's pool builds");
-        let nice: Vec<i32> = pool.broadcast(|_| own());
-        assert_eq!(nice, vec![19; pool.current_num_threads()]);
-        // The caller's own priority is untouched.
-        assert_eq!(own(), before);
-    }
+    mod priority {
+        use super::*;
 
-    /// A source that notes the nice value of every thread that loads from it.
-    #[cfg(target_os = "linux")]
-    struct NotesPriority {
-        inner: SyntheticDataset,
-        seen: std::sync::Mutex<Vec<i32>>,
-    }
-
-    #[cfg(target_os = "linux")]
-    impl ImageSource for NotesPriority {
-        fn len(&self) -> usize {
-            self.inner.len()
-        }
-        fn class_names(&self) -> &[String] {
-            self.inner.class_names()
-        }
-        fn label(&self, index: usize) -> usize {
-            self.inner.label(index)
-        }
-        fn load(&self, index: usize, h: usize, w: usize) -> Result<ndarray::Array3<f32>, DataError> {
+        /// The calling thread's nice value.
+        fn own_nice() -> i32 {
             // SAFETY: getpriority only reads its arguments; 0 names the calling thread.
-            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-            self.seen.lock().unwrap_or_else(|e| e.into_inner()).push(nice);
-            self.inner.load(index, h, w)
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
         }
-        fn describe(&self, index: usize) -> String {
-            self.inner.describe(index)
-        }
-        fn summary(&self) -> String {
-            self.inner.summary()
-        }
-    }
 
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn prefetched_images_load_on_the_low_priority_threads() {
-        let src = Arc::new(NotesPriority { inner: SyntheticDataset::new(4, 3), seen: Default::default() });
-        let plans = BatchPlan::epoch(&(0..24).collect::<Vec<_>>(), 5, 11, 0);
-        let batches = Prefetcher::spawn(src.clone(), plans, cfg(Some(AugmentConfig::default()))).count();
-        assert_eq!(batches, 5);
-        let seen = src.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        assert_eq!(seen, vec![19; 24], "every image is decoded on a loader thread");
+        #[test]
+        fn loader_threads_run_at_the_lowest_priority() {
+            let before = own_nice();
+            let pool = loader_pool().expect("the loader's pool builds");
+            let nice: Vec<i32> = pool.broadcast(|_| own_nice());
+            assert_eq!(nice, vec![19; pool.current_num_threads()]);
+            // The caller's own priority is untouched.
+            assert_eq!(own_nice(), before);
+        }
+
+        /// A source that notes the nice value of every thread that loads from it.
+        struct NotesPriority {
+            inner: SyntheticDataset,
+            seen: std::sync::Mutex<Vec<i32>>,
+        }
+
+        impl ImageSource for NotesPriority {
+            fn len(&self) -> usize {
+                self.inner.len()
+            }
+            fn class_names(&self) -> &[String] {
+                self.inner.class_names()
+            }
+            fn label(&self, index: usize) -> usize {
+                self.inner.label(index)
+            }
+            fn load(&self, index: usize, h: usize, w: usize) -> Result<ndarray::Array3<f32>, DataError> {
+                self.seen.lock().unwrap_or_else(|e| e.into_inner()).push(own_nice());
+                self.inner.load(index, h, w)
+            }
+            fn describe(&self, index: usize) -> String {
+                self.inner.describe(index)
+            }
+            fn summary(&self) -> String {
+                self.inner.summary()
+            }
+        }
+
+        #[test]
+        fn prefetched_images_load_on_the_low_priority_threads() {
+            let src = Arc::new(NotesPriority { inner: SyntheticDataset::new(4, 3), seen: Default::default() });
+            let plans = BatchPlan::epoch(&(0..24).collect::<Vec<_>>(), 5, 11, 0);
+            let batches = Prefetcher::spawn(src.clone(), plans, cfg(Some(AugmentConfig::default()))).count();
+            assert_eq!(batches, 5);
+            let seen = src.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            assert_eq!(seen, vec![19; 24], "every image is decoded on a loader thread");
+        }
     }
 
     #[test]
