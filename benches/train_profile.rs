@@ -76,6 +76,13 @@ fn main() {
 fn eval_profile(net: &mut Network, batch: usize, steps: usize) {
     let x = Array4::from_shape_fn((batch, 227, 227, 3), |(n, y, x, c)| ((n + y * 3 + x * 5 + c) % 256) as f32 / 255.0);
     net.forward(x.view(), Mode::Eval);
+    // Under `HOST_CONV=auto`, what the warm-up timed and took.
+    for n in host::nn::tune::network_choices() {
+        println!("auto: {n}");
+    }
+    for c in host::nn::conv::auto_choices() {
+        println!("auto: {c}");
+    }
     let mut per_layer: Vec<(String, f64, f64)> = Vec::new();
     let (mut total, mut best) = (0.0, f64::INFINITY);
     for _ in 0..steps {

@@ -468,3 +468,127 @@ fn imported_models_match_their_frameworks_under_winograd() {
     }
     conv::set_algo(ConvAlgo::Direct);
 }
+
+/// The label of the uniform setting a path belongs to in
+/// [`host::nn::tune`]'s report: `direct`, `F(2x2)` or `F(4x4)`.
+fn setting_of(p: conv::ConvPath) -> String {
+    match p.name().split(',').next() {
+        Some(f) if f.starts_with('F') => format!("{f})"),
+        _ => "direct".into(),
+    }
+}
+
+/// `auto` times an inference network's undecided convs in whole forward
+/// passes, where the other layers' weights pass through the cache between
+/// two calls of a conv: one network decision (every uniform setting timed,
+/// the fastest pass kept), an in-network decision for the conv, and the
+/// network's output is then the kept setting's bytes, call after call.
+#[test]
+fn auto_times_inference_in_whole_passes() {
+    let _turn = ALGO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // Wide enough that Winograd's passes are usually faster than direct.
+    let spec = Sequential::new(Shape::image(20, 20, 48))
+        .conv2d(Conv2D::new(64, 3).same())
+        .flatten()
+        .dense(3, Activation::Softmax)
+        .build()
+        .unwrap();
+    let batch = 3;
+    let x = Array4::from_shape_fn((batch, 20, 20, 48), |(n, h, w, c)| ((n * 7 + h * 3 + w * 5 + c) % 17) as f32 / 17.0);
+    let mut net = Network::new(&spec, 11);
+    let mut forced = |algo| {
+        conv::set_algo(algo);
+        net.forward(x.view(), Mode::Eval)
+    };
+    let outs = [
+        ("direct", forced(ConvAlgo::Direct)),
+        ("F(2x2)", forced(ConvAlgo::Winograd)),
+        ("F(4x4)", forced(ConvAlgo::Winograd4x4)),
+    ];
+    assert_ne!(outs[0].1, outs[2].1, "the settings round differently");
+    conv::set_algo(ConvAlgo::Auto);
+    let auto = net.forward(x.view(), Mode::Eval);
+    let again = net.forward(x.view(), Mode::Eval);
+    let mine: Vec<_> = host::nn::tune::network_choices().into_iter().filter(|n| n.batch == batch).collect();
+    assert_eq!(mine.len(), 1, "one decision, at the first inference: {mine:?}");
+    let n = &mine[0];
+    let labels: Vec<&str> = n.settings.iter().map(|(l, _)| l.as_str()).collect();
+    // One conv: its fastest setting is one of the uniform ones, not timed again.
+    assert_eq!(labels, ["direct", "F(2x2)", "F(4x4)"]);
+    let fastest = n.settings.iter().enumerate().min_by_key(|(_, (_, t))| *t).map(|(i, _)| i);
+    assert_eq!(fastest, Some(n.chosen));
+    let kept = &outs.iter().find(|(l, _)| *l == labels[n.chosen]).expect("a uniform setting").1;
+    assert!(auto == *kept && again == *kept, "not the kept setting's bytes");
+    let g = ConvGeom::from_spec(&Conv2D::new(64, 3).same(), Shape::image(20, 20, 48)).expect("geometry");
+    let layer: Vec<_> = conv::auto_choices().into_iter().filter(|c| c.geometry == g && c.batch == batch).collect();
+    assert_eq!(layer.len(), 1, "{layer:?}");
+    let c = &layer[0];
+    assert!(c.in_network && !c.backward);
+    assert_eq!(setting_of(c.chosen), labels[n.chosen]);
+    let names: Vec<_> = c.timings.iter().map(|(p, _)| p.name()).collect();
+    assert_eq!(names, ["direct", winograd::F2_3.name, winograd::F4_3.name]);
+    assert!(c.to_string().contains("forward in the network: "), "{c}");
+    assert!(n.to_string().starts_with(&format!("inference, batch 3, whole passes: {} ", labels[n.chosen])), "{n}");
+    conv::set_algo(ConvAlgo::Direct);
+}
+
+/// With several convs, each geometry is one decision (two layers of one
+/// shape share it, their times summed), and where the geometries' fastest
+/// shares come from different uniform settings, that mixture is timed as a
+/// whole pass too; whichever setting is kept, every conv's recorded path is
+/// that setting's.
+#[test]
+fn auto_in_whole_passes_decides_each_geometry_once() {
+    let _turn = ALGO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = Sequential::new(Shape::image(11, 11, 6))
+        .conv2d(Conv2D::new(10, 3).same())
+        .conv2d(Conv2D::new(10, 3).same())
+        .conv2d(Conv2D::new(10, 3).same())
+        .conv2d(Conv2D::new(10, 5).same())
+        .flatten()
+        .dense(3, Activation::Softmax)
+        .build()
+        .unwrap();
+    let batch = 5;
+    let x = Array4::from_shape_fn((batch, 11, 11, 6), |(n, h, w, c)| ((n * 5 + h * 7 + w * 3 + c) % 13) as f32 / 13.0);
+    let mut net = Network::new(&spec, 12);
+    conv::set_algo(ConvAlgo::Auto);
+    let auto = net.forward(x.view(), Mode::Eval);
+    assert_eq!(auto, net.forward(x.view(), Mode::Eval), "the same paths call after call");
+    let mine: Vec<_> = host::nn::tune::network_choices().into_iter().filter(|n| n.batch == batch).collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    let n = &mine[0];
+    let image = |c: u32| Shape::image(11, 11, c);
+    let geoms = [
+        ConvGeom::from_spec(&Conv2D::new(10, 3).same(), image(6)).expect("geometry"),
+        ConvGeom::from_spec(&Conv2D::new(10, 3).same(), image(10)).expect("geometry"),
+        ConvGeom::from_spec(&Conv2D::new(10, 5).same(), image(10)).expect("geometry"),
+    ];
+    let decided: Vec<conv::AutoChoice> = geoms
+        .iter()
+        .map(|g| {
+            let d: Vec<_> = conv::auto_choices().into_iter().filter(|c| c.geometry == *g && c.batch == batch).collect();
+            assert_eq!(d.len(), 1, "one decision per geometry: {d:?}");
+            assert!(d[0].in_network);
+            d[0].clone()
+        })
+        .collect();
+    // Each geometry's fastest share, as a uniform setting's label.
+    let fastest: Vec<String> = decided
+        .iter()
+        .map(|c| setting_of(c.timings.iter().min_by_key(|(_, t)| *t).map(|(p, _)| *p).expect("timings")))
+        .collect();
+    let labels: Vec<&str> = n.settings.iter().map(|(l, _)| l.as_str()).collect();
+    let uniform = fastest.iter().all(|f| *f == fastest[0]);
+    if uniform {
+        assert_eq!(labels, ["direct", "F(2x2)", "F(4x4)"]);
+    } else {
+        assert_eq!(labels, ["direct", "F(2x2)", "F(4x4)", "each layer's fastest"]);
+    }
+    let kept = labels[n.chosen];
+    for (c, f) in decided.iter().zip(&fastest) {
+        let want = if kept == "each layer's fastest" { f.as_str() } else { kept };
+        assert_eq!(setting_of(c.chosen), want, "{c}");
+    }
+    conv::set_algo(ConvAlgo::Direct);
+}

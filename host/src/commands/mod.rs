@@ -31,7 +31,7 @@ pub struct Cli {
     /// calibration): `direct` (im2col + GEMM), `winograd` (F(2x2, 3x3) and F(2x2, 5x5): 2.25x
     /// and 2.8x fewer multiplies, other rounding), `winograd-4x4` (F(4x4, 3x3) and F(4x4, 5x5):
     /// 4x and 6.25x fewer, coarser rounding), or `auto` (per layer, batch and pass, whichever of these ran
-    /// fastest when first timed).
+    /// fastest when first timed; inference times them in whole forward passes).
     #[arg(long, global = true, value_enum, default_value_t = Conv::Direct)]
     pub conv: Conv,
 }
@@ -129,6 +129,9 @@ pub fn run(cli: Cli) -> Result<()> {
         let choices = crate::nn::conv::auto_choices();
         if !choices.is_empty() {
             crate::errln!("--conv auto, as timed on this machine:");
+            for n in crate::nn::tune::network_choices() {
+                crate::errln!("  {n}");
+            }
             for c in &choices {
                 crate::errln!("  {c}");
             }

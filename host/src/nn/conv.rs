@@ -229,7 +229,7 @@ pub fn forward(g: &ConvGeom, relu: bool, kernel: &[f32], bias: &[f32], x: &[f32]
 /// ([`super::winograd`], 2.25x or 2.8x fewer multiplies, other rounding);
 /// F(4x4, 3x3) or F(4x4, 5x5) (4x or 6.25x fewer, coarser rounding); or per layer, batch
 /// size and pass whichever of these ran fastest the first time it was timed
-/// on this machine.
+/// on this machine (a network's inference: in whole passes, [`super::tune`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvAlgo {
     Direct,
@@ -292,7 +292,7 @@ pub enum ConvPath {
 
 impl ConvPath {
     /// The paths that compute `g`: the direct one, then each Winograd variant.
-    fn candidates(g: &ConvGeom) -> impl Iterator<Item = ConvPath> {
+    pub fn candidates(g: &ConvGeom) -> impl Iterator<Item = ConvPath> {
         std::iter::once(ConvPath::Direct).chain(super::winograd::variants(g).iter().map(|&v| ConvPath::Winograd(v)))
     }
 
@@ -307,7 +307,7 @@ impl ConvPath {
 
 /// One of [`ConvAlgo::Auto`]'s decisions: the layer's shape, batch and
 /// pass, the path it took from then on, and what each candidate measured
-/// (the faster of two runs), so that a user can see why.
+/// (the fastest of its runs), so that a user can see why.
 #[derive(Clone, Debug)]
 pub struct AutoChoice {
     /// The layer's geometry (the key, with the batch and the pass).
@@ -316,6 +316,10 @@ pub struct AutoChoice {
     pub backward: bool,
     pub chosen: ConvPath,
     pub timings: Vec<(ConvPath, std::time::Duration)>,
+    /// Timed inside whole forward passes (`super::tune`: the network's
+    /// inference; the times are the layer's share of them and `chosen` the
+    /// fastest whole pass's path), not alone.
+    pub in_network: bool,
 }
 
 impl AutoChoice {
@@ -345,7 +349,7 @@ impl std::fmt::Display for AutoChoice {
         };
         write!(
             f,
-            "{}x{}x{} -> {} ({}x{}), batch {}, {}: {}",
+            "{}x{}x{} -> {} ({}x{}), batch {}, {}{}: {}",
             g.in_h,
             g.in_w,
             g.in_c,
@@ -354,6 +358,7 @@ impl std::fmt::Display for AutoChoice {
             g.kernel_w,
             self.batch,
             if self.backward { "backward" } else { "forward" },
+            if self.in_network { " in the network" } else { "" },
             self.chosen.name()
         )?;
         let (chosen, others): (Vec<_>, Vec<_>) = self.timings.iter().partition(|(p, _)| p.name() == self.chosen.name());
@@ -415,15 +420,60 @@ fn measure(g: &ConvGeom, batch: usize, backward: bool, mut run: impl FnMut(ConvP
         })
         .collect();
     let chosen = timings.iter().min_by_key(|(_, t)| *t).map_or(ConvPath::Direct, |&(p, _)| p);
-    let choice = AutoChoice { geometry: *g, batch, backward, chosen, timings };
-    AUTO.lock().unwrap_or_else(|e| e.into_inner()).push(choice);
+    record(AutoChoice { geometry: *g, batch, backward, chosen, timings, in_network: false });
     chosen
+}
+
+/// Adds a decision to [`ConvAlgo::Auto`]'s table ([`path`] then returns
+/// its `chosen` for its key). One key keeps its first decision: two threads
+/// that timed the same key at once leave the earlier one.
+pub(crate) fn record(choice: AutoChoice) {
+    let mut table = AUTO.lock().unwrap_or_else(|e| e.into_inner());
+    if !table.iter().any(|c| c.is_for(&choice.geometry, choice.batch, choice.backward)) {
+        table.push(choice);
+    }
 }
 
 /// [`forward`] with any [`Epilogue`]: an inference BatchNormalization that
 /// follows the conv is folded in here, saving a pass over the output.
 pub fn forward_with(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     forward_any(g, ep, kernel, x, batch, y, None)
+}
+
+/// [`forward_inference`] on `path`, whatever [`algo`] says: for timing each
+/// candidate in the network (`super::tune`).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_inference_on(
+    path: ConvPath,
+    g: &ConvGeom,
+    ep: &Epilogue,
+    kernel: &[f32],
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+    cache: &mut FilterCache,
+) {
+    assert_eq!(x.len(), batch * g.input_len());
+    assert_eq!(y.len(), batch * g.output_len());
+    run_path(path, g, ep, kernel, x, batch, y, Some(cache))
+}
+
+/// One forward on `path`.
+#[allow(clippy::too_many_arguments)]
+fn run_path(
+    path: ConvPath,
+    g: &ConvGeom,
+    ep: &Epilogue,
+    kernel: &[f32],
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+    cache: Option<&mut FilterCache>,
+) {
+    match path {
+        ConvPath::Direct => forward_direct(g, ep, kernel, x, batch, y),
+        ConvPath::Winograd(v) => super::winograd::forward(g, v, ep, kernel, x, batch, y, cache),
+    }
 }
 
 /// [`forward_with`] for inference: a Winograd path takes its transformed
@@ -452,10 +502,7 @@ fn forward_any(
 ) {
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(y.len(), batch * g.output_len());
-    let mut run = |p: ConvPath, y: &mut [f32]| match p {
-        ConvPath::Direct => forward_direct(g, ep, kernel, x, batch, y),
-        ConvPath::Winograd(v) => super::winograd::forward(g, v, ep, kernel, x, batch, y, cache.as_deref_mut()),
-    };
+    let mut run = |p: ConvPath, y: &mut [f32]| run_path(p, g, ep, kernel, x, batch, y, cache.as_deref_mut());
     let chosen = match path(g, batch, false) {
         Some(p) => p,
         // First sight under Auto: time every path on this call's data.

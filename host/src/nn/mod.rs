@@ -20,6 +20,7 @@ pub mod loss;
 mod micro;
 pub mod pool;
 mod scratch;
+pub mod tune;
 pub(crate) mod wide;
 pub mod winograd;
 
@@ -154,6 +155,9 @@ pub struct Network {
     fold_bn: Vec<bool>,
     /// Per-layer (forward, backward) wall seconds, summed while profiling is on.
     profile: Option<Vec<(f64, f64)>>,
+    /// Per layer, the path an inference conv takes whatever the table says,
+    /// while [`tune`] times the candidates in the network.
+    forced: Option<Vec<Option<conv::ConvPath>>>,
     /// Applied to every input before the first layer (None: pixels as given).
     preprocess: Option<Preprocess>,
 }
@@ -263,6 +267,7 @@ impl Network {
             spare: Vec::new(),
             fold_bn,
             profile: None,
+            forced: None,
             preprocess: None,
         }
     }
@@ -323,7 +328,13 @@ impl Network {
     /// pushed onto that worker's own queue, instead of this (outside) thread
     /// handing every layer to the pool and sleeping until it is done, a wake-up
     /// round trip per layer that batch-1 inference notices.
+    ///
+    /// Under `--conv auto`, the first inference at a batch size first times
+    /// the undecided convs' paths in whole passes ([`tune`]).
     fn run(&mut self, x: ArrayView4<f32>, mode: Mode, fuse: bool) {
+        if matches!(mode, Mode::Eval) {
+            self.tune_convs(x, fuse);
+        }
         rayon::scope(|_| self.run_layers(x, mode, fuse))
     }
 
@@ -373,10 +384,11 @@ impl Network {
                     let affine = folded.as_ref().map(|(s, t)| (&s[..], &t[..]));
                     skip = affine.is_some();
                     let ep = conv::Epilogue { bias: &bias.value, relu: *relu, affine };
-                    if training {
-                        conv::forward_with(geom, &ep, &kernel.value, x, batch, y);
-                    } else {
-                        conv::forward_inference(geom, &ep, &kernel.value, x, batch, y, filters);
+                    let forced = self.forced.as_ref().and_then(|f| f[i]);
+                    match forced {
+                        _ if training => conv::forward_with(geom, &ep, &kernel.value, x, batch, y),
+                        Some(p) => conv::forward_inference_on(p, geom, &ep, &kernel.value, x, batch, y, filters),
+                        None => conv::forward_inference(geom, &ep, &kernel.value, x, batch, y, filters),
                     }
                     if *six {
                         y.iter_mut().for_each(|v| *v = v.min(6.0));
