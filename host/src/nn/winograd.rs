@@ -20,6 +20,7 @@ use super::scratch::{with_padded, with_scratch, with_staged};
 use super::wide::vectorized;
 use rayon::prelude::*;
 use shared::geometry::ConvGeom;
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::ops::Range;
 
@@ -325,7 +326,9 @@ fn combine_blocks<const B: usize>(
         for (a, x) in acc.iter_mut().zip(&xs[0][at..][..B]) {
             *a = cs[0] * x;
         }
-        for (&c, x) in cs.iter().zip(xs).skip(1) {
+        // Slices, not `skip(1)`: its `nth` was left a call, and the
+        // accumulators were spilled around it on every term.
+        for (&c, x) in cs[1..].iter().zip(&xs[1..]) {
             for (a, x) in acc.iter_mut().zip(&x[at..][..B]) {
                 *a += c * x;
             }
@@ -367,33 +370,275 @@ fn coefs(mat: &[f32], cols: usize, i: usize, transpose: bool) -> Vec<f32> {
     }
 }
 
+/// How [`transform2`] computes one row of a [`Lin`].
+#[derive(Debug)]
+enum RowOp {
+    /// Row `i` alone: its coefficients over the inputs.
+    One(usize),
+    /// Rows `i` and `i2`, which weigh every input equally up to sign, as
+    /// `even + odd` and `even - odd`: `even` holds their common
+    /// coefficients (zeros elsewhere), `odd` row `i`'s where they differ.
+    Pair { i: usize, i2: usize, even: Vec<f32>, odd: Vec<f32> },
+}
+
+/// One side of a separable transform (`p x q`, applied to `q` runs), with
+/// what its Toom-Cook points `x` and `-x` share computed once: a point's
+/// powers differ from its negative's only in the odd ones' sign.
+/// - Where the points index the inputs (`A^T`'s columns, `B`'s, `G^T`'s),
+///   every row weighs the pair's two inputs equally up to one sign per row:
+///   their sum and difference are formed once (`col_pairs`; the sum replaces
+///   the first input, the difference the second) and each row reads one of
+///   them, one term where it had two.
+/// - Where they index the rows (`B^T`'s, `A`'s, `G`'s), the two rows are
+///   `even +- odd` ([`RowOp::Pair`]): each input is read once for both, and
+///   half the terms are summed.
+///
+/// The sums are those of the factored form, so the bits differ from a row by
+/// row sum's (the forward pass and its adjoints each factor their own
+/// matrices; `tests/winograd.rs` holds every path to the f64 reference).
+#[derive(Debug)]
+struct Lin {
+    /// The rows' coefficients over the inputs after `col_pairs` (the first
+    /// of a pair reads their sum, the second their difference).
+    rows: Vec<Vec<f32>>,
+    col_pairs: Vec<(usize, usize)>,
+    ops: Vec<RowOp>,
+    /// The rows of [`RowOp::One`]s, and all rows (for a caller that takes
+    /// no pairs).
+    singles: Vec<usize>,
+    every: Vec<usize>,
+}
+
+impl Lin {
+    /// Rows `0..p` of `mat` (`cols` wide), or its columns for the transpose.
+    fn of(mat: &[f32], cols: usize, p: usize, transpose: bool) -> Self {
+        Lin::new((0..p).map(|i| coefs(mat, cols, i, transpose)).collect())
+    }
+
+    fn new(mut rows: Vec<Vec<f32>>) -> Self {
+        let q = rows.first().map_or(0, Vec::len);
+        let mut col_pairs = Vec::new();
+        // A pair's sum and difference cost a pass of their own, repaid only
+        // where more than two rows read them.
+        if rows.len() > 2 {
+            let mut used = vec![false; q];
+            for j in 0..q {
+                for j2 in j + 1..q {
+                    let mirrored = rows.iter().all(|r| r[j].abs() == r[j2].abs()) && rows.iter().any(|r| r[j] != 0.0);
+                    if used[j] || used[j2] || !mirrored {
+                        continue;
+                    }
+                    for r in rows.iter_mut() {
+                        // c x_j + c x_j2 = c (x_j + x_j2); c x_j - c x_j2 = c (x_j - x_j2).
+                        (r[j], r[j2]) = if r[j] == r[j2] { (r[j], 0.0) } else { (0.0, r[j]) };
+                    }
+                    (used[j], used[j2]) = (true, true);
+                    col_pairs.push((j, j2));
+                }
+            }
+        }
+        let mut ops = Vec::new();
+        let mut paired = vec![false; rows.len()];
+        for i in 0..rows.len() {
+            if paired[i] {
+                continue;
+            }
+            let partner = (i + 1..rows.len()).find(|&i2| {
+                let (a, b) = (&rows[i], &rows[i2]);
+                !paired[i2]
+                    && a.iter().zip(b).all(|(x, y)| x.abs() == y.abs())
+                    && a.iter().zip(b).any(|(x, y)| *x != 0.0 && x == y)
+                    && a.iter().zip(b).any(|(x, y)| *x != 0.0 && *x == -y)
+            });
+            match partner {
+                Some(i2) => {
+                    let (a, b) = (&rows[i], &rows[i2]);
+                    let even = a.iter().zip(b).map(|(x, y)| if x == y { *x } else { 0.0 }).collect();
+                    let odd = a.iter().zip(b).map(|(x, y)| if x == y { 0.0 } else { *x }).collect();
+                    ops.push(RowOp::Pair { i, i2, even, odd });
+                    (paired[i], paired[i2]) = (true, true);
+                }
+                None => ops.push(RowOp::One(i)),
+            }
+        }
+        let singles = ops.iter().filter_map(|op| if let RowOp::One(i) = op { Some(*i) } else { None }).collect();
+        let every = (0..rows.len()).collect();
+        Lin { rows, col_pairs, ops, singles, every }
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+/// Scratch [`transform2`] needs: `p x b` runs of `len` for the first side's
+/// results, and a row's worth for paired inputs' sums and differences.
+fn scratch_len(left: &Lin, b: usize, len: usize) -> usize {
+    (left.len() * b + MAX_SIDE) * len
+}
+
+/// `s = a + b` and `d = a - b`, each rounded once (`col_pairs`).
+#[inline(always)]
+fn sum_diff(a: &[f32], b: &[f32], s: &mut [f32], d: &mut [f32]) {
+    let n = s.len();
+    let (a, b, d) = (&a[..n], &b[..n], &mut d[..n]);
+    for k in 0..n {
+        s[k] = a[k] + b[k];
+        d[k] = a[k] - b[k];
+    }
+}
+
+/// `inp` with each of `lin`'s column pairs replaced by their sum and
+/// difference, formed in `basis` (`len` values a run).
+#[inline(always)]
+fn paired_inputs<'a>(lin: &Lin, inp: &[&'a [f32]], basis: &'a mut [f32], len: usize) -> [&'a [f32]; MAX_SIDE] {
+    let mut out: [&[f32]; MAX_SIDE] = [&[]; MAX_SIDE];
+    out[..inp.len()].copy_from_slice(inp);
+    if lin.col_pairs.is_empty() {
+        return out;
+    }
+    let mut runs = basis.chunks_exact_mut(len);
+    let mut made: [(usize, &[f32]); MAX_SIDE] = [(usize::MAX, &[]); MAX_SIDE];
+    for (n, &(j, j2)) in lin.col_pairs.iter().enumerate() {
+        let (Some(s), Some(d)) = (runs.next(), runs.next()) else {
+            unreachable!("winograd: basis holds MAX_SIDE runs")
+        };
+        sum_diff(inp[j], inp[j2], s, d);
+        made[2 * n] = (j, s);
+        made[2 * n + 1] = (j2, d);
+    }
+    for &(j, run) in made.iter().take(2 * lin.col_pairs.len()) {
+        out[j] = run;
+    }
+    out
+}
+
+/// `o1 = even . inp + odd . inp` and `o2 = even . inp - odd . inp`
+/// ([`RowOp::Pair`]): both sums per block in registers, as [`combine`]
+/// sums one; each input read once for both rows.
+#[inline(always)]
+fn combine_pair(even: &[f32], odd: &[f32], inp: &[&[f32]], o1: &mut [f32], o2: &mut [f32]) {
+    let mut e: [(f32, &[f32]); MAX_SIDE] = [(0.0, &[]); MAX_SIDE];
+    let mut d = e;
+    let (ne, nd) = (nonzero_terms(even, inp, o1.len(), &mut e), nonzero_terms(odd, inp, o1.len(), &mut d));
+    assert!(ne > 0 && nd > 0 && o2.len() == o1.len(), "winograd: a row pair without both parts");
+    let done = pair_blocks::<64>(&e[..ne], &d[..nd], 0, o1, o2);
+    let done = pair_blocks::<16>(&e[..ne], &d[..nd], done, o1, o2);
+    pair_blocks::<1>(&e[..ne], &d[..nd], done, o1, o2);
+}
+
+/// Fills `t` with the terms of `cs . inp` whose coefficient is not zero (at
+/// most [`MAX_SIDE`]), each run at least `len` long; returns how many. In
+/// place: an array of terms returned by value was copied with 64-byte moves
+/// right after its 8-byte stores, a store-forwarding stall per call that
+/// cost the input transform more than the terms saved.
+#[inline(always)]
+fn nonzero_terms<'a>(cs: &[f32], inp: &[&'a [f32]], len: usize, t: &mut [(f32, &'a [f32]); MAX_SIDE]) -> usize {
+    let mut n = 0;
+    for (&c, &x) in cs.iter().zip(inp) {
+        if c != 0.0 {
+            assert!(n < MAX_SIDE && x.len() >= len, "winograd: a combination of {} runs", inp.len());
+            t[n] = (c, x);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// [`combine_pair`]'s blocks of `B` channels from `from`; returns where they ended.
+#[inline(always)]
+fn pair_blocks<const B: usize>(
+    even: &[(f32, &[f32])],
+    odd: &[(f32, &[f32])],
+    from: usize,
+    o1: &mut [f32],
+    o2: &mut [f32],
+) -> usize {
+    let mut at = from;
+    while at + B <= o1.len() {
+        let (e, d) = (block_sum::<B>(even, at), block_sum::<B>(odd, at));
+        let (p, m) = (&mut o1[at..][..B], &mut o2[at..][..B]);
+        for k in 0..B {
+            p[k] = e[k] + d[k];
+            m[k] = e[k] - d[k];
+        }
+        at += B;
+    }
+    at
+}
+
+/// `sum_j c_j x_j[at..at + B]` over `terms` (at least one), in order.
+#[inline(always)]
+fn block_sum<const B: usize>(terms: &[(f32, &[f32])], at: usize) -> [f32; B] {
+    let mut acc = [0.0f32; B];
+    for (a, x) in acc.iter_mut().zip(&terms[0].1[at..][..B]) {
+        *a = terms[0].0 * x;
+    }
+    for &(c, x) in &terms[1..] {
+        for (a, x) in acc.iter_mut().zip(&x[at..][..B]) {
+            *a += c * x;
+        }
+    }
+    acc
+}
+
+/// A [`transform2`] caller's writer of a row pair at once: called with
+/// `(i, j, j2, row, even, odd)` for outputs `(i, j)` and `(i, j2)`
+/// ([`combine_pair`]'s operands). `None::<NoPair>` where there is none: each
+/// is then a [`combine`] of its own row. (A generic, not a `dyn`: the
+/// callers are `vectorized!` bodies, whose AVX-512 copy must inline it.)
+type NoPair = fn(usize, usize, usize, &[&[f32]], &[f32], &[f32]);
+
 /// Both sides of a separable transform `out = L in R` over runs of `len`
 /// channels: `inp` holds `a x b` runs (row-major), `out` gets `p x q` runs,
-/// `left` is `p x a` and `right^T` is `q x b` (each given as rows of
-/// coefficients). `tmp` holds `p x b` runs.
+/// `left` is `L` (`p x a`) and `right` is `R^T` (`q x b`), both as
+/// [`Lin`]s. `tmp` holds [`scratch_len`] values. `out(i, j, row, coefs)`
+/// gets output `(i, j)` as `coefs . row`; `pair`, where given, takes the
+/// second side's row pairs.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn transform2(
-    left: &[Vec<f32>],
-    right_t: &[Vec<f32>],
+    left: &Lin,
+    right: &Lin,
     inp: &[&[f32]],
     b: usize,
     tmp: &mut [f32],
     len: usize,
     mut out: impl FnMut(usize, usize, &[&[f32]], &[f32]),
+    mut pair: Option<impl FnMut(usize, usize, usize, &[&[f32]], &[f32], &[f32])>,
 ) {
     let a = inp.len() / b;
+    let (tmp, basis) = tmp.split_at_mut(left.len() * b * len);
+    let basis = &mut basis[..MAX_SIDE * len];
     // tmp[i][y] = sum_x left[i][x] inp[x][y]
-    for (i, li) in left.iter().enumerate() {
-        for y in 0..b {
-            let col = gather::<MAX_SIDE>(a, |x| inp[x * b + y]);
-            combine(li, &col[..a], &mut tmp[(i * b + y) * len..][..len]);
+    for y in 0..b {
+        let col = gather::<MAX_SIDE>(a, |x| inp[x * b + y]);
+        let col = paired_inputs(left, &col[..a], basis, len);
+        for op in &left.ops {
+            match op {
+                RowOp::One(i) => combine(&left.rows[*i], &col[..a], &mut tmp[(i * b + y) * len..][..len]),
+                RowOp::Pair { i, i2, even, odd } => {
+                    let (lo, hi) = tmp.split_at_mut(i2 * b * len);
+                    combine_pair(even, odd, &col[..a], &mut lo[(i * b + y) * len..][..len], &mut hi[y * len..][..len]);
+                }
+            }
         }
     }
-    // out[i][j] = sum_y tmp[i][y] right_t[j][y]
+    // out[i][j] = sum_y tmp[i][y] right[j][y]
     for i in 0..left.len() {
         let row = gather::<MAX_SIDE>(b, |y| &tmp[(i * b + y) * len..][..len]);
-        for (j, rj) in right_t.iter().enumerate() {
-            out(i, j, &row[..b], rj);
+        let row = paired_inputs(right, &row[..b], basis, len);
+        // One call site each, so that the callers' closures inline.
+        if let Some(pair) = pair.as_mut() {
+            for op in &right.ops {
+                if let RowOp::Pair { i: j, i2: j2, even, odd } = op {
+                    pair(i, *j, *j2, &row[..b], even, odd);
+                }
+            }
+        }
+        let alone = if pair.is_some() { &right.singles[..] } else { &right.every[..] };
+        for &j in alone {
+            out(i, j, &row[..b], &right.rows[j]);
         }
     }
 }
@@ -417,12 +662,12 @@ fn transform_filters<'a>(
 ) {
     let (r, t) = (v.r, v.t);
     assert_eq!(out.len(), t * t * outer * len, "winograd: transformed filters' length");
-    let gl: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.g, r, i, false)).collect();
-    let mut tmp = vec![0.0f32; t * r * len];
+    let gl = Lin::of(v.g, r, t, false);
+    let mut tmp = vec![0.0f32; scratch_len(&gl, r, len)];
     let mut run = vec![0.0f32; len];
     for o in 0..outer {
         let w = gather::<MAX_POINTS>(r * r, |tap| taps(o, tap));
-        transform2(&gl, &gl, &w[..r * r], r, &mut tmp, len, |i, j, row, rj| {
+        let each = |i: usize, j: usize, row: &[&[f32]], rj: &[f32]| {
             let point = &mut out[(i * t + j) * outer * len..][..outer * len];
             if packed {
                 combine(rj, row, &mut run);
@@ -432,7 +677,8 @@ fn transform_filters<'a>(
             } else {
                 combine(rj, row, &mut point[o * len..][..len]);
             }
-        });
+        };
+        transform2(&gl, &gl, &w[..r * r], r, &mut tmp, len, each, None::<NoPair>);
     }
 }
 
@@ -518,8 +764,8 @@ vectorized! {
     /// when `by_point`, else `[n][t^2][cin]` (each tile's points together).
     fn input_transform(g: &ConvGeom, v: &Variant, x: &[f32], first: usize, n: usize, vv: &mut [f32], by_point: bool) {
     let (cn, t) = (g.in_c, v.t);
-    let bl: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.bt, t, i, false)).collect();
-    let mut tmp = vec![0.0f32; t * t * cn];
+    let bl = Lin::of(v.bt, t, t, false);
+    let mut tmp = vec![0.0f32; scratch_len(&bl, t, cn)];
     let zeros = vec![0.0f32; cn];
     for r in 0..n {
         let tile = Tile::of(g, v, first + r);
@@ -530,10 +776,18 @@ vectorized! {
             Some((iy, ix)) => &img[(iy * g.in_w + ix) * cn..][..cn],
             None => &zeros,
         });
-        transform2(&bl, &bl, &runs[..t * t], t, &mut tmp, cn, |i, j, row, rj| {
-            let at = if by_point { (i * t + j) * n + r } else { r * t * t + i * t + j };
-            combine(rj, row, &mut vv[at * cn..][..cn]);
-        });
+        let at = |i: usize, j: usize| (if by_point { (i * t + j) * n + r } else { r * t * t + i * t + j }) * cn;
+        let vv = RefCell::new(&mut *vv);
+        let one = |i: usize, j: usize, row: &[&[f32]], rj: &[f32]| {
+            combine(rj, row, &mut vv.borrow_mut()[at(i, j)..][..cn]);
+        };
+        let pair = |i: usize, j: usize, j2: usize, row: &[&[f32]], even: &[f32], odd: &[f32]| {
+            let mut vv = vv.borrow_mut();
+            let (a, b) = (at(i, j), at(i, j2));
+            let [o1, o2] = vv.get_disjoint_mut([a..a + cn, b..b + cn]).expect("winograd: two points' runs");
+            combine_pair(even, odd, row, o1, o2);
+        };
+        transform2(&bl, &bl, &runs[..t * t], t, &mut tmp, cn, one, Some(pair));
     }
 }
 }
@@ -701,7 +955,7 @@ fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32],
         at_r = next;
     }
     let (cn, kn) = (g.in_c, g.out_c);
-    let al: Vec<Vec<f32>> = (0..mm).map(|i| coefs(v.at, t, i, false)).collect();
+    let al = Lin::of(v.at, t, mm, false);
     parts.into_par_iter().for_each(|(r0, yc)| {
         let n = rows_per_task.min(rows_total - r0) * tw;
         let first = r0 * tw;
@@ -724,7 +978,7 @@ fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32],
 fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     let (th, tw) = tiles(g, v);
     let (n, t, cn, kn) = (batch * th * tw, v.t, g.in_c, g.out_c);
-    let al: Vec<Vec<f32>> = (0..v.m).map(|i| coefs(v.at, t, i, false)).collect();
+    let al = Lin::of(v.at, t, v.m, false);
     let jobs: Vec<Range<usize>> = panels(kn).collect();
     let zeros = vec![0.0f32; PANEL];
     with_staged(t * t * n * cn, |vv| {
@@ -812,7 +1066,7 @@ vectorized! {
         g: &ConvGeom,
         v: &Variant,
         ep: &Epilogue,
-        al: &[Vec<f32>],
+        al: &Lin,
         m: &[f32],
         first: usize,
         n: usize,
@@ -820,16 +1074,17 @@ vectorized! {
         base: usize,
     ) {
         let (t, kn) = (v.t, ep.bias.len());
-        let mut tmp = vec![0.0f32; v.m * t * kn];
+        let mut tmp = vec![0.0f32; scratch_len(al, t, kn)];
         for r in 0..n {
             let tile = Tile::of(g, v, first + r);
             let runs = gather::<MAX_POINTS>(t * t, |xi| &m[(xi * n + r) * kn..][..kn]);
-            transform2(al, al, &runs[..t * t], t, &mut tmp, kn, |a, b, row, rb| {
+            let each = |a: usize, b: usize, row: &[&[f32]], rb: &[f32]| {
                 if let Some((oy, ox)) = tile.output(g, v, a, b) {
                     let px = out.pixel(tile.img * g.out_h * g.out_w + oy * g.out_w + ox - base, kn);
                     combine_then(rb, row, px, Some(ep));
                 }
-            });
+            };
+            transform2(al, al, &runs[..t * t], t, &mut tmp, kn, each, None::<NoPair>);
         }
     }
 }
@@ -869,7 +1124,7 @@ vectorized! {
     fn output_adjoint(
         g: &ConvGeom,
         v: &Variant,
-        a_adj: &[Vec<f32>],
+        a_adj: &Lin,
         dys: &[f32],
         first: usize,
         n: usize,
@@ -878,17 +1133,25 @@ vectorized! {
     ) {
         let (t, mm, kn) = (v.t, v.m, g.out_c);
         let zeros = vec![0.0f32; kn];
-        let mut tmp = vec![0.0f32; t * mm * kn];
+        let mut tmp = vec![0.0f32; scratch_len(a_adj, mm, kn)];
         for r in 0..n {
             let tile = Tile::of(g, v, first + r);
             let runs = gather::<MAX_POINTS>(mm * mm, |p| match tile.output(g, v, p / mm, p % mm) {
                 Some((oy, ox)) => &dys[tile.img * g.output_len() + (oy * g.out_w + ox) * kn..][..kn],
                 None => &zeros,
             });
-            transform2(a_adj, a_adj, &runs[..mm * mm], mm, &mut tmp, kn, |i, j, row, rj| {
-                let at = if by_point { (i * t + j) * n + r } else { r * t * t + i * t + j };
-                combine(rj, row, &mut dm[at * kn..][..kn]);
-            });
+            let at = |i: usize, j: usize| (if by_point { (i * t + j) * n + r } else { r * t * t + i * t + j }) * kn;
+            let dm = RefCell::new(&mut *dm);
+            let one = |i: usize, j: usize, row: &[&[f32]], rj: &[f32]| {
+                combine(rj, row, &mut dm.borrow_mut()[at(i, j)..][..kn]);
+            };
+            let pair = |i: usize, j: usize, j2: usize, row: &[&[f32]], even: &[f32], odd: &[f32]| {
+                let mut dm = dm.borrow_mut();
+                let (a, b) = (at(i, j), at(i, j2));
+                let [o1, o2] = dm.get_disjoint_mut([a..a + kn, b..b + kn]).expect("winograd: two points' runs");
+                combine_pair(even, odd, row, o1, o2);
+            };
+            transform2(a_adj, a_adj, &runs[..mm * mm], mm, &mut tmp, kn, one, Some(pair));
         }
     }
 }
@@ -902,7 +1165,7 @@ vectorized! {
     fn input_adjoint(
         g: &ConvGeom,
         v: &Variant,
-        b_adj: &[Vec<f32>],
+        b_adj: &Lin,
         vv: &[f32],
         rows: usize,
         first: usize,
@@ -911,18 +1174,19 @@ vectorized! {
     ) {
         let (t, cn) = (v.t, g.in_c);
         let base = Tile::of(g, v, first).img;
-        let mut tmp = vec![0.0f32; t * t * cn];
+        let mut tmp = vec![0.0f32; scratch_len(b_adj, t, cn)];
         let mut px = vec![0.0f32; cn];
         for r in first..first + n {
             let tile = Tile::of(g, v, r);
             let runs = gather::<MAX_POINTS>(t * t, |xi| &vv[(xi * rows + r) * cn..][..cn]);
-            transform2(b_adj, b_adj, &runs[..t * t], t, &mut tmp, cn, |yy, xx, row, rx| {
+            let each = |yy: usize, xx: usize, row: &[&[f32]], rx: &[f32]| {
                 if let Some((iy, ix)) = tile.input(g, v, yy, xx) {
                     combine(rx, row, &mut px);
                     let at = (tile.img - base) * g.input_len() + (iy * g.in_w + ix) * cn;
                     dxs[at..][..cn].iter_mut().zip(&px).for_each(|(d, s)| *d += s);
                 }
-            });
+            };
+            transform2(b_adj, b_adj, &runs[..t * t], t, &mut tmp, cn, each, None::<NoPair>);
         }
     }
 }
@@ -993,8 +1257,8 @@ fn backward_tiles(
         assert_eq!(dx.len(), x.len());
         dx.fill(0.0);
     }
-    let a_adj: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.at, t, i, true)).collect();
-    let b_adj: Vec<Vec<f32>> = (0..t).map(|i| coefs(v.bt, t, i, true)).collect();
+    let a_adj = Lin::of(v.at, t, t, true);
+    let b_adj = Lin::of(v.bt, t, t, true);
     let zeros = vec![0.0f32; cn];
     let want_dx = dx.is_some();
     for i0 in (0..batch).step_by(round_images) {
@@ -1051,19 +1315,125 @@ fn backward_tiles(
 fn filter_gradient(g: &ConvGeom, v: &Variant, du: &[f32], dkernel: &mut [f32]) {
     let (cn, kn, t, r) = (g.in_c, g.out_c, v.t, v.r);
     let xis = t * t;
-    let g_adj: Vec<Vec<f32>> = (0..r).map(|i| coefs(v.g, r, i, true)).collect();
+    let g_adj = Lin::of(v.g, r, r, true);
     // Channel-major ([cin][tap][cout]) so that the channels are disjoint chunks.
     let mut by_channel = vec![0.0f32; cn * r * r * kn];
     by_channel.par_chunks_mut(r * r * kn).enumerate().for_each(|(c, dk)| {
         let runs = gather::<MAX_POINTS>(xis, |xi| &du[(xi * cn + c) * kn..][..kn]);
-        let mut tmp = vec![0.0f32; r * t * kn];
-        transform2(&g_adj, &g_adj, &runs[..xis], t, &mut tmp, kn, |ky, kx, row, rx| {
+        let mut tmp = vec![0.0f32; scratch_len(&g_adj, t, kn)];
+        let each = |ky: usize, kx: usize, row: &[&[f32]], rx: &[f32]| {
             combine(rx, row, &mut dk[(ky * r + kx) * kn..][..kn]);
-        });
+        };
+        transform2(&g_adj, &g_adj, &runs[..xis], t, &mut tmp, kn, each, None::<NoPair>);
     });
     for (c, dk) in by_channel.chunks_exact(r * r * kn).enumerate() {
         for (tap, run) in dk.chunks_exact(kn).enumerate() {
             dkernel[(tap * cn + c) * kn..][..kn].copy_from_slice(run);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2000) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    fn identity(n: usize) -> Lin {
+        Lin::new((0..n).map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect())
+    }
+
+    /// Every side each variant uses (`B^T`, `A^T`, `G` and their
+    /// transposes), factored, applied by [`transform2`] to runs of 37
+    /// channels (blocks of 16 and single channels), with and without a pair
+    /// writer, against the f64 product of the unfactored matrix.
+    #[test]
+    fn factored_sides_compute_their_matrices() {
+        let len = 37;
+        for v in [&F2_3, &F4_3, &F2_5, &F4_5] {
+            let (t, m, r) = (v.t, v.m, v.r);
+            let sides: [(&str, &[f32], usize, usize, bool); 6] = [
+                ("B^T", v.bt, t, t, false),
+                ("B", v.bt, t, t, true),
+                ("A^T", v.at, t, m, false),
+                ("A", v.at, t, t, true),
+                ("G", v.g, r, t, false),
+                ("G^T", v.g, r, r, true),
+            ];
+            for (name, mat, cols, p, transpose) in sides {
+                let rows: Vec<Vec<f32>> = (0..p).map(|i| coefs(mat, cols, i, transpose)).collect();
+                let q = rows[0].len();
+                let lin = Lin::new(rows.clone());
+                // `out = L x I`: the left side alone, over q x 2 runs, and `I x L^T`.
+                for left_side in [true, false] {
+                    let (a, b) = if left_side { (q, 2) } else { (2, q) };
+                    let inp: Vec<Vec<f32>> = (0..a * b).map(|k| values(len, k)).collect();
+                    let runs: Vec<&[f32]> = inp.iter().map(|x| &x[..]).collect();
+                    let id = identity(2);
+                    let (l, rt) = if left_side { (&lin, &id) } else { (&id, &lin) };
+                    let outs = if left_side { (p, 2) } else { (2, p) };
+                    for with_pairs in [false, true] {
+                        let mut got = vec![vec![0.0f32; len]; outs.0 * outs.1];
+                        let mut tmp = vec![0.0f32; scratch_len(l, b, len)];
+                        let cell = RefCell::new(&mut got);
+                        let one = |i: usize, j: usize, row: &[&[f32]], c: &[f32]| {
+                            combine(c, row, &mut cell.borrow_mut()[i * outs.1 + j]);
+                        };
+                        let pair = |i: usize, j: usize, j2: usize, row: &[&[f32]], e: &[f32], o: &[f32]| {
+                            let mut got = cell.borrow_mut();
+                            let [o1, o2] =
+                                got.get_disjoint_mut([i * outs.1 + j, i * outs.1 + j2]).expect("two outputs");
+                            combine_pair(e, o, row, o1, o2);
+                        };
+                        if with_pairs {
+                            transform2(l, rt, &runs, b, &mut tmp, len, one, Some(pair));
+                        } else {
+                            transform2(l, rt, &runs, b, &mut tmp, len, one, None::<NoPair>);
+                        }
+                        for (o, out) in got.iter().enumerate() {
+                            let (i, j) = (o / outs.1, o % outs.1);
+                            for (ch, &g) in out.iter().enumerate() {
+                                let want: f64 = if left_side {
+                                    (0..q).map(|x| rows[i][x] as f64 * inp[x * b + j][ch] as f64).sum()
+                                } else {
+                                    (0..q).map(|y| rows[j][y] as f64 * inp[i * b + y][ch] as f64).sum()
+                                };
+                                let scale: f64 =
+                                    (0..q).map(|k| (rows[if left_side { i } else { j }][k] as f64).abs()).sum();
+                                assert!(
+                                    (g as f64 - want).abs() <= 1e-6 * scale.max(1.0),
+                                    "{} {name} (left {left_side}, pairs {with_pairs}): output {o} channel {ch}: {g} against {want}",
+                                    v.name
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The structure the savings come from: F(4x4, 5x5)'s points +-1, +-2
+    /// and +-1/2 pair `B^T`'s rows and `A^T`'s columns (and the transposes'
+    /// columns and rows); F(2x2, 3x3)'s two-row `A^T` is left unpaired (a
+    /// pair's sums would be read by two rows only).
+    #[test]
+    fn the_points_and_their_negatives_are_paired() {
+        let pairs = |lin: &Lin| lin.ops.iter().filter(|op| matches!(op, RowOp::Pair { .. })).count();
+        let v = &F4_5;
+        let bt = Lin::of(v.bt, 8, 8, false);
+        assert_eq!((pairs(&bt), bt.col_pairs.len()), (3, 0));
+        let at = Lin::of(v.at, 8, 4, false);
+        assert_eq!((pairs(&at), at.col_pairs.clone()), (0, vec![(1, 2), (3, 4), (5, 6)]));
+        let a = Lin::of(v.at, 8, 8, true);
+        assert_eq!((pairs(&a), a.col_pairs.len()), (3, 0));
+        let b = Lin::of(v.bt, 8, 8, true);
+        assert_eq!(b.col_pairs, vec![(1, 2), (3, 4), (5, 6)]);
+        let at2 = Lin::of(F2_3.at, 4, 2, false);
+        assert!(at2.col_pairs.is_empty());
+        assert_eq!(pairs(&Lin::of(F2_3.bt, 4, 4, false)), 1);
     }
 }
