@@ -92,7 +92,9 @@ fn train_eval_predict_on_an_exported_folder() {
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v[0]["top"].as_array().unwrap().len(), 5);
     assert!(stderr.contains("--conv auto, as timed on this machine:\n  "), "{stderr}");
-    assert!(stderr.contains(", batch 1, forward: ") && stderr.contains(" ms ("), "{stderr}");
+    // Inference is timed in whole passes: the network's decision, then each layer's share.
+    assert!(stderr.contains("  inference, batch 1, whole passes: "), "{stderr}");
+    assert!(stderr.contains(", batch 1, forward in the network: ") && stderr.contains(" ms ("), "{stderr}");
 
     // eval on the whole folder (not the training data of the run -> all images).
     let r = host(&["eval", "--checkpoint", ckp.to_str().unwrap(), "--data", d, "--json"]);
