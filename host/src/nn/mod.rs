@@ -338,6 +338,71 @@ impl Network {
         rayon::scope(|_| self.run_layers(x, mode, fuse))
     }
 
+    /// Under [`conv::ConvAlgo::Auto`], decides every conv that has no path
+    /// yet for `x`'s batch by whole forward passes on `x` ([`tune`]; their
+    /// outputs are overwritten by the caller's pass).
+    fn tune_convs(&mut self, x: ArrayView4<f32>, fuse: bool) {
+        if conv::algo() != conv::ConvAlgo::Auto {
+            return;
+        }
+        let batch = x.dim().0;
+        let open: Vec<tune::Open> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(layer, n)| match n {
+                Node::Conv { geom, .. } if conv::path(geom, batch, false).is_none() => {
+                    Some(tune::Open { layer, geom: *geom, candidates: conv::ConvPath::candidates(geom).collect() })
+                }
+                _ => None,
+            })
+            .collect();
+        let Some(mut plan) = tune::Plan::new(open) else {
+            return;
+        };
+        let saved = self.profile.take();
+        while let Some(setting) = plan.next_setting() {
+            let (total, each) = self.time_setting(x, fuse, plan.open(), &setting);
+            plan.timed(total, each);
+        }
+        self.profile = saved;
+        plan.finish(batch);
+    }
+
+    /// Whole passes with the open convs on `setting`: every layer's fastest
+    /// time in [`tune::RUNS`] of them, summed (a pass with each layer's
+    /// noise removed: on a shared machine a layer that the others' noise
+    /// delayed in one pass runs undelayed in another; the fastest whole pass
+    /// keeps some of it, and in a small network that was more than the
+    /// settings' difference), and each open conv's own fastest time.
+    fn time_setting(
+        &mut self,
+        x: ArrayView4<f32>,
+        fuse: bool,
+        open: &[tune::Open],
+        setting: &tune::Setting,
+    ) -> (std::time::Duration, Vec<std::time::Duration>) {
+        let mut forced = vec![None; self.nodes.len()];
+        for (o, &p) in open.iter().zip(setting) {
+            forced[o.layer] = Some(p);
+        }
+        self.forced = Some(forced);
+        rayon::scope(|_| self.run_layers(x, Mode::Eval, fuse));
+        let mut fastest = vec![f64::INFINITY; self.nodes.len()];
+        for _ in 0..tune::RUNS {
+            self.profile = Some(vec![(0.0, 0.0); self.nodes.len()]);
+            rayon::scope(|_| self.run_layers(x, Mode::Eval, fuse));
+            let layers = self.profile.take().unwrap_or_default();
+            for (f, l) in fastest.iter_mut().zip(&layers) {
+                *f = f.min(l.0);
+            }
+        }
+        self.forced = None;
+        let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
+        let each = open.iter().map(|o| secs(fastest[o.layer])).collect();
+        (secs(fastest.iter().sum()), each)
+    }
+
     fn run_layers(&mut self, x: ArrayView4<f32>, mut mode: Mode, fuse: bool) {
         if let Err(e) = self.check_input(&x) {
             panic!("Network::forward: {e}");

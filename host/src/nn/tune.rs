@@ -11,16 +11,16 @@
 //! layer's fastest of those, and keeps the setting whose passes were
 //! fastest (every layer's time counted, the convs' and the others').
 
-use super::conv::{self, AutoChoice, ConvAlgo, ConvPath};
-use super::{Mode, Network, Node};
-use ndarray::ArrayView4;
+use super::conv::{self, AutoChoice, ConvPath};
 use shared::geometry::ConvGeom;
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// Forward passes timed per setting, after one that is not (it transforms
-/// that setting's filters and faults in its buffers).
-const RUNS: usize = 3;
+/// that setting's filters and faults in its buffers). The network
+/// (`Network::tune_convs`) runs them; this module plans and decides, and
+/// knows nothing of the network.
+pub const RUNS: usize = 3;
 
 /// One network-level decision: the batch, every setting timed (its label and
 /// its passes' time, each layer's fastest summed) and which one was kept.
@@ -59,69 +59,85 @@ pub fn network_choices() -> Vec<NetworkChoice> {
 }
 
 /// An undecided conv: its layer, geometry and candidate paths.
-struct Open {
-    layer: usize,
-    geom: ConvGeom,
-    candidates: Vec<ConvPath>,
+pub struct Open {
+    pub layer: usize,
+    pub geom: ConvGeom,
+    pub candidates: Vec<ConvPath>,
 }
 
 /// A setting: each open conv's path, in [`Open`]'s order.
-type Setting = Vec<ConvPath>;
+pub type Setting = Vec<ConvPath>;
 
 fn same(a: &Setting, b: &Setting) -> bool {
     a.iter().zip(b).all(|(p, q)| p.name() == q.name())
 }
 
-impl Network {
-    /// Under [`ConvAlgo::Auto`], decides every conv of this network that has
-    /// no path yet for `x`'s batch, by whole forward passes on `x` (their
-    /// outputs are overwritten by the caller's pass).
-    pub(super) fn tune_convs(&mut self, x: ArrayView4<f32>, fuse: bool) {
-        if conv::algo() != ConvAlgo::Auto {
-            return;
-        }
-        let batch = x.dim().0;
-        let open: Vec<Open> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(layer, n)| match n {
-                Node::Conv { geom, .. } if conv::path(geom, batch, false).is_none() => {
-                    Some(Open { layer, geom: *geom, candidates: ConvPath::candidates(geom).collect() })
-                }
-                _ => None,
-            })
-            .collect();
-        let Some(ranks) = open.iter().map(|o| o.candidates.len()).max() else {
-            return;
-        };
-        let saved = self.profile.take();
+/// One network's decision in the making: the settings to time, in order
+/// (the uniform ones, then each layer's fastest mixture where it is another
+/// setting), and what each measured.
+pub struct Plan {
+    open: Vec<Open>,
+    settings: Vec<(String, Setting)>,
+    /// Per timed setting: its passes' time, and each open conv's share.
+    timed: Vec<(Duration, Vec<Duration>)>,
+    /// Whether the mixture has been considered.
+    mixed: bool,
+}
+
+impl Plan {
+    /// The plan for these undecided convs; `None` when there are none.
+    pub fn new(open: Vec<Open>) -> Option<Plan> {
+        let ranks = open.iter().map(|o| o.candidates.len()).max()?;
         // Uniform settings: rank k is every conv's k-th candidate (its last
         // where it has fewer).
-        let mut settings: Vec<(String, Setting)> = (0..ranks)
+        let settings = (0..ranks)
             .map(|k| {
                 let s: Setting = open.iter().map(|o| o.candidates[k.min(o.candidates.len() - 1)]).collect();
                 (label(k, &s), s)
             })
             .collect();
-        let timed: Vec<(Duration, Vec<Duration>)> =
-            settings.iter().map(|(_, s)| self.time(x, fuse, &open, s)).collect();
-        let shares: Vec<Vec<Duration>> = timed.iter().map(|(_, each)| each.clone()).collect();
-        let fastest = fastest_ranks(&open, &shares);
-        let mixed: Setting = open.iter().zip(&fastest).map(|(o, &k)| o.candidates[k]).collect();
-        let mut totals: Vec<Duration> = timed.iter().map(|(t, _)| *t).collect();
-        if !settings.iter().any(|(_, s)| same(s, &mixed)) {
-            totals.push(self.time(x, fuse, &open, &mixed).0);
-            settings.push(("each layer's fastest".into(), mixed));
+        Some(Plan { open, settings, timed: Vec::new(), mixed: false })
+    }
+
+    pub fn open(&self) -> &[Open] {
+        &self.open
+    }
+
+    /// The next setting to time, or `None` when all are.
+    pub fn next_setting(&mut self) -> Option<Setting> {
+        if self.timed.len() == self.settings.len() && !self.mixed {
+            self.mixed = true;
+            let shares: Vec<Vec<Duration>> = self.timed.iter().map(|(_, each)| each.clone()).collect();
+            let fastest = fastest_ranks(&self.open, &shares);
+            let mixed: Setting = self.open.iter().zip(&fastest).map(|(o, &k)| o.candidates[k]).collect();
+            if !self.settings.iter().any(|(_, s)| same(s, &mixed)) {
+                self.settings.push(("each layer's fastest".into(), mixed));
+            }
         }
-        self.profile = saved;
-        let chosen = (0..totals.len()).min_by_key(|&i| totals[i]).unwrap_or(0);
+        self.settings.get(self.timed.len()).map(|(_, s)| s.clone())
+    }
+
+    /// What [`Plan::next_setting`]'s setting measured: the passes' time and each
+    /// open conv's share of them.
+    pub fn timed(&mut self, total: Duration, each: Vec<Duration>) {
+        assert_eq!(each.len(), self.open.len(), "tune: one share per open conv");
+        self.timed.push((total, each));
+    }
+
+    /// Keeps the fastest setting: records each geometry's path in it for
+    /// [`conv::ConvAlgo::Auto`] (with its share under every candidate) and
+    /// the network's decision.
+    pub fn finish(self, batch: usize) {
+        let Plan { open, settings, timed, .. } = self;
+        assert_eq!(timed.len(), settings.len(), "tune: every setting timed");
+        let chosen = (0..timed.len()).min_by_key(|&i| timed[i].0).unwrap_or(0);
         for (i, o) in open.iter().enumerate() {
             if open[..i].iter().any(|p| p.geom == o.geom) {
                 continue;
             }
+            // Rank k's pass gave this geometry's candidate k its share.
             let timings =
-                o.candidates.iter().enumerate().map(|(k, &p)| (p, share(&open, &shares[k], &o.geom))).collect();
+                o.candidates.iter().enumerate().map(|(k, &p)| (p, share(&open, &timed[k].1, &o.geom))).collect();
             let path = settings[chosen].1[i];
             conv::record(AutoChoice {
                 geometry: o.geom,
@@ -132,36 +148,8 @@ impl Network {
                 in_network: true,
             });
         }
-        let settings = settings.into_iter().map(|(l, _)| l).zip(totals).collect();
+        let settings = settings.into_iter().map(|(l, _)| l).zip(timed.iter().map(|(t, _)| *t)).collect();
         CHOICES.lock().unwrap_or_else(|e| e.into_inner()).push(NetworkChoice { batch, settings, chosen });
-    }
-
-    /// Whole passes with the open convs on `setting`: every layer's fastest
-    /// time in [`RUNS`] of them, summed (a pass with each layer's noise
-    /// removed: on a shared machine a layer that the others' noise delayed
-    /// in one pass runs undelayed in another; the fastest whole pass keeps
-    /// some of it, and in a small network that was more than the settings'
-    /// difference), and each open conv's own fastest time.
-    fn time(&mut self, x: ArrayView4<f32>, fuse: bool, open: &[Open], setting: &Setting) -> (Duration, Vec<Duration>) {
-        let mut forced = vec![None; self.nodes.len()];
-        for (o, &p) in open.iter().zip(setting) {
-            forced[o.layer] = Some(p);
-        }
-        self.forced = Some(forced);
-        rayon::scope(|_| self.run_layers(x, Mode::Eval, fuse));
-        let mut fastest = vec![f64::INFINITY; self.nodes.len()];
-        for _ in 0..RUNS {
-            self.profile = Some(vec![(0.0, 0.0); self.nodes.len()]);
-            rayon::scope(|_| self.run_layers(x, Mode::Eval, fuse));
-            let layers = self.profile.take().unwrap_or_default();
-            for (f, l) in fastest.iter_mut().zip(&layers) {
-                *f = f.min(l.0);
-            }
-        }
-        self.forced = None;
-        let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
-        let each = open.iter().map(|o| secs(fastest[o.layer])).collect();
-        (secs(fastest.iter().sum()), each)
     }
 }
 
@@ -203,6 +191,7 @@ fn label(rank: usize, setting: &Setting) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::winograd::F4_3;
     use shared::spec::{Conv2D, Shape};
 
     fn open(layer: usize, size: u32, cin: u32) -> Open {
@@ -224,6 +213,41 @@ mod tests {
         let shares = [ms(&[9, 9, 9]), ms(&[4, 8, 3]), ms(&[5, 5, 6])];
         assert_eq!(fastest_ranks(&convs, &shares), [2, 2, 1]);
         assert_eq!(share(&convs, &shares[1], &convs[0].geom), Duration::from_millis(12));
+    }
+
+    /// The plan times the three uniform settings, then the mixture of each
+    /// geometry's fastest (here another setting: F(4x4) for the 3x3 layers,
+    /// direct for the 5x5), and keeps the fastest pass, whose paths the
+    /// table then gives every layer.
+    #[test]
+    fn a_plan_times_the_uniform_settings_then_the_mixture() {
+        let batch = 977;
+        let convs = vec![open(0, 3, 8), open(2, 3, 8), open(4, 5, 8)];
+        let geoms: Vec<ConvGeom> = convs.iter().map(|o| o.geom).collect();
+        let mut plan = Plan::new(convs).expect("open convs");
+        let shares = [ms(&[9, 9, 3]), ms(&[6, 6, 8]), ms(&[4, 5, 6])];
+        let totals = [40, 35, 30, 28];
+        let mut seen = Vec::new();
+        while let Some(setting) = plan.next_setting() {
+            seen.push(setting.iter().map(|p| p.name()).collect::<Vec<_>>());
+            let k = seen.len() - 1;
+            let each = shares.get(k).cloned().unwrap_or_else(|| ms(&[4, 5, 3]));
+            plan.timed(Duration::from_millis(totals[k]), each);
+        }
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(seen[3], [F4_3.name, F4_3.name, "direct"]);
+        plan.finish(batch);
+        let n = network_choices().into_iter().find(|n| n.batch == batch).expect("recorded");
+        assert_eq!(n.chosen, 3);
+        assert_eq!(n.settings.last().map(|(l, _)| l.as_str()), Some("each layer's fastest"));
+        // One decision per geometry (the two 3x3 layers share theirs).
+        let table: Vec<AutoChoice> = conv::auto_choices().into_iter().filter(|c| c.batch == batch).collect();
+        let paths: Vec<_> = table.iter().map(|c| (c.geometry, c.chosen.name())).collect();
+        assert_eq!(paths, [(geoms[0], F4_3.name), (geoms[2], "direct")]);
+        assert_eq!(geoms[0], geoms[1]);
+        // The 3x3 geometry's shares are its two layers' summed, per rank.
+        let ms3: Vec<_> = table[0].timings.iter().map(|(_, t)| t.as_millis()).collect();
+        assert_eq!(ms3, [18, 12, 9]);
     }
 
     /// `direct`, the variants' size without the kernel's where all share it,
