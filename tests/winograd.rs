@@ -536,7 +536,7 @@ fn auto_times_inference_in_whole_passes() {
 /// shape share it, their times summed), and where the geometries' fastest
 /// shares come from different uniform settings, that mixture is timed as a
 /// whole pass too; whichever setting is kept, every conv's recorded path is
-/// that setting's.
+/// that setting's. Larger batches keep the per-layer timing.
 #[test]
 fn auto_in_whole_passes_decides_each_geometry_once() {
     let _turn = ALGO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -549,7 +549,7 @@ fn auto_in_whole_passes_decides_each_geometry_once() {
         .dense(3, Activation::Softmax)
         .build()
         .unwrap();
-    let batch = 5;
+    let batch = 4;
     let x = Array4::from_shape_fn((batch, 11, 11, 6), |(n, h, w, c)| ((n * 5 + h * 7 + w * 3 + c) % 13) as f32 / 13.0);
     let mut net = Network::new(&spec, 12);
     conv::set_algo(ConvAlgo::Auto);
@@ -590,5 +590,13 @@ fn auto_in_whole_passes_decides_each_geometry_once() {
         let want = if kept == "each layer's fastest" { f.as_str() } else { kept };
         assert_eq!(setting_of(c.chosen), want, "{c}");
     }
+    // Past `tune::MAX_BATCH` (eval's batches) each conv is timed alone, as in training.
+    let big = host::nn::tune::MAX_BATCH + 2;
+    let xb = Array4::from_shape_fn((big, 11, 11, 6), |(n, h, w, c)| ((n * 3 + h * 7 + w + c) % 11) as f32 / 11.0);
+    net.forward(xb.view(), Mode::Eval);
+    assert!(host::nn::tune::network_choices().iter().all(|n| n.batch != big));
+    let alone: Vec<_> = conv::auto_choices().into_iter().filter(|c| c.batch == big).collect();
+    assert_eq!(alone.len(), 3, "{alone:?}");
+    assert!(alone.iter().all(|c| !c.in_network && !c.backward));
     conv::set_algo(ConvAlgo::Direct);
 }

@@ -338,14 +338,15 @@ impl Network {
         rayon::scope(|_| self.run_layers(x, mode, fuse))
     }
 
-    /// Under [`conv::ConvAlgo::Auto`], decides every conv that has no path
-    /// yet for `x`'s batch by whole forward passes on `x` ([`tune`]; their
-    /// outputs are overwritten by the caller's pass).
+    /// Under [`conv::ConvAlgo::Auto`] and at a batch of at most
+    /// [`tune::MAX_BATCH`], decides every conv that has no path yet for
+    /// `x`'s batch by whole forward passes on `x` ([`tune`]; their outputs
+    /// are overwritten by the caller's pass).
     fn tune_convs(&mut self, x: ArrayView4<f32>, fuse: bool) {
-        if conv::algo() != conv::ConvAlgo::Auto {
+        let batch = x.dim().0;
+        if conv::algo() != conv::ConvAlgo::Auto || batch > tune::MAX_BATCH {
             return;
         }
-        let batch = x.dim().0;
         let open: Vec<tune::Open> = self
             .nodes
             .iter()

@@ -5,11 +5,12 @@
 //! two of its calls, so a path that reads more filter bytes (F(4x4)'s are 4x
 //! the direct kernel's) pays for them there, and where the whole set of
 //! weights no longer fits the last-level cache it makes the other layers pay
-//! as well. So the first inference at a batch size runs the whole network
-//! under each uniform setting (every undecided conv direct, then every one
-//! on its finest Winograd variant, then its coarsest) and under each
-//! layer's fastest of those, and keeps the setting whose passes were
-//! fastest (every layer's time counted, the convs' and the others').
+//! as well. So the first inference at a small batch size ([`MAX_BATCH`])
+//! runs the whole network under each uniform setting (every undecided conv
+//! direct, then every one on its finest Winograd variant, then its
+//! coarsest) and under each layer's fastest of those, and keeps the setting
+//! whose passes were fastest (every layer's time counted, the convs' and the
+//! others').
 
 use super::conv::{self, AutoChoice, ConvPath};
 use shared::geometry::ConvGeom;
@@ -21,6 +22,14 @@ use std::time::Duration;
 /// (`Network::tune_convs`) runs them; this module plans and decides, and
 /// knows nothing of the network.
 pub const RUNS: usize = 3;
+
+/// Largest batch whose inference is decided in whole passes: latency
+/// inference (`predict`, a batch-1 service). Larger batches (`eval`'s 32)
+/// read each filter for many tiles, so what the other layers leave in the
+/// cache matters less, and a whole pass costs more: AlexNet's 16 passes at
+/// batch 32 would take seconds, more than some whole `eval`s. They keep the
+/// per-layer timing, as training does.
+pub const MAX_BATCH: usize = 4;
 
 /// One network-level decision: the batch, every setting timed (its label and
 /// its passes' time, each layer's fastest summed) and which one was kept.
