@@ -36,7 +36,7 @@ fn layer(c: &mut Criterion, name: &str, (size, k): (u32, u32), cin: u32, cout: u
         group.bench_function(format!("{name}/batch{batch}/forward/{label}"), |b| {
             b.iter(|| {
                 if batch == 1 {
-                    conv::forward_inference(&g, &ep, &kernel, &x, batch, &mut y, &mut filters)
+                    conv::forward_inference(&g, &ep, &kernel, &x, batch, &mut y, &mut filters, None)
                 } else {
                     conv::forward_with(&g, &ep, &kernel, &x, batch, &mut y)
                 }

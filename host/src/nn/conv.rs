@@ -437,48 +437,14 @@ pub(crate) fn record(choice: AutoChoice) {
 /// [`forward`] with any [`Epilogue`]: an inference BatchNormalization that
 /// follows the conv is folded in here, saving a pass over the output.
 pub fn forward_with(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
-    forward_any(g, ep, kernel, x, batch, y, None)
-}
-
-/// [`forward_inference`] on `path`, whatever [`algo`] says: for timing each
-/// candidate in the network (`super::tune`).
-#[allow(clippy::too_many_arguments)]
-pub fn forward_inference_on(
-    path: ConvPath,
-    g: &ConvGeom,
-    ep: &Epilogue,
-    kernel: &[f32],
-    x: &[f32],
-    batch: usize,
-    y: &mut [f32],
-    cache: &mut FilterCache,
-) {
-    assert_eq!(x.len(), batch * g.input_len());
-    assert_eq!(y.len(), batch * g.output_len());
-    run_path(path, g, ep, kernel, x, batch, y, Some(cache))
-}
-
-/// One forward on `path`.
-#[allow(clippy::too_many_arguments)]
-fn run_path(
-    path: ConvPath,
-    g: &ConvGeom,
-    ep: &Epilogue,
-    kernel: &[f32],
-    x: &[f32],
-    batch: usize,
-    y: &mut [f32],
-    cache: Option<&mut FilterCache>,
-) {
-    match path {
-        ConvPath::Direct => forward_direct(g, ep, kernel, x, batch, y),
-        ConvPath::Winograd(v) => super::winograd::forward(g, v, ep, kernel, x, batch, y, cache),
-    }
+    forward_any(g, ep, kernel, x, batch, y, None, None)
 }
 
 /// [`forward_with`] for inference: a Winograd path takes its transformed
 /// filters from the layer's `cache` (the weights do not change between
-/// calls).
+/// calls). On `path` where given, whatever [`algo`] says (for timing each
+/// candidate in the network, `super::tune`).
+#[allow(clippy::too_many_arguments)]
 pub fn forward_inference(
     g: &ConvGeom,
     ep: &Epilogue,
@@ -487,10 +453,14 @@ pub fn forward_inference(
     batch: usize,
     y: &mut [f32],
     cache: &mut FilterCache,
+    path: Option<ConvPath>,
 ) {
-    forward_any(g, ep, kernel, x, batch, y, Some(cache))
+    forward_any(g, ep, kernel, x, batch, y, Some(cache), path)
 }
 
+/// One forward: on `forced` where given, else on the path [`algo`] gives
+/// this layer (timing the candidates first under [`ConvAlgo::Auto`]).
+#[allow(clippy::too_many_arguments)]
 fn forward_any(
     g: &ConvGeom,
     ep: &Epilogue,
@@ -499,11 +469,15 @@ fn forward_any(
     batch: usize,
     y: &mut [f32],
     mut cache: Option<&mut FilterCache>,
+    forced: Option<ConvPath>,
 ) {
     assert_eq!(x.len(), batch * g.input_len());
     assert_eq!(y.len(), batch * g.output_len());
-    let mut run = |p: ConvPath, y: &mut [f32]| run_path(p, g, ep, kernel, x, batch, y, cache.as_deref_mut());
-    let chosen = match path(g, batch, false) {
+    let mut run = |p: ConvPath, y: &mut [f32]| match p {
+        ConvPath::Direct => forward_direct(g, ep, kernel, x, batch, y),
+        ConvPath::Winograd(v) => super::winograd::forward(g, v, ep, kernel, x, batch, y, cache.as_deref_mut()),
+    };
+    let chosen = match forced.or_else(|| path(g, batch, false)) {
         Some(p) => p,
         // First sight under Auto: time every path on this call's data.
         None => measure(g, batch, false, |p| run(p, y)),

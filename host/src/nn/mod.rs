@@ -450,11 +450,11 @@ impl Network {
                     let affine = folded.as_ref().map(|(s, t)| (&s[..], &t[..]));
                     skip = affine.is_some();
                     let ep = conv::Epilogue { bias: &bias.value, relu: *relu, affine };
-                    let forced = self.forced.as_ref().and_then(|f| f[i]);
-                    match forced {
-                        _ if training => conv::forward_with(geom, &ep, &kernel.value, x, batch, y),
-                        Some(p) => conv::forward_inference_on(p, geom, &ep, &kernel.value, x, batch, y, filters),
-                        None => conv::forward_inference(geom, &ep, &kernel.value, x, batch, y, filters),
+                    if training {
+                        conv::forward_with(geom, &ep, &kernel.value, x, batch, y);
+                    } else {
+                        let forced = self.forced.as_ref().and_then(|f| f[i]);
+                        conv::forward_inference(geom, &ep, &kernel.value, x, batch, y, filters, forced);
                     }
                     if *six {
                         y.iter_mut().for_each(|v| *v = v.min(6.0));

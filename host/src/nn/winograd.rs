@@ -287,52 +287,27 @@ fn combine(coefs: &[f32], inp: &[&[f32]], o: &mut [f32]) {
 /// the same bits as the pass.
 #[inline(always)]
 fn combine_then(coefs: &[f32], inp: &[&[f32]], o: &mut [f32], ep: Option<&Epilogue>) {
-    let mut cs = [0.0f32; MAX_SIDE];
-    let mut xs: [&[f32]; MAX_SIDE] = [&[]; MAX_SIDE];
-    let mut terms = 0;
-    for (&c, &x) in coefs.iter().zip(inp) {
-        if c != 0.0 {
-            assert!(terms < MAX_SIDE && x.len() >= o.len(), "winograd: a combination of {} runs", inp.len());
-            (cs[terms], xs[terms]) = (c, x);
-            terms += 1;
-        }
-    }
-    let (cs, xs) = (&cs[..terms], &xs[..terms]);
-    if terms == 0 {
+    let mut terms: [(f32, &[f32]); MAX_SIDE] = [(0.0, &[]); MAX_SIDE];
+    let n = nonzero_terms(coefs, inp, o.len(), &mut terms);
+    if n == 0 {
         o.fill(0.0);
         return;
     }
     // 64 channels a block (four zmm registers), then 16, then one.
-    let done = combine_blocks::<64>(cs, xs, 0, o, ep);
-    let done = combine_blocks::<16>(cs, xs, done, o, ep);
-    combine_blocks::<1>(cs, xs, done, o, ep);
+    let done = combine_blocks::<64>(&terms[..n], 0, o, ep);
+    let done = combine_blocks::<16>(&terms[..n], done, o, ep);
+    combine_blocks::<1>(&terms[..n], done, o, ep);
 }
 
 /// [`combine`]'s sums for the whole blocks of `B` channels of `o[from..]`,
 /// each over all the terms (at least one) in registers; returns where the
 /// blocks ended.
 #[inline(always)]
-fn combine_blocks<const B: usize>(
-    cs: &[f32],
-    xs: &[&[f32]],
-    from: usize,
-    o: &mut [f32],
-    ep: Option<&Epilogue>,
-) -> usize {
+fn combine_blocks<const B: usize>(terms: &[(f32, &[f32])], from: usize, o: &mut [f32], ep: Option<&Epilogue>) -> usize {
     let mut blocks = o[from..].chunks_exact_mut(B);
     let mut at = from;
     for ob in blocks.by_ref() {
-        let mut acc = [0.0f32; B];
-        for (a, x) in acc.iter_mut().zip(&xs[0][at..][..B]) {
-            *a = cs[0] * x;
-        }
-        // Slices, not `skip(1)`: its `nth` was left a call, and the
-        // accumulators were spilled around it on every term.
-        for (&c, x) in cs[1..].iter().zip(&xs[1..]) {
-            for (a, x) in acc.iter_mut().zip(&x[at..][..B]) {
-                *a += c * x;
-            }
-        }
+        let mut acc = block_sum::<B>(terms, at);
         if let Some(ep) = ep {
             ep.apply_run(at, &mut acc);
         }
@@ -403,10 +378,9 @@ struct Lin {
     rows: Vec<Vec<f32>>,
     col_pairs: Vec<(usize, usize)>,
     ops: Vec<RowOp>,
-    /// The rows of [`RowOp::One`]s, and all rows (for a caller that takes
-    /// no pairs).
-    singles: Vec<usize>,
-    every: Vec<usize>,
+    /// Whether row `i` is in a [`RowOp::Pair`] (a caller that takes pairs
+    /// gets it there, not alone).
+    paired: Vec<bool>,
 }
 
 impl Lin {
@@ -461,9 +435,7 @@ impl Lin {
                 None => ops.push(RowOp::One(i)),
             }
         }
-        let singles = ops.iter().filter_map(|op| if let RowOp::One(i) = op { Some(*i) } else { None }).collect();
-        let every = (0..rows.len()).collect();
-        Lin { rows, col_pairs, ops, singles, every }
+        Lin { rows, col_pairs, ops, paired }
     }
 
     fn len(&self) -> usize {
@@ -488,29 +460,18 @@ fn sum_diff(a: &[f32], b: &[f32], s: &mut [f32], d: &mut [f32]) {
     }
 }
 
-/// `inp` with each of `lin`'s column pairs replaced by their sum and
-/// difference, formed in `basis` (`len` values a run).
+/// Replaces each of `lin`'s column pairs in `runs` by their sum and
+/// difference, formed in `basis` (`len` values a run), in place.
 #[inline(always)]
-fn paired_inputs<'a>(lin: &Lin, inp: &[&'a [f32]], basis: &'a mut [f32], len: usize) -> [&'a [f32]; MAX_SIDE] {
-    let mut out: [&[f32]; MAX_SIDE] = [&[]; MAX_SIDE];
-    out[..inp.len()].copy_from_slice(inp);
-    if lin.col_pairs.is_empty() {
-        return out;
-    }
-    let mut runs = basis.chunks_exact_mut(len);
-    let mut made: [(usize, &[f32]); MAX_SIDE] = [(usize::MAX, &[]); MAX_SIDE];
-    for (n, &(j, j2)) in lin.col_pairs.iter().enumerate() {
-        let (Some(s), Some(d)) = (runs.next(), runs.next()) else {
+fn pair_inputs<'a>(lin: &Lin, runs: &mut [&'a [f32]], basis: &'a mut [f32], len: usize) {
+    let mut spare = basis.chunks_exact_mut(len);
+    for &(j, j2) in &lin.col_pairs {
+        let (Some(s), Some(d)) = (spare.next(), spare.next()) else {
             unreachable!("winograd: basis holds MAX_SIDE runs")
         };
-        sum_diff(inp[j], inp[j2], s, d);
-        made[2 * n] = (j, s);
-        made[2 * n + 1] = (j2, d);
+        sum_diff(runs[j], runs[j2], s, d);
+        (runs[j], runs[j2]) = (s, d);
     }
-    for &(j, run) in made.iter().take(2 * lin.col_pairs.len()) {
-        out[j] = run;
-    }
-    out
 }
 
 /// `o1 = even . inp + odd . inp` and `o2 = even . inp - odd . inp`
@@ -567,19 +528,49 @@ fn pair_blocks<const B: usize>(
     at
 }
 
-/// `sum_j c_j x_j[at..at + B]` over `terms` (at least one), in order.
+/// `sum_j c_j x_j[at..at + B]` over `terms` (at least one), in order: `c0
+/// x0` rounded, plus `c1 x1` rounded, rounded, and so on (a multiply and an
+/// add each, never fused).
 #[inline(always)]
 fn block_sum<const B: usize>(terms: &[(f32, &[f32])], at: usize) -> [f32; B] {
     let mut acc = [0.0f32; B];
     for (a, x) in acc.iter_mut().zip(&terms[0].1[at..][..B]) {
         *a = terms[0].0 * x;
     }
+    // Slices, not `skip(1)`: its `nth` was left a call, and the
+    // accumulators were spilled around it on every term.
     for &(c, x) in &terms[1..] {
         for (a, x) in acc.iter_mut().zip(&x[at..][..B]) {
             *a += c * x;
         }
     }
     acc
+}
+
+/// [`transform2`]'s outputs as runs of `len` values of `dst` at `at(i, j)`
+/// (the transforms into point-by-point buffers), a row pair's two runs
+/// written at once. Its callers' closures only forward here: written in
+/// their `vectorized!` bodies they are compiled for AVX-512, and these
+/// methods inline into them (closures written in a plain function were not,
+/// and ran at SSE width).
+struct RunsAt<'d, F> {
+    dst: &'d mut [f32],
+    len: usize,
+    at: F,
+}
+
+impl<F: Fn(usize, usize) -> usize> RunsAt<'_, F> {
+    #[inline(always)]
+    fn one(&mut self, i: usize, j: usize, row: &[&[f32]], coefs: &[f32]) {
+        combine(coefs, row, &mut self.dst[(self.at)(i, j)..][..self.len]);
+    }
+
+    #[inline(always)]
+    fn pair(&mut self, i: usize, j: usize, j2: usize, row: &[&[f32]], even: &[f32], odd: &[f32]) {
+        let (a, b, len) = ((self.at)(i, j), (self.at)(i, j2), self.len);
+        let [o1, o2] = self.dst.get_disjoint_mut([a..a + len, b..b + len]).expect("winograd: two points' runs");
+        combine_pair(even, odd, row, o1, o2);
+    }
 }
 
 /// A [`transform2`] caller's writer of a row pair at once: called with
@@ -612,8 +603,8 @@ fn transform2(
     let basis = &mut basis[..MAX_SIDE * len];
     // tmp[i][y] = sum_x left[i][x] inp[x][y]
     for y in 0..b {
-        let col = gather::<MAX_SIDE>(a, |x| inp[x * b + y]);
-        let col = paired_inputs(left, &col[..a], basis, len);
+        let mut col = gather::<MAX_SIDE>(a, |x| inp[x * b + y]);
+        pair_inputs(left, &mut col[..a], basis, len);
         for op in &left.ops {
             match op {
                 RowOp::One(i) => combine(&left.rows[*i], &col[..a], &mut tmp[(i * b + y) * len..][..len]),
@@ -626,8 +617,8 @@ fn transform2(
     }
     // out[i][j] = sum_y tmp[i][y] right[j][y]
     for i in 0..left.len() {
-        let row = gather::<MAX_SIDE>(b, |y| &tmp[(i * b + y) * len..][..len]);
-        let row = paired_inputs(right, &row[..b], basis, len);
+        let mut row = gather::<MAX_SIDE>(b, |y| &tmp[(i * b + y) * len..][..len]);
+        pair_inputs(right, &mut row[..b], basis, len);
         // One call site each, so that the callers' closures inline.
         if let Some(pair) = pair.as_mut() {
             for op in &right.ops {
@@ -636,9 +627,10 @@ fn transform2(
                 }
             }
         }
-        let alone = if pair.is_some() { &right.singles[..] } else { &right.every[..] };
-        for &j in alone {
-            out(i, j, &row[..b], &right.rows[j]);
+        for (j, rj) in right.rows.iter().enumerate() {
+            if !(pair.is_some() && right.paired[j]) {
+                out(i, j, &row[..b], rj);
+            }
         }
     }
 }
@@ -777,15 +769,10 @@ vectorized! {
             None => &zeros,
         });
         let at = |i: usize, j: usize| (if by_point { (i * t + j) * n + r } else { r * t * t + i * t + j }) * cn;
-        let vv = RefCell::new(&mut *vv);
-        let one = |i: usize, j: usize, row: &[&[f32]], rj: &[f32]| {
-            combine(rj, row, &mut vv.borrow_mut()[at(i, j)..][..cn]);
-        };
-        let pair = |i: usize, j: usize, j2: usize, row: &[&[f32]], even: &[f32], odd: &[f32]| {
-            let mut vv = vv.borrow_mut();
-            let (a, b) = (at(i, j), at(i, j2));
-            let [o1, o2] = vv.get_disjoint_mut([a..a + cn, b..b + cn]).expect("winograd: two points' runs");
-            combine_pair(even, odd, row, o1, o2);
+        let dst = RefCell::new(RunsAt { dst: &mut *vv, len: cn, at });
+        let one = |i: usize, j: usize, row: &[&[f32]], c: &[f32]| dst.borrow_mut().one(i, j, row, c);
+        let pair = |i: usize, j: usize, j2: usize, row: &[&[f32]], e: &[f32], o: &[f32]| {
+            dst.borrow_mut().pair(i, j, j2, row, e, o)
         };
         transform2(&bl, &bl, &runs[..t * t], t, &mut tmp, cn, one, Some(pair));
     }
@@ -1141,15 +1128,10 @@ vectorized! {
                 None => &zeros,
             });
             let at = |i: usize, j: usize| (if by_point { (i * t + j) * n + r } else { r * t * t + i * t + j }) * kn;
-            let dm = RefCell::new(&mut *dm);
-            let one = |i: usize, j: usize, row: &[&[f32]], rj: &[f32]| {
-                combine(rj, row, &mut dm.borrow_mut()[at(i, j)..][..kn]);
-            };
-            let pair = |i: usize, j: usize, j2: usize, row: &[&[f32]], even: &[f32], odd: &[f32]| {
-                let mut dm = dm.borrow_mut();
-                let (a, b) = (at(i, j), at(i, j2));
-                let [o1, o2] = dm.get_disjoint_mut([a..a + kn, b..b + kn]).expect("winograd: two points' runs");
-                combine_pair(even, odd, row, o1, o2);
+            let dst = RefCell::new(RunsAt { dst: &mut *dm, len: kn, at });
+            let one = |i: usize, j: usize, row: &[&[f32]], c: &[f32]| dst.borrow_mut().one(i, j, row, c);
+            let pair = |i: usize, j: usize, j2: usize, row: &[&[f32]], e: &[f32], o: &[f32]| {
+                dst.borrow_mut().pair(i, j, j2, row, e, o)
             };
             transform2(a_adj, a_adj, &runs[..mm * mm], mm, &mut tmp, kn, one, Some(pair));
         }
