@@ -490,7 +490,10 @@ fn forward_direct(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch:
     if g.groups > 1 {
         return forward_grouped(g, ep, kernel, x, y);
     }
-    if batch.div_ceil(g.tile_images(batch)) < rayon::current_num_threads() {
+    // The micro-kernel reads the receptive fields in place wherever it
+    // serves the conv; im2col and the gemm crate only elsewhere (training's
+    // conv 1 at batch 32: 39 ms a step that way).
+    if micro::serves_conv(g) || batch.div_ceil(g.tile_images(batch)) < rayon::current_num_threads() {
         forward_spread(g, ep, kernel, x, batch, y, true)
     } else {
         forward_tiles(g, ep, kernel, x, batch, y)
@@ -519,9 +522,10 @@ fn forward_tiles(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: 
     });
 }
 
-/// Fewer tiles than threads (inference on one image): the output pixels of all
-/// images are cut into equal chunks, a multiple of the thread count, each doing
-/// its own im2col, single-threaded GEMM and epilogue. A chunk's columns are
+/// Wherever the micro-kernel serves the conv, and with fewer tiles than
+/// threads: the output pixels of all images are cut into equal chunks, a
+/// multiple of the thread count, each doing its own im2col (none on the
+/// micro-kernel), single-threaded GEMM and epilogue. A chunk's columns are
 /// still in its core's cache when the GEMM reads them, and this split beat the
 /// gemm crate's own threading on one big GEMM (AlexNet-227 batch 1: conv
 /// layers 7.3 -> 6.8 ms). With `fast`, the GEMM and epilogue are
