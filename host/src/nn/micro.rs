@@ -211,9 +211,9 @@ pub fn gemm_at(
 
 /// `c = a w` (all row-major and contiguous, `c` `[rows, n]`) on the
 /// micro-kernel across rayon's pool, or `false` without touching `c` where
-/// it does not serve `k x n` ([`gemm`]). Few rows (a dense layer's batch)
-/// are split by column panels, each job reading only its columns of `w` and
-/// writing its own buffer; many rows by runs of rows. Each value is the
+/// it does not serve `k x n` ([`gemm`]). Few rows against large weights (a
+/// dense layer's batch) are split by column panels, each job reading only
+/// its columns of `w` and writing its own buffer; others by runs of rows. Each value is the
 /// kernel's ascending sum over `k`, whatever the split or thread count.
 pub fn gemm_par(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32]) -> bool {
     use rayon::prelude::*;
@@ -227,8 +227,15 @@ pub fn gemm_par(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [
     let plain = Epilogue::plain(&zeros);
     let threads = rayon::current_num_threads();
     let panels = n.div_ceil(64);
-    if rows < 16 * MR && panels >= 2 * threads {
-        let per = panels.div_ceil(2 * threads) * 64;
+    // Split by columns where that moves fewer values: each column job reads
+    // all of `a` and its share of `w` and writes its own block (copied into
+    // `c`), each row job reads all of `w`. A dense layer's weights dwarf its
+    // batch of rows: at batch 128 (the tutorial's) FC6's row jobs read its
+    // 151 MB eight times.
+    let (col_jobs, row_jobs) = (2 * threads, 4 * threads);
+    let by_cols = rows * k * col_jobs + k * n + 2 * rows * n <= k * n * row_jobs + rows * k + rows * n;
+    if panels >= col_jobs && (rows < 16 * MR || by_cols) {
+        let per = panels.div_ceil(col_jobs) * 64;
         let jobs: Vec<Range<usize>> = (0..n).step_by(per).map(|c0| c0..n.min(c0 + per)).collect();
         par_column_blocks(c, n, &jobs, |cols| {
             let mut out = vec![0.0f32; rows * cols.len()];
@@ -237,7 +244,7 @@ pub fn gemm_par(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [
             out
         });
     } else {
-        let per = rows.div_ceil(4 * threads).next_multiple_of(MR);
+        let per = rows.div_ceil(row_jobs).next_multiple_of(MR);
         c.par_chunks_mut(per * n).enumerate().for_each(|(j, cj)| {
             let nr = cj.len() / n;
             let done = gemm_cols(&a[j * per * k..][..nr * k], nr, k, k, w, n, 0..n, cj, n, &plain, &[]);
@@ -608,6 +615,31 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pool's splits (by columns for few rows or large weights, by rows
+    /// otherwise) give the bytes of one single-threaded call, and those are
+    /// close to f64 sums.
+    #[test]
+    fn parallel_splits_give_the_single_call_bytes() {
+        for (rows, k, n) in [(32, 200, 512), (200, 300, 512), (400, 40, 64), (97, 20, 1024)] {
+            let a: Vec<f32> = (0..rows * k).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
+            let zeros = vec![0.0f32; n];
+            let mut one = vec![f32::NAN; rows * n];
+            if !gemm(&a, rows, k, &w, n, &mut one, &Epilogue::plain(&zeros)) {
+                return; // no AVX-512 here
+            }
+            let mut par = vec![f32::NAN; rows * n];
+            assert!(gemm_par(&a, rows, k, &w, n, &mut par));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&par), bits(&one), "{rows}x{k}x{n}");
+            for (idx, &got) in par.iter().enumerate() {
+                let (i, j) = (idx / n, idx % n);
+                let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * w[p * n + j] as f64).sum();
+                assert!((got as f64 - want).abs() < 1e-4 * (1.0 + k as f64).sqrt(), "{rows}x{k}x{n} [{i},{j}]");
+            }
+        }
+    }
 
     /// Against an f64 reference over ragged rows, depths past one block, every
     /// panel width, with and without ReLU and the affine map.
