@@ -214,6 +214,17 @@ def table(results):
             print(f"| {k} | {v:,} |")
 
 
+def ratios(results):
+    """The last round's three ratios of issue 19's targets, on one line."""
+    rows = [json.loads(l) for l in open(results) if l.strip()]
+    last = {r["name"]: r["median_s"] * 1000 / r.get("per", 1) for r in rows if "median_s" in r}
+    out = []
+    for label, ours, peer in [("int8", "ours_int8", "ort_int8"), ("fp32", "ours_fp32", "ort_fp32"), ("train", "ours_train", "torch_train")]:
+        if ours in last and peer in last:
+            out.append(f"{label} {last[ours]:.2f} / {last[peer]:.2f} = {last[ours] / last[peer]:.3f}")
+    print(time.strftime("%H:%M UTC"), " | ".join(out), flush=True)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -223,4 +234,5 @@ if __name__ == "__main__":
         "torch-train": lambda: torch_train(*args),
         "torch-rss": lambda: torch_rss(*args),
         "table": lambda: table(*args),
+        "ratios": lambda: ratios(*args),
     }[cmd]()

@@ -3,6 +3,9 @@
 # sitting, then one table of ratios with the date and the CPU. Not run by CI.
 #
 #   benches/peers/run.sh [ROUNDS]          (default 2 rounds; ~15 min a round on 2 cores)
+#   PEERS_TARGETS=1 benches/peers/run.sh 3 (issue 19's three ratios only, under
+#                                           `HOST_CONV=auto`, each round's printed as it
+#                                           ends; ~1.5 min a round, then the roofline)
 #
 # Sets up a venv with torch, onnx and onnxruntime (PEERS_VENV, default
 # target/peers-venv; about 3 GB from PyPI), exports the tutorial's AlexNet
@@ -42,8 +45,25 @@ print(json.dumps(row))
 PY
 }
 
+targets="${PEERS_TARGETS:-0}"
+# The targets are `--conv auto`'s (unless HOST_CONV says otherwise).
+[ "$targets" = 1 ] && export HOST_CONV="${HOST_CONV:-auto}"
 for round in $(seq "$rounds"); do
   echo "== round $round of $rounds"
+  if [ "$targets" = 1 ]; then
+    # int8 and fp32 batch 1 against ONNX Runtime, the training step against
+    # PyTorch: ours then theirs, each pair back to back.
+    cargo bench -q --bench inference -- 'alexnet227_int8_spin|alexnet227_f32_host' > /dev/null
+    ours alexnet227_int8_spin engine ours_int8 1 > /dev/null
+    ours alexnet227_f32_host nn ours_fp32 1 > /dev/null
+    "$py" "$here/peers.py" ort "$work/alexnet_int8.onnx" ort_int8 "$results" > /dev/null
+    "$py" "$here/peers.py" ort "$work/alexnet.onnx" ort_fp32 "$results" > /dev/null
+    cargo bench -q --bench train_step -- 'train_step/alexnet/batch32' > /dev/null
+    ours train_step alexnet_batch32 ours_train 32 > /dev/null
+    "$py" "$here/peers.py" torch-train torch_train "$results" > /dev/null
+    "$py" "$here/peers.py" ratios "$results"
+    continue
+  fi
   cargo bench --bench inference -- 'alexnet227_int8/|alexnet227_int8_spin|alexnet227_f16/|alexnet227_f16_spin|alexnet227_f32_host'
   ours alexnet227_int8_spin engine ours_int8 1
   ours alexnet227_f16_spin engine ours_f16 1
@@ -57,6 +77,11 @@ for round in $(seq "$rounds"); do
   ours train_step alexnet_batch32 ours_train 32
   "$py" "$here/peers.py" torch-train torch_train "$results"
 done
+if [ "$targets" = 1 ]; then
+  cargo bench --bench roofline
+  echo "$results"
+  exit 0
+fi
 # Memory: peak RSS of two batch-128 training steps, ours then PyTorch's.
 cargo bench --bench train_memory -- 128 | tee /dev/stderr | grep '^{' >> "$results"
 "$py" "$here/peers.py" torch-rss 128 torch_train_rss_batch128 "$results"
