@@ -2,8 +2,9 @@
 //!
 //! The update loops are fused (one pass reads parameter, gradient and state and
 //! writes them back) and split across rayon in fixed chunks: on AlexNet's 62M
-//! parameters the optimizer is a pure memory-bandwidth cost, paid every step.
+//! parameters the optimizer is mostly a memory-bandwidth cost, paid every step.
 
+use crate::nn::wide::vectorized;
 use crate::nn::{Network, NnError};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -11,6 +12,22 @@ use std::collections::HashMap;
 
 /// Elements per parallel chunk of the update loops.
 const CHUNK: usize = 1 << 15;
+
+vectorized! {
+    /// Adam's update of one chunk, 16 wide where the CPU has AVX-512: the
+    /// generic build's loop ran 4 wide, its square roots and divisions
+    /// then costing more than the memory traffic. Each element's
+    /// operations are the same, rounded alike (`sqrt` and `/` are exact to
+    /// the last bit at any width).
+    #[allow(clippy::too_many_arguments)]
+    fn adam_chunk(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], alpha: f32, beta1: f32, beta2: f32, epsilon: f32) {
+        for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m += (g - *m) * (1.0 - beta1);
+            *v += (g * g - *v) * (1.0 - beta2);
+            *w -= alpha * *m / (v.sqrt() + epsilon);
+        }
+    }
+}
 
 /// Which update rule, with its hyperparameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -112,14 +129,7 @@ impl Optimizer {
                         .zip(p.grad.par_chunks(CHUNK))
                         .zip(m.par_chunks_mut(CHUNK))
                         .zip(v.par_chunks_mut(CHUNK))
-                        .for_each(|(((w, g), m), v)| {
-                            for i in 0..w.len() {
-                                let gi = g[i];
-                                m[i] += (gi - m[i]) * (1.0 - beta1);
-                                v[i] += (gi * gi - v[i]) * (1.0 - beta2);
-                                w[i] -= alpha * m[i] / (v[i].sqrt() + epsilon);
-                            }
-                        });
+                        .for_each(|(((w, g), m), v)| adam_chunk(w, g, m, v, alpha, beta1, beta2, epsilon));
                 }
             }
             OptimizerKind::Sgd { lr, momentum, weight_decay } => {
@@ -332,6 +342,30 @@ mod tests {
             loss = l;
         }
         loss
+    }
+
+    /// The wide update gives, value for value, the bytes of the plain
+    /// loop it replaced (the same operations in the same order).
+    #[test]
+    fn adam_chunk_matches_the_plain_update_bit_for_bit() {
+        let n = 1000;
+        let val = |seed: usize, i: usize| (((i + seed * 7919) * 2654435761usize) % 2003) as f32 / 1001.0 - 1.0;
+        let (alpha, beta1, beta2, eps) = (0.00137f32, 0.9f32, 0.999f32, 1e-7f32);
+        let g: Vec<f32> = (0..n).map(|i| val(1, i) * 1e-2).collect();
+        let (mut w, mut m, mut v): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+            (0..n).map(|i| val(2, i)).collect(),
+            (0..n).map(|i| val(3, i) * 1e-3).collect(),
+            (0..n).map(|i| val(4, i).abs() * 1e-5).collect(),
+        );
+        let (mut w0, mut m0, mut v0) = (w.clone(), m.clone(), v.clone());
+        adam_chunk(&mut w, &g, &mut m, &mut v, alpha, beta1, beta2, eps);
+        for i in 0..n {
+            m0[i] += (g[i] - m0[i]) * (1.0 - beta1);
+            v0[i] += (g[i] * g[i] - v0[i]) * (1.0 - beta2);
+            w0[i] -= alpha * m0[i] / (v0[i].sqrt() + eps);
+        }
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!((bits(&w), bits(&m), bits(&v)), (bits(&w0), bits(&m0), bits(&v0)));
     }
 
     #[test]
