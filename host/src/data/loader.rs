@@ -142,6 +142,9 @@ pub fn load_batch(source: &dyn ImageSource, plan: &BatchPlan, cfg: &LoaderConfig
 /// average on the global pool (4 rounds of 10 within 5 %), 0.990 here (9 of
 /// 10), 0.985 on threads of their own at normal priority (4 rounds); beside
 /// two busy processes, level (README, 2026-12-06 evening).
+/// `SCHED_IDLE` instead starved it: the step's rayon workers, waiting at
+/// each layer's end, left it no time, and the step waited for batches
+/// (0.833 in a first round, 2026-12-07).
 /// `None` if the pool cannot be built: the loader then runs on rayon's
 /// global pool.
 fn loader_pool() -> Option<&'static rayon::ThreadPool> {

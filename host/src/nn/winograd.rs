@@ -962,6 +962,12 @@ fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32],
 /// each reads only its columns of `U` and transforms only its channels of
 /// `M`. Each value is the same sum as on the tile path (the micro-kernel's
 /// sums do not depend on the column split), so the bytes are the same.
+/// Each job reads its panels of the kept `U` (four times the raw kernel's
+/// bytes under F(4x4, 3x3)) from memory for 16 tiles; transforming a depth
+/// block of the raw kernel per job instead, just before its GEMMs, read a
+/// quarter of the bytes and was slower (conv 4 in the network 1.16-1.44
+/// -> 1.56-1.89 ms, 2026-12-07): the transform's traffic through L2 costs
+/// more than the memory it saves.
 fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     let (th, tw) = tiles(g, v);
     let (n, t, cn, kn) = (batch * th * tw, v.t, g.in_c, g.out_c);
