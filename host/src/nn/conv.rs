@@ -505,7 +505,9 @@ fn epilogue(px: &mut [f32], ep: &Epilogue) {
     ep.apply_pixels(px)
 }
 
-/// Training batches: one task per tile of whole images, single-threaded GEMMs.
+/// Where the micro-kernel does not serve the conv, from as many tiles as
+/// threads: one task per tile of whole images, im2col and single-threaded
+/// GEMMs of the gemm crate.
 fn forward_tiles(g: &ConvGeom, ep: &Epilogue, kernel: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     let tile = g.tile_images(batch);
     let kd = g.kdim();

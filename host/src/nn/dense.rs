@@ -84,7 +84,7 @@ pub fn backward(
     // transposed copies of the small operands (x and dy: a batch of rows):
     // the gemm crate ran the first layer's backward at a quarter of the FMA
     // peak (batch 32: K = 32 for dW, a strided W^T for dX).
-    if !micro::gemm_par(&transpose(x, batch, nin), nin, batch, dy, units, dkernel) {
+    if !micro::gemm_par(&transpose_padded(x, batch, nin, batch), nin, batch, dy, units, dkernel) {
         matmul(Mat::new(x, batch, nin).t(), Mat::new(dy, batch, units), dkernel, false, Par::Rayon);
     }
     let sums: Vec<f64> = dy
@@ -106,8 +106,8 @@ pub fn backward(
     if let Some(dx) = dx {
         // dX^T = W dy^T over the batch padded with zero columns to the
         // micro-kernel's 16: a batch of 36 (or an epoch's last, short one)
-        // fell to the gemm crate on a strided W^T, FC6's backward from 43
-        // to 107 ms. Each column is its own sum, so the padding changes no
+        // fell to the gemm crate on a strided W^T, FC6's backward 107 ms
+        // against 43. Each column is its own sum, so the padding changes no
         // value.
         let padded = batch.next_multiple_of(16);
         let mut dxt = vec![0.0f32; nin * padded];
@@ -124,7 +124,7 @@ pub fn backward(
 }
 
 /// The transpose of the row-major `rows x cols` matrix `m`, each of its
-/// `cols` rows padded with zeros to `width` values.
+/// `cols` rows padded with zeros to `width` values (`width >= rows`).
 fn transpose_padded(m: &[f32], rows: usize, cols: usize, width: usize) -> Vec<f32> {
     assert_eq!(m.len(), rows * cols, "rows x cols values");
     let mut t = vec![0.0f32; cols * width];
@@ -134,18 +134,6 @@ fn transpose_padded(m: &[f32], rows: usize, cols: usize, width: usize) -> Vec<f3
         }
     }
     t
-}
-
-/// The transpose of the row-major `rows x cols` matrix `m` (ndarray's copy
-/// into standard layout).
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    ndarray::ArrayView2::from_shape((rows, cols), m)
-        .expect("rows x cols values")
-        .t()
-        .as_standard_layout()
-        .into_owned()
-        .into_raw_vec_and_offset()
-        .0
 }
 
 #[cfg(test)]

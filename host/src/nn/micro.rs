@@ -234,7 +234,7 @@ pub fn gemm_par(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [
     // 151 MB eight times.
     let (col_jobs, row_jobs) = (2 * threads, 4 * threads);
     let by_cols = rows * k * col_jobs + k * n + 2 * rows * n <= k * n * row_jobs + rows * k + rows * n;
-    if panels >= col_jobs && (rows < 16 * MR || by_cols) {
+    if panels >= col_jobs && by_cols {
         let per = panels.div_ceil(col_jobs) * 64;
         let jobs: Vec<Range<usize>> = (0..n).step_by(per).map(|c0| c0..n.min(c0 + per)).collect();
         par_column_blocks(c, n, &jobs, |cols| {
@@ -621,7 +621,7 @@ mod tests {
     /// close to f64 sums.
     #[test]
     fn parallel_splits_give_the_single_call_bytes() {
-        for (rows, k, n) in [(32, 200, 512), (200, 300, 512), (400, 40, 64), (97, 20, 1024)] {
+        for (rows, k, n) in [(32, 200, 512), (200, 300, 512), (400, 40, 64), (97, 20, 1024), (600, 40, 256)] {
             let a: Vec<f32> = (0..rows * k).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
             let w: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
             let zeros = vec![0.0f32; n];
