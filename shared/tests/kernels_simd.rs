@@ -97,6 +97,13 @@ fn conv_variants() -> Vec<(&'static str, Conv8)> {
         if x86::has_avx2() {
             // SAFETY (each closure): the CPU feature was checked just above.
             v.push(("avx2", |g, p, w, x, o| unsafe { x86::int8::conv2d_avx2(g, p, w, x, o) }));
+            v.push(("avx2-patches", |g, p, w, x, o| {
+                if x86::int8_avx2::patches_fit(g, p) {
+                    unsafe { x86::int8_avx2::conv2d_avx2_patch_pixels(g, p, w, x, o, 0, None) }
+                } else {
+                    unsafe { x86::int8::conv2d_avx2(g, p, w, x, o) }
+                }
+            }));
         }
         if x86::has_avx512bw() {
             v.push(("avx512bw", |g, p, w, x, o| unsafe { x86::int8::conv2d_avx512bw(g, p, w, x, o) }));
@@ -132,6 +139,7 @@ fn dense_variants() -> Vec<(&'static str, Dense8)> {
         if x86::has_avx2() {
             // SAFETY (each closure): the CPU feature was checked just above.
             v.push(("avx2", |p, w, x, o| unsafe { x86::int8::dense_avx2(p, w, x, o) }));
+            v.push(("avx2-units", |p, w, x, o| unsafe { x86::int8_avx2::dense_avx2_units(p, w, x, o, 0) }));
         }
         if x86::has_avx512bw() {
             v.push(("avx512bw", |p, w, x, o| unsafe { x86::int8::dense_avx512bw(p, w, x, o) }));
@@ -171,6 +179,29 @@ fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError>
             prop_assert!(got == want, "fused batch norm differs: {g:?} {p:?} cut at {cut}");
         }
     }
+    // The AVX2 patch kernel with a fused BatchNormalization, cut in two, on
+    // every CPU that has AVX2 (the dispatcher above picks VNNI where it can).
+    #[cfg(x86_simd)]
+    if shared::kernels::x86::has_avx2() && shared::kernels::x86::int8_avx2::patches_fit(g, &p) {
+        use shared::kernels::x86::int8_avx2::conv2d_avx2_patch_pixels;
+        let mut want = vec![0i8; g.output_len()];
+        k8::conv2d(g, &p, &raw.view(), &x, &mut want);
+        let bn = Raw::batch_norm(&mut rng, g.out_c);
+        let then = k8::ThenBatchNorm { p: params(&mut rng, false), w: bn.view() };
+        k8::batch_norm_in_place(&then.p, &then.w, &mut want);
+        let pixels = g.out_h * g.out_w;
+        for cut in [0, (pixels / 2) | 1] {
+            let cut = cut.min(pixels);
+            let mut got = vec![0x55i8; g.output_len()];
+            let (a, b) = got.split_at_mut(cut * g.out_c);
+            // SAFETY: AVX2 and the patches' fit, checked just above.
+            unsafe {
+                conv2d_avx2_patch_pixels(g, &p, &raw.view(), &x, a, 0, Some(&then));
+                conv2d_avx2_patch_pixels(g, &p, &raw.view(), &x, b, cut, Some(&then));
+            }
+            prop_assert!(got == want, "avx2 fused batch norm differs: {g:?} {p:?} cut at {cut}");
+        }
+    }
     Ok(())
 }
 
@@ -185,6 +216,16 @@ fn check_dense8(n: usize, units: usize, seed: u64, relu: bool) -> Result<(), Tes
         let mut got = vec![0x55i8; units];
         f(&p, &raw.view(), &x, &mut got);
         prop_assert!(got == want, "{name} differs: n={n} units={units} {p:?}");
+    }
+    // Cut in two at an odd unit, as the engine's threads share a layer.
+    if k8::can_split_dense() {
+        let cut = (units / 2) | 1;
+        let cut = cut.min(units);
+        let mut got = vec![0x55i8; units];
+        let (a, b) = got.split_at_mut(cut);
+        k8::dense_units(&p, &raw.view(), &x, a, 0);
+        k8::dense_units(&p, &raw.view(), &x, b, cut);
+        prop_assert!(got == want, "dense_units differs: n={n} units={units} {p:?} cut at {cut}");
     }
     Ok(())
 }

@@ -1269,22 +1269,44 @@ fn backward_tiles(
                 },
             );
             let (vv, dm) = (&*vv, &*dm);
-            // 2. Point by point, over the jobs' runs in tile order.
-            du.par_chunks_mut(cn * kn).zip(dv.par_chunks_mut(n * cn)).enumerate().for_each(|(xi, (du_xi, dv_xi))| {
-                for first in (0..n).step_by(job_tiles) {
-                    let count = job_tiles.min(n - first);
-                    let v_xi = &vv[(first * xis + xi * count) * cn..][..count * cn];
-                    let dm_xi = &dm[(first * xis + xi * count) * kn..][..count * kn];
-                    let accumulate = i0 > 0 || first > 0;
-                    if !super::micro::gemm_at(v_xi, cn, count, cn, dm_xi, kn, kn, du_xi, accumulate) {
-                        matmul(Mat::new(v_xi, count, cn).t(), Mat::new(dm_xi, count, kn), du_xi, accumulate, Par::Seq);
+            // 2. Point by point, over the jobs' runs in tile order. Where the
+            //    micro-kernel does not serve (no AVX-512, or `kn` not a
+            //    multiple of 16), the `gemm` crate's sums of a run would
+            //    depend on where the thread count cut the runs: the point's
+            //    rows are gathered across the runs into one product instead.
+            let chained = super::micro::available(1, kn) && cn > 0;
+            let runs = || (0..n).step_by(job_tiles).map(|first| (first, job_tiles.min(n - first)));
+            fn point(src: &[f32], c: usize, xis: usize, xi: usize, (first, count): (usize, usize)) -> &[f32] {
+                &src[(first * xis + xi * count) * c..][..count * c]
+            }
+            du.par_chunks_mut(cn * kn).zip(dv.par_chunks_mut(n * cn)).enumerate().for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(v_all, dm_all), (xi, (du_xi, dv_xi))| {
+                    if chained {
+                        for run in runs() {
+                            let (v_xi, dm_xi) = (point(vv, cn, xis, xi, run), point(dm, kn, xis, xi, run));
+                            let accumulate = i0 > 0 || run.0 > 0;
+                            let done = super::micro::gemm_at(v_xi, cn, run.1, cn, dm_xi, kn, kn, du_xi, accumulate);
+                            assert!(done, "winograd: the micro-kernel serves these channels");
+                        }
+                    } else {
+                        v_all.clear();
+                        dm_all.clear();
+                        for run in runs() {
+                            v_all.extend_from_slice(point(vv, cn, xis, xi, run));
+                            dm_all.extend_from_slice(point(dm, kn, xis, xi, run));
+                        }
+                        matmul(Mat::new(v_all, n, cn).t(), Mat::new(dm_all, n, kn), du_xi, i0 > 0, Par::Seq);
                     }
                     if want_dx {
                         let ut_xi = &ut[xi * kn * cn..][..kn * cn];
-                        product(dm_xi, count, kn, kn, ut_xi, cn, &mut dv_xi[first * cn..][..count * cn], &zeros, &[]);
+                        for run in runs() {
+                            let dv_run = &mut dv_xi[run.0 * cn..][..run.1 * cn];
+                            product(point(dm, kn, xis, xi, run), run.1, kn, kn, ut_xi, cn, dv_run, &zeros, &[]);
+                        }
                     }
-                }
-            });
+                },
+            );
             // 3. Image by image.
             if let Some(dx) = dx.as_deref_mut() {
                 let dxs = &mut dx[i0 * g.input_len()..][..imgs * g.input_len()];

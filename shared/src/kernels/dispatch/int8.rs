@@ -11,7 +11,7 @@ use crate::kernels::generic::int8::batch_norm_in_place;
 use crate::kernels::generic::int8::{conv2d_portable, dense_portable};
 use crate::kernels::generic::int8::{Int8Params, ThenBatchNorm};
 #[cfg(all(feature = "std", x86_simd))]
-use crate::kernels::x86::{self, int8 as x86_8};
+use crate::kernels::x86::{self, int8 as x86_8, int8_avx2 as x86_a2};
 use crate::model::Int8Weights;
 
 /// Conv2D with the bytes of [`conv2d`](crate::kernels::generic::int8::conv2d), faster.
@@ -63,6 +63,10 @@ pub fn conv2d_fast(
             return unsafe { x86_8::conv2d_avx512bw(g, p, w, input, output) };
         }
         if x86::has_avx2() {
+            if x86_a2::patches_fit(g, p) {
+                // SAFETY: the CPU supports AVX2, checked just above; the patches fit.
+                return unsafe { x86_a2::conv2d_avx2_patch_pixels(g, p, w, input, output, 0, None) };
+            }
             // SAFETY: the CPU supports AVX2, checked just above.
             return unsafe { x86_8::conv2d_avx2(g, p, w, input, output) };
         }
@@ -136,6 +140,10 @@ pub fn can_split_conv_pixels(g: &ConvGeom, p: &Int8Params) -> bool {
     if x86::has_vnni() && g.is_square() && x86_8::patches_fit(g, p) {
         return true;
     }
+    #[cfg(all(feature = "std", x86_simd))]
+    if !x86::has_vnni() && x86::has_avx2() && x86_a2::patches_fit(g, p) {
+        return true;
+    }
     let _ = (g, p);
     false
 }
@@ -148,6 +156,12 @@ pub fn can_split_conv_pixels(g: &ConvGeom, p: &Int8Params) -> bool {
 pub fn fuses_batch_norm(g: &ConvGeom, p: &Int8Params) -> bool {
     #[cfg(all(feature = "std", x86_simd))]
     if can_split_conv_pixels(g, p) && !x86_8::batch_norm_tables(g.out_h * g.out_w, g.out_c) {
+        return true;
+    }
+    // Without AVX-512 the separate BatchNormalization is the plain loop:
+    // fusing it always saves that pass.
+    #[cfg(all(feature = "std", x86_simd))]
+    if can_split_conv_pixels(g, p) && !x86::has_avx512bw() {
         return true;
     }
     let _ = (g, p);
@@ -169,9 +183,12 @@ pub fn conv2d_pixels(
 ) {
     assert!(can_split_conv_pixels(g, p), "conv2d_pixels: not supported on this CPU");
     #[cfg(all(feature = "std", x86_simd))]
-    // SAFETY: `can_split_conv_pixels` checked AVX-512F/BW/VNNI and that the patches fit.
-    unsafe {
-        x86_8::conv2d_vnni_patch_pixels(g, p, w, input, output, first, then)
+    if x86::has_vnni() {
+        // SAFETY: `can_split_conv_pixels` checked AVX-512F/BW/VNNI and that the patches fit.
+        unsafe { x86_8::conv2d_vnni_patch_pixels(g, p, w, input, output, first, then) }
+    } else {
+        // SAFETY: `can_split_conv_pixels` checked AVX2 and that the patches fit.
+        unsafe { x86_a2::conv2d_avx2_patch_pixels(g, p, w, input, output, first, then) }
     }
     #[cfg(not(all(feature = "std", x86_simd)))]
     let _ = (w, input, output, first, then);
@@ -180,7 +197,7 @@ pub fn conv2d_pixels(
 /// Whether [`dense_units`] is available on this CPU.
 pub fn can_split_dense() -> bool {
     #[cfg(all(feature = "std", x86_simd))]
-    if x86::has_vnni() {
+    if x86::has_vnni() || x86::has_avx2() {
         return true;
     }
     false
@@ -191,9 +208,12 @@ pub fn can_split_dense() -> bool {
 pub fn dense_units(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8], first: usize) {
     assert!(can_split_dense(), "dense_units: not supported on this CPU");
     #[cfg(all(feature = "std", x86_simd))]
-    // SAFETY: `can_split_dense` checked AVX-512F/BW/VNNI.
-    unsafe {
-        x86_8::dense_vnni_units(p, w, input, output, first)
+    if x86::has_vnni() {
+        // SAFETY: `can_split_dense` checked AVX-512F/BW/VNNI.
+        unsafe { x86_8::dense_vnni_units(p, w, input, output, first) }
+    } else {
+        // SAFETY: `can_split_dense` checked AVX2.
+        unsafe { x86_a2::dense_avx2_units(p, w, input, output, first) }
     }
     #[cfg(not(all(feature = "std", x86_simd)))]
     let _ = (p, w, input, output, first);
@@ -248,7 +268,7 @@ pub fn dense_fast(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mu
         }
         if x86::has_avx2() {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { x86_8::dense_avx2(p, w, input, output) };
+            return unsafe { x86_a2::dense_avx2_units(p, w, input, output, 0) };
         }
     }
     #[cfg(arm_dsp)]

@@ -10,6 +10,7 @@
 
 pub mod f16;
 pub mod int8;
+pub mod int8_avx2;
 
 /// Whether this CPU can run [`int8::conv2d_vnni`] and [`int8::dense_vnni`].
 #[cfg(feature = "std")]
