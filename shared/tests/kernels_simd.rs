@@ -517,6 +517,13 @@ proptest! {
             let mut got = vec![0x55i8; g.output_len()];
             k8::max_pool_fast(&g, &x8, &mut got);
             prop_assert_eq!(&got, &want, "int8 max_pool differs: {:?}", g);
+            #[cfg(x86_simd)]
+            if shared::kernels::x86::has_avx2() {
+                let mut got = vec![0x55i8; g.output_len()];
+                // SAFETY: AVX2, checked just above.
+                unsafe { shared::kernels::x86::int8_avx2::max_pool_avx2(&g, &x8, &mut got) };
+                prop_assert_eq!(&got, &want, "int8 AVX2 max_pool differs: {:?}", g);
+            }
         }
     }
 }

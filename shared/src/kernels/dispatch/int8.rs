@@ -301,6 +301,11 @@ pub fn max_pool_fast(g: &PoolGeom, input: &[i8], output: &mut [i8]) {
         // SAFETY: the CPU supports AVX-512F and AVX-512BW, checked just above.
         return unsafe { x86_8::max_pool_avx512(g, input, output) };
     }
+    #[cfg(all(feature = "std", x86_simd))]
+    if x86::has_avx2() {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { x86_a2::max_pool_avx2(g, input, output) };
+    }
     #[cfg(arm_dsp)]
     return arm::max_pool_dsp(g, input, output);
     #[cfg(not(arm_dsp))]

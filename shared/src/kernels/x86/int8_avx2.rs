@@ -21,7 +21,8 @@
 
 use core::arch::x86_64::*;
 
-use crate::geometry::ConvGeom;
+use crate::geometry::{ConvGeom, PoolGeom};
+use crate::kernels::generic::pool::for_each_window;
 use crate::kernels::generic::int8::{check_bn, requantize, Int8Params, ThenBatchNorm};
 use crate::model::Int8Weights;
 
@@ -477,4 +478,34 @@ unsafe fn dense_block<const R: usize>(x: *const i8, w: *const i8, n: usize, full
     let mut out = [0i32; DU];
     out[..R].copy_from_slice(&lanes[..R]);
     out
+}
+
+/// The plain int8 MaxPool2D, 32 channels a vector (the rest one by one).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn max_pool_avx2(g: &PoolGeom, input: &[i8], output: &mut [i8]) {
+    let c = g.channels;
+    let whole = c / 32 * 32;
+    for_each_window(g, input, output, |window, out| {
+        for ch in (0..whole).step_by(32) {
+            let mut best = _mm256_set1_epi8(i8::MIN);
+            window.for_each_pixel(|at| {
+                // SAFETY: 32 bytes from `input[at + ch..]`, within the pixel's `c` channels.
+                let v = unsafe { _mm256_loadu_si256(input[at + ch..at + ch + 32].as_ptr().cast()) };
+                best = _mm256_max_epi8(best, v);
+            });
+            // SAFETY: 32 writable bytes at `out[ch..]`.
+            unsafe { _mm256_storeu_si256(out[ch..ch + 32].as_mut_ptr().cast(), best) };
+        }
+        if whole < c {
+            out[whole..].fill(i8::MIN);
+            window.for_each_pixel(|at| {
+                for (o, &v) in out[whole..].iter_mut().zip(&input[at + whole..at + c]) {
+                    *o = (*o).max(v);
+                }
+            });
+        }
+    });
 }
