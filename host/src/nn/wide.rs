@@ -1,7 +1,7 @@
 //! Loops compiled for the CPU's widest vectors: one macro, [`vectorized`].
 
 /// Defines `fn $name` whose body is compiled for AVX-512 where the CPU has
-/// it, else as usual. For plain loops over channel runs, which a generic
+/// it, else for AVX2 (8 wide: AMD's Zen 3, Intel's client cores), else as usual. For plain loops over channel runs, which a generic
 /// x86-64 build compiles to 4-wide SSE2 (2-wide for f64 sums): Winograd's
 /// transforms took 40 % of F(4x4, 5x5)'s forward that way. Helpers they
 /// call must be `#[inline(always)]` to be compiled into the wide copy too.
@@ -25,6 +25,13 @@ macro_rules! vectorized {
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the running CPU has AVX-512F (checked just above).
                     return unsafe { wide($($a),*) };
+                }
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                fn wide_avx2($($a: $t),*) $body
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the running CPU has AVX2 (checked just above).
+                    return unsafe { wide_avx2($($a),*) };
                 }
             }
             body($($a),*)

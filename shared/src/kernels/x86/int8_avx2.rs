@@ -22,8 +22,8 @@
 use core::arch::x86_64::*;
 
 use crate::geometry::{ConvGeom, PoolGeom};
-use crate::kernels::generic::pool::for_each_window;
 use crate::kernels::generic::int8::{check_bn, requantize, Int8Params, ThenBatchNorm};
+use crate::kernels::generic::pool::for_each_window;
 use crate::model::Int8Weights;
 
 /// i16 elements of the stack buffer patches are gathered in (68 KB: a few
