@@ -3,8 +3,10 @@
 //! `cargo bench --bench roofline`.
 //!
 //! It measures, on 1 core and on every core at once: the int8 multiply-add
-//! rate of AVX-512 VNNI (`vpdpbusd` on registers, 64 per instruction), the
-//! f32 rate of AVX-512 FMA (16 per instruction), and the read bandwidth of a
+//! rate of AVX-512 VNNI (`vpdpbusd` on registers, 64 per instruction; on
+//! CPUs with AVX2 only, `vpmaddwd` + `vpaddd`, 16 per pair, the exact int8
+//! arithmetic they have), the f32 rate of FMA (16 per AVX-512 instruction,
+//! 8 per AVX2 one), and the read bandwidth of a
 //! buffer the size of the dense weights, at each precision (int8 54 MB, f32
 //! 218 MB), read whole again and again as back-to-back inferences read them:
 //! where a last-level cache holds the int8 weights (260 MB on some of these
@@ -94,6 +96,47 @@ mod peaks {
         acc.iter().fold(tail, |s, &a| s ^ _mm512_reduce_add_epi64(a) as u64)
     }
 
+    /// `iters * CHAINS` pairs of `vpmaddwd` + `vpaddd` on registers: the
+    /// exact int8 multiply-add without VNNI (16 per pair, i16 widened bytes).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn madd(iters: usize) -> i32 {
+        let mut acc = [_mm256_setzero_si256(); CHAINS];
+        let w = _mm256_set1_epi16(5);
+        for _ in 0..iters {
+            // Each chain multiplies its own sum (as pairs of i16), so no two
+            // products are the same value and none can leave the loop.
+            for a in acc.iter_mut() {
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(*a, w));
+            }
+            std::arch::asm!("", options(nomem, nostack));
+        }
+        acc.iter().fold(0, |s, &a| s.wrapping_add(_mm256_extract_epi32::<0>(a)))
+    }
+
+    /// `iters * CHAINS` 8-lane f32 FMAs on registers.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma256(iters: usize) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); CHAINS];
+        let (x, w) = (_mm256_set1_ps(0.5), _mm256_set1_ps(0.25));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, x, w);
+            }
+            std::arch::asm!("", options(nomem, nostack));
+        }
+        acc.iter().map(|&a| _mm256_cvtss_f32(a)).sum()
+    }
+
+    pub fn has_avx2_fma() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
     pub fn has_vnni() -> bool {
         is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
@@ -104,6 +147,9 @@ mod peaks {
         is_x86_feature_detected!("avx512f")
     }
 }
+
+/// A peak's name, its kernel (`iters` iterations) and the multiply-adds of one iteration per chain.
+type Peak = (&'static str, fn(usize) -> f64, usize);
 
 /// Multiply-adds per second of `kernel(iters)` (which does `per_iter` of
 /// them per iteration) on `threads` threads at once; best of 3.
@@ -218,11 +264,18 @@ fn main() {
 
     #[cfg(target_arch = "x86_64")]
     {
-        if peaks::has_vnni() {
-            // SAFETY (both closures): VNNI / AVX-512F were checked just above.
-            let k: fn(usize) -> f64 = |n| unsafe { peaks::vnni(n) } as f64;
-            let (v1, vn) = (rate(1, CHAINS * 64, k), rate(cores, CHAINS * 64, k));
-            println!("int8 VNNI peak: {:.0} GMAC/s on 1 core, {:.0} on {cores}", v1 / 1e9, vn / 1e9);
+        // The exact int8 multiply-add this CPU has: VNNI, else AVX2's vpmaddwd.
+        // SAFETY (each closure): the features were checked where it is picked.
+        let int8: Option<Peak> = if peaks::has_vnni() {
+            Some(("VNNI", |n| unsafe { peaks::vnni(n) } as f64, 64))
+        } else if peaks::has_avx2_fma() {
+            Some(("AVX2 vpmaddwd", |n| unsafe { peaks::madd(n) } as f64, 16))
+        } else {
+            None
+        };
+        if let Some((name, k, per)) = int8 {
+            let (v1, vn) = (rate(1, CHAINS * per, k), rate(cores, CHAINS * per, k));
+            println!("int8 {name} peak: {:.0} GMAC/s on 1 core, {:.0} on {cores}", v1 / 1e9, vn / 1e9);
             let floor = conv as f64 / vn + dense as f64 / bw8;
             println!(
                 "int8 batch-1 floor on {cores} cores: {:.2} ms (conv at peak {:.2} + dense int8 weights at bandwidth {:.2})",
@@ -236,12 +289,18 @@ fn main() {
                 (conv as f64 / vn + dense_read / bw8) * 1e3
             );
         } else {
-            println!("int8 VNNI peak: no AVX-512 VNNI on this CPU");
+            println!("int8 peak: neither AVX-512 VNNI nor AVX2 on this CPU");
         }
-        if peaks::has_avx512f() {
-            let k: fn(usize) -> f64 = |n| unsafe { peaks::fma(n) } as f64;
-            let (f1, fnn) = (rate(1, CHAINS * 16, k), rate(cores, CHAINS * 16, k));
-            println!("f32 FMA peak: {:.1} GMAC/s on 1 core, {:.1} on {cores}", f1 / 1e9, fnn / 1e9);
+        let f32: Option<Peak> = if peaks::has_avx512f() {
+            Some(("AVX-512", |n| unsafe { peaks::fma(n) } as f64, 16))
+        } else if peaks::has_avx2_fma() {
+            Some(("AVX2", |n| unsafe { peaks::fma256(n) } as f64, 8))
+        } else {
+            None
+        };
+        if let Some((name, k, per)) = f32 {
+            let (f1, fnn) = (rate(1, CHAINS * per, k), rate(cores, CHAINS * per, k));
+            println!("f32 {name} FMA peak: {:.1} GMAC/s on 1 core, {:.1} on {cores}", f1 / 1e9, fnn / 1e9);
             let floor = conv as f64 / fnn + 4.0 * dense as f64 / bw32;
             println!(
                 "fp32 batch-1 floor on {cores} cores: {:.2} ms (conv at peak {:.2} + dense f32 weights at bandwidth {:.2})",
@@ -265,7 +324,7 @@ fn main() {
             let step = 3.0 * (conv_winograd + dense) as f64 / fnn;
             println!("training floor under Winograd (the same, its multiplies): {:.1} ms per image", step * 1e3);
         } else {
-            println!("f32 FMA peak: no AVX-512F on this CPU");
+            println!("f32 FMA peak: neither AVX-512F nor AVX2 with FMA on this CPU");
         }
     }
 }
