@@ -166,41 +166,45 @@ fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError>
     // The engine's fused Conv2D + BatchNormalization, whole and cut in two
     // at an odd pixel: the conv's bytes, then the plain BatchNormalization.
     if k8::can_split_conv_pixels(g, &p) {
-        let bn = Raw::batch_norm(&mut rng, g.out_c);
-        let then = k8::ThenBatchNorm { p: params(&mut rng, false), w: bn.view() };
-        k8::batch_norm_in_place(&then.p, &then.w, &mut want);
-        let pixels = g.out_h * g.out_w;
-        for cut in [0, (pixels / 2) | 1] {
-            let cut = cut.min(pixels);
-            let mut got = vec![0x55i8; g.output_len()];
-            let (a, b) = got.split_at_mut(cut * g.out_c);
-            k8::conv2d_pixels(g, &p, &raw.view(), &x, a, 0, Some(&then));
-            k8::conv2d_pixels(g, &p, &raw.view(), &x, b, cut, Some(&then));
-            prop_assert!(got == want, "fused batch norm differs: {g:?} {p:?} cut at {cut}");
-        }
+        check_fused(g, &want, &mut rng, "dispatched", &|part, first, then| {
+            k8::conv2d_pixels(g, &p, &raw.view(), &x, part, first, Some(then))
+        })?;
     }
-    // The AVX2 patch kernel with a fused BatchNormalization, cut in two, on
-    // every CPU that has AVX2 (the dispatcher above picks VNNI where it can).
+    // The AVX2 patch kernel the same way, on every CPU that has AVX2 (the
+    // dispatcher picks VNNI where it can).
     #[cfg(x86_simd)]
     if shared::kernels::x86::has_avx2() && shared::kernels::x86::int8_avx2::patches_fit(g, &p) {
         use shared::kernels::x86::int8_avx2::conv2d_avx2_patch_pixels;
-        let mut want = vec![0i8; g.output_len()];
-        k8::conv2d(g, &p, &raw.view(), &x, &mut want);
-        let bn = Raw::batch_norm(&mut rng, g.out_c);
-        let then = k8::ThenBatchNorm { p: params(&mut rng, false), w: bn.view() };
-        k8::batch_norm_in_place(&then.p, &then.w, &mut want);
-        let pixels = g.out_h * g.out_w;
-        for cut in [0, (pixels / 2) | 1] {
-            let cut = cut.min(pixels);
-            let mut got = vec![0x55i8; g.output_len()];
-            let (a, b) = got.split_at_mut(cut * g.out_c);
+        check_fused(g, &want, &mut rng, "avx2", &|part, first, then| {
             // SAFETY: AVX2 and the patches' fit, checked just above.
-            unsafe {
-                conv2d_avx2_patch_pixels(g, &p, &raw.view(), &x, a, 0, Some(&then));
-                conv2d_avx2_patch_pixels(g, &p, &raw.view(), &x, b, cut, Some(&then));
-            }
-            prop_assert!(got == want, "avx2 fused batch norm differs: {g:?} {p:?} cut at {cut}");
-        }
+            unsafe { conv2d_avx2_patch_pixels(g, &p, &raw.view(), &x, part, first, Some(then)) }
+        })?;
+    }
+    Ok(())
+}
+
+/// `run` (output pixels `first..` of `g` into `part`, with a BatchNormalization
+/// fused) against the plain conv's bytes `conv` then the plain
+/// BatchNormalization, whole and cut in two at an odd pixel.
+fn check_fused(
+    g: &ConvGeom,
+    conv: &[i8],
+    rng: &mut Rng,
+    name: &str,
+    run: &dyn Fn(&mut [i8], usize, &k8::ThenBatchNorm<'_>),
+) -> Result<(), TestCaseError> {
+    let bn = Raw::batch_norm(rng, g.out_c);
+    let then = k8::ThenBatchNorm { p: params(rng, false), w: bn.view() };
+    let mut want = conv.to_vec();
+    k8::batch_norm_in_place(&then.p, &then.w, &mut want);
+    let pixels = g.out_h * g.out_w;
+    for cut in [0, (pixels / 2) | 1] {
+        let cut = cut.min(pixels);
+        let mut got = vec![0x55i8; g.output_len()];
+        let (a, b) = got.split_at_mut(cut * g.out_c);
+        run(a, 0, &then);
+        run(b, cut, &then);
+        prop_assert!(got == want, "{name} fused batch norm differs: {g:?} cut at {cut}");
     }
     Ok(())
 }
