@@ -75,8 +75,8 @@ pub unsafe fn conv2d_avx2_patch_pixels(
     assert!(patches_fit(g, p), "conv2d: patches do not fit");
     assert!(input.len() == g.input_len() && w.weights.len() == g.weights_len(), "conv2d: lengths");
     assert!(w.bias.len() == g.out_c && w.multiplier.len() == g.out_c && w.shift.len() == g.out_c, "conv2d: channels");
-    assert!(output.len().is_multiple_of(g.out_c), "conv2d: whole output pixels");
-    let total = output.len() / g.out_c;
+    assert!(output.len().is_multiple_of(g.out_c.max(1)), "conv2d: whole output pixels");
+    let total = output.len() / g.out_c.max(1);
     assert!(first_px + total <= g.out_h * g.out_w, "conv2d: output pixels");
     if let Some(bn) = then {
         assert_eq!(check_bn(&bn.w, output.len()), g.out_c, "conv2d: the fused BatchNormalization's channels");
