@@ -1153,7 +1153,7 @@ fn conv_by_pixels(
     then: Option<&k8::ThenBatchNorm<'_>>,
 ) {
     let pixels = g.out_h * g.out_w;
-    let jobs = par.jobs() * k8::conv_pixel_jobs_per_thread();
+    let jobs = par.jobs() * k8::conv_pixel_jobs_per_thread(g, prm);
     split_jobs(par, jobs.min(pixels).max(1), pixels, g.out_c, dst, &|first, part| {
         k8::conv2d_pixels(g, prm, w, x, part, first, then)
     });

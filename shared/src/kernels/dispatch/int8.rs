@@ -133,19 +133,38 @@ pub fn conv2d_rows(
     let _ = (p, w, input, output, oy_first);
 }
 
+/// The x86 kernels that take any run of a layer's output pixels.
+#[cfg(all(feature = "std", x86_simd))]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PixelKernel {
+    /// [`x86_8::conv2d_vnni_patch_pixels`].
+    Vnni,
+    /// [`x86_a2::conv2d_avx2_patch_pixels`], where there is no VNNI.
+    Avx2,
+}
+
+/// Which of them serves this layer on this CPU, if one does: the one place
+/// [`can_split_conv_pixels`], [`conv2d_pixels`], [`fuses_batch_norm`] and
+/// [`conv_pixel_jobs_per_thread`] read the CPU's features from.
+#[cfg(all(feature = "std", x86_simd))]
+fn pixel_kernel(g: &ConvGeom, p: &Int8Params) -> Option<PixelKernel> {
+    if x86::has_vnni() {
+        (g.is_square() && x86_8::patches_fit(g, p)).then_some(PixelKernel::Vnni)
+    } else {
+        (x86::has_avx2() && x86_a2::patches_fit(g, p)).then_some(PixelKernel::Avx2)
+    }
+}
+
 /// Whether [`conv2d_pixels`] can compute any run of this layer's output
 /// pixels on this CPU (a finer cut between threads than whole rows).
 pub fn can_split_conv_pixels(g: &ConvGeom, p: &Int8Params) -> bool {
     #[cfg(all(feature = "std", x86_simd))]
-    if x86::has_vnni() && g.is_square() && x86_8::patches_fit(g, p) {
-        return true;
+    return pixel_kernel(g, p).is_some();
+    #[cfg(not(all(feature = "std", x86_simd)))]
+    {
+        let _ = (g, p);
+        false
     }
-    #[cfg(all(feature = "std", x86_simd))]
-    if !x86::has_vnni() && x86::has_avx2() && x86_a2::patches_fit(g, p) {
-        return true;
-    }
-    let _ = (g, p);
-    false
 }
 
 /// How many runs of output pixels per thread a layer cut for
@@ -155,11 +174,12 @@ pub fn can_split_conv_pixels(g: &ConvGeom, p: &Int8Params) -> bool {
 /// (on a shared 2-core Zen 3, `int8_profile`'s sum of medians 22.1 -> 20.0 ms,
 /// six alternating pairs). The VNNI kernel sums every filter on each call, so
 /// it keeps one run a thread.
-pub fn conv_pixel_jobs_per_thread() -> usize {
+pub fn conv_pixel_jobs_per_thread(g: &ConvGeom, p: &Int8Params) -> usize {
     #[cfg(all(feature = "std", x86_simd))]
-    if !x86::has_vnni() && x86::has_avx2() {
+    if pixel_kernel(g, p) == Some(PixelKernel::Avx2) {
         return 4;
     }
+    let _ = (g, p);
     1
 }
 
@@ -167,17 +187,13 @@ pub fn conv_pixel_jobs_per_thread() -> usize {
 /// BatchNormalization after it ([`ThenBatchNorm`]) on this CPU: it can
 /// ([`can_split_conv_pixels`]), and that saves time, which it does unless
 /// the separate BatchNormalization would look its values up in per-channel
-/// tables (a large tensor with few channels, like AlexNet's conv1 and conv2).
+/// tables (AVX-512BW, on a large tensor with few channels, like AlexNet's
+/// conv1 and conv2); without AVX-512BW the separate one is the plain loop,
+/// and fusing always saves its pass.
 pub fn fuses_batch_norm(g: &ConvGeom, p: &Int8Params) -> bool {
     #[cfg(all(feature = "std", x86_simd))]
-    if can_split_conv_pixels(g, p) && !x86_8::batch_norm_tables(g.out_h * g.out_w, g.out_c) {
-        return true;
-    }
-    // Without AVX-512 the separate BatchNormalization is the plain loop:
-    // fusing it always saves that pass.
-    #[cfg(all(feature = "std", x86_simd))]
-    if can_split_conv_pixels(g, p) && !x86::has_avx512bw() {
-        return true;
+    if pixel_kernel(g, p).is_some() {
+        return !x86::has_avx512bw() || !x86_8::batch_norm_tables(g.out_h * g.out_w, g.out_c);
     }
     let _ = (g, p);
     false
@@ -196,17 +212,19 @@ pub fn conv2d_pixels(
     first: usize,
     then: Option<&ThenBatchNorm<'_>>,
 ) {
-    assert!(can_split_conv_pixels(g, p), "conv2d_pixels: not supported on this CPU");
     #[cfg(all(feature = "std", x86_simd))]
-    if x86::has_vnni() {
-        // SAFETY: `can_split_conv_pixels` checked AVX-512F/BW/VNNI and that the patches fit.
-        unsafe { x86_8::conv2d_vnni_patch_pixels(g, p, w, input, output, first, then) }
-    } else {
-        // SAFETY: `can_split_conv_pixels` checked AVX2 and that the patches fit.
-        unsafe { x86_a2::conv2d_avx2_patch_pixels(g, p, w, input, output, first, then) }
+    match pixel_kernel(g, p) {
+        // SAFETY: `pixel_kernel` checked AVX-512F/BW/VNNI and that the patches fit.
+        Some(PixelKernel::Vnni) => unsafe { x86_8::conv2d_vnni_patch_pixels(g, p, w, input, output, first, then) },
+        // SAFETY: `pixel_kernel` checked AVX2 and that the patches fit.
+        Some(PixelKernel::Avx2) => unsafe { x86_a2::conv2d_avx2_patch_pixels(g, p, w, input, output, first, then) },
+        None => panic!("conv2d_pixels: not supported on this CPU"),
     }
     #[cfg(not(all(feature = "std", x86_simd)))]
-    let _ = (w, input, output, first, then);
+    {
+        let _ = (g, p, w, input, output, first, then);
+        panic!("conv2d_pixels: not supported on this CPU");
+    }
 }
 
 /// Whether [`dense_units`] is available on this CPU.
