@@ -138,7 +138,6 @@ fn dense_variants() -> Vec<(&'static str, Dense8)> {
         use shared::kernels::x86;
         if x86::has_avx2() {
             // SAFETY (each closure): the CPU feature was checked just above.
-            v.push(("avx2", |p, w, x, o| unsafe { x86::int8::dense_avx2(p, w, x, o) }));
             v.push(("avx2-units", |p, w, x, o| unsafe { x86::int8_avx2::dense_avx2_units(p, w, x, o, 0) }));
         }
         if x86::has_avx512bw() {

@@ -58,15 +58,6 @@ pub unsafe fn conv2d_avx512bw(g: &ConvGeom, p: &Int8Params, w: &Int8Weights<'_>,
     conv2d_portable(g, p, w, input, output)
 }
 
-/// [`crate::kernels::generic::int8::dense_portable`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[target_feature(enable = "avx2")]
-pub unsafe fn dense_avx2(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &mut [i8]) {
-    dense_portable(p, w, input, output)
-}
-
 /// [`crate::kernels::generic::int8::dense_portable`] compiled for AVX-512BW.
 ///
 /// # Safety
