@@ -1,5 +1,6 @@
 //! An AVX-512 GEMM for inference convolutions, `c = epilogue(a w)`, reading the
-//! kernel in place from Keras's `[k, n]` layout.
+//! kernel in place from Keras's `[k, n]` layout; on CPUs with AVX2 only, the
+//! same products through [`avx2`]'s tile (same bits).
 //!
 //! The `gemm` crate packs the whole kernel matrix again on every call; the batch-1
 //! conv path calls it once per chunk of output pixels (conv 2 of AlexNet-227:
@@ -14,68 +15,7 @@
 //! Each output is a plain ascending sum over the depth with fused
 //! multiply-adds, the same whatever the chunking or thread count.
 
-/// What is applied to `a w` before it is stored: `bias`, then ReLU when
-/// `relu`, then `x * scale + shift` per channel when `affine` is given
-/// (rounded as the eval pass of `batchnorm` rounds: a multiply, then an add).
-#[derive(Clone, Copy)]
-pub struct Epilogue<'a> {
-    pub bias: &'a [f32],
-    pub relu: bool,
-    pub affine: Option<(&'a [f32], &'a [f32])>,
-}
-
-impl Epilogue<'_> {
-    /// The epilogue of whole output pixels (`bias.len()` values each), in
-    /// place, after a plain GEMM.
-    pub fn apply_pixels(&self, px: &mut [f32]) {
-        for px in px.chunks_exact_mut(self.bias.len()) {
-            self.apply_run(0, px);
-        }
-    }
-
-    /// The epilogue of channels `at .. at + vals.len()`, in place: one
-    /// pixel's run, or a block of it still in registers (Winograd's output
-    /// transform applies it before the store). Inlined always, so that the
-    /// AVX-512 copies of its callers compile it 16 wide.
-    #[inline(always)]
-    pub fn apply_run(&self, at: usize, vals: &mut [f32]) {
-        let n = vals.len();
-        for (v, b) in vals.iter_mut().zip(&self.bias[at..][..n]) {
-            let s = *v + b;
-            *v = if self.relu && s < 0.0 { 0.0 } else { s };
-        }
-        if let Some((scale, shift)) = self.affine {
-            for ((v, s), t) in vals.iter_mut().zip(&scale[at..][..n]).zip(&shift[at..][..n]) {
-                *v = *v * s + t;
-            }
-        }
-    }
-
-    /// No epilogue: a plain product (`zeros` holds the channels' zero bias).
-    pub fn plain(zeros: &[f32]) -> Epilogue<'_> {
-        Epilogue { bias: zeros, relu: false, affine: None }
-    }
-
-    /// The epilogue of the output channels `cols` alone (for a GEMM or
-    /// transform that writes only those).
-    pub fn cols(&self, cols: Range<usize>) -> Epilogue<'_> {
-        Epilogue {
-            bias: &self.bias[cols.clone()],
-            relu: self.relu,
-            affine: self.affine.map(|(s, t)| (&s[cols.clone()], &t[cols])),
-        }
-    }
-
-    /// The epilogue of one value of channel `j`, for the plain path and tests.
-    pub fn apply(&self, j: usize, v: f32) -> f32 {
-        let s = v + self.bias[j];
-        let r = if self.relu && s < 0.0 { 0.0 } else { s };
-        match self.affine {
-            Some((scale, shift)) => r * scale[j] + shift[j],
-            None => r,
-        }
-    }
-}
+pub use super::epilogue::Epilogue;
 
 /// Depth rows per block: a 64-channel panel of them is 96 KB, in L2 with the
 /// chunk's block of im2col rows.
@@ -98,7 +38,7 @@ use std::ops::Range;
 const MR: usize = 6;
 
 /// `c[rows, n] = epilogue(a[rows, k] w[k, n])`, all row-major and contiguous,
-/// or `false` without touching `c` when this path does not apply: no AVX-512F
+/// or `false` without touching `c` when this path does not apply: no micro-kernel
 /// on this CPU, or `n` not a multiple of 16 (the plain GEMM serves those).
 pub fn gemm(a: &[f32], rows: usize, k: usize, w: &[f32], n: usize, c: &mut [f32], ep: &Epilogue) -> bool {
     gemm_cols(a, rows, k, k, w, n, 0..n, c, n, ep, &[])
@@ -137,28 +77,16 @@ pub fn gemm_cols(
     if !available(k, n) || !cols.start.is_multiple_of(16) || !cols.len().is_multiple_of(16) {
         return false;
     }
-    let blocks: Vec<(usize, usize)> = (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0))).collect();
+    let kc = depth_block();
+    let blocks: Vec<(usize, usize)> = (0..k).step_by(kc).map(|k0| (k0, kc.min(k - k0))).collect();
     let a = a.as_ptr();
-    // SAFETY: AVX-512F is present (`available`); row `i` of `a` has `k` values
+    // SAFETY: a micro-kernel serves this CPU (`available`); row `i` of `a` has `k` values
     // from `a + i * lda` (asserted), so every block `k0 .. k0 + kc` of it is in
     // bounds; `check` verified `w`, `c` holds rows of `cols.len()` values
     // `ldc` apart (asserted) and `cols` is inside `0 .. n` at multiples of 16.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::drive(
-            rows,
-            &blocks,
-            |i, k0| a.wrapping_add(i * lda + k0),
-            None,
-            w,
-            n,
-            cols.clone(),
-            c,
-            ldc,
-            ep,
-            next,
-            false,
-        )
+        drive(rows, &blocks, |i, k0| a.wrapping_add(i * lda + k0), None, w, n, cols.clone(), c, ldc, ep, next, false)
     };
     let _ = (a, blocks, cols);
     true
@@ -192,10 +120,11 @@ pub fn gemm_at(
     if !available(k, n) || rows == 0 {
         return false;
     }
-    let blocks: Vec<(usize, usize)> = (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0))).collect();
+    let kc = depth_block();
+    let blocks: Vec<(usize, usize)> = (0..k).step_by(kc).map(|k0| (k0, kc.min(k - k0))).collect();
     let zeros = vec![0.0f32; n];
     let a = a.as_ptr();
-    // SAFETY: AVX-512F is present (`available`). Row `i` of `a^T` is column `i`
+    // SAFETY: a micro-kernel serves this CPU (`available`). Row `i` of `a^T` is column `i`
     // of `a`: the values `a[p * lda + i]`, read as `kc` one-value segments
     // `lda` apart from `a_row(i, k0)`, in bounds for every `p < k` and
     // `i < rows <= lda` (asserted); `w` has `k` rows of `n` values `ldw`
@@ -203,7 +132,7 @@ pub fn gemm_at(
     #[cfg(target_arch = "x86_64")]
     unsafe {
         let a_row = |i: usize, k0: usize| a.wrapping_add(k0 * lda + i);
-        x86::drive(rows, &blocks, a_row, Some((1, lda)), w, ldw, 0..n, c, n, &Epilogue::plain(&zeros), &[], accumulate)
+        drive(rows, &blocks, a_row, Some((1, lda)), w, ldw, 0..n, c, n, &Epilogue::plain(&zeros), &[], accumulate)
     };
     let _ = (a, blocks, zeros, lda, ldw, accumulate);
     true
@@ -314,8 +243,9 @@ pub fn conv(
     // Long kernel rows (runs) are cut into even depth blocks of at most KC;
     // short ones (conv 1's 33) are grouped, whole, into blocks of segments.
     let (data, row_len, cin) = (x.data.as_ptr(), x.w * g.in_c, g.in_c);
-    let (blocks, seg): (Vec<(usize, usize)>, _) = if run >= KC {
-        let parts = run.div_ceil(KC);
+    let kc = depth_block();
+    let (blocks, seg): (Vec<(usize, usize)>, _) = if run >= kc {
+        let parts = run.div_ceil(kc);
         let blocks = (0..g.kernel())
             .flat_map(|ky| {
                 (0..parts).map(move |b| {
@@ -326,7 +256,7 @@ pub fn conv(
             .collect();
         (blocks, None)
     } else {
-        let per = KC / run;
+        let per = kc / run;
         let blocks = (0..g.kernel()).step_by(per).map(|ky| (ky * run, per.min(g.kernel() - ky) * run)).collect();
         (blocks, Some((run, row_len)))
     };
@@ -337,14 +267,14 @@ pub fn conv(
         let at = n_img * img + (oy * g.stride() + ky) * row_len + ox * g.stride() * cin + off;
         data.wrapping_add(at)
     };
-    // SAFETY: AVX-512F is present. A block `(k0, kc)` of row `i` reads `kc`
+    // SAFETY: a micro-kernel serves this CPU. A block `(k0, kc)` of row `i` reads `kc`
     // values from `a_row(i, k0)`: kernel row `ky` at column offset `off + kc <=
     // run`, or whole kernel rows `ky ..` one padded row apart, inside the window of output pixel (oy, ox), which the asserts above
     // put inside image `n_img` of `data`; `check` verified `w` and `out`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         let ldc = cols.len();
-        x86::drive(rows, &blocks, a_row, seg, w, n, cols, out, ldc, ep, &[], false)
+        drive(rows, &blocks, a_row, seg, w, n, cols, out, ldc, ep, &[], false)
     };
     let _ = (a_row, blocks, seg);
     true
@@ -364,18 +294,79 @@ fn check(k: usize, w: &[f32], n: usize, ep: &Epilogue) {
     }
 }
 
-/// Whether the AVX-512 kernel serves a depth `k`, `n`-channel product here.
+/// Whether the micro-kernel serves a depth `k`, `n`-channel product here.
 pub(crate) fn available(k: usize, n: usize) -> bool {
+    n.is_multiple_of(16) && k > 0 && isa().is_some()
+}
+
+/// Which micro-kernel this CPU runs: AVX-512's, or on CPUs with AVX2 and
+/// FMA only (an AMD Zen 3) [`avx2`]'s, shaped for their 16 registers. Both
+/// sum each output in the same order, so they give the same bits.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Isa {
+    Avx512,
+    Avx2,
+}
+
+/// The micro-kernel this CPU runs, or `None` (the `gemm` crate serves every
+/// product).
+pub(crate) fn isa() -> Option<Isa> {
+    #[cfg(test)]
+    match tests::FORCED.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => return Some(Isa::Avx512),
+        2 => return Some(Isa::Avx2),
+        _ => {}
+    }
     #[cfg(target_arch = "x86_64")]
     {
-        n.is_multiple_of(16) && k > 0 && is_x86_feature_detected!("avx512f")
+        if is_x86_feature_detected!("avx512f") {
+            return Some(Isa::Avx512);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Some(Isa::Avx2);
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (k, n);
-        false
+    None
+}
+
+/// Depth rows per block: [`KC`] for AVX-512, [`avx2::KC`] for AVX2.
+fn depth_block() -> usize {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Some(Isa::Avx2) => avx2::KC,
+        _ => KC,
     }
 }
+
+/// `x86::drive` or `avx2::drive`, whichever [`isa`] names (same contract).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn drive(
+    rows: usize,
+    blocks: &[(usize, usize)],
+    a_row: impl Fn(usize, usize) -> *const f32,
+    seg: Option<(usize, usize)>,
+    w: &[f32],
+    ldw: usize,
+    cols: Range<usize>,
+    c: &mut [f32],
+    ldc: usize,
+    ep: &Epilogue,
+    next: &[f32],
+    accumulate: bool,
+) {
+    match isa() {
+        Some(Isa::Avx512) => x86::drive(rows, blocks, a_row, seg, w, ldw, cols, c, ldc, ep, next, accumulate),
+        Some(Isa::Avx2) => {
+            let shallow = blocks.len() == 1 && blocks[0].1 <= SHALLOW;
+            avx2::drive(rows, blocks, a_row, seg, w, ldw, cols, c, ldc, ep, accumulate, shallow)
+        }
+        None => unreachable!("callers check `available` first"),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -615,6 +606,132 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// The micro-kernel [`isa`] names while a test forces one (1: AVX-512,
+    /// 2: AVX2; 0: the CPU's choice). Only kernels this CPU runs are forced,
+    /// and they give the same bits, so other tests running meanwhile are
+    /// unaffected.
+    pub(super) static FORCED: AtomicU8 = AtomicU8::new(0);
+
+    /// The micro-kernels this CPU can run.
+    fn kernels_here() -> Vec<Isa> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                out.push(Isa::Avx512);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                out.push(Isa::Avx2);
+            }
+        }
+        out
+    }
+
+    /// `f` under each micro-kernel this CPU runs, in turn.
+    fn on_each_kernel<T>(mut f: impl FnMut() -> T) -> Vec<(Isa, T)> {
+        let out = kernels_here()
+            .into_iter()
+            .map(|isa| {
+                FORCED.store(if isa == Isa::Avx512 { 1 } else { 2 }, Ordering::Relaxed);
+                (isa, f())
+            })
+            .collect();
+        FORCED.store(0, Ordering::Relaxed);
+        out
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// The AVX2 tile and the AVX-512 tile (where this CPU has both) give
+    /// the same bits for every entry point: plain and transposed products
+    /// with depths past a block (AVX2's blocks are shallower), the shallow
+    /// order, the epilogues, and convolutions read in place (long kernel rows
+    /// cut into blocks, short ones grouped into segments); and each is close
+    /// to an f64 reference. On a CPU with AVX2 alone this checks its tile
+    /// against f64; the cross-check runs wherever AVX-512 is present.
+    #[test]
+    fn each_micro_kernel_gives_the_same_bits() {
+        let data = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len).map(|i| ((i * 7919 + seed * 104729) % 97) as f32 / 97.0 - 0.5).collect()
+        };
+        let tol = |k: usize| 1e-4 * (1.0 + k as f64).sqrt();
+        for (rows, k, n) in [(13, 700, 48), (7, 100, 64), (20, 1, 16), (6, 257, 32)] {
+            let (a, w) = (data(rows * k, 1), data(k * n, 2));
+            let bias = data(n, 3);
+            let (scale, shift) = (data(n, 4), data(n, 5));
+            let ep = Epilogue { bias: &bias, relu: true, affine: Some((&scale, &shift)) };
+            let runs = on_each_kernel(|| {
+                let mut c = vec![f32::NAN; rows * n];
+                assert!(gemm(&a, rows, k, &w, n, &mut c, &ep));
+                c
+            });
+            for (isa, c) in &runs {
+                assert_eq!(bits(c), bits(&runs[0].1), "{rows}x{k}x{n}: {isa:?} against {:?}", runs[0].0);
+                for (idx, &got) in c.iter().enumerate() {
+                    let (i, j) = (idx / n, idx % n);
+                    let s: f64 = (0..k).map(|p| a[i * k + p] as f64 * w[p * n + j] as f64).sum();
+                    let want = ep.apply(j, s as f32) as f64;
+                    assert!((got as f64 - want).abs() < tol(k) * 4.0, "{isa:?} {rows}x{k}x{n} [{i},{j}]");
+                }
+            }
+            // The transposed product, accumulating onto `c`.
+            let start = data(rows * n, 6);
+            let runs = on_each_kernel(|| {
+                let mut c = start.clone();
+                assert!(gemm_at(&a, rows, k, rows, &w, n, n, &mut c, true));
+                c
+            });
+            for (isa, c) in &runs {
+                assert_eq!(bits(c), bits(&runs[0].1), "transposed {rows}x{k}x{n}: {isa:?}");
+                for (idx, &got) in c.iter().enumerate() {
+                    let (i, j) = (idx / n, idx % n);
+                    let s: f64 = (0..k).map(|p| a[p * rows + i] as f64 * w[p * n + j] as f64).sum();
+                    let want = s + start[idx] as f64;
+                    assert!((got as f64 - want).abs() < tol(k), "{isa:?} transposed {rows}x{k}x{n} [{i},{j}]");
+                }
+            }
+        }
+        // Convolutions read in place: (input side, channels in, kernel, stride, channels out).
+        for (side, cin, kern, stride, cout) in [(9, 8, 3, 1, 32), (7, 200, 3, 1, 16), (15, 3, 11, 4, 48)] {
+            let out_side = (side - kern) / stride + 1;
+            let g = ConvGeom::new((side, side, cin), cout, kern, stride, shared::spec::Padding::Valid)
+                .expect("a valid geometry");
+            assert_eq!(g.out_h, out_side);
+            let (x, w) = (data(2 * side * side * cin, 7), data(kern * kern * cin * cout, 8));
+            let bias = data(cout, 9);
+            let ep = Epilogue { bias: &bias, relu: false, affine: None };
+            let rows = 2 * out_side * out_side;
+            let runs = on_each_kernel(|| {
+                let mut out = vec![f32::NAN; rows * cout];
+                let xp = Padded { data: &x, h: side, w: side };
+                assert!(conv(&g, &xp, 0, 0..cout, &w, &mut out, &ep));
+                out
+            });
+            let k = kern * kern * cin;
+            for (isa, out) in &runs {
+                assert_eq!(bits(out), bits(&runs[0].1), "conv {side}x{side}x{cin} k{kern}: {isa:?}");
+                for (idx, &got) in out.iter().enumerate() {
+                    let (r, j) = (idx / cout, idx % cout);
+                    let (img, p) = (r / (out_side * out_side), r % (out_side * out_side));
+                    let (oy, ox) = (p / out_side, p % out_side);
+                    let mut s = bias[j] as f64;
+                    for ky in 0..kern {
+                        for kx in 0..kern {
+                            for c in 0..cin {
+                                let xi = ((img * side + oy * stride + ky) * side + ox * stride + kx) * cin + c;
+                                s += x[xi] as f64 * w[((ky * kern + kx) * cin + c) * cout + j] as f64;
+                            }
+                        }
+                    }
+                    assert!((got as f64 - s).abs() < tol(k), "{isa:?} conv k{kern} [{r},{j}]: {got} vs {s}");
+                }
+            }
+        }
+    }
 
     /// The pool's splits (by columns for few rows or large weights, by rows
     /// otherwise) give the bytes of one single-threaded call, and those are
@@ -627,7 +744,7 @@ mod tests {
             let zeros = vec![0.0f32; n];
             let mut one = vec![f32::NAN; rows * n];
             if !gemm(&a, rows, k, &w, n, &mut one, &Epilogue::plain(&zeros)) {
-                return; // no AVX-512 here
+                return; // no micro-kernel here (neither AVX-512 nor AVX2)
             }
             let mut par = vec![f32::NAN; rows * n];
             assert!(gemm_par(&a, rows, k, &w, n, &mut par));
@@ -658,7 +775,7 @@ mod tests {
                     let ep = Epilogue { bias: &bias, relu, affine };
                     let mut c = vec![f32::NAN; rows * n];
                     if !gemm(&a, rows, k, &w, n, &mut c, &ep) {
-                        return; // no AVX-512 here: the plain GEMM serves every call
+                        return; // no micro-kernel here: the plain GEMM serves every call
                     }
                     for i in 0..rows {
                         for j in 0..n {
@@ -699,7 +816,7 @@ mod tests {
             for accumulate in [false, true] {
                 let mut c = if accumulate { start.clone() } else { vec![f32::NAN; rows * n] };
                 if !gemm_at(&a, rows, k, lda, &w, n, ldw, &mut c, accumulate) {
-                    return; // no AVX-512 here
+                    return; // no micro-kernel here (neither AVX-512 nor AVX2)
                 }
                 for i in 0..rows {
                     for j in 0..n {

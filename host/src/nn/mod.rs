@@ -12,6 +12,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod dense;
 pub mod dropout;
+mod epilogue;
 pub mod error;
 pub mod gemm;
 pub mod gemv;
