@@ -674,10 +674,11 @@ fn transform_filters<'a>(
     }
 }
 
-/// The micro-kernel's column panels of `n` channels: [`PANEL`] each, the
+/// The micro-kernel's column panels of `n` channels: [`panel_width`] each, the
 /// last what is left.
 fn panels(n: usize) -> impl Iterator<Item = Range<usize>> {
-    (0..n).step_by(PANEL).map(move |c0| c0..n.min(c0 + PANEL))
+    let width = panel_width();
+    (0..n).step_by(width).map(move |c0| c0..n.min(c0 + width))
 }
 
 /// Whether this layer's `U` is kept in panels ([`filter_transform_into`]):
@@ -694,7 +695,7 @@ fn panel<'a>(g: &ConvGeom, u: &'a [f32], xi: usize, cols: &Range<usize>) -> &'a 
 
 /// `U_xi[c][k]` for the `t^2` points from Keras's HWIO kernel, over runs of
 /// output channels, into `u`: `[t^2][cin][cout]`, or where [`panelled`],
-/// each point's matrix as column panels of [`PANEL`] channels one after the
+/// each point's matrix as column panels of [`panel_width`] channels one after the
 /// other (`[t^2][panel][cin][64]`), so that the micro-kernel streams each
 /// panel from contiguous memory. Read in place from the `[cin][cout]`
 /// layout, a panel was 384 rows 1.5 KB apart, which the prefetchers did not
@@ -911,13 +912,20 @@ impl FilterCache {
 }
 
 /// Output channels of one panel of the kept filters ([`filter_transform_into`]),
-/// and of one job of [`forward_by_channels`]: the micro-kernel's panel width.
-const PANEL: usize = 64;
+/// and of one job of [`forward_by_channels`]: the micro-kernel's panel width,
+/// 64 for AVX-512's tile and 16 for AVX2's, which then reads each panel where
+/// it lies instead of copying it first.
+fn panel_width() -> usize {
+    match super::micro::isa() {
+        Some(super::micro::Isa::Avx2) => 16,
+        _ => 64,
+    }
+}
 
 /// [`forward`] with the transformed filters `u`.
 fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     let (th, tw) = tiles(g, v);
-    if batch * th * tw <= ONE_TASK_TILES && g.out_c > PANEL && rayon::current_num_threads() > 1 && panelled(g) {
+    if batch * th * tw <= ONE_TASK_TILES && g.out_c > panel_width() && rayon::current_num_threads() > 1 && panelled(g) {
         return forward_by_channels(g, v, ep, u, x, batch, y);
     }
     let (t, mm) = (v.t, v.m);
@@ -973,7 +981,7 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
     let (n, t, cn, kn) = (batch * th * tw, v.t, g.in_c, g.out_c);
     let al = Lin::of(v.at, t, v.m, false);
     let jobs: Vec<Range<usize>> = panels(kn).collect();
-    let zeros = vec![0.0f32; PANEL];
+    let zeros = vec![0.0f32; panel_width()];
     with_staged(t * t * n * cn, |vv| {
         // Tiles laid out whole ([n][t^2][cin]) so that the threads transform
         // disjoint runs of them; the GEMMs read point xi's rows t^2 cin apart.

@@ -120,10 +120,15 @@ pub(super) unsafe fn drive(
         // groups outside, so each writes its rows whole (as the AVX-512
         // driver does); all panels copied once.
         let kc = blocks[0].1;
-        pack_panels(w, ldw, blocks[0], cols.clone(), &mut w_copy);
+        let panels = if ldw == NR {
+            w.add(blocks[0].0 * NR)
+        } else {
+            pack_panels(w, ldw, blocks[0], cols.clone(), &mut w_copy);
+            w_copy.as_ptr()
+        };
         for g in 0..groups {
             for j0 in cols.clone().step_by(NR) {
-                run(0, j0, g, w_copy.as_ptr().add((j0 - cols.start) * kc));
+                run(0, j0, g, panels.add((j0 - cols.start) * kc));
             }
         }
     } else {
@@ -131,9 +136,15 @@ pub(super) unsafe fn drive(
         // streams past the copy in L1.
         for (b, &block) in blocks.iter().enumerate() {
             for j0 in cols.clone().step_by(NR) {
-                pack_panels(w, ldw, block, j0..j0 + NR, &mut w_copy);
+                // A 16-channel matrix (Winograd's kept panels) is its own copy.
+                let panel = if ldw == NR {
+                    w.add(block.0 * NR)
+                } else {
+                    pack_panels(w, ldw, block, j0..j0 + NR, &mut w_copy);
+                    w_copy.as_ptr()
+                };
                 for g in 0..groups {
-                    run(b, j0, g, w_copy.as_ptr());
+                    run(b, j0, g, panel);
                 }
             }
         }
