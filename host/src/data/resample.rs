@@ -84,10 +84,19 @@ pub fn resize_augment_into(src: &Rgb8, p: &AugParams, h: usize, w: usize, out: &
     let map = PhotoMap::new(src, p, h, w);
     #[cfg(target_arch = "x86_64")]
     if x86::usable(src, h, w) {
-        // SAFETY: `usable` checked AVX-512F, sides of 2 or more pixels and
-        // byte offsets that fit an i32; `Rgb8` carries the padding byte.
-        unsafe { x86::rows(src, &map, out) };
-        return;
+        // SAFETY: `usable` checked the sides of 2 or more pixels and byte
+        // offsets that fit an i32; `Rgb8` carries the padding byte; each
+        // kernel runs only where its features were detected.
+        unsafe {
+            if is_x86_feature_detected!("avx512f") {
+                x86::rows(src, &map, out);
+                return;
+            }
+            if is_x86_feature_detected!("avx2") {
+                x86::rows_avx2(src, &map, out);
+                return;
+            }
+        }
     }
     for (y, row) in out.chunks_exact_mut(w * 3).enumerate() {
         for (x, o) in row.chunks_exact_mut(3).enumerate() {
@@ -119,11 +128,11 @@ mod x86 {
     use crate::data::resample::{sample, PhotoMap, Rgb8};
     use std::arch::x86_64::*;
 
-    /// Whether [`rows`] may run: AVX-512F, sides of two pixels or more
-    /// ([`super::reflect`]'s one-pixel case is left to the scalar loop), and
-    /// every byte offset within an i32.
+    /// Whether [`rows`] or [`rows_avx2`] may run (given its features): sides
+    /// of two pixels or more ([`super::reflect`]'s one-pixel case is left to
+    /// the scalar loop), and every byte offset within an i32.
     pub fn usable(src: &Rgb8, h: usize, w: usize) -> bool {
-        h > 1 && w > 1 && src.bytes.len() <= i32::MAX as usize && is_x86_feature_detected!("avx512f")
+        h > 1 && w > 1 && src.bytes.len() <= i32::MAX as usize
     }
 
     const FLOOR: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
@@ -252,6 +261,100 @@ mod x86 {
             }
         }
     }
+
+    /// [`reflect16`] on 8 coordinates, for AVX2 (blends for the masks).
+    #[inline(always)]
+    unsafe fn reflect8(v: __m256, len: usize) -> __m256 {
+        let n = _mm256_set1_ps(len as f32);
+        let sz2 = _mm256_set1_ps(2.0 * len as f32);
+        let last = _mm256_set1_ps(len as f32 - 1.0);
+        let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
+        let neg_v = _mm256_sub_ps(zero, v);
+        let far = _mm256_cmp_ps::<_CMP_LT_OQ>(v, _mm256_sub_ps(zero, sz2));
+        let wraps = _mm256_mul_ps(sz2, _mm256_round_ps::<TRUNC>(_mm256_div_ps(neg_v, sz2)));
+        let a = _mm256_blendv_ps(v, _mm256_add_ps(v, wraps), far);
+        let below = _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_sub_ps(zero, n));
+        let a = _mm256_blendv_ps(_mm256_sub_ps(_mm256_sub_ps(zero, a), one), _mm256_add_ps(a, sz2), below);
+        let b = _mm256_sub_ps(v, _mm256_mul_ps(sz2, _mm256_round_ps::<TRUNC>(_mm256_div_ps(v, sz2))));
+        let over = _mm256_cmp_ps::<_CMP_GE_OQ>(b, n);
+        let b = _mm256_blendv_ps(b, _mm256_sub_ps(_mm256_sub_ps(sz2, b), one), over);
+        let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(v, zero);
+        let above = _mm256_cmp_ps::<_CMP_GT_OQ>(v, last);
+        let r = _mm256_blendv_ps(v, b, above);
+        let r = _mm256_blendv_ps(r, a, neg);
+        _mm256_min_ps(_mm256_max_ps(r, zero), last)
+    }
+
+    /// [`source16`] on 8 coordinates.
+    #[inline(always)]
+    unsafe fn source8(u: __m256, scale: f32, last: f32) -> __m256 {
+        let half = _mm256_set1_ps(0.5);
+        let s = _mm256_sub_ps(_mm256_mul_ps(_mm256_add_ps(u, half), _mm256_set1_ps(scale)), half);
+        _mm256_min_ps(_mm256_max_ps(s, _mm256_setzero_ps()), _mm256_set1_ps(last))
+    }
+
+    /// [`rows`] 8 pixels at a time, for CPUs with AVX2 but not AVX-512 (an
+    /// AMD Zen 3), where the scalar loop was a third of the loader's time:
+    /// the same operations in the same order, so the scalar's bits.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `m`'s sides are 2 or more; `src`'s byte offsets
+    /// fit an i32 and it ends with its padding byte.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn rows_avx2(src: &Rgb8, m: &PhotoMap, out: &mut [f32]) {
+        let a = &m.augment;
+        let iota = _mm256_setr_ps(0., 1., 2., 3., 4., 5., 6., 7.);
+        let (cos, sin, zoom) = (_mm256_set1_ps(a.cos), _mm256_set1_ps(a.sin), _mm256_set1_ps(a.zoom));
+        let (cx, cy) = (_mm256_set1_ps(a.cx), _mm256_set1_ps(a.cy));
+        let (one, div) = (_mm256_set1_ps(1.0), _mm256_set1_ps(255.0));
+        let byte = _mm256_set1_epi32(0xFF);
+        let (sw, last_col, last_row) = (_mm256_set1_epi32(src.w as i32), src.w as i32 - 1, src.h as i32 - 1);
+        let (three, step_down) = (_mm256_set1_epi32(3), _mm256_set1_epi32(3 * src.w as i32));
+        let base = src.bytes.as_ptr();
+        let full = m.w / 8 * 8;
+        for (y, row) in out.chunks_exact_mut(m.w * 3).enumerate() {
+            let dy = _mm256_mul_ps(_mm256_sub_ps(_mm256_set1_ps(y as f32), cy), zoom);
+            let (sin_dy, cos_dy) = (_mm256_mul_ps(sin, dy), _mm256_mul_ps(cos, dy));
+            for x in (0..full).step_by(8) {
+                let dx = _mm256_mul_ps(_mm256_sub_ps(_mm256_add_ps(_mm256_set1_ps(x as f32), iota), cx), zoom);
+                let rx = _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(cos, dx), sin_dy), cx);
+                let ry = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(sin, dx), cos_dy), cy);
+                let rx = if a.flip { _mm256_sub_ps(_mm256_set1_ps(a.w_last), rx) } else { rx };
+                let sx = source8(reflect8(rx, m.w), m.scale_x, m.last_x);
+                let sy = source8(reflect8(ry, m.h), m.scale_y, m.last_y);
+                let (x0, y0) = (_mm256_round_ps::<FLOOR>(sx), _mm256_round_ps::<FLOOR>(sy));
+                let (fx, fy) = (_mm256_sub_ps(sx, x0), _mm256_sub_ps(sy, y0));
+                let (x0, y0) = (_mm256_cvttps_epi32(x0), _mm256_cvttps_epi32(y0));
+                let x1 = _mm256_min_epi32(_mm256_add_epi32(x0, _mm256_set1_epi32(1)), _mm256_set1_epi32(last_col));
+                let below = _mm256_cmpgt_epi32(_mm256_set1_epi32(last_row), y0);
+                let top0 = _mm256_mullo_epi32(_mm256_add_epi32(_mm256_mullo_epi32(y0, sw), x0), three);
+                let top1 = _mm256_add_epi32(top0, _mm256_mullo_epi32(_mm256_sub_epi32(x1, x0), three));
+                let down = _mm256_and_si256(step_down, below);
+                let (bot0, bot1) = (_mm256_add_epi32(top0, down), _mm256_add_epi32(top1, down));
+                let gather = |o: __m256i| _mm256_i32gather_epi32::<1>(base.cast(), o);
+                let (w00, w01, w10, w11) = (gather(top0), gather(top1), gather(bot0), gather(bot1));
+                let (gx, gy) = (_mm256_sub_ps(one, fx), _mm256_sub_ps(one, fy));
+                let channel = |shift: i32| {
+                    let c = |w: __m256i| {
+                        _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(w, _mm256_set1_epi32(shift)), byte))
+                    };
+                    let top = _mm256_add_ps(_mm256_mul_ps(c(w00), gx), _mm256_mul_ps(c(w01), fx));
+                    let bot = _mm256_add_ps(_mm256_mul_ps(c(w10), gx), _mm256_mul_ps(c(w11), fx));
+                    _mm256_div_ps(_mm256_add_ps(_mm256_mul_ps(top, gy), _mm256_mul_ps(bot, fy)), div)
+                };
+                let mut planes = [[0f32; 8]; 3];
+                for (plane, shift) in planes.iter_mut().zip([0, 8, 16]) {
+                    _mm256_storeu_ps(plane.as_mut_ptr(), channel(shift));
+                }
+                for (j, px) in row[x * 3..][..24].chunks_exact_mut(3).enumerate() {
+                    px.copy_from_slice(&[planes[0][j], planes[1][j], planes[2][j]]);
+                }
+            }
+            for (x, o) in row.chunks_exact_mut(3).enumerate().skip(full) {
+                sample(src, m, x, y, o);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -265,6 +368,36 @@ mod tests {
         image::RgbImage::from_fn(w, h, |x, y| {
             image::Rgb([(x * 37 + y * 11) as u8, (x * y) as u8, (x ^ y).wrapping_mul(29) as u8])
         })
+    }
+
+    /// The AVX2 path gives the scalar's bits on any CPU with AVX2, which
+    /// [`the_wide_path_gives_the_scalar_bits`] reaches only where AVX-512 is
+    /// absent.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_avx2_path_gives_the_scalar_bits() {
+        if !is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut r = stream_rng(&[6]);
+        let strong = AugmentConfig { flip_horizontal: true, rotation: 0.5, zoom: 0.9 };
+        for (sw, sh, w, h) in [(320, 240, 227, 227), (64, 48, 32, 16), (7, 5, 37, 19), (300, 2, 2, 40)] {
+            let src = Rgb8::new(photo(sw, sh));
+            for k in 0..10 {
+                let p = match k {
+                    0 => AugParams::IDENTITY,
+                    1 => AugParams { flip: true, angle: 1.0, zoom: 6.0 },
+                    2..5 => AugmentConfig::default().sample(&mut r),
+                    _ => strong.sample(&mut r),
+                };
+                let map = PhotoMap::new(&src, &p, h, w);
+                let mut out = vec![f32::NAN; h * w * 3];
+                assert!(x86::usable(&src, h, w));
+                // SAFETY: AVX2 is present (checked above) and `usable` holds.
+                unsafe { x86::rows_avx2(&src, &map, &mut out) };
+                assert_eq!(bits(&out), bits(&scalar(&src, &p, h, w)), "{sw}x{sh} -> {w}x{h} {p:?}");
+            }
+        }
     }
 
     /// Every pixel through the scalar definition.
