@@ -312,10 +312,8 @@ pub(crate) enum Isa {
 /// product).
 pub(crate) fn isa() -> Option<Isa> {
     #[cfg(test)]
-    match tests::FORCED.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => return Some(Isa::Avx512),
-        2 => return Some(Isa::Avx2),
-        _ => {}
+    if let Some(forced) = tests::FORCED.with(|f| f.get()) {
+        return Some(forced);
     }
     #[cfg(target_arch = "x86_64")]
     {
@@ -606,13 +604,15 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::cell::Cell;
 
-    /// The micro-kernel [`isa`] names while a test forces one (1: AVX-512,
-    /// 2: AVX2; 0: the CPU's choice). Only kernels this CPU runs are forced,
-    /// and they give the same bits, so other tests running meanwhile are
-    /// unaffected.
-    pub(super) static FORCED: AtomicU8 = AtomicU8::new(0);
+    thread_local! {
+        /// The micro-kernel [`isa`] names on this thread while a test
+        /// forces one (only kernels this CPU runs). Per thread, so that tests
+        /// running beside it keep the CPU's choice: Winograd's kept filters
+        /// are laid out for the kernel that was chosen when they were made.
+        pub(super) static FORCED: Cell<Option<Isa>> = const { Cell::new(None) };
+    }
 
     /// The micro-kernels this CPU can run.
     fn kernels_here() -> Vec<Isa> {
@@ -629,16 +629,17 @@ mod tests {
         out
     }
 
-    /// `f` under each micro-kernel this CPU runs, in turn.
+    /// `f` under each micro-kernel this CPU runs, in turn, on this thread
+    /// (`f` must not hand its products to other threads).
     fn on_each_kernel<T>(mut f: impl FnMut() -> T) -> Vec<(Isa, T)> {
         let out = kernels_here()
             .into_iter()
             .map(|isa| {
-                FORCED.store(if isa == Isa::Avx512 { 1 } else { 2 }, Ordering::Relaxed);
+                FORCED.with(|forced| forced.set(Some(isa)));
                 (isa, f())
             })
             .collect();
-        FORCED.store(0, Ordering::Relaxed);
+        FORCED.with(|forced| forced.set(None));
         out
     }
 

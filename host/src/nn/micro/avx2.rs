@@ -10,6 +10,8 @@
 //! streams from L1. The pixels' rows are read in place: copying them too
 //! (into groups of six, as BLIS does) made the network slower, since
 //! Winograd's products at batch 1 reuse each copy for only four panels.
+//! A matrix of 16 channels (Winograd's kept filters on such CPUs) is
+//! already that layout and is read where it lies.
 //!
 //! Each output is the same ascending chain of fused multiply-adds over the
 //! depth as in the AVX-512 tile, continued from `c` between depth blocks,
@@ -19,8 +21,10 @@ use crate::nn::epilogue::Epilogue;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-/// Depth rows per block: a panel's copy (16 KB) and a pixel group's (6 KB)
-/// stay in the 32 KB L1 together.
+/// Depth rows per block: a panel's copy (16 KB) and a pixel group's rows
+/// (6 KB) stay in the 32 KB L1 together, which at the AVX-512 depth (384)
+/// they would not. (Chosen by that count: timings of 128-384 on this
+/// machine did not rise above its noise.)
 pub(super) const KC: usize = 256;
 /// Channels per panel: one tile's width.
 const NR: usize = 16;
@@ -28,7 +32,8 @@ const NR: usize = 16;
 const MR: usize = 6;
 
 /// One tile's operands: `a` each pixel's first value of the depth block, `w`
-/// a panel's copy (`kc` rows of 16), `c` its first output, rows `ldc` apart.
+/// the panel's `kc` rows of 16 (its copy, or a 16-channel matrix itself),
+/// `c` its first output, rows `ldc` apart.
 struct Tile {
     a: [*const f32; MR],
     /// A pixel's depth block is `kc / seg` segments of `seg` values,
@@ -93,7 +98,7 @@ pub(super) unsafe fn drive(
         })
     };
     // SAFETY (the closure's body): the caller's contract covers every block,
-    // panel and pixel group; the copies hold what `pack_*` put there.
+    // panel and pixel group; the copies hold what `pack_panels` put there.
     let run = |b: usize, j0: usize, g: usize, wp: *const f32| unsafe {
         let (k0, kc) = blocks[b];
         let m = MR.min(rows - g * MR);
