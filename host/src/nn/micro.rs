@@ -26,11 +26,6 @@ const KC: usize = 384;
 /// (`train_profile -- 1 150 eval`, three alternating pairs); 4 rows ahead
 /// measured about halfway.
 const PFK: usize = 8;
-/// Deepest single depth block whose tiles the driver runs row group by row
-/// group: at that depth a tile's stores, not its multiplies, set the pace.
-/// Deeper single blocks (conv 1's 363) keep the panel order, which was 5 %
-/// faster for them at batch 1.
-const SHALLOW: usize = 128;
 
 use shared::geometry::ConvGeom;
 use std::ops::Range;
@@ -86,7 +81,21 @@ pub fn gemm_cols(
     // `ldc` apart (asserted) and `cols` is inside `0 .. n` at multiples of 16.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        drive(rows, &blocks, |i, k0| a.wrapping_add(i * lda + k0), None, w, n, cols.clone(), c, ldc, ep, next, false)
+        let a_row = |i: usize, k0: usize| a.wrapping_add(i * lda + k0);
+        let p = Product {
+            rows,
+            blocks: &blocks,
+            a_row,
+            seg: None,
+            w,
+            ldw: n,
+            cols: cols.clone(),
+            ldc,
+            ep,
+            next,
+            accumulate: false,
+        };
+        drive(p, c)
     };
     let _ = (a, blocks, cols);
     true
@@ -132,7 +141,21 @@ pub fn gemm_at(
     #[cfg(target_arch = "x86_64")]
     unsafe {
         let a_row = |i: usize, k0: usize| a.wrapping_add(k0 * lda + i);
-        drive(rows, &blocks, a_row, Some((1, lda)), w, ldw, 0..n, c, n, &Epilogue::plain(&zeros), &[], accumulate)
+        let ep = Epilogue::plain(&zeros);
+        let p = Product {
+            rows,
+            blocks: &blocks,
+            a_row,
+            seg: Some((1, lda)),
+            w,
+            ldw,
+            cols: 0..n,
+            ldc: n,
+            ep: &ep,
+            next: &[],
+            accumulate,
+        };
+        drive(p, c)
     };
     let _ = (a, blocks, zeros, lda, ldw, accumulate);
     true
@@ -274,7 +297,8 @@ pub fn conv(
     #[cfg(target_arch = "x86_64")]
     unsafe {
         let ldc = cols.len();
-        drive(rows, &blocks, a_row, seg, w, n, cols, out, ldc, ep, &[], false)
+        let p = Product { rows, blocks: &blocks, a_row, seg, w, ldw: n, cols, ldc, ep, next: &[], accumulate: false };
+        drive(p, out)
     };
     let _ = (a_row, blocks, seg);
     true
@@ -338,39 +362,25 @@ fn depth_block() -> usize {
 
 /// `x86::drive` or `avx2::drive`, whichever [`isa`] names (same contract).
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn drive(
-    rows: usize,
-    blocks: &[(usize, usize)],
-    a_row: impl Fn(usize, usize) -> *const f32,
-    seg: Option<(usize, usize)>,
-    w: &[f32],
-    ldw: usize,
-    cols: Range<usize>,
-    c: &mut [f32],
-    ldc: usize,
-    ep: &Epilogue,
-    next: &[f32],
-    accumulate: bool,
-) {
+unsafe fn drive(p: Product<'_, impl Fn(usize, usize) -> *const f32>, c: &mut [f32]) {
     match isa() {
-        Some(Isa::Avx512) => x86::drive(rows, blocks, a_row, seg, w, ldw, cols, c, ldc, ep, next, accumulate),
-        Some(Isa::Avx2) => {
-            let shallow = blocks.len() == 1 && blocks[0].1 <= SHALLOW;
-            avx2::drive(rows, blocks, a_row, seg, w, ldw, cols, c, ldc, ep, accumulate, shallow)
-        }
+        Some(Isa::Avx512) => x86::drive(p, c),
+        Some(Isa::Avx2) => avx2::drive(p, c),
         None => unreachable!("callers check `available` first"),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod product;
+#[cfg(target_arch = "x86_64")]
+use product::Product;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use crate::nn::micro::{Epilogue, MR, PFK, SHALLOW};
+    use crate::nn::micro::{Product, MR, PFK};
     use std::arch::x86_64::*;
-    use std::ops::Range;
 
     /// Where one tile reads and writes, and what it applies on the last depth block.
     pub(super) struct Tile {
@@ -405,11 +415,7 @@ mod x86 {
         l1: bool,
     }
 
-    /// `c[rows, cols] = epilogue(a w[:, cols])` over the depth blocks `(k0, kc)`
-    /// in order (together `0 .. k`), row `i`'s values `k0 .. k0 + kc` read from
-    /// `a_row(i, k0)`, or with `seg` = `(len, stride)` in segments of `len`
-    /// values `stride` apart from there; row `i` of `c` at `i * ldc`. With
-    /// `accumulate`, the products are added to what `c` holds.
+    /// The [`Product`] `p` into `c`.
     ///
     /// # Safety
     /// AVX-512F must be present; `a_row(i, k0)` must be valid for `kc` reads for
@@ -417,22 +423,10 @@ mod x86 {
     /// every `kc`), `w` for `k` rows `ldw` apart, `c` for `rows` rows of `cols.len()` values `ldc` apart,
     /// `cols` inside `0 .. ldw`, its start and length multiples of 16. `next`
     /// is only prefetched (any slice).
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn drive(
-        rows: usize,
-        blocks: &[(usize, usize)],
-        a_row: impl Fn(usize, usize) -> *const f32,
-        seg: Option<(usize, usize)>,
-        w: &[f32],
-        ldw: usize,
-        cols: Range<usize>,
-        c: &mut [f32],
-        ldc: usize,
-        ep: &Epilogue,
-        next: &[f32],
-        accumulate: bool,
-    ) {
+    pub(super) unsafe fn drive(p: Product<'_, impl Fn(usize, usize) -> *const f32>, c: &mut [f32]) {
+        let shallow = p.shallow();
+        let Product { rows, blocks, a_row, seg, w, ldw, cols, ldc, ep, next, accumulate } = p;
         // `next`'s lines, shared out in order among the tiles after the
         // first row group (the first one streams the weights themselves).
         let lines = next.len().div_ceil(16);
@@ -489,7 +483,7 @@ mod x86 {
             };
             dispatch(m, v, &t);
         };
-        if blocks.len() == 1 && blocks[0].1 <= SHALLOW {
+        if shallow {
             // One shallow depth block (a weight gradient's K is the batch):
             // row groups outside, so each writes its rows whole, front to
             // back. Panels outside wrote every row 256 bytes at a time, one

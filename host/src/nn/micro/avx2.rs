@@ -17,7 +17,7 @@
 //! depth as in the AVX-512 tile, continued from `c` between depth blocks,
 //! so the two kernels give the same bits.
 
-use crate::nn::epilogue::Epilogue;
+use super::product::Product;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -53,10 +53,8 @@ struct Tile {
     last: Option<(*const f32, bool, *const f32, *const f32)>,
 }
 
-/// `c[rows, cols] = epilogue(a w[:, cols])`: the contract of the AVX-512
-/// `drive` (without its prefetch hint for the caller's next weights), with
-/// `shallow` when `blocks` is one block shallow enough that pixel groups
-/// should go outside (it must then be one block).
+/// The [`Product`] `p` into `c`, as the AVX-512 `drive` computes it
+/// (without its prefetch hint for the caller's next weights).
 ///
 /// # Safety
 /// AVX2 and FMA must be present; `a_row(i, k0)` must be valid for `kc` reads
@@ -64,21 +62,9 @@ struct Tile {
 /// every `kc`), `w` for `k` rows `ldw` apart, `c` for `rows` rows of
 /// `cols.len()` values `ldc` apart, `cols` inside `0 .. ldw`, its start and
 /// length multiples of 16.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn drive(
-    rows: usize,
-    blocks: &[(usize, usize)],
-    a_row: impl Fn(usize, usize) -> *const f32,
-    seg: Option<(usize, usize)>,
-    w: &[f32],
-    ldw: usize,
-    cols: Range<usize>,
-    c: &mut [f32],
-    ldc: usize,
-    ep: &Epilogue,
-    accumulate: bool,
-    shallow: bool,
-) {
+pub(super) unsafe fn drive(p: Product<'_, impl Fn(usize, usize) -> *const f32>, c: &mut [f32]) {
+    let shallow = p.shallow();
+    let Product { rows, blocks, a_row, seg, w, ldw, cols, ldc, ep, accumulate, .. } = p;
     let (w, c) = (w.as_ptr(), c.as_mut_ptr());
     let groups = rows.div_ceil(MR);
     let mut w_copy = Vec::new();
