@@ -922,6 +922,23 @@ fn panel_width() -> usize {
     }
 }
 
+/// Output channels of one [`forward_by_channels`] job.
+const JOB_CHANNELS: usize = 64;
+
+/// The output channels of [`forward_by_channels`]' jobs: whole panels, at
+/// least [`JOB_CHANNELS`]. On AVX2 (16-channel panels) the output transform
+/// over one panel at a time spent most of its time on per-tile bookkeeping
+/// rather than arithmetic: 8 % of a batch-1 forward, a quarter of conv 2's
+/// F(4x4, 5x5) (`perf`). With four panels a job, conv 2's batch-1 forward
+/// (`cargo bench --bench winograd -- batch1/forward/winograd-4x4`, four
+/// alternating pairs) went 2.03-2.15 -> 1.60-1.97 ms (32 channels: between);
+/// conv 3-5 in the network 5-20 % faster (`train_profile -- 1 150 eval`), as a
+/// point's rows of the transformed input are also read once for four panels.
+fn channel_jobs(kn: usize) -> Vec<Range<usize>> {
+    let width = JOB_CHANNELS.next_multiple_of(panel_width());
+    (0..kn).step_by(width).map(|c0| c0..kn.min(c0 + width)).collect()
+}
+
 /// [`forward`] with the transformed filters `u`.
 fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
     let (th, tw) = tiles(g, v);
@@ -980,7 +997,7 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
     let (th, tw) = tiles(g, v);
     let (n, t, cn, kn) = (batch * th * tw, v.t, g.in_c, g.out_c);
     let al = Lin::of(v.at, t, v.m, false);
-    let jobs: Vec<Range<usize>> = panels(kn).collect();
+    let jobs = channel_jobs(kn);
     let zeros = vec![0.0f32; panel_width()];
     with_staged(t * t * n * cn, |vv| {
         // Tiles laid out whole ([n][t^2][cin]) so that the threads transform
@@ -997,12 +1014,35 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
             // pixel (the jobs' ranges are disjoint panels), and `y` outlives
             // the jobs.
             let out = unsafe { out.columns(cols.start) };
+            let job_panels: Vec<Range<usize>> = panels(kn).filter(|p| cols.contains(&p.start)).collect();
             with_scratch(t * t * n * cw, |m| {
                 for xi in 0..t * t {
                     let c = &mut m[xi * n * cw..][..n * cw];
-                    // The next point's panel is asked for while this one's later row groups run.
-                    let next = if xi + 1 < t * t { panel(g, u, xi + 1, cols) } else { &[] };
-                    product(&vv[xi * cn..], n, cn, t * t * cn, panel(g, u, xi, cols), cw, c, &zeros[..cw], next);
+                    // Each panel of the job in turn, on the point's rows of
+                    // `vv` while they are near the core.
+                    for (q, pc) in job_panels.iter().enumerate() {
+                        // The next panel is asked for while this one's later row groups run.
+                        let next = match (job_panels.get(q + 1), xi + 1 < t * t) {
+                            (Some(np), _) => panel(g, u, xi, np),
+                            (None, true) => panel(g, u, xi + 1, &job_panels[0]),
+                            (None, false) => &[],
+                        };
+                        let pw = pc.len();
+                        let done = super::micro::gemm_cols(
+                            &vv[xi * cn..],
+                            n,
+                            cn,
+                            t * t * cn,
+                            panel(g, u, xi, pc),
+                            pw,
+                            0..pw,
+                            &mut c[pc.start - cols.start..],
+                            cw,
+                            &Epilogue::plain(&zeros[..pw]),
+                            next,
+                        );
+                        assert!(done, "winograd: the micro-kernel serves panelled filters");
+                    }
                 }
                 output_transform(g, v, &ep.cols(cols.clone()), &al, m, 0, n, out, 0);
             });
