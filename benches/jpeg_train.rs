@@ -18,6 +18,8 @@
 //!   steps.
 //!
 //! `HOST_CONV` picks the convolutions' arithmetic for both, as `--conv`.
+//! `cargo bench --bench jpeg_train -- folder DIR` only writes the folder, to
+//! run `host train --data DIR --conv auto` on it by hand.
 //!
 //! `cargo bench --bench jpeg_train -- loader` measures the loader alone
 //! instead: the CPU time per image of a training batch (decode, resize and
@@ -163,6 +165,14 @@ fn main() {
     // `cargo bench` passes `--bench`; a test run (`cargo test --benches`)
     // passes nothing and should not spend minutes here.
     if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    // `-- folder DIR`: only write the folder, for `host train --data DIR`.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "folder") {
+        let dir = PathBuf::from(args.get(at + 1).expect("folder DIR: where to write the JPEGs"));
+        make_folder(&dir).expect("writing the JPEG folder");
+        println!("{} JPEGs of {W}x{H} in {}", CLASSES * PER_CLASS, dir.display());
         return;
     }
     host::nn::conv::ConvAlgo::set_from_env();
