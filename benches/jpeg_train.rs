@@ -5,7 +5,9 @@
 //! `cargo bench --bench jpeg_train` writes a folder of 320x240 JPEGs (5
 //! classes, 96 images each, quality 90: smooth colour fields, shapes and
 //! grain, so that the decoder sees photo-like content rather than flat or
-//! random blocks), then alternates, `JPEG_TRAIN_ROUNDS` times (default 3):
+//! random blocks), then runs, `JPEG_TRAIN_ROUNDS` times (default 3), the
+//! step, `train --data` and the step again, and compares `train --data` with
+//! the mean of the two steps around it:
 //! - **step**: the full AlexNet at 227x227 and 5 classes, batch 32, Adam,
 //!   forward + backward + update on fixed tensors (what the `train_step`
 //!   bench measures, at this model's class count), images/s over 12 steps
@@ -187,10 +189,15 @@ fn main() {
         return;
     }
     for round in 1..=rounds {
-        let step = bare_step();
+        // The step before and after: a neighbour that slows the machine for
+        // part of the round moves both sides.
+        let before = bare_step();
         let data = train_data(&photos, dir.join(format!("run{round}")));
+        let after = bare_step();
+        let step = (before + after) / 2.0;
         println!(
-            "round {round}: step {step:.2} img/s, train --data {data:.2} img/s, train --data / step {:.3}",
+            "round {round}: step {before:.2} and {after:.2} img/s, train --data {data:.2} img/s, \
+             train --data / step {:.3}",
             data / step
         );
     }
