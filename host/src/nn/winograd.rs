@@ -911,10 +911,9 @@ impl FilterCache {
     }
 }
 
-/// Output channels of one panel of the kept filters ([`filter_transform_into`]),
-/// and of one job of [`forward_by_channels`]: the micro-kernel's panel width,
-/// 64 for AVX-512's tile and 16 for AVX2's, which then reads each panel where
-/// it lies instead of copying it first.
+/// Output channels of one panel of the kept filters ([`filter_transform_into`]):
+/// the micro-kernel's panel width, 64 for AVX-512's tile and 16 for AVX2's,
+/// which then reads each panel where it lies instead of copying it first.
 fn panel_width() -> usize {
     match super::micro::isa() {
         Some(super::micro::Isa::Avx2) => 16,
@@ -1011,7 +1010,7 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
         jobs.par_iter().for_each(|cols| {
             let cw = cols.len();
             // SAFETY: each job writes only its own channels `cols` of every
-            // pixel (the jobs' ranges are disjoint panels), and `y` outlives
+            // pixel (the jobs' ranges are disjoint runs of panels), and `y` outlives
             // the jobs.
             let out = unsafe { out.columns(cols.start) };
             let job_panels: Vec<Range<usize>> = panels(kn).filter(|p| cols.contains(&p.start)).collect();
