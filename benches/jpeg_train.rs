@@ -166,11 +166,11 @@ fn loader_only(photos: &Path, rounds: usize) {
 fn main() {
     // `cargo bench` passes `--bench`; a test run (`cargo test --benches`)
     // passes nothing and should not spend minutes here.
-    if !std::env::args().any(|a| a == "--bench") {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
         return;
     }
     // `-- folder DIR`: only write the folder, for `host train --data DIR`.
-    let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "folder") {
         let dir = PathBuf::from(args.get(at + 1).expect("folder DIR: where to write the JPEGs"));
         make_folder(&dir).expect("writing the JPEG folder");
@@ -183,7 +183,7 @@ fn main() {
     let photos = dir.join("photos");
     make_folder(&photos).expect("writing the JPEG folder");
     println!("{} JPEGs of {W}x{H} in {}, batch {BATCH}", CLASSES * PER_CLASS, photos.display());
-    if std::env::args().any(|a| a == "loader") {
+    if args.iter().any(|a| a == "loader") {
         loader_only(&photos, rounds);
         let _ = std::fs::remove_dir_all(&dir);
         return;

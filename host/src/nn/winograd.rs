@@ -677,8 +677,35 @@ fn transform_filters<'a>(
 /// The micro-kernel's column panels of `n` channels: [`panel_width`] each, the
 /// last what is left.
 fn panels(n: usize) -> impl Iterator<Item = Range<usize>> {
-    let width = panel_width();
-    (0..n).step_by(width).map(move |c0| c0..n.min(c0 + width))
+    cut(0..n, panel_width())
+}
+
+/// `r` cut into ranges of `width` from its start, the last what is left.
+fn cut(r: Range<usize>, width: usize) -> impl Iterator<Item = Range<usize>> {
+    let end = r.end;
+    r.step_by(width).map(move |c0| c0..end.min(c0 + width))
+}
+
+/// `c = a w` for one panel `w` of the kept filters (`k x w.len() / k`, the
+/// micro-kernel reads it where it lies): row `i` of `a` at `i * lda`, of `c`
+/// at `i * ldc`; `zeros` holds the panel's width of zeros (the bias);
+/// `next` is only prefetched.
+#[allow(clippy::too_many_arguments)]
+fn panel_product(
+    a: &[f32],
+    rows: usize,
+    k: usize,
+    lda: usize,
+    w: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    zeros: &[f32],
+    next: &[f32],
+) {
+    let width = zeros.len();
+    let plain = Epilogue::plain(zeros);
+    let done = super::micro::gemm_cols(a, rows, k, lda, w, width, 0..width, c, ldc, &plain, next);
+    assert!(done, "winograd: the micro-kernel serves panelled filters");
 }
 
 /// Whether this layer's `U` is kept in panels ([`filter_transform_into`]):
@@ -781,23 +808,13 @@ vectorized! {
 }
 
 /// `c = a w` (row `i` of `a`, `k` values, at `i * lda`; `w` is `k x n`
-/// row-major) through the AVX-512 micro-kernel where it applies (it reads
+/// row-major) through the micro-kernel where it applies (it reads
 /// `w` in place; the `gemm` crate packs all of it again on every call, which
 /// at batch 1 cost more than the multiplies), else the `gemm` crate; `zeros`
 /// holds `n` zeros, the micro-kernel's bias.
 #[allow(clippy::too_many_arguments)]
-fn product(
-    a: &[f32],
-    rows: usize,
-    k: usize,
-    lda: usize,
-    w: &[f32],
-    n: usize,
-    c: &mut [f32],
-    zeros: &[f32],
-    next: &[f32],
-) {
-    if !super::micro::gemm_cols(a, rows, k, lda, w, n, 0..n, c, n, &Epilogue::plain(zeros), next) {
+fn product(a: &[f32], rows: usize, k: usize, lda: usize, w: &[f32], n: usize, c: &mut [f32], zeros: &[f32]) {
+    if !super::micro::gemm_cols(a, rows, k, lda, w, n, 0..n, c, n, &Epilogue::plain(zeros), &[]) {
         matmul(Mat { data: a, rows, cols: k, rs: lda, cs: 1 }, Mat::new(w, k, n), c, false, Par::Seq);
     }
 }
@@ -810,22 +827,8 @@ fn multiply(g: &ConvGeom, v: &Variant, u: &[f32], vv: &[f32], n: usize, m: &mut 
         for xi in 0..v.t * v.t {
             let (a, c) = (&vv[xi * n * cn..][..n * cn], &mut m[xi * n * kn..][..n * kn]);
             for cols in panels(kn) {
-                let w = cols.len();
-                let plain = Epilogue::plain(&zeros[..w]);
-                let done = super::micro::gemm_cols(
-                    a,
-                    n,
-                    cn,
-                    cn,
-                    panel(g, u, xi, &cols),
-                    w,
-                    0..w,
-                    &mut c[cols.start..],
-                    kn,
-                    &plain,
-                    &[],
-                );
-                assert!(done, "winograd: the micro-kernel serves panelled filters");
+                let w = panel(g, u, xi, &cols);
+                panel_product(a, n, cn, cn, w, &mut c[cols.start..], kn, &zeros[..cols.len()], &[]);
             }
         }
         return;
@@ -840,7 +843,6 @@ fn multiply(g: &ConvGeom, v: &Variant, u: &[f32], vv: &[f32], n: usize, m: &mut 
             kn,
             &mut m[xi * n * kn..][..n * kn],
             &zeros,
-            &[],
         );
     }
 }
@@ -921,22 +923,16 @@ fn panel_width() -> usize {
     }
 }
 
-/// Output channels of one [`forward_by_channels`] job.
+/// Output channels of one [`forward_by_channels`] job at least (whole
+/// panels). On AVX2 (16-channel panels) the output transform over one panel
+/// at a time spent most of its time on per-tile bookkeeping rather than
+/// arithmetic: 8 % of a batch-1 forward, a quarter of conv 2's F(4x4, 5x5)
+/// (`perf`). With four panels a job, conv 2's batch-1 forward (`cargo bench
+/// --bench winograd -- batch1/forward/winograd-4x4`, four alternating pairs)
+/// went 2.03-2.15 -> 1.60-1.97 ms (32 channels: between); conv 3-5 in the
+/// network 5-20 % faster (`train_profile -- 1 150 eval`), as a point's rows of
+/// the transformed input are also read once for four panels.
 const JOB_CHANNELS: usize = 64;
-
-/// The output channels of [`forward_by_channels`]' jobs: whole panels, at
-/// least [`JOB_CHANNELS`]. On AVX2 (16-channel panels) the output transform
-/// over one panel at a time spent most of its time on per-tile bookkeeping
-/// rather than arithmetic: 8 % of a batch-1 forward, a quarter of conv 2's
-/// F(4x4, 5x5) (`perf`). With four panels a job, conv 2's batch-1 forward
-/// (`cargo bench --bench winograd -- batch1/forward/winograd-4x4`, four
-/// alternating pairs) went 2.03-2.15 -> 1.60-1.97 ms (32 channels: between);
-/// conv 3-5 in the network 5-20 % faster (`train_profile -- 1 150 eval`), as a
-/// point's rows of the transformed input are also read once for four panels.
-fn channel_jobs(kn: usize) -> Vec<Range<usize>> {
-    let width = JOB_CHANNELS.next_multiple_of(panel_width());
-    (0..kn).step_by(width).map(|c0| c0..kn.min(c0 + width)).collect()
-}
 
 /// [`forward`] with the transformed filters `u`.
 fn forward_tiles(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &[f32], batch: usize, y: &mut [f32]) {
@@ -996,7 +992,7 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
     let (th, tw) = tiles(g, v);
     let (n, t, cn, kn) = (batch * th * tw, v.t, g.in_c, g.out_c);
     let al = Lin::of(v.at, t, v.m, false);
-    let jobs = channel_jobs(kn);
+    let jobs: Vec<Range<usize>> = cut(0..kn, JOB_CHANNELS.next_multiple_of(panel_width())).collect();
     let zeros = vec![0.0f32; panel_width()];
     with_staged(t * t * n * cn, |vv| {
         // Tiles laid out whole ([n][t^2][cin]) so that the threads transform
@@ -1013,7 +1009,7 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
             // pixel (the jobs' ranges are disjoint runs of panels), and `y` outlives
             // the jobs.
             let out = unsafe { out.columns(cols.start) };
-            let job_panels: Vec<Range<usize>> = panels(kn).filter(|p| cols.contains(&p.start)).collect();
+            let job_panels: Vec<Range<usize>> = cut(cols.clone(), panel_width()).collect();
             with_scratch(t * t * n * cw, |m| {
                 for xi in 0..t * t {
                     let c = &mut m[xi * n * cw..][..n * cw];
@@ -1026,21 +1022,8 @@ fn forward_by_channels(g: &ConvGeom, v: &Variant, ep: &Epilogue, u: &[f32], x: &
                             (None, true) => panel(g, u, xi + 1, &job_panels[0]),
                             (None, false) => &[],
                         };
-                        let pw = pc.len();
-                        let done = super::micro::gemm_cols(
-                            &vv[xi * cn..],
-                            n,
-                            cn,
-                            t * t * cn,
-                            panel(g, u, xi, pc),
-                            pw,
-                            0..pw,
-                            &mut c[pc.start - cols.start..],
-                            cw,
-                            &Epilogue::plain(&zeros[..pw]),
-                            next,
-                        );
-                        assert!(done, "winograd: the micro-kernel serves panelled filters");
+                        let (w, c) = (panel(g, u, xi, pc), &mut c[pc.start - cols.start..]);
+                        panel_product(&vv[xi * cn..], n, cn, t * t * cn, w, c, cw, &zeros[..pc.len()], next);
                     }
                 }
                 output_transform(g, v, &ep.cols(cols.clone()), &al, m, 0, n, out, 0);
@@ -1349,7 +1332,7 @@ fn backward_tiles(
                         let ut_xi = &ut[xi * kn * cn..][..kn * cn];
                         for run in runs() {
                             let dv_run = &mut dv_xi[run.0 * cn..][..run.1 * cn];
-                            product(point(dm, kn, xis, xi, run), run.1, kn, kn, ut_xi, cn, dv_run, &zeros, &[]);
+                            product(point(dm, kn, xis, xi, run), run.1, kn, kn, ut_xi, cn, dv_run, &zeros);
                         }
                     }
                 },
