@@ -1,15 +1,19 @@
 //! Where batch-1 int8 inference of the full AlexNet-227 spends its time, layer
 //! by layer, on the engine's spinning helper threads as `host simulate` and
 //! the `inference` bench's `alexnet227_int8_spin` run it: `cargo bench
-//! --bench int8_profile [-- RUNS [unfused] [dense-rows]]` (default 50). Each layer's
+//! --bench int8_profile [-- RUNS [unfused] [dense-rows] [avx2 [no-winograd]]]`
+//! (default 50). Each layer's
 //! figures are its fastest and median time over the runs, beside the whole
 //! run's fastest; `roofline` gives the floors to hold them to. Like the
 //! `inference` bench, the engine runs a Conv2D and a small
 //! BatchNormalization after it as one layer (the pair's time shows on the
 //! conv); `unfused` asks for every layer's own output, as `host simulate`
 //! does, so each runs on its own. The dense layers after a ReLU read their
-//! input-major copies, skipping zero inputs (`engine::InputMajorCopies`, as
-//! the host's commands do); `dense-rows` runs them from the model's rows.
+//! input-major copies, skipping zero inputs (`engine::HostLayouts`, as the
+//! host's commands do); `dense-rows` runs them from the model's rows. `avx2`
+//! caps the kernels at AVX2 (`shared::kernels::x86::limit_isa`), as on a CPU
+//! without AVX-512 (AMD Zen 3): its 3x3 convs then run through integer
+//! Winograd, unless `no-winograd` keeps them direct.
 
 use shared::convert::{self, Ranges};
 use shared::engine::{self, Observer};
@@ -47,9 +51,13 @@ impl Observer for Timer {
 fn main() {
     let runs: usize = std::env::args()
         .skip(1)
-        .find(|a| !a.starts_with('-') && a != "unfused")
+        .find(|a| a.parse::<usize>().is_ok())
         .map(|a| a.parse().expect("RUNS: a count"))
         .unwrap_or(50);
+    let arg = |name: &str| std::env::args().skip(1).any(|a| a == name);
+    if arg("avx2") {
+        shared::kernels::x86::limit_isa(shared::kernels::x86::Isa::Avx2);
+    }
     let spec = spec::alexnet(227, 1000).expect("alexnet spec");
     let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     let params = suite::random_params(&spec, &mut rng);
@@ -59,11 +67,16 @@ fn main() {
     suite::observe(&mut ranges, &spec, &views, &image).expect("calibrate");
     let model = convert::quantize_int8(&spec, &views, &ranges).expect("quantize");
     let view = model.view();
-    let mut copies = engine::InputMajorCopies::default();
-    let prepared = if std::env::args().any(|a| a == "dense-rows") {
+    let mut layouts = engine::HostLayouts::default();
+    let prepared = if arg("dense-rows") {
         engine::prepare(&view).expect("prepare")
+    } else if arg("no-winograd") {
+        let mut prepared = engine::prepare(&view).expect("prepare");
+        layouts.input_major = engine::InputMajorCopies::new(&prepared);
+        layouts.lend(&mut prepared).expect("lend");
+        prepared
     } else {
-        host::simulate::prepare(&view, &mut copies).expect("prepare")
+        host::simulate::prepare(&view, &mut layouts).expect("prepare")
     };
     let mut arena = vec![0u8; prepared.plan().arena_bytes];
     let mut input = vec![0u8; image.len()];

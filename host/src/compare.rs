@@ -14,7 +14,7 @@ use shared::numeric::argmax;
 use crate::data::loader::{BatchPlan, LoaderConfig, Prefetcher};
 use crate::model_file::encode_input;
 use crate::simulate::{prepare, simulate_prepared};
-use shared::engine::InputMajorCopies;
+use shared::engine::HostLayouts;
 
 /// Noise and signal energy of one layer, summed over images.
 #[derive(Clone, Copy, Debug, Default)]
@@ -103,8 +103,8 @@ pub fn compare(
             energy: vec![Energy::default(); n_layers],
         })
         .collect();
-    let mut copies = vec![InputMajorCopies::default(); models.len()];
-    let prepared: Vec<_> = models.iter().zip(&mut copies).map(|((_, m), c)| prepare(m, c)).collect::<Result<_>>()?;
+    let mut layouts = vec![HostLayouts::default(); models.len()];
+    let prepared: Vec<_> = models.iter().zip(&mut layouts).map(|((_, m), l)| prepare(m, l)).collect::<Result<_>>()?;
     let (mut float_correct, mut images) = (0usize, 0usize);
     let plans = BatchPlan::sequential(indices, 32);
     let cfg = LoaderConfig { h, w, augment: None, skip_bad: false, prefetch: 2 };

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
-use shared::engine::{self, InputMajorCopies, Observer, Prepared};
+use shared::engine::{self, HostLayouts, Observer, Prepared};
 use shared::model::QuantModel;
 use shared::spec::Shape;
 
@@ -74,17 +74,18 @@ impl Observer for Recorder<'_> {
     }
 }
 
-/// Validate and plan `model` once for many [`simulate_prepared`] runs. Its
-/// int8 dense layers after a ReLU read input-major copies of their weights,
-/// made here into `copies` (held to the memory limit first), skipping the
-/// weight rows of zero inputs: the same bytes, fewer read.
-pub fn prepare<'m>(model: &'m QuantModel<'m>, copies: &'m mut InputMajorCopies) -> Result<Prepared<'m>> {
+/// Validate and plan `model` once for many [`simulate_prepared`] runs, with
+/// the weight layouts this CPU's kernels read made here into `layouts` (held
+/// to the memory limit first): input-major copies of the int8 dense layers
+/// after a ReLU, which skip the weight rows of zero inputs, and, on AVX2
+/// cores without VNNI, the 3x3 convs' Winograd filters. The same bytes.
+pub fn prepare<'m>(model: &'m QuantModel<'m>, layouts: &'m mut HostLayouts) -> Result<Prepared<'m>> {
     crate::model_file::check_runnable(model)?;
     let mut prepared = engine::prepare(model).map_err(|e| anyhow!("engine: {e}"))?;
-    let bytes = InputMajorCopies::bytes(&prepared) as u64;
-    crate::budget::check("input-major copies of the dense layers", bytes)?;
-    *copies = InputMajorCopies::new(&prepared);
-    prepared.with_input_major(copies).map_err(|e| anyhow!("engine: {e}"))?;
+    let bytes = HostLayouts::bytes(&prepared) as u64;
+    crate::budget::check("the weight layouts of the dense and conv layers", bytes)?;
+    *layouts = HostLayouts::new(&prepared);
+    layouts.lend(&mut prepared).map_err(|e| anyhow!("engine: {e}"))?;
     Ok(prepared)
 }
 
@@ -92,7 +93,7 @@ pub fn prepare<'m>(model: &'m QuantModel<'m>, copies: &'m mut InputMajorCopies) 
 /// only; loops over many inputs call [`prepare`] once and
 /// [`simulate_prepared`]).
 pub fn simulate(model: &QuantModel, input: &[u8], keep_layer_bytes: bool) -> Result<SimRun> {
-    simulate_prepared(&prepare(model, &mut InputMajorCopies::default())?, input, keep_layer_bytes)
+    simulate_prepared(&prepare(model, &mut HostLayouts::default())?, input, keep_layer_bytes)
 }
 
 /// Run one example through an already prepared model, every layer's output
@@ -167,8 +168,8 @@ pub fn simulate_folder(model: &QuantModel, dir: &Path) -> Result<FolderAccuracy>
     if !names.is_empty() && names != data.class_names() {
         bail!("{}: class folders {:?} do not match the model's classes {:?}", dir.display(), data.class_names(), names);
     }
-    let mut copies = InputMajorCopies::default();
-    let prepared = prepare(model, &mut copies)?;
+    let mut layouts = HostLayouts::default();
+    let prepared = prepare(model, &mut layouts)?;
     let (mut correct, mut images, mut nanos) = (0usize, 0usize, 0u64);
     for (path, label) in data.files() {
         let input = image_input(model, path)?;

@@ -143,6 +143,12 @@ impl<T> SharedOut<T> {
         // SAFETY: in bounds (checked); exclusivity is the caller's contract.
         unsafe { core::slice::from_raw_parts_mut(self.0.add(start), len) }
     }
+
+    /// The whole output, for jobs that write interleaved parts of it (each
+    /// its own channels of every pixel) through a kernel's raw pointer.
+    fn ptr(&self) -> *mut T {
+        self.0
+    }
 }
 
 /// Split `dst` (`n` items of `item` elements each: output rows, or units)
@@ -729,6 +735,8 @@ pub struct Prepared<'m> {
     pub(crate) steps: [Step; MAX_LAYERS],
     /// Input-major dense weights the host lent ([`Prepared::with_input_major`]).
     input_major: Option<&'m dyn InputMajorWeights>,
+    /// Winograd-transformed conv filters the host lent ([`Prepared::with_winograd`]).
+    winograd: Option<&'m dyn WinogradFilters>,
 }
 
 impl<'m> Prepared<'m> {
@@ -761,6 +769,37 @@ impl<'m> Prepared<'m> {
         }
         self.input_major = Some(layouts);
         Ok(())
+    }
+
+    /// Run the int8 Conv2D layers that `filters` has transformed filters
+    /// for through exact integer Winograd ([`k8::conv2d_winograd`], where
+    /// the CPU has it): the same bytes. Each layer's filters must be
+    /// [`k8::transform_winograd_filters`]'s for it (their length is checked).
+    pub fn with_winograd(&mut self, filters: &'m dyn WinogradFilters) -> Result<(), EngineError> {
+        for layer in 0..self.model.layer_data().len() {
+            let lent = filters.layer(layer);
+            if lent.is_empty() {
+                continue;
+            }
+            let Step::Conv { g, .. } = self.steps[layer] else {
+                return Err(EngineError::UnexpectedWeights { layer });
+            };
+            let expected = k8::winograd_filter_len(&g);
+            if lent.len() != expected {
+                let got = lent.len();
+                return Err(EngineError::WeightLength { layer, what: "Winograd conv filters", expected, got });
+            }
+        }
+        self.winograd = Some(filters);
+        Ok(())
+    }
+
+    /// Layer `i`'s transformed filters, where lent and this CPU runs the
+    /// Winograd kernel for the layer.
+    fn winograd_of(&self, i: usize) -> Option<&'m [i16]> {
+        let lent = self.winograd?.layer(i);
+        let Step::Conv { g, prm, .. } = self.steps[i] else { return None };
+        (!lent.is_empty() && k8::winograd_serves(&g, &prm)).then_some(lent)
     }
 
     /// Layer `i`'s input-major weights, where lent and this CPU's kernel
@@ -840,6 +879,91 @@ impl InputMajorWeights for InputMajorCopies {
     }
 }
 
+/// Int8 Conv2D filters transformed for exact integer Winograd
+/// ([`k8::transform_winograd_filters`]: 3.6x the int8 filters' bytes), lent
+/// to [`Prepared::with_winograd`]. The host builds them
+/// ([`WinogradCopies`]); nothing here allocates.
+pub trait WinogradFilters: Sync + fmt::Debug {
+    /// Layer `i`'s transformed filters, empty for none.
+    fn layer(&self, i: usize) -> &[i16];
+}
+
+/// Winograd-transformed filters of the int8 Conv2D layers this CPU runs
+/// that way ([`k8::winograd_serves`]: 3x3 stride-1 layers on AVX2 cores
+/// without VNNI); none elsewhere.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug, Default)]
+pub struct WinogradCopies(alloc::vec::Vec<alloc::vec::Vec<i16>>);
+
+#[cfg(feature = "alloc")]
+impl WinogradCopies {
+    pub fn new(prepared: &Prepared<'_>) -> WinogradCopies {
+        let layers = (0..prepared.model.layer_data().len()).map(|i| match winograd_layer(prepared, i) {
+            Some((g, w)) => {
+                let mut u = alloc::vec![0i16; k8::winograd_filter_len(&g)];
+                k8::transform_winograd_filters(&g, w.weights, &mut u);
+                u
+            }
+            None => alloc::vec::Vec::new(),
+        });
+        WinogradCopies(layers.collect())
+    }
+
+    /// The bytes [`WinogradCopies::new`] would allocate for `prepared`.
+    pub fn bytes(prepared: &Prepared<'_>) -> usize {
+        (0..prepared.model.layer_data().len())
+            .filter_map(|i| winograd_layer(prepared, i))
+            .map(|(g, _)| 2 * k8::winograd_filter_len(&g))
+            .sum()
+    }
+}
+
+/// Layer `i`'s geometry and weights if this CPU runs it through Winograd.
+#[cfg(feature = "alloc")]
+fn winograd_layer<'m>(prepared: &Prepared<'m>, i: usize) -> Option<(ConvGeom, crate::model::Int8Weights<'m>)> {
+    match (prepared.steps[i], prepared.model.layer_data()[i].weights) {
+        (Step::Conv { g, prm, .. }, LayerWeights::Int8(w)) if k8::winograd_serves(&g, &prm) => Some((g, w)),
+        _ => None,
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl WinogradFilters for WinogradCopies {
+    fn layer(&self, i: usize) -> &[i16] {
+        self.0.get(i).map_or(&[], |c| c)
+    }
+}
+
+/// Every weight layout the host builds once per model and lends to the
+/// engine: input-major dense weights ([`InputMajorCopies`]) and Winograd
+/// conv filters ([`WinogradCopies`]), each only where this CPU's kernels
+/// read it.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug, Default)]
+pub struct HostLayouts {
+    pub input_major: InputMajorCopies,
+    pub winograd: WinogradCopies,
+}
+
+#[cfg(feature = "alloc")]
+impl HostLayouts {
+    pub fn new(prepared: &Prepared<'_>) -> HostLayouts {
+        HostLayouts { input_major: InputMajorCopies::new(prepared), winograd: WinogradCopies::new(prepared) }
+    }
+
+    /// The bytes [`HostLayouts::new`] would allocate for `prepared` (for a
+    /// memory budget to hold them to first).
+    pub fn bytes(prepared: &Prepared<'_>) -> usize {
+        InputMajorCopies::bytes(prepared) + WinogradCopies::bytes(prepared)
+    }
+
+    /// Lend them all to `prepared`.
+    pub fn lend<'m>(&'m self, prepared: &mut Prepared<'m>) -> Result<(), EngineError> {
+        prepared.with_input_major(&self.input_major)?;
+        prepared.with_winograd(&self.winograd)
+    }
+}
+
 /// Check `model` fully ([`validate`]), plan its arena ([`plan`]) and compute
 /// every layer's constants, once. Never allocates; the result runs with
 /// [`run`]/[`run_with`] without being checked again.
@@ -873,6 +997,7 @@ pub fn prepare_into<'s, 'm>(
         steps.write([Step::Identity; MAX_LAYERS]);
         fill_steps(model, &mut *steps)?;
         (&raw mut (*at).input_major).write(None);
+        (&raw mut (*at).winograd).write(None);
         Ok(slot.assume_init_mut())
     }
 }
@@ -1047,15 +1172,18 @@ fn run_layers<'a>(
             // This BatchNormalization ran in the conv before it.
             fused = false;
         } else if let Some(then) = fuse.then(|| batch_norm_after(prepared, i)).flatten() {
-            run_conv_then_batch_norm(*step, data[i].weights, &then, work, lp, par);
+            run_conv_then_batch_norm(*step, data[i].weights, prepared.winograd_of(i), &then, work, lp, par);
             fused = true;
         } else {
             // An int8 Dense with a lent input-major copy reads the copy when
-            // enough of its inputs are dead; every other layer runs as planned.
+            // enough of its inputs are dead, an int8 Conv2D with lent
+            // Winograd filters runs on them; every other layer runs as planned.
             let on_copy = prepared
                 .input_major_of(i)
                 .is_some_and(|wt| run_dense_input_major(*step, data[i].weights, wt, work, lp, par));
-            if !on_copy {
+            let on_winograd = !on_copy
+                && prepared.winograd_of(i).is_some_and(|u| run_conv_winograd(*step, data[i].weights, u, work, lp, par));
+            if !on_copy && !on_winograd {
                 run_layer(model.precision, i, *step, data[i].weights, work, scratch, lp, par)?;
             }
         }
@@ -1093,10 +1221,12 @@ fn batch_norm_after<'m>(prepared: &Prepared<'m>, i: usize) -> Option<k8::ThenBat
 }
 
 /// An int8 Conv2D and the BatchNormalization [`batch_norm_after`] found for
-/// it, as one layer: split by output pixels as [`run_layer`] splits the conv.
+/// it, as one layer: through Winograd where its filters are lent
+/// (`winograd`), else split by output pixels as [`run_layer`] splits the conv.
 fn run_conv_then_batch_norm(
     step: Step,
     weights: LayerWeights<'_>,
+    winograd: Option<&[i16]>,
     then: &k8::ThenBatchNorm<'_>,
     work: &mut [u8],
     lp: &LayerPlan,
@@ -1106,7 +1236,60 @@ fn run_conv_then_batch_norm(
         return;
     };
     let (src, dst) = split(work, lp.input, lp.output);
-    conv_by_pixels(&g, &with_constant_clamp(prm, relu, six), &w, as_i8(src), as_i8_mut(dst), par, Some(then));
+    let prm = with_constant_clamp(prm, relu, six);
+    match winograd {
+        Some(u) => conv_winograd(&g, &prm, &w, u, as_i8(src), as_i8_mut(dst), par, Some(then)),
+        None => conv_by_pixels(&g, &prm, &w, as_i8(src), as_i8_mut(dst), par, Some(then)),
+    }
+}
+
+/// An int8 Conv2D through its lent Winograd filters `u`: whether it ran
+/// (not for any other step).
+fn run_conv_winograd(
+    step: Step,
+    weights: LayerWeights<'_>,
+    u: &[i16],
+    work: &mut [u8],
+    lp: &LayerPlan,
+    par: &dyn Parallel,
+) -> bool {
+    let (Step::Conv { g, prm, relu, six }, LayerWeights::Int8(w)) = (step, weights) else {
+        return false;
+    };
+    let (src, dst) = split(work, lp.input, lp.output);
+    conv_winograd(&g, &with_constant_clamp(prm, relu, six), &w, u, as_i8(src), as_i8_mut(dst), par, None);
+    true
+}
+
+/// [`k8::conv2d_winograd`] split by output channels (whole 8-channel
+/// vectors), one job a thread: each job transforms every input tile and
+/// reads only its channels' share of the filters, which at batch 1 are the
+/// bytes that count (3.6x the int8 filters').
+#[allow(clippy::too_many_arguments)]
+fn conv_winograd(
+    g: &ConvGeom,
+    prm: &Int8Params,
+    w: &Int8Weights<'_>,
+    u: &[i16],
+    x: &[i8],
+    dst: &mut [i8],
+    par: &dyn Parallel,
+    then: Option<&k8::ThenBatchNorm<'_>>,
+) {
+    assert_eq!(dst.len(), g.output_len(), "winograd: output length");
+    let vectors = g.out_c.div_ceil(8);
+    let jobs = par.jobs().min(vectors).max(1);
+    let out = SharedOut(dst.as_mut_ptr(), dst.len());
+    par.run(jobs, &|i| {
+        let (first, count) = share(vectors, jobs, i);
+        let couts = 8 * first..(8 * (first + count)).min(g.out_c);
+        if !couts.is_empty() {
+            // SAFETY: `out` holds the layer's output (asserted); job i writes
+            // only the channels `couts`, disjoint from every other job's, and
+            // `run` returns after all of them.
+            unsafe { k8::conv2d_winograd(g, prm, w, u, x, out.ptr(), couts, then) }
+        }
+    });
 }
 
 /// An int8 Dense through [`k8::dense_units_input_major`], its units cut

@@ -169,6 +169,12 @@ fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError>
             k8::conv2d_pixels(g, &p, &raw.view(), &x, part, first, Some(then))
         })?;
     }
+    // Exact integer Winograd (3x3 stride 1) on every CPU that has AVX2 (the
+    // dispatcher takes it only where there is no VNNI).
+    #[cfg(x86_simd)]
+    if shared::kernels::x86::has_avx2() && shared::kernels::x86::int8_winograd::serves(g, &p) {
+        check_winograd(g, &p, &raw, &x, &want, &mut rng)?;
+    }
     // The AVX2 patch kernel the same way, on every CPU that has AVX2 (the
     // dispatcher picks VNNI where it can).
     #[cfg(x86_simd)]
@@ -179,6 +185,42 @@ fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError>
             unsafe { conv2d_avx2_patch_pixels(g, &p, &raw.view(), &x, part, first, Some(then)) }
         })?;
     }
+    Ok(())
+}
+
+/// The Winograd kernel against the plain conv's bytes `want`: whole, and in
+/// two calls that split the channels at a multiple of 8 (as the engine's
+/// threads do); then with a BatchNormalization fused.
+#[cfg(x86_simd)]
+fn check_winograd(
+    g: &ConvGeom,
+    p: &Int8Params,
+    raw: &Raw,
+    x: &[i8],
+    want: &[i8],
+    rng: &mut Rng,
+) -> Result<(), TestCaseError> {
+    use shared::kernels::x86::int8_winograd as wg;
+    let mut u = vec![0i16; wg::filter_len(g)];
+    wg::transform_filters(g, &raw.weights, &mut u);
+    let run = |ranges: &[std::ops::Range<usize>], then: Option<&k8::ThenBatchNorm<'_>>| {
+        let mut got = vec![0x55i8; g.output_len()];
+        for r in ranges.iter().filter(|r| !r.is_empty()) {
+            // SAFETY: AVX2 and the geometry were checked by the caller; `got`
+            // holds the output, and the calls run one after the other.
+            unsafe { wg::conv2d_winograd_avx2(g, p, &raw.view(), &u, x, got.as_mut_ptr(), r.clone(), then) };
+        }
+        got
+    };
+    let cut = g.out_c / 16 * 8;
+    for ranges in [vec![0..g.out_c], vec![0..cut, cut..g.out_c]] {
+        prop_assert!(run(&ranges, None) == want, "winograd differs: {g:?} {p:?} {ranges:?}");
+    }
+    let bn = Raw::batch_norm(rng, g.out_c);
+    let then = k8::ThenBatchNorm { p: params(rng, false), w: bn.view() };
+    let mut fused = want.to_vec();
+    k8::batch_norm_in_place(&then.p, &then.w, &mut fused);
+    prop_assert!(run(&[0..cut, cut..g.out_c], Some(&then)) == fused, "winograd fused batch norm differs: {g:?}");
     Ok(())
 }
 
@@ -413,6 +455,17 @@ proptest! {
         }
     }
 
+    /// 3x3 stride-1 layers, which integer Winograd takes on AVX2 cores:
+    /// odd and even sizes (a last tile row or column half outside), channel
+    /// counts on both sides of the vector widths.
+    #[test]
+    fn int8_3x3_conv_variants_equal_plain(
+        seed: u64, h in 1usize..20, w in 1usize..20, c in 1usize..80, filters in 1usize..60, same: bool, relu: bool,
+    ) {
+        let Some(g) = ConvGeom::new((h, w, c), filters, 3, 1, pad(same)) else { return Ok(()) };
+        check_conv8(&g, seed, relu)?;
+    }
+
     #[test]
     fn int8_conv_variants_equal_plain(
         seed: u64, h in 1usize..16, w in 1usize..16, c in 1usize..80, filters in 1usize..40,
@@ -464,6 +517,7 @@ fn alexnet_like_shapes() {
         ((4, 5, 520), 9, 3, 1, Padding::Same),    // f16 filters too large to pack (the F16C scalar loop)
         ((3, 40, 600), 20, 3, 1, Padding::Same),  // a row of int8 patches gathered in four pieces
         ((63, 63, 3), 96, 11, 4, Padding::Valid), // conv1's broadcast kernel over two gathers of patches
+        ((13, 13, 384), 40, 3, 1, Padding::Same), // AlexNet's conv4 input: 49 Winograd tiles in four passes
     ];
     for (i, &(inp, f, k, s, p)) in shapes.iter().enumerate() {
         let g = ConvGeom::new(inp, f, k, s, p).unwrap();
@@ -482,6 +536,38 @@ fn alexnet_like_shapes() {
         check_dense8_input_major(n, u, n as u64, true, 4).unwrap();
         check_dense16(n, u, n as u64, false, false).unwrap();
     }
+}
+
+/// Integer Winograd at the edge of its range: every input at the end of the
+/// int8 range farthest from its zero point and every weight -128 or 127 (each
+/// product +-32,640), at its most input channels, where four times the
+/// direct sum comes closest to leaving i32; and past it, where the kernel is
+/// not used.
+#[cfg(x86_simd)]
+#[test]
+fn int8_winograd_at_its_range_limit() {
+    use shared::kernels::x86::int8_winograd as wg;
+    if !shared::kernels::x86::has_avx2() {
+        return;
+    }
+    let c = wg::MAX_IN_C;
+    let g = ConvGeom::new((4, 5, c), 16, 3, 1, Padding::Same).unwrap();
+    let mut rng = Rng::new(7);
+    for (x0, zp, w0) in [(127i8, -128, -128i8), (-128, 127, -128), (127, -128, 127), (-128, 127, 127)] {
+        let mut raw = Raw::new(&mut rng, g.weights_len(), g.out_c, 9 * c);
+        raw.weights.fill(w0);
+        // Outputs that move with the sum (+-3e8 times about 0.75, over 2^22).
+        raw.shift.fill(-22);
+        let p = Int8Params::new(zp, 0, Activation::None);
+        assert!(wg::serves(&g, &p));
+        let x = vec![x0; g.input_len()];
+        let mut want = vec![0i8; g.output_len()];
+        k8::conv2d(&g, &p, &raw.view(), &x, &mut want);
+        assert!(want.iter().any(|&v| v != want[0]), "outputs that tell sums apart");
+        check_winograd(&g, &p, &raw, &x, &want, &mut rng).unwrap();
+    }
+    let past = ConvGeom::new((4, 5, c + 1), 16, 3, 1, Padding::Same).unwrap();
+    assert!(!wg::serves(&past, &Int8Params::new(0, 0, Activation::None)));
 }
 
 proptest! {

@@ -70,8 +70,8 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         let ins: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).chain([args.model.as_path()]).collect();
         crate::atomic::refuse_input_as_output("output", out, &ins)?;
     }
-    let mut copies = shared::engine::InputMajorCopies::default();
-    let prepared = prepare(&model, &mut copies).with_context(|| args.model.display().to_string())?;
+    let mut layouts = shared::engine::HostLayouts::default();
+    let prepared = prepare(&model, &mut layouts).with_context(|| args.model.display().to_string())?;
     let mut all = Vec::new();
     for path in inputs {
         let input = if args.tensor.is_empty() { image_input(&model, path)? } else { read_input(path, &model)? };

@@ -11,7 +11,7 @@ use crate::kernels::generic::int8::batch_norm_in_place;
 use crate::kernels::generic::int8::{conv2d_portable, dense_portable};
 use crate::kernels::generic::int8::{Int8Params, ThenBatchNorm};
 #[cfg(all(feature = "std", x86_simd))]
-use crate::kernels::x86::{self, int8 as x86_8, int8_avx2 as x86_a2};
+use crate::kernels::x86::{self, int8 as x86_8, int8_avx2 as x86_a2, int8_winograd as x86_w};
 use crate::model::Int8Weights;
 
 /// Conv2D with the bytes of [`conv2d`](crate::kernels::generic::int8::conv2d), faster.
@@ -225,6 +225,75 @@ pub fn conv2d_pixels(
         let _ = (g, p, w, input, output, first, then);
         panic!("conv2d_pixels: not supported on this CPU");
     }
+}
+
+/// Whether [`conv2d_winograd`] computes this layer on this CPU: an AVX2
+/// core without VNNI, whose exact multiply-add (`vpmaddwd`) is half as wide
+/// as VNNI's, so that 1.9-2.25x fewer products pay for the transforms; and
+/// a 3x3 stride-1 layer the kernel takes. Where it does, the host lends the
+/// layer's [`transform_winograd_filters`] (`engine::WinogradCopies`).
+pub fn winograd_serves(g: &ConvGeom, p: &Int8Params) -> bool {
+    #[cfg(all(feature = "std", x86_simd))]
+    return !x86::has_vnni() && x86::has_avx2() && x86_w::serves(g, p);
+    #[cfg(not(all(feature = "std", x86_simd)))]
+    {
+        let _ = (g, p);
+        false
+    }
+}
+
+/// i16 elements of [`transform_winograd_filters`]'s output for `g` (0 where
+/// no kernel reads them).
+pub fn winograd_filter_len(g: &ConvGeom) -> usize {
+    #[cfg(x86_simd)]
+    return x86_w::filter_len(g);
+    #[cfg(not(x86_simd))]
+    {
+        let _ = g;
+        0
+    }
+}
+
+/// The Winograd transform of a 3x3 layer's int8 filters, laid out for
+/// [`conv2d_winograd`]; `u` has [`winograd_filter_len`] elements.
+pub fn transform_winograd_filters(g: &ConvGeom, weights: &[i8], u: &mut [i16]) {
+    #[cfg(x86_simd)]
+    x86_w::transform_filters(g, weights, u);
+    #[cfg(not(x86_simd))]
+    {
+        let _ = (g, weights);
+        assert!(u.is_empty(), "winograd: no kernel on this target");
+    }
+}
+
+/// Output channels `couts` (from a multiple of 8) of every output pixel of
+/// [`conv2d`](crate::kernels::generic::int8::conv2d), the same bytes, through
+/// the layer's [`transform_winograd_filters`] `u`; with `then`, the bytes of
+/// that BatchNormalization applied to them after. Panics unless
+/// [`winograd_serves`].
+///
+/// # Safety
+/// `output` points at the layer's `g.output_len()` bytes, whose channels
+/// `couts` nothing else reads or writes during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn conv2d_winograd(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    u: &[i16],
+    input: &[i8],
+    output: *mut i8,
+    couts: core::ops::Range<usize>,
+    then: Option<&ThenBatchNorm<'_>>,
+) {
+    assert!(winograd_serves(g, p), "conv2d_winograd: not supported on this CPU");
+    #[cfg(all(feature = "std", x86_simd))]
+    // SAFETY: `winograd_serves` checked AVX2 and the geometry; `output`: the contract.
+    unsafe {
+        x86_w::conv2d_winograd_avx2(g, p, w, u, input, output, couts, then)
+    }
+    #[cfg(not(all(feature = "std", x86_simd)))]
+    let _ = (w, u, input, output, couts, then);
 }
 
 /// Whether [`dense_units`] is available on this CPU.

@@ -308,7 +308,7 @@ unsafe fn dot_any(b: Block<'_>, np: usize, nc: usize, acc: &mut [[i32; OCB]; NP]
 /// AVX2; `w` (and `then`'s weights) hold the channels `o..o + out.len()`.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn finish8(
+pub(super) unsafe fn finish8(
     acc: &[i32],
     w: &Int8Weights<'_>,
     o: usize,

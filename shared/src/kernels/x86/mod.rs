@@ -11,11 +11,47 @@
 pub mod f16;
 pub mod int8;
 pub mod int8_avx2;
+pub mod int8_winograd;
+
+#[cfg(feature = "std")]
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// The widest x86 instruction sets the kernels here may use, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// AVX2 (and F16C): what an AMD Zen 3 or an Intel client core has.
+    Avx2 = 1,
+    /// AVX-512F/BW, without VNNI.
+    Avx512 = 2,
+    /// AVX-512 VNNI: everything.
+    Vnni = 3,
+}
+
+/// The cap [`limit_isa`] set (`Isa::Vnni`: none).
+#[cfg(feature = "std")]
+static ISA_CAP: AtomicU8 = AtomicU8::new(Isa::Vnni as u8);
+
+/// Let the kernels use nothing wider than `isa`, process-wide, from the next
+/// call on (as oneDNN's `ONEDNN_MAX_CPU_ISA` does): so that one machine can
+/// run, test and time the kernels a narrower CPU would take (the AVX2 ones
+/// on an AVX-512 machine). Every variant gives the same bytes, so a cap
+/// changes only speed.
+#[cfg(feature = "std")]
+pub fn limit_isa(isa: Isa) {
+    ISA_CAP.store(isa as u8, Ordering::Relaxed);
+}
+
+/// Whether the cap allows `isa`.
+#[cfg(feature = "std")]
+fn allowed(isa: Isa) -> bool {
+    ISA_CAP.load(Ordering::Relaxed) >= isa as u8
+}
 
 /// Whether this CPU can run [`int8::conv2d_vnni`] and [`int8::dense_vnni`].
 #[cfg(feature = "std")]
 pub fn has_vnni() -> bool {
-    std::is_x86_feature_detected!("avx512f")
+    allowed(Isa::Vnni)
+        && std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512bw")
         && std::is_x86_feature_detected!("avx512vnni")
 }
@@ -23,7 +59,7 @@ pub fn has_vnni() -> bool {
 /// Whether this CPU can run the AVX-512BW variants.
 #[cfg(feature = "std")]
 pub fn has_avx512bw() -> bool {
-    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+    allowed(Isa::Avx512) && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
 }
 
 /// Whether this CPU can run the AVX2 variants.
