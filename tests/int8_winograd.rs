@@ -1,4 +1,4 @@
-//! The int8 3x3 convs through exact integer Winograd, as the engine runs
+//! The int8 3x3 and 5x5 convs through exact integer Winograd, as the engine runs
 //! them on AVX2 cores without VNNI (AMD Zen 3), give every layer's bytes of
 //! the direct kernels. On an AVX-512 machine the kernels are capped at AVX2
 //! first (`shared::kernels::x86::limit_isa`, process-wide: this test has a
@@ -47,9 +47,9 @@ fn winograd_convs_give_the_direct_bytes() {
     let mut winograd = engine::prepare(&view).unwrap();
     let layouts = HostLayouts::new(&winograd);
     layouts.lend(&mut winograd).unwrap();
-    // Every 3x3 conv (alexnet-micro's conv 3-5) got its filters.
+    // Every stride-1 conv (alexnet-micro's 5x5 conv 2 and 3x3 conv 3-5) got its filters.
     let lent = (0..int8.spec.layers().len()).filter(|&i| !WinogradFilters::layer(&layouts.winograd, i).is_empty());
-    assert_eq!(lent.count(), 3, "the three 3x3 convs run through Winograd");
+    assert_eq!(lent.count(), 4, "conv 2-5 run through Winograd");
     let two = host::engine_threads::SpinPool::new(2);
     let pools: [&dyn Parallel; 3] = [&engine::SingleThread, &two, &host::engine_threads::RayonPool];
     let mut arena = vec![0u8; direct.plan().arena_bytes];

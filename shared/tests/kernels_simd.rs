@@ -455,14 +455,16 @@ proptest! {
         }
     }
 
-    /// 3x3 stride-1 layers, which integer Winograd takes on AVX2 cores:
-    /// odd and even sizes (a last tile row or column half outside), channel
-    /// counts on both sides of the vector widths.
+    /// 3x3 and 5x5 stride-1 layers, which integer Winograd takes on AVX2
+    /// cores: odd and even sizes (a last tile row or column half outside),
+    /// channel counts on both sides of the vector widths.
     #[test]
-    fn int8_3x3_conv_variants_equal_plain(
-        seed: u64, h in 1usize..20, w in 1usize..20, c in 1usize..80, filters in 1usize..60, same: bool, relu: bool,
+    fn int8_3x3_and_5x5_conv_variants_equal_plain(
+        seed: u64, h in 1usize..20, w in 1usize..20, c in 1usize..80, filters in 1usize..60, five: bool, same: bool,
+        relu: bool,
     ) {
-        let Some(g) = ConvGeom::new((h, w, c), filters, 3, 1, pad(same)) else { return Ok(()) };
+        let k = if five { 5 } else { 3 };
+        let Some(g) = ConvGeom::new((h, w, c), filters, k, 1, pad(same)) else { return Ok(()) };
         check_conv8(&g, seed, relu)?;
     }
 
@@ -517,7 +519,8 @@ fn alexnet_like_shapes() {
         ((4, 5, 520), 9, 3, 1, Padding::Same),    // f16 filters too large to pack (the F16C scalar loop)
         ((3, 40, 600), 20, 3, 1, Padding::Same),  // a row of int8 patches gathered in four pieces
         ((63, 63, 3), 96, 11, 4, Padding::Valid), // conv1's broadcast kernel over two gathers of patches
-        ((13, 13, 384), 40, 3, 1, Padding::Same), // AlexNet's conv4 input: 49 Winograd tiles in four passes
+        ((13, 13, 384), 40, 3, 1, Padding::Same), // AlexNet's conv4 input: 49 Winograd tiles
+        ((27, 27, 96), 24, 5, 1, Padding::Same),  // AlexNet's conv2 input: 378 Winograd tiles in passes
     ];
     for (i, &(inp, f, k, s, p)) in shapes.iter().enumerate() {
         let g = ConvGeom::new(inp, f, k, s, p).unwrap();
@@ -540,9 +543,9 @@ fn alexnet_like_shapes() {
 
 /// Integer Winograd at the edge of its range: every input at the end of the
 /// int8 range farthest from its zero point and every weight -128 or 127 (each
-/// product +-32,640), at its most input channels, where four times the
-/// direct sum comes closest to leaving i32; and past it, where the kernel is
-/// not used.
+/// product +-32,640), at each scheme's most input channels, where the scaled
+/// direct sum comes closest to leaving i32; and past them, where the kernel
+/// is not used.
 #[cfg(x86_simd)]
 #[test]
 fn int8_winograd_at_its_range_limit() {
@@ -550,24 +553,34 @@ fn int8_winograd_at_its_range_limit() {
     if !shared::kernels::x86::has_avx2() {
         return;
     }
-    let c = wg::MAX_IN_C;
-    let g = ConvGeom::new((4, 5, c), 16, 3, 1, Padding::Same).unwrap();
     let mut rng = Rng::new(7);
+    for (k, scheme, shift) in [(3, wg::Scheme::F2x2For3x3, -22), (5, wg::Scheme::F2For5x5, -20)] {
+        let c = scheme.max_in_c();
+        let g = ConvGeom::new((6, 7, c), 16, k, 1, Padding::Same).unwrap();
+        extremes(&g, shift, &mut rng);
+        let past = ConvGeom::new((6, 7, c + 1), 16, k, 1, Padding::Same).unwrap();
+        assert!(!wg::serves(&past, &Int8Params::new(0, 0, Activation::None)));
+    }
+}
+
+/// [`check_winograd`] on inputs and weights at the extremes that make every
+/// product +-32,640, with outputs that move with the sum.
+#[cfg(x86_simd)]
+fn extremes(g: &ConvGeom, shift: i32, rng: &mut Rng) {
+    let c = g.in_c;
     for (x0, zp, w0) in [(127i8, -128, -128i8), (-128, 127, -128), (127, -128, 127), (-128, 127, 127)] {
-        let mut raw = Raw::new(&mut rng, g.weights_len(), g.out_c, 9 * c);
+        let mut raw = Raw::new(rng, g.weights_len(), g.out_c, g.kernel() * g.kernel() * c);
         raw.weights.fill(w0);
-        // Outputs that move with the sum (+-3e8 times about 0.75, over 2^22).
-        raw.shift.fill(-22);
+        // Outputs that move with the sum (about +-3e8 times 0.75, over 2^22).
+        raw.shift.fill(shift);
         let p = Int8Params::new(zp, 0, Activation::None);
-        assert!(wg::serves(&g, &p));
+        assert!(shared::kernels::x86::int8_winograd::serves(g, &p));
         let x = vec![x0; g.input_len()];
         let mut want = vec![0i8; g.output_len()];
-        k8::conv2d(&g, &p, &raw.view(), &x, &mut want);
+        k8::conv2d(g, &p, &raw.view(), &x, &mut want);
         assert!(want.iter().any(|&v| v != want[0]), "outputs that tell sums apart");
-        check_winograd(&g, &p, &raw, &x, &want, &mut rng).unwrap();
+        check_winograd(g, &p, &raw, &x, &want, rng).unwrap();
     }
-    let past = ConvGeom::new((4, 5, c + 1), 16, 3, 1, Padding::Same).unwrap();
-    assert!(!wg::serves(&past, &Int8Params::new(0, 0, Activation::None)));
 }
 
 proptest! {
