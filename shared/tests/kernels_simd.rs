@@ -188,9 +188,9 @@ fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError>
     Ok(())
 }
 
-/// The Winograd kernel against the plain conv's bytes `want`: whole, and in
-/// two calls that split the channels at a multiple of 8 (as the engine's
-/// threads do); then with a BatchNormalization fused.
+/// The Winograd kernel against the plain conv's bytes `want`: whole, in two
+/// calls that split the channels at a multiple of 8, and in two that split
+/// the tiles (as the engine's threads do); then with a BatchNormalization fused.
 #[cfg(x86_simd)]
 fn check_winograd(
     g: &ConvGeom,
@@ -201,26 +201,37 @@ fn check_winograd(
     rng: &mut Rng,
 ) -> Result<(), TestCaseError> {
     use shared::kernels::x86::int8_winograd as wg;
+    use std::ops::Range;
     let mut u = vec![0i16; wg::filter_len(g)];
     wg::transform_filters(g, &raw.weights, &mut u);
-    let run = |ranges: &[std::ops::Range<usize>], then: Option<&k8::ThenBatchNorm<'_>>| {
+    let run = |parts: &[(Range<usize>, Range<usize>)], then: Option<&k8::ThenBatchNorm<'_>>| {
         let mut got = vec![0x55i8; g.output_len()];
-        for r in ranges.iter().filter(|r| !r.is_empty()) {
+        for (tiles, couts) in parts.iter().filter(|(t, c)| !t.is_empty() && !c.is_empty()) {
             // SAFETY: AVX2 and the geometry were checked by the caller; `got`
             // holds the output, and the calls run one after the other.
-            unsafe { wg::conv2d_winograd_avx2(g, p, &raw.view(), &u, x, got.as_mut_ptr(), r.clone(), then) };
+            unsafe {
+                wg::conv2d_winograd_avx2(g, p, &raw.view(), &u, x, got.as_mut_ptr(), tiles.clone(), couts.clone(), then)
+            };
         }
         got
     };
-    let cut = g.out_c / 16 * 8;
-    for ranges in [vec![0..g.out_c], vec![0..cut, cut..g.out_c]] {
-        prop_assert!(run(&ranges, None) == want, "winograd differs: {g:?} {p:?} {ranges:?}");
+    let (tiles, c) = (wg::tiles(g), g.out_c);
+    let (tcut, ccut) = (tiles / 2 | 1, c / 16 * 8);
+    let splits = [
+        vec![(0..tiles, 0..c)],
+        vec![(0..tiles, 0..ccut), (0..tiles, ccut..c)],
+        vec![(0..tcut.min(tiles), 0..c), (tcut.min(tiles)..tiles, 0..c)],
+    ];
+    for parts in &splits {
+        prop_assert!(run(parts, None) == want, "winograd differs: {g:?} {p:?} {parts:?}");
     }
     let bn = Raw::batch_norm(rng, g.out_c);
     let then = k8::ThenBatchNorm { p: params(rng, false), w: bn.view() };
     let mut fused = want.to_vec();
     k8::batch_norm_in_place(&then.p, &then.w, &mut fused);
-    prop_assert!(run(&[0..cut, cut..g.out_c], Some(&then)) == fused, "winograd fused batch norm differs: {g:?}");
+    for parts in &splits[1..] {
+        prop_assert!(run(parts, Some(&then)) == fused, "winograd fused batch norm differs: {g:?} {parts:?}");
+    }
     Ok(())
 }
 

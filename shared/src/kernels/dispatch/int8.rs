@@ -266,15 +266,28 @@ pub fn transform_winograd_filters(g: &ConvGeom, weights: &[i8], u: &mut [i16]) {
     }
 }
 
-/// Output channels `couts` (from a multiple of 8) of every output pixel of
+/// The Winograd output tiles of a layer [`winograd_serves`]: what
+/// [`conv2d_winograd`]'s `tiles` range over.
+pub fn winograd_tiles(g: &ConvGeom) -> usize {
+    #[cfg(x86_simd)]
+    return x86_w::tiles(g);
+    #[cfg(not(x86_simd))]
+    {
+        let _ = g;
+        0
+    }
+}
+
+/// Output channels `couts` (from a multiple of 8) of the output pixels of
+/// Winograd tiles `tiles` ([`winograd_tiles`]) of
 /// [`conv2d`](crate::kernels::generic::int8::conv2d), the same bytes, through
 /// the layer's [`transform_winograd_filters`] `u`; with `then`, the bytes of
 /// that BatchNormalization applied to them after. Panics unless
 /// [`winograd_serves`].
 ///
 /// # Safety
-/// `output` points at the layer's `g.output_len()` bytes, whose channels
-/// `couts` nothing else reads or writes during the call.
+/// `output` points at the layer's `g.output_len()` bytes, whose pixels of
+/// `tiles` in channels `couts` nothing else reads or writes during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn conv2d_winograd(
     g: &ConvGeom,
@@ -283,6 +296,7 @@ pub unsafe fn conv2d_winograd(
     u: &[i16],
     input: &[i8],
     output: *mut i8,
+    tiles: core::ops::Range<usize>,
     couts: core::ops::Range<usize>,
     then: Option<&ThenBatchNorm<'_>>,
 ) {
@@ -290,10 +304,10 @@ pub unsafe fn conv2d_winograd(
     #[cfg(all(feature = "std", x86_simd))]
     // SAFETY: `winograd_serves` checked AVX2 and the geometry; `output`: the contract.
     unsafe {
-        x86_w::conv2d_winograd_avx2(g, p, w, u, input, output, couts, then)
+        x86_w::conv2d_winograd_avx2(g, p, w, u, input, output, tiles, couts, then)
     }
     #[cfg(not(all(feature = "std", x86_simd)))]
-    let _ = (w, u, input, output, couts, then);
+    let _ = (w, u, input, output, tiles, couts, then);
 }
 
 /// Whether [`dense_units`] is available on this CPU.

@@ -160,6 +160,13 @@ impl Scheme {
     }
 }
 
+/// The output tiles of this layer's scheme (3x3 or 5x5): what
+/// [`conv2d_winograd_avx2`]'s `tiles` range over.
+pub fn tiles(g: &ConvGeom) -> usize {
+    let (th, tw) = scheme(g).tile();
+    g.out_h.div_ceil(th) * g.out_w.div_ceil(tw)
+}
+
 /// Whether [`conv2d_winograd_avx2`] computes this layer ([`Scheme::of`]).
 pub fn serves(g: &ConvGeom, p: &Int8Params) -> bool {
     Scheme::of(g, p).is_some()
@@ -223,14 +230,14 @@ pub fn transform_filters(g: &ConvGeom, weights: &[i8], u: &mut [i16]) {
 }
 
 /// The plain Conv2D's output channels `couts` (a multiple of 8 from the
-/// first, to `g.out_c` or a multiple of 8) of every output pixel, through
-/// the transformed filters `u`; with `then`, that BatchNormalization run on
-/// them after. Writes only those channels of `output`, so calls with
-/// disjoint ranges may run at once.
+/// first, to `g.out_c` or a multiple of 8) of the output pixels of `tiles`
+/// (row-major, [`tiles`] in all), through the transformed filters `u`; with
+/// `then`, that BatchNormalization run on them after. Writes only those
+/// bytes of `output`, so calls with disjoint tiles or channels may run at once.
 ///
 /// # Safety
 /// The CPU must support AVX2. `output` points at `g.output_len()` writable
-/// bytes that nothing else reads or writes in those channels meanwhile;
+/// bytes that nothing else reads or writes in those pixels and channels meanwhile;
 /// [`serves`]`(g, p)`, and `u` is [`transform_filters`]'s for `w` (asserted
 /// where cheap: the lengths).
 #[target_feature(enable = "avx2")]
@@ -242,6 +249,7 @@ pub unsafe fn conv2d_winograd_avx2(
     u: &[i16],
     input: &[i8],
     output: *mut i8,
+    tiles: Range<usize>,
     couts: Range<usize>,
     then: Option<&ThenBatchNorm<'_>>,
 ) {
@@ -256,7 +264,7 @@ pub unsafe fn conv2d_winograd_avx2(
     let (th, tw) = scheme.tile();
     let outputs = th * tw;
     let (tiles_h, tiles_w) = (g.out_h.div_ceil(th), g.out_w.div_ceil(tw));
-    let tiles = tiles_h * tiles_w;
+    assert!(tiles.end <= tiles_h * tiles_w, "winograd: tiles");
     // This call's 8-channel vectors, and a tile's sums: each of its outputs'.
     let jv = (couts.end - couts.start).div_ceil(8);
     let tile_sums = outputs * 8 * jv;
@@ -265,14 +273,14 @@ pub unsafe fn conv2d_winograd_avx2(
     // call's transformed filters once, so a short last one would read them
     // for a few tiles.
     let most = (V_ELEMS / (scheme.points() * cs)).min(Y_ELEMS / tile_sums.max(1)).max(1);
-    let per = tiles.div_ceil(tiles.div_ceil(most).max(1));
+    let per = tiles.len().div_ceil(tiles.len().div_ceil(most).max(1));
     let mut v = VBuf([0i16; V_ELEMS]);
     let mut y = [0i32; Y_ELEMS];
     let (pairs, vectors) = (pairs(g), g.out_c.div_ceil(8));
     let zp = _mm256_set1_epi16(p.in_zp as i16);
-    let mut first = 0;
-    while first < tiles {
-        let n = per.min(tiles - first);
+    let mut first = tiles.start;
+    while first < tiles.end {
+        let n = per.min(tiles.end - first);
         y[..n * tile_sums].fill(0);
         // Every point of the pass's tiles (each input loaded once a tile),
         // then one point at a time: its GEMM, its share of every output
