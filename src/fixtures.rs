@@ -1,6 +1,6 @@
-//! Random float parameters for a layer stack.
+//! Random float parameters for a layer stack, and the models made of them.
 
-use shared::convert::{FloatLayer, OwnedLayer};
+use shared::convert::{self, FloatLayer, OwnedLayer, OwnedModel, Ranges};
 use shared::spec::{Layer, ModelSpec};
 
 use crate::Rng;
@@ -44,4 +44,31 @@ pub fn random_params(spec: &ModelSpec, rng: &mut Rng) -> Vec<OwnedLayer> {
 /// The borrowed views of owned parameters, as the converters take them.
 pub fn views(params: &[OwnedLayer]) -> Vec<FloatLayer<'_>> {
     params.iter().map(OwnedLayer::view).collect()
+}
+
+/// One set of [`random_params`] for a stack, as the engine runs it.
+pub struct RandomModels {
+    /// Quantized to int8, calibrated on [`RandomModels::images`].
+    pub int8: OwnedModel,
+    /// Converted to f16.
+    pub f16: OwnedModel,
+    /// Four random inputs in [-1, 1).
+    pub images: Vec<Vec<f32>>,
+}
+
+/// [`random_params`] for `spec` from `seed`, and the models of them.
+pub fn random_models(spec: &ModelSpec, seed: u64) -> RandomModels {
+    let mut rng = Rng::new(seed);
+    let params = random_params(spec, &mut rng);
+    let views = views(&params);
+    let mut ranges = Ranges::new(spec);
+    let images: Vec<Vec<f32>> = (0..4).map(|_| rng.vec(spec.input().elements() as usize, -1.0, 1.0)).collect();
+    for image in &images {
+        crate::observe(&mut ranges, spec, &views, image).expect("calibrating random models");
+    }
+    RandomModels {
+        int8: convert::quantize_int8(spec, &views, &ranges).expect("quantizing random models"),
+        f16: convert::convert_f16(spec, &views).expect("converting random models"),
+        images,
+    }
 }

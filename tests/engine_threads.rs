@@ -3,25 +3,15 @@
 //! spaced so that the helpers park between some of them, and rayon's pool.
 
 use host::engine_threads::{RayonPool, SpinPool};
-use shared::convert::{self, OwnedModel, Ranges};
+use shared::convert::OwnedModel;
 use shared::engine::{self, NoObserver, Parallel};
 use shared::spec;
-use suite::Rng;
 
 /// alexnet-micro at 67x67 with random parameters: its int8 model (calibrated
 /// on the four random images), its f16 model, and the images.
 fn micro(seed: u64) -> (OwnedModel, OwnedModel, Vec<Vec<f32>>) {
-    let spec = spec::alexnet_micro(67, 7).unwrap();
-    let mut rng = Rng::new(seed);
-    let params = suite::random_params(&spec, &mut rng);
-    let views = suite::views(&params);
-    let mut ranges = Ranges::new(&spec);
-    let images: Vec<Vec<f32>> = (0..4).map(|_| rng.vec(spec.input().elements() as usize, -1.0, 1.0)).collect();
-    for image in &images {
-        suite::observe(&mut ranges, &spec, &views, image).unwrap();
-    }
-    let int8 = convert::quantize_int8(&spec, &views, &ranges).unwrap();
-    (int8, convert::convert_f16(&spec, &views).unwrap(), images)
+    let m = suite::random_models(&spec::alexnet_micro(67, 7).unwrap(), seed);
+    (m.int8, m.f16, m.images)
 }
 
 #[test]

@@ -4,24 +4,15 @@
 //! first (`shared::kernels::x86::limit_isa`, process-wide: this test has a
 //! binary of its own), so that every x86 machine runs this path.
 
-use shared::convert::{self, OwnedModel, Ranges};
+use shared::convert::OwnedModel;
 use shared::engine::{self, HostLayouts, NoObserver, Parallel, WinogradFilters};
 use shared::spec;
-use suite::Rng;
 
 /// alexnet-micro at 67x67 with random parameters: its int8 model (calibrated
 /// on the four random images) and the images.
 fn micro(seed: u64) -> (OwnedModel, Vec<Vec<f32>>) {
-    let spec = spec::alexnet_micro(67, 7).unwrap();
-    let mut rng = Rng::new(seed);
-    let params = suite::random_params(&spec, &mut rng);
-    let views = suite::views(&params);
-    let mut ranges = Ranges::new(&spec);
-    let images: Vec<Vec<f32>> = (0..4).map(|_| rng.vec(spec.input().elements() as usize, -1.0, 1.0)).collect();
-    for image in &images {
-        suite::observe(&mut ranges, &spec, &views, image).unwrap();
-    }
-    (convert::quantize_int8(&spec, &views, &ranges).unwrap(), images)
+    let m = suite::random_models(&spec::alexnet_micro(67, 7).unwrap(), seed);
+    (m.int8, m.images)
 }
 
 /// Cap the kernels at AVX2; false where the CPU has no AVX2 (nothing to test).
