@@ -78,7 +78,7 @@ fn group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
 fn bench_engine(c: &mut Criterion, name: &str, model: &OwnedModel, input: &[u8], par: &dyn Parallel) {
     let view = model.view();
     // As the host's commands prepare it: dense layers after a ReLU skip zero
-    // inputs; on AVX2 cores without VNNI, the 3x3 convs run through Winograd.
+    // inputs; on AVX2 cores without VNNI, the 3x3 and 5x5 convs run through Winograd.
     let mut layouts = engine::HostLayouts::default();
     let prepared = host::simulate::prepare(&view, &mut layouts).expect("prepare");
     let mut arena = vec![0u8; prepared.plan().arena_bytes];

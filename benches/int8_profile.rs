@@ -12,7 +12,7 @@
 //! input-major copies, skipping zero inputs (`engine::HostLayouts`, as the
 //! host's commands do); `dense-rows` runs them from the model's rows. `avx2`
 //! caps the kernels at AVX2 (`shared::kernels::x86::limit_isa`), as on a CPU
-//! without AVX-512 (AMD Zen 3): its 3x3 convs then run through integer
+//! without AVX-512 (AMD Zen 3): its 3x3 and 5x5 convs then run through integer
 //! Winograd, unless `no-winograd` keeps them direct.
 
 use shared::convert::{self, Ranges};

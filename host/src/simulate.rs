@@ -78,7 +78,7 @@ impl Observer for Recorder<'_> {
 /// the weight layouts this CPU's kernels read made here into `layouts` (held
 /// to the memory limit first): input-major copies of the int8 dense layers
 /// after a ReLU, which skip the weight rows of zero inputs, and, on AVX2
-/// cores without VNNI, the 3x3 convs' Winograd filters. The same bytes.
+/// cores without VNNI, the 3x3 and 5x5 convs' Winograd filters. The same bytes.
 pub fn prepare<'m>(model: &'m QuantModel<'m>, layouts: &'m mut HostLayouts) -> Result<Prepared<'m>> {
     crate::model_file::check_runnable(model)?;
     let mut prepared = engine::prepare(model).map_err(|e| anyhow!("engine: {e}"))?;

@@ -880,7 +880,7 @@ impl InputMajorWeights for InputMajorCopies {
 }
 
 /// Int8 Conv2D filters transformed for exact integer Winograd
-/// ([`k8::transform_winograd_filters`]: 3.6x the int8 filters' bytes), lent
+/// ([`k8::transform_winograd_filters`]: 3.6x the int8 filters' bytes for 3x3, 2.4x for 5x5), lent
 /// to [`Prepared::with_winograd`]. The host builds them
 /// ([`WinogradCopies`]); nothing here allocates.
 pub trait WinogradFilters: Sync + fmt::Debug {
@@ -889,7 +889,7 @@ pub trait WinogradFilters: Sync + fmt::Debug {
 }
 
 /// Winograd-transformed filters of the int8 Conv2D layers this CPU runs
-/// that way ([`k8::winograd_serves`]: 3x3 stride-1 layers on AVX2 cores
+/// that way ([`k8::winograd_serves`]: 3x3 and 5x5 stride-1 layers on AVX2 cores
 /// without VNNI); none elsewhere.
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug, Default)]

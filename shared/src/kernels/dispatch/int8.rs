@@ -229,8 +229,8 @@ pub fn conv2d_pixels(
 
 /// Whether [`conv2d_winograd`] computes this layer on this CPU: an AVX2
 /// core without VNNI, whose exact multiply-add (`vpmaddwd`) is half as wide
-/// as VNNI's, so that 1.9-2.25x fewer products pay for the transforms; and
-/// a 3x3 stride-1 layer the kernel takes. Where it does, the host lends the
+/// as VNNI's, so that 1.6-2.25x fewer products pay for the transforms; and
+/// a 3x3 or 5x5 stride-1 layer the kernel takes (`x86::int8_winograd::Scheme`). Where it does, the host lends the
 /// layer's [`transform_winograd_filters`] (`engine::WinogradCopies`).
 pub fn winograd_serves(g: &ConvGeom, p: &Int8Params) -> bool {
     #[cfg(all(feature = "std", x86_simd))]
@@ -254,7 +254,7 @@ pub fn winograd_filter_len(g: &ConvGeom) -> usize {
     }
 }
 
-/// The Winograd transform of a 3x3 layer's int8 filters, laid out for
+/// The Winograd transform of a 3x3 or 5x5 layer's int8 filters, laid out for
 /// [`conv2d_winograd`]; `u` has [`winograd_filter_len`] elements.
 pub fn transform_winograd_filters(g: &ConvGeom, weights: &[i8], u: &mut [i16]) {
     #[cfg(x86_simd)]
