@@ -81,7 +81,7 @@ fn bench_engine(c: &mut Criterion, name: &str, model: &OwnedModel, input: &[u8],
     // inputs; on AVX2 cores without VNNI, the 3x3 and 5x5 convs run through Winograd.
     let mut layouts = engine::HostLayouts::default();
     let prepared = host::simulate::prepare(&view, &mut layouts).expect("prepare");
-    let mut arena = vec![0u8; prepared.plan().arena_bytes];
+    let mut arena = vec![0u8; prepared.host_arena_bytes(par.jobs())];
     let mut g = group(c, name);
     g.bench_function("engine", |b| {
         b.iter(|| {

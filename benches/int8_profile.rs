@@ -16,7 +16,7 @@
 //! Winograd, unless `no-winograd` keeps them direct.
 
 use shared::convert::{self, Ranges};
-use shared::engine::{self, Observer};
+use shared::engine::{self, Observer, Parallel};
 use shared::spec::{self, Shape};
 use std::time::{Duration, Instant};
 use suite::Rng;
@@ -78,7 +78,8 @@ fn main() {
     } else {
         host::simulate::prepare(&view, &mut layouts).expect("prepare")
     };
-    let mut arena = vec![0u8; prepared.plan().arena_bytes];
+    let pool = host::engine_threads::SpinPool::global();
+    let mut arena = vec![0u8; prepared.host_arena_bytes(pool.jobs())];
     let mut input = vec![0u8; image.len()];
     engine::quantize_input(&image, model.input, &mut input).expect("input");
     let unfused = std::env::args().skip(1).any(|a| a == "unfused");
@@ -87,8 +88,7 @@ fn main() {
     let mut whole = Duration::MAX;
     for _ in 0..runs {
         let t = Instant::now();
-        engine::run_with(&prepared, &input, &mut arena, &mut timer, host::engine_threads::SpinPool::global())
-            .expect("run");
+        engine::run_with(&prepared, &input, &mut arena, &mut timer, pool).expect("run");
         whole = whole.min(t.elapsed());
         if timer.fastest.is_empty() {
             timer.fastest = timer.this_run.clone();

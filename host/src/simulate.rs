@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
-use shared::engine::{self, HostLayouts, Observer, Prepared};
+use shared::engine::{self, HostLayouts, Observer, Parallel, Prepared};
 use shared::model::QuantModel;
 use shared::spec::Shape;
 
@@ -107,8 +107,10 @@ pub fn simulate_prepared(prepared: &Prepared<'_>, input: &[u8], keep_layer_bytes
 /// Conv2D with its BatchNormalization).
 fn run_recorded(prepared: &Prepared<'_>, input: &[u8], hash: bool, keep_layer_bytes: bool) -> Result<SimRun> {
     let model = prepared.model();
+    // The device's planned arena is what the run reports; the host's kernels
+    // on lent layouts take their scratch past it.
     let arena_bytes = prepared.plan().arena_bytes;
-    let mut arena = vec![0u8; arena_bytes];
+    let mut arena = vec![0u8; prepared.host_arena_bytes(SpinPool::global().jobs())];
     let mut rec = Recorder { model, hash, keep_bytes: keep_layer_bytes, started: Instant::now(), layers: Vec::new() };
     let output = engine::run_with(prepared, input, &mut arena, &mut rec, SpinPool::global())
         .map_err(|e| anyhow!("engine: {e}"))?

@@ -794,6 +794,24 @@ impl<'m> Prepared<'m> {
         Ok(())
     }
 
+    /// The arena a host run with `jobs` threads takes to run every layer on
+    /// what the host lent: the planned arena ([`Plan::arena_bytes`], the
+    /// device's), then one scratch part a job for the kernels that read lent
+    /// layouts (the Winograd convs', [`k8::winograd_scratch_bytes`]). On the
+    /// planned arena alone, those layers run their planned kernels: the same
+    /// bytes, slower.
+    pub fn host_arena_bytes(&self, jobs: usize) -> usize {
+        let part = (0..self.model.layer_data().len())
+            .filter(|&i| self.winograd_of(i).is_some())
+            .filter_map(|i| match self.steps[i] {
+                Step::Conv { g, .. } => Some(k8::winograd_scratch_bytes(&g)),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        self.plan.arena_bytes + jobs.max(1) * part
+    }
+
     /// Layer `i`'s transformed filters, where lent and this CPU runs the
     /// Winograd kernel for the layer.
     fn winograd_of(&self, i: usize) -> Option<&'m [i16]> {
@@ -1070,7 +1088,8 @@ fn fill_steps(model: &QuantModel<'_>, steps: &mut [Step; MAX_LAYERS]) -> Result<
 /// was checked by [`prepare`]; only the input and arena sizes are checked
 /// here). The x86 SIMD kernels (host builds) keep their scratch on the
 /// stack instead: up to ~400 KB for an f16 Conv2D, well inside the 2 MiB a
-/// spawned thread gets by default.
+/// spawned thread gets by default. The kernels on layouts the host lent
+/// take theirs from the arena past the plan ([`Prepared::host_arena_bytes`]).
 pub fn run<'a>(
     model: &Prepared<'_>,
     input: &[u8],
@@ -1152,6 +1171,9 @@ fn run_layers<'a>(
     par: &dyn Parallel,
 ) -> Result<&'a [u8], EngineError> {
     let (model, p) = (prepared.model, &prepared.plan);
+    // Past the planned arena: the host's scratch for lent layouts, if any
+    // ([`Prepared::host_arena_bytes`]).
+    let (arena, lent_scratch) = arena.split_at_mut(p.arena_bytes.min(arena.len()));
     let base = input_base(model.precision, arena);
     let (work, scratch) = work_and_scratch(arena, base, p.arena_bytes - p.align_slack, p.scratch_bytes);
     let first = Region { offset: p.input_offset, len: p.input_bytes };
@@ -1172,7 +1194,8 @@ fn run_layers<'a>(
             // This BatchNormalization ran in the conv before it.
             fused = false;
         } else if let Some(then) = fuse.then(|| batch_norm_after(prepared, i)).flatten() {
-            run_conv_then_batch_norm(*step, data[i].weights, prepared.winograd_of(i), &then, work, lp, par);
+            let winograd = prepared.winograd_of(i).map(|u| (u, &mut *lent_scratch));
+            run_conv_then_batch_norm(*step, data[i].weights, winograd, &then, work, lp, par);
             fused = true;
         } else {
             // An int8 Dense with a lent input-major copy reads the copy when
@@ -1182,7 +1205,9 @@ fn run_layers<'a>(
                 .input_major_of(i)
                 .is_some_and(|wt| run_dense_input_major(*step, data[i].weights, wt, work, lp, par));
             let on_winograd = !on_copy
-                && prepared.winograd_of(i).is_some_and(|u| run_conv_winograd(*step, data[i].weights, u, work, lp, par));
+                && prepared
+                    .winograd_of(i)
+                    .is_some_and(|u| run_conv_winograd(*step, data[i].weights, u, lent_scratch, work, lp, par));
             if !on_copy && !on_winograd {
                 run_layer(model.precision, i, *step, data[i].weights, work, scratch, lp, par)?;
             }
@@ -1222,11 +1247,12 @@ fn batch_norm_after<'m>(prepared: &Prepared<'m>, i: usize) -> Option<k8::ThenBat
 
 /// An int8 Conv2D and the BatchNormalization [`batch_norm_after`] found for
 /// it, as one layer: through Winograd where its filters are lent
-/// (`winograd`), else split by output pixels as [`run_layer`] splits the conv.
+/// (`winograd`: them and the host's scratch) and the scratch holds a job,
+/// else split by output pixels as [`run_layer`] splits the conv.
 fn run_conv_then_batch_norm(
     step: Step,
     weights: LayerWeights<'_>,
-    winograd: Option<&[i16]>,
+    winograd: Option<(&[i16], &mut [u8])>,
     then: &k8::ThenBatchNorm<'_>,
     work: &mut [u8],
     lp: &LayerPlan,
@@ -1237,18 +1263,22 @@ fn run_conv_then_batch_norm(
     };
     let (src, dst) = split(work, lp.input, lp.output);
     let prm = with_constant_clamp(prm, relu, six);
-    match winograd {
-        Some(u) => conv_winograd(&g, &prm, &w, u, as_i8(src), as_i8_mut(dst), par, Some(then)),
-        None => conv_by_pixels(&g, &prm, &w, as_i8(src), as_i8_mut(dst), par, Some(then)),
+    let (x, y) = (as_i8(src), as_i8_mut(dst));
+    let on_winograd =
+        winograd.is_some_and(|(u, scratch)| conv_winograd(&g, &prm, &w, u, x, y, par, Some(then), scratch));
+    if !on_winograd {
+        conv_by_pixels(&g, &prm, &w, x, y, par, Some(then));
     }
 }
 
-/// An int8 Conv2D through its lent Winograd filters `u`: whether it ran
-/// (not for any other step).
+/// An int8 Conv2D through its lent Winograd filters `u`, its jobs' scratch
+/// in `scratch`: whether it ran (not for any other step, nor without
+/// scratch for one job).
 fn run_conv_winograd(
     step: Step,
     weights: LayerWeights<'_>,
     u: &[i16],
+    scratch: &mut [u8],
     work: &mut [u8],
     lp: &LayerPlan,
     par: &dyn Parallel,
@@ -1257,15 +1287,16 @@ fn run_conv_winograd(
         return false;
     };
     let (src, dst) = split(work, lp.input, lp.output);
-    conv_winograd(&g, &with_constant_clamp(prm, relu, six), &w, u, as_i8(src), as_i8_mut(dst), par, None);
-    true
+    conv_winograd(&g, &with_constant_clamp(prm, relu, six), &w, u, as_i8(src), as_i8_mut(dst), par, None, scratch)
 }
 
 /// [`k8::conv2d_winograd`], one job a thread, split by output tiles: each
 /// job transforms only its tiles' inputs and reads all the filters. (Split
 /// by output channels instead, each job would read only its share of the
 /// filters but transform every tile: conv 2-5 were 3-10 % slower so, with
-/// the kernels capped at AVX2 on a Zen 4.)
+/// the kernels capped at AVX2 on a Zen 4.) Each job takes its scratch part
+/// from `scratch`, so there are at most as many jobs as parts; with none,
+/// returns false and runs nothing.
 #[allow(clippy::too_many_arguments)]
 fn conv_winograd(
     g: &ConvGeom,
@@ -1276,20 +1307,28 @@ fn conv_winograd(
     dst: &mut [i8],
     par: &dyn Parallel,
     then: Option<&k8::ThenBatchNorm<'_>>,
-) {
+    scratch: &mut [u8],
+) -> bool {
     assert_eq!(dst.len(), g.output_len(), "winograd: output length");
-    let tiles = k8::winograd_tiles(g);
-    let jobs = par.jobs().min(tiles).max(1);
+    let (tiles, part) = (k8::winograd_tiles(g), k8::winograd_scratch_bytes(g));
+    let jobs = par.jobs().min(tiles).min(scratch.len() / part.max(1));
+    if jobs == 0 {
+        return false;
+    }
     let out = SharedOut(dst.as_mut_ptr(), dst.len());
+    let parts = SharedOut(scratch.as_mut_ptr(), scratch.len());
     par.run(jobs, &|i| {
         let (first, count) = share(tiles, jobs, i);
         if count > 0 {
+            // SAFETY: job i takes scratch part i, disjoint from the others'.
+            let scratch = unsafe { parts.part(i * part, part) };
             // SAFETY: `out` holds the layer's output (asserted); job i writes
             // only the pixels of its tiles, disjoint from every other job's,
             // and `run` returns after all of them.
-            unsafe { k8::conv2d_winograd(g, prm, w, u, x, out.ptr(), first..first + count, 0..g.out_c, then) }
+            unsafe { k8::conv2d_winograd(g, prm, w, u, x, out.ptr(), first..first + count, 0..g.out_c, then, scratch) }
         }
     });
+    true
 }
 
 /// An int8 Dense through [`k8::dense_units_input_major`], its units cut

@@ -206,11 +206,24 @@ fn check_winograd(
     wg::transform_filters(g, &raw.weights, &mut u);
     let run = |parts: &[(Range<usize>, Range<usize>)], then: Option<&k8::ThenBatchNorm<'_>>| {
         let mut got = vec![0x55i8; g.output_len()];
+        // Not aligned, and left dirty from the call before.
+        let mut scratch = vec![0x5au8; wg::scratch_bytes(g) + 1];
         for (tiles, couts) in parts.iter().filter(|(t, c)| !t.is_empty() && !c.is_empty()) {
             // SAFETY: AVX2 and the geometry were checked by the caller; `got`
             // holds the output, and the calls run one after the other.
             unsafe {
-                wg::conv2d_winograd_avx2(g, p, &raw.view(), &u, x, got.as_mut_ptr(), tiles.clone(), couts.clone(), then)
+                wg::conv2d_winograd_avx2(
+                    g,
+                    p,
+                    &raw.view(),
+                    &u,
+                    x,
+                    got.as_mut_ptr(),
+                    tiles.clone(),
+                    couts.clone(),
+                    then,
+                    &mut scratch[1..],
+                )
             };
         }
         got

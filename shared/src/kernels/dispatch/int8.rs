@@ -278,12 +278,24 @@ pub fn winograd_tiles(g: &ConvGeom) -> usize {
     }
 }
 
+/// Scratch bytes one [`conv2d_winograd`] call takes for `g` (0 where no
+/// kernel runs it).
+pub fn winograd_scratch_bytes(g: &ConvGeom) -> usize {
+    #[cfg(x86_simd)]
+    return x86_w::scratch_bytes(g);
+    #[cfg(not(x86_simd))]
+    {
+        let _ = g;
+        0
+    }
+}
+
 /// Output channels `couts` (from a multiple of 8) of the output pixels of
 /// Winograd tiles `tiles` ([`winograd_tiles`]) of
 /// [`conv2d`](crate::kernels::generic::int8::conv2d), the same bytes, through
 /// the layer's [`transform_winograd_filters`] `u`; with `then`, the bytes of
-/// that BatchNormalization applied to them after. Panics unless
-/// [`winograd_serves`].
+/// that BatchNormalization applied to them after; `scratch` has
+/// [`winograd_scratch_bytes`]`(g)` bytes. Panics unless [`winograd_serves`].
 ///
 /// # Safety
 /// `output` points at the layer's `g.output_len()` bytes, whose pixels of
@@ -299,15 +311,16 @@ pub unsafe fn conv2d_winograd(
     tiles: core::ops::Range<usize>,
     couts: core::ops::Range<usize>,
     then: Option<&ThenBatchNorm<'_>>,
+    scratch: &mut [u8],
 ) {
     assert!(winograd_serves(g, p), "conv2d_winograd: not supported on this CPU");
     #[cfg(all(feature = "std", x86_simd))]
     // SAFETY: `winograd_serves` checked AVX2 and the geometry; `output`: the contract.
     unsafe {
-        x86_w::conv2d_winograd_avx2(g, p, w, u, input, output, tiles, couts, then)
+        x86_w::conv2d_winograd_avx2(g, p, w, u, input, output, tiles, couts, then, scratch)
     }
     #[cfg(not(all(feature = "std", x86_simd)))]
-    let _ = (w, u, input, output, tiles, couts, then);
+    let _ = (w, u, input, output, tiles, couts, then, scratch);
 }
 
 /// Whether [`dense_units`] is available on this CPU.

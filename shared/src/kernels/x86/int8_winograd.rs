@@ -49,11 +49,11 @@ const TB: usize = 3;
 /// three filter vectors, a broadcast and a product: 14 of the 16 registers;
 /// 4 x 3 spilled an accumulator to the stack on every step).
 const CV: usize = 3;
-/// i16 elements of the stack buffer a pass's transformed input tiles live
-/// in, every point of each (192 KB: 16 tiles of AlexNet's 384 channels under
-/// F(2x2, 3x3), 33 of its conv 2 under F(2, 5)).
+/// Most i16 elements of a pass's transformed input tiles, every point of
+/// each (192 KB: 16 tiles of AlexNet's 384 channels under F(2x2, 3x3), 33 of
+/// its conv 2 under F(2, 5)).
 const V_ELEMS: usize = 96 * 1024;
-/// i32 elements of the stack buffer the pass's output sums live in (64 KB).
+/// Most i32 elements of a pass's output sums (64 KB).
 const Y_ELEMS: usize = 16 * 1024;
 /// Most output channels: one tile's four sums of each fit the buffer.
 pub const MAX_OUT_C: usize = Y_ELEMS / 4;
@@ -85,6 +85,12 @@ impl Scheme {
     /// undilated ungrouped geometry within the channel bounds, and an input
     /// zero point that is an int8 value.
     pub fn of(g: &ConvGeom, p: &Int8Params) -> Option<Scheme> {
+        Scheme::for_geometry(g).filter(|_| i8::try_from(p.in_zp).is_ok())
+    }
+
+    /// [`Scheme::of`] without the zero point: what the filters' layout and
+    /// the scratch depend on.
+    fn for_geometry(g: &ConvGeom) -> Option<Scheme> {
         let scheme = match (g.kernel_h, g.kernel_w) {
             (3, 3) => Scheme::F2x2For3x3,
             (5, 5) => Scheme::F2For5x5,
@@ -93,8 +99,7 @@ impl Scheme {
         (g.is_tileable()
             && (g.stride_h, g.stride_w) == (1, 1)
             && (1..=scheme.max_in_c()).contains(&g.in_c)
-            && (1..=MAX_OUT_C).contains(&g.out_c)
-            && i8::try_from(p.in_zp).is_ok())
+            && (1..=MAX_OUT_C).contains(&g.out_c))
         .then_some(scheme)
     }
 
@@ -160,11 +165,13 @@ impl Scheme {
     }
 }
 
-/// The output tiles of this layer's scheme (3x3 or 5x5): what
-/// [`conv2d_winograd_avx2`]'s `tiles` range over.
+/// The output tiles of this layer's scheme: what [`conv2d_winograd_avx2`]'s
+/// `tiles` range over (0 for a geometry no scheme takes).
 pub fn tiles(g: &ConvGeom) -> usize {
-    let (th, tw) = scheme(g).tile();
-    g.out_h.div_ceil(th) * g.out_w.div_ceil(tw)
+    Scheme::for_geometry(g).map_or(0, |s| {
+        let (th, tw) = s.tile();
+        g.out_h.div_ceil(th) * g.out_w.div_ceil(tw)
+    })
 }
 
 /// Whether [`conv2d_winograd_avx2`] computes this layer ([`Scheme::of`]).
@@ -172,23 +179,16 @@ pub fn serves(g: &ConvGeom, p: &Int8Params) -> bool {
     Scheme::of(g, p).is_some()
 }
 
-/// The scheme of a 3x3 or 5x5 geometry, whatever its other dimensions.
-fn scheme(g: &ConvGeom) -> Scheme {
-    match g.kernel_h {
-        3 => Scheme::F2x2For3x3,
-        _ => Scheme::F2For5x5,
-    }
-}
-
 /// Depth pairs (`vpmaddwd` takes two).
-fn pairs(g: &ConvGeom) -> usize {
-    scheme(g).depth(g).div_ceil(2)
+fn pairs(scheme: Scheme, g: &ConvGeom) -> usize {
+    scheme.depth(g).div_ceil(2)
 }
 
-/// i16 elements of [`transform_filters`]'s layout for `g` (3x3 or 5x5):
-/// `[point][out_c / 8][depth / 2][8 channels][2]`, zero past the channels.
+/// i16 elements of [`transform_filters`]'s layout for `g`:
+/// `[point][out_c / 8][depth / 2][8 channels][2]`, zero past the channels
+/// (0 for a geometry no scheme takes).
 pub fn filter_len(g: &ConvGeom) -> usize {
-    scheme(g).points() * g.out_c.div_ceil(8) * pairs(g) * 16
+    Scheme::for_geometry(g).map_or(0, |s| s.points() * g.out_c.div_ceil(8) * pairs(s, g) * 16)
 }
 
 /// The transformed filters of every filter (OHWI int8 `weights`, 3x3 or
@@ -196,11 +196,11 @@ pub fn filter_len(g: &ConvGeom) -> usize {
 /// depth pair of eight output channels at one point. `u` has [`filter_len`]
 /// elements.
 pub fn transform_filters(g: &ConvGeom, weights: &[i8], u: &mut [i16]) {
-    let k = g.kernel_h;
-    assert!(matches!(k, 3 | 5) && g.kernel_w == k && weights.len() == g.weights_len(), "winograd: 3x3 or 5x5 filters");
+    let (k, scheme) = (g.kernel_h, Scheme::for_geometry(g).expect("winograd: a geometry no scheme takes"));
+    assert_eq!(weights.len(), g.weights_len(), "winograd: filter length");
     assert_eq!(u.len(), filter_len(g), "winograd: transformed filter length");
     u.fill(0);
-    let (cin, vectors, pairs) = (g.in_c, g.out_c.div_ceil(8), pairs(g));
+    let (cin, vectors, pairs) = (g.in_c, g.out_c.div_ceil(8), pairs(scheme, g));
     let mut put = |pt: usize, o: usize, depth: usize, v: i32| {
         // |v| <= 31 * 128: an i16.
         u[((pt * vectors + o / 8) * pairs + depth / 2) * 16 + (o % 8) * 2 + depth % 2] = v as i16;
@@ -208,7 +208,7 @@ pub fn transform_filters(g: &ConvGeom, weights: &[i8], u: &mut [i16]) {
     for o in 0..g.out_c {
         for c in 0..cin {
             let w = |a: usize, b: usize| weights[((o * k + a) * k + b) * cin + c] as i32;
-            if k == 3 {
+            if scheme == Scheme::F2x2For3x3 {
                 // G' g G'^T.
                 let t: [[i32; 3]; 4] =
                     core::array::from_fn(|i| core::array::from_fn(|b| (0..3).map(|a| G3[i][a] * w(a, b)).sum()));
@@ -229,6 +229,25 @@ pub fn transform_filters(g: &ConvGeom, weights: &[i8], u: &mut [i16]) {
     }
 }
 
+/// Tiles a pass of [`conv2d_winograd_avx2`] covers at most: as many as the
+/// two buffers' budgets allow with every output channel's sums.
+fn pass_tiles(scheme: Scheme, g: &ConvGeom) -> usize {
+    let (th, tw) = scheme.tile();
+    let tile_sums = th * tw * 8 * g.out_c.div_ceil(8);
+    (V_ELEMS / (scheme.points() * scheme.row(g))).min(Y_ELEMS / tile_sums).clamp(1, tiles(g).max(1))
+}
+
+/// Scratch bytes one [`conv2d_winograd_avx2`] call takes for `g` (any
+/// alignment): a pass's transformed tiles, its output sums, and room to
+/// align them (0 for a geometry no scheme takes).
+pub fn scratch_bytes(g: &ConvGeom) -> usize {
+    let Some(scheme) = Scheme::for_geometry(g) else { return 0 };
+    let most = pass_tiles(scheme, g);
+    let (th, tw) = scheme.tile();
+    let v = (scheme.points() * most * scheme.row(g) * 2).next_multiple_of(32);
+    v + most * th * tw * 8 * g.out_c.div_ceil(8) * 4 + 32
+}
+
 /// The plain Conv2D's output channels `couts` (a multiple of 8 from the
 /// first, to `g.out_c` or a multiple of 8) of the output pixels of `tiles`
 /// (row-major, [`tiles`] in all), through the transformed filters `u`; with
@@ -239,7 +258,7 @@ pub fn transform_filters(g: &ConvGeom, weights: &[i8], u: &mut [i16]) {
 /// The CPU must support AVX2. `output` points at `g.output_len()` writable
 /// bytes that nothing else reads or writes in those pixels and channels meanwhile;
 /// [`serves`]`(g, p)`, and `u` is [`transform_filters`]'s for `w` (asserted
-/// where cheap: the lengths).
+/// where cheap: the lengths). `scratch` has [`scratch_bytes`]`(g)` bytes.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn conv2d_winograd_avx2(
@@ -252,8 +271,10 @@ pub unsafe fn conv2d_winograd_avx2(
     tiles: Range<usize>,
     couts: Range<usize>,
     then: Option<&ThenBatchNorm<'_>>,
+    scratch: &mut [u8],
 ) {
     let scheme = Scheme::of(g, p).expect("winograd: not a layer it computes");
+    assert!(scratch.len() >= scratch_bytes(g), "winograd: scratch");
     assert!(input.len() == g.input_len() && w.weights.len() == g.weights_len(), "winograd: lengths");
     assert!(w.bias.len() == g.out_c && w.multiplier.len() == g.out_c && w.shift.len() == g.out_c, "winograd: channels");
     assert_eq!(u.len(), filter_len(g), "winograd: transformed filter length");
@@ -272,11 +293,16 @@ pub unsafe fn conv2d_winograd_avx2(
     // Tiles a pass, the passes as equal as possible: each reads all of this
     // call's transformed filters once, so a short last one would read them
     // for a few tiles.
-    let most = (V_ELEMS / (scheme.points() * cs)).min(Y_ELEMS / tile_sums.max(1)).max(1);
+    let most = pass_tiles(scheme, g);
     let per = tiles.len().div_ceil(tiles.len().div_ceil(most).max(1));
-    let mut v = VBuf([0i16; V_ELEMS]);
-    let mut y = [0i32; Y_ELEMS];
-    let (pairs, vectors) = (pairs(g), g.out_c.div_ceil(8));
+    // The transformed tiles (every element a pass reads is written first)
+    // and the sums (zeroed each pass), on 32-byte boundaries in the scratch.
+    let skip = scratch.as_ptr().align_offset(32);
+    let v_bytes = (scheme.points() * most * cs * 2).next_multiple_of(32);
+    let (v, y) = scratch[skip..].split_at_mut(v_bytes);
+    let v: &mut [i16] = bytemuck::cast_slice_mut(v);
+    let y: &mut [i32] = bytemuck::cast_slice_mut(&mut y[..most * tile_sums.max(1) * 4]);
+    let (pairs, vectors) = (pairs(scheme, g), g.out_c.div_ceil(8));
     let zp = _mm256_set1_epi16(p.in_zp as i16);
     let mut first = tiles.start;
     while first < tiles.end {
@@ -290,8 +316,8 @@ pub unsafe fn conv2d_winograd_avx2(
             let tile = ((first + t) / tiles_w, (first + t) % tiles_w);
             let at = Slot { point_stride, at: t * cs };
             match scheme {
-                Scheme::F2x2For3x3 => transform_tile_3x3(g, zp, input, tile, &mut v.0, at),
-                Scheme::F2For5x5 => transform_tile_5x5(g, zp, input, tile, &mut v.0, at),
+                Scheme::F2x2For3x3 => transform_tile_3x3(g, zp, input, tile, v, at),
+                Scheme::F2For5x5 => transform_tile_5x5(g, zp, input, tile, v, at),
             }
         }
         for pt in 0..scheme.points() {
@@ -304,7 +330,7 @@ pub unsafe fn conv2d_winograd_avx2(
                 let blocks = n.div_ceil(TB);
                 for b in 0..blocks {
                     let (t, nt) = (n * b / blocks, n * (b + 1) / blocks - n * b / blocks);
-                    let (x, f) = (v.0[pt * point_stride + t * cs..].as_ptr(), up[c * pairs * 16..].as_ptr());
+                    let (x, f) = (v[pt * point_stride + t * cs..].as_ptr(), up[c * pairs * 16..].as_ptr());
                     let sums =
                         Sums { at: y[t * tile_sums + 8 * c..].as_mut_ptr(), tile: tile_sums, output: 8 * jv, coef };
                     macro_rules! go {
@@ -350,10 +376,6 @@ pub unsafe fn conv2d_winograd_avx2(
         first += n;
     }
 }
-
-/// The transformed input tiles of one point, 32-byte aligned.
-#[repr(C, align(32))]
-struct VBuf([i16; V_ELEMS]);
 
 /// The 16 input channels from `k` of pixel `(iy, ix)` (where it is in the
 /// image) minus the zero point as i16; 0 outside the image and past `in_c`.
