@@ -29,8 +29,9 @@
 //!
 //! So the output stage ([`finish8`]) sees the plain kernel's accumulator,
 //! and the bytes are the same (tests/kernels_simd.rs). The filters'
-//! transforms are the host's, once per model ([`transform_filters`]);
-//! everything else lives on the stack: nothing here allocates.
+//! transforms are the host's, once per model ([`transform_filters`]); a
+//! call's transformed tiles and sums are in the scratch it is given
+//! ([`scratch_bytes`], from the arena): nothing here allocates.
 
 // Register blocks index the same way the formulas do.
 #![allow(clippy::needless_range_loop)]
