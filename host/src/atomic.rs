@@ -19,21 +19,46 @@ pub struct WriteError {
 
 /// Write `bytes` to `path` atomically, creating its folder if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    write_atomic_with(path, |tmp| {
+        let mut f = std::fs::File::create(tmp)?;
+        f.write_all(bytes)
+    })
+}
+
+/// Write `path` atomically through `write`, which fills the file it is
+/// given (the temporary; it may also replace it): for files too big to build
+/// in memory first, such as checkpoints streamed tensor by tensor. The
+/// temporary keeps the permissions a newly created file gets (a writer that
+/// replaces it through a private temporary of its own would leave 0600), is
+/// synced, then renamed over `path`; on any error it is removed.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<(), WriteError> {
     let werr = |source| WriteError { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(werr)?;
     }
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        let permissions = std::fs::File::create(&tmp)?.metadata()?.permissions();
+        write(&tmp)?;
+        std::fs::set_permissions(&tmp, permissions)?;
+        std::fs::OpenOptions::new().write(true).open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(werr)
+}
+
+/// Make `to` a copy of the finished file `from`, atomically: a hard link
+/// where the file system allows one (no bytes written; `from` is only ever
+/// replaced by a rename, which leaves the link's content alone), else a
+/// synced copy. What `train` uses to keep `best` beside `last`.
+pub fn copy_atomic(from: &Path, to: &Path) -> Result<(), WriteError> {
+    write_atomic_with(to, |tmp| match std::fs::hard_link(from, tmp) {
+        Ok(()) => Ok(()),
+        Err(_) => std::fs::copy(from, tmp).map(drop),
+    })
 }
 
 /// Write `bytes` to `path` atomically after `check` accepted the written
@@ -177,6 +202,53 @@ mod tests {
             assert!(refuse_input_as_output("--out", &link, &[&p]).is_err());
         }
         assert!(refuse_input_as_output("--out", &dir.path().join("new.bin"), &[&p]).is_ok());
+    }
+
+    #[test]
+    fn a_copy_outlives_the_next_write_of_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let (last, best) = (dir.path().join("last.bin"), dir.path().join("best.bin"));
+        write_atomic(&last, b"epoch 1").unwrap();
+        copy_atomic(&last, &best).unwrap();
+        write_atomic(&last, b"epoch 2").unwrap();
+        assert_eq!(std::fs::read(&best).unwrap(), b"epoch 1");
+        assert_eq!(std::fs::read(&last).unwrap(), b"epoch 2");
+        copy_atomic(&last, &best).unwrap();
+        assert_eq!(std::fs::read(&best).unwrap(), b"epoch 2");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary left");
+        let err = copy_atomic(&dir.path().join("missing.bin"), &best).unwrap_err();
+        assert!(err.to_string().contains("best.bin"), "{err}");
+        assert_eq!(std::fs::read(&best).unwrap(), b"epoch 2", "a failed copy keeps the old file");
+    }
+
+    #[test]
+    fn a_replaced_temporary_gets_a_new_files_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, streamed) = (dir.path().join("plain.bin"), dir.path().join("streamed.bin"));
+        write_atomic(&plain, b"x").unwrap();
+        // What safetensors' serialize_to_file does: its own temporary, persisted over ours.
+        write_atomic_with(&streamed, |tmp| {
+            let own = tempfile::NamedTempFile::new_in(dir.path())?;
+            std::fs::write(own.path(), b"x")?;
+            own.persist(tmp).map(drop).map_err(|e| e.error)
+        })
+        .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions();
+        assert_eq!(mode(&streamed), mode(&plain));
+        assert_eq!(std::fs::read(&streamed).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_failed_streamed_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.bin");
+        let e = write_atomic_with(&p, |tmp| {
+            std::fs::write(tmp, b"half")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("big.bin") && e.to_string().contains("disk full"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -517,7 +517,11 @@ impl RunContext<'_> {
         }
         st.save(&self.class_names, &self.last_path)?;
         if improved {
-            st.save(&self.class_names, &self.cfg.out.join(BEST))?;
+            // The same state as `last`: its file again, not a second capture
+            // and write of 700 MB (AlexNet with Adam's state).
+            let best = self.cfg.out.join(BEST);
+            crate::atomic::copy_atomic(&self.last_path, &best)
+                .map_err(|e| CheckpointError::Write { path: best, source: e.source })?;
         }
         self.last_good = Some(self.last_path.clone());
         crate::report::write_history(&self.cfg.out, &st.meta.history)?;
