@@ -19,17 +19,20 @@ pub struct WriteError {
 
 /// Write `bytes` to `path` atomically, creating its folder if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    write_atomic_with(path, |tmp| {
-        let mut f = std::fs::File::create(tmp)?;
-        f.write_all(bytes)
-    })
+    write_atomic_with(path, |tmp| write_all_chunked(&mut std::fs::File::create(tmp)?, bytes))
 }
 
-/// Write `path` atomically through `write`, which fills the file it is
-/// given (the temporary; it may also replace it): for files too big to build
-/// in memory first, such as checkpoints streamed tensor by tensor. The
-/// temporary keeps the permissions a newly created file gets (a writer that
-/// replaces it through a private temporary of its own would leave 0600), is
+/// `w.write_all(bytes)` in calls of at most 1 MB. On this Linux (6.x, ext4)
+/// one `write` of 151 MB took 359 ms and the same bytes in 1 MB writes 37
+/// ms (4 MB writes were as slow as one): a 700 MB checkpoint's tensors or a
+/// 60 MB model file are many such writes.
+pub fn write_all_chunked(w: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    bytes.chunks(1 << 20).try_for_each(|c| w.write_all(c))
+}
+
+/// Write `path` atomically through `write`, which creates the file it is
+/// given (the temporary) and fills it: for files too big to build in memory
+/// first, such as checkpoints streamed tensor by tensor. The temporary is
 /// synced, then renamed over `path`; on any error it is removed.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<(), WriteError> {
     let werr = |source| WriteError { path: path.to_path_buf(), source };
@@ -38,9 +41,7 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Resu
     }
     let tmp = temp_path(path);
     let result = (|| {
-        let permissions = std::fs::File::create(&tmp)?.metadata()?.permissions();
         write(&tmp)?;
-        std::fs::set_permissions(&tmp, permissions)?;
         std::fs::OpenOptions::new().write(true).open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
@@ -76,7 +77,7 @@ pub fn write_atomic_checked<E>(
     let tmp = temp_path(path);
     let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        write_all_chunked(&mut f, bytes)?;
         f.sync_all()
     })();
     let result = match written {
@@ -210,6 +211,12 @@ mod tests {
         let (last, best) = (dir.path().join("last.bin"), dir.path().join("best.bin"));
         write_atomic(&last, b"epoch 1").unwrap();
         copy_atomic(&last, &best).unwrap();
+        #[cfg(unix)]
+        {
+            // A link where the file system allows one: no bytes written again.
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(std::fs::metadata(&best).unwrap().ino(), std::fs::metadata(&last).unwrap().ino());
+        }
         write_atomic(&last, b"epoch 2").unwrap();
         assert_eq!(std::fs::read(&best).unwrap(), b"epoch 1");
         assert_eq!(std::fs::read(&last).unwrap(), b"epoch 2");
@@ -222,20 +229,12 @@ mod tests {
     }
 
     #[test]
-    fn a_replaced_temporary_gets_a_new_files_permissions() {
+    fn a_write_of_several_chunks_reads_back_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let (plain, streamed) = (dir.path().join("plain.bin"), dir.path().join("streamed.bin"));
-        write_atomic(&plain, b"x").unwrap();
-        // What safetensors' serialize_to_file does: its own temporary, persisted over ours.
-        write_atomic_with(&streamed, |tmp| {
-            let own = tempfile::NamedTempFile::new_in(dir.path())?;
-            std::fs::write(own.path(), b"x")?;
-            own.persist(tmp).map(drop).map_err(|e| e.error)
-        })
-        .unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions();
-        assert_eq!(mode(&streamed), mode(&plain));
-        assert_eq!(std::fs::read(&streamed).unwrap(), b"x");
+        let p = dir.path().join("big.bin");
+        let bytes: Vec<u8> = (0..(5 << 19) + 7).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        write_atomic(&p, &bytes).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), bytes);
     }
 
     #[test]

@@ -375,11 +375,7 @@ impl Checkpoint {
         // Streamed to the file tensor by tensor: a second copy of every byte
         // in memory (700 MB for AlexNet with Adam's state) would cost more
         // than the write.
-        crate::atomic::write_atomic_with(path, |tmp| {
-            safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (*k, t)), Some(meta), tmp)
-                .map_err(std::io::Error::other)
-        })
-        .map_err(|e| werr(e.source))
+        crate::atomic::write_atomic_with(path, |tmp| write_safetensors(tmp, &tensors, meta)).map_err(|e| werr(e.source))
     }
 
     /// Read and validate a checkpoint: the layer stack must rebuild, and the
@@ -498,19 +494,42 @@ impl<'a> F32Bytes<'a> {
     }
 }
 
-impl safetensors::View for &F32Bytes<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
+/// Write a safetensors file of `tensors` (in this order, which must be the
+/// crate's: by name, all f32) with `meta`: the header from the crate's own
+/// [`safetensors::tensor::Metadata`], then each tensor's bytes straight from
+/// where they lie. (`safetensors::serialize` builds the whole file in memory
+/// first; `serialize_to_file` writes through a private temporary of its own,
+/// with 0600 permissions, renamed over the one given.)
+fn write_safetensors(
+    file: &Path,
+    tensors: &[(&String, F32Bytes)],
+    meta: HashMap<String, String>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut offset = 0;
+    let table: Vec<(String, safetensors::tensor::TensorInfo)> = tensors
+        .iter()
+        .map(|(k, t)| {
+            let at = (offset, offset + t.bytes.len());
+            offset = at.1;
+            (
+                (*k).clone(),
+                safetensors::tensor::TensorInfo { dtype: Dtype::F32, shape: t.shape.clone(), data_offsets: at },
+            )
+        })
+        .collect();
+    let header = safetensors::tensor::Metadata::new(Some(meta), table).map_err(std::io::Error::other)?;
+    let mut text = serde_json::to_vec(&header)?;
+    // The format pads the header with spaces to a multiple of 8 bytes.
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = std::io::BufWriter::new(std::fs::File::create(file)?);
+    out.write_all(&(text.len() as u64).to_le_bytes())?;
+    out.write_all(&text)?;
+    for (_, t) in tensors {
+        crate::atomic::write_all_chunked(&mut out, &t.bytes)?;
     }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
+    out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+    Ok(())
 }
 
 /// Hold every tensor to the checksum its metadata records: a flipped byte is
