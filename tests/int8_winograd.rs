@@ -1,11 +1,12 @@
-//! The int8 3x3 and 5x5 convs through exact integer Winograd, as the engine runs
+//! The int8 3x3 and 5x5 convs through exact integer Winograd, and the dense
+//! layers after a ReLU through their input-major copies, as the engine runs
 //! them on AVX2 cores without VNNI (AMD Zen 3), give every layer's bytes of
 //! the direct kernels. On an AVX-512 machine the kernels are capped at AVX2
 //! first (`shared::kernels::x86::limit_isa`, process-wide: this test has a
 //! binary of its own), so that every x86 machine runs this path.
 
 use shared::convert::OwnedModel;
-use shared::engine::{self, HostLayouts, NoObserver, Parallel, WinogradFilters};
+use shared::engine::{self, HostLayouts, InputMajorWeights, NoObserver, Parallel, WinogradFilters};
 use shared::spec;
 
 /// alexnet-micro at 67x67 with random parameters: its int8 model (calibrated
@@ -41,6 +42,10 @@ fn winograd_convs_give_the_direct_bytes() {
     // Every stride-1 conv (alexnet-micro's 5x5 conv 2 and 3x3 conv 3-5) got its filters.
     let lent = (0..int8.spec.layers().len()).filter(|&i| !WinogradFilters::layer(&layouts.winograd, i).is_empty());
     assert_eq!(lent.count(), 4, "conv 2-5 run through Winograd");
+    // And the dense layers after a ReLU (FC7, FC8) their input-major copies.
+    let copied =
+        (0..int8.spec.layers().len()).filter(|&i| !InputMajorWeights::layer(&layouts.input_major, i).is_empty());
+    assert_eq!(copied.count(), 2, "FC7 and FC8 read input-major");
     let two = host::engine_threads::SpinPool::new(2);
     let pools: [&dyn Parallel; 3] = [&engine::SingleThread, &two, &host::engine_threads::RayonPool];
     // Scratch for two jobs: rayon's pool may have more threads, which then

@@ -332,6 +332,19 @@ fn check_dense8_input_major(n: usize, units: usize, seed: u64, relu: bool, dead:
     k8::dense_units_input_major(&p, &raw.view(), &wt, &x, a, 0);
     k8::dense_units_input_major(&p, &raw.view(), &wt, &x, b, cut);
     prop_assert!(got == want, "input-major cut at {cut} differs: n={n} units={units} dead={dead}/8 {p:?}");
+    // The AVX2 kernel too where the dispatch picked VNNI (it serves AVX2-only cores).
+    #[cfg(target_arch = "x86_64")]
+    if shared::kernels::x86::has_avx2() {
+        use shared::kernels::x86::int8_avx2::dense_avx2_input_major_units;
+        let mut got = vec![0x55i8; units];
+        let (a, b) = got.split_at_mut(cut);
+        // SAFETY: AVX2 checked; `can_skip_dense_inputs` checked the zero point.
+        unsafe {
+            dense_avx2_input_major_units(&p, &raw.view(), &wt, &x, a, 0);
+            dense_avx2_input_major_units(&p, &raw.view(), &wt, &x, b, cut);
+        }
+        prop_assert!(got == want, "AVX2 input-major cut at {cut} differs: n={n} units={units} dead={dead}/8 {p:?}");
+    }
     Ok(())
 }
 

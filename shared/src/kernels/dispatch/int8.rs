@@ -245,9 +245,9 @@ pub fn winograd_serves(g: &ConvGeom, p: &Int8Params) -> bool {
 /// i16 elements of [`transform_winograd_filters`]'s output for `g` (0 where
 /// no kernel reads them).
 pub fn winograd_filter_len(g: &ConvGeom) -> usize {
-    #[cfg(x86_simd)]
+    #[cfg(all(feature = "std", x86_simd))]
     return x86_w::filter_len(g);
-    #[cfg(not(x86_simd))]
+    #[cfg(not(all(feature = "std", x86_simd)))]
     {
         let _ = g;
         0
@@ -257,9 +257,9 @@ pub fn winograd_filter_len(g: &ConvGeom) -> usize {
 /// The Winograd transform of a 3x3 or 5x5 layer's int8 filters, laid out for
 /// [`conv2d_winograd`]; `u` has [`winograd_filter_len`] elements.
 pub fn transform_winograd_filters(g: &ConvGeom, weights: &[i8], u: &mut [i16]) {
-    #[cfg(x86_simd)]
+    #[cfg(all(feature = "std", x86_simd))]
     x86_w::transform_filters(g, weights, u);
-    #[cfg(not(x86_simd))]
+    #[cfg(not(all(feature = "std", x86_simd)))]
     {
         let _ = (g, weights);
         assert!(u.is_empty(), "winograd: no kernel on this target");
@@ -269,9 +269,9 @@ pub fn transform_winograd_filters(g: &ConvGeom, weights: &[i8], u: &mut [i16]) {
 /// The Winograd output tiles of a layer [`winograd_serves`]: what
 /// [`conv2d_winograd`]'s `tiles` range over.
 pub fn winograd_tiles(g: &ConvGeom) -> usize {
-    #[cfg(x86_simd)]
+    #[cfg(all(feature = "std", x86_simd))]
     return x86_w::tiles(g);
-    #[cfg(not(x86_simd))]
+    #[cfg(not(all(feature = "std", x86_simd)))]
     {
         let _ = g;
         0
@@ -281,9 +281,9 @@ pub fn winograd_tiles(g: &ConvGeom) -> usize {
 /// Scratch bytes one [`conv2d_winograd`] call takes for `g` (0 where no
 /// kernel runs it).
 pub fn winograd_scratch_bytes(g: &ConvGeom) -> usize {
-    #[cfg(x86_simd)]
+    #[cfg(all(feature = "std", x86_simd))]
     return x86_w::scratch_bytes(g);
-    #[cfg(not(x86_simd))]
+    #[cfg(not(all(feature = "std", x86_simd)))]
     {
         let _ = g;
         0
@@ -352,7 +352,7 @@ pub fn dense_units(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8], output: &m
 /// input has zero point `in_zp`.
 pub fn can_skip_dense_inputs(in_zp: i32) -> bool {
     #[cfg(all(feature = "std", x86_simd))]
-    if x86::has_vnni() && i8::try_from(in_zp).is_ok() {
+    if (x86::has_vnni() || x86::has_avx2()) && i8::try_from(in_zp).is_ok() {
         return true;
     }
     let _ = in_zp;
@@ -372,9 +372,12 @@ pub fn dense_units_input_major(
 ) {
     assert!(can_skip_dense_inputs(p.in_zp), "dense_units_input_major: not supported on this CPU");
     #[cfg(all(feature = "std", x86_simd))]
-    // SAFETY: `can_skip_dense_inputs` checked AVX-512F/BW/VNNI and the zero point.
-    unsafe {
-        x86_8::dense_vnni_input_major_units(p, w, wt, input, output, first)
+    if x86::has_vnni() {
+        // SAFETY: `can_skip_dense_inputs` checked AVX-512F/BW/VNNI and the zero point.
+        unsafe { x86_8::dense_vnni_input_major_units(p, w, wt, input, output, first) }
+    } else {
+        // SAFETY: `can_skip_dense_inputs` checked AVX2 and the zero point.
+        unsafe { x86_a2::dense_avx2_input_major_units(p, w, wt, input, output, first) }
     }
     #[cfg(not(all(feature = "std", x86_simd)))]
     let _ = (p, w, wt, input, output, first);

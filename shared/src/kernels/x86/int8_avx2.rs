@@ -13,8 +13,10 @@
 //! the plain kernel's skipped tap adds), then runs a 3-pixel x 3-filter
 //! dot-product block over the filters as stored (OHWI, widened 16 bytes at a
 //! time). The output stage ([`requantize8`]) is the plain kernel's
-//! `requantize` on 8 lanes. Everything lives on the stack: nothing here
-//! allocates.
+//! `requantize` on 8 lanes. Dense runs over rows ([`dense_avx2_units`]) or,
+//! where the host lends an input-major copy, over the rows of the live
+//! inputs only ([`dense_avx2_input_major_units`]). Everything lives on the
+//! stack: nothing here allocates.
 
 // Register blocks index the same way the formulas do.
 #![allow(clippy::needless_range_loop)]
@@ -478,6 +480,157 @@ unsafe fn dense_block<const R: usize>(x: *const i8, w: *const i8, n: usize, full
     let mut out = [0i32; DU];
     out[..R].copy_from_slice(&lanes[..R]);
     out
+}
+
+/// Units per pass of [`dense_avx2_input_major_units`]: their `i32` sums (8
+/// KB) stay in L1 while the live rows stream by.
+const IM_CHUNK: usize = 2048;
+/// Live inputs gathered per batch by [`dense_avx2_input_major_units`].
+const IM_LIVE: usize = 1024;
+/// How many quads of live inputs ahead it asks for the weight rows.
+const IM_AHEAD: usize = 2;
+
+/// [`dense_avx2_units`] over weights laid out input-major (`wt[j * units +
+/// u]`, the transpose of `w.weights`), reading only the rows of live inputs
+/// (`x != in_zp`): a dead input adds `(x - in_zp) * w = 0` to every unit, so
+/// after a ReLU about half of the layer's weights need not be streamed. The
+/// same integer sums, so the same bytes.
+///
+/// Live inputs go in fours. For every 32 units, the rows of a pair of them
+/// are interleaved by a byte unpack and widened to i16 pairs, which meet the
+/// pair's `x - in_zp`, broadcast, in one `vpmaddwd`; the two pairs' products
+/// are added before the sums in L1. (The unpack works within 128-bit lanes:
+/// its halves hold units 0-7 and 16-23, its high one 8-15 and 24-31.) A last
+/// group of fewer than four is padded with inputs of value 0 after the
+/// zero point, which add nothing.
+///
+/// # Safety
+/// The CPU must support AVX2; `p.in_zp` must fit an i8.
+#[target_feature(enable = "avx2")]
+pub unsafe fn dense_avx2_input_major_units(
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    wt: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+    first: usize,
+) {
+    let n = input.len();
+    let units = w.bias.len();
+    assert!(wt.len() == n * units, "dense: input-major weight length");
+    assert!(w.multiplier.len() == units && w.shift.len() == units, "dense: units");
+    assert!(first + output.len() <= units, "dense: unit range");
+    let zp = i8::try_from(p.in_zp).expect("dense: input zero point fits an i8");
+    let dead = _mm256_set1_epi8(zp);
+    let mut c0 = 0;
+    while c0 < output.len() {
+        let cn = IM_CHUNK.min(output.len() - c0);
+        let groups = cn.div_ceil(32);
+        let u0 = first + c0;
+        let mut sums = [0i32; IM_CHUNK];
+        // Fold one quad of live inputs (`x - in_zp` of each) into every
+        // group of 32 units, asking for the rows of the quad `ahead`
+        // meanwhile: live rows are runs of `cn` bytes with gaps, which the
+        // hardware prefetcher does not follow.
+        let mut fold = |quad: &[usize; 4], xs: [i32; 4], ahead: Option<&[usize]>| {
+            let pair = |a: i32, b: i32| _mm256_set1_epi32((b << 16) | (a & 0xffff));
+            let (x01, x23) = (pair(xs[0], xs[1]), pair(xs[2], xs[3]));
+            for g in 0..groups {
+                let off = u0 + 32 * g;
+                let left = cn - 32 * g;
+                if let Some(next) = ahead {
+                    for &j in next {
+                        // SAFETY: inside row `j` (a hint; it never faults).
+                        _mm_prefetch::<_MM_HINT_T0>(unsafe { wt.as_ptr().add(j * units + off) }.cast());
+                    }
+                }
+                let row = |r: usize| {
+                    let at = quad[r] * units + off;
+                    if left >= 32 {
+                        // SAFETY: row `quad[r]` has `units` bytes from
+                        // `quad[r] * units`, 32 of them from `off`.
+                        unsafe { _mm256_loadu_si256(wt.as_ptr().add(at).cast()) }
+                    } else {
+                        let mut tail = [0i8; 32];
+                        tail[..left].copy_from_slice(&wt[at..at + left]);
+                        // SAFETY: 32 bytes of `tail`.
+                        unsafe { _mm256_loadu_si256(tail.as_ptr().cast()) }
+                    }
+                };
+                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                let (lo01, hi01) = (_mm256_unpacklo_epi8(r0, r1), _mm256_unpackhi_epi8(r0, r1));
+                let (lo23, hi23) = (_mm256_unpacklo_epi8(r2, r3), _mm256_unpackhi_epi8(r2, r3));
+                let widen = |v: __m256i, half: bool| {
+                    let h = if half { _mm256_extracti128_si256::<1>(v) } else { _mm256_castsi256_si128(v) };
+                    _mm256_cvtepi8_epi16(h)
+                };
+                // (register, its half, the first of its 8 units)
+                for (from01, from23, half, unit) in
+                    [(lo01, lo23, false, 0), (hi01, hi23, false, 8), (lo01, lo23, true, 16), (hi01, hi23, true, 24)]
+                {
+                    let v = _mm256_add_epi32(
+                        _mm256_madd_epi16(widen(from01, half), x01),
+                        _mm256_madd_epi16(widen(from23, half), x23),
+                    );
+                    let at = &mut sums[32 * g + unit..32 * g + unit + 8];
+                    // SAFETY: 8 i32 of `sums` (a group's 32 fit the array: `cn <= IM_CHUNK`).
+                    unsafe {
+                        let old = _mm256_loadu_si256(at.as_ptr().cast());
+                        _mm256_storeu_si256(at.as_mut_ptr().cast(), _mm256_add_epi32(old, v));
+                    }
+                }
+            }
+        };
+        let x_of = |j: usize| i32::from(input[j]) - p.in_zp;
+        // The live inputs, a batch at a time (the 0-3 a batch leaves over
+        // start the next).
+        let mut live = [0usize; IM_LIVE + 32];
+        let (mut count, mut j0) = (0, 0);
+        loop {
+            while j0 < n && count + 32 <= live.len() {
+                let m = 32.min(n - j0);
+                let mut bits = if m == 32 {
+                    // SAFETY: 32 bytes of `input` from `j0`.
+                    let x = unsafe { _mm256_loadu_si256(input.as_ptr().add(j0).cast()) };
+                    !(_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, dead)) as u32)
+                } else {
+                    input[j0..].iter().enumerate().fold(0u32, |a, (i, &v)| a | u32::from(v != zp) << i)
+                };
+                while bits != 0 {
+                    live[count] = j0 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    count += 1;
+                }
+                j0 += 32;
+            }
+            let quads = count / 4;
+            for q in 0..quads {
+                let quad = [live[4 * q], live[4 * q + 1], live[4 * q + 2], live[4 * q + 3]];
+                let ahead = (q + IM_AHEAD < quads).then(|| &live[4 * (q + IM_AHEAD)..4 * (q + IM_AHEAD) + 4]);
+                fold(&quad, quad.map(x_of), ahead);
+            }
+            live.copy_within(4 * quads..count, 0);
+            count -= 4 * quads;
+            if j0 >= n {
+                break;
+            }
+        }
+        if count > 0 {
+            // Pad with the first live input's row, at 0 after the zero point.
+            let mut quad = [live[0]; 4];
+            quad[..count].copy_from_slice(&live[..count]);
+            let mut xs = [0; 4];
+            for r in 0..count {
+                xs[r] = x_of(quad[r]);
+            }
+            fold(&quad, xs, None);
+        }
+        for (unit, &sum) in sums[..cn].iter().enumerate() {
+            let o = u0 + unit;
+            output[c0 + unit] = requantize(sum.wrapping_add(w.bias[o]), w.multiplier[o], w.shift[o], p);
+        }
+        c0 += cn;
+    }
 }
 
 /// The plain int8 MaxPool2D, 32 channels a vector (the rest one by one).
