@@ -229,7 +229,7 @@ fn check_winograd(
         got
     };
     let (tiles, c) = (wg::tiles(g), g.out_c);
-    let (tcut, ccut) = (tiles / 2 | 1, c / 16 * 8);
+    let (tcut, ccut) = ((tiles / 2) | 1, c / 16 * 8);
     let splits = [
         vec![(0..tiles, 0..c)],
         vec![(0..tiles, 0..ccut), (0..tiles, ccut..c)],
