@@ -35,6 +35,7 @@ use crate::kernels::generic::int8::{
     check_bn, check_conv, check_dense, conv2d_portable, dense_portable, requantize, Int8Params, ThenBatchNorm,
 };
 use crate::kernels::generic::pool::for_each_window;
+use crate::kernels::x86::live;
 use crate::model::Int8Weights;
 
 // ---------------------------------------------------------------------------
@@ -1073,10 +1074,6 @@ pub unsafe fn dense_vnni_units(p: &Int8Params, w: &Int8Weights<'_>, input: &[i8]
 /// Units per pass of [`dense_vnni_input_major_units`]: its accumulators
 /// (two `i32` per unit, 16 KB) stay in L1 while the live rows stream by.
 const IM_CHUNK: usize = 2048;
-/// Live inputs gathered per batch by [`dense_vnni_input_major_units`].
-const IM_LIVE: usize = 1024;
-/// How many quads of live inputs ahead it asks for the weight rows.
-const IM_AHEAD: usize = 2;
 
 /// [`dense_vnni_units`] over weights laid out input-major (`wt[j * units + u]`,
 /// the transpose of `w.weights`), reading only the rows of live inputs (`x !=
@@ -1102,12 +1099,7 @@ pub unsafe fn dense_vnni_input_major_units(
     output: &mut [i8],
     first: usize,
 ) {
-    let n = input.len();
-    let units = w.bias.len();
-    assert!(wt.len() == n * units, "dense: input-major weight length");
-    assert!(w.multiplier.len() == units && w.shift.len() == units, "dense: units");
-    assert!(first + output.len() <= units, "dense: unit range");
-    let zp = i8::try_from(p.in_zp).expect("dense: input zero point fits an i8");
+    let (units, zp) = live::check_input_major(p, w, wt, input, output.len(), first);
     let zc = 128 + p.in_zp;
     let dead = _mm512_set1_epi8(zp);
     let ones = _mm512_set1_epi8(1);
@@ -1123,7 +1115,7 @@ pub unsafe fn dense_vnni_input_major_units(
         // block, asking for the rows of the quad `ahead` meanwhile: live rows
         // are runs of `cn` bytes with gaps, which the hardware prefetcher
         // does not follow.
-        let mut fold = |quad: &[usize], bytes: u32, ahead: Option<&[usize]>| {
+        let mut fold = |quad: &[usize; 4], bytes: u32, ahead: Option<&[usize]>| {
             let xq = _mm512_set1_epi32(bytes as i32);
             for b in 0..blocks {
                 let off = u0 + b * 64;
@@ -1154,44 +1146,17 @@ pub unsafe fn dense_vnni_input_major_units(
             }
         };
         let u8_of = |j: usize| (input[j] as u8 ^ 0x80) as u32;
-        let bytes_of = |quad: &[usize]| quad.iter().enumerate().fold(0u32, |a, (r, &j)| a | u8_of(j) << (8 * r));
-        // The live inputs, a batch at a time (the 0-3 a batch leaves over
-        // start the next).
-        let mut live = [0usize; IM_LIVE + 64];
-        let (mut count, mut j0) = (0, 0);
-        loop {
-            while j0 < n && count + 64 <= live.len() {
-                let m = 64.min(n - j0);
-                let mask: __mmask64 = if m == 64 { u64::MAX } else { (1u64 << m) - 1 };
-                // SAFETY: the masked load reads `m` bytes of `input` from `j0`.
-                let x = unsafe { _mm512_maskz_loadu_epi8(mask, input.as_ptr().add(j0)) };
-                let mut bits = _mm512_mask_cmpneq_epi8_mask(mask, x, dead);
-                while bits != 0 {
-                    live[count] = j0 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    count += 1;
-                }
-                j0 += 64;
-            }
-            let quads = count / 4;
-            for q in 0..quads {
-                let quad = &live[4 * q..4 * q + 4];
-                let ahead = (q + IM_AHEAD < quads).then(|| &live[4 * (q + IM_AHEAD)..4 * (q + IM_AHEAD) + 4]);
-                fold(quad, bytes_of(quad), ahead);
-            }
-            live.copy_within(4 * quads..count, 0);
-            count -= 4 * quads;
-            if j0 >= n {
-                break;
-            }
-        }
-        if count > 0 {
-            // Pad with the first live input's row, at the dead value.
-            let mut quad = [live[0]; 4];
-            quad[..count].copy_from_slice(&live[..count]);
-            let bytes = bytes_of(&quad[..count]) | (count..4).fold(0, |a, r| a | (zc as u32) << (8 * r));
-            fold(&quad, bytes, None);
-        }
+        let live_bits = |block: &[i8]| {
+            let mask: __mmask64 = if block.len() == 64 { u64::MAX } else { (1u64 << block.len()) - 1 };
+            // SAFETY: the masked load reads the block's `len() <= 64` bytes.
+            let x = unsafe { _mm512_maskz_loadu_epi8(mask, block.as_ptr()) };
+            _mm512_mask_cmpneq_epi8_mask(mask, x, dead)
+        };
+        live::for_each_live_quad(input, live_bits, |quad, real, ahead| {
+            // A padded input sits at the dead value, `x + 128 = zc`.
+            let bytes = (0..4).fold(0u32, |a, r| a | if r < real { u8_of(quad[r]) } else { zc as u32 } << (8 * r));
+            fold(quad, bytes, ahead);
+        });
         for b in 0..blocks {
             let (mut dv, mut sv) = ([0i32; 64], [0i32; 64]);
             for k in 0..4 {

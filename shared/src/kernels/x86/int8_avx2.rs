@@ -26,6 +26,7 @@ use core::arch::x86_64::*;
 use crate::geometry::{ConvGeom, PoolGeom};
 use crate::kernels::generic::int8::{check_bn, requantize, Int8Params, ThenBatchNorm};
 use crate::kernels::generic::pool::for_each_window;
+use crate::kernels::x86::live;
 use crate::model::Int8Weights;
 
 /// i16 elements of the stack buffer patches are gathered in (68 KB: a few
@@ -487,10 +488,6 @@ unsafe fn dense_block<const R: usize>(x: *const i8, w: *const i8, n: usize, full
 /// Units per pass of [`dense_avx2_input_major_units`]: their `i32` sums (8
 /// KB) stay in L1 while the live rows stream by.
 const IM_CHUNK: usize = 2048;
-/// Live inputs gathered per batch by [`dense_avx2_input_major_units`].
-const IM_LIVE: usize = 1024;
-/// How many quads of live inputs ahead it asks for the weight rows.
-const IM_AHEAD: usize = 2;
 
 /// [`dense_avx2_units`] over weights laid out input-major (`wt[j * units +
 /// u]`, the transpose of `w.weights`), reading only the rows of live inputs
@@ -517,12 +514,7 @@ pub unsafe fn dense_avx2_input_major_units(
     output: &mut [i8],
     first: usize,
 ) {
-    let n = input.len();
-    let units = w.bias.len();
-    assert!(wt.len() == n * units, "dense: input-major weight length");
-    assert!(w.multiplier.len() == units && w.shift.len() == units, "dense: units");
-    assert!(first + output.len() <= units, "dense: unit range");
-    let zp = i8::try_from(p.in_zp).expect("dense: input zero point fits an i8");
+    let (units, zp) = live::check_input_major(p, w, wt, input, output.len(), first);
     let dead = _mm256_set1_epi8(zp);
     let mut c0 = 0;
     while c0 < output.len() {
@@ -584,49 +576,24 @@ pub unsafe fn dense_avx2_input_major_units(
             }
         };
         let x_of = |j: usize| i32::from(input[j]) - p.in_zp;
-        // The live inputs, a batch at a time (the 0-3 a batch leaves over
-        // start the next).
-        let mut live = [0usize; IM_LIVE + 32];
-        let (mut count, mut j0) = (0, 0);
-        loop {
-            while j0 < n && count + 32 <= live.len() {
-                let m = 32.min(n - j0);
-                let mut bits = if m == 32 {
-                    // SAFETY: 32 bytes of `input` from `j0`.
-                    let x = unsafe { _mm256_loadu_si256(input.as_ptr().add(j0).cast()) };
-                    !(_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, dead)) as u32)
+        let live_bits = |block: &[i8]| {
+            let half = |h: &[i8]| -> u64 {
+                if h.len() == 32 {
+                    // SAFETY: 32 bytes of `h`.
+                    let x = unsafe { _mm256_loadu_si256(h.as_ptr().cast()) };
+                    u64::from(!(_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, dead)) as u32))
                 } else {
-                    input[j0..].iter().enumerate().fold(0u32, |a, (i, &v)| a | u32::from(v != zp) << i)
-                };
-                while bits != 0 {
-                    live[count] = j0 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    count += 1;
+                    h.iter().enumerate().fold(0, |a, (i, &v)| a | u64::from(v != zp) << i)
                 }
-                j0 += 32;
-            }
-            let quads = count / 4;
-            for q in 0..quads {
-                let quad = [live[4 * q], live[4 * q + 1], live[4 * q + 2], live[4 * q + 3]];
-                let ahead = (q + IM_AHEAD < quads).then(|| &live[4 * (q + IM_AHEAD)..4 * (q + IM_AHEAD) + 4]);
-                fold(&quad, quad.map(x_of), ahead);
-            }
-            live.copy_within(4 * quads..count, 0);
-            count -= 4 * quads;
-            if j0 >= n {
-                break;
-            }
-        }
-        if count > 0 {
-            // Pad with the first live input's row, at 0 after the zero point.
-            let mut quad = [live[0]; 4];
-            quad[..count].copy_from_slice(&live[..count]);
-            let mut xs = [0; 4];
-            for r in 0..count {
-                xs[r] = x_of(quad[r]);
-            }
-            fold(&quad, xs, None);
-        }
+            };
+            let (lo, hi) = block.split_at(32.min(block.len()));
+            half(lo) | half(hi) << 32
+        };
+        live::for_each_live_quad(input, live_bits, |quad, real, ahead| {
+            // A padded input is 0 after the zero point.
+            let xs = [0, 1, 2, 3].map(|r| if r < real { x_of(quad[r]) } else { 0 });
+            fold(quad, xs, ahead);
+        });
         for (unit, &sum) in sums[..cn].iter().enumerate() {
             let o = u0 + unit;
             output[c0 + unit] = requantize(sum.wrapping_add(w.bias[o]), w.multiplier[o], w.shift[o], p);

@@ -12,6 +12,7 @@ pub mod f16;
 pub mod int8;
 pub mod int8_avx2;
 pub mod int8_winograd;
+pub mod live;
 
 #[cfg(feature = "std")]
 use core::sync::atomic::{AtomicU8, Ordering};
