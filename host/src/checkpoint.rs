@@ -365,7 +365,8 @@ impl Checkpoint {
             let s = serde_json::to_string(t).map_err(|e| werr(std::io::Error::other(e)))?;
             meta.insert("train".to_string(), s);
         }
-        // Sorted for a stable file: the same state always gives the same bytes.
+        // By name: the order safetensors' own writer gives f32 tensors, so the
+        // tensor table and data are those `serialize` would write (tested).
         let sorted: BTreeMap<&String, &ArrayD<f32>> = self.tensors.iter().collect();
         let tensors: Vec<(&String, F32Bytes)> = sorted.into_iter().map(|(k, v)| (k, F32Bytes::of(v))).collect();
         meta.insert(
