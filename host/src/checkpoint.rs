@@ -382,6 +382,18 @@ impl Checkpoint {
     /// Read and validate a checkpoint: the layer stack must rebuild, and the
     /// network tensors must match it in names and shapes.
     pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        Checkpoint::load_with(path, true)
+    }
+
+    /// [`Checkpoint::load`] without the optimizer's state (`optimizer/...`,
+    /// twice the weights' size with Adam), for the commands that only run
+    /// the model: every checksum is still verified, but those tensors are
+    /// neither converted nor kept.
+    pub fn load_model(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        Checkpoint::load_with(path, false)
+    }
+
+    fn load_with(path: &Path, optimizer: bool) -> Result<Checkpoint, CheckpointError> {
         crate::budget::check_file("the checkpoint", path)
             .map_err(|e| CheckpointError::Invalid { path: path.to_path_buf(), what: e.to_string() })?;
         let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: path.to_path_buf(), source })?;
@@ -431,6 +443,9 @@ impl Checkpoint {
         verify_checksums(path, &meta, &st, v1)?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
+            if !optimizer && name.starts_with(crate::optim::OPTIMIZER_PREFIX) {
+                continue;
+            }
             if view.dtype() != Dtype::F32 {
                 return Err(invalid(format!("tensor {name} is {:?}, expected F32", view.dtype())));
             }
@@ -452,7 +467,11 @@ impl Checkpoint {
 
     /// Only the network's tensors (no optimizer state), by Keras name.
     pub fn model_tensors(&self) -> HashMap<String, ArrayD<f32>> {
-        self.tensors.iter().filter(|(k, _)| !k.starts_with("optimizer/")).map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.tensors
+            .iter()
+            .filter(|(k, _)| !k.starts_with(crate::optim::OPTIMIZER_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -879,13 +898,18 @@ mod tests {
         let back = Checkpoint::load(&path).unwrap();
         assert_eq!(back.spec, tiny());
         assert_eq!(back.class_names, names);
-        assert_eq!(back.train, Some(meta));
+        assert_eq!(back.train, Some(meta.clone()));
         assert_eq!(back.tensors, ck.tensors);
         let net2 = back.network().unwrap();
         for ((n1, t1), (n2, t2)) in net.tensors().iter().zip(net2.tensors().iter()) {
             assert_eq!(n1, n2);
             assert_eq!(t1, t2);
         }
+        // The model alone: every network tensor, none of the optimizer's.
+        let model = Checkpoint::load_model(&path).unwrap();
+        assert!(ck.tensors.keys().any(|k| k.starts_with(crate::optim::OPTIMIZER_PREFIX)));
+        assert_eq!(model.tensors, ck.model_tensors());
+        assert_eq!(model.train, Some(meta));
         // Saving over an existing file replaces it whole.
         ck.save(&path).unwrap();
         assert_eq!(std::fs::read(&path).unwrap().len(), std::fs::metadata(&path).unwrap().len() as usize);

@@ -57,6 +57,10 @@ impl OptimizerKind {
     }
 }
 
+/// What every name of [`Optimizer::state_tensors`] starts with: how a
+/// checkpoint's reader tells the optimizer's state from the network's.
+pub const OPTIMIZER_PREFIX: &str = "optimizer/";
+
 /// An optimizer with its per-parameter state (Adam's m and v, SGD's velocity).
 #[derive(Clone, Debug)]
 pub struct Optimizer {
@@ -157,7 +161,7 @@ impl Optimizer {
         }
     }
 
-    /// Everything needed to resume exactly: `optimizer/iterations`, `optimizer/learning_rate`
+    /// Everything needed to resume exactly, every name under [`OPTIMIZER_PREFIX`]: `optimizer/iterations`, `optimizer/learning_rate`
     /// (scalars) and `optimizer/<slot>/<param name>` for each slot (`m`, `v` or `velocity`).
     pub fn state_tensors(&self) -> Vec<(String, ArrayD<f32>)> {
         let scalar = |v: f32| ArrayD::from_elem(IxDyn(&[]), v);
@@ -327,6 +331,17 @@ mod tests {
             .build()
             .unwrap();
         Network::new(&spec, 1)
+    }
+
+    #[test]
+    fn every_state_tensor_is_under_the_prefix() {
+        for kind in [OptimizerKind::adam(), OptimizerKind::sgd()] {
+            let (mut net, mut opt) = (tiny(), Optimizer::new(kind));
+            train_steps(&mut net, &mut opt, 1);
+            let names: Vec<String> = opt.state_tensors().into_iter().map(|(k, _)| k).collect();
+            assert!(names.len() > 2 && names.iter().all(|k| k.starts_with(OPTIMIZER_PREFIX)), "{names:?}");
+            assert!(net.tensors().iter().all(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX)));
+        }
     }
 
     fn train_steps(net: &mut Network, opt: &mut Optimizer, steps: usize) -> f32 {

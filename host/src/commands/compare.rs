@@ -46,7 +46,7 @@ pub struct CompareArgs {
 
 /// Run `host compare`.
 pub fn run(args: &CompareArgs) -> Result<()> {
-    let ck = Checkpoint::load(&args.checkpoint)?;
+    let ck = Checkpoint::load_model(&args.checkpoint)?;
     let files: Vec<(PathBuf, AlignedBytes)> =
         args.models.iter().map(|p| Ok((p.clone(), read_model_file(p)?))).collect::<Result<_>>()?;
     let models: Vec<(PathBuf, QuantModel)> =

@@ -37,7 +37,7 @@ pub struct EvalArgs {
 /// Run `host eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
     let path = crate::runs::checkpoint_or_default(args.checkpoint.as_deref());
-    let ck = Checkpoint::load(&path)?;
+    let ck = Checkpoint::load_model(&path)?;
     let mut net = ck.network().with_context(|| format!("checkpoint {}", path.display()))?;
     let CheckpointData { data, subset, indices } = open_for_checkpoint(&ck, args.data.as_deref(), args.subset)?;
     let r = evaluate(&mut net, data.source.clone(), &indices, args.batch_size.max(1), args.skip_bad)

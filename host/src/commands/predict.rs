@@ -24,7 +24,7 @@ pub struct PredictArgs {
 /// Run `host predict`.
 pub fn run(args: &PredictArgs) -> Result<()> {
     let path = crate::runs::checkpoint_or_default(args.checkpoint.as_deref());
-    let ck = Checkpoint::load(&path)?;
+    let ck = Checkpoint::load_model(&path)?;
     let mut net = ck.network()?;
     let preds = predict_files(&mut net, &ck.class_names, &args.images)?;
     if args.json {

@@ -60,7 +60,7 @@ pub struct QuantizeArgs {
 /// Run `host quantize`.
 pub fn run(args: &QuantizeArgs) -> Result<()> {
     crate::atomic::refuse_input_as_output("--out", &args.out, &[&args.checkpoint])?;
-    let ck = Checkpoint::load(&args.checkpoint)?;
+    let ck = Checkpoint::load_model(&args.checkpoint)?;
     let precision = Precision::from(args.to);
     let method = match args.percentile {
         Some(p) if (50.0..=100.0).contains(&p) => RangeMethod::Percentile(p),
