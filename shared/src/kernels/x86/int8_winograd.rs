@@ -230,23 +230,26 @@ pub fn transform_filters(g: &ConvGeom, weights: &[i8], u: &mut [i16]) {
     }
 }
 
-/// Tiles a pass of [`conv2d_winograd_avx2`] covers at most: as many as the
-/// two buffers' budgets allow with every output channel's sums.
-fn pass_tiles(scheme: Scheme, g: &ConvGeom) -> usize {
+/// A pass of [`conv2d_winograd_avx2`] and its buffers in the scratch:
+/// `(tiles, transformed-tile bytes, sum bytes)`. As many tiles as the
+/// buffers' budgets allow with every output channel's sums; the first size
+/// rounded to 32 so that the sums start aligned too.
+fn pass_buffers(scheme: Scheme, g: &ConvGeom) -> (usize, usize, usize) {
     let (th, tw) = scheme.tile();
     let tile_sums = th * tw * 8 * g.out_c.div_ceil(8);
-    (V_ELEMS / (scheme.points() * scheme.row(g))).min(Y_ELEMS / tile_sums).clamp(1, tiles(g).max(1))
+    let tile_row = scheme.points() * scheme.row(g);
+    let most = (V_ELEMS / tile_row).min(Y_ELEMS / tile_sums).clamp(1, tiles(g).max(1));
+    (most, (most * tile_row * 2).next_multiple_of(32), most * tile_sums * 4)
 }
 
 /// Scratch bytes one [`conv2d_winograd_avx2`] call takes for `g` (any
 /// alignment): a pass's transformed tiles, its output sums, and room to
 /// align them (0 for a geometry no scheme takes).
 pub fn scratch_bytes(g: &ConvGeom) -> usize {
-    let Some(scheme) = Scheme::for_geometry(g) else { return 0 };
-    let most = pass_tiles(scheme, g);
-    let (th, tw) = scheme.tile();
-    let v = (scheme.points() * most * scheme.row(g) * 2).next_multiple_of(32);
-    v + most * th * tw * 8 * g.out_c.div_ceil(8) * 4 + 32
+    Scheme::for_geometry(g).map_or(0, |scheme| {
+        let (_, v, y) = pass_buffers(scheme, g);
+        v + y + 32
+    })
 }
 
 /// The plain Conv2D's output channels `couts` (a multiple of 8 from the
@@ -294,15 +297,14 @@ pub unsafe fn conv2d_winograd_avx2(
     // Tiles a pass, the passes as equal as possible: each reads all of this
     // call's transformed filters once, so a short last one would read them
     // for a few tiles.
-    let most = pass_tiles(scheme, g);
+    let (most, v_bytes, y_bytes) = pass_buffers(scheme, g);
     let per = tiles.len().div_ceil(tiles.len().div_ceil(most).max(1));
     // The transformed tiles (every element a pass reads is written first)
     // and the sums (zeroed each pass), on 32-byte boundaries in the scratch.
     let skip = scratch.as_ptr().align_offset(32);
-    let v_bytes = (scheme.points() * most * cs * 2).next_multiple_of(32);
     let (v, y) = scratch[skip..].split_at_mut(v_bytes);
     let v: &mut [i16] = bytemuck::cast_slice_mut(v);
-    let y: &mut [i32] = bytemuck::cast_slice_mut(&mut y[..most * tile_sums.max(1) * 4]);
+    let y: &mut [i32] = bytemuck::cast_slice_mut(&mut y[..y_bytes]);
     let (pairs, vectors) = (pairs(scheme, g), g.out_c.div_ceil(8));
     let zp = _mm256_set1_epi16(p.in_zp as i16);
     let mut first = tiles.start;
