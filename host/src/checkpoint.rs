@@ -602,10 +602,7 @@ pub fn check_values(spec: &ModelSpec, tensors: &HashMap<String, ArrayD<f32>>) ->
     names.sort();
     for name in names {
         let t = &tensors[name];
-        // The common case at memory speed: every value of a contiguous tensor
-        // finite, checked without early exit so that it vectorizes.
-        let all_finite = |s: &[f32]| s.chunks(4096).all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()));
-        if !t.as_slice_memory_order().is_some_and(all_finite) {
+        if !crate::nn::all_finite(t) {
             if let Some((i, v)) = t.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 return Err(format!("tensor {name} holds {v} at element {i}: weights must be finite numbers"));
             }

@@ -127,6 +127,16 @@ enum Node {
     },
 }
 
+/// Whether every value of `t` is finite: at memory speed where the values
+/// are one slice (no early exit, so that it vectorizes), which a file's
+/// hundreds of megabytes of weights feel on every load.
+pub fn all_finite(t: &ArrayD<f32>) -> bool {
+    t.as_slice_memory_order().map_or_else(
+        || t.iter().all(|v| v.is_finite()),
+        |s| s.chunks(4096).all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite())),
+    )
+}
+
 /// The trainable network of one [`ModelSpec`].
 #[derive(Clone, Debug)]
 pub struct Network {
@@ -694,11 +704,7 @@ impl Network {
             if got.shape() != &want[..] {
                 return Err(NnError::Shape { name: name.clone(), expected: want.clone(), got: got.shape().to_vec() });
             }
-            // Without an early exit where the values are one slice, so that it vectorizes.
-            let finite = got
-                .as_slice_memory_order()
-                .map_or_else(|| got.iter().all(|v| v.is_finite()), |s| s.iter().fold(true, |a, v| a & v.is_finite()));
-            if !finite {
+            if !all_finite(got) {
                 return Err(NnError::NonFinite { name: name.clone() });
             }
         }
