@@ -35,20 +35,40 @@ pub fn write_all_chunked(w: &mut impl Write, bytes: &[u8]) -> std::io::Result<()
 /// first, such as checkpoints streamed tensor by tensor. The temporary is
 /// synced, then renamed over `path`; on any error it is removed.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<(), WriteError> {
-    let werr = |source| WriteError { path: path.to_path_buf(), source };
+    replace(path, write, |_| Ok::<(), std::convert::Infallible>(())).map_err(|e| match e {
+        CheckedWriteError::Write(e) => e,
+        CheckedWriteError::Check(never) => match never {},
+    })
+}
+
+/// The one sequence every write here is: the folder, a temporary beside
+/// `path` that `write` fills, synced, held to `check`, renamed over `path`;
+/// the temporary removed on any failure, so `path` keeps what it held.
+fn replace<E>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+    check: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), CheckedWriteError<E>> {
+    let werr = |source| CheckedWriteError::Write(WriteError { path: path.to_path_buf(), source });
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(werr)?;
     }
     let tmp = temp_path(path);
-    let result = (|| {
+    let written = (|| {
         write(&tmp)?;
-        std::fs::OpenOptions::new().write(true).open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::OpenOptions::new().write(true).open(&tmp)?.sync_all()
     })();
+    let result = match written {
+        Err(e) => Err(werr(e)),
+        Ok(()) => match check(&tmp) {
+            Err(e) => Err(CheckedWriteError::Check(e)),
+            Ok(()) => std::fs::rename(&tmp, path).map_err(werr),
+        },
+    };
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(werr)
+    result
 }
 
 /// Make `to` a copy of the finished file `from`, atomically: a hard link
@@ -70,27 +90,7 @@ pub fn write_atomic_checked<E>(
     bytes: &[u8],
     check: impl FnOnce(&Path) -> Result<(), E>,
 ) -> Result<(), CheckedWriteError<E>> {
-    let werr = |source| CheckedWriteError::Write(WriteError { path: path.to_path_buf(), source });
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(werr)?;
-    }
-    let tmp = temp_path(path);
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        write_all_chunked(&mut f, bytes)?;
-        f.sync_all()
-    })();
-    let result = match written {
-        Err(e) => Err(werr(e)),
-        Ok(()) => match check(&tmp) {
-            Err(e) => Err(CheckedWriteError::Check(e)),
-            Ok(()) => std::fs::rename(&tmp, path).map_err(werr),
-        },
-    };
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    replace(path, |tmp| write_all_chunked(&mut std::fs::File::create(tmp)?, bytes), check)
 }
 
 /// Why [`write_atomic_checked`] wrote nothing.
