@@ -6,6 +6,9 @@
 //! batch-1 latency layer by layer, the minimum over the steps as well as the
 //! mean, since a shared machine's noise only ever adds time. Its
 //! BatchNormalizations get trained-like statistics (`support/trained_bn.rs`).
+//! With `avx2`, the kernels are capped at AVX2 (`shared::kernels::x86::limit_isa`),
+//! float and int8 alike, as on a CPU without AVX-512 (an AMD Zen 3); the
+//! `gemm` crate, which serves a few products, keeps its own choice.
 //! For hot functions inside a layer, build it with `--profile profiling`
 //! (release code with debug info) and run it under `perf record -g`.
 use host::nn::{softmax_cross_entropy, ChaCha8Rng, Mode, Network};
@@ -21,6 +24,9 @@ fn main() {
     // `cargo bench` passes `--bench`; the numbers given are batch and steps.
     let nums: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let (batch, steps) = (nums.first().copied().unwrap_or(32), nums.get(1).copied().unwrap_or(5));
+    if std::env::args().any(|a| a == "avx2") {
+        shared::kernels::x86::limit_isa(shared::kernels::x86::Isa::Avx2);
+    }
     // `HOST_CONV=direct|winograd|winograd-4x4|auto`, as `--conv` (auto measures in the warm-up).
     host::nn::conv::ConvAlgo::set_from_env();
     let spec = shared::spec::alexnet(227, 1000).expect("alexnet");

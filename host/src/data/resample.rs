@@ -88,7 +88,7 @@ pub fn resize_augment_into(src: &Rgb8, p: &AugParams, h: usize, w: usize, out: &
         // offsets that fit an i32; `Rgb8` carries the padding byte; each
         // kernel runs only where its features were detected.
         unsafe {
-            if is_x86_feature_detected!("avx512f") {
+            if shared::kernels::x86::has_avx512f() {
                 x86::rows(src, &map, out);
                 return;
             }

@@ -87,7 +87,7 @@ impl Isa {
     fn detect() -> Option<Isa> {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            if shared::kernels::x86::has_avx512f() && is_x86_feature_detected!("fma") {
                 return Some(Isa::Avx512);
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {

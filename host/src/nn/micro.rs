@@ -341,7 +341,7 @@ pub(crate) fn isa() -> Option<Isa> {
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if shared::kernels::x86::has_avx512f() {
             return Some(Isa::Avx512);
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -672,6 +672,15 @@ mod tests {
                     let want = ep.apply(j, s as f32) as f64;
                     assert!((got as f64 - want).abs() < tol(k) * 4.0, "{isa:?} {rows}x{k}x{n} [{i},{j}]");
                 }
+            }
+            // Asking for the next weights (here `a`, any slice) is a hint only.
+            let hinted = on_each_kernel(|| {
+                let mut c = vec![f32::NAN; rows * n];
+                assert!(gemm_cols(&a, rows, k, k, &w, n, 0..n, &mut c, n, &ep, &a));
+                c
+            });
+            for (isa, c) in &hinted {
+                assert_eq!(bits(c), bits(&runs[0].1), "{rows}x{k}x{n}: {isa:?} with a hint");
             }
             // The transposed product, accumulating onto `c`.
             let start = data(rows * n, 6);

@@ -22,7 +22,7 @@ macro_rules! vectorized {
                 #[target_feature(enable = "avx512f")]
                 #[allow(clippy::too_many_arguments)]
                 fn wide($($a: $t),*) $body
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                if shared::kernels::x86::has_avx512f() {
                     // SAFETY: the running CPU has AVX-512F (checked just above).
                     return unsafe { wide($($a),*) };
                 }

@@ -48,13 +48,19 @@ struct Tile {
     kc: usize,
     /// Start from zero (else from what `c` holds).
     first: bool,
+    /// Lines asked of L2 for the caller's next weights: one at `.0 + 16 p`
+    /// at each depth step `p < .1`.
+    ahead: (*const f32, usize),
     /// Bias, scale and shift at the tile's first channel (scale null
     /// without affine), on the last depth block.
     last: Option<(*const f32, bool, *const f32, *const f32)>,
 }
 
-/// The [`Product`] `p` into `c`, as the AVX-512 `drive` computes it
-/// (without its prefetch hint for the caller's next weights).
+/// The [`Product`] `p` into `c`, as the AVX-512 `drive` computes it. The
+/// caller's next weights (`next`) are asked for, a share a tile, by the tiles
+/// after each panel's first pixel group: at batch 1 Winograd's products have
+/// 16 rows, and the first group, streaming its panel from memory, is the only
+/// time memory works unless the later ones fetch ahead.
 ///
 /// # Safety
 /// AVX2 and FMA must be present; `a_row(i, k0)` must be valid for `kc` reads
@@ -64,9 +70,23 @@ struct Tile {
 /// length multiples of 16.
 pub(super) unsafe fn drive(p: Product<'_, impl Fn(usize, usize) -> *const f32>, c: &mut [f32]) {
     let shallow = p.shallow();
-    let Product { rows, blocks, a_row, seg, w, ldw, cols, ldc, ep, accumulate, .. } = p;
+    let Product { rows, blocks, a_row, seg, w, ldw, cols, ldc, ep, next, accumulate } = p;
     let (w, c) = (w.as_ptr(), c.as_mut_ptr());
     let groups = rows.div_ceil(MR);
+    // `next`'s lines, shared out in order among the later groups' tiles.
+    let lines = next.len().div_ceil(NR);
+    let later = (groups.saturating_sub(1) * blocks.len() * cols.len().div_ceil(NR)).max(1);
+    let per_tile = lines.div_ceil(later);
+    let handed = std::cell::Cell::new(0usize);
+    let ahead = |g: usize| {
+        if g == 0 || shallow {
+            return (std::ptr::null(), 0);
+        }
+        let from = handed.get().min(lines);
+        handed.set(from + per_tile);
+        // A hint, never a read.
+        (next.as_ptr().wrapping_add(NR * from), per_tile.min(lines - from))
+    };
     let mut w_copy = Vec::new();
     // One-value segments (a transposed operand) are one segment read with a step.
     let (seg, seg_stride, step) = match seg {
@@ -102,6 +122,7 @@ pub(super) unsafe fn drive(p: Product<'_, impl Fn(usize, usize) -> *const f32>, 
             ldc,
             kc,
             first: b == 0 && !accumulate,
+            ahead: ahead(g),
             last: last(b, j0),
         };
         dispatch(m, &t);
@@ -187,6 +208,10 @@ unsafe fn tile<const M: usize>(t: &Tile) {
     for s in 0..t.kc / t.seg {
         let a0 = s * t.seg_stride;
         for p in 0..t.seg {
+            let step = s * t.seg + p;
+            if step < t.ahead.1 {
+                _mm_prefetch::<_MM_HINT_T1>(t.ahead.0.wrapping_add(NR * step).cast());
+            }
             let (b0, b1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
             for (i, row) in acc.iter_mut().enumerate() {
                 let x = _mm256_broadcast_ss(&*t.a[i].add(a0 + p * t.step));

@@ -63,6 +63,14 @@ pub fn has_avx512bw() -> bool {
     allowed(Isa::Avx512) && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
 }
 
+/// Whether this CPU has AVX-512F and the cap ([`limit_isa`]) allows it: the
+/// host's float kernels ask this, so that one cap runs a machine's whole
+/// pipeline, float and int8, as an AVX2-only CPU would.
+#[cfg(feature = "std")]
+pub fn has_avx512f() -> bool {
+    allowed(Isa::Avx512) && std::is_x86_feature_detected!("avx512f")
+}
+
 /// Whether this CPU can run the AVX2 variants.
 #[cfg(feature = "std")]
 pub fn has_avx2() -> bool {
