@@ -183,19 +183,31 @@ unsafe fn pack_panels(w: *const f32, ldw: usize, (k0, kc): (usize, usize), cols:
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dispatch(m: usize, t: &Tile) {
+    // Tiles that fetch ahead are compiled apart, so that the others' depth
+    // loop carries no test for it.
+    macro_rules! by_fetch {
+        ($m:literal) => {
+            if t.ahead.1 > 0 {
+                tile::<$m, true>(t)
+            } else {
+                tile::<$m, false>(t)
+            }
+        };
+    }
     match m {
-        1 => tile::<1>(t),
-        2 => tile::<2>(t),
-        3 => tile::<3>(t),
-        4 => tile::<4>(t),
-        5 => tile::<5>(t),
-        _ => tile::<6>(t),
+        1 => by_fetch!(1),
+        2 => by_fetch!(2),
+        3 => by_fetch!(3),
+        4 => by_fetch!(4),
+        5 => by_fetch!(5),
+        _ => by_fetch!(6),
     }
 }
 
-/// `M` pixels x 16 channels over one depth block, accumulated in registers.
+/// `M` pixels x 16 channels over one depth block, accumulated in registers;
+/// with `FETCH`, asking for `t.ahead`'s lines on the way.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const M: usize>(t: &Tile) {
+unsafe fn tile<const M: usize, const FETCH: bool>(t: &Tile) {
     let mut acc = [[_mm256_setzero_ps(); 2]; M];
     if !t.first {
         for (i, row) in acc.iter_mut().enumerate() {
@@ -209,7 +221,7 @@ unsafe fn tile<const M: usize>(t: &Tile) {
         let a0 = s * t.seg_stride;
         for p in 0..t.seg {
             let step = s * t.seg + p;
-            if step < t.ahead.1 {
+            if FETCH && step < t.ahead.1 {
                 _mm_prefetch::<_MM_HINT_T1>(t.ahead.0.wrapping_add(NR * step).cast());
             }
             let (b0, b1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
