@@ -1,6 +1,7 @@
 //! Dense (fully connected) layers: `y = act(x W + b)` with `W` in Keras's
 //! `[in, out]` layout, which is the GEMM's right operand as stored.
 
+use super::dead_inputs::DeadInputs;
 use super::gemm::{matmul, Mat, Par};
 use super::gemv;
 use super::micro;
@@ -26,6 +27,12 @@ pub fn forward(
     if !gemv::matvec(x, batch, nin, kernel, units, y) && !micro::gemm_par(x, batch, nin, kernel, units, y) {
         matmul(Mat::new(x, batch, nin), Mat::new(kernel, nin, units), y, false, Par::Rayon);
     }
+    finish(act, apply_softmax, bias, y);
+}
+
+/// The bias and the activation over the products `y` (rows of `bias.len()`).
+fn finish(act: Activation, apply_softmax: bool, bias: &[f32], y: &mut [f32]) {
+    let units = bias.len();
     for row in y.chunks_exact_mut(units) {
         row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
         match act {
@@ -35,6 +42,30 @@ pub fn forward(
             _ => {}
         }
     }
+}
+
+/// [`forward`], where `dead` gives each input channel's dead value (input
+/// `i`'s is `dead[i % len]`) and the layer's kept `d W`: at batch 1 the rows
+/// of inputs at their dead value are then not read ([`DeadInputs`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward_skipping(
+    act: Activation,
+    apply_softmax: bool,
+    kernel: &[f32],
+    bias: &[f32],
+    x: &[f32],
+    batch: usize,
+    nin: usize,
+    y: &mut [f32],
+    dead: Option<(&[f32], &mut DeadInputs)>,
+) {
+    let units = bias.len();
+    if let Some((d, cache)) = dead.filter(|_| batch == 1) {
+        if cache.matvec(x, nin, kernel, units, d, y) {
+            return finish(act, apply_softmax, bias, y);
+        }
+    }
+    forward(act, apply_softmax, kernel, bias, x, batch, nin, y)
 }
 
 /// ReLU6's backward: the gradient passes only where `0 < y < 6`.

@@ -10,6 +10,7 @@
 
 pub mod batchnorm;
 pub mod conv;
+mod dead_inputs;
 pub mod dense;
 pub mod dropout;
 mod epilogue;
@@ -102,6 +103,8 @@ enum Node {
         apply_softmax: bool,
         kernel: Param,
         bias: Param,
+        /// Batch-1 inference's `d W` where [`Network::dead_from`] names a source.
+        dead: dead_inputs::DeadInputs,
     },
     Dropout {
         rate: f32,
@@ -161,6 +164,10 @@ pub struct Network {
     /// right after it reads, so an eval forward may apply that BN in the conv's
     /// epilogue and never store the conv's own output.
     fold_bn: Vec<bool>,
+    /// `dead_from[i]`: layer `i` is a dense layer whose inputs, where dead,
+    /// hold the shifts of this BatchNormalization (of a ReLU's zeros), which
+    /// a batch-1 inference then skips ([`dead_inputs`]).
+    dead_from: Vec<Option<usize>>,
     /// Per-layer (forward, backward) wall seconds, summed while profiling is on.
     profile: Option<Vec<(f64, f64)>>,
     /// Per layer, the path an inference conv takes whatever the table says,
@@ -168,6 +175,33 @@ pub struct Network {
     forced: Option<Vec<Option<conv::ConvPath>>>,
     /// Applied to every input before the first layer (None: pixels as given).
     preprocess: Option<Preprocess>,
+}
+
+/// For a dense layer `i` reading (through max pools, flattens and dropouts
+/// only) a BatchNormalization of a ReLU'd layer's output: that BN, whose
+/// image of a ReLU zero is what each channel's dead inputs hold.
+fn dead_source(spec: &ModelSpec, i: usize) -> Option<usize> {
+    let (layers, inputs) = (spec.layers(), spec.inputs());
+    if !matches!(layers[i], Layer::Dense { .. }) {
+        return None;
+    }
+    // Tensor `t` is layer `t - 1`'s output (tensor 0: the model's input).
+    let producer = |i: usize| match inputs[i] {
+        Inputs { main, other: None } => (main as usize).checked_sub(1),
+        _ => None,
+    };
+    let mut at = producer(i)?;
+    while matches!(layers[at], Layer::Flatten | Layer::Dropout { .. } | Layer::MaxPool2D { .. }) {
+        at = producer(at)?;
+    }
+    let relu = |a: Activation| matches!(a, Activation::Relu | Activation::Relu6);
+    let bn = at;
+    let fed_by_relu = match layers[producer(bn)?] {
+        Layer::Conv2D(c) => relu(c.activation),
+        Layer::Dense { activation, .. } | Layer::Add { activation } | Layer::Activation(activation) => relu(activation),
+        _ => false,
+    };
+    (matches!(layers[bn], Layer::BatchNorm { .. }) && fed_by_relu).then_some(bn)
 }
 
 /// Resize without clearing when the length is unchanged (callers overwrite everything).
@@ -238,6 +272,7 @@ impl Network {
                         apply_softmax: i != last,
                         kernel: Param::new(format!("{name}/kernel"), vec![nin, units], kernel),
                         bias: Param::new(format!("{name}/bias"), vec![units], vec![0.0; units]),
+                        dead: dead_inputs::DeadInputs::default(),
                     }
                 }
                 Layer::Dropout { rate } => Node::Dropout { rate, mask: Vec::new() },
@@ -263,6 +298,7 @@ impl Network {
                     && spec.readers(i).eq([i + 1])
             })
             .collect();
+        let dead_from = (0..layers.len()).map(|i| dead_source(spec, i)).collect();
         Network {
             spec: *spec,
             names,
@@ -274,6 +310,7 @@ impl Network {
             tensor_grads: Vec::new(),
             spare: Vec::new(),
             fold_bn,
+            dead_from,
             profile: None,
             forced: None,
             preprocess: None,
@@ -447,6 +484,14 @@ impl Network {
                 }
                 _ => None,
             };
+            // A batch-1 inference's dense layer after a BatchNormalization of
+            // a ReLU: each channel's dead value is the BN's image of 0, its shift.
+            let dead = match self.dead_from[i].map(|b| &self.nodes[b]) {
+                Some(Node::Bn { eps, gamma, beta, mean, var, .. }) if !training && batch == 1 => {
+                    Some(batchnorm::eval_affine(&gamma.value, &beta.value, *eps, mean, var).1)
+                }
+                _ => None,
+            };
             let reads = self.spec.inputs()[i];
             let (head, tail) = self.acts.split_at_mut(i + 1);
             let x = &head[reads.main as usize][..];
@@ -486,8 +531,9 @@ impl Network {
                     }
                 }
                 Node::Flatten => y.copy_from_slice(x),
-                Node::Dense { nin, act, apply_softmax, kernel, bias } => {
-                    dense::forward(*act, *apply_softmax, &kernel.value, &bias.value, x, batch, *nin, y)
+                Node::Dense { nin, act, apply_softmax, kernel, bias, dead: cache } => {
+                    let dead = dead.as_deref().map(|d| (d, cache));
+                    dense::forward_skipping(*act, *apply_softmax, &kernel.value, &bias.value, x, batch, *nin, y, dead)
                 }
                 Node::Dropout { rate, mask } => match &mut mode {
                     Mode::Train(rng) => {
@@ -654,7 +700,10 @@ impl Network {
                     filters.clear();
                     v.extend([kernel, bias])
                 }
-                Node::Dense { kernel, bias, .. } => v.extend([kernel, bias]),
+                Node::Dense { kernel, bias, dead, .. } => {
+                    dead.clear();
+                    v.extend([kernel, bias])
+                }
                 Node::Bn { gamma, beta, .. } => v.extend([gamma, beta]),
                 _ => {}
             }
@@ -719,9 +768,10 @@ impl Network {
                     bias.value = get(&bias.name);
                     filters.clear();
                 }
-                Node::Dense { kernel, bias, .. } => {
+                Node::Dense { kernel, bias, dead, .. } => {
                     kernel.value = get(&kernel.name);
                     bias.value = get(&bias.name);
+                    dead.clear();
                 }
                 Node::Bn { gamma, beta, mean, var, .. } => {
                     gamma.value = get(&gamma.name);
@@ -922,7 +972,7 @@ fn unary_backward(
             true
         }
         Node::Flatten => false,
-        Node::Dense { nin, act, apply_softmax, kernel, bias } => {
+        Node::Dense { nin, act, apply_softmax, kernel, bias, .. } => {
             let dxo = if need_dx { Some(&mut dx[..]) } else { None };
             dense::backward(
                 *act,

@@ -284,3 +284,69 @@ fn graph_backward_is_repeatable_and_zero_on_a_dead_branch() {
     assert_eq!(profile.len(), 9);
     assert_eq!(profile[5].0, "add");
 }
+
+/// A batch-1 inference's dense layer after a BatchNormalization of a ReLU'd
+/// conv skips the rows of inputs at their channel's dead value (the BN's
+/// shift) and keeps `d W` between passes: its logits stay those of the plain
+/// product (batch 2 takes that path), keep their bits from pass to pass, and
+/// follow the weights when the optimizer or a load changes them in place.
+#[test]
+fn dense_after_a_batch_norm_skips_dead_inputs_and_keeps_the_plain_result() {
+    let spec = Sequential::new(Shape::image(11, 11, 3))
+        .conv2d(Conv2D::new(32, 3).same().relu())
+        .batch_norm()
+        .max_pool(3, 2)
+        .flatten()
+        .dense(40, Activation::Relu)
+        .dense(3, Activation::Softmax)
+        .build()
+        .unwrap();
+    let mut net = Network::new(&spec, 9);
+    assert_eq!(net.dead_from, [None, None, None, None, Some(1), None]);
+    let mut tensors: HashMap<String, ArrayD<f32>> = net.tensors().into_iter().collect();
+    for (name, t) in tensors.iter_mut() {
+        let f = |i: usize| ((i * 7 + name.len()) % 11) as f32 / 10.0;
+        if name.ends_with("moving_mean") || name.ends_with("beta") {
+            t.iter_mut().enumerate().for_each(|(i, v)| *v = f(i) - 0.5);
+        } else if name.ends_with("moving_variance") || name.ends_with("gamma") {
+            t.iter_mut().enumerate().for_each(|(i, v)| *v = f(i) + 0.2);
+        } else if name == "conv2d/bias" {
+            // Many ReLU zeros, so that whole pooling windows die.
+            t.iter_mut().enumerate().for_each(|(i, v)| *v = -0.3 * (i % 3) as f32);
+        }
+    }
+    net.load_tensors(&tensors).unwrap();
+    let x =
+        Array4::from_shape_fn((2, 11, 11, 3), |(n, y, x, c)| (((n * 5 + y * 7 + x * 3 + c) % 13) as f32 - 6.0) / 6.0);
+    let check = |net: &mut Network| {
+        let plain = net.forward(x.view(), Mode::Eval);
+        for b in 0..2 {
+            let one = x.slice(ndarray::s![b..b + 1, .., .., ..]);
+            let first = net.forward(one, Mode::Eval);
+            let again = net.forward(one, Mode::Eval);
+            assert_eq!(first, again, "image {b}: a later pass changed the bits");
+            for (got, want) in first.iter().zip(plain.row(b)) {
+                assert!((got - want).abs() < 1e-5, "image {b}: {got} against the plain product's {want}");
+            }
+        }
+    };
+    check(&mut net);
+    // A fifth or more of the dense layer's inputs sat at their dead value.
+    let layers = net.forward_layers(x.slice(ndarray::s![0..1, .., .., ..]));
+    let shift = {
+        let t = |n: &str| tensors[&format!("batch_normalization/{n}")].as_slice().unwrap().to_vec();
+        batchnorm::eval_affine(&t("gamma"), &t("beta"), 1e-3, &t("moving_mean"), &t("moving_variance")).1
+    };
+    let flat = layers[3].as_slice().unwrap();
+    let dead = flat.iter().enumerate().filter(|&(i, &v)| v == shift[i % 32]).count();
+    assert!(dead * 5 >= flat.len(), "{dead} of {} inputs dead", flat.len());
+    for p in net.params_mut() {
+        if p.name == "dense/kernel" {
+            p.value.iter_mut().for_each(|v| *v *= -0.5);
+        }
+    }
+    check(&mut net);
+    tensors.get_mut("dense/kernel").unwrap().iter_mut().for_each(|v| *v *= 2.0);
+    net.load_tensors(&tensors).unwrap();
+    check(&mut net);
+}
