@@ -44,9 +44,11 @@ fn host_pools_give_the_single_thread_bytes() {
 }
 
 /// The dense layers after a ReLU, run from their input-major copies (rows of
-/// zero-point inputs skipped, as the host's commands run them), give every
-/// layer's bytes of the model's own rows: one thread and the helpers, over
-/// images whose dense inputs are part zero.
+/// zero-point inputs skipped, as the host's commands run them), and the
+/// first, after a BatchNormalization of a ReLU (rows of inputs at their
+/// channel's image of the ReLU's zero skipped), give every layer's bytes of
+/// the model's own rows: one thread and the helpers, over images whose
+/// dense inputs are part dead.
 #[test]
 fn input_major_dense_gives_the_row_bytes() {
     let (int8, _, images) = micro(12);
@@ -57,8 +59,10 @@ fn input_major_dense_gives_the_row_bytes() {
     copied.with_input_major(&copies).unwrap();
     let lent =
         (0..int8.spec.layers().len()).filter(|&i| !engine::InputMajorWeights::layer(&copies, i).is_empty()).count();
+    let own = (0..int8.spec.layers().len()).filter(|&i| engine::InputMajorWeights::dead(&copies, i).is_some()).count();
     if shared::kernels::int8::can_skip_dense_inputs(-128) {
-        assert!(lent >= 2, "the dense layers after a ReLU get copies ({lent})");
+        assert!(lent >= 3, "the dense layers after a ReLU or its BatchNormalization get copies ({lent})");
+        assert_eq!(own, 1, "the first dense layer's inputs are dead at their BatchNormalization's values");
     }
     for (k, image) in images.iter().enumerate() {
         let mut input = vec![0u8; image.len()];

@@ -42,10 +42,11 @@ fn winograd_convs_give_the_direct_bytes() {
     // Every stride-1 conv (alexnet-micro's 5x5 conv 2 and 3x3 conv 3-5) got its filters.
     let lent = (0..int8.spec.layers().len()).filter(|&i| !WinogradFilters::layer(&layouts.winograd, i).is_empty());
     assert_eq!(lent.count(), 4, "conv 2-5 run through Winograd");
-    // And the dense layers after a ReLU (FC7, FC8) their input-major copies.
+    // And the dense layers after a ReLU (FC7, FC8) or its BatchNormalization
+    // (FC6) their input-major copies.
     let copied =
         (0..int8.spec.layers().len()).filter(|&i| !InputMajorWeights::layer(&layouts.input_major, i).is_empty());
-    assert_eq!(copied.count(), 2, "FC7 and FC8 read input-major");
+    assert_eq!(copied.count(), 3, "FC6, FC7 and FC8 read input-major");
     let two = host::engine_threads::SpinPool::new(2);
     let pools: [&dyn Parallel; 3] = [&engine::SingleThread, &two, &host::engine_threads::RayonPool];
     // Scratch for two jobs: rayon's pool may have more threads, which then

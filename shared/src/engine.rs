@@ -766,6 +766,16 @@ impl<'m> Prepared<'m> {
                 let (expected, got) = (w.weights.len(), copy.len());
                 return Err(EngineError::WeightLength { layer, what: "input-major dense weights", expected, got });
             }
+            if let Some(dead) = layouts.dead(layer) {
+                let (expected, got) = (w.weights.len() / w.bias.len().max(1), dead.values.len());
+                if got != expected {
+                    return Err(EngineError::WeightLength { layer, what: "dense dead inputs", expected, got });
+                }
+                let (expected, got) = (w.bias.len(), dead.sums.len());
+                if got != expected {
+                    return Err(EngineError::WeightLength { layer, what: "dense dead inputs' sums", expected, got });
+                }
+            }
         }
         self.input_major = Some(layouts);
         Ok(())
@@ -820,12 +830,14 @@ impl<'m> Prepared<'m> {
         (!lent.is_empty() && k8::winograd_serves(&g, &prm)).then_some(lent)
     }
 
-    /// Layer `i`'s input-major weights, where lent and this CPU's kernel
-    /// takes its input's zero point.
-    fn input_major_of(&self, i: usize) -> Option<&'m [i8]> {
-        let copy = self.input_major?.layer(i);
+    /// Layer `i`'s input-major weights, and its inputs' own dead values
+    /// where they have them, where lent and this CPU's kernel takes its
+    /// input's zero point.
+    fn input_major_of(&self, i: usize) -> Option<(&'m [i8], Option<k8::DeadInputs<'m>>)> {
+        let layouts = self.input_major?;
+        let copy = layouts.layer(i);
         let Step::Dense { prm, .. } = self.steps[i] else { return None };
-        (!copy.is_empty() && k8::can_skip_dense_inputs(prm.in_zp)).then_some(copy)
+        (!copy.is_empty() && k8::can_skip_dense_inputs(prm.in_zp)).then(|| (copy, layouts.dead(i)))
     }
 }
 
@@ -837,20 +849,34 @@ impl<'m> Prepared<'m> {
 pub trait InputMajorWeights: Sync + fmt::Debug {
     /// Layer `i`'s copy, empty for none.
     fn layer(&self, i: usize) -> &[i8];
+    /// Where layer `i`'s inputs are dead at values of their own rather than
+    /// at the zero point ([`k8::DeadInputs`]): those values and their sums.
+    fn dead(&self, _i: usize) -> Option<k8::DeadInputs<'_>> {
+        None
+    }
 }
 
 /// Input-major copies of the int8 Dense layers worth one: those whose input's
 /// zero point is -128, the bottom of the range, as after a ReLU (whose zeros
-/// are frequent: about half of AlexNet's FC7 and FC8 inputs). Only on a CPU
-/// with the kernel ([`k8::can_skip_dense_inputs`]); none elsewhere.
+/// are frequent: about half of AlexNet's FC7 and FC8 inputs), and those
+/// reading a BatchNormalization of a ReLU's output through max pools and
+/// flattens (AlexNet's FC6), whose dead inputs hold each channel's image of
+/// the ReLU's zero ([`k8::DeadInputs`]: about two in five of FC6's). Only on
+/// a CPU with the kernel ([`k8::can_skip_dense_inputs`]); none elsewhere.
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug, Default)]
-pub struct InputMajorCopies(alloc::vec::Vec<alloc::vec::Vec<i8>>);
+pub struct InputMajorCopies {
+    copies: alloc::vec::Vec<alloc::vec::Vec<i8>>,
+    /// Per layer, its inputs' dead values and their sums, where they have their own.
+    dead: alloc::vec::Vec<Option<(alloc::vec::Vec<i8>, alloc::vec::Vec<i32>)>>,
+}
 
 #[cfg(feature = "alloc")]
 impl InputMajorCopies {
     pub fn new(prepared: &Prepared<'_>) -> InputMajorCopies {
-        let copies = (0..prepared.model.layer_data().len()).map(|i| match worth_input_major(prepared, i) {
+        let layers = 0..prepared.model.layer_data().len();
+        let dead: alloc::vec::Vec<_> = layers.clone().map(|i| own_dead_values(prepared, i)).collect();
+        let copies = layers.map(|i| match worth_input_major(prepared, i, dead[i].is_some()) {
             Some(w) => {
                 let (units, n) = (w.bias.len(), w.weights.len() / w.bias.len());
                 let mut t = alloc::vec![0i8; units * n];
@@ -863,26 +889,31 @@ impl InputMajorCopies {
             }
             None => alloc::vec::Vec::new(),
         });
-        InputMajorCopies(copies.collect())
+        InputMajorCopies { copies: copies.collect(), dead }
     }
 
     /// The bytes [`InputMajorCopies::new`] would allocate for `prepared`
     /// (for a memory budget to hold them to first).
     pub fn bytes(prepared: &Prepared<'_>) -> usize {
         (0..prepared.model.layer_data().len())
-            .filter_map(|i| worth_input_major(prepared, i))
-            .map(|w| w.weights.len())
+            .filter_map(|i| {
+                let own = own_dead_source(prepared, i).is_some();
+                worth_input_major(prepared, i, own).map(|w| {
+                    let (units, nin) = (w.bias.len(), w.weights.len() / w.bias.len());
+                    w.weights.len() + if own { nin + 4 * units } else { 0 }
+                })
+            })
             .sum()
     }
 }
 
 /// Layer `i`'s weights if it is worth an input-major copy (see
-/// [`InputMajorCopies`]).
+/// [`InputMajorCopies`]); `own_dead`: its inputs have dead values of their own.
 #[cfg(feature = "alloc")]
-fn worth_input_major<'m>(prepared: &Prepared<'m>, i: usize) -> Option<crate::model::Int8Weights<'m>> {
+fn worth_input_major<'m>(prepared: &Prepared<'m>, i: usize, own_dead: bool) -> Option<crate::model::Int8Weights<'m>> {
     match (prepared.steps[i], prepared.model.layer_data()[i].weights) {
         (Step::Dense { prm, .. }, LayerWeights::Int8(w))
-            if prm.in_zp == -128 && k8::can_skip_dense_inputs(prm.in_zp) && !w.bias.is_empty() =>
+            if (prm.in_zp == -128 || own_dead) && k8::can_skip_dense_inputs(prm.in_zp) && !w.bias.is_empty() =>
         {
             Some(w)
         }
@@ -890,10 +921,76 @@ fn worth_input_major<'m>(prepared: &Prepared<'m>, i: usize) -> Option<crate::mod
     }
 }
 
+/// For an int8 Dense layer `i` reading, through max pools, flattens and
+/// dropouts only, an int8 BatchNormalization of a ReLU'd layer's output:
+/// that BN's layer and the ReLU's zero (its output zero point).
+#[cfg(feature = "alloc")]
+fn own_dead_source(prepared: &Prepared<'_>, i: usize) -> Option<(usize, i32)> {
+    let Step::Dense { .. } = prepared.steps[i] else { return None };
+    let inputs = prepared.model.spec.inputs();
+    // Tensor `t` is layer `t - 1`'s output (tensor 0: the model's input).
+    let producer = |i: usize| match inputs[i] {
+        crate::spec::Inputs { main, other: None } => (main as usize).checked_sub(1),
+        _ => None,
+    };
+    let mut bn = producer(i)?;
+    while matches!(prepared.steps[bn], Step::Identity | Step::MaxPool { .. }) {
+        bn = producer(bn)?;
+    }
+    let Step::BatchNorm { .. } = prepared.steps[bn] else { return None };
+    match prepared.steps[producer(bn)?] {
+        Step::Conv { prm, relu, six, .. } | Step::Dense { prm, relu, six } | Step::Activation { prm, relu, six }
+            if relu || six =>
+        {
+            Some((bn, prm.out_zp))
+        }
+        _ => None,
+    }
+}
+
+/// Layer `i`'s inputs' own dead values ([`own_dead_source`]), each
+/// channel's the BN's output for the ReLU's zero as its own kernel computes
+/// it, with their sums ([`k8::DeadInputs`]).
+#[cfg(feature = "alloc")]
+fn own_dead_values(prepared: &Prepared<'_>, i: usize) -> Option<(alloc::vec::Vec<i8>, alloc::vec::Vec<i32>)> {
+    let (bn, zero) = own_dead_source(prepared, i)?;
+    let data = prepared.model.layer_data();
+    let (Step::BatchNorm { prm: bn_prm }, LayerWeights::Int8(bw)) = (prepared.steps[bn], data[bn].weights) else {
+        return None;
+    };
+    let (Step::Dense { prm, .. }, LayerWeights::Int8(w)) = (prepared.steps[i], data[i].weights) else {
+        return None;
+    };
+    let (c, units) = (bw.weights.len(), w.bias.len());
+    if c == 0 || units == 0 || w.weights.len() % (units * c) != 0 {
+        return None;
+    }
+    let mut pixel = alloc::vec![i8::try_from(zero).ok()?; c];
+    k8::batch_norm_in_place_fast(&with_constant_clamp(bn_prm, false, false), &bw, &mut pixel);
+    let nin = w.weights.len() / units;
+    let values: alloc::vec::Vec<i8> = (0..nin).map(|j| pixel[j % c]).collect();
+    let sums = w
+        .weights
+        .chunks_exact(nin)
+        .map(|row| {
+            row.iter()
+                .zip(&values)
+                .fold(0i32, |a, (&wv, &d)| a.wrapping_add(i32::from(wv).wrapping_mul(i32::from(d) - prm.in_zp)))
+        })
+        .collect();
+    Some((values, sums))
+}
+
 #[cfg(feature = "alloc")]
 impl InputMajorWeights for InputMajorCopies {
     fn layer(&self, i: usize) -> &[i8] {
-        self.0.get(i).map_or(&[], |c| c)
+        self.copies.get(i).map_or(&[], |c| c)
+    }
+
+    fn dead(&self, i: usize) -> Option<k8::DeadInputs<'_>> {
+        // Only with its copy: a layer not worth one keeps its rows.
+        let (values, sums) = self.dead.get(i)?.as_ref().filter(|_| !self.layer(i).is_empty())?;
+        Some(k8::DeadInputs { values, sums })
     }
 }
 
@@ -1203,7 +1300,7 @@ fn run_layers<'a>(
             // Winograd filters runs on them; every other layer runs as planned.
             let on_copy = prepared
                 .input_major_of(i)
-                .is_some_and(|wt| run_dense_input_major(*step, data[i].weights, wt, work, lp, par));
+                .is_some_and(|(wt, dead)| run_dense_input_major(*step, data[i].weights, wt, dead, work, lp, par));
             let on_winograd = !on_copy
                 && prepared
                     .winograd_of(i)
@@ -1332,8 +1429,8 @@ fn conv_winograd(
 }
 
 /// An int8 Dense through [`k8::dense_units_input_major`], its units cut
-/// into `par`'s jobs, if at least a quarter of its inputs are the zero
-/// point: with fewer the skipped rows do not pay for the copy's gappy reads
+/// into `par`'s jobs, if at least a quarter of its inputs are dead (at the
+/// zero point, or at their own values with `dead`): with fewer the skipped rows do not pay for the copy's gappy reads
 /// and unpacks (FC7's shape, one thread: 0.77 against the row kernel's 0.61
 /// ms with no input dead, level at a quarter, 0.37 against 0.42 at a half;
 /// that is VNNI's kernel: AVX2's is ahead of its row kernel even with none
@@ -1343,6 +1440,7 @@ fn run_dense_input_major(
     step: Step,
     weights: LayerWeights<'_>,
     wt: &[i8],
+    dead: Option<k8::DeadInputs<'_>>,
     work: &mut [u8],
     lp: &LayerPlan,
     par: &dyn Parallel,
@@ -1352,14 +1450,17 @@ fn run_dense_input_major(
     };
     let (src, dst) = split(work, lp.input, lp.output);
     let x = as_i8(src);
-    let dead = x.iter().filter(|&&v| i32::from(v) == prm.in_zp).count();
-    if dead * 4 < x.len() {
+    let dead_count = match dead {
+        Some(d) => x.iter().zip(d.values).filter(|(v, d)| v == d).count(),
+        None => x.iter().filter(|&&v| i32::from(v) == prm.in_zp).count(),
+    };
+    if dead_count * 4 < x.len() {
         return false;
     }
     let prm = with_constant_clamp(prm, relu, six);
     let units = dst.len();
     split_jobs(par, par.jobs().min(units).max(1), units, 1, as_i8_mut(dst), &|first, part| {
-        k8::dense_units_input_major(&prm, &w, wt, x, part, first)
+        k8::dense_units_input_major(&prm, &w, wt, x, dead, part, first)
     });
     true
 }

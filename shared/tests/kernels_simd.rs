@@ -303,18 +303,41 @@ fn check_dense8(n: usize, units: usize, seed: u64, relu: bool) -> Result<(), Tes
 /// the plain dense: every unit, and the units cut in two at `cut`, with
 /// `dead` of every 8 inputs set to the zero point (0: as drawn; 8: all).
 fn check_dense8_input_major(n: usize, units: usize, seed: u64, relu: bool, dead: u64) -> Result<(), TestCaseError> {
+    check_dense8_input_major_at(n, units, seed, relu, dead, false)
+}
+
+/// [`check_dense8_input_major`], with `own`: each input dead at a value of
+/// its own (a channel's of `n % 7 + 1` channels, drawn) instead of the zero
+/// point, its sums computed here ([`k8::DeadInputs`]).
+fn check_dense8_input_major_at(
+    n: usize,
+    units: usize,
+    seed: u64,
+    relu: bool,
+    dead: u64,
+    own: bool,
+) -> Result<(), TestCaseError> {
     let mut rng = Rng::new(seed);
     let raw = Raw::new(&mut rng, n * units, units, n);
     let p = params(&mut rng, relu);
     if !k8::can_skip_dense_inputs(p.in_zp) {
         return Ok(());
     }
+    let channels = rng.i8s(n % 7 + 1);
+    let values: Vec<i8> = (0..n).map(|j| if own { channels[j % channels.len()] } else { p.in_zp as i8 }).collect();
     let mut x = rng.i8s(n);
-    for v in x.iter_mut() {
+    for (v, &d) in x.iter_mut().zip(&values) {
         if (rng.next_u64() % 8) < dead {
-            *v = p.in_zp as i8;
+            *v = d;
         }
     }
+    let sums: Vec<i32> = raw
+        .weights
+        .chunks_exact(n.max(1))
+        .take(units)
+        .map(|row| row.iter().zip(&values).map(|(&w, &d)| i32::from(w) * (i32::from(d) - p.in_zp)).sum())
+        .collect();
+    let own = own.then_some(k8::DeadInputs { values: &values, sums: &sums });
     let mut wt = vec![0i8; n * units];
     for (u, row) in raw.weights.chunks_exact(n).enumerate() {
         for (j, &v) in row.iter().enumerate() {
@@ -324,13 +347,13 @@ fn check_dense8_input_major(n: usize, units: usize, seed: u64, relu: bool, dead:
     let mut want = vec![0i8; units];
     k8::dense(&p, &raw.view(), &x, &mut want);
     let mut got = vec![0x55i8; units];
-    k8::dense_units_input_major(&p, &raw.view(), &wt, &x, &mut got, 0);
+    k8::dense_units_input_major(&p, &raw.view(), &wt, &x, own, &mut got, 0);
     prop_assert!(got == want, "input-major differs: n={n} units={units} dead={dead}/8 {p:?}");
     let cut = (seed as usize) % (units + 1);
     let mut got = vec![0x55i8; units];
     let (a, b) = got.split_at_mut(cut);
-    k8::dense_units_input_major(&p, &raw.view(), &wt, &x, a, 0);
-    k8::dense_units_input_major(&p, &raw.view(), &wt, &x, b, cut);
+    k8::dense_units_input_major(&p, &raw.view(), &wt, &x, own, a, 0);
+    k8::dense_units_input_major(&p, &raw.view(), &wt, &x, own, b, cut);
     prop_assert!(got == want, "input-major cut at {cut} differs: n={n} units={units} dead={dead}/8 {p:?}");
     // The AVX2 kernel too where the dispatch picked VNNI (it serves AVX2-only cores).
     #[cfg(target_arch = "x86_64")]
@@ -340,8 +363,8 @@ fn check_dense8_input_major(n: usize, units: usize, seed: u64, relu: bool, dead:
         let (a, b) = got.split_at_mut(cut);
         // SAFETY: AVX2 checked; `can_skip_dense_inputs` checked the zero point.
         unsafe {
-            dense_avx2_input_major_units(&p, &raw.view(), &wt, &x, a, 0);
-            dense_avx2_input_major_units(&p, &raw.view(), &wt, &x, b, cut);
+            dense_avx2_input_major_units(&p, &raw.view(), &wt, &x, own, a, 0);
+            dense_avx2_input_major_units(&p, &raw.view(), &wt, &x, own, b, cut);
         }
         prop_assert!(got == want, "AVX2 input-major cut at {cut} differs: n={n} units={units} dead={dead}/8 {p:?}");
     }
@@ -525,6 +548,11 @@ proptest! {
     }
 
     #[test]
+    fn int8_dense_input_major_with_dead_values_of_its_own_equals_plain(seed: u64, n in 1usize..300, units in 1usize..200, relu: bool, dead in 0u64..9) {
+        check_dense8_input_major_at(n, units, seed, relu, dead, true)?;
+    }
+
+    #[test]
     fn f16_conv_variants_equal_plain(
         seed: u64, h in 1usize..12, w in 1usize..12, c in 1usize..40, filters in 1usize..30,
         k in 1usize..6, stride in 1usize..4, same: bool, relu: bool, specials: bool,
@@ -668,13 +696,16 @@ proptest! {
 }
 
 /// The input-major dense kernel over more units than one pass holds (2048),
-/// half and all of its inputs dead, every zero point class.
+/// half and all of its inputs dead, every zero point class, dead at the
+/// zero point and at values of their own.
 #[test]
 fn int8_dense_input_major_wide_layers() {
     for (seed, (n, units, dead)) in [(130, 4100, 4), (77, 2048, 8), (40, 2111, 0), (5, 1000, 5)].into_iter().enumerate()
     {
         for relu in [false, true] {
-            check_dense8_input_major(n, units, seed as u64 * 2 + relu as u64, relu, dead).unwrap();
+            for own in [false, true] {
+                check_dense8_input_major_at(n, units, seed as u64 * 2 + relu as u64, relu, dead, own).unwrap();
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::kernels::arm;
 use crate::kernels::generic::int8::batch_norm_in_place;
 #[cfg(not(arm_dsp))]
 use crate::kernels::generic::int8::{conv2d_portable, dense_portable};
-use crate::kernels::generic::int8::{Int8Params, ThenBatchNorm};
+use crate::kernels::generic::int8::{DeadInputs, Int8Params, ThenBatchNorm};
 #[cfg(all(feature = "std", x86_simd))]
 use crate::kernels::x86::{self, int8 as x86_8, int8_avx2 as x86_a2, int8_winograd as x86_w};
 use crate::model::Int8Weights;
@@ -362,25 +362,31 @@ pub fn can_skip_dense_inputs(in_zp: i32) -> bool {
 /// [`dense_units`] from input-major weights (`wt`, the transpose of
 /// `w.weights`), reading only the rows of inputs that are not the zero
 /// point; the same bytes. Panics unless [`can_skip_dense_inputs`].
+///
+/// With `dead` ([`DeadInputs`]), the rows not read are those of inputs at
+/// their own dead value; that runs on the AVX2 kernel, whose `vpmaddwd`
+/// takes the live inputs' `x - value` (±255) where VNNI's byte products
+/// would not, on VNNI cores too (a stream of weights, bound by memory).
 pub fn dense_units_input_major(
     p: &Int8Params,
     w: &Int8Weights<'_>,
     wt: &[i8],
     input: &[i8],
+    dead: Option<DeadInputs<'_>>,
     output: &mut [i8],
     first: usize,
 ) {
     assert!(can_skip_dense_inputs(p.in_zp), "dense_units_input_major: not supported on this CPU");
     #[cfg(all(feature = "std", x86_simd))]
-    if x86::has_vnni() {
+    if x86::has_vnni() && dead.is_none() {
         // SAFETY: `can_skip_dense_inputs` checked AVX-512F/BW/VNNI and the zero point.
         unsafe { x86_8::dense_vnni_input_major_units(p, w, wt, input, output, first) }
     } else {
-        // SAFETY: `can_skip_dense_inputs` checked AVX2 and the zero point.
-        unsafe { x86_a2::dense_avx2_input_major_units(p, w, wt, input, output, first) }
+        // SAFETY: `can_skip_dense_inputs` checked AVX2 (which every VNNI core has) and the zero point.
+        unsafe { x86_a2::dense_avx2_input_major_units(p, w, wt, input, dead, output, first) }
     }
     #[cfg(not(all(feature = "std", x86_simd)))]
-    let _ = (p, w, wt, input, output, first);
+    let _ = (p, w, wt, input, dead, output, first);
 }
 
 /// Dense with the bytes of [`dense`](crate::kernels::generic::int8::dense),

@@ -20,6 +20,19 @@ use crate::model::{Int8Weights, TensorQuant};
 use crate::quant::{multiply_by_quantized_multiplier, quantize_multiplier};
 use crate::spec::Activation;
 
+/// A dense layer's inputs that each sit at a known value when dead (after a
+/// ReLU, a BatchNormalization maps each channel's zeros to one byte of its
+/// own), and what those values add to each unit: `sums[u] = sum over j of
+/// w[u][j] * (values[j] - in_zp)`. Then `sum over j of w[u][j] * (x[j] -
+/// in_zp)` is `sums[u]` plus the same over the inputs not at their value,
+/// with `x[j] - values[j]`: exact integers, so the same bytes, with the rows
+/// of dead inputs left unread. Built by the host (`engine::InputMajorCopies`).
+#[derive(Clone, Copy, Debug)]
+pub struct DeadInputs<'a> {
+    pub values: &'a [i8],
+    pub sums: &'a [i32],
+}
+
 /// Zero points and the activation clamp of one int8 layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Int8Params {

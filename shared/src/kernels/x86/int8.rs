@@ -1146,7 +1146,7 @@ pub unsafe fn dense_vnni_input_major_units(
             }
         };
         let u8_of = |j: usize| (input[j] as u8 ^ 0x80) as u32;
-        let live_bits = |block: &[i8]| {
+        let live_bits = |_: usize, block: &[i8]| {
             let mask: __mmask64 = if block.len() == 64 { u64::MAX } else { (1u64 << block.len()) - 1 };
             // SAFETY: the masked load reads the block's `len() <= 64` bytes.
             let x = unsafe { _mm512_maskz_loadu_epi8(mask, block.as_ptr()) };

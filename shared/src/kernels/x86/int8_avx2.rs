@@ -24,7 +24,7 @@
 use core::arch::x86_64::*;
 
 use crate::geometry::{ConvGeom, PoolGeom};
-use crate::kernels::generic::int8::{check_bn, requantize, Int8Params, ThenBatchNorm};
+use crate::kernels::generic::int8::{check_bn, requantize, DeadInputs, Int8Params, ThenBatchNorm};
 use crate::kernels::generic::pool::for_each_window;
 use crate::kernels::x86::live;
 use crate::model::Int8Weights;
@@ -503,6 +503,10 @@ const IM_CHUNK: usize = 2048;
 /// group of fewer than four is padded with inputs of value 0 after the
 /// zero point, which add nothing.
 ///
+/// With `dead`, input `j` is dead at `dead.values[j]` instead, the live
+/// ones meet `x - values[j]` (within ±255, an i16 as well) and each unit
+/// starts from `dead.sums` ([`DeadInputs`]): the same sums again.
+///
 /// # Safety
 /// The CPU must support AVX2; `p.in_zp` must fit an i8.
 #[target_feature(enable = "avx2")]
@@ -511,11 +515,15 @@ pub unsafe fn dense_avx2_input_major_units(
     w: &Int8Weights<'_>,
     wt: &[i8],
     input: &[i8],
+    dead: Option<DeadInputs<'_>>,
     output: &mut [i8],
     first: usize,
 ) {
     let (units, zp) = live::check_input_major(p, w, wt, input, output.len(), first);
-    let dead = _mm256_set1_epi8(zp);
+    if let Some(d) = dead {
+        assert!(d.values.len() == input.len() && d.sums.len() == units, "dense: dead inputs' lengths");
+    }
+    let at_zp = _mm256_set1_epi8(zp);
     let mut c0 = 0;
     while c0 < output.len() {
         let cn = IM_CHUNK.min(output.len() - c0);
@@ -575,27 +583,32 @@ pub unsafe fn dense_avx2_input_major_units(
                 }
             }
         };
-        let x_of = |j: usize| i32::from(input[j]) - p.in_zp;
-        let live_bits = |block: &[i8]| {
-            let half = |h: &[i8]| -> u64 {
+        let dead_at = |j: usize| dead.map_or(zp, |d| d.values[j]);
+        let x_of = |j: usize| i32::from(input[j]) - i32::from(dead_at(j));
+        let live_bits = |j0: usize, block: &[i8]| {
+            let half = |j0: usize, h: &[i8]| -> u64 {
                 if h.len() == 32 {
-                    // SAFETY: 32 bytes of `h`.
-                    let x = unsafe { _mm256_loadu_si256(h.as_ptr().cast()) };
-                    u64::from(!(_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, dead)) as u32))
+                    // SAFETY: 32 bytes of `h`, and of `dead.values` from `j0` (as long as the input).
+                    let (x, at) = unsafe {
+                        let x = _mm256_loadu_si256(h.as_ptr().cast());
+                        (x, dead.map_or(at_zp, |d| _mm256_loadu_si256(d.values[j0..j0 + 32].as_ptr().cast())))
+                    };
+                    u64::from(!(_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, at)) as u32))
                 } else {
-                    h.iter().enumerate().fold(0, |a, (i, &v)| a | u64::from(v != zp) << i)
+                    h.iter().enumerate().fold(0, |a, (i, &v)| a | u64::from(v != dead_at(j0 + i)) << i)
                 }
             };
             let (lo, hi) = block.split_at(32.min(block.len()));
-            half(lo) | half(hi) << 32
+            half(j0, lo) | half(j0 + 32, hi) << 32
         };
         live::for_each_live_quad(input, live_bits, |quad, real, ahead| {
-            // A padded input is 0 after the zero point.
+            // A padded input is 0 after its dead value.
             let xs = [0, 1, 2, 3].map(|r| if r < real { x_of(quad[r]) } else { 0 });
             fold(quad, xs, ahead);
         });
         for (unit, &sum) in sums[..cn].iter().enumerate() {
             let o = u0 + unit;
+            let sum = dead.map_or(sum, |d| sum.wrapping_add(d.sums[o]));
             output[c0 + unit] = requantize(sum.wrapping_add(w.bias[o]), w.multiplier[o], w.shift[o], p);
         }
         c0 += cn;

@@ -35,15 +35,15 @@ const AHEAD: usize = 2;
 /// index, whose row the caller must multiply by 0), and `ahead` is the quad
 /// [`AHEAD`] later while there is one (the rows to prefetch: live rows are
 /// runs with gaps, which the hardware prefetcher does not follow).
-/// `live_bits(block)` gives, for up to 64 values, bit `i` set where
-/// `block[i]` is live: each kernel's own vector compare.
+/// `live_bits(j0, block)` gives, for the up to 64 values from `input[j0]`,
+/// bit `i` set where `block[i]` is live: each kernel's own vector compare.
 ///
 /// Always inlined: only so do the kernels' closures (their intrinsics) run
 /// inside the kernels' `target_feature` bodies, where they inline too.
 #[inline(always)]
 pub fn for_each_live_quad(
     input: &[i8],
-    live_bits: impl Fn(&[i8]) -> u64,
+    live_bits: impl Fn(usize, &[i8]) -> u64,
     mut fold: impl FnMut(&[usize; 4], usize, Option<&[usize]>),
 ) {
     let n = input.len();
@@ -53,7 +53,7 @@ pub fn for_each_live_quad(
     loop {
         while j0 < n && count + 64 <= live.len() {
             let m = 64.min(n - j0);
-            let mut bits = live_bits(&input[j0..j0 + m]);
+            let mut bits = live_bits(j0, &input[j0..j0 + m]);
             while bits != 0 {
                 live[count] = j0 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -87,7 +87,9 @@ mod tests {
 
     #[test]
     fn every_live_index_once_in_order_with_the_tail_padded() {
-        let scalar = |zp: i8| move |b: &[i8]| b.iter().enumerate().fold(0u64, |a, (i, &v)| a | u64::from(v != zp) << i);
+        let scalar = |zp: i8| {
+            move |_: usize, b: &[i8]| b.iter().enumerate().fold(0u64, |a, (i, &v)| a | u64::from(v != zp) << i)
+        };
         for n in [0usize, 1, 3, 4, 63, 64, 65, 1030, 4099, 9216] {
             for every in [1usize, 2, 3, 7] {
                 let input: Vec<i8> = (0..n).map(|i| if i % every == 0 { 5 } else { -128 }).collect();
