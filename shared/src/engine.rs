@@ -921,29 +921,18 @@ fn worth_input_major<'m>(prepared: &Prepared<'m>, i: usize, own_dead: bool) -> O
     }
 }
 
-/// For an int8 Dense layer `i` reading, through max pools, flattens and
-/// dropouts only, an int8 BatchNormalization of a ReLU'd layer's output:
-/// that BN's layer and the ReLU's zero (its output zero point).
+/// For an int8 Dense layer `i` reading an int8 BatchNormalization of a
+/// ReLU'd layer's output ([`crate::spec::ModelSpec::batch_norm_of_relu_read_by`]): that
+/// BN's layer and the ReLU's zero (the ReLU'd layer's output zero point).
 #[cfg(feature = "alloc")]
 fn own_dead_source(prepared: &Prepared<'_>, i: usize) -> Option<(usize, i32)> {
-    let Step::Dense { .. } = prepared.steps[i] else { return None };
-    let inputs = prepared.model.spec.inputs();
-    // Tensor `t` is layer `t - 1`'s output (tensor 0: the model's input).
-    let producer = |i: usize| match inputs[i] {
-        crate::spec::Inputs { main, other: None } => (main as usize).checked_sub(1),
-        _ => None,
-    };
-    let mut bn = producer(i)?;
-    while matches!(prepared.steps[bn], Step::Identity | Step::MaxPool { .. }) {
-        bn = producer(bn)?;
-    }
-    let Step::BatchNorm { .. } = prepared.steps[bn] else { return None };
-    match prepared.steps[producer(bn)?] {
-        Step::Conv { prm, relu, six, .. } | Step::Dense { prm, relu, six } | Step::Activation { prm, relu, six }
-            if relu || six =>
-        {
-            Some((bn, prm.out_zp))
-        }
+    let (bn, relu) = prepared.model.spec.batch_norm_of_relu_read_by(i)?;
+    match (prepared.steps[i], prepared.steps[bn], prepared.steps[relu]) {
+        (
+            Step::Dense { .. },
+            Step::BatchNorm { .. },
+            Step::Conv { prm, .. } | Step::Dense { prm, .. } | Step::Activation { prm, .. },
+        ) => Some((bn, prm.out_zp)),
         _ => None,
     }
 }

@@ -952,6 +952,37 @@ impl ModelSpec {
         self.inputs().iter().enumerate().filter(move |(_, r)| r.main == t || r.other == Some(t)).map(|(j, _)| j)
     }
 
+    /// For a Dense layer `i` that reads, through MaxPool2D, Flatten and
+    /// Dropout layers only, a BatchNormalization of a ReLU'd (or ReLU6'd)
+    /// layer's output: that BatchNormalization and the ReLU'd layer. A
+    /// dead input of layer `i` then holds its channel's image of the ReLU's
+    /// zero, whose weight rows the hosts' kernels need not read.
+    pub fn batch_norm_of_relu_read_by(&self, i: usize) -> Option<(usize, usize)> {
+        let (layers, inputs) = (self.layers(), self.inputs());
+        if !matches!(layers.get(i)?, Layer::Dense { .. }) {
+            return None;
+        }
+        // Tensor `t` is layer `t - 1`'s output (tensor 0: the model's input).
+        let producer = |i: usize| match inputs[i] {
+            Inputs { main, other: None } => (main as usize).checked_sub(1),
+            _ => None,
+        };
+        let mut bn = producer(i)?;
+        while matches!(layers[bn], Layer::Flatten | Layer::Dropout { .. } | Layer::MaxPool2D { .. }) {
+            bn = producer(bn)?;
+        }
+        let relu_layer = producer(bn)?;
+        let relu = |a: Activation| matches!(a, Activation::Relu | Activation::Relu6);
+        let relu_out = match layers[relu_layer] {
+            Layer::Conv2D(c) => relu(c.activation),
+            Layer::Dense { activation, .. } | Layer::Add { activation } | Layer::Activation(activation) => {
+                relu(activation)
+            }
+            _ => false,
+        };
+        (matches!(layers[bn], Layer::BatchNorm { .. }) && relu_out).then_some((bn, relu_layer))
+    }
+
     /// Each layer with its (main) input and output shapes.
     pub fn shapes(&self) -> impl Iterator<Item = (usize, &Layer, Shape, Shape)> + '_ {
         self.layers()
@@ -1205,6 +1236,25 @@ impl fmt::Display for Arch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_fc6_reads_a_batch_norm_of_a_relu() {
+        let net = alexnet(227, 1000).unwrap();
+        let found: alloc::vec::Vec<_> =
+            (0..net.layers().len()).filter_map(|i| Some((i, net.batch_norm_of_relu_read_by(i)?))).collect();
+        // FC6 (layer 14) reads conv 5's BN (11) through the pool and the flatten;
+        // FC7 and FC8 read a ReLU'd dense layer straight, no BN between.
+        assert_eq!(found, [(14, (11, 10))]);
+        // Without the ReLU there is no dead value to skip.
+        let plain = Sequential::new(Shape::image(9, 9, 3))
+            .conv2d(Conv2D::new(4, 3))
+            .batch_norm()
+            .flatten()
+            .dense(3, Activation::Softmax)
+            .build()
+            .unwrap();
+        assert_eq!(plain.batch_norm_of_relu_read_by(3), None);
+    }
 
     #[test]
     fn alexnet_matches_the_keras_summary() {

@@ -11,6 +11,9 @@ use shared::spec::Activation;
 
 /// Forward for a `[batch, nin]` input. A softmax here is applied only when the caller
 /// asks (`apply_softmax`): the last layer's softmax is folded into the loss instead.
+/// With `dead`, each input channel's dead value (input `i`'s is
+/// `dead[i % len]`) and the layer's kept `d W`: at batch 1 the rows of inputs
+/// at their dead value are then not read ([`DeadInputs`]).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     act: Activation,
@@ -21,8 +24,14 @@ pub fn forward(
     batch: usize,
     nin: usize,
     y: &mut [f32],
+    dead: Option<(&[f32], &mut DeadInputs)>,
 ) {
     let units = bias.len();
+    if let Some((d, cache)) = dead.filter(|_| batch == 1) {
+        if cache.matvec(x, nin, kernel, units, d, y) {
+            return finish(act, apply_softmax, bias, y);
+        }
+    }
     // Small batches (inference) stream the weights once instead of packing them.
     if !gemv::matvec(x, batch, nin, kernel, units, y) && !micro::gemm_par(x, batch, nin, kernel, units, y) {
         matmul(Mat::new(x, batch, nin), Mat::new(kernel, nin, units), y, false, Par::Rayon);
@@ -42,30 +51,6 @@ fn finish(act: Activation, apply_softmax: bool, bias: &[f32], y: &mut [f32]) {
             _ => {}
         }
     }
-}
-
-/// [`forward`], where `dead` gives each input channel's dead value (input
-/// `i`'s is `dead[i % len]`) and the layer's kept `d W`: at batch 1 the rows
-/// of inputs at their dead value are then not read ([`DeadInputs`]).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn forward_skipping(
-    act: Activation,
-    apply_softmax: bool,
-    kernel: &[f32],
-    bias: &[f32],
-    x: &[f32],
-    batch: usize,
-    nin: usize,
-    y: &mut [f32],
-    dead: Option<(&[f32], &mut DeadInputs)>,
-) {
-    let units = bias.len();
-    if let Some((d, cache)) = dead.filter(|_| batch == 1) {
-        if cache.matvec(x, nin, kernel, units, d, y) {
-            return finish(act, apply_softmax, bias, y);
-        }
-    }
-    forward(act, apply_softmax, kernel, bias, x, batch, nin, y)
 }
 
 /// ReLU6's backward: the gradient passes only where `0 < y < 6`.
@@ -189,7 +174,7 @@ mod tests {
         let (nin, units) = (70, 48);
         let (x, k, b) = (data(5, batch * nin), data(6, nin * units), data(7, units));
         let mut y = vec![0.0; batch * units];
-        forward(Activation::None, false, &k, &b, &x, batch, nin, &mut y);
+        forward(Activation::None, false, &k, &b, &x, batch, nin, &mut y, None);
         let mut dy = data(8, batch * units);
         let dy0 = dy.clone();
         let (mut dk, mut db, mut dx) = (vec![0.0; k.len()], vec![0.0; units], vec![0.0; x.len()]);
@@ -231,11 +216,11 @@ mod tests {
             let r = data(4, batch * units);
             let loss = |x: &[f32], k: &[f32], b: &[f32]| -> f64 {
                 let mut y = vec![0.0; batch * units];
-                forward(act, sm, k, b, x, batch, nin, &mut y);
+                forward(act, sm, k, b, x, batch, nin, &mut y, None);
                 y.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum()
             };
             let mut y = vec![0.0; batch * units];
-            forward(act, sm, &k, &b, &x, batch, nin, &mut y);
+            forward(act, sm, &k, &b, &x, batch, nin, &mut y, None);
             let mut dy = r.clone();
             let (mut dk, mut db, mut dx) = (vec![0.0; k.len()], vec![0.0; units], vec![0.0; x.len()]);
             backward(act, sm, &k, &x, &y, &mut dy, batch, nin, &mut dk, &mut db, Some(&mut dx));

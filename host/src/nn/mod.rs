@@ -10,7 +10,7 @@
 
 pub mod batchnorm;
 pub mod conv;
-mod dead_inputs;
+pub mod dead_inputs;
 pub mod dense;
 pub mod dropout;
 mod epilogue;
@@ -177,33 +177,6 @@ pub struct Network {
     preprocess: Option<Preprocess>,
 }
 
-/// For a dense layer `i` reading (through max pools, flattens and dropouts
-/// only) a BatchNormalization of a ReLU'd layer's output: that BN, whose
-/// image of a ReLU zero is what each channel's dead inputs hold.
-fn dead_source(spec: &ModelSpec, i: usize) -> Option<usize> {
-    let (layers, inputs) = (spec.layers(), spec.inputs());
-    if !matches!(layers[i], Layer::Dense { .. }) {
-        return None;
-    }
-    // Tensor `t` is layer `t - 1`'s output (tensor 0: the model's input).
-    let producer = |i: usize| match inputs[i] {
-        Inputs { main, other: None } => (main as usize).checked_sub(1),
-        _ => None,
-    };
-    let mut at = producer(i)?;
-    while matches!(layers[at], Layer::Flatten | Layer::Dropout { .. } | Layer::MaxPool2D { .. }) {
-        at = producer(at)?;
-    }
-    let relu = |a: Activation| matches!(a, Activation::Relu | Activation::Relu6);
-    let bn = at;
-    let fed_by_relu = match layers[producer(bn)?] {
-        Layer::Conv2D(c) => relu(c.activation),
-        Layer::Dense { activation, .. } | Layer::Add { activation } | Layer::Activation(activation) => relu(activation),
-        _ => false,
-    };
-    (matches!(layers[bn], Layer::BatchNorm { .. }) && fed_by_relu).then_some(bn)
-}
-
 /// Resize without clearing when the length is unchanged (callers overwrite everything).
 fn ensure_len(v: &mut Vec<f32>, len: usize) {
     if v.len() != len {
@@ -298,7 +271,7 @@ impl Network {
                     && spec.readers(i).eq([i + 1])
             })
             .collect();
-        let dead_from = (0..layers.len()).map(|i| dead_source(spec, i)).collect();
+        let dead_from = (0..layers.len()).map(|i| spec.batch_norm_of_relu_read_by(i).map(|(bn, _)| bn)).collect();
         Network {
             spec: *spec,
             names,
@@ -533,7 +506,7 @@ impl Network {
                 Node::Flatten => y.copy_from_slice(x),
                 Node::Dense { nin, act, apply_softmax, kernel, bias, dead: cache } => {
                     let dead = dead.as_deref().map(|d| (d, cache));
-                    dense::forward_skipping(*act, *apply_softmax, &kernel.value, &bias.value, x, batch, *nin, y, dead)
+                    dense::forward(*act, *apply_softmax, &kernel.value, &bias.value, x, batch, *nin, y, dead)
                 }
                 Node::Dropout { rate, mask } => match &mut mode {
                     Mode::Train(rng) => {
