@@ -23,6 +23,10 @@
 //! are also given for Winograd's arithmetic (`--conv`): each stride-1 3x3
 //! and 5x5 conv at its fewest-multiply variant's element-wise multiplies.
 //!
+//! On x86 it also asks whether a stream read under `prefetchnta` spares what
+//! the last-level cache holds (`nta_probe`): on a CPU where it does, the dense
+//! weights streamed that way could leave Winograd's filters cached.
+//!
 //! Like every figure on these shared machines, the absolute numbers move from
 //! day to day; compare floors with benches run in the same sitting.
 
@@ -221,6 +225,49 @@ fn weights_bandwidth(what: &str, bytes: u64, cores: usize) -> f64 {
     bwn
 }
 
+/// Whether a stream read with `prefetchnta` spares the last-level cache:
+/// a 16 MB buffer (Winograd's kept filters of one conv are 14-21 MB) is
+/// read warm, then after a 256 MB stream (the fp32 dense weights) read
+/// normally, then after the same stream read with a non-temporal hint a line
+/// ahead. Where the third time is near the first, streaming the dense
+/// weights that way would leave the convs' filters cached between
+/// inferences (a cache several times 16 MB, as some Xeons' 260 MB); where it
+/// is near the second, the hint does not protect the cache on this CPU.
+#[cfg(target_arch = "x86_64")]
+fn nta_probe() {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_NTA};
+    let touch = |v: &[u64]| -> f64 {
+        let t = Instant::now();
+        // One load per 64-byte line is what keeps the line cached.
+        std::hint::black_box(v.iter().step_by(8).fold(0u64, |a, &x| a ^ x));
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let kept: Vec<u64> = (0..(16u64 << 20) / 8).collect();
+    let stream: Vec<u64> = (0..(256u64 << 20) / 8).collect();
+    let stream_nta = |v: &[u64]| {
+        let mut a = 0u64;
+        for (i, &x) in v.iter().enumerate().step_by(8) {
+            // SAFETY: a prefetch never faults.
+            unsafe { _mm_prefetch::<_MM_HINT_NTA>(v.as_ptr().wrapping_add(i + 64).cast()) };
+            a ^= x;
+        }
+        std::hint::black_box(a);
+    };
+    let (mut warm, mut after, mut after_nta) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    for _ in 0..3 {
+        touch(&kept);
+        warm = warm.min(touch(&kept));
+        touch(&stream);
+        after = after.min(touch(&kept));
+        touch(&kept);
+        stream_nta(&stream);
+        after_nta = after_nta.min(touch(&kept));
+    }
+    println!(
+        "a 16 MB buffer read warm {warm:.2} ms, after a 256 MB stream {after:.2} ms, after the stream under prefetchnta {after_nta:.2} ms"
+    );
+}
+
 /// What a dense layer's dead inputs hold, on the benches' inputs.
 #[derive(Clone, Copy)]
 enum Dead {
@@ -289,6 +336,8 @@ fn main() {
 
     let bw8 = weights_bandwidth("int8", dense, cores);
     let bw32 = weights_bandwidth("f32", 4 * dense, cores);
+    #[cfg(target_arch = "x86_64")]
+    nta_probe();
 
     #[cfg(target_arch = "x86_64")]
     {
