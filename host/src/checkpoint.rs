@@ -327,7 +327,7 @@ impl Checkpoint {
 
     /// The float network with this checkpoint's weights.
     pub fn network(&self) -> Result<Network, NnError> {
-        let mut net = Network::new(&self.spec, 0);
+        let mut net = Network::for_loading(&self.spec);
         net.load_tensors(&self.tensors)?;
         net.set_preprocess(self.preprocess.clone())?;
         Ok(net)
@@ -459,10 +459,13 @@ impl Checkpoint {
             tensors.insert(name, arr);
         }
         check_values(&spec, &tensors).map_err(invalid)?;
-        let ck = Checkpoint { arch, spec, class_names, tensors, train, preprocess };
-        // Validate the weights now, so every user gets the error at load time.
-        ck.network().map_err(|source| CheckpointError::Tensors { path: path.to_path_buf(), source })?;
-        Ok(ck)
+        // Validate the weights now, so every user gets the error at load
+        // time: checked in place, not loaded into a network of its own.
+        let mut net = Network::for_loading(&spec);
+        net.check_tensors(&tensors)
+            .and_then(|()| net.set_preprocess(preprocess.clone()))
+            .map_err(|source| CheckpointError::Tensors { path: path.to_path_buf(), source })?;
+        Ok(Checkpoint { arch, spec, class_names, tensors, train, preprocess })
     }
 
     /// Only the network's tensors (no optimizer state), by Keras name.

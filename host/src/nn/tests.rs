@@ -350,3 +350,21 @@ fn dense_after_a_batch_norm_skips_dead_inputs_and_keeps_the_plain_result() {
     net.load_tensors(&tensors).unwrap();
     check(&mut net);
 }
+
+/// A network built for loading draws nothing (its kernels are zero) and,
+/// once loaded, computes what the network its tensors came from computes.
+#[test]
+fn a_network_for_loading_matches_its_source_once_loaded() {
+    let spec = small();
+    let mut source = Network::new(&spec, 3);
+    let mut loaded = Network::for_loading(&spec);
+    assert!(loaded.params().iter().filter(|p| p.name.ends_with("kernel")).all(|p| p.value.iter().all(|&v| v == 0.0)));
+    let tensors: HashMap<String, ArrayD<f32>> = source.tensors().into_iter().collect();
+    loaded.check_tensors(&tensors).unwrap();
+    loaded.load_tensors(&tensors).unwrap();
+    let x = input(2, &spec);
+    assert_eq!(loaded.forward(x.view(), Mode::Eval), source.forward(x.view(), Mode::Eval));
+    let mut missing = tensors.clone();
+    missing.remove("dense/kernel");
+    assert!(matches!(loaded.check_tensors(&missing), Err(NnError::Missing { .. })));
+}
