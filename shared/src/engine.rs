@@ -874,22 +874,25 @@ pub struct InputMajorCopies {
 #[cfg(feature = "alloc")]
 impl InputMajorCopies {
     pub fn new(prepared: &Prepared<'_>) -> InputMajorCopies {
-        let layers = 0..prepared.model.layer_data().len();
-        let dead: alloc::vec::Vec<_> = layers.clone().map(|i| own_dead_values(prepared, i)).collect();
-        let copies = layers.map(|i| match worth_input_major(prepared, i, dead[i].is_some()) {
-            Some(w) => {
-                let (units, n) = (w.bias.len(), w.weights.len() / w.bias.len());
-                let mut t = alloc::vec![0i8; units * n];
-                for (u, row) in w.weights.chunks_exact(n).enumerate() {
-                    for (j, &v) in row.iter().enumerate() {
-                        t[j * units + u] = v;
+        let (copies, dead) = (0..prepared.model.layer_data().len())
+            .map(|i| {
+                let source = own_dead_source(prepared, i);
+                match worth_input_major(prepared, i, source.is_some()) {
+                    Some(w) => {
+                        let (units, n) = (w.bias.len(), w.weights.len() / w.bias.len());
+                        let mut t = alloc::vec![0i8; units * n];
+                        for (u, row) in w.weights.chunks_exact(n).enumerate() {
+                            for (j, &v) in row.iter().enumerate() {
+                                t[j * units + u] = v;
+                            }
+                        }
+                        (t, source.map(|s| own_dead_values(&w, s)))
                     }
+                    None => (alloc::vec::Vec::new(), None),
                 }
-                t
-            }
-            None => alloc::vec::Vec::new(),
-        });
-        InputMajorCopies { copies: copies.collect(), dead }
+            })
+            .unzip();
+        InputMajorCopies { copies, dead }
     }
 
     /// The bytes [`InputMajorCopies::new`] would allocate for `prepared`
@@ -921,53 +924,55 @@ fn worth_input_major<'m>(prepared: &Prepared<'m>, i: usize, own_dead: bool) -> O
     }
 }
 
-/// For an int8 Dense layer `i` reading an int8 BatchNormalization of a
-/// ReLU'd layer's output ([`crate::spec::ModelSpec::batch_norm_of_relu_read_by`]): that
-/// BN's layer and the ReLU's zero (the ReLU'd layer's output zero point).
+/// Where int8 Dense layer `i`'s inputs are dead at values of their own: it
+/// reads an int8 BatchNormalization of a ReLU'd layer's output
+/// ([`crate::spec::ModelSpec::batch_norm_of_relu_read_by`]) whose channels
+/// divide its inputs. Each channel's dead byte is that BN's output for the
+/// ReLU's zero (the ReLU'd layer's output zero point), as the engine's own
+/// BN kernel computes it, one value a channel; with `i`'s input zero point.
 #[cfg(feature = "alloc")]
-fn own_dead_source(prepared: &Prepared<'_>, i: usize) -> Option<(usize, i32)> {
+fn own_dead_source(prepared: &Prepared<'_>, i: usize) -> Option<(alloc::vec::Vec<i8>, i32)> {
     let (bn, relu) = prepared.model.spec.batch_norm_of_relu_read_by(i)?;
-    match (prepared.steps[i], prepared.steps[bn], prepared.steps[relu]) {
-        (
-            Step::Dense { .. },
-            Step::BatchNorm { .. },
-            Step::Conv { prm, .. } | Step::Dense { prm, .. } | Step::Activation { prm, .. },
-        ) => Some((bn, prm.out_zp)),
-        _ => None,
-    }
-}
-
-/// Layer `i`'s inputs' own dead values ([`own_dead_source`]), each
-/// channel's the BN's output for the ReLU's zero as its own kernel computes
-/// it, with their sums ([`k8::DeadInputs`]).
-#[cfg(feature = "alloc")]
-fn own_dead_values(prepared: &Prepared<'_>, i: usize) -> Option<(alloc::vec::Vec<i8>, alloc::vec::Vec<i32>)> {
-    let (bn, zero) = own_dead_source(prepared, i)?;
     let data = prepared.model.layer_data();
+    let (Step::Dense { prm, .. }, LayerWeights::Int8(w)) = (prepared.steps[i], data[i].weights) else {
+        return None;
+    };
     let (Step::BatchNorm { prm: bn_prm }, LayerWeights::Int8(bw)) = (prepared.steps[bn], data[bn].weights) else {
         return None;
     };
-    let (Step::Dense { prm, .. }, LayerWeights::Int8(w)) = (prepared.steps[i], data[i].weights) else {
+    let (Step::Conv { prm: relu_prm, .. } | Step::Dense { prm: relu_prm, .. } | Step::Activation { prm: relu_prm, .. }) =
+        prepared.steps[relu]
+    else {
         return None;
     };
     let (c, units) = (bw.weights.len(), w.bias.len());
     if c == 0 || units == 0 || w.weights.len() % (units * c) != 0 {
         return None;
     }
-    let mut pixel = alloc::vec![i8::try_from(zero).ok()?; c];
+    let mut pixel = alloc::vec![i8::try_from(relu_prm.out_zp).ok()?; c];
     k8::batch_norm_in_place_fast(&with_constant_clamp(bn_prm, false, false), &bw, &mut pixel);
-    let nin = w.weights.len() / units;
-    let values: alloc::vec::Vec<i8> = (0..nin).map(|j| pixel[j % c]).collect();
+    Some((pixel, prm.in_zp))
+}
+
+/// A copied layer's inputs' dead values, each channel's from
+/// [`own_dead_source`], and their sums ([`k8::DeadInputs`]).
+#[cfg(feature = "alloc")]
+fn own_dead_values(
+    w: &crate::model::Int8Weights<'_>,
+    (pixel, in_zp): (alloc::vec::Vec<i8>, i32),
+) -> (alloc::vec::Vec<i8>, alloc::vec::Vec<i32>) {
+    let nin = w.weights.len() / w.bias.len();
+    let values: alloc::vec::Vec<i8> = (0..nin).map(|j| pixel[j % pixel.len()]).collect();
     let sums = w
         .weights
         .chunks_exact(nin)
         .map(|row| {
             row.iter()
                 .zip(&values)
-                .fold(0i32, |a, (&wv, &d)| a.wrapping_add(i32::from(wv).wrapping_mul(i32::from(d) - prm.in_zp)))
+                .fold(0i32, |a, (&wv, &d)| a.wrapping_add(i32::from(wv).wrapping_mul(i32::from(d) - in_zp)))
         })
         .collect();
-    Some((values, sums))
+    (values, sums)
 }
 
 #[cfg(feature = "alloc")]
@@ -977,8 +982,7 @@ impl InputMajorWeights for InputMajorCopies {
     }
 
     fn dead(&self, i: usize) -> Option<k8::DeadInputs<'_>> {
-        // Only with its copy: a layer not worth one keeps its rows.
-        let (values, sums) = self.dead.get(i)?.as_ref().filter(|_| !self.layer(i).is_empty())?;
+        let (values, sums) = self.dead.get(i)?.as_ref()?;
         Some(k8::DeadInputs { values, sums })
     }
 }

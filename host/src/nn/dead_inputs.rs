@@ -19,8 +19,9 @@ use super::gemv;
 /// `d W` for one dense layer, and what it was computed from.
 #[derive(Clone, Debug, Default)]
 pub struct DeadInputs {
-    /// The kernel's address and the dead values' bits `d W` belongs to.
-    key: Option<(usize, Vec<u32>)>,
+    /// The kernel's address and the dead values `d W` belongs to (`None`:
+    /// none computed, or cleared).
+    key: Option<(usize, Vec<f32>)>,
     dead_sum: Vec<f32>,
 }
 
@@ -39,8 +40,11 @@ impl DeadInputs {
         assert_eq!(x.len(), nin, "dead inputs: one input row");
         // `x - d` is exactly zero where `x` sits at its dead value.
         let live: Vec<f32> = x.iter().zip(dead.iter().cycle()).map(|(&v, &d)| v - d).collect();
-        let key = (w.as_ptr() as usize, dead.iter().map(|d| d.to_bits()).collect::<Vec<_>>());
-        if self.key.as_ref() != Some(&key) {
+        // Compared bit for bit, without building a key on every pass.
+        let same = |(at, values): &(usize, Vec<f32>)| {
+            *at == w.as_ptr() as usize && values.iter().map(|v| v.to_bits()).eq(dead.iter().map(|d| d.to_bits()))
+        };
+        if !self.key.as_ref().is_some_and(same) {
             let mut rows = live;
             rows.extend(dead.iter().cycle().take(nin));
             let mut both = vec![0.0f32; 2 * units];
@@ -48,7 +52,7 @@ impl DeadInputs {
                 return false;
             }
             self.dead_sum = both.split_off(units);
-            self.key = Some(key);
+            self.key = Some((w.as_ptr() as usize, dead.to_vec()));
             y.copy_from_slice(&both);
         } else if !gemv::matvec(&live, 1, nin, w, units, y) {
             return false;
