@@ -268,27 +268,6 @@ fn nta_probe() {
     );
 }
 
-/// What a dense layer's dead inputs hold, on the benches' inputs.
-#[derive(Clone, Copy)]
-enum Dead {
-    None,
-    /// A ReLU's zeros: half the inputs.
-    Zeros,
-    /// A BatchNormalization's images of a ReLU's zeros: 43 %.
-    Shifts,
-}
-
-impl Dead {
-    /// The share of the layer's weight rows that batch-1 inference reads.
-    fn rows_read(self) -> f64 {
-        match self {
-            Dead::None => 1.0,
-            Dead::Zeros => 0.5,
-            Dead::Shifts => 0.57,
-        }
-    }
-}
-
 fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let net = spec::alexnet(227, 1000).expect("alexnet spec");
@@ -299,19 +278,24 @@ fn main() {
     // reading a BatchNormalization of a ReLU (through max pools too) skips
     // those at the BN's image of zero, 43 % on the bench network (FC6:
     // 3,942-4,018 of 9,216).
-    let (mut dense_read, mut dead) = (0f64, Dead::None);
-    for (_, layer, inp, out) in net.shapes() {
+    // The graph walk is the one the kernels use (`batch_norm_of_relu_read_by`).
+    let (mut dense_read, mut after_relu) = (0f64, false);
+    for (i, layer, inp, out) in net.shapes() {
         if let Layer::Dense { .. } = layer {
-            dense_read += dead.rows_read() * layer.macs(inp, out) as f64;
+            let share = if net.batch_norm_of_relu_read_by(i).is_some() {
+                0.57
+            } else if after_relu {
+                0.5
+            } else {
+                1.0
+            };
+            dense_read += share * layer.macs(inp, out) as f64;
         }
-        let relu = |a: Activation| if a == Activation::Relu { Dead::Zeros } else { Dead::None };
-        dead = match (layer, dead) {
-            (Layer::Conv2D(c), _) => relu(c.activation),
-            (Layer::Dense { activation, .. }, _) => relu(*activation),
-            (Layer::BatchNorm { .. }, Dead::Zeros) => Dead::Shifts,
-            (Layer::Dropout { .. } | Layer::Flatten, d) => d,
-            (Layer::MaxPool2D { .. }, Dead::Shifts) => Dead::Shifts,
-            _ => Dead::None,
+        after_relu = match layer {
+            Layer::Conv2D(c) => c.activation == Activation::Relu,
+            Layer::Dense { activation, .. } => *activation == Activation::Relu,
+            Layer::Dropout { .. } | Layer::Flatten => after_relu,
+            _ => false,
         };
         match layer {
             Layer::Conv2D(c) => {
