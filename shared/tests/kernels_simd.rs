@@ -176,14 +176,20 @@ fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError>
         check_winograd(g, &p, &raw, &x, &want, &mut rng)?;
     }
     // The AVX2 patch kernel the same way, on every CPU that has AVX2 (the
-    // dispatcher picks VNNI where it can).
+    // dispatcher picks VNNI where it can), by both walks where both fit.
     #[cfg(x86_simd)]
     if shared::kernels::x86::has_avx2() && shared::kernels::x86::int8_avx2::patches_fit(g, &p) {
-        use shared::kernels::x86::int8_avx2::conv2d_avx2_patch_pixels;
-        check_fused(g, &want, &mut rng, "avx2", &|part, first, then| {
-            // SAFETY: AVX2 and the patches' fit, checked just above.
-            unsafe { conv2d_avx2_patch_pixels(g, &p, &raw.view(), &x, part, first, Some(then)) }
-        })?;
+        use shared::kernels::x86::int8_avx2::{broadcast_fits, conv2d_avx2_patch_pixels_by, PatchWalk};
+        for walk in [PatchWalk::Dot, PatchWalk::Broadcast] {
+            if walk == PatchWalk::Broadcast && !broadcast_fits(g) {
+                continue;
+            }
+            let name = format!("avx2 {walk:?}");
+            check_fused(g, &want, &mut rng, &name, &|part, first, then| {
+                // SAFETY: AVX2, the patches' fit and the walk's, checked just above.
+                unsafe { conv2d_avx2_patch_pixels_by(walk, g, &p, &raw.view(), &x, part, first, Some(then)) }
+            })?;
+        }
     }
     Ok(())
 }

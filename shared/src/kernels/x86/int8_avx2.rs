@@ -10,9 +10,12 @@
 //!
 //! Conv2D ([`conv2d_avx2_patch_pixels`]) gathers each output pixel's window
 //! into a contiguous i16 patch of `x - in_zp` (padding taps 0, which is what
-//! the plain kernel's skipped tap adds), then runs a 3-pixel x 3-filter
-//! dot-product block over the filters as stored (OHWI, widened 16 bytes at a
-//! time). The output stage ([`requantize8`]) is the plain kernel's
+//! the plain kernel's skipped tap adds). Layers whose filters fit 72 KB
+//! widened (AlexNet's conv1) then run a broadcast kernel: the filters
+//! widened and repacked on the call, channels across the lanes, a pair of
+//! patch elements broadcast per `vpmaddwd`. The others run a 3-pixel x
+//! 3-filter dot-product block over the filters as stored (OHWI, widened 16
+//! bytes at a time). The output stage ([`requantize8`]) is the plain kernel's
 //! `requantize` on 8 lanes. Dense runs over rows ([`dense_avx2_units`]) or,
 //! where the host lends an input-major copy, over the rows of the live
 //! inputs only ([`dense_avx2_input_major_units`]). Everything lives on the
@@ -59,6 +62,30 @@ pub fn patches_fit(g: &ConvGeom, p: &Int8Params) -> bool {
     g.is_square() && filter > 0 && patch_stride(filter) * NP <= PATCH_ELEMS && i8::try_from(p.in_zp).is_ok()
 }
 
+/// How [`conv2d_avx2_patch_pixels_by`] walks the gathered patches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchWalk {
+    /// Dot products of each patch with the filters as stored, reduced across
+    /// the lanes at the end: any layer whose patches fit.
+    Dot,
+    /// Channels across the lanes against filters widened and repacked on the
+    /// call ([`broadcast_fits`]): no reduction and no widening in the loop.
+    Broadcast,
+}
+
+/// The walk [`conv2d_avx2_patch_pixels`] takes for this layer: the
+/// broadcast kernel wherever its repacked filters fit the stack buffer
+/// (AlexNet's conv1 capped at AVX2 on a Zen 4: fastest of 150 runs 1.31 ->
+/// 1.21 ms, three alternating pairs; the dot products' short filters pay a
+/// reduction every 207 multiply-adds and a widening every 3).
+pub fn patch_walk(g: &ConvGeom) -> PatchWalk {
+    if broadcast_fits(g) {
+        PatchWalk::Broadcast
+    } else {
+        PatchWalk::Dot
+    }
+}
+
 /// Output pixels `first_px..` (row-major) of the plain Conv2D that `output`
 /// holds (whole pixels), the same bytes; with `then`, the bytes of that
 /// BatchNormalization run on them after (it has `g.out_c` channels).
@@ -67,6 +94,28 @@ pub fn patches_fit(g: &ConvGeom, p: &Int8Params) -> bool {
 /// The CPU must support AVX2. [`patches_fit`]`(g, p)` (asserted).
 #[target_feature(enable = "avx2")]
 pub unsafe fn conv2d_avx2_patch_pixels(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    input: &[i8],
+    output: &mut [i8],
+    first_px: usize,
+    then: Option<&ThenBatchNorm<'_>>,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { conv2d_avx2_patch_pixels_by(patch_walk(g), g, p, w, input, output, first_px, then) }
+}
+
+/// [`conv2d_avx2_patch_pixels`] with the walk chosen by the caller (tests
+/// hold both to the plain bytes).
+///
+/// # Safety
+/// As [`conv2d_avx2_patch_pixels`]; for [`PatchWalk::Broadcast`],
+/// [`broadcast_fits`]`(g)` (asserted).
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn conv2d_avx2_patch_pixels_by(
+    walk: PatchWalk,
     g: &ConvGeom,
     p: &Int8Params,
     w: &Int8Weights<'_>,
@@ -86,10 +135,31 @@ pub unsafe fn conv2d_avx2_patch_pixels(
     }
     let filter = g.kernel() * g.kernel() * g.in_c;
     let stride = patch_stride(filter);
-    // Pixels per gather: whole register blocks that fit the buffer.
-    let per = (PATCH_ELEMS / stride / NP * NP).min(total);
     let mut buf = PatchBuf([0i16; PATCH_ELEMS]);
     let buf = &mut buf.0;
+    if walk == PatchWalk::Broadcast {
+        let mut packed = PackBuf([0i16; PACK_ELEMS]);
+        pack_for_broadcast(g, w, &mut packed.0);
+        // As few equal gathers as fit: the broadcast blocks take any count.
+        let most = PATCH_ELEMS / stride;
+        let per = total.div_ceil(total.div_ceil(most).max(1));
+        let mut done = 0;
+        while done < total {
+            let n = per.min(total - done);
+            for (q, patch) in buf[..n * stride].chunks_exact_mut(stride).enumerate() {
+                let at = first_px + done + q;
+                gather_patch(g, input, at / g.out_w, at % g.out_w, p.in_zp, patch);
+            }
+            let out = &mut output[done * g.out_c..(done + n) * g.out_c];
+            // SAFETY: `n` patches of `stride` elements in `buf`, zero past the
+            // filter; `packed` as `pack_for_broadcast` laid it out; AVX2: contract.
+            unsafe { broadcast_patches(g, p, w, &buf[..n * stride], stride, &packed.0, out, then) };
+            done += n;
+        }
+        return;
+    }
+    // Pixels per gather: whole register blocks that fit the buffer.
+    let per = (PATCH_ELEMS / stride / NP * NP).min(total);
     // The last partial vector of every filter, zero-padded: the loads past a
     // filter's end would read the next filter (or past the last one).
     let (full, tail) = (filter / 16, filter % 16);
@@ -148,6 +218,164 @@ pub unsafe fn conv2d_avx2_patch_pixels(
             oc0 += nb;
         }
         done += n;
+    }
+}
+
+/// i16 elements of the stack buffer the broadcast kernel's widened filters
+/// live in (72 KB; AlexNet's conv1: 182 tap pairs x 96 channels x 2).
+const PACK_ELEMS: usize = 36 * 1024;
+/// Pixels of one broadcast register block.
+const BP: usize = 6;
+/// 8-channel vectors of one broadcast register block (`BP * BV` = 12
+/// accumulators, 2 filter vectors, a broadcast pixel pair and a product:
+/// the 16 registers, 8 loads per 12 `vpmaddwd`; 3 x 3 was 4-8 % slower).
+const BV: usize = 2;
+
+/// The repacked filters, 32-byte aligned for their loads.
+#[repr(C, align(32))]
+struct PackBuf([i16; PACK_ELEMS]);
+
+/// Whether [`pack_for_broadcast`] can lay this layer's filters out in the
+/// stack buffer.
+pub fn broadcast_fits(g: &ConvGeom) -> bool {
+    let filter = g.kernel() * g.kernel() * g.in_c;
+    filter.div_ceil(2) * g.out_c.next_multiple_of(8) * 2 <= PACK_ELEMS
+}
+
+/// The channels of the broadcast kernel's group starting at channel `oc0`
+/// (its register block's `BV` vectors, fewer in the last group).
+#[inline]
+fn group_width(ocp: usize, oc0: usize) -> usize {
+    (8 * BV).min(ocp - oc0)
+}
+
+/// Widen and repack the filters for [`broadcast_patches`]: per group of
+/// [`group_width`] channels (from channel `oc0`, at `oc0 * k2 * 2`),
+/// `[k2 = filter / 2][width][2]` i16, zeros past the filter and the
+/// channels. One 32-byte load holds a pair of taps of 8 channels, what
+/// `vpmaddwd` multiplies by a broadcast pair of patch elements, and a
+/// group's block reads its filters front to back.
+fn pack_for_broadcast(g: &ConvGeom, w: &Int8Weights<'_>, packed: &mut [i16; PACK_ELEMS]) {
+    assert!(broadcast_fits(g), "conv2d: the broadcast filters do not fit");
+    let filter = g.kernel() * g.kernel() * g.in_c;
+    let (k2, ocp) = (filter.div_ceil(2), g.out_c.next_multiple_of(8));
+    packed[..k2 * ocp * 2].fill(0);
+    for (o, f) in w.weights.chunks_exact(filter).enumerate() {
+        let oc0 = o / (8 * BV) * (8 * BV);
+        let width = group_width(ocp, oc0);
+        let group = &mut packed[oc0 * k2 * 2..][..k2 * width * 2];
+        let mut pairs = f.chunks_exact(2);
+        // A pair a step: indexing the pair in its row (`t2 * width * 2`)
+        // cost more than the conv's whole first pass over the patches.
+        for (row, pair) in group.chunks_exact_mut(width * 2).zip(pairs.by_ref()) {
+            row[(o - oc0) * 2..][..2].copy_from_slice(&[pair[0] as i16, pair[1] as i16]);
+        }
+        // An odd filter's last tap; its partner stays zero.
+        if let [last] = pairs.remainder() {
+            group[(k2 - 1) * width * 2 + (o - oc0) * 2] = *last as i16;
+        }
+    }
+}
+
+/// `acc[p][v]` = for pixel `p`, channels `8 v ..`: the sums over the `k2`
+/// pairs of patch elements (broadcast to every lane) times the packed
+/// weights of those 2 taps (`wstep` i16 per pair).
+///
+/// # Safety
+/// AVX2; `x + p * xstep` starts `2 * k2` readable i16 for `p < P`, and
+/// `w + t * wstep` starts `8 * V` readable i16 pairs for `t < k2`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn broadcast_block<const P: usize, const V: usize>(
+    x: *const i16,
+    xstep: usize,
+    w: *const i16,
+    wstep: usize,
+    k2: usize,
+    acc_out: &mut [[[i32; 8]; BV]; BP],
+) {
+    let mut acc = [[_mm256_setzero_si256(); V]; P];
+    for t in 0..k2 {
+        let mut wv = [_mm256_setzero_si256(); V];
+        for v in 0..V {
+            // SAFETY: the function's contract.
+            wv[v] = unsafe { _mm256_loadu_si256(w.add(t * wstep + 16 * v).cast()) };
+        }
+        for p in 0..P {
+            // SAFETY: the function's contract (2 i16 at x + p*xstep + 2t).
+            let xb = _mm256_set1_epi32(unsafe { x.add(p * xstep + 2 * t).cast::<i32>().read_unaligned() });
+            for v in 0..V {
+                acc[p][v] = _mm256_add_epi32(acc[p][v], _mm256_madd_epi16(xb, wv[v]));
+            }
+        }
+    }
+    for p in 0..P {
+        for v in 0..V {
+            // SAFETY: 32 writable bytes.
+            unsafe { _mm256_storeu_si256(acc_out[p][v].as_mut_ptr().cast(), acc[p][v]) };
+        }
+    }
+}
+
+/// The output of `patches.len() / stride` gathered patches (`x - zp`, see
+/// [`gather_patch`]) through the repacked filters: channels across the
+/// lanes, a pair of patch elements broadcast per `vpmaddwd`.
+///
+/// # Safety
+/// AVX2; `packed` laid out by [`pack_for_broadcast`] for `g`; `stride` a
+/// multiple of 2 at least the filter length, the patches zero past the
+/// filter; `out` holds the patches' output pixels.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn broadcast_patches(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    patches: &[i16],
+    stride: usize,
+    packed: &[i16; PACK_ELEMS],
+    out: &mut [i8],
+    then: Option<&ThenBatchNorm<'_>>,
+) {
+    let n = patches.len() / stride;
+    let ocp = g.out_c.next_multiple_of(8);
+    let k2 = (g.kernel() * g.kernel() * g.in_c).div_ceil(2);
+    assert!(k2 * 2 <= stride && k2 * ocp * 2 <= PACK_ELEMS && out.len() == n * g.out_c, "conv2d: broadcast layout");
+    let blocks = n.div_ceil(BP);
+    let mut acc = [[[0i32; 8]; BV]; BP];
+    let mut oc0 = 0;
+    while oc0 < g.out_c {
+        let width = group_width(ocp, oc0);
+        let nv = width / 8;
+        let wstep = width * 2;
+        for b in 0..blocks {
+            // Blocks as equal as possible.
+            let (px, px_end) = (n * b / blocks, n * (b + 1) / blocks);
+            let np = px_end - px;
+            let (x, wp) = (patches[px * stride..].as_ptr(), packed[oc0 * k2 * 2..].as_ptr());
+            macro_rules! go {
+                ($($p:literal)*) => {
+                    match (np, nv) {
+                        // SAFETY: patches px..px+np hold 2*k2 elements each; the
+                        // group's k2 pairs of `nv` channel vectors; contract.
+                        $(($p, 1) => unsafe { broadcast_block::<$p, 1>(x, stride, wp, wstep, k2, &mut acc) },
+                          ($p, 2) => unsafe { broadcast_block::<$p, 2>(x, stride, wp, wstep, k2, &mut acc) },)*
+                        _ => unreachable!("broadcast_patches: a block of {np} x {nv}"),
+                    }
+                };
+            }
+            go!(1 2 3 4 5 6);
+            for q in 0..np {
+                for v in 0..nv {
+                    let oc = oc0 + 8 * v;
+                    let m = 8.min(g.out_c - oc);
+                    let o = &mut out[(px + q) * g.out_c + oc..][..m];
+                    // SAFETY: AVX2; the channels oc.. + m exist in `w` and `then`.
+                    unsafe { finish8(&acc[q][v][..m], w, oc, p, o, then) };
+                }
+            }
+        }
+        oc0 += width;
     }
 }
 
