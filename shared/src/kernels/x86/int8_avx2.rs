@@ -146,10 +146,7 @@ pub unsafe fn conv2d_avx2_patch_pixels_by(
         let mut done = 0;
         while done < total {
             let n = per.min(total - done);
-            for (q, patch) in buf[..n * stride].chunks_exact_mut(stride).enumerate() {
-                let at = first_px + done + q;
-                gather_patch(g, input, at / g.out_w, at % g.out_w, p.in_zp, patch);
-            }
+            gather_patches(g, input, p.in_zp, first_px + done, &mut buf[..n * stride], stride);
             let out = &mut output[done * g.out_c..(done + n) * g.out_c];
             // SAFETY: `n` patches of `stride` elements in `buf`, zero past the
             // filter; `packed` as `pack_for_broadcast` laid it out; AVX2: contract.
@@ -166,10 +163,7 @@ pub unsafe fn conv2d_avx2_patch_pixels_by(
     let mut done = 0;
     while done < total {
         let n = per.min(total - done);
-        for (q, patch) in buf[..n * stride].chunks_exact_mut(stride).enumerate() {
-            let at = first_px + done + q;
-            gather_patch(g, input, at / g.out_w, at % g.out_w, p.in_zp, patch);
-        }
+        gather_patches(g, input, p.in_zp, first_px + done, &mut buf[..n * stride], stride);
         let out = &mut output[done * g.out_c..(done + n) * g.out_c];
         let blocks = n.div_ceil(NP);
         let mut oc0 = 0;
@@ -376,6 +370,16 @@ unsafe fn broadcast_patches(
             }
         }
         oc0 += width;
+    }
+}
+
+/// The patches of the output pixels from `first` (row-major) into `patches`,
+/// `stride` elements apart, as many as it holds.
+#[target_feature(enable = "avx2")]
+fn gather_patches(g: &ConvGeom, input: &[i8], zp: i32, first: usize, patches: &mut [i16], stride: usize) {
+    for (q, patch) in patches.chunks_exact_mut(stride).enumerate() {
+        let at = first + q;
+        gather_patch(g, input, at / g.out_w, at % g.out_w, zp, patch);
     }
 }
 
