@@ -222,7 +222,8 @@ const PACK_ELEMS: usize = 36 * 1024;
 const BP: usize = 6;
 /// 8-channel vectors of one broadcast register block (`BP * BV` = 12
 /// accumulators, 2 filter vectors, a broadcast pixel pair and a product:
-/// the 16 registers, 8 loads per 12 `vpmaddwd`; 3 x 3 was 4-8 % slower).
+/// the 16 registers, 8 loads per 12 `vpmaddwd`; 3 x 3 was 5 % slower on
+/// conv1, `int8_kernels`).
 const BV: usize = 2;
 
 /// The repacked filters, 32-byte aligned for their loads.
@@ -259,8 +260,9 @@ fn pack_for_broadcast(g: &ConvGeom, w: &Int8Weights<'_>, packed: &mut [i16; PACK
         let width = group_width(ocp, oc0);
         let group = &mut packed[oc0 * k2 * 2..][..k2 * width * 2];
         let mut pairs = f.chunks_exact(2);
-        // A pair a step: indexing the pair in its row (`t2 * width * 2`)
-        // cost more than the conv's whole first pass over the patches.
+        // A pair a step down the rows: indexing each tap on its own
+        // (`t2 * width * 2 + i`, bounds-checked) made this loop a sixth of
+        // conv1's time (`perf`).
         for (row, pair) in group.chunks_exact_mut(width * 2).zip(pairs.by_ref()) {
             row[(o - oc0) * 2..][..2].copy_from_slice(&[pair[0] as i16, pair[1] as i16]);
         }
