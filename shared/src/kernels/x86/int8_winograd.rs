@@ -423,20 +423,41 @@ struct Slot {
 fn transform_tile_3x3(g: &ConvGeom, zp: __m256i, input: &[i8], (ty, tx): (usize, usize), v: &mut [i16], slot: Slot) {
     let rows: [Option<usize>; 4] = core::array::from_fn(|r| tap(ty, 2, r, g.pad_top, g.in_h));
     let cols: [Option<usize>; 4] = core::array::from_fn(|s| tap(tx, 2, s, g.pad_left, g.in_w));
-    let both = |a: __m256i, b: __m256i, add: bool| if add { _mm256_add_epi16(a, b) } else { _mm256_sub_epi16(a, b) };
-    let bt = |d: [__m256i; 4]| BT3.map(|(a, b, add)| both(d[a], d[b], add));
+    // Loops, not closures over the vectors: a closure is a function of its
+    // own, without this one's AVX2, and its intrinsics would stay calls.
     for k in (0..g.in_c).step_by(16) {
         // B^T along each column, then along each row of the result.
-        let cols_t: [[__m256i; 4]; 4] =
-            core::array::from_fn(|s| bt(core::array::from_fn(|r| pixel16(g, zp, input, (rows[r], cols[s]), k))));
+        let mut cols_t = [[_mm256_setzero_si256(); 4]; 4];
+        for s in 0..4 {
+            let mut d = [_mm256_setzero_si256(); 4];
+            for r in 0..4 {
+                d[r] = pixel16(g, zp, input, (rows[r], cols[s]), k);
+            }
+            cols_t[s] = bt3(d);
+        }
         for i in 0..4 {
-            for (j, val) in bt(core::array::from_fn(|s| cols_t[s][i])).iter().enumerate() {
+            let mut d = [_mm256_setzero_si256(); 4];
+            for s in 0..4 {
+                d[s] = cols_t[s][i];
+            }
+            for (j, val) in bt3(d).iter().enumerate() {
                 let at = (i * 4 + j) * slot.point_stride + slot.at + k;
                 // SAFETY: 16 elements at `at` (the slice is checked).
                 unsafe { _mm256_storeu_si256(v[at..at + 16].as_mut_ptr().cast(), *val) };
             }
         }
     }
+}
+
+/// `B^T d` of F(2, 3) on four vectors (rows [`BT3`]).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn bt3(d: [__m256i; 4]) -> [__m256i; 4] {
+    let mut out = [_mm256_setzero_si256(); 4];
+    for (o, &(a, b, add)) in out.iter_mut().zip(&BT3) {
+        *o = if add { _mm256_add_epi16(d[a], d[b]) } else { _mm256_sub_epi16(d[a], d[b]) };
+    }
+    out
 }
 
 /// `B^T d` (F(2, 5)) along each of the 5 input rows of tile `(oy, tx)` (one
@@ -446,25 +467,33 @@ fn transform_tile_3x3(g: &ConvGeom, zp: __m256i, input: &[i8], (ty, tx): (usize,
 fn transform_tile_5x5(g: &ConvGeom, zp: __m256i, input: &[i8], (oy, tx): (usize, usize), v: &mut [i16], slot: Slot) {
     let cin = g.in_c;
     let cols: [Option<usize>; 6] = core::array::from_fn(|s| tap(tx, 2, s, g.pad_left, g.in_w));
-    let times = |d: __m256i, n: i16| _mm256_mullo_epi16(d, _mm256_set1_epi16(n));
+    // A macro and a loop, not closures over the vectors (see `transform_tile_3x3`).
+    macro_rules! times {
+        ($d:expr, $n:expr) => {
+            _mm256_mullo_epi16($d, _mm256_set1_epi16($n))
+        };
+    }
     for ky in 0..5 {
         let row = tap(oy, 1, ky, g.pad_top, g.in_h);
         for k in (0..cin).step_by(16) {
-            let d: [__m256i; 6] = core::array::from_fn(|s| pixel16(g, zp, input, (row, cols[s]), k));
+            let mut d = [_mm256_setzero_si256(); 6];
+            for s in 0..6 {
+                d[s] = pixel16(g, zp, input, (row, cols[s]), k);
+            }
             // Lavin's 6-point B^T, row by row, with their shared terms:
             // (4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
             // (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1).
-            let a = _mm256_sub_epi16(d[4], times(d[2], 4));
-            let b = _mm256_sub_epi16(d[3], times(d[1], 4));
+            let a = _mm256_sub_epi16(d[4], times!(d[2], 4));
+            let b = _mm256_sub_epi16(d[3], times!(d[1], 4));
             let c = _mm256_sub_epi16(d[4], d[2]);
-            let e = times(_mm256_sub_epi16(d[3], d[1]), 2);
+            let e = times!(_mm256_sub_epi16(d[3], d[1]), 2);
             let points = [
-                _mm256_add_epi16(times(_mm256_sub_epi16(d[0], d[2]), 4), c),
+                _mm256_add_epi16(times!(_mm256_sub_epi16(d[0], d[2]), 4), c),
                 _mm256_add_epi16(a, b),
                 _mm256_sub_epi16(a, b),
                 _mm256_add_epi16(c, e),
                 _mm256_sub_epi16(c, e),
-                _mm256_add_epi16(times(_mm256_sub_epi16(d[1], d[3]), 4), _mm256_sub_epi16(d[5], d[3])),
+                _mm256_add_epi16(times!(_mm256_sub_epi16(d[1], d[3]), 4), _mm256_sub_epi16(d[5], d[3])),
             ];
             for (pt, val) in points.iter().enumerate() {
                 // Written in order: a short last vector's zero lanes fall on
