@@ -561,8 +561,9 @@ pub(super) unsafe fn finish8(
     then: Option<&ThenBatchNorm<'_>>,
 ) {
     let m = out.len();
-    // A macro, not a closure: a closure is a function of its own, without
-    // the caller's AVX2, and its intrinsics would stay calls.
+    // A macro, not a closure: this function has no AVX2 of its own (so that
+    // it inlines), and a closure in it would not either: its intrinsics
+    // would stay calls.
     macro_rules! lanes {
         ($s:expr) => {{
             let s: &[i32] = $s;

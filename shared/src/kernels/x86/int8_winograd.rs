@@ -423,8 +423,9 @@ struct Slot {
 fn transform_tile_3x3(g: &ConvGeom, zp: __m256i, input: &[i8], (ty, tx): (usize, usize), v: &mut [i16], slot: Slot) {
     let rows: [Option<usize>; 4] = core::array::from_fn(|r| tap(ty, 2, r, g.pad_top, g.in_h));
     let cols: [Option<usize>; 4] = core::array::from_fn(|s| tap(tx, 2, s, g.pad_left, g.in_w));
-    // Loops, not closures over the vectors: a closure is a function of its
-    // own, without this one's AVX2, and its intrinsics would stay calls.
+    // Loops, not `array::from_fn` or `map` over the vectors: the generic
+    // code that calls their closure lacks this function's AVX2, so the
+    // closure (`pixel16` and the arithmetic in it) stayed a call (`perf`).
     for k in (0..g.in_c).step_by(16) {
         // B^T along each column, then along each row of the result.
         let mut cols_t = [[_mm256_setzero_si256(); 4]; 4];
@@ -467,7 +468,7 @@ fn bt3(d: [__m256i; 4]) -> [__m256i; 4] {
 fn transform_tile_5x5(g: &ConvGeom, zp: __m256i, input: &[i8], (oy, tx): (usize, usize), v: &mut [i16], slot: Slot) {
     let cin = g.in_c;
     let cols: [Option<usize>; 6] = core::array::from_fn(|s| tap(tx, 2, s, g.pad_left, g.in_w));
-    // A macro and a loop, not closures over the vectors (see `transform_tile_3x3`).
+    // A loop, not `array::from_fn` (see `transform_tile_3x3`).
     macro_rules! times {
         ($d:expr, $n:expr) => {
             _mm256_mullo_epi16($d, _mm256_set1_epi16($n))
