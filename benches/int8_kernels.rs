@@ -115,10 +115,17 @@ fn main() {
             let mut out = vec![0i8; g.output_len()];
             let mut kernels: Vec<Kernel<'_>> = Vec::new();
             if x86::has_vnni() && vnni::patches_fit(&g, &p) {
-                // SAFETY: VNNI and the patches' fit, checked just above.
+                // The filter sums and packing built once, as the engine lends them.
+                let (n_sums, n_packed) = vnni::patch_filter_lens(&g);
+                let (mut sums, mut packed) = (vec![0i32; n_sums], vec![0i8; n_packed]);
+                // SAFETY (both): VNNI and the patches' fit, checked just above.
+                unsafe { vnni::build_patch_filters(&g, &w, &mut sums, &mut packed) };
                 kernels.push((
                     "vnni patches",
-                    Box::new(|o| unsafe { vnni::conv2d_vnni_patch_pixels(&g, &p, &w, input, o, 0, None) }),
+                    Box::new(move |o| unsafe {
+                        let lent = vnni::PatchFilters { sums: &sums, packed: &packed };
+                        vnni::conv2d_vnni_patch_pixels(&g, &p, &w, Some(&lent), input, o, 0, None)
+                    }),
                 ));
             }
             if x86::has_avx2() && a2::patches_fit(&g, &p) {
@@ -126,14 +133,27 @@ fn main() {
                 kernels.push((
                     "avx2 dot",
                     Box::new(|o| unsafe {
-                        a2::conv2d_avx2_patch_pixels_by(a2::PatchWalk::Dot, &g, &p, &w, input, o, 0, None)
+                        a2::conv2d_avx2_patch_pixels_by(a2::PatchWalk::Dot, &g, &p, &w, None, input, o, 0, None)
                     }),
                 ));
                 if a2::broadcast_fits(&g) {
+                    let mut widened = vec![0i16; a2::broadcast_len(&g)];
+                    a2::build_broadcast_filters(&g, &w, &mut widened);
                     kernels.push((
                         "avx2 broadcast",
-                        Box::new(|o| unsafe {
-                            a2::conv2d_avx2_patch_pixels_by(a2::PatchWalk::Broadcast, &g, &p, &w, input, o, 0, None)
+                        Box::new(move |o| unsafe {
+                            let lent = Some(widened.as_slice());
+                            a2::conv2d_avx2_patch_pixels_by(
+                                a2::PatchWalk::Broadcast,
+                                &g,
+                                &p,
+                                &w,
+                                lent,
+                                input,
+                                o,
+                                0,
+                                None,
+                            )
                         }),
                     ));
                 }

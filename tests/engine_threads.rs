@@ -77,3 +77,73 @@ fn input_major_dense_gives_the_row_bytes() {
         assert_eq!(one, want.output, "image {k}: one thread, layers fused");
     }
 }
+
+/// The int8 convs run on the filter sums and packings the host builds once
+/// per model ([`engine::PixelFilterCopies`]) give every layer's bytes of the
+/// calls that build their own: one thread, layers fused, and the helpers.
+/// Parts of the wrong length are refused.
+#[test]
+fn lent_pixel_filters_give_the_built_bytes() {
+    let (int8, _, images) = micro(13);
+    let view = int8.view();
+    let built = engine::prepare(&view).unwrap();
+    let copies = engine::PixelFilterCopies::new(&built);
+    let mut lent = engine::prepare(&view).unwrap();
+    lent.with_pixel_filters(&copies).unwrap();
+    let convs = (0..int8.spec.layers().len())
+        .filter(|&i| !engine::PixelFilterLayouts::layer(&copies, i).is_empty())
+        .collect::<Vec<_>>();
+    #[cfg(target_arch = "x86_64")]
+    if shared::kernels::x86::has_vnni() {
+        // Every conv's sums; conv1's filters packed for the broadcast kernel too.
+        assert_eq!(convs.len(), 5, "every conv gets its filters' sums");
+        assert!(!engine::PixelFilterLayouts::layer(&copies, convs[0]).packed.is_empty(), "conv1 is packed");
+    }
+    let pool = SpinPool::new(2);
+    for (k, image) in images.iter().enumerate() {
+        let mut input = vec![0u8; image.len()];
+        engine::quantize_input(image, int8.input, &mut input).unwrap();
+        let want = host::simulate::simulate_prepared(&built, &input, true).unwrap();
+        let got = host::simulate::simulate_prepared(&lent, &input, true).unwrap();
+        let hashes = |r: &host::simulate::SimRun| r.layers.iter().map(|l| l.hash).collect::<Vec<_>>();
+        assert_eq!(hashes(&got), hashes(&want), "image {k}: layer hashes");
+        let mut arena = vec![0u8; lent.plan().arena_bytes];
+        let one = engine::run(&lent, &input, &mut arena, &mut NoObserver).unwrap().to_vec();
+        assert_eq!(one, want.output, "image {k}: one thread, layers fused");
+        let two = engine::run_with(&lent, &input, &mut arena, &mut NoObserver, &pool).unwrap();
+        assert_eq!(two, &want.output[..], "image {k}: two threads, layers fused");
+    }
+    // A part one element short, and parts lent to a layer that is not a conv.
+    #[derive(Debug)]
+    struct Short(Vec<(Vec<i32>, Vec<i8>, Vec<i16>)>);
+    impl engine::PixelFilterLayouts for Short {
+        fn layer(&self, i: usize) -> shared::kernels::int8::PixelFilters<'_> {
+            self.0.get(i).map_or_else(Default::default, |(sums, packed, widened)| shared::kernels::int8::PixelFilters {
+                sums,
+                packed,
+                widened,
+            })
+        }
+    }
+    let layers = int8.spec.layers().len();
+    if let Some(&conv) = convs.first() {
+        let parts = engine::PixelFilterLayouts::layer(&copies, conv);
+        let mut short = Short(vec![Default::default(); layers]);
+        let (mut sums, mut packed, mut widened) = (parts.sums.to_vec(), parts.packed.to_vec(), parts.widened.to_vec());
+        if !sums.is_empty() {
+            sums.pop();
+        } else if !packed.is_empty() {
+            packed.pop();
+        } else {
+            widened.pop();
+        }
+        short.0[conv] = (sums, packed, widened);
+        assert!(engine::prepare(&view).unwrap().with_pixel_filters(&short).is_err(), "a short part");
+        let mut misplaced = Short(vec![Default::default(); layers]);
+        misplaced.0[layers - 1] = (vec![0; 16], Vec::new(), Vec::new());
+        assert!(
+            engine::prepare(&view).unwrap().with_pixel_filters(&misplaced).is_err(),
+            "parts for the last (dense) layer"
+        );
+    }
+}

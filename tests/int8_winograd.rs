@@ -1,12 +1,13 @@
-//! The int8 3x3 and 5x5 convs through exact integer Winograd, and the dense
-//! layers after a ReLU through their input-major copies, as the engine runs
+//! The int8 3x3 and 5x5 convs through exact integer Winograd, conv 1 on its
+//! lent widened filters, and the dense layers after a ReLU through their
+//! input-major copies, as the engine runs
 //! them on AVX2 cores without VNNI (AMD Zen 3), give every layer's bytes of
 //! the direct kernels. On an AVX-512 machine the kernels are capped at AVX2
 //! first (`shared::kernels::x86::limit_isa`, process-wide: this test has a
 //! binary of its own), so that every x86 machine runs this path.
 
 use shared::convert::OwnedModel;
-use shared::engine::{self, HostLayouts, InputMajorWeights, NoObserver, Parallel, WinogradFilters};
+use shared::engine::{self, HostLayouts, InputMajorWeights, NoObserver, Parallel, PixelFilterLayouts, WinogradFilters};
 use shared::spec;
 
 /// alexnet-micro at 67x67 with random parameters: its int8 model (calibrated
@@ -47,6 +48,11 @@ fn winograd_convs_give_the_direct_bytes() {
     let copied =
         (0..int8.spec.layers().len()).filter(|&i| !InputMajorWeights::layer(&layouts.input_major, i).is_empty());
     assert_eq!(copied.count(), 3, "FC6, FC7 and FC8 read input-major");
+    // And conv 1, whose filters fit the broadcast kernel, them widened.
+    let widened = (0..int8.spec.layers().len())
+        .filter(|&i| !PixelFilterLayouts::layer(&layouts.pixel_filters, i).widened.is_empty())
+        .collect::<Vec<_>>();
+    assert_eq!(widened, [0], "conv 1 runs on its widened filters");
     let two = host::engine_threads::SpinPool::new(2);
     let pools: [&dyn Parallel; 3] = [&engine::SingleThread, &two, &host::engine_threads::RayonPool];
     // Scratch for two jobs: rayon's pool may have more threads, which then

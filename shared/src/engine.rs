@@ -737,6 +737,9 @@ pub struct Prepared<'m> {
     input_major: Option<&'m dyn InputMajorWeights>,
     /// Winograd-transformed conv filters the host lent ([`Prepared::with_winograd`]).
     winograd: Option<&'m dyn WinogradFilters>,
+    /// The pixel kernels' filter sums and packings the host lent
+    /// ([`Prepared::with_pixel_filters`]).
+    pixel_filters: Option<&'m dyn PixelFilterLayouts>,
 }
 
 impl<'m> Prepared<'m> {
@@ -804,6 +807,34 @@ impl<'m> Prepared<'m> {
         Ok(())
     }
 
+    /// Run the int8 Conv2D layers that `layouts` has [`k8::PixelFilters`]
+    /// for through [`k8::conv2d_pixels`] on them, so that no call sums or
+    /// repacks the filters: the same bytes. Each layer's parts must have
+    /// [`k8::pixel_filter_lens`] (checked; their contents are
+    /// [`k8::build_pixel_filters`]'s, which only the host can vouch for).
+    pub fn with_pixel_filters(&mut self, layouts: &'m dyn PixelFilterLayouts) -> Result<(), EngineError> {
+        for layer in 0..self.model.layer_data().len() {
+            let lent = layouts.layer(layer);
+            if lent.is_empty() {
+                continue;
+            }
+            let Step::Conv { g, prm, relu, six } = self.steps[layer] else {
+                return Err(EngineError::UnexpectedWeights { layer });
+            };
+            let expected = k8::pixel_filter_lens(&g, &with_constant_clamp(prm, relu, six));
+            let parts = [
+                ("pixel kernel filter sums", expected.sums, lent.sums.len()),
+                ("pixel kernel packed filters", expected.packed, lent.packed.len()),
+                ("pixel kernel widened filters", expected.widened, lent.widened.len()),
+            ];
+            if let Some(&(what, expected, got)) = parts.iter().find(|(_, e, g)| e != g) {
+                return Err(EngineError::WeightLength { layer, what, expected, got });
+            }
+        }
+        self.pixel_filters = Some(layouts);
+        Ok(())
+    }
+
     /// The arena a host run with `jobs` threads takes to run every layer on
     /// what the host lent: the planned arena ([`Plan::arena_bytes`], the
     /// device's), then one scratch part a job for the kernels that read lent
@@ -828,6 +859,13 @@ impl<'m> Prepared<'m> {
         let lent = self.winograd?.layer(i);
         let Step::Conv { g, prm, .. } = self.steps[i] else { return None };
         (!lent.is_empty() && k8::winograd_serves(&g, &prm)).then_some(lent)
+    }
+
+    /// Layer `i`'s lent [`k8::PixelFilters`], where lent (their lengths were
+    /// checked for this CPU's pixel kernel, which serves the layer).
+    fn pixel_filters_of(&self, i: usize) -> Option<k8::PixelFilters<'m>> {
+        let lent = self.pixel_filters?.layer(i);
+        (!lent.is_empty()).then_some(lent)
     }
 
     /// Layer `i`'s input-major weights, and its inputs' own dead values
@@ -1042,33 +1080,110 @@ impl WinogradFilters for WinogradCopies {
     }
 }
 
+/// What the int8 conv pixel kernels read besides the filters as stored
+/// ([`k8::PixelFilters`]: filter sums, packed filters), lent to
+/// [`Prepared::with_pixel_filters`]. The host builds them
+/// ([`PixelFilterCopies`]); nothing here allocates.
+pub trait PixelFilterLayouts: Sync + fmt::Debug {
+    /// Layer `i`'s parts, all empty for none.
+    fn layer(&self, i: usize) -> k8::PixelFilters<'_>;
+}
+
+/// The [`k8::PixelFilters`] of the int8 Conv2D layers this CPU's pixel
+/// kernels serve ([`k8::can_split_conv_pixels`]) and read any for: every such
+/// layer's filter sums with VNNI (a few KB), and the packed filters of those
+/// small enough for the broadcast kernels (AlexNet's conv1: 35 KB with VNNI,
+/// 70 KB widened on AVX2); none elsewhere.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug, Default)]
+pub struct PixelFilterCopies(alloc::vec::Vec<(alloc::vec::Vec<i32>, alloc::vec::Vec<i8>, alloc::vec::Vec<i16>)>);
+
+#[cfg(feature = "alloc")]
+impl PixelFilterCopies {
+    pub fn new(prepared: &Prepared<'_>) -> PixelFilterCopies {
+        let layers = (0..prepared.model.layer_data().len()).map(|i| match pixel_layer(prepared, i) {
+            Some((g, prm, w, lens)) => {
+                let (mut sums, mut packed) = (alloc::vec![0i32; lens.sums], alloc::vec![0i8; lens.packed]);
+                let mut widened = alloc::vec![0i16; lens.widened];
+                k8::build_pixel_filters(&g, &prm, &w, &mut sums, &mut packed, &mut widened);
+                (sums, packed, widened)
+            }
+            None => Default::default(),
+        });
+        PixelFilterCopies(layers.collect())
+    }
+
+    /// The bytes [`PixelFilterCopies::new`] would allocate for `prepared`.
+    pub fn bytes(prepared: &Prepared<'_>) -> usize {
+        (0..prepared.model.layer_data().len())
+            .filter_map(|i| pixel_layer(prepared, i))
+            .map(|(.., n)| 4 * n.sums + n.packed + 2 * n.widened)
+            .sum()
+    }
+}
+
+/// Layer `i`'s geometry, parameters (as the engine runs them), weights and
+/// [`k8::PixelFilters`] lengths if this CPU's pixel kernel reads any for it.
+#[cfg(feature = "alloc")]
+fn pixel_layer<'m>(
+    prepared: &Prepared<'m>,
+    i: usize,
+) -> Option<(ConvGeom, Int8Params, Int8Weights<'m>, k8::PixelFilterLens)> {
+    let (Step::Conv { g, prm, relu, six }, LayerWeights::Int8(w)) =
+        (prepared.steps[i], prepared.model.layer_data()[i].weights)
+    else {
+        return None;
+    };
+    let prm = with_constant_clamp(prm, relu, six);
+    let lens = k8::pixel_filter_lens(&g, &prm);
+    (lens != k8::PixelFilterLens::default()).then_some((g, prm, w, lens))
+}
+
+#[cfg(feature = "alloc")]
+impl PixelFilterLayouts for PixelFilterCopies {
+    fn layer(&self, i: usize) -> k8::PixelFilters<'_> {
+        self.0.get(i).map_or_else(Default::default, |(sums, packed, widened)| k8::PixelFilters {
+            sums,
+            packed,
+            widened,
+        })
+    }
+}
+
 /// Every weight layout the host builds once per model and lends to the
-/// engine: input-major dense weights ([`InputMajorCopies`]) and Winograd
-/// conv filters ([`WinogradCopies`]), each only where this CPU's kernels
+/// engine: input-major dense weights ([`InputMajorCopies`]), Winograd conv
+/// filters ([`WinogradCopies`]) and the pixel kernels' filter sums and
+/// packings ([`PixelFilterCopies`]), each only where this CPU's kernels
 /// read it.
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug, Default)]
 pub struct HostLayouts {
     pub input_major: InputMajorCopies,
     pub winograd: WinogradCopies,
+    pub pixel_filters: PixelFilterCopies,
 }
 
 #[cfg(feature = "alloc")]
 impl HostLayouts {
     pub fn new(prepared: &Prepared<'_>) -> HostLayouts {
-        HostLayouts { input_major: InputMajorCopies::new(prepared), winograd: WinogradCopies::new(prepared) }
+        HostLayouts {
+            input_major: InputMajorCopies::new(prepared),
+            winograd: WinogradCopies::new(prepared),
+            pixel_filters: PixelFilterCopies::new(prepared),
+        }
     }
 
     /// The bytes [`HostLayouts::new`] would allocate for `prepared` (for a
     /// memory budget to hold them to first).
     pub fn bytes(prepared: &Prepared<'_>) -> usize {
-        InputMajorCopies::bytes(prepared) + WinogradCopies::bytes(prepared)
+        InputMajorCopies::bytes(prepared) + WinogradCopies::bytes(prepared) + PixelFilterCopies::bytes(prepared)
     }
 
     /// Lend them all to `prepared`.
     pub fn lend<'m>(&'m self, prepared: &mut Prepared<'m>) -> Result<(), EngineError> {
         prepared.with_input_major(&self.input_major)?;
-        prepared.with_winograd(&self.winograd)
+        prepared.with_winograd(&self.winograd)?;
+        prepared.with_pixel_filters(&self.pixel_filters)
     }
 }
 
@@ -1106,6 +1221,7 @@ pub fn prepare_into<'s, 'm>(
         fill_steps(model, &mut *steps)?;
         (&raw mut (*at).input_major).write(None);
         (&raw mut (*at).winograd).write(None);
+        (&raw mut (*at).pixel_filters).write(None);
         Ok(slot.assume_init_mut())
     }
 }
@@ -1285,12 +1401,14 @@ fn run_layers<'a>(
             fused = false;
         } else if let Some(then) = fuse.then(|| batch_norm_after(prepared, i)).flatten() {
             let winograd = prepared.winograd_of(i).map(|u| (u, &mut *lent_scratch));
-            run_conv_then_batch_norm(*step, data[i].weights, winograd, &then, work, lp, par);
+            let pixels = prepared.pixel_filters_of(i);
+            run_conv_then_batch_norm(*step, data[i].weights, winograd, pixels, &then, work, lp, par);
             fused = true;
         } else {
             // An int8 Dense with a lent input-major copy reads the copy when
             // enough of its inputs are dead, an int8 Conv2D with lent
-            // Winograd filters runs on them; every other layer runs as planned.
+            // Winograd filters or pixel kernel filters runs on them; every
+            // other layer runs as planned.
             let on_copy = prepared
                 .input_major_of(i)
                 .is_some_and(|(wt, dead)| run_dense_input_major(*step, data[i].weights, wt, dead, work, lp, par));
@@ -1298,7 +1416,12 @@ fn run_layers<'a>(
                 && prepared
                     .winograd_of(i)
                     .is_some_and(|u| run_conv_winograd(*step, data[i].weights, u, lent_scratch, work, lp, par));
-            if !on_copy && !on_winograd {
+            let on_pixels = !on_copy
+                && !on_winograd
+                && prepared
+                    .pixel_filters_of(i)
+                    .is_some_and(|f| run_conv_by_pixels(*step, data[i].weights, &f, work, lp, par));
+            if !on_copy && !on_winograd && !on_pixels {
                 run_layer(model.precision, i, *step, data[i].weights, work, scratch, lp, par)?;
             }
         }
@@ -1338,11 +1461,14 @@ fn batch_norm_after<'m>(prepared: &Prepared<'m>, i: usize) -> Option<k8::ThenBat
 /// An int8 Conv2D and the BatchNormalization [`batch_norm_after`] found for
 /// it, as one layer: through Winograd where its filters are lent
 /// (`winograd`: them and the host's scratch) and the scratch holds a job,
-/// else split by output pixels as [`run_layer`] splits the conv.
+/// else split by output pixels as [`run_layer`] splits the conv, on the
+/// pixel kernel's lent filters if any (`pixels`).
+#[allow(clippy::too_many_arguments)]
 fn run_conv_then_batch_norm(
     step: Step,
     weights: LayerWeights<'_>,
     winograd: Option<(&[i16], &mut [u8])>,
+    pixels: Option<k8::PixelFilters<'_>>,
     then: &k8::ThenBatchNorm<'_>,
     work: &mut [u8],
     lp: &LayerPlan,
@@ -1357,8 +1483,30 @@ fn run_conv_then_batch_norm(
     let on_winograd =
         winograd.is_some_and(|(u, scratch)| conv_winograd(&g, &prm, &w, u, x, y, par, Some(then), scratch));
     if !on_winograd {
-        conv_by_pixels(&g, &prm, &w, x, y, par, Some(then));
+        conv_by_pixels(&g, &prm, &w, pixels.as_ref(), x, y, par, Some(then));
     }
+}
+
+/// An int8 Conv2D through its pixel kernel on the layer's lent filters
+/// `lent`, cut by output pixels: whether it ran (not for any other step).
+fn run_conv_by_pixels(
+    step: Step,
+    weights: LayerWeights<'_>,
+    lent: &k8::PixelFilters<'_>,
+    work: &mut [u8],
+    lp: &LayerPlan,
+    par: &dyn Parallel,
+) -> bool {
+    let (Step::Conv { g, prm, relu, six }, LayerWeights::Int8(w)) = (step, weights) else {
+        return false;
+    };
+    let prm = with_constant_clamp(prm, relu, six);
+    if !k8::can_split_conv_pixels(&g, &prm) {
+        return false;
+    }
+    let (src, dst) = split(work, lp.input, lp.output);
+    conv_by_pixels(&g, &prm, &w, Some(lent), as_i8(src), as_i8_mut(dst), par, None);
+    true
 }
 
 /// An int8 Conv2D through its lent Winograd filters `u`, its jobs' scratch
@@ -1459,12 +1607,14 @@ fn run_dense_input_major(
 }
 
 /// An int8 Conv2D through [`k8::conv2d_pixels`] (only where
-/// [`k8::can_split_conv_pixels`]), its output pixels cut into `par`'s jobs,
-/// with `then` applied in its output stage.
+/// [`k8::can_split_conv_pixels`]), on its `lent` filters if any, its output
+/// pixels cut into `par`'s jobs, with `then` applied in its output stage.
+#[allow(clippy::too_many_arguments)]
 fn conv_by_pixels(
     g: &ConvGeom,
     prm: &Int8Params,
     w: &Int8Weights<'_>,
+    lent: Option<&k8::PixelFilters<'_>>,
     x: &[i8],
     dst: &mut [i8],
     par: &dyn Parallel,
@@ -1473,7 +1623,7 @@ fn conv_by_pixels(
     let pixels = g.out_h * g.out_w;
     let jobs = par.jobs() * k8::conv_pixel_jobs_per_thread(g, prm);
     split_jobs(par, jobs.min(pixels).max(1), pixels, g.out_c, dst, &|first, part| {
-        k8::conv2d_pixels(g, prm, w, x, part, first, then)
+        k8::conv2d_pixels(g, prm, w, lent, x, part, first, then)
     });
 }
 
@@ -1554,7 +1704,7 @@ pub(crate) fn run_layer(
                     // Cut by output pixels where the CPU's kernel takes any run of
                     // them, else by whole rows, else not at all.
                     if par.jobs().min(pixels) > 1 && k8::can_split_conv_pixels(&g, &prm) {
-                        conv_by_pixels(&g, &prm, &w, x, as_i8_mut(dst), par, None);
+                        conv_by_pixels(&g, &prm, &w, None, x, as_i8_mut(dst), par, None);
                     } else if par.jobs().min(g.out_h) > 1 && k8::can_split_conv(&g) {
                         split_jobs(
                             par,

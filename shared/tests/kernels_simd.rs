@@ -99,7 +99,7 @@ fn conv_variants() -> Vec<(&'static str, Conv8)> {
             v.push(("avx2", |g, p, w, x, o| unsafe { x86::int8::conv2d_avx2(g, p, w, x, o) }));
             v.push(("avx2-patches", |g, p, w, x, o| {
                 if x86::int8_avx2::patches_fit(g, p) {
-                    unsafe { x86::int8_avx2::conv2d_avx2_patch_pixels(g, p, w, x, o, 0, None) }
+                    unsafe { x86::int8_avx2::conv2d_avx2_patch_pixels(g, p, w, None, x, o, 0, None) }
                 } else {
                     unsafe { x86::int8::conv2d_avx2(g, p, w, x, o) }
                 }
@@ -120,7 +120,7 @@ fn conv_variants() -> Vec<(&'static str, Conv8)> {
             }));
             v.push(("vnni-patches", |g, p, w, x, o| {
                 if x86::int8::patches_fit(g, p) {
-                    unsafe { x86::int8::conv2d_vnni_patch_pixels(g, p, w, x, o, 0, None) }
+                    unsafe { x86::int8::conv2d_vnni_patch_pixels(g, p, w, None, x, o, 0, None) }
                 } else {
                     unsafe { x86::int8::conv2d_vnni(g, p, w, x, o) }
                 }
@@ -163,10 +163,19 @@ fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError>
         prop_assert!(got == want, "{name} differs: {g:?} {p:?}");
     }
     // The engine's fused Conv2D + BatchNormalization, whole and cut in two
-    // at an odd pixel: the conv's bytes, then the plain BatchNormalization.
+    // at an odd pixel: the conv's bytes, then the plain BatchNormalization;
+    // with the filter sums and packings built by each call, and built once
+    // and lent, as the host lends them.
     if k8::can_split_conv_pixels(g, &p) {
         check_fused(g, &want, &mut rng, "dispatched", &|part, first, then| {
-            k8::conv2d_pixels(g, &p, &raw.view(), &x, part, first, Some(then))
+            k8::conv2d_pixels(g, &p, &raw.view(), None, &x, part, first, Some(then))
+        })?;
+        let lens = k8::pixel_filter_lens(g, &p);
+        let (mut sums, mut packed, mut widened) = (vec![0; lens.sums], vec![0; lens.packed], vec![0; lens.widened]);
+        k8::build_pixel_filters(g, &p, &raw.view(), &mut sums, &mut packed, &mut widened);
+        let lent = k8::PixelFilters { sums: &sums, packed: &packed, widened: &widened };
+        check_fused(g, &want, &mut rng, "dispatched, lent filters", &|part, first, then| {
+            k8::conv2d_pixels(g, &p, &raw.view(), Some(&lent), &x, part, first, Some(then))
         })?;
     }
     // Exact integer Winograd (3x3 stride 1) on every CPU that has AVX2 (the
@@ -179,15 +188,24 @@ fn check_conv8(g: &ConvGeom, seed: u64, relu: bool) -> Result<(), TestCaseError>
     // dispatcher picks VNNI where it can), by both walks where both fit.
     #[cfg(x86_simd)]
     if shared::kernels::x86::has_avx2() && shared::kernels::x86::int8_avx2::patches_fit(g, &p) {
-        use shared::kernels::x86::int8_avx2::{broadcast_fits, conv2d_avx2_patch_pixels_by, PatchWalk};
-        for walk in [PatchWalk::Dot, PatchWalk::Broadcast] {
+        use shared::kernels::x86::int8_avx2::{
+            broadcast_fits, broadcast_len, build_broadcast_filters, conv2d_avx2_patch_pixels_by, PatchWalk,
+        };
+        let mut widened = vec![0; broadcast_len(g)];
+        if broadcast_fits(g) {
+            build_broadcast_filters(g, &raw.view(), &mut widened);
+        }
+        for (walk, lent) in
+            [(PatchWalk::Dot, None), (PatchWalk::Broadcast, None), (PatchWalk::Broadcast, Some(&widened))]
+        {
             if walk == PatchWalk::Broadcast && !broadcast_fits(g) {
                 continue;
             }
-            let name = format!("avx2 {walk:?}");
+            let name = format!("avx2 {walk:?}, lent filters: {}", lent.is_some());
+            let lent = lent.map(|u| u.as_slice());
             check_fused(g, &want, &mut rng, &name, &|part, first, then| {
                 // SAFETY: AVX2, the patches' fit and the walk's, checked just above.
-                unsafe { conv2d_avx2_patch_pixels_by(walk, g, &p, &raw.view(), &x, part, first, Some(then)) }
+                unsafe { conv2d_avx2_patch_pixels_by(walk, g, &p, &raw.view(), lent, &x, part, first, Some(then)) }
             })?;
         }
     }

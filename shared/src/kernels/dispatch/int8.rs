@@ -65,7 +65,7 @@ pub fn conv2d_fast(
         if x86::has_avx2() {
             if x86_a2::patches_fit(g, p) {
                 // SAFETY: the CPU supports AVX2, checked just above; the patches fit.
-                return unsafe { x86_a2::conv2d_avx2_patch_pixels(g, p, w, input, output, 0, None) };
+                return unsafe { x86_a2::conv2d_avx2_patch_pixels(g, p, w, None, input, output, 0, None) };
             }
             // SAFETY: the CPU supports AVX2, checked just above.
             return unsafe { x86_8::conv2d_avx2(g, p, w, input, output) };
@@ -167,13 +167,81 @@ pub fn can_split_conv_pixels(g: &ConvGeom, p: &Int8Params) -> bool {
     }
 }
 
+/// What a conv's pixel kernel ([`conv2d_pixels`]) reads besides the filters
+/// as stored: built once per model ([`build_pixel_filters`]; the host lends
+/// them, `engine::PixelFilterCopies`) rather than by every call, as TFLite
+/// Micro's Prepare computes an op's constants once. Each part is empty where
+/// this CPU's kernel for the layer does not read it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PixelFilters<'a> {
+    /// VNNI: each filter's byte sum, the correction for its offset pixels.
+    pub sums: &'a [i32],
+    /// VNNI's broadcast kernel: the filters, 4 taps of 16 channels a vector.
+    pub packed: &'a [i8],
+    /// AVX2's broadcast kernel: the filters widened, 2 taps of 8 channels a vector.
+    pub widened: &'a [i16],
+}
+
+impl PixelFilters<'_> {
+    /// Whether no part holds anything (nothing lent for the layer).
+    pub fn is_empty(&self) -> bool {
+        self.sums.is_empty() && self.packed.is_empty() && self.widened.is_empty()
+    }
+}
+
+/// Element counts of a layer's [`PixelFilters`] parts on this CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PixelFilterLens {
+    pub sums: usize,
+    pub packed: usize,
+    pub widened: usize,
+}
+
+/// The lengths of a layer's [`PixelFilters`] for this CPU's pixel kernel
+/// (all 0 where none serves the layer or it reads none).
+pub fn pixel_filter_lens(g: &ConvGeom, p: &Int8Params) -> PixelFilterLens {
+    #[cfg(all(feature = "std", x86_simd))]
+    match pixel_kernel(g, p) {
+        Some(PixelKernel::Vnni) => {
+            let (sums, packed) = x86_8::patch_filter_lens(g);
+            return PixelFilterLens { sums, packed, widened: 0 };
+        }
+        Some(PixelKernel::Avx2) => return PixelFilterLens { widened: x86_a2::broadcast_len(g), ..Default::default() },
+        None => {}
+    }
+    let _ = (g, p);
+    PixelFilterLens::default()
+}
+
+/// Build a layer's [`PixelFilters`] parts, of [`pixel_filter_lens`] (asserted).
+pub fn build_pixel_filters(
+    g: &ConvGeom,
+    p: &Int8Params,
+    w: &Int8Weights<'_>,
+    sums: &mut [i32],
+    packed: &mut [i8],
+    widened: &mut [i16],
+) {
+    let lens = PixelFilterLens { sums: sums.len(), packed: packed.len(), widened: widened.len() };
+    assert_eq!(lens, pixel_filter_lens(g, p), "build_pixel_filters: lengths");
+    #[cfg(all(feature = "std", x86_simd))]
+    match pixel_kernel(g, p) {
+        // SAFETY: `pixel_kernel` checked AVX-512F/BW/VNNI.
+        Some(PixelKernel::Vnni) => unsafe { x86_8::build_patch_filters(g, w, sums, packed) },
+        Some(PixelKernel::Avx2) if !widened.is_empty() => x86_a2::build_broadcast_filters(g, w, widened),
+        _ => {}
+    }
+    let _ = w;
+}
+
 /// How many runs of output pixels per thread a layer cut for
-/// [`conv2d_pixels`] should have. The AVX2 kernel has no per-call setup, so
-/// its layers go in four runs a thread, claimed as the threads free up: one
-/// run a thread left the layer waiting on whichever core a neighbour slowed
-/// (on a shared 2-core Zen 3, `int8_profile`'s sum of medians 22.1 -> 20.0 ms,
-/// six alternating pairs). The VNNI kernel sums every filter on each call, so
-/// it keeps one run a thread.
+/// [`conv2d_pixels`] should have. The AVX2 kernel's layers go in four runs
+/// a thread, claimed as the threads free up: one run a thread left the layer
+/// waiting on whichever core a neighbour slowed (on a shared 2-core Zen 3,
+/// `int8_profile`'s sum of medians 22.1 -> 20.0 ms, six alternating pairs).
+/// The VNNI kernel keeps one run a thread: four, on lent filter sums (no
+/// per-call setup), measured no better on a Zen 4 (`int8_profile -- 300`,
+/// three alternating runs, within the machine's 10 % noise).
 pub fn conv_pixel_jobs_per_thread(g: &ConvGeom, p: &Int8Params) -> usize {
     #[cfg(all(feature = "std", x86_simd))]
     if pixel_kernel(g, p) == Some(PixelKernel::Avx2) {
@@ -202,11 +270,15 @@ pub fn fuses_batch_norm(g: &ConvGeom, p: &Int8Params) -> bool {
 /// Output pixels `first..` (row-major) of [`conv2d`](crate::kernels::generic::int8::conv2d)
 /// (`output` holds whole pixels), the same bytes as the full kernel, and
 /// with `then` the bytes of that BatchNormalization applied to them after
-/// (it has `g.out_c` channels; asserted). Panics unless [`can_split_conv_pixels`].
+/// (it has `g.out_c` channels; asserted). `lent`: the layer's
+/// [`PixelFilters`] where built (their lengths asserted), else the call
+/// builds what its kernel reads. Panics unless [`can_split_conv_pixels`].
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_pixels(
     g: &ConvGeom,
     p: &Int8Params,
     w: &Int8Weights<'_>,
+    lent: Option<&PixelFilters<'_>>,
     input: &[i8],
     output: &mut [i8],
     first: usize,
@@ -214,15 +286,21 @@ pub fn conv2d_pixels(
 ) {
     #[cfg(all(feature = "std", x86_simd))]
     match pixel_kernel(g, p) {
-        // SAFETY: `pixel_kernel` checked AVX-512F/BW/VNNI and that the patches fit.
-        Some(PixelKernel::Vnni) => unsafe { x86_8::conv2d_vnni_patch_pixels(g, p, w, input, output, first, then) },
-        // SAFETY: `pixel_kernel` checked AVX2 and that the patches fit.
-        Some(PixelKernel::Avx2) => unsafe { x86_a2::conv2d_avx2_patch_pixels(g, p, w, input, output, first, then) },
+        Some(PixelKernel::Vnni) => {
+            let lent = lent.map(|f| x86_8::PatchFilters { sums: f.sums, packed: f.packed });
+            // SAFETY: `pixel_kernel` checked AVX-512F/BW/VNNI and that the patches fit.
+            unsafe { x86_8::conv2d_vnni_patch_pixels(g, p, w, lent.as_ref(), input, output, first, then) }
+        }
+        Some(PixelKernel::Avx2) => {
+            let widened = lent.map(|f| f.widened).filter(|u| !u.is_empty());
+            // SAFETY: `pixel_kernel` checked AVX2 and that the patches fit.
+            unsafe { x86_a2::conv2d_avx2_patch_pixels(g, p, w, widened, input, output, first, then) }
+        }
         None => panic!("conv2d_pixels: not supported on this CPU"),
     }
     #[cfg(not(all(feature = "std", x86_simd)))]
     {
-        let _ = (g, p, w, input, output, first, then);
+        let _ = (g, p, w, lent, input, output, first, then);
         panic!("conv2d_pixels: not supported on this CPU");
     }
 }

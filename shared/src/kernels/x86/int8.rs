@@ -22,8 +22,9 @@
 //! - [`conv2d_vnni_clipped_rows`], for filters too large for the patch
 //!   buffer: kernel row by kernel row over the in-image taps.
 //!
-//! The scratch they need (patches, repacked filters, sum tables) is on the
-//! stack: nothing here allocates.
+//! The scratch they need (patches, and the repacked filters and sum tables
+//! where the host lends none, [`PatchFilters`]) is on the stack: nothing
+//! here allocates.
 
 // Register blocks index the same way the formulas do.
 #![allow(clippy::needless_range_loop)]
@@ -397,7 +398,7 @@ pub unsafe fn conv2d_vnni_rows(
 ) {
     // SAFETY (both): this function's contract.
     if patches_fit(g, p) {
-        unsafe { conv2d_vnni_patch_pixels(g, p, w, input, output, oy_first * g.out_w, None) }
+        unsafe { conv2d_vnni_patch_pixels(g, p, w, None, input, output, oy_first * g.out_w, None) }
     } else {
         unsafe { conv2d_vnni_clipped_rows(g, p, w, input, output, oy_first) }
     }
@@ -446,14 +447,17 @@ pub fn patches_fit(g: &ConvGeom, p: &Int8Params) -> bool {
 /// `(zp + 128) * w - (128 + zp) * w = 0` for a padding tap, exactly what the
 /// plain kernel's skipped tap adds. The same bytes as the plain kernel;
 /// with `then`, the bytes of that BatchNormalization run on them after.
+/// `lent`: the layer's [`PatchFilters`], if the caller built them.
 ///
 /// # Safety
 /// As [`conv2d_vnni`]; and [`patches_fit`]`(g, p)` (asserted).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn conv2d_vnni_patch_pixels(
     g: &ConvGeom,
     p: &Int8Params,
     w: &Int8Weights<'_>,
+    lent: Option<&PatchFilters<'_>>,
     input: &[i8],
     output: &mut [i8],
     first_px: usize,
@@ -471,14 +475,27 @@ pub unsafe fn conv2d_vnni_patch_pixels(
     let zc = 128 + p.in_zp;
     // The padding byte, offset like the pixels: zp + 128 as u8.
     let fill = (p.in_zp as i8 as u8) ^ 0x80;
-    let mut sums = [0i32; PATCH_MAX_OUT_C];
-    run_sums(w.weights, filter, filter, &mut sums[..g.out_c]);
+    // The filters' sums and repacking: lent, built once per model, or
+    // built here on the stack.
+    let (sums_len, packed_len) = patch_filter_lens(g);
+    let (mut own_sums, mut own_packed): ([i32; PATCH_MAX_OUT_C], [i8; PACK_BYTES]);
+    let lent = match lent {
+        Some(f) => {
+            assert!(f.sums.len() == sums_len && f.packed.len() == packed_len, "conv2d: the lent patch filters");
+            *f
+        }
+        None => {
+            (own_sums, own_packed) = ([0; PATCH_MAX_OUT_C], [0; PACK_BYTES]);
+            let (sums, packed) = (&mut own_sums[..sums_len], &mut own_packed[..packed_len]);
+            build_patch_filters(g, w, sums, packed);
+            PatchFilters { sums, packed }
+        }
+    };
     // Patches start on cache lines (4-byte aligned is all the broadcast
     // kernel needs); the bytes past a filter meet zero weights there and are
     // never read by the dot kernel.
     let stride = patch_stride(filter);
-    let mut packed = [0i8; PACK_BYTES];
-    let broadcast = pack_for_broadcast(g, w, &mut packed);
+    let broadcast = !lent.packed.is_empty();
     // The pixels in gathers that fit the buffer (a gather may span rows:
     // output pixels are contiguous either way): for the dot-product kernel
     // a multiple of its 4-pixel blocks, so they are full; for the broadcast
@@ -499,7 +516,7 @@ pub unsafe fn conv2d_vnni_patch_pixels(
         if broadcast {
             // SAFETY: `n` patches of `stride` bytes in `buf`; `packed` as
             // `pack_for_broadcast` laid it out; CPU features: this function's contract.
-            unsafe { broadcast_patches(g, p, w, &buf[..n * stride], stride, &packed, &sums, out, then) };
+            unsafe { broadcast_patches(g, p, w, &buf[..n * stride], stride, &lent, out, then) };
             done += n;
             continue;
         }
@@ -543,7 +560,7 @@ pub unsafe fn conv2d_vnni_patch_pixels(
                         unsafe {
                             finish16(
                                 acc[q][h..h + 16].try_into().unwrap(),
-                                sum_lanes(&sums, oc0 + h),
+                                sum_lanes(lent.sums, oc0 + h),
                                 zc,
                                 w,
                                 oc0 + h,
@@ -569,7 +586,7 @@ pub unsafe fn conv2d_vnni_patch_pixels(
 /// 1 %). Lanes past the layer's channels hold
 /// zeros or nothing of use, and meet outputs the store masks off.
 #[inline(always)]
-fn sum_lanes(sums: &[i32; PATCH_MAX_OUT_C], o: usize) -> &[i32; 16] {
+fn sum_lanes(sums: &[i32], o: usize) -> &[i32; 16] {
     sums[o..o + 16].try_into().expect("sum_lanes: 16 lanes")
 }
 
@@ -609,26 +626,63 @@ fn run_sums(bytes: &[i8], stride: usize, len: usize, sums: &mut [i32]) {
 }
 
 /// Bytes of the stack buffer the broadcast kernel's repacked weights live in
-/// (AlexNet's conv1: 364 x 96 = 35 KB).
+/// when no [`PatchFilters`] are lent (AlexNet's conv1: 364 x 96 = 35 KB).
 const PACK_BYTES: usize = 64 * 1024;
 /// Pixels of one broadcast register block.
 const BP: usize = 8;
 /// 16-channel vectors of one broadcast register block (`BP * BV` = 24 accumulators).
 const BV: usize = 3;
 
-/// Repack the filters for [`broadcast_patches`] when they fit `packed`:
-/// `[k / 4][out_c rounded up to 16][4]`, zeros past the filter and the
-/// channels, so one 64-byte load holds 4 taps of 16 channels. Returns
-/// whether it did: only small layers are repacked on every call (a few
-/// tens of microseconds), the rest use the dot-product kernel on the
-/// filters as they are.
-fn pack_for_broadcast(g: &ConvGeom, w: &Int8Weights<'_>, packed: &mut [i8; PACK_BYTES]) -> bool {
+/// What [`conv2d_vnni_patch_pixels`] reads besides the filters as stored.
+/// Built once per model ([`build_patch_filters`]) and lent by the host, so
+/// that no call sums or repacks the filters (every call did: 7 % of the
+/// convs' time, `perf` on `int8_profile`); without them a call builds its
+/// own on the stack.
+#[derive(Clone, Copy, Debug)]
+pub struct PatchFilters<'a> {
+    /// Each filter's byte sum (wrapping; the correction for the offset
+    /// pixels), `out_c` rounded up to 16 with zeros past: the output stage
+    /// reads 16 at a time.
+    pub sums: &'a [i32],
+    /// The filters as [`pack_for_broadcast`] lays them out for the broadcast
+    /// kernel; empty where they would not fit its 64 KB (the dot-product
+    /// kernel reads the filters as stored).
+    pub packed: &'a [i8],
+}
+
+/// The lengths of a layer's [`PatchFilters`]: sums, packed bytes.
+pub fn patch_filter_lens(g: &ConvGeom) -> (usize, usize) {
     let filter = g.kernel() * g.kernel() * g.in_c;
-    let (k4, ocp) = (filter.div_ceil(4), g.out_c.next_multiple_of(16));
-    if k4 * ocp * 4 > PACK_BYTES {
-        return false;
+    let ocp = g.out_c.next_multiple_of(16);
+    let packed = filter.div_ceil(4) * ocp * 4;
+    (ocp, if packed <= PACK_BYTES { packed } else { 0 })
+}
+
+/// Build a layer's [`PatchFilters`] in `sums` and `packed`, of
+/// [`patch_filter_lens`] (asserted).
+///
+/// # Safety
+/// The CPU must support AVX-512F/BW/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub fn build_patch_filters(g: &ConvGeom, w: &Int8Weights<'_>, sums: &mut [i32], packed: &mut [i8]) {
+    assert_eq!((sums.len(), packed.len()), patch_filter_lens(g), "conv2d: the patch filters' lengths");
+    assert_eq!(w.weights.len(), g.weights_len(), "conv2d: lengths");
+    let filter = g.kernel() * g.kernel() * g.in_c;
+    sums.fill(0);
+    run_sums(w.weights, filter, filter, &mut sums[..g.out_c]);
+    if !packed.is_empty() {
+        pack_for_broadcast(g, w, packed);
     }
-    packed[..k4 * ocp * 4].fill(0);
+}
+
+/// Repack the filters for [`broadcast_patches`] into `packed`
+/// ([`patch_filter_lens`]'s bytes): `[k / 4][out_c rounded up to 16][4]`,
+/// zeros past the filter and the channels, so one 64-byte load holds 4 taps
+/// of 16 channels.
+fn pack_for_broadcast(g: &ConvGeom, w: &Int8Weights<'_>, packed: &mut [i8]) {
+    let filter = g.kernel() * g.kernel() * g.in_c;
+    let ocp = g.out_c.next_multiple_of(16);
+    packed.fill(0);
     // Whole groups of 4 taps move as one 4-byte word (a byte at a time this
     // was ~35,000 scattered stores per call for conv1, on every thread).
     for (o, f) in w.weights.chunks_exact(filter).enumerate() {
@@ -643,7 +697,6 @@ fn pack_for_broadcast(g: &ConvGeom, w: &Int8Weights<'_>, packed: &mut [i8; PACK_
             packed[(filter / 4 * ocp + o) * 4..][..rest.len()].copy_from_slice(rest);
         }
     }
-    true
 }
 
 /// `acc[p][v]` = for pixel `p`, channels `16 v ..`: the sums over the
@@ -693,8 +746,8 @@ unsafe fn broadcast_block<const P: usize, const V: usize>(
 /// filters like conv1's 363 bytes).
 ///
 /// # Safety
-/// AVX-512F/BW/VNNI; `packed` laid out by [`pack_for_broadcast`] for `g`;
-/// `stride` a multiple of 4 at least the filter length; `out` holds the
+/// AVX-512F/BW/VNNI; `lent.packed` laid out by [`pack_for_broadcast`] for
+/// `g`; `stride` a multiple of 4 at least the filter length; `out` holds the
 /// patches' output pixels.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
@@ -704,15 +757,15 @@ unsafe fn broadcast_patches(
     w: &Int8Weights<'_>,
     patches: &[u8],
     stride: usize,
-    packed: &[i8; PACK_BYTES],
-    sums: &[i32; PATCH_MAX_OUT_C],
+    lent: &PatchFilters<'_>,
     out: &mut [i8],
     then: Option<&ThenBatchNorm<'_>>,
 ) {
     let n = patches.len() / stride;
     let ocp = g.out_c.next_multiple_of(16);
     let k4 = (g.kernel() * g.kernel() * g.in_c).div_ceil(4);
-    assert!(k4 * 4 <= stride && k4 * ocp * 4 <= PACK_BYTES && out.len() == n * g.out_c, "conv2d: broadcast layout");
+    let (packed, sums) = (lent.packed, lent.sums);
+    assert!(k4 * 4 <= stride && k4 * ocp * 4 <= packed.len() && out.len() == n * g.out_c, "conv2d: broadcast layout");
     let zc = 128 + p.in_zp;
     let blocks = n.div_ceil(BP);
     let mut acc = [[[0i32; 16]; BV]; BP];

@@ -12,13 +12,14 @@
 //! into a contiguous i16 patch of `x - in_zp` (padding taps 0, which is what
 //! the plain kernel's skipped tap adds). Layers whose filters fit 72 KB
 //! widened (AlexNet's conv1) then run a broadcast kernel: the filters
-//! widened and repacked on the call, channels across the lanes, a pair of
-//! patch elements broadcast per `vpmaddwd`. The others run a 3-pixel x
+//! widened and repacked ([`build_broadcast_filters`], once per model where
+//! the host lends them, else by the call), channels across the lanes, a pair
+//! of patch elements broadcast per `vpmaddwd`. The others run a 3-pixel x
 //! 3-filter dot-product block over the filters as stored (OHWI, widened 16
 //! bytes at a time). The output stage ([`requantize8`]) is the plain kernel's
 //! `requantize` on 8 lanes. Dense runs over rows ([`dense_avx2_units`]) or,
 //! where the host lends an input-major copy, over the rows of the live
-//! inputs only ([`dense_avx2_input_major_units`]). Everything lives on the
+//! inputs only ([`dense_avx2_input_major_units`]). Scratch lives on the
 //! stack: nothing here allocates.
 
 // Register blocks index the same way the formulas do.
@@ -68,8 +69,9 @@ pub enum PatchWalk {
     /// Dot products of each patch with the filters as stored, reduced across
     /// the lanes at the end: any layer whose patches fit.
     Dot,
-    /// Channels across the lanes against filters widened and repacked on the
-    /// call ([`broadcast_fits`]): no reduction and no widening in the loop.
+    /// Channels across the lanes against filters widened and repacked
+    /// ([`broadcast_fits`], [`build_broadcast_filters`]): no reduction and no
+    /// widening in the loop.
     Broadcast,
 }
 
@@ -91,19 +93,22 @@ pub fn patch_walk(g: &ConvGeom) -> PatchWalk {
 /// BatchNormalization run on them after (it has `g.out_c` channels).
 ///
 /// # Safety
-/// The CPU must support AVX2. [`patches_fit`]`(g, p)` (asserted).
+/// The CPU must support AVX2. [`patches_fit`]`(g, p)` (asserted). `widened`:
+/// the layer's [`build_broadcast_filters`], if the caller built them.
 #[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn conv2d_avx2_patch_pixels(
     g: &ConvGeom,
     p: &Int8Params,
     w: &Int8Weights<'_>,
+    widened: Option<&[i16]>,
     input: &[i8],
     output: &mut [i8],
     first_px: usize,
     then: Option<&ThenBatchNorm<'_>>,
 ) {
     // SAFETY: the caller's contract.
-    unsafe { conv2d_avx2_patch_pixels_by(patch_walk(g), g, p, w, input, output, first_px, then) }
+    unsafe { conv2d_avx2_patch_pixels_by(patch_walk(g), g, p, w, widened, input, output, first_px, then) }
 }
 
 /// [`conv2d_avx2_patch_pixels`] with the walk chosen by the caller (tests
@@ -111,7 +116,7 @@ pub unsafe fn conv2d_avx2_patch_pixels(
 ///
 /// # Safety
 /// As [`conv2d_avx2_patch_pixels`]; for [`PatchWalk::Broadcast`],
-/// [`broadcast_fits`]`(g)` (asserted).
+/// [`broadcast_fits`]`(g)` (asserted), and `widened` unread by the other walk.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn conv2d_avx2_patch_pixels_by(
@@ -119,6 +124,7 @@ pub unsafe fn conv2d_avx2_patch_pixels_by(
     g: &ConvGeom,
     p: &Int8Params,
     w: &Int8Weights<'_>,
+    widened: Option<&[i16]>,
     input: &[i8],
     output: &mut [i8],
     first_px: usize,
@@ -138,8 +144,21 @@ pub unsafe fn conv2d_avx2_patch_pixels_by(
     let mut buf = PatchBuf([0i16; PATCH_ELEMS]);
     let buf = &mut buf.0;
     if walk == PatchWalk::Broadcast {
-        let mut packed = PackBuf([0i16; PACK_ELEMS]);
-        pack_for_broadcast(g, w, &mut packed.0);
+        assert!(broadcast_fits(g), "conv2d: the broadcast filters do not fit");
+        // Lent, built once per model, or built here on the stack.
+        let mut own: PackBuf;
+        let packed = match widened {
+            Some(lent) => {
+                assert_eq!(lent.len(), broadcast_len(g), "conv2d: the lent broadcast filters");
+                lent
+            }
+            None => {
+                own = PackBuf([0; PACK_ELEMS]);
+                let own = &mut own.0[..broadcast_len(g)];
+                build_broadcast_filters(g, w, own);
+                own
+            }
+        };
         // As few equal gathers as fit: the broadcast blocks take any count.
         let most = PATCH_ELEMS / stride;
         let per = total.div_ceil(total.div_ceil(most).max(1));
@@ -149,8 +168,8 @@ pub unsafe fn conv2d_avx2_patch_pixels_by(
             gather_patches(g, input, p.in_zp, first_px + done, &mut buf[..n * stride], stride);
             let out = &mut output[done * g.out_c..(done + n) * g.out_c];
             // SAFETY: `n` patches of `stride` elements in `buf`, zero past the
-            // filter; `packed` as `pack_for_broadcast` laid it out; AVX2: contract.
-            unsafe { broadcast_patches(g, p, w, &buf[..n * stride], stride, &packed.0, out, then) };
+            // filter; `packed` as `build_broadcast_filters` laid it out; AVX2: contract.
+            unsafe { broadcast_patches(g, p, w, &buf[..n * stride], stride, packed, out, then) };
             done += n;
         }
         return;
@@ -215,8 +234,9 @@ pub unsafe fn conv2d_avx2_patch_pixels_by(
     }
 }
 
-/// i16 elements of the stack buffer the broadcast kernel's widened filters
-/// live in (72 KB; AlexNet's conv1: 182 tap pairs x 96 channels x 2).
+/// i16 elements of the broadcast kernel's widened filters at most (72 KB;
+/// AlexNet's conv1: 182 tap pairs x 96 channels x 2): the stack buffer they
+/// are built in when none are lent.
 const PACK_ELEMS: usize = 36 * 1024;
 /// Pixels of one broadcast register block.
 const BP: usize = 6;
@@ -226,19 +246,28 @@ const BP: usize = 6;
 /// conv1, `int8_kernels`).
 const BV: usize = 2;
 
-/// The repacked filters, 32-byte aligned for their loads. On the stack, as
-/// the patches are, and repacked by every call (the engine cuts an AVX2
-/// layer into four runs a thread): their place is an arena part beside the
-/// Winograd scratch, packed once per layer for all the runs; not done yet
-/// (the packing is about 3 % of conv1's time, `perf`).
+/// The widened filters a call builds where none are lent (the engine cuts
+/// an AVX2 layer into four runs a thread, and each built its own: 3 % of
+/// conv1's time, `perf`), 32-byte aligned for their loads.
 #[repr(C, align(32))]
 struct PackBuf([i16; PACK_ELEMS]);
 
-/// Whether [`pack_for_broadcast`] can lay this layer's filters out in the
-/// stack buffer.
+/// Whether the broadcast walk serves this layer: its widened filters
+/// ([`broadcast_len`]) fit [`PACK_ELEMS`].
 pub fn broadcast_fits(g: &ConvGeom) -> bool {
     let filter = g.kernel() * g.kernel() * g.in_c;
     filter.div_ceil(2) * g.out_c.next_multiple_of(8) * 2 <= PACK_ELEMS
+}
+
+/// i16 elements of [`build_broadcast_filters`]'s layout for `g`: 0 where
+/// the broadcast walk does not serve it.
+pub fn broadcast_len(g: &ConvGeom) -> usize {
+    let filter = g.kernel() * g.kernel() * g.in_c;
+    if broadcast_fits(g) {
+        filter.div_ceil(2) * g.out_c.next_multiple_of(8) * 2
+    } else {
+        0
+    }
 }
 
 /// The channels of the broadcast kernel's group starting at channel `oc0`
@@ -248,17 +277,20 @@ fn group_width(ocp: usize, oc0: usize) -> usize {
     (8 * BV).min(ocp - oc0)
 }
 
-/// Widen and repack the filters for [`broadcast_patches`]: per group of
+/// Widen and repack the filters for [`broadcast_patches`] into `packed`
+/// ([`broadcast_len`] elements, asserted; the host builds them once per
+/// model and lends them): per group of
 /// [`group_width`] channels (from channel `oc0`, at `oc0 * k2 * 2`),
 /// `[k2 = filter / 2][width][2]` i16, zeros past the filter and the
 /// channels. One 32-byte load holds a pair of taps of 8 channels, what
 /// `vpmaddwd` multiplies by a broadcast pair of patch elements, and a
 /// group's block reads its filters front to back.
-fn pack_for_broadcast(g: &ConvGeom, w: &Int8Weights<'_>, packed: &mut [i16; PACK_ELEMS]) {
+pub fn build_broadcast_filters(g: &ConvGeom, w: &Int8Weights<'_>, packed: &mut [i16]) {
     assert!(broadcast_fits(g), "conv2d: the broadcast filters do not fit");
+    assert!(packed.len() == broadcast_len(g) && w.weights.len() == g.weights_len(), "conv2d: lengths");
     let filter = g.kernel() * g.kernel() * g.in_c;
     let (k2, ocp) = (filter.div_ceil(2), g.out_c.next_multiple_of(8));
-    packed[..k2 * ocp * 2].fill(0);
+    packed.fill(0);
     for (o, f) in w.weights.chunks_exact(filter).enumerate() {
         let oc0 = o / (8 * BV) * (8 * BV);
         let width = group_width(ocp, oc0);
@@ -322,7 +354,7 @@ unsafe fn broadcast_block<const P: usize, const V: usize>(
 /// lanes, a pair of patch elements broadcast per `vpmaddwd`.
 ///
 /// # Safety
-/// AVX2; `packed` laid out by [`pack_for_broadcast`] for `g`; `stride` a
+/// AVX2; `packed` laid out by [`build_broadcast_filters`] for `g`; `stride` a
 /// multiple of 2 at least the filter length, the patches zero past the
 /// filter; `out` holds the patches' output pixels.
 #[target_feature(enable = "avx2")]
@@ -333,14 +365,14 @@ unsafe fn broadcast_patches(
     w: &Int8Weights<'_>,
     patches: &[i16],
     stride: usize,
-    packed: &[i16; PACK_ELEMS],
+    packed: &[i16],
     out: &mut [i8],
     then: Option<&ThenBatchNorm<'_>>,
 ) {
     let n = patches.len() / stride;
     let ocp = g.out_c.next_multiple_of(8);
     let k2 = (g.kernel() * g.kernel() * g.in_c).div_ceil(2);
-    assert!(k2 * 2 <= stride && k2 * ocp * 2 <= PACK_ELEMS && out.len() == n * g.out_c, "conv2d: broadcast layout");
+    assert!(k2 * 2 <= stride && k2 * ocp * 2 <= packed.len() && out.len() == n * g.out_c, "conv2d: broadcast layout");
     let blocks = n.div_ceil(BP);
     let mut acc = [[[0i32; 8]; BV]; BP];
     let mut oc0 = 0;
