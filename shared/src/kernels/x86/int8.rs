@@ -644,7 +644,7 @@ pub struct PatchFilters<'a> {
     /// pixels), `out_c` rounded up to 16 with zeros past: the output stage
     /// reads 16 at a time.
     pub sums: &'a [i32],
-    /// The filters as [`pack_for_broadcast`] lays them out for the broadcast
+    /// The filters as `pack_for_broadcast` lays them out for the broadcast
     /// kernel; empty where they would not fit its 64 KB (the dot-product
     /// kernel reads the filters as stored).
     pub packed: &'a [i8],

@@ -16,7 +16,7 @@
 //! the host lends them, else by the call), channels across the lanes, a pair
 //! of patch elements broadcast per `vpmaddwd`. The others run a 3-pixel x
 //! 3-filter dot-product block over the filters as stored (OHWI, widened 16
-//! bytes at a time). The output stage ([`requantize8`]) is the plain kernel's
+//! bytes at a time). The output stage (`requantize8`) is the plain kernel's
 //! `requantize` on 8 lanes. Dense runs over rows ([`dense_avx2_units`]) or,
 //! where the host lends an input-major copy, over the rows of the live
 //! inputs only ([`dense_avx2_input_major_units`]). Scratch lives on the
@@ -253,7 +253,7 @@ const BV: usize = 2;
 struct PackBuf([i16; PACK_ELEMS]);
 
 /// Whether the broadcast walk serves this layer: its widened filters
-/// ([`broadcast_len`]) fit [`PACK_ELEMS`].
+/// ([`broadcast_len`]) fit `PACK_ELEMS`.
 pub fn broadcast_fits(g: &ConvGeom) -> bool {
     let filter = g.kernel() * g.kernel() * g.in_c;
     filter.div_ceil(2) * g.out_c.next_multiple_of(8) * 2 <= PACK_ELEMS
@@ -277,10 +277,10 @@ fn group_width(ocp: usize, oc0: usize) -> usize {
     (8 * BV).min(ocp - oc0)
 }
 
-/// Widen and repack the filters for [`broadcast_patches`] into `packed`
+/// Widen and repack the filters for `broadcast_patches` into `packed`
 /// ([`broadcast_len`] elements, asserted; the host builds them once per
 /// model and lends them): per group of
-/// [`group_width`] channels (from channel `oc0`, at `oc0 * k2 * 2`),
+/// `group_width` channels (from channel `oc0`, at `oc0 * k2 * 2`),
 /// `[k2 = filter / 2][width][2]` i16, zeros past the filter and the
 /// channels. One 32-byte load holds a pair of taps of 8 channels, what
 /// `vpmaddwd` multiplies by a broadcast pair of patch elements, and a

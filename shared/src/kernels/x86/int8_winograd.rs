@@ -27,7 +27,7 @@
 //!   scale is then exact: `>> 2`, or `>> 3` and a multiply by 3's inverse
 //!   modulo 2^32.
 //!
-//! So the output stage ([`finish8`]) sees the plain kernel's accumulator,
+//! So the output stage (`finish8`) sees the plain kernel's accumulator,
 //! and the bytes are the same (tests/kernels_simd.rs). The filters'
 //! transforms are the host's, once per model ([`transform_filters`]); a
 //! call's transformed tiles and sums are in the scratch it is given

@@ -33,7 +33,7 @@ const AHEAD: usize = 2;
 /// are not `zp`, four at a time in ascending order: `real` of the quad are
 /// live (4, except for a last quad of 1-3, padded with the first live
 /// index, whose row the caller must multiply by 0), and `ahead` is the quad
-/// [`AHEAD`] later while there is one (the rows to prefetch: live rows are
+/// `AHEAD` later while there is one (the rows to prefetch: live rows are
 /// runs with gaps, which the hardware prefetcher does not follow).
 /// `live_bits(j0, block)` gives, for the up to 64 values from `input[j0]`,
 /// bit `i` set where `block[i]` is live: each kernel's own vector compare.
