@@ -246,25 +246,30 @@ const BP: usize = 6;
 /// conv1, `int8_kernels`).
 const BV: usize = 2;
 
-/// The widened filters a call builds where none are lent (the engine cuts
-/// an AVX2 layer into four runs a thread, and each built its own: 3 % of
-/// conv1's time, `perf`), 32-byte aligned for their loads.
+/// The widened filters a call builds where none are lent, 32-byte aligned
+/// for their loads. The engine cuts an AVX2 layer into four runs a thread,
+/// and when each built its own, conv1 was 6-8 % slower (`int8_profile --
+/// 300 avx2` on a Zen 4, three alternating pairs).
 #[repr(C, align(32))]
 struct PackBuf([i16; PACK_ELEMS]);
 
-/// Whether the broadcast walk serves this layer: its widened filters
-/// ([`broadcast_len`]) fit `PACK_ELEMS`.
+/// i16 elements of the widened filters' layout for `g` (a pair of taps of
+/// every channel, the channels rounded up to 8), whether or not it fits.
+fn widened_len(g: &ConvGeom) -> usize {
+    (g.kernel() * g.kernel() * g.in_c).div_ceil(2) * g.out_c.next_multiple_of(8) * 2
+}
+
+/// Whether the broadcast walk serves this layer: its widened filters fit
+/// `PACK_ELEMS`.
 pub fn broadcast_fits(g: &ConvGeom) -> bool {
-    let filter = g.kernel() * g.kernel() * g.in_c;
-    filter.div_ceil(2) * g.out_c.next_multiple_of(8) * 2 <= PACK_ELEMS
+    widened_len(g) <= PACK_ELEMS
 }
 
 /// i16 elements of [`build_broadcast_filters`]'s layout for `g`: 0 where
 /// the broadcast walk does not serve it.
 pub fn broadcast_len(g: &ConvGeom) -> usize {
-    let filter = g.kernel() * g.kernel() * g.in_c;
     if broadcast_fits(g) {
-        filter.div_ceil(2) * g.out_c.next_multiple_of(8) * 2
+        widened_len(g)
     } else {
         0
     }
