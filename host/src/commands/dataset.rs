@@ -20,7 +20,9 @@ pub struct DatasetArgs {
 pub enum DatasetAction {
     /// Write the embedded synthetic dataset as a class-folder tree of PNGs.
     Export {
-        /// Output folder (DIR/<class>/<class>_NNNN.png).
+        /// The output folder (its `--help` text is the `help` below: rustdoc
+        /// would read `<class>` as an HTML tag).
+        #[arg(help = "Output folder (DIR/<class>/<class>_NNNN.png)")]
         dir: PathBuf,
         /// Images per class.
         #[arg(long, default_value_t = crate::data::synthetic::DEFAULT_PER_CLASS)]

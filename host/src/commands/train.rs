@@ -60,9 +60,13 @@ pub struct TrainArgs {
     /// Learning rate (default: 0.001 for adam, 0.01 for sgd).
     #[arg(long)]
     pub lr: Option<f32>,
-    /// constant, step:EVERY:FACTOR (e.g. step:5:0.1) or plateau:PATIENCE:FACTOR[:MIN_LR]
-    /// (default: constant with --data, step:20:0.25 on the embedded set).
-    #[arg(long)]
+    /// The learning-rate schedule (its `--help` text is the `help` below:
+    /// rustdoc would read its brackets as a link).
+    #[arg(
+        long,
+        help = "constant, step:EVERY:FACTOR (e.g. step:5:0.1) or plateau:PATIENCE:FACTOR[:MIN_LR] \
+                (default: constant with --data, step:20:0.25 on the embedded set)"
+    )]
     pub lr_schedule: Option<String>,
     /// Fraction of images held out for validation (the last ones after a seeded shuffle, as Keras).
     #[arg(long, default_value_t = 0.2)]

@@ -141,7 +141,7 @@ pub fn load_batch(source: &dyn ImageSource, plan: &BatchPlan, cfg: &LoaderConfig
 /// alternating rounds each on an AMD EPYC: `train --data` / step 0.946 on
 /// average on the global pool (4 rounds of 10 within 5 %), 0.990 here (9 of
 /// 10), 0.985 on threads of their own at normal priority (4 rounds); beside
-/// two busy processes, level (README, 2026-12-06 evening).
+/// two busy processes, level (docs/performance-log.md, 2026-12-06 evening).
 /// `SCHED_IDLE` instead starved it: the step's rayon workers, waiting at
 /// each layer's end, left it no time, and the step waited for batches
 /// (0.833 in a first round, 2026-12-07).
