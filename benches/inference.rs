@@ -79,7 +79,7 @@ fn bench_engine(c: &mut Criterion, name: &str, model: &OwnedModel, input: &[u8],
     let view = model.view();
     // As the host's commands prepare it: dense layers after a ReLU skip zero
     // inputs; on AVX2 cores without VNNI, the 3x3 and 5x5 convs run through Winograd.
-    let mut layouts = engine::HostLayouts::default();
+    let mut layouts = shared::host_layouts::HostLayouts::default();
     let prepared = host::simulate::prepare(&view, &mut layouts).expect("prepare");
     let mut arena = vec![0u8; prepared.host_arena_bytes(par.jobs())];
     let mut g = group(c, name);

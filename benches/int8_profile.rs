@@ -9,7 +9,7 @@
 //! BatchNormalization after it as one layer (the pair's time shows on the
 //! conv); `unfused` asks for every layer's own output, as `host simulate`
 //! does, so each runs on its own. The dense layers after a ReLU read their
-//! input-major copies, skipping zero inputs (`engine::HostLayouts`, as the
+//! input-major copies, skipping zero inputs (`host_layouts::HostLayouts`, as the
 //! host's commands do); `dense-rows` runs them from the model's rows. `avx2`
 //! caps the kernels at AVX2 (`shared::kernels::x86::limit_isa`), as on a CPU
 //! without AVX-512 (AMD Zen 3): its 3x3 and 5x5 convs then run through integer
@@ -67,12 +67,12 @@ fn main() {
     suite::observe(&mut ranges, &spec, &views, &image).expect("calibrate");
     let model = convert::quantize_int8(&spec, &views, &ranges).expect("quantize");
     let view = model.view();
-    let mut layouts = engine::HostLayouts::default();
+    let mut layouts = shared::host_layouts::HostLayouts::default();
     let prepared = if arg("dense-rows") {
         engine::prepare(&view).expect("prepare")
     } else if arg("no-winograd") {
         let mut prepared = engine::prepare(&view).expect("prepare");
-        layouts.input_major = engine::InputMajorCopies::new(&prepared);
+        layouts.input_major = shared::host_layouts::InputMajorCopies::new(&prepared);
         layouts.lend(&mut prepared).expect("lend");
         prepared
     } else {

@@ -5,6 +5,7 @@
 use host::engine_threads::{RayonPool, SpinPool};
 use shared::convert::OwnedModel;
 use shared::engine::{self, NoObserver, Parallel};
+use shared::host_layouts;
 use shared::spec;
 
 /// alexnet-micro at 67x67 with random parameters: its int8 model (calibrated
@@ -54,7 +55,7 @@ fn input_major_dense_gives_the_row_bytes() {
     let (int8, _, images) = micro(12);
     let view = int8.view();
     let rows = engine::prepare(&view).unwrap();
-    let copies = engine::InputMajorCopies::new(&rows);
+    let copies = host_layouts::InputMajorCopies::new(&rows);
     let mut copied = engine::prepare(&view).unwrap();
     copied.with_input_major(&copies).unwrap();
     let lent =
@@ -79,7 +80,7 @@ fn input_major_dense_gives_the_row_bytes() {
 }
 
 /// The int8 convs run on the filter sums and packings the host builds once
-/// per model ([`engine::PixelFilterCopies`]) give every layer's bytes of the
+/// per model ([`host_layouts::PixelFilterCopies`]) give every layer's bytes of the
 /// calls that build their own: one thread, layers fused, and the helpers.
 /// Parts of the wrong length are refused.
 #[test]
@@ -87,7 +88,7 @@ fn lent_pixel_filters_give_the_built_bytes() {
     let (int8, _, images) = micro(13);
     let view = int8.view();
     let built = engine::prepare(&view).unwrap();
-    let copies = engine::PixelFilterCopies::new(&built);
+    let copies = host_layouts::PixelFilterCopies::new(&built);
     let mut lent = engine::prepare(&view).unwrap();
     lent.with_pixel_filters(&copies).unwrap();
     let convs = (0..int8.spec.layers().len())

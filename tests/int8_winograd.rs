@@ -7,7 +7,8 @@
 //! binary of its own), so that every x86 machine runs this path.
 
 use shared::convert::OwnedModel;
-use shared::engine::{self, HostLayouts, InputMajorWeights, NoObserver, Parallel, PixelFilterLayouts, WinogradFilters};
+use shared::engine::{self, InputMajorWeights, NoObserver, Parallel, PixelFilterLayouts, WinogradFilters};
+use shared::host_layouts::HostLayouts;
 use shared::spec;
 
 /// alexnet-micro at 67x67 with random parameters: its int8 model (calibrated

@@ -14,7 +14,7 @@ use shared::numeric::argmax;
 use crate::data::loader::{BatchPlan, LoaderConfig, Prefetcher};
 use crate::model_file::encode_input;
 use crate::simulate::{prepare, simulate_prepared};
-use shared::engine::HostLayouts;
+use shared::host_layouts::HostLayouts;
 
 /// Noise and signal energy of one layer, summed over images.
 #[derive(Clone, Copy, Debug, Default)]

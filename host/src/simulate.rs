@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
-use shared::engine::{self, HostLayouts, Observer, Parallel, Prepared};
+use shared::engine::{self, Observer, Parallel, Prepared};
+use shared::host_layouts::HostLayouts;
 use shared::model::QuantModel;
 use shared::spec::Shape;
 

@@ -27,6 +27,8 @@ pub mod convert;
 pub mod engine;
 pub mod format;
 pub mod geometry;
+#[cfg(feature = "alloc")]
+pub mod host_layouts;
 pub mod kernels;
 pub mod model;
 pub mod numeric;

@@ -70,7 +70,7 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         let ins: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).chain([args.model.as_path()]).collect();
         crate::atomic::refuse_input_as_output("output", out, &ins)?;
     }
-    let mut layouts = shared::engine::HostLayouts::default();
+    let mut layouts = shared::host_layouts::HostLayouts::default();
     let prepared = prepare(&model, &mut layouts).with_context(|| args.model.display().to_string())?;
     let mut all = Vec::new();
     for path in inputs {

@@ -169,7 +169,7 @@ pub fn can_split_conv_pixels(g: &ConvGeom, p: &Int8Params) -> bool {
 
 /// What a conv's pixel kernel ([`conv2d_pixels`]) reads besides the filters
 /// as stored: built once per model ([`build_pixel_filters`]; the host lends
-/// them, `engine::PixelFilterCopies`) rather than by every call, as TFLite
+/// them, `host_layouts::PixelFilterCopies`) rather than by every call, as TFLite
 /// Micro's Prepare computes an op's constants once. Each part is empty where
 /// this CPU's kernel for the layer does not read it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -309,7 +309,7 @@ pub fn conv2d_pixels(
 /// core without VNNI, whose exact multiply-add (`vpmaddwd`) is half as wide
 /// as VNNI's, so that 1.6-2.25x fewer products pay for the transforms; and
 /// a 3x3 or 5x5 stride-1 layer the kernel takes (`x86::int8_winograd::Scheme`). Where it does, the host lends the
-/// layer's [`transform_winograd_filters`] (`engine::WinogradCopies`).
+/// layer's [`transform_winograd_filters`] (`host_layouts::WinogradCopies`).
 pub fn winograd_serves(g: &ConvGeom, p: &Int8Params) -> bool {
     #[cfg(all(feature = "std", x86_simd))]
     return !x86::has_vnni() && x86::has_avx2() && x86_w::serves(g, p);

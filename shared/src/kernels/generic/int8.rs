@@ -26,7 +26,7 @@ use crate::spec::Activation;
 /// w[u][j] * (values[j] - in_zp)`. Then `sum over j of w[u][j] * (x[j] -
 /// in_zp)` is `sums[u]` plus the same over the inputs not at their value,
 /// with `x[j] - values[j]`: exact integers, so the same bytes, with the rows
-/// of dead inputs left unread. Built by the host (`engine::InputMajorCopies`).
+/// of dead inputs left unread. Built by the host (`host_layouts::InputMajorCopies`).
 #[derive(Clone, Copy, Debug)]
 pub struct DeadInputs<'a> {
     pub values: &'a [i8],
