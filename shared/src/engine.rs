@@ -1119,17 +1119,33 @@ fn run_layers<'a>(
     let data = model.layer_data();
     let mut last = first;
     let fuse = !observer.sees_each_output();
-    let mut fused = false;
+    // Layer `i + 1` already ran with layer `i`: a BatchNormalization fused
+    // into the conv before it, or a MaxPool2D run before its BatchNormalization.
+    let mut ran_ahead = false;
     for ((i, _, _, out), (lp, step)) in model.spec.shapes().zip(p.layers().iter().zip(&prepared.steps)) {
         observer.layer_start(i);
-        if fused {
-            // This BatchNormalization ran in the conv before it.
-            fused = false;
+        if ran_ahead {
+            ran_ahead = false;
         } else if let Some(then) = fuse.then(|| batch_norm_after(prepared, i)).flatten() {
             let winograd = prepared.winograd_of(i).map(|u| (u, &mut *lent_scratch));
             let pixels = prepared.pixel_filters_of(i);
             run_conv_then_batch_norm(*step, data[i].weights, winograd, pixels, &then, work, lp, par);
-            fused = true;
+            ran_ahead = true;
+        } else if let Some(bn) = fuse.then(|| pool_before_batch_norm(prepared, i)).flatten() {
+            // The pool takes each reversing channel's min: a max of its bytes
+            // flipped (`!x = -1 - x` reverses the int8 order), flipped back.
+            let pool = &p.layers()[i + 1];
+            let reversing = bn.weights.iter().any(|&s| s < 0);
+            if reversing {
+                flip_reversing_channels(&bn, as_i8_mut(&mut work[lp.output.offset..lp.output.end()]));
+            }
+            run_layer(model.precision, i + 1, prepared.steps[i + 1], data[i + 1].weights, work, scratch, pool, par)?;
+            if reversing {
+                flip_reversing_channels(&bn, as_i8_mut(&mut work[pool.output.offset..pool.output.end()]));
+            }
+            let on_pooled = LayerPlan { input: pool.output, output: pool.output, ..*lp };
+            run_layer(model.precision, i, *step, data[i].weights, work, scratch, &on_pooled, par)?;
+            ran_ahead = true;
         } else {
             // An int8 Dense with a lent input-major copy reads the copy when
             // enough of its inputs are dead, an int8 Conv2D with lent
@@ -1182,6 +1198,58 @@ fn batch_norm_after<'m>(prepared: &Prepared<'m>, i: usize) -> Option<k8::ThenBat
         && w.weights.len() == g.out_c
         && k8::fuses_batch_norm(&g, &with_constant_clamp(prm, relu, six)))
     .then_some(k8::ThenBatchNorm { p: with_constant_clamp(bn_prm, false, false), w })
+}
+
+/// Layer `i`'s weights if the engine may run it, an int8
+/// BatchNormalization, after the MaxPool2D that follows it, on the pool's
+/// output: a quarter of the values for a 3x3 stride-2 pool (AlexNet's first
+/// two). The bytes are the same because each channel's BatchNormalization
+/// is a monotone function of its input byte: non-decreasing where the
+/// channel's weight is at least 0 (it then commutes with the pool's max),
+/// non-increasing where it is negative, as a negative `gamma` gives (there
+/// the max of the outputs is the output of the min, which the engine takes
+/// as a max of flipped bytes). That holds while the channel's multiplier is
+/// at least 0 and its accumulator cannot wrap (`|w (x - zp)| <= 32640`
+/// beside the bias): the product and bias move one way with `x`, and the
+/// requantization's rounding, shifts and clamps never reverse an order.
+/// Only the pool may read the BatchNormalization's output, which never
+/// exists; the observer must not look at each layer's output.
+fn pool_before_batch_norm<'m>(prepared: &Prepared<'m>, i: usize) -> Option<Int8Weights<'m>> {
+    let model = prepared.model;
+    let (Some(Step::BatchNorm { .. }), Some(Step::MaxPool { .. })) = (prepared.steps.get(i), prepared.steps.get(i + 1))
+    else {
+        return None;
+    };
+    let (Some(bn), Some(pool)) = (prepared.plan.layers().get(i), prepared.plan.layers().get(i + 1)) else {
+        return None;
+    };
+    let LayerWeights::Int8(w) = model.layer_data()[i].weights else {
+        return None;
+    };
+    let monotone = w
+        .multiplier
+        .iter()
+        .zip(w.bias)
+        .all(|(&m, &b)| m >= 0 && b.checked_add(32_640).is_some() && b.checked_sub(32_640).is_some());
+    let spec = &model.spec;
+    (bn.input == bn.output
+        && pool.input == bn.output
+        && spec.inputs()[i + 1].is_stack(i + 1)
+        && spec.readers(i).eq([i + 1])
+        && monotone)
+        .then_some(w)
+}
+
+/// Flip (`!x`) the bytes of the channels whose BatchNormalization weight is
+/// negative, in `data` (whole pixels of `bn.weights.len()` channels): the
+/// order of those channels reverses, so a max pool takes their min.
+fn flip_reversing_channels(bn: &Int8Weights<'_>, data: &mut [i8]) {
+    for px in data.chunks_exact_mut(bn.weights.len()) {
+        for (v, &s) in px.iter_mut().zip(bn.weights) {
+            // `s >> 7` is -1 (all bits) for a negative weight, else 0.
+            *v ^= s >> 7;
+        }
+    }
 }
 
 /// An int8 Conv2D and the BatchNormalization [`batch_norm_after`] found for

@@ -66,8 +66,16 @@ impl Observer for Blind {
 /// Run `m` with a [`Blind`] observer and check it against the seeing run
 /// `seen` (output `out`): the same output bytes and the same layer calls,
 /// every layer's bytes the same but where a Conv2D ran fused, whose bytes
-/// are the BatchNormalization's after it. Returns how many convs fused.
+/// are the BatchNormalization's after it, or where a BatchNormalization ran
+/// after the MaxPool2D that follows it (its own output never exists; the
+/// pool's bytes are checked like any layer's). Returns how many convs fused.
 fn check_fused_run(m: &OwnedModel, input: &[u8], out: &[u8], seen: &Record) -> Result<usize, TestCaseError> {
+    Ok(check_blind_run(m, input, out, seen)?.0)
+}
+
+/// [`check_fused_run`], returning how many convs fused and how many
+/// BatchNormalizations ran after their pool.
+fn check_blind_run(m: &OwnedModel, input: &[u8], out: &[u8], seen: &Record) -> Result<(usize, usize), TestCaseError> {
     let view = m.view();
     let prepared = engine::prepare(&view).unwrap();
     let mut arena = vec![0u8; prepared.plan().arena_bytes];
@@ -77,21 +85,25 @@ fn check_fused_run(m: &OwnedModel, input: &[u8], out: &[u8], seen: &Record) -> R
     prop_assert_eq!(&blind.0.started, &seen.started);
     prop_assert_eq!(blind.0.done.len(), seen.done.len());
     let layers = m.spec.layers();
-    let mut fused = 0;
+    let (mut fused, mut pooled_first) = (0, 0);
     for (i, (b, s)) in blind.0.done.iter().zip(&seen.done).enumerate() {
         prop_assert_eq!((b.0, b.1), (s.0, s.1));
         if b.2 != s.2 {
             let next = seen.done.get(i + 1).map(|n| &n.2);
-            prop_assert!(
-                matches!(layers[i], Layer::Conv2D(_))
-                    && matches!(layers.get(i + 1), Some(Layer::BatchNorm { .. }))
-                    && Some(&b.2) == next,
-                "layer {i}: bytes differ without a fusion"
-            );
-            fused += 1;
+            let conv_then_bn = matches!(layers[i], Layer::Conv2D(_))
+                && matches!(layers.get(i + 1), Some(Layer::BatchNorm { .. }))
+                && Some(&b.2) == next;
+            let bn_then_pool = matches!(layers[i], Layer::BatchNorm { .. })
+                && matches!(layers.get(i + 1), Some(Layer::MaxPool2D { .. }));
+            prop_assert!(conv_then_bn || bn_then_pool, "layer {i}: bytes differ without a fusion or a reorder");
+            if conv_then_bn {
+                fused += 1;
+            } else {
+                pooled_first += 1;
+            }
         }
     }
-    Ok(fused)
+    Ok((fused, pooled_first))
 }
 
 fn i8s(b: &[u8]) -> Vec<i8> {
@@ -650,6 +662,16 @@ fn check_graph_plan(spec: &ModelSpec, plan: &engine::Plan, activations: usize) -
     Ok(())
 }
 
+/// Make a BatchNormalization's gammas at least 0.2 from zero: negative for
+/// the channels `negative` picks, positive for the others.
+fn set_gammas(bn: &mut OwnedLayer, negative: impl Fn(usize) -> bool) {
+    if let OwnedLayer::BatchNorm { gamma, .. } = bn {
+        for (c, v) in gamma.iter_mut().enumerate() {
+            *v = if negative(c) { -v.abs() - 0.2 } else { v.abs() + 0.2 };
+        }
+    }
+}
+
 /// conv -> relu -> BN (negative gammas) -> maxpool -> same conv, end to end
 /// against the float model: BN is kept after the ReLU, so a negative gamma
 /// makes the pool pick the BN output's max (the conv output's min).
@@ -666,11 +688,7 @@ fn bn_after_relu_with_negative_gammas_follows_the_float_model() {
     for seed in 0..20 {
         let mut rng = Rng::new(seed);
         let mut p = random_params(&spec, &mut rng);
-        if let OwnedLayer::BatchNorm { gamma: g, .. } = &mut p[1] {
-            for (i, v) in g.iter_mut().enumerate() {
-                *v = if i % 2 == 0 { -v.abs() - 0.2 } else { v.abs() + 0.2 };
-            }
-        }
+        set_gammas(&mut p[1], |c| c % 2 == 0);
         let (m, x) = int8_model(&spec, &p, &mut rng);
         let mut input = vec![0u8; x.len()];
         engine::quantize_input(&x, m.input, &mut input).unwrap();
@@ -687,6 +705,37 @@ fn bn_after_relu_with_negative_gammas_follows_the_float_model() {
         }
     }
     assert!(worst > 0.0);
+}
+
+/// conv -> ReLU (a layer of its own, so no conv fuses the BN) -> BN -> 3x3
+/// stride-2 max pool: the BN runs after the pool on its output (a quarter
+/// of the values) and gives the same pool and output bytes, with every
+/// gamma positive and with some negative (those channels' BN reverses the
+/// order: the pool takes their min).
+#[test]
+fn batch_norm_runs_after_the_max_pool_with_the_same_bytes() {
+    let spec = Sequential::new(Shape::image(20, 20, 3))
+        .conv2d(Conv2D::new(8, 3).same())
+        .add(Layer::Activation(Activation::Relu))
+        .batch_norm()
+        .max_pool(3, 2)
+        .flatten()
+        .dense(5, Activation::Softmax)
+        .build()
+        .unwrap();
+    for seed in 0..12u64 {
+        let negative = !seed.is_multiple_of(2);
+        let mut rng = Rng::new(100 + seed);
+        let mut p = random_params(&spec, &mut rng);
+        set_gammas(&mut p[2], |c| negative && (c + seed as usize).is_multiple_of(3));
+        let (m, x) = int8_model(&spec, &p, &mut rng);
+        let mut input = vec![0u8; x.len()];
+        engine::quantize_input(&x, m.input, &mut input).unwrap();
+        let (out, rec) = run_recorded(&m, &input);
+        let (fused, pooled_first) = check_blind_run(&m, &input, &out, &rec).unwrap();
+        assert_eq!(fused, 0, "seed {seed}: nothing to fuse");
+        assert_eq!(pooled_first, 1, "seed {seed}: negative gammas {negative}");
+    }
 }
 
 fn tiny() -> (ModelSpec, Vec<OwnedLayer>) {
