@@ -70,8 +70,11 @@ pub trait Observer {
     /// BatchNormalization after it as one layer where the CPU's kernel can
     /// (the BatchNormalization in the conv's output stage, one pass instead
     /// of two): the conv's `layer_done` then gets the pair's output, and
-    /// the BatchNormalization's comes straight after. The model's output
-    /// bytes are the same either way.
+    /// the BatchNormalization's comes straight after. It may also run an
+    /// int8 BatchNormalization after the MaxPool2D that follows it, on the
+    /// pool's output: the BatchNormalization's `layer_done` then gets bytes
+    /// that are not its output, and the pool's gets the pair's. The model's
+    /// output bytes are the same either way.
     fn sees_each_output(&self) -> bool {
         true
     }
