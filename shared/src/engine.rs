@@ -1134,11 +1134,10 @@ fn run_layers<'a>(
             let pixels = prepared.pixel_filters_of(i);
             run_conv_then_batch_norm(*step, data[i].weights, winograd, pixels, &then, work, lp, par);
             ran_ahead = true;
-        } else if let Some(bn) = fuse.then(|| pool_before_batch_norm(prepared, i)).flatten() {
+        } else if let Some((bn, reversing)) = fuse.then(|| pool_before_batch_norm(prepared, i)).flatten() {
             // The pool takes each reversing channel's min: a max of its bytes
             // flipped (`!x = -1 - x` reverses the int8 order), flipped back.
             let pool = &p.layers()[i + 1];
-            let reversing = bn.weights.iter().any(|&s| s < 0);
             if reversing {
                 flip_reversing_channels(&bn, as_i8_mut(&mut work[lp.output.offset..lp.output.end()]));
             }
@@ -1216,8 +1215,9 @@ fn batch_norm_after<'m>(prepared: &Prepared<'m>, i: usize) -> Option<k8::ThenBat
 /// beside the bias): the product and bias move one way with `x`, and the
 /// requantization's rounding, shifts and clamps never reverse an order.
 /// Only the pool may read the BatchNormalization's output, which never
-/// exists; the observer must not look at each layer's output.
-fn pool_before_batch_norm<'m>(prepared: &Prepared<'m>, i: usize) -> Option<Int8Weights<'m>> {
+/// exists; the observer must not look at each layer's output. With the
+/// weights, whether any channel reverses (then the pool needs flips).
+fn pool_before_batch_norm<'m>(prepared: &Prepared<'m>, i: usize) -> Option<(Int8Weights<'m>, bool)> {
     let model = prepared.model;
     let (Some(Step::BatchNorm { .. }), Some(Step::MaxPool { .. })) = (prepared.steps.get(i), prepared.steps.get(i + 1))
     else {
@@ -1229,18 +1229,23 @@ fn pool_before_batch_norm<'m>(prepared: &Prepared<'m>, i: usize) -> Option<Int8W
     let LayerWeights::Int8(w) = model.layer_data()[i].weights else {
         return None;
     };
-    let monotone = w
-        .multiplier
-        .iter()
-        .zip(w.bias)
-        .all(|(&m, &b)| m >= 0 && b.checked_add(32_640).is_some() && b.checked_sub(32_640).is_some());
     let spec = &model.spec;
-    (bn.input == bn.output
+    let alone = bn.input == bn.output
         && pool.input == bn.output
         && spec.inputs()[i + 1].is_stack(i + 1)
-        && spec.readers(i).eq([i + 1])
-        && monotone)
-        .then_some(w)
+        && spec.readers(i).eq([i + 1]);
+    if !alone {
+        return None;
+    }
+    // One pass over the channels: each monotone, and whether any reverses.
+    let mut reversing = false;
+    for ((&s, &m), &b) in w.weights.iter().zip(w.multiplier).zip(w.bias) {
+        if m < 0 || b.checked_add(32_640).is_none() || b.checked_sub(32_640).is_none() {
+            return None;
+        }
+        reversing |= s < 0;
+    }
+    Some((w, reversing))
 }
 
 /// Flip (`!x`) the bytes of the channels whose BatchNormalization weight is

@@ -268,8 +268,9 @@ pub fn broadcast_fits(g: &ConvGeom) -> bool {
 /// i16 elements of [`build_broadcast_filters`]'s layout for `g`: 0 where
 /// the broadcast walk does not serve it.
 pub fn broadcast_len(g: &ConvGeom) -> usize {
-    if broadcast_fits(g) {
-        widened_len(g)
+    let n = widened_len(g);
+    if n <= PACK_ELEMS {
+        n
     } else {
         0
     }
